@@ -1,0 +1,3 @@
+from foodmesh.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC stubs for the foodmesh.v1 contracts (do not edit)."""

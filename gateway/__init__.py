@@ -1,0 +1,1 @@
+"""HTTP gateway: JSON/REST and server-sent events over the foodmesh gRPC services."""

@@ -1,0 +1,1 @@
+"""Server side of foodmesh: shared runtime plus one package per service."""

@@ -1,0 +1,1 @@
+"""Shared plumbing every foodmesh service is built on."""

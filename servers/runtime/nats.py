@@ -1,0 +1,75 @@
+"""NATS access: core subjects, JetStream streams and KV buckets, all namespaced."""
+
+from __future__ import annotations
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import StreamConfig
+from nats.js.errors import BadRequestError
+
+from servers.runtime.errors import DependencyUnavailable
+
+__all__ = ["Subjects", "check_nats", "ensure_stream", "open_nats"]
+
+
+class Subjects:
+    """Namespaced subject and stream names: ``<ns>.orders.v1.placed`` / ``<NS>_ORDERS``."""
+
+    __slots__ = ("namespace",)
+
+    def __init__(self, namespace: str = "") -> None:
+        self.namespace = namespace
+
+    def subject(self, name: str) -> str:
+        return f"{self.namespace}.{name}" if self.namespace else name
+
+    def stream(self, name: str) -> str:
+        return f"{self.namespace}_{name}".upper().replace("-", "_") if self.namespace else name
+
+    def bucket(self, name: str) -> str:
+        return f"{self.namespace}_{name}".replace("-", "_") if self.namespace else name
+
+
+async def open_nats(url: str, *, name: str, connect_timeout: float = 2.0) -> NATS:
+    """A connected client that reconnects forever; raises if the first connect fails."""
+    if not url:
+        raise DependencyUnavailable(
+            "FOODMESH_NATS_URL is not set: start the servers with `foodmesh infra up` "
+            "or point FOODMESH_NATS_URL at a NATS server"
+        )
+
+    async def _quiet(_exc: Exception) -> None:
+        # Reconnects are reported through health checks, not a log line per attempt.
+        return None
+
+    try:
+        return await nats.connect(
+            url,
+            name=f"foodmesh-{name}",
+            connect_timeout=connect_timeout,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=_quiet,
+        )
+    except Exception as exc:
+        raise DependencyUnavailable(
+            f"NATS at {url.split('@')[-1]} did not answer within {connect_timeout:g}s ({exc!r}); "
+            "is it running? (`foodmesh infra status`)"
+        ) from None
+
+
+async def check_nats(nc: NATS) -> None:
+    """Raises unless NATS answers a round trip (flush = PING/PONG)."""
+    if not nc.is_connected:
+        raise ConnectionError("not connected to NATS")
+    await nc.flush(timeout=1)
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Creates the stream, or updates it to ``config`` if it exists (safe from many replicas)."""
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        await js.update_stream(config)

@@ -1,0 +1,67 @@
+"""Redis access and cluster-safe key naming.
+
+Keys of one region share a hash tag (``{9q8y}``), so a Redis Cluster keeps a
+region's keys on one shard and multi-key commands (pipelines, GEOSEARCH +
+HMGET, Lua) still work unchanged.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from servers.runtime.errors import DependencyUnavailable
+
+__all__ = ["Keys", "check_redis", "open_redis"]
+
+
+class Keys:
+    """Builds namespaced, region-tagged key names: ``<ns>:<kind>:{<region>}:<parts>``."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, namespace: str = "") -> None:
+        self.prefix = f"{namespace}:" if namespace else ""
+
+    def key(self, kind: str, *parts: str) -> str:
+        """A key that belongs to no region (global config, caches keyed by id)."""
+        return ":".join((f"{self.prefix}{kind}", *parts))
+
+    def region(self, kind: str, region: str, *parts: str) -> str:
+        """A key of one region; ``region`` (a geohash prefix) becomes the hash tag."""
+        if not region or any(c in region for c in "{}:"):
+            raise ValueError(f"bad region {region!r}")
+        return ":".join((f"{self.prefix}{kind}", f"{{{region}}}", *parts))
+
+    def pattern(self) -> str:
+        """The SCAN pattern that matches every key of this namespace."""
+        return f"{self.prefix}*" if self.prefix else "*"
+
+
+async def open_redis(url: str, *, name: str, connect_timeout: float = 2.0) -> aioredis.Redis:
+    """A connected client; raises :class:`DependencyUnavailable` if the server does not answer."""
+    if not url:
+        raise DependencyUnavailable(
+            "FOODMESH_REDIS_URL is not set: start the servers with `foodmesh infra up` "
+            "or point FOODMESH_REDIS_URL at a Redis server"
+        )
+    client = aioredis.Redis.from_url(
+        url,
+        socket_timeout=connect_timeout,
+        socket_connect_timeout=connect_timeout,
+        client_name=f"foodmesh-{name}",
+        health_check_interval=30,
+    )
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        raise DependencyUnavailable(
+            f"Redis at {url.split('@')[-1]} did not answer within {connect_timeout:g}s ({exc}); "
+            "is it running? (`foodmesh infra status`)"
+        ) from None
+    return client
+
+
+async def check_redis(client: aioredis.Redis) -> None:
+    """Raises unless Redis answers PING."""
+    await client.ping()

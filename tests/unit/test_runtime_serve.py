@@ -1,0 +1,381 @@
+"""servers.runtime.serve and its interceptor, on a real grpc.aio server with no dependencies.
+
+The service under test is a generic handler (``test.Probe``) whose request's
+``service`` string tells it what to do, so these tests exercise the runtime
+without depending on any foodmesh contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+from servers.runtime import telemetry
+from servers.runtime.config import Settings
+from servers.runtime.context import current_request_id, time_left
+from servers.runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from servers.runtime.serve import Resources, RunningService, ServiceSpec, StartupError, run_service
+
+Req = health_pb2.HealthCheckRequest
+Resp = health_pb2.HealthCheckResponse
+
+
+class Probe:
+    """Handlers that do what the request says; records what actually ran."""
+
+    def __init__(self) -> None:
+        self.work_done = 0
+        self.seen_time_left: list[float] = []
+        self.release = asyncio.Event()
+
+    async def unary(self, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        cmd, _, arg = request.service.partition(":")
+        self.seen_time_left.append(time_left(default=-1.0))
+        if cmd == "sleep":
+            await asyncio.sleep(float(arg))
+        elif cmd == "wait":
+            await self.release.wait()
+        elif cmd == "invalid":
+            raise InvalidArgument(
+                [FieldViolation(arg, "must be set"), FieldViolation("items", "must not be empty")]
+            )
+        elif cmd == "illegal":
+            raise FailedPrecondition("order is delivered; cannot cancel", reason="ILLEGAL_TRANSITION")
+        elif cmd == "boom":
+            raise KeyError("secret-internal-detail")
+        elif cmd == "rid":
+            return Resp(status=Resp.SERVING if current_request_id() == arg else Resp.UNKNOWN)
+        self.work_done += 1
+        return Resp(status=Resp.SERVING)
+
+    async def stream(
+        self, request: Req, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Resp]:
+        cmd, _, arg = request.service.partition(":")
+        for _ in range(int(arg or 3)):
+            yield Resp(status=Resp.SERVING)
+        if cmd == "boom":
+            raise RuntimeError("stream broke")
+        if cmd == "hang":
+            await asyncio.Event().wait()
+
+
+def probe_spec(probe: Probe, **kw: Any) -> ServiceSpec:
+    async def register(server: grpc.aio.Server, resources: Resources) -> None:
+        handlers = {
+            "Unary": grpc.unary_unary_rpc_method_handler(
+                probe.unary,
+                request_deserializer=Req.FromString,
+                response_serializer=Resp.SerializeToString,
+            ),
+            "Stream": grpc.unary_stream_rpc_method_handler(
+                probe.stream,
+                request_deserializer=Req.FromString,
+                response_serializer=Resp.SerializeToString,
+            ),
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("test.Probe", handlers),)
+        )
+        return None
+
+    return ServiceSpec(name="probe", grpc_services=("test.Probe",), register=register, **kw)
+
+
+def settings(**kw: Any) -> Settings:
+    base = Settings(
+        service="probe",
+        default_deadline_s=0.5,
+        shutdown_grace_s=5.0,
+        startup_timeout_s=2.0,
+        health_check_interval_s=0.05,
+        metrics_enabled=False,
+    )
+    return replace(base, **kw)
+
+
+def unary(channel: grpc.aio.Channel) -> Callable[..., Any]:
+    return channel.unary_unary(
+        "/test.Probe/Unary",
+        request_serializer=Req.SerializeToString,
+        response_deserializer=Resp.FromString,
+    )
+
+
+def rich_status(err: grpc.aio.AioRpcError) -> status_pb2.Status:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None, "error carried no google.rpc.Status details"
+    return status
+
+
+@pytest.fixture
+async def probe() -> Probe:
+    return Probe()
+
+
+@pytest.fixture
+async def running(probe: Probe) -> AsyncIterator[RunningService]:
+    async with run_service(probe_spec(probe), settings()) as svc:
+        yield svc
+
+
+@pytest.fixture
+async def channel(running: RunningService) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(running.target) as ch:
+        yield ch
+
+
+async def test_call_without_deadline_gets_the_configured_default(
+    channel: grpc.aio.Channel, probe: Probe
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await unary(channel)(Req(service="sleep:5"))  # no timeout from the client
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 0.3 < probe.seen_time_left[0] <= 0.5
+
+
+async def test_client_deadline_is_visible_to_service_code(
+    channel: grpc.aio.Channel, probe: Probe
+) -> None:
+    await unary(channel)(Req(service="ok"), timeout=3.0)
+    assert 2.0 < probe.seen_time_left[0] <= 3.0
+
+
+async def test_call_whose_deadline_passed_in_transit_does_no_work(
+    channel: grpc.aio.Channel, probe: Probe
+) -> None:
+    call = unary(channel)(Req(service="ok"), timeout=0.05)
+    time.sleep(0.2)  # block the loop the server shares, so the deadline passes before dispatch
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await asyncio.sleep(0.05)
+    assert probe.work_done == 0
+
+
+async def test_invalid_argument_carries_bad_request_naming_each_field(
+    channel: grpc.aio.Channel,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await unary(channel)(Req(service="invalid:delivery_address.lat"), timeout=2)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "delivery_address.lat" in (err.value.details() or "")
+    status = rich_status(err.value)
+    bad = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad) for d in status.details)
+    assert [(v.field, v.description) for v in bad.field_violations] == [
+        ("delivery_address.lat", "must be set"),
+        ("items", "must not be empty"),
+    ]
+
+
+async def test_domain_error_keeps_its_code_and_reason(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await unary(channel)(Req(service="illegal"), timeout=2)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = error_details_pb2.ErrorInfo()
+    assert any(d.Unpack(info) for d in rich_status(err.value).details)
+    assert info.reason == "ILLEGAL_TRANSITION"
+
+
+async def test_unexpected_exception_is_internal_with_a_request_id_that_is_logged(
+    channel: grpc.aio.Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="foodmesh.errors")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await unary(channel)(Req(service="boom"), timeout=2)
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret-internal-detail" not in (err.value.details() or "")
+    info = error_details_pb2.RequestInfo()
+    assert any(d.Unpack(info) for d in rich_status(err.value).details)
+    assert info.request_id and info.request_id in (err.value.details() or "")
+    logged = [r for r in caplog.records if info.request_id in r.getMessage()]
+    assert logged and logged[0].exc_info is not None
+
+
+async def test_request_id_from_metadata_is_used(channel: grpc.aio.Channel) -> None:
+    reply = await unary(channel)(
+        Req(service="rid:abc123"), timeout=2, metadata=(("x-request-id", "abc123"),)
+    )
+    assert reply.status == Resp.SERVING
+
+
+async def test_error_in_a_server_stream_ends_it_with_internal_not_a_hang(
+    channel: grpc.aio.Channel,
+) -> None:
+    stream = channel.unary_stream(
+        "/test.Probe/Stream",
+        request_serializer=Req.SerializeToString,
+        response_deserializer=Resp.FromString,
+    )
+    got = []
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for msg in stream(Req(service="boom:2"), timeout=5):
+            got.append(msg)
+    assert len(got) == 2
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+
+
+async def test_stream_outliving_its_max_age_ends_with_deadline_exceeded(probe: Probe) -> None:
+    async with (
+        run_service(probe_spec(probe), settings(stream_max_age_s=0.3)) as svc,
+        grpc.aio.insecure_channel(svc.target) as ch,
+    ):
+        stream = ch.unary_stream(
+            "/test.Probe/Stream",
+            request_serializer=Req.SerializeToString,
+            response_deserializer=Resp.FromString,
+        )
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stream(Req(service="hang:1")):
+                pass
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 3
+
+
+async def test_health_and_reflection_are_served(
+    running: RunningService, channel: grpc.aio.Channel
+) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for name in ("", "test.Probe"):
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=2)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+    listed: list[str] = []
+    async for r in refl.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=2
+    ):
+        listed += [s.name for s in r.list_services_response.service]
+    assert {"test.Probe", "grpc.health.v1.Health"} <= set(listed)
+
+
+async def test_health_is_not_serving_until_dependencies_answer(probe: Probe) -> None:
+    answering = False
+
+    async def dependency() -> None:
+        if not answering:
+            raise ConnectionRefusedError("nobody home")
+
+    spec = probe_spec(probe, extra_checks={"fake-dependency": dependency})
+    async with (
+        run_service(spec, settings(), wait_ready=False) as svc,
+        grpc.aio.insecure_channel(svc.target) as ch,
+    ):
+        health = health_pb2_grpc.HealthStub(ch)
+        await asyncio.sleep(0.2)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service="test.Probe"), timeout=2)
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        answering = True
+        assert await svc.health.wait_serving(2.0)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service="test.Probe"), timeout=2)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        answering = False  # a dependency that stops answering takes the service out again
+        await asyncio.sleep(0.3)
+        reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_startup_fails_naming_the_dependency_that_never_answered(probe: Probe) -> None:
+    async def dependency() -> None:
+        raise ConnectionRefusedError("redis at 127.0.0.1:1 refused")
+
+    spec = probe_spec(probe, extra_checks={"redis": dependency})
+    with pytest.raises(StartupError, match="redis"):
+        async with run_service(spec, settings(startup_timeout_s=0.3)):
+            pass
+
+
+async def test_port_in_use_is_a_one_line_startup_error(
+    running: RunningService, probe: Probe
+) -> None:
+    with pytest.raises(StartupError, match=f"{running.port}.*FOODMESH_PROBE_PORT"):
+        async with run_service(probe_spec(probe), settings(port=running.port)):
+            pass
+
+
+async def test_graceful_shutdown_finishes_in_flight_calls_and_refuses_new_ones(
+    probe: Probe,
+) -> None:
+    spec = probe_spec(probe)
+    ctx = run_service(spec, settings(default_deadline_s=10))
+    svc = await ctx.__aenter__()
+    async with grpc.aio.insecure_channel(svc.target) as ch:
+        in_flight = asyncio.ensure_future(unary(ch)(Req(service="wait"), timeout=10))
+        await asyncio.sleep(0.2)
+        stopping = asyncio.ensure_future(ctx.__aexit__(None, None, None))
+        await asyncio.sleep(0.2)
+        health = health_pb2_grpc.HealthStub(ch)
+        assert not stopping.done(), "shutdown did not wait for the in-flight call"
+        assert svc.health.serving is False
+        with pytest.raises(grpc.aio.AioRpcError):
+            await unary(ch)(Req(service="ok"), timeout=1)
+        probe.release.set()
+        reply = await in_flight
+        assert reply.status == Resp.SERVING
+        await stopping
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_client_trace_continues_in_server_span(probe: Probe) -> None:
+    telemetry.setup_tracing("probe", exporter="memory")
+    exporter = telemetry.memory_exporter()
+    assert exporter is not None
+    exporter.clear()
+    async with (
+        run_service(probe_spec(probe), settings()) as svc,
+        grpc.aio.insecure_channel(svc.target, interceptors=aio_client_interceptors()) as ch,
+    ):
+        with trace.get_tracer("test").start_as_current_span("customer-taps-order") as root:
+            await unary(ch)(Req(service="ok"), timeout=2)
+        trace_id = root.get_span_context().trace_id
+    spans = exporter.get_finished_spans()
+    server = [s for s in spans if s.name == "test.Probe/Unary" and s.kind == trace.SpanKind.SERVER]
+    assert server, [s.name for s in spans]
+    assert server[0].context is not None and server[0].context.trace_id == trace_id
+    client = [s for s in spans if s.kind == trace.SpanKind.CLIENT]
+    assert client and server[0].parent is not None
+    assert server[0].parent.span_id == client[0].context.span_id  # type: ignore[union-attr]
+
+
+async def test_metrics_count_rpcs_by_code(probe: Probe) -> None:
+    async with (
+        run_service(probe_spec(probe), settings(metrics_enabled=True)) as svc,
+        grpc.aio.insecure_channel(svc.target) as ch,
+    ):
+        await unary(ch)(Req(service="ok"), timeout=2)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await unary(ch)(Req(service="invalid:x"), timeout=2)
+        assert svc.metrics_port
+        url = f"http://127.0.0.1:{svc.metrics_port}/metrics"
+        body = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(url, timeout=2).read().decode()
+        )
+    line = (
+        'grpc_server_handled_total{grpc_code="INVALID_ARGUMENT",grpc_method="Unary",'
+        'grpc_service="test.Probe",grpc_type="unary"}'
+    )
+    assert line in body
+    assert 'grpc_server_handling_seconds_bucket{grpc_method="Unary"' in body
+
+
+def test_status_for_maps_timeout_to_deadline_exceeded() -> None:
+    from servers.runtime.interceptors import status_for
+
+    assert status_for(TimeoutError(), "r1").code == code_pb2.DEADLINE_EXCEEDED
