@@ -1,0 +1,283 @@
+"""The `foodmesh` command: infra, migrate, gen, serve, up, status.
+
+Expected failures (a bad setting, a server that does not answer, a port in
+use) print one line that names the problem and what to do, and exit 1; only
+bugs print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from foodmesh import __version__
+
+__all__ = ["main"]
+
+_log = logging.getLogger("foodmesh.cli")
+_URL_VARS = ("FOODMESH_POSTGRES_URL", "FOODMESH_REDIS_URL", "FOODMESH_NATS_URL")
+
+
+class CliError(Exception):
+    """An expected failure: printed as one line, exit code 1."""
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    raw = args.state_dir or os.environ.get("FOODMESH_STATE_DIR") or ".foodmesh"
+    return Path(raw).absolute()
+
+
+async def _urls(state_dir: Path) -> dict[str, str]:
+    """Server URLs from the environment, else from the infra running under ``state_dir``."""
+    if all(os.environ.get(v) for v in _URL_VARS):
+        return {v: os.environ[v] for v in _URL_VARS}
+    from foodmesh import infra
+
+    st = await infra.status(state_dir)
+    urls = st.urls if st.all_running else None
+    if urls is None:
+        raise CliError(
+            f"no running infrastructure under {state_dir}: start it with `foodmesh infra up`, "
+            "or set " + ", ".join(_URL_VARS)
+        )
+    found = {
+        "FOODMESH_POSTGRES_URL": urls.postgres_url,
+        "FOODMESH_REDIS_URL": urls.redis_url,
+        "FOODMESH_NATS_URL": urls.nats_url,
+    }
+    return {v: os.environ.get(v) or found[v] for v in _URL_VARS}
+
+
+# ---------------------------------------------------------------- infra
+
+
+async def _infra(args: argparse.Namespace) -> int:
+    from foodmesh import infra
+
+    state = _state_dir(args)
+    if args.action == "up":
+        if all(os.environ.get(v) for v in _URL_VARS):
+            print("using the servers named by FOODMESH_*_URL; nothing to start")
+            for v in _URL_VARS:
+                print(f"export {v}={os.environ[v]}")
+            return 0
+        started = asyncio.get_running_loop().time()
+        urls = await infra.up(state)
+        took = asyncio.get_running_loop().time() - started
+        print(f"# postgres, redis and nats ready in {took:.2f}s (state in {state})")
+        print(f"export FOODMESH_POSTGRES_URL={urls.postgres_url}")
+        print(f"export FOODMESH_REDIS_URL={urls.redis_url}")
+        print(f"export FOODMESH_NATS_URL={urls.nats_url}")
+        return 0
+    if args.action == "down":
+        await infra.down(state)
+        print(f"stopped everything under {state}")
+        return 0
+    st = await infra.status(state)
+    print(infra.format_status(st) if hasattr(infra, "format_status") else st)
+    return 0 if st.all_running else 3
+
+
+# ---------------------------------------------------------------- migrate
+
+
+async def _migrate_services(names: Sequence[str], postgres_url: str) -> int:
+    from foodmesh.services import load_spec
+    from servers.runtime.migrate import load_migrations, migrate
+
+    total = 0
+    for name in names:
+        spec = load_spec(name)
+        if spec.migrations is None:
+            continue
+        applied = await migrate(
+            postgres_url, service=name, migrations=load_migrations(spec.migrations)
+        )
+        for m in applied:
+            print(f"{name}: applied {m.version:04d}_{m.name}")
+        total += len(applied)
+    return total
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    from foodmesh.services import available
+
+    names = args.services or [s.name for s in available()]
+    urls = await _urls(_state_dir(args))
+    total = await _migrate_services(names, urls["FOODMESH_POSTGRES_URL"])
+    print(f"migrations up to date ({total} applied now, services: {', '.join(names) or 'none'})")
+    return 0
+
+
+# ---------------------------------------------------------------- serve
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from foodmesh.services import KNOWN, load_spec
+    from servers.runtime.serve import serve
+
+    try:
+        spec = load_spec(args.service)
+    except KeyError as exc:
+        raise CliError(str(exc.args[0])) from None
+    if not all(os.environ.get(v) for v in _URL_VARS):
+        os.environ.update(asyncio.run(_urls(_state_dir(args))))
+    info = next(s for s in KNOWN if s.name == args.service)
+    up = args.service.upper()
+    os.environ.setdefault(f"FOODMESH_{up}_PORT", str(info.grpc_port))
+    os.environ.setdefault(f"FOODMESH_{up}_METRICS_PORT", str(info.metrics_port))
+    return serve(spec)
+
+
+# ---------------------------------------------------------------- up / status
+
+
+async def _up(args: argparse.Namespace) -> int:
+    from foodmesh import infra
+    from foodmesh.services import available
+    from foodmesh.supervisor import ProcessSpec, Supervisor, python_argv
+
+    state = _state_dir(args)
+    services = available()
+    if args.services:
+        wanted = set(args.services)
+        unknown = wanted - {s.name for s in services}
+        if unknown:
+            raise CliError(f"unknown or absent services: {', '.join(sorted(unknown))}")
+        services = [s for s in services if s.name in wanted]
+    started_infra = False
+    if all(os.environ.get(v) for v in _URL_VARS):
+        urls = {v: os.environ[v] for v in _URL_VARS}
+    else:
+        before = await infra.status(state)
+        started_infra = not before.all_running
+        u = await infra.up(state)
+        urls = {
+            "FOODMESH_POSTGRES_URL": u.postgres_url,
+            "FOODMESH_REDIS_URL": u.redis_url,
+            "FOODMESH_NATS_URL": u.nats_url,
+        }
+    for k, v in urls.items():
+        print(f"{k}={v}")
+    try:
+        await _migrate_services([s.name for s in services], urls["FOODMESH_POSTGRES_URL"])
+        specs = [
+            ProcessSpec(
+                name=s.name,
+                argv=python_argv("serve", s.name),
+                env={
+                    **urls,
+                    f"FOODMESH_{s.name.upper()}_PORT": str(s.grpc_port),
+                    f"FOODMESH_{s.name.upper()}_METRICS_PORT": str(s.metrics_port),
+                },
+                grpc_port=s.grpc_port,
+            )
+            for s in services
+        ]
+        if not specs:
+            print("no services exist in this checkout yet; infrastructure is up (Ctrl-C stops)")
+        supervisor = Supervisor(specs, state_dir=state, grace_s=args.grace)
+        ready = asyncio.Event()
+        runner = asyncio.create_task(supervisor.run(on_ready=ready))
+        await asyncio.wait(
+            [runner, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready.is_set():
+            print(
+                "foodmesh is up: "
+                + (", ".join(f"{s.name}:{s.grpc_port}" for s in services) or "infrastructure only")
+            )
+            print("`foodmesh status` shows health; Ctrl-C stops everything")
+        await runner
+    finally:
+        if started_infra and not args.keep_infra:
+            await infra.down(state)
+            print("infrastructure stopped")
+    return 0
+
+
+async def _status(args: argparse.Namespace) -> int:
+    from foodmesh import infra
+    from foodmesh.supervisor import as_json, read_status, status_table
+
+    state = _state_dir(args)
+    rows = await read_status(state)
+    st = await infra.status(state)
+    if args.json:
+        print(as_json(rows))
+    else:
+        print(infra.format_status(st) if hasattr(infra, "format_status") else st)
+        print()
+        print(status_table(rows))
+    ok = st.all_running and all(r.health == "SERVING" for r in rows)
+    return 0 if ok else 3
+
+
+# ---------------------------------------------------------------- main
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="foodmesh", description="Run and develop foodmesh.")
+    p.add_argument("--version", action="version", version=f"foodmesh {__version__}")
+    p.add_argument(
+        "--state-dir",
+        help="where servers keep their data (default: $FOODMESH_STATE_DIR or ./.foodmesh)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    inf = sub.add_parser("infra", help="start/stop the real PostgreSQL, Redis and NATS servers")
+    inf.add_argument("action", choices=("up", "down", "status"))
+
+    mig = sub.add_parser("migrate", help="apply database migrations (safe to run concurrently)")
+    mig.add_argument("services", nargs="*", help="services to migrate (default: all)")
+
+    gen = sub.add_parser("gen", help="regenerate foodmesh/v1 stubs from proto/")
+    gen.add_argument("--check", action="store_true", help="fail if committed stubs drift")
+
+    srv = sub.add_parser("serve", help="run one service in the foreground")
+    srv.add_argument("service")
+
+    up = sub.add_parser("up", help="infrastructure + migrations + every service, supervised")
+    up.add_argument("--services", nargs="*", help="only these services")
+    up.add_argument("--grace", type=float, default=10.0, help="shutdown grace per process (s)")
+    up.add_argument(
+        "--keep-infra", action="store_true", help="leave PostgreSQL/Redis/NATS running on exit"
+    )
+
+    st = sub.add_parser("status", help="health of the infrastructure and every process")
+    st.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-5s %(name)s %(message)s",
+    )
+    from foodmesh.infra.errors import InfraError
+    from servers.runtime.errors import FoodmeshError
+
+    try:
+        if args.command == "gen":
+            from foodmesh import gen
+
+            return gen.main(["--check"] if args.check else [])
+        if args.command == "serve":
+            return _serve(args)
+        handler = {"infra": _infra, "migrate": _migrate, "up": _up, "status": _status}
+        return asyncio.run(handler[args.command](args))
+    except KeyboardInterrupt:
+        return 130
+    except (CliError, InfraError) as exc:
+        print(f"foodmesh: {exc}", file=sys.stderr)
+        return 1
+    except FoodmeshError as exc:
+        print(f"foodmesh: {exc.message}", file=sys.stderr)
+        return 1
