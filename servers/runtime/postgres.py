@@ -61,7 +61,7 @@ async def open_pool(
 
 async def check_postgres(pool: AsyncConnectionPool) -> None:
     """Raises unless the database answers a trivial query."""
-    async with pool.connection(timeout=1.0) as conn:
+    async with pool.connection(timeout=0.5) as conn:
         cur = await conn.execute("SELECT 1")
         row = await cur.fetchone()
         if row is None or row[0] != 1:

@@ -1,0 +1,116 @@
+"""Processes of the embedded servers: spawn detached, find by pid file, stop for sure."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = [
+    "alive",
+    "free_port",
+    "port_free",
+    "spawn",
+    "stop_pid",
+]
+
+
+def free_port(preferred: int | None = None) -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on; ``preferred`` when it is free."""
+    if preferred and port_free(preferred):
+        return preferred
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    """True when ``port`` can be bound on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the servers do: a port whose old connections linger in TIME_WAIT is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def spawn(argv: Sequence[str], *, log: Path, env: dict[str, str] | None = None) -> int:
+    """Starts ``argv`` in its own session, output appended to ``log``; returns its pid.
+
+    ``posix_spawn`` rather than ``subprocess.Popen``: the server must outlive the
+    command that started it, and a Popen object dropped while its child runs warns.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(log), flags, 0o644),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    return os.posix_spawnp(
+        argv[0], list(argv), env if env is not None else dict(os.environ),
+        file_actions=actions, setsid=True,
+    )  # fmt: skip
+
+
+def _reap(pid: int) -> None:
+    """Collects ``pid``'s exit status when it is our child, so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def alive(pid: int | None, *, expect: str = "") -> bool:
+    """True when ``pid`` runs (not a zombie) and its command line contains ``expect``.
+
+    ``expect`` guards against a recycled pid: after a reboot the number may name
+    another program, which must never be signalled.
+    """
+    if not pid or pid <= 0:
+        return False
+    _reap(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        return False
+    return expect in _cmdline(pid)
+
+
+def stop_pid(pid: int, *, expect: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> bool:
+    """Sends ``sig``, waits up to ``timeout`` s, then SIGKILLs; True when it was running."""
+    if not alive(pid, expect=expect):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid, expect=expect):
+            return True
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    for _ in range(250):
+        if not alive(pid, expect=expect):
+            break
+        time.sleep(0.02)
+    return True

