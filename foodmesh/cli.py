@@ -266,9 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "gen":
-            from foodmesh import gen
+            from foodmesh.gen import main as gen_main
 
-            return gen.main(["--check"] if args.check else [])
+            return gen_main(["--check"] if args.check else [])
         if args.command == "serve":
             return _serve(args)
         handler = {"infra": _infra, "migrate": _migrate, "up": _up, "status": _status}
