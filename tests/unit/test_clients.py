@@ -1,0 +1,120 @@
+"""The typed clients against a real server built by the runtime: deadlines and retries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from clients import ClientOptions, EtaClient, LocationClient, OrderClient
+from clients._base import RetryPolicy, retryable_methods, service_config
+from foodmesh.v1 import eta_pb2, eta_pb2_grpc, order_pb2
+from servers.runtime.config import Settings
+from servers.runtime.errors import Unavailable
+from servers.runtime.serve import Resources, RunningService, ServiceSpec, run_service
+
+
+class FlakyEta(eta_pb2_grpc.EtaServiceServicer):
+    """Fails the first ``failures`` calls of each method with UNAVAILABLE."""
+
+    def __init__(self, failures: int, *, delay_s: float = 0.0) -> None:
+        self.failures = failures
+        self.delay_s = delay_s
+        self.calls: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        if self.calls[name] <= self.failures:
+            raise Unavailable("road graph is loading")
+
+    async def Route(  # noqa: N802 — generated name
+        self, request: eta_pb2.RouteRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> eta_pb2.RouteResponse:
+        self._count("Route")
+        await asyncio.sleep(self.delay_s)
+        return eta_pb2.RouteResponse(distance_meters=1200.0, duration_seconds=240.0)
+
+
+@pytest.fixture
+async def eta_server(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[RunningService, FlakyEta]]:
+    servicer = FlakyEta(**getattr(request, "param", {"failures": 0}))
+
+    async def register(server: grpc.aio.Server, _: Resources) -> None:
+        eta_pb2_grpc.add_EtaServiceServicer_to_server(servicer, server)
+
+    spec = ServiceSpec(name="eta", grpc_services=("foodmesh.v1.EtaService",), register=register)
+    settings = Settings(service="eta", metrics_enabled=False, health_check_interval_s=0.05)
+    async with run_service(spec, settings) as svc:
+        yield svc, servicer
+
+
+def route_request() -> eta_pb2.RouteRequest:
+    req = eta_pb2.RouteRequest()
+    req.origin.lat, req.origin.lon = 37.77, -122.42
+    req.destination.lat, req.destination.lon = 37.78, -122.41
+    return req
+
+
+def test_only_methods_the_contract_calls_idempotent_are_retried() -> None:
+    order = order_pb2.DESCRIPTOR.services_by_name["OrderService"]
+    retried = set(retryable_methods(order))
+    assert {"PlaceOrder", "GetOrder", "CancelOrder"} <= retried
+    assert "WatchOrder" not in retried  # a stream is never retried by the channel
+    config = json.loads(service_config([order], options=ClientOptions(deadline_s=2)))
+    streams = [n for c in config["methodConfig"] for n in c["name"] if n["method"] == "WatchOrder"]
+    assert streams == []  # and gets no 2 s deadline from the config
+
+
+@pytest.mark.parametrize("eta_server", [{"failures": 2}], indirect=True)
+async def test_an_idempotent_call_is_retried_through_unavailable(
+    eta_server: tuple[RunningService, FlakyEta],
+) -> None:
+    svc, servicer = eta_server
+    opts = ClientOptions(retry=RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.05))
+    async with EtaClient(svc.target, options=opts) as eta:
+        reply = await eta.route(route_request())
+    assert reply.duration_seconds == 240.0
+    assert servicer.calls["Route"] == 3
+
+
+@pytest.mark.parametrize("eta_server", [{"failures": 5}], indirect=True)
+async def test_retries_give_up_after_max_attempts(
+    eta_server: tuple[RunningService, FlakyEta],
+) -> None:
+    svc, servicer = eta_server
+    opts = ClientOptions(retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.01))
+    async with EtaClient(svc.target, options=opts) as eta:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await eta.route(route_request())
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert servicer.calls["Route"] == 3
+
+
+@pytest.mark.parametrize("eta_server", [{"failures": 0, "delay_s": 2.0}], indirect=True)
+async def test_every_call_has_the_default_deadline(
+    eta_server: tuple[RunningService, FlakyEta],
+) -> None:
+    svc, _ = eta_server
+    loop = asyncio.get_running_loop()
+    async with EtaClient(svc.target, options=ClientOptions(deadline_s=0.3)) as eta:
+        started = loop.time()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await eta.route(route_request())
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert loop.time() - started < 1.5
+
+
+async def test_clients_share_a_channel_they_do_not_own() -> None:
+    channel = grpc.aio.insecure_channel("127.0.0.1:1")
+    order = OrderClient(channel)
+    location = LocationClient(channel)
+    await order.close()
+    await location.close()
+    assert channel.get_state() != grpc.ChannelConnectivity.SHUTDOWN
+    await channel.close()
