@@ -93,7 +93,23 @@ def alive(pid: int | None, *, expect: str = "") -> bool:
         return False
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":
         return False
-    return expect in _cmdline(pid)
+    cmdline = _cmdline(pid)
+    for _ in range(50):
+        if cmdline:
+            break
+        # A process caught in the middle of execve shows an empty command line.
+        time.sleep(0.002)
+        cmdline = _cmdline(pid)
+    else:
+        return True
+    if expect in cmdline:
+        return True
+    # Servers that rewrite their process title (valkey) can be read mid-rewrite:
+    # the executable's path is stable.
+    try:
+        return expect in os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return False
 
 
 def stop_pid(pid: int, *, expect: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> bool:
