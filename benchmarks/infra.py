@@ -73,7 +73,8 @@ async def run(rounds: int) -> dict[str, Any]:
             progress.add()
         progress.finish()
     finally:
-        await infra.down(root)
+        for d in await asyncio.to_thread(lambda: sorted(root.iterdir())):
+            await infra.down(d)  # also after a failed round: no server outlives the run
         await asyncio.to_thread(_remove_all, root)
     med = {k: round(statistics.median(v), 3) for k, v in times.items()}
     worst = {k: round(max(v), 3) for k, v in times.items()}
