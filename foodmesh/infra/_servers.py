@@ -152,6 +152,19 @@ class Server(ABC):
         """Returns when the server answers; raises otherwise."""
 
 
+async def _first_line(port: int, request: bytes) -> bytes:
+    """Sends ``request`` to 127.0.0.1:``port`` and returns the first line of the answer."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout=1)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readline(), timeout=1)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
 # ---------------------------------------------------------------- PostgreSQL
 
 
@@ -362,17 +375,7 @@ class RedisServer(Server):
         )  # fmt: skip
 
     async def probe(self, rec: ServerRecord) -> None:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", rec.port), timeout=1
-        )
-        try:
-            writer.write(b"PING\r\n")
-            await writer.drain()
-            line = await asyncio.wait_for(reader.readline(), timeout=1)
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        line = await _first_line(rec.port, b"PING\r\n")
         if not line.startswith(b"+PONG"):
             raise InfraError(f"redis answered {line!r} to PING")
 
@@ -412,16 +415,6 @@ class NatsServer(Server):
         monitor = rec.extra_ports.get("monitor")
         if monitor is None:
             raise InfraError("nats record has no monitor port")
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", monitor), timeout=1
-        )
-        try:
-            writer.write(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            await writer.drain()
-            status = await asyncio.wait_for(reader.readline(), timeout=1)
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+        status = await _first_line(monitor, b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         if b" 200 " not in status:
             raise InfraError(f"nats /healthz answered {status.strip()!r}")
