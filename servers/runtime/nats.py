@@ -5,12 +5,13 @@ from __future__ import annotations
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
+from nats.js.api import KeyValueConfig, StreamConfig
 from nats.js.errors import BadRequestError
+from nats.js.kv import KeyValue
 
 from servers.runtime.errors import DependencyUnavailable
 
-__all__ = ["Subjects", "check_nats", "ensure_stream", "open_nats"]
+__all__ = ["Subjects", "check_nats", "ensure_kv", "ensure_stream", "open_nats"]
 
 
 class Subjects:
@@ -73,3 +74,22 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.add_stream(config)
     except BadRequestError:
         await js.update_stream(config)
+
+
+async def ensure_kv(
+    js: JetStreamContext, bucket: str, *, ttl_s: float | None = None, history: int = 1
+) -> KeyValue:
+    """The KV bucket, created on first use (leases, small shared state; safe from many replicas).
+
+    ``ttl_s`` expires keys that are not written again: a lease whose holder died
+    lapses on its own.
+    """
+    try:
+        return await js.key_value(bucket)
+    except Exception:  # nats-py raises BucketNotFoundError or NotFoundError by version
+        pass
+    config = KeyValueConfig(bucket=bucket, history=history, ttl=ttl_s)
+    try:
+        return await js.create_key_value(config)
+    except BadRequestError:  # another replica created it first
+        return await js.key_value(bucket)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
 import grpc
+import nats
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from nats.js.errors import KeyWrongLastSequenceError
 
 from servers.runtime.config import Settings
+from servers.runtime.nats import Subjects, ensure_kv
 from servers.runtime.serve import Dependency, Resources, ServiceSpec, StartupError, run_service
 
 ALL = frozenset(Dependency)
@@ -90,3 +94,21 @@ async def test_missing_url_is_a_startup_error_naming_the_variable(namespace: str
     with pytest.raises(StartupError, match="FOODMESH_POSTGRES_URL"):
         async with run_service(SPEC, s):
             pass
+
+
+async def test_kv_bucket_is_created_once_and_shared(nats_url: str, namespace: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        bucket = Subjects(namespace).bucket("leases")
+        first, second = await asyncio.gather(
+            ensure_kv(js, bucket, ttl_s=5), ensure_kv(js, bucket, ttl_s=5)
+        )
+        rev = await first.create("region.9q8y", b"dispatch-1")
+        with pytest.raises(KeyWrongLastSequenceError):
+            await second.create("region.9q8y", b"dispatch-2")  # the lease is taken
+        entry = await second.get("region.9q8y")
+        assert entry.value == b"dispatch-1" and entry.revision == rev
+        await js.delete_key_value(bucket)
+    finally:
+        await nc.close()
