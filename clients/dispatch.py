@@ -84,3 +84,30 @@ class DispatchClient(BaseClient):
         return await self.stub.GetDriver(
             request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
         )
+
+    async def rate_driver(
+        self,
+        request: pb.RateDriverRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.RateDriverResponse:
+        """Records a customer's rating of a delivered order's driver, once per order.
+
+        Called by the Order service's RateOrder.
+        """
+        return await self.stub.RateDriver(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )
+
+    async def list_assignments(
+        self,
+        request: pb.ListAssignmentsRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.ListAssignmentsResponse:
+        """Lists assignments by status, e.g. the pending and escalated ones (ops dashboard)."""
+        return await self.stub.ListAssignments(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )

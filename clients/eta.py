@@ -41,3 +41,43 @@ class EtaClient(BaseClient):
         return await self.stub.Route(
             request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
         )
+
+    async def estimate_travel_times(
+        self,
+        request: pb.EstimateTravelTimesRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.EstimateTravelTimesResponse:
+        """Travel times of many legs at once (Dispatch scores driver-restaurant pairs)."""
+        return await self.stub.EstimateTravelTimes(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )
+
+    async def check_reroute(
+        self,
+        request: pb.CheckRerouteRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.CheckRerouteResponse:
+        """Whether a driver needs a new route, and the route when so.
+
+        A new route is due when the driver is more than 500 m off the current one
+        or the ETA moved by more than 5 min.
+        """
+        return await self.stub.CheckReroute(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )
+
+    async def set_road_overrides(
+        self,
+        request: pb.SetRoadOverridesRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.SetRoadOverridesResponse:
+        """Replaces the live incidents and closures that override the traffic model (ops, tests)."""
+        return await self.stub.SetRoadOverrides(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )

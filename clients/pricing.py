@@ -105,3 +105,15 @@ class PricingClient(BaseClient):
         return await self.stub.ReleasePromoCode(
             request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
         )
+
+    async def get_quote(
+        self,
+        request: pb.GetQuoteRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.GetQuoteResponse:
+        """Returns a quote by id while it is valid (PlaceOrder checks what it priced)."""
+        return await self.stub.GetQuote(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )

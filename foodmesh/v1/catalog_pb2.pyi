@@ -459,22 +459,44 @@ Global___Menu: _TypeAlias = Menu  # noqa: Y015
 
 @_typing.final
 class RestaurantSummary(_message.Message):
-    """One search hit with what the list shows."""
+    """One search hit, flat as the seed's search response shows it."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    RESTAURANT_FIELD_NUMBER: _builtins.int
+    RESTAURANT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CUISINES_FIELD_NUMBER: _builtins.int
+    RATING_FIELD_NUMBER: _builtins.int
+    REVIEW_COUNT_FIELD_NUMBER: _builtins.int
     DISTANCE_MILES_FIELD_NUMBER: _builtins.int
     DELIVERY_TIME_MIN_FIELD_NUMBER: _builtins.int
     DELIVERY_FEE_FIELD_NUMBER: _builtins.int
     MINIMUM_ORDER_FIELD_NUMBER: _builtins.int
+    IS_OPEN_FIELD_NUMBER: _builtins.int
+    IMAGE_URL_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    PRICE_LEVEL_FIELD_NUMBER: _builtins.int
+    restaurant_id: _builtins.str
+    """Opaque id."""
+    name: _builtins.str
+    """Display name."""
+    rating: _builtins.float
+    """Mean rating, 1 to 5; 0 without reviews."""
+    review_count: _builtins.int
+    """Number of reviews."""
     distance_miles: _builtins.float
     """Distance from the search point, miles."""
     delivery_time_min: _builtins.int
     """Expected minutes from order to door."""
+    is_open: _builtins.bool
+    """Open now: hours, closures and the pause switch together."""
+    image_url: _builtins.str
+    """Picture for lists."""
+    price_level: _builtins.int
+    """1 ($) to 4 ($$$$)."""
     @_builtins.property
-    def restaurant(self) -> Global___Restaurant:
-        """The restaurant."""
+    def cuisines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Cuisines, lower case."""
 
     @_builtins.property
     def delivery_fee(self) -> _common_pb2.Money:
@@ -484,18 +506,30 @@ class RestaurantSummary(_message.Message):
     def minimum_order(self) -> _common_pb2.Money:
         """Minimum order at the search point."""
 
+    @_builtins.property
+    def location(self) -> _common_pb2.Address:
+        """Where it is, with its address."""
+
     def __init__(
         self,
         *,
-        restaurant: Global___Restaurant | None = ...,
+        restaurant_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        cuisines: _abc.Iterable[_builtins.str] | None = ...,
+        rating: _builtins.float = ...,
+        review_count: _builtins.int = ...,
         distance_miles: _builtins.float = ...,
         delivery_time_min: _builtins.int = ...,
         delivery_fee: _common_pb2.Money | None = ...,
         minimum_order: _common_pb2.Money | None = ...,
+        is_open: _builtins.bool = ...,
+        image_url: _builtins.str = ...,
+        location: _common_pb2.Address | None = ...,
+        price_level: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delivery_fee", b"delivery_fee", "minimum_order", b"minimum_order", "restaurant", b"restaurant"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delivery_fee", b"delivery_fee", "location", b"location", "minimum_order", b"minimum_order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_fee", b"delivery_fee", "delivery_time_min", b"delivery_time_min", "distance_miles", b"distance_miles", "minimum_order", b"minimum_order", "restaurant", b"restaurant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cuisines", b"cuisines", "delivery_fee", b"delivery_fee", "delivery_time_min", b"delivery_time_min", "distance_miles", b"distance_miles", "image_url", b"image_url", "is_open", b"is_open", "location", b"location", "minimum_order", b"minimum_order", "name", b"name", "price_level", b"price_level", "rating", b"rating", "restaurant_id", b"restaurant_id", "review_count", b"review_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -32,7 +32,9 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     ROLE_DRIVER: _Role.ValueType  # 3
     """A courier."""
     ROLE_OPS: _Role.ValueType  # 4
-    """Operations staff and internal services."""
+    """Operations staff."""
+    ROLE_SERVICE: _Role.ValueType  # 5
+    """Another foodmesh service or tool (simulator, seeder) with a service token."""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """Who a caller is, as the credential says (set by the gateway or the mesh, never trusted
@@ -48,7 +50,9 @@ ROLE_RESTAURANT: Role.ValueType  # 2
 ROLE_DRIVER: Role.ValueType  # 3
 """A courier."""
 ROLE_OPS: Role.ValueType  # 4
-"""Operations staff and internal services."""
+"""Operations staff."""
+ROLE_SERVICE: Role.ValueType  # 5
+"""Another foodmesh service or tool (simulator, seeder) with a service token."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _OrderStatus:
@@ -167,9 +171,61 @@ VEHICLE_TYPE_WALKING: VehicleType.ValueType  # 4
 """On foot."""
 Global___VehicleType: _TypeAlias = VehicleType  # noqa: Y015
 
+class _WeatherKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WeatherKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WeatherKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WEATHER_KIND_UNSPECIFIED: _WeatherKind.ValueType  # 0
+    """Not set: clear."""
+    WEATHER_KIND_CLEAR: _WeatherKind.ValueType  # 1
+    """Clear."""
+    WEATHER_KIND_LIGHT_RAIN: _WeatherKind.ValueType  # 2
+    """Light rain."""
+    WEATHER_KIND_MODERATE_RAIN: _WeatherKind.ValueType  # 3
+    """Moderate rain."""
+    WEATHER_KIND_HEAVY_RAIN: _WeatherKind.ValueType  # 4
+    """Heavy rain."""
+    WEATHER_KIND_SNOW: _WeatherKind.ValueType  # 5
+    """Snow."""
+    WEATHER_KIND_EXTREME_TEMPERATURE: _WeatherKind.ValueType  # 6
+    """Extreme heat or cold."""
+
+class WeatherKind(_WeatherKind, metaclass=_WeatherKindEnumTypeWrapper):
+    """The weather over an area, as it moves surge and travel times."""
+
+WEATHER_KIND_UNSPECIFIED: WeatherKind.ValueType  # 0
+"""Not set: clear."""
+WEATHER_KIND_CLEAR: WeatherKind.ValueType  # 1
+"""Clear."""
+WEATHER_KIND_LIGHT_RAIN: WeatherKind.ValueType  # 2
+"""Light rain."""
+WEATHER_KIND_MODERATE_RAIN: WeatherKind.ValueType  # 3
+"""Moderate rain."""
+WEATHER_KIND_HEAVY_RAIN: WeatherKind.ValueType  # 4
+"""Heavy rain."""
+WEATHER_KIND_SNOW: WeatherKind.ValueType  # 5
+"""Snow."""
+WEATHER_KIND_EXTREME_TEMPERATURE: WeatherKind.ValueType  # 6
+"""Extreme heat or cold."""
+Global___WeatherKind: _TypeAlias = WeatherKind  # noqa: Y015
+
 @_typing.final
 class LatLng(_message.Message):
-    """A point on Earth, WGS 84 degrees."""
+    """Conventions every contract in this package follows:
+    - Lists page by cursor (AIP-158): the request has `page_size` (0 means the
+      server's default, more than the maximum is clamped) and `page_token` (opaque,
+      from a previous response); the response has `next_page_token`, empty on the
+      last page. A token is only valid with the same filters it was issued for.
+    - Money is `Money`: integer minor units plus an ISO 4217 code, never a float.
+    - Times are `google.protobuf.Timestamp`, spans `google.protobuf.Duration`.
+    - Enums start with `<ENUM_NAME>_UNSPECIFIED = 0`; every value carries the prefix.
+    - Errors are gRPC statuses with `google.rpc` details (BadRequest names the field).
+    - Who may call an RPC is its `(foodmesh.v1.access)` option (options.proto).
+
+    A point on Earth, WGS 84 degrees.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -3,10 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from foodmesh.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -102,6 +104,38 @@ ASSIGNMENT_STATUS_ESCALATED: AssignmentStatus.ValueType  # 8
 ASSIGNMENT_STATUS_CANCELLED: AssignmentStatus.ValueType  # 9
 """The order was cancelled."""
 Global___AssignmentStatus: _TypeAlias = AssignmentStatus  # noqa: Y015
+
+class _DispatchEventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DispatchEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DispatchEventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DISPATCH_EVENT_KIND_UNSPECIFIED: _DispatchEventKind.ValueType  # 0
+    """Not set."""
+    DISPATCH_EVENT_KIND_OFFERED: _DispatchEventKind.ValueType  # 1
+    """An offer went to a driver."""
+    DISPATCH_EVENT_KIND_ASSIGNED: _DispatchEventKind.ValueType  # 2
+    """A driver accepted: the order is theirs."""
+    DISPATCH_EVENT_KIND_UNASSIGNED: _DispatchEventKind.ValueType  # 3
+    """The driver lost the order (went silent or offline before pickup); it is pending again."""
+    DISPATCH_EVENT_KIND_ESCALATED: _DispatchEventKind.ValueType  # 4
+    """Three offers failed: ops should look."""
+
+class DispatchEventKind(_DispatchEventKind, metaclass=_DispatchEventKindEnumTypeWrapper):
+    """What a dispatch event announces."""
+
+DISPATCH_EVENT_KIND_UNSPECIFIED: DispatchEventKind.ValueType  # 0
+"""Not set."""
+DISPATCH_EVENT_KIND_OFFERED: DispatchEventKind.ValueType  # 1
+"""An offer went to a driver."""
+DISPATCH_EVENT_KIND_ASSIGNED: DispatchEventKind.ValueType  # 2
+"""A driver accepted: the order is theirs."""
+DISPATCH_EVENT_KIND_UNASSIGNED: DispatchEventKind.ValueType  # 3
+"""The driver lost the order (went silent or offline before pickup); it is pending again."""
+DISPATCH_EVENT_KIND_ESCALATED: DispatchEventKind.ValueType  # 4
+"""Three offers failed: ops should look."""
+Global___DispatchEventKind: _TypeAlias = DispatchEventKind  # noqa: Y015
 
 @_typing.final
 class Driver(_message.Message):
@@ -203,12 +237,15 @@ class Offer(_message.Message):
     DISTANCE_MILES_FIELD_NUMBER: _builtins.int
     READY_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     offer_id: _builtins.str
     """Opaque id; accept or reject by it."""
     order_id: _builtins.str
     """The order."""
     distance_miles: _builtins.float
     """Total distance (to pickup, then to dropoff), miles."""
+    attempt: _builtins.int
+    """Which offer of this order this is, from 1; above 3 the order is escalated."""
     @_builtins.property
     def pickup(self) -> Global___Stop:
         """Where to pick up."""
@@ -240,10 +277,11 @@ class Offer(_message.Message):
         distance_miles: _builtins.float = ...,
         ready_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dropoff", b"dropoff", "expected_earnings", b"expected_earnings", "expire_time", b"expire_time", "pickup", b"pickup", "ready_time", b"ready_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance_miles", b"distance_miles", "dropoff", b"dropoff", "expected_earnings", b"expected_earnings", "expire_time", b"expire_time", "offer_id", b"offer_id", "order_id", b"order_id", "pickup", b"pickup", "ready_time", b"ready_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "distance_miles", b"distance_miles", "dropoff", b"dropoff", "expected_earnings", b"expected_earnings", "expire_time", b"expire_time", "offer_id", b"offer_id", "order_id", b"order_id", "pickup", b"pickup", "ready_time", b"ready_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -264,6 +302,8 @@ class Assignment(_message.Message):
     ESTIMATED_PICKUP_TIME_FIELD_NUMBER: _builtins.int
     ESTIMATED_DELIVERY_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    READY_TIME_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order."""
     driver_id: _builtins.str
@@ -272,6 +312,8 @@ class Assignment(_message.Message):
     """Where it stands."""
     offers_made: _builtins.int
     """Offers made so far."""
+    region: _builtins.str
+    """Region (geohash prefix) whose leader matches it."""
     @_builtins.property
     def pickup(self) -> Global___Stop:
         """Pickup."""
@@ -292,6 +334,10 @@ class Assignment(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Last change."""
 
+    @_builtins.property
+    def ready_time(self) -> _timestamp_pb2.Timestamp:
+        """When the food is expected to be ready."""
+
     def __init__(
         self,
         *,
@@ -304,10 +350,12 @@ class Assignment(_message.Message):
         estimated_pickup_time: _timestamp_pb2.Timestamp | None = ...,
         estimated_delivery_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        ready_time: _timestamp_pb2.Timestamp | None = ...,
+        region: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dropoff", b"dropoff", "estimated_delivery_time", b"estimated_delivery_time", "estimated_pickup_time", b"estimated_pickup_time", "pickup", b"pickup", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dropoff", b"dropoff", "estimated_delivery_time", b"estimated_delivery_time", "estimated_pickup_time", b"estimated_pickup_time", "pickup", b"pickup", "ready_time", b"ready_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver_id", b"driver_id", "dropoff", b"dropoff", "estimated_delivery_time", b"estimated_delivery_time", "estimated_pickup_time", b"estimated_pickup_time", "offers_made", b"offers_made", "order_id", b"order_id", "pickup", b"pickup", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver_id", b"driver_id", "dropoff", b"dropoff", "estimated_delivery_time", b"estimated_delivery_time", "estimated_pickup_time", b"estimated_pickup_time", "offers_made", b"offers_made", "order_id", b"order_id", "pickup", b"pickup", "ready_time", b"ready_time", "region", b"region", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1018,3 +1066,173 @@ class GetDriverResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetDriverResponse: _TypeAlias = GetDriverResponse  # noqa: Y015
+
+@_typing.final
+class RateDriverRequest(_message.Message):
+    """Request of RateDriver."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    DRIVER_ID_FIELD_NUMBER: _builtins.int
+    RATING_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The delivered order (one rating per order)."""
+    driver_id: _builtins.str
+    """Who delivered it."""
+    rating: _builtins.int
+    """1 to 5."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        driver_id: _builtins.str = ...,
+        rating: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver_id", b"driver_id", "order_id", b"order_id", "rating", b"rating"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateDriverRequest: _TypeAlias = RateDriverRequest  # noqa: Y015
+
+@_typing.final
+class RateDriverResponse(_message.Message):
+    """Response of RateDriver."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATING_FIELD_NUMBER: _builtins.int
+    RATING_COUNT_FIELD_NUMBER: _builtins.int
+    rating: _builtins.float
+    """The driver's mean rating after this one."""
+    rating_count: _builtins.int
+    """Ratings counted."""
+    def __init__(
+        self,
+        *,
+        rating: _builtins.float = ...,
+        rating_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rating", b"rating", "rating_count", b"rating_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateDriverResponse: _TypeAlias = RateDriverResponse  # noqa: Y015
+
+@_typing.final
+class ListAssignmentsRequest(_message.Message):
+    """Request of ListAssignments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUSES_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    region: _builtins.str
+    """Only this region (geohash prefix); empty is every region."""
+    page_size: _builtins.int
+    """Page size (default 50, at most 500)."""
+    page_token: _builtins.str
+    """From a previous response."""
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___AssignmentStatus.ValueType]:
+        """Only these statuses; empty is all the active ones (pending to at customer, escalated)."""
+
+    def __init__(
+        self,
+        *,
+        statuses: _abc.Iterable[Global___AssignmentStatus.ValueType] | None = ...,
+        region: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "region", b"region", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAssignmentsRequest: _TypeAlias = ListAssignmentsRequest  # noqa: Y015
+
+@_typing.final
+class ListAssignmentsResponse(_message.Message):
+    """Response of ListAssignments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def assignments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Assignment]:
+        """Oldest first."""
+
+    def __init__(
+        self,
+        *,
+        assignments: _abc.Iterable[Global___Assignment] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAssignmentsResponse: _TypeAlias = ListAssignmentsResponse  # noqa: Y015
+
+@_typing.final
+class DispatchEvent(_message.Message):
+    """An event of matching, published on NATS JetStream subject `dispatch.v1.<kind>`
+    (lower case, e.g. `dispatch.v1.assigned`) with the message id set to event_id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ASSIGNMENT_FIELD_NUMBER: _builtins.int
+    OFFER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EVENT_TIME_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique id of this event; consumers dedupe by it."""
+    kind: Global___DispatchEventKind.ValueType
+    """What happened."""
+    reason: _builtins.str
+    """Why, for UNASSIGNED and ESCALATED."""
+    @_builtins.property
+    def assignment(self) -> Global___Assignment:
+        """The assignment after it."""
+
+    @_builtins.property
+    def offer(self) -> Global___Offer:
+        """The offer, for OFFERED."""
+
+    @_builtins.property
+    def event_time(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        kind: Global___DispatchEventKind.ValueType = ...,
+        assignment: Global___Assignment | None = ...,
+        offer: Global___Offer | None = ...,
+        reason: _builtins.str = ...,
+        event_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "event_time", b"event_time", "offer", b"offer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "event_id", b"event_id", "event_time", b"event_time", "kind", b"kind", "offer", b"offer", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DispatchEvent: _TypeAlias = DispatchEvent  # noqa: Y015

@@ -60,6 +60,16 @@ class DispatchServiceStub:
                 request_serializer=foodmesh_dot_v1_dot_dispatch__pb2.GetDriverRequest.SerializeToString,
                 response_deserializer=foodmesh_dot_v1_dot_dispatch__pb2.GetDriverResponse.FromString,
                 _registered_method=True)
+        self.RateDriver = channel.unary_unary(
+                '/foodmesh.v1.DispatchService/RateDriver',
+                request_serializer=foodmesh_dot_v1_dot_dispatch__pb2.RateDriverRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_dispatch__pb2.RateDriverResponse.FromString,
+                _registered_method=True)
+        self.ListAssignments = channel.unary_unary(
+                '/foodmesh.v1.DispatchService/ListAssignments',
+                request_serializer=foodmesh_dot_v1_dot_dispatch__pb2.ListAssignmentsRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_dispatch__pb2.ListAssignmentsResponse.FromString,
+                _registered_method=True)
 
 
 class DispatchServiceServicer:
@@ -103,6 +113,21 @@ class DispatchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RateDriver(self, request, context):
+        """Records a customer's rating of the driver of a delivered order, once per order
+        (called by the Order service's RateOrder).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAssignments(self, request, context):
+        """Lists assignments by status, e.g. the pending and escalated ones (ops dashboard).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +155,16 @@ def add_DispatchServiceServicer_to_server(servicer, server):
                     servicer.GetDriver,
                     request_deserializer=foodmesh_dot_v1_dot_dispatch__pb2.GetDriverRequest.FromString,
                     response_serializer=foodmesh_dot_v1_dot_dispatch__pb2.GetDriverResponse.SerializeToString,
+            ),
+            'RateDriver': grpc.unary_unary_rpc_method_handler(
+                    servicer.RateDriver,
+                    request_deserializer=foodmesh_dot_v1_dot_dispatch__pb2.RateDriverRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_dispatch__pb2.RateDriverResponse.SerializeToString,
+            ),
+            'ListAssignments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAssignments,
+                    request_deserializer=foodmesh_dot_v1_dot_dispatch__pb2.ListAssignmentsRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_dispatch__pb2.ListAssignmentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +303,60 @@ class DispatchService:
             '/foodmesh.v1.DispatchService/GetDriver',
             foodmesh_dot_v1_dot_dispatch__pb2.GetDriverRequest.SerializeToString,
             foodmesh_dot_v1_dot_dispatch__pb2.GetDriverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RateDriver(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.DispatchService/RateDriver',
+            foodmesh_dot_v1_dot_dispatch__pb2.RateDriverRequest.SerializeToString,
+            foodmesh_dot_v1_dot_dispatch__pb2.RateDriverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAssignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.DispatchService/ListAssignments',
+            foodmesh_dot_v1_dot_dispatch__pb2.ListAssignmentsRequest.SerializeToString,
+            foodmesh_dot_v1_dot_dispatch__pb2.ListAssignmentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

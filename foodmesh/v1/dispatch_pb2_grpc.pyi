@@ -46,6 +46,12 @@ class DispatchServiceStub:
     """Creates or replaces a driver's profile (ops, or onboarding)."""
     GetDriver: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.GetDriverRequest, _dispatch_pb2.GetDriverResponse]
     """A driver's profile and stats."""
+    RateDriver: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.RateDriverRequest, _dispatch_pb2.RateDriverResponse]
+    """Records a customer's rating of the driver of a delivered order, once per order
+    (called by the Order service's RateOrder).
+    """
+    ListAssignments: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.ListAssignmentsRequest, _dispatch_pb2.ListAssignmentsResponse]
+    """Lists assignments by status, e.g. the pending and escalated ones (ops dashboard)."""
 
 @_typing.type_check_only
 class DispatchServiceAsyncStub(DispatchServiceStub):
@@ -65,6 +71,12 @@ class DispatchServiceAsyncStub(DispatchServiceStub):
     """Creates or replaces a driver's profile (ops, or onboarding)."""
     GetDriver: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.GetDriverRequest, _dispatch_pb2.GetDriverResponse]  # type: ignore[assignment]
     """A driver's profile and stats."""
+    RateDriver: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.RateDriverRequest, _dispatch_pb2.RateDriverResponse]  # type: ignore[assignment]
+    """Records a customer's rating of the driver of a delivered order, once per order
+    (called by the Order service's RateOrder).
+    """
+    ListAssignments: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.ListAssignmentsRequest, _dispatch_pb2.ListAssignmentsResponse]  # type: ignore[assignment]
+    """Lists assignments by status, e.g. the pending and escalated ones (ops dashboard)."""
 
 class DispatchServiceServicer(metaclass=_abc_1.ABCMeta):
     """Drivers' work sessions, matching orders to drivers, offers and assignments."""
@@ -111,5 +123,23 @@ class DispatchServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_dispatch_pb2.GetDriverResponse, _abc.Awaitable[_dispatch_pb2.GetDriverResponse]]:
         """A driver's profile and stats."""
+
+    @_abc_1.abstractmethod
+    def RateDriver(
+        self,
+        request: _dispatch_pb2.RateDriverRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatch_pb2.RateDriverResponse, _abc.Awaitable[_dispatch_pb2.RateDriverResponse]]:
+        """Records a customer's rating of the driver of a delivered order, once per order
+        (called by the Order service's RateOrder).
+        """
+
+    @_abc_1.abstractmethod
+    def ListAssignments(
+        self,
+        request: _dispatch_pb2.ListAssignmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatch_pb2.ListAssignmentsResponse, _abc.Awaitable[_dispatch_pb2.ListAssignmentsResponse]]:
+        """Lists assignments by status, e.g. the pending and escalated ones (ops dashboard)."""
 
 def add_DispatchServiceServicer_to_server(servicer: DispatchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

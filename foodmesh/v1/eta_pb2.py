@@ -23,12 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from foodmesh.v1 import common_pb2 as foodmesh_dot_v1_dot_common__pb2
+from foodmesh.v1 import options_pb2 as foodmesh_dot_v1_dot_options__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66oodmesh/v1/eta.proto\x12\x0b\x66oodmesh.v1\x1a\x18\x66oodmesh/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x02\n\x17\x45stimateDeliveryRequest\x12\x15\n\rrestaurant_id\x18\x01 \x01(\t\x12\x36\n\x13restaurant_location\x18\x02 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\x12\x34\n\x11\x64\x65livery_location\x18\x03 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\x12,\n\x0f\x64river_location\x18\x04 \x01(\x0b\x32\x13.foodmesh.v1.LatLng\x12\x12\n\nitem_count\x18\x05 \x01(\x05\x12$\n\x08subtotal\x18\x06 \x01(\x0b\x32\x12.foodmesh.v1.Money\x12.\n\norder_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0cvehicle_type\x18\x08 \x01(\x0e\x32\x18.foodmesh.v1.VehicleType\"\x8c\x02\n\x18\x45stimateDeliveryResponse\x12;\n\x17\x65stimated_delivery_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x65ta_confidence\x18\x02 \x01(\x01\x12\x14\n\x0cprep_minutes\x18\x03 \x01(\x01\x12\x16\n\x0epickup_minutes\x18\x04 \x01(\x01\x12\x18\n\x10\x64\x65livery_minutes\x18\x05 \x01(\x01\x12\x15\n\rtotal_minutes\x18\x06 \x01(\x01\x12\x15\n\rlower_minutes\x18\x07 \x01(\x01\x12\x15\n\rupper_minutes\x18\x08 \x01(\x01\x12\x0e\n\x06source\x18\t \x01(\t\"\xcd\x01\n\x0cRouteRequest\x12)\n\x06origin\x18\x01 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\x12.\n\x0b\x64\x65stination\x18\x02 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\x12.\n\x0cvehicle_type\x18\x03 \x01(\x0e\x32\x18.foodmesh.v1.VehicleType\x12\x32\n\x0e\x64\x65parture_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"d\n\rRouteResponse\x12\x17\n\x0f\x64istance_meters\x18\x01 \x01(\x01\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x01\x12\x10\n\x08polyline\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\x32\xf0\x01\n\nEtaService\x12\x83\x01\n\x10\x45stimateDelivery\x12$.foodmesh.v1.EstimateDeliveryRequest\x1a%.foodmesh.v1.EstimateDeliveryResponse\"\"\x90\x02\x01\x82\xd3\xe4\x93\x02\x19\"\x14/api/v1/eta:estimate:\x01*\x12\\\n\x05Route\x12\x19.foodmesh.v1.RouteRequest\x1a\x1a.foodmesh.v1.RouteResponse\"\x1c\x90\x02\x01\x82\xd3\xe4\x93\x02\x13\"\x0e/api/v1/routes:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66oodmesh/v1/eta.proto\x12\x0b\x66oodmesh.v1\x1a\x18\x66oodmesh/v1/common.proto\x1a\x19\x66oodmesh/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x04\n\x17\x45stimateDeliveryRequest\x12\x15\n\rrestaurant_id\x18\x01 \x01(\t\x12\x36\n\x13restaurant_location\x18\x02 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\x12\x34\n\x11\x64\x65livery_location\x18\x03 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\x12,\n\x0f\x64river_location\x18\x04 \x01(\x0b\x32\x13.foodmesh.v1.LatLng\x12\x12\n\nitem_count\x18\x05 \x01(\x05\x12$\n\x08subtotal\x18\x06 \x01(\x0b\x32\x12.foodmesh.v1.Money\x12.\n\norder_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0cvehicle_type\x18\x08 \x01(\x0e\x32\x18.foodmesh.v1.VehicleType\x12\x10\n\x08order_id\x18\t \x01(\t\x12\x11\n\tdriver_id\x18\n \x01(\t\x12.\n\x0corder_status\x18\x0b \x01(\x0e\x32\x18.foodmesh.v1.OrderStatus\x12)\n\x07weather\x18\x0c \x01(\x0e\x32\x18.foodmesh.v1.WeatherKind\x12 \n\x18restaurant_active_orders\x18\r \x01(\x05\"\xc0\x02\n\x18\x45stimateDeliveryResponse\x12;\n\x17\x65stimated_delivery_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x65ta_confidence\x18\x02 \x01(\x01\x12\x14\n\x0cprep_minutes\x18\x03 \x01(\x01\x12\x16\n\x0epickup_minutes\x18\x04 \x01(\x01\x12\x18\n\x10\x64\x65livery_minutes\x18\x05 \x01(\x01\x12\x15\n\rtotal_minutes\x18\x06 \x01(\x01\x12\x15\n\rlower_minutes\x18\x07 \x01(\x01\x12\x15\n\rupper_minutes\x18\x08 \x01(\x01\x12+\n\x06source\x18\t \x01(\x0e\x32\x1b.foodmesh.v1.EstimateSource\x12\x15\n\rmodel_version\x18\n \x01(\t\"f\n\tTravelLeg\x12)\n\x06origin\x18\x01 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\x12.\n\x0b\x64\x65stination\x18\x02 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\"l\n\nTravelTime\x12\x17\n\x0f\x64istance_meters\x18\x01 \x01(\x01\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x01\x12+\n\x06source\x18\x03 \x01(\x0e\x32\x1b.foodmesh.v1.EstimateSource\"\xac\x01\n\x1a\x45stimateTravelTimesRequest\x12*\n\x04legs\x18\x01 \x03(\x0b\x32\x16.foodmesh.v1.TravelLegB\x04\xe2\x41\x01\x02\x12\x32\n\x0e\x64\x65parture_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0cvehicle_type\x18\x03 \x01(\x0e\x32\x18.foodmesh.v1.VehicleType\"L\n\x1b\x45stimateTravelTimesResponse\x12-\n\x0ctravel_times\x18\x01 \x03(\x0b\x32\x17.foodmesh.v1.TravelTime\"\xb8\x01\n\tRouteStep\x12\'\n\x08maneuver\x18\x01 \x01(\x0e\x32\x15.foodmesh.v1.Maneuver\x12\x13\n\x0bstreet_name\x18\x02 \x01(\t\x12\x17\n\x0f\x64istance_meters\x18\x03 \x01(\x01\x12\x18\n\x10\x64uration_seconds\x18\x04 \x01(\x01\x12%\n\x08location\x18\x05 \x01(\x0b\x32\x13.foodmesh.v1.LatLng\x12\x13\n\x0binstruction\x18\x06 \x01(\t\"\xe4\x01\n\x0cRouteRequest\x12)\n\x06origin\x18\x01 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\x12.\n\x0b\x64\x65stination\x18\x02 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\x12.\n\x0cvehicle_type\x18\x03 \x01(\x0e\x32\x18.foodmesh.v1.VehicleType\x12\x32\n\x0e\x64\x65parture_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rinclude_steps\x18\x05 \x01(\x08\"\xd4\x01\n\rRouteResponse\x12\x17\n\x0f\x64istance_meters\x18\x01 \x01(\x01\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x01\x12\x10\n\x08polyline\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\x12%\n\x05steps\x18\x05 \x03(\x0b\x32\x16.foodmesh.v1.RouteStep\x12+\n\x06source\x18\x06 \x01(\x0e\x32\x1b.foodmesh.v1.EstimateSource\x12\x1a\n\x12traffic_multiplier\x18\x07 \x01(\x01\"\x8c\x02\n\x13\x43heckRerouteRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x32\n\x0f\x64river_location\x18\x02 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\x12.\n\x0b\x64\x65stination\x18\x03 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\x12\x1e\n\x10\x63urrent_polyline\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x0b\x63urrent_eta\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0cvehicle_type\x18\x06 \x01(\x0e\x32\x18.foodmesh.v1.VehicleType\"\xca\x01\n\x14\x43heckRerouteResponse\x12*\n\x06reason\x18\x01 \x01(\x0e\x32\x1a.foodmesh.v1.RerouteReason\x12\x18\n\x10\x64\x65viation_meters\x18\x02 \x01(\x01\x12\x10\n\x08polyline\x18\x03 \x01(\t\x12\x17\n\x0f\x64istance_meters\x18\x04 \x01(\x01\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x01\x12\'\n\x03\x65ta\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa3\x01\n\x0cRoadOverride\x12\x13\n\x0boverride_id\x18\x01 \x01(\t\x12+\n\x08location\x18\x02 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\x12\x0e\n\x06\x63losed\x18\x03 \x01(\x08\x12\x10\n\x08slowdown\x18\x04 \x01(\x01\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x17SetRoadOverridesRequest\x12,\n\toverrides\x18\x01 \x03(\x0b\x32\x19.foodmesh.v1.RoadOverride\"2\n\x18SetRoadOverridesResponse\x12\x16\n\x0e\x65\x64ges_affected\x18\x01 \x01(\x05*\x8f\x01\n\x0e\x45stimateSource\x12\x1f\n\x1b\x45STIMATE_SOURCE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45STIMATE_SOURCE_MODEL\x10\x01\x12\x1e\n\x1a\x45STIMATE_SOURCE_ROAD_GRAPH\x10\x02\x12!\n\x1d\x45STIMATE_SOURCE_STRAIGHT_LINE\x10\x03*\x89\x02\n\x08Maneuver\x12\x18\n\x14MANEUVER_UNSPECIFIED\x10\x00\x12\x13\n\x0fMANEUVER_DEPART\x10\x01\x12\x15\n\x11MANEUVER_STRAIGHT\x10\x02\x12\x18\n\x14MANEUVER_SLIGHT_LEFT\x10\x03\x12\x11\n\rMANEUVER_LEFT\x10\x04\x12\x17\n\x13MANEUVER_SHARP_LEFT\x10\x05\x12\x19\n\x15MANEUVER_SLIGHT_RIGHT\x10\x06\x12\x12\n\x0eMANEUVER_RIGHT\x10\x07\x12\x18\n\x14MANEUVER_SHARP_RIGHT\x10\x08\x12\x13\n\x0fMANEUVER_U_TURN\x10\t\x12\x13\n\x0fMANEUVER_ARRIVE\x10\n*m\n\rRerouteReason\x12\x1e\n\x1aREROUTE_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18REROUTE_REASON_OFF_ROUTE\x10\x01\x12\x1e\n\x1aREROUTE_REASON_ETA_CHANGED\x10\x02\x32\xf8\x04\n\nEtaService\x12\x8c\x01\n\x10\x45stimateDelivery\x12$.foodmesh.v1.EstimateDeliveryRequest\x1a%.foodmesh.v1.EstimateDeliveryResponse\"+\x90\x02\x01\x92\xb5\x18\x05\n\x03\x01\x04\x05\x82\xd3\xe4\x93\x02\x19\"\x14/api/v1/eta:estimate:\x01*\x12u\n\x13\x45stimateTravelTimes\x12\'.foodmesh.v1.EstimateTravelTimesRequest\x1a(.foodmesh.v1.EstimateTravelTimesResponse\"\x0b\x90\x02\x01\x92\xb5\x18\x04\n\x02\x04\x05\x12\x65\n\x05Route\x12\x19.foodmesh.v1.RouteRequest\x1a\x1a.foodmesh.v1.RouteResponse\"%\x90\x02\x01\x92\xb5\x18\x05\n\x03\x03\x04\x05\x82\xd3\xe4\x93\x02\x13\"\x0e/api/v1/routes:\x01*\x12`\n\x0c\x43heckReroute\x12 .foodmesh.v1.CheckRerouteRequest\x1a!.foodmesh.v1.CheckRerouteResponse\"\x0b\x90\x02\x01\x92\xb5\x18\x04\n\x02\x04\x05\x12\x9a\x01\n\x10SetRoadOverrides\x12$.foodmesh.v1.SetRoadOverridesRequest\x1a%.foodmesh.v1.SetRoadOverridesResponse\"9\x90\x02\x02\x92\xb5\x18\x04\n\x02\x04\x05\x82\xd3\xe4\x93\x02(\"#/api/internal/v1/eta/road-overrides:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,22 +40,68 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ESTIMATEDELIVERYREQUEST'].fields_by_name['restaurant_location']._serialized_options = b'\342A\001\002'
   _globals['_ESTIMATEDELIVERYREQUEST'].fields_by_name['delivery_location']._loaded_options = None
   _globals['_ESTIMATEDELIVERYREQUEST'].fields_by_name['delivery_location']._serialized_options = b'\342A\001\002'
+  _globals['_TRAVELLEG'].fields_by_name['origin']._loaded_options = None
+  _globals['_TRAVELLEG'].fields_by_name['origin']._serialized_options = b'\342A\001\002'
+  _globals['_TRAVELLEG'].fields_by_name['destination']._loaded_options = None
+  _globals['_TRAVELLEG'].fields_by_name['destination']._serialized_options = b'\342A\001\002'
+  _globals['_ESTIMATETRAVELTIMESREQUEST'].fields_by_name['legs']._loaded_options = None
+  _globals['_ESTIMATETRAVELTIMESREQUEST'].fields_by_name['legs']._serialized_options = b'\342A\001\002'
   _globals['_ROUTEREQUEST'].fields_by_name['origin']._loaded_options = None
   _globals['_ROUTEREQUEST'].fields_by_name['origin']._serialized_options = b'\342A\001\002'
   _globals['_ROUTEREQUEST'].fields_by_name['destination']._loaded_options = None
   _globals['_ROUTEREQUEST'].fields_by_name['destination']._serialized_options = b'\342A\001\002'
+  _globals['_CHECKREROUTEREQUEST'].fields_by_name['driver_location']._loaded_options = None
+  _globals['_CHECKREROUTEREQUEST'].fields_by_name['driver_location']._serialized_options = b'\342A\001\002'
+  _globals['_CHECKREROUTEREQUEST'].fields_by_name['destination']._loaded_options = None
+  _globals['_CHECKREROUTEREQUEST'].fields_by_name['destination']._serialized_options = b'\342A\001\002'
+  _globals['_CHECKREROUTEREQUEST'].fields_by_name['current_polyline']._loaded_options = None
+  _globals['_CHECKREROUTEREQUEST'].fields_by_name['current_polyline']._serialized_options = b'\342A\001\002'
+  _globals['_ROADOVERRIDE'].fields_by_name['location']._loaded_options = None
+  _globals['_ROADOVERRIDE'].fields_by_name['location']._serialized_options = b'\342A\001\002'
   _globals['_ETASERVICE'].methods_by_name['EstimateDelivery']._loaded_options = None
-  _globals['_ETASERVICE'].methods_by_name['EstimateDelivery']._serialized_options = b'\220\002\001\202\323\344\223\002\031\"\024/api/v1/eta:estimate:\001*'
+  _globals['_ETASERVICE'].methods_by_name['EstimateDelivery']._serialized_options = b'\220\002\001\222\265\030\005\n\003\001\004\005\202\323\344\223\002\031\"\024/api/v1/eta:estimate:\001*'
+  _globals['_ETASERVICE'].methods_by_name['EstimateTravelTimes']._loaded_options = None
+  _globals['_ETASERVICE'].methods_by_name['EstimateTravelTimes']._serialized_options = b'\220\002\001\222\265\030\004\n\002\004\005'
   _globals['_ETASERVICE'].methods_by_name['Route']._loaded_options = None
-  _globals['_ETASERVICE'].methods_by_name['Route']._serialized_options = b'\220\002\001\202\323\344\223\002\023\"\016/api/v1/routes:\001*'
-  _globals['_ESTIMATEDELIVERYREQUEST']._serialized_start=161
-  _globals['_ESTIMATEDELIVERYREQUEST']._serialized_end=519
-  _globals['_ESTIMATEDELIVERYRESPONSE']._serialized_start=522
-  _globals['_ESTIMATEDELIVERYRESPONSE']._serialized_end=790
-  _globals['_ROUTEREQUEST']._serialized_start=793
-  _globals['_ROUTEREQUEST']._serialized_end=998
-  _globals['_ROUTERESPONSE']._serialized_start=1000
-  _globals['_ROUTERESPONSE']._serialized_end=1100
-  _globals['_ETASERVICE']._serialized_start=1103
-  _globals['_ETASERVICE']._serialized_end=1343
+  _globals['_ETASERVICE'].methods_by_name['Route']._serialized_options = b'\220\002\001\222\265\030\005\n\003\003\004\005\202\323\344\223\002\023\"\016/api/v1/routes:\001*'
+  _globals['_ETASERVICE'].methods_by_name['CheckReroute']._loaded_options = None
+  _globals['_ETASERVICE'].methods_by_name['CheckReroute']._serialized_options = b'\220\002\001\222\265\030\004\n\002\004\005'
+  _globals['_ETASERVICE'].methods_by_name['SetRoadOverrides']._loaded_options = None
+  _globals['_ETASERVICE'].methods_by_name['SetRoadOverrides']._serialized_options = b'\220\002\002\222\265\030\004\n\002\004\005\202\323\344\223\002(\"#/api/internal/v1/eta/road-overrides:\001*'
+  _globals['_ESTIMATESOURCE']._serialized_start=2901
+  _globals['_ESTIMATESOURCE']._serialized_end=3044
+  _globals['_MANEUVER']._serialized_start=3047
+  _globals['_MANEUVER']._serialized_end=3312
+  _globals['_REROUTEREASON']._serialized_start=3314
+  _globals['_REROUTEREASON']._serialized_end=3423
+  _globals['_ESTIMATEDELIVERYREQUEST']._serialized_start=188
+  _globals['_ESTIMATEDELIVERYREQUEST']._serialized_end=708
+  _globals['_ESTIMATEDELIVERYRESPONSE']._serialized_start=711
+  _globals['_ESTIMATEDELIVERYRESPONSE']._serialized_end=1031
+  _globals['_TRAVELLEG']._serialized_start=1033
+  _globals['_TRAVELLEG']._serialized_end=1135
+  _globals['_TRAVELTIME']._serialized_start=1137
+  _globals['_TRAVELTIME']._serialized_end=1245
+  _globals['_ESTIMATETRAVELTIMESREQUEST']._serialized_start=1248
+  _globals['_ESTIMATETRAVELTIMESREQUEST']._serialized_end=1420
+  _globals['_ESTIMATETRAVELTIMESRESPONSE']._serialized_start=1422
+  _globals['_ESTIMATETRAVELTIMESRESPONSE']._serialized_end=1498
+  _globals['_ROUTESTEP']._serialized_start=1501
+  _globals['_ROUTESTEP']._serialized_end=1685
+  _globals['_ROUTEREQUEST']._serialized_start=1688
+  _globals['_ROUTEREQUEST']._serialized_end=1916
+  _globals['_ROUTERESPONSE']._serialized_start=1919
+  _globals['_ROUTERESPONSE']._serialized_end=2131
+  _globals['_CHECKREROUTEREQUEST']._serialized_start=2134
+  _globals['_CHECKREROUTEREQUEST']._serialized_end=2402
+  _globals['_CHECKREROUTERESPONSE']._serialized_start=2405
+  _globals['_CHECKREROUTERESPONSE']._serialized_end=2607
+  _globals['_ROADOVERRIDE']._serialized_start=2610
+  _globals['_ROADOVERRIDE']._serialized_end=2773
+  _globals['_SETROADOVERRIDESREQUEST']._serialized_start=2775
+  _globals['_SETROADOVERRIDESREQUEST']._serialized_end=2846
+  _globals['_SETROADOVERRIDESRESPONSE']._serialized_start=2848
+  _globals['_SETROADOVERRIDESRESPONSE']._serialized_end=2898
+  _globals['_ETASERVICE']._serialized_start=3426
+  _globals['_ETASERVICE']._serialized_end=4058
 # @@protoc_insertion_point(module_scope)

@@ -3,10 +3,13 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from foodmesh.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +20,118 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _EstimateSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EstimateSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EstimateSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ESTIMATE_SOURCE_UNSPECIFIED: _EstimateSource.ValueType  # 0
+    """Not set."""
+    ESTIMATE_SOURCE_MODEL: _EstimateSource.ValueType  # 1
+    """The trained models."""
+    ESTIMATE_SOURCE_ROAD_GRAPH: _EstimateSource.ValueType  # 2
+    """The road graph's time with traffic (plus a fixed prep for deliveries): routes,
+    and the baseline estimate while no model is loaded.
+    """
+    ESTIMATE_SOURCE_STRAIGHT_LINE: _EstimateSource.ValueType  # 3
+    """Straight line at a typical speed: a point is off the graph or unreachable."""
+
+class EstimateSource(_EstimateSource, metaclass=_EstimateSourceEnumTypeWrapper):
+    """Which estimator produced a figure."""
+
+ESTIMATE_SOURCE_UNSPECIFIED: EstimateSource.ValueType  # 0
+"""Not set."""
+ESTIMATE_SOURCE_MODEL: EstimateSource.ValueType  # 1
+"""The trained models."""
+ESTIMATE_SOURCE_ROAD_GRAPH: EstimateSource.ValueType  # 2
+"""The road graph's time with traffic (plus a fixed prep for deliveries): routes,
+and the baseline estimate while no model is loaded.
+"""
+ESTIMATE_SOURCE_STRAIGHT_LINE: EstimateSource.ValueType  # 3
+"""Straight line at a typical speed: a point is off the graph or unreachable."""
+Global___EstimateSource: _TypeAlias = EstimateSource  # noqa: Y015
+
+class _Maneuver:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ManeuverEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Maneuver.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MANEUVER_UNSPECIFIED: _Maneuver.ValueType  # 0
+    """Not set."""
+    MANEUVER_DEPART: _Maneuver.ValueType  # 1
+    """Start."""
+    MANEUVER_STRAIGHT: _Maneuver.ValueType  # 2
+    """Go straight on."""
+    MANEUVER_SLIGHT_LEFT: _Maneuver.ValueType  # 3
+    """Bear left."""
+    MANEUVER_LEFT: _Maneuver.ValueType  # 4
+    """Turn left."""
+    MANEUVER_SHARP_LEFT: _Maneuver.ValueType  # 5
+    """Turn sharp left."""
+    MANEUVER_SLIGHT_RIGHT: _Maneuver.ValueType  # 6
+    """Bear right."""
+    MANEUVER_RIGHT: _Maneuver.ValueType  # 7
+    """Turn right."""
+    MANEUVER_SHARP_RIGHT: _Maneuver.ValueType  # 8
+    """Turn sharp right."""
+    MANEUVER_U_TURN: _Maneuver.ValueType  # 9
+    """Turn around."""
+    MANEUVER_ARRIVE: _Maneuver.ValueType  # 10
+    """Arrive."""
+
+class Maneuver(_Maneuver, metaclass=_ManeuverEnumTypeWrapper):
+    """A turn or other step of a route."""
+
+MANEUVER_UNSPECIFIED: Maneuver.ValueType  # 0
+"""Not set."""
+MANEUVER_DEPART: Maneuver.ValueType  # 1
+"""Start."""
+MANEUVER_STRAIGHT: Maneuver.ValueType  # 2
+"""Go straight on."""
+MANEUVER_SLIGHT_LEFT: Maneuver.ValueType  # 3
+"""Bear left."""
+MANEUVER_LEFT: Maneuver.ValueType  # 4
+"""Turn left."""
+MANEUVER_SHARP_LEFT: Maneuver.ValueType  # 5
+"""Turn sharp left."""
+MANEUVER_SLIGHT_RIGHT: Maneuver.ValueType  # 6
+"""Bear right."""
+MANEUVER_RIGHT: Maneuver.ValueType  # 7
+"""Turn right."""
+MANEUVER_SHARP_RIGHT: Maneuver.ValueType  # 8
+"""Turn sharp right."""
+MANEUVER_U_TURN: Maneuver.ValueType  # 9
+"""Turn around."""
+MANEUVER_ARRIVE: Maneuver.ValueType  # 10
+"""Arrive."""
+Global___Maneuver: _TypeAlias = Maneuver  # noqa: Y015
+
+class _RerouteReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RerouteReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RerouteReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REROUTE_REASON_UNSPECIFIED: _RerouteReason.ValueType  # 0
+    """Not set: no reroute."""
+    REROUTE_REASON_OFF_ROUTE: _RerouteReason.ValueType  # 1
+    """More than 500 m off the current route."""
+    REROUTE_REASON_ETA_CHANGED: _RerouteReason.ValueType  # 2
+    """The ETA along the current route moved by more than 5 minutes."""
+
+class RerouteReason(_RerouteReason, metaclass=_RerouteReasonEnumTypeWrapper):
+    """Why a driver gets a new route."""
+
+REROUTE_REASON_UNSPECIFIED: RerouteReason.ValueType  # 0
+"""Not set: no reroute."""
+REROUTE_REASON_OFF_ROUTE: RerouteReason.ValueType  # 1
+"""More than 500 m off the current route."""
+REROUTE_REASON_ETA_CHANGED: RerouteReason.ValueType  # 2
+"""The ETA along the current route moved by more than 5 minutes."""
+Global___RerouteReason: _TypeAlias = RerouteReason  # noqa: Y015
 
 @_typing.final
 class EstimateDeliveryRequest(_message.Message):
@@ -32,12 +147,27 @@ class EstimateDeliveryRequest(_message.Message):
     SUBTOTAL_FIELD_NUMBER: _builtins.int
     ORDER_TIME_FIELD_NUMBER: _builtins.int
     VEHICLE_TYPE_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    DRIVER_ID_FIELD_NUMBER: _builtins.int
+    ORDER_STATUS_FIELD_NUMBER: _builtins.int
+    WEATHER_FIELD_NUMBER: _builtins.int
+    RESTAURANT_ACTIVE_ORDERS_FIELD_NUMBER: _builtins.int
     restaurant_id: _builtins.str
     """The restaurant (its prep-time history)."""
     item_count: _builtins.int
     """Items in the order (prep time grows with them)."""
     vehicle_type: _common_pb2.VehicleType.ValueType
     """The driver's vehicle, for travel speed."""
+    order_id: _builtins.str
+    """The order, for logs and its prep progress; empty before placement."""
+    driver_id: _builtins.str
+    """The driver, for their speed history."""
+    order_status: _common_pb2.OrderStatus.ValueType
+    """Where the order stands: from PICKED_UP on, only the drive to the customer remains."""
+    weather: _common_pb2.WeatherKind.ValueType
+    """Weather at the restaurant."""
+    restaurant_active_orders: _builtins.int
+    """Orders the kitchen is working on now (its load)."""
     @_builtins.property
     def restaurant_location(self) -> _common_pb2.LatLng:
         """Where to pick up."""
@@ -69,10 +199,15 @@ class EstimateDeliveryRequest(_message.Message):
         subtotal: _common_pb2.Money | None = ...,
         order_time: _timestamp_pb2.Timestamp | None = ...,
         vehicle_type: _common_pb2.VehicleType.ValueType = ...,
+        order_id: _builtins.str = ...,
+        driver_id: _builtins.str = ...,
+        order_status: _common_pb2.OrderStatus.ValueType = ...,
+        weather: _common_pb2.WeatherKind.ValueType = ...,
+        restaurant_active_orders: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delivery_location", b"delivery_location", "driver_location", b"driver_location", "order_time", b"order_time", "restaurant_location", b"restaurant_location", "subtotal", b"subtotal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_location", b"delivery_location", "driver_location", b"driver_location", "item_count", b"item_count", "order_time", b"order_time", "restaurant_id", b"restaurant_id", "restaurant_location", b"restaurant_location", "subtotal", b"subtotal", "vehicle_type", b"vehicle_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_location", b"delivery_location", "driver_id", b"driver_id", "driver_location", b"driver_location", "item_count", b"item_count", "order_id", b"order_id", "order_status", b"order_status", "order_time", b"order_time", "restaurant_active_orders", b"restaurant_active_orders", "restaurant_id", b"restaurant_id", "restaurant_location", b"restaurant_location", "subtotal", b"subtotal", "vehicle_type", b"vehicle_type", "weather", b"weather"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -93,22 +228,25 @@ class EstimateDeliveryResponse(_message.Message):
     LOWER_MINUTES_FIELD_NUMBER: _builtins.int
     UPPER_MINUTES_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
     eta_confidence: _builtins.float
     """Confidence, 0 to 1."""
     prep_minutes: _builtins.float
-    """Minutes of preparation."""
+    """Minutes of preparation left."""
     pickup_minutes: _builtins.float
     """Minutes from driver to restaurant."""
     delivery_minutes: _builtins.float
-    """Minutes from restaurant to customer."""
+    """Minutes from restaurant (or the driver, once picked up) to customer."""
     total_minutes: _builtins.float
     """Total minutes from now."""
     lower_minutes: _builtins.float
     """Low end of the 80% interval, minutes."""
     upper_minutes: _builtins.float
     """High end of the 80% interval, minutes."""
-    source: _builtins.str
-    """Which estimator answered ("model", "heuristic")."""
+    source: Global___EstimateSource.ValueType
+    """Which estimator answered."""
+    model_version: _builtins.str
+    """Version of the model file used; "baseline" without one."""
     @_builtins.property
     def estimated_delivery_time(self) -> _timestamp_pb2.Timestamp:
         """Expected arrival at the customer."""
@@ -124,15 +262,178 @@ class EstimateDeliveryResponse(_message.Message):
         total_minutes: _builtins.float = ...,
         lower_minutes: _builtins.float = ...,
         upper_minutes: _builtins.float = ...,
-        source: _builtins.str = ...,
+        source: Global___EstimateSource.ValueType = ...,
+        model_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_delivery_time", b"estimated_delivery_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_minutes", b"delivery_minutes", "estimated_delivery_time", b"estimated_delivery_time", "eta_confidence", b"eta_confidence", "lower_minutes", b"lower_minutes", "pickup_minutes", b"pickup_minutes", "prep_minutes", b"prep_minutes", "source", b"source", "total_minutes", b"total_minutes", "upper_minutes", b"upper_minutes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_minutes", b"delivery_minutes", "estimated_delivery_time", b"estimated_delivery_time", "eta_confidence", b"eta_confidence", "lower_minutes", b"lower_minutes", "model_version", b"model_version", "pickup_minutes", b"pickup_minutes", "prep_minutes", b"prep_minutes", "source", b"source", "total_minutes", b"total_minutes", "upper_minutes", b"upper_minutes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EstimateDeliveryResponse: _TypeAlias = EstimateDeliveryResponse  # noqa: Y015
+
+@_typing.final
+class TravelLeg(_message.Message):
+    """One leg to time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def origin(self) -> _common_pb2.LatLng:
+        """From."""
+
+    @_builtins.property
+    def destination(self) -> _common_pb2.LatLng:
+        """To."""
+
+    def __init__(
+        self,
+        *,
+        origin: _common_pb2.LatLng | None = ...,
+        destination: _common_pb2.LatLng | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "origin", b"origin"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "origin", b"origin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TravelLeg: _TypeAlias = TravelLeg  # noqa: Y015
+
+@_typing.final
+class TravelTime(_message.Message):
+    """The time of one leg."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISTANCE_METERS_FIELD_NUMBER: _builtins.int
+    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    distance_meters: _builtins.float
+    """Metres along the road."""
+    duration_seconds: _builtins.float
+    """Seconds of travel."""
+    source: Global___EstimateSource.ValueType
+    """Which estimator answered (STRAIGHT_LINE when off the graph)."""
+    def __init__(
+        self,
+        *,
+        distance_meters: _builtins.float = ...,
+        duration_seconds: _builtins.float = ...,
+        source: Global___EstimateSource.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance_meters", b"distance_meters", "duration_seconds", b"duration_seconds", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TravelTime: _TypeAlias = TravelTime  # noqa: Y015
+
+@_typing.final
+class EstimateTravelTimesRequest(_message.Message):
+    """Request of EstimateTravelTimes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEGS_FIELD_NUMBER: _builtins.int
+    DEPARTURE_TIME_FIELD_NUMBER: _builtins.int
+    VEHICLE_TYPE_FIELD_NUMBER: _builtins.int
+    vehicle_type: _common_pb2.VehicleType.ValueType
+    """Vehicle, for speeds."""
+    @_builtins.property
+    def legs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TravelLeg]:
+        """The legs (at most 5000)."""
+
+    @_builtins.property
+    def departure_time(self) -> _timestamp_pb2.Timestamp:
+        """Departure time (traffic by hour); now when absent."""
+
+    def __init__(
+        self,
+        *,
+        legs: _abc.Iterable[Global___TravelLeg] | None = ...,
+        departure_time: _timestamp_pb2.Timestamp | None = ...,
+        vehicle_type: _common_pb2.VehicleType.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["departure_time", b"departure_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["departure_time", b"departure_time", "legs", b"legs", "vehicle_type", b"vehicle_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EstimateTravelTimesRequest: _TypeAlias = EstimateTravelTimesRequest  # noqa: Y015
+
+@_typing.final
+class EstimateTravelTimesResponse(_message.Message):
+    """Response of EstimateTravelTimes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAVEL_TIMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def travel_times(self) -> _containers.RepeatedCompositeFieldContainer[Global___TravelTime]:
+        """One per leg, in the request's order."""
+
+    def __init__(
+        self,
+        *,
+        travel_times: _abc.Iterable[Global___TravelTime] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["travel_times", b"travel_times"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EstimateTravelTimesResponse: _TypeAlias = EstimateTravelTimesResponse  # noqa: Y015
+
+@_typing.final
+class RouteStep(_message.Message):
+    """One step of turn-by-turn directions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANEUVER_FIELD_NUMBER: _builtins.int
+    STREET_NAME_FIELD_NUMBER: _builtins.int
+    DISTANCE_METERS_FIELD_NUMBER: _builtins.int
+    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    INSTRUCTION_FIELD_NUMBER: _builtins.int
+    maneuver: Global___Maneuver.ValueType
+    """What to do at the start of the step."""
+    street_name: _builtins.str
+    """The street the step follows."""
+    distance_meters: _builtins.float
+    """Metres of the step."""
+    duration_seconds: _builtins.float
+    """Seconds of the step."""
+    instruction: _builtins.str
+    """The instruction in words ("Turn left onto Mission St")."""
+    @_builtins.property
+    def location(self) -> _common_pb2.LatLng:
+        """Where the maneuver is."""
+
+    def __init__(
+        self,
+        *,
+        maneuver: Global___Maneuver.ValueType = ...,
+        street_name: _builtins.str = ...,
+        distance_meters: _builtins.float = ...,
+        duration_seconds: _builtins.float = ...,
+        location: _common_pb2.LatLng | None = ...,
+        instruction: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance_meters", b"distance_meters", "duration_seconds", b"duration_seconds", "instruction", b"instruction", "location", b"location", "maneuver", b"maneuver", "street_name", b"street_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteStep: _TypeAlias = RouteStep  # noqa: Y015
 
 @_typing.final
 class RouteRequest(_message.Message):
@@ -144,8 +445,11 @@ class RouteRequest(_message.Message):
     DESTINATION_FIELD_NUMBER: _builtins.int
     VEHICLE_TYPE_FIELD_NUMBER: _builtins.int
     DEPARTURE_TIME_FIELD_NUMBER: _builtins.int
+    INCLUDE_STEPS_FIELD_NUMBER: _builtins.int
     vehicle_type: _common_pb2.VehicleType.ValueType
     """Vehicle, for speeds."""
+    include_steps: _builtins.bool
+    """Also return turn-by-turn steps."""
     @_builtins.property
     def origin(self) -> _common_pb2.LatLng:
         """From."""
@@ -165,10 +469,11 @@ class RouteRequest(_message.Message):
         destination: _common_pb2.LatLng | None = ...,
         vehicle_type: _common_pb2.VehicleType.ValueType = ...,
         departure_time: _timestamp_pb2.Timestamp | None = ...,
+        include_steps: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["departure_time", b"departure_time", "destination", b"destination", "origin", b"origin"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["departure_time", b"departure_time", "destination", b"destination", "origin", b"origin", "vehicle_type", b"vehicle_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["departure_time", b"departure_time", "destination", b"destination", "include_steps", b"include_steps", "origin", b"origin", "vehicle_type", b"vehicle_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -184,6 +489,9 @@ class RouteResponse(_message.Message):
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
     POLYLINE_FIELD_NUMBER: _builtins.int
     CACHED_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TRAFFIC_MULTIPLIER_FIELD_NUMBER: _builtins.int
     distance_meters: _builtins.float
     """Metres along the road."""
     duration_seconds: _builtins.float
@@ -192,6 +500,14 @@ class RouteResponse(_message.Message):
     """Google encoded polyline (precision 5)."""
     cached: _builtins.bool
     """Whether it came from the cache."""
+    source: Global___EstimateSource.ValueType
+    """ROAD_GRAPH normally; STRAIGHT_LINE when a point is off the graph or unreachable."""
+    traffic_multiplier: _builtins.float
+    """The traffic multiplier applied (time of day and live overrides), 1 when free-flowing."""
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteStep]:
+        """Turn-by-turn steps, when asked for."""
+
     def __init__(
         self,
         *,
@@ -199,11 +515,194 @@ class RouteResponse(_message.Message):
         duration_seconds: _builtins.float = ...,
         polyline: _builtins.str = ...,
         cached: _builtins.bool = ...,
+        steps: _abc.Iterable[Global___RouteStep] | None = ...,
+        source: Global___EstimateSource.ValueType = ...,
+        traffic_multiplier: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "distance_meters", b"distance_meters", "duration_seconds", b"duration_seconds", "polyline", b"polyline"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "distance_meters", b"distance_meters", "duration_seconds", b"duration_seconds", "polyline", b"polyline", "source", b"source", "steps", b"steps", "traffic_multiplier", b"traffic_multiplier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RouteResponse: _TypeAlias = RouteResponse  # noqa: Y015
+
+@_typing.final
+class CheckRerouteRequest(_message.Message):
+    """Request of CheckReroute."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    DRIVER_LOCATION_FIELD_NUMBER: _builtins.int
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    CURRENT_POLYLINE_FIELD_NUMBER: _builtins.int
+    CURRENT_ETA_FIELD_NUMBER: _builtins.int
+    VEHICLE_TYPE_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order being delivered."""
+    current_polyline: _builtins.str
+    """The route the driver follows, Google encoded polyline."""
+    vehicle_type: _common_pb2.VehicleType.ValueType
+    """Vehicle, for speeds."""
+    @_builtins.property
+    def driver_location(self) -> _common_pb2.LatLng:
+        """The driver's position now."""
+
+    @_builtins.property
+    def destination(self) -> _common_pb2.LatLng:
+        """The next stop."""
+
+    @_builtins.property
+    def current_eta(self) -> _timestamp_pb2.Timestamp:
+        """The ETA at the next stop that the driver was given."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        driver_location: _common_pb2.LatLng | None = ...,
+        destination: _common_pb2.LatLng | None = ...,
+        current_polyline: _builtins.str = ...,
+        current_eta: _timestamp_pb2.Timestamp | None = ...,
+        vehicle_type: _common_pb2.VehicleType.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["current_eta", b"current_eta", "destination", b"destination", "driver_location", b"driver_location"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_eta", b"current_eta", "current_polyline", b"current_polyline", "destination", b"destination", "driver_location", b"driver_location", "order_id", b"order_id", "vehicle_type", b"vehicle_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckRerouteRequest: _TypeAlias = CheckRerouteRequest  # noqa: Y015
+
+@_typing.final
+class CheckRerouteResponse(_message.Message):
+    """Response of CheckReroute."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    DEVIATION_METERS_FIELD_NUMBER: _builtins.int
+    POLYLINE_FIELD_NUMBER: _builtins.int
+    DISTANCE_METERS_FIELD_NUMBER: _builtins.int
+    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    ETA_FIELD_NUMBER: _builtins.int
+    reason: Global___RerouteReason.ValueType
+    """Why the driver needs a new route; UNSPECIFIED when they do not."""
+    deviation_meters: _builtins.float
+    """Distance from the current route, metres."""
+    polyline: _builtins.str
+    """The new route's polyline, when rerouted."""
+    distance_meters: _builtins.float
+    """The new route's length, metres."""
+    duration_seconds: _builtins.float
+    """The new route's travel time, seconds."""
+    @_builtins.property
+    def eta(self) -> _timestamp_pb2.Timestamp:
+        """The new ETA at the next stop."""
+
+    def __init__(
+        self,
+        *,
+        reason: Global___RerouteReason.ValueType = ...,
+        deviation_meters: _builtins.float = ...,
+        polyline: _builtins.str = ...,
+        distance_meters: _builtins.float = ...,
+        duration_seconds: _builtins.float = ...,
+        eta: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["eta", b"eta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deviation_meters", b"deviation_meters", "distance_meters", b"distance_meters", "duration_seconds", b"duration_seconds", "eta", b"eta", "polyline", b"polyline", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckRerouteResponse: _TypeAlias = CheckRerouteResponse  # noqa: Y015
+
+@_typing.final
+class RoadOverride(_message.Message):
+    """A live change to the road graph's speeds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERRIDE_ID_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    CLOSED_FIELD_NUMBER: _builtins.int
+    SLOWDOWN_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    override_id: _builtins.str
+    """Id, so it can be replaced."""
+    closed: _builtins.bool
+    """Closed to traffic (a closed bridge makes the other side unreachable over it)."""
+    slowdown: _builtins.float
+    """Travel time multiplier when not closed (2 is twice as slow)."""
+    @_builtins.property
+    def location(self) -> _common_pb2.LatLng:
+        """A point on the road; the nearest edge (both directions) is affected."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it lapses; never when absent."""
+
+    def __init__(
+        self,
+        *,
+        override_id: _builtins.str = ...,
+        location: _common_pb2.LatLng | None = ...,
+        closed: _builtins.bool = ...,
+        slowdown: _builtins.float = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "location", b"location"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closed", b"closed", "expire_time", b"expire_time", "location", b"location", "override_id", b"override_id", "slowdown", b"slowdown"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoadOverride: _TypeAlias = RoadOverride  # noqa: Y015
+
+@_typing.final
+class SetRoadOverridesRequest(_message.Message):
+    """Request of SetRoadOverrides: replaces every override."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoadOverride]:
+        """The overrides in force; empty clears them."""
+
+    def __init__(
+        self,
+        *,
+        overrides: _abc.Iterable[Global___RoadOverride] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overrides", b"overrides"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRoadOverridesRequest: _TypeAlias = SetRoadOverridesRequest  # noqa: Y015
+
+@_typing.final
+class SetRoadOverridesResponse(_message.Message):
+    """Response of SetRoadOverrides."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EDGES_AFFECTED_FIELD_NUMBER: _builtins.int
+    edges_affected: _builtins.int
+    """Directed edges affected."""
+    def __init__(
+        self,
+        *,
+        edges_affected: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges_affected", b"edges_affected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRoadOverridesResponse: _TypeAlias = SetRoadOverridesResponse  # noqa: Y015

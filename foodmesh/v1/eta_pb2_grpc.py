@@ -40,10 +40,25 @@ class EtaServiceStub:
                 request_serializer=foodmesh_dot_v1_dot_eta__pb2.EstimateDeliveryRequest.SerializeToString,
                 response_deserializer=foodmesh_dot_v1_dot_eta__pb2.EstimateDeliveryResponse.FromString,
                 _registered_method=True)
+        self.EstimateTravelTimes = channel.unary_unary(
+                '/foodmesh.v1.EtaService/EstimateTravelTimes',
+                request_serializer=foodmesh_dot_v1_dot_eta__pb2.EstimateTravelTimesRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_eta__pb2.EstimateTravelTimesResponse.FromString,
+                _registered_method=True)
         self.Route = channel.unary_unary(
                 '/foodmesh.v1.EtaService/Route',
                 request_serializer=foodmesh_dot_v1_dot_eta__pb2.RouteRequest.SerializeToString,
                 response_deserializer=foodmesh_dot_v1_dot_eta__pb2.RouteResponse.FromString,
+                _registered_method=True)
+        self.CheckReroute = channel.unary_unary(
+                '/foodmesh.v1.EtaService/CheckReroute',
+                request_serializer=foodmesh_dot_v1_dot_eta__pb2.CheckRerouteRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_eta__pb2.CheckRerouteResponse.FromString,
+                _registered_method=True)
+        self.SetRoadOverrides = channel.unary_unary(
+                '/foodmesh.v1.EtaService/SetRoadOverrides',
+                request_serializer=foodmesh_dot_v1_dot_eta__pb2.SetRoadOverridesRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_eta__pb2.SetRoadOverridesResponse.FromString,
                 _registered_method=True)
 
 
@@ -58,8 +73,31 @@ class EtaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EstimateTravelTimes(self, request, context):
+        """Travel times of many legs at once, vectorised (Dispatch's scoring of driver to
+        restaurant pairs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Route(self, request, context):
-        """The fastest route between two points, with its polyline.
+        """The fastest route between two points, with its polyline and, on request, its steps.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckReroute(self, request, context):
+        """Decides whether a driver needs a new route (more than 500 m off the current one,
+        or the ETA moved by more than 5 min) and gives it when so.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRoadOverrides(self, request, context):
+        """Replaces the live incidents and closures that override the traffic model (ops, tests).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -73,10 +111,25 @@ def add_EtaServiceServicer_to_server(servicer, server):
                     request_deserializer=foodmesh_dot_v1_dot_eta__pb2.EstimateDeliveryRequest.FromString,
                     response_serializer=foodmesh_dot_v1_dot_eta__pb2.EstimateDeliveryResponse.SerializeToString,
             ),
+            'EstimateTravelTimes': grpc.unary_unary_rpc_method_handler(
+                    servicer.EstimateTravelTimes,
+                    request_deserializer=foodmesh_dot_v1_dot_eta__pb2.EstimateTravelTimesRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_eta__pb2.EstimateTravelTimesResponse.SerializeToString,
+            ),
             'Route': grpc.unary_unary_rpc_method_handler(
                     servicer.Route,
                     request_deserializer=foodmesh_dot_v1_dot_eta__pb2.RouteRequest.FromString,
                     response_serializer=foodmesh_dot_v1_dot_eta__pb2.RouteResponse.SerializeToString,
+            ),
+            'CheckReroute': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckReroute,
+                    request_deserializer=foodmesh_dot_v1_dot_eta__pb2.CheckRerouteRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_eta__pb2.CheckRerouteResponse.SerializeToString,
+            ),
+            'SetRoadOverrides': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRoadOverrides,
+                    request_deserializer=foodmesh_dot_v1_dot_eta__pb2.SetRoadOverridesRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_eta__pb2.SetRoadOverridesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -118,6 +171,33 @@ class EtaService:
             _registered_method=True)
 
     @staticmethod
+    def EstimateTravelTimes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.EtaService/EstimateTravelTimes',
+            foodmesh_dot_v1_dot_eta__pb2.EstimateTravelTimesRequest.SerializeToString,
+            foodmesh_dot_v1_dot_eta__pb2.EstimateTravelTimesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Route(request,
             target,
             options=(),
@@ -134,6 +214,60 @@ class EtaService:
             '/foodmesh.v1.EtaService/Route',
             foodmesh_dot_v1_dot_eta__pb2.RouteRequest.SerializeToString,
             foodmesh_dot_v1_dot_eta__pb2.RouteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckReroute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.EtaService/CheckReroute',
+            foodmesh_dot_v1_dot_eta__pb2.CheckRerouteRequest.SerializeToString,
+            foodmesh_dot_v1_dot_eta__pb2.CheckRerouteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRoadOverrides(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.EtaService/SetRoadOverrides',
+            foodmesh_dot_v1_dot_eta__pb2.SetRoadOverridesRequest.SerializeToString,
+            foodmesh_dot_v1_dot_eta__pb2.SetRoadOverridesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,8 +35,18 @@ class EtaServiceStub:
     def __new__(cls, channel: _aio.Channel) -> EtaServiceAsyncStub: ...
     EstimateDelivery: _grpc.UnaryUnaryMultiCallable[_eta_pb2.EstimateDeliveryRequest, _eta_pb2.EstimateDeliveryResponse]
     """Estimates when an order arrives: prep + driver to restaurant + restaurant to customer."""
+    EstimateTravelTimes: _grpc.UnaryUnaryMultiCallable[_eta_pb2.EstimateTravelTimesRequest, _eta_pb2.EstimateTravelTimesResponse]
+    """Travel times of many legs at once, vectorised (Dispatch's scoring of driver to
+    restaurant pairs).
+    """
     Route: _grpc.UnaryUnaryMultiCallable[_eta_pb2.RouteRequest, _eta_pb2.RouteResponse]
-    """The fastest route between two points, with its polyline."""
+    """The fastest route between two points, with its polyline and, on request, its steps."""
+    CheckReroute: _grpc.UnaryUnaryMultiCallable[_eta_pb2.CheckRerouteRequest, _eta_pb2.CheckRerouteResponse]
+    """Decides whether a driver needs a new route (more than 500 m off the current one,
+    or the ETA moved by more than 5 min) and gives it when so.
+    """
+    SetRoadOverrides: _grpc.UnaryUnaryMultiCallable[_eta_pb2.SetRoadOverridesRequest, _eta_pb2.SetRoadOverridesResponse]
+    """Replaces the live incidents and closures that override the traffic model (ops, tests)."""
 
 @_typing.type_check_only
 class EtaServiceAsyncStub(EtaServiceStub):
@@ -45,8 +55,18 @@ class EtaServiceAsyncStub(EtaServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     EstimateDelivery: _aio.UnaryUnaryMultiCallable[_eta_pb2.EstimateDeliveryRequest, _eta_pb2.EstimateDeliveryResponse]  # type: ignore[assignment]
     """Estimates when an order arrives: prep + driver to restaurant + restaurant to customer."""
+    EstimateTravelTimes: _aio.UnaryUnaryMultiCallable[_eta_pb2.EstimateTravelTimesRequest, _eta_pb2.EstimateTravelTimesResponse]  # type: ignore[assignment]
+    """Travel times of many legs at once, vectorised (Dispatch's scoring of driver to
+    restaurant pairs).
+    """
     Route: _aio.UnaryUnaryMultiCallable[_eta_pb2.RouteRequest, _eta_pb2.RouteResponse]  # type: ignore[assignment]
-    """The fastest route between two points, with its polyline."""
+    """The fastest route between two points, with its polyline and, on request, its steps."""
+    CheckReroute: _aio.UnaryUnaryMultiCallable[_eta_pb2.CheckRerouteRequest, _eta_pb2.CheckRerouteResponse]  # type: ignore[assignment]
+    """Decides whether a driver needs a new route (more than 500 m off the current one,
+    or the ETA moved by more than 5 min) and gives it when so.
+    """
+    SetRoadOverrides: _aio.UnaryUnaryMultiCallable[_eta_pb2.SetRoadOverridesRequest, _eta_pb2.SetRoadOverridesResponse]  # type: ignore[assignment]
+    """Replaces the live incidents and closures that override the traffic model (ops, tests)."""
 
 class EtaServiceServicer(metaclass=_abc_1.ABCMeta):
     """Delivery time estimates and routes over the road graph."""
@@ -60,11 +80,39 @@ class EtaServiceServicer(metaclass=_abc_1.ABCMeta):
         """Estimates when an order arrives: prep + driver to restaurant + restaurant to customer."""
 
     @_abc_1.abstractmethod
+    def EstimateTravelTimes(
+        self,
+        request: _eta_pb2.EstimateTravelTimesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_eta_pb2.EstimateTravelTimesResponse, _abc.Awaitable[_eta_pb2.EstimateTravelTimesResponse]]:
+        """Travel times of many legs at once, vectorised (Dispatch's scoring of driver to
+        restaurant pairs).
+        """
+
+    @_abc_1.abstractmethod
     def Route(
         self,
         request: _eta_pb2.RouteRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_eta_pb2.RouteResponse, _abc.Awaitable[_eta_pb2.RouteResponse]]:
-        """The fastest route between two points, with its polyline."""
+        """The fastest route between two points, with its polyline and, on request, its steps."""
+
+    @_abc_1.abstractmethod
+    def CheckReroute(
+        self,
+        request: _eta_pb2.CheckRerouteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_eta_pb2.CheckRerouteResponse, _abc.Awaitable[_eta_pb2.CheckRerouteResponse]]:
+        """Decides whether a driver needs a new route (more than 500 m off the current one,
+        or the ETA moved by more than 5 min) and gives it when so.
+        """
+
+    @_abc_1.abstractmethod
+    def SetRoadOverrides(
+        self,
+        request: _eta_pb2.SetRoadOverridesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_eta_pb2.SetRoadOverridesResponse, _abc.Awaitable[_eta_pb2.SetRoadOverridesResponse]]:
+        """Replaces the live incidents and closures that override the traffic model (ops, tests)."""
 
 def add_EtaServiceServicer_to_server(servicer: EtaServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

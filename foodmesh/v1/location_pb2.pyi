@@ -228,7 +228,7 @@ class UpdateLocationRequest(_message.Message):
     SPEED_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     driver_id: _builtins.str
-    """The caller's driver id; must match the credential."""
+    """The caller's driver id (the seed's body); when given it must match the credential."""
     lat: _builtins.float
     """Latitude, degrees."""
     lon: _builtins.float
@@ -843,3 +843,87 @@ class TrackOrderResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TrackOrderResponse: _TypeAlias = TrackOrderResponse  # noqa: Y015
+
+@_typing.final
+class DriverLocationEvent(_message.Message):
+    """A driver's accepted fix, published on core NATS subject `location.v1.driver.<driver_id>`
+    (at-most-once, high rate: the tracking streams and Dispatch listen).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    RECEIVE_TIME_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The order being delivered, if any."""
+    @_builtins.property
+    def position(self) -> Global___DriverPosition:
+        """The position after this fix, with the driver's status."""
+
+    @_builtins.property
+    def receive_time(self) -> _timestamp_pb2.Timestamp:
+        """When the server accepted the fix."""
+
+    def __init__(
+        self,
+        *,
+        position: Global___DriverPosition | None = ...,
+        order_id: _builtins.str = ...,
+        receive_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "receive_time", b"receive_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id", "position", b"position", "receive_time", b"receive_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DriverLocationEvent: _TypeAlias = DriverLocationEvent  # noqa: Y015
+
+@_typing.final
+class DriverPresenceEvent(_message.Message):
+    """A driver went offline (silent for the presence timeout, or signed off) or came back,
+    published once per change on NATS subject `location.v1.presence`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    DRIVER_ID_FIELD_NUMBER: _builtins.int
+    ONLINE_FIELD_NUMBER: _builtins.int
+    LAST_POSITION_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TIME_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique id of this event; consumers dedupe by it."""
+    driver_id: _builtins.str
+    """Who."""
+    online: _builtins.bool
+    """True when back online, false when gone offline."""
+    order_id: _builtins.str
+    """The order the driver was carrying, if any (Dispatch reassigns it)."""
+    @_builtins.property
+    def last_position(self) -> Global___DriverPosition:
+        """The last known position."""
+
+    @_builtins.property
+    def event_time(self) -> _timestamp_pb2.Timestamp:
+        """When the change was noticed."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        driver_id: _builtins.str = ...,
+        online: _builtins.bool = ...,
+        last_position: Global___DriverPosition | None = ...,
+        order_id: _builtins.str = ...,
+        event_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "last_position", b"last_position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver_id", b"driver_id", "event_id", b"event_id", "event_time", b"event_time", "last_position", b"last_position", "online", b"online", "order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DriverPresenceEvent: _TypeAlias = DriverPresenceEvent  # noqa: Y015

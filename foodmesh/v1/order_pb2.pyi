@@ -91,15 +91,26 @@ class OrderItemInput(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     CUSTOMIZATIONS_FIELD_NUMBER: _builtins.int
     SPECIAL_INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
     """Menu item id."""
     quantity: _builtins.int
     """1 to 99."""
     special_instructions: _builtins.str
     """Note for the kitchen."""
+    name: _builtins.str
+    """Name as the app showed it (the seed's body); informational, the menu's name is kept."""
     @_builtins.property
     def customizations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Chosen customization option ids."""
+
+    @_builtins.property
+    def price(self) -> _common_pb2.Money:
+        """Price of one as the app showed it. Prices come from the menu: when given and it
+        differs, the order is refused (FAILED_PRECONDITION naming the item) so the
+        customer never pays a price they did not see.
+        """
 
     def __init__(
         self,
@@ -108,10 +119,12 @@ class OrderItemInput(_message.Message):
         quantity: _builtins.int = ...,
         customizations: _abc.Iterable[_builtins.str] | None = ...,
         special_instructions: _builtins.str = ...,
+        name: _builtins.str = ...,
+        price: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customizations", b"customizations", "item_id", b"item_id", "quantity", b"quantity", "special_instructions", b"special_instructions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customizations", b"customizations", "item_id", b"item_id", "name", b"name", "price", b"price", "quantity", b"quantity", "special_instructions", b"special_instructions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -184,6 +197,7 @@ class Pricing(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     SURGE_MULTIPLIER_FIELD_NUMBER: _builtins.int
     QUOTE_ID_FIELD_NUMBER: _builtins.int
+    TIP_FIELD_NUMBER: _builtins.int
     surge_multiplier: _builtins.float
     """Surge multiplier applied to the delivery fee."""
     quote_id: _builtins.str
@@ -216,6 +230,10 @@ class Pricing(_message.Message):
     def total(self) -> _common_pb2.Money:
         """What is charged."""
 
+    @_builtins.property
+    def tip(self) -> _common_pb2.Money:
+        """Tip for the driver (not part of the quote; included in total)."""
+
     def __init__(
         self,
         *,
@@ -228,10 +246,11 @@ class Pricing(_message.Message):
         total: _common_pb2.Money | None = ...,
         surge_multiplier: _builtins.float = ...,
         quote_id: _builtins.str = ...,
+        tip: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delivery_fee", b"delivery_fee", "discount", b"discount", "service_fee", b"service_fee", "small_order_fee", b"small_order_fee", "subtotal", b"subtotal", "tax", b"tax", "total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delivery_fee", b"delivery_fee", "discount", b"discount", "service_fee", b"service_fee", "small_order_fee", b"small_order_fee", "subtotal", b"subtotal", "tax", b"tax", "tip", b"tip", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_fee", b"delivery_fee", "discount", b"discount", "quote_id", b"quote_id", "service_fee", b"service_fee", "small_order_fee", b"small_order_fee", "subtotal", b"subtotal", "surge_multiplier", b"surge_multiplier", "tax", b"tax", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_fee", b"delivery_fee", "discount", b"discount", "quote_id", b"quote_id", "service_fee", b"service_fee", "small_order_fee", b"small_order_fee", "subtotal", b"subtotal", "surge_multiplier", b"surge_multiplier", "tax", b"tax", "tip", b"tip", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -303,6 +322,8 @@ class Order(_message.Message):
     CANCELLATION_REASON_FIELD_NUMBER: _builtins.int
     REFUNDED_FIELD_NUMBER: _builtins.int
     PROMO_CODE_FIELD_NUMBER: _builtins.int
+    RESTAURANT_LOCATION_FIELD_NUMBER: _builtins.int
+    READY_TIME_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Opaque, time-sortable id."""
     customer_id: _builtins.str
@@ -361,6 +382,14 @@ class Order(_message.Message):
     def refunded(self) -> _common_pb2.Money:
         """Amount refunded so far."""
 
+    @_builtins.property
+    def restaurant_location(self) -> _common_pb2.LatLng:
+        """Where to pick up (the restaurant's position when the order was placed)."""
+
+    @_builtins.property
+    def ready_time(self) -> _timestamp_pb2.Timestamp:
+        """When the kitchen expects the food to be ready."""
+
     def __init__(
         self,
         *,
@@ -384,10 +413,12 @@ class Order(_message.Message):
         cancellation_reason: _builtins.str = ...,
         refunded: _common_pb2.Money | None = ...,
         promo_code: _builtins.str = ...,
+        restaurant_location: _common_pb2.LatLng | None = ...,
+        ready_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_address", b"delivery_address", "estimated_delivery_time", b"estimated_delivery_time", "pricing", b"pricing", "refunded", b"refunded", "scheduled_time", b"scheduled_time", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_address", b"delivery_address", "estimated_delivery_time", b"estimated_delivery_time", "pricing", b"pricing", "ready_time", b"ready_time", "refunded", b"refunded", "restaurant_location", b"restaurant_location", "scheduled_time", b"scheduled_time", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation_reason", b"cancellation_reason", "created_at", b"created_at", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_option", b"delivery_option", "driver_id", b"driver_id", "estimated_delivery_time", b"estimated_delivery_time", "eta_confidence", b"eta_confidence", "items", b"items", "order_id", b"order_id", "payment_status", b"payment_status", "pricing", b"pricing", "promo_code", b"promo_code", "refunded", b"refunded", "restaurant_id", b"restaurant_id", "restaurant_name", b"restaurant_name", "scheduled_time", b"scheduled_time", "status", b"status", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation_reason", b"cancellation_reason", "created_at", b"created_at", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_option", b"delivery_option", "driver_id", b"driver_id", "estimated_delivery_time", b"estimated_delivery_time", "eta_confidence", b"eta_confidence", "items", b"items", "order_id", b"order_id", "payment_status", b"payment_status", "pricing", b"pricing", "promo_code", b"promo_code", "ready_time", b"ready_time", "refunded", b"refunded", "restaurant_id", b"restaurant_id", "restaurant_location", b"restaurant_location", "restaurant_name", b"restaurant_name", "scheduled_time", b"scheduled_time", "status", b"status", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -539,12 +570,18 @@ class ListOrdersRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    DRIVER_ID_FIELD_NUMBER: _builtins.int
     restaurant_id: _builtins.str
     """A restaurant's incoming orders (its staff or ops); empty: the caller's own."""
     page_size: _builtins.int
     """Page size (default 20, at most 100)."""
     page_token: _builtins.str
     """From a previous response."""
+    customer_id: _builtins.str
+    """One customer's orders (ops and services only; a customer always gets their own)."""
+    driver_id: _builtins.str
+    """One driver's deliveries (ops and services only; a driver always gets their own)."""
     @_builtins.property
     def status(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.OrderStatus.ValueType]:
         """Only these statuses."""
@@ -556,10 +593,12 @@ class ListOrdersRequest(_message.Message):
         status: _abc.Iterable[_common_pb2.OrderStatus.ValueType] | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        driver_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "restaurant_id", b"restaurant_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "driver_id", b"driver_id", "page_size", b"page_size", "page_token", b"page_token", "restaurant_id", b"restaurant_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -882,3 +921,46 @@ class WatchOrderResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchOrderResponse: _TypeAlias = WatchOrderResponse  # noqa: Y015
+
+@_typing.final
+class OrderEvent(_message.Message):
+    """An event of an order's life, published on NATS JetStream subject
+    `orders.v1.<status>` (lower case, e.g. `orders.v1.ready_for_pickup`) through the
+    outbox, with the message id set to event_id so JetStream dedupes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    EVENT_TIME_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique id of this event; consumers dedupe by it."""
+    @_builtins.property
+    def order(self) -> Global___Order:
+        """The order after the change."""
+
+    @_builtins.property
+    def change(self) -> Global___TimelineEntry:
+        """The timeline entry this event announces."""
+
+    @_builtins.property
+    def event_time(self) -> _timestamp_pb2.Timestamp:
+        """When the change was committed."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        order: Global___Order | None = ...,
+        change: Global___TimelineEntry | None = ...,
+        event_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "event_time", b"event_time", "order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "event_id", b"event_id", "event_time", b"event_time", "order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderEvent: _TypeAlias = OrderEvent  # noqa: Y015

@@ -45,46 +45,6 @@ DISCOUNT_TYPE_FIXED: DiscountType.ValueType  # 2
 """A fixed amount."""
 Global___DiscountType: _TypeAlias = DiscountType  # noqa: Y015
 
-class _WeatherKind:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _WeatherKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WeatherKind.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    WEATHER_KIND_UNSPECIFIED: _WeatherKind.ValueType  # 0
-    """Not set: clear."""
-    WEATHER_KIND_CLEAR: _WeatherKind.ValueType  # 1
-    """Clear."""
-    WEATHER_KIND_LIGHT_RAIN: _WeatherKind.ValueType  # 2
-    """Light rain."""
-    WEATHER_KIND_MODERATE_RAIN: _WeatherKind.ValueType  # 3
-    """Moderate rain."""
-    WEATHER_KIND_HEAVY_RAIN: _WeatherKind.ValueType  # 4
-    """Heavy rain."""
-    WEATHER_KIND_SNOW: _WeatherKind.ValueType  # 5
-    """Snow."""
-    WEATHER_KIND_EXTREME_TEMPERATURE: _WeatherKind.ValueType  # 6
-    """Extreme heat or cold."""
-
-class WeatherKind(_WeatherKind, metaclass=_WeatherKindEnumTypeWrapper):
-    """Rain, snow or heat, as they move surge."""
-
-WEATHER_KIND_UNSPECIFIED: WeatherKind.ValueType  # 0
-"""Not set: clear."""
-WEATHER_KIND_CLEAR: WeatherKind.ValueType  # 1
-"""Clear."""
-WEATHER_KIND_LIGHT_RAIN: WeatherKind.ValueType  # 2
-"""Light rain."""
-WEATHER_KIND_MODERATE_RAIN: WeatherKind.ValueType  # 3
-"""Moderate rain."""
-WEATHER_KIND_HEAVY_RAIN: WeatherKind.ValueType  # 4
-"""Heavy rain."""
-WEATHER_KIND_SNOW: WeatherKind.ValueType  # 5
-"""Snow."""
-WEATHER_KIND_EXTREME_TEMPERATURE: WeatherKind.ValueType  # 6
-"""Extreme heat or cold."""
-Global___WeatherKind: _TypeAlias = WeatherKind  # noqa: Y015
-
 @_typing.final
 class QuoteItem(_message.Message):
     """One item to price."""
@@ -163,16 +123,26 @@ class Quote(_message.Message):
     TAX_FIELD_NUMBER: _builtins.int
     DISCOUNT_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
-    SURGE_MULTIPLIER_FIELD_NUMBER: _builtins.int
+    SURGE_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     PROMO_MESSAGE_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    RESTAURANT_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    DELIVERY_ADDRESS_FIELD_NUMBER: _builtins.int
+    PROMO_CODE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
     quote_id: _builtins.str
     """Opaque id; PlaceOrder charges it while valid."""
-    surge_multiplier: _builtins.float
-    """Surge multiplier in the delivery fee."""
     promo_message: _builtins.str
     """Why a promo code gave nothing, if it did not."""
+    customer_id: _builtins.str
+    """Who it was quoted for."""
+    restaurant_id: _builtins.str
+    """From where."""
+    promo_code: _builtins.str
+    """The promo code applied, if any."""
     @_builtins.property
     def subtotal(self) -> _common_pb2.Money:
         """Sum of the lines."""
@@ -202,12 +172,28 @@ class Quote(_message.Message):
         """What is charged."""
 
     @_builtins.property
+    def surge(self) -> Global___Surge:
+        """The surge in the delivery fee and why ("Busy area: fees are higher")."""
+
+    @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuoteLine]:
         """The receipt."""
 
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When it lapses."""
+
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___QuoteItem]:
+        """What was priced, as asked."""
+
+    @_builtins.property
+    def delivery_address(self) -> _common_pb2.Address:
+        """To where."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was made."""
 
     def __init__(
         self,
@@ -220,14 +206,20 @@ class Quote(_message.Message):
         tax: _common_pb2.Money | None = ...,
         discount: _common_pb2.Money | None = ...,
         total: _common_pb2.Money | None = ...,
-        surge_multiplier: _builtins.float = ...,
+        surge: Global___Surge | None = ...,
         lines: _abc.Iterable[Global___QuoteLine] | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         promo_message: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        restaurant_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___QuoteItem] | None = ...,
+        delivery_address: _common_pb2.Address | None = ...,
+        promo_code: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delivery_fee", b"delivery_fee", "discount", b"discount", "expire_time", b"expire_time", "service_fee", b"service_fee", "small_order_fee", b"small_order_fee", "subtotal", b"subtotal", "tax", b"tax", "total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "discount", b"discount", "expire_time", b"expire_time", "service_fee", b"service_fee", "small_order_fee", b"small_order_fee", "subtotal", b"subtotal", "surge", b"surge", "tax", b"tax", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_fee", b"delivery_fee", "discount", b"discount", "expire_time", b"expire_time", "lines", b"lines", "promo_message", b"promo_message", "quote_id", b"quote_id", "service_fee", b"service_fee", "small_order_fee", b"small_order_fee", "subtotal", b"subtotal", "surge_multiplier", b"surge_multiplier", "tax", b"tax", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_fee", b"delivery_fee", "discount", b"discount", "expire_time", b"expire_time", "items", b"items", "lines", b"lines", "promo_code", b"promo_code", "promo_message", b"promo_message", "quote_id", b"quote_id", "restaurant_id", b"restaurant_id", "service_fee", b"service_fee", "small_order_fee", b"small_order_fee", "subtotal", b"subtotal", "surge", b"surge", "tax", b"tax", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -306,6 +298,52 @@ class QuoteOrderResponse(_message.Message):
 Global___QuoteOrderResponse: _TypeAlias = QuoteOrderResponse  # noqa: Y015
 
 @_typing.final
+class GetQuoteRequest(_message.Message):
+    """Request of GetQuote."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUOTE_ID_FIELD_NUMBER: _builtins.int
+    quote_id: _builtins.str
+    """Which."""
+    def __init__(
+        self,
+        *,
+        quote_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quote_id", b"quote_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQuoteRequest: _TypeAlias = GetQuoteRequest  # noqa: Y015
+
+@_typing.final
+class GetQuoteResponse(_message.Message):
+    """Response of GetQuote."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUOTE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def quote(self) -> Global___Quote:
+        """The quote; NOT_FOUND once expired."""
+
+    def __init__(
+        self,
+        *,
+        quote: Global___Quote | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quote", b"quote"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quote", b"quote"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQuoteResponse: _TypeAlias = GetQuoteResponse  # noqa: Y015
+
+@_typing.final
 class GetSurgeRequest(_message.Message):
     """Request of GetSurge."""
 
@@ -332,8 +370,8 @@ class GetSurgeRequest(_message.Message):
 Global___GetSurgeRequest: _TypeAlias = GetSurgeRequest  # noqa: Y015
 
 @_typing.final
-class GetSurgeResponse(_message.Message):
-    """Response of GetSurge."""
+class Surge(_message.Message):
+    """The surge at a place and time, with its reasons."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -344,7 +382,10 @@ class GetSurgeResponse(_message.Message):
     RATIO_FIELD_NUMBER: _builtins.int
     EVENT_MULTIPLIER_FIELD_NUMBER: _builtins.int
     WEATHER_MULTIPLIER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
     COMPUTE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     multiplier: _builtins.float
     """Multiplier, 1.0 to 3.0 in steps of 0.1."""
     cell: _builtins.str
@@ -356,12 +397,20 @@ class GetSurgeResponse(_message.Message):
     ratio: _builtins.float
     """Demand over supply."""
     event_multiplier: _builtins.float
-    """Event factor."""
+    """Event factor (1 without an event nearby)."""
     weather_multiplier: _builtins.float
-    """Weather factor."""
+    """Weather factor (1 in clear weather)."""
+    reason: _builtins.str
+    """The seed's words: "Normal demand", "High demand + special event", ..."""
+    fallback: _builtins.bool
+    """True when live data was unavailable and 1.0 was used (ordering never blocks on it)."""
     @_builtins.property
     def compute_time(self) -> _timestamp_pb2.Timestamp:
         """When it was computed."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """Until when it holds (cached 60 s per cell)."""
 
     def __init__(
         self,
@@ -373,11 +422,38 @@ class GetSurgeResponse(_message.Message):
         ratio: _builtins.float = ...,
         event_multiplier: _builtins.float = ...,
         weather_multiplier: _builtins.float = ...,
+        reason: _builtins.str = ...,
+        fallback: _builtins.bool = ...,
         compute_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["compute_time", b"compute_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["compute_time", b"compute_time", "expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "compute_time", b"compute_time", "demand", b"demand", "event_multiplier", b"event_multiplier", "multiplier", b"multiplier", "ratio", b"ratio", "supply", b"supply", "weather_multiplier", b"weather_multiplier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "compute_time", b"compute_time", "demand", b"demand", "event_multiplier", b"event_multiplier", "expire_time", b"expire_time", "fallback", b"fallback", "multiplier", b"multiplier", "ratio", b"ratio", "reason", b"reason", "supply", b"supply", "weather_multiplier", b"weather_multiplier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Surge: _TypeAlias = Surge  # noqa: Y015
+
+@_typing.final
+class GetSurgeResponse(_message.Message):
+    """Response of GetSurge."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SURGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def surge(self) -> Global___Surge:
+        """The surge there now."""
+
+    def __init__(
+        self,
+        *,
+        surge: Global___Surge | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["surge", b"surge"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["surge", b"surge"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -531,13 +607,13 @@ class WeatherCondition(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     area: _builtins.str
     """Geohash prefix it covers."""
-    kind: Global___WeatherKind.ValueType
+    kind: _common_pb2.WeatherKind.ValueType
     """What."""
     def __init__(
         self,
         *,
         area: _builtins.str = ...,
-        kind: Global___WeatherKind.ValueType = ...,
+        kind: _common_pb2.WeatherKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...

@@ -40,6 +40,11 @@ class PricingServiceStub:
                 request_serializer=foodmesh_dot_v1_dot_pricing__pb2.QuoteOrderRequest.SerializeToString,
                 response_deserializer=foodmesh_dot_v1_dot_pricing__pb2.QuoteOrderResponse.FromString,
                 _registered_method=True)
+        self.GetQuote = channel.unary_unary(
+                '/foodmesh.v1.PricingService/GetQuote',
+                request_serializer=foodmesh_dot_v1_dot_pricing__pb2.GetQuoteRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_pricing__pb2.GetQuoteResponse.FromString,
+                _registered_method=True)
         self.GetSurge = channel.unary_unary(
                 '/foodmesh.v1.PricingService/GetSurge',
                 request_serializer=foodmesh_dot_v1_dot_pricing__pb2.GetSurgeRequest.SerializeToString,
@@ -78,6 +83,13 @@ class PricingServiceServicer:
 
     def QuoteOrder(self, request, context):
         """Prices an order: subtotal from the Catalog, fees, surge, tax, promo, total.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQuote(self, request, context):
+        """Returns a quote by id while it is valid (PlaceOrder checks what it priced).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,6 +144,11 @@ def add_PricingServiceServicer_to_server(servicer, server):
                     servicer.QuoteOrder,
                     request_deserializer=foodmesh_dot_v1_dot_pricing__pb2.QuoteOrderRequest.FromString,
                     response_serializer=foodmesh_dot_v1_dot_pricing__pb2.QuoteOrderResponse.SerializeToString,
+            ),
+            'GetQuote': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuote,
+                    request_deserializer=foodmesh_dot_v1_dot_pricing__pb2.GetQuoteRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_pricing__pb2.GetQuoteResponse.SerializeToString,
             ),
             'GetSurge': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSurge,
@@ -192,6 +209,33 @@ class PricingService:
             '/foodmesh.v1.PricingService/QuoteOrder',
             foodmesh_dot_v1_dot_pricing__pb2.QuoteOrderRequest.SerializeToString,
             foodmesh_dot_v1_dot_pricing__pb2.QuoteOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.PricingService/GetQuote',
+            foodmesh_dot_v1_dot_pricing__pb2.GetQuoteRequest.SerializeToString,
+            foodmesh_dot_v1_dot_pricing__pb2.GetQuoteResponse.FromString,
             options,
             channel_credentials,
             insecure,

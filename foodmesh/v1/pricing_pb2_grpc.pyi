@@ -35,6 +35,8 @@ class PricingServiceStub:
     def __new__(cls, channel: _aio.Channel) -> PricingServiceAsyncStub: ...
     QuoteOrder: _grpc.UnaryUnaryMultiCallable[_pricing_pb2.QuoteOrderRequest, _pricing_pb2.QuoteOrderResponse]
     """Prices an order: subtotal from the Catalog, fees, surge, tax, promo, total."""
+    GetQuote: _grpc.UnaryUnaryMultiCallable[_pricing_pb2.GetQuoteRequest, _pricing_pb2.GetQuoteResponse]
+    """Returns a quote by id while it is valid (PlaceOrder checks what it priced)."""
     GetSurge: _grpc.UnaryUnaryMultiCallable[_pricing_pb2.GetSurgeRequest, _pricing_pb2.GetSurgeResponse]
     """The surge multiplier at a point now."""
     GetSurgeHistory: _grpc.UnaryUnaryMultiCallable[_pricing_pb2.GetSurgeHistoryRequest, _pricing_pb2.GetSurgeHistoryResponse]
@@ -55,6 +57,8 @@ class PricingServiceAsyncStub(PricingServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     QuoteOrder: _aio.UnaryUnaryMultiCallable[_pricing_pb2.QuoteOrderRequest, _pricing_pb2.QuoteOrderResponse]  # type: ignore[assignment]
     """Prices an order: subtotal from the Catalog, fees, surge, tax, promo, total."""
+    GetQuote: _aio.UnaryUnaryMultiCallable[_pricing_pb2.GetQuoteRequest, _pricing_pb2.GetQuoteResponse]  # type: ignore[assignment]
+    """Returns a quote by id while it is valid (PlaceOrder checks what it priced)."""
     GetSurge: _aio.UnaryUnaryMultiCallable[_pricing_pb2.GetSurgeRequest, _pricing_pb2.GetSurgeResponse]  # type: ignore[assignment]
     """The surge multiplier at a point now."""
     GetSurgeHistory: _aio.UnaryUnaryMultiCallable[_pricing_pb2.GetSurgeHistoryRequest, _pricing_pb2.GetSurgeHistoryResponse]  # type: ignore[assignment]
@@ -78,6 +82,14 @@ class PricingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_pricing_pb2.QuoteOrderResponse, _abc.Awaitable[_pricing_pb2.QuoteOrderResponse]]:
         """Prices an order: subtotal from the Catalog, fees, surge, tax, promo, total."""
+
+    @_abc_1.abstractmethod
+    def GetQuote(
+        self,
+        request: _pricing_pb2.GetQuoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pricing_pb2.GetQuoteResponse, _abc.Awaitable[_pricing_pb2.GetQuoteResponse]]:
+        """Returns a quote by id while it is valid (PlaceOrder checks what it priced)."""
 
     @_abc_1.abstractmethod
     def GetSurge(

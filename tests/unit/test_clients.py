@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
 
-from clients import ClientOptions, EtaClient, LocationClient, OrderClient
-from clients._base import RetryPolicy, retryable_methods, service_config
+from clients import (
+    CatalogClient,
+    ClientOptions,
+    DispatchClient,
+    EtaClient,
+    LocationClient,
+    OrderClient,
+    PricingClient,
+)
+from clients._base import BaseClient, RetryPolicy, retryable_methods, service_config
 from foodmesh.v1 import eta_pb2, eta_pb2_grpc, order_pb2
 from servers.runtime.config import Settings
 from servers.runtime.errors import Unavailable
 from servers.runtime.serve import Resources, RunningService, ServiceSpec, run_service
+
+ALL_CLIENTS = [CatalogClient, OrderClient, LocationClient, DispatchClient, EtaClient, PricingClient]
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 class FlakyEta(eta_pb2_grpc.EtaServiceServicer):
@@ -118,3 +133,10 @@ async def test_clients_share_a_channel_they_do_not_own() -> None:
     await location.close()
     assert channel.get_state() != grpc.ChannelConnectivity.SHUTDOWN
     await channel.close()
+
+
+@pytest.mark.parametrize("client", ALL_CLIENTS, ids=lambda c: c.__name__)
+def test_every_rpc_of_the_contract_has_a_client_method(client: type[BaseClient]) -> None:
+    service = client.SERVICE
+    missing = [m.name for m in service.methods if not hasattr(client, _snake(m.name))]
+    assert missing == [], f"{client.__name__} lacks methods for {missing}"

@@ -152,7 +152,9 @@ async def test_client_deadline_is_visible_to_service_code(
     channel: grpc.aio.Channel, probe: Probe
 ) -> None:
     await unary(channel)(Req(service="ok"), timeout=3.0)
-    assert 2.0 < probe.seen_time_left[0] <= 3.0
+    # gRPC's core clock and the event loop's clock are read at different
+    # instants, so the budget seen can exceed the client's by a few ms.
+    assert 2.0 < probe.seen_time_left[0] <= 3.05
 
 
 async def test_call_whose_deadline_passed_in_transit_does_no_work(
