@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from foodmesh.auth import DEV_SECRET
 from servers.runtime.errors import ConfigError
 
 __all__ = ["Settings", "env_bool", "env_float", "env_int", "env_str"]
@@ -101,6 +102,8 @@ class Settings:
     log_level: str = "INFO"
     #: Where spans go: ``none``, ``console`` or ``memory`` (tests).
     trace_exporter: str = "none"
+    #: HMAC secret that bearer tokens are signed with (the same in every service and the gateway).
+    auth_secret: str = DEV_SECRET
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -145,5 +148,6 @@ class Settings:
             ),
             log_level=log_level,
             trace_exporter=exporter,
+            auth_secret=env.get("FOODMESH_AUTH_SECRET") or DEV_SECRET,
             extra={k: v for k, v in env.items() if k.startswith(f"FOODMESH_{up}_")},
         )

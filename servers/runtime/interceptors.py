@@ -1,10 +1,11 @@
 """The one server interceptor every foodmesh service runs behind.
 
-Per RPC, in this order: request id, trace span (continuing the caller's trace),
-deadline (a call without one gets the configured default; a call whose deadline
-has passed is refused before any work), metrics, the access log line, and the
-mapping of exceptions to ``google.rpc.Status`` — the only place in the code base
-where an exception becomes a status code.
+Per RPC, in this order: request id, the caller's credential checked against the
+method's access rule, trace span (continuing the caller's trace), deadline (a
+call without one gets the configured default; a call whose deadline has passed
+is refused before any work), metrics, the access log line, and the mapping
+of exceptions to ``google.rpc.Status`` — the only place in the code base where
+an exception becomes a status code.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from servers.runtime import auth as _auth
 from servers.runtime import context as _ctx
+from servers.runtime.auth import Authorizer
 from servers.runtime.errors import FoodmeshError, InvalidArgument
 from servers.runtime.metrics import RpcMetrics
 
@@ -90,6 +93,7 @@ class _Call:
     __slots__ = (
         "code",
         "context",
+        "denied",
         "deadline",
         "interceptor",
         "labels",
@@ -117,6 +121,13 @@ class _Call:
         metadata = dict(context.invocation_metadata() or ())
         rid = metadata.get("x-request-id")
         self.request_id = str(rid) if rid else uuid.uuid4().hex[:16]
+        self.denied: FoodmeshError | None = None
+        principal = None
+        if interceptor.authorizer is not None:
+            try:
+                principal = interceptor.authorizer.authorize(method, metadata)
+            except FoodmeshError as exc:
+                self.denied = exc
         parent = propagate.extract({k: str(v) for k, v in metadata.items()})
         self.span = interceptor.tracer.start_span(
             method.lstrip("/"),
@@ -143,13 +154,19 @@ class _Call:
             _ctx._request_id.set(self.request_id),
             _ctx._deadline.set(self.deadline),
             otel_context.attach(trace.set_span_in_context(self.span)),
+            _auth._principal.set(principal),
         )
         m = interceptor.metrics
         m.started.labels(*self.labels).inc()
         m.in_flight.labels(*self.labels).inc()
 
-    def expired(self) -> bool:
-        return asyncio.get_running_loop().time() >= self.deadline
+    def refusal(self) -> BaseException | None:
+        """Why the call must not run at all: no right to call it, or no time left."""
+        if self.denied is not None:
+            return self.denied
+        if asyncio.get_running_loop().time() >= self.deadline:
+            return TimeoutError()
+        return None
 
     async def fail(self, exc: BaseException) -> None:
         """Ends the call with the status that ``exc`` maps to (always raises)."""
@@ -192,6 +209,7 @@ class _Call:
         _ctx._request_id.reset(self.tokens[0])
         _ctx._deadline.reset(self.tokens[1])
         otel_context.detach(self.tokens[2])
+        _auth._principal.reset(self.tokens[3])
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -204,8 +222,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         default_deadline_s: float = 5.0,
         stream_max_age_s: float = 3600.0,
         tracer_provider: trace.TracerProvider | None = None,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.metrics = metrics
+        self.authorizer = authorizer
         self.default_deadline_s = default_deadline_s
         self.stream_max_age_s = stream_max_age_s
         self.tracer = trace.get_tracer("foodmesh.grpc.server", tracer_provider=tracer_provider)
@@ -251,8 +271,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             call = _Call(self, method, kind, context)
             ended: BaseException | None = None
             try:
-                if call.expired():
-                    await call.fail(TimeoutError())
+                if (refused := call.refusal()) is not None:
+                    await call.fail(refused)
                 try:
                     async with asyncio.timeout_at(call.deadline):
                         response = await behavior(request, context)
@@ -279,8 +299,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 call = _Call(self, method, kind, context)
                 ended: BaseException | None = None
                 try:
-                    if call.expired():
-                        await call.fail(TimeoutError())
+                    if (refused := call.refusal()) is not None:
+                        await call.fail(refused)
                     responses = behavior(request, context)
                     sent = self.metrics.stream_msgs_sent.labels(*call.labels)
                     try:
@@ -313,8 +333,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             call = _Call(self, method, kind, context)
             ended: BaseException | None = None
             try:
-                if call.expired():
-                    await call.fail(TimeoutError())
+                if (refused := call.refusal()) is not None:
+                    await call.fail(refused)
                 try:
                     async with asyncio.timeout_at(call.deadline):
                         await behavior(request, context)

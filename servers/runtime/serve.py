@@ -32,6 +32,7 @@ from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
 from servers.runtime import telemetry
+from servers.runtime.auth import Authorizer, access_rules
 from servers.runtime.config import Settings
 from servers.runtime.context import RequestIdFilter
 from servers.runtime.errors import DependencyUnavailable, FoodmeshError
@@ -274,6 +275,7 @@ async def run_service(
         metrics=rpc_metrics(),
         default_deadline_s=settings.default_deadline_s,
         stream_max_age_s=settings.stream_max_age_s,
+        authorizer=Authorizer(settings.auth_secret, access_rules(spec.grpc_services)),
     )
     server = grpc.aio.server(interceptors=[interceptor], options=_server_options())
     resources = Resources(settings, spec.needs)

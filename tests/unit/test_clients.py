@@ -21,11 +21,13 @@ from clients import (
     PricingClient,
 )
 from clients._base import BaseClient, RetryPolicy, retryable_methods, service_config
+from foodmesh.auth import DEV_SECRET, bearer, mint_token
 from foodmesh.v1 import eta_pb2, eta_pb2_grpc, order_pb2
 from servers.runtime.config import Settings
 from servers.runtime.errors import Unavailable
 from servers.runtime.serve import Resources, RunningService, ServiceSpec, run_service
 
+SERVICE_AUTH = bearer(mint_token(DEV_SECRET, subject="tests", role="service"))
 ALL_CLIENTS = [CatalogClient, OrderClient, LocationClient, DispatchClient, EtaClient, PricingClient]
 
 
@@ -91,7 +93,9 @@ async def test_an_idempotent_call_is_retried_through_unavailable(
     eta_server: tuple[RunningService, FlakyEta],
 ) -> None:
     svc, servicer = eta_server
-    opts = ClientOptions(retry=RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.05))
+    opts = ClientOptions(
+        retry=RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.05), metadata=SERVICE_AUTH
+    )
     async with EtaClient(svc.target, options=opts) as eta:
         reply = await eta.route(route_request())
     assert reply.duration_seconds == 240.0
@@ -103,7 +107,9 @@ async def test_retries_give_up_after_max_attempts(
     eta_server: tuple[RunningService, FlakyEta],
 ) -> None:
     svc, servicer = eta_server
-    opts = ClientOptions(retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.01))
+    opts = ClientOptions(
+        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.01), metadata=SERVICE_AUTH
+    )
     async with EtaClient(svc.target, options=opts) as eta:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await eta.route(route_request())
@@ -117,7 +123,9 @@ async def test_every_call_has_the_default_deadline(
 ) -> None:
     svc, _ = eta_server
     loop = asyncio.get_running_loop()
-    async with EtaClient(svc.target, options=ClientOptions(deadline_s=0.3)) as eta:
+    async with EtaClient(
+        svc.target, options=ClientOptions(deadline_s=0.3, metadata=SERVICE_AUTH)
+    ) as eta:
         started = loop.time()
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await eta.route(route_request())
