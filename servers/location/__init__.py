@@ -1,5 +1,111 @@
 """The Location service: live driver positions, presence, history and order tracking.
 
-Being built (issue 5): the pure parts come first — ``fixes`` (validation, ordering,
-throttling) and ``policy`` (the reporting interval the ack tells the app).
+``SPEC`` is what ``foodmesh serve location`` runs. Its parts: ``fixes`` (validation,
+ordering, throttling) and ``policy`` (the reporting interval) are pure; ``ingest``
+batches fixes into ``store`` (Redis) and NATS; ``history`` writes them to
+PostgreSQL; ``presence`` takes silent drivers offline; ``tracking`` is TrackOrder.
 """
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+
+from clients import ClientOptions, DispatchClient, EtaClient, OrderClient
+from foodmesh.auth import bearer, mint_token
+from foodmesh.services import KNOWN
+from foodmesh.v1 import location_pb2_grpc
+from servers.location.history import HistoryWriter
+from servers.location.ingest import Ingest
+from servers.location.presence import Presence
+from servers.location.service import LocationConfig, LocationServicer
+from servers.location.store import LiveStore
+from servers.location.tracking import OrderSource, Tracker
+from servers.runtime.serve import Dependency, Resources, ServiceSpec
+
+__all__ = ["SPEC", "build"]
+
+
+def _target(resources: Resources, service: str) -> str:
+    s = resources.settings
+    explicit = s.extra.get(f"FOODMESH_LOCATION_{service.upper()}_TARGET")
+    if explicit:
+        return explicit
+    port = next(i.grpc_port for i in KNOWN if i.name == service)
+    return f"{s.host}:{port}"
+
+
+async def build(
+    server: grpc.aio.Server, resources: Resources, *, orders: OrderSource | None = None
+) -> Callable[[], Awaitable[None]]:
+    """Wires the service's parts, starts its tasks; returns what stops them.
+
+    ``orders`` replaces the Order service client (a test hands in its own server's).
+    """
+    s = resources.settings
+    state_dir = s.extra.get("FOODMESH_LOCATION_STATE_DIR")
+    config = LocationConfig.from_extra(
+        s.extra, state_dir=Path(state_dir) / "history-spill" if state_dir else None
+    )
+    store = LiveStore(resources.redis, resources.keys)
+    history = HistoryWriter(resources.pg, config.history)
+    presence = Presence(
+        store,
+        js=lambda: resources.js,
+        subjects=resources.subjects,
+        timeout_s=config.presence_timeout_s,
+    )
+    ingest = Ingest(
+        store,
+        history,
+        nats=lambda: resources.nats,
+        subjects=resources.subjects,
+        on_presence=presence.came_online,
+    )
+    token = mint_token(s.auth_secret, subject="location", role="service", ttl_s=365 * 86400)
+    options = ClientOptions(metadata=bearer(token))
+    order_client = OrderClient(_target(resources, "order"), options=options)
+    drivers = DispatchClient(_target(resources, "dispatch"), options=options)
+    eta = EtaClient(_target(resources, "eta"), options=options)
+    tracker = Tracker(
+        store=store,
+        nats=lambda: resources.nats,
+        subjects=resources.subjects,
+        orders=orders if orders is not None else order_client,
+        drivers=drivers,
+        eta=eta,
+    )
+    servicer = LocationServicer(
+        store=store,
+        ingest=ingest,
+        history=history,
+        presence=presence,
+        tracker=tracker,
+        config=config,
+    )
+    location_pb2_grpc.add_LocationServiceServicer_to_server(servicer, server)
+    ingest.start()
+    history.start()
+    presence.start()
+
+    async def stop() -> None:
+        await ingest.stop()
+        await presence.stop()
+        await history.stop()
+        for client in (order_client, drivers, eta):
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    return stop
+
+
+SPEC = ServiceSpec(
+    name="location",
+    grpc_services=("foodmesh.v1.LocationService",),
+    register=build,
+    needs=frozenset({Dependency.POSTGRES, Dependency.REDIS, Dependency.NATS}),
+    migrations=Path(__file__).parent / "migrations",
+)

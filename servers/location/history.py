@@ -1,0 +1,343 @@
+"""Location history: buffered, written to PostgreSQL with COPY, partitioned by day.
+
+The ingest path only appends to a memory buffer; a writer task flushes it every
+``flush_s`` or every ``batch_rows`` rows with one COPY, creating the day
+partitions it needs first. While PostgreSQL is down the buffer is bounded: what
+does not fit goes to spill files (CSV) under ``spill_dir``, read back and written
+once PostgreSQL answers again. Old partitions are dropped after ``retention_days``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from servers.location.fixes import Fix
+
+__all__ = ["HistoryConfig", "HistoryPoint", "HistoryWriter", "downsample_query", "partition_name"]
+
+_log = logging.getLogger("foodmesh.location.history")
+_UTC = dt.UTC
+_COLUMNS = (
+    "driver_id",
+    "ts",
+    "lat",
+    "lon",
+    "heading",
+    "speed_mps",
+    "accuracy_m",
+    "order_id",
+    "received_at",
+)
+Row = tuple[str, float, float, float, float, float, float, str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    flush_s: float = 1.0
+    batch_rows: int = 5000
+    #: Rows kept in memory while PostgreSQL is away; beyond, rows go to spill files.
+    max_buffer_rows: int = 100_000
+    retention_days: int = 30
+    spill_dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPoint:
+    lat: float
+    lon: float
+    heading: float
+    speed_mps: float
+    accuracy_m: float
+    ts: dt.datetime
+    order_id: str
+
+
+def partition_name(day: dt.date) -> str:
+    return f"history_{day:%Y%m%d}"
+
+
+def _day(ts: float) -> dt.date:
+    return dt.datetime.fromtimestamp(ts, _UTC).date()
+
+
+def downsample_query() -> str:
+    """At most ``max_points`` rows of a driver's window: the first row of each of that many
+    equal-count buckets (``ntile``), oldest first, plus the window's total."""
+    return """
+        WITH w AS (
+            SELECT ts, lat, lon, heading, speed_mps, accuracy_m, order_id,
+                   ntile(%(max_points)s) OVER (ORDER BY ts) AS bucket,
+                   count(*) OVER () AS total
+            FROM location.history
+            WHERE driver_id = %(driver_id)s AND ts >= %(start)s AND ts < %(end)s
+        )
+        SELECT DISTINCT ON (bucket) lat, lon, heading, speed_mps, accuracy_m, ts, order_id, total
+        FROM w ORDER BY bucket, ts
+    """
+
+
+class HistoryWriter:
+    """Owns the history buffer and the task that drains it into PostgreSQL."""
+
+    def __init__(self, pool: AsyncConnectionPool, config: HistoryConfig = HistoryConfig()) -> None:
+        self.pool = pool
+        self.config = config
+        self._rows: list[Row] = []
+        self._known_days: set[dt.date] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_retention = 0.0
+        self._spill_seq = 0
+        self.written = 0
+        self.spilled = 0
+        self.healthy = True
+
+    # ----------------------------------------------------------------- input
+    def add(self, fixes: Sequence[Fix]) -> None:
+        """Queues accepted fixes; never waits (the ingest path must not)."""
+        self._rows.extend(
+            (
+                f.driver_id,
+                f.device_ts,
+                f.lat,
+                f.lon,
+                f.heading_deg,
+                f.speed_mps,
+                f.accuracy_m,
+                f.order_id,
+                f.received_ts,
+            )
+            for f in fixes
+        )
+        if len(self._rows) >= self.config.batch_rows:
+            self._wake.set()
+        if len(self._rows) > self.config.max_buffer_rows:
+            self._spill(self._rows)
+            self._rows = []
+
+    @property
+    def buffered(self) -> int:
+        return len(self._rows)
+
+    # ------------------------------------------------------------------ task
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="location-history")
+
+    async def stop(self) -> None:
+        """Stops the task, then writes what is buffered (or spills it if that fails)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._rows:
+            rows, self._rows = self._rows, []
+            try:
+                await asyncio.wait_for(self._copy(rows), timeout=5.0)
+            except Exception:
+                self._spill(rows)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.config.flush_s)
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> int:
+        """Writes the buffer (and any spill files) now; returns the rows written."""
+        written = 0
+        if self._rows:
+            rows, self._rows = self._rows, []
+            try:
+                await self._copy(rows)
+                written += len(rows)
+                self.healthy = True
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                if self.healthy:
+                    _log.warning("history: PostgreSQL write failed (%s); buffering", exc)
+                self.healthy = False
+                # Back to the front of the buffer, bounded: overflow goes to disk.
+                self._rows[:0] = rows
+                if len(self._rows) > self.config.max_buffer_rows:
+                    self._spill(self._rows)
+                    self._rows = []
+                return 0
+        if self.healthy:
+            written += await self._drain_spill()
+            await self._maybe_retention()
+        return written
+
+    # -------------------------------------------------------------- postgres
+    async def ensure_partitions(self, days: set[dt.date]) -> None:
+        """Creates the day partitions that do not exist yet.
+
+        A partition is created as a plain table, then attached: ATTACH takes only a
+        SHARE UPDATE EXCLUSIVE lock on the parent, so it neither waits for nor blocks
+        readers and COPYs (CREATE TABLE ... PARTITION OF would take ACCESS EXCLUSIVE).
+        """
+        missing = days - self._known_days
+        if not missing:
+            return
+        async with self.pool.connection() as conn:
+            await conn.execute("SET lock_timeout = '5s'")
+            for day in sorted(missing):
+                start = dt.datetime.combine(day, dt.time(), _UTC)
+                name = sql.Identifier(partition_name(day))
+                cur = await conn.execute(
+                    "SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = 'location' AND c.relname = %s",
+                    (partition_name(day),),
+                )
+                if await cur.fetchone() is None:
+                    try:
+                        await conn.execute(
+                            sql.SQL(
+                                "CREATE TABLE IF NOT EXISTS location.{} "
+                                "(LIKE location.history INCLUDING DEFAULTS)"
+                            ).format(name)
+                        )
+                        await conn.execute(
+                            sql.SQL(
+                                "ALTER TABLE location.history ATTACH PARTITION location.{} "
+                                "FOR VALUES FROM ({}) TO ({})"
+                            ).format(
+                                name,
+                                sql.Literal(start),
+                                sql.Literal(start + dt.timedelta(days=1)),
+                            )
+                        )
+                        await conn.commit()
+                    except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation,
+                            psycopg.errors.ObjectNotInPrerequisiteState):  # fmt: skip
+                        # Another replica created or attached it between our check and now.
+                        await conn.rollback()
+                await conn.commit()
+                self._known_days.add(day)
+
+    async def _copy(self, rows: Sequence[Row]) -> None:
+        days = {_day(r[1]) for r in rows}
+        await self.ensure_partitions(days | {_day(time.time()) + dt.timedelta(days=1)})
+        async with self.pool.connection() as conn:
+            async with conn.cursor() as cur:
+                copy_sql = "COPY location.history ({}) FROM STDIN".format(", ".join(_COLUMNS))
+                async with cur.copy(copy_sql) as copy:
+                    for r in rows:
+                        await copy.write_row(
+                            (
+                                r[0],
+                                dt.datetime.fromtimestamp(r[1], _UTC),
+                                r[2],
+                                r[3],
+                                r[4],
+                                r[5],
+                                r[6],
+                                r[7],
+                                dt.datetime.fromtimestamp(r[8], _UTC),
+                            )
+                        )
+            await conn.commit()
+        self.written += len(rows)
+
+    async def drop_old_partitions(self, *, today: dt.date | None = None) -> list[str]:
+        """Drops day partitions older than the retention period; returns their names."""
+        today = today or _day(time.time())
+        oldest_kept = today - dt.timedelta(days=self.config.retention_days)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT c.relname FROM pg_inherits i "
+                "JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent "
+                "JOIN pg_namespace n ON n.oid = p.relnamespace "
+                "WHERE n.nspname = 'location' AND p.relname = 'history'"
+            )
+            names = [r[0] for r in await cur.fetchall()]
+            dropped: list[str] = []
+            for name in names:
+                try:
+                    day = dt.datetime.strptime(name.removeprefix("history_"), "%Y%m%d").date()
+                except ValueError:
+                    continue
+                if day < oldest_kept:
+                    await conn.execute(
+                        sql.SQL("DROP TABLE IF EXISTS location.{}").format(sql.Identifier(name))
+                    )
+                    self._known_days.discard(day)
+                    dropped.append(name)
+            await conn.commit()
+        if dropped:
+            _log.info("history: dropped %d partitions older than %s", len(dropped), oldest_kept)
+        return dropped
+
+    async def _maybe_retention(self) -> None:
+        now = time.monotonic()
+        if now - self._last_retention < 3600 and self._last_retention:
+            return
+        self._last_retention = now
+        try:
+            await self.drop_old_partitions()
+        except (psycopg.Error, OSError) as exc:
+            _log.warning("history: retention failed (%s); will retry", exc)
+
+    # ----------------------------------------------------------------- spill
+    def _spill_files(self) -> list[Path]:
+        d = self.config.spill_dir
+        return sorted(d.glob("spill-*.csv")) if d is not None and d.exists() else []
+
+    def _spill(self, rows: Sequence[Row]) -> None:
+        d = self.config.spill_dir
+        if d is None:
+            _log.error("history: %d rows dropped: PostgreSQL is down and no spill dir", len(rows))
+            return
+        d.mkdir(parents=True, exist_ok=True)
+        self._spill_seq += 1
+        path = d / f"spill-{time.time_ns()}-{os.getpid()}-{self._spill_seq}.csv"
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as fh:
+            csv.writer(fh).writerows(rows)
+        tmp.rename(path)
+        self.spilled += len(rows)
+        _log.warning("history: spilled %d rows to %s", len(rows), path)
+
+    async def _drain_spill(self) -> int:
+        written = 0
+        for path in self._spill_files():
+            with path.open(newline="") as fh:
+                rows: list[Row] = [
+                    (
+                        r[0],
+                        float(r[1]),
+                        float(r[2]),
+                        float(r[3]),
+                        float(r[4]),
+                        float(r[5]),
+                        float(r[6]),
+                        r[7],
+                        float(r[8]),
+                    )
+                    for r in csv.reader(fh)
+                ]
+            try:
+                await self._copy(rows)
+            except (psycopg.Error, OSError) as exc:
+                _log.warning("history: spill file %s not written yet (%s)", path.name, exc)
+                self.healthy = False
+                return written
+            path.unlink()
+            written += len(rows)
+            _log.info("history: wrote %d spilled rows from %s", len(rows), path.name)
+        return written
