@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from foodmesh.v1 import common_pb2, location_pb2
@@ -35,7 +36,8 @@ __all__ = ["Ingest", "Outcome", "PresenceEvent"]
 
 _log = logging.getLogger("foodmesh.location.ingest")
 _MPS_TO_MPH = 1 / 0.44704
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+#: NoScriptError: a restarted Redis lost our scripts; the recovery probe loads them again.
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, NoScriptError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +261,7 @@ class Ingest:
             delay = min(2.0, delay * 2)
             try:
                 await asyncio.wait_for(self.store.redis.ping(), timeout=1.0)
+                await self.store.load_scripts()
                 fixes = list(self._buffered.values())
                 if fixes:
                     await self.store.write_fixes(fixes)

@@ -244,9 +244,9 @@ class LiveStore:
         try:
             return await pipe.execute()
         except NoScriptError:
-            # The server restarted (or SCRIPT FLUSH): load again; the batch is safe to
-            # resend because every script is a compare-and-set.
-            await self.load_scripts()
+            # The server restarted (or SCRIPT FLUSH): load them again for the next
+            # call; resending is safe because every script is a compare-and-set.
+            self._sha.clear()
             raise
 
     # ----------------------------------------------------------------- write
