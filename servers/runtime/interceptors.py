@@ -6,6 +6,11 @@ call without one gets the configured default; a call whose deadline has passed
 is refused before any work), metrics, the access log line, and the mapping
 of exceptions to ``google.rpc.Status`` — the only place in the code base where
 an exception becomes a status code.
+
+It runs on every call of every service, so per-call work is kept small: what
+depends only on the method (the wrapped handler, metric children, labels) is
+worked out on a method's first call, and the access log line for a call that
+succeeded is at DEBUG.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -30,7 +35,7 @@ from servers.runtime import auth as _auth
 from servers.runtime import context as _ctx
 from servers.runtime.auth import Authorizer
 from servers.runtime.errors import FoodmeshError, InvalidArgument
-from servers.runtime.metrics import RpcMetrics
+from servers.runtime.metrics import MethodMetrics, RpcMetrics
 
 __all__ = ["ERROR_DOMAIN", "ServerInterceptor", "status_for"]
 
@@ -40,6 +45,10 @@ _errlog = logging.getLogger("foodmesh.errors")
 _QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 Handler = Callable[..., Any]
+T = TypeVar("T")
+
+_OK = grpc.StatusCode.OK
+_STATUS_CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 
 def _pack(msg: Any) -> any_pb2.Any:
@@ -83,8 +92,19 @@ def status_for(exc: BaseException, request_id: str) -> status_pb2.Status:
     return status_pb2.Status(code=code, message=message, details=details)
 
 
-def _code_name(code: grpc.StatusCode | None) -> str:
-    return code.name if code is not None else "OK"
+class _Method:
+    """What every call of one method shares, worked out on its first call."""
+
+    __slots__ = ("attributes", "kind", "metrics", "name", "quiet", "span_name")
+
+    def __init__(self, method: str, kind: str, metrics: RpcMetrics) -> None:
+        self.name = method
+        self.kind = kind
+        self.span_name = method.lstrip("/")
+        service, _, rpc = self.span_name.partition("/")
+        self.attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
+        self.metrics: MethodMetrics = metrics.method(service, rpc, kind)
+        self.quiet = method.startswith(_QUIET_PREFIXES)
 
 
 class _Call:
@@ -95,8 +115,6 @@ class _Call:
         "context",
         "denied",
         "deadline",
-        "interceptor",
-        "labels",
         "method",
         "request_id",
         "span",
@@ -107,38 +125,31 @@ class _Call:
     def __init__(
         self,
         interceptor: ServerInterceptor,
-        method: str,
-        kind: str,
+        method: _Method,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
-        self.interceptor = interceptor
         self.method = method
         self.context = context
-        service, _, name = method.lstrip("/").partition("/")
-        self.labels = (service, name, kind)
         self.code: grpc.StatusCode | None = None
         self.started = time.perf_counter()
         metadata = dict(context.invocation_metadata() or ())
         rid = metadata.get("x-request-id")
-        self.request_id = str(rid) if rid else uuid.uuid4().hex[:16]
+        self.request_id = str(rid) if rid else os.urandom(8).hex()
         self.denied: FoodmeshError | None = None
         principal = None
         if interceptor.authorizer is not None:
             try:
-                principal = interceptor.authorizer.authorize(method, metadata)
+                principal = interceptor.authorizer.authorize(method.name, metadata)
             except FoodmeshError as exc:
                 self.denied = exc
-        parent = propagate.extract({k: str(v) for k, v in metadata.items()})
+        # The propagators read only their own text headers (traceparent, baggage),
+        # so the metadata needs no copy with every value made a str.
+        parent = propagate.extract(metadata)
         self.span = interceptor.tracer.start_span(
-            method.lstrip("/"),
+            method.span_name,
             context=parent,
             kind=SpanKind.SERVER,
-            attributes={
-                "rpc.system": "grpc",
-                "rpc.service": service,
-                "rpc.method": name,
-                "foodmesh.request_id": self.request_id,
-            },
+            attributes={**method.attributes, "foodmesh.request_id": self.request_id},
         )
         loop = asyncio.get_running_loop()
         remaining = context.time_remaining()
@@ -146,7 +157,9 @@ class _Call:
             remaining
             if remaining is not None
             else (
-                interceptor.default_deadline_s if kind == "unary" else interceptor.stream_max_age_s
+                interceptor.default_deadline_s
+                if method.kind == "unary"
+                else interceptor.stream_max_age_s
             )
         )
         self.deadline = loop.time() + budget
@@ -156,9 +169,9 @@ class _Call:
             otel_context.attach(trace.set_span_in_context(self.span)),
             _auth._principal.set(principal),
         )
-        m = interceptor.metrics
-        m.started.labels(*self.labels).inc()
-        m.in_flight.labels(*self.labels).inc()
+        m = method.metrics
+        m.started.inc()
+        m.in_flight.inc()
 
     def refusal(self) -> BaseException | None:
         """Why the call must not run at all: no right to call it, or no time left."""
@@ -171,12 +184,13 @@ class _Call:
     async def fail(self, exc: BaseException) -> None:
         """Ends the call with the status that ``exc`` maps to (always raises)."""
         status = status_for(exc, self.request_id)
-        self.code = grpc.StatusCode(
-            next(c.value for c in grpc.StatusCode if c.value[0] == status.code)
-        )
+        self.code = _STATUS_CODES[status.code]
         if status.code == code_pb2.INTERNAL:
             _errlog.error(
-                "unhandled error in %s (request id %s)", self.method, self.request_id, exc_info=exc
+                "unhandled error in %s (request id %s)",
+                self.method.name,
+                self.request_id,
+                exc_info=exc,
             )
             self.span.record_exception(exc)
         await self.context.abort_with_status(rpc_status.to_status(status))
@@ -188,32 +202,101 @@ class _Call:
             else:
                 self.code = self.context.code() or grpc.StatusCode.UNKNOWN
         elapsed = time.perf_counter() - self.started
-        code = _code_name(self.code)
-        m = self.interceptor.metrics
-        m.in_flight.labels(*self.labels).dec()
-        m.handled.labels(*self.labels, code).inc()
-        m.latency.labels(*self.labels).observe(elapsed)
-        self.span.set_attribute("rpc.grpc.status_code", (self.code or grpc.StatusCode.OK).value[0])
-        if self.code not in (None, grpc.StatusCode.OK):
-            self.span.set_status(Status(StatusCode.ERROR, code))
-        self.span.end()
-        if not self.method.startswith(_QUIET_PREFIXES):
-            _log.info(
-                "rpc %s code=%s ms=%.1f peer=%s",
-                self.method,
-                code,
-                elapsed * 1000,
-                self.context.peer(),
-                extra={"request_id": self.request_id},
-            )
+        code = self.code or _OK
+        method = self.method
+        m = method.metrics
+        m.in_flight.dec()
+        m.handled(code.name).inc()
+        m.latency.observe(elapsed)
+        span = self.span
+        if span.is_recording():
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code is not _OK:
+                span.set_status(Status(StatusCode.ERROR, code.name))
+            span.end()
+        if not method.quiet:
+            # A call that succeeded is routine: DEBUG, and nothing is formatted unless
+            # that level is on. One that failed stays at INFO.
+            level = logging.DEBUG if code is _OK else logging.INFO
+            if _log.isEnabledFor(level):
+                _log.log(
+                    level,
+                    "rpc %s code=%s ms=%.1f peer=%s",
+                    method.name,
+                    code.name,
+                    elapsed * 1000,
+                    self.context.peer(),
+                    extra={"request_id": self.request_id},
+                )
         _ctx._request_id.reset(self.tokens[0])
         _ctx._deadline.reset(self.tokens[1])
         otel_context.detach(self.tokens[2])
         _auth._principal.reset(self.tokens[3])
 
 
+class _StreamDeadline:
+    """One timer for a whole server stream, instead of one per message.
+
+    At the deadline it cancels the stream's task, but only while the inner
+    generator is computing the next message, so the cancellation lands in that
+    generator's frame (where its cleanup runs) and never while we are suspended
+    at our own ``yield`` with the task off doing grpc's sending. A deadline that
+    passes while we are at ``yield`` is noticed before the next step, which
+    then does not run.
+    """
+
+    __slots__ = ("_cancelling", "_handle", "_ours", "_running", "_task", "expired")
+
+    def __init__(self, deadline: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None, "a stream is always driven by a task"
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._running = False
+        self._ours = False
+        self.expired = False
+        self._handle = asyncio.get_running_loop().call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self._running:
+            self._ours = True
+            self._task.cancel()
+
+    def _took_back(self) -> bool:
+        """Withdraws our cancellation, if any; True if no one else asked to cancel."""
+        if not self._ours:
+            return False
+        self._ours = False
+        return self._task.uncancel() <= self._cancelling
+
+    async def next_item(self, items: AsyncIterator[T]) -> T:
+        """The next item of ``items``; TimeoutError once the deadline has passed."""
+        if self.expired:
+            raise TimeoutError
+        self._running = True
+        try:
+            return await anext(items)
+        except asyncio.CancelledError:
+            if self._took_back():
+                raise TimeoutError from None
+            raise
+        finally:
+            self._running = False
+            self._took_back()  # the generator swallowed our cancellation: undo it all the same
+
+    def close(self) -> None:
+        self._handle.cancel()
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every handler with request id, tracing, deadlines, metrics, logging, error mapping."""
+    """Wraps every handler with request id, tracing, deadlines, metrics, logging, error mapping.
+
+    Wrapped handlers are kept per method: a server's handler for a method does not
+    change once it serves, so later calls skip the continuation. This must be the
+    last (here: the only) interceptor, since interceptors after it run only on a
+    method's first call.
+    """
 
     def __init__(
         self,
@@ -229,6 +312,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         self.default_deadline_s = default_deadline_s
         self.stream_max_age_s = stream_max_age_s
         self.tracer = trace.get_tracer("foodmesh.grpc.server", tracer_provider=tracer_provider)
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -237,38 +321,47 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method: str = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
         if handler is None:
-            return None
-        method: str = handler_call_details.method
+            return None  # not cached: the names of unknown methods are the caller's to choose
+        wrapped = self._wrapped[method] = self._wrap(method, handler)
+        return wrapped
+
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary),
+                self._unary(_Method(method, "unary", self.metrics), handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, handler.unary_stream, "server_stream"),
+                self._stream(_Method(method, "server_stream", self.metrics), handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(method, handler.stream_unary, "client_stream"),
+                self._unary(_Method(method, "client_stream", self.metrics), handler.stream_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         assert handler.stream_stream is not None
         return grpc.stream_stream_rpc_method_handler(
-            self._stream(method, handler.stream_stream, "bidi_stream"),
+            self._stream(_Method(method, "bidi_stream", self.metrics), handler.stream_stream),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
-    def _unary(self, method: str, behavior: Handler, kind: str = "unary") -> Handler:
+    def _unary(self, method: _Method, behavior: Handler) -> Handler:
         async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            call = _Call(self, method, kind, context)
+            call = _Call(self, method, context)
             ended: BaseException | None = None
             try:
                 if (refused := call.refusal()) is not None:
@@ -290,26 +383,24 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         return run
 
-    def _stream(self, method: str, behavior: Handler, kind: str) -> Handler:
+    def _stream(self, method: _Method, behavior: Handler) -> Handler:
         if inspect.isasyncgenfunction(behavior):
 
             async def run_gen(
                 request: Any, context: grpc.aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
-                call = _Call(self, method, kind, context)
+                call = _Call(self, method, context)
                 ended: BaseException | None = None
                 try:
                     if (refused := call.refusal()) is not None:
                         await call.fail(refused)
                     responses = behavior(request, context)
-                    sent = self.metrics.stream_msgs_sent.labels(*call.labels)
+                    sent = method.metrics.msgs_sent()
+                    deadline = _StreamDeadline(call.deadline)
                     try:
                         while True:
-                            # The timeout wraps only the step of the inner generator,
-                            # never our own yield, so cancellation lands in its frame.
                             try:
-                                async with asyncio.timeout_at(call.deadline):
-                                    item = await anext(responses)
+                                item = await deadline.next_item(responses)
                             except StopAsyncIteration:
                                 break
                             yield item
@@ -319,6 +410,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     except Exception as exc:
                         await call.fail(exc)
                     finally:
+                        deadline.close()
                         await responses.aclose()
                     call.code = context.code() or grpc.StatusCode.OK
                 except BaseException as exc:
@@ -330,7 +422,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             return run_gen
 
         async def run_coro(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            call = _Call(self, method, kind, context)
+            call = _Call(self, method, context)
             ended: BaseException | None = None
             try:
                 if (refused := call.refusal()) is not None:

@@ -14,7 +14,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-__all__ = ["RpcMetrics", "rpc_metrics", "serve_metrics"]
+__all__ = ["MethodMetrics", "RpcMetrics", "rpc_metrics", "serve_metrics"]
 
 _LATENCY_BUCKETS = (
     0.0005,
@@ -43,6 +43,44 @@ class RpcMetrics:
     latency: Histogram
     in_flight: Gauge
     stream_msgs_sent: Counter
+
+    def method(self, service: str, name: str, kind: str) -> MethodMetrics:
+        """The children labelled for one method, to hold instead of looking them up per call."""
+        return MethodMetrics(self, (service, name, kind))
+
+
+class MethodMetrics:
+    """One method's labelled metric children, looked up once rather than on every call.
+
+    ``labels()`` takes a lock and a dict lookup each time; a method's children never
+    change (nothing here removes label sets), so they are fetched once. The
+    ``handled`` child per status code and the stream-message child are made on first
+    use, so the exposition only lists series that have happened, as before.
+    """
+
+    __slots__ = ("_family", "_handled", "_labels", "_sent", "in_flight", "latency", "started")
+
+    def __init__(self, family: RpcMetrics, labels: tuple[str, str, str]) -> None:
+        self._family = family
+        self._labels = labels
+        self._handled: dict[str, Counter] = {}
+        self._sent: Counter | None = None
+        self.started: Counter = family.started.labels(*labels)
+        self.in_flight: Gauge = family.in_flight.labels(*labels)
+        self.latency: Histogram = family.latency.labels(*labels)
+
+    def handled(self, code: str) -> Counter:
+        """The ``grpc_server_handled_total`` child for status ``code`` (e.g. ``"OK"``)."""
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = self._family.handled.labels(*self._labels, code)
+        return child
+
+    def msgs_sent(self) -> Counter:
+        """The ``grpc_server_msg_sent_total`` child (streams only)."""
+        if self._sent is None:
+            self._sent = self._family.stream_msgs_sent.labels(*self._labels)
+        return self._sent
 
 
 _metrics: dict[int, RpcMetrics] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import gc
 import logging
 import signal
 import sys
@@ -322,6 +323,11 @@ async def run_service(
         await health.start()
         await server.start()
         started = True
+        # What start-up made lives as long as the process: out of the collector's sight,
+        # full collections stop walking it (they had cost ~30 ms at p99.9). Collect first
+        # so no garbage is frozen for good.
+        gc.collect()
+        gc.freeze()
         running = RunningService(spec, settings, server, port, metrics_port, resources, health)
         _log.info(
             "%s listening on %s:%d (metrics :%s)", spec.name, settings.host, port, metrics_port

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -14,6 +15,8 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanKind, TraceState
+from opentelemetry.util.types import Attributes
 
 __all__ = [
     "extract_context",
@@ -27,12 +30,51 @@ _TRACER_NAME = "foodmesh"
 _memory_exporter: InMemorySpanExporter | None = None
 
 
+class _Sampler(sampling.Sampler):
+    """Delegates to a sampler that can be swapped after tracers have been handed out.
+
+    Tracers keep the sampler they were made with, and the SDK caches tracers by
+    name, so a process that started with spans going nowhere and later gets an
+    exporter (tests do) needs the decision itself to change.
+    """
+
+    def __init__(self, inner: sampling.Sampler) -> None:
+        self.inner = inner
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> sampling.SamplingResult:
+        return self.inner.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return self.inner.get_description()
+
+
+def _sampler_for(exporter: str) -> sampling.Sampler:
+    if exporter == "none":
+        # Nothing is exported, so a span of our own would be recorded for nobody.
+        # A caller's sampled trace is still recorded and continued; otherwise the
+        # span is non-recording but still carries the trace id on to the next hop.
+        return sampling.ParentBased(sampling.ALWAYS_OFF)
+    # What TracerProvider picks when given none: OTEL_TRACES_SAMPLER, else parent-based always-on.
+    return sampling._get_from_env_or_default()
+
+
 def setup_tracing(service: str, *, exporter: str = "none") -> TracerProvider:
     """Installs the global tracer provider (once per process) and returns it.
 
-    ``exporter`` is ``none`` (spans are made, so context still propagates, but
-    go nowhere), ``console`` or ``memory`` (tests read them back through
-    :func:`memory_exporter`).
+    ``exporter`` is ``none`` (only spans continuing a caller's sampled trace are
+    recorded; trace context propagates either way), ``console`` or ``memory``
+    (tests read spans back through :func:`memory_exporter`).
     """
     global _memory_exporter
     current = trace.get_tracer_provider()
@@ -40,8 +82,13 @@ def setup_tracing(service: str, *, exporter: str = "none") -> TracerProvider:
         if exporter == "memory" and _memory_exporter is None:
             _memory_exporter = InMemorySpanExporter()
             current.add_span_processor(SimpleSpanProcessor(_memory_exporter))
+            if isinstance(current.sampler, _Sampler):
+                current.sampler.inner = _sampler_for(exporter)
         return current
-    provider = TracerProvider(resource=Resource.create({"service.name": f"foodmesh-{service}"}))
+    provider = TracerProvider(
+        sampler=_Sampler(_sampler_for(exporter)),
+        resource=Resource.create({"service.name": f"foodmesh-{service}"}),
+    )
     span_exporter: SpanExporter | None = None
     if exporter == "console":
         span_exporter = ConsoleSpanExporter()

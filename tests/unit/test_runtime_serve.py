@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -23,11 +24,17 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
 
 from servers.runtime import telemetry
 from servers.runtime.config import Settings
 from servers.runtime.context import current_request_id, time_left
 from servers.runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from servers.runtime.interceptors import ServerInterceptor, _StreamDeadline
+from servers.runtime.metrics import rpc_metrics
 from servers.runtime.serve import Resources, RunningService, ServiceSpec, StartupError, run_service
 
 Req = health_pb2.HealthCheckRequest
@@ -381,3 +388,206 @@ def test_status_for_maps_timeout_to_deadline_exceeded() -> None:
     from servers.runtime.interceptors import status_for
 
     assert status_for(TimeoutError(), "r1").code == code_pb2.DEADLINE_EXCEEDED
+
+
+# --- the interceptor on its own, driven directly: the task that runs a handler is the test's ---
+
+_REGISTRY = CollectorRegistry()
+
+
+class FakeContext:
+    """The parts of a grpc.aio servicer context the interceptor uses."""
+
+    def __init__(
+        self, *, timeout: float | None = None, metadata: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        self._timeout = timeout
+        self._metadata = metadata
+        self.aborted: grpc.StatusCode | None = None
+        self.peer_asked = 0
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    def time_remaining(self) -> float | None:
+        return self._timeout
+
+    def code(self) -> grpc.StatusCode | None:
+        return None
+
+    def peer(self) -> str:
+        self.peer_asked += 1
+        return "ipv4:127.0.0.1:1"
+
+    async def abort_with_status(self, status: grpc.Status) -> None:
+        self.aborted = status.code
+        raise grpc.aio.AbortError()
+
+
+async def wrapped(
+    handler: grpc.RpcMethodHandler[Any, Any], **kw: Any
+) -> grpc.RpcMethodHandler[Any, Any]:
+    interceptor = ServerInterceptor(metrics=rpc_metrics(_REGISTRY), **kw)
+
+    async def continuation(_: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any]:
+        return handler
+
+    details = SimpleNamespace(method="/test.Direct/Call", invocation_metadata=())
+    found = await interceptor.intercept_service(continuation, details)  # type: ignore[arg-type]
+    assert found is not None
+    return found
+
+
+async def test_stream_deadline_passing_while_the_consumer_holds_a_message_cancels_nothing() -> None:
+    steps = 0
+
+    async def gen(request: bytes, context: Any) -> AsyncIterator[bytes]:
+        nonlocal steps
+        for _ in range(3):
+            steps += 1
+            yield b"x"
+
+    handler = await wrapped(grpc.unary_stream_rpc_method_handler(gen))
+    ctx = FakeContext(timeout=0.05)
+    stream = handler.unary_stream(b"", ctx)
+    assert await anext(stream) == b"x"
+    # This task is grpc's sender here: it holds the message past the deadline and
+    # must not be cancelled for it; the stream ends before its next step instead.
+    await asyncio.sleep(0.15)
+    with pytest.raises(grpc.aio.AbortError):
+        await anext(stream)
+    assert ctx.aborted == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert steps == 1
+
+
+async def test_stream_deadline_cancels_inside_the_inner_generator_and_is_withdrawn() -> None:
+    seen: list[str] = []
+
+    async def gen(request: bytes, context: Any) -> AsyncIterator[bytes]:
+        yield b"x"
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            seen.append("cancelled in the generator")
+            raise
+        yield b"never"
+
+    handler = await wrapped(grpc.unary_stream_rpc_method_handler(gen))
+    ctx = FakeContext(timeout=0.05)
+    got = []
+    with pytest.raises(grpc.aio.AbortError):
+        async for item in handler.unary_stream(b"", ctx):
+            got.append(item)
+    assert got == [b"x"]
+    assert seen == ["cancelled in the generator"]
+    assert ctx.aborted == grpc.StatusCode.DEADLINE_EXCEEDED
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_stream_cancelled_by_someone_else_stays_cancelled_not_a_timeout() -> None:
+    async def gen(request: bytes, context: Any) -> AsyncIterator[bytes]:
+        await asyncio.Event().wait()
+        yield b"never"
+
+    handler = await wrapped(grpc.unary_stream_rpc_method_handler(gen))
+    ctx = FakeContext(timeout=10.0)
+
+    async def consume() -> None:
+        async for _ in handler.unary_stream(b"", ctx):
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.02)
+    task.cancel()  # as grpc does when the client goes away
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ctx.aborted is None
+
+
+def _stream_timers() -> list[asyncio.TimerHandle]:
+    scheduled: list[asyncio.TimerHandle] = asyncio.get_running_loop()._scheduled  # type: ignore[attr-defined]
+    return [
+        h
+        for h in scheduled
+        if not h.cancelled() and isinstance(getattr(h._callback, "__self__", None), _StreamDeadline)  # type: ignore[attr-defined]
+    ]
+
+
+async def test_finished_stream_leaves_no_timer_behind() -> None:
+    async def gen(request: bytes, context: Any) -> AsyncIterator[bytes]:
+        yield b"x"
+
+    handler = await wrapped(grpc.unary_stream_rpc_method_handler(gen))
+    stream = handler.unary_stream(b"", FakeContext(timeout=60.0))
+    assert await anext(stream) == b"x"
+    assert len(_stream_timers()) == 1
+    assert [item async for item in stream] == []
+    assert _stream_timers() == []
+
+
+async def test_wrapped_handler_is_built_once_per_method() -> None:
+    asked = 0
+
+    async def echo(request: bytes, context: Any) -> bytes:
+        return request
+
+    interceptor = ServerInterceptor(metrics=rpc_metrics(_REGISTRY))
+
+    async def continuation(_: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any]:
+        nonlocal asked
+        asked += 1
+        return grpc.unary_unary_rpc_method_handler(echo)
+
+    details = SimpleNamespace(method="/test.Direct/Echo", invocation_metadata=())
+    first = await interceptor.intercept_service(continuation, details)  # type: ignore[arg-type]
+    second = await interceptor.intercept_service(continuation, details)  # type: ignore[arg-type]
+    assert first is second and asked == 1
+    assert first is not None and await first.unary_unary(b"hi", FakeContext()) == b"hi"
+
+
+async def test_successful_calls_log_at_debug_failures_at_info_and_nothing_is_formatted_when_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def handle(request: bytes, context: Any) -> bytes:
+        if request == b"bad":
+            raise InvalidArgument([FieldViolation("x", "must be set")])
+        return request
+
+    handler = await wrapped(grpc.unary_unary_rpc_method_handler(handle))
+    caplog.set_level(logging.INFO, logger="foodmesh.access")
+    quiet = FakeContext()
+    await handler.unary_unary(b"ok", quiet)
+    assert quiet.peer_asked == 0, "the access line was built though DEBUG is off"
+    with pytest.raises(grpc.aio.AbortError):
+        await handler.unary_unary(b"bad", FakeContext())
+    caplog.set_level(logging.DEBUG, logger="foodmesh.access")
+    await handler.unary_unary(b"ok", FakeContext())
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "foodmesh.access"]
+    assert [(level, "code=INVALID_ARGUMENT" in msg) for level, msg in lines] == [
+        (logging.INFO, True),
+        (logging.DEBUG, False),
+    ]
+
+
+async def test_without_an_exporter_only_a_callers_sampled_trace_is_recorded_yet_ids_propagate() -> (
+    None
+):
+    provider = TracerProvider(sampler=telemetry._sampler_for("none"))
+    exported = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    seen: list[trace.SpanContext] = []
+
+    async def handle(request: bytes, context: Any) -> bytes:
+        seen.append(trace.get_current_span().get_span_context())
+        return request
+
+    handler = await wrapped(grpc.unary_unary_rpc_method_handler(handle), tracer_provider=provider)
+    caller_trace = 0x0AF7651916CD43DD8448EB211C80319C
+    sampled = f"00-{caller_trace:032x}-b7ad6b7169203331-01"
+    await handler.unary_unary(b"", FakeContext(metadata=(("traceparent", sampled),)))
+    await handler.unary_unary(b"", FakeContext())
+    assert [s.context.trace_id for s in exported.get_finished_spans()] == [caller_trace]  # type: ignore[union-attr]
+    continued, own = seen
+    assert continued.trace_id == caller_trace and continued.trace_flags.sampled
+    assert own.is_valid and not own.trace_flags.sampled  # still a trace id to pass on
