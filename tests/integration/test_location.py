@@ -351,10 +351,15 @@ async def _check_history(ops: LocationClient, pg_url: str, start: float) -> None
     assert got.points[0].lat == pytest.approx(SF[0])
 
 
-async def test_history_retention_drops_old_partitions(svc: RunningService, pg_url: str) -> None:
+async def test_history_retention_drops_old_partitions(pg_url: str) -> None:
     from psycopg_pool import AsyncConnectionPool
 
+    from servers import location
     from servers.location.history import HistoryConfig, HistoryWriter
+    from servers.runtime.migrate import load_migrations, migrate
+
+    assert location.SPEC.migrations is not None
+    await migrate(pg_url, service="location", migrations=load_migrations(location.SPEC.migrations))
 
     async with AsyncConnectionPool(pg_url, min_size=1, max_size=2, open=False) as pool:
         writer = HistoryWriter(pool, HistoryConfig(retention_days=30))

@@ -1,0 +1,473 @@
+"""Location ingest: simulated drivers on bidi streams against one Location process.
+
+Phases, each against the same Location process (a child process) on real Redis,
+NATS and PostgreSQL (started here, or given by ``FOODMESH_*_URL``):
+
+- ``raw GEOADD``: the baseline — pipelined GEOADDs (1,000 per pipeline) from one
+  Python process against the same Redis, fixes per second;
+- ``1k @1/s`` and ``10k @1/s``: N drivers, each on its own StreamLocations stream,
+  one fix per second each, open loop (every driver's send times are fixed in
+  advance; the ack latency is measured from the *intended* send time, so a server
+  that falls behind shows its queueing);
+- ``max rate``: the same streams sending back to back (each waits only for its
+  ack), ``--batch`` fixes per message (1 = live reporting; more = an app
+  flushing what it buffered offline). The per-driver throttle is raised for this
+  benchmark (``FOODMESH_LOCATION_MAX_FIXES_PER_S``) so it measures the pipeline.
+
+Reported: accepted fixes/s, ack p50/p99 (ms), fix-to-subscriber p99 through NATS
+(device time of the fix to a NATS subscriber's receipt, sampled on 1% of drivers),
+Redis commands per accepted fix (from the server's INFO), Location RSS, CPU, and
+ours / raw GEOADD rate. Drivers run in ``--workers`` child processes.
+
+    python benchmarks/location.py                 # 1k and 10k drivers, 30 s each
+    python benchmarks/location.py --quick --json  # ~1 min smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks._harness import (  # noqa: E402
+    LatencyResult,
+    Progress,
+    ServerProcess,
+    emit_json,
+    env_url,
+    machine,
+    now_iso,
+    parser,
+    print_table,
+    ratio,
+    server_process,
+)
+
+SF = (37.7749, -122.4194)
+NS = "bench"
+
+
+# --- the Location process ------------------------------------------------------------------
+
+
+async def _serve() -> None:
+    from servers import location
+    from servers.runtime.config import Settings
+    from servers.runtime.serve import configure_logging, run_service
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    settings = Settings.from_env("location")
+    configure_logging(settings.log_level)
+    async with run_service(location.SPEC, settings) as running:
+        print(f"READY {running.port}", flush=True)
+        await stop.wait()
+
+
+# --- the drivers (child processes) ---------------------------------------------------------
+
+
+def _fix(lat: float, lon: float, ts: float, seq: int) -> Any:
+    from foodmesh.v1 import location_pb2
+
+    f = location_pb2.LocationFix(lat=lat, lon=lon, accuracy=5.0, heading=90.0, speed=20.0, seq=seq)
+    f.timestamp.seconds = int(ts)
+    f.timestamp.nanos = int((ts % 1) * 1e9)
+    return f
+
+
+async def _drive(args: argparse.Namespace) -> None:
+    """Runs drivers ``offset .. offset+count`` and writes their results to ``args.out``."""
+    from foodmesh.auth import DEV_SECRET, bearer, mint_token
+    from foodmesh.v1 import location_pb2, location_pb2_grpc
+
+    rng = random.Random(args.offset)
+    channels = [
+        grpc.aio.insecure_channel(args.target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(args.channels)
+    ]
+    stubs = [location_pb2_grpc.LocationServiceStub(c) for c in channels]
+    latencies: list[float] = []
+    accepted = 0
+    errors = 0
+    ready = asyncio.Event()
+    opened = 0
+    t0_holder: list[float] = []
+
+    async def driver(i: int) -> None:
+        nonlocal accepted, errors, opened
+        driver_id = f"drv_{args.offset + i:06d}"
+        meta = bearer(mint_token(DEV_SECRET, subject=driver_id, role="driver"))
+        lat = SF[0] + rng.uniform(-0.1, 0.1)
+        lon = SF[1] + rng.uniform(-0.1, 0.1)
+        call = stubs[i % len(stubs)].StreamLocations(metadata=meta, timeout=args.duration + 120)
+        opened += 1
+        if opened == args.count:
+            ready.set()
+        await ready.wait()
+        t0 = t0_holder[0]
+        phase = rng.random()  # spread the drivers over each second
+        seq = 0
+        try:
+            while True:
+                if args.mode == "open":
+                    intended = t0 + (phase + seq) / args.per_driver_rate
+                    if intended - t0 > args.duration:
+                        break
+                    delay = intended - time.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                else:
+                    intended = time.time()
+                    if intended - t0 > args.duration:
+                        break
+                lat += rng.uniform(-1e-4, 1e-4)
+                lon += rng.uniform(-1e-4, 1e-4)
+                fixes = [
+                    _fix(lat, lon, intended + j * 1e-3, seq * args.batch + j)
+                    for j in range(args.batch)
+                ]
+                await call.write(location_pb2.StreamLocationsRequest(fixes=fixes))
+                ack = await call.read()
+                if not isinstance(ack, location_pb2.StreamLocationsResponse):  # EOF
+                    errors += 1
+                    return
+                latencies.append(time.time() - intended)
+                accepted += ack.accepted
+                seq += 1
+            await call.done_writing()
+            while await call.read() is not grpc.aio.EOF:
+                pass
+        except grpc.aio.AioRpcError:
+            errors += 1
+
+    t0_holder.append(args.start_at)
+    await asyncio.gather(*(driver(i) for i in range(args.count)))
+    for c in channels:
+        await c.close()
+    _write_results(args.out, latencies, accepted, errors)
+
+
+def _write_results(out: str, latencies: list[float], accepted: int, errors: int) -> None:
+    np.save(out, np.asarray(latencies, dtype=np.float64))
+    Path(out + ".json").write_text(json.dumps({"accepted": accepted, "errors": errors}))
+
+
+def _read_results(outs: Sequence[str]) -> tuple[Any, int, int]:
+    """Latency samples, accepted fixes and errors of every driver process."""
+    samples, accepted, errors = [], 0, 0
+    for out in outs:
+        if not Path(out).exists() or not Path(out + ".json").exists():
+            errors += 1  # the process died before writing: count it, never hide it
+            continue
+        samples.append(np.load(out))
+        totals = json.loads(Path(out + ".json").read_text())
+        accepted += int(totals["accepted"])
+        errors += int(totals["errors"])
+    return (np.concatenate(samples) if samples else np.zeros(0)), accepted, errors
+
+
+# --- the orchestrator ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PhaseResult:
+    name: str
+    drivers: int
+    ack: LatencyResult
+    accepted_per_s: float
+    fanout_p99_ms: float | None
+    redis_ops_per_fix: float | None
+    rss_mb: float | None
+    cpu_percent: float | None
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+async def _redis_commands(redis_url: str) -> int:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        info = await client.info("stats")
+        return int(info["total_commands_processed"])
+    finally:
+        await client.aclose()
+
+
+async def raw_geoadd(redis_url: str, *, total: int, pipeline: int = 1000) -> float:
+    """Fixes/s of pipelined GEOADDs from this process: the ceiling for one Python writer."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    rng = random.Random(1)
+    try:
+        points = [
+            (SF[1] + rng.uniform(-0.1, 0.1), SF[0] + rng.uniform(-0.1, 0.1))
+            for _ in range(pipeline)
+        ]
+        start = time.perf_counter()
+        done = 0
+        while done < total:
+            pipe = client.pipeline(transaction=False)
+            for j, (lon, lat) in enumerate(points):
+                pipe.geoadd(f"{NS}:raw:{{9q8y}}:geo", (lon, lat, f"drv_{(done + j) % 10_000}"))
+            await pipe.execute()
+            done += pipeline
+        elapsed = time.perf_counter() - start
+        await client.delete(f"{NS}:raw:{{9q8y}}:geo")
+        return done / elapsed
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _subscriber(nats_url: str, driver_ids: Sequence[str]) -> AsyncIterator[list[float]]:
+    """Fix-to-subscriber latency: device time of each fix to its receipt here."""
+    import nats
+
+    from foodmesh.v1 import location_pb2
+
+    samples: list[float] = []
+    nc = await nats.connect(nats_url)
+
+    async def on_msg(msg: Any) -> None:
+        ev = location_pb2.DriverLocationEvent.FromString(msg.data)
+        samples.append(time.time() - ev.position.last_updated.ToNanoseconds() / 1e9)
+
+    for d in driver_ids:
+        await nc.subscribe(f"{NS}.location.v1.driver.{d}", cb=on_msg)
+    await nc.flush()
+    try:
+        yield samples
+    finally:
+        await nc.close()
+
+
+async def run_phase(
+    name: str,
+    server: ServerProcess,
+    urls: dict[str, str],
+    *,
+    drivers: int,
+    duration: float,
+    mode: str,
+    batch: int,
+    workers: int,
+    offset: int,
+) -> PhaseResult:
+    per_worker = [drivers // workers + (1 if i < drivers % workers else 0) for i in range(workers)]
+    sampled = [f"drv_{offset + i:06d}" for i in range(0, drivers, 100)]
+    progress = Progress(f"{name}: {drivers:,} drivers", every=5.0)
+    with tempfile.TemporaryDirectory(prefix="foodmesh-bench-loc-") as tmp:
+        start_at = time.time() + 5.0 + drivers / 2000  # time to start and open every stream
+        procs = []
+        first = offset
+        for w, count in enumerate(per_worker):
+            out = str(Path(tmp) / f"w{w}.npy")
+            argv = [
+                sys.executable, __file__, "--drive", "--target", server.target,
+                "--offset", str(first), "--count", str(count), "--duration", str(duration),
+                "--mode", mode, "--batch", str(batch), "--start-at", str(start_at),
+                "--per-driver-rate", "1.0", "--channels", str(max(1, count // 500)), "--out", out,
+            ]  # fmt: skip
+            procs.append((await asyncio.create_subprocess_exec(*argv), out))
+            first += count
+        async with _subscriber(urls["nats"], sampled) as fanout:
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            cmd0 = await _redis_commands(urls["redis"])
+            cpu0, t0 = server.cpu_seconds(), time.monotonic()
+            while any(p.returncode is None for p, _ in procs) and time.monotonic() - t0 < duration:
+                await asyncio.sleep(1.0)
+                progress.add(0)
+                progress.tick()
+            cpu1, t1 = server.cpu_seconds(), time.monotonic()
+            cmd1 = await _redis_commands(urls["redis"])
+            rss = _rss_mb(server.pid)
+            for p, _ in procs:
+                await p.wait()
+            fan = list(fanout)
+        progress.finish()
+        lat, accepted, errors = _read_results([out for _, out in procs])
+    ack = LatencyResult.of(
+        lat, errors=errors, seconds=duration, offered_rate=drivers * 1.0 if mode == "open" else None
+    )
+    cpu = None if cpu0 is None or cpu1 is None else 100 * (cpu1 - cpu0) / (t1 - t0)
+    return PhaseResult(
+        name=name,
+        drivers=drivers,
+        ack=ack,
+        accepted_per_s=accepted / duration,
+        fanout_p99_ms=float(np.percentile(np.asarray(fan) * 1000, 99)) if fan else None,
+        redis_ops_per_fix=(cmd1 - cmd0) / (accepted * (t1 - t0) / duration) if accepted else None,
+        rss_mb=rss,
+        cpu_percent=cpu,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _infra() -> AsyncIterator[dict[str, str]]:
+    given = {k: env_url(f"FOODMESH_{k.upper()}_URL") for k in ("postgres", "redis", "nats")}
+    if all(given.values()):
+        yield {k: v for k, v in given.items() if v}
+        return
+    from foodmesh.infra import fresh_run_dir, start_infra
+
+    with tempfile.TemporaryDirectory(prefix="foodmesh-bench-infra-") as tmp:
+        async with start_infra(fresh_run_dir(Path(tmp)), durable=False, remove=True) as running:
+            u = running.urls
+            yield {"postgres": u.postgres_url, "redis": u.redis_url, "nats": u.nats_url}
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    from servers import location
+    from servers.runtime.migrate import load_migrations, migrate
+
+    duration = args.duration or (10.0 if args.quick else 30.0)
+    sizes = [int(s) for s in args.drivers.split(",")]
+    async with _infra() as urls:
+        assert location.SPEC.migrations is not None
+        await migrate(
+            urls["postgres"],
+            service="location",
+            migrations=load_migrations(location.SPEC.migrations),
+        )
+        print("raw baseline: pipelined GEOADD from one process", file=sys.stderr)
+        raw = await raw_geoadd(urls["redis"], total=100_000 if args.quick else 300_000)
+        env = {
+            **os.environ,
+            "FOODMESH_POSTGRES_URL": urls["postgres"],
+            "FOODMESH_REDIS_URL": urls["redis"],
+            "FOODMESH_NATS_URL": urls["nats"],
+            "FOODMESH_NAMESPACE": NS,
+            "FOODMESH_LOCATION_PORT": "0",
+            "FOODMESH_METRICS": "0",
+            "FOODMESH_LOG_LEVEL": "WARNING",
+            "FOODMESH_LOCATION_MAX_FIXES_PER_S": "1000",
+            "FOODMESH_LOCATION_BURST": "1000",
+        }
+        os.environ.update(env)
+        results: list[PhaseResult] = []
+        async with server_process(sys.executable, __file__, "--serve") as server:
+            offset = 0
+            for n in sizes:
+                results.append(
+                    await run_phase(
+                        f"{n // 1000}k @1/s", server, urls, drivers=n, duration=duration,
+                        mode="open", batch=1, workers=args.workers, offset=offset,
+                    )
+                )  # fmt: skip
+                offset += n
+            results.append(
+                await run_phase(
+                    f"max rate x{args.batch}", server, urls, drivers=args.max_drivers,
+                    duration=duration, mode="closed", batch=args.batch, workers=args.workers,
+                    offset=offset,
+                )
+            )  # fmt: skip
+    rows = [
+        ["raw GEOADD (1 process)", None, raw, None, None, None, 1.0, None, None, None],
+        *[
+            [
+                r.name,
+                r.drivers,
+                r.accepted_per_s,
+                r.ack.p50_ms,
+                r.ack.p99_ms,
+                r.fanout_p99_ms,
+                ratio(r.accepted_per_s, raw),
+                r.redis_ops_per_fix,
+                r.rss_mb,
+                r.cpu_percent,
+            ]  # fmt: skip
+            for r in results
+        ],
+    ]
+    print_table(
+        f"Location ingest ({machine()['cpus']} CPUs, {now_iso()})",
+        ["phase", "drivers", "fixes/s", "ack p50 ms", "ack p99 ms", "fan-out p99 ms",
+         "vs raw", "redis ops/fix", "RSS MB", "server CPU %"],
+        rows,
+    )  # fmt: skip
+    best = max(r.accepted_per_s for r in results)
+    need = 400_000 / best
+    print(f"\nreplicas for the seed's 400,000 fixes/s at this process's best rate: {need:,.0f}")
+    if args.json:
+        emit_json(
+            {
+                "benchmark": "location",
+                "machine": machine(),
+                "date": now_iso(),
+                "raw_geoadd_per_s": round(raw, 1),
+                "phases": [
+                    {
+                        "name": r.name,
+                        "drivers": r.drivers,
+                        "accepted_per_s": round(r.accepted_per_s, 1),
+                        "ratio_vs_raw": ratio(r.accepted_per_s, raw),
+                        "ack": r.ack.as_dict(),
+                        "fanout_p99_ms": r.fanout_p99_ms,
+                        "redis_ops_per_fix": r.redis_ops_per_fix,
+                        "rss_mb": r.rss_mb,
+                        "server_cpu_percent": r.cpu_percent,
+                    }
+                    for r in results
+                ],
+                "replicas_for_400k_per_s": round(400_000 / best, 1),
+            }
+        )
+    return 0
+
+
+def main() -> int:
+    p = parser(__doc__ or "")
+    p.add_argument("--drivers", default="1000,10000", help="driver counts of the 1 fix/s phases")
+    p.add_argument("--max-drivers", type=int, default=1000, help="drivers in the max-rate phase")
+    p.add_argument("--batch", type=int, default=1, help="fixes per message in the max-rate phase")
+    p.add_argument("--workers", type=int, default=2, help="driver processes")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--drive", action="store_true", help=argparse.SUPPRESS)
+    for name in ("--target", "--out", "--mode"):
+        p.add_argument(name, help=argparse.SUPPRESS)
+    for name in ("--offset", "--count", "--channels"):
+        p.add_argument(name, type=int, default=1, help=argparse.SUPPRESS)
+    for name in ("--start-at", "--per-driver-rate"):
+        p.add_argument(name, type=float, default=1.0, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.serve:
+        asyncio.run(_serve())
+        return 0
+    if args.drive:
+        asyncio.run(_drive(args))
+        return 0
+    if args.quick and args.drivers == "1000,10000":
+        args.drivers = "1000"
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
