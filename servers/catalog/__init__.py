@@ -1,0 +1,49 @@
+"""The Catalog service: restaurants, menus, delivery zones, ratings and restaurant search.
+
+``SPEC`` is what ``foodmesh serve catalog`` runs. PostgreSQL (schema ``catalog``)
+holds the truth; Redis holds the geo-indexed search documents and the cache of
+popular searches (``index.py``), rebuilt from PostgreSQL whenever it is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+
+from foodmesh.v1 import catalog_pb2_grpc
+from servers.runtime.serve import Dependency, Resources, ServiceSpec
+
+__all__ = ["SPEC", "register"]
+
+
+async def register(server: grpc.aio.Server, resources: Resources) -> Callable[[], Awaitable[None]]:
+    """Adds the CatalogService and starts keeping the search index built."""
+    from servers.catalog.index import SearchIndex
+    from servers.catalog.service import CatalogServicer
+    from servers.catalog.store import CatalogStore
+
+    store = CatalogStore(resources.pg)
+    index = SearchIndex(resources.redis, resources.keys)
+    servicer = CatalogServicer(store, index)
+    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server)
+    keeper = asyncio.create_task(index.keep_built(store), name="catalog-index")
+
+    async def stop() -> None:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+
+    return stop
+
+
+SPEC = ServiceSpec(
+    name="catalog",
+    grpc_services=("foodmesh.v1.CatalogService",),
+    register=register,
+    needs=frozenset({Dependency.POSTGRES, Dependency.REDIS}),
+    migrations=Path(__file__).parent / "migrations",
+)

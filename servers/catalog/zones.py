@@ -1,0 +1,209 @@
+"""Delivery-zone polygons: exact point-in-polygon, GeoJSON parsing, shape checks. Pure, no I/O.
+
+Coordinates are held as integers in units of 1e-7 degree ("E7", about 1.1 cm), the
+way Google's LatLng E7 does. Every vertex and every tested point is rounded to that
+grid once, and from then on the arithmetic is exact integer arithmetic: a point
+lying on an edge or a vertex is decided exactly (it counts as inside), never by a
+floating-point epsilon. Zones are planar in (lon, lat) degrees, which is what
+GeoJSON means by a polygon; a zone may not straddle the antimeridian.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "E7",
+    "MAX_VERTICES",
+    "Polygon",
+    "PolygonError",
+    "from_e7",
+    "parse_geojson",
+    "polygon_problem",
+    "to_e7",
+]
+
+E7 = 10_000_000
+#: More vertices than this is a mistake (a traced coastline), not a delivery zone.
+MAX_VERTICES = 500
+
+
+class PolygonError(ValueError):
+    """A polygon that cannot be a delivery zone; the message says why."""
+
+
+def to_e7(degrees: float) -> int:
+    """Degrees to the E7 integer grid (round half away from zero)."""
+    return int(math.copysign(math.floor(abs(degrees) * E7 + 0.5), degrees))
+
+
+def from_e7(value: int) -> float:
+    return value / E7
+
+
+@dataclass(frozen=True, slots=True)
+class Polygon:
+    """A simple polygon's outer ring as E7 ``(lat, lon)`` vertices, not closed."""
+
+    lats: tuple[int, ...]
+    lons: tuple[int, ...]
+    min_lat: int
+    max_lat: int
+    min_lon: int
+    max_lon: int
+
+    @staticmethod
+    def of(vertices: Sequence[tuple[float, float]]) -> Polygon:
+        """From ``(lat, lon)`` degrees; a closing vertex equal to the first is dropped."""
+        pts = [(to_e7(lat), to_e7(lon)) for lat, lon in vertices]
+        return Polygon.of_e7(pts)
+
+    @staticmethod
+    def of_e7(points: Sequence[tuple[int, int]]) -> Polygon:
+        pts = list(points)
+        if len(pts) > 1 and pts[0] == pts[-1]:
+            pts.pop()
+        if not pts:
+            raise PolygonError("a polygon needs at least three vertices")
+        lats = tuple(p[0] for p in pts)
+        lons = tuple(p[1] for p in pts)
+        return Polygon(lats, lons, min(lats), max(lats), min(lons), max(lons))
+
+    @property
+    def vertices(self) -> list[tuple[float, float]]:
+        """``(lat, lon)`` in degrees."""
+        return [(from_e7(a), from_e7(o)) for a, o in zip(self.lats, self.lons, strict=True)]
+
+    def flat_e7(self) -> list[int]:
+        """``[lat0, lon0, lat1, lon1, ...]``: how the store keeps it."""
+        out: list[int] = []
+        for a, o in zip(self.lats, self.lons, strict=True):
+            out += (a, o)
+        return out
+
+    @staticmethod
+    def from_flat_e7(flat: Sequence[int]) -> Polygon:
+        return Polygon.of_e7([(flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)])
+
+    def contains(self, lat: float, lon: float) -> bool:
+        """True if the point is inside or on the boundary (edges and vertices count)."""
+        return self.contains_e7(to_e7(lat), to_e7(lon))
+
+    def contains_e7(self, y: int, x: int) -> bool:
+        if y < self.min_lat or y > self.max_lat or x < self.min_lon or x > self.max_lon:
+            return False
+        lats, lons = self.lats, self.lons
+        n = len(lats)
+        inside = False
+        ay, ax = lats[n - 1], lons[n - 1]
+        for i in range(n):
+            by, bx = lats[i], lons[i]
+            # On the segment a-b: collinear and within its box (exact in integers).
+            if (bx - ax) * (y - ay) == (by - ay) * (x - ax) and (
+                min(ax, bx) <= x <= max(ax, bx) and min(ay, by) <= y <= max(ay, by)
+            ):
+                return True
+            # Crossing number: the edge straddles the horizontal through the point
+            # (half-open, so a vertex on the ray counts once) and crosses right of it.
+            if (ay > y) != (by > y):
+                # x < ax + (y - ay) * (bx - ax) / (by - ay), without dividing.
+                lhs = (x - ax) * (by - ay)
+                rhs = (y - ay) * (bx - ax)
+                if (lhs < rhs) if by > ay else (lhs > rhs):
+                    inside = not inside
+            ay, ax = by, bx
+        return inside
+
+
+def _orient(ay: int, ax: int, by: int, bx: int, cy: int, cx: int) -> int:
+    v = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+    return (v > 0) - (v < 0)
+
+
+def _on_box(ay: int, ax: int, by: int, bx: int, cy: int, cx: int) -> bool:
+    return min(ax, bx) <= cx <= max(ax, bx) and min(ay, by) <= cy <= max(ay, by)
+
+
+def _segments_touch(
+    p: tuple[int, int], q: tuple[int, int], r: tuple[int, int], s: tuple[int, int]
+) -> bool:
+    o1, o2 = _orient(*p, *q, *r), _orient(*p, *q, *s)
+    o3, o4 = _orient(*r, *s, *p), _orient(*r, *s, *q)
+    if o1 != o2 and o3 != o4:
+        return True
+    return (
+        (o1 == 0 and _on_box(*p, *q, *r))
+        or (o2 == 0 and _on_box(*p, *q, *s))
+        or (o3 == 0 and _on_box(*r, *s, *p))
+        or (o4 == 0 and _on_box(*r, *s, *q))
+    )
+
+
+def polygon_problem(poly: Polygon) -> str | None:
+    """Why ``poly`` cannot be a zone (too few vertices, zero area, self-crossing), or None."""
+    n = len(poly.lats)
+    if n < 3:
+        return "a polygon needs at least three distinct vertices"
+    if n > MAX_VERTICES:
+        return f"a polygon has at most {MAX_VERTICES} vertices"
+    if poly.max_lon - poly.min_lon > 180 * E7:
+        return "a zone may not span more than 180 degrees of longitude"
+    pts = list(zip(poly.lats, poly.lons, strict=True))
+    if len(set(pts)) != n:
+        return "vertices must be distinct"
+    for i in range(n):
+        a, b = pts[i], pts[(i + 1) % n]
+        for j in range(i + 1, n):
+            if j == i or (j + 1) % n == i or j == (i + 1) % n:
+                continue  # adjacent edges share a vertex by construction
+            c, d = pts[j], pts[(j + 1) % n]
+            if _segments_touch(a, b, c, d):
+                return f"edges {i} and {j} cross or touch: the polygon must be simple"
+    area2 = sum(pts[i][1] * pts[(i + 1) % n][0] - pts[(i + 1) % n][1] * pts[i][0] for i in range(n))
+    if area2 == 0:
+        return "the polygon has no area (all vertices on one line)"
+    return None
+
+
+def parse_geojson(text: str) -> list[tuple[float, float]]:
+    """The outer ring of a GeoJSON Polygon (or a Feature holding one) as ``(lat, lon)``.
+
+    GeoJSON positions are ``[lon, lat]`` and rings are closed; the closing vertex
+    is dropped. Holes are refused rather than silently ignored.
+    """
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise PolygonError(f"not valid JSON: {exc}") from None
+    if isinstance(obj, dict) and obj.get("type") == "Feature":
+        obj = obj.get("geometry")
+    if not isinstance(obj, dict) or obj.get("type") != "Polygon":
+        raise PolygonError('expected a GeoJSON geometry of "type": "Polygon"')
+    rings = obj.get("coordinates")
+    if not isinstance(rings, list) or not rings:
+        raise PolygonError('"coordinates" must be a list of linear rings')
+    if len(rings) > 1:
+        raise PolygonError("holes are not supported: give the outer ring only")
+    ring = rings[0]
+    if not isinstance(ring, list) or len(ring) < 4:
+        raise PolygonError("a linear ring has at least four positions (closed)")
+    out: list[tuple[float, float]] = []
+    for k, pos in enumerate(ring):
+        if (
+            not isinstance(pos, list)
+            or len(pos) < 2
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in pos[:2])
+        ):
+            raise PolygonError(f"position {k} must be [lon, lat] numbers")
+        lon, lat = float(pos[0]), float(pos[1])
+        if not (
+            math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180
+        ):
+            raise PolygonError(f"position {k} is out of range: [lon, lat] = [{lon}, {lat}]")
+        out.append((lat, lon))
+    if out[0] != out[-1]:
+        raise PolygonError("a linear ring must be closed: last position equal to the first")
+    return out[:-1]
