@@ -24,6 +24,7 @@ from servers.location.presence import Presence
 from servers.location.service import LocationConfig, LocationServicer
 from servers.location.store import LiveStore
 from servers.location.tracking import OrderSource, Tracker
+from servers.runtime.redis_wire import RedisWire
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
 
 __all__ = ["SPEC", "build"]
@@ -50,7 +51,9 @@ async def build(
     config = LocationConfig.from_extra(
         s.extra, state_dir=Path(state_dir) / "history-spill" if state_dir else None
     )
-    store = LiveStore(resources.redis, resources.keys)
+    # Fix writes take a lean pipelined connection (hiredis, one timer per batch).
+    wire = RedisWire(s.redis_url) if s.redis_url.startswith("redis://") else None
+    store = LiveStore(resources.redis, resources.keys, wire=wire)
     history = HistoryWriter(resources.pg, config.history)
     presence = Presence(
         store,
@@ -95,6 +98,8 @@ async def build(
         await ingest.stop()
         await presence.stop()
         await history.stop()
+        if wire is not None:
+            await wire.close()
         for client in (order_client, drivers, eta):
             with contextlib.suppress(Exception):
                 await client.close()

@@ -29,6 +29,7 @@ import time
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
@@ -37,6 +38,7 @@ from foodmesh.v1 import common_pb2, location_pb2
 from servers.location.fixes import Fix
 from servers.runtime.geo import cells_covering, geohash_encode, haversine_m
 from servers.runtime.redis import Keys
+from servers.runtime.redis_wire import Command, RedisWire
 
 __all__ = [
     "INDEXED_STATUSES",
@@ -205,10 +207,19 @@ def _ms(ts: float) -> int:
 class LiveStore:
     """The only module that talks to Redis for live locations."""
 
+    _KNOWN_MAX = 500_000
+
     def __init__(
-        self, redis: aioredis.Redis, keys: Keys, *, initial_status: int = DS.DRIVER_STATUS_AVAILABLE
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        *,
+        wire: RedisWire | None = None,
+        initial_status: int = DS.DRIVER_STATUS_AVAILABLE,
     ) -> None:
         self.redis = redis
+        #: The lean pipelined connection the fix writes take, when given.
+        self.wire = wire
         self.keys = keys
         self.initial_status = initial_status
         self._sha: dict[str, str] = {}
@@ -220,6 +231,8 @@ class LiveStore:
         }
         #: Redis commands sent, for the benchmark's "ops per fix".
         self.ops = 0
+        #: Where this process last left each driver: (status, region), for one-trip writes.
+        self._known: dict[str, tuple[int, str]] = {}
 
     # ------------------------------------------------------------------ keys
     def driver_key(self, driver_id: str) -> str:
@@ -250,39 +263,89 @@ class LiveStore:
             raise
 
     # ----------------------------------------------------------------- write
+    def _place(self, cmds: list[Command], f: Fix, region: str, status: int, old_region: str) -> int:
+        """Queues the index and presence updates of an accepted fix; returns their count.
+
+        Add to the new index first, switch ``rg``, then leave the old: see the module doc.
+        """
+        n = len(cmds)
+        indexed = status in INDEXED_STATUSES
+        if indexed:
+            cmds.append(("GEOADD", self.index_key(region, status), f.lon, f.lat, f.driver_id))
+        if region != old_region:
+            cmds.append(("HSET", self.driver_key(f.driver_id), "rg", region))
+            if old_region and indexed:
+                cmds.append(("ZREM", self.index_key(old_region, status), f.driver_id))
+        cmds.append(("ZADD", self.presence_key(f.driver_id), f.received_ts, f.driver_id))
+        return len(cmds) - n
+
+    async def _execute(self, cmds: Sequence[Command]) -> list[Any]:
+        """One pipelined round trip: through the lean wire when there is one."""
+        try:
+            if self.wire is not None:
+                return await self.wire.execute(cmds)
+            pipe = self.redis.pipeline(transaction=False)
+            for c in cmds:
+                pipe.execute_command(*c)
+            return await pipe.execute(raise_on_error=False)
+        except NoScriptError:
+            # The server restarted (or SCRIPT FLUSH): load them again for the next
+            # call; resending is safe because every script is a compare-and-set.
+            self._sha.clear()
+            raise
+
     async def write_fixes(self, fixes: Sequence[Fix]) -> list[Accepted | None]:
         """Writes the newest fix of each driver; returns, per fix, what was accepted.
 
-        Two pipelined round trips for the whole batch: the fix scripts (which drop
-        a fix not newer than the stored one, so replicas and reconnects never go
-        back in time), then the index and presence updates of the accepted.
+        Each fix runs a compare-and-set script on the driver's hash, which drops a
+        fix not newer than the stored one (so replicas and reconnects never go back
+        in time) and says what status and region the store holds. For a driver this
+        process has seen, the index and presence updates ride in the same pipeline,
+        placed where the last fix left the driver: one round trip for the batch. If
+        the store says otherwise (another replica or Dispatch moved the driver), a
+        second round trip puts it right; a driver new to this process takes that
+        second round trip too.
         """
         if not self._sha:
             await self.load_scripts()
         sha = self._sha["fix"]
-        initial = str(self.initial_status)
-        pipe = self.redis.pipeline(transaction=False)
+        initial = self.initial_status
+        cmds: list[Command] = []
         cells = [geohash_encode(f.lat, f.lon, 6) for f in fixes]
+        plans: list[tuple[tuple[int, str] | None, int]] = []
         for f, gh in zip(fixes, cells, strict=True):
-            pipe.evalsha(
-                sha,
-                1,
-                self.driver_key(f.driver_id),
-                _ms(f.device_ts),
-                repr(f.lat),
-                repr(f.lon),
-                repr(f.accuracy_m),
-                repr(f.heading_deg),
-                repr(f.speed_mps),
-                gh,
-                _ms(f.received_ts),
-                initial,
+            cmds.append(
+                (
+                    "EVALSHA",
+                    sha,
+                    1,
+                    self.driver_key(f.driver_id),
+                    _ms(f.device_ts),
+                    f.lat,
+                    f.lon,
+                    f.accuracy_m,
+                    f.heading_deg,
+                    f.speed_mps,
+                    gh,
+                    _ms(f.received_ts),
+                    initial,
+                )
             )
-        replies = await self._run_pipeline(pipe)
+            guess = self._known.get(f.driver_id)
+            n = 1
+            if guess is not None:
+                n += self._place(cmds, f, gh[:REGION_PRECISION], guess[0], guess[1])
+            plans.append((guess, n))
+        replies = await self._execute(cmds)
+        self.ops += len(cmds)
         out: list[Accepted | None] = []
-        pipe = self.redis.pipeline(transaction=False)
-        n2 = 0
-        for f, gh, reply in zip(fixes, cells, replies, strict=True):
+        fixup: list[Command] = []
+        pos = 0
+        for f, gh, (guess, n) in zip(fixes, cells, plans, strict=True):
+            reply = replies[pos]
+            pos += n
+            if isinstance(reply, Exception):
+                raise reply
             r = reply if isinstance(reply, list) else [0]
             if int(r[0]) != 1:
                 out.append(None)
@@ -291,25 +354,24 @@ class LiveStore:
             old_region, order_id = _s(r[3]), _s(r[4])
             nlat, nlon = _s(r[5]), _s(r[6])
             region = gh[:REGION_PRECISION]
-            indexed = status in INDEXED_STATUSES
-            # Add to the new index first, switch rg, then leave the old: see the module doc.
-            if indexed:
-                pipe.geoadd(self.index_key(region, status), (f.lon, f.lat, f.driver_id))
-                n2 += 1
-            if region != old_region:
-                pipe.hset(self.driver_key(f.driver_id), "rg", region)
-                n2 += 1
-                if old_region and indexed:
-                    pipe.zrem(self.index_key(old_region, status), f.driver_id)
-                    n2 += 1
-            pipe.zadd(self.presence_key(f.driver_id), {f.driver_id: f.received_ts})
-            n2 += 1
+            if guess != (status, old_region):
+                if guess is not None and guess[0] != status and guess[0] in INDEXED_STATUSES:
+                    fixup.append(("ZREM", self.index_key(region, guess[0]), f.driver_id))
+                self._place(fixup, f, region, status, old_region)
+            self._remember(f.driver_id, status, region)
             stop = (float(nlat), float(nlon)) if nlat and nlon else None
             out.append(Accepted(f, was_online, status, order_id, stop))
-        if n2:
-            await pipe.execute()
-        self.ops += len(fixes) + n2
+        if fixup:
+            for reply in await self._execute(fixup):
+                if isinstance(reply, Exception):
+                    raise reply
+        self.ops += len(fixup)
         return out
+
+    def _remember(self, driver_id: str, status: int, region: str) -> None:
+        if len(self._known) >= self._KNOWN_MAX and driver_id not in self._known:
+            self._known.clear()  # a cold guess costs one extra round trip, nothing more
+        self._known[driver_id] = (status, region)
 
     async def last_device_ts(self, driver_id: str) -> float | None:
         raw = await self.redis.hget(self.driver_key(driver_id), "ts")
@@ -337,6 +399,8 @@ class LiveStore:
             raise
         prev, online, region = int(_s(r[0]) or 0), _s(r[1]) == "1", _s(r[2])
         lat, lon = _s(r[3]), _s(r[4])
+        if region:
+            self._remember(driver_id, status, region)
         if not online or not region or not lat or prev == status:
             return
         pipe = self.redis.pipeline(transaction=False)
