@@ -67,7 +67,9 @@ class _Pending:
     )
 
 
-def location_event(fix: Fix, status: int, order_id: str) -> location_pb2.DriverLocationEvent:
+def location_event(
+    fix: Fix, status: int, order_id: str, geohash: str = ""
+) -> location_pb2.DriverLocationEvent:
     ev = location_pb2.DriverLocationEvent(order_id=order_id)
     p = ev.position
     p.driver_id = fix.driver_id
@@ -76,7 +78,7 @@ def location_event(fix: Fix, status: int, order_id: str) -> location_pb2.DriverL
     p.speed = fix.speed_mps * _MPS_TO_MPH
     p.accuracy = fix.accuracy_m
     p.status = status  # type: ignore[assignment]
-    p.geohash = geohash_encode(fix.lat, fix.lon, 6)
+    p.geohash = geohash or geohash_encode(fix.lat, fix.lon, 6)
     p.last_updated.FromNanoseconds(int(fix.device_ts * 1e9))
     ev.receive_time.FromNanoseconds(int(fix.received_ts * 1e9))
     return ev
@@ -190,13 +192,12 @@ class Ingest:
                     acc: Accepted | None = Accepted(f, True, 0, f.order_id, None)
                 else:
                     head = by_driver.get(f.driver_id)
-                    acc = (
-                        None
-                        if head is None
-                        else Accepted(
+                    if head is None or head.fix is f:
+                        acc = head
+                    else:  # an older fix of the same driver in this batch
+                        acc = Accepted(
                             f, head.was_online, head.status, head.order_id, head.next_stop
                         )
-                    )
                 row.append(acc)
                 if acc is not None:
                     good.append(f)
@@ -224,9 +225,10 @@ class Ingest:
                 head = by_driver.get(f.driver_id)
                 status = head.status if head is not None else common_pb2.DRIVER_STATUS_UNSPECIFIED
                 order_id = head.order_id if head is not None else f.order_id
+                gh = head.geohash if head is not None and head.fix is f else ""
                 await nc.publish(
                     self._subjects.subject(f"location.v1.driver.{f.driver_id}"),
-                    location_event(f, status, order_id).SerializeToString(),
+                    location_event(f, status, order_id, gh).SerializeToString(),
                 )
             self.published += len(fixes)
             if self.nats_down:

@@ -177,6 +177,8 @@ class Accepted:
     status: int
     order_id: str
     next_stop: tuple[float, float] | None
+    #: Geohash-6 cell of the fix.
+    geohash: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,13 +235,19 @@ class LiveStore:
         self.ops = 0
         #: Where this process last left each driver: (status, region), for one-trip writes.
         self._known: dict[str, tuple[int, str]] = {}
+        self._index_keys: dict[tuple[str, int], str] = {}
 
     # ------------------------------------------------------------------ keys
     def driver_key(self, driver_id: str) -> str:
         return self.keys.key("driver", driver_id)
 
     def index_key(self, region: str, status: int) -> str:
-        return self.keys.region("drivers", region, INDEXED_STATUSES[status])
+        key = self._index_keys.get((region, status))
+        if key is None:
+            key = self._index_keys[(region, status)] = self.keys.region(
+                "drivers", region, INDEXED_STATUSES[status]
+            )
+        return key
 
     def presence_key(self, driver_id: str) -> str:
         bucket = zlib.crc32(driver_id.encode()) % PRESENCE_BUCKETS
@@ -360,7 +368,7 @@ class LiveStore:
                 self._place(fixup, f, region, status, old_region)
             self._remember(f.driver_id, status, region)
             stop = (float(nlat), float(nlon)) if nlat and nlon else None
-            out.append(Accepted(f, was_online, status, order_id, stop))
+            out.append(Accepted(f, was_online, status, order_id, stop, gh))
         if fixup:
             for reply in await self._execute(fixup):
                 if isinstance(reply, Exception):
