@@ -257,10 +257,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-5s %(name)s %(message)s",
-    )
+    if args.command != "serve":  # a service logs through the runtime's one format
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)-5s %(name)s %(message)s",
+        )
     from foodmesh.infra.errors import InfraError
     from servers.runtime.errors import FoodmeshError
 
