@@ -23,7 +23,7 @@ from servers.location.ingest import Ingest
 from servers.location.presence import Presence
 from servers.location.service import LocationConfig, LocationServicer
 from servers.location.store import LiveStore
-from servers.location.tracking import OrderSource, Tracker
+from servers.location.tracking import EtaSource, OrderSource, Tracker
 from servers.runtime.redis_wire import RedisWire
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
 
@@ -40,11 +40,16 @@ def _target(resources: Resources, service: str) -> str:
 
 
 async def build(
-    server: grpc.aio.Server, resources: Resources, *, orders: OrderSource | None = None
+    server: grpc.aio.Server,
+    resources: Resources,
+    *,
+    orders: OrderSource | None = None,
+    eta: EtaSource | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """Wires the service's parts, starts its tasks; returns what stops them.
 
-    ``orders`` replaces the Order service client (a test hands in its own server's).
+    ``orders`` and ``eta`` replace the clients of those services (a test hands in
+    clients of its own servers).
     """
     s = resources.settings
     state_dir = s.extra.get("FOODMESH_LOCATION_STATE_DIR")
@@ -72,14 +77,15 @@ async def build(
     options = ClientOptions(metadata=bearer(token))
     order_client = OrderClient(_target(resources, "order"), options=options)
     drivers = DispatchClient(_target(resources, "dispatch"), options=options)
-    eta = EtaClient(_target(resources, "eta"), options=options)
+    eta_client = EtaClient(_target(resources, "eta"), options=options)
     tracker = Tracker(
         store=store,
         nats=lambda: resources.nats,
         subjects=resources.subjects,
         orders=orders if orders is not None else order_client,
         drivers=drivers,
-        eta=eta,
+        eta=eta if eta is not None else eta_client,
+        eta_every_s=config.eta_every_s,
     )
     servicer = LocationServicer(
         store=store,
@@ -100,7 +106,7 @@ async def build(
         await history.stop()
         if wire is not None:
             await wire.close()
-        for client in (order_client, drivers, eta):
+        for client in (order_client, drivers, eta_client):
             with contextlib.suppress(Exception):
                 await client.close()
 

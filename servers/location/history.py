@@ -24,6 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from servers.location import metrics
 from servers.location.fixes import Fix
 
 __all__ = ["HistoryConfig", "HistoryPoint", "HistoryWriter", "downsample_query", "partition_name"]
@@ -252,6 +253,7 @@ class HistoryWriter:
                         )
             await conn.commit()
         self.written += len(rows)
+        metrics.HISTORY_ROWS.labels("written").inc(len(rows))
 
     async def drop_old_partitions(self, *, today: dt.date | None = None) -> list[str]:
         """Drops day partitions older than the retention period; returns their names."""
@@ -302,6 +304,7 @@ class HistoryWriter:
         d = self.config.spill_dir
         if d is None:
             _log.error("history: %d rows dropped: PostgreSQL is down and no spill dir", len(rows))
+            metrics.HISTORY_ROWS.labels("dropped").inc(len(rows))
             return
         d.mkdir(parents=True, exist_ok=True)
         self._spill_seq += 1
@@ -311,6 +314,7 @@ class HistoryWriter:
             csv.writer(fh).writerows(rows)
         tmp.rename(path)
         self.spilled += len(rows)
+        metrics.HISTORY_ROWS.labels("spilled").inc(len(rows))
         _log.warning("history: spilled %d rows to %s", len(rows), path)
 
     async def _drain_spill(self) -> int:

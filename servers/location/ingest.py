@@ -25,6 +25,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from foodmesh.v1 import common_pb2, location_pb2
+from servers.location import metrics
 from servers.location.fixes import Fix
 from servers.location.history import HistoryWriter
 from servers.location.store import Accepted, LiveStore
@@ -183,6 +184,7 @@ class Ingest:
         if self.redis_down:
             self._buffer(newest.values())
         self.batches += 1
+        metrics.BATCH.observe(len(newest))
         outcomes: list[list[Accepted | None]] = []
         good: list[Fix] = []
         for p in batch:
@@ -203,6 +205,8 @@ class Ingest:
                     good.append(f)
             outcomes.append(row)
         self.fixes_written += len(good)
+        metrics.DEGRADED.labels("redis").set(self.redis_down)
+        metrics.BUFFERED.set(len(self._buffered))
         for head in by_driver.values():
             if head is not None and not head.was_online:
                 self._on_presence(
@@ -231,6 +235,7 @@ class Ingest:
                     location_event(f, status, order_id, gh).SerializeToString(),
                 )
             self.published += len(fixes)
+            metrics.DEGRADED.labels("nats").set(0)
             if self.nats_down:
                 _log.info("ingest: NATS back, live fan-out resumed")
             self.nats_down = False
@@ -238,6 +243,7 @@ class Ingest:
             if not self.nats_down:
                 _log.warning("ingest: NATS unavailable (%s); live fan-out paused", exc)
             self.nats_down = True
+            metrics.DEGRADED.labels("nats").set(1)
 
     # --------------------------------------------------------------- degraded
     def _go_degraded(self, exc: BaseException) -> None:

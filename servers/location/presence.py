@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from foodmesh.v1 import location_pb2
+from servers.location import metrics
 from servers.location.ingest import PresenceEvent
 from servers.location.store import LiveStore, WentOffline
 from servers.runtime.geo import geohash_encode
@@ -110,6 +111,7 @@ class Presence:
     def came_online(self, ev: PresenceEvent) -> None:
         """Called by ingest for the first fix after silence (or ever)."""
         self._pending.append(presence_message(ev, time.time()))
+        metrics.PRESENCE.labels("online").inc()
         self._wake.set()
 
     async def sweep_once(self) -> list[WentOffline]:
@@ -119,6 +121,7 @@ class Presence:
             self._pending.append(presence_message(g, now))
         if gone:
             self.went_offline += len(gone)
+            metrics.PRESENCE.labels("offline").inc(len(gone))
             self._wake.set()
         return gone
 

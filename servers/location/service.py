@@ -15,6 +15,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from foodmesh.v1 import common_pb2, location_pb2, location_pb2_grpc
+from servers.location import metrics
 from servers.location.fixes import Fix, Rejection, Throttle, check_fix
 from servers.location.history import HistoryConfig, HistoryWriter, downsample_query
 from servers.location.ingest import Ingest
@@ -59,6 +60,8 @@ class LocationConfig:
     """The Location service's knobs (``FOODMESH_LOCATION_*``)."""
 
     presence_timeout_s: float = 30.0
+    #: TrackOrder asks the ETA service for a fresh estimate at least this often.
+    eta_every_s: float = 30.0
     max_fixes_per_s: float = 5.0
     burst: float = 10.0
     history: HistoryConfig = HistoryConfig()
@@ -72,6 +75,7 @@ class LocationConfig:
         spill = extra.get(f"{p}SPILL_DIR")
         return cls(
             presence_timeout_s=env_float(extra, f"{p}PRESENCE_TIMEOUT_S", 30.0, lo=0.1),
+            eta_every_s=env_float(extra, f"{p}ETA_EVERY_S", 30.0, lo=0.05),
             max_fixes_per_s=env_float(extra, f"{p}MAX_FIXES_PER_S", 5.0, lo=0.1),
             burst=env_float(extra, f"{p}BURST", 10.0, lo=1.0),
             history=HistoryConfig(
@@ -207,6 +211,7 @@ class LocationServicer(location_pb2_grpc.LocationServiceServicer):
                 fix = _fix_from(st.driver_id, m, now)
                 why = check_fix(fix, last_device_ts=st.last_ts)
             if why is not None:
+                metrics.FIXES.labels(why.name.lower()).inc()
                 ack.rejections.append(
                     location_pb2.FixRejection(seq=m.seq, reason=_REASON[why], message=why.value)
                 )
@@ -219,6 +224,7 @@ class LocationServicer(location_pb2_grpc.LocationServiceServicer):
             degraded = outcome.degraded
             for (seq, fix), acc in zip(valid, outcome.accepted, strict=True):
                 if acc is None:
+                    metrics.FIXES.labels("out_of_order").inc()
                     ack.rejections.append(
                         location_pb2.FixRejection(
                             seq=seq,
@@ -231,6 +237,8 @@ class LocationServicer(location_pb2_grpc.LocationServiceServicer):
                 st.moved(fix)
                 if not degraded:
                     st.status, st.next_stop = acc.status, acc.next_stop
+        if ack.accepted:
+            metrics.FIXES.labels("accepted").inc(ack.accepted)
         ack.degraded = degraded
         ack.next_interval.CopyFrom(_duration(next_interval_s(st.activity(), self.config.policy)))
         return ack

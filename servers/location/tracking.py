@@ -37,6 +37,12 @@ _log = logging.getLogger("foodmesh.location.tracking")
 Metadata = Sequence[tuple[str, str]]
 OS = common_pb2.OrderStatus
 _FINAL = {OS.ORDER_STATUS_DELIVERED, OS.ORDER_STATUS_CANCELLED}
+_BEFORE_PICKUP = {
+    OS.ORDER_STATUS_PLACED,
+    OS.ORDER_STATUS_CONFIRMED,
+    OS.ORDER_STATUS_PREPARING,
+    OS.ORDER_STATUS_READY_FOR_PICKUP,
+}
 
 
 class OrderSource(Protocol):
@@ -72,7 +78,7 @@ class DriverDirectory(Protocol):
 
 
 class EtaSource(Protocol):
-    """Arrival estimates (``clients.EtaClient`` fits)."""
+    """Arrival estimates and routes (``clients.EtaClient`` fits)."""
 
     async def estimate_delivery(
         self,
@@ -81,6 +87,14 @@ class EtaSource(Protocol):
         deadline_s: float | None = ...,
         metadata: Metadata = ...,
     ) -> eta_pb2.EstimateDeliveryResponse: ...
+
+    async def route(
+        self,
+        request: eta_pb2.RouteRequest,
+        *,
+        deadline_s: float | None = ...,
+        metadata: Metadata = ...,
+    ) -> eta_pb2.RouteResponse: ...
 
 
 def _status_name(status: int) -> str:
@@ -93,6 +107,7 @@ class _View:
     profile: dispatch_pb2.Driver | None = None
     position: location_pb2.DriverPosition | None = None
     eta: eta_pb2.EstimateDeliveryResponse | None = None
+    polyline: str = ""
     driver_changed: bool = False
 
 
@@ -104,6 +119,7 @@ def snapshot(v: _View) -> location_pb2.TrackOrderResponse:
         status=_status_name(o.status),
         order_status=o.status,
         driver_changed=v.driver_changed,
+        route_polyline=v.polyline,
     )
     for t in o.timeline:
         out.timeline.add(status=_status_name(t.status)).timestamp.CopyFrom(t.timestamp)
@@ -185,10 +201,32 @@ class Tracker:
         if v.position is not None:
             req.driver_location.lat, req.driver_location.lon = v.position.lat, v.position.lon
         try:
-            return await self.eta.estimate_delivery(req, deadline_s=2.0, metadata=self.metadata)
+            estimate = await self.eta.estimate_delivery(req, deadline_s=2.0, metadata=self.metadata)
         except Exception as exc:  # keep the last estimate; try again at the next tick
             _log.debug("ETA for %s failed: %s", o.order_id, exc)
             return v.eta
+        if v.position is not None:
+            v.polyline = await self._route(v) or v.polyline
+        return estimate
+
+    async def _route(self, v: _View) -> str:
+        """The driver's remaining route: to the restaurant until pickup, then to the customer."""
+        assert self.eta is not None and v.position is not None
+        o = v.order
+        req = eta_pb2.RouteRequest()
+        req.origin.lat, req.origin.lon = v.position.lat, v.position.lon
+        if o.status in _BEFORE_PICKUP:
+            req.destination.CopyFrom(o.restaurant_location)
+        else:
+            req.destination.lat, req.destination.lon = (
+                o.delivery_address.lat,
+                o.delivery_address.lon,
+            )
+        try:
+            return (await self.eta.route(req, deadline_s=2.0, metadata=self.metadata)).polyline
+        except Exception as exc:  # the map shows the car without its route meanwhile
+            _log.debug("route for %s failed: %s", o.order_id, exc)
+            return ""
 
     async def _position(self, driver_id: str) -> location_pb2.DriverPosition | None:
         state = await self.store.get(driver_id)
@@ -260,7 +298,9 @@ class Tracker:
         watcher = asyncio.create_task(watch(), name=f"track-{order_id}")
         next_eta = time.monotonic() + self.eta_every_s
         try:
-            yield snapshot(view)
+            first_msg = snapshot(view)
+            last_sent = first_msg.SerializeToString(deterministic=True)
+            yield first_msg
             while view.order.status not in _FINAL:
                 timeout = max(0.0, next_eta - time.monotonic())
                 with contextlib.suppress(TimeoutError):
@@ -284,7 +324,11 @@ class Tracker:
                 if time.monotonic() >= next_eta:
                     view.eta = await self._estimate(view)
                     next_eta = time.monotonic() + self.eta_every_s
-                yield snapshot(view)
+                msg = snapshot(view)
+                wire = msg.SerializeToString(deterministic=True)
+                if wire != last_sent:  # e.g. WatchOrder's first message repeats GetOrder's
+                    last_sent = wire
+                    yield msg
                 view.driver_changed = False
                 if ended:
                     break

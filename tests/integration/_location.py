@@ -15,7 +15,7 @@ from clients import ClientOptions, LocationClient
 from foodmesh.auth import DEV_SECRET, bearer, mint_token
 from foodmesh.v1 import location_pb2
 from servers import location
-from servers.location.tracking import OrderSource
+from servers.location.tracking import EtaSource, OrderSource
 from servers.runtime.config import Settings
 from servers.runtime.migrate import load_migrations, migrate
 from servers.runtime.serve import RunningService, ServiceSpec, run_service
@@ -38,6 +38,7 @@ async def location_service(
     state_dir: Path,
     extra: Mapping[str, str] | None = None,
     orders: OrderSource | None = None,
+    eta: EtaSource | None = None,
     migrated: bool = False,
 ) -> AsyncIterator[RunningService]:
     if not migrated:
@@ -63,7 +64,7 @@ async def location_service(
     spec = ServiceSpec(
         name="location",
         grpc_services=location.SPEC.grpc_services,
-        register=functools.partial(location.build, orders=orders),
+        register=functools.partial(location.build, orders=orders, eta=eta),
         needs=location.SPEC.needs,
     )
     async with run_service(spec, settings) as running:

@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from google.protobuf import timestamp_pb2
 from nats.aio.client import Client as NATS
+from prometheus_client import REGISTRY
 
 from clients import ClientOptions, LocationClient
 from foodmesh.v1 import common_pb2, location_pb2
@@ -85,6 +86,13 @@ async def test_bad_fixes_are_rejected_with_reasons_and_the_stream_stays_open(
     svc: RunningService,
 ) -> None:
     now = time.time()
+
+    def counted(outcome: str) -> float:
+        return (
+            REGISTRY.get_sample_value("foodmesh_location_fixes_total", {"outcome": outcome}) or 0.0
+        )
+
+    before = {o: counted(o) for o in ("accepted", "bad_coordinates", "too_old")}
     async with DriverApp(svc.target, "drv_bad") as app:
         bad_acc = fix(*SF, seq=3)
         bad_acc.accuracy = -1
@@ -115,6 +123,10 @@ async def test_bad_fixes_are_rejected_with_reasons_and_the_stream_stays_open(
         assert [r.reason for r in ack.rejections] == [R.FIX_REJECTION_REASON_OUT_OF_ORDER] * 2
         ack = await app.send(fix(*SF, ts=now + 1, seq=10))
         assert ack.accepted == 1
+    # The same outcomes, counted for Prometheus.
+    assert counted("accepted") - before["accepted"] == 2
+    assert counted("bad_coordinates") - before["bad_coordinates"] == 2
+    assert counted("too_old") - before["too_old"] == 1
 
 
 async def test_a_flood_is_throttled_not_queued(svc: RunningService) -> None:

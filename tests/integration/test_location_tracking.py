@@ -16,8 +16,8 @@ from typing import Any
 import grpc
 import pytest
 
-from clients import ClientOptions, LocationClient, OrderClient
-from foodmesh.v1 import common_pb2, location_pb2, order_pb2, order_pb2_grpc
+from clients import ClientOptions, EtaClient, LocationClient, OrderClient
+from foodmesh.v1 import common_pb2, eta_pb2, eta_pb2_grpc, location_pb2, order_pb2, order_pb2_grpc
 from servers.runtime.config import Settings
 from servers.runtime.errors import NotFound
 from servers.runtime.serve import Resources, RunningService, ServiceSpec, run_service
@@ -66,6 +66,31 @@ class ScriptedOrders(order_pb2_grpc.OrderServiceServicer):
             self.watchers.remove(q)
 
 
+class ScriptedEta(eta_pb2_grpc.EtaServiceServicer):
+    """Answers the EtaService contract: each estimate one minute later than the last."""
+
+    def __init__(self) -> None:
+        self.estimates = 0
+        self.routes: list[tuple[float, float, float, float]] = []
+
+    async def EstimateDelivery(  # noqa: N802
+        self, request: eta_pb2.EstimateDeliveryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> eta_pb2.EstimateDeliveryResponse:
+        self.estimates += 1
+        reply = eta_pb2.EstimateDeliveryResponse(
+            eta_confidence=0.9, total_minutes=20 + self.estimates
+        )
+        reply.estimated_delivery_time.FromSeconds(1_800_000_000 + 60 * self.estimates)
+        return reply
+
+    async def Route(  # noqa: N802
+        self, request: eta_pb2.RouteRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> eta_pb2.RouteResponse:
+        o, d = request.origin, request.destination
+        self.routes.append((o.lat, o.lon, d.lat, d.lon))
+        return eta_pb2.RouteResponse(polyline=f"route:{len(self.routes)}")
+
+
 def _order() -> order_pb2.Order:
     o = order_pb2.Order(
         order_id="ord_1", customer_id="cus_1", restaurant_id="rest_1", status=OS.ORDER_STATUS_PLACED
@@ -89,6 +114,21 @@ async def orders() -> AsyncIterator[tuple[ScriptedOrders, OrderClient]]:
     async with (
         run_service(spec, Settings(service="order", metrics_enabled=False)) as svc,
         OrderClient(svc.target, options=ClientOptions(metadata=SERVICE)) as client,
+    ):
+        yield scripted, client
+
+
+@pytest.fixture
+async def eta() -> AsyncIterator[tuple[ScriptedEta, EtaClient]]:
+    scripted = ScriptedEta()
+
+    async def register(server: grpc.aio.Server, _: Resources) -> None:
+        eta_pb2_grpc.add_EtaServiceServicer_to_server(scripted, server)
+
+    spec = ServiceSpec(name="eta", grpc_services=("foodmesh.v1.EtaService",), register=register)
+    async with (
+        run_service(spec, Settings(service="eta", metrics_enabled=False)) as svc,
+        EtaClient(svc.target, options=ClientOptions(metadata=SERVICE)) as client,
     ):
         yield scripted, client
 
@@ -183,3 +223,43 @@ async def test_someone_elses_order_is_not_found(svc: RunningService) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await anext(driver.track_order(location_pb2.TrackOrderRequest(order_id="ord_1")))
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_fresh_eta_and_the_remaining_route_come_without_any_other_change(
+    pg_url: str,
+    redis_url: str,
+    nats_url: str,
+    namespace: str,
+    tmp_path: Path,
+    orders: tuple[ScriptedOrders, OrderClient],
+    eta: tuple[ScriptedEta, EtaClient],
+) -> None:
+    scripted, order_client = orders
+    estimates, eta_client = eta
+    scripted.change(OS.ORDER_STATUS_PREPARING, driver_id="drv_e")
+    async with (
+        location_service(
+            pg_url=pg_url,
+            redis_url=redis_url,
+            nats_url=nats_url,
+            namespace=namespace,
+            state_dir=tmp_path,
+            orders=order_client,
+            eta=eta_client,
+            extra={"FOODMESH_LOCATION_ETA_EVERY_S": "0.3"},
+        ) as svc,
+        LocationClient(
+            svc.target, options=ClientOptions(metadata=token("customer", "cus_1"))
+        ) as customer,
+        DriverApp(svc.target, "drv_e") as driver,
+    ):
+        await driver.send(fix(SF[0] - 0.01, SF[1], seq=1))
+        stream = customer.track_order(location_pb2.TrackOrderRequest(order_id="ord_1"))
+        first = await asyncio.wait_for(anext(stream), 2)
+        assert first.eta_confidence == pytest.approx(0.9)
+        assert first.route_polyline == "route:1"
+        # Before pickup the route leads from the driver to the restaurant.
+        assert estimates.routes[0] == pytest.approx((SF[0] - 0.01, SF[1], *SF))
+        later = await asyncio.wait_for(anext(stream), 2)  # nothing else changed: the timer
+        assert later.eta.seconds == first.eta.seconds + 60
+        assert later.route_polyline == "route:2"
