@@ -72,6 +72,7 @@ async def build(
         nats=lambda: resources.nats,
         subjects=resources.subjects,
         on_presence=presence.came_online,
+        linger_s=config.linger_s,
     )
     token = mint_token(s.auth_secret, subject="location", role="service", ttl_s=365 * 86400)
     options = ClientOptions(metadata=bearer(token))

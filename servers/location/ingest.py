@@ -97,6 +97,7 @@ class Ingest:
         subjects: Subjects,
         on_presence: Callable[[PresenceEvent], None],
         max_batch: int = 2000,
+        linger_s: float = 0.002,
         max_buffered_drivers: int = 100_000,
         queue_max: int = 50_000,
     ) -> None:
@@ -106,6 +107,7 @@ class Ingest:
         self._subjects = subjects
         self._on_presence = on_presence
         self.max_batch = max_batch
+        self.linger_s = linger_s
         self.max_buffered_drivers = max_buffered_drivers
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_max)
         self._buffered: dict[str, Fix] = {}
@@ -152,6 +154,10 @@ class Ingest:
     async def _run(self) -> None:
         while True:
             first = await self._queue.get()
+            if self.linger_s and self._queue.qsize() < self.max_batch // 4:
+                # Wait a moment for company: every batch costs a few syscalls to Redis
+                # and NATS whatever its size, and syscalls are most of a small batch.
+                await asyncio.sleep(self.linger_s)
             batch = [first]
             n = len(first.fixes)
             while n < self.max_batch and not self._queue.empty():

@@ -63,6 +63,8 @@ class LocationConfig:
     #: TrackOrder asks the ETA service for a fresh estimate at least this often.
     eta_every_s: float = 30.0
     max_fixes_per_s: float = 5.0
+    #: How long the ingest writer waits for more fixes before writing a small batch.
+    linger_s: float = 0.002
     burst: float = 10.0
     history: HistoryConfig = HistoryConfig()
     policy: IntervalPolicy = IntervalPolicy()
@@ -78,6 +80,7 @@ class LocationConfig:
             eta_every_s=env_float(extra, f"{p}ETA_EVERY_S", 30.0, lo=0.05),
             max_fixes_per_s=env_float(extra, f"{p}MAX_FIXES_PER_S", 5.0, lo=0.1),
             burst=env_float(extra, f"{p}BURST", 10.0, lo=1.0),
+            linger_s=env_float(extra, f"{p}INGEST_LINGER_S", 0.002),
             history=HistoryConfig(
                 flush_s=env_float(extra, f"{p}HISTORY_FLUSH_S", 1.0, lo=0.01),
                 batch_rows=env_int(extra, f"{p}HISTORY_BATCH_ROWS", 5000, lo=1),
