@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,17 +104,28 @@ def _order() -> order_pb2.Order:
     return o
 
 
+@asynccontextmanager
+async def serving(
+    name: str, add: Callable[[Any, grpc.aio.Server], None], servicer: Any
+) -> AsyncIterator[str]:
+    """Serves ``servicer`` on a real server built by the runtime; yields its target."""
+
+    async def register(server: grpc.aio.Server, _: Resources) -> None:
+        add(servicer, server)
+
+    grpc_service = f"foodmesh.v1.{name.capitalize()}Service"
+    spec = ServiceSpec(name=name, grpc_services=(grpc_service,), register=register)
+    async with run_service(spec, Settings(service=name, metrics_enabled=False)) as svc:
+        yield svc.target
+
+
 @pytest.fixture
 async def orders() -> AsyncIterator[tuple[ScriptedOrders, OrderClient]]:
     scripted = ScriptedOrders(_order())
-
-    async def register(server: grpc.aio.Server, _: Resources) -> None:
-        order_pb2_grpc.add_OrderServiceServicer_to_server(scripted, server)
-
-    spec = ServiceSpec(name="order", grpc_services=("foodmesh.v1.OrderService",), register=register)
+    add = order_pb2_grpc.add_OrderServiceServicer_to_server
     async with (
-        run_service(spec, Settings(service="order", metrics_enabled=False)) as svc,
-        OrderClient(svc.target, options=ClientOptions(metadata=SERVICE)) as client,
+        serving("order", add, scripted) as target,
+        OrderClient(target, options=ClientOptions(metadata=SERVICE)) as client,
     ):
         yield scripted, client
 
@@ -121,14 +133,10 @@ async def orders() -> AsyncIterator[tuple[ScriptedOrders, OrderClient]]:
 @pytest.fixture
 async def eta() -> AsyncIterator[tuple[ScriptedEta, EtaClient]]:
     scripted = ScriptedEta()
-
-    async def register(server: grpc.aio.Server, _: Resources) -> None:
-        eta_pb2_grpc.add_EtaServiceServicer_to_server(scripted, server)
-
-    spec = ServiceSpec(name="eta", grpc_services=("foodmesh.v1.EtaService",), register=register)
+    add = eta_pb2_grpc.add_EtaServiceServicer_to_server
     async with (
-        run_service(spec, Settings(service="eta", metrics_enabled=False)) as svc,
-        EtaClient(svc.target, options=ClientOptions(metadata=SERVICE)) as client,
+        serving("eta", add, scripted) as target,
+        EtaClient(target, options=ClientOptions(metadata=SERVICE)) as client,
     ):
         yield scripted, client
 
