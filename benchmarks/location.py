@@ -104,6 +104,7 @@ async def _drive(args: argparse.Namespace) -> None:
     ]
     stubs = [location_pb2_grpc.LocationServiceStub(c) for c in channels]
     latencies: list[float] = []
+    statuses: list[str] = []
     accepted = 0
     errors = 0
     ready = asyncio.Event()
@@ -154,13 +155,17 @@ async def _drive(args: argparse.Namespace) -> None:
             await call.done_writing()
             while await call.read() is not grpc.aio.EOF:
                 pass
-        except grpc.aio.AioRpcError:
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             errors += 1
+            if not statuses:
+                statuses.append(f"{await call.code()}: {await call.details()}")
 
     t0_holder.append(args.start_at)
     await asyncio.gather(*(driver(i) for i in range(args.count)))
     for c in channels:
         await c.close()
+    if statuses:
+        print(f"driver streams failed ({errors}); first: {statuses[0]}", file=sys.stderr)
     _write_results(args.out, latencies, accepted, errors)
 
 
@@ -293,7 +298,7 @@ async def run_phase(
                 sys.executable, __file__, "--drive", "--target", server.target,
                 "--offset", str(first), "--count", str(count), "--duration", str(duration),
                 "--mode", mode, "--batch", str(batch), "--start-at", str(start_at),
-                "--per-driver-rate", "1.0", "--channels", str(max(1, count // 500)), "--out", out,
+                "--per-driver-rate", "1.0", "--channels", str(max(1, count // 100)), "--out", out,
             ]  # fmt: skip
             procs.append((await asyncio.create_subprocess_exec(*argv), out))
             first += count
