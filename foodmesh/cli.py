@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from foodmesh import __version__
+from foodmesh.auth import DEV_SECRET, ROLES, mint_token
 
 __all__ = ["main"]
 
@@ -252,7 +253,23 @@ def _parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="health of the infrastructure and every process")
     st.add_argument("--json", action="store_true")
+
+    tok = sub.add_parser(
+        "token", help="print a bearer token (signed with $FOODMESH_AUTH_SECRET) for grpcurl/curl"
+    )
+    tok.add_argument("--role", required=True, choices=ROLES)
+    tok.add_argument("--subject", required=True, help="customer, driver, restaurant or service id")
+    tok.add_argument("--ttl", type=float, default=3600.0, help="seconds the token is valid")
     return p
+
+
+def _token(args: argparse.Namespace) -> int:
+    secret = os.environ.get("FOODMESH_AUTH_SECRET") or DEV_SECRET
+    try:
+        print(mint_token(secret, subject=args.subject, role=args.role, ttl_s=args.ttl))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -272,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return gen_main(["--check"] if args.check else [])
         if args.command == "serve":
             return _serve(args)
+        if args.command == "token":
+            return _token(args)
         handler = {"infra": _infra, "migrate": _migrate, "up": _up, "status": _status}
         return asyncio.run(handler[args.command](args))
     except KeyboardInterrupt:

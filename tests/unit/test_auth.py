@@ -120,3 +120,14 @@ async def test_health_needs_no_token(server: RunningService) -> None:
             health_pb2.HealthCheckRequest(service="foodmesh.v1.EtaService"), timeout=2
         )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_the_token_command_prints_a_token_the_services_accept(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from foodmesh.cli import main
+
+    monkeypatch.setenv("FOODMESH_AUTH_SECRET", "s3cret")
+    assert main(["token", "--role", "driver", "--subject", "drv_9", "--ttl", "60"]) == 0
+    principal = verify_token("s3cret", capsys.readouterr().out.strip())
+    assert (principal.subject, principal.role) == ("drv_9", "driver")
