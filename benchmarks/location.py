@@ -9,6 +9,8 @@ NATS and PostgreSQL (started here, or given by ``FOODMESH_*_URL``):
   one fix per second each, open loop (every driver's send times are fixed in
   advance; the ack latency is measured from the *intended* send time, so a server
   that falls behind shows its queueing);
+- ``raw gRPC echo``: the max-rate load against a bare grpc.aio server that acks each
+  message at once: what the transport alone costs per message on this machine;
 - ``max rate``: the same streams sending back to back (each waits only for its
   ack), ``--batch`` fixes per message (1 = live reporting; more = an app
   flushing what it buffered offline). The per-driver throttle is raised for this
@@ -80,6 +82,33 @@ async def _serve() -> None:
         await stop.wait()
 
 
+async def _serve_raw() -> None:
+    """The gRPC baseline: a bare grpc.aio server that acks every message at once, no work."""
+    from foodmesh.v1 import location_pb2
+
+    async def echo(requests: Any, context: Any) -> AsyncIterator[bytes]:
+        async for raw in requests:
+            req = location_pb2.StreamLocationsRequest.FromString(raw)
+            ack = location_pb2.StreamLocationsResponse(accepted=len(req.fixes))
+            ack.acked_seq = req.fixes[-1].seq if req.fixes else 0
+            ack.next_interval.seconds = 5
+            yield ack.SerializeToString()
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    server = grpc.aio.server()
+    handler = grpc.method_handlers_generic_handler(
+        "foodmesh.v1.LocationService",
+        {"StreamLocations": grpc.stream_stream_rpc_method_handler(echo)},
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"READY {port}", flush=True)
+    await stop.wait()
+    await server.stop(2)
+
+
 # --- the drivers (child processes) ---------------------------------------------------------
 
 
@@ -129,14 +158,14 @@ async def _drive(args: argparse.Namespace) -> None:
             while True:
                 if args.mode == "open":
                     intended = t0 + (phase + seq) / args.per_driver_rate
-                    if intended - t0 > args.duration:
+                    if intended - t0 > args.warmup + args.duration:
                         break
                     delay = intended - time.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
                 else:
                     intended = time.time()
-                    if intended - t0 > args.duration:
+                    if intended - t0 > args.warmup + args.duration:
                         break
                 lat += rng.uniform(-1e-4, 1e-4)
                 lon += rng.uniform(-1e-4, 1e-4)
@@ -149,8 +178,9 @@ async def _drive(args: argparse.Namespace) -> None:
                 if not isinstance(ack, location_pb2.StreamLocationsResponse):  # EOF
                     errors += 1
                     return
-                latencies.append(time.time() - intended)
-                accepted += ack.accepted
+                if intended >= t0 + args.warmup:  # opening streams is not the steady state
+                    latencies.append(time.time() - intended)
+                    accepted += ack.accepted
                 seq += 1
             await call.done_writing()
             while await call.read() is not grpc.aio.EOF:
@@ -251,7 +281,9 @@ async def raw_geoadd(redis_url: str, *, total: int, pipeline: int = 1000) -> flo
 
 
 @contextlib.asynccontextmanager
-async def _subscriber(nats_url: str, driver_ids: Sequence[str]) -> AsyncIterator[list[float]]:
+async def _subscriber(
+    nats_url: str, driver_ids: Sequence[str], *, since: float
+) -> AsyncIterator[list[float]]:
     """Fix-to-subscriber latency: device time of each fix to its receipt here."""
     import nats
 
@@ -262,7 +294,9 @@ async def _subscriber(nats_url: str, driver_ids: Sequence[str]) -> AsyncIterator
 
     async def on_msg(msg: Any) -> None:
         ev = location_pb2.DriverLocationEvent.FromString(msg.data)
-        samples.append(time.time() - ev.position.last_updated.ToNanoseconds() / 1e9)
+        sent = ev.position.last_updated.ToNanoseconds() / 1e9
+        if sent >= since:
+            samples.append(time.time() - sent)
 
     for d in driver_ids:
         await nc.subscribe(f"{NS}.location.v1.driver.{d}", cb=on_msg)
@@ -284,6 +318,7 @@ async def run_phase(
     batch: int,
     workers: int,
     offset: int,
+    warmup: float,
 ) -> PhaseResult:
     per_worker = [drivers // workers + (1 if i < drivers % workers else 0) for i in range(workers)]
     sampled = [f"drv_{offset + i:06d}" for i in range(0, drivers, 100)]
@@ -297,13 +332,14 @@ async def run_phase(
             argv = [
                 sys.executable, __file__, "--drive", "--target", server.target,
                 "--offset", str(first), "--count", str(count), "--duration", str(duration),
+                "--warmup", str(warmup),
                 "--mode", mode, "--batch", str(batch), "--start-at", str(start_at),
                 "--per-driver-rate", "1.0", "--channels", str(max(1, count // 100)), "--out", out,
             ]  # fmt: skip
             procs.append((await asyncio.create_subprocess_exec(*argv), out))
             first += count
-        async with _subscriber(urls["nats"], sampled) as fanout:
-            await asyncio.sleep(max(0.0, start_at - time.time()))
+        async with _subscriber(urls["nats"], sampled, since=start_at + warmup) as fanout:
+            await asyncio.sleep(max(0.0, start_at + warmup - time.time()))
             cmd0 = await _redis_commands(urls["redis"])
             cpu0, t0 = server.cpu_seconds(), time.monotonic()
             while any(p.returncode is None for p, _ in procs) and time.monotonic() - t0 < duration:
@@ -332,6 +368,13 @@ async def run_phase(
         rss_mb=rss,
         cpu_percent=cpu,
     )
+
+
+def _us_per_fix(r: PhaseResult) -> float | None:
+    """Server CPU per accepted fix, the figure that the load generator's share cannot blur."""
+    if r.cpu_percent is None or not r.accepted_per_s:
+        return None
+    return r.cpu_percent / 100 / r.accepted_per_s * 1e6
 
 
 @contextlib.asynccontextmanager
@@ -384,6 +427,7 @@ async def main_async(args: argparse.Namespace) -> int:
                     await run_phase(
                         f"{n // 1000}k @1/s", server, urls, drivers=n, duration=duration,
                         mode="open", batch=1, workers=args.workers, offset=offset,
+                        warmup=args.warmup,
                     )
                 )  # fmt: skip
                 offset += n
@@ -391,11 +435,19 @@ async def main_async(args: argparse.Namespace) -> int:
                 await run_phase(
                     f"max rate x{args.batch}", server, urls, drivers=args.max_drivers,
                     duration=duration, mode="closed", batch=args.batch, workers=args.workers,
-                    offset=offset,
+                    offset=offset, warmup=args.warmup,
                 )
             )  # fmt: skip
+        # The same max-rate load against a bare gRPC server that does no work: what the
+        # transport alone costs on this machine, per message.
+        async with server_process(sys.executable, __file__, "--serve-raw") as raw_server:
+            grpc_raw = await run_phase(
+                f"raw gRPC echo x{args.batch}", raw_server, urls, drivers=args.max_drivers,
+                duration=duration, mode="closed", batch=args.batch, workers=args.workers,
+                offset=offset, warmup=args.warmup,
+            )  # fmt: skip
     rows = [
-        ["raw GEOADD (1 process)", None, raw, None, None, None, 1.0, None, None, None],
+        ["raw GEOADD (1 process)", None, raw, None, None, None, 1.0, None, None, None, None],
         *[
             [
                 r.name,
@@ -408,14 +460,15 @@ async def main_async(args: argparse.Namespace) -> int:
                 r.redis_ops_per_fix,
                 r.rss_mb,
                 r.cpu_percent,
+                _us_per_fix(r),
             ]  # fmt: skip
-            for r in results
+            for r in [*results, grpc_raw]
         ],
     ]
     print_table(
         f"Location ingest ({machine()['cpus']} CPUs, {now_iso()})",
         ["phase", "drivers", "fixes/s", "ack p50 ms", "ack p99 ms", "fan-out p99 ms",
-         "vs raw", "redis ops/fix", "RSS MB", "server CPU %"],
+         "vs raw", "redis ops/fix", "RSS MB", "server CPU %", "server µs/fix"],
         rows,
     )  # fmt: skip
     best = max(r.accepted_per_s for r in results)
@@ -439,8 +492,9 @@ async def main_async(args: argparse.Namespace) -> int:
                         "redis_ops_per_fix": r.redis_ops_per_fix,
                         "rss_mb": r.rss_mb,
                         "server_cpu_percent": r.cpu_percent,
+                        "server_us_per_fix": _us_per_fix(r),
                     }
-                    for r in results
+                    for r in [*results, grpc_raw]
                 ],
                 "replicas_for_400k_per_s": round(400_000 / best, 1),
             }
@@ -455,16 +509,21 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=1, help="fixes per message in the max-rate phase")
     p.add_argument("--workers", type=int, default=2, help="driver processes")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--drive", action="store_true", help=argparse.SUPPRESS)
     for name in ("--target", "--out", "--mode"):
         p.add_argument(name, help=argparse.SUPPRESS)
     for name in ("--offset", "--count", "--channels"):
         p.add_argument(name, type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring")
     for name in ("--start-at", "--per-driver-rate"):
         p.add_argument(name, type=float, default=1.0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
         asyncio.run(_serve())
+        return 0
+    if args.serve_raw:
+        asyncio.run(_serve_raw())
         return 0
     if args.drive:
         asyncio.run(_drive(args))
