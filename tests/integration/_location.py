@@ -42,9 +42,10 @@ async def location_service(
     migrated: bool = False,
 ) -> AsyncIterator[RunningService]:
     if not migrated:
+        assert location.SPEC.migrations is not None
         await migrate(
             pg_url, service="location", migrations=load_migrations(location.SPEC.migrations)
-        )  # type: ignore[arg-type]
+        )
     settings = Settings(
         service="location",
         postgres_url=pg_url,

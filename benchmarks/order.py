@@ -1,0 +1,282 @@
+"""PlaceOrder with 64 concurrent callers, against raw single-row INSERT transactions.
+
+Servers: the Catalog and the Order service, each in its own process with production
+defaults (access log on, pool of 10 PostgreSQL connections), on real PostgreSQL and
+NATS started by the benchmark; one restaurant with a menu and a delivery zone. The
+outbox relay publishes every order to JetStream while the load runs.
+
+Load: ``--callers`` (default 64) closed-loop callers, each placing orders back to back
+for ``--duration`` s (default 15) with fresh idempotency keys, two lines each
+(one with a customization), paid with the sandbox's ``pm_card_visa``. A PlaceOrder
+is three Catalog reads, an idempotency claim, a sandbox authorization (a PostgreSQL
+transaction) and the order's transaction (order, lines, timeline, outbox, NOTIFY).
+
+Baseline: the same number of callers running single-row ``INSERT`` transactions (one
+JSONB row of the order's size) through a pool of 10 connections to the same
+PostgreSQL, from this process: the floor of "write one order durably". The ratio
+says what validation, the catalog, payment, idempotency, the outbox and gRPC cost.
+
+    python benchmarks/order.py            # ~45 s
+    python benchmarks/order.py --quick --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psycopg  # noqa: E402
+from psycopg_pool import AsyncConnectionPool  # noqa: E402
+
+from benchmarks._harness import (  # noqa: E402
+    LatencyResult,
+    Progress,
+    closed_loop,
+    emit_json,
+    machine,
+    now_iso,
+    parser,
+    print_table,
+    ratio,
+    server_process,
+)
+from clients import CatalogClient, ClientOptions, OrderClient  # noqa: E402
+from foodmesh.auth import DEV_SECRET, bearer, mint_token  # noqa: E402
+from foodmesh.infra import InfraURLs, start_infra  # noqa: E402
+from foodmesh.v1 import catalog_pb2 as cpb  # noqa: E402
+from foodmesh.v1 import common_pb2  # noqa: E402
+from foodmesh.v1 import order_pb2 as pb  # noqa: E402
+from servers import catalog, order  # noqa: E402
+from servers.runtime.migrate import load_migrations, migrate  # noqa: E402
+
+NAMESPACE = "bench"
+CALL_TIMEOUT_S = 10.0
+REST = (37.7755, -122.4183)
+
+
+async def _serve(name: str) -> None:
+    from servers.runtime.config import Settings
+    from servers.runtime.serve import configure_logging, run_service
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    settings = Settings.from_env(name, {**os.environ, "FOODMESH_SHUTDOWN_GRACE_S": "2"})
+    configure_logging(settings.log_level)
+    spec = catalog.SPEC if name == "catalog" else order.SPEC
+    async with run_service(spec, settings) as running:
+        print(f"READY {running.port}", flush=True)
+        await stop.wait()
+
+
+def _opts(role: str, subject: str) -> ClientOptions:
+    return ClientOptions(
+        metadata=bearer(mint_token(DEV_SECRET, subject=subject, role=role)),
+        deadline_s=CALL_TIMEOUT_S,
+    )
+
+
+def _usd(n: int) -> common_pb2.Money:
+    return common_pb2.Money(amount_minor=n, currency_code="USD")
+
+
+async def _seed(target: str) -> None:
+    half = 0.03
+    ring = [(REST[0] - half, REST[1] - half), (REST[0] - half, REST[1] + half),
+            (REST[0] + half, REST[1] + half), (REST[0] + half, REST[1] - half)]  # fmt: skip
+    async with CatalogClient(target, options=_opts("ops", "bench")) as c:
+        await c.upsert_restaurant(cpb.UpsertRestaurantRequest(restaurant=cpb.Restaurant(
+            restaurant_id="rest_1", name="Luigi's", cuisines=["pizza"],
+            address=common_pb2.Address(lat=REST[0], lon=REST[1]), time_zone="UTC",
+            hours=[cpb.OpeningHours(weekday=d, open_minute=0, close_minute=1440)
+                   for d in range(1, 8)],
+            price_level=2, minimum_order=_usd(1000), avg_prep_time_min=18,
+            zones=[cpb.DeliveryZone(zone_id="z", delivery_fee=_usd(299), minimum_order=_usd(0),
+                                    polygon=[common_pb2.LatLng(lat=a, lon=b) for a, b in ring])],
+            max_delivery_distance_miles=5)))  # fmt: skip
+        await c.upsert_menu(cpb.UpsertMenuRequest(restaurant_id="rest_1", categories=[
+            cpb.MenuCategory(category_id="c", name="Mains", items=[
+                cpb.MenuItem(item_id="pizza", name="Pizza", price=_usd(1499), available=True,
+                    customizations=[cpb.CustomizationGroup(group_id="size", name="Size",
+                        min_choices=0, max_choices=1, options=[cpb.CustomizationOption(
+                            option_id="large", name="Large", price_delta=_usd(300),
+                            available=True)])]),
+                cpb.MenuItem(item_id="salad", name="Salad", price=_usd(899),
+                             available=True)])]))  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def _infra() -> AsyncIterator[InfraURLs]:
+    with tempfile.TemporaryDirectory(prefix="foodmesh-bench-order-") as tmp:
+        async with start_infra(Path(tmp), durable=False, remove=True) as running:
+            yield running.urls
+
+
+async def _fresh_db(admin_url: str) -> str:
+    db = f"bench_order_{os.getpid()}"
+    async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
+        await conn.execute(f'CREATE DATABASE "{db}"')
+    return admin_url.rsplit("/", 1)[0] + f"/{db}"
+
+
+def _request(key: str) -> pb.PlaceOrderRequest:
+    return pb.PlaceOrderRequest(
+        idempotency_key=key, restaurant_id="rest_1", payment_method_id="pm_card_visa",
+        items=[pb.OrderItemInput(item_id="pizza", quantity=1, customizations=["large"]),
+               pb.OrderItemInput(item_id="salad", quantity=2)],
+        delivery_address=common_pb2.Address(street="456 Mission St", lat=37.7749, lon=-122.4194),
+    )  # fmt: skip
+
+
+async def run(*, callers: int, duration: float) -> dict[str, Any]:
+    async with _infra() as urls:
+        pg_url = await _fresh_db(urls.postgres_url)
+        for spec in (catalog.SPEC, order.SPEC):
+            assert spec.migrations is not None
+            await migrate(pg_url, service=spec.name, migrations=load_migrations(spec.migrations))
+        os.environ.update({
+            "FOODMESH_POSTGRES_URL": pg_url, "FOODMESH_REDIS_URL": urls.redis_url,
+            "FOODMESH_NATS_URL": urls.nats_url, "FOODMESH_NAMESPACE": NAMESPACE,
+            "FOODMESH_CATALOG_PORT": "0", "FOODMESH_CATALOG_METRICS_PORT": "0",
+            "FOODMESH_ORDER_PORT": "0", "FOODMESH_ORDER_METRICS_PORT": "0",
+        })  # fmt: skip
+        async with server_process(sys.executable, __file__, "--serve", "catalog") as cat:
+            await _seed(cat.target)
+            os.environ["FOODMESH_ORDER_CATALOG_TARGET"] = cat.target
+            async with server_process(sys.executable, __file__, "--serve", "order") as srv:
+                clients = [OrderClient(srv.target, options=_opts("customer", f"cus_{i}"))
+                           for i in range(callers)]  # fmt: skip
+                try:
+                    for i, c in enumerate(clients[:8]):  # warm up
+                        await c.place_order(_request(f"warm-{i}"))
+                    ids = itertools.count()
+                    sample = pb.Order()
+
+                    async def ours() -> None:
+                        n = next(ids)
+                        reply = await clients[n % callers].place_order(_request(f"k-{n}"))
+                        sample.CopyFrom(reply.order)
+
+                    cpu0, ccpu0 = srv.cpu_seconds(), cat.cpu_seconds()
+                    ours_result = await closed_loop(
+                        ours, concurrency=callers, duration=duration,
+                        progress=Progress(f"PlaceOrder x{callers}"),
+                    )  # fmt: skip
+                    cpu1, ccpu1 = srv.cpu_seconds(), cat.cpu_seconds()
+                finally:
+                    for c in clients:
+                        await c.close()
+                body = json.dumps({"order": str(sample)})
+                published = await _published(pg_url)
+        raw_result = await _raw(pg_url, body, callers=callers, duration=duration)
+
+    def cpu(a: float | None, b: float | None) -> float | None:
+        if a is None or b is None or not ours_result.ok:
+            return None
+        return round((b - a) / ours_result.ok * 1000, 3)
+
+    ours_fig, raw_fig = ours_result.as_dict(), raw_result.as_dict()
+    ours_fig["order_cpu_ms_per_call"] = cpu(cpu0, cpu1)
+    ours_fig["catalog_cpu_ms_per_call"] = cpu(ccpu0, ccpu1)
+    return {
+        "benchmark": "order",
+        "machine": machine(),
+        "date": now_iso(),
+        "settings": {"callers": callers, "duration_s": duration, "pg_pool": 10,
+                     "servers": "catalog and order in subprocesses, callers in this one"},
+        "raw": raw_fig,
+        "ours": ours_fig,
+        "outbox": published,
+        "ratio": {
+            "throughput": ratio(ours_result.rate, raw_result.rate),
+            "p50": ratio(ours_result.p50_ms, raw_result.p50_ms),
+            "p99": ratio(ours_result.p99_ms, raw_result.p99_ms),
+        },
+    }  # fmt: skip
+
+
+async def _published(pg_url: str) -> dict[str, int]:
+    row: tuple[Any, ...] | None = None
+    async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+        for _ in range(100):  # let the relay drain
+            cur = await conn.execute("SELECT count(*) FILTER (WHERE published_at IS NULL),"
+                                     " count(*) FROM orders.outbox")  # fmt: skip
+            row = await cur.fetchone()
+            assert row is not None
+            if row[0] == 0:
+                break
+            await asyncio.sleep(0.1)
+    assert row is not None
+    return {"pending": int(row[0]), "events": int(row[1])}
+
+
+async def _raw(pg_url: str, body: str, *, callers: int, duration: float) -> LatencyResult:
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE bench_raw (id uuid PRIMARY KEY, body jsonb NOT NULL)")
+    pool = AsyncConnectionPool(pg_url, min_size=10, max_size=10, open=False)
+    await pool.open(wait=True)
+    try:
+
+        async def raw() -> None:
+            async with pool.connection() as c, c.transaction():
+                await c.execute("INSERT INTO bench_raw (id, body) VALUES (%s, %s)",
+                                (uuid.uuid4(), body))  # fmt: skip
+
+        return await closed_loop(raw, concurrency=callers, duration=duration,
+                                 progress=Progress(f"raw INSERT x{callers}"))  # fmt: skip
+    finally:
+        await pool.close()
+
+
+def _report(result: dict[str, Any], took: float) -> None:
+    s = result["settings"]
+    rows = []
+    for name, key in (("raw single-row INSERT transaction", "raw"), ("PlaceOrder", "ours")):
+        f = result[key]
+        rows.append([name, f["rate"], f["p50_ms"], f["p99_ms"], f["max_ms"], f["errors"],
+                     f.get("order_cpu_ms_per_call"), f.get("catalog_cpu_ms_per_call")])  # fmt: skip
+    print_table(
+        f"PlaceOrder: {s['callers']} closed-loop callers for {s['duration_s']:g}s, "
+        f"{result['machine']['cpus']} cpus, {took:.0f}s in all",
+        ["path", "per s", "p50 ms", "p99 ms", "max ms", "errors", "order CPU ms", "catalog CPU ms"],
+        rows,
+    )
+    print_table("ours / raw", ["figure", "ratio"], [[k, v] for k, v in result["ratio"].items()])
+    o = result["outbox"]
+    print(f"\noutbox: {o['events']} events, {o['pending']} still pending after the run")
+
+
+def main() -> int:
+    p = parser(__doc__ or "")
+    p.add_argument("--callers", type=int, default=64)
+    p.add_argument("--serve", choices=["catalog", "order"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.serve:
+        asyncio.run(_serve(args.serve))
+        return 0
+    duration = args.duration or (4.0 if args.quick else 15.0)
+    t0 = time.perf_counter()
+    result = asyncio.run(run(callers=args.callers, duration=duration))
+    if args.json:
+        emit_json(result)
+    else:
+        _report(result, time.perf_counter() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""The Order service: orders from placement to the door, payments, timeline, ratings.
+
+``SPEC`` is what ``foodmesh serve order`` runs. PostgreSQL (schema ``orders``) holds
+orders, their lines and timelines, idempotency keys, ratings, the outbox and the
+sandbox processor's ledger. Every change commits with an outbox event that
+``OutboxRelay`` publishes to JetStream (stream ``ORDERS``, ``orders.v1.<status>``);
+WatchOrder streams are woken by PostgreSQL NOTIFY (``watch.py``).
+
+Settings (``FOODMESH_ORDER_*``):
+
+- ``CATALOG_TARGET``: the Catalog (default ``127.0.0.1:50051``);
+- ``PRICING_TARGET``, ``ETA_TARGET``: the Pricing and ETA services; unset, the
+  fallback formulas of ``pricing.py`` and ``eta.py`` are used (also whenever they
+  do not answer);
+- ``DISPATCH_TARGET``: where driver ratings go; unset, they are stored, and forwarded
+  by a background pass once it is set;
+- ``RELAY``: ``0`` leaves the outbox unpublished (tests of a stopped relay);
+- ``WATCH_POLL_S``: how often a WatchOrder stream re-reads without a notification (5);
+- ``SETTLE_EVERY_S``: how often payment operations left pending (the provider did not
+  answer after a delivery or cancellation committed) are retried (5);
+- ``RELEASE_EVERY_S``: how often scheduled orders due for the kitchen are released (1).
+
+Scheduled orders (``DELIVERY_OPTION_SCHEDULED``, 30 minutes to 7 days ahead) are
+placed and paid at once but announced as ``orders.v1.scheduled``; at
+``scheduled_time − (prep + travel)`` one replica's release pass announces them as
+``orders.v1.placed`` (exactly once: a row lock and a flag committed with the event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+from nats.js.api import StreamConfig
+
+from clients import CatalogClient, ClientOptions, DispatchClient, EtaClient, PricingClient
+from foodmesh.auth import bearer, mint_token
+from foodmesh.services import KNOWN
+from foodmesh.v1 import order_pb2_grpc
+from servers.order.payments import PaymentProvider
+from servers.runtime.nats import ensure_stream
+from servers.runtime.outbox import OutboxRelay
+from servers.runtime.serve import Dependency, Resources, ServiceSpec
+
+__all__ = ["SPEC", "STREAM", "build"]
+
+_log = logging.getLogger("foodmesh.order")
+#: The JetStream stream of order events (namespaced through ``resources.subjects``).
+STREAM = "ORDERS"
+
+
+def _target(resources: Resources, service: str, *, default: bool) -> str | None:
+    s = resources.settings
+    explicit = s.extra.get(f"FOODMESH_ORDER_{service.upper()}_TARGET")
+    if explicit:
+        return explicit
+    if not default:
+        return None
+    port = next(i.grpc_port for i in KNOWN if i.name == service)
+    return f"{s.host}:{port}"
+
+
+async def build(
+    server: grpc.aio.Server, resources: Resources, *, payments: PaymentProvider | None = None
+) -> Callable[[], Awaitable[None]]:
+    """Wires the service's parts and starts the relay, the change feed and the settler.
+
+    ``payments`` replaces the sandbox provider (a test hands in one that fails).
+    """
+    from servers.order.eta import FallbackEta, RemoteEta
+    from servers.order.pricing import FallbackPricing, RemotePricing
+    from servers.order.sandbox import SandboxProvider
+    from servers.order.service import OrderServicer, Ports
+    from servers.order.store import NOTIFY_CHANNEL, OrderStore
+    from servers.order.watch import ChangeFeed
+
+    s = resources.settings
+    token = mint_token(s.auth_secret, subject="order", role="service", ttl_s=365 * 86400)
+    options = ClientOptions(metadata=bearer(token))
+    catalog = CatalogClient(_target(resources, "catalog", default=True) or "", options=options)
+    owned: list[CatalogClient | PricingClient | EtaClient | DispatchClient] = [catalog]
+    pricing: FallbackPricing | RemotePricing = FallbackPricing()
+    if (t := _target(resources, "pricing", default=False)) is not None:
+        pricing_client = PricingClient(t, options=options)
+        owned.append(pricing_client)
+        pricing = RemotePricing(pricing_client, FallbackPricing())
+    eta: FallbackEta | RemoteEta = FallbackEta()
+    if (t := _target(resources, "eta", default=False)) is not None:
+        eta_client = EtaClient(t, options=options)
+        owned.append(eta_client)
+        eta = RemoteEta(eta_client, FallbackEta())
+    drivers = None
+    if (t := _target(resources, "dispatch", default=False)) is not None:
+        drivers = DispatchClient(t, options=options)
+        owned.append(drivers)
+    feed = ChangeFeed(s.postgres_url, NOTIFY_CHANNEL)
+    servicer = OrderServicer(
+        OrderStore(resources.pg),
+        Ports(catalog=catalog, pricing=pricing, eta=eta,
+              payments=payments or SandboxProvider(resources.pg), drivers=drivers),
+        subjects=resources.subjects,
+        feed=feed,
+        watch_poll_s=float(s.extra.get("FOODMESH_ORDER_WATCH_POLL_S", "5")),
+    )  # fmt: skip
+    order_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
+    feed.start()
+    relay_on = s.extra.get("FOODMESH_ORDER_RELAY", "1") not in ("0", "false", "no", "off")
+
+    async def start_relay() -> None:
+        while True:  # NATS is connected by the health checks, maybe after we start
+            try:
+                js = resources.js
+                await ensure_stream(js, StreamConfig(
+                    name=resources.subjects.stream(STREAM),
+                    subjects=[resources.subjects.subject("orders.v1.>")],
+                    max_age=7 * 86400,
+                ))  # fmt: skip
+                break
+            except Exception as exc:
+                _log.debug("order event stream not ready: %s", exc)
+                await asyncio.sleep(0.1)
+        if relay_on:
+            relay = OutboxRelay(resources.pg, js, "orders")
+            servicer.relay = relay
+            relay.start()
+
+    settle_every = float(s.extra.get("FOODMESH_ORDER_SETTLE_EVERY_S", "5"))
+
+    async def settle_forever() -> None:
+        while True:
+            await asyncio.sleep(settle_every)
+            try:
+                await servicer.settle_pending()
+                await servicer.forward_driver_ratings()
+            except Exception as exc:  # PostgreSQL away: next pass
+                _log.warning("payment settlement / rating forwarding pass failed: %s", exc)
+
+    release_every = float(s.extra.get("FOODMESH_ORDER_RELEASE_EVERY_S", "1"))
+
+    async def release_forever() -> None:
+        while True:
+            await asyncio.sleep(release_every)
+            try:
+                await servicer.release_due()
+            except Exception as exc:  # PostgreSQL away: next pass
+                _log.warning("scheduled order release pass failed: %s", exc)
+
+    tasks = [
+        asyncio.create_task(start_relay(), name="order-relay-start"),
+        asyncio.create_task(settle_forever(), name="order-payment-settler"),
+        asyncio.create_task(release_forever(), name="order-scheduled-release"),
+    ]
+
+    async def stop() -> None:
+        for t in tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if servicer.relay is not None:
+            await servicer.relay.stop()
+        await feed.stop()
+        for client in owned:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    return stop
+
+
+SPEC = ServiceSpec(
+    name="order",
+    grpc_services=("foodmesh.v1.OrderService",),
+    register=build,
+    needs=frozenset({Dependency.POSTGRES, Dependency.NATS}),
+    migrations=Path(__file__).parent / "migrations",
+)

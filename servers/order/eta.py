@@ -1,0 +1,115 @@
+"""When an order arrives: the ETA service's estimate, or prep + travel as a fallback.
+
+``FallbackEta`` (used when ``FOODMESH_ORDER_ETA_TARGET`` is not set or the ETA
+service does not answer): the restaurant's typical preparation time, clamped to
+the seed's 5–60 minutes, plus travel: the straight-line distance times a road
+detour factor at an urban driving speed, plus a hand-over allowance.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from foodmesh.v1 import common_pb2, eta_pb2
+from servers.runtime.geo import METERS_PER_MILE, haversine_m
+
+__all__ = ["Estimate", "EtaInput", "EtaPort", "FallbackEta", "RemoteEta"]
+
+_log = logging.getLogger("foodmesh.order.eta")
+
+
+@dataclass(frozen=True, slots=True)
+class EtaInput:
+    restaurant_id: str
+    restaurant: tuple[float, float]
+    destination: tuple[float, float]
+    prep_minutes: int
+    item_count: int
+    subtotal_minor: int
+    currency: str
+    start: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    prep_minutes: float
+    travel_minutes: float
+    arrival: dt.datetime
+    ready: dt.datetime
+    confidence: float
+    source: str
+
+
+class EtaPort(Protocol):
+    async def estimate(self, e: EtaInput, *, timeout_s: float) -> Estimate: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackEta:
+    road_factor: float = 1.3
+    speed_mph: float = 15.0
+    handover_min: float = 3.0
+    confidence: float = 0.5
+
+    def travel_minutes(self, e: EtaInput) -> float:
+        miles = haversine_m(*e.restaurant, *e.destination) / METERS_PER_MILE
+        return miles * self.road_factor / self.speed_mph * 60.0 + self.handover_min
+
+    def compute(self, e: EtaInput) -> Estimate:
+        prep = float(min(60, max(5, e.prep_minutes)))
+        travel = round(self.travel_minutes(e), 1)
+        ready = e.start + dt.timedelta(minutes=prep)
+        return Estimate(prep, travel, ready + dt.timedelta(minutes=travel), ready,
+                        self.confidence, "fallback")  # fmt: skip
+
+    async def estimate(self, e: EtaInput, *, timeout_s: float) -> Estimate:
+        return self.compute(e)
+
+
+class _EstimateClient(Protocol):
+    async def estimate_delivery(
+        self, request: eta_pb2.EstimateDeliveryRequest, *, deadline_s: float | None = ...
+    ) -> eta_pb2.EstimateDeliveryResponse: ...
+
+
+class RemoteEta:
+    """``EtaService.EstimateDelivery``, falling back to ``fallback`` when it does not answer."""
+
+    def __init__(self, client: _EstimateClient, fallback: FallbackEta) -> None:
+        self.client = client
+        self.fallback = fallback
+
+    async def estimate(self, e: EtaInput, *, timeout_s: float) -> Estimate:
+        req = eta_pb2.EstimateDeliveryRequest(
+            restaurant_id=e.restaurant_id,
+            restaurant_location=common_pb2.LatLng(lat=e.restaurant[0], lon=e.restaurant[1]),
+            delivery_location=common_pb2.LatLng(lat=e.destination[0], lon=e.destination[1]),
+            item_count=e.item_count,
+            subtotal=common_pb2.Money(amount_minor=e.subtotal_minor, currency_code=e.currency),
+        )
+        req.order_time.FromDatetime(e.start)
+        try:
+            r = await self.client.estimate_delivery(req, deadline_s=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.UNIMPLEMENTED,
+            ):
+                raise
+            _log.warning("eta unavailable (%s): fallback formula", exc.code().name)
+            return self.fallback.compute(e)
+        ready = e.start + dt.timedelta(minutes=r.prep_minutes)
+        return Estimate(
+            prep_minutes=r.prep_minutes,
+            travel_minutes=r.total_minutes - r.prep_minutes,
+            arrival=r.estimated_delivery_time.ToDatetime(dt.UTC),
+            ready=ready,
+            confidence=r.eta_confidence,
+            source="eta",
+        )

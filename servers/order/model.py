@@ -1,0 +1,99 @@
+"""The Order service's plain data: an order, its lines, its timeline, a change to it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from servers.order.transitions import Status
+
+__all__ = ["Change", "Entry", "Line", "Order", "OutboxEvent"]
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    item_id: str
+    name: str
+    quantity: int
+    unit_price_minor: int
+    line_total_minor: int
+    customizations: tuple[str, ...] = ()
+    special_instructions: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    seq: int
+    status: Status
+    at: dt.datetime
+    actor: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    order_id: str
+    customer_id: str
+    restaurant_id: str
+    restaurant_name: str
+    restaurant_lat: float
+    restaurant_lon: float
+    driver_id: str
+    status: Status
+    delivery_address: dict[str, Any]
+    delivery_option: int
+    scheduled_time: dt.datetime | None
+    currency: str
+    subtotal_minor: int
+    delivery_fee_minor: int
+    service_fee_minor: int
+    small_order_fee_minor: int
+    tax_minor: int
+    discount_minor: int
+    tip_minor: int
+    total_minor: int
+    surge_multiplier: float
+    quote_id: str
+    promo_code: str
+    payment_provider: str
+    payment_id: str
+    payment_status: str
+    refunded_minor: int
+    payment_pending: dict[str, Any] | None
+    estimated_delivery_time: dt.datetime
+    eta_confidence: float
+    ready_time: dt.datetime
+    #: When a scheduled order goes to the kitchen (None: at once).
+    release_at: dt.datetime | None
+    #: False while a scheduled order waits for ``release_at``.
+    released: bool
+    cancellation_reason: str
+    last_seq: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    items: tuple[Line, ...] = ()
+    timeline: tuple[Entry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a status step, a cancellation or a driver assignment does to an order."""
+
+    status: Status
+    actor: str
+    reason: str = ""
+    driver_id: str | None = None
+    cancellation_reason: str | None = None
+    #: A payment operation to record as pending (done after the commit, retried until done).
+    payment_pending: dict[str, Any] | None = None
+    estimated_delivery_time: dt.datetime | None = None
+    #: The event's subject suffix (``orders.v1.<event>``); the new status by default.
+    event: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    subject: str
+    event_id: str
+    payload: bytes

@@ -1,0 +1,62 @@
+"""Payment providers: authorize at placement, capture on delivery, refund on cancellation.
+
+Every operation carries an idempotency key: repeating it (a retried RPC, a relay
+that crashed halfway) has the effect of doing it once, as with a card processor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = [
+    "Authorization",
+    "PaymentDeclined",
+    "PaymentError",
+    "PaymentProvider",
+    "ProviderUnavailable",
+    "RefundOutcome",
+]
+
+
+class PaymentError(Exception):
+    """Base of what a provider raises on purpose."""
+
+
+class PaymentDeclined(PaymentError):
+    """The card said no; ``code`` is the processor's decline code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ProviderUnavailable(PaymentError):
+    """The provider did not answer; nothing is known to have happened, retry with the same key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    payment_id: str
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefundOutcome:
+    #: ``voided`` (released before capture), ``refunded`` or ``partially_refunded``.
+    status: str
+    refunded_minor: int
+
+
+class PaymentProvider(Protocol):
+    name: str
+
+    async def authorize(
+        self, *, key: str, payment_method_id: str, amount_minor: int, currency: str, reference: str
+    ) -> Authorization: ...
+
+    async def capture(self, *, key: str, payment_id: str, amount_minor: int) -> None: ...
+
+    async def refund(self, *, key: str, payment_id: str, amount_minor: int) -> RefundOutcome: ...

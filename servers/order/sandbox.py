@@ -1,0 +1,140 @@
+"""The built-in sandbox payment provider: a card processor's test mode, kept in PostgreSQL.
+
+Test cards (``payment_method_id``):
+
+- ``pm_card_visa``, ``pm_card_mastercard``: authorized;
+- ``pm_card_declined``: declined (``card_declined``);
+- ``pm_card_insufficient_funds``: declined (``insufficient_funds``);
+- ``pm_card_timeout``: the processor does not answer (nothing recorded; retry is safe);
+- anything else: declined (``invalid_payment_method``).
+
+Its tables (``orders.sandbox_payments``, ``orders.sandbox_operations``) stand for
+the processor's own ledger; the Order service reads them only through this class.
+An authorization is keyed by its idempotency key, as are capture and refund, so
+repeating any of them changes nothing. A declined attempt is recorded too, and
+the same key gets the same decline.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from servers.order.payments import (
+    Authorization,
+    PaymentDeclined,
+    PaymentError,
+    ProviderUnavailable,
+    RefundOutcome,
+)
+
+__all__ = ["SandboxProvider", "TEST_CARDS"]
+
+TEST_CARDS: dict[str, str | None] = {
+    "pm_card_visa": None,
+    "pm_card_mastercard": None,
+    "pm_card_declined": "card_declined",
+    "pm_card_insufficient_funds": "insufficient_funds",
+}
+_MESSAGES = {
+    "card_declined": "the card was declined",
+    "insufficient_funds": "the card has insufficient funds",
+    "invalid_payment_method": "no such payment method",
+}
+
+
+class SandboxProvider:
+    name = "sandbox"
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def authorize(
+        self, *, key: str, payment_method_id: str, amount_minor: int, currency: str, reference: str
+    ) -> Authorization:
+        if payment_method_id == "pm_card_timeout":
+            raise ProviderUnavailable("the payment processor did not answer (pm_card_timeout)")
+        decline = TEST_CARDS.get(payment_method_id, "invalid_payment_method")
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO orders.sandbox_payments (payment_id, auth_key, payment_method,"
+                " amount_minor, currency, status, decline_code, reference)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (auth_key) DO NOTHING",
+                ("pay_" + secrets.token_hex(12), key, payment_method_id, amount_minor, currency,
+                 "declined" if decline else "authorized", decline or "", reference),
+            )  # fmt: skip
+            cur = await conn.execute(
+                "SELECT payment_id, payment_method, amount_minor, currency, decline_code"
+                " FROM orders.sandbox_payments WHERE auth_key = %s",
+                (key,),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        pid, method, amount, cur_code, code = row
+        if (method, amount, cur_code) != (payment_method_id, amount_minor, currency):
+            raise PaymentError(f"idempotency key {key!r} was used for a different authorization")
+        if code:
+            raise PaymentDeclined(code, _MESSAGES.get(code) or code)
+        return Authorization(pid, amount, cur_code)
+
+    async def _op(
+        self, conn: AsyncConnection[Any], key: str, payment_id: str, op: str, amount: int
+    ) -> bool:
+        cur = await conn.execute(
+            "INSERT INTO orders.sandbox_operations (op_key, payment_id, op, amount_minor)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (op_key) DO NOTHING",
+            (key, payment_id, op, amount),
+        )
+        return cur.rowcount == 1
+
+    async def capture(self, *, key: str, payment_id: str, amount_minor: int) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT status, amount_minor FROM orders.sandbox_payments"
+                " WHERE payment_id = %s FOR UPDATE",
+                (payment_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise PaymentError(f"no payment {payment_id!r}")
+            if not await self._op(conn, key, payment_id, "capture", amount_minor):
+                return
+            status, authorized = row
+            if status != "authorized" or amount_minor > authorized:
+                raise PaymentError(f"cannot capture {amount_minor} of a {status} payment")
+            await conn.execute(
+                "UPDATE orders.sandbox_payments SET status = 'captured', captured_minor = %s"
+                " WHERE payment_id = %s",
+                (amount_minor, payment_id),
+            )
+
+    async def refund(self, *, key: str, payment_id: str, amount_minor: int) -> RefundOutcome:
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT status, amount_minor, captured_minor, refunded_minor"
+                " FROM orders.sandbox_payments WHERE payment_id = %s FOR UPDATE",
+                (payment_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise PaymentError(f"no payment {payment_id!r}")
+            status, authorized, captured, refunded = row
+            if await self._op(conn, key, payment_id, "refund", amount_minor):
+                if status == "authorized" and amount_minor == authorized:
+                    status, refunded = "voided", amount_minor
+                elif status in ("captured", "partially_refunded") and (
+                    refunded + amount_minor <= captured
+                ):
+                    refunded += amount_minor
+                    status = "refunded" if refunded == captured else "partially_refunded"
+                else:
+                    raise PaymentError(f"cannot refund {amount_minor} of a {status} payment")
+                await conn.execute(
+                    "UPDATE orders.sandbox_payments SET status = %s, refunded_minor = %s"
+                    " WHERE payment_id = %s",
+                    (status, refunded, payment_id),
+                )
+        return RefundOutcome(status, refunded)

@@ -1,0 +1,366 @@
+"""The Order service's PostgreSQL (schema ``orders``): the only module here that runs SQL
+(besides the sandbox processor's own ledger in ``sandbox.py``).
+
+Each write is one transaction: the order row, its lines, its next timeline entry
+and the outbox event announcing it commit together, with a ``NOTIFY`` that wakes
+WatchOrder streams (delivered only on commit). A change locks the order's row
+(``FOR UPDATE``) so two steps of one order never interleave.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from servers.order.model import Change, Entry, Line, Order, OutboxEvent
+from servers.order.transitions import Status
+from servers.runtime.outbox import enqueue
+
+__all__ = ["NOTIFY_CHANNEL", "Claim", "ClaimKind", "ListFilter", "OrderStore"]
+
+NOTIFY_CHANNEL = "foodmesh_order_changed"
+_SCHEMA = "orders"
+_STALE_CLAIM = dt.timedelta(seconds=60)
+
+_ORDER_COLUMNS = [f.name for f in dataclasses.fields(Order) if f.name not in ("items", "timeline")]
+_SELECT = "SELECT " + ", ".join(_ORDER_COLUMNS) + " FROM orders.orders"
+
+
+class ClaimKind(enum.Enum):
+    NEW = "new"  # this request owns the key: place the order
+    DONE = "done"  # the key already made order_id with the same body
+    PENDING = "pending"  # another request with this key is in flight
+    CONFLICT = "conflict"  # the key was used with a different body
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claim:
+    kind: ClaimKind
+    order_id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListFilter:
+    customer_id: str = ""
+    restaurant_id: str = ""
+    driver_id: str = ""
+    statuses: tuple[Status, ...] = ()
+
+
+def _order(row: dict[str, Any], items: Sequence[Line], timeline: Sequence[Entry]) -> Order:
+    values = dict(row)
+    values["status"] = Status(values["status"])
+    return Order(**values, items=tuple(items), timeline=tuple(timeline))
+
+
+class OrderStore:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    # -- idempotency keys ------------------------------------------------------------
+
+    async def claim_key(
+        self, customer_id: str, key: str, request_hash: str, order_id: str
+    ) -> Claim:
+        """Claims ``key`` for a new order ``order_id``, or says what the key already did.
+
+        A pending claim older than a minute (its request died) is taken over by a
+        request with the same body.
+        """
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO orders.idempotency_keys (customer_id, key, request_hash, order_id,"
+                " state) VALUES (%s, %s, %s, %s, 'pending') ON CONFLICT DO NOTHING",
+                (customer_id, key, request_hash, order_id),
+            )
+            if cur.rowcount == 1:
+                return Claim(ClaimKind.NEW, order_id)
+            cur = await conn.execute(
+                "SELECT request_hash, order_id, state, claimed_at FROM orders.idempotency_keys"
+                " WHERE customer_id = %s AND key = %s FOR UPDATE",
+                (customer_id, key),
+            )
+            row = await cur.fetchone()
+            if row is None:  # released between our insert and select: try once more
+                return Claim(ClaimKind.PENDING, "")
+            stored_hash, stored_id, state, claimed_at = row
+            if stored_hash != request_hash:
+                return Claim(ClaimKind.CONFLICT, stored_id)
+            if state == "done":
+                return Claim(ClaimKind.DONE, stored_id)
+            if dt.datetime.now(dt.UTC) - claimed_at > _STALE_CLAIM:
+                await conn.execute(
+                    "UPDATE orders.idempotency_keys SET claimed_at = now()"
+                    " WHERE customer_id = %s AND key = %s",
+                    (customer_id, key),
+                )
+                return Claim(ClaimKind.NEW, stored_id)
+            return Claim(ClaimKind.PENDING, stored_id)
+
+    async def release_key(self, customer_id: str, key: str) -> None:
+        """Forgets a pending claim whose request created nothing (declined, failed)."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "DELETE FROM orders.idempotency_keys"
+                " WHERE customer_id = %s AND key = %s AND state = 'pending'",
+                (customer_id, key),
+            )
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def insert_order(self, o: Order, event: OutboxEvent, *, idempotency_key: str) -> None:
+        """Writes a new order, its lines, its first timeline entry and its event, at once."""
+        async with self.pool.connection() as conn, conn.transaction():
+            values = {c: getattr(o, c) for c in _ORDER_COLUMNS}
+            values["status"] = o.status.value
+            values["delivery_address"] = Jsonb(o.delivery_address)
+            values["payment_pending"] = None
+            await conn.execute(
+                "INSERT INTO orders.orders (" + ", ".join(_ORDER_COLUMNS) + ") VALUES ("
+                + ", ".join(f"%({c})s" for c in _ORDER_COLUMNS) + ")",
+                values,
+            )  # fmt: skip
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO orders.order_items (order_id, position, item_id, name, quantity,"
+                    " unit_price_minor, line_total_minor, customizations, special_instructions)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    [(o.order_id, i, ln.item_id, ln.name, ln.quantity, ln.unit_price_minor,
+                      ln.line_total_minor, list(ln.customizations), ln.special_instructions)
+                     for i, ln in enumerate(o.items)],
+                )  # fmt: skip
+            for e in o.timeline:
+                await self._add_entry(conn, o.order_id, e)
+            await conn.execute(
+                "UPDATE orders.idempotency_keys SET state = 'done', order_id = %s"
+                " WHERE customer_id = %s AND key = %s",
+                (o.order_id, o.customer_id, idempotency_key),
+            )
+            await self._announce(conn, o.order_id, event)
+
+    async def _add_entry(self, conn: AsyncConnection[Any], order_id: str, e: Entry) -> None:
+        await conn.execute(
+            "INSERT INTO orders.timeline (order_id, seq, status, actor, reason, at)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (order_id, e.seq, e.status.value, e.actor, e.reason, e.at),
+        )
+
+    async def _announce(self, conn: AsyncConnection[Any], order_id: str, ev: OutboxEvent) -> None:
+        await enqueue(conn, _SCHEMA, subject=ev.subject, payload=ev.payload, event_id=ev.event_id)
+        await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, order_id))
+
+    async def apply(
+        self,
+        order_id: str,
+        decide: Callable[[Order], Change | None],
+        event_for: Callable[[Order, Entry, str], OutboxEvent],
+    ) -> tuple[Order, bool] | None:
+        """Locks the order, asks ``decide`` for a change and commits it with its event.
+
+        Returns ``(order after, changed)``, or None if there is no such order.
+        ``decide`` may raise to refuse (nothing is written) or return None when the
+        change is already made (an idempotent repeat).
+        """
+        async with self.pool.connection() as conn, conn.transaction():
+            current = await self._load(conn, order_id, lock=True)
+            if current is None:
+                return None
+            change = decide(current)
+            if change is None:
+                return current, False
+            now = dt.datetime.now(dt.UTC)
+            entry = Entry(current.last_seq + 1, change.status, now, change.actor, change.reason)
+            after = dataclasses.replace(
+                current,
+                status=change.status,
+                driver_id=current.driver_id if change.driver_id is None else change.driver_id,
+                cancellation_reason=(
+                    current.cancellation_reason
+                    if change.cancellation_reason is None
+                    else change.cancellation_reason
+                ),
+                payment_pending=change.payment_pending or current.payment_pending,
+                estimated_delivery_time=(
+                    change.estimated_delivery_time or current.estimated_delivery_time
+                ),
+                last_seq=entry.seq,
+                updated_at=now,
+                timeline=(*current.timeline, entry),
+            )
+            await conn.execute(
+                "UPDATE orders.orders SET status = %s, driver_id = %s, cancellation_reason = %s,"
+                " payment_pending = %s, estimated_delivery_time = %s, last_seq = %s,"
+                " updated_at = %s WHERE order_id = %s",
+                (after.status.value, after.driver_id, after.cancellation_reason,
+                 Jsonb(after.payment_pending) if after.payment_pending else None,
+                 after.estimated_delivery_time, after.last_seq, now, order_id),
+            )  # fmt: skip
+            await self._add_entry(conn, order_id, entry)
+            await self._announce(conn, order_id, event_for(after, entry, change.event or ""))
+        return after, True
+
+    async def settle_payment(
+        self, order_id: str, *, op_key: str, payment_status: str, refunded_minor: int
+    ) -> Order | None:
+        """Records what the provider confirmed, clearing the pending operation ``op_key``."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE orders.orders SET payment_status = %s, refunded_minor = %s,"
+                " payment_pending = NULL, updated_at = now()"
+                " WHERE order_id = %s AND payment_pending->>'key' = %s",
+                (payment_status, refunded_minor, order_id, op_key),
+            )
+            return await self._load(conn, order_id, lock=False)
+
+    async def release_due(
+        self, now: dt.datetime, event_for: Callable[[Order], OutboxEvent], *, limit: int = 100
+    ) -> list[str]:
+        """Releases scheduled orders whose time has come, each exactly once.
+
+        Row locks (``SKIP LOCKED``) and the ``released`` flag, committed with the
+        event, make any number of replicas release each order once.
+        """
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT order_id FROM orders.orders WHERE NOT released AND release_at <= %s"
+                " ORDER BY release_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                (now, limit),
+            )
+            ids = [r[0] for r in await cur.fetchall()]
+            released = []
+            for order_id in ids:
+                await conn.execute(
+                    "UPDATE orders.orders SET released = true WHERE order_id = %s", (order_id,)
+                )
+                o = await self._load(conn, order_id, lock=False)
+                if o is not None and o.status is Status.PLACED:  # not if cancelled meanwhile
+                    await self._announce(conn, order_id, event_for(o))
+                    released.append(order_id)
+        return released
+
+    async def pending_payments(self, limit: int = 100) -> list[str]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT order_id FROM orders.orders WHERE payment_pending IS NOT NULL"
+                " ORDER BY order_id LIMIT %s",
+                (limit,),
+            )
+            return [r[0] for r in await cur.fetchall()]
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def _load(self, conn: AsyncConnection[Any], order_id: str, *, lock: bool) -> Order | None:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(_SELECT + " WHERE order_id = %s" + (" FOR UPDATE" if lock else ""),
+                              (order_id,))  # fmt: skip
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        items, timeline = await self._children(conn, [order_id])
+        return _order(row, items.get(order_id, []), timeline.get(order_id, []))
+
+    async def _children(
+        self, conn: AsyncConnection[Any], ids: list[str]
+    ) -> tuple[dict[str, list[Line]], dict[str, list[Entry]]]:
+        items: dict[str, list[Line]] = {i: [] for i in ids}
+        timeline: dict[str, list[Entry]] = {i: [] for i in ids}
+        cur = await conn.execute(
+            "SELECT order_id, item_id, name, quantity, unit_price_minor, line_total_minor,"
+            " customizations, special_instructions FROM orders.order_items"
+            " WHERE order_id = ANY(%s) ORDER BY order_id, position",
+            (ids,),
+        )
+        for oid, *rest in await cur.fetchall():
+            rest[5] = tuple(rest[5])
+            items[oid].append(Line(*rest))
+        cur = await conn.execute(
+            "SELECT order_id, seq, status, at, actor, reason FROM orders.timeline"
+            " WHERE order_id = ANY(%s) ORDER BY order_id, seq",
+            (ids,),
+        )
+        for oid, seq, status, at, actor, reason in await cur.fetchall():
+            timeline[oid].append(Entry(seq, Status(status), at, actor, reason))
+        return items, timeline
+
+    async def get(self, order_id: str) -> Order | None:
+        async with self.pool.connection() as conn:
+            return await self._load(conn, order_id, lock=False)
+
+    async def list_orders(self, f: ListFilter, *, before_id: str, limit: int) -> list[Order]:
+        """Orders matching ``f``, newest first (ids sort by time), older than ``before_id``."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("customer_id", f.customer_id), ("restaurant_id", f.restaurant_id),
+                              ("driver_id", f.driver_id)):  # fmt: skip
+            if value:
+                where.append(f"{column} = %s")
+                args.append(value)
+        if f.statuses:
+            where.append("status = ANY(%s)")
+            args.append([s.value for s in f.statuses])
+        if before_id:
+            where.append("order_id < %s")
+            args.append(before_id)
+        query = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
+        query += " ORDER BY order_id DESC LIMIT %s"
+        args.append(limit)
+        async with self.pool.connection() as conn:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(query, args)
+                rows = await cur.fetchall()
+            ids = [r["order_id"] for r in rows]
+            items, timeline = await self._children(conn, ids)
+        return [_order(r, items[r["order_id"]], timeline[r["order_id"]]) for r in rows]
+
+    # -- ratings -----------------------------------------------------------------------
+
+    async def add_rating(
+        self, o: Order, *, restaurant_rating: int, review: str, driver_rating: int
+    ) -> bool:
+        """Stores a rating of ``o``; False if the order was already rated."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO orders.ratings (order_id, customer_id, restaurant_id,"
+                " restaurant_rating, restaurant_review, driver_id, driver_rating)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (o.order_id, o.customer_id, o.restaurant_id, restaurant_rating, review,
+                 o.driver_id, driver_rating),
+            )  # fmt: skip
+            return cur.rowcount == 1
+
+    async def get_rating(self, order_id: str) -> tuple[int, str, int, bool, bool] | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT restaurant_rating, restaurant_review, driver_rating,"
+                " restaurant_forwarded, driver_forwarded FROM orders.ratings WHERE order_id = %s",
+                (order_id,),
+            )
+            row = await cur.fetchone()
+        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+
+    async def unforwarded_driver_ratings(self, limit: int = 100) -> list[tuple[str, str, int]]:
+        """``(order_id, driver_id, rating)`` of driver ratings not yet taken by Dispatch."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT order_id, driver_id, driver_rating FROM orders.ratings"
+                " WHERE driver_rating > 0 AND NOT driver_forwarded AND driver_id <> ''"
+                " ORDER BY order_id LIMIT %s",
+                (limit,),
+            )
+            return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
+
+    async def mark_forwarded(self, order_id: str, *, restaurant: bool, driver: bool) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE orders.ratings SET restaurant_forwarded = restaurant_forwarded OR %s,"
+                " driver_forwarded = driver_forwarded OR %s WHERE order_id = %s",
+                (restaurant, driver, order_id),
+            )
