@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import signal
@@ -472,7 +473,7 @@ async def main_async(args: argparse.Namespace) -> int:
         rows,
     )  # fmt: skip
     best = max(r.accepted_per_s for r in results)
-    need = 400_000 / best
+    need = 400_000 / best if best else math.inf
     print(f"\nreplicas for the seed's 400,000 fixes/s at this process's best rate: {need:,.0f}")
     if args.json:
         emit_json(
@@ -496,7 +497,7 @@ async def main_async(args: argparse.Namespace) -> int:
                     }
                     for r in [*results, grpc_raw]
                 ],
-                "replicas_for_400k_per_s": round(400_000 / best, 1),
+                "replicas_for_400k_per_s": round(need, 1) if best else None,
             }
         )
     return 0
