@@ -271,3 +271,46 @@ async def test_a_fresh_eta_and_the_remaining_route_come_without_any_other_change
         later = await asyncio.wait_for(anext(stream), 2)  # nothing else changed: the timer
         assert later.eta.seconds == first.eta.seconds + 60
         assert later.route_polyline == "route:2"
+
+
+async def test_a_customer_who_stops_reading_never_slows_the_driver(
+    svc: RunningService, orders: tuple[ScriptedOrders, OrderClient]
+) -> None:
+    scripted, _ = orders
+    scripted.change(OS.ORDER_STATUS_IN_TRANSIT, driver_id="drv_s")
+    async with (
+        LocationClient(
+            svc.target, options=ClientOptions(metadata=token("customer", "cus_1"))
+        ) as customer,
+        DriverApp(svc.target, "drv_s") as driver,
+    ):
+        await driver.send(fix(*SF, seq=0))
+        stream = customer.track_order(location_pb2.TrackOrderRequest(order_id="ord_1"))
+        await asyncio.wait_for(anext(stream), 2)
+        # The customer reads nothing more while the driver reports 200 fixes (10 per message).
+        base = time.time() - 60
+        slowest = 0.0
+        newest = SF[0]
+        for m in range(20):
+            fixes = [
+                fix(SF[0] + (m * 10 + i) * 1e-5, SF[1], ts=base + m * 10 + i, seq=m * 10 + i + 1)
+                for i in range(10)
+            ]
+            sent = time.monotonic()
+            ack = await driver.send(*fixes)
+            slowest = max(slowest, time.monotonic() - sent)
+            assert ack.accepted + len(ack.rejections) == 10  # the rest over the rate: throttled
+            refused = {r.seq for r in ack.rejections}
+            taken = [f for f in fixes if f.seq not in refused]
+            if taken:
+                newest = taken[-1].lat
+            await asyncio.sleep(0.05)
+        assert slowest < 1.0
+        # When it reads again it catches up to the newest position, not through a backlog.
+        seen = 0
+        async with asyncio.timeout(5):
+            async for msg in stream:
+                seen += 1
+                if msg.driver.location.lat == pytest.approx(newest):
+                    break
+        assert seen < 100
