@@ -7,17 +7,19 @@ maximum distance of 5-10 miles. They are written to PostgreSQL through the
 service's own store; the service then builds its Redis index from PostgreSQL at
 start (the rebuild time is reported).
 
-Load: searches at uniformly random points of the area (so the 0.01 degree popular-
-search cache mostly misses: a worst case), radius 5 miles (a third at 2-10), 30% with
+Load: searches at uniformly random points of the area (no two alike: nothing a cache of
+popular searches could reuse), radius 5 miles (a third at 2-10), 30% with
 a cuisine filter, a quarter open-now, random sort, page size 20; sent open loop at
 ``--rate`` (default 200/s) for ``--duration`` s (default 20), latency counted from the
 intended send time. The service runs in its own process with production defaults
 (access log on), the load generator in this one.
 
 Baseline: the same points sent as raw ``GEOSEARCH ... BYRADIUS`` (ids only, no
-documents) over the same region keys, pipelined, at the same rate, from this process:
-the floor of fetching the candidates. The ratio says what documents, exact distance,
-zones, hours, filters, ranking, paging and gRPC cost on top.
+documents) over a GEO set per geohash-4 region of the same restaurants (written by the
+benchmark: the index itself keeps no GEO sets, each replica holds its regions in memory),
+pipelined, at the same rate, from this process: the floor of fetching the candidates.
+The ratio says what exact distance, zones, hours, filters, ranking, paging and gRPC
+cost on top.
 
     python benchmarks/catalog.py              # ~70 s (seeding included)
     python benchmarks/catalog.py --quick --json
@@ -64,7 +66,7 @@ from foodmesh.infra import InfraURLs, start_infra  # noqa: E402
 from foodmesh.v1 import catalog_pb2 as pb  # noqa: E402
 from servers.catalog import SPEC  # noqa: E402
 from servers.catalog.hours import Span  # noqa: E402
-from servers.catalog.index import REGION_PRECISION, SearchIndex  # noqa: E402
+from servers.catalog.index import REGION_PRECISION, SearchIndex, region_of  # noqa: E402
 from servers.catalog.model import Address, Restaurant, Zone  # noqa: E402
 from servers.catalog.store import CatalogStore  # noqa: E402
 from servers.catalog.zones import Polygon  # noqa: E402
@@ -197,6 +199,11 @@ async def run(*, n: int, rate: float, duration: float) -> dict[str, Any]:
         redis = aioredis.Redis.from_url(urls.redis_url)
         keys = Keys(NAMESPACE)
         await redis.delete(SearchIndex(redis, keys).built_key)
+        async with redis.pipeline(transaction=False) as pipe:
+            for r in restaurants:
+                geo = keys.region("bench:geo", region_of(r.address.lat, r.address.lon))
+                pipe.geoadd(geo, [r.address.lon, r.address.lat, r.restaurant_id])
+            await pipe.execute()
         env = {
             "FOODMESH_POSTGRES_URL": pg_url,
             "FOODMESH_REDIS_URL": urls.redis_url,
@@ -223,8 +230,6 @@ async def run(*, n: int, rate: float, duration: float) -> dict[str, Any]:
                 for req in requests[:50]:  # warm up; and how big the answers are
                     reply = await client.search_restaurants(req, deadline_s=CALL_TIMEOUT_S)
                     sizes.append(reply.total_count)
-                await redis.delete(*[k async for k in redis.scan_iter(
-                    match=f"{NAMESPACE}:catalog:search:*")])  # fmt: skip
 
                 raw_i = 0
 
@@ -235,7 +240,7 @@ async def run(*, n: int, rate: float, duration: float) -> dict[str, Any]:
                     radius_m = (req.radius or 5.0) * METERS_PER_MILE
                     async with redis.pipeline(transaction=False) as pipe:
                         for region in cells_covering(req.lat, req.lon, radius_m, REGION_PRECISION):
-                            pipe.geosearch(keys.region("catalog:geo", region), longitude=req.lon,
+                            pipe.geosearch(keys.region("bench:geo", region), longitude=req.lon,
                                            latitude=req.lat, radius=radius_m, unit="m")  # fmt: skip
                         await pipe.execute()
 

@@ -1,8 +1,9 @@
 """The Catalog service: restaurants, menus, delivery zones, ratings and restaurant search.
 
 ``SPEC`` is what ``foodmesh serve catalog`` runs. PostgreSQL (schema ``catalog``)
-holds the truth; Redis holds the geo-indexed search documents and the cache of
-popular searches (``index.py``), rebuilt from PostgreSQL whenever it is missing.
+holds the truth; Redis holds the search documents by region (``index.py``), rebuilt from
+PostgreSQL whenever it is missing; each replica searches its in-memory copy of the
+regions (``table.py``), brought up to date by one round trip per search.
 """
 
 from __future__ import annotations

@@ -1,106 +1,133 @@
-"""The search index in Redis: restaurants by region, and the cache of popular searches.
+"""The search index in Redis, and each replica's in-memory copy of the regions it searches.
 
 Layout (``<ns>`` the namespace, ``{9q8y}`` a region: the geohash-4 cell of a restaurant,
 as the Location service uses them):
 
-- ``<ns>:catalog:geo:{r}`` — GEO set of the region's restaurant ids.
 - ``<ns>:catalog:doc:{r}`` — hash: id → search document (compact JSON, ``search.SearchDoc``).
 - ``<ns>:catalog:ver:{r}`` — hash: id → row version last written. A write with an older
   version is ignored, so writes that reach Redis out of order cannot go back in time;
   a removal leaves its version behind as a tombstone.
 - ``<ns>:catalog:gen:{r}`` — counter, +1 whenever a restaurant of the region changes.
-- ``<ns>:catalog:search:{r}:<hash>`` — a cached search (TTL :data:`CACHE_TTL_S`) in the
-  region of its cell's centre: the region generations it was computed at, then the
-  documents of every restaurant within ``radius + cell reach`` of the cell's centre
-  that passes the point-independent filters.
-- ``<ns>:catalog:index:built`` — set once the index holds every restaurant of PostgreSQL.
+- ``<ns>:catalog:chg:{r}`` — sorted set: id → the generation of its last change (the
+  change log a copy catches up from; one entry per restaurant, so it does not grow).
+- ``<ns>:catalog:index:built`` — set once the index holds every restaurant of PostgreSQL;
+  its value, the *epoch*, is new at every rebuild.
 
 Each write touches the keys of one region only (one hash tag), in a script, so it runs
-unchanged on Redis Cluster. A search reads the generations of the regions it covers
-and its cache entry in one round trip; on a miss one more round trip runs a script per
-region (GEOSEARCH then HMGET of the documents). The cache never makes a search
-inexact: it holds a superset for the whole 0.01 degree cell, and every request then
-measures exact distances from its own point. A cached entry dies when a restaurant of
-a covered region changes (its generation moves), or after the TTL. Ratings move
-without invalidating (a review is not worth flushing a busy region's cache for): a
-cached rating may lag by up to the TTL.
+unchanged on Redis Cluster; so do the reads (a pipeline, a command or script per region).
+
+Every replica keeps the regions it has searched in memory, each as a
+:class:`~servers.catalog.table.RegionTable` labelled with the epoch and generation it
+reflects, and all of them merged into one table (one numpy pass per search, whatever the
+number of regions). A search reads the epoch and its regions' generations in one round
+trip of GETs. A copy that is behind catches up from the change log (the documents changed
+since its generation, one script) and rebuilds its columns; one that cannot (no copy yet,
+more than ``_CATCH_UP_MAX`` changes, a new epoch, generations gone back after Redis lost
+its data) is loaded whole, once per replica however many searches wait for it. Writes
+bump the generation before they return, reviews included, so a search on any replica
+that starts after a write returned sees it.
+
+There is no cache of popular searches any more: it saved fetching and parsing documents,
+which a search no longer does, and would only add Redis traffic and invalidation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
-from collections.abc import Iterable
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from servers.catalog.model import Restaurant
-from servers.catalog.search import Query, SearchDoc, cache_cell
+from servers.catalog.search import Query, SearchDoc
 from servers.catalog.store import CatalogStore
+from servers.catalog.table import RegionTable
 from servers.runtime.geo import METERS_PER_MILE, cells_covering, geohash_encode
 from servers.runtime.redis import Keys
 
-__all__ = ["CACHE_TTL_S", "REGION_PRECISION", "SearchIndex", "region_of"]
+__all__ = ["REGION_PRECISION", "SearchIndex", "region_of"]
 
 _log = logging.getLogger("foodmesh.catalog.index")
 
 #: Geohash-4 regions, as the Location service keys drivers.
 REGION_PRECISION = 4
-#: How long a popular search stays cached ("briefly").
-CACHE_TTL_S = 20
-#: Redis GEO measures on a slightly different sphere and 52-bit cells: ask a little wider,
-#: then the exact haversine filter decides.
-_GEO_SLACK = 1.001
-_GEO_SLACK_M = 5.0
-_PARSED_MAX = 200_000
-_SEP = b"\x1e"  # never inside a JSON document (control characters are escaped)
+#: More changes than this since a copy's generation: load the region whole instead.
+_CATCH_UP_MAX = 1000
 
 _PUT = """
-local cur = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-if cur >= tonumber(ARGV[4]) then return 0 end
-redis.call('GEOADD', KEYS[1], ARGV[2], ARGV[3], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
-if ARGV[6] == '1' then redis.call('INCR', KEYS[4]) end
+local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if cur >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[3]), ARGV[1])
 return 1
 """
 
 _REMOVE = """
-local cur = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if cur >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-redis.call('INCR', KEYS[4])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[3]), ARGV[1])
 return 1
 """
 
-_SEARCH = """
-local ids = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
-                       'BYRADIUS', ARGV[3], 'm')
+# {generation, 1, {id, doc, ...every document}} or {generation, 0, {id, doc-or-"", ...the
+# ones changed since ARGV[1]}} ("" for a removed one). Whole when asked (since < 0), when
+# the generation went back (Redis lost the region), or when too much changed.
+_CHANGES = """
+local g = tonumber(redis.call('GET', KEYS[1]) or '0')
+local since = tonumber(ARGV[1])
+if since == g then return {g, 0, {}} end
+if since < 0 or since > g
+   or redis.call('ZCOUNT', KEYS[2], '(' .. since, '+inf') > tonumber(ARGV[2]) then
+  return {g, 1, redis.call('HGETALL', KEYS[3])}
+end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. since, '+inf')
 local out = {}
-for i = 1, #ids, 500 do
-  local chunk = {}
-  for j = i, math.min(i + 499, #ids) do chunk[#chunk + 1] = ids[j] end
-  local docs = redis.call('HMGET', KEYS[2], unpack(chunk))
-  for k = 1, #docs do
-    if docs[k] then out[#out + 1] = docs[k] end
+if #ids > 0 then
+  local docs = redis.call('HMGET', KEYS[3], unpack(ids))
+  for i = 1, #ids do
+    out[#out + 1] = ids[i]
+    out[#out + 1] = docs[i] or ''
   end
 end
-return out
+return {g, 0, out}
 """
 
 
-def _put_args(r: Restaurant, doc: bytes, *, invalidate: bool) -> list[str | int | float | bytes]:
-    a = r.address
-    return [r.restaurant_id, a.lon, a.lat, r.version, doc, "1" if invalidate else "0"]
+def _put_args(r: Restaurant) -> list[str | int | bytes]:
+    return [r.restaurant_id, r.version, SearchDoc.of(r).encode()]
 
 
 def region_of(lat: float, lon: float) -> str:
     return geohash_encode(lat, lon, REGION_PRECISION)
+
+
+def regions_for(q: Query) -> list[str]:
+    """The regions whose restaurants can be within ``q``'s radius (a little wider, to be safe)."""
+    return cells_covering(
+        q.lat, q.lon, q.radius_miles * METERS_PER_MILE * 1.001 + 5.0, REGION_PRECISION
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Copy:
+    """A region as this replica holds it: as of generation ``gen`` of index ``epoch``."""
+
+    epoch: bytes | None
+    gen: int
+    raws: dict[str, bytes]
+    docs: dict[str, SearchDoc]
+    table: RegionTable
+
+
+def _pairs(flat: Sequence[bytes]) -> list[tuple[str, bytes]]:
+    return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
 
 
 class SearchIndex:
@@ -111,18 +138,26 @@ class SearchIndex:
         self._keys = keys
         self._put = redis.register_script(_PUT)
         self._remove = redis.register_script(_REMOVE)
-        self._search = redis.register_script(_SEARCH)
-        self._parsed: dict[bytes, SearchDoc] = {}
+        self._changes = redis.register_script(_CHANGES)
+        self._copies: dict[str, _Copy] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
+        self._changes_seen = 0
+        self._view_changes = 0
+        self._view = RegionTable(())
+        self._part: dict[str, int] = {}
         self.ready = asyncio.Event()
         #: Counters for metrics and the benchmark.
-        self.cache_hits = 0
-        self.cache_misses = 0
+        self.full_loads = 0
+        self.catch_ups = 0
 
     def _k(self, kind: str, region: str, *parts: str) -> str:
         return self._keys.region(f"catalog:{kind}", region, *parts)
 
     def _region_keys(self, region: str) -> list[str]:
-        return [self._k(k, region) for k in ("geo", "doc", "ver", "gen")]
+        return [self._k(k, region) for k in ("doc", "ver", "gen", "chg")]
+
+    def _changes_keys(self, region: str) -> list[str]:
+        return [self._k(k, region) for k in ("gen", "chg", "doc")]
 
     @property
     def built_key(self) -> str:
@@ -130,14 +165,10 @@ class SearchIndex:
 
     # --- writes -----------------------------------------------------------------------------
 
-    async def put(
-        self, r: Restaurant, *, before: Restaurant | None = None, invalidate: bool = True
-    ) -> None:
+    async def put(self, r: Restaurant, *, before: Restaurant | None = None) -> None:
         """Writes ``r``'s document (and moves it if its region changed from ``before``'s)."""
         region = region_of(r.address.lat, r.address.lon)
-        doc = SearchDoc.of(r).encode()
-        args = _put_args(r, doc, invalidate=invalidate)
-        await self._put(keys=self._region_keys(region), args=args)
+        await self._put(keys=self._region_keys(region), args=_put_args(r))
         if before is not None:
             old = region_of(before.address.lat, before.address.lon)
             if old != region:
@@ -152,22 +183,16 @@ class SearchIndex:
         if await self._r.exists(self.built_key):
             return False
         n = 0
-        regions: set[str] = set()
         async for batch in store.all_restaurants():
             async with self._r.pipeline(transaction=False) as pipe:
                 for r in batch:
                     region = region_of(r.address.lat, r.address.lon)
-                    regions.add(region)
-                    args = _put_args(r, SearchDoc.of(r).encode(), invalidate=False)
-                    await self._put(keys=self._region_keys(region), args=args, client=pipe)
+                    keys = self._region_keys(region)
+                    await self._put(keys=keys, args=_put_args(r), client=pipe)
                 await pipe.execute()
             n += len(batch)
-        if regions:
-            async with self._r.pipeline(transaction=False) as pipe:
-                for region in regions:
-                    pipe.incr(self._k("gen", region))
-                await pipe.execute()
-        await self._r.set(self.built_key, str(n))
+        # A new epoch: every replica reloads what it holds, whatever the generations say.
+        await self._r.set(self.built_key, f"{n} {uuid.uuid4().hex}")
         _log.info("catalog search index rebuilt from PostgreSQL: %d restaurants", n)
         return True
 
@@ -189,55 +214,108 @@ class SearchIndex:
 
     # --- reads ------------------------------------------------------------------------------
 
-    def _parse(self, raw: bytes) -> SearchDoc:
-        doc = self._parsed.get(raw)
-        if doc is None:
-            if len(self._parsed) >= _PARSED_MAX:
-                self._parsed.clear()
-            doc = self._parsed[raw] = SearchDoc.decode(raw)
-        return doc
-
-    def _parse_all(self, raws: Iterable[bytes]) -> list[SearchDoc]:
-        parse = self._parse
-        return [parse(raw) for raw in raws]
-
-    async def candidates(self, q: Query) -> list[SearchDoc]:
-        """Documents of every restaurant that can be a hit for ``q`` (a superset, maybe dupes)."""
-        clat, clon, reach = cache_cell(q.lat, q.lon)
-        wide_m = q.radius_miles * METERS_PER_MILE + reach
-        regions = cells_covering(clat, clon, wide_m, REGION_PRECISION)
-        params = json.dumps([clat, clon, q.radius_miles, sorted(q.cuisines),
-                             sorted(q.price_levels), q.min_rating])  # fmt: skip
-        digest = hashlib.blake2b(params.encode(), digest_size=10).hexdigest()
-        cache_key = self._k("search", region_of(clat, clon), digest)
+    async def view(self, q: Query) -> tuple[RegionTable, list[int]]:
+        """Every region this replica holds as one table, and which of its parts are the
+        regions ``q`` can find restaurants in: those are as of now (every write that returned
+        before this call is in them). Other parts may be older; no hit can come from them."""
+        regions = regions_for(q)
+        # The hot path is a plain pipeline of GETs (a script in a pipeline would cost
+        # redis-py a SCRIPT EXISTS round trip per execution).
         async with self._r.pipeline(transaction=False) as pipe:
+            pipe.get(self.built_key)
             for region in regions:
                 pipe.get(self._k("gen", region))
-            pipe.get(cache_key)
-            got: list[Any] = await pipe.execute()
-        gens = b",".join(g or b"0" for g in got[:-1])
-        cached: bytes | None = got[-1]
-        if cached is not None:
-            head, _, body = cached.partition(b"\n")
-            if head == gens:
-                self.cache_hits += 1
-                return self._parse_all(body.split(_SEP)) if body else []
-        self.cache_misses += 1
-        radius = f"{wide_m * _GEO_SLACK + _GEO_SLACK_M:.1f}"
-        async with self._r.pipeline(transaction=False) as pipe:
-            for region in regions:
-                await self._search(
-                    keys=[self._k("geo", region), self._k("doc", region)],
-                    args=[clon, clat, radius],
-                    client=pipe,
-                )
-            replies: list[list[bytes]] = await pipe.execute()
-        raws = [raw for reply in replies for raw in reply]
-        docs = self._parse_all(raws)
-        keep = [i for i, d in enumerate(docs) if q.prefilter(d)]
-        # Written with the generations read before searching: a change meanwhile moved one,
-        # so the entry is never served.
-        await self._r.set(
-            cache_key, gens + b"\n" + _SEP.join(raws[i] for i in keep), ex=CACHE_TTL_S
-        )
-        return [docs[i] for i in keep]
+            replies: list[Any] = await pipe.execute()
+        epoch: bytes | None = replies[0]
+        gens = [int(g or 0) for g in replies[1:]]
+        stale = [
+            (region, gen)
+            for region, gen in zip(regions, gens, strict=True)
+            if (copy := self._copies.get(region)) is None or not _covers(copy, epoch, gen)
+        ]
+        if stale:
+            await asyncio.gather(*(self._refresh(region, epoch, gen) for region, gen in stale))
+        if self._view_changes != self._changes_seen:
+            # Merged again after any copy changed: columns copied, nothing parsed (~1 ms per
+            # 10,000 restaurants).
+            self._part = {region: i for i, region in enumerate(self._copies)}
+            self._view = RegionTable.merge([c.table for c in self._copies.values()])
+            self._view_changes = self._changes_seen
+        return self._view, [self._part[region] for region in regions]
+
+    async def _refresh(self, region: str, epoch: bytes | None, gen: int) -> None:
+        """Brings the copy of ``region`` to at least ``gen`` of ``epoch``: by the changes since
+        its own generation when it can, else by loading the region whole."""
+        copy = self._copies.get(region)
+        if copy is not None and epoch is not None and copy.epoch == epoch:
+            reply = await self._changes(keys=self._changes_keys(region),
+                                        args=[copy.gen, _CATCH_UP_MAX])  # fmt: skip
+            self._absorb(region, copy.gen, epoch, int(reply[0]), whole=bool(reply[1]),
+                         flat=reply[2])  # fmt: skip
+            now = self._copies.get(region)
+            if now is not None and _covers(now, epoch, gen):
+                return
+        await self._load(region, epoch, gen)
+
+    def _absorb(
+        self, region: str, since: int, epoch: bytes | None, gen: int, *, whole: bool,
+        flat: Sequence[bytes],
+    ) -> None:  # fmt: skip
+        """Brings the copy of ``region`` to ``gen`` with what changed since ``since``, if it
+        can: a reply that is the whole region always can; a list of changes only onto a copy
+        of the same epoch at ``since`` or later (another search may have moved it on)."""
+        cur = self._copies.get(region)
+        if cur is not None and _covers(cur, epoch, gen):
+            return
+        if whole:
+            self._store(region, epoch, gen, whole=True, flat=flat)
+        elif cur is not None and epoch is not None and cur.epoch == epoch and since <= cur.gen:
+            # The changes since ``since`` include every change since ``cur.gen``.
+            self._store(region, epoch, gen, whole=False, flat=flat)
+
+    def _store(
+        self, region: str, epoch: bytes | None, gen: int, *, whole: bool, flat: Sequence[bytes]
+    ) -> _Copy:
+        cur = self._copies.get(region)
+        old_raws = cur.raws if cur is not None else {}
+        old_docs = cur.docs if cur is not None else {}
+        if whole:
+            raws, docs = {}, {}
+        else:
+            raws, docs = dict(old_raws), dict(old_docs)
+        for rid, raw in _pairs(flat):
+            if not raw:
+                raws.pop(rid, None)
+                docs.pop(rid, None)
+                continue
+            raws[rid] = raw
+            # A reload after a rebuild finds mostly the same bytes: keep those parsed.
+            docs[rid] = old_docs[rid] if old_raws.get(rid) == raw else SearchDoc.decode(raw)
+        if whole:
+            self.full_loads += 1
+        else:
+            self.catch_ups += 1
+        copy = self._copies[region] = _Copy(epoch, gen, raws, docs, RegionTable(docs.values()))
+        self._changes_seen += 1
+        return copy
+
+    async def _load(self, region: str, epoch: bytes | None, gen: int) -> _Copy:
+        """Loads ``region`` whole unless another search did meanwhile."""
+        lock = self._loading.setdefault(region, asyncio.Lock())
+        async with lock:
+            cur = self._copies.get(region)
+            if cur is not None and _covers(cur, epoch, gen):
+                return cur
+            reply = await self._changes(keys=self._changes_keys(region), args=[-1, 0])
+            return self._store(region, epoch, int(reply[0]), whole=True, flat=reply[2])
+
+
+def _covers(copy: _Copy, epoch: bytes | None, gen: int) -> bool:
+    """Whether ``copy`` is at least as new as generation ``gen`` of ``epoch``.
+
+    Without an epoch (the index being rebuilt), generations may have started over:
+    only the same one is known to be the same data.
+    """
+    if copy.epoch != epoch:
+        return False
+    return copy.gen == gen if epoch is None else copy.gen >= gen

@@ -1,5 +1,6 @@
 """Restaurant search: the search document, filters, the delivery-time heuristic, ranking and
-the page cursor. Pure, no I/O: ``index.py`` fetches candidates, this decides and orders.
+the page cursor. Pure, no I/O. :func:`evaluate` and :func:`search_docs` are the reference,
+one document at a time; ``table.py`` runs the same decisions vectorised over a region.
 
 A search is exact: a restaurant is a hit when its great-circle distance from the
 search point (:func:`servers.runtime.geo.haversine_m`) is within the radius and
@@ -25,7 +26,6 @@ from servers.runtime.geo import METERS_PER_MILE, haversine_m
 
 __all__ = [
     "ASSUMED_CITY_SPEED_MPH",
-    "CACHE_GRID_DEG",
     "DEFAULT_PAGE_SIZE",
     "DEFAULT_RADIUS_MILES",
     "HANDOFF_MIN",
@@ -36,8 +36,8 @@ __all__ = [
     "Page",
     "Query",
     "SearchDoc",
+    "ZoneDoc",
     "Sort",
-    "cache_cell",
     "decode_cursor",
     "delivery_time_min",
     "encode_cursor",
@@ -45,6 +45,7 @@ __all__ = [
     "paginate",
     "rank",
     "search_docs",
+    "sort_key",
 ]
 
 DEFAULT_RADIUS_MILES = 5.0
@@ -56,8 +57,6 @@ MAX_PAGE_SIZE = 100
 ASSUMED_CITY_SPEED_MPH = 12.0
 #: ... plus this for pickup and hand-over at the door.
 HANDOFF_MIN = 5
-#: Popular searches are cached per cell of this grid (the seed's 0.01 degree).
-CACHE_GRID_DEG = 0.01
 
 
 class Sort:
@@ -193,8 +192,8 @@ class SearchDoc:
             lon=lon,
             address=address,
             time_zone=tz,
-            hours=tuple(Span(*h) for h in hours),
-            closures=frozenset(closures),
+            hours=_shared_hours(hours),
+            closures=frozenset(closures) if closures else _NO_CLOSURES,
             price_level=price,
             currency=cur,
             minimum_minor=minimum,
@@ -207,6 +206,23 @@ class SearchDoc:
             max_miles=max_miles,
             order_count=orders,
         )
+
+
+_NO_CLOSURES: frozenset[str] = frozenset()
+_HOURS: dict[tuple[tuple[int, int, int], ...], tuple[Span, ...]] = {}
+_HOURS_MAX = 10_000
+
+
+def _shared_hours(spans: list[list[int]]) -> tuple[Span, ...]:
+    """One object for equal opening hours: most restaurants share a few weekly timetables,
+    and every object a replica's copy of the index holds is one more for the collector."""
+    key = tuple((s[0], s[1], s[2]) for s in spans)
+    hours = _HOURS.get(key)
+    if hours is None:
+        if len(_HOURS) >= _HOURS_MAX:
+            _HOURS.clear()
+        hours = _HOURS[key] = tuple(Span(*s) for s in key)
+    return hours
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +277,7 @@ class Hit:
     key: tuple[float | int | str, ...]
 
 
-def _sort_key(
+def sort_key(
     sort: int, doc: SearchDoc, miles: float, minutes: int
 ) -> tuple[float | int | str, ...]:
     # Every key ends in the restaurant id: a total, stable order for the cursor.
@@ -318,7 +334,7 @@ def evaluate(
         fee_minor=zone.fee_minor,
         minimum_minor=max(doc.minimum_minor, zone.minimum_minor),
         is_open=open_,
-        key=_sort_key(q.sort, doc, miles, minutes),
+        key=sort_key(q.sort, doc, miles, minutes),
     )
 
 
@@ -376,35 +392,19 @@ class Page:
     total: int
 
 
-def paginate(hits: list[Hit], q: Query, token: str) -> Page:
-    """The page after ``token`` (keyset: stable while the data is, no offsets to drift)."""
+def paginate(hits: Sequence[Hit], q: Query, token: str) -> Page:
+    """The page after ``token`` (keyset: stable while the data is, no offsets to drift).
+
+    ``hits`` in the query's order; only the page and the ~log2(n) probes are read.
+    """
     fp = q.fingerprint()
     start = 0
     if token:
         after = decode_cursor(token, fp)
-        keys = [h.key for h in hits]
         try:
-            start = bisect.bisect_right(keys, after)
+            start = bisect.bisect_right(hits, after, key=lambda h: h.key)
         except TypeError:  # a key of another sort's shape
             raise BadCursor("malformed page token") from None
-    page = hits[start : start + q.page_size]
+    page = list(hits[start : start + q.page_size])
     more = start + q.page_size < len(hits)
     return Page(page, encode_cursor(fp, page[-1].key) if more and page else "", len(hits))
-
-
-def cache_cell(lat: float, lon: float) -> tuple[float, float, float]:
-    """The cache grid cell of a point: its centre and the farthest any point in it can be.
-
-    Candidates cached for a cell are those within ``radius + reach_m`` of the centre,
-    a superset of those within ``radius`` of every point of the cell.
-    """
-    clat = round(lat / CACHE_GRID_DEG) * CACHE_GRID_DEG
-    clon = round(lon / CACHE_GRID_DEG) * CACHE_GRID_DEG
-    clat, clon = round(clat, 2), round(clon, 2)
-    half = CACHE_GRID_DEG / 2
-    reach = max(
-        haversine_m(clat, clon, max(-90.0, min(90.0, clat + dy)), clon + dx)
-        for dy in (-half, half)
-        for dx in (-half, half)
-    )
-    return clat, clon, reach + 1.0

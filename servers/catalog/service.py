@@ -18,8 +18,9 @@ from servers.catalog import convert
 from servers.catalog.hours import is_open
 from servers.catalog.index import SearchIndex
 from servers.catalog.model import Restaurant
-from servers.catalog.search import BadCursor, paginate, search_docs
+from servers.catalog.search import BadCursor, paginate
 from servers.catalog.store import CatalogStore, ReviewOutcome
+from servers.catalog.table import search_table
 from servers.catalog.zones import to_e7
 from servers.runtime.auth import current_principal
 from servers.runtime.context import time_left
@@ -74,10 +75,9 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
         self.store = store
         self.index = index
 
-    async def _index(self, r: Restaurant, before: Restaurant | None = None, *,
-                     invalidate: bool = True) -> None:  # fmt: skip
+    async def _index(self, r: Restaurant, before: Restaurant | None = None) -> None:
         try:
-            await self.index.put(r, before=before, invalidate=invalidate)
+            await self.index.put(r, before=before)
         except Exception as exc:
             # Committed in PostgreSQL but not in the index: have it rebuilt, and tell the
             # caller to retry (every write here is idempotent), which rewrites the index.
@@ -97,8 +97,8 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
                 await asyncio.wait_for(self.index.ready.wait(), timeout=time_left())
             except TimeoutError:
                 raise Unavailable("the search index is being built: retry shortly") from None
-        docs = await self.index.candidates(q)
-        hits = search_docs(docs, q, _now())
+        table, parts = await self.index.view(q)
+        hits = search_table(table, q, _now(), parts=parts)
         try:
             page = paginate(hits, q, request.page_token)
         except BadCursor as exc:
@@ -218,7 +218,7 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
                 reason="REVIEW_EXISTS",
             )
         if outcome is ReviewOutcome.ADDED:
-            await self._index(r, invalidate=False)
+            await self._index(r)
         return pb.AddReviewResponse(rating=r.rating, review_count=r.review_count)
 
     async def ListReviews(  # noqa: N802

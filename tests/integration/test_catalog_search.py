@@ -296,53 +296,99 @@ async def test_bad_search_requests_name_their_fields(ops: CatalogClient) -> None
     }  # fmt: skip
 
 
-async def test_an_update_invalidates_the_cached_search_at_once(
-    catalog: RunningService, redis_client: aioredis.Redis, namespace: str
+def replica_settings(pg_url: str, redis_url: str, namespace: str) -> Settings:
+    """Another Catalog replica on the same PostgreSQL, Redis and namespace."""
+    return Settings(
+        service="catalog",
+        postgres_url=pg_url,
+        redis_url=redis_url,
+        namespace=namespace,
+        metrics_enabled=False,
+        shutdown_grace_s=0.5,
+    )
+
+
+async def test_a_write_on_one_replica_is_found_by_a_search_on_another_at_once(
+    catalog: RunningService, pg_url: str, redis_url: str, namespace: str
 ) -> None:
-    async with CatalogClient(catalog.target, options=token("ops")) as client:
+    async with (
+        run_service(SPEC, replica_settings(pg_url, redis_url, namespace)) as second,
+        CatalogClient(catalog.target, options=token("ops")) as a,
+        CatalogClient(second.target, options=token("ops")) as b,
+    ):
         spots = make_spots(60, seed=3)
         await asyncio.gather(*(
-            client.upsert_restaurant(pb.UpsertRestaurantRequest(restaurant=to_pb(s)))
+            a.upsert_restaurant(pb.UpsertRestaurantRequest(restaurant=to_pb(s)))
             for s in spots))  # fmt: skip
-        anything = brute_force(spots, pb.SearchRestaurantsRequest(lat=CENTER[0], lon=CENTER[1],
-                                                                  radius=25))  # fmt: skip
+        wide = pb.SearchRestaurantsRequest(lat=CENTER[0], lon=CENTER[1], radius=25,
+                                           page_size=100)  # fmt: skip
         by_id = {s.rid: s for s in spots}
-        thai = by_id[anything[0].rid]
-        kind = thai.cuisines[0]
-        req = pb.SearchRestaurantsRequest(lat=CENTER[0], lon=CENTER[1], radius=25,
-                                          cuisine=[kind], page_size=100)  # fmt: skip
-        before = await all_pages(client, req)
-        check(before, brute_force(spots, req), spots)
-        cached = [k async for k in redis_client.scan_iter(match=f"{namespace}:catalog:search:*")]
-        assert len(cached) == 1
-        # A point a few hundred metres away in the same 0.01 degree cell reuses the entry
-        # and is still exact for its own position.
-        near = pb.SearchRestaurantsRequest()
-        near.CopyFrom(req)
-        near.lat += 0.004
-        check(await all_pages(client, near), brute_force(spots, near), spots)
-        assert len([k async for k in redis_client.scan_iter(
-            match=f"{namespace}:catalog:search:*")]) == 1  # fmt: skip
+        first = brute_force(spots, wide)[0].rid
+        kind = by_id[first].cuisines[0]
+        req = pb.SearchRestaurantsRequest()
+        req.CopyFrom(wide)
+        req.cuisine.append(kind)
+        # Both replicas now hold the regions in memory.
+        for client in (a, b):
+            check(await all_pages(client, req), brute_force(spots, req), spots)
 
-        # A restaurant of that cuisine changes it; a new one opens at the point.
-        assert thai.rid in {g.restaurant_id for g in before}
-        thai.cuisines = ["somethingelse"]
-        await client.upsert_restaurant(pb.UpsertRestaurantRequest(restaurant=to_pb(thai)))
+        async def both_see(want_on: CatalogClient, r: pb.SearchRestaurantsRequest) -> None:
+            check(await all_pages(want_on, r), brute_force(spots, r), spots)
+
+        # A changes a restaurant's cuisine and opens a new one: B finds both changes.
+        by_id[first].cuisines = ["somethingelse"]
+        await a.upsert_restaurant(pb.UpsertRestaurantRequest(restaurant=to_pb(by_id[first])))
         new = Spot("new", CENTER[0], CENTER[1], [kind], 2, 10, 25.0,
                    [(100, 0, CENTER[0] - 0.1, CENTER[0] + 0.1, CENTER[1] - 0.1, CENTER[1] + 0.1)],
                    True, 0)  # fmt: skip
         spots.append(new)
-        await client.upsert_restaurant(pb.UpsertRestaurantRequest(restaurant=to_pb(new)))
-        after = await all_pages(client, req)
+        await a.upsert_restaurant(pb.UpsertRestaurantRequest(restaurant=to_pb(new)))
+        after = await all_pages(b, req)
         check(after, brute_force(spots, req), spots)
-        ids = {g.restaurant_id for g in after}
-        assert "new" in ids and thai.rid not in ids
-        # The pause switch shows at once too.
-        await client.set_restaurant_paused(
+        assert "new" in {g.restaurant_id for g in after}
+        assert first not in {g.restaurant_id for g in after}
+
+        # B pauses it: A's open-now search drops it.
+        await b.set_restaurant_paused(
             pb.SetRestaurantPausedRequest(restaurant_id="new", paused=True)
         )
+        new.open_ = False
         req.open_now = True
-        assert "new" not in {g.restaurant_id for g in await all_pages(client, req)}
+        assert "new" not in {g.restaurant_id for g in await all_pages(a, req)}
+        req.open_now = False
+
+        # A review through A: B shows the new rating and sorts by it.
+        new.ratings.append(5)
+        await a.add_review(pb.AddReviewRequest(review=pb.Review(
+            order_id="o-new", restaurant_id="new", customer_id="c", rating=5)))  # fmt: skip
+        req.sort = pb.SEARCH_SORT_RATING
+        await both_see(b, req)
+
+        # A moves a restaurant 0.7 degrees (~60 km) east, into another region and out of the
+        # 25 miles around the centre: B finds it there only.
+        found = {e.rid for e in brute_force(spots, wide)}
+        mover = next(s for s in spots if s.rid in found and s.rid != "new" and s.lon > CENTER[1])
+        mover.lon += 0.7
+        mover.zones = [(z[0], z[1], z[2], z[3], z[4] + 0.7, z[5] + 0.7) for z in mover.zones]
+        await a.upsert_restaurant(pb.UpsertRestaurantRequest(restaurant=to_pb(mover)))
+        assert mover.rid not in {g.restaurant_id for g in await all_pages(b, wide)}
+        there = pb.SearchRestaurantsRequest(lat=mover.lat, lon=mover.lon, radius=2,
+                                            page_size=100)  # fmt: skip
+        assert [g.restaurant_id for g in await all_pages(b, there)] == [mover.rid]
+        for client in (a, b):
+            await both_see(client, wide)
+            await both_see(client, there)
+
+        # Many searches at once on a replica that holds nothing yet: all exact.
+        async with (
+            run_service(SPEC, replica_settings(pg_url, redis_url, namespace)) as third,
+            CatalogClient(third.target, options=token("customer")) as c,
+        ):
+            rng = random.Random(4)
+            reqs = [random_request(rng) for _ in range(12)]
+            got = await asyncio.gather(*(all_pages(c, r) for r in reqs))
+            for r, g in zip(reqs, got, strict=True):
+                check(g, brute_force(spots, r), spots)
 
 
 async def test_a_lost_index_is_rebuilt_from_postgres_at_start(
@@ -356,6 +402,8 @@ async def test_a_lost_index_is_rebuilt_from_postgres_at_start(
     async with CatalogClient(catalog.target, options=token("ops")) as client:
         for s in spots:
             await client.upsert_restaurant(pb.UpsertRestaurantRequest(restaurant=to_pb(s)))
+        req = pb.SearchRestaurantsRequest(lat=CENTER[0], lon=CENTER[1], radius=25, page_size=100)
+        check(await all_pages(client, req), brute_force(spots, req), spots)
     keys = [k async for k in redis_client.scan_iter(match=f"{namespace}:*")]
     assert keys
     await redis_client.delete(*keys)  # Redis restarted empty
@@ -370,6 +418,9 @@ async def test_a_lost_index_is_rebuilt_from_postgres_at_start(
     async with (
         run_service(SPEC, settings) as second,
         CatalogClient(second.target, options=token("customer")) as client,
+        CatalogClient(catalog.target, options=token("customer")) as old,
     ):
         req = pb.SearchRestaurantsRequest(lat=CENTER[0], lon=CENTER[1], radius=25, page_size=100)
         check(await all_pages(client, req), brute_force(spots, req), spots)
+        # The replica that held the regions from before Redis lost them reloads them.
+        check(await all_pages(old, req), brute_force(spots, req), spots)

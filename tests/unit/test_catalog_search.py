@@ -16,7 +16,6 @@ from servers.catalog.search import (
     Query,
     SearchDoc,
     Sort,
-    cache_cell,
     decode_cursor,
     delivery_time_min,
     encode_cursor,
@@ -170,10 +169,3 @@ def test_a_cursor_round_trips_and_is_bound_to_its_search() -> None:
     a = Query(lat=1.0, lon=2.0, sort=Sort.RATING)
     assert a.fingerprint() != Query(lat=1.0, lon=2.0, sort=Sort.DISTANCE).fingerprint()
     assert a.fingerprint() == Query(lat=1.0, lon=2.0, sort=Sort.RATING, page_size=5).fingerprint()
-
-
-@given(st.floats(-89.9, 89.9), st.floats(-179.9, 179.9))
-def test_the_cache_cell_reaches_every_point_it_stands_for(lat: float, lon: float) -> None:
-    clat, clon, reach = cache_cell(lat, lon)
-    assert abs(clat - lat) <= 0.0050001 and abs(clon - lon) <= 0.0050001
-    assert haversine_m(clat, clon, lat, lon) <= reach

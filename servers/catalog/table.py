@@ -1,0 +1,378 @@
+"""Regions' search documents as numpy columns, to evaluate a search over all at once.
+
+Pure, no I/O. :meth:`RegionTable.matches` decides exactly what :func:`search.evaluate`
+decides for every row, without a Python loop over the rows:
+
+- distance: the same haversine formula, vectorised. numpy's ``sin``/``arcsin`` and the
+  C library's (which :func:`~servers.runtime.geo.haversine_m` uses) may differ by a few
+  units in the last place; a row whose vectorised distance lies within
+  :data:`TOLERANCE` (relative) of a decision (the radius, the restaurant's maximum, a
+  whole minute of travel) is measured again with the scalar function, so every decision
+  is the scalar one. (:func:`search_table` does the same for near ties.)
+- zones: :class:`~servers.catalog.zones.PolygonSet`, the same integer tests.
+- opening hours: :func:`~servers.catalog.hours.is_open` per row, once per local minute
+  (it depends on the instant only through each time zone's local date and minute).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar, overload
+
+import numpy as np
+import numpy.typing as npt
+
+from servers.catalog.hours import is_open, local_now
+from servers.catalog.search import (
+    ASSUMED_CITY_SPEED_MPH,
+    HANDOFF_MIN,
+    Hit,
+    Query,
+    SearchDoc,
+    Sort,
+    sort_key,
+)
+from servers.catalog.zones import PolygonSet, to_e7
+from servers.runtime.geo import EARTH_RADIUS_M, METERS_PER_MILE, haversine_m
+
+__all__ = ["TOLERANCE", "Matches", "Ranked", "RegionTable", "miles_between", "search_table"]
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+
+#: Relative distance within which the vectorised and the scalar haversine could disagree on
+#: a decision (they differ by ~1e-15): such rows are measured again with the scalar one.
+TOLERANCE = 1e-9
+_T = TypeVar("_T", bound=np.generic)
+_K = TypeVar("_K", str, int)
+_TINY = 1e-12
+
+
+_PRICE_BIT = {p: 1 << p for p in range(63)}
+#: Each cuisine seen is a bit, the same in every table of the process; past 63 cuisines a
+#: bit stands for several, and the names are compared on the rows the bits let through.
+_CUISINE_BIT: dict[str, int] = {}
+
+
+def _cuisine_bits(names: Iterable[str], *, add: bool = True) -> int:
+    out = 0
+    for name in names:
+        bit = _CUISINE_BIT.get(name)
+        if bit is None:
+            if not add:
+                continue
+            bit = _CUISINE_BIT[name] = 1 << (len(_CUISINE_BIT) % 63)
+        out |= bit
+    return out
+
+
+def _bits(names: Iterable[_K], bit: Mapping[_K, int]) -> int:
+    out = 0
+    for name in names:
+        out |= bit.get(name, 0)
+    return out
+
+
+def _lon_reach(lat: float, band: float) -> float:
+    """Degrees of longitude beyond which no point within ``band`` degrees (great circle)
+    of latitude ``lat`` lies: ``band / cos`` of the band's latitude farthest from the
+    equator (more than the exact ``asin(sin band / cos lat)``), widened, or 180 near a pole."""
+    far = abs(lat) + band
+    if far >= 89.0:
+        return 180.0
+    return min(180.0, band / math.cos(math.radians(far)) * (1 + 1e-6) + 1e-9)
+
+
+def miles_between(lat: float, lon: float, doc: SearchDoc) -> float:
+    """The scalar distance search decides with."""
+    return haversine_m(lat, lon, doc.lat, doc.lon) / METERS_PER_MILE
+
+
+@dataclass(frozen=True, slots=True)
+class Matches:
+    """The hits of one table: row numbers and what the hit shows, in row order."""
+
+    table: RegionTable
+    rows: I64
+    miles: F64
+    minutes: I64
+    fee: I64
+    minimum: I64
+    is_open: Bools
+
+
+class RegionTable:
+    """Restaurants as columns, immutable once built: one region's sorted by latitude (one
+    *part*), or several such merged one after another (:meth:`merge`, a part each)."""
+
+    __slots__ = ("_open", "_open_key", "_sources", "cos_phi", "cuisines", "docs", "ids", "lat",
+                 "lon", "max_miles", "minimum", "one_zone", "order_count", "part_start", "phi",
+                 "polygons", "prep", "price_bit", "rating", "review_count", "tzs", "zone_count",
+                 "zone_fee", "zone_minimum", "zone_start")  # fmt: skip
+
+    def __init__(self, docs: Iterable[SearchDoc]) -> None:
+        self.docs = tuple(sorted(docs, key=lambda d: d.lat))
+        ds, n = self.docs, len(self.docs)
+        self.part_start = np.array([0, n], dtype=np.int64)
+        self._sources: tuple[RegionTable, ...] = ()
+        self.ids = np.array([d.restaurant_id for d in ds], dtype=np.str_)
+        # One pass over the documents; a conversion per type of column.
+        floats = np.array([(d.lat, d.lon, d.rating, d.max_miles) for d in ds],
+                          dtype=np.float64).reshape(n, 4)  # fmt: skip
+        ints = np.array(
+            [(d.review_count, d.order_count, d.prep_min, d.minimum_minor, len(d.zones),
+              _cuisine_bits(d.cuisines), (1 << d.price_level) if 0 <= d.price_level < 63 else 0)
+             for d in ds],
+            dtype=np.int64,
+        ).reshape(n, 7)  # fmt: skip
+        self.lat, self.lon, self.rating, self.max_miles = (floats[:, i].copy() for i in range(4))
+        (self.review_count, self.order_count, self.prep, self.minimum, self.zone_count,
+         self.cuisines, self.price_bit) = (ints[:, i].copy() for i in range(7))  # fmt: skip
+        self.phi: F64 = np.radians(self.lat)
+        self.cos_phi: F64 = np.cos(self.phi)
+        self.tzs = tuple(sorted({d.time_zone for d in ds}))
+        # Zones row by row, in the order each restaurant lists them.
+        self.zone_start: I64 = np.cumsum(self.zone_count) - self.zone_count
+        self.one_zone = bool(np.all(self.zone_count == 1))
+        zones = [z for d in ds for z in d.zones]
+        money = np.array([(z.fee_minor, z.minimum_minor) for z in zones],
+                         dtype=np.int64).reshape(len(zones), 2)  # fmt: skip
+        self.zone_fee, self.zone_minimum = money[:, 0].copy(), money[:, 1].copy()
+        self.polygons = PolygonSet([z.polygon for z in zones])
+        self._open_key: tuple[tuple[dt.date, int], ...] | None = None
+        self._open: Bools = np.zeros(n, dtype=np.bool_)
+
+    @staticmethod
+    def merge(tables: Sequence[RegionTable]) -> RegionTable:
+        """``tables`` one after another, part by part: a search of several regions then
+        pays numpy's per-call overhead once, not once per region. Copies columns only."""
+        out = RegionTable(())
+        if not tables:
+            return out
+        sizes = [len(t) for t in tables]
+        starts = [t.part_start[:-1] + off for t, off in zip(tables, np.cumsum([0] + sizes[:-1]),
+                                                             strict=True)]  # fmt: skip
+        out.part_start = np.concatenate([*starts, [sum(sizes)]]).astype(np.int64)
+        out._sources = tuple(tables)
+        out.docs = tuple(d for t in tables for d in t.docs)
+        for name in ("ids", "lat", "lon", "phi", "cos_phi", "rating", "max_miles", "review_count",
+                     "order_count", "prep", "minimum", "cuisines", "price_bit", "zone_count",
+                     "zone_fee", "zone_minimum"):  # fmt: skip
+            setattr(out, name, np.concatenate([getattr(t, name) for t in tables]))
+        zone_offsets = np.cumsum([0] + [len(t.zone_fee) for t in tables[:-1]])
+        out.zone_start = np.concatenate(
+            [t.zone_start + off for t, off in zip(tables, zone_offsets, strict=True)]
+        )
+        out.one_zone = all(t.one_zone for t in tables)
+        out.tzs = tuple(sorted({tz for t in tables for tz in t.tzs}))
+        out.polygons = PolygonSet.merge([t.polygons for t in tables])
+        out._open = np.zeros(len(out.docs), dtype=np.bool_)
+        return out
+
+    @property
+    def parts(self) -> int:
+        return len(self.part_start) - 1
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def open_at(self, now: dt.datetime) -> Bools:
+        """Per row, :func:`is_open` at ``now``; computed once per local minute."""
+        key = tuple(local_now(now, tz) for tz in self.tzs)
+        if key != self._open_key and self._sources:
+            self._open = np.concatenate([t.open_at(now) for t in self._sources])
+            self._open_key = key
+        elif key != self._open_key:
+            here = dict(zip(self.tzs, key, strict=True))
+            self._open = np.fromiter(
+                (is_open(now, d.time_zone, d.hours, d.closures, paused=d.paused,
+                         local=here[d.time_zone]) for d in self.docs),
+                np.bool_, len(self.docs),
+            )  # fmt: skip
+            self._open_key = key
+        return self._open
+
+    def matches(
+        self, q: Query, point_e7: tuple[int, int], now: dt.datetime,
+        parts: Iterable[int] | None = None,
+    ) -> Matches:  # fmt: skip
+        """Every row of ``parts`` (default: all) that is a hit for ``q`` at ``now``
+        (``point_e7``: the query point in E7)."""
+        # Haversine distance is at least R * |difference of latitudes|: rows outside this
+        # band are beyond the radius, and each part is sorted by latitude.
+        band = math.degrees(q.radius_miles * METERS_PER_MILE / EARTH_RADIUS_M)
+        band = band * (1 + TOLERANCE) + 1e-9
+        spans = []
+        for p in range(self.parts) if parts is None else parts:
+            start, end = int(self.part_start[p]), int(self.part_start[p + 1])
+            lats = self.lat[start:end]
+            lo = start + int(np.searchsorted(lats, q.lat - band, side="left"))
+            hi = start + int(np.searchsorted(lats, q.lat + band, side="right"))
+            if lo < hi:
+                spans.append(np.arange(lo, hi))
+        rows = np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)
+        # ... and outside the circle's longitude span (as cells_covering bounds it, widened).
+        reach = _lon_reach(q.lat, band)
+        if reach < 180.0:
+            off = np.abs(self.lon[rows] - q.lon)
+            if abs(q.lon) + reach < 180.0:
+                rows = rows[off <= reach]
+            else:  # the span crosses the antimeridian
+                rows = rows[(off <= reach) | (off >= 360.0 - reach)]
+        # The expression of haversine_m, term by term.
+        p1 = math.radians(q.lat)
+        dp = self.phi[rows] - p1
+        dl = np.radians(self.lon[rows] - q.lon)
+        a = np.sin(dp / 2) ** 2 + math.cos(p1) * self.cos_phi[rows] * np.sin(dl / 2) ** 2
+        miles = 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a))) / METERS_PER_MILE
+        limit = np.minimum(q.radius_miles, self.max_miles[rows])
+        at = np.flatnonzero(miles <= limit * (1 + TOLERANCE))
+        rows, miles, limit = rows[at], miles[at], limit[at]
+        travel = miles / ASSUMED_CITY_SPEED_MPH * 60.0
+        near = np.flatnonzero(
+            (miles >= limit * (1 - TOLERANCE))
+            | (np.abs(travel - np.rint(travel)) <= TOLERANCE * travel + _TINY)
+        )
+        if len(near):
+            for i in near.tolist():
+                miles[i] = miles_between(q.lat, q.lon, self.docs[rows[i]])
+            travel = miles / ASSUMED_CITY_SPEED_MPH * 60.0
+        keep = miles <= limit
+        if q.cuisines:
+            keep &= (self.cuisines[rows] & _cuisine_bits(q.cuisines, add=False)) != 0
+        if q.price_levels:
+            keep &= (self.price_bit[rows] & _bits(q.price_levels, _PRICE_BIT)) != 0
+        if q.min_rating:
+            keep &= self.rating[rows] >= q.min_rating
+        minutes = self.prep[rows] + np.ceil(travel).astype(np.int64) + HANDOFF_MIN
+        if q.max_delivery_time_min:
+            keep &= minutes <= q.max_delivery_time_min
+        open_ = self.open_at(now)[rows]
+        if q.open_now:
+            keep &= open_
+        at = np.flatnonzero(keep)
+        if q.cuisines and len(_CUISINE_BIT) > 63:
+            at = at[[not q.cuisines.isdisjoint(self.docs[r].cuisines) for r in rows[at].tolist()]]
+        rows = rows[at]
+        if self.one_zone:
+            zone = self.zone_start[rows]
+            inside = self.polygons.contains_e7(*point_e7, zone)
+            zone, at, rows = zone[inside], at[inside], rows[inside]
+        else:
+            # The cheapest zone holding the point, per row (first listed on a tie: zones
+            # of a row are numbered in their listed order).
+            count = self.zone_count[rows]
+            first = np.cumsum(count) - count
+            zone = np.repeat(self.zone_start[rows] - first, count) + np.arange(int(count.sum()))
+            owner = np.repeat(np.arange(len(rows)), count)
+            inside = self.polygons.contains_e7(*point_e7, zone)
+            zone, owner = zone[inside], owner[inside]
+            order = np.lexsort((zone, self.zone_fee[zone], owner))
+            zone, owner = zone[order], owner[order]
+            lead = np.ones(len(owner), dtype=np.bool_)
+            lead[1:] = owner[1:] != owner[:-1]
+            zone, owner = zone[lead], owner[lead]
+            rows, at = rows[owner], at[owner]
+        return Matches(
+            table=self,
+            rows=rows,
+            miles=miles[at],
+            minutes=minutes[at],
+            fee=self.zone_fee[zone],
+            minimum=np.maximum(self.minimum[rows], self.zone_minimum[zone]),
+            is_open=open_[at],
+        )
+
+
+class Ranked(Sequence[Hit]):
+    """Hits in the query's order. A :class:`Hit` is built only when read (a page, a cursor)."""
+
+    __slots__ = ("_fee", "_is_open", "_miles", "_minimum", "_minutes", "_order", "_rows",
+                 "_sort", "_table")  # fmt: skip
+
+    def __init__(self, sort: int, m: Matches, order: I64) -> None:
+        self._sort = sort
+        self._table = m.table
+        self._rows = m.rows.tolist()
+        self._miles = m.miles.tolist()
+        self._minutes = m.minutes.tolist()
+        self._fee = m.fee.tolist()
+        self._minimum = m.minimum.tolist()
+        self._is_open = m.is_open.tolist()
+        self._order = order.tolist()
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @overload
+    def __getitem__(self, i: int) -> Hit: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Hit]: ...
+    def __getitem__(self, i: int | slice) -> Hit | list[Hit]:
+        if isinstance(i, slice):
+            return [self._hit(k) for k in self._order[i]]
+        return self._hit(self._order[i])
+
+    def _hit(self, k: int) -> Hit:
+        doc = self._table.docs[self._rows[k]]
+        miles, minutes = self._miles[k], self._minutes[k]
+        return Hit(
+            doc=doc,
+            distance_miles=miles,
+            delivery_time_min=minutes,
+            fee_minor=self._fee[k],
+            minimum_minor=self._minimum[k],
+            is_open=self._is_open[k],
+            key=sort_key(self._sort, doc, miles, minutes),
+        )
+
+
+def _subset(m: Matches, keep: npt.NDArray[np.bool_] | I64) -> Matches:
+    return Matches(m.table, m.rows[keep], m.miles[keep], m.minutes[keep], m.fee[keep],
+                   m.minimum[keep], m.is_open[keep])  # fmt: skip
+
+
+def search_table(
+    table: RegionTable, q: Query, now: dt.datetime, *, parts: Iterable[int] | None = None
+) -> Ranked:
+    """Every hit in ``parts`` of ``table`` (default: all), in ``q``'s order; a restaurant in
+    two parts (moving between regions) counts once, where it comes first.
+
+    The same hits in the same order as :func:`search.search_docs` over the same documents.
+    """
+    m = table.matches(q, (to_e7(q.lat), to_e7(q.lon)), now, parts)
+    ids = table.ids[m.rows]
+    by_id = np.argsort(ids, kind="stable")
+    if len(ids) > 1:
+        same = ids[by_id[1:]] == ids[by_id[:-1]]
+        if same.any():  # stable: the first of equal ids is the first in row order
+            keep = np.ones(len(ids), dtype=np.bool_)
+            keep[by_id[1:][same]] = False
+            m = _subset(m, keep)
+            ids = ids[keep]
+            by_id = np.argsort(ids, kind="stable")
+    miles = m.miles
+    # Distances nearer each other than the two haversines can disagree by are ordered by
+    # the scalar ones (filters on them were decided in ``matches`` already).
+    by_miles = np.argsort(miles, kind="stable")
+    ms = miles[by_miles]
+    tie = np.diff(ms) <= TOLERANCE * ms[1:] + _TINY
+    if tie.any():
+        for i in set(by_miles[:-1][tie].tolist()) | set(by_miles[1:][tie].tolist()):
+            miles[i] = miles_between(q.lat, q.lon, table.docs[int(m.rows[i])])
+    id_rank = np.empty(len(ids), dtype=np.int64)
+    id_rank[by_id] = np.arange(len(ids))
+    keys: tuple[I64 | F64, ...]
+    if q.sort == Sort.RATING:
+        keys = (id_rank, miles, -table.review_count[m.rows], -table.rating[m.rows])
+    elif q.sort == Sort.DELIVERY_TIME:
+        keys = (id_rank, miles, m.minutes)
+    elif q.sort == Sort.POPULARITY:
+        keys = (id_rank, miles, -table.review_count[m.rows], -table.order_count[m.rows])
+    else:
+        keys = (id_rank, miles)
+    return Ranked(q.sort, m, np.lexsort(keys).astype(np.int64))
