@@ -119,6 +119,10 @@ async def _migrate(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.service == "gateway":  # HTTP, not a gRPC service: its own server
+        from gateway import main as gateway_main
+
+        return gateway_main()
     from foodmesh.services import KNOWN, load_spec
     from servers.runtime.serve import serve
 
@@ -180,6 +184,23 @@ async def _up(args: argparse.Namespace) -> int:
             )
             for s in services
         ]
+        gateway_port = os.environ.get("FOODMESH_GATEWAY_PORT", "8080")
+        if services and not args.no_gateway:  # last: it answers /readyz once they serve
+            specs.append(
+                ProcessSpec(
+                    name="gateway",
+                    argv=python_argv("serve", "gateway"),
+                    env={
+                        "FOODMESH_GATEWAY_PORT": gateway_port,
+                        "FOODMESH_GATEWAY_SERVICES": ",".join(s.name for s in services),
+                        **{
+                            f"FOODMESH_GATEWAY_{s.name.upper()}_TARGET": f"127.0.0.1:{s.grpc_port}"
+                            for s in services
+                        },
+                    },
+                    http_url=f"http://127.0.0.1:{gateway_port}/readyz",
+                )
+            )
         if not specs:
             print("no services exist in this checkout yet; infrastructure is up (Ctrl-C stops)")
         supervisor = Supervisor(specs, state_dir=state, grace_s=args.grace)
@@ -189,10 +210,10 @@ async def _up(args: argparse.Namespace) -> int:
             [runner, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED
         )
         if ready.is_set():
-            print(
-                "foodmesh is up: "
-                + (", ".join(f"{s.name}:{s.grpc_port}" for s in services) or "infrastructure only")
-            )
+            listening = [f"{s.name}:{s.grpc_port}" for s in services]
+            if services and not args.no_gateway:
+                listening.append(f"gateway http://127.0.0.1:{gateway_port}")
+            print("foodmesh is up: " + (", ".join(listening) or "infrastructure only"))
             print("`foodmesh status` shows health; Ctrl-C stops everything")
         await runner
     finally:
@@ -247,6 +268,7 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="infrastructure + migrations + every service, supervised")
     up.add_argument("--services", nargs="*", help="only these services")
     up.add_argument("--grace", type=float, default=10.0, help="shutdown grace per process (s)")
+    up.add_argument("--no-gateway", action="store_true", help="do not start the HTTP gateway")
     up.add_argument(
         "--keep-infra", action="store_true", help="leave PostgreSQL/Redis/NATS running on exit"
     )
