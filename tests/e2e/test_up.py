@@ -1,0 +1,85 @@
+"""`foodmesh up` as a user runs it: every service and the gateway, driven over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from foodmesh.auth import DEV_SECRET, mint_token
+from foodmesh.infra import RunningInfra
+from foodmesh.services import KNOWN, available
+
+
+def _busy(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _auth(role: str, subject: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint_token(DEV_SECRET, subject=subject, role=role)}"}
+
+
+async def test_up_serves_the_mesh_through_the_gateway(
+    infra: RunningInfra, namespace: str, tmp_path: Path
+) -> None:
+    ports = [s.grpc_port for s in available()] + [s.metrics_port for s in available()] + [8080]
+    if any(_busy(p) for p in ports):
+        pytest.skip("a foodmesh is already running on this machine's default ports")
+    env = {
+        **os.environ,
+        "FOODMESH_POSTGRES_URL": infra.urls.postgres_url,
+        "FOODMESH_REDIS_URL": infra.urls.redis_url,
+        "FOODMESH_NATS_URL": infra.urls.nats_url,
+        "FOODMESH_NAMESPACE": namespace,
+        "FOODMESH_STATE_DIR": str(tmp_path),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "foodmesh", "up", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            while b"foodmesh is up" not in (line := await proc.stdout.readline()):
+                assert line, "foodmesh up exited before it was up"
+        assert b"gateway http://127.0.0.1:8080" in line
+        base = "http://127.0.0.1:8080"
+        now = dt.datetime.now(dt.UTC).isoformat()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/readyz") as r:
+                assert r.status == 200
+            fix = {"lat": 37.7749, "lon": -122.4194, "accuracy": 4.0, "timestamp": now}
+            async with http.post(
+                f"{base}/api/v1/drivers/location", json=fix, headers=_auth("driver", "drv_e2e")
+            ) as r:
+                assert r.status == 204 and await r.read() == b""
+            async with http.get(
+                f"{base}/api/v1/drivers/drv_e2e/location", headers=_auth("ops", "ops_1")
+            ) as r:
+                assert r.status == 200
+                body = await r.json()
+            assert (body["position"]["lat"], body["position"]["lon"]) == (37.7749, -122.4194)
+            async with http.post(
+                f"{base}/api/v1/drivers/location",
+                json={**fix, "lat": 91},
+                headers=_auth("driver", "drv_e2e"),
+            ) as r:
+                assert r.status == 400
+                err = await r.json()
+            violations = [d for d in err["details"] if d["@type"].endswith("BadRequest")]
+            assert violations[0]["field_violations"][0]["field"] == "lat"
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            async with asyncio.timeout(30):
+                await proc.wait()
+    assert proc.returncode == 0
+    assert not any(_busy(s.grpc_port) for s in KNOWN)
