@@ -521,6 +521,11 @@ def main() -> int:
         p.add_argument(name, type=float, default=1.0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
+        if profile := os.environ.get("FOODMESH_BENCH_PROFILE"):  # where the server's time goes
+            import cProfile
+
+            cProfile.runctx("asyncio.run(_serve())", globals(), locals(), profile)
+            return 0
         asyncio.run(_serve())
         return 0
     if args.serve_raw:

@@ -44,25 +44,25 @@ class Rejection(Enum):
     THROTTLED = "more fixes per second than allowed"
 
 
-def _finite(*xs: float) -> bool:
-    return all(math.isfinite(x) for x in xs)
-
-
 def check_fix(fix: Fix, *, last_device_ts: float | None) -> Rejection | None:
     """None when ``fix`` is acceptable, else the reason (the first that applies)."""
-    if not _finite(fix.lat, fix.lon) or not (-90 <= fix.lat <= 90 and -180 <= fix.lon <= 180):
+    # Comparisons with NaN are false, so each range test below also refuses NaN; inf
+    # needs its own test only where a range is open-ended. (Once per fix: kept lean.)
+    lat, lon = fix.lat, fix.lon
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
         return Rejection.BAD_COORDINATES
-    if not _finite(fix.accuracy_m) or fix.accuracy_m < 0:
+    if not 0.0 <= fix.accuracy_m < math.inf:
         return Rejection.BAD_ACCURACY
-    if not _finite(fix.heading_deg) or not 0 <= fix.heading_deg < 360:
+    if not 0.0 <= fix.heading_deg < 360.0:
         return Rejection.BAD_HEADING
-    if not _finite(fix.speed_mps) or fix.speed_mps < 0:
+    if not 0.0 <= fix.speed_mps < math.inf:
         return Rejection.BAD_SPEED
-    if not _finite(fix.device_ts) or fix.device_ts > fix.received_ts + MAX_FUTURE_S:
+    ts = fix.device_ts
+    if not ts <= fix.received_ts + MAX_FUTURE_S:
         return Rejection.IN_THE_FUTURE
-    if fix.device_ts < fix.received_ts - MAX_AGE_S:
+    if ts < fix.received_ts - MAX_AGE_S:
         return Rejection.TOO_OLD
-    if last_device_ts is not None and fix.device_ts <= last_device_ts:
+    if last_device_ts is not None and ts <= last_device_ts:
         return Rejection.OUT_OF_ORDER
     return None
 

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from google.protobuf import timestamp_pb2
 from nats.aio.client import Client as NATS
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
@@ -71,18 +72,25 @@ class _Pending:
 def location_event(
     fix: Fix, status: int, order_id: str, geohash: str = ""
 ) -> location_pb2.DriverLocationEvent:
-    ev = location_pb2.DriverLocationEvent(order_id=order_id)
-    p = ev.position
-    p.driver_id = fix.driver_id
-    p.lat, p.lon = fix.lat, fix.lon
-    p.heading = fix.heading_deg
-    p.speed = fix.speed_mps * _MPS_TO_MPH
-    p.accuracy = fix.accuracy_m
-    p.status = status  # type: ignore[assignment]
-    p.geohash = geohash or geohash_encode(fix.lat, fix.lon, 6)
-    p.last_updated.FromNanoseconds(int(fix.device_ts * 1e9))
-    ev.receive_time.FromNanoseconds(int(fix.received_ts * 1e9))
-    return ev
+    """The fix as published on NATS (built once per accepted fix: kept lean)."""
+    dev, rx = int(fix.device_ts * 1e9), int(fix.received_ts * 1e9)
+    return location_pb2.DriverLocationEvent(
+        order_id=order_id,
+        position=location_pb2.DriverPosition(
+            driver_id=fix.driver_id,
+            lat=fix.lat,
+            lon=fix.lon,
+            heading=fix.heading_deg,
+            speed=fix.speed_mps * _MPS_TO_MPH,
+            accuracy=fix.accuracy_m,
+            status=status,  # type: ignore[arg-type]
+            geohash=geohash or geohash_encode(fix.lat, fix.lon, 6),
+            last_updated=timestamp_pb2.Timestamp(
+                seconds=dev // 1_000_000_000, nanos=dev % 1_000_000_000
+            ),
+        ),
+        receive_time=timestamp_pb2.Timestamp(seconds=rx // 1_000_000_000, nanos=rx % 1_000_000_000),
+    )
 
 
 class Ingest:

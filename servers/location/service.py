@@ -222,6 +222,7 @@ class LocationServicer(location_pb2_grpc.LocationServiceServicer):
             st.last_ts = fix.device_ts
             valid.append((m.seq, fix))
         degraded = self.ingest.degraded
+        last: Fix | None = None
         if valid:
             outcome = await self.ingest.submit([f for _, f in valid])
             degraded = outcome.degraded
@@ -237,9 +238,11 @@ class LocationServicer(location_pb2_grpc.LocationServiceServicer):
                     )
                     continue
                 ack.accepted += 1
-                st.moved(fix)
+                last = fix
                 if not degraded:
                     st.status, st.next_stop = acc.status, acc.next_stop
+            if last is not None:
+                st.moved(last)  # only the newest position matters for the interval
         if ack.accepted:
             metrics.FIXES.labels("accepted").inc(ack.accepted)
         ack.degraded = degraded

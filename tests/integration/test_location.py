@@ -458,3 +458,33 @@ async def test_update_location_is_the_callers_own_and_idempotent(
         await ops.get_driver_location(location_pb2.GetDriverLocationRequest(driver_id="drv_u"))
     ).position
     assert (pos.lat, pos.lon) == SF
+
+
+async def test_history_copy_keeps_awkward_ids_and_exact_values(pg_url: str) -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    from servers import location
+    from servers.location.fixes import Fix
+    from servers.location.history import HistoryWriter
+    from servers.runtime.migrate import load_migrations, migrate
+
+    assert location.SPEC.migrations is not None
+    await migrate(pg_url, service="location", migrations=load_migrations(location.SPEC.migrations))
+    odd = "drv\\with\ttab\nand line"
+    ts = round(time.time() - 3600, 6)  # microseconds survive (and within retention)
+    fixes = [Fix(odd, 37.7749295, -122.4194155, 3.5, 359.5, 1e-05, ts, ts + 0.5, "ord\\1")]
+    async with AsyncConnectionPool(pg_url, min_size=1, max_size=2, open=False) as pool:
+        writer = HistoryWriter(pool)
+        writer.add(fixes)
+        assert await writer.flush() == 1
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT driver_id, extract(epoch FROM ts), lat, lon, heading, speed_mps, order_id "
+                "FROM location.history"
+            )
+            rows = await cur.fetchall()
+    assert len(rows) == 1
+    driver_id, epoch, lat, lon, heading, speed, order_id = rows[0]
+    assert (driver_id, order_id, lat, lon) == (odd, "ord\\1", 37.7749295, -122.4194155)
+    assert float(epoch) == pytest.approx(ts, abs=1e-6)
+    assert (heading, speed) == (pytest.approx(359.5), pytest.approx(1e-05))
