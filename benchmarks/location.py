@@ -432,6 +432,16 @@ async def main_async(args: argparse.Namespace) -> int:
                     )
                 )  # fmt: skip
                 offset += n
+            if args.batch > 1:  # the same open-loop schedule, each message carrying a batch
+                n = sizes[0]
+                results.append(
+                    await run_phase(
+                        f"{n // 1000}k @1/s x{args.batch}", server, urls, drivers=n,
+                        duration=duration, mode="open", batch=args.batch, workers=args.workers,
+                        offset=offset, warmup=args.warmup,
+                    )
+                )  # fmt: skip
+                offset += n
             results.append(
                 await run_phase(
                     f"max rate x{args.batch}", server, urls, drivers=args.max_drivers,
