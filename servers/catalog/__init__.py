@@ -9,7 +9,6 @@ regions (``table.py``), brought up to date by one round trip per search.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import grpc
 
 from foodmesh.v1 import catalog_pb2_grpc
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
+from servers.runtime.tasks import stop_tasks
 
 __all__ = ["SPEC", "register"]
 
@@ -34,9 +34,7 @@ async def register(server: grpc.aio.Server, resources: Resources) -> Callable[[]
     keeper = asyncio.create_task(index.keep_built(store), name="catalog-index")
 
     async def stop() -> None:
-        keeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await keeper
+        await stop_tasks([keeper])
 
     return stop
 

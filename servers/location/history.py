@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from servers.location import metrics
 from servers.location.fixes import Fix
+from servers.runtime.tasks import stop_tasks
 
 __all__ = [
     "HistoryConfig",
@@ -168,9 +169,7 @@ class HistoryWriter:
     async def stop(self) -> None:
         """Stops the task, then writes what is buffered (or spills it if that fails)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task])
             self._task = None
         if self._rows:
             rows, self._rows = self._rows, []
@@ -181,8 +180,11 @@ class HistoryWriter:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancel
+            # that stop() sends when the event fires at the same moment (gh-86296).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.config.flush_s)
+                async with asyncio.timeout(self.config.flush_s):
+                    await self._wake.wait()
             self._wake.clear()
             await self.flush()
 

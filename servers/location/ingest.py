@@ -14,7 +14,6 @@ NATS down only skips the live fan-out (the next fix carries the position anyway)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from servers.location.store import Accepted, LiveStore
 from servers.runtime.errors import DependencyUnavailable
 from servers.runtime.geo import geohash_encode
 from servers.runtime.nats import Subjects
+from servers.runtime.tasks import stop_tasks
 
 __all__ = ["Ingest", "Outcome", "PresenceEvent"]
 
@@ -141,11 +141,7 @@ class Ingest:
         self._task = asyncio.create_task(self._run(), name="location-ingest")
 
     async def stop(self) -> None:
-        for task in (self._task, self._probe):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await stop_tasks([self._task, self._probe])
         self._task = self._probe = None
         while not self._queue.empty():
             p = self._queue.get_nowait()
@@ -282,7 +278,8 @@ class Ingest:
             await asyncio.sleep(delay)
             delay = min(2.0, delay * 2)
             try:
-                await asyncio.wait_for(self.store.redis.ping(), timeout=1.0)
+                async with asyncio.timeout(1.0):  # not wait_for: see history._run
+                    await self.store.redis.ping()
                 await self.store.load_scripts()
                 fixes = list(self._buffered.values())
                 if fixes:

@@ -27,6 +27,7 @@ from servers.location.ingest import PresenceEvent
 from servers.location.store import LiveStore, WentOffline
 from servers.runtime.geo import geohash_encode
 from servers.runtime.nats import Subjects, ensure_stream
+from servers.runtime.tasks import stop_tasks
 
 __all__ = ["Presence", "presence_message"]
 
@@ -99,11 +100,7 @@ class Presence:
         ]
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await stop_tasks(self._tasks)
         self._tasks = []
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._publish_pending(), timeout=2.0)

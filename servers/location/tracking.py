@@ -304,7 +304,8 @@ class Tracker:
             while view.order.status not in _FINAL:
                 timeout = max(0.0, next_eta - time.monotonic())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), timeout=timeout)
+                    async with asyncio.timeout(timeout):
+                        await changed.wait()
                 changed.clear()
                 ended = False
                 while not orders_q.empty():

@@ -1,9 +1,10 @@
 """Wakes WatchOrder streams when their order changes: PostgreSQL LISTEN/NOTIFY.
 
-Every committed change of an order runs ``pg_notify(channel, order_id)`` in its
-transaction, so the notification exists only if the change does, and reaches
-every replica (they share the database). One listening connection per process
-fans out to the streams watching that order. A notification only says "look
+Every committed change of an order (after its placement: nobody can watch an order
+before it exists) runs ``pg_notify(channel, order_id)`` in its transaction, so the
+notification exists only if the change does, and reaches every replica (they share
+the database). One listening connection per process fans out to the streams watching
+that order. A notification only says "look
 again": streams read the timeline from PostgreSQL, so nothing is missed when a
 notification is (a reconnect wakes everyone, and streams also re-read every
 ``poll_s``), and a slow stream costs one flag, never a queue.
@@ -18,6 +19,8 @@ from collections.abc import Iterator
 
 import psycopg
 from psycopg import sql
+
+from servers.runtime.tasks import stop_tasks
 
 __all__ = ["ChangeFeed"]
 
@@ -83,7 +86,5 @@ class ChangeFeed:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task])
             self._task = None

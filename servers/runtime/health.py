@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
+from servers.runtime.tasks import stop_tasks
+
 __all__ = ["Check", "HealthReporter"]
 
 Check = Callable[[], Awaitable[None]]
@@ -101,9 +103,5 @@ class HealthReporter:
         self._shutting_down = True
         self.serving = False
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await stop_tasks([self._task])
         await self.servicer.enter_graceful_shutdown()

@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from servers.runtime.tasks import stop_tasks
 from servers.runtime.telemetry import inject_headers
 
 __all__ = ["OutboxRelay", "enqueue", "first_delivery", "outbox_ddl"]
@@ -197,7 +198,5 @@ class OutboxRelay:
     async def stop(self) -> None:
         """Stops after the batch in progress (its transaction either commits or rolls back)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task])
             self._task = None
