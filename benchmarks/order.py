@@ -11,6 +11,11 @@ for ``--duration`` s (default 15) with fresh idempotency keys, two lines each
 is three Catalog reads, an idempotency claim, a sandbox authorization (a PostgreSQL
 transaction) and the order's transaction (order, lines, timeline, outbox, NOTIFY).
 
+Then ``--rate`` (default 300, the target) orders a second arrive on schedule for
+``--duration`` s (open loop): its latencies, measured from each order's intended
+send time, are the ones the target's p99 is about (a closed loop of 64 callers at
+300/s has a mean latency of 64/300 s = 213 ms by Little's law, whatever the server).
+
 Baseline: the same number of callers running single-row ``INSERT`` transactions (one
 JSONB row of the order's size) through a pool of 10 connections to the same
 PostgreSQL, from this process: the floor of "write one order durably". The ratio
@@ -49,6 +54,7 @@ from benchmarks._harness import (  # noqa: E402
     emit_json,
     machine,
     now_iso,
+    open_loop,
     parser,
     print_table,
     ratio,
@@ -142,7 +148,7 @@ def _request(key: str) -> pb.PlaceOrderRequest:
     )  # fmt: skip
 
 
-async def run(*, callers: int, duration: float) -> dict[str, Any]:
+async def run(*, callers: int, duration: float, rate: float) -> dict[str, Any]:
     async with _infra() as urls:
         pg_url = await _fresh_db(urls.postgres_url)
         for spec in (catalog.SPEC, order.SPEC):
@@ -177,6 +183,13 @@ async def run(*, callers: int, duration: float) -> dict[str, Any]:
                         progress=Progress(f"PlaceOrder x{callers}"),
                     )  # fmt: skip
                     cpu1, ccpu1 = srv.cpu_seconds(), cat.cpu_seconds()
+                    open_result = None
+                    if rate > 0:  # the target's latency: orders arriving on schedule
+                        await asyncio.sleep(1.0)
+                        open_result = await open_loop(
+                            ours, rate=rate, duration=duration,
+                            progress=Progress(f"PlaceOrder at {rate:g}/s"),
+                        )  # fmt: skip
                 finally:
                     for c in clients:
                         await c.close()
@@ -192,14 +205,16 @@ async def run(*, callers: int, duration: float) -> dict[str, Any]:
     ours_fig, raw_fig = ours_result.as_dict(), raw_result.as_dict()
     ours_fig["order_cpu_ms_per_call"] = cpu(cpu0, cpu1)
     ours_fig["catalog_cpu_ms_per_call"] = cpu(ccpu0, ccpu1)
+    open_fig = open_result.as_dict() if open_result is not None else None
     return {
         "benchmark": "order",
         "machine": machine(),
         "date": now_iso(),
-        "settings": {"callers": callers, "duration_s": duration, "pg_pool": 10,
+        "settings": {"callers": callers, "duration_s": duration, "pg_pool": 10, "rate": rate,
                      "servers": "catalog and order in subprocesses, callers in this one"},
         "raw": raw_fig,
         "ours": ours_fig,
+        "open_loop": open_fig,
         "outbox": published,
         "ratio": {
             "throughput": ratio(ours_result.rate, raw_result.rate),
@@ -255,6 +270,14 @@ def _report(result: dict[str, Any], took: float) -> None:
         ["path", "per s", "p50 ms", "p99 ms", "max ms", "errors", "order CPU ms", "catalog CPU ms"],
         rows,
     )
+    if (f := result.get("open_loop")) is not None:
+        print_table(
+            f"PlaceOrder open loop at {s['rate']:g}/s for {s['duration_s']:g}s (latency from"
+            " each call's scheduled time)",
+            ["per s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "dropped", "late"],
+            [[f["rate"], f["p50_ms"], f["p90_ms"], f["p99_ms"], f["max_ms"], f["errors"],
+              f["dropped"], f["late"]]],
+        )  # fmt: skip
     print_table("ours / raw", ["figure", "ratio"], [[k, v] for k, v in result["ratio"].items()])
     o = result["outbox"]
     print(f"\noutbox: {o['events']} events, {o['pending']} still pending after the run")
@@ -270,7 +293,8 @@ def main() -> int:
         return 0
     duration = args.duration or (4.0 if args.quick else 15.0)
     t0 = time.perf_counter()
-    result = asyncio.run(run(callers=args.callers, duration=duration))
+    rate = 300.0 if args.rate is None else args.rate  # the target; 0 skips the open loop
+    result = asyncio.run(run(callers=args.callers, duration=duration, rate=rate))
     if args.json:
         emit_json(result)
     else:

@@ -9,12 +9,16 @@ WatchOrder streams are woken by PostgreSQL NOTIFY (``watch.py``).
 Settings (``FOODMESH_ORDER_*``):
 
 - ``CATALOG_TARGET``: the Catalog (default ``127.0.0.1:50051``);
+- ``CATALOG_CACHE_S``: how long PlaceOrder reuses a Catalog answer (restaurant, menu,
+  delivery check) before asking again (2; ``0`` asks every time): see ``catalog_cache.py``;
 - ``PRICING_TARGET``, ``ETA_TARGET``: the Pricing and ETA services; unset, the
   fallback formulas of ``pricing.py`` and ``eta.py`` are used (also whenever they
   do not answer);
 - ``DISPATCH_TARGET``: where driver ratings go; unset, they are stored, and forwarded
   by a background pass once it is set;
 - ``RELAY``: ``0`` leaves the outbox unpublished (tests of a stopped relay);
+- ``RELAY_GATHER_S``: how long the relay lets events gather after a pass that emptied the
+  outbox, so that a busy service publishes in batches (0.02; ``relay.py``);
 - ``WATCH_POLL_S``: how often a WatchOrder stream re-reads without a notification (5);
 - ``SETTLE_EVERY_S``: how often payment operations left pending (the provider did not
   answer after a delivery or cancellation committed) are retried (5);
@@ -42,9 +46,10 @@ from foodmesh.auth import bearer, mint_token
 from foodmesh.services import KNOWN
 from foodmesh.v1 import order_pb2_grpc
 from servers.order.payments import PaymentProvider
+from servers.order.relay import GatheringRelay
 from servers.runtime.nats import ensure_stream
-from servers.runtime.outbox import OutboxRelay
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
+from servers.runtime.tasks import stop_tasks
 
 __all__ = ["SPEC", "STREAM", "build"]
 
@@ -71,6 +76,7 @@ async def build(
 
     ``payments`` replaces the sandbox provider (a test hands in one that fails).
     """
+    from servers.order.catalog_cache import CachedCatalog
     from servers.order.eta import FallbackEta, RemoteEta
     from servers.order.pricing import FallbackPricing, RemotePricing
     from servers.order.sandbox import SandboxProvider
@@ -98,9 +104,10 @@ async def build(
         drivers = DispatchClient(t, options=options)
         owned.append(drivers)
     feed = ChangeFeed(s.postgres_url, NOTIFY_CHANNEL)
+    cache_s = float(s.extra.get("FOODMESH_ORDER_CATALOG_CACHE_S", "2"))
     servicer = OrderServicer(
         OrderStore(resources.pg),
-        Ports(catalog=catalog, pricing=pricing, eta=eta,
+        Ports(catalog=CachedCatalog(catalog, ttl_s=cache_s), pricing=pricing, eta=eta,
               payments=payments or SandboxProvider(resources.pg), drivers=drivers),
         subjects=resources.subjects,
         feed=feed,
@@ -108,6 +115,7 @@ async def build(
     )  # fmt: skip
     order_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
     feed.start()
+    gather_s = float(s.extra.get("FOODMESH_ORDER_RELAY_GATHER_S", "0.02"))
     relay_on = s.extra.get("FOODMESH_ORDER_RELAY", "1") not in ("0", "false", "no", "off")
 
     async def start_relay() -> None:
@@ -124,7 +132,7 @@ async def build(
                 _log.debug("order event stream not ready: %s", exc)
                 await asyncio.sleep(0.1)
         if relay_on:
-            relay = OutboxRelay(resources.pg, js, "orders")
+            relay = GatheringRelay(resources.pg, js, "orders", gather_s=gather_s)
             servicer.relay = relay
             relay.start()
 
@@ -156,10 +164,7 @@ async def build(
     ]
 
     async def stop() -> None:
-        for t in tasks:
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await stop_tasks(tasks)
         if servicer.relay is not None:
             await servicer.relay.stop()
         await feed.stop()

@@ -23,6 +23,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from servers.order._pg import autocommit
 from servers.order.payments import (
     Authorization,
     PaymentDeclined,
@@ -58,20 +59,25 @@ class SandboxProvider:
         if payment_method_id == "pm_card_timeout":
             raise ProviderUnavailable("the payment processor did not answer (pm_card_timeout)")
         decline = TEST_CARDS.get(payment_method_id, "invalid_payment_method")
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(
+        async with autocommit(self.pool) as conn:
+            # One statement, one round trip for a new key; a repeated key reads what the
+            # first attempt recorded.
+            cur = await conn.execute(
                 "INSERT INTO orders.sandbox_payments (payment_id, auth_key, payment_method,"
                 " amount_minor, currency, status, decline_code, reference)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (auth_key) DO NOTHING",
-                ("pay_" + secrets.token_hex(12), key, payment_method_id, amount_minor, currency,
-                 "declined" if decline else "authorized", decline or "", reference),
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (auth_key) DO NOTHING"
+                " RETURNING payment_id, payment_method, amount_minor, currency, decline_code",
+                ("pay_" + secrets.token_hex(12), key, payment_method_id, amount_minor,
+                 currency, "declined" if decline else "authorized", decline or "", reference),
             )  # fmt: skip
-            cur = await conn.execute(
-                "SELECT payment_id, payment_method, amount_minor, currency, decline_code"
-                " FROM orders.sandbox_payments WHERE auth_key = %s",
-                (key,),
-            )
             row = await cur.fetchone()
+            if row is None:
+                cur = await conn.execute(
+                    "SELECT payment_id, payment_method, amount_minor, currency, decline_code"
+                    " FROM orders.sandbox_payments WHERE auth_key = %s",
+                    (key,),
+                )
+                row = await cur.fetchone()
         assert row is not None
         pid, method, amount, cur_code, code = row
         if (method, amount, cur_code) != (payment_method_id, amount_minor, currency):

@@ -7,6 +7,7 @@ pricing), ``pricing``/``eta`` (ports with fallbacks) and ``payments``/``sandbox`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
@@ -151,10 +152,12 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _event(self, o: Order, e: Entry, name: str) -> OutboxEvent:
+    def _event(
+        self, o: Order, e: Entry, name: str, snapshot: order_pb2.Order | None = None
+    ) -> OutboxEvent:
         ev = order_pb2.OrderEvent(
             event_id=f"{o.order_id}.{e.seq}",
-            order=convert.order_to_pb(o),
+            order=snapshot if snapshot is not None else convert.order_to_pb(o),
             change=convert.entry_to_pb(e),
         )
         ev.event_time.FromDatetime(e.at)
@@ -287,12 +290,12 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 )
             await asyncio.sleep(0.05)
         try:
-            order = await self._place(request, p, claim.order_id, digest, now)
+            placed = await self._place(request, p, claim.order_id, digest, now)
         except BaseException:
             await asyncio.shield(self.store.release_key(p.subject, request.idempotency_key))
             raise
         self._poke()
-        return order_pb2.PlaceOrderResponse(order=convert.order_to_pb(order))
+        return order_pb2.PlaceOrderResponse(order=placed)
 
     async def _place(
         self,
@@ -301,7 +304,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         order_id: str,
         digest: str,
         now: dt.datetime,
-    ) -> Order:
+    ) -> order_pb2.Order:
         cat = self.ports.catalog
         rid = req.restaurant_id
         a = req.delivery_address
@@ -442,8 +445,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             items=tuple(lines),
             timeline=(first,),
         )
+        snapshot = convert.order_to_pb(order)
         try:
-            event = self._event(order, first, "" if order.released else "scheduled")
+            event = self._event(order, first, "" if order.released else "scheduled", snapshot)
             await self.store.insert_order(order, event,
                                           idempotency_key=req.idempotency_key)  # fmt: skip
         except BaseException:
@@ -455,7 +459,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             except Exception as exc:
                 _log.error("could not void %s after a failed insert: %s", auth.payment_id, exc)
             raise
-        return order
+        return snapshot
 
     # -- reads -------------------------------------------------------------------------
 
@@ -735,10 +739,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                             last = e.seq
                 if o.status in FINAL and last >= o.last_seq:
                     return
-                try:
-                    await asyncio.wait_for(wake.wait(), timeout=self.watch_poll_s)
-                except TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.watch_poll_s):
+                        await wake.wait()
                 wake.clear()
                 fresh = await self.store.get(request.order_id)
                 if fresh is not None:
