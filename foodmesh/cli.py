@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import grpc
+
 from foodmesh import __version__
 from foodmesh.auth import DEV_SECRET, ROLES, mint_token
 
@@ -179,6 +181,14 @@ async def _up(args: argparse.Namespace) -> int:
                     **urls,
                     f"FOODMESH_{s.name.upper()}_PORT": str(s.grpc_port),
                     f"FOODMESH_{s.name.upper()}_METRICS_PORT": str(s.metrics_port),
+                    # where each of the others listens: FOODMESH_ORDER_PRICING_TARGET, ...
+                    **{
+                        f"FOODMESH_{s.name.upper()}_{t.name.upper()}_TARGET": (
+                            f"127.0.0.1:{t.grpc_port}"
+                        )
+                        for t in services
+                        if t is not s
+                    },
                 },
                 grpc_port=s.grpc_port,
             )
@@ -215,6 +225,17 @@ async def _up(args: argparse.Namespace) -> int:
                 listening.append(f"gateway http://127.0.0.1:{gateway_port}")
             print("foodmesh is up: " + (", ".join(listening) or "infrastructure only"))
             print("`foodmesh status` shows health; Ctrl-C stops everything")
+            names = {s.name: s for s in services}
+            if "catalog" in names and not args.no_seed:
+                dispatch = names.get("dispatch")
+                try:
+                    await _seed_into(
+                        args,
+                        f"127.0.0.1:{names['catalog'].grpc_port}",
+                        f"127.0.0.1:{dispatch.grpc_port}" if dispatch else None,
+                    )
+                except (grpc.aio.AioRpcError, CliError) as exc:  # the platform keeps running
+                    _log.error("seeding the city failed: %s", exc)
         await runner
     finally:
         if started_infra and not args.keep_infra:
@@ -238,6 +259,46 @@ async def _status(args: argparse.Namespace) -> int:
         print(status_table(rows))
     ok = st.all_running and all(r.health == "SERVING" for r in rows)
     return 0 if ok else 3
+
+
+# ---------------------------------------------------------------- seed
+
+
+def _city_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=7, help="the city's random seed (default 7)")
+    p.add_argument("--restaurants", type=int, default=500, help="how many (default 500)")
+    p.add_argument("--drivers", type=int, default=300, help="how many (default 300)")
+
+
+async def _seed_into(args: argparse.Namespace, catalog: str, dispatch: str | None) -> None:
+    from foodmesh.sim.city import build_city
+    from foodmesh.sim.seed import seed_city
+
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    try:
+        city = build_city(seed=args.seed, restaurants=args.restaurants, drivers=args.drivers)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    r = await seed_city(city, catalog_target=catalog, dispatch_target=dispatch)
+    skipped = f" (drivers skipped: {r.skipped_drivers})" if r.skipped_drivers else ""
+    print(
+        f"city {args.seed}: {r.restaurants} restaurants, {r.menus} menus, {r.drivers} drivers"
+        f" in {loop.time() - t0:.1f}s{skipped}"
+    )
+
+
+async def _seed(args: argparse.Namespace) -> int:
+    from foodmesh.services import KNOWN, available
+
+    ports = {s.name: s.grpc_port for s in KNOWN}
+    present = {s.name for s in available()}
+    catalog = args.catalog_target or f"127.0.0.1:{ports['catalog']}"
+    dispatch = args.dispatch_target or (
+        f"127.0.0.1:{ports['dispatch']}" if "dispatch" in present else None
+    )
+    await _seed_into(args, catalog, dispatch)
+    return 0
 
 
 # ---------------------------------------------------------------- main
@@ -269,9 +330,16 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--services", nargs="*", help="only these services")
     up.add_argument("--grace", type=float, default=10.0, help="shutdown grace per process (s)")
     up.add_argument("--no-gateway", action="store_true", help="do not start the HTTP gateway")
+    up.add_argument("--no-seed", action="store_true", help="do not write the simulated city")
+    _city_args(up)
     up.add_argument(
         "--keep-infra", action="store_true", help="leave PostgreSQL/Redis/NATS running on exit"
     )
+
+    sd = sub.add_parser("seed", help="write the simulated city into the running services")
+    _city_args(sd)
+    sd.add_argument("--catalog-target", help="Catalog address (default 127.0.0.1:<its port>)")
+    sd.add_argument("--dispatch-target", help="Dispatch address (default 127.0.0.1:<its port>)")
 
     st = sub.add_parser("status", help="health of the infrastructure and every process")
     st.add_argument("--json", action="store_true")
@@ -313,7 +381,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "token":
             return _token(args)
-        handler = {"infra": _infra, "migrate": _migrate, "up": _up, "status": _status}
+        handler = {
+            "infra": _infra,
+            "migrate": _migrate,
+            "up": _up,
+            "status": _status,
+            "seed": _seed,
+        }
         return asyncio.run(handler[args.command](args))
     except KeyboardInterrupt:
         return 130
