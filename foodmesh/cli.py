@@ -125,6 +125,12 @@ def _serve(args: argparse.Namespace) -> int:
         from gateway import main as gateway_main
 
         return gateway_main()
+    if args.service == "dashboard":  # HTTP too: the ops dashboard
+        from dashboard import main as dashboard_main
+
+        if not os.environ.get("FOODMESH_NATS_URL"):
+            os.environ.update(asyncio.run(_urls(_state_dir(args))))
+        return dashboard_main()
     from foodmesh.services import KNOWN, load_spec
     from servers.runtime.serve import serve
 
@@ -211,6 +217,25 @@ async def _up(args: argparse.Namespace) -> int:
                     http_url=f"http://127.0.0.1:{gateway_port}/readyz",
                 )
             )
+        dashboard_port = os.environ.get("FOODMESH_DASHBOARD_PORT", "8090")
+        if services and not args.no_dashboard:
+            specs.append(
+                ProcessSpec(
+                    name="dashboard",
+                    argv=python_argv("serve", "dashboard"),
+                    env={
+                        **urls,
+                        "FOODMESH_DASHBOARD_PORT": dashboard_port,
+                        **{
+                            f"FOODMESH_DASHBOARD_{t.name.upper()}_TARGET": (
+                                f"127.0.0.1:{t.grpc_port}"
+                            )
+                            for t in services
+                        },
+                    },
+                    http_url=f"http://127.0.0.1:{dashboard_port}/healthz",
+                )
+            )
         if not specs:
             print("no services exist in this checkout yet; infrastructure is up (Ctrl-C stops)")
         supervisor = Supervisor(specs, state_dir=state, grace_s=args.grace)
@@ -223,6 +248,8 @@ async def _up(args: argparse.Namespace) -> int:
             listening = [f"{s.name}:{s.grpc_port}" for s in services]
             if services and not args.no_gateway:
                 listening.append(f"gateway http://127.0.0.1:{gateway_port}")
+            if services and not args.no_dashboard:
+                listening.append(f"dashboard http://127.0.0.1:{dashboard_port}")
             print("foodmesh is up: " + (", ".join(listening) or "infrastructure only"))
             print("`foodmesh status` shows health; Ctrl-C stops everything")
             names = {s.name: s for s in services}
@@ -331,6 +358,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--grace", type=float, default=10.0, help="shutdown grace per process (s)")
     up.add_argument("--no-gateway", action="store_true", help="do not start the HTTP gateway")
     up.add_argument("--no-seed", action="store_true", help="do not write the simulated city")
+    up.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
     _city_args(up)
     up.add_argument(
         "--keep-infra", action="store_true", help="leave PostgreSQL/Redis/NATS running on exit"
