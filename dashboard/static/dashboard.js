@@ -6,8 +6,8 @@ const COLORS = {
   unspecified: "#9ca3af",
 };
 const ROAD_STYLE = { // road class -> [width px at zoom 1, colour]
-  0: [2.2, "#4b5563"], 1: [1.6, "#3f4753"], 2: [1.1, "#353c46"], 3: [0.7, "#2b313a"],
-  4: [0.6, "#2b313a"], 5: [0.6, "#2b313a"],
+  0: [2.4, "#8b95a5"], 1: [1.8, "#6b7585"], 2: [1.2, "#4f5866"], 3: [0.8, "#3a424d"],
+  4: [0.7, "#343b45"], 5: [0.7, "#343b45"],
 };
 
 const canvas = document.getElementById("map");
