@@ -1,0 +1,52 @@
+# syntax=docker/dockerfile:1
+# One image for every foodmesh process: `foodmesh serve <service>` (eta, pricing, catalog,
+# location, dispatch, order, gateway, dashboard) and `foodmesh migrate` (the init container).
+#
+#   docker build -t foodmesh:0.1.0 .
+#   docker run --rm foodmesh:0.1.0 order            # = foodmesh serve order
+#
+# The base is pinned by version tag AND digest (a tag can be re-pushed, a digest cannot).
+# Re-check the digest when bumping: `docker buildx imagetools inspect python:3.11.11-slim-bookworm`.
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm@sha256:081075da77b2b55c23c088251026fb69a7b2bf92471e491ff5fd75c192fd38e5
+
+# ---------------------------------------------------------------- builder: wheels, then a venv
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+# Only what the package needs to build: no tests, no state, no .env (see .dockerignore too).
+COPY pyproject.toml README.md ./
+COPY foodmesh ./foodmesh
+COPY servers ./servers
+COPY gateway ./gateway
+COPY clients ./clients
+COPY dashboard ./dashboard
+# Wheels of foodmesh and every runtime dependency (no dev extra), then an isolated venv
+# installed from those wheels only.
+RUN python -m pip wheel --wheel-dir /wheels . \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels foodmesh \
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
+ && /opt/venv/bin/pip uninstall -y pip
+
+# ---------------------------------------------------------------- runtime
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="foodmesh" \
+      org.opencontainers.image.description="foodmesh services: foodmesh serve <service>" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    FOODMESH_HOST=0.0.0.0 \
+    FOODMESH_STATE_DIR=/tmp/foodmesh
+COPY --from=builder /opt/venv /opt/venv
+# A fixed numeric uid/gid (no passwd entry needed): Kubernetes' runAsNonRoot can verify it.
+USER 10001:10001
+WORKDIR /tmp
+# gRPC services 50051-50056, metrics 9101-9106, gateway 8080, dashboard 8090.
+EXPOSE 50051 50052 50053 50054 50055 50056 9101 9102 9103 9104 9105 9106 8080 8090
+# Exec form: no shell at run time; SIGTERM reaches the Python process (graceful drain).
+ENTRYPOINT ["foodmesh", "serve"]
+CMD ["gateway"]

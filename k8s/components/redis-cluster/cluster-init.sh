@@ -1,0 +1,27 @@
+#!/bin/sh
+# Makes the 6 Valkey nodes one cluster (3 primaries + 1 replica each). Idempotent: a
+# cluster already formed is left as it is. Runs in the Valkey image (has sh and valkey-cli).
+set -eu
+N=6
+HOSTS=""
+i=0
+while [ "$i" -lt "$N" ]; do
+  HOSTS="$HOSTS redis-cluster-$i.redis-cluster-headless:6379"
+  i=$((i + 1))
+done
+for h in $HOSTS; do
+  host=${h%:*}
+  tries=0
+  until valkey-cli -h "$host" ping >/dev/null 2>&1; do
+    tries=$((tries + 1))
+    [ "$tries" -gt 120 ] && { echo "cluster-init: $host never answered" >&2; exit 1; }
+    sleep 2
+  done
+done
+if valkey-cli -h redis-cluster-0.redis-cluster-headless cluster info | grep -q '^cluster_state:ok'; then
+  echo "cluster-init: cluster already formed"
+  exit 0
+fi
+echo "cluster-init: creating the cluster from$HOSTS"
+# shellcheck disable=SC2086
+valkey-cli --cluster create $HOSTS --cluster-replicas 1 --cluster-yes
