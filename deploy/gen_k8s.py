@@ -176,10 +176,13 @@ def _infra_env() -> list[dict[str, Any]]:
     ]
 
 
-def _probe(w: Workload, *, path: str, period: int, failures: int) -> dict[str, Any]:
-    how: dict[str, Any] = (
-        {"httpGet": {"path": path, "port": "http"}} if w.http else {"grpc": {"port": w.port}}
-    )
+def _probe(
+    w: Workload, *, path: str, period: int, failures: int, grpc_service: str = ""
+) -> dict[str, Any]:
+    grpc: dict[str, Any] = {"port": w.port}
+    if grpc_service:
+        grpc["service"] = grpc_service
+    how: dict[str, Any] = {"httpGet": {"path": path, "port": "http"}} if w.http else {"grpc": grpc}
     return {**how, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": failures}
 
 
@@ -219,9 +222,10 @@ def deployment(w: Workload) -> dict[str, Any]:
         # Generous start-up: dependencies and migrations may still be coming up.
         "startupProbe": _probe(w, path="/healthz", period=2, failures=90),
         "readinessProbe": _probe(w, path="/healthz", period=5, failures=2),
-        # Health goes NOT_SERVING while a dependency is away; restarting does not bring it
-        # back, so liveness waits two minutes before it restarts a pod.
-        "livenessProbe": _probe(w, path="/healthz", period=20, failures=6),
+        # Readiness follows the dependencies; liveness asks the health name "liveness",
+        # SERVING while the process runs its event loop whatever PostgreSQL or NATS do
+        # (a restart would not bring them back).
+        "livenessProbe": _probe(w, path="/healthz", period=10, failures=3, grpc_service="liveness"),
         "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
         "resources": resources,
         "securityContext": _container_security(),

@@ -111,6 +111,10 @@ async def _migrate(args: argparse.Namespace) -> int:
     from foodmesh.services import available
 
     names = args.services or [s.name for s in available()]
+    absent = sorted(set(names) - {s.name for s in available()})
+    if absent:
+        have = ", ".join(s.name for s in available()) or "none yet"
+        raise CliError(f"no service named {', '.join(absent)} (available: {have})")
     urls = await _urls(_state_dir(args))
     total = await _migrate_services(names, urls["FOODMESH_POSTGRES_URL"])
     print(f"migrations up to date ({total} applied now, services: {', '.join(names) or 'none'})")
@@ -328,6 +332,132 @@ async def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- sim
+
+
+def _sim_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``foodmesh sim [run]`` (the default) and room for more (``sim history``)."""
+    from foodmesh.services import KNOWN
+
+    ports = {s.name: s.grpc_port for s in KNOWN}
+    gw = f"http://127.0.0.1:{os.environ.get('FOODMESH_GATEWAY_PORT', '8080')}"
+
+    def run_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--gateway", default=gw, help=f"the HTTP gateway's URL (default {gw})")
+        p.add_argument("--location-target", default=f"127.0.0.1:{ports['location']}",
+                       help="Location's gRPC address (drivers' fixes)")  # fmt: skip
+        p.add_argument("--dispatch-target", default=None,
+                       help="Dispatch's gRPC address (default 127.0.0.1:<its port> when the"
+                       " service exists; 'none': drivers only stream fixes)")  # fmt: skip
+        p.add_argument("--seed", type=int, default=7, help="the city's seed, as seeded (default 7)")
+        p.add_argument("--restaurants", type=int, default=500, help="as seeded (default 500)")
+        p.add_argument("--drivers", type=int, default=300, help="drivers on the road (default 300)")
+        p.add_argument("--customers", type=int, default=2000, help="(default 2000)")
+        p.add_argument(
+            "--orders-per-hour",
+            type=float,
+            default=600.0,
+            help="the week's mean rate; the daily curve shapes it (default 600)",
+        )
+        p.add_argument("--flat", action="store_true", help="a flat rate, no daily curve")
+        p.add_argument(
+            "--duration",
+            type=float,
+            default=600.0,
+            help="seconds to run; 0 runs until Ctrl-C (default 600)",
+        )
+        p.add_argument("--no-shifts", action="store_true", help="every driver works now")
+        p.add_argument(
+            "--prep-scale",
+            type=float,
+            default=1.0,
+            help="multiply kitchen times (below 1: faster kitchens)",
+        )
+        p.add_argument(
+            "--travel-scale",
+            type=float,
+            default=1.0,
+            help="multiply travel times (below 1: faster drives)",
+        )
+        p.add_argument(
+            "--bad-share",
+            type=float,
+            default=0.02,
+            help="share of customers and drivers who misbehave on purpose",
+        )
+        p.add_argument(
+            "--silent-share",
+            type=float,
+            default=0.03,
+            help="share of drivers who go silent mid-delivery",
+        )
+        p.add_argument(
+            "--straight", action="store_true", help="straight lines instead of the road graph"
+        )
+        p.add_argument(
+            "--record",
+            metavar="TRACE.json",
+            help="write what was generated as a foodmesh-trace/1 file",
+        )
+        p.add_argument("--json", action="store_true", help="print the final counts as JSON")
+
+    sim = sub.add_parser("sim", help="a living city against the running platform (run, ...)")
+    run_args(sim)
+    sim_sub = sim.add_subparsers(dest="sim_command")
+    run_args(sim_sub.add_parser("run", help="customers, kitchens and drivers in real time"))
+    # `foodmesh sim history` is added here, on sim_sub.
+
+
+async def _sim_run(args: argparse.Namespace) -> int:
+    import json
+    import signal
+
+    from foodmesh.services import KNOWN, available
+    from foodmesh.sim.agents import SimConfig
+    from foodmesh.sim.run import SimConfigError, run_sim, upsert_drivers
+
+    dispatch: str | None = args.dispatch_target
+    if dispatch is None and "dispatch" in {s.name for s in available()}:
+        dispatch = f"127.0.0.1:{next(s.grpc_port for s in KNOWN if s.name == 'dispatch')}"
+    if dispatch in ("", "none"):
+        dispatch = None
+    config = SimConfig(
+        gateway=args.gateway, location_target=args.location_target, dispatch_target=dispatch,
+        seed=args.seed, restaurants=args.restaurants, drivers=args.drivers,
+        customers=args.customers, orders_per_hour=args.orders_per_hour, flat_demand=args.flat,
+        duration_s=args.duration, shifts=not args.no_shifts, prep_scale=args.prep_scale,
+        travel_scale=args.travel_scale, bad_share=args.bad_share,
+        silent_share=args.silent_share, roads=not args.straight,
+        auth_secret=os.environ.get("FOODMESH_AUTH_SECRET") or DEV_SECRET,
+    )  # fmt: skip
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if config.problems():
+            raise SimConfigError(config.problems())
+        if dispatch is not None:
+            await upsert_drivers(config, dispatch)
+        result = await run_sim(config, record=args.record, stop=stop)
+    except SimConfigError as exc:
+        raise CliError(f"sim: {exc}") from None
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    if args.json:
+        print(json.dumps({**result.stats.as_json(), "roads": result.roads,
+                          "trace": str(result.trace_path or "")}))  # fmt: skip
+    elif result.trace_path is not None:
+        print(f"trace: {result.trace_path} ({result.orders_recorded} orders)")
+    return 0
+
+
+async def _sim(args: argparse.Namespace) -> int:
+    handlers = {None: _sim_run, "run": _sim_run}
+    return await handlers[args.sim_command](args)
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -368,6 +498,8 @@ def _parser() -> argparse.ArgumentParser:
     _city_args(sd)
     sd.add_argument("--catalog-target", help="Catalog address (default 127.0.0.1:<its port>)")
     sd.add_argument("--dispatch-target", help="Dispatch address (default 127.0.0.1:<its port>)")
+
+    _sim_parser(sub)
 
     st = sub.add_parser("status", help="health of the infrastructure and every process")
     st.add_argument("--json", action="store_true")
@@ -415,6 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "up": _up,
             "status": _status,
             "seed": _seed,
+            "sim": _sim,
         }
         return asyncio.run(handler[args.command](args))
     except KeyboardInterrupt:

@@ -19,6 +19,10 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+#: The health name that is SERVING whenever the process runs (for liveness probes).
+LIVENESS = "liveness"
+
+
 class HealthReporter:
     """Runs the dependency checks on an interval and sets the standard health service.
 
@@ -85,6 +89,9 @@ class HealthReporter:
             await asyncio.sleep(self.interval_s)
 
     async def start(self) -> None:
+        # "liveness": SERVING while the process answers at all (Kubernetes' liveness
+        # probe); the other names follow the dependencies (readiness).
+        await self.servicer.set(LIVENESS, _SERVING)
         await self._set(False)
         self._task = asyncio.create_task(self._loop(), name="health-checks")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -9,9 +11,9 @@ from nats.js.api import KeyValueConfig, StreamConfig
 from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 
-from servers.runtime.errors import DependencyUnavailable
+from servers.runtime.errors import ConfigError, DependencyUnavailable
 
-__all__ = ["Subjects", "check_nats", "ensure_kv", "ensure_stream", "open_nats"]
+__all__ = ["Subjects", "check_nats", "ensure_kv", "ensure_stream", "open_nats", "replicas"]
 
 
 class Subjects:
@@ -68,8 +70,25 @@ async def check_nats(nc: NATS) -> None:
     await nc.flush(timeout=1)
 
 
+def replicas() -> int:
+    """Copies of each stream and bucket: ``FOODMESH_NATS_REPLICAS`` (1; 3 on a NATS cluster)."""
+    raw = os.environ.get("FOODMESH_NATS_REPLICAS", "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 5:
+        raise ConfigError(f"FOODMESH_NATS_REPLICAS={raw!r} is not valid: expected 1 to 5")
+    return n
+
+
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
-    """Creates the stream, or updates it to ``config`` if it exists (safe from many replicas)."""
+    """Creates the stream, or updates it to ``config`` if it exists (safe from many replicas).
+
+    A config that does not say how many copies gets ``replicas()``.
+    """
+    if config.num_replicas is None:
+        config.num_replicas = replicas()
     try:
         await js.add_stream(config)
     except BadRequestError:
@@ -88,7 +107,7 @@ async def ensure_kv(
         return await js.key_value(bucket)
     except Exception:  # nats-py raises BucketNotFoundError or NotFoundError by version
         pass
-    config = KeyValueConfig(bucket=bucket, history=history, ttl=ttl_s)
+    config = KeyValueConfig(bucket=bucket, history=history, ttl=ttl_s, replicas=replicas())
     try:
         return await js.create_key_value(config)
     except BadRequestError:  # another replica created it first

@@ -13,7 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.js.errors import KeyWrongLastSequenceError
 
 from servers.runtime.config import Settings
-from servers.runtime.nats import Subjects, ensure_kv
+from servers.runtime.errors import ConfigError
+from servers.runtime.nats import Subjects, ensure_kv, replicas
 from servers.runtime.serve import Dependency, Resources, ServiceSpec, StartupError, run_service
 
 ALL = frozenset(Dependency)
@@ -75,6 +76,24 @@ async def test_service_never_serves_while_redis_is_unreachable(infra: Any, names
     async with run_service(SPEC, bad, wait_ready=False) as svc:
         assert not await svc.health.wait_serving(1.0)
         assert set(svc.health.failing) == {"redis"}
+        async with grpc.aio.insecure_channel(svc.target) as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            ready = await stub.Check(health_pb2.HealthCheckRequest(service="test.Probe"), timeout=2)
+            alive = await stub.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=2)
+        # not ready (Redis is away), but alive: a liveness probe must not restart it for that
+        assert ready.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert alive.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_nats_replicas_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FOODMESH_NATS_REPLICAS", raising=False)
+    assert replicas() == 1
+    monkeypatch.setenv("FOODMESH_NATS_REPLICAS", "3")
+    assert replicas() == 3
+    for bad in ("0", "seven", "9"):
+        monkeypatch.setenv("FOODMESH_NATS_REPLICAS", bad)
+        with pytest.raises(ConfigError, match="FOODMESH_NATS_REPLICAS"):
+            replicas()
 
 
 async def test_startup_gives_up_naming_the_unreachable_database(infra: Any, namespace: str) -> None:
