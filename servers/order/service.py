@@ -349,6 +349,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                     zone_delivery_fee_minor=where.delivery_fee.amount_minor,
                     items=tuple((ln.item_id, ln.quantity, ln.customizations) for ln in lines),
                     delivery_address=a, promo_code=req.promo_code, quote_id=req.quote_id,
+                    order_id=order_id,
                 ),
                 timeout_s=max(0.2, time_left() * 0.3),
             )  # fmt: skip

@@ -10,6 +10,7 @@ import pytest
 from foodmesh.v1 import common_pb2, eta_pb2, pricing_pb2
 from servers.order.eta import EtaInput, FallbackEta, RemoteEta
 from servers.order.pricing import FallbackPricing, PriceInput, RemotePricing
+from servers.runtime.errors import FailedPrecondition
 
 
 def _error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -24,6 +25,18 @@ class Pricing:
     def __init__(self, fail: grpc.StatusCode | None = None) -> None:
         self.fail = fail
         self.calls: list[pricing_pb2.QuoteOrderRequest] = []
+        self.redeemed: list[pricing_pb2.RedeemPromoCodeRequest] = []
+
+    async def get_quote(
+        self, request: pricing_pb2.GetQuoteRequest, *, deadline_s: float | None = None
+    ) -> pricing_pb2.GetQuoteResponse:
+        raise _error(grpc.StatusCode.NOT_FOUND)
+
+    async def redeem_promo_code(
+        self, request: pricing_pb2.RedeemPromoCodeRequest, *, deadline_s: float | None = None
+    ) -> pricing_pb2.RedeemPromoCodeResponse:
+        self.redeemed.append(request)
+        return pricing_pb2.RedeemPromoCodeResponse(customer_uses=1)
 
     async def quote_order(
         self, request: pricing_pb2.QuoteOrderRequest, *, deadline_s: float | None = None
@@ -33,7 +46,8 @@ class Pricing:
             raise _error(self.fail)
         return pricing_pb2.QuoteOrderResponse(quote=pricing_pb2.Quote(
             quote_id="q1", subtotal=m(2398), delivery_fee=m(359), service_fee=m(150),
-            tax=m(210), discount=m(-480), surge=pricing_pb2.Surge(multiplier=1.2)))  # fmt: skip
+            tax=m(210), discount=m(-480), surge=pricing_pb2.Surge(multiplier=1.2),
+            promo_code="SUMMER20"))  # fmt: skip
 
 
 PRICE = PriceInput(customer_id="c", restaurant_id="r", currency="USD", subtotal_minor=2398,
@@ -51,6 +65,8 @@ async def test_remote_pricing_uses_the_services_quote() -> None:
     sent = client.calls[0]
     assert (sent.promo_code, sent.items[0].item_id, list(sent.items[0].customizations)) == (
         "SUMMER20", "pizza", ["large"])  # fmt: skip
+    # the discount is counted against the code at once (keyed by the quote: no order id)
+    assert [(r.code, r.order_id) for r in client.redeemed] == [("SUMMER20", "quote:q1")]
 
 
 async def test_remote_pricing_falls_back_only_when_the_service_is_away() -> None:
@@ -61,7 +77,7 @@ async def test_remote_pricing_falls_back_only_when_the_service_is_away() -> None
     away = RemotePricing(Pricing(grpc.StatusCode.UNAVAILABLE), fallback)
     q = await away.quote(no_promo, timeout_s=1)
     assert q == fallback.price(no_promo)
-    with pytest.raises(grpc.aio.AioRpcError):  # a refusal is not an outage
+    with pytest.raises(FailedPrecondition):  # a refusal is not an outage
         await RemotePricing(Pricing(grpc.StatusCode.FAILED_PRECONDITION), fallback).quote(
             no_promo, timeout_s=1)  # fmt: skip
 

@@ -1,0 +1,297 @@
+"""QuoteOrder and cached GetSurge with 64 concurrent callers, against a raw Redis read.
+
+Servers: the Catalog, Location and Pricing services, each in its own process with
+production defaults (surge cached 60 s per cell, Catalog answers 2 s), on real
+PostgreSQL, Redis and NATS started by the benchmark; one restaurant with a menu and
+a delivery zone, and 20 available drivers streaming positions in its cell.
+
+Load: ``--callers`` (default 64) closed-loop callers quoting a two-line cart back to
+back for ``--duration`` s (default 10): the throughput ceiling. Then ``--rate``
+(default 1000, the target) quotes a second arrive on schedule (open loop): the
+latencies the target's p99 < 20 ms is about. Then GetSurge, closed loop (cached).
+
+Baseline: the same callers running ``GET`` of the cell's cached surge entry straight
+from Redis with redis-py in this process: the floor of "read a cached surge". The
+ratios say what gRPC, auth, the Catalog cache, fees, tax and storing the quote cost.
+
+    python benchmarks/pricing.py            # ~50 s
+    python benchmarks/pricing.py --quick --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psycopg  # noqa: E402
+import redis.asyncio as aioredis  # noqa: E402
+
+from benchmarks._harness import (  # noqa: E402
+    Progress,
+    closed_loop,
+    emit_json,
+    machine,
+    now_iso,
+    open_loop,
+    parser,
+    print_table,
+    ratio,
+    server_process,
+)
+from clients import CatalogClient, ClientOptions, LocationClient, PricingClient  # noqa: E402
+from foodmesh.auth import DEV_SECRET, bearer, mint_token  # noqa: E402
+from foodmesh.infra import InfraURLs, start_infra  # noqa: E402
+from foodmesh.v1 import catalog_pb2 as cpb  # noqa: E402
+from foodmesh.v1 import common_pb2, location_pb2  # noqa: E402
+from foodmesh.v1 import pricing_pb2 as pb  # noqa: E402
+from servers import catalog, location, pricing  # noqa: E402
+from servers.runtime.migrate import load_migrations, migrate  # noqa: E402
+
+NAMESPACE = "bench"
+CALL_TIMEOUT_S = 10.0
+REST = (37.7755, -122.4183)
+SPECS = {"catalog": catalog.SPEC, "location": location.SPEC, "pricing": pricing.SPEC}
+
+
+async def _serve(name: str) -> None:
+    from servers.runtime.config import Settings
+    from servers.runtime.serve import configure_logging, run_service
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    settings = Settings.from_env(name, {**os.environ, "FOODMESH_SHUTDOWN_GRACE_S": "2"})
+    configure_logging(settings.log_level)
+    async with run_service(SPECS[name], settings) as running:
+        print(f"READY {running.port}", flush=True)
+        await stop.wait()
+
+
+def _opts(role: str, subject: str) -> ClientOptions:
+    return ClientOptions(
+        metadata=bearer(mint_token(DEV_SECRET, subject=subject, role=role)),
+        deadline_s=CALL_TIMEOUT_S,
+    )
+
+
+def _usd(n: int) -> common_pb2.Money:
+    return common_pb2.Money(amount_minor=n, currency_code="USD")
+
+
+async def _seed(target: str) -> None:
+    half = 0.03
+    ring = [(REST[0] - half, REST[1] - half), (REST[0] - half, REST[1] + half),
+            (REST[0] + half, REST[1] + half), (REST[0] + half, REST[1] - half)]  # fmt: skip
+    async with CatalogClient(target, options=_opts("ops", "bench")) as c:
+        await c.upsert_restaurant(cpb.UpsertRestaurantRequest(restaurant=cpb.Restaurant(
+            restaurant_id="rest_1", name="Luigi's", cuisines=["pizza"],
+            address=common_pb2.Address(lat=REST[0], lon=REST[1]), time_zone="UTC",
+            hours=[cpb.OpeningHours(weekday=d, open_minute=0, close_minute=1440)
+                   for d in range(1, 8)],
+            price_level=2, minimum_order=_usd(1000), avg_prep_time_min=18,
+            zones=[cpb.DeliveryZone(zone_id="z", delivery_fee=_usd(299), minimum_order=_usd(0),
+                                    polygon=[common_pb2.LatLng(lat=a, lon=b) for a, b in ring])],
+            max_delivery_distance_miles=5)))  # fmt: skip
+        await c.upsert_menu(cpb.UpsertMenuRequest(restaurant_id="rest_1", categories=[
+            cpb.MenuCategory(category_id="c", name="Mains", items=[
+                cpb.MenuItem(item_id="pizza", name="Pizza", price=_usd(1499), available=True,
+                    customizations=[cpb.CustomizationGroup(group_id="size", name="Size",
+                        min_choices=0, max_choices=1, options=[cpb.CustomizationOption(
+                            option_id="large", name="Large", price_delta=_usd(300),
+                            available=True)])]),
+                cpb.MenuItem(item_id="salad", name="Salad", price=_usd(899),
+                             available=True)])]))  # fmt: skip
+
+
+async def _drivers(target: str, n: int = 20) -> None:
+    """``n`` available drivers in the restaurant's cell (one fix each, the index keeps them)."""
+    for i in range(n):
+        async with LocationClient(target, options=_opts("driver", f"drv_{i}")) as c:
+            req = location_pb2.UpdateLocationRequest(lat=REST[0] + i * 1e-4, lon=REST[1])
+            req.timestamp.GetCurrentTime()
+            await c.update_location(req)
+
+
+@contextlib.asynccontextmanager
+async def _infra() -> AsyncIterator[InfraURLs]:
+    with tempfile.TemporaryDirectory(prefix="foodmesh-bench-pricing-") as tmp:
+        async with start_infra(Path(tmp), durable=False, remove=True) as running:
+            yield running.urls
+
+
+async def _fresh_db(admin_url: str) -> str:
+    db = f"bench_pricing_{os.getpid()}"
+    async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
+        await conn.execute(f'CREATE DATABASE "{db}"')
+    return admin_url.rsplit("/", 1)[0] + f"/{db}"
+
+
+def _quote() -> pb.QuoteOrderRequest:
+    return pb.QuoteOrderRequest(
+        customer_id="cus_1", restaurant_id="rest_1",
+        items=[pb.QuoteItem(item_id="pizza", quantity=1, customizations=["large"]),
+               pb.QuoteItem(item_id="salad", quantity=2)],
+        delivery_address=common_pb2.Address(street="456 Mission St", state="CA", zip="94105",
+                                            lat=37.7749, lon=-122.4194),
+    )  # fmt: skip
+
+
+async def run(*, callers: int, duration: float, rate: float) -> dict[str, Any]:
+    async with _infra() as urls:
+        pg_url = await _fresh_db(urls.postgres_url)
+        for spec in SPECS.values():
+            assert spec.migrations is not None
+            await migrate(pg_url, service=spec.name, migrations=load_migrations(spec.migrations))
+        state = tempfile.mkdtemp(prefix="foodmesh-bench-pricing-loc-")
+        os.environ.update({
+            "FOODMESH_POSTGRES_URL": pg_url, "FOODMESH_REDIS_URL": urls.redis_url,
+            "FOODMESH_NATS_URL": urls.nats_url, "FOODMESH_NAMESPACE": NAMESPACE,
+            "FOODMESH_LOCATION_STATE_DIR": state,
+            **{f"FOODMESH_{n.upper()}_{k}": "0" for n in SPECS for k in ("PORT", "METRICS_PORT")},
+        })  # fmt: skip
+        async with (
+            server_process(sys.executable, __file__, "--serve", "catalog") as cat,
+            server_process(sys.executable, __file__, "--serve", "location") as loc,
+        ):
+            await _seed(cat.target)
+            await _drivers(loc.target)
+            os.environ["FOODMESH_PRICING_CATALOG_TARGET"] = cat.target
+            os.environ["FOODMESH_PRICING_LOCATION_TARGET"] = loc.target
+            async with server_process(sys.executable, __file__, "--serve", "pricing") as srv:
+                clients = [PricingClient(srv.target, options=_opts("service", f"order_{i}"))
+                           for i in range(callers)]  # fmt: skip
+                try:
+                    first = (await clients[0].quote_order(_quote())).quote
+                    for c in clients[:8]:  # warm up
+                        await c.quote_order(_quote())
+                    n = 0
+
+                    async def quote() -> None:
+                        nonlocal n
+                        n += 1
+                        await clients[n % callers].quote_order(_quote())
+
+                    cpu0 = srv.cpu_seconds()
+                    label = f"QuoteOrder x{callers}"
+                    closed = await closed_loop(quote, concurrency=callers, duration=duration,
+                                               progress=Progress(label))  # fmt: skip
+                    cpu1 = srv.cpu_seconds()
+                    opened = None
+                    if rate > 0:
+                        await asyncio.sleep(1.0)
+                        label = f"QuoteOrder at {rate:g}/s"
+                        opened = await open_loop(quote, rate=rate, duration=duration,
+                                                 progress=Progress(label))  # fmt: skip
+                    at = pb.GetSurgeRequest(lat=REST[0], lon=REST[1])
+
+                    async def surge() -> None:
+                        nonlocal n
+                        n += 1
+                        await clients[n % callers].get_surge(at)
+
+                    label = f"GetSurge x{callers}"
+                    surged = await closed_loop(surge, concurrency=callers, duration=duration,
+                                               progress=Progress(label))  # fmt: skip
+                finally:
+                    for c in clients:
+                        await c.close()
+        raw = await _raw(urls.redis_url, first.surge.cell, callers=callers, duration=duration)
+    cpu = None
+    if cpu0 is not None and cpu1 is not None and closed.ok:
+        cpu = round((cpu1 - cpu0) / closed.ok * 1000, 3)
+    ours = closed.as_dict()
+    ours["pricing_cpu_ms_per_call"] = cpu
+    return {
+        "benchmark": "pricing",
+        "machine": machine(),
+        "date": now_iso(),
+        "settings": {"callers": callers, "duration_s": duration, "rate": rate,
+                     "servers": "catalog, location and pricing in subprocesses, callers here"},
+        "sample_quote": {"total": first.total.amount_minor, "surge": first.surge.multiplier,
+                         "supply": first.surge.supply, "lines": len(first.lines)},
+        "raw": raw.as_dict(),
+        "ours": ours,
+        "open_loop": opened.as_dict() if opened is not None else None,
+        "get_surge": surged.as_dict(),
+        "ratio": {
+            "quote_throughput": ratio(closed.rate, raw.rate),
+            "quote_p50": ratio(closed.p50_ms, raw.p50_ms),
+            "quote_p99": ratio(closed.p99_ms, raw.p99_ms),
+            "get_surge_p99": ratio(surged.p99_ms, raw.p99_ms),
+        },
+    }  # fmt: skip
+
+
+async def _raw(redis_url: str, cell: str, *, callers: int, duration: float) -> Any:
+    client = aioredis.Redis.from_url(redis_url, max_connections=callers)
+    keys = [k async for k in client.scan_iter(match=f"{NAMESPACE}:surge:*{cell}*", count=1000)]
+    key = keys[0] if keys else f"{NAMESPACE}:surge:missing"
+    try:
+
+        async def raw() -> None:
+            await client.get(key)
+
+        return await closed_loop(raw, concurrency=callers, duration=duration,
+                                 progress=Progress(f"raw Redis GET x{callers}"))  # fmt: skip
+    finally:
+        await client.aclose()
+
+
+def _report(result: dict[str, Any], took: float) -> None:
+    s = result["settings"]
+    rows = []
+    for name, key in (("raw Redis GET of the cached surge", "raw"), ("QuoteOrder", "ours"),
+                      ("GetSurge (cached)", "get_surge")):  # fmt: skip
+        f = result[key]
+        rows.append([name, f["rate"], f["p50_ms"], f["p99_ms"], f["max_ms"], f["errors"],
+                     f.get("pricing_cpu_ms_per_call")])  # fmt: skip
+    print_table(
+        f"Pricing: {s['callers']} closed-loop callers for {s['duration_s']:g}s, "
+        f"{result['machine']['cpus']} cpus, {took:.0f}s in all",
+        ["path", "per s", "p50 ms", "p99 ms", "max ms", "errors", "pricing CPU ms"],
+        rows,
+    )
+    if (f := result.get("open_loop")) is not None:
+        print_table(
+            f"QuoteOrder open loop at {s['rate']:g}/s for {s['duration_s']:g}s (latency from"
+            " each call's scheduled time)",
+            ["per s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "dropped", "late"],
+            [[f["rate"], f["p50_ms"], f["p90_ms"], f["p99_ms"], f["max_ms"], f["errors"],
+              f["dropped"], f["late"]]],
+        )  # fmt: skip
+    print_table("ours / raw", ["figure", "ratio"], [[k, v] for k, v in result["ratio"].items()])
+    print(f"\nsample quote: {result['sample_quote']}")
+
+
+def main() -> int:
+    p = parser(__doc__ or "")
+    p.add_argument("--callers", type=int, default=64)
+    p.add_argument("--serve", choices=sorted(SPECS), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.serve:
+        asyncio.run(_serve(args.serve))
+        return 0
+    duration = args.duration or (3.0 if args.quick else 10.0)
+    t0 = time.perf_counter()
+    rate = 1000.0 if args.rate is None else args.rate
+    result = asyncio.run(run(callers=args.callers, duration=duration, rate=rate))
+    if args.json:
+        emit_json(result)
+    else:
+        _report(result, time.perf_counter() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

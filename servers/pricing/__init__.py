@@ -1,0 +1,141 @@
+"""The Pricing service: quotes, fees, tax, promo codes and surge from live demand and supply.
+
+``SPEC`` is what ``foodmesh serve pricing`` runs. PostgreSQL (schema ``pricing``)
+holds promo codes and their redemptions, customers' order counts, the events and
+weather in force, and surge history; Redis holds quotes (5 min), the surge cache
+(60 s per geohash-5 cell) and the demand buckets. A durable JetStream consumer
+(``feed.py``) follows ``orders.v1.>``: demand, first orders, promo confirmation and
+release on cancellation. Supply comes from the Location service.
+
+Settings (``FOODMESH_PRICING_*``):
+
+- ``CATALOG_TARGET``, ``LOCATION_TARGET``: the Catalog and Location services
+  (default: their ports on this host); without Location the surge is 1.0, flagged;
+- ``CATALOG_CACHE_S``: how long a Catalog answer is reused (2; ``0`` asks every time);
+- ``SURGE_TTL_S``: how long a cell's surge is cached (60);
+- ``DEMAND_WINDOW_S``: the demand window (600: orders of the last 10 minutes);
+- ``QUOTE_TTL_S``: how long a quote is valid (300);
+- ``PROMO_HOLD_S``: how long a promo use taken at placement waits for the order's
+  placed event before it is given back (120: the placement failed);
+- ``SWEEP_EVERY_S``: how often holds are swept and conditions re-read (2);
+- ``TIMEOUT_S``: the longest a quote waits on Redis or Location for surge (0.5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+
+from clients import CatalogClient, ClientOptions, LocationClient
+from foodmesh.auth import bearer, mint_token
+from foodmesh.services import KNOWN
+from foodmesh.v1 import pricing_pb2_grpc
+from servers.runtime.serve import Dependency, Resources, ServiceSpec
+from servers.runtime.tasks import stop_tasks
+
+__all__ = ["SPEC", "build"]
+
+_log = logging.getLogger("foodmesh.pricing")
+
+
+def _target(resources: Resources, service: str) -> str:
+    s = resources.settings
+    explicit = s.extra.get(f"FOODMESH_PRICING_{service.upper()}_TARGET")
+    if explicit:
+        return explicit
+    port = next(i.grpc_port for i in KNOWN if i.name == service)
+    return f"{s.host}:{port}"
+
+
+def _f(resources: Resources, name: str, default: float) -> float:
+    return float(resources.settings.extra.get(f"FOODMESH_PRICING_{name}", default))
+
+
+async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], Awaitable[None]]:
+    """Wires the service's parts and starts the order feed, the sweeper and history."""
+    from servers.pricing.catalog import CachedCatalog
+    from servers.pricing.feed import OrderFeed
+    from servers.pricing.live import (
+        Conditions,
+        DemandCounter,
+        HistoryWriter,
+        LocationSupply,
+        SurgeEngine,
+    )
+    from servers.pricing.service import PricingServicer
+    from servers.pricing.store import PricingStore
+
+    s = resources.settings
+    token = mint_token(s.auth_secret, subject="pricing", role="service", ttl_s=365 * 86400)
+    options = ClientOptions(metadata=bearer(token))
+    catalog = CatalogClient(_target(resources, "catalog"), options=options)
+    location = LocationClient(_target(resources, "location"), options=options)
+    store = PricingStore(resources.pg)
+    redis = resources.redis
+    demand = DemandCounter(redis, resources.keys, window_s=_f(resources, "DEMAND_WINDOW_S", 600))
+    conditions = Conditions()
+    history = HistoryWriter(store)
+    engine = SurgeEngine(
+        redis, resources.keys, demand, LocationSupply(location), conditions, history,
+        ttl_s=_f(resources, "SURGE_TTL_S", 60), timeout_s=_f(resources, "TIMEOUT_S", 0.5),
+    )  # fmt: skip
+    servicer = PricingServicer(
+        store=store,
+        catalog=CachedCatalog(catalog, ttl_s=_f(resources, "CATALOG_CACHE_S", 2)),
+        surge=engine,
+        conditions=conditions,
+        redis=redis,
+        keys=resources.keys,
+        quote_ttl_s=_f(resources, "QUOTE_TTL_S", 300),
+        redis_timeout_s=_f(resources, "TIMEOUT_S", 0.5),
+    )
+    pricing_pb2_grpc.add_PricingServiceServicer_to_server(servicer, server)
+    feed = OrderFeed(lambda: resources.js, resources.subjects, store, demand)
+    feed.start()
+    history.start()
+    hold_s = _f(resources, "PROMO_HOLD_S", 120)
+    sweep_s = _f(resources, "SWEEP_EVERY_S", 2)
+
+    async def sweep_forever() -> None:
+        passes = 0
+        while True:
+            try:
+                if await conditions.refresh(store):
+                    engine.invalidate()
+                    _log.info("conditions v%d: %d events, %d weather areas", conditions.version,
+                              len(conditions.events), len(conditions.weather))  # fmt: skip
+                if passes % max(1, round(10 / sweep_s)) == 0:
+                    if n := await store.expire_holds(hold_s):
+                        _log.info("%d promo holds never confirmed by an order: released", n)
+                if passes % max(1, round(3600 / sweep_s)) == 0:
+                    await store.trim_history(30 * 86400)
+            except Exception as exc:  # PostgreSQL away (or not migrated yet): next pass
+                _log.debug("pricing sweep failed: %s", exc)
+            passes += 1
+            await asyncio.sleep(sweep_s)
+
+    tasks = [asyncio.create_task(sweep_forever(), name="pricing-sweep")]
+
+    async def stop() -> None:
+        await stop_tasks(tasks)
+        await feed.stop()
+        await history.stop()
+        for client in (catalog, location):
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    return stop
+
+
+SPEC = ServiceSpec(
+    name="pricing",
+    grpc_services=("foodmesh.v1.PricingService",),
+    register=build,
+    needs=frozenset({Dependency.POSTGRES, Dependency.REDIS, Dependency.NATS}),
+    migrations=Path(__file__).parent / "migrations",
+)

@@ -1,0 +1,108 @@
+"""The Catalog as Pricing reads it, with a brief in-process memory of its answers.
+
+A quote needs the restaurant (where it is, its currency), its menu (prices) and
+the delivery check (zone fee, distance). Asked afresh, that is three gRPC calls
+per quote; the answers are kept ``ttl_s`` seconds (2 by default), so a price
+change reaches quotes at most that late, and a quote is still checked against the
+Catalog's current prices when it is charged (PlaceOrder prices the lines itself
+and re-quotes when they differ). Concurrent misses of one key share one call;
+failures are never remembered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Protocol, TypeVar
+
+from foodmesh.v1 import catalog_pb2
+
+__all__ = ["CachedCatalog", "CatalogPort"]
+
+T = TypeVar("T")
+
+
+class CatalogPort(Protocol):
+    """What Pricing needs of the Catalog (``clients.CatalogClient`` fits)."""
+
+    async def get_restaurant(
+        self, request: catalog_pb2.GetRestaurantRequest, *, deadline_s: float | None = ...
+    ) -> catalog_pb2.GetRestaurantResponse: ...
+
+    async def get_menu(
+        self, request: catalog_pb2.GetMenuRequest, *, deadline_s: float | None = ...
+    ) -> catalog_pb2.GetMenuResponse: ...
+
+    async def check_delivery(
+        self, request: catalog_pb2.CheckDeliveryRequest, *, deadline_s: float | None = ...
+    ) -> catalog_pb2.CheckDeliveryResponse: ...
+
+
+class CachedCatalog:
+    """A ``CatalogPort`` that remembers answers for ``ttl_s`` seconds (0: not at all)."""
+
+    def __init__(
+        self,
+        inner: CatalogPort,
+        *,
+        ttl_s: float = 2.0,
+        max_entries: int = 20_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inner = inner
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self.calls = 0
+        self._entries: dict[Hashable, tuple[float, asyncio.Future[Any]]] = {}
+
+    async def _get(self, key: Hashable, fetch: Callable[[], Awaitable[T]]) -> T:
+        if self.ttl_s <= 0:
+            self.calls += 1
+            return await fetch()
+        now = self.clock()
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
+            return await asyncio.shield(hit[1])
+        if len(self._entries) >= self.max_entries:
+            for k in [k for k, (exp, _) in self._entries.items() if exp <= now]:
+                del self._entries[k]
+            while len(self._entries) >= self.max_entries:
+                del self._entries[next(iter(self._entries))]
+        self.calls += 1
+        task: asyncio.Future[T] = asyncio.ensure_future(fetch())
+        self._entries[key] = (now + self.ttl_s, task)
+        task.add_done_callback(lambda t: self._settled(key, t))
+        return await asyncio.shield(task)
+
+    def _settled(self, key: Hashable, task: asyncio.Future[Any]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            held = self._entries.get(key)
+            if held is not None and held[1] is task:
+                del self._entries[key]
+
+    async def get_restaurant(
+        self, request: catalog_pb2.GetRestaurantRequest, *, deadline_s: float | None = None
+    ) -> catalog_pb2.GetRestaurantResponse:
+        return await self._get(
+            ("restaurant", request.restaurant_id),
+            lambda: self.inner.get_restaurant(request, deadline_s=deadline_s),
+        )
+
+    async def get_menu(
+        self, request: catalog_pb2.GetMenuRequest, *, deadline_s: float | None = None
+    ) -> catalog_pb2.GetMenuResponse:
+        return await self._get(
+            ("menu", request.restaurant_id),
+            lambda: self.inner.get_menu(request, deadline_s=deadline_s),
+        )
+
+    async def check_delivery(
+        self, request: catalog_pb2.CheckDeliveryRequest, *, deadline_s: float | None = None
+    ) -> catalog_pb2.CheckDeliveryResponse:
+        where = request.location
+        return await self._get(
+            ("delivery", request.restaurant_id, where.lat, where.lon),
+            lambda: self.inner.check_delivery(request, deadline_s=deadline_s),
+        )

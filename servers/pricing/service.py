@@ -1,0 +1,307 @@
+"""PricingServicer: decode the request, call the Catalog, surge, promo rules and store, encode.
+
+The domain lives in ``cart`` (menu prices), ``fees``, ``tax``, ``promo``, ``surge``
+and ``breakdown`` (all pure); ``live`` is the surge cache and its inputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+import uuid
+from typing import Any
+
+import grpc
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from foodmesh.v1 import catalog_pb2, common_pb2, pricing_pb2
+from foodmesh.v1 import pricing_pb2_grpc as pb_grpc
+from servers.pricing import convert
+from servers.pricing.breakdown import compute_breakdown
+from servers.pricing.cart import check_items, price_items
+from servers.pricing.catalog import CatalogPort
+from servers.pricing.fees import FeeSchedule
+from servers.pricing.live import Conditions, SurgeEngine
+from servers.pricing.promo import PromoRejected, discount_minor
+from servers.pricing.store import PricingStore, QuoteAlreadyRedeemed, UnknownPromo
+from servers.pricing.tax import TaxTable
+from servers.runtime.auth import require
+from servers.runtime.context import time_left
+from servers.runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    Violations,
+)
+from servers.runtime.geo import METERS_PER_MILE, valid_lat_lon
+from servers.runtime.redis import Keys
+
+__all__ = ["PricingServicer"]
+
+_log = logging.getLogger("foodmesh.pricing")
+Ctx = grpc.aio.ServicerContext[Any, Any]
+_MAX_AHEAD = dt.timedelta(days=7)
+
+
+class PricingServicer(pb_grpc.PricingServiceServicer):
+    def __init__(
+        self,
+        *,
+        store: PricingStore,
+        catalog: CatalogPort,
+        surge: SurgeEngine,
+        conditions: Conditions,
+        redis: aioredis.Redis,
+        keys: Keys,
+        fees: FeeSchedule | None = None,
+        taxes: TaxTable | None = None,
+        quote_ttl_s: float = 300.0,
+        redis_timeout_s: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.surge = surge
+        self.conditions = conditions
+        self.redis = redis
+        self.keys = keys
+        self.fees = fees or FeeSchedule()
+        self.taxes = taxes or TaxTable()
+        self.quote_ttl_s = quote_ttl_s
+        self.redis_timeout_s = redis_timeout_s
+
+    def _quote_key(self, quote_id: str) -> str:
+        return self.keys.key("quote", quote_id)
+
+    # -- QuoteOrder ----------------------------------------------------------------------
+
+    async def QuoteOrder(  # noqa: N802
+        self, request: pricing_pb2.QuoteOrderRequest, context: Ctx
+    ) -> pricing_pb2.QuoteOrderResponse:
+        p = require()
+        customer_id = request.customer_id or (p.subject if p.role == "customer" else "")
+        if p.role == "customer" and customer_id != p.subject:
+            raise PermissionDenied("a customer may quote only for themselves", reason="NOT_OWNER")
+        v = Violations()
+        convert.check_id(v, request.restaurant_id, "restaurant_id")
+        if request.customer_id:
+            convert.check_id(v, request.customer_id, "customer_id")
+        check_items(v, request.items)
+        a = request.delivery_address
+        v.check(request.HasField("delivery_address") and valid_lat_lon(a.lat, a.lon),
+                "delivery_address", "is required: lat -90..90, lon -180..180")  # fmt: skip
+        code = ""
+        if request.promo_code:
+            code = convert.check_promo_code(v, request.promo_code, "promo_code")
+            v.check(bool(customer_id), "customer_id", "is required with a promo code")
+        now = time.time()
+        if request.HasField("delivery_time"):
+            when = request.delivery_time.ToDatetime(dt.UTC)
+            v.check(dt.timedelta(minutes=-5) <= when - dt.datetime.now(dt.UTC) <= _MAX_AHEAD,
+                    "delivery_time", "must be from now to 7 days ahead")  # fmt: skip
+        v.raise_if_any()
+
+        rid = request.restaurant_id
+        budget = max(0.2, time_left() * 0.5)
+        try:
+            got, menu, where = await asyncio.gather(
+                self.catalog.get_restaurant(catalog_pb2.GetRestaurantRequest(restaurant_id=rid),
+                                            deadline_s=budget),
+                self.catalog.get_menu(catalog_pb2.GetMenuRequest(restaurant_id=rid),
+                                      deadline_s=budget),
+                self.catalog.check_delivery(catalog_pb2.CheckDeliveryRequest(
+                    restaurant_id=rid, location=common_pb2.LatLng(lat=a.lat, lon=a.lon)),
+                    deadline_s=budget),
+            )  # fmt: skip
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(f"no restaurant {rid!r}", reason="RESTAURANT_NOT_FOUND") from None
+            raise Unavailable(f"the catalog did not answer ({exc.code().name}): retry") from None
+        r = got.restaurant
+        currency = r.minimum_order.currency_code or "USD"
+        items = price_items(request.items, menu.menu)
+        if not where.deliverable:
+            raise FailedPrecondition(
+                f"delivery_address: restaurant {rid!r} does not deliver there ({where.reason})",
+                reason="OUTSIDE_DELIVERY_ZONE",
+            )
+        subtotal = sum(i.total_minor for i in items)
+        surge = await self.surge.at(r.address.lat, r.address.lon)
+        off = 0
+        if code:
+            off = await self._discount(code, customer_id, subtotal, currency, surge.cell, now)
+        b = compute_breakdown(
+            subtotal_minor=subtotal,
+            zone_fee_minor=where.delivery_fee.amount_minor,
+            distance_m=where.distance_miles * METERS_PER_MILE,
+            surge_tenths=max(10, round(surge.multiplier * 10)),
+            discount_off_minor=off,
+            tax_rule=self.taxes.rule(a.state, a.zip),
+            fees=self.fees,
+            promo_code=code,
+        )
+        q = pricing_pb2.Quote(
+            quote_id="q_" + uuid.uuid4().hex,
+            subtotal=convert.money(b.subtotal_minor, currency),
+            delivery_fee=convert.money(b.delivery_fee_minor, currency),
+            service_fee=convert.money(b.service_fee_minor, currency),
+            small_order_fee=convert.money(b.small_order_fee_minor, currency),
+            tax=convert.money(b.tax_minor, currency),
+            discount=convert.money(b.discount_minor, currency),
+            total=convert.money(b.total_minor, currency),
+            surge=surge,
+            lines=[pricing_pb2.QuoteLine(kind=ln.kind, label=ln.label,
+                                         amount=convert.money(ln.amount_minor, currency))
+                   for ln in b.lines],
+            customer_id=customer_id,
+            restaurant_id=rid,
+            items=request.items,
+            delivery_address=a,
+            promo_code=code if off else "",
+            promo_message="" if off or not code else f"{code} takes nothing off this order",
+        )  # fmt: skip
+        q.create_time.FromNanoseconds(int(now * 1e9))
+        q.expire_time.FromNanoseconds(int((now + self.quote_ttl_s) * 1e9))
+        try:
+            async with asyncio.timeout(self.redis_timeout_s):
+                await self.redis.set(self._quote_key(q.quote_id), q.SerializeToString(),
+                                     px=int(self.quote_ttl_s * 1000) + 30_000)  # fmt: skip
+        except (RedisError, OSError, TimeoutError) as exc:
+            # The price still stands; PlaceOrder will not find it and re-quotes.
+            _log.warning("quote %s not stored (%s)", q.quote_id, exc or "timeout")
+        return pricing_pb2.QuoteOrderResponse(quote=q)
+
+    async def _discount(
+        self, code: str, customer_id: str, subtotal: int, currency: str, cell: str, now: float
+    ) -> int:
+        found = await self.store.promo_with_usage(code, customer_id)
+        if found is None:
+            raise convert.PromoInvalid("promo_code", f"unknown promo code {code!r}", "NOT_FOUND")
+        promo, usage = found
+        try:
+            return discount_minor(promo, subtotal_minor=subtotal, currency=currency, cell=cell,
+                                  usage=usage, now=now)  # fmt: skip
+        except PromoRejected as exc:
+            raise convert.PromoInvalid("promo_code", exc.message, exc.reason) from None
+
+    # -- GetQuote --------------------------------------------------------------------------
+
+    async def GetQuote(  # noqa: N802
+        self, request: pricing_pb2.GetQuoteRequest, context: Ctx
+    ) -> pricing_pb2.GetQuoteResponse:
+        p = require()
+        v = Violations()
+        v.check(bool(request.quote_id) and len(request.quote_id) <= 64 and
+                request.quote_id.isascii(), "quote_id", "is required")  # fmt: skip
+        v.raise_if_any()
+        try:
+            async with asyncio.timeout(self.redis_timeout_s):
+                raw = await self.redis.get(self._quote_key(request.quote_id))
+        except (RedisError, OSError, TimeoutError):
+            raise Unavailable("quotes cannot be read now: quote again") from None
+        missing = NotFound(f"no valid quote {request.quote_id!r}: quote again",
+                           reason="QUOTE_NOT_FOUND")  # fmt: skip
+        if raw is None:
+            raise missing
+        q = pricing_pb2.Quote.FromString(raw if isinstance(raw, bytes) else raw.encode())
+        if q.expire_time.ToNanoseconds() <= time.time_ns():
+            raise missing
+        if p.role == "customer" and q.customer_id != p.subject:
+            raise missing
+        return pricing_pb2.GetQuoteResponse(quote=q)
+
+    # -- surge ---------------------------------------------------------------------------
+
+    async def GetSurge(  # noqa: N802
+        self, request: pricing_pb2.GetSurgeRequest, context: Ctx
+    ) -> pricing_pb2.GetSurgeResponse:
+        v = Violations()
+        v.check(valid_lat_lon(request.lat, request.lon), "lat",
+                "lat must be -90..90 and lon -180..180")  # fmt: skip
+        v.raise_if_any()
+        return pricing_pb2.GetSurgeResponse(surge=await self.surge.at(request.lat, request.lon))
+
+    async def GetSurgeHistory(  # noqa: N802
+        self, request: pricing_pb2.GetSurgeHistoryRequest, context: Ctx
+    ) -> pricing_pb2.GetSurgeHistoryResponse:
+        v = Violations()
+        v.check(len(request.cell) == 5 and bool(convert.CELL.match(request.cell)), "cell",
+                "must be a geohash-5 cell")  # fmt: skip
+        end = (request.end_time.ToDatetime(dt.UTC) if request.HasField("end_time")
+               else dt.datetime.now(dt.UTC))  # fmt: skip
+        start = (request.start_time.ToDatetime(dt.UTC) if request.HasField("start_time")
+                 else end - dt.timedelta(hours=1))  # fmt: skip
+        v.check(start <= end, "start_time", "must not be after end_time")
+        v.raise_if_any()
+        points = await self.store.history(request.cell, start, end)
+        out = pricing_pb2.GetSurgeHistoryResponse()
+        for h in points:
+            sp = out.points.add(multiplier=h.multiplier, demand=h.demand, supply=h.supply)
+            sp.timestamp.FromDatetime(h.at)
+        return out
+
+    async def SetConditions(  # noqa: N802
+        self, request: pricing_pb2.SetConditionsRequest, context: Ctx
+    ) -> pricing_pb2.SetConditionsResponse:
+        v = Violations()
+        v.check(len(request.events) <= 10_000, "events", "at most 10000")
+        v.check(len(request.weather) <= 10_000, "weather", "at most 10000")
+        events = convert.events_from_pb(v, list(request.events))
+        weather = convert.weather_from_pb(v, list(request.weather))
+        v.raise_if_any()
+        await self.store.replace_conditions(events, weather)
+        if await self.conditions.refresh(self.store):
+            self.surge.invalidate()
+        return pricing_pb2.SetConditionsResponse(events=len(events), weather=len(weather))
+
+    # -- promo codes ---------------------------------------------------------------------
+
+    async def UpsertPromoCode(  # noqa: N802
+        self, request: pricing_pb2.UpsertPromoCodeRequest, context: Ctx
+    ) -> pricing_pb2.UpsertPromoCodeResponse:
+        if not request.HasField("promo"):
+            raise InvalidArgument.field("promo", "is required")
+        promo = convert.promo_from_pb(request.promo)
+        await self.store.upsert_promo(promo)
+        return pricing_pb2.UpsertPromoCodeResponse(promo=convert.promo_to_pb(promo))
+
+    async def RedeemPromoCode(  # noqa: N802
+        self, request: pricing_pb2.RedeemPromoCodeRequest, context: Ctx
+    ) -> pricing_pb2.RedeemPromoCodeResponse:
+        v = Violations()
+        code = convert.check_promo_code(v, request.code, "code")
+        convert.check_id(v, request.customer_id, "customer_id")
+        v.check(bool(request.order_id) and len(request.order_id) <= 128 and
+                request.order_id.isascii(), "order_id", "is required")  # fmt: skip
+        v.raise_if_any()
+        key = request.order_id
+        order_id = "" if key.startswith("quote:") else key
+        try:
+            done = await self.store.redeem(code, request.customer_id, key, now=time.time(),
+                                           order_id=order_id)  # fmt: skip
+        except UnknownPromo:
+            raise convert.PromoInvalid(
+                "code", f"unknown promo code {code!r}", "NOT_FOUND"
+            ) from None
+        except PromoRejected as exc:
+            raise convert.PromoInvalid("code", exc.message, exc.reason) from None
+        except QuoteAlreadyRedeemed:
+            raise FailedPrecondition(
+                f"the promo use of {key!r} belongs to another order: quote again",
+                reason="QUOTE_ALREADY_REDEEMED",
+            ) from None
+        return pricing_pb2.RedeemPromoCodeResponse(customer_uses=done.customer_uses)
+
+    async def ReleasePromoCode(  # noqa: N802
+        self, request: pricing_pb2.ReleasePromoCodeRequest, context: Ctx
+    ) -> pricing_pb2.ReleasePromoCodeResponse:
+        v = Violations()
+        code = convert.check_promo_code(v, request.code, "code")
+        v.check(bool(request.order_id) and len(request.order_id) <= 128, "order_id", "is required")
+        v.raise_if_any()
+        released = await self.store.release(code, request.order_id)
+        return pricing_pb2.ReleasePromoCodeResponse(released=released)
