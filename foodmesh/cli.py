@@ -211,6 +211,7 @@ async def _up(args: argparse.Namespace) -> int:
                     name="gateway",
                     argv=python_argv("serve", "gateway"),
                     env={
+                        **urls,  # Redis: the rate limits' buckets
                         "FOODMESH_GATEWAY_PORT": gateway_port,
                         "FOODMESH_GATEWAY_SERVICES": ",".join(s.name for s in services),
                         **{

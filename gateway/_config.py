@@ -40,6 +40,28 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _rate(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected requests per second") from None
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{name}={raw!r}: must be 0 (off) or a positive number")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r}: expected true or false")
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -57,6 +79,10 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     auth_secret: str = DEV_SECRET
+    #: Production auth: the OIDC provider's JWKS URL (RS256/ES256), and the iss/aud required.
+    auth_jwks_url: str = ""
+    auth_issuer: str = ""
+    auth_audience: str = ""
     #: Deadline of every unary upstream call (and of a stream's first message in snapshot mode).
     deadline_s: float = 5.0
     #: Deadline of a server stream (SSE / NDJSON); clients reconnect after it.
@@ -70,6 +96,24 @@ class GatewayConfig:
     targets: Mapping[str, str] = field(default_factory=dict)
     #: Only these service keys are exposed (empty: every foodmesh.v1 service).
     services: frozenset[str] = frozenset()
+    #: Upper bound of a client's ``X-Request-Timeout`` (and ``grpc-timeout``) header.
+    max_deadline_s: float = 30.0
+    #: Redis of the rate limits (token buckets); empty: no rate limits.
+    redis_url: str = ""
+    #: Prefix of the buckets' keys inside their hash tag (several gateways on one Redis).
+    rate_limit_namespace: str = ""
+    #: Requests per second per client IP, and the burst above it; 0: no IP limit.
+    ip_rate: float = 50.0
+    ip_burst: int = 100
+    #: Requests per second per authenticated caller (role + subject); 0: no caller limit.
+    token_rate: float = 20.0
+    token_burst: int = 40
+    #: Take the client IP from the first ``X-Forwarded-For`` entry (behind a trusted proxy).
+    trust_forwarded_for: bool = False
+    #: Origins a browser may call from (``*``: any); empty: no CORS headers at all.
+    cors_origins: frozenset[str] = frozenset()
+    #: How long a browser may cache a preflight answer.
+    cors_max_age_s: int = 600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -80,17 +124,35 @@ class GatewayConfig:
             if (m := re.fullmatch(r"FOODMESH_GATEWAY_([A-Z0-9_]+)_TARGET", k)) and v
         }
         only = env.get("FOODMESH_GATEWAY_SERVICES", "")
+        cors = env.get("FOODMESH_GATEWAY_CORS_ORIGINS", "")
         return cls(
             host=env.get("FOODMESH_GATEWAY_HOST") or env.get("FOODMESH_HOST") or "127.0.0.1",
             port=_int(env, "FOODMESH_GATEWAY_PORT", DEFAULT_PORT),
             auth_secret=env.get("FOODMESH_AUTH_SECRET") or DEV_SECRET,
+            auth_jwks_url=env.get("FOODMESH_AUTH_JWKS_URL", "").strip(),
+            auth_issuer=env.get("FOODMESH_AUTH_ISSUER", "").strip(),
+            auth_audience=env.get("FOODMESH_AUTH_AUDIENCE", "").strip(),
             deadline_s=_float(env, "FOODMESH_GATEWAY_DEADLINE_S", 5.0),
             stream_deadline_s=_float(env, "FOODMESH_GATEWAY_STREAM_DEADLINE_S", 3600.0),
             heartbeat_s=_float(env, "FOODMESH_GATEWAY_HEARTBEAT_S", 15.0),
             max_body_bytes=_int(env, "FOODMESH_GATEWAY_MAX_BODY_BYTES", 1 << 20),
             targets=targets,
             services=frozenset(s.strip() for s in only.split(",") if s.strip()),
+            max_deadline_s=_float(env, "FOODMESH_GATEWAY_MAX_DEADLINE_S", 30.0),
+            redis_url=env.get("FOODMESH_GATEWAY_REDIS_URL") or env.get("FOODMESH_REDIS_URL", ""),
+            rate_limit_namespace=env.get("FOODMESH_GATEWAY_RATE_LIMIT_NAMESPACE", ""),
+            ip_rate=_rate(env, "FOODMESH_GATEWAY_IP_RATE", 50.0),
+            ip_burst=_int(env, "FOODMESH_GATEWAY_IP_BURST", 100),
+            token_rate=_rate(env, "FOODMESH_GATEWAY_TOKEN_RATE", 20.0),
+            token_burst=_int(env, "FOODMESH_GATEWAY_TOKEN_BURST", 40),
+            trust_forwarded_for=_bool(env, "FOODMESH_GATEWAY_TRUST_FORWARDED_FOR"),
+            cors_origins=frozenset(o.strip().rstrip("/") for o in cors.split(",") if o.strip()),
+            cors_max_age_s=_int(env, "FOODMESH_GATEWAY_CORS_MAX_AGE_S", 600),
         )
+
+    def cors_allows(self, origin: str) -> bool:
+        """True when a browser page from ``origin`` may call the API."""
+        return "*" in self.cors_origins or origin.rstrip("/") in self.cors_origins
 
     def target(self, service: descriptor.ServiceDescriptor) -> str:
         """Where ``service`` is reached: its env target, else its default local port."""

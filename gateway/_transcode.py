@@ -148,13 +148,16 @@ def set_field(msg: Message, path: str, text: str, *, append: bool = False) -> No
             value = _scalar(f, text)
         except (ValueError, json_format.ParseError) as exc:
             raise FieldError(path, str(exc)) from None
-        if f.is_repeated:
-            field = getattr(target, f.name)
-            if not append:
-                del field[:]
-            field.append(value)
-        else:
-            setattr(target, f.name, value)
+        try:
+            if f.is_repeated:
+                field = getattr(target, f.name)
+                if not append:
+                    del field[:]
+                field.append(value)
+            else:
+                setattr(target, f.name, value)
+        except (ValueError, TypeError) as exc:  # out of the field's range
+            raise FieldError(path, f"{text[:40]!r}: {exc}") from None
         return
 
 
@@ -215,10 +218,36 @@ def _parse_error(exc: json_format.ParseError, prefix: str) -> GatewayError:
     return bad_request(f"invalid request body: {text}", [(field or prefix, text)])
 
 
+#: Deepest JSON nesting taken (protobuf's own recursion limit is 100).
+MAX_DEPTH = 64
+
+
+def _too_deep(data: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
 def decode_json(raw: bytes) -> Any:
     """JSON from a request body; 400 with the line, column and offset when malformed."""
+    too_deep = bad_request(
+        f"the request body is nested deeper than {MAX_DEPTH} levels",
+        [("", f"nested deeper than {MAX_DEPTH} levels")],
+    )
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
+    except RecursionError:
+        raise too_deep from None
     except UnicodeDecodeError as exc:
         raise bad_request(
             f"request body is not UTF-8 (byte {exc.start})", [("", "not UTF-8")]
@@ -228,6 +257,9 @@ def decode_json(raw: bytes) -> Any:
         raise bad_request(
             f"malformed JSON at {where}: {exc.msg}", [("", f"malformed JSON at {where}")]
         ) from None
+    if _too_deep(data, MAX_DEPTH):
+        raise too_deep
+    return data
 
 
 def apply_body(msg: Message, body_field: str, raw: bytes) -> None:

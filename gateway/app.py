@@ -4,6 +4,11 @@ Routes come from the ``google.api.http`` annotations of every ``foodmesh.v1`` se
 read at start-up; who may call each route from ``(foodmesh.v1.access)``. The gateway
 checks the bearer token itself (401/403 before any upstream call) and passes it on, so
 each service checks it again.
+
+Before a request goes upstream: CORS preflights are answered, the client IP's and then
+the caller's token bucket are charged (429 + Retry-After), the body is capped (413),
+and the upstream deadline is the config's or the client's ``X-Request-Timeout`` /
+``grpc-timeout`` header, capped. Streams resume from ``Last-Event-ID``.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import re
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import grpc
 from aiohttp import web
@@ -27,8 +35,9 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from foodmesh.auth import InvalidToken, Principal, verify_token
+from foodmesh.auth import InvalidToken, Principal, TokenVerifier
 from gateway._config import ConfigError, GatewayConfig, service_key
+from gateway._docs import DOCS_HTML, DOCS_INIT_JS, asset
 from gateway._errors import (
     GatewayError,
     bad_request,
@@ -38,6 +47,7 @@ from gateway._errors import (
     status_json,
     unpack_known,
 )
+from gateway._limits import Decision, RateLimiter, parse_timeout
 from gateway._openapi import openapi
 from gateway._routes import Match, Route, RouteTable, foodmesh_services
 from gateway._transcode import FieldError, apply_body, apply_query, message_json, set_field
@@ -48,7 +58,21 @@ log = logging.getLogger("foodmesh.gateway")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _FORWARDED = ("traceparent", "tracestate")
+_TIMEOUT_HEADERS = ("X-Request-Timeout", "grpc-timeout")
+#: Request headers a browser may send cross-origin (answered in preflights).
+_CORS_ALLOW_HEADERS = (
+    "Authorization, Content-Type, Idempotency-Key, X-Request-Id, X-Request-Timeout, "
+    "grpc-timeout, Last-Event-ID, traceparent, tracestate"
+)
+_CORS_EXPOSE_HEADERS = "X-Request-Id, Retry-After, Allow"
 _GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
+_APP_DIR = Path(__file__).parent / "static" / "app"
+_APP_FILES = {f.name: f for f in _APP_DIR.glob("*") if f.suffix in (".html", ".js", ".css")}
+_AIOHTTP_CODES = {
+    404: grpc.StatusCode.NOT_FOUND,
+    405: grpc.StatusCode.UNIMPLEMENTED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 
 
 def _request_id(request: web.Request) -> str:
@@ -139,6 +163,7 @@ class Gateway:
         config: GatewayConfig | None = None,
         *,
         services: Sequence[descriptor.ServiceDescriptor] | None = None,
+        verifier: TokenVerifier | None = None,
     ) -> None:
         self.config = config or GatewayConfig.from_env()
         found = list(services) if services is not None else foodmesh_services()
@@ -146,21 +171,93 @@ class Gateway:
         self.routes = RouteTable.from_services(self.services)
         self.upstreams = _Upstreams(self.config)
         self._openapi: bytes | None = None
+        c = self.config
+        self.verifier = verifier or TokenVerifier.configured(
+            secret=c.auth_secret, jwks_url=c.auth_jwks_url, issuer=c.auth_issuer,
+            audience=c.auth_audience,
+        )  # fmt: skip
+        self._principals: dict[str, tuple[Principal, float]] = {}
+        self.limiter: RateLimiter | None = None
+        if c.redis_url and (c.ip_rate > 0 or c.token_rate > 0):
+            self.limiter = RateLimiter(c.redis_url, namespace=c.rate_limit_namespace)
+        elif c.ip_rate > 0 or c.token_rate > 0:
+            log.info("rate limits off: no Redis (set FOODMESH_REDIS_URL)")
 
     # ------------------------------------------------------------------ app
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_body_bytes)
+        app = web.Application(
+            client_max_size=self.config.max_body_bytes, middlewares=[self._http_errors]
+        )
         app[_GATEWAY_KEY] = self
         app.router.add_get("/healthz", self.healthz, allow_head=True)
         app.router.add_get("/readyz", self.readyz, allow_head=True)
         app.router.add_get("/openapi.json", self.openapi_json, allow_head=False)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
+        app.router.add_get("/docs", self.docs, allow_head=False)
+        app.router.add_get("/docs/{name}", self.docs_asset, allow_head=False)
+        # The customer web page: static files that use only the public API below.
+        app.router.add_get("/app", self.customer_app, allow_head=False)
+        app.router.add_get("/app/", self.customer_app, allow_head=False)
+        app.router.add_get("/app/{name}", self.customer_app, allow_head=False)
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self.handle)
+        app.on_response_prepare.append(self._cors_headers)
         app.on_cleanup.append(self._cleanup)
         return app
 
     async def _cleanup(self, _: web.Application) -> None:
         await self.upstreams.close()
+        if self.limiter is not None:
+            await self.limiter.close()
+
+    @web.middleware
+    async def _http_errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """aiohttp's own 4xx (a fixed route's wrong method, an unknown asset) as Status JSON."""
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = _AIOHTTP_CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
+            headers = {k: v for k, v in exc.headers.items() if k.lower() != "content-type"}
+            err = GatewayError(
+                code,
+                f"{exc.reason} ({request.method} {request.path})",
+                [error_info(exc.reason.upper().replace(" ", "_"))],
+                http=exc.status,
+                headers=headers,
+            )
+            return self._error_response(err, _request_id(request))
+
+    async def _cors_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin and self.config.cors_allows(origin):
+            response.headers["Access-Control-Allow-Origin"] = (
+                "*" if "*" in self.config.cors_origins else origin
+            )
+            response.headers["Access-Control-Expose-Headers"] = _CORS_EXPOSE_HEADERS
+            response.headers.add("Vary", "Origin")
+
+    async def docs(self, request: web.Request) -> web.Response:
+        return web.Response(text=DOCS_HTML, content_type="text/html")
+
+    async def docs_asset(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name == "init.js":
+            return web.Response(text=DOCS_INIT_JS, content_type="application/javascript")
+        path: Path | None = asset(name)
+        if path is None:
+            raise web.HTTPNotFound()
+        return web.FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
+
+    async def customer_app(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info.get("name", "")
+        if not name:
+            raise web.HTTPFound("/app/index.html")
+        path = _APP_FILES.get(name)
+        if path is None:  # a fixed set of files: no path from the request reaches the disk
+            raise web.HTTPNotFound()
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -194,13 +291,38 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         request_id = _request_id(request)
         try:
-            match = self.routes.match(request.method, request.raw_path)
-            self._authorize(match.route, request)
+            if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+                return self._preflight(request, request_id)
+            ip_check = None
+            if self.limiter is not None and self.config.ip_rate > 0:
+                ip_check = asyncio.ensure_future(
+                    self.limiter.take(
+                        "ip",
+                        self._client_ip(request),
+                        rate=self.config.ip_rate,
+                        burst=self.config.ip_burst,
+                    )  # fmt: skip
+                )
+            try:
+                match = self.routes.match(request.method, request.raw_path)
+                principal = await self._authorize(match.route, request)
+            except GatewayError:
+                if ip_check is not None:  # a flood of bad requests is limited too
+                    self._limited(await ip_check)
+                raise
+            except BaseException:
+                if ip_check is not None:
+                    ip_check.cancel()
+                raise
+            await self._charge(principal, ip_check)
+            deadline_s = self._timeout(match.route, request)
             msg = await self._build(match, request)
             metadata = self._metadata(request, request_id)
             if match.route.server_streaming:
-                return await self._stream(match.route, msg, metadata, request, request_id)
-            return await self._unary(match.route, msg, metadata, request_id)
+                return await self._stream(
+                    match.route, msg, metadata, request, request_id, deadline_s
+                )
+            return await self._unary(match.route, msg, metadata, request_id, deadline_s)
         except GatewayError as err:
             return self._error_response(err, request_id)
         except grpc.aio.AioRpcError as err:
@@ -215,6 +337,81 @@ class Gateway:
                 [error_info("INTERNAL")],
             )
             return self._error_response(internal, request_id)
+
+    # ---------------------------------------------------------------- limits
+
+    def _client_ip(self, request: web.Request) -> str:
+        if self.config.trust_forwarded_for:
+            forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+            if forwarded:
+                return forwarded
+        return request.remote or "unknown"
+
+    async def _charge(
+        self, principal: Principal, ip_check: asyncio.Future[Decision] | None
+    ) -> None:
+        checks: list[asyncio.Future[Decision]] = [ip_check] if ip_check is not None else []
+        if self.limiter is not None and self.config.token_rate > 0:
+            checks.append(asyncio.ensure_future(self.limiter.take(
+                "caller", f"{principal.role}:{principal.subject}",
+                rate=self.config.token_rate, burst=self.config.token_burst,
+            )))  # fmt: skip
+        if checks:
+            for decision in await asyncio.gather(*checks):
+                self._limited(decision)
+
+    @staticmethod
+    def _limited(decision: Decision) -> None:
+        if decision.allowed:
+            return
+        wait = max(1, math.ceil(decision.retry_after_s))
+        who = "this client address" if decision.scope == "ip" else "this caller"
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(int(decision.retry_after_s * 1e9))
+        raise GatewayError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"too many requests from {who} (limit {decision.limit:g}/s); retry in {wait} s",
+            [error_info("RATE_LIMITED", scope=decision.scope, limit=f"{decision.limit:g}"), retry],
+            headers={"Retry-After": str(wait)},
+        )
+
+    def _timeout(self, route: Route, request: web.Request) -> float:
+        """The upstream deadline: the client's header (capped) or the configured one."""
+        cap = (
+            self.config.stream_deadline_s if route.server_streaming else self.config.max_deadline_s
+        )
+        default = (
+            self.config.stream_deadline_s if route.server_streaming else self.config.deadline_s
+        )
+        for name in _TIMEOUT_HEADERS:
+            raw = request.headers.get(name)
+            if raw is None:
+                continue
+            try:
+                return min(parse_timeout(raw), cap)
+            except ValueError as exc:
+                raise bad_request(f"bad {name} header: {exc}", [(name, str(exc))]) from None
+        return default
+
+    def _preflight(self, request: web.Request, request_id: str) -> web.Response:
+        origin = request.headers.get("Origin", "")
+        if not origin or not self.config.cors_allows(origin):
+            raise GatewayError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"cross-origin requests from {origin or 'an unnamed origin'} are not allowed",
+                [error_info("CORS_ORIGIN_NOT_ALLOWED", origin=origin)],
+            )
+        wanted = request.headers["Access-Control-Request-Method"].upper()
+        self.routes.match(wanted, request.raw_path)  # 404 / 405 when it does not exist
+        return web.Response(
+            status=204,
+            headers={
+                "X-Request-Id": request_id,
+                "Access-Control-Allow-Methods": wanted,
+                "Access-Control-Allow-Headers": _CORS_ALLOW_HEADERS,
+                "Access-Control-Max-Age": str(self.config.cors_max_age_s),
+            },
+        )
 
     def _error_response(self, err: GatewayError, request_id: str) -> web.Response:
         body = status_json(err.code, err.message, _with_request_id(err.details, request_id))
@@ -240,7 +437,7 @@ class Gateway:
             message = "the service behind this route did not answer in time"
         return GatewayError(code, message, [error_info(code.name, path=request.path)])
 
-    def _authorize(self, route: Route, request: web.Request) -> Principal:
+    async def _authorize(self, route: Route, request: web.Request) -> Principal:
         if not route.roles:
             raise GatewayError(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -262,7 +459,7 @@ class Gateway:
                 [error_info("INVALID_TOKEN")],
             )
         try:
-            principal = verify_token(self.config.auth_secret, token.strip())
+            principal = await self._verify(token.strip())
         except InvalidToken as exc:
             raise GatewayError(
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -276,6 +473,18 @@ class Gateway:
                 f"role {principal.role!r} may not call {route.rpc.name} (allowed: {allowed})",
                 [error_info("ROLE_NOT_ALLOWED", role=principal.role)],
             )
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
+        now = time.time()
+        hit = self._principals.get(token)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        principal = await self.verifier.verify_async(token)
+        if len(self._principals) >= 10_000:
+            self._principals.clear()
+        # Checked again at least every 30 s, so an expiry is honoured within that.
+        self._principals[token] = (principal, now + 30.0)
         return principal
 
     async def _build(self, match: Match, request: web.Request) -> Message:
@@ -310,6 +519,8 @@ class Gateway:
             )
         apply_query(msg, query, skip=match.path_values)
         self._idempotency(msg, request)
+        if route.server_streaming:
+            _resume(msg, request)
         return msg
 
     @staticmethod
@@ -340,10 +551,9 @@ class Gateway:
         msg: Message,
         metadata: tuple[tuple[str, str], ...],
         request_id: str,
+        deadline_s: float,
     ) -> web.Response:
-        reply = await self.upstreams.unary(route)(
-            msg, timeout=self.config.deadline_s, metadata=metadata
-        )
+        reply = await self.upstreams.unary(route)(msg, timeout=deadline_s, metadata=metadata)
         status = route.success_code
         body = b"" if status == 204 else message_json(reply, response_body=route.response_body)
         return _json_response(status, body, request_id)
@@ -357,11 +567,10 @@ class Gateway:
         metadata: tuple[tuple[str, str], ...],
         request: web.Request,
         request_id: str,
+        deadline_s: float,
     ) -> web.StreamResponse:
         accept = request.headers.get("Accept", "")
-        call = self.upstreams.stream(route)(
-            msg, timeout=self.config.stream_deadline_s, metadata=metadata
-        )
+        call = self.upstreams.stream(route)(msg, timeout=deadline_s, metadata=metadata)
         try:
             if "text/event-stream" in accept:
                 return await _Relay(self, route, request, request_id, sse=True).run(call)
@@ -378,7 +587,8 @@ class Gateway:
         request_id: str,
     ) -> web.Response:
         try:
-            first = await asyncio.wait_for(call.read(), self.config.deadline_s)
+            async with asyncio.timeout(self.config.deadline_s):
+                first = await call.read()
         except TimeoutError:
             raise GatewayError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -390,6 +600,80 @@ class Gateway:
         assert isinstance(first, Message)
         body = message_json(first, response_body=route.response_body)
         return _json_response(route.success_code, body, request_id)
+
+
+# ------------------------------------------------------------- stream resume
+
+#: The request field that ``Last-Event-ID`` sets: resume after this timeline position.
+_RESUME_FIELD = "after_seq"
+_INT_TYPES = frozenset({
+    descriptor.FieldDescriptor.TYPE_INT64, descriptor.FieldDescriptor.TYPE_UINT64,
+    descriptor.FieldDescriptor.TYPE_INT32, descriptor.FieldDescriptor.TYPE_UINT32,
+})  # fmt: skip
+_seq_paths_cache: dict[str, tuple[tuple[str, ...], ...]] = {}
+
+
+def resume_field(desc: descriptor.Descriptor) -> descriptor.FieldDescriptor | None:
+    """The request's resume field (``after_seq``), if the stream can resume."""
+    f = desc.fields_by_name.get(_RESUME_FIELD)
+    if f is None or f.type not in _INT_TYPES or f.is_repeated:
+        return None
+    return f
+
+
+def _resume(msg: Message, request: web.Request) -> None:
+    raw = request.headers.get("Last-Event-ID")
+    f = resume_field(cast(descriptor.Descriptor, msg.DESCRIPTOR))
+    if raw is None or f is None:
+        return  # streams without one send whole snapshots: a reconnect misses nothing
+    raw = raw.strip()
+    if not raw.isdigit() or len(raw) > 18:
+        raise bad_request(
+            f"bad Last-Event-ID {raw[:40]!r}: expected the id of an event of this stream",
+            [("Last-Event-ID", "not an event id (a non-negative integer)")],
+        )
+    if getattr(msg, f.name) == 0:  # an explicit ?after_seq= wins
+        setattr(msg, f.name, int(raw))
+
+
+def _seq_paths(desc: descriptor.Descriptor, depth: int = 0) -> tuple[tuple[str, ...], ...]:
+    """Paths to the integer ``seq`` fields of a message type (timeline positions)."""
+    cached = _seq_paths_cache.get(desc.full_name) if depth == 0 else None
+    if cached is not None:
+        return cached
+    found: list[tuple[str, ...]] = []
+    for f in desc.fields:
+        if f.name == "seq" and f.type in _INT_TYPES and not f.is_repeated:
+            found.append((f.name,))
+        elif f.message_type is not None and depth < 3 and not f.message_type.GetOptions().map_entry:
+            found += [(f.name, *p) for p in _seq_paths(f.message_type, depth + 1)]
+    out = tuple(sorted(found, key=len))
+    if depth == 0:
+        _seq_paths_cache[desc.full_name] = out
+    return out
+
+
+def _seq_at(msg: Message, path: tuple[str, ...]) -> int:
+    name, rest = path[0], path[1:]
+    if not rest:
+        return int(getattr(msg, name))
+    value = getattr(msg, name)
+    if msg.DESCRIPTOR.fields_by_name[name].is_repeated:
+        return max((_seq_at(v, rest) for v in value), default=0)
+    return _seq_at(value, rest) if msg.HasField(name) else 0
+
+
+def event_id(msg: Message) -> int:
+    """A message's SSE event id: the timeline position it reports (0: none).
+
+    The shallowest ``seq`` that is set wins: a change's own (``change.seq``) before the
+    snapshot's (the highest of ``order.timeline[].seq``), which may be ahead of it.
+    """
+    for path in _seq_paths(cast(descriptor.Descriptor, msg.DESCRIPTOR)):
+        seq = _seq_at(msg, path)
+        if seq > 0:
+            return seq
+    return 0
 
 
 def _wants_snapshot(accept: str) -> bool:
@@ -420,6 +704,9 @@ class _Relay:
             },
         )
         self.sent = 0
+        # Streams without timeline positions number their events, on from the last seen.
+        last = request.headers.get("Last-Event-ID", "").strip()
+        self.counter = int(last) if last.isdigit() and len(last) <= 18 else 0
 
     async def _write(self, chunk: bytes) -> None:
         if not self.resp.prepared:
@@ -430,7 +717,11 @@ class _Relay:
         self.sent += 1
         data = message_json(msg, response_body=self.route.response_body)
         if self.sse:
-            await self._write(b"id: %d\ndata: %s\n\n" % (self.sent, data))
+            seq = event_id(msg)
+            if seq <= 0:
+                self.counter += 1
+                seq = self.counter
+            await self._write(b"id: %d\ndata: %s\n\n" % (seq, data))
         else:
             await self._write(data + b"\n")
 
@@ -483,9 +774,10 @@ async def serve(
     config: GatewayConfig | None = None,
     *,
     services: Sequence[descriptor.ServiceDescriptor] | None = None,
+    verifier: TokenVerifier | None = None,
 ) -> AsyncIterator[tuple[Gateway, int]]:
     """Runs the gateway on ``config.host:config.port`` (0: a free port); yields it and its port."""
-    gw = Gateway(config, services=services)
+    gw = Gateway(config, services=services, verifier=verifier)
     # handler_cancellation: a client that goes away cancels its handler, and so the
     # upstream call, at once (a stream would otherwise notice only at its next write).
     runner = web.AppRunner(

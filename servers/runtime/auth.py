@@ -5,6 +5,10 @@ and every service enforce the same rule from the same place. A method of ours
 with no access option is refused to everybody; methods outside ``foodmesh.v1``
 (health, reflection) are open. Ownership (my order, my stream) is the
 service's own check on top, through :func:`current_principal`.
+
+Tokens are checked by :class:`foodmesh.auth.TokenVerifier`: HS256 with the shared
+secret, and RS256/ES256 against the OIDC provider's JWKS when
+``FOODMESH_AUTH_JWKS_URL`` is set (see :mod:`foodmesh.auth`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from google.protobuf import descriptor, descriptor_pool
 
 import foodmesh.v1  # noqa: F401 — registers the contracts' descriptors
-from foodmesh.auth import InvalidToken, Principal, verify_token
+from foodmesh.auth import InvalidToken, Principal, TokenVerifier
 from foodmesh.v1 import (  # noqa: F401 — imported for their descriptors
     catalog_pb2,
     common_pb2,
@@ -58,12 +62,19 @@ def access_rules(services: Iterable[str]) -> dict[str, frozenset[str]]:
 class Authorizer:
     """Checks one call's credential against the method's roles; caches verified tokens."""
 
-    __slots__ = ("_cache", "_rules", "_secret")
+    __slots__ = ("_cache", "_rules", "verifier")
 
     _CACHE_MAX = 10_000
 
-    def __init__(self, secret: str, rules: Mapping[str, frozenset[str]]) -> None:
-        self._secret = secret
+    def __init__(
+        self,
+        secret: str,
+        rules: Mapping[str, frozenset[str]],
+        *,
+        verifier: TokenVerifier | None = None,
+    ) -> None:
+        # Without an explicit verifier the environment decides (JWKS or HS256 only).
+        self.verifier = verifier or TokenVerifier.from_env(secret=secret)
         self._rules = dict(rules)
         self._cache: dict[str, tuple[Principal, float]] = {}
 
@@ -73,7 +84,7 @@ class Authorizer:
         if hit is not None and hit[1] > now:
             return hit[0]
         try:
-            principal = verify_token(self._secret, token, now=now)
+            principal = self.verifier.verify(token, now=now)
         except InvalidToken as exc:
             raise Unauthenticated(f"invalid bearer token: {exc}", reason="INVALID_TOKEN") from None
         if len(self._cache) >= self._CACHE_MAX:

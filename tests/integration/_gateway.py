@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -9,9 +10,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import grpc
 
-from foodmesh.auth import DEV_SECRET, mint_token
+from foodmesh.auth import DEV_SECRET, TokenVerifier, mint_token
+from foodmesh.v1 import common_pb2, order_pb2, order_pb2_grpc
 from gateway import Gateway, GatewayConfig, serve
+from servers.runtime.auth import current_principal
+from servers.runtime.config import Settings
+from servers.runtime.errors import NotFound
+from servers.runtime.serve import Resources, ServiceSpec, run_service
+
+OS = common_pb2.OrderStatus
 
 
 def auth(role: str, subject: str, **extra: str) -> dict[str, str]:
@@ -28,13 +37,15 @@ class Http:
 
 
 @asynccontextmanager
-async def gateway(targets: Mapping[str, str], **overrides: Any) -> AsyncIterator[Http]:
+async def gateway(
+    targets: Mapping[str, str], *, verifier: TokenVerifier | None = None, **overrides: Any
+) -> AsyncIterator[Http]:
     """The gateway on a free port, exposing only the services in ``targets``."""
     config = GatewayConfig(
         host="127.0.0.1", port=0, targets=dict(targets), services=frozenset(targets),
         **overrides,
     )  # fmt: skip
-    async with serve(config) as (gw, port):
+    async with serve(config, verifier=verifier) as (gw, port):
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession(base_url=base) as session:
             yield Http(session, gw, base)
@@ -47,7 +58,7 @@ def details(body: Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
 
 
 def violations(body: Mapping[str, Any]) -> dict[str, str]:
-    return {v["field"]: v["description"] for d in details(body, "BadRequest")
+    return {v.get("field", ""): v["description"] for d in details(body, "BadRequest")
             for v in d["field_violations"]}  # fmt: skip
 
 
@@ -70,4 +81,96 @@ async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, An
             event[key] = json.loads(value) if key == "data" else value.strip()
 
 
-__all__ = ["Http", "auth", "details", "gateway", "sse_events", "violations"]
+class ScriptedOrders(order_pb2_grpc.OrderServiceServicer):
+    """An OrderService with one order, ``ord_1`` of ``cus_1``, whose changes the test pushes.
+
+    It runs on a real gRPC server built by the runtime (auth interceptor included), so a
+    test sees exactly what the gateway sent and when it cancelled its call.
+    """
+
+    def __init__(self) -> None:
+        self.timeline = [order_pb2.TimelineEntry(seq=1, status=OS.ORDER_STATUS_PLACED)]
+        self.changes: asyncio.Queue[order_pb2.TimelineEntry | None] = asyncio.Queue()
+        self.live = 0
+        self.cancelled = 0
+        self.ended = asyncio.Event()
+        self.seen_metadata: dict[str, str] = {}
+        self.watch_requests: list[order_pb2.WatchOrderRequest] = []
+
+    def push(self, status: int | None) -> None:
+        """Appends a change to the timeline and wakes the watcher (None ends the stream)."""
+        if status is None:
+            self.changes.put_nowait(None)
+            return
+        entry = order_pb2.TimelineEntry(seq=len(self.timeline) + 1, status=status)  # type: ignore[arg-type]
+        self.timeline.append(entry)
+        self.changes.put_nowait(entry)
+
+    def order(self) -> order_pb2.Order:
+        return order_pb2.Order(
+            order_id="ord_1", customer_id="cus_1", status=self.timeline[-1].status,
+            timeline=self.timeline,
+        )  # fmt: skip
+
+    @staticmethod
+    def _visible(order_id: str) -> None:
+        who = current_principal()
+        mine = who is not None and (who.role != "customer" or who.subject == "cus_1")
+        if order_id != "ord_1" or not mine:  # someone else's order does not exist for them
+            raise NotFound(f"order {order_id} not found")
+
+    async def GetOrder(  # noqa: N802
+        self, request: order_pb2.GetOrderRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> order_pb2.GetOrderResponse:
+        self.seen_metadata = {k: str(v) for k, v in context.invocation_metadata() or ()}
+        if request.order_id == "slow":
+            await asyncio.sleep(10)
+        self._visible(request.order_id)
+        return order_pb2.GetOrderResponse(order=self.order())
+
+    async def WatchOrder(  # noqa: N802
+        self, request: order_pb2.WatchOrderRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[order_pb2.WatchOrderResponse]:
+        self.watch_requests.append(request)
+        self._visible(request.order_id)
+        self.live += 1
+        self.ended.clear()
+        try:
+            last = request.after_seq
+            if last == 0:
+                yield order_pb2.WatchOrderResponse(order=self.order())
+                last = self.timeline[-1].seq
+            for e in self.timeline:
+                if e.seq > last:
+                    yield order_pb2.WatchOrderResponse(order=self.order(), change=e)
+                    last = e.seq
+            while (change := await self.changes.get()) is not None:
+                if change.seq > last:
+                    yield order_pb2.WatchOrderResponse(order=self.order(), change=change)
+                    last = change.seq
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.live -= 1
+            self.ended.set()
+
+
+@asynccontextmanager
+async def scripted_orders() -> AsyncIterator[tuple[ScriptedOrders, str]]:
+    """A :class:`ScriptedOrders` on a free port; yields it and its target."""
+    servicer = ScriptedOrders()  # type: ignore[abstract]  # only the RPCs under test
+
+    async def register(server: grpc.aio.Server, _: Resources) -> None:
+        order_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
+
+    spec = ServiceSpec(name="order", grpc_services=("foodmesh.v1.OrderService",),
+                       register=register)  # fmt: skip
+    async with run_service(spec, Settings(service="order", metrics_enabled=False)) as svc:
+        yield servicer, svc.target
+
+
+__all__ = [
+    "Http", "ScriptedOrders", "auth", "details", "gateway", "scripted_orders", "sse_events",
+    "violations",
+]  # fmt: skip

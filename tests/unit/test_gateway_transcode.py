@@ -212,16 +212,31 @@ def test_openapi_document_describes_routes_schemas_and_auth() -> None:
     doc = openapi(RouteTable.from_services(foodmesh_services()))
     assert doc["openapi"] == "3.1.0"
     place = doc["paths"]["/api/v1/orders"]["post"]
-    assert place["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/foodmesh.v1.PlaceOrderRequest"
-    }
-    assert set(place["responses"]) == {"201", "default"}
+    assert place["requestBody"]["content"]["application/json"]["schema"]["$ref"] == (
+        "#/components/schemas/foodmesh.v1.PlaceOrderRequest"
+    )
+    assert set(place["responses"]) == {
+        "201", "400", "401", "403", "404", "409", "413", "429", "503", "504", "default"
+    }  # fmt: skip
     assert place["security"] == [{"bearer": []}]
+    assert "customer" in place["x-roles"] and "driver" not in place["x-roles"]
+    limited = place["responses"]["429"]
+    assert set(limited["headers"]) == {"Retry-After", "X-Request-Id"}
+    assert limited["content"]["application/json"]["example"]["code"] == 8
+    example = place["requestBody"]["content"]["application/json"]["example"]
+    assert example["items"][0]["quantity"] == 1 and "restaurant_id" in example
+    headers = {p["name"] for p in place["parameters"] if p["in"] == "header"}
+    assert {"Idempotency-Key", "X-Request-Timeout", "X-Request-Id"} <= headers
     assert "content" not in doc["paths"]["/api/v1/drivers/location"]["post"]["responses"]["204"]
     search = doc["paths"]["/api/v1/restaurants/search"]["get"]
     params = {p["name"]: p for p in search["parameters"]}
     assert params["cuisine"]["schema"] == {"type": "array", "items": {"type": "string"}}
     assert params["sort"]["schema"] == {"$ref": "#/components/schemas/foodmesh.v1.SearchSort"}
+    watch = doc["paths"]["/api/v1/orders/{order_id}/watch"]["get"]
+    assert "Last-Event-ID" in {p["name"] for p in watch["parameters"]}
+    assert set(watch["responses"]["200"]["content"]) == {
+        "application/json", "application/x-ndjson", "text/event-stream"
+    }  # fmt: skip
     track = doc["paths"]["/api/v1/orders/{order_id}/track"]["get"]
     assert track["parameters"][0] == {
         "name": "order_id", "in": "path", "required": True, "schema": {"type": "string"}
@@ -232,6 +247,13 @@ def test_openapi_document_describes_routes_schemas_and_auth() -> None:
     assert schemas["google.protobuf.Timestamp"]["format"] == "date-time"
     assert schemas["foodmesh.v1.TimelineEntry"]["properties"]["seq"]["type"] == "string"
     assert "google.rpc.Status" in schemas
+    # REQUIRED fields (google.api.field_behavior), less those a path or header carries.
+    assert place["requestBody"]["content"]["application/json"]["schema"]["required"] == [
+        "restaurant_id", "payment_method_id"
+    ]  # fmt: skip
+    assert schemas["foodmesh.v1.OrderItemInput"]["required"] == ["item_id", "quantity"]
+    cancel = doc["paths"]["/api/v1/orders/{order_id}:cancel"]["post"]
+    assert cancel["requestBody"]["content"]["application/json"]["schema"]["required"] == ["reason"]
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     # Every $ref resolves.
     text = json.dumps(doc)

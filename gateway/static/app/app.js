@@ -1,0 +1,246 @@
+// foodmesh customer page: only the public HTTP API, as a mobile app would use it.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { point: [37.7749, -122.4194], results: [], restaurant: null, cart: new Map(),
+                order: null, driver: null, route: [] };
+const hash = new URLSearchParams(location.hash.slice(1));
+$("token").value = hash.get("token") || localStorage.getItem("foodmesh.token") || "";
+if (hash.get("lat")) { $("lat").value = hash.get("lat"); $("lon").value = hash.get("lon"); }
+
+function esc(s) {
+  return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;",
+    '"': "&quot;", "'": "&#39;" }[c]));
+}
+const money = (m) => m ? `$${(Number(m.amount_minor || 0) / 100).toFixed(2)}` : "$0.00";
+const statusName = (s) => String(s || "").replace("ORDER_STATUS_", "").toLowerCase().replaceAll("_", " ");
+
+function headers(extra = {}) {
+  const h = { Accept: "application/json", ...extra };
+  const t = $("token").value.trim();
+  if (t) h.Authorization = `Bearer ${t}`;
+  return h;
+}
+
+async function api(path, options = {}) {
+  const r = await fetch(path, { ...options, headers: headers(options.headers || {}) });
+  const text = await r.text();
+  const body = text ? JSON.parse(text) : {};
+  if (!r.ok) {
+    const fields = [];
+    for (const d of body.details || []) {
+      for (const v of d.field_violations || d.fieldViolations || []) {
+        fields.push(`${v.field}: ${v.description}`);
+      }
+    }
+    throw new Error(`${r.status} ${body.message || ""}${fields.length ? "\n" + fields.join("\n") : ""}`);
+  }
+  return body;
+}
+
+function showError(e) { $("error").textContent = e ? String(e.message || e) : ""; }
+
+// ------------------------------------------------------------------ map
+function project(lat, lon) {
+  const c = $("map"), [clat, clon] = state.point;
+  const span = 0.09; // degrees of latitude shown
+  const k = Math.cos(clat * Math.PI / 180);
+  return [c.width / 2 + ((lon - clon) * k / span) * c.height, c.height / 2 - ((lat - clat) / span) * c.height];
+}
+
+function unproject(x, y) {
+  const c = $("map"), [clat, clon] = state.point, span = 0.09;
+  const k = Math.cos(clat * Math.PI / 180);
+  return [clat - ((y - c.height / 2) / c.height) * span, clon + ((x - c.width / 2) / c.height) * span / k];
+}
+
+function drawMap() {
+  const c = $("map"), g = c.getContext("2d");
+  g.clearRect(0, 0, c.width, c.height);
+  g.strokeStyle = "#dde2e7"; g.lineWidth = 1;
+  for (let i = 0; i < c.width; i += 23) { g.beginPath(); g.moveTo(i, 0); g.lineTo(i, c.height); g.stroke(); }
+  for (let j = 0; j < c.height; j += 23) { g.beginPath(); g.moveTo(0, j); g.lineTo(c.width, j); g.stroke(); }
+  for (const r of state.results) {
+    const [x, y] = project(r.location.lat, r.location.lon);
+    g.fillStyle = r === state.restaurant ? "#e4572e" : (r.is_open ? "#f59e0b" : "#9ca3af");
+    g.fillRect(x - 4, y - 4, 8, 8);
+  }
+  if (state.route.length > 1) {
+    g.strokeStyle = "#2563eb"; g.lineWidth = 2; g.beginPath();
+    state.route.forEach(([la, lo], i) => { const [x, y] = project(la, lo); i ? g.lineTo(x, y) : g.moveTo(x, y); });
+    g.stroke();
+  }
+  if (state.driver) {
+    const [x, y] = project(state.driver[0], state.driver[1]);
+    g.fillStyle = "#2563eb"; g.beginPath(); g.arc(x, y, 6, 0, 2 * Math.PI); g.fill();
+  }
+  const [hx, hy] = project(...state.point);
+  g.fillStyle = "#16a34a"; g.beginPath(); g.arc(hx, hy, 6, 0, 2 * Math.PI); g.fill();
+}
+
+$("map").addEventListener("click", (e) => {
+  const r = e.target.getBoundingClientRect();
+  const [lat, lon] = unproject((e.clientX - r.left) * (e.target.width / r.width),
+                               (e.clientY - r.top) * (e.target.height / r.height));
+  $("lat").value = lat.toFixed(5); $("lon").value = lon.toFixed(5);
+  search();
+});
+
+// ------------------------------------------------------------------ search & menu
+async function search() {
+  showError(null);
+  localStorage.setItem("foodmesh.token", $("token").value.trim());
+  state.point = [Number($("lat").value), Number($("lon").value)];
+  try {
+    const q = new URLSearchParams({ lat: $("lat").value, lon: $("lon").value, radius: "5",
+                                    page_size: "20", sort: "SEARCH_SORT_DISTANCE" });
+    const body = await api(`/api/v1/restaurants/search?${q}`);
+    state.results = body.restaurants || [];
+    $("results").innerHTML = state.results.map((r, i) =>
+      `<li data-i="${i}" class="${r.is_open ? "" : "closed"}"><b>${esc(r.name)}</b>
+       <small>${esc((r.cuisines || []).join(", "))} · ★ ${Number(r.rating || 0).toFixed(1)}
+       · ${Number(r.distance_miles).toFixed(1)} mi · ${r.delivery_time_min} min
+       · fee ${money(r.delivery_fee)}${r.is_open ? "" : " · closed"}</small></li>`).join("")
+      || "<li>No restaurant delivers here.</li>";
+  } catch (e) { showError(e); }
+  drawMap();
+}
+
+$("results").addEventListener("click", (e) => {
+  const li = e.target.closest("li[data-i]");
+  if (li) openMenu(state.results[Number(li.dataset.i)]);
+});
+
+async function openMenu(r) {
+  showError(null);
+  state.restaurant = r; state.cart.clear(); renderCart(); drawMap();
+  try {
+    const body = await api(`/api/v1/restaurants/${encodeURIComponent(r.restaurant_id)}/menu`);
+    $("menu-title").textContent = r.name;
+    $("menu").innerHTML = (body.menu.categories || []).map((c) =>
+      `<h3>${esc(c.name)}</h3>` + (c.items || []).filter((i) => i.available).map((i) =>
+        `<div class="item"><span>${esc(i.name)}</span><span>${money(i.price)}
+         <button data-item="${esc(i.item_id)}" data-name="${esc(i.name)}"
+                 data-price="${i.price.amount_minor}">Add</button></span></div>`).join("")).join("");
+    $("menu-box").hidden = false;
+  } catch (e) { showError(e); }
+}
+
+$("menu").addEventListener("click", (e) => {
+  const b = e.target.closest("button[data-item]");
+  if (!b) return;
+  const line = state.cart.get(b.dataset.item) || { name: b.dataset.name, price: Number(b.dataset.price), qty: 0 };
+  line.qty += 1; state.cart.set(b.dataset.item, line); renderCart();
+});
+
+function renderCart() {
+  let total = 0;
+  $("cart-lines").innerHTML = [...state.cart.entries()].map(([, l]) => {
+    total += l.price * l.qty;
+    return `<li>${l.qty} × ${esc(l.name)} — ${money({ amount_minor: l.price * l.qty })}</li>`;
+  }).join("") + (state.cart.size ? `<li><b>Subtotal ${money({ amount_minor: total })}</b></li>` : "");
+  $("place").disabled = state.cart.size === 0;
+}
+
+// ------------------------------------------------------------------ ordering & tracking
+$("place").addEventListener("click", async () => {
+  showError(null);
+  $("place").disabled = true;
+  const key = (crypto.randomUUID && crypto.randomUUID()) || String(Date.now() + Math.random());
+  const body = {
+    restaurant_id: state.restaurant.restaurant_id,
+    items: [...state.cart.entries()].map(([id, l]) => ({ item_id: id, quantity: l.qty })),
+    delivery_address: { street: "Pinned on the map", city: "San Francisco", state: "CA",
+                        zip: "94103", country: "US", lat: state.point[0], lon: state.point[1] },
+    payment_method_id: $("card").value,
+  };
+  try {
+    const placed = await api("/api/v1/orders", {
+      method: "POST", body: JSON.stringify(body),
+      headers: { "Content-Type": "application/json", "Idempotency-Key": key },
+    });
+    state.order = placed.order;
+    $("menu-box").hidden = true; $("tracking").hidden = false;
+    $("order-id").textContent = state.order.order_id;
+    showOrder(state.order);
+    watch(state.order.order_id);
+    track(state.order.order_id);
+  } catch (e) { showError(e); $("place").disabled = false; }
+});
+
+function showOrder(o) {
+  $("status").textContent = statusName(o.status);
+  if (o.estimated_delivery_time) {
+    $("eta").textContent = `Arriving around ${new Date(o.estimated_delivery_time).toLocaleTimeString()}`;
+  }
+}
+
+// Reads a server-sent event stream with fetch (EventSource cannot send the bearer token).
+async function sse(path, onData) {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    try {
+      const r = await fetch(path, { headers: headers({ Accept: "text/event-stream" }) });
+      if (!r.ok) throw new Error(`${r.status}`);
+      const reader = r.body.getReader(), dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let cut;
+        while ((cut = buf.indexOf("\n\n")) >= 0) {
+          const chunk = buf.slice(0, cut); buf = buf.slice(cut + 2);
+          const data = chunk.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+          if (data && !chunk.startsWith("event: error")) {
+            if (onData(JSON.parse(data)) === false) return;
+          }
+        }
+      }
+    } catch (e) { /* reconnect below */ }
+    if (state.order && ["delivered", "cancelled"].includes(statusName(state.order.status))) return;
+    await new Promise((res) => setTimeout(res, 1000));
+  }
+}
+
+function watch(orderId) {
+  sse(`/api/v1/orders/${encodeURIComponent(orderId)}/watch`, (msg) => {
+    if (msg.order) { state.order = msg.order; showOrder(msg.order); }
+    if (msg.change) {
+      const li = document.createElement("li");
+      li.textContent = `${statusName(msg.change.status)} · ${new Date(msg.change.timestamp).toLocaleTimeString()}`;
+      $("timeline").appendChild(li);
+    }
+    return !(msg.order && ["delivered", "cancelled"].includes(statusName(msg.order.status)));
+  });
+}
+
+function decodePolyline(s) {
+  const out = []; let i = 0, lat = 0, lon = 0;
+  while (i < s.length) {
+    for (const axis of [0, 1]) {
+      let shift = 0, result = 0, b;
+      do { b = s.charCodeAt(i++) - 63; result |= (b & 0x1f) << shift; shift += 5; } while (b >= 0x20);
+      const d = (result & 1) ? ~(result >> 1) : (result >> 1);
+      if (axis === 0) lat += d; else lon += d;
+    }
+    out.push([lat / 1e5, lon / 1e5]);
+  }
+  return out;
+}
+
+function track(orderId) {
+  sse(`/api/v1/orders/${encodeURIComponent(orderId)}/track`, (msg) => {
+    const d = msg.driver;
+    if (d && d.location) {
+      state.driver = [d.location.lat, d.location.lon];
+      $("driver").textContent = `${d.name || d.driver_id} · ${d.vehicle || ""} · ★ ${Number(d.rating || 0).toFixed(1)}`;
+    }
+    if (msg.eta) $("eta").textContent = `Arriving around ${new Date(msg.eta).toLocaleTimeString()}`;
+    if (msg.route_polyline) state.route = decodePolyline(msg.route_polyline);
+    drawMap();
+    return !["delivered", "cancelled"].includes(String(msg.status || "").toLowerCase());
+  });
+}
+
+$("search").addEventListener("click", search);
+search();
