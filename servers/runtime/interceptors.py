@@ -184,6 +184,10 @@ class _Call:
     async def fail(self, exc: BaseException) -> None:
         """Ends the call with the status that ``exc`` maps to (always raises)."""
         status = status_for(exc, self.request_id)
+        if status.code == code_pb2.INTERNAL and asyncio.get_running_loop().time() >= self.deadline:
+            # An error raised while the deadline cancelled the handler (psycopg, say,
+            # turning an interrupted query cancel into its own error) is the deadline's.
+            status = status_for(TimeoutError(), self.request_id)
         self.code = _STATUS_CODES[status.code]
         if status.code == code_pb2.INTERNAL:
             _errlog.error(

@@ -64,6 +64,11 @@ class Probe:
             raise FailedPrecondition("order is delivered", reason="ILLEGAL_TRANSITION")
         elif cmd == "boom":
             raise KeyError("secret-internal-detail")
+        elif cmd == "masked":  # a library that turns its cancellation into its own error
+            try:
+                await asyncio.sleep(float(arg))
+            except asyncio.CancelledError:
+                raise RuntimeError("query cancellation interrupted") from None
         elif cmd == "rid":
             return Resp(status=Resp.SERVING if current_request_id() == arg else Resp.UNKNOWN)
         self.work_done += 1
@@ -153,6 +158,16 @@ async def test_call_without_deadline_gets_the_configured_default(
         await unary(channel)(Req(service="sleep:5"))  # no timeout from the client
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert 0.3 < probe.seen_time_left[0] <= 0.5
+
+
+async def test_an_error_raised_by_the_deadlines_cancellation_is_deadline_exceeded(
+    channel: grpc.aio.Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="foodmesh.errors")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await unary(channel)(Req(service="masked:5"))  # the server's default deadline ends it
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert not caplog.records  # not an "unhandled error"
 
 
 async def test_client_deadline_is_visible_to_service_code(
