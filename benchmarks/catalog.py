@@ -14,6 +14,13 @@ a cuisine filter, a quarter open-now, random sort, page size 20; sent open loop 
 intended send time. The service runs in its own process with production defaults
 (access log on), the load generator in this one.
 
+Then a *popular* phase at the same rate: the searches come from 50 busy 0.01° cells (a
+different exact point every time, inside those cells): what the popular-search cache
+(``servers/catalog/cells.py``) serves from its entries. And, in this process, the cache
+itself: the CPU of one search on the replica's table computed whole (a miss: scan the
+latitude band, then decide) against one finished from a cached cell (a hit), over the same
+points (``cache`` in the JSON).
+
 Baseline: the same points sent as raw ``GEOSEARCH ... BYRADIUS`` (ids only, no
 documents) over a GEO set per geohash-4 region of the same restaurants (written by the
 benchmark: the index itself keeps no GEO sets, each replica holds its regions in memory),
@@ -21,7 +28,7 @@ pipelined, at the same rate, from this process: the floor of fetching the candid
 The ratio says what exact distance, zones, hours, filters, ranking, paging and gRPC
 cost on top.
 
-    python benchmarks/catalog.py              # ~70 s (seeding included)
+    python benchmarks/catalog.py              # ~90 s (seeding included)
     python benchmarks/catalog.py --quick --json
 Target: search p95 < 50 ms at 200 req/s.
 """
@@ -170,6 +177,53 @@ def _requests(n: int, seed: int) -> list[pb.SearchRestaurantsRequest]:
     return out
 
 
+def _popular(n: int, seed: int, cells: int = 50) -> list[pb.SearchRestaurantsRequest]:
+    """Searches from ``cells`` busy 0.01° cells: exact points differ, cells repeat."""
+    rng = random.Random(seed)
+    centres = [(round(CENTER[0] + rng.uniform(-SPAN_LAT * 0.8, SPAN_LAT * 0.8), 2),
+                round(CENTER[1] + rng.uniform(-SPAN_LON * 0.8, SPAN_LON * 0.8), 2))
+               for _ in range(cells)]  # fmt: skip
+    out = []
+    for req in _requests(n, seed + 1):
+        clat, clon = rng.choice(centres)
+        req.lat = clat + rng.uniform(-0.0049, 0.0049)
+        req.lon = clon + rng.uniform(-0.0049, 0.0049)
+        req.radius = 5.0
+        del req.cuisine[:]
+        out.append(req)
+    return out
+
+
+def _cache_cpu(restaurants: list[Restaurant], reqs: list[pb.SearchRestaurantsRequest],
+               progress: Progress) -> dict[str, Any]:  # fmt: skip
+    """In-process CPU per search: computed whole (miss) vs finished from the cell (hit)."""
+    import datetime as dt
+
+    from servers.catalog.cells import CellCache
+    from servers.catalog.convert import query_from_pb
+    from servers.catalog.search import SearchDoc, paginate
+    from servers.catalog.table import RegionTable, search_table
+
+    table = RegionTable.merge([RegionTable([SearchDoc.of(r) for r in restaurants])])
+    now = dt.datetime.now(dt.UTC)
+    queries = [query_from_pb(r) for r in reqs]
+    cache = CellCache(ttl_s=3600.0)
+    for q in queries:  # fill: every cell once
+        cache.rows(table, q, [0])
+    out: dict[str, Any] = {}
+    for name in ("miss", "hit"):
+        t0 = time.process_time()
+        for q in queries:
+            rows, zones = cache.rows(table, q, [0]) if name == "hit" else (None, None)
+            paginate(search_table(table, q, now, parts=[0], rows=rows, zones=zones), q, "")
+            progress.add()
+        out[f"{name}_us_per_search"] = round((time.process_time() - t0) / len(queries) * 1e6, 1)
+    out["ratio_hit_to_miss"] = ratio(out["hit_us_per_search"], out["miss_us_per_search"])
+    out["searches"] = len(queries)
+    progress.finish()
+    return out
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -191,6 +245,7 @@ async def _fresh_db(admin_url: str) -> str:
 async def run(*, n: int, rate: float, duration: float) -> dict[str, Any]:
     restaurants = _restaurants(n, seed=1)
     requests = _requests(max(1, round(rate * duration)), seed=2)
+    popular = _popular(max(1, round(rate * duration)), seed=3)
     async with _infra() as urls:
         pg_url = await _fresh_db(urls.postgres_url)
         t0 = time.perf_counter()
@@ -267,6 +322,22 @@ async def run(*, n: int, rate: float, duration: float) -> dict[str, Any]:
                     progress=Progress(f"SearchRestaurants @{rate:g}/s", total=total),
                 )  # fmt: skip
                 cpu1 = server.cpu_seconds()
+                pop_i = 0
+
+                async def hot() -> None:
+                    nonlocal pop_i
+                    req = popular[pop_i % len(popular)]
+                    pop_i += 1
+                    await client.search_restaurants(req, deadline_s=CALL_TIMEOUT_S)
+
+                for req in popular[:50]:
+                    await client.search_restaurants(req, deadline_s=CALL_TIMEOUT_S)
+                pcpu0 = server.cpu_seconds()
+                popular_result = await open_loop(
+                    hot, rate=rate, duration=duration,
+                    progress=Progress(f"popular cells @{rate:g}/s", total=total),
+                )  # fmt: skip
+                pcpu1 = server.cpu_seconds()
         finally:
             await redis.aclose()
     server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
@@ -280,10 +351,21 @@ async def run(*, n: int, rate: float, duration: float) -> dict[str, Any]:
         )
         return out
 
-    raw_fig, ours_fig = fig(raw_result), fig(ours_result)
+    raw_fig, ours_fig, pop_fig = fig(raw_result), fig(ours_result), fig(popular_result)
     if server_cpu is not None and ours_result.ok:
         ours_fig["server_cpu_ms_per_call"] = round(server_cpu / ours_result.ok * 1000, 3)
         ours_fig["server_cpu_pct"] = round(100 * server_cpu / ours_result.seconds, 1)
+    if pcpu0 is not None and pcpu1 is not None and popular_result.ok:
+        pop_fig["server_cpu_ms_per_call"] = round((pcpu1 - pcpu0) / popular_result.ok * 1000, 3)
+    sample = requests[: min(len(requests), 2000)]
+    hot_sample = popular[: min(len(popular), 2000)]
+    cache_fig = {
+        "random_points": _cache_cpu(restaurants, sample,
+                                    Progress("in-process miss/hit, random", total=2 * len(sample))),
+        "popular_cells": _cache_cpu(restaurants, hot_sample,
+                                    Progress("in-process miss/hit, popular",
+                                             total=2 * len(hot_sample))),
+    }  # fmt: skip
     raw_fig["client_cpu_ms_per_call"] = round(raw_cpu / max(1, raw_result.ok) * 1000, 3)
     return {
         "benchmark": "catalog",
@@ -306,6 +388,8 @@ async def run(*, n: int, rate: float, duration: float) -> dict[str, Any]:
         },
         "raw": raw_fig,
         "ours": ours_fig,
+        "popular": pop_fig,
+        "cache": cache_fig,
         "ratio": {
             "p50": ratio(ours_result.p50_ms, raw_result.p50_ms),
             "p95": ratio(ours_fig["p95_ms"], raw_fig["p95_ms"]),
@@ -319,7 +403,8 @@ async def run(*, n: int, rate: float, duration: float) -> dict[str, Any]:
 def _report(result: dict[str, Any], took: float) -> None:
     s = result["settings"]
     rows = []
-    for name, key in (("raw Redis GEOSEARCH (ids only)", "raw"), ("SearchRestaurants", "ours")):
+    for name, key in (("raw Redis GEOSEARCH (ids only)", "raw"), ("SearchRestaurants", "ours"),
+                      ("SearchRestaurants, 50 popular cells", "popular")):  # fmt: skip
         f = result[key]
         rows.append([name, f["rate"], f["p50_ms"], f["p95_ms"], f["p99_ms"], f["max_ms"],
                      f["errors"] + f["dropped"], f.get("server_cpu_ms_per_call")])  # fmt: skip
@@ -330,6 +415,12 @@ def _report(result: dict[str, Any], took: float) -> None:
         rows,
     )
     print_table("ours / raw", ["figure", "ratio"], [[k, v] for k, v in result["ratio"].items()])
+    print_table(
+        "popular-search cache, in-process CPU per search (search + first page)",
+        ["searches", "miss µs", "hit µs", "hit / miss"],
+        [[k, c["miss_us_per_search"], c["hit_us_per_search"], c["ratio_hit_to_miss"]]
+         for k, c in result["cache"].items()],
+    )  # fmt: skip
     h = result["hits_per_search"]
     print(f"\nhits per search: mean {h['mean']}, max {h['max']}; seeding {result['seed_s']} s, "
           f"index rebuilt from PostgreSQL in {result['index_rebuild_s']} s")  # fmt: skip

@@ -6,7 +6,7 @@ NATS started by the benchmark; one restaurant with a menu and a delivery zone. T
 outbox relay publishes every order to JetStream while the load runs.
 
 Load: ``--callers`` (default 64) closed-loop callers, each placing orders back to back
-for ``--duration`` s (default 15) with fresh idempotency keys, two lines each
+for ``--duration`` s (default 30, the issue's minimum) with fresh idempotency keys, two lines each
 (one with a customization), paid with the sandbox's ``pm_card_visa``. A PlaceOrder
 is three Catalog reads, an idempotency claim, a sandbox authorization (a PostgreSQL
 transaction) and the order's transaction (order, lines, timeline, outbox, NOTIFY).
@@ -21,7 +21,13 @@ JSONB row of the order's size) through a pool of 10 connections to the same
 PostgreSQL, from this process: the floor of "write one order durably". The ratio
 says what validation, the catalog, payment, idempotency, the outbox and gRPC cost.
 
-    python benchmarks/order.py            # ~45 s
+Then SearchRestaurants over ``--restaurants`` (default 10,000) restaurants at
+``--search-rate`` (default 200/s, the target) for 20 s, open loop: throughput and
+p50/p95/p99 against a raw Redis GEOSEARCH, and the popular-search cache's hit against
+miss (this is ``benchmarks/catalog.py``'s run, on its own fresh servers; ``--no-search``
+skips it). The issue's two figures, one command.
+
+    python benchmarks/order.py            # ~3 min (search seeding included)
     python benchmarks/order.py --quick --json
 """
 
@@ -283,22 +289,44 @@ def _report(result: dict[str, Any], took: float) -> None:
     print(f"\noutbox: {o['events']} events, {o['pending']} still pending after the run")
 
 
+def _report_search(result: dict[str, Any]) -> None:
+    from benchmarks import catalog as catalog_bench
+
+    catalog_bench._report(result, result.get("took_s", 0.0))
+
+
 def main() -> int:
     p = parser(__doc__ or "")
     p.add_argument("--callers", type=int, default=64)
+    p.add_argument("--restaurants", type=int, default=10_000, help="for the search phase")
+    p.add_argument("--search-rate", type=float, default=200.0, help="searches per second")
+    p.add_argument("--no-search", action="store_true", help="PlaceOrder only")
     p.add_argument("--serve", choices=["catalog", "order"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
         asyncio.run(_serve(args.serve))
         return 0
-    duration = args.duration or (4.0 if args.quick else 15.0)
+    duration = args.duration or (4.0 if args.quick else 30.0)
     t0 = time.perf_counter()
     rate = 300.0 if args.rate is None else args.rate  # the target; 0 skips the open loop
     result = asyncio.run(run(callers=args.callers, duration=duration, rate=rate))
+    took = time.perf_counter() - t0
+    if not args.no_search:
+        from benchmarks import catalog as catalog_bench
+
+        t1 = time.perf_counter()
+        n = min(args.restaurants, 3000) if args.quick else args.restaurants
+        search = asyncio.run(catalog_bench.run(n=n, rate=args.search_rate,
+                                               duration=4.0 if args.quick else 20.0))  # fmt: skip
+        search["took_s"] = round(time.perf_counter() - t1, 1)
+        result["search"] = search
     if args.json:
         emit_json(result)
     else:
-        _report(result, time.perf_counter() - t0)
+        _report(result, took)
+        if "search" in result:
+            print()
+            _report_search(result["search"])
     return 0
 
 

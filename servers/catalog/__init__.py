@@ -3,7 +3,9 @@
 ``SPEC`` is what ``foodmesh serve catalog`` runs. PostgreSQL (schema ``catalog``)
 holds the truth; Redis holds the search documents by region (``index.py``), rebuilt from
 PostgreSQL whenever it is missing; each replica searches its in-memory copy of the
-regions (``table.py``), brought up to date by one round trip per search.
+regions (``table.py``), brought up to date by one round trip per search, and keeps the
+restaurants a search can find per 0.01° cell for a few seconds (``cells.py``;
+``FOODMESH_CATALOG_SEARCH_CACHE_S``, default 10, ``0`` turns it off).
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ __all__ = ["SPEC", "register"]
 
 async def register(server: grpc.aio.Server, resources: Resources) -> Callable[[], Awaitable[None]]:
     """Adds the CatalogService and starts keeping the search index built."""
+    from servers.catalog.cells import CellCache
     from servers.catalog.index import SearchIndex
     from servers.catalog.service import CatalogServicer
     from servers.catalog.store import CatalogStore
 
     store = CatalogStore(resources.pg)
     index = SearchIndex(resources.redis, resources.keys)
-    servicer = CatalogServicer(store, index)
+    ttl_s = float(resources.settings.extra.get("FOODMESH_CATALOG_SEARCH_CACHE_S", "10"))
+    servicer = CatalogServicer(store, index, CellCache(ttl_s=ttl_s))
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server)
     keeper = asyncio.create_task(index.keep_built(store), name="catalog-index")
 

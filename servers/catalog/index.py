@@ -27,8 +27,7 @@ its data) is loaded whole, once per replica however many searches wait for it. W
 bump the generation before they return, reviews included, so a search on any replica
 that starts after a write returned sees it.
 
-There is no cache of popular searches any more: it saved fetching and parsing documents,
-which a search no longer does, and would only add Redis traffic and invalidation.
+The cache of popular searches is in-process, over these tables: ``cells.py``.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from foodmesh.v1 import catalog_pb2 as pb
 from foodmesh.v1 import catalog_pb2_grpc as pb_grpc
 from foodmesh.v1 import common_pb2
 from servers.catalog import convert
+from servers.catalog.cells import CellCache
 from servers.catalog.hours import is_open
 from servers.catalog.index import SearchIndex
 from servers.catalog.model import Restaurant
@@ -71,9 +72,12 @@ def _not_found(rid: str) -> NotFound:
 
 
 class CatalogServicer(pb_grpc.CatalogServiceServicer):
-    def __init__(self, store: CatalogStore, index: SearchIndex) -> None:
+    def __init__(
+        self, store: CatalogStore, index: SearchIndex, cells: CellCache | None = None
+    ) -> None:
         self.store = store
         self.index = index
+        self.cells = cells if cells is not None else CellCache()
 
     async def _index(self, r: Restaurant, before: Restaurant | None = None) -> None:
         try:
@@ -98,7 +102,8 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
             except TimeoutError:
                 raise Unavailable("the search index is being built: retry shortly") from None
         table, parts = await self.index.view(q)
-        hits = search_table(table, q, _now(), parts=parts)
+        rows, zones = self.cells.rows(table, q, parts)
+        hits = search_table(table, q, _now(), parts=parts, rows=rows, zones=zones)
         try:
             page = paginate(hits, q, request.page_token)
         except BadCursor as exc:

@@ -38,7 +38,8 @@ from servers.catalog.search import (
 from servers.catalog.zones import PolygonSet, to_e7
 from servers.runtime.geo import EARTH_RADIUS_M, METERS_PER_MILE, haversine_m
 
-__all__ = ["TOLERANCE", "Matches", "Ranked", "RegionTable", "miles_between", "search_table"]
+__all__ = ["I64", "TOLERANCE", "Matches", "Ranked", "RegionTable", "cell_of", "cell_reach_miles",
+           "miles_between", "search_table"]  # fmt: skip
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -85,6 +86,28 @@ def _lon_reach(lat: float, band: float) -> float:
     if far >= 89.0:
         return 180.0
     return min(180.0, band / math.cos(math.radians(far)) * (1 + 1e-6) + 1e-9)
+
+
+def cell_of(lat: float, lon: float) -> tuple[float, float]:
+    """The 0.01° cell of a point: its lat/lon rounded to 2 places (the seed's cache key)."""
+    return round(lat, 2), round(lon, 2)
+
+
+#: Half a cell, and a little more: every point whose coordinates round to a cell's lies
+#: within this many degrees of it on each axis (and E7 units, after rounding to E7).
+_HALF_CELL = 0.005 + 1e-9
+_HALF_CELL_E7 = 50_001
+
+
+def cell_reach_miles(clat: float, clon: float) -> float:
+    """How far (great circle) a point of the cell centred at ``clat, clon`` can be from the
+    centre: the farthest corner, widened a little."""
+    far = max(
+        haversine_m(clat, clon, min(90.0, max(-90.0, clat + dy)), clon + dx)
+        for dy in (-_HALF_CELL, _HALF_CELL)
+        for dx in (-_HALF_CELL, _HALF_CELL)
+    )
+    return far / METERS_PER_MILE * 1.001 + 1e-6
 
 
 def miles_between(lat: float, lon: float, doc: SearchDoc) -> float:
@@ -196,41 +219,126 @@ class RegionTable:
             self._open_key = key
         return self._open
 
-    def matches(
-        self, q: Query, point_e7: tuple[int, int], now: dt.datetime,
-        parts: Iterable[int] | None = None,
-    ) -> Matches:  # fmt: skip
-        """Every row of ``parts`` (default: all) that is a hit for ``q`` at ``now``
-        (``point_e7``: the query point in E7)."""
+    def near(self, lat: float, lon: float, radius_miles: float,
+             parts: Iterable[int] | None = None) -> I64:  # fmt: skip
+        """Rows of ``parts`` (default: all) in the box around the point that holds every
+        row within ``radius_miles`` of it (and some more), part by part in ``parts`` order."""
         # Haversine distance is at least R * |difference of latitudes|: rows outside this
         # band are beyond the radius, and each part is sorted by latitude.
-        band = math.degrees(q.radius_miles * METERS_PER_MILE / EARTH_RADIUS_M)
+        band = math.degrees(radius_miles * METERS_PER_MILE / EARTH_RADIUS_M)
         band = band * (1 + TOLERANCE) + 1e-9
         spans = []
         for p in range(self.parts) if parts is None else parts:
             start, end = int(self.part_start[p]), int(self.part_start[p + 1])
             lats = self.lat[start:end]
-            lo = start + int(np.searchsorted(lats, q.lat - band, side="left"))
-            hi = start + int(np.searchsorted(lats, q.lat + band, side="right"))
+            lo = start + int(np.searchsorted(lats, lat - band, side="left"))
+            hi = start + int(np.searchsorted(lats, lat + band, side="right"))
             if lo < hi:
                 spans.append(np.arange(lo, hi))
         rows = np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)
         # ... and outside the circle's longitude span (as cells_covering bounds it, widened).
-        reach = _lon_reach(q.lat, band)
+        reach = _lon_reach(lat, band)
         if reach < 180.0:
-            off = np.abs(self.lon[rows] - q.lon)
-            if abs(q.lon) + reach < 180.0:
+            off = np.abs(self.lon[rows] - lon)
+            if abs(lon) + reach < 180.0:
                 rows = rows[off <= reach]
             else:  # the span crosses the antimeridian
                 rows = rows[(off <= reach) | (off >= 360.0 - reach)]
-        # The expression of haversine_m, term by term.
-        p1 = math.radians(q.lat)
+        return rows
+
+    def _miles(self, lat: float, lon: float, rows: I64) -> F64:
+        """The vectorised haversine of :func:`miles_between`, term by term."""
+        p1 = math.radians(lat)
         dp = self.phi[rows] - p1
-        dl = np.radians(self.lon[rows] - q.lon)
+        dl = np.radians(self.lon[rows] - lon)
         a = np.sin(dp / 2) ** 2 + math.cos(p1) * self.cos_phi[rows] * np.sin(dl / 2) ** 2
-        miles = 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a))) / METERS_PER_MILE
+        out: F64 = 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a))) / METERS_PER_MILE
+        return out
+
+    def candidates(self, q: Query, parts: Iterable[int] | None = None) -> tuple[I64, I64]:
+        """Every row that can be a hit of ``q`` from *any* point of its 0.01° cell (the points
+        whose lat/lon round to ``q``'s, to 2 places), by the filters that do not depend on
+        the point or the clock; in the order :meth:`near` gives. A superset: ``matches``
+        with ``rows=`` these decides exactly, per point, what it decides without.
+
+        And per row, the zone it delivers from to every point of the cell when that is the
+        same for all of them (each of its zones holds the whole cell or none of it), else
+        -1: then ``matches`` tests that row's zones at the point. Rows whose zones hold no
+        point of the cell are left out.
+        """
+        clat, clon = cell_of(q.lat, q.lon)
+        reach = cell_reach_miles(clat, clon)
+        rows = self.near(clat, clon, q.radius_miles + reach, parts)
+        miles = self._miles(clat, clon, rows)
+        # Triangle inequality: within r of a point of the cell => within r + reach of its
+        # centre (widened for the vectorised formula's last-place error).
+        limit = (np.minimum(q.radius_miles, self.max_miles[rows]) + reach) * (1 + 1e-6) + 1e-9
+        keep = miles <= limit
+        if q.cuisines:
+            keep &= (self.cuisines[rows] & _cuisine_bits(q.cuisines, add=False)) != 0
+        if q.price_levels:
+            keep &= (self.price_bit[rows] & _bits(q.price_levels, _PRICE_BIT)) != 0
+        if q.min_rating:
+            keep &= self.rating[rows] >= q.min_rating
+        rows = rows[keep]
+        # Each zone of each row: holds all the cell (1), none of it (0), or it depends (-1).
+        count = self.zone_count[rows]
+        first = np.cumsum(count) - count
+        zone = np.repeat(self.zone_start[rows] - first, count) + np.arange(int(count.sum()))
+        owner = np.repeat(np.arange(len(rows)), count)
+        settled = self.polygons.settled_e7(to_e7(clat), to_e7(clon), _HALF_CELL_E7, zone)
+        unsure = np.bincount(owner[settled < 0], minlength=len(rows)) > 0
+        # Where every zone is settled: the cheapest holding the cell (first listed on a tie).
+        held = settled == 1
+        z, o = zone[held], owner[held]
+        order = np.lexsort((z, self.zone_fee[z], o))
+        z, o = z[order], o[order]
+        lead = np.ones(len(o), dtype=np.bool_)
+        lead[1:] = o[1:] != o[:-1]
+        chosen = np.full(len(rows), -1, dtype=np.int64)
+        chosen[o[lead]] = z[lead]
+        chosen[unsure] = -1
+        useful = unsure | (chosen >= 0)
+        out_rows: I64 = rows[useful]
+        out_zone: I64 = chosen[useful]
+        return out_rows, out_zone
+
+    def _zones_at(self, rows: I64, at: I64, point_e7: tuple[int, int]) -> tuple[I64, I64, I64]:
+        """Of ``rows`` (with their places ``at``), those with a zone holding the point, and
+        the zone each delivers from: the cheapest (first listed on a tie)."""
+        if self.one_zone:
+            zone = self.zone_start[rows]
+            inside = self.polygons.contains_e7(*point_e7, zone)
+            return rows[inside], at[inside], zone[inside]
+        # Zones of a row are numbered in their listed order.
+        count = self.zone_count[rows]
+        first = np.cumsum(count) - count
+        zone = np.repeat(self.zone_start[rows] - first, count) + np.arange(int(count.sum()))
+        owner = np.repeat(np.arange(len(rows)), count)
+        inside = self.polygons.contains_e7(*point_e7, zone)
+        zone, owner = zone[inside], owner[inside]
+        order = np.lexsort((zone, self.zone_fee[zone], owner))
+        zone, owner = zone[order], owner[order]
+        lead = np.ones(len(owner), dtype=np.bool_)
+        lead[1:] = owner[1:] != owner[:-1]
+        zone, owner = zone[lead], owner[lead]
+        return rows[owner], at[owner], zone
+
+    def matches(
+        self, q: Query, point_e7: tuple[int, int], now: dt.datetime,
+        parts: Iterable[int] | None = None, *, rows: I64 | None = None,
+        zones: I64 | None = None,
+    ) -> Matches:  # fmt: skip
+        """Every row of ``parts`` (default: all) that is a hit for ``q`` at ``now``
+        (``point_e7``: the query point in E7); only among ``rows`` if given (a superset of
+        the hits, in :meth:`near`'s order, such as :meth:`candidates`), with ``zones`` the
+        zone per row already known to hold the point (-1: test it)."""
+        if rows is None:
+            rows = self.near(q.lat, q.lon, q.radius_miles, parts)
+        miles = self._miles(q.lat, q.lon, rows)
         limit = np.minimum(q.radius_miles, self.max_miles[rows])
         at = np.flatnonzero(miles <= limit * (1 + TOLERANCE))
+        known = zones[at] if zones is not None else None
         rows, miles, limit = rows[at], miles[at], limit[at]
         travel = miles / ASSUMED_CITY_SPEED_MPH * 60.0
         near = np.flatnonzero(
@@ -258,25 +366,18 @@ class RegionTable:
         if q.cuisines and len(_CUISINE_BIT) > 63:
             at = at[[not q.cuisines.isdisjoint(self.docs[r].cuisines) for r in rows[at].tolist()]]
         rows = rows[at]
-        if self.one_zone:
-            zone = self.zone_start[rows]
-            inside = self.polygons.contains_e7(*point_e7, zone)
-            zone, at, rows = zone[inside], at[inside], rows[inside]
+        if known is None:
+            rows, at, zone = self._zones_at(rows, at, point_e7)
         else:
-            # The cheapest zone holding the point, per row (first listed on a tie: zones
-            # of a row are numbered in their listed order).
-            count = self.zone_count[rows]
-            first = np.cumsum(count) - count
-            zone = np.repeat(self.zone_start[rows] - first, count) + np.arange(int(count.sum()))
-            owner = np.repeat(np.arange(len(rows)), count)
-            inside = self.polygons.contains_e7(*point_e7, zone)
-            zone, owner = zone[inside], owner[inside]
-            order = np.lexsort((zone, self.zone_fee[zone], owner))
-            zone, owner = zone[order], owner[order]
-            lead = np.ones(len(owner), dtype=np.bool_)
-            lead[1:] = owner[1:] != owner[:-1]
-            zone, owner = zone[lead], owner[lead]
-            rows, at = rows[owner], at[owner]
+            known = known[at]
+            test = known < 0
+            t_rows, t_at, t_zone = self._zones_at(rows[test], at[test], point_e7)
+            sure = ~test
+            rows = np.concatenate([rows[sure], t_rows])
+            at = np.concatenate([at[sure], t_at])
+            zone = np.concatenate([known[sure], t_zone])
+            order = np.argsort(at, kind="stable")  # back in row order
+            rows, at, zone = rows[order], at[order], zone[order]
         return Matches(
             table=self,
             rows=rows,
@@ -337,14 +438,15 @@ def _subset(m: Matches, keep: npt.NDArray[np.bool_] | I64) -> Matches:
 
 
 def search_table(
-    table: RegionTable, q: Query, now: dt.datetime, *, parts: Iterable[int] | None = None
-) -> Ranked:
+    table: RegionTable, q: Query, now: dt.datetime, *, parts: Iterable[int] | None = None,
+    rows: I64 | None = None, zones: I64 | None = None,
+) -> Ranked:  # fmt: skip
     """Every hit in ``parts`` of ``table`` (default: all), in ``q``'s order; a restaurant in
     two parts (moving between regions) counts once, where it comes first.
 
     The same hits in the same order as :func:`search.search_docs` over the same documents.
     """
-    m = table.matches(q, (to_e7(q.lat), to_e7(q.lon)), now, parts)
+    m = table.matches(q, (to_e7(q.lat), to_e7(q.lon)), now, parts, rows=rows, zones=zones)
     ids = table.ids[m.rows]
     by_id = np.argsort(ids, kind="stable")
     if len(ids) > 1:

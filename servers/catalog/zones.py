@@ -238,6 +238,41 @@ class PolygonSet:
         out[at] = on_edge | odd
         return out
 
+    def settled_e7(
+        self, y: int, x: int, half: int, which: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int8]:
+        """Per polygon of ``which``: 1 if it holds every point of the square of half-side
+        ``half`` around E7 point ``(y, x)`` (edges included), 0 if it holds none, -1 if
+        that depends on the point.
+
+        Settled when no edge comes within the square's circumscribed circle (planar E7
+        distance, as the containment test itself is planar): the whole disc, square
+        included, is then on the centre's side of the boundary.
+        """
+        out = np.full(len(which), -1, dtype=np.int8)
+        if not len(which):
+            return out
+        inside = self.contains_e7(y, x, which)
+        count = self.count[which]
+        first = np.cumsum(count) - count
+        edges = np.repeat(self.start[which] - first, count) + np.arange(int(count.sum()))
+        owner = np.repeat(np.arange(len(which)), count)
+        # Relative to the centre, in float64: polygon-sized numbers, exact well below 1 unit.
+        ay = (self.ay[edges] - y).astype(np.float64)
+        ax = (self.ax[edges] - x).astype(np.float64)
+        dy = (self.by[edges] - y).astype(np.float64) - ay
+        dx = (self.bx[edges] - x).astype(np.float64) - ax
+        length2 = dy * dy + dx * dx
+        t = np.where(length2 > 0, -(ay * dy + ax * dx) / np.where(length2 > 0, length2, 1.0), 0.0)
+        t = np.clip(t, 0.0, 1.0)
+        cy, cx = ay + t * dy, ax + t * dx
+        dist = np.sqrt(cy * cy + cx * cx)
+        nearest = np.full(len(which), np.inf)
+        np.minimum.at(nearest, owner, dist)
+        clear = nearest > half * math.sqrt(2.0) + 16.0  # 16 units: float error, with room
+        out[clear] = inside[clear].astype(np.int8)
+        return out
+
     @staticmethod
     def _padded_contains(y: int, x: int, block: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         ay, ax, by, bx = block[..., 0], block[..., 1], block[..., 2], block[..., 3]

@@ -22,7 +22,10 @@ Settings (``FOODMESH_ORDER_*``):
 - ``WATCH_POLL_S``: how often a WatchOrder stream re-reads without a notification (5);
 - ``SETTLE_EVERY_S``: how often payment operations left pending (the provider did not
   answer after a delivery or cancellation committed) are retried (5);
-- ``RELEASE_EVERY_S``: how often scheduled orders due for the kitchen are released (1).
+- ``RELEASE_EVERY_S``: how often scheduled orders due for the kitchen are released (1);
+- ``CRASH_AT``: fault injection for the chaos tests only: ``authorized`` (after the card
+  hold, before the commit) or ``placed`` (after the commit, before the relay publishes)
+  kills the process with SIGKILL at that point of PlaceOrder.
 
 Scheduled orders (``DELIVERY_OPTION_SCHEDULED``, 30 minutes to 7 days ahead) are
 placed and paid at once but announced as ``orders.v1.scheduled``; at
@@ -112,6 +115,7 @@ async def build(
         subjects=resources.subjects,
         feed=feed,
         watch_poll_s=float(s.extra.get("FOODMESH_ORDER_WATCH_POLL_S", "5")),
+        crash_at=s.extra.get("FOODMESH_ORDER_CRASH_AT", ""),
     )  # fmt: skip
     order_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
     feed.start()
@@ -164,6 +168,7 @@ async def build(
     ]
 
     async def stop() -> None:
+        await servicer.wait_placing(timeout_s=min(5.0, s.shutdown_grace_s))
         await stop_tasks(tasks)
         if servicer.relay is not None:
             await servicer.relay.stop()

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -58,6 +60,7 @@ from servers.runtime.errors import (
 )
 from servers.runtime.nats import Subjects
 from servers.runtime.outbox import OutboxRelay
+from servers.runtime.tasks import stop_tasks
 
 __all__ = ["CatalogPort", "DriverRatings", "OrderServicer", "Ports"]
 
@@ -132,6 +135,22 @@ def _catalog_error(exc: grpc.aio.AioRpcError, what: str, restaurant_id: str) -> 
     return Unavailable(f"the catalog did not answer {what} ({exc.code().name}): retry")
 
 
+#: A claimed idempotency key is held this long past the request's deadline (the placement
+#: runs on after a caller gives up; its calls have floors of 0.2 s each) ...
+_CLAIM_MARGIN_S = 5.0
+#: ... and never longer than this: then a retry takes a dead request's claim over.
+_CLAIM_HOLD_MAX_S = 60.0
+
+
+class _MaybeLeftBehind(Exception):  # noqa: N818 - a carrier, not an error of its own
+    """A placement failed after the card was authorized: ``error`` goes to the caller,
+    and the key is kept (expired) so that a retry completes this attempt."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class OrderServicer(pb_grpc.OrderServiceServicer):
     def __init__(
         self,
@@ -142,7 +161,10 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         feed: ChangeFeed,
         relay: OutboxRelay | None = None,
         watch_poll_s: float = 5.0,
+        crash_at: str = "",
     ) -> None:
+        self.crash_at = crash_at
+        self._placing: set[asyncio.Task[order_pb2.Order]] = set()
         self.store = store
         self.ports = ports
         self.subjects = subjects
@@ -265,10 +287,12 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         convert.check_place(request, now)
         digest = convert.request_hash(request)
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + max(0.0, time_left() - 0.3)
+        left = time_left()
+        give_up = loop.time() + max(0.0, left - 0.3)
+        hold_s = min(_CLAIM_HOLD_MAX_S, max(0.0, left) + _CLAIM_MARGIN_S)
         while True:
             claim = await self.store.claim_key(p.subject, request.idempotency_key, digest,
-                                               new_order_id())  # fmt: skip
+                                               new_order_id(), hold_s=hold_s)  # fmt: skip
             if claim.kind is ClaimKind.CONFLICT:
                 raise AlreadyExists(
                     "idempotency_key was already used for a different order request",
@@ -289,13 +313,61 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                     reason="IDEMPOTENCY_KEY_IN_USE",
                 )
             await asyncio.sleep(0.05)
+        # Once the key is ours the placement runs to its end even if the caller gives up
+        # (deadline, cancel): a card may be held by then, and the caller's retry must find
+        # the order (or the attempt's outcome), not a half-done attempt cancelled midway.
+        task = asyncio.create_task(self._place_claimed(request, p, claim.order_id, digest, now))
+        self._placing.add(task)
+        task.add_done_callback(self._placed)
+        placed = await asyncio.shield(task)
+        return order_pb2.PlaceOrderResponse(order=placed)
+
+    async def _place_claimed(
+        self,
+        req: order_pb2.PlaceOrderRequest,
+        p: Principal,
+        order_id: str,
+        digest: str,
+        now: dt.datetime,
+    ) -> order_pb2.Order:
+        """Places the order of a claimed key; on failure gives the key back as fits."""
+        key = req.idempotency_key
         try:
-            placed = await self._place(request, p, claim.order_id, digest, now)
+            placed = await self._place(req, p, order_id, digest, now)
+        except _MaybeLeftBehind as exc:
+            # The card may be held, or the order committed unconfirmed: the same request
+            # retried takes the claim over at once, with the same order id and the same
+            # authorization key, and finds or finishes this attempt.
+            await asyncio.shield(self._expire_key(p.subject, key))
+            raise exc.error from None
         except BaseException:
-            await asyncio.shield(self.store.release_key(p.subject, request.idempotency_key))
+            await asyncio.shield(self.store.release_key(p.subject, key))
             raise
         self._poke()
-        return order_pb2.PlaceOrderResponse(order=placed)
+        return placed
+
+    async def _expire_key(self, customer_id: str, key: str) -> None:
+        try:
+            await self.store.expire_key(customer_id, key)
+        except Exception as exc:  # PostgreSQL away: the claim lapses at its own expiry
+            _log.warning("idempotency claim %s of %s left to expire: %s", key, customer_id, exc)
+
+    def _placed(self, task: asyncio.Task[order_pb2.Order]) -> None:
+        self._placing.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: its caller may have gone (the error was answered)
+
+    def _crash(self, point: str) -> None:
+        """Fault injection for the chaos tests (``FOODMESH_ORDER_CRASH_AT``): die here, now."""
+        if self.crash_at == point:
+            _log.error("FOODMESH_ORDER_CRASH_AT=%s: killing this process", point)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async def wait_placing(self, timeout_s: float) -> None:
+        """Lets placements whose callers gave up finish (at shutdown), then cancels them."""
+        if self._placing:
+            await asyncio.wait(set(self._placing), timeout=timeout_s)
+        await stop_tasks(list(self._placing))
 
     async def _place(
         self,
@@ -386,6 +458,11 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 f"restaurant {rid!r} is closed now", reason="RESTAURANT_CLOSED"
             )
         total = quote.total(tip)
+        if time_left() <= 0.0:
+            # The caller is gone and nothing is held yet: stop here (the key is released)
+            # rather than spend an overloaded service's time on an answer nobody reads.
+            raise Unavailable("the request's deadline passed before payment: nothing was done",
+                              reason="DEADLINE_PASSED")  # fmt: skip
         try:
             auth = await self.ports.payments.authorize(
                 key=f"auth:{p.subject}:{req.idempotency_key}:{digest[:16]}",
@@ -404,6 +481,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             ) from None
         except PaymentError as exc:
             raise FailedPrecondition(f"payment_method_id: {exc}", reason="PAYMENT_FAILED") from None
+        self._crash("authorized")
         first = Entry(1, Status.PLACED, now, p.subject)
         order = Order(
             order_id=order_id,
@@ -447,19 +525,28 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             timeline=(first,),
         )
         snapshot = convert.order_to_pb(order)
+        event = self._event(order, first, "" if order.released else "scheduled", snapshot)
         try:
-            event = self._event(order, first, "" if order.released else "scheduled", snapshot)
-            await self.store.insert_order(order, event,
-                                          idempotency_key=req.idempotency_key)  # fmt: skip
-        except BaseException:
-            # Nothing was written: give the hold back (same key: safe however often it runs).
+            await self.store.insert_order(order, event, idempotency_key=req.idempotency_key)
+        except BaseException as exc:
+            # The hold stays: whether or not the insert committed, the retry of this request
+            # uses it (same authorization key), so voiding it here could only void the
+            # hold of an order that exists after all.
+            if not isinstance(exc, Exception):  # cancelled (shutdown): nothing more to ask
+                raise
             try:
-                await asyncio.shield(self.ports.payments.refund(
-                    key=f"void:{auth.payment_id}", payment_id=auth.payment_id,
-                    amount_minor=auth.amount_minor))  # fmt: skip
-            except Exception as exc:
-                _log.error("could not void %s after a failed insert: %s", auth.payment_id, exc)
-            raise
+                if await self.store.exists(order_id):  # a twin attempt (takeover) won
+                    done = await self.store.get(order_id)
+                    if done is not None:
+                        return convert.order_to_pb(done)
+            except Exception:
+                pass
+            _log.warning("order %s not confirmed written: %s", order_id, exc)
+            raise _MaybeLeftBehind(Unavailable(
+                "the order could not be confirmed written: retry with the same idempotency_key",
+                reason="ORDER_NOT_CONFIRMED",
+            )) from exc  # fmt: skip
+        self._crash("placed")
         return snapshot
 
     # -- reads -------------------------------------------------------------------------

@@ -101,46 +101,57 @@ class OrderStore:
     # -- idempotency keys ------------------------------------------------------------
 
     async def claim_key(
-        self, customer_id: str, key: str, request_hash: str, order_id: str
+        self, customer_id: str, key: str, request_hash: str, order_id: str, *, hold_s: float
     ) -> Claim:
         """Claims ``key`` for a new order ``order_id``, or says what the key already did.
 
-        A pending claim older than a minute (its request died) is taken over by a
-        request with the same body.
+        The claim is held ``hold_s`` (the request's deadline and a margin); a pending
+        claim past that (its request died, or gave the key back with :meth:`expire_key`)
+        is taken over by a request with the same body, *with the same order id*: the
+        order and its card authorization (keyed by request, not by attempt) are then
+        the ones the first attempt may already have made, never a second of each.
         """
         async with autocommit(self.pool) as conn:
             # The usual case, a fresh key, is this one statement (one round trip).
             cur = await conn.execute(
                 "INSERT INTO orders.idempotency_keys (customer_id, key, request_hash,"
-                " order_id, state) VALUES (%s, %s, %s, %s, 'pending') ON CONFLICT DO NOTHING",
-                (customer_id, key, request_hash, order_id),
+                " order_id, state, expires_at) VALUES (%s, %s, %s, %s, 'pending',"
+                " now() + make_interval(secs => %s)) ON CONFLICT DO NOTHING",
+                (customer_id, key, request_hash, order_id, hold_s),
             )
             if cur.rowcount == 1:
                 return Claim(ClaimKind.NEW, order_id)
-            return await self._existing_claim(conn, customer_id, key, request_hash)
+            return await self._existing_claim(conn, customer_id, key, request_hash, hold_s)
 
     async def _existing_claim(
-        self, conn: AsyncConnection[Any], customer_id: str, key: str, request_hash: str
+        self,
+        conn: AsyncConnection[Any],
+        customer_id: str,
+        key: str,
+        request_hash: str,
+        hold_s: float,
     ) -> Claim:
         async with conn.transaction():
             cur = await conn.execute(
-                "SELECT request_hash, order_id, state, claimed_at FROM orders.idempotency_keys"
+                "SELECT request_hash, order_id, state,"
+                " now() > coalesce(expires_at, claimed_at + %s) FROM orders.idempotency_keys"
                 " WHERE customer_id = %s AND key = %s FOR UPDATE",
-                (customer_id, key),
+                (_STALE_CLAIM, customer_id, key),
             )
             row = await cur.fetchone()
             if row is None:  # released between our insert and select: try once more
                 return Claim(ClaimKind.PENDING, "")
-            stored_hash, stored_id, state, claimed_at = row
+            stored_hash, stored_id, state, stale = row
             if stored_hash != request_hash:
                 return Claim(ClaimKind.CONFLICT, stored_id)
             if state == "done":
                 return Claim(ClaimKind.DONE, stored_id)
-            if dt.datetime.now(dt.UTC) - claimed_at > _STALE_CLAIM:
+            if stale:
                 await conn.execute(
-                    "UPDATE orders.idempotency_keys SET claimed_at = now()"
+                    "UPDATE orders.idempotency_keys SET claimed_at = now(),"
+                    " expires_at = now() + make_interval(secs => %s)"
                     " WHERE customer_id = %s AND key = %s",
-                    (customer_id, key),
+                    (hold_s, customer_id, key),
                 )
                 return Claim(ClaimKind.NEW, stored_id)
             return Claim(ClaimKind.PENDING, stored_id)
@@ -150,6 +161,19 @@ class OrderStore:
         async with self.pool.connection() as conn:
             await conn.execute(
                 "DELETE FROM orders.idempotency_keys"
+                " WHERE customer_id = %s AND key = %s AND state = 'pending'",
+                (customer_id, key),
+            )
+
+    async def expire_key(self, customer_id: str, key: str) -> None:
+        """Lets a retry of the same request take a pending claim over at once (same order id).
+
+        For a request that may have left something behind (a card hold, an order whose
+        commit was not confirmed): the retry finishes that attempt instead of a new one.
+        """
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE orders.idempotency_keys SET expires_at = now()"
                 " WHERE customer_id = %s AND key = %s AND state = 'pending'",
                 (customer_id, key),
             )
@@ -331,6 +355,11 @@ class OrderStore:
         for oid, seq, status, at, actor, reason in await cur.fetchall():
             timeline[oid].append(Entry(seq, Status(status), at, actor, reason))
         return items, timeline
+
+    async def exists(self, order_id: str) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT 1 FROM orders.orders WHERE order_id = %s", (order_id,))
+            return await cur.fetchone() is not None
 
     async def get(self, order_id: str) -> Order | None:
         async with self.pool.connection() as conn:

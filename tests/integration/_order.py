@@ -84,6 +84,34 @@ class Mesh:
         return OrderClient(self.order.target, options=token(role, subject))
 
 
+def _common(pg_url: str, redis_url: str, nats_url: str, namespace: str) -> dict[str, object]:
+    return {"postgres_url": pg_url, "redis_url": redis_url, "nats_url": nats_url,
+            "namespace": namespace, "metrics_enabled": False, "port": 0,
+            "health_check_interval_s": 0.05, "shutdown_grace_s": 0.5}  # fmt: skip
+
+
+@asynccontextmanager
+async def seeded_catalog(
+    *, pg_url: str, redis_url: str, nats_url: str, namespace: str, seed: bool = True
+) -> AsyncIterator[RunningService]:
+    """Both services' migrations run, and the Catalog serving (``rest_1`` seeded)."""
+    for spec in (catalog.SPEC, order.SPEC):
+        assert spec.migrations is not None
+        await migrate(pg_url, service=spec.name, migrations=load_migrations(spec.migrations))
+    common = _common(pg_url, redis_url, nats_url, namespace)
+    async with run_service(catalog.SPEC, Settings(service="catalog", **common)) as cat:  # type: ignore[arg-type]
+        if seed:
+            await seed_catalog(cat.target)
+        yield cat
+
+
+async def seed_catalog(target: str) -> None:
+    """Writes ``rest_1`` and its menu into the Catalog at ``target``."""
+    async with CatalogClient(target, options=token("ops", "ops")) as ops:
+        await ops.upsert_restaurant(cpb.UpsertRestaurantRequest(restaurant=restaurant()))
+        await ops.upsert_menu(cpb.UpsertMenuRequest(restaurant_id="rest_1", categories=MENU))
+
+
 @asynccontextmanager
 async def order_mesh(
     *,
@@ -96,18 +124,13 @@ async def order_mesh(
     payments: PaymentProvider | None = None,
 ) -> AsyncIterator[Mesh]:
     """The Catalog and the Order service on one fresh database, a restaurant seeded."""
-    for spec in (catalog.SPEC, order.SPEC):
-        assert spec.migrations is not None
-        await migrate(pg_url, service=spec.name, migrations=load_migrations(spec.migrations))
-    common = {"postgres_url": pg_url, "redis_url": redis_url, "nats_url": nats_url,
-              "namespace": namespace, "metrics_enabled": False, "port": 0,
-              "health_check_interval_s": 0.05, "shutdown_grace_s": 0.5}  # fmt: skip
-    async with run_service(catalog.SPEC, Settings(service="catalog", **common)) as cat:  # type: ignore[arg-type]
+    async with seeded_catalog(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
+                              namespace=namespace, seed=False) as cat:  # fmt: skip
         settings = Settings(
             service="order",
             extra={"FOODMESH_ORDER_CATALOG_TARGET": cat.target, "FOODMESH_ORDER_WATCH_POLL_S": "2",
                    **(extra or {})},
-            **common,  # type: ignore[arg-type]
+            **_common(pg_url, redis_url, nats_url, namespace),  # type: ignore[arg-type]
         )  # fmt: skip
         spec = order.SPEC
         if payments is not None:
@@ -116,12 +139,7 @@ async def order_mesh(
             )
         async with run_service(spec, settings) as svc:
             if seed:
-                async with CatalogClient(cat.target, options=token("ops", "ops")) as ops:
-                    await ops.upsert_restaurant(
-                        cpb.UpsertRestaurantRequest(restaurant=restaurant())
-                    )
-                    await ops.upsert_menu(cpb.UpsertMenuRequest(restaurant_id="rest_1",
-                                                                categories=MENU))  # fmt: skip
+                await seed_catalog(cat.target)
             yield Mesh(cat, svc, pg_url)
 
 
@@ -179,4 +197,4 @@ async def clients(mesh: Mesh, *who: tuple[str, str]) -> AsyncIterator[list[Order
 
 
 __all__ = ["FAR", "HOME", "MENU", "Mesh", "clients", "order_mesh", "place_request", "reason",
-           "restaurant", "token", "usd", "violations"]  # fmt: skip
+           "restaurant", "seeded_catalog", "token", "usd", "violations"]  # fmt: skip

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from clients import CatalogClient
 from foodmesh.v1 import catalog_pb2 as pb
@@ -424,3 +427,85 @@ async def test_a_lost_index_is_rebuilt_from_postgres_at_start(
         check(await all_pages(client, req), brute_force(spots, req), spots)
         # The replica that held the regions from before Redis lost them reloads them.
         check(await all_pages(old, req), brute_force(spots, req), spots)
+
+
+def cache_count(result: str) -> float:
+    return REGISTRY.get_sample_value("foodmesh_catalog_search_cache_total",
+                                     {"result": result}) or 0.0  # fmt: skip
+
+
+@st.composite
+def search_requests(draw: st.DrawFn, spots: list[Spot]) -> pb.SearchRestaurantsRequest:
+    """Any point of the area; or one exactly on a zone's edge or corner, or on a restaurant."""
+    where = draw(st.sampled_from(["any", "edge", "corner", "restaurant"]))
+    s = spots[draw(st.integers(0, len(spots) - 1))]
+    z = s.zones[draw(st.integers(0, len(s.zones) - 1))]
+    if where == "edge":
+        lat = draw(st.sampled_from([z[2], z[3]]))
+        lon = grid(draw(st.floats(z[4], z[5])))
+    elif where == "corner":
+        lat, lon = draw(st.sampled_from([z[2], z[3]])), draw(st.sampled_from([z[4], z[5]]))
+    elif where == "restaurant":
+        lat, lon = s.lat, s.lon
+    else:
+        lat = draw(st.floats(CENTER[0] - 0.25, CENTER[0] + 0.25))
+        lon = draw(st.floats(CENTER[1] - 0.3, CENTER[1] + 0.3))
+    return pb.SearchRestaurantsRequest(
+        lat=lat, lon=lon, radius=draw(st.sampled_from([0.0, 0.5, 2.0, 5.0, 12.0, 25.0])),
+        cuisine=draw(st.lists(st.sampled_from(CUISINES), max_size=2, unique=True)),
+        price_level=draw(st.lists(st.integers(1, 4), max_size=2, unique=True)),
+        min_rating=draw(st.sampled_from([0.0, 0.0, 1.0, 3.0, 4.5])),
+        max_delivery_time_min=draw(st.sampled_from([0, 0, 20, 30, 45])),
+        open_now=draw(st.booleans()),
+        sort=draw(st.sampled_from([0, 1, 2, 3, 4])),  # type: ignore[arg-type]
+        page_size=draw(st.sampled_from([0, 3, 50])),
+    )  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(data=st.data())
+async def test_search_matches_the_brute_force_on_hypothesis_points_and_zone_edges(
+    seeded: tuple[CatalogClient, list[Spot]], data: st.DataObject
+) -> None:
+    client, spots = seeded  # read only: the same restaurants for every example
+    req = data.draw(search_requests(spots))
+    check(await all_pages(client, req), brute_force(spots, req), spots)
+
+
+async def test_searches_in_one_cell_share_an_entry_stay_exact_and_an_update_invalidates(
+    seeded: tuple[CatalogClient, list[Spot]],
+) -> None:
+    client, spots = seeded
+    # Points of the cell (37.76, -122.43): its middle, near its corners, on its edges.
+    cell = [(37.76, -122.43), (37.7649, -122.4251), (37.7551, -122.4349), (37.7551, -122.43),
+            (37.7649, -122.4349), (37.76, -122.4251)]  # fmt: skip
+    hits, misses, calls = cache_count("hit"), cache_count("miss"), 0
+    for sort in (pb.SEARCH_SORT_DISTANCE, pb.SEARCH_SORT_DELIVERY_TIME):
+        for lat, lon in cell:
+            req = pb.SearchRestaurantsRequest(lat=lat, lon=lon, radius=3, page_size=2, sort=sort)
+            got = await all_pages(client, req)
+            calls += (len(got) + 1) // 2 or 1
+            check(got, brute_force(spots, req), spots)  # each point's own distances
+    # One entry for the cell, radius and filters, whatever the point, sort or page.
+    assert cache_count("miss") - misses == 1
+    assert cache_count("hit") - hits == calls - 1 > 20
+
+    # A restaurant opens in the middle of the cell, another's zone no longer covers it.
+    invalidations = cache_count("invalidation")
+    new = Spot("cell-new", 37.7601, -122.4301, ["thai"], 2, 10, 25.0,
+               [(0, 0, 37.70, 37.80, -122.50, -122.40)], True, 0)  # fmt: skip
+    spots.append(new)
+    await client.upsert_restaurant(pb.UpsertRestaurantRequest(restaurant=to_pb(new)))
+    req = pb.SearchRestaurantsRequest(lat=37.7649, lon=-122.4251, radius=3, page_size=7)
+    found = brute_force(spots, req)
+    other = next(s for s in spots if s.rid == found[-1].rid and s.rid != "cell-new")
+    other.zones = [(z[0], z[1], z[2] + 1.0, z[3] + 1.0, z[4], z[5]) for z in other.zones]
+    await client.upsert_restaurant(pb.UpsertRestaurantRequest(restaurant=to_pb(other)))
+    for lat, lon in cell:
+        req = pb.SearchRestaurantsRequest(lat=lat, lon=lon, radius=3, page_size=7)
+        got = await all_pages(client, req)
+        check(got, brute_force(spots, req), spots)
+        ids = {g.restaurant_id for g in got}
+        assert "cell-new" in ids and other.rid not in ids
+    assert cache_count("invalidation") > invalidations

@@ -88,6 +88,22 @@ async def test_every_illegal_transition_is_refused_naming_both_states(mesh: Mesh
         assert reason(err.value) == "ILLEGAL_TRANSITION"
 
 
+async def test_a_cancelled_order_refuses_every_step_naming_both_states(mesh: Mesh) -> None:
+    async with clients(mesh, ("customer", "cus_1"), ("ops", "ops_1")) as (me, ops):
+        o = (await me.place_order(place_request())).order
+        await me.cancel_order(pb.CancelOrderRequest(order_id=o.order_id, reason="no longer"))
+        for target in [*KITCHEN, *ROAD]:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await step(ops, o.order_id, target)
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert reason(err.value) == "ILLEGAL_TRANSITION"
+            msg = err.value.details() or ""
+            assert "cancelled" in msg
+            assert OS.Name(target).removeprefix("ORDER_STATUS_").lower() in msg
+        got = (await me.get_order(pb.GetOrderRequest(order_id=o.order_id))).order
+        assert got.status == OS.ORDER_STATUS_CANCELLED and len(got.timeline) == 2
+
+
 async def test_only_the_orders_own_restaurant_and_driver_move_their_steps(mesh: Mesh) -> None:
     async with clients(mesh, ("customer", "cus_1"), ("restaurant", "rest_2"),
                        ("restaurant", "rest_1"), ("driver", "drv_2"), ("driver", "drv_1"),

@@ -4,12 +4,13 @@ payments, validation, and what a customer may see."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import psycopg
 import pytest
 
+from clients import OrderClient
 from foodmesh.v1 import common_pb2
 from foodmesh.v1 import order_pb2 as pb
 from tests.integration._order import (
@@ -173,10 +174,34 @@ async def test_someone_elses_order_is_not_found(mesh: Mesh) -> None:
                        ("restaurant", "rest_2"), ("driver", "drv_9"),
                        ("restaurant", "rest_1")) as (me, other, rest2, driver, rest1):  # fmt: skip
         o = (await me.place_order(place_request())).order
+        missing = "ord_" + "0" * 26
+
+        async def refusal(c: OrderClient, order_id: str) -> list[tuple[grpc.StatusCode, str, str]]:
+            """What each read or change of ``order_id`` answers to ``c``."""
+            calls: list[Callable[[], Awaitable[object]]] = [
+                lambda: c.get_order(pb.GetOrderRequest(order_id=order_id)),
+                lambda: c.cancel_order(pb.CancelOrderRequest(order_id=order_id, reason="x")),
+                lambda: c.rate_order(pb.RateOrderRequest(order_id=order_id, restaurant_rating=5)),
+                lambda: anext(c.watch_order(pb.WatchOrderRequest(order_id=order_id))),
+            ]
+            out = []
+            for call in calls:
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await call()
+                details = (err.value.details() or "").replace(order_id, "<id>")
+                out.append((err.value.code(), reason(err.value), details))
+            return out
+
         for stranger in (other, rest2, driver):
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stranger.get_order(pb.GetOrderRequest(order_id=o.order_id))
-            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            # Someone else's order answers exactly as an order that does not exist.
+            seen = await refusal(stranger, o.order_id)
+            assert seen == await refusal(stranger, missing)
+            if stranger is other:  # a customer may make all four calls: each NOT_FOUND
+                assert {code for code, _, _ in seen} == {grpc.StatusCode.NOT_FOUND}
+            else:  # a role refused a call is refused the same for any order id
+                assert grpc.StatusCode.NOT_FOUND in {code for code, _, _ in seen}
+            listed = await stranger.list_orders(pb.ListOrdersRequest())
+            assert o.order_id not in {x.order_id for x in listed.orders}
         assert (await rest1.get_order(pb.GetOrderRequest(order_id=o.order_id))).order == o
 
 

@@ -40,7 +40,7 @@ async def subjects_of(nats_url: str, namespace: str, want: int) -> list[tuple[st
                 out.append(
                     (m.subject.rsplit(".", 1)[-1], pb.OrderEvent.FromString(m.data).event_id)
                 )
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):  # nats.py raises either
             pass
         return out
     finally:

@@ -52,7 +52,7 @@ def probes(draw: st.DrawFn, ring: list[tuple[int, int]]) -> tuple[int, int]:
 
 
 @given(st.data())
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 def test_polygon_set_agrees_with_the_scalar_test(data: st.DataObject) -> None:
     polys = [Polygon.of_e7(data.draw(rings())) for _ in range(data.draw(st.integers(1, 6)))]
     cut = data.draw(st.integers(0, len(polys)))
