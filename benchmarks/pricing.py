@@ -6,13 +6,24 @@ PostgreSQL, Redis and NATS started by the benchmark; one restaurant with a menu 
 a delivery zone, and 20 available drivers streaming positions in its cell.
 
 Load: ``--callers`` (default 64) closed-loop callers quoting a two-line cart back to
-back for ``--duration`` s (default 10): the throughput ceiling. Then ``--rate``
-(default 1000, the target) quotes a second arrive on schedule (open loop): the
-latencies the target's p99 < 20 ms is about. Then GetSurge, closed loop (cached).
+back for ``--duration`` s (default 10): the throughput ceiling; the same callers
+asking GetSurge (cached) as long, in ``--rounds`` (3) alternating rounds. Then
+``--rate`` (default 1000, the target) quotes a second arrive on schedule (open
+loop): the latencies the target's p99 < 20 ms is about.
 
 Baseline: the same callers running ``GET`` of the cell's cached surge entry straight
 from Redis with redis-py in this process: the floor of "read a cached surge". The
 ratios say what gRPC, auth, the Catalog cache, fees, tax and storing the quote cost.
+
+**Pricing CPU µs/call** is the main figure: the Pricing process's user + system CPU
+(all threads, from ``/proc``) over a phase, divided by the calls it served. Unlike
+throughput it hardly depends on what else the (shared) machine runs, and GetSurge's
+figure is the floor every call pays (gRPC, the interceptor, auth, metrics), so
+QuoteOrder minus GetSurge is what pricing a quote itself costs.
+
+``--channels N`` lets the callers share N gRPC channels (default: one each).
+``FOODMESH_BENCH_PROFILE=/tmp/p.prof`` runs the Pricing server under cProfile;
+``FOODMESH_BENCH_SERVER_LOG=/tmp/bench`` keeps each server's log as ``/tmp/bench.<name>``.
 
     python benchmarks/pricing.py            # ~50 s
     python benchmarks/pricing.py --quick --json
@@ -23,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -38,6 +50,7 @@ import psycopg  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 
 from benchmarks._harness import (  # noqa: E402
+    LatencyResult,
     Progress,
     closed_loop,
     emit_json,
@@ -72,6 +85,8 @@ async def _serve(name: str) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     settings = Settings.from_env(name, {**os.environ, "FOODMESH_SHUTDOWN_GRACE_S": "2"})
     configure_logging(settings.log_level)
+    if keep := os.environ.get("FOODMESH_BENCH_SERVER_LOG"):  # a copy of each server's log
+        logging.getLogger().addHandler(logging.FileHandler(f"{keep}.{name}"))
     async with run_service(SPECS[name], settings) as running:
         print(f"READY {running.port}", flush=True)
         await stop.wait()
@@ -147,7 +162,9 @@ def _quote() -> pb.QuoteOrderRequest:
     )  # fmt: skip
 
 
-async def run(*, callers: int, duration: float, rate: float) -> dict[str, Any]:
+async def run(
+    *, callers: int, channels: int, duration: float, rate: float, rounds: int
+) -> dict[str, Any]:
     async with _infra() as urls:
         pg_url = await _fresh_db(urls.postgres_url)
         for spec in SPECS.values():
@@ -170,7 +187,7 @@ async def run(*, callers: int, duration: float, rate: float) -> dict[str, Any]:
             os.environ["FOODMESH_PRICING_LOCATION_TARGET"] = loc.target
             async with server_process(sys.executable, __file__, "--serve", "pricing") as srv:
                 clients = [PricingClient(srv.target, options=_opts("service", f"order_{i}"))
-                           for i in range(callers)]  # fmt: skip
+                           for i in range(channels or callers)]  # fmt: skip
                 try:
                     first = (await clients[0].quote_order(_quote())).quote
                     for c in clients[:8]:  # warm up
@@ -180,50 +197,64 @@ async def run(*, callers: int, duration: float, rate: float) -> dict[str, Any]:
                     async def quote() -> None:
                         nonlocal n
                         n += 1
-                        await clients[n % callers].quote_order(_quote())
+                        await clients[n % len(clients)].quote_order(_quote())
 
-                    cpu0 = srv.cpu_seconds()
-                    label = f"QuoteOrder x{callers}"
-                    closed = await closed_loop(quote, concurrency=callers, duration=duration,
-                                               progress=Progress(label))  # fmt: skip
-                    cpu1 = srv.cpu_seconds()
-                    opened = None
-                    if rate > 0:
-                        await asyncio.sleep(1.0)
-                        label = f"QuoteOrder at {rate:g}/s"
-                        opened = await open_loop(quote, rate=rate, duration=duration,
-                                                 progress=Progress(label))  # fmt: skip
                     at = pb.GetSurgeRequest(lat=REST[0], lon=REST[1])
 
                     async def surge() -> None:
                         nonlocal n
                         n += 1
-                        await clients[n % callers].get_surge(at)
+                        await clients[n % len(clients)].get_surge(at)
 
-                    label = f"GetSurge x{callers}"
-                    surged = await closed_loop(surge, concurrency=callers, duration=duration,
-                                               progress=Progress(label))  # fmt: skip
+                    # Closed loop in alternating rounds of QuoteOrder and GetSurge, so both
+                    # see the same (shared, noisy) machine and their CPU figures compare.
+                    parts: dict[str, list[LatencyResult]] = {"quote": [], "surge": []}
+                    cpu = {"quote": 0.0, "surge": 0.0}
+                    for r in range(rounds):
+                        for key, call, name in (("quote", quote, "QuoteOrder"),
+                                                ("surge", surge, "GetSurge")):  # fmt: skip
+                            label = f"{name} x{callers} ({r + 1}/{rounds})"
+                            before = srv.cpu_seconds() or 0.0
+                            parts[key].append(await closed_loop(
+                                call, concurrency=callers, duration=duration / rounds,
+                                progress=Progress(label)))  # fmt: skip
+                            cpu[key] += (srv.cpu_seconds() or 0.0) - before
+                    closed = LatencyResult.combine(parts["quote"])
+                    surged = LatencyResult.combine(parts["surge"])
+                    opened = None
+                    cpu_open = cpu_callers = 0.0
+                    if rate > 0:
+                        await asyncio.sleep(1.0)
+                        label = f"QuoteOrder at {rate:g}/s"
+                        before, mine = srv.cpu_seconds() or 0.0, time.process_time()
+                        opened = await open_loop(quote, rate=rate, duration=duration,
+                                                 progress=Progress(label))  # fmt: skip
+                        cpu_open = (srv.cpu_seconds() or 0.0) - before
+                        cpu_callers = time.process_time() - mine
                 finally:
                     for c in clients:
                         await c.close()
         raw = await _raw(urls.redis_url, first.surge.cell, callers=callers, duration=duration)
-    cpu = None
-    if cpu0 is not None and cpu1 is not None and closed.ok:
-        cpu = round((cpu1 - cpu0) / closed.ok * 1000, 3)
     ours = closed.as_dict()
-    ours["pricing_cpu_ms_per_call"] = cpu
+    ours["pricing_cpu_us_per_call"] = _per_call(cpu["quote"], closed.ok)
+    got_surge = surged.as_dict()
+    got_surge["pricing_cpu_us_per_call"] = _per_call(cpu["surge"], surged.ok)
     return {
         "benchmark": "pricing",
         "machine": machine(),
         "date": now_iso(),
-        "settings": {"callers": callers, "duration_s": duration, "rate": rate,
+        "settings": {"callers": callers, "channels": channels or callers, "rounds": rounds,
+                     "duration_s": duration, "rate": rate,
                      "servers": "catalog, location and pricing in subprocesses, callers here"},
         "sample_quote": {"total": first.total.amount_minor, "surge": first.surge.multiplier,
                          "supply": first.surge.supply, "lines": len(first.lines)},
         "raw": raw.as_dict(),
         "ours": ours,
-        "open_loop": opened.as_dict() if opened is not None else None,
-        "get_surge": surged.as_dict(),
+        "open_loop": None if opened is None else {
+            **opened.as_dict(), "pricing_cpu_us_per_call": _per_call(cpu_open, opened.ok),
+            # The callers' own process (gRPC client, protobuf, scheduling) shares the cores.
+            "callers_cpu_us_per_call": _per_call(cpu_callers, opened.ok)},
+        "get_surge": got_surge,
         "ratio": {
             "quote_throughput": ratio(closed.rate, raw.rate),
             "quote_p50": ratio(closed.p50_ms, raw.p50_ms),
@@ -231,6 +262,13 @@ async def run(*, callers: int, duration: float, rate: float) -> dict[str, Any]:
             "get_surge_p99": ratio(surged.p99_ms, raw.p99_ms),
         },
     }  # fmt: skip
+
+
+def _per_call(cpu_s: float, calls: int) -> float | None:
+    """Microseconds of the Pricing process's CPU (all threads) per call of a phase."""
+    if not calls or not cpu_s:
+        return None
+    return round(cpu_s / calls * 1e6, 1)
 
 
 async def _raw(redis_url: str, cell: str, *, callers: int, duration: float) -> Any:
@@ -255,20 +293,22 @@ def _report(result: dict[str, Any], took: float) -> None:
                       ("GetSurge (cached)", "get_surge")):  # fmt: skip
         f = result[key]
         rows.append([name, f["rate"], f["p50_ms"], f["p99_ms"], f["max_ms"], f["errors"],
-                     f.get("pricing_cpu_ms_per_call")])  # fmt: skip
+                     f.get("pricing_cpu_us_per_call")])  # fmt: skip
     print_table(
         f"Pricing: {s['callers']} closed-loop callers for {s['duration_s']:g}s, "
         f"{result['machine']['cpus']} cpus, {took:.0f}s in all",
-        ["path", "per s", "p50 ms", "p99 ms", "max ms", "errors", "pricing CPU ms"],
+        ["path", "per s", "p50 ms", "p99 ms", "max ms", "errors", "Pricing CPU µs/call"],
         rows,
     )
     if (f := result.get("open_loop")) is not None:
         print_table(
             f"QuoteOrder open loop at {s['rate']:g}/s for {s['duration_s']:g}s (latency from"
             " each call's scheduled time)",
-            ["per s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "dropped", "late"],
+            ["per s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "dropped", "late",
+             "Pricing CPU µs/call", "callers' CPU µs/call"],
             [[f["rate"], f["p50_ms"], f["p90_ms"], f["p99_ms"], f["max_ms"], f["errors"],
-              f["dropped"], f["late"]]],
+              f["dropped"], f["late"], f.get("pricing_cpu_us_per_call"),
+              f.get("callers_cpu_us_per_call")]],
         )  # fmt: skip
     print_table("ours / raw", ["figure", "ratio"], [[k, v] for k, v in result["ratio"].items()])
     print(f"\nsample quote: {result['sample_quote']}")
@@ -277,15 +317,41 @@ def _report(result: dict[str, Any], took: float) -> None:
 def main() -> int:
     p = parser(__doc__ or "")
     p.add_argument("--callers", type=int, default=64)
+    p.add_argument(
+        "--channels",
+        type=int,
+        default=0,
+        help="gRPC channels the callers share (default: one per caller)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating QuoteOrder/GetSurge rounds the closed-loop time is cut in",
+    )
     p.add_argument("--serve", choices=sorted(SPECS), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
+        profile = os.environ.get("FOODMESH_BENCH_PROFILE")
+        if profile and args.serve == "pricing":  # where the Pricing server's time goes
+            import cProfile
+
+            cProfile.runctx("asyncio.run(_serve(args.serve))", globals(), locals(), profile)
+            return 0
         asyncio.run(_serve(args.serve))
         return 0
     duration = args.duration or (3.0 if args.quick else 10.0)
     t0 = time.perf_counter()
     rate = 1000.0 if args.rate is None else args.rate
-    result = asyncio.run(run(callers=args.callers, duration=duration, rate=rate))
+    result = asyncio.run(
+        run(
+            callers=args.callers,
+            channels=args.channels,
+            duration=duration,
+            rate=rate,
+            rounds=max(1, args.rounds),
+        )
+    )
     if args.json:
         emit_json(result)
     else:

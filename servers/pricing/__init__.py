@@ -3,7 +3,8 @@
 ``SPEC`` is what ``foodmesh serve pricing`` runs. PostgreSQL (schema ``pricing``)
 holds promo codes and their redemptions, customers' order counts, the events and
 weather in force, and surge history; Redis holds quotes (5 min), the surge cache
-(60 s per geohash-5 cell) and the demand buckets. A durable JetStream consumer
+(60 s per geohash-5 cell) and the demand buckets; quotes go over a lean pipelined
+connection (``quotes.py``). A durable JetStream consumer
 (``feed.py``) follows ``orders.v1.>``: demand, first orders, promo confirmation and
 release on cancellation. Supply comes from the Location service.
 
@@ -67,8 +68,10 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         LocationSupply,
         SurgeEngine,
     )
+    from servers.pricing.quotes import QuoteBook
     from servers.pricing.service import PricingServicer
     from servers.pricing.store import PricingStore
+    from servers.runtime.redis_wire import RedisWire
 
     s = resources.settings
     token = mint_token(s.auth_secret, subject="pricing", role="service", ttl_s=365 * 86400)
@@ -84,15 +87,18 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         redis, resources.keys, demand, LocationSupply(location), conditions, history,
         ttl_s=_f(resources, "SURGE_TTL_S", 60), timeout_s=_f(resources, "TIMEOUT_S", 0.5),
     )  # fmt: skip
+    # Quotes go over a lean pipelined connection (hiredis): no redis-py on the hot path.
+    timeout_s = _f(resources, "TIMEOUT_S", 0.5)
+    wire = (RedisWire(s.redis_url, connect_timeout=timeout_s)
+            if s.redis_url.startswith("redis://") else None)  # fmt: skip
+    quotes = QuoteBook(redis, resources.keys, wire=wire, timeout_s=timeout_s)
     servicer = PricingServicer(
         store=store,
         catalog=CachedCatalog(catalog, ttl_s=_f(resources, "CATALOG_CACHE_S", 2)),
         surge=engine,
         conditions=conditions,
-        redis=redis,
-        keys=resources.keys,
+        quotes=quotes,
         quote_ttl_s=_f(resources, "QUOTE_TTL_S", 300),
-        redis_timeout_s=_f(resources, "TIMEOUT_S", 0.5),
     )
     pricing_pb2_grpc.add_PricingServiceServicer_to_server(servicer, server)
     feed = OrderFeed(lambda: resources.js, resources.subjects, store, demand)
@@ -125,6 +131,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         await stop_tasks(tasks)
         await feed.stop()
         await history.stop()
+        await quotes.close()
         for client in (catalog, location):
             with contextlib.suppress(Exception):
                 await client.close()

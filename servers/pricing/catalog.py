@@ -7,6 +7,11 @@ change reaches quotes at most that late, and a quote is still checked against th
 Catalog's current prices when it is charged (PlaceOrder prices the lines itself
 and re-quotes when they differ). Concurrent misses of one key share one call;
 failures are never remembered.
+
+:meth:`CachedCatalog.quote_inputs` is what a quote asks: answers still fresh
+are taken without a task or a wait (the common case, and the one a quote's CPU
+is spent on), and only the missing ones are fetched, together. The menu is kept
+as a :class:`~servers.pricing.cart.MenuIndex`, built once per menu fetched.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Protocol, TypeVar
 
-from foodmesh.v1 import catalog_pb2
+from foodmesh.v1 import catalog_pb2, common_pb2
+from servers.pricing.cart import MenuIndex
 
-__all__ = ["CachedCatalog", "CatalogPort"]
+__all__ = ["CachedCatalog", "CatalogPort", "QuoteInputs"]
 
 T = TypeVar("T")
 
@@ -37,6 +43,10 @@ class CatalogPort(Protocol):
     async def check_delivery(
         self, request: catalog_pb2.CheckDeliveryRequest, *, deadline_s: float | None = ...
     ) -> catalog_pb2.CheckDeliveryResponse: ...
+
+
+#: What a quote needs of the Catalog: the restaurant, its priced menu, the delivery check.
+QuoteInputs = tuple[catalog_pb2.GetRestaurantResponse, MenuIndex, catalog_pb2.CheckDeliveryResponse]
 
 
 class CachedCatalog:
@@ -76,6 +86,49 @@ class CachedCatalog:
         task.add_done_callback(lambda t: self._settled(key, t))
         return await asyncio.shield(task)
 
+    def _fresh(self, key: Hashable) -> Any | None:
+        """The remembered answer of ``key`` if it is in and still fresh, without waiting."""
+        hit = self._entries.get(key)
+        if hit is None or hit[0] <= self.clock():
+            return None
+        fut = hit[1]
+        if not fut.done() or fut.cancelled() or fut.exception() is not None:
+            return None
+        return fut.result()
+
+    async def quote_inputs(
+        self, restaurant_id: str, lat: float, lon: float, *, deadline_s: float | None = None
+    ) -> QuoteInputs:
+        """The restaurant, its menu and the delivery check of ``(lat, lon)``, fetched together.
+
+        Raises what the Catalog raised (``grpc.aio.AioRpcError``) for any of them.
+        """
+        rkey = ("restaurant", restaurant_id)
+        mkey = ("menu_index", restaurant_id)
+        dkey = ("delivery", restaurant_id, lat, lon)
+        got: catalog_pb2.GetRestaurantResponse | None = self._fresh(rkey)
+        menu: MenuIndex | None = self._fresh(mkey)
+        where: catalog_pb2.CheckDeliveryResponse | None = self._fresh(dkey)
+        if got is not None and menu is not None and where is not None:
+            return got, menu, where
+        rid = restaurant_id
+        return await asyncio.gather(
+            _ready(got) if got is not None else self.get_restaurant(
+                catalog_pb2.GetRestaurantRequest(restaurant_id=rid), deadline_s=deadline_s),
+            _ready(menu) if menu is not None else self._get(
+                mkey, lambda: self._menu_index(rid, deadline_s)),
+            _ready(where) if where is not None else self.check_delivery(
+                catalog_pb2.CheckDeliveryRequest(
+                    restaurant_id=rid, location=common_pb2.LatLng(lat=lat, lon=lon)),
+                deadline_s=deadline_s),
+        )  # fmt: skip
+
+    async def _menu_index(self, restaurant_id: str, deadline_s: float | None) -> MenuIndex:
+        got = await self.inner.get_menu(
+            catalog_pb2.GetMenuRequest(restaurant_id=restaurant_id), deadline_s=deadline_s
+        )
+        return MenuIndex(got.menu)
+
     def _settled(self, key: Hashable, task: asyncio.Future[Any]) -> None:
         if task.cancelled() or task.exception() is not None:
             held = self._entries.get(key)
@@ -106,3 +159,7 @@ class CachedCatalog:
             ("delivery", request.restaurant_id, where.lat, where.lon),
             lambda: self.inner.check_delivery(request, deadline_s=deadline_s),
         )
+
+
+async def _ready(value: T) -> T:
+    return value

@@ -258,6 +258,7 @@ class SurgeEngine:
         self.fallback_hold_s = fallback_hold_s
         self.clock = clock
         self._local: dict[str, _Local] = {}
+        self._cells: dict[tuple[float, float], str] = {}
         self._inflight: dict[str, asyncio.Future[pricing_pb2.Surge]] = {}
         self.computed = 0
 
@@ -267,21 +268,29 @@ class SurgeEngine:
     def _state_key(self, cell: str) -> str:
         return self.keys.region("surge_state", cell[:4], cell)
 
+    def cell(self, lat: float, lon: float) -> str:
+        """The geohash-5 cell of a point (remembered: quotes ask for the same few points)."""
+        point = (lat, lon)
+        found = self._cells.get(point)
+        if found is None:
+            if len(self._cells) >= 50_000:
+                self._cells.clear()
+            found = self._cells[point] = cell_of(lat, lon)
+        return found
+
+    def cached(self, lat: float, lon: float) -> pricing_pb2.Surge | None:
+        """The surge of a point if this replica holds it unexpired, without waiting."""
+        hit = self._local.get(self.cell(lat, lon))
+        if hit is not None and hit.expire > self.clock():
+            return hit.surge
+        return None
+
     async def at(self, lat: float, lon: float) -> pricing_pb2.Surge:
-        return await self.of_cell(cell_of(lat, lon))
+        return await self.of_cell(self.cell(lat, lon))
 
     async def of_cell(self, cell: str) -> pricing_pb2.Surge:
-        now = self.clock()
         hit = self._local.get(cell)
-        if (
-            hit is not None
-            and hit.expire > now
-            and (
-                hit.surge.fallback
-                or hit.surge.reason.endswith(f"#v{self.conditions.version}")
-                or True
-            )
-        ):
+        if hit is not None and hit.expire > self.clock():
             return hit.surge
         running = self._inflight.get(cell)
         if running is None:

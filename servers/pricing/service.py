@@ -6,26 +6,25 @@ and ``breakdown`` (all pure); ``live`` is the surge cache and its inputs.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 import grpc
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from foodmesh.v1 import catalog_pb2, common_pb2, pricing_pb2
+from foodmesh.v1 import pricing_pb2
 from foodmesh.v1 import pricing_pb2_grpc as pb_grpc
 from servers.pricing import convert
 from servers.pricing.breakdown import compute_breakdown
 from servers.pricing.cart import check_items, price_items
-from servers.pricing.catalog import CatalogPort
+from servers.pricing.catalog import CachedCatalog
 from servers.pricing.fees import FeeSchedule
 from servers.pricing.live import Conditions, SurgeEngine
 from servers.pricing.promo import PromoRejected, discount_minor
+from servers.pricing.quotes import QuoteBook
 from servers.pricing.store import PricingStore, QuoteAlreadyRedeemed, UnknownPromo
 from servers.pricing.tax import TaxTable
 from servers.runtime.auth import require
@@ -39,7 +38,6 @@ from servers.runtime.errors import (
     Violations,
 )
 from servers.runtime.geo import METERS_PER_MILE, valid_lat_lon
-from servers.runtime.redis import Keys
 
 __all__ = ["PricingServicer"]
 
@@ -53,29 +51,24 @@ class PricingServicer(pb_grpc.PricingServiceServicer):
         self,
         *,
         store: PricingStore,
-        catalog: CatalogPort,
+        catalog: CachedCatalog,
         surge: SurgeEngine,
         conditions: Conditions,
-        redis: aioredis.Redis,
-        keys: Keys,
+        quotes: QuoteBook,
         fees: FeeSchedule | None = None,
         taxes: TaxTable | None = None,
         quote_ttl_s: float = 300.0,
-        redis_timeout_s: float = 0.5,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.surge = surge
         self.conditions = conditions
-        self.redis = redis
-        self.keys = keys
+        self.quotes = quotes
         self.fees = fees or FeeSchedule()
         self.taxes = taxes or TaxTable()
         self.quote_ttl_s = quote_ttl_s
-        self.redis_timeout_s = redis_timeout_s
-
-    def _quote_key(self, quote_id: str) -> str:
-        return self.keys.key("quote", quote_id)
+        # Kept 30 s past its expiry, so GetQuote can tell "expired" from "unknown" a while.
+        self._keep_ms = int(quote_ttl_s * 1000) + 30_000
 
     # -- QuoteOrder ----------------------------------------------------------------------
 
@@ -106,31 +99,25 @@ class PricingServicer(pb_grpc.PricingServiceServicer):
         v.raise_if_any()
 
         rid = request.restaurant_id
-        budget = max(0.2, time_left() * 0.5)
         try:
-            got, menu, where = await asyncio.gather(
-                self.catalog.get_restaurant(catalog_pb2.GetRestaurantRequest(restaurant_id=rid),
-                                            deadline_s=budget),
-                self.catalog.get_menu(catalog_pb2.GetMenuRequest(restaurant_id=rid),
-                                      deadline_s=budget),
-                self.catalog.check_delivery(catalog_pb2.CheckDeliveryRequest(
-                    restaurant_id=rid, location=common_pb2.LatLng(lat=a.lat, lon=a.lon)),
-                    deadline_s=budget),
-            )  # fmt: skip
+            got, menu, where = await self.catalog.quote_inputs(
+                rid, a.lat, a.lon, deadline_s=max(0.2, time_left() * 0.5)
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound(f"no restaurant {rid!r}", reason="RESTAURANT_NOT_FOUND") from None
             raise Unavailable(f"the catalog did not answer ({exc.code().name}): retry") from None
         r = got.restaurant
         currency = r.minimum_order.currency_code or "USD"
-        items = price_items(request.items, menu.menu)
+        items = price_items(request.items, menu)
         if not where.deliverable:
             raise FailedPrecondition(
                 f"delivery_address: restaurant {rid!r} does not deliver there ({where.reason})",
                 reason="OUTSIDE_DELIVERY_ZONE",
             )
         subtotal = sum(i.total_minor for i in items)
-        surge = await self.surge.at(r.address.lat, r.address.lon)
+        rlat, rlon = r.address.lat, r.address.lon
+        surge = self.surge.cached(rlat, rlon) or await self.surge.at(rlat, rlon)
         off = 0
         if code:
             off = await self._discount(code, customer_id, subtotal, currency, surge.cell, now)
@@ -144,36 +131,39 @@ class PricingServicer(pb_grpc.PricingServiceServicer):
             fees=self.fees,
             promo_code=code,
         )
-        q = pricing_pb2.Quote(
-            quote_id="q_" + uuid.uuid4().hex,
-            subtotal=convert.money(b.subtotal_minor, currency),
-            delivery_fee=convert.money(b.delivery_fee_minor, currency),
-            service_fee=convert.money(b.service_fee_minor, currency),
-            small_order_fee=convert.money(b.small_order_fee_minor, currency),
-            tax=convert.money(b.tax_minor, currency),
-            discount=convert.money(b.discount_minor, currency),
-            total=convert.money(b.total_minor, currency),
-            surge=surge,
-            lines=[pricing_pb2.QuoteLine(kind=ln.kind, label=ln.label,
-                                         amount=convert.money(ln.amount_minor, currency))
-                   for ln in b.lines],
-            customer_id=customer_id,
-            restaurant_id=rid,
-            items=request.items,
-            delivery_address=a,
-            promo_code=code if off else "",
-            promo_message="" if off or not code else f"{code} takes nothing off this order",
-        )  # fmt: skip
+        # Built in place inside the response: no Money temporaries, no copy of the quote.
+        out = pricing_pb2.QuoteOrderResponse()
+        q = out.quote
+        q.quote_id = "q_" + os.urandom(16).hex()
+        for m, amount in (
+            (q.subtotal, b.subtotal_minor), (q.delivery_fee, b.delivery_fee_minor),
+            (q.service_fee, b.service_fee_minor), (q.small_order_fee, b.small_order_fee_minor),
+            (q.tax, b.tax_minor), (q.discount, b.discount_minor), (q.total, b.total_minor),
+        ):  # fmt: skip
+            m.amount_minor = amount
+            m.currency_code = currency
+        q.surge.CopyFrom(surge)
+        add_line = q.lines.add
+        for ln in b.lines:
+            line_amount = add_line(kind=ln.kind, label=ln.label).amount
+            line_amount.amount_minor = ln.amount_minor
+            line_amount.currency_code = currency
+        q.customer_id = customer_id
+        q.restaurant_id = rid
+        q.items.MergeFrom(request.items)
+        q.delivery_address.CopyFrom(a)
+        if off:
+            q.promo_code = code
+        elif code:
+            q.promo_message = f"{code} takes nothing off this order"
         q.create_time.FromNanoseconds(int(now * 1e9))
         q.expire_time.FromNanoseconds(int((now + self.quote_ttl_s) * 1e9))
         try:
-            async with asyncio.timeout(self.redis_timeout_s):
-                await self.redis.set(self._quote_key(q.quote_id), q.SerializeToString(),
-                                     px=int(self.quote_ttl_s * 1000) + 30_000)  # fmt: skip
+            await self.quotes.put(q.quote_id, q.SerializeToString(), ttl_ms=self._keep_ms)
         except (RedisError, OSError, TimeoutError) as exc:
             # The price still stands; PlaceOrder will not find it and re-quotes.
             _log.warning("quote %s not stored (%s)", q.quote_id, exc or "timeout")
-        return pricing_pb2.QuoteOrderResponse(quote=q)
+        return out
 
     async def _discount(
         self, code: str, customer_id: str, subtotal: int, currency: str, cell: str, now: float
@@ -199,15 +189,14 @@ class PricingServicer(pb_grpc.PricingServiceServicer):
                 request.quote_id.isascii(), "quote_id", "is required")  # fmt: skip
         v.raise_if_any()
         try:
-            async with asyncio.timeout(self.redis_timeout_s):
-                raw = await self.redis.get(self._quote_key(request.quote_id))
+            raw = await self.quotes.get(request.quote_id)
         except (RedisError, OSError, TimeoutError):
             raise Unavailable("quotes cannot be read now: quote again") from None
         missing = NotFound(f"no valid quote {request.quote_id!r}: quote again",
                            reason="QUOTE_NOT_FOUND")  # fmt: skip
         if raw is None:
             raise missing
-        q = pricing_pb2.Quote.FromString(raw if isinstance(raw, bytes) else raw.encode())
+        q = pricing_pb2.Quote.FromString(raw)
         if q.expire_time.ToNanoseconds() <= time.time_ns():
             raise missing
         if p.role == "customer" and q.customer_id != p.subject:
@@ -223,7 +212,10 @@ class PricingServicer(pb_grpc.PricingServiceServicer):
         v.check(valid_lat_lon(request.lat, request.lon), "lat",
                 "lat must be -90..90 and lon -180..180")  # fmt: skip
         v.raise_if_any()
-        return pricing_pb2.GetSurgeResponse(surge=await self.surge.at(request.lat, request.lon))
+        lat, lon = request.lat, request.lon
+        out = pricing_pb2.GetSurgeResponse()
+        out.surge.CopyFrom(self.surge.cached(lat, lon) or await self.surge.at(lat, lon))
+        return out
 
     async def GetSurgeHistory(  # noqa: N802
         self, request: pricing_pb2.GetSurgeHistoryRequest, context: Ctx
