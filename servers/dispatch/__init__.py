@@ -1,0 +1,150 @@
+"""The Dispatch service: drivers' sessions, matching orders to drivers, offers, assignments.
+
+``SPEC`` is what ``foodmesh serve dispatch`` runs. Its parts: ``scoring``,
+``assignment``, ``matching`` and ``offers`` are pure (the decisions, shared with
+``foodmesh replay``); ``store`` is PostgreSQL (schema ``fleet``); ``engine`` runs
+the batches of the regions this replica leads (``leases``: NATS KV), offer
+expiry, the events in and the calls out; ``sessions`` delivers to drivers'
+streams from any replica; ``service`` is the thin servicer.
+
+Settings (``FOODMESH_DISPATCH_*``):
+
+- ``BATCH_INTERVAL_S`` (2), ``OFFER_EXPIRY_S`` (20), ``MAX_ATTEMPTS`` (3, then escalated);
+- ``WEIGHTS`` (``distance=0.35,eta=0.25,quality=0.2,acceptance=0.1,opportunity=0.1``);
+- ``RADIUS_MILES`` (5), ``WIDE_RADIUS_MILES`` (10), ``ESCALATED_RADIUS_MILES`` (15),
+  ``MIN_ACCEPTANCE`` (0.70, relaxed per order when nobody reaches it);
+- ``LEASE_S`` (6: a dead leader's regions are taken over within it), ``REGION_PRECISION``
+  (4: regions are geohash-4 cells of the restaurant);
+- ``LOCATION_TARGET``, ``ORDER_TARGET`` (default: their ports on this host);
+- ``ETA_TARGET``: when set, driver→restaurant times come from the ETA service's
+  EstimateTravelTimes (falling back to the heuristic when it does not answer);
+  unset, the heuristic of ``scoring.heuristic_travel_s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+
+from clients import ClientOptions, EtaClient, LocationClient, OrderClient
+from foodmesh.auth import bearer, mint_token
+from foodmesh.services import KNOWN
+from foodmesh.v1 import dispatch_pb2_grpc
+from servers.runtime.serve import Dependency, Resources, ServiceSpec
+
+__all__ = ["SPEC", "build"]
+
+
+def _target(resources: Resources, service: str, *, default: bool = True) -> str | None:
+    s = resources.settings
+    explicit = s.extra.get(f"FOODMESH_DISPATCH_{service.upper()}_TARGET")
+    if explicit:
+        return explicit
+    if not default:
+        return None
+    port = next(i.grpc_port for i in KNOWN if i.name == service)
+    return f"{s.host}:{port}"
+
+
+async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], Awaitable[None]]:
+    """Wires the service's parts and starts the engine; returns what stops them."""
+    from servers.dispatch.convert import event_builder
+    from servers.dispatch.engine import Engine, EngineConfig
+    from servers.dispatch.leases import Leases
+    from servers.dispatch.service import DispatchServicer
+    from servers.dispatch.sessions import SessionHub
+    from servers.dispatch.store import FleetStore
+    from servers.runtime.nats import ensure_kv
+    from servers.runtime.outbox import OutboxRelay
+
+    s = resources.settings
+    config = EngineConfig.from_extra(s.extra)
+    token = mint_token(s.auth_secret, subject="dispatch", role="service", ttl_s=365 * 86400)
+    options = ClientOptions(metadata=bearer(token))
+    location = LocationClient(_target(resources, "location") or "", options=options)
+    orders = OrderClient(_target(resources, "order") or "", options=options)
+    bare = OrderClient(_target(resources, "order") or "")  # the caller's token per call
+    travel = None
+    if (t := _target(resources, "eta", default=False)) is not None:
+        travel = EtaClient(t, options=options)
+    store = FleetStore(resources.pg, event_builder(resources.subjects))
+    hub = SessionHub(lambda: resources.nats, resources.subjects)
+
+    async def kv():  # type: ignore[no-untyped-def]
+        return await ensure_kv(
+            resources.js, resources.subjects.bucket("dispatch_leases"), ttl_s=config.lease_s
+        )
+
+    owner = f"{s.host}-{uuid.uuid4().hex[:8]}"
+    engine = Engine(
+        store=store,
+        hub=hub,
+        location=location,
+        orders=orders,
+        travel=travel,
+        leases=Leases(kv, owner=owner),
+        js=lambda: resources.js,
+        subjects=resources.subjects,
+        config=config,
+    )
+    servicer = DispatchServicer(store=store, engine=engine, order_steps=bare, secret=s.auth_secret)
+    dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(servicer, server)
+    engine.start()
+    relay: OutboxRelay | None = None
+
+    async def start_relay() -> None:
+        nonlocal relay
+        import asyncio
+
+        while relay is None:
+            try:
+                from nats.js.api import StreamConfig
+
+                from servers.runtime.nats import ensure_stream
+
+                js = resources.js
+                await ensure_stream(
+                    js,
+                    StreamConfig(
+                        name=resources.subjects.stream("DISPATCH"),
+                        subjects=[resources.subjects.subject("dispatch.v1.*")],
+                        max_age=7 * 86400,
+                        duplicate_window=120,
+                    ),
+                )
+                relay = OutboxRelay(resources.pg, js, "fleet")
+                relay.start()
+            except Exception:
+                await asyncio.sleep(0.2)
+
+    import asyncio
+
+    relay_task = asyncio.create_task(start_relay(), name="dispatch-relay-start")
+
+    async def stop() -> None:
+        from servers.runtime.tasks import stop_tasks
+
+        await hub.stop()
+        await engine.stop()
+        await stop_tasks([relay_task])
+        if relay is not None:
+            await relay.stop()
+        for client in (location, orders, bare, travel):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.close()
+
+    return stop
+
+
+SPEC = ServiceSpec(
+    name="dispatch",
+    grpc_services=("foodmesh.v1.DispatchService",),
+    register=build,
+    needs=frozenset({Dependency.POSTGRES, Dependency.NATS}),
+    migrations=Path(__file__).parent / "migrations",
+)

@@ -1,0 +1,679 @@
+"""The live dispatcher: batches per led region, offer expiry, events in, calls out.
+
+Background loops (each one task, stopped with ``stop_tasks``):
+
+- **lead**: every ``batch_interval_s`` (2 s) claim the lease of every region with
+  orders waiting, and for the regions led run one batch: candidates from
+  Location's ``FindNearbyDrivers`` around each restaurant, profiles from the
+  store, ``matching.plan_batch`` in a worker thread, offers committed one by one
+  (each may lose a race; then it is simply not made) and pushed to the drivers;
+- **expire**: offers past their 20 s lapse and the order returns to the pool;
+- **order calls**: tell the Order service who carries an order (AssignDriver),
+  from the ``order_calls`` queue committed with each change, retried until done;
+- **orders in**: a durable JetStream consumer of ``orders.v1.>`` puts confirmed
+  orders in the pool and ends cancelled ones (deduplicated by event id);
+- **presence in**: a durable consumer of ``location.v1.presence``: a driver who
+  went offline before pickup loses the order to the front of the pool.
+
+NATS, Redis or PostgreSQL away: each loop logs, waits and tries again; nothing
+is committed half-way, so matching pauses and resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+
+from foodmesh.v1 import (
+    common_pb2,
+    dispatch_pb2,
+    eta_pb2,
+    location_pb2,
+    order_pb2,
+)
+from servers.dispatch import convert
+from servers.dispatch.matching import (
+    BatchPlan,
+    Candidate,
+    MatchConfig,
+    PendingOrder,
+    Proposal,
+    plan_batch,
+)
+from servers.dispatch.model import Assignment, OfferRow
+from servers.dispatch.offers import OfferRules
+from servers.dispatch.scoring import Weights
+from servers.dispatch.sessions import SessionHub
+from servers.dispatch.store import FleetStore, NewOrder
+from servers.runtime.config import env_float, env_int
+from servers.runtime.geo import geohash_encode
+from servers.runtime.nats import Subjects, ensure_stream
+
+__all__ = ["Engine", "EngineConfig", "LocationPort", "OrderPort", "TravelPort", "plan_off_loop"]
+
+
+async def plan_off_loop(
+    orders: Sequence[PendingOrder],
+    drivers: Sequence[Candidate],
+    *,
+    now: float,
+    config: MatchConfig,
+    demand: Mapping[str, int] | None = None,
+    travel_s: Any = None,
+) -> BatchPlan:
+    """``plan_batch`` in a worker thread, away from the event loop.
+
+    numpy and scipy release the GIL for most of it: at 500 × 2,000 the loop stalls
+    ~10 ms. At 2,000 × 5,000 scipy's sparse solver holds it for longer (the
+    benchmark measures the loop's worst lag); a process pool would cure that, but a
+    spawned child re-runs ``python -m foodmesh``'s unguarded ``__main__``.
+    """
+    call = functools.partial(
+        plan_batch, list(orders), list(drivers), now=now, config=config, demand=demand,
+        travel_s=travel_s,
+    )  # fmt: skip
+    return await asyncio.to_thread(call)
+
+
+_log = logging.getLogger("foodmesh.dispatch")
+DS = common_pb2.DriverStatus
+
+
+class LocationPort(Protocol):
+    async def find_nearby_drivers(
+        self, request: location_pb2.FindNearbyDriversRequest, *, deadline_s: float | None = ...
+    ) -> location_pb2.FindNearbyDriversResponse: ...
+
+    async def set_driver_status(
+        self, request: location_pb2.SetDriverStatusRequest, *, deadline_s: float | None = ...
+    ) -> location_pb2.SetDriverStatusResponse: ...
+
+
+class OrderPort(Protocol):
+    async def assign_driver(
+        self, request: order_pb2.AssignDriverRequest, *, deadline_s: float | None = ...
+    ) -> order_pb2.AssignDriverResponse: ...
+
+
+class TravelPort(Protocol):
+    async def estimate_travel_times(
+        self, request: eta_pb2.EstimateTravelTimesRequest, *, deadline_s: float | None = ...
+    ) -> eta_pb2.EstimateTravelTimesResponse: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    match: MatchConfig = field(default_factory=MatchConfig)
+    rules: OfferRules = field(default_factory=OfferRules)
+    batch_interval_s: float = 2.0
+    lease_s: float = 6.0
+    region_precision: int = 4
+    expire_every_s: float = 0.5
+    candidates_per_order: int = 100
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, str]) -> EngineConfig:
+        p = "FOODMESH_DISPATCH_"
+        weights = Weights.parse(extra.get(p + "WEIGHTS", ""))
+        match = MatchConfig(
+            weights=weights,
+            radius_miles=env_float(extra, p + "RADIUS_MILES", 5.0, lo=0.1),
+            wide_radius_miles=env_float(extra, p + "WIDE_RADIUS_MILES", 10.0, lo=0.1),
+            escalated_radius_miles=env_float(extra, p + "ESCALATED_RADIUS_MILES", 15.0, lo=0.1),
+            min_acceptance=env_float(extra, p + "MIN_ACCEPTANCE", 0.70),
+        )
+        rules = OfferRules(
+            expiry_s=env_float(extra, p + "OFFER_EXPIRY_S", 20.0, lo=0.1),
+            max_attempts=env_int(extra, p + "MAX_ATTEMPTS", 3, lo=1, hi=100),
+        )
+        return cls(
+            match=match,
+            rules=rules,
+            batch_interval_s=env_float(extra, p + "BATCH_INTERVAL_S", 2.0, lo=0.01),
+            lease_s=env_float(extra, p + "LEASE_S", 6.0, lo=0.5),
+            region_precision=env_int(extra, p + "REGION_PRECISION", 4, lo=1, hi=8),
+            expire_every_s=env_float(extra, p + "EXPIRE_EVERY_S", 0.5, lo=0.01),
+        )
+
+
+def pending_of(a: Assignment) -> PendingOrder:
+    return PendingOrder(
+        order_id=a.order_id,
+        pickup_lat=a.pickup_lat,
+        pickup_lon=a.pickup_lon,
+        dropoff_lat=a.dropoff_lat,
+        dropoff_lon=a.dropoff_lon,
+        ready_at=a.ready_at.timestamp(),
+        radius_miles=a.radius_miles,
+        excluded=frozenset(a.excluded),
+        front=a.front or a.status.value == "escalated",
+    )
+
+
+@dataclass(slots=True)
+class BatchReport:
+    regions: int = 0
+    pending: int = 0
+    drivers: int = 0
+    offers: int = 0
+    decide_s: float = 0.0
+
+
+class Engine:
+    """Matching and everything around it, for the regions this replica leads."""
+
+    def __init__(
+        self,
+        *,
+        store: FleetStore,
+        hub: SessionHub,
+        location: LocationPort,
+        orders: OrderPort,
+        travel: TravelPort | None,
+        leases: Any,
+        js: Callable[[], JetStreamContext],
+        subjects: Subjects,
+        config: EngineConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self.location = location
+        self.orders = orders
+        self.travel = travel
+        self.leases = leases
+        self._js = js
+        self.subjects = subjects
+        self.config = config
+        self.clock = clock
+        self._tasks: list[asyncio.Task[None]] = []
+        self._calls_wake = asyncio.Event()
+        self._calls_lock = asyncio.Lock()
+        self.batches = 0
+        self.offers_made = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        loops = {
+            "lead": self._lead_loop,
+            "leases": self._lease_loop,
+            "expire": self._expire_loop,
+            "order-calls": self._calls_loop,
+            "orders-in": self._orders_loop,
+            "presence-in": self._presence_loop,
+            "hub": self._hub_loop,
+        }
+        self._tasks = [asyncio.create_task(f(), name=f"dispatch-{n}") for n, f in loops.items()]
+
+    async def stop(self) -> None:
+        from servers.runtime.tasks import stop_tasks
+
+        await stop_tasks(self._tasks)
+        self._tasks = []
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await self.leases.release_all()
+
+    async def _forever(self, name: str, every_s: float, once: Callable[[], Any]) -> None:
+        failures = 0
+        while True:
+            started = time.monotonic()
+            try:
+                await once()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a dependency away: try again, quietly after the first
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    _log.warning("dispatch %s failed (%d in a row): %s", name, failures, exc)
+            wait = every_s - (time.monotonic() - started)
+            await asyncio.sleep(max(0.0, wait) + min(2.0, 0.05 * failures))
+
+    async def _hub_loop(self) -> None:
+        while True:
+            try:
+                await self.hub.listen()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(0.2)
+
+    # -- matching ------------------------------------------------------------------
+
+    async def _lead_loop(self) -> None:
+        await self._forever("batch", self.config.batch_interval_s, self.lead_once)
+
+    async def _lease_loop(self) -> None:
+        # Renewal runs on its own beat (a third of the lease), whatever the batch interval.
+        await self._forever("lease renewal", self.config.lease_s / 3, self.renew_leases)
+
+    async def renew_leases(self) -> None:
+        for r in sorted(self.leases.held):
+            await self.leases.claim(r)
+
+    async def lead_once(self) -> BatchReport:
+        regions = await self.store.regions_with_work()
+        led: list[str] = [r for r in regions if r in self.leases.held]
+        for r in sorted(set(regions) - self.leases.held):
+            if await self.leases.claim(r):
+                led.append(r)
+        if not led:
+            return BatchReport()
+        return await self.match_regions(led)
+
+    async def candidates(
+        self, orders: Sequence[PendingOrder]
+    ) -> tuple[list[Candidate], dict[str, tuple[float, float]]]:
+        """Available drivers around the orders' restaurants (Location), with their profiles."""
+        sem = asyncio.Semaphore(16)
+        cfg = self.config.match
+
+        async def around(o: PendingOrder) -> location_pb2.FindNearbyDriversResponse:
+            async with sem:
+                return await self.location.find_nearby_drivers(
+                    location_pb2.FindNearbyDriversRequest(
+                        center=common_pb2.LatLng(lat=o.pickup_lat, lon=o.pickup_lon),
+                        radius_miles=max(o.radius_miles, cfg.wide_radius_miles),
+                        statuses=[DS.DRIVER_STATUS_AVAILABLE],
+                        limit=self.config.candidates_per_order,
+                    ),
+                    deadline_s=2.0,
+                )
+
+        found = await asyncio.gather(*(around(o) for o in orders), return_exceptions=True)
+        failed = [r for r in found if isinstance(r, BaseException)]
+        if failed and len(failed) == len(found):
+            raise failed[0]
+        if failed:
+            _log.warning(
+                "%d of %d candidate searches failed: %s", len(failed), len(found), failed[0]
+            )
+        where: dict[str, tuple[float, float]] = {}
+        for resp in found:
+            if isinstance(resp, BaseException):
+                continue
+            for nd in resp.drivers:
+                where[nd.position.driver_id] = (nd.position.lat, nd.position.lon)
+        profiles = await self.store.available(where)
+        out = [
+            Candidate(
+                driver_id=d.driver_id,
+                lat=where[d.driver_id][0],
+                lon=where[d.driver_id][1],
+                vehicle_type=d.vehicle_type,
+                rating=d.rating,
+                deliveries=d.completed,
+                acceptance=d.acceptance,
+            )
+            for d in profiles.values()
+        ]
+        out.sort(key=lambda c: c.driver_id)
+        return out, where
+
+    async def _travel_matrix(
+        self, orders: Sequence[PendingOrder], drivers: Sequence[Candidate]
+    ) -> Any:
+        """Driver→restaurant times from the ETA service, or None (the heuristic is used)."""
+        if self.travel is None or not orders or not drivers or len(orders) * len(drivers) > 5000:
+            return None
+        import numpy as np
+
+        req = eta_pb2.EstimateTravelTimesRequest()
+        for o in orders:
+            for d in drivers:
+                leg = req.legs.add()
+                leg.origin.lat, leg.origin.lon = d.lat, d.lon
+                leg.destination.lat, leg.destination.lon = o.pickup_lat, o.pickup_lon
+        try:
+            resp = await self.travel.estimate_travel_times(req, deadline_s=1.0)
+        except Exception as exc:
+            _log.debug("ETA service did not answer (%s): heuristic travel times", exc)
+            return None
+        if len(resp.travel_times) != len(req.legs):
+            return None
+        secs = np.array([t.duration_seconds for t in resp.travel_times], dtype=np.float64)
+        return secs.reshape(len(orders), len(drivers))
+
+    async def demand(self, pending: Sequence[PendingOrder]) -> dict[str, int]:
+        """Orders seen around each dropoff lately (the pool itself stands in for history)."""
+        cells = Counter(geohash_encode(o.dropoff_lat, o.dropoff_lon, 6) for o in pending)
+        return {
+            o.order_id: cells[geohash_encode(o.dropoff_lat, o.dropoff_lon, 6)] - 1 for o in pending
+        }
+
+    async def match_regions(self, regions: Sequence[str]) -> BatchReport:
+        pool = await self.store.pool_of(regions)
+        report = BatchReport(regions=len(regions), pending=len(pool))
+        if not pool:
+            return report
+        pending = [pending_of(a) for a in pool]
+        drivers, _ = await self.candidates(pending)
+        report.drivers = len(drivers)
+        travel = await self._travel_matrix(pending, drivers)
+        now = self.clock()
+        plan = await plan_off_loop(
+            pending,
+            drivers,
+            now=now,
+            config=self.config.match,
+            demand=await self.demand(pending),
+            travel_s=travel,
+        )
+        report.decide_s = plan.decide_s
+        made = await asyncio.gather(*(self.offer(p) for p in plan.proposals))
+        report.offers = sum(1 for m in made if m)
+        await self.store.widen(plan.unmatched, self.config.match.wide_radius_miles)
+        self.batches += 1
+        self.offers_made += report.offers
+        if report.offers or plan.unmatched:
+            _log.info(
+                "batch: %d regions, %d pending, %d drivers, %d offers, %d unmatched, %.1f ms",
+                len(regions),
+                len(pool),
+                len(drivers),
+                report.offers,
+                len(plan.unmatched),
+                plan.decide_s * 1000,
+            )
+        return report
+
+    async def offer(self, p: Proposal) -> bool:
+        made = await self.store.make_offer(
+            p, offer_id="of_" + uuid.uuid4().hex[:20], now=self.clock(), rules=self.config.rules
+        )
+        if made is None:
+            return False
+        a, o = made
+        await self.hub.push(
+            p.driver_id, dispatch_pb2.DriverSessionResponse(offer=convert.offer_to_pb(o, a))
+        )
+        await self.tell_location(p.driver_id, DS.DRIVER_STATUS_OFFERED)
+        return True
+
+    async def tell_location(
+        self,
+        driver_id: str,
+        status: int,
+        *,
+        order_id: str = "",
+        stop: tuple[float, float] | None = None,
+    ) -> None:
+        """Best effort: Location's index filters by this status (its own copy)."""
+        req = location_pb2.SetDriverStatusRequest(
+            driver_id=driver_id,
+            status=status,  # type: ignore[arg-type]
+            order_id=order_id,
+        )
+        if stop is not None:
+            req.next_stop.lat, req.next_stop.lon = stop
+        try:
+            await self.location.set_driver_status(req, deadline_s=1.0)
+        except Exception as exc:
+            _log.debug("Location did not take driver %s's status: %s", driver_id, exc)
+
+    # -- offers lapse --------------------------------------------------------------
+
+    async def _expire_loop(self) -> None:
+        await self._forever("expiry", self.config.expire_every_s, self.expire_once)
+
+    async def expire_once(self) -> int:
+        m = self.config.match
+        lapsed = await self.store.expire_due(
+            now=self.clock(),
+            rules=self.config.rules,
+            wide=m.wide_radius_miles,
+            escalated_radius=m.escalated_radius_miles,
+        )
+        for _a, o in lapsed:
+            await self.withdrawn(o, "expired: no answer within the offer's time")
+        return len(lapsed)
+
+    async def withdrawn(self, o: OfferRow, reason: str) -> None:
+        await self.hub.push(
+            o.driver_id,
+            dispatch_pb2.DriverSessionResponse(
+                offer_withdrawn=dispatch_pb2.OfferWithdrawn(offer_id=o.offer_id, reason=reason)
+            ),
+        )
+        await self.tell_location(o.driver_id, DS.DRIVER_STATUS_AVAILABLE)
+
+    # -- the Order service ---------------------------------------------------------
+
+    def poke_calls(self) -> None:
+        self._calls_wake.set()
+
+    async def _calls_loop(self) -> None:
+        while True:
+            self._calls_wake.clear()
+            try:
+                n = await self.calls_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _log.warning("order calls pass failed: %s", exc)
+                n = 0
+            if n == 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._calls_wake.wait()
+
+    async def calls_once(self, order_id: str | None = None) -> int:
+        """Sends the calls owed to the Order service; returns how many went through."""
+        async with self._calls_lock:
+            done = 0
+            for call in await self.store.due_calls():
+                if order_id is not None and call.order_id != order_id:
+                    continue
+                req = order_pb2.AssignDriverRequest(
+                    order_id=call.order_id, driver_id=call.driver_id, reason=call.reason
+                )
+                if call.est_delivery_at is not None:
+                    req.estimated_delivery_time.FromDatetime(call.est_delivery_at)
+                try:
+                    await self.orders.assign_driver(req, deadline_s=2.0)
+                except Exception as exc:
+                    code = getattr(exc, "code", lambda: None)()
+                    if code is not None and code.name in (
+                        "FAILED_PRECONDITION",
+                        "NOT_FOUND",
+                        "INVALID_ARGUMENT",
+                    ):
+                        # The order ended (cancelled, delivered): nothing left to tell.
+                        await self.store.call_done(call.id)
+                        continue
+                    await self.store.call_done(call.id, error=str(exc))
+                    continue
+                await self.store.call_done(call.id)
+                done += 1
+            return done
+
+    # -- events in -----------------------------------------------------------------
+
+    async def _consume(
+        self,
+        stream: str,
+        subject: str,
+        durable: str,
+        handle: Callable[[Any], Any],
+        create: StreamConfig | None,
+    ) -> None:
+        sub = None
+        while sub is None:
+            try:
+                js = self._js()
+                if create is not None:
+                    await ensure_stream(js, create)
+                sub = await js.pull_subscribe(
+                    subject,
+                    durable=durable,
+                    stream=stream,
+                    config=ConsumerConfig(
+                        ack_policy=AckPolicy.EXPLICIT,
+                        deliver_policy=DeliverPolicy.ALL,
+                        ack_wait=30,
+                        max_ack_pending=1000,
+                    ),
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _log.debug("consumer %s not ready: %s", durable, exc)
+                await asyncio.sleep(0.3)
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(100, timeout=1.0)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # nothing to fetch (timeout), or NATS away
+                    await asyncio.sleep(0.01)
+                    continue
+                for msg in msgs:
+                    try:
+                        await handle(msg)
+                        await msg.ack()
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # redelivered after ack_wait
+                        _log.warning("consumer %s: event not handled yet: %s", durable, exc)
+                        with contextlib.suppress(Exception):
+                            await msg.nak(delay=1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _orders_loop(self) -> None:
+        stream = self.subjects.stream("ORDERS")
+        await self._consume(
+            stream,
+            self.subjects.subject("orders.v1.>"),
+            "dispatch-orders",
+            self._on_order,
+            StreamConfig(
+                name=stream, subjects=[self.subjects.subject("orders.v1.>")], max_age=7 * 86400
+            ),
+        )
+
+    async def _on_order(self, msg: Any) -> None:
+        kind = msg.subject.rsplit(".", 1)[-1]
+        if kind not in ("confirmed", "cancelled"):
+            return
+        ev = order_pb2.OrderEvent()
+        ev.ParseFromString(msg.data)
+        o = ev.order
+        now = self.clock()
+        if kind == "confirmed":
+            new = order_to_new(o, precision=self.config.region_precision, now=now)
+            await self.store.add_order(
+                new, now=now, consumer="dispatch-orders", event_id=ev.event_id
+            )
+            return
+        before, offer = await self.store.cancel_order(
+            o.order_id,
+            now=now,
+            reason=o.cancellation_reason,
+            consumer="dispatch-orders",
+            event_id=ev.event_id,
+        )
+        if offer is not None:
+            await self.withdrawn(offer, "the order was cancelled")
+        elif (
+            before is not None
+            and before.driver_id
+            and before.status.value
+            in (
+                "assigned",
+                "at_restaurant",
+                "picked_up",
+                "at_customer",
+            )
+        ):
+            await self.hub.push(
+                before.driver_id,
+                dispatch_pb2.DriverSessionResponse(
+                    order_cancelled=dispatch_pb2.OrderCancelled(
+                        order_id=o.order_id, reason=o.cancellation_reason or "cancelled"
+                    )
+                ),
+            )
+            await self.tell_location(before.driver_id, DS.DRIVER_STATUS_AVAILABLE)
+
+    async def _presence_loop(self) -> None:
+        stream = self.subjects.stream("LOCATION")
+        await self._consume(
+            stream,
+            self.subjects.subject("location.v1.presence"),
+            "dispatch-presence",
+            self._on_presence,
+            None,
+        )
+
+    async def _on_presence(self, msg: Any) -> None:
+        ev = location_pb2.DriverPresenceEvent()
+        ev.ParseFromString(msg.data)
+        if ev.online:
+            return
+        await self.driver_lost(ev.driver_id, "the driver went offline (no location for a while)")
+
+    async def driver_lost(self, driver_id: str, reason: str) -> Assignment | None:
+        """Offline before pickup: the order goes back to the front of the pool."""
+        m = self.config.match
+        now = self.clock()
+        # An offer the driver holds lapses at once rather than in 20 s.
+        d, offer, _ = await self.store.session_state(driver_id)
+        if offer is not None:
+            with contextlib.suppress(Exception):
+                await self.store.reject(
+                    offer.offer_id,
+                    driver_id,
+                    reason,
+                    now=now,
+                    rules=self.config.rules,
+                    wide=m.wide_radius_miles,
+                    escalated_radius=m.escalated_radius_miles,
+                )
+        a = await self.store.lose_driver(driver_id, reason, now=now)
+        if a is not None:
+            _log.info("order %s back in the pool: %s (%s)", a.order_id, reason, driver_id)
+            self.poke_calls()
+        if d is not None and d.session_id:
+            await self.hub.push(
+                driver_id,
+                dispatch_pb2.DriverSessionResponse(
+                    state=dispatch_pb2.SessionState(status=DS.DRIVER_STATUS_OFFLINE)
+                ),
+            )
+        return a
+
+
+def order_to_new(o: order_pb2.Order, *, precision: int, now: float) -> NewOrder:
+    rl = o.restaurant_location
+    addr = o.delivery_address
+    ready = o.ready_time.ToNanoseconds() / 1e9 if o.HasField("ready_time") else now + 15 * 60
+    return NewOrder(
+        order_id=o.order_id,
+        region=geohash_encode(rl.lat, rl.lon, precision),
+        pickup_lat=rl.lat,
+        pickup_lon=rl.lon,
+        pickup_label=o.restaurant_name,
+        dropoff_lat=addr.lat,
+        dropoff_lon=addr.lon,
+        dropoff_label=addr.street,
+        ready_at=ready,
+        tip_minor=o.pricing.tip.amount_minor if o.HasField("pricing") else 0,
+        currency=o.pricing.total.currency_code or "USD" if o.HasField("pricing") else "USD",
+    )
