@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -168,6 +169,7 @@ async def _up(args: argparse.Namespace) -> int:
             raise CliError(f"unknown or absent services: {', '.join(sorted(unknown))}")
         services = [s for s in services if s.name in wanted]
     started_infra = False
+    trainer: asyncio.subprocess.Process | None = None
     if all(os.environ.get(v) for v in _URL_VARS):
         urls = {v: os.environ[v] for v in _URL_VARS}
     else:
@@ -189,6 +191,7 @@ async def _up(args: argparse.Namespace) -> int:
                 argv=python_argv("serve", s.name),
                 env={
                     **urls,
+                    "FOODMESH_STATE_DIR": str(state),  # ETA's models live under it
                     f"FOODMESH_{s.name.upper()}_PORT": str(s.grpc_port),
                     f"FOODMESH_{s.name.upper()}_METRICS_PORT": str(s.metrics_port),
                     # where each of the others listens: FOODMESH_ORDER_PRICING_TARGET, ...
@@ -213,6 +216,9 @@ async def _up(args: argparse.Namespace) -> int:
                     env={
                         **urls,  # Redis: the rate limits' buckets
                         "FOODMESH_GATEWAY_PORT": gateway_port,
+                        # per-IP limits per simulated customer (each sends X-Forwarded-For),
+                        # as behind a real load balancer
+                        "FOODMESH_GATEWAY_TRUST_FORWARDED_FOR": "1",
                         "FOODMESH_GATEWAY_SERVICES": ",".join(s.name for s in services),
                         **{
                             f"FOODMESH_GATEWAY_{s.name.upper()}_TARGET": f"127.0.0.1:{s.grpc_port}"
@@ -241,6 +247,20 @@ async def _up(args: argparse.Namespace) -> int:
                     http_url=f"http://127.0.0.1:{dashboard_port}/healthz",
                 )
             )
+        simulate = bool(services) and not (args.no_sim or args.no_gateway or args.no_seed)
+        if simulate:  # last: it waits for the gateway, then drives the city in real time
+            specs.append(
+                ProcessSpec(
+                    name="sim",
+                    argv=python_argv(
+                        "sim", "run", "--gateway", f"http://127.0.0.1:{gateway_port}",
+                        "--seed", str(args.seed), "--restaurants", str(args.restaurants),
+                        "--drivers", str(args.drivers),
+                        "--orders-per-hour", f"{args.orders_per_hour:g}", "--duration", "0",
+                    ),
+                    env={"FOODMESH_STATE_DIR": str(state)},
+                )
+            )  # fmt: skip
         if not specs:
             print("no services exist in this checkout yet; infrastructure is up (Ctrl-C stops)")
         supervisor = Supervisor(specs, state_dir=state, grace_s=args.grace)
@@ -255,8 +275,18 @@ async def _up(args: argparse.Namespace) -> int:
                 listening.append(f"gateway http://127.0.0.1:{gateway_port}")
             if services and not args.no_dashboard:
                 listening.append(f"dashboard http://127.0.0.1:{dashboard_port}")
+            if services and not args.no_gateway:
+                print(f"gateway: http://127.0.0.1:{gateway_port}")
             print("foodmesh is up: " + (", ".join(listening) or "infrastructure only"))
+            if services and not args.no_gateway:
+                who = "cust_000000"  # the seed city's customer at the seed's example point
+                secret = os.environ.get("FOODMESH_AUTH_SECRET") or DEV_SECRET
+                token = mint_token(secret, subject=who, role="customer", ttl_s=7 * 86400)
+                print(f"customer page: http://127.0.0.1:{gateway_port}/app/#token={token}")
+                print(f"test token ({who}, customer, 7 days): {token}")
             print("`foodmesh status` shows health; Ctrl-C stops everything")
+            if any(s.name == "eta" for s in services):
+                trainer = await _first_eta_model(state)
             names = {s.name: s for s in services}
             if "catalog" in names and not args.no_seed:
                 dispatch = names.get("dispatch")
@@ -270,10 +300,47 @@ async def _up(args: argparse.Namespace) -> int:
                     _log.error("seeding the city failed: %s", exc)
         await runner
     finally:
+        if trainer is not None and trainer.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                trainer.terminate()
+            await trainer.wait()
         if started_infra and not args.keep_infra:
             await infra.down(state)
             print("infrastructure stopped")
     return 0
+
+
+def _has_model(models: Path) -> bool:
+    return models.is_dir() and any(models.glob("eta-*.json"))
+
+
+async def _first_eta_model(state: Path) -> asyncio.subprocess.Process | None:
+    """Trains a first ETA model in the background if there is none (the first ``up``).
+
+    The ETA service answers with its routing-only baseline meanwhile and loads the
+    model as soon as the file appears. 20,000 simulated orders: about a minute here.
+    """
+    from foodmesh.supervisor import python_argv
+
+    models = Path(os.environ.get("FOODMESH_ETA_MODEL_DIR") or state / "models")
+    if await asyncio.to_thread(_has_model, models):
+        return None
+    print(f"training a first ETA model on 20,000 simulated orders (into {models}); "
+          "the ETA service uses its baseline until it is ready")  # fmt: skip
+    return await asyncio.create_subprocess_exec(
+        *python_argv(
+            "--state-dir",
+            str(state),
+            "train-eta",
+            "--source",
+            "sim",
+            "--orders",
+            "20000",
+            "--out",
+            str(models),
+        ),  # fmt: skip
+        start_new_session=True,
+    )
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -401,12 +468,23 @@ def _sim_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             help="write what was generated as a foodmesh-trace/1 file",
         )
         p.add_argument("--json", action="store_true", help="print the final counts as JSON")
+        p.add_argument(
+            "--wait",
+            type=float,
+            default=120.0,
+            help="seconds to wait for the gateway's /readyz first (0: do not wait)",
+        )
 
     sim = sub.add_parser("sim", help="a living city against the running platform (run, ...)")
     run_args(sim)
     sim_sub = sim.add_subparsers(dest="sim_command")
     run_args(sim_sub.add_parser("run", help="customers, kitchens and drivers in real time"))
     # `foodmesh sim history` is added here, on sim_sub.
+    hist = sim_sub.add_parser("history", help="order history for ETA training (offline, fast)")
+    hist.add_argument("--orders", type=int, default=100_000, help="deliveries to generate")
+    hist.add_argument("--out", required=True, help="file to write (.npz, or .csv)")
+    hist.add_argument("--seed", type=int, default=0, help="same seed, same history")
+    hist.add_argument("--days", type=int, default=56, help="days the history spans")
 
 
 async def _sim_run(args: argparse.Namespace) -> int:
@@ -415,7 +493,7 @@ async def _sim_run(args: argparse.Namespace) -> int:
 
     from foodmesh.services import KNOWN, available
     from foodmesh.sim.agents import SimConfig
-    from foodmesh.sim.run import SimConfigError, run_sim, upsert_drivers
+    from foodmesh.sim.run import SimConfigError, run_sim, upsert_drivers, wait_for_gateway
 
     dispatch: str | None = args.dispatch_target
     if dispatch is None and "dispatch" in {s.name for s in available()}:
@@ -438,6 +516,14 @@ async def _sim_run(args: argparse.Namespace) -> int:
     try:
         if config.problems():
             raise SimConfigError(config.problems())
+        if args.wait > 0 and not await wait_for_gateway(
+            config.gateway, within_s=args.wait, stop=stop
+        ):
+            if stop.is_set():
+                return 130
+            raise CliError(
+                f"sim: the gateway at {config.gateway} is not ready after {args.wait:g}s"
+            )
         if dispatch is not None:
             await upsert_drivers(config, dispatch)
         result = await run_sim(config, record=args.record, stop=stop)
@@ -454,9 +540,78 @@ async def _sim_run(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _sim_history(args: argparse.Namespace) -> int:
+    from foodmesh.roads import RoadGraph
+    from foodmesh.sim import history
+
+    if args.orders < 1 or args.days < 7:
+        raise CliError("sim history: --orders must be at least 1 and --days at least 7")
+    graph = await asyncio.to_thread(RoadGraph.default)
+    h = await asyncio.to_thread(history.generate, graph, orders=args.orders, seed=args.seed,
+                                days=args.days, progress=print)  # fmt: skip
+    path = history.save(h, Path(args.out))
+    print(f"wrote {len(h['order_ts']):,} orders to {path}")
+    return 0
+
+
 async def _sim(args: argparse.Namespace) -> int:
-    handlers = {None: _sim_run, "run": _sim_run}
+    handlers = {None: _sim_run, "run": _sim_run, "history": _sim_history}
     return await handlers[args.sim_command](args)
+
+
+async def _train_eta(args: argparse.Namespace) -> int:
+    import json
+
+    from servers.eta.training import TrainConfig, train
+
+    out = Path(args.out) if args.out else Path(
+        os.environ.get("FOODMESH_ETA_MODEL_DIR") or _state_dir(args) / "models")  # fmt: skip
+    if args.history:
+        from foodmesh.sim import history
+
+        try:
+            h = history.load(Path(args.history))
+        except Exception as exc:  # a missing, truncated or foreign file: say which, no trace
+            raise CliError(f"train-eta: cannot read {args.history}: {exc}") from None
+        source = f"file {args.history}"
+    else:
+        import psycopg
+
+        from foodmesh.roads import RoadGraph
+        from foodmesh.sim import history
+        from servers.eta.order_history import MIN_ORDERS, load_order_history
+
+        graph = await asyncio.to_thread(RoadGraph.default)
+        real = None
+        if args.source != "sim":
+            try:
+                pg = (await _urls(_state_dir(args)))["FOODMESH_POSTGRES_URL"]
+                real = await load_order_history(pg, graph, progress=print)
+            except CliError:
+                if args.source == "db":
+                    raise
+            except (OSError, psycopg.Error) as exc:  # no database there, or not ours
+                if args.source == "db":
+                    raise CliError(f"train-eta: cannot read the Order database: {exc}") from None
+            if real is None and args.source == "db":
+                raise CliError(f"train-eta: the Order database has fewer than {MIN_ORDERS} "
+                               "complete deliveries")  # fmt: skip
+        if real is not None:
+            h, source = real, "order database"
+        else:
+            h = await asyncio.to_thread(history.generate, graph, orders=args.orders,
+                                        seed=args.seed, progress=print)  # fmt: skip
+            source = f"simulator ({args.orders:,} orders, seed {args.seed})"
+    config = TrainConfig(rounds=args.rounds, nthread=args.nthread, seed=args.seed)
+    try:
+        result = await asyncio.to_thread(
+            train, h, out_dir=out, config=config, progress=print, source=source
+        )
+    except ValueError as exc:
+        raise CliError(f"train-eta: {exc}") from None
+    print(json.dumps(result.metrics["held_out"], indent=2))
+    print(f"model {result.model.version} written to {result.path}")
+    return 0
 
 
 # ---------------------------------------------------------------- main
@@ -490,6 +645,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--no-gateway", action="store_true", help="do not start the HTTP gateway")
     up.add_argument("--no-seed", action="store_true", help="do not write the simulated city")
     up.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
+    up.add_argument("--no-sim", action="store_true", help="do not run the city simulator")
+    up.add_argument("--orders-per-hour", type=float, default=600.0,
+                    help="the simulator's mean order rate (default 600)")  # fmt: skip
     _city_args(up)
     up.add_argument(
         "--keep-infra", action="store_true", help="leave PostgreSQL/Redis/NATS running on exit"
@@ -502,6 +660,21 @@ def _parser() -> argparse.ArgumentParser:
 
     _sim_parser(sub)
 
+    te = sub.add_parser("train-eta", help="train the ETA models (XGBoost) on order history")
+    te.add_argument("--history", help="a history file (from `sim history`); default: generate")
+    te.add_argument("--source", choices=("auto", "db", "sim"), default="auto",
+                    help="without --history: the Order database's deliveries (db), the "
+                    "simulator (sim), or the database when it has enough (auto)")  # fmt: skip
+    te.add_argument("--orders", type=int, default=100_000, help="orders to generate (no --history)")
+    te.add_argument("--seed", type=int, default=0)
+    te.add_argument("--rounds", type=int, default=250, help="boosting rounds per model")
+    te.add_argument("--nthread", type=int, default=2, help="XGBoost threads")
+    te.add_argument("--out", help="model directory (default: $FOODMESH_ETA_MODEL_DIR or "
+                    "<state dir>/models, where the ETA service looks)")  # fmt: skip
+
+    from foodmesh.roads.cli import add_parser as _roads_parser  # `foodmesh roads ...`
+
+    _roads_parser(sub)
     st = sub.add_parser("status", help="health of the infrastructure and every process")
     st.add_argument("--json", action="store_true")
 
@@ -524,6 +697,11 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else list(argv)
+    if raw[:1] == ["replay"]:  # its own parser, in servers/dispatch/replay.py
+        from servers.dispatch.replay import run_cli
+
+        return run_cli(raw[1:])
     args = _parser().parse_args(argv)
     if args.command != "serve":  # a service logs through the runtime's one format
         logging.basicConfig(
@@ -542,6 +720,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "token":
             return _token(args)
+        if args.command == "roads":
+            from foodmesh.roads.cli import run as _roads
+
+            return _roads(args)
         handler = {
             "infra": _infra,
             "migrate": _migrate,
@@ -549,6 +731,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "status": _status,
             "seed": _seed,
             "sim": _sim,
+            "train-eta": _train_eta,
         }
         return asyncio.run(handler[args.command](args))
     except KeyboardInterrupt:

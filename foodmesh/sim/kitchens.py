@@ -1,0 +1,137 @@
+"""Simulated kitchens: confirm an order after a moment, start it, and call it ready.
+
+Each restaurant is a tablet app on the public HTTP API (role ``restaurant``, subject
+its id): ``POST /api/v1/orders/{id}/status`` with CONFIRMED, PREPARING and then
+READY_FOR_PICKUP after a preparation time drawn from the restaurant's profile
+(log-normal around its mean). A refusal because the customer cancelled meanwhile
+ends the order's work quietly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from foodmesh.sim.agents import Gateway, SimConfig, Stats
+from foodmesh.sim.city import RestaurantSpec
+from foodmesh.sim.trace import TraceRecorder
+
+__all__ = ["KitchenPlan", "Kitchens", "plan_kitchen", "prep_seconds"]
+
+
+def prep_seconds(rng: random.Random, mean_min: float, sd_min: float) -> float:
+    """A preparation time in seconds, log-normal with the profile's mean and spread."""
+    mean = max(0.5, mean_min)
+    sd = max(0.0, sd_min)
+    sigma2 = math.log(1.0 + (sd / mean) ** 2)
+    mu = math.log(mean) - sigma2 / 2
+    return 60.0 * rng.lognormvariate(mu, math.sqrt(sigma2))
+
+
+@dataclass(frozen=True, slots=True)
+class KitchenPlan:
+    """Seconds after placement at which the kitchen confirms, starts and finishes."""
+
+    confirm_s: float
+    start_s: float
+    ready_s: float
+
+
+def plan_kitchen(rng: random.Random, spec: RestaurantSpec, *, scale: float = 1.0) -> KitchenPlan:
+    """When a kitchen will act on a new order (all times scaled by ``scale``)."""
+    confirm = rng.uniform(5.0, 45.0) * scale
+    start = confirm + rng.uniform(0.0, 20.0) * scale
+    ready = start + prep_seconds(rng, spec.prep_mean_min, spec.prep_sd_min) * scale
+    return KitchenPlan(confirm, start, ready)
+
+
+class Kitchens:
+    """Every restaurant's tablet; one sleeping coroutine per order in the kitchen."""
+
+    def __init__(
+        self,
+        *,
+        config: SimConfig,
+        gateway: Gateway,
+        stats: Stats,
+        recorder: TraceRecorder | None,
+        clock: Callable[[], float],
+        rng: random.Random,
+    ) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.stats = stats
+        self.recorder = recorder
+        self.clock = clock
+        self.rng = rng
+        self._ready: dict[str, asyncio.Event] = {}
+
+    def ready_event(self, order_id: str) -> asyncio.Event | None:
+        """Set when the order's food is ready; None for an order these kitchens do not cook."""
+        return self._ready.get(order_id)
+
+    def plan(self, spec: RestaurantSpec) -> KitchenPlan:
+        return plan_kitchen(self.rng, spec, scale=self.config.prep_scale)
+
+    async def _step(self, order_id: str, restaurant_id: str, status: str) -> bool:
+        """True when the order moved on; False when it is cancelled or gone."""
+        for _ in range(5):
+            r = await self.gateway.call(
+                "POST", f"/api/v1/orders/{order_id}/status", role="restaurant",
+                subject=restaurant_id, body={"status": f"ORDER_STATUS_{status}"},
+            )  # fmt: skip
+            if r.ok:
+                return True
+            if r.status in (400, 409, 412):  # FAILED_PRECONDITION: cancelled, or already moved
+                got = await self.gateway.call("GET", f"/api/v1/orders/{order_id}",
+                                              role="restaurant", subject=restaurant_id)  # fmt: skip
+                current = got.body.get("order", {}).get("status", "") if got.ok else ""
+                if current == "ORDER_STATUS_CANCELLED":
+                    self.stats.inc("kitchen_saw_cancel")
+                    return False
+                if current and _rank(current) >= _rank(f"ORDER_STATUS_{status}"):
+                    return True  # our earlier try went through after all
+                self.stats.error(f"kitchen_{status.lower()}_{r.status}")
+                return False
+            if r.status and r.status < 500 and r.status != 429:
+                self.stats.error(f"kitchen_{status.lower()}_{r.status}")
+                return False
+            await asyncio.sleep(1.0 + self.rng.random() * 2)  # 5xx or no answer: try again
+        return False
+
+    async def cook(self, order_id: str, spec: RestaurantSpec, plan: KitchenPlan) -> None:
+        """Takes one order from placed to ready for pickup on ``plan``'s schedule."""
+        placed = self.clock()
+        rid = spec.restaurant_id
+        ready = self._ready.setdefault(order_id, asyncio.Event())
+        try:
+            await self._cook(order_id, rid, placed, plan)
+        finally:
+            ready.set()  # cooked, or cancelled: nobody waits for it any longer
+            # forget it once any driver at the counter has seen it
+            asyncio.get_running_loop().call_later(3600, self._ready.pop, order_id, None)
+
+    async def _cook(self, order_id: str, rid: str, placed: float, plan: KitchenPlan) -> None:
+        for at, status, counter in (
+            (plan.confirm_s, "CONFIRMED", "confirmed"),
+            (plan.start_s, "PREPARING", "preparing"),
+            (plan.ready_s, "READY_FOR_PICKUP", "ready"),
+        ):
+            await asyncio.sleep(max(0.0, placed + at - self.clock()))
+            if not await self._step(order_id, rid, status):
+                return
+            self.stats.inc(counter)
+        if self.recorder is not None:
+            self.recorder.order_ready(order_id, self.clock())
+
+
+_ORDER = ("PLACED", "CONFIRMED", "PREPARING", "READY_FOR_PICKUP", "PICKED_UP", "IN_TRANSIT",
+          "DELIVERED")  # fmt: skip
+
+
+def _rank(status: str) -> int:
+    name = status.removeprefix("ORDER_STATUS_")
+    return _ORDER.index(name) if name in _ORDER else -1

@@ -1,0 +1,198 @@
+"""The models' features: names, and how a history table or one request becomes a matrix.
+
+The seed's features: for preparation, the restaurant's historical prep time and
+order count, the order's size and value, hour and day, peak, the kitchen's load
+and the weather; for travel, the route's distance, free-flow and traffic time (its
+multiplier), hour and day, peak, weather, the zone (distance from the centre:
+parking), the driver's speed history and vehicle, and whether the leg ends at a
+customer's door. Pure: numpy in, numpy out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from foodmesh.v1 import common_pb2
+
+__all__ = [
+    "CENTER",
+    "PREP_FEATURES",
+    "TRAVEL_FEATURES",
+    "DriverProfile",
+    "RestaurantProfile",
+    "is_peak",
+    "prep_matrix",
+    "travel_matrix",
+    "vehicle_seconds",
+    "vehicle_time_s",
+]
+
+F64 = npt.NDArray[np.float64]
+
+#: The city's centre (the seed's example coordinates); distance from it stands for the zone.
+CENTER = (37.7749, -122.4194)
+
+PREP_FEATURES: tuple[str, ...] = (
+    "restaurant_avg_prep_min",
+    "restaurant_orders_log",
+    "item_count",
+    "subtotal",
+    "hour",
+    "day_of_week",
+    "is_peak",
+    "restaurant_load",
+    "weather",
+)
+
+TRAVEL_FEATURES: tuple[str, ...] = (
+    "distance_km",
+    "free_flow_min",
+    "graph_min",
+    "traffic_multiplier",
+    "hour",
+    "day_of_week",
+    "is_peak",
+    "weather",
+    "zone_km",
+    "driver_speed_ratio",
+    "driver_deliveries_log",
+    "vehicle",
+    "to_customer",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RestaurantProfile:
+    """What history says of a kitchen: its mean prep time and how many orders it made."""
+
+    avg_prep_min: float
+    orders: int
+
+
+@dataclass(frozen=True, slots=True)
+class DriverProfile:
+    """What history says of a driver: actual over road-graph time, and deliveries made."""
+
+    speed_ratio: float
+    deliveries: int
+
+
+def is_peak(hour: npt.ArrayLike, dow: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    """The seed's peak hours: 11-13 and 18-20 on weekdays, 12-14 and 18-20 at weekends."""
+    h = np.asarray(hour)
+    d = np.asarray(dow)
+    weekday = ((h >= 11) & (h <= 13)) | ((h >= 18) & (h <= 20))
+    weekend = ((h >= 12) & (h <= 14)) | ((h >= 18) & (h <= 20))
+    return np.where(d < 5, weekday, weekend)
+
+
+def hour_dow(when: dt.datetime) -> tuple[int, int]:
+    """Local hour and weekday of a time (the city's clock is the timestamp's own zone)."""
+    return when.hour, when.weekday()
+
+
+def prep_matrix(
+    *,
+    restaurant_avg_prep_min: npt.ArrayLike,
+    restaurant_orders: npt.ArrayLike,
+    item_count: npt.ArrayLike,
+    subtotal: npt.ArrayLike,
+    hour: npt.ArrayLike,
+    day_of_week: npt.ArrayLike,
+    restaurant_load: npt.ArrayLike,
+    weather: npt.ArrayLike,
+) -> F64:
+    """Rows of :data:`PREP_FEATURES` (arrays broadcast; scalars make one row)."""
+    cols = np.broadcast_arrays(
+        np.asarray(restaurant_avg_prep_min, dtype=np.float64),
+        np.log1p(np.asarray(restaurant_orders, dtype=np.float64)),
+        np.asarray(item_count, dtype=np.float64),
+        np.asarray(subtotal, dtype=np.float64),
+        np.asarray(hour, dtype=np.float64),
+        np.asarray(day_of_week, dtype=np.float64),
+        is_peak(hour, day_of_week).astype(np.float64),
+        np.asarray(restaurant_load, dtype=np.float64),
+        np.asarray(weather, dtype=np.float64),
+    )
+    return np.atleast_2d(np.stack(cols, axis=-1))
+
+
+def travel_matrix(
+    *,
+    distance_m: npt.ArrayLike,
+    free_flow_s: npt.ArrayLike,
+    graph_s: npt.ArrayLike,
+    hour: npt.ArrayLike,
+    day_of_week: npt.ArrayLike,
+    weather: npt.ArrayLike,
+    zone_km: npt.ArrayLike,
+    driver_speed_ratio: npt.ArrayLike,
+    driver_deliveries: npt.ArrayLike,
+    vehicle: npt.ArrayLike,
+    to_customer: npt.ArrayLike,
+) -> F64:
+    """Rows of :data:`TRAVEL_FEATURES` (arrays broadcast; scalars make one row)."""
+    ff = np.asarray(free_flow_s, dtype=np.float64)
+    g = np.asarray(graph_s, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mult = np.where(ff > 0, g / np.maximum(ff, 1e-9), 1.0)
+    cols = np.broadcast_arrays(
+        np.asarray(distance_m, dtype=np.float64) / 1000.0,
+        ff / 60.0,
+        g / 60.0,
+        mult,
+        np.asarray(hour, dtype=np.float64),
+        np.asarray(day_of_week, dtype=np.float64),
+        is_peak(hour, day_of_week).astype(np.float64),
+        np.asarray(weather, dtype=np.float64),
+        np.asarray(zone_km, dtype=np.float64),
+        np.asarray(driver_speed_ratio, dtype=np.float64),
+        np.log1p(np.asarray(driver_deliveries, dtype=np.float64)),
+        np.asarray(vehicle, dtype=np.float64),
+        np.asarray(to_customer, dtype=np.float64),
+    )
+    return np.atleast_2d(np.stack(cols, axis=-1))
+
+
+_VT = common_pb2.VehicleType
+
+
+def vehicle_time_s(
+    vehicle: npt.ArrayLike, free_flow_s: npt.ArrayLike, graph_s: npt.ArrayLike
+) -> F64:
+    """How long a vehicle takes where a car takes ``graph_s`` (free flow ``free_flow_s``).
+
+    The routing-only vehicle profile (the baseline's, and the simulator's truth
+    before a driver's own pace): scooters filter through half the congestion;
+    bicycles and walkers ignore it but go slower. Unspecified is a car.
+    """
+    v = np.asarray(vehicle)
+    ff = np.asarray(free_flow_s, dtype=np.float64)
+    g = np.asarray(graph_s, dtype=np.float64)
+    return np.asarray(
+        np.select(
+            [
+                v == _VT.VEHICLE_TYPE_SCOOTER,
+                v == _VT.VEHICLE_TYPE_BICYCLE,
+                v == _VT.VEHICLE_TYPE_WALKING,
+            ],
+            [0.95 * (ff + 0.5 * (g - ff)), 1.7 * ff, 4.0 * ff],
+            default=g,
+        ),  # fmt: skip
+        dtype=np.float64,
+    )
+
+
+def vehicle_seconds(vehicle: int, free_flow_s: float, graph_s: float) -> float:
+    """:func:`vehicle_time_s` for one leg, without numpy's per-call cost."""
+    if vehicle == _VT.VEHICLE_TYPE_SCOOTER:
+        return 0.95 * (free_flow_s + 0.5 * (graph_s - free_flow_s))
+    if vehicle == _VT.VEHICLE_TYPE_BICYCLE:
+        return 1.7 * free_flow_s
+    if vehicle == _VT.VEHICLE_TYPE_WALKING:
+        return 4.0 * free_flow_s
+    return graph_s

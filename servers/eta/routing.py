@@ -1,0 +1,342 @@
+"""Routes and leg times over the road graph, with live overrides and a straight-line fallback.
+
+:class:`Router` wraps a :class:`foodmesh.roads.RoadGraph` with the traffic model and
+the overrides in force. A point farther than ``max_snap_m`` from any road, or a
+pair no open road joins (the other side of a closed bridge), is answered by a
+straight line at a typical speed, flagged ``straight_line``; a point so far off
+the map that no delivery could mean it (``max_offmap_m``) is an error naming the
+field. Everything here is CPU work without I/O: the service calls it in a thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import dijkstra
+
+from foodmesh.roads import (
+    OutsideGraph,
+    Overrides,
+    RoadGraph,
+    Snap,
+    Step,
+    TrafficModel,
+    Unreachable,
+    encode_polyline,
+    haversine_m,
+)
+from servers.eta.legs import EdgeIndex, tree_sums
+from servers.runtime.errors import FieldViolation, InvalidArgument
+
+__all__ = ["Leg", "RouteResult", "Router"]
+
+F64 = npt.NDArray[np.float64]
+#: Road distance over straight-line distance, for the fallback.
+DETOUR = 1.35
+#: Speed of the straight-line fallback (an urban average), m/s.
+STRAIGHT_SPEED_MPS = 7.0
+#: Snapped points remembered (a snap costs ~0.5 ms; the road graph never changes).
+_SNAP_CACHE = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class RouteResult:
+    distance_m: float
+    duration_s: float
+    free_flow_s: float
+    polyline: str
+    path: tuple[tuple[float, float], ...]
+    steps: tuple[Step, ...]
+    straight_line: bool
+    #: Where each end met the road (None for the straight-line fallback).
+    origin: Snap | None = None
+    destination: Snap | None = None
+
+    @property
+    def traffic_multiplier(self) -> float:
+        return self.duration_s / self.free_flow_s if self.free_flow_s > 0 else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """A leg's time by road (free flow and with traffic) and its length."""
+
+    distance_m: float
+    duration_s: float
+    free_flow_s: float
+    straight_line: bool
+
+
+def straight(o: tuple[float, float], d: tuple[float, float]) -> RouteResult:
+    dist = haversine_m(o[0], o[1], d[0], d[1]) * DETOUR
+    dur = dist / STRAIGHT_SPEED_MPS
+    path = (o, d)
+    return RouteResult(dist, dur, dur, encode_polyline(path), path, (), True)
+
+
+class Router:
+    """Fastest routes and batch leg times at a departure time, under the overrides in force."""
+
+    def __init__(
+        self,
+        graph: RoadGraph,
+        *,
+        traffic: TrafficModel | None = None,
+        max_snap_m: float = 1_000.0,
+        max_offmap_m: float = 50_000.0,
+    ) -> None:
+        self.graph = graph
+        self.traffic = traffic or TrafficModel()
+        self.max_snap_m = max_snap_m
+        self.max_offmap_m = max_offmap_m
+        self.overrides = Overrides()
+        self._index = EdgeIndex.of(graph)
+        self._mats: dict[tuple[tuple[float, ...], Overrides], tuple[csr_matrix, csr_matrix]] = {}
+        self._values = np.column_stack([graph.length_m, graph.free_flow_s])
+        self._snaps: OrderedDict[tuple[float, float], Snap] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ checks
+    def check_on_map(self, lat: float, lon: float, field: str) -> Snap | None:
+        """The snap of a point, None when it is off the roads (straight-line territory).
+
+        Raises InvalidArgument naming ``field`` when the point is beyond ``max_offmap_m``.
+        """
+        key = (round(lat, 6), round(lon, 6))  # ~0.1 m: restaurants and repeats hit
+        s = self._snaps.get(key)
+        if s is None:
+            try:
+                s = self.graph.snap(lat, lon)
+            except OutsideGraph:
+                raise InvalidArgument.field(field, "not a valid latitude/longitude") from None
+            with self._lock:
+                self._snaps[key] = s
+                if len(self._snaps) > _SNAP_CACHE:
+                    self._snaps.popitem(last=False)
+        if s.distance_m > self.max_offmap_m:
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        field,
+                        f"{s.distance_m / 1000:.0f} km from the nearest road of the map "
+                        f"(at most {self.max_offmap_m / 1000:.0f} km)",
+                    )
+                ]
+            )
+        return s if s.distance_m <= self.max_snap_m else None
+
+    # ------------------------------------------------------------ one route
+    def route(
+        self,
+        origin: tuple[float, float],
+        destination: tuple[float, float],
+        *,
+        depart_at: dt.datetime,
+        snaps: tuple[Snap | None, Snap | None] | None = None,
+    ) -> RouteResult:
+        """The fastest route; a straight line (flagged) off the roads or when unreachable."""
+        o, d = snaps if snaps is not None else (
+            self.check_on_map(*origin, "origin"),
+            self.check_on_map(*destination, "destination"),
+        )  # fmt: skip
+        if o is None or d is None:
+            return straight(origin, destination)
+        try:
+            r = self.graph.route(
+                o, d, depart_at=depart_at, traffic=self.traffic, overrides=self.overrides or None
+            )
+        except (Unreachable, OutsideGraph):
+            return straight(origin, destination)
+        return RouteResult(
+            r.distance_m, r.duration_s, r.free_flow_s, r.polyline, r.path, r.steps, False, o, d
+        )
+
+    # ------------------------------------------------------------ many legs
+    def _matrices(self, depart_at: dt.datetime) -> tuple[csr_matrix, csr_matrix, F64]:
+        """Forward and reverse weight matrices at ``depart_at`` under the overrides (cached)."""
+        mult = tuple(float(m) for m in self.traffic.multipliers(depart_at))
+        ov = self.overrides
+        w = self.graph.weights(depart_at=depart_at, traffic=self.traffic, overrides=ov or None)
+        key = (mult, ov)
+        with self._lock:
+            hit = self._mats.get(key)
+        if hit is None:
+            g = self.graph
+            ok = np.isfinite(w)
+            shape = (g.node_count, g.node_count)
+            fwd = csr_matrix((w[ok], (g.sources[ok], g.targets[ok])), shape=shape)
+            rev = csr_matrix((w[ok], (g.targets[ok], g.sources[ok])), shape=shape)
+            hit = (fwd, rev)
+            with self._lock:
+                if len(self._mats) > 16:
+                    self._mats.clear()
+                self._mats[key] = hit
+        return hit[0], hit[1], w
+
+    def legs(
+        self,
+        origins: Sequence[tuple[float, float]],
+        destinations: Sequence[tuple[float, float]],
+        *,
+        depart_at: dt.datetime,
+        limit_s: float = 4 * 3600.0,
+    ) -> list[Leg]:
+        """Times and lengths of many legs: one Dijkstra per distinct destination, or origin.
+
+        Dispatch's case (many drivers to one restaurant) is one search on the reversed
+        graph for all of them; many customers of a few restaurants, one per restaurant.
+        Points off the roads, and pairs no open road joins, get the straight line; points
+        beyond ``max_offmap_m`` raise InvalidArgument naming ``legs[i].origin`` (or
+        ``.destination``).
+        """
+        g = self.graph
+        n = len(origins)
+        if n == 0:
+            return []
+        o_ll = np.asarray(origins, dtype=np.float64).reshape(n, 2)
+        d_ll = np.asarray(destinations, dtype=np.float64).reshape(n, 2)
+        # Points within ~1 m are one point (snapped where the first of them is).
+        o_keys, o_first, o_inv = np.unique(
+            np.round(o_ll, 5), axis=0, return_index=True, return_inverse=True
+        )
+        d_keys, d_first, d_inv = np.unique(
+            np.round(d_ll, 5), axis=0, return_index=True, return_inverse=True
+        )
+        o_snaps = g.snap_many(o_ll[o_first, 0], o_ll[o_first, 1])
+        d_snaps = g.snap_many(d_ll[d_first, 0], d_ll[d_first, 1])
+        bad = [
+            FieldViolation(
+                f"legs[{int(first[j])}].{name}",
+                f"{sn.distance_m / 1000:.0f} km from the nearest road of the map "
+                f"(at most {self.max_offmap_m / 1000:.0f} km)",
+            )
+            for name, snaps, first in (("origin", o_snaps, o_first), ("destination", d_snaps,
+                                                                      d_first))
+            for j, sn in enumerate(snaps)
+            if sn.distance_m > self.max_offmap_m
+        ]  # fmt: skip
+        if bad:
+            raise InvalidArgument(bad[:20])
+        fwd, rev, w = self._matrices(depart_at)
+        # Search from the side with fewer distinct points.
+        from_dest = len(d_keys) <= len(o_keys)
+        hubs, hub_inv = (d_snaps, d_inv.ravel()) if from_dest else (o_snaps, o_inv.ravel())
+        others, other_inv = (o_snaps, o_inv.ravel()) if from_dest else (d_snaps, d_inv.ravel())
+        found: list[Leg | None] = [None] * n
+        for j, hub in enumerate(hubs):
+            members = np.flatnonzero(hub_inv == j)
+            if hub.distance_m > self.max_snap_m:
+                continue
+            # A hub's ways in (destination) or out (origin): (node, fraction of edge, edge).
+            ways = _ends(hub, w) if from_dest else _starts(hub, w)
+            if not ways:
+                continue
+            dist, pred = dijkstra(
+                rev if from_dest else fwd, directed=True, indices=[x[0] for x in ways],
+                return_predecessors=True, limit=limit_s,
+            )  # fmt: skip
+            sums = [
+                tree_sums(pred[k], index=self._index, values=self._values, reverse=from_dest)
+                for k in range(len(ways))
+            ]
+            for i in members.tolist():
+                other = others[other_inv[i]]
+                if other.distance_m > self.max_snap_m:
+                    continue
+                o, d = (other, hub) if from_dest else (hub, other)
+                best = _best(
+                    _starts(o, w) if from_dest else ways,
+                    ways if from_dest else _ends(d, w),
+                    dist, sums, w, self.graph, o, d, hub_is_dest=from_dest,
+                )  # fmt: skip
+                if best is not None:
+                    found[i] = best
+        result = []
+        for i, leg in enumerate(found):
+            if leg is None:
+                s = straight((float(o_ll[i, 0]), float(o_ll[i, 1])),
+                             (float(d_ll[i, 0]), float(d_ll[i, 1])))  # fmt: skip
+                leg = Leg(s.distance_m, s.duration_s, s.free_flow_s, True)
+            result.append(leg)
+        return result
+
+    # ------------------------------------------------------------ overrides
+    def set_overrides(self, slowdowns: dict[int, float], closed: set[int]) -> int:
+        """Replaces the overrides in force; returns the number of directed edges affected."""
+        ov = Overrides.of(slowdowns=slowdowns, closed=closed)
+        self.overrides = ov
+        return len(set(slowdowns) | closed)
+
+    def edges_at(self, lat: float, lon: float) -> list[int]:
+        """The nearest road's directed edges (both directions of a two-way street)."""
+        s = self.graph.snap(lat, lon)
+        return [e for e in (s.edge, s.twin) if e >= 0]
+
+
+Way = tuple[int, float, int]
+
+
+def _starts(o: Snap, w: F64) -> list[Way]:
+    """Where a search leaves a snapped origin: (node, share of the edge driven, edge)."""
+    out = []
+    if math.isfinite(w[o.edge]):
+        out.append((o.target, 1.0 - o.fraction, o.edge))
+    if o.twin >= 0 and math.isfinite(w[o.twin]):
+        out.append((o.source, o.fraction, o.twin))
+    return out
+
+
+def _ends(d: Snap, w: F64) -> list[Way]:
+    """Where a search reaches a snapped destination: (node, share of the edge driven, edge)."""
+    out = []
+    if math.isfinite(w[d.edge]):
+        out.append((d.source, d.fraction, d.edge))
+    if d.twin >= 0 and math.isfinite(w[d.twin]):
+        out.append((d.target, 1.0 - d.fraction, d.twin))
+    return out
+
+
+def _best(
+    starts: list[Way],
+    ends: list[Way],
+    dist: F64,
+    sums: list[F64],
+    w: F64,
+    graph: RoadGraph,
+    o: Snap,
+    d: Snap,
+    *,
+    hub_is_dest: bool,
+) -> Leg | None:
+    """The fastest way from ``starts`` to ``ends`` given the hub's search (rows = hub's ways)."""
+    length, ff = graph.length_m, graph.free_flow_s
+    best: tuple[float, float, float] | None = None
+    for ks, (sn, sf, se) in enumerate(starts):
+        for ke, (en, ef, ee) in enumerate(ends):
+            row, node = (ke, sn) if hub_is_dest else (ks, en)
+            t = sf * w[se] + dist[row, node] + ef * w[ee]
+            if math.isfinite(t) and (best is None or t < best[0]):
+                best = (
+                    float(t),
+                    float(sf * length[se] + sums[row][node, 0] + ef * length[ee]),
+                    float(sf * ff[se] + sums[row][node, 1] + ef * ff[ee]),
+                )
+    # Both points on one edge, in driving order: no search needed.
+    for e, a in ((o.edge, o.fraction), (o.twin, 1.0 - o.fraction)):
+        if e < 0 or not math.isfinite(w[e]):
+            continue
+        bpos = d.fraction if e == d.edge else (1.0 - d.fraction if e == d.twin else -1.0)
+        if bpos >= a:
+            t = (bpos - a) * w[e]
+            if best is None or t < best[0]:
+                span = bpos - a
+                best = (float(t), float(span * length[e]), float(span * ff[e]))
+    return Leg(best[1], best[0], best[2], False) if best is not None else None

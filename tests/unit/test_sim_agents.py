@@ -1,0 +1,155 @@
+"""The agents' pure parts: acceptance, movement, shifts, kitchen times, settings, progress."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import random
+import statistics
+
+import pytest
+
+from foodmesh.sim.agents import HttpResult, SimConfig, Stats
+from foodmesh.sim.city import build_city
+from foodmesh.sim.demand import distance_m
+from foodmesh.sim.drivers import (
+    Leg,
+    Router,
+    acceptance_probability,
+    shift_windows,
+    traffic_multiplier,
+)
+from foodmesh.sim.kitchens import plan_kitchen, prep_seconds
+from foodmesh.sim.run import format_progress
+from foodmesh.v1 import common_pb2
+
+LA = dt.timezone(dt.timedelta(hours=-8))
+
+
+def test_drivers_take_near_well_paid_offers_more_often() -> None:
+    fair = acceptance_probability(0.9, 2.0, 440)
+    assert fair == pytest.approx(0.9, abs=0.01)
+    assert acceptance_probability(0.9, 2.0, 200) < fair
+    assert acceptance_probability(0.9, 9.0, 1280) < fair  # fairly paid, but far
+    assert acceptance_probability(0.6, 2.0, 440) < fair
+    for d, pay in ((0.0, 0), (50.0, 10**6), (float("nan"), -5)):
+        assert 0.02 <= acceptance_probability(0.9, d, pay) <= 0.99
+
+
+def test_a_leg_moves_steadily_along_its_path() -> None:
+    leg = Leg.of([(37.77, -122.42), (37.78, -122.42), (37.78, -122.41)], 100.0)
+    assert leg.at(0)[:2] == pytest.approx((37.77, -122.42))
+    assert leg.at(100)[:2] == leg.at(1000)[:2] == pytest.approx((37.78, -122.41))
+    first = distance_m((37.77, -122.42), (37.78, -122.42))
+    half = leg.at(100 * first / 2 / leg.distance_m)
+    assert half[:2] == pytest.approx((37.775, -122.42), abs=1e-6)
+    assert half[2] == pytest.approx(0.0, abs=0.5)  # heading north
+    assert leg.at(99.9)[2] == pytest.approx(90.0, abs=1.0)  # then east
+    assert Leg.of([(1.0, 2.0)], 0).at(5)[:2] == (1.0, 2.0)
+
+
+async def test_straight_drives_are_slower_in_rush_hour_and_on_a_bicycle() -> None:
+    router = await Router.create(use_roads=False, travel_scale=1.0)
+    a, b = (37.7749, -122.4194), (37.7849, -122.4094)
+    rush = dt.datetime(2026, 11, 25, 18, tzinfo=LA)
+    night = dt.datetime(2026, 11, 25, 23, tzinfo=LA)
+    car = common_pb2.VEHICLE_TYPE_CAR
+    assert traffic_multiplier(rush) == 1.5 and traffic_multiplier(night) == 1.0
+    slow = router.leg(a, b, when=rush, vehicle=car).duration_s
+    fast = router.leg(a, b, when=night, vehicle=car).duration_s
+    assert slow == pytest.approx(1.5 * fast)
+    assert router.leg(a, b, when=night, vehicle=common_pb2.VEHICLE_TYPE_BICYCLE).duration_s > fast
+    scaled = await Router.create(use_roads=False, travel_scale=0.1)
+    assert scaled.leg(a, b, when=night, vehicle=car).duration_s == pytest.approx(fast * 0.1)
+    assert router.kind == "straight"
+
+
+def test_shifts_start_on_the_hour_or_trickle_in_when_under_way() -> None:
+    spec = dataclasses.replace(build_city(seed=7, restaurants=1, drivers=1, customers=1).drivers[0],
+                               shift_start_h=11.0, shift_hours=4.0)  # fmt: skip
+    rng = random.Random(1)
+    at_10 = dt.datetime(2026, 11, 25, 10, tzinfo=LA)
+    assert shift_windows(spec, start=at_10, horizon_s=86400, shifts=True, ramp_s=30,
+                         rng=rng)[0] == (3600.0, 3600.0 + 4 * 3600)  # fmt: skip
+    at_12 = dt.datetime(2026, 11, 25, 12, tzinfo=LA)
+    (on, off), *_ = shift_windows(spec, start=at_12, horizon_s=600, shifts=True, ramp_s=30,
+                                  rng=rng)  # fmt: skip
+    assert 0 <= on <= 30 and off == 600
+    assert shift_windows(spec, start=at_10.replace(hour=16), horizon_s=600, shifts=True,
+                         ramp_s=30, rng=rng) == []  # fmt: skip
+    ((on, off),) = shift_windows(spec, start=at_10, horizon_s=600, shifts=False, ramp_s=30, rng=rng)
+    assert 0 <= on <= 30 and off == 600
+
+
+def test_kitchen_times_follow_the_restaurants_profile() -> None:
+    rng = random.Random(2)
+    times = [prep_seconds(rng, 15.0, 4.0) / 60 for _ in range(4000)]
+    assert statistics.fmean(times) == pytest.approx(15.0, rel=0.05)
+    assert statistics.stdev(times) == pytest.approx(4.0, rel=0.15)
+    spec = build_city(seed=7, restaurants=1, drivers=0, customers=1).restaurants[0]
+    plan = plan_kitchen(rng, spec, scale=0.01)
+    assert 0 < plan.confirm_s <= plan.start_s < plan.ready_s < 60
+
+
+def test_settings_out_of_range_are_named() -> None:
+    assert SimConfig().problems() == []
+    bad = SimConfig(gateway="localhost:8080", drivers=-1, orders_per_hour=float("nan"),
+                    prep_scale=0, bad_share=1.5, duration_s=-1)  # fmt: skip
+    assert {f for f, _ in bad.problems()} == {"gateway", "drivers", "orders_per_hour",
+                                               "prep_scale", "bad_share", "duration_s"}  # fmt: skip
+
+
+def test_the_progress_line_shows_stages_rates_errors_and_bad_actors() -> None:
+    stats = Stats()
+    stats.inc("placed", 12)
+    stats.inc("delivered", 3)
+    stats.inc("fixes_sent", 500)
+    stats.error("http_503")
+    stats.defended["double_tap"] += 2
+    stats.drivers_online = 7
+    line = format_progress(stats)
+    for part in ("placed 12", "delivered 3", "drivers 7 on", "fixes 500", "http_503 1",
+                 "2 refused, 0 breached"):  # fmt: skip
+        assert part in line, line
+
+
+def test_http_results_read_field_violations() -> None:
+    body = {"details": [{"@type": "type.googleapis.com/google.rpc.BadRequest",
+                         "field_violations": [{"field": "items[0].quantity",
+                                               "description": "1 to 99"}]}]}  # fmt: skip
+    r = HttpResult(400, body)
+    assert not r.ok and r.violations() == {"items[0].quantity": "1 to 99"}
+    assert HttpResult(201, {}).ok and HttpResult(0, {}, "timeout").violations() == {}
+
+
+def test_a_share_of_drivers_work_around_the_clock() -> None:
+    city = build_city(seed=7, restaurants=1, drivers=400, customers=1)
+    at_3am = dt.datetime(2026, 11, 25, 3, tzinfo=LA)
+    rng = random.Random(4)
+
+    def on(share: float) -> int:
+        windows = [
+            shift_windows(d, start=at_3am, horizon_s=600, shifts=True, ramp_s=30, rng=rng,
+                          always_on_share=share)
+            for d in city.drivers
+        ]  # fmt: skip
+        return sum(bool(w) for w in windows)
+
+    assert on(0.0) == 0  # nobody's shift starts before 7 am
+    assert on(0.1) == pytest.approx(40, abs=15)
+    assert on(0.1) == on(0.1)  # the same drivers every time
+
+
+def test_the_sim_command_names_a_bad_setting_and_exits_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from foodmesh.cli import main
+
+    assert main(["sim", "--prep-scale", "0", "--wait", "0", "--dispatch-target", "none"]) == 1
+    assert "prep_scale: must be within (0, 100]" in capsys.readouterr().err
+    assert main(["sim", "run", "--bad-share", "2", "--wait", "0"]) == 1
+    assert "bad_share" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        main(["sim", "run", "--help"])
+    assert done.value.code == 0
+    assert "--orders-per-hour" in capsys.readouterr().out
