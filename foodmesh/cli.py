@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -468,6 +469,8 @@ def _sim_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             help="write what was generated as a foodmesh-trace/1 file",
         )
         p.add_argument("--json", action="store_true", help="print the final counts as JSON")
+        p.add_argument("--health-port", type=int, default=0,
+                       help="serve GET /healthz with the live counters on this port")  # fmt: skip
         p.add_argument(
             "--wait",
             type=float,
@@ -487,12 +490,28 @@ def _sim_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     hist.add_argument("--days", type=int, default=56, help="days the history spans")
 
 
+async def _sim_health(port: int, stats: Any) -> Any:
+    """``GET /healthz`` with the live counters, for Kubernetes' probes (``--health-port``)."""
+    from aiohttp import web
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", **stats.as_json()})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, os.environ.get("FOODMESH_HOST", "127.0.0.1"), port).start()
+    return runner
+
+
 async def _sim_run(args: argparse.Namespace) -> int:
     import json
     import signal
+    import time
 
     from foodmesh.services import KNOWN, available
-    from foodmesh.sim.agents import SimConfig
+    from foodmesh.sim.agents import SimConfig, Stats
     from foodmesh.sim.run import SimConfigError, run_sim, upsert_drivers, wait_for_gateway
 
     dispatch: str | None = args.dispatch_target
@@ -526,7 +545,13 @@ async def _sim_run(args: argparse.Namespace) -> int:
             )
         if dispatch is not None:
             await upsert_drivers(config, dispatch)
-        result = await run_sim(config, record=args.record, stop=stop)
+        stats = Stats(started=time.monotonic())
+        health = await _sim_health(args.health_port, stats) if args.health_port else None
+        try:
+            result = await run_sim(config, record=args.record, stop=stop, stats=stats)
+        finally:
+            if health is not None:
+                await health.cleanup()
     except SimConfigError as exc:
         raise CliError(f"sim: {exc}") from None
     finally:
