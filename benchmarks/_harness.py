@@ -32,10 +32,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from foodmesh.infra import InfraURLs
 from foodmesh.progress import Progress
 
 __all__ = [
     "LatencyResult",
+    "bench_infra",
+    "fresh_database",
     "Progress",
     "ServerProcess",
     "closed_loop",
@@ -329,6 +332,27 @@ class ServerProcess:
             return None
         # After the command name: state is field 3, utime 14 and stime 15 (1-based).
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.asynccontextmanager
+async def bench_infra(name: str) -> AsyncIterator[InfraURLs]:
+    """Our own PostgreSQL, Redis and NATS in a temporary directory, removed afterwards."""
+    from foodmesh.infra import start_infra
+
+    with tempfile.TemporaryDirectory(prefix=f"foodmesh-bench-{name}-") as tmp:
+        async with start_infra(Path(tmp), durable=False, remove=True) as running:
+            yield running.urls
+
+
+async def fresh_database(admin_url: str, name: str) -> str:
+    """A new, empty database next to ``admin_url``'s (dropped first if a run left it)."""
+    import psycopg
+
+    db = f"bench_{name}_{os.getpid()}"
+    async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
+        await conn.execute(f'CREATE DATABASE "{db}"')
+    return admin_url.rsplit("/", 1)[0] + f"/{db}"
 
 
 @contextlib.asynccontextmanager

@@ -37,28 +37,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
 import random
 import signal
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 from psycopg_pool import AsyncConnectionPool  # noqa: E402
 
 from benchmarks._harness import (  # noqa: E402
     LatencyResult,
     Progress,
+    bench_infra,
     emit_json,
+    fresh_database,
     machine,
     now_iso,
     open_loop,
@@ -69,7 +67,6 @@ from benchmarks._harness import (  # noqa: E402
 )
 from clients import CatalogClient, ClientOptions  # noqa: E402
 from foodmesh.auth import DEV_SECRET, bearer, mint_token  # noqa: E402
-from foodmesh.infra import InfraURLs, start_infra  # noqa: E402
 from foodmesh.v1 import catalog_pb2 as pb  # noqa: E402
 from servers.catalog import SPEC  # noqa: E402
 from servers.catalog.hours import Span  # noqa: E402
@@ -227,27 +224,12 @@ def _cache_cpu(restaurants: list[Restaurant], reqs: list[pb.SearchRestaurantsReq
 # --- the run --------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def _infra() -> AsyncIterator[InfraURLs]:
-    with tempfile.TemporaryDirectory(prefix="foodmesh-bench-catalog-") as tmp:
-        async with start_infra(Path(tmp), durable=False, remove=True) as running:
-            yield running.urls
-
-
-async def _fresh_db(admin_url: str) -> str:
-    db = f"bench_catalog_{os.getpid()}"
-    async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
-        await conn.execute(f'CREATE DATABASE "{db}"')
-    return admin_url.rsplit("/", 1)[0] + f"/{db}"
-
-
 async def run(*, n: int, rate: float, duration: float) -> dict[str, Any]:
     restaurants = _restaurants(n, seed=1)
     requests = _requests(max(1, round(rate * duration)), seed=2)
     popular = _popular(max(1, round(rate * duration)), seed=3)
-    async with _infra() as urls:
-        pg_url = await _fresh_db(urls.postgres_url)
+    async with bench_infra("catalog") as urls:
+        pg_url = await fresh_database(urls.postgres_url, "catalog")
         t0 = time.perf_counter()
         await _seed(pg_url, restaurants, Progress("seed PostgreSQL", total=n))
         seed_s = time.perf_counter() - t0

@@ -35,16 +35,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import os
 import signal
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +53,10 @@ from psycopg_pool import AsyncConnectionPool  # noqa: E402
 from benchmarks._harness import (  # noqa: E402
     LatencyResult,
     Progress,
+    bench_infra,
     closed_loop,
     emit_json,
+    fresh_database,
     machine,
     now_iso,
     open_loop,
@@ -68,7 +67,6 @@ from benchmarks._harness import (  # noqa: E402
 )
 from clients import CatalogClient, ClientOptions, OrderClient  # noqa: E402
 from foodmesh.auth import DEV_SECRET, bearer, mint_token  # noqa: E402
-from foodmesh.infra import InfraURLs, start_infra  # noqa: E402
 from foodmesh.v1 import catalog_pb2 as cpb  # noqa: E402
 from foodmesh.v1 import common_pb2  # noqa: E402
 from foodmesh.v1 import order_pb2 as pb  # noqa: E402
@@ -130,21 +128,6 @@ async def _seed(target: str) -> None:
                              available=True)])]))  # fmt: skip
 
 
-@contextlib.asynccontextmanager
-async def _infra() -> AsyncIterator[InfraURLs]:
-    with tempfile.TemporaryDirectory(prefix="foodmesh-bench-order-") as tmp:
-        async with start_infra(Path(tmp), durable=False, remove=True) as running:
-            yield running.urls
-
-
-async def _fresh_db(admin_url: str) -> str:
-    db = f"bench_order_{os.getpid()}"
-    async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
-        await conn.execute(f'CREATE DATABASE "{db}"')
-    return admin_url.rsplit("/", 1)[0] + f"/{db}"
-
-
 def _request(key: str) -> pb.PlaceOrderRequest:
     return pb.PlaceOrderRequest(
         idempotency_key=key, restaurant_id="rest_1", payment_method_id="pm_card_visa",
@@ -155,8 +138,8 @@ def _request(key: str) -> pb.PlaceOrderRequest:
 
 
 async def run(*, callers: int, duration: float, rate: float) -> dict[str, Any]:
-    async with _infra() as urls:
-        pg_url = await _fresh_db(urls.postgres_url)
+    async with bench_infra("order") as urls:
+        pg_url = await fresh_database(urls.postgres_url, "order")
         for spec in (catalog.SPEC, order.SPEC):
             assert spec.migrations is not None
             await migrate(pg_url, service=spec.name, migrations=load_migrations(spec.migrations))

@@ -33,27 +33,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 
 from benchmarks._harness import (  # noqa: E402
     LatencyResult,
     Progress,
+    bench_infra,
     closed_loop,
     emit_json,
+    fresh_database,
     machine,
     now_iso,
     open_loop,
@@ -64,7 +63,6 @@ from benchmarks._harness import (  # noqa: E402
 )
 from clients import CatalogClient, ClientOptions, LocationClient, PricingClient  # noqa: E402
 from foodmesh.auth import DEV_SECRET, bearer, mint_token  # noqa: E402
-from foodmesh.infra import InfraURLs, start_infra  # noqa: E402
 from foodmesh.v1 import catalog_pb2 as cpb  # noqa: E402
 from foodmesh.v1 import common_pb2, location_pb2  # noqa: E402
 from foodmesh.v1 import pricing_pb2 as pb  # noqa: E402
@@ -137,21 +135,6 @@ async def _drivers(target: str, n: int = 20) -> None:
             await c.update_location(req)
 
 
-@contextlib.asynccontextmanager
-async def _infra() -> AsyncIterator[InfraURLs]:
-    with tempfile.TemporaryDirectory(prefix="foodmesh-bench-pricing-") as tmp:
-        async with start_infra(Path(tmp), durable=False, remove=True) as running:
-            yield running.urls
-
-
-async def _fresh_db(admin_url: str) -> str:
-    db = f"bench_pricing_{os.getpid()}"
-    async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
-        await conn.execute(f'CREATE DATABASE "{db}"')
-    return admin_url.rsplit("/", 1)[0] + f"/{db}"
-
-
 def _quote() -> pb.QuoteOrderRequest:
     return pb.QuoteOrderRequest(
         customer_id="cus_1", restaurant_id="rest_1",
@@ -165,8 +148,8 @@ def _quote() -> pb.QuoteOrderRequest:
 async def run(
     *, callers: int, channels: int, duration: float, rate: float, rounds: int
 ) -> dict[str, Any]:
-    async with _infra() as urls:
-        pg_url = await _fresh_db(urls.postgres_url)
+    async with bench_infra("pricing") as urls:
+        pg_url = await fresh_database(urls.postgres_url, "pricing")
         for spec in SPECS.values():
             assert spec.migrations is not None
             await migrate(pg_url, service=spec.name, migrations=load_migrations(spec.migrations))

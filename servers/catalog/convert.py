@@ -31,6 +31,7 @@ from servers.catalog.model import (
 )
 from servers.catalog.zones import Polygon, PolygonError, parse_geojson, polygon_problem
 from servers.runtime.errors import Violations
+from servers.runtime.ids import check_id
 
 __all__ = [
     "DEFAULT_CURRENCY",
@@ -48,7 +49,6 @@ __all__ = [
     "summary_to_pb",
 ]
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DEFAULT_CURRENCY = "USD"
@@ -68,17 +68,6 @@ _MAX_CATEGORIES = 100
 _MAX_ITEMS = 2000
 _MAX_GROUPS = 20
 _MAX_OPTIONS = 50
-
-
-def check_id(v: Violations, value: str, path: str) -> bool:
-    if not value:
-        v.add(path, "is required")
-        return False
-    return v.check(
-        bool(_ID.match(value)),
-        path,
-        "must be 1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
-    )
 
 
 def _text(v: Violations, value: str, path: str, *, required: bool, limit: int = _NAME_MAX) -> None:

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 
 from nats.js.kv import KeyValue
 
+from servers.dispatch.metrics import REGION_LEADER
+
 __all__ = ["Leases"]
 
 _log = logging.getLogger("foodmesh.dispatch.leases")
@@ -38,7 +40,11 @@ class Leases:
     async def claim(self, region: str) -> bool:
         """Acquires or renews the lease on ``region``; True while this replica leads it."""
         async with self._lock:  # the batch loop and the renewal loop both claim
-            return await self._claim(region)
+            had = region in self._held
+            ok = await self._claim(region)
+        if ok or had:  # a region this replica never led has no series here
+            REGION_LEADER.labels(region).set(1.0 if ok else 0.0)
+        return ok
 
     async def _claim(self, region: str) -> bool:
         kv = await self._kv()
@@ -77,6 +83,8 @@ class Leases:
         try:
             kv = await self._kv()
         except Exception:
+            for region in self._held:
+                REGION_LEADER.labels(region).set(0.0)
             self._held.clear()
             return
         for region, rev in list(self._held.items()):
@@ -84,7 +92,9 @@ class Leases:
                 await kv.delete(region, last=rev)
             except Exception as exc:
                 _log.debug("releasing region %s: %s", region, exc)
+            REGION_LEADER.labels(region).set(0.0)
         self._held.clear()
 
     def forget(self, region: str) -> None:
-        self._held.pop(region, None)
+        if self._held.pop(region, None) is not None:
+            REGION_LEADER.labels(region).set(0.0)

@@ -16,7 +16,7 @@ import grpc
 
 from foodmesh.auth import bearer, mint_token
 from foodmesh.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc, order_pb2
-from servers.dispatch import convert
+from servers.dispatch import convert, metrics
 from servers.dispatch.engine import Engine, order_to_new, pending_of
 from servers.dispatch.matching import plan_batch
 from servers.dispatch.model import Driver
@@ -228,6 +228,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             await self.engine.tell_location(driver, convert.DRIVER_STATUS[status[kind]])
         elif kind == "accept_offer":
             a = await self.store.accept(req.accept_offer.offer_id, driver, now=now)
+            metrics.assigned(a, now=now)
             self.engine.poke_calls()
             await self.engine.tell_location(
                 driver,

@@ -215,6 +215,7 @@ class Ingest:
                     good.append(f)
             outcomes.append(row)
         self.fixes_written += len(good)
+        metrics.observe_fix_ages([f.received_ts - f.device_ts for f in good])
         metrics.DEGRADED.labels("redis").set(self.redis_down)
         metrics.BUFFERED.set(len(self._buffered))
         for head in by_driver.values():

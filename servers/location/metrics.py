@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["BATCH", "BUFFERED", "DEGRADED", "FIXES", "HISTORY_ROWS", "PRESENCE"]
+__all__ = [
+    "BATCH",
+    "BUFFERED",
+    "DEGRADED",
+    "FIXES",
+    "FIX_AGE",
+    "HISTORY_ROWS",
+    "PRESENCE",
+    "observe_fix_ages",
+]
 
 FIXES = Counter(
     "foodmesh_location_fixes_total",
@@ -35,3 +47,37 @@ PRESENCE = Counter(
     "Drivers that went offline or came back online.",
     ("change",),
 )
+FIX_AGE = Histogram(
+    "foodmesh_location_fix_age_seconds",
+    "Age of an accepted fix when Location stores it: server receive time - device time.",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120, 300),
+)
+
+
+def observe_fix_ages(ages: Iterable[float], histogram: Histogram = FIX_AGE) -> None:
+    """Observes many values at once: one increment per bucket touched, not per value.
+
+    ``Histogram.observe`` takes a lock per call, ~2 µs: at 100k fixes/s a tenth of
+    a core. Here each value costs one ``bisect`` (~0.3 µs) and each batch a handful
+    of increments. It writes the histogram's per-bucket values the way ``observe``
+    does (prometheus_client 0.2x keeps them non-cumulative in ``_buckets``);
+    ``tests/unit/test_metrics_location.py`` checks the result equals ``observe``'s.
+    A negative age (a device clock ahead) counts as 0.
+    """
+    bounds: list[float] = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    total = 0.0
+    n = 0
+    for age in ages:
+        if age < 0.0:
+            age = 0.0
+        counts[bisect_left(bounds, age)] += 1
+        total += age
+        n += 1
+    if not n:
+        return
+    buckets = histogram._buckets
+    for i, c in enumerate(counts):
+        if c:
+            buckets[i].inc(c)
+    histogram._sum.inc(total)

@@ -34,6 +34,7 @@ from servers.runtime.errors import (
     Violations,
 )
 from servers.runtime.geo import METERS_PER_MILE, haversine_m, valid_lat_lon
+from servers.runtime.ids import check_id
 
 __all__ = ["LocationConfig", "LocationServicer"]
 
@@ -425,7 +426,8 @@ class LocationServicer(location_pb2_grpc.LocationServiceServicer):
         request: location_pb2.TrackOrderRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[location_pb2.TrackOrderResponse]:
-        if not request.order_id:
-            raise InvalidArgument.field("order_id", "required")
+        v = Violations()
+        check_id(v, request.order_id, "order_id")
+        v.raise_if_any()
         async for update in self.tracker.track(request.order_id, require()):
             yield update

@@ -15,6 +15,7 @@ from foodmesh.v1 import common_pb2, order_pb2
 from servers.order.model import Entry, Order
 from servers.order.transitions import Status
 from servers.runtime.errors import InvalidArgument, Violations
+from servers.runtime.ids import check_id
 
 __all__ = [
     "MAX_LINES",
@@ -32,7 +33,6 @@ __all__ = [
 
 OS = common_pb2.OrderStatus
 MAX_LINES = 100
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _TEXT_MAX = 500
@@ -49,15 +49,6 @@ def status_from_pb(value: int) -> Status | None:
     if value == OS.ORDER_STATUS_UNSPECIFIED or value not in OS.values():
         return None
     return Status(OS.Name(value).removeprefix("ORDER_STATUS_").lower())  # type: ignore[arg-type]
-
-
-def check_id(v: Violations, value: str, path: str) -> bool:
-    if not value:
-        v.add(path, "is required")
-        return False
-    return v.check(
-        bool(_ID.match(value)), path, "must be 1-64 letters, digits, '_', '.', ':' or '-'"
-    )
 
 
 def require_id(value: str, path: str) -> None:

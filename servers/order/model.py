@@ -74,6 +74,9 @@ class Order:
     updated_at: dt.datetime
     items: tuple[Line, ...] = ()
     timeline: tuple[Entry, ...] = ()
+    #: The delivery time promised at placement (``estimated_delivery_time`` moves on with
+    #: later estimates); None for orders placed before it was kept.
+    promised_delivery_time: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ import grpc
 from foodmesh.auth import Principal
 from foodmesh.v1 import catalog_pb2, common_pb2, dispatch_pb2, order_pb2
 from foodmesh.v1 import order_pb2_grpc as pb_grpc
-from servers.order import convert
+from servers.order import convert, metrics
 from servers.order.cart import price_lines
 from servers.order.eta import EtaInput, EtaPort
 from servers.order.ids import new_order_id
@@ -513,6 +513,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             refunded_minor=0,
             payment_pending=None,
             estimated_delivery_time=arrival,
+            promised_delivery_time=arrival,
             eta_confidence=estimate.confidence,
             ready_time=ready,
             release_at=release_at,
@@ -546,6 +547,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 "the order could not be confirmed written: retry with the same idempotency_key",
                 reason="ORDER_NOT_CONFIRMED",
             )) from exc  # fmt: skip
+        metrics.placed()
         self._crash("placed")
         return snapshot
 

@@ -24,6 +24,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from servers.order import metrics
 from servers.order._pg import autocommit
 from servers.order.model import Change, Entry, Line, Order, OutboxEvent
 from servers.order.transitions import Status
@@ -271,6 +272,7 @@ class OrderStore:
             )  # fmt: skip
             await self._add_entry(conn, order_id, entry)
             await self._announce(conn, order_id, event_for(after, entry, change.event or ""))
+        metrics.committed(current, after, at=now)
         return after, True
 
     async def settle_payment(

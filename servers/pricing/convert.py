@@ -12,6 +12,7 @@ from servers.pricing.promo import DiscountKind, Promo, normalize
 from servers.pricing.surge import Event, Weather
 from servers.runtime.errors import InvalidArgument, Violations
 from servers.runtime.geo import valid_lat_lon
+from servers.runtime.ids import check_id
 
 __all__ = [
     "CELL",
@@ -25,7 +26,6 @@ __all__ = [
     "PromoInvalid",
 ]
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _CODE = re.compile(r"^[A-Z0-9_-]{2,32}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 CELL = re.compile(r"^[0-9b-hjkmnp-z]{1,12}$")
@@ -41,15 +41,6 @@ class PromoInvalid(InvalidArgument):
 
 def money(amount: int, currency: str) -> common_pb2.Money:
     return common_pb2.Money(amount_minor=amount, currency_code=currency)
-
-
-def check_id(v: Violations, value: str, path: str) -> bool:
-    if not value:
-        v.add(path, "is required")
-        return False
-    return v.check(
-        bool(_ID.match(value)), path, "must be 1-64 letters, digits, '_', '.', ':' or '-'"
-    )
 
 
 def check_promo_code(v: Violations, value: str, path: str) -> str:

@@ -43,6 +43,7 @@ from redis.exceptions import RedisError
 
 from foodmesh.v1 import common_pb2, location_pb2, pricing_pb2
 from servers.pricing import surge as surge_math
+from servers.pricing.metrics import SURGE
 from servers.pricing.store import PricingStore
 from servers.runtime.geo import geohash_decode, geohash_encode, haversine_m
 from servers.runtime.redis import Keys
@@ -299,6 +300,11 @@ class SurgeEngine:
             running.add_done_callback(lambda _f: self._inflight.pop(cell, None))
         return await asyncio.shield(running)
 
+    def _keep(self, cell: str, expire: float, s: pricing_pb2.Surge) -> None:
+        """Holds ``s`` as the cell's surge until ``expire`` (and shows it on the gauge)."""
+        self._local[cell] = _Local(expire, s)
+        SURGE.labels(cell).set(s.multiplier)
+
     def invalidate(self) -> None:
         """Forgets every in-process copy (the conditions changed)."""
         self._local.clear()
@@ -311,7 +317,7 @@ class SurgeEngine:
         )  # fmt: skip
         s.compute_time.FromNanoseconds(int(now * 1e9))
         s.expire_time.FromNanoseconds(int((now + self.fallback_hold_s) * 1e9))
-        self._local[cell] = _Local(now + self.fallback_hold_s, s)
+        self._keep(cell, now + self.fallback_hold_s, s)
         return s
 
     async def _load(self, cell: str) -> pricing_pb2.Surge:
@@ -324,7 +330,7 @@ class SurgeEngine:
             return self._fallback(cell, "live demand unavailable")
         if raw is not None:
             s = pricing_pb2.Surge.FromString(_b(raw))
-            self._local[cell] = _Local(s.expire_time.ToNanoseconds() / 1e9, s)
+            self._keep(cell, s.expire_time.ToNanoseconds() / 1e9, s)
             return s
         return await self._compute(cell, key)
 
@@ -374,5 +380,5 @@ class SurgeEngine:
                 self.computed += 1
                 if self.history is not None:
                     self.history.add(s)
-        self._local[cell] = _Local(s.expire_time.ToNanoseconds() / 1e9, s)
+        self._keep(cell, s.expire_time.ToNanoseconds() / 1e9, s)
         return s

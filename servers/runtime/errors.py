@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
+from psycopg_pool import PoolTimeout, TooManyRequests
 
 __all__ = [
     "Aborted",
@@ -28,6 +29,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "Violations",
+    "dependency_error",
 ]
 
 
@@ -122,6 +124,18 @@ class ConfigError(FoodmeshError):
     """A ``FOODMESH_*`` setting is missing or malformed; the message names the variable."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+def dependency_error(exc: BaseException) -> FoodmeshError | None:
+    """What a dependency's own exception means for the caller, when it means something.
+
+    A PostgreSQL pool with every connection busy for its whole wait (``PoolTimeout``)
+    or too many waiters (``TooManyRequests``) is load, not a bug: the caller gets
+    UNAVAILABLE and may retry, and nothing is logged as an unhandled error.
+    """
+    if isinstance(exc, PoolTimeout | TooManyRequests):
+        return DependencyUnavailable("database busy: retry", reason="DATABASE_BUSY")
+    return None
 
 
 class Violations:

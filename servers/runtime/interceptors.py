@@ -34,7 +34,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from servers.runtime import auth as _auth
 from servers.runtime import context as _ctx
 from servers.runtime.auth import Authorizer
-from servers.runtime.errors import FoodmeshError, InvalidArgument
+from servers.runtime.errors import FoodmeshError, InvalidArgument, dependency_error
 from servers.runtime.metrics import MethodMetrics, RpcMetrics
 
 __all__ = ["ERROR_DOMAIN", "ServerInterceptor", "status_for"]
@@ -66,6 +66,8 @@ def status_for(exc: BaseException, request_id: str) -> status_pb2.Status:
     goes to the log under the same id.
     """
     details = [_pack(error_details_pb2.RequestInfo(request_id=request_id))]
+    if not isinstance(exc, FoodmeshError):
+        exc = dependency_error(exc) or exc
     if isinstance(exc, FoodmeshError):
         code = exc.code.value[0]
         message = exc.message

@@ -11,7 +11,12 @@ import redis.asyncio as aioredis
 
 from servers.runtime.errors import DependencyUnavailable
 
-__all__ = ["Keys", "check_redis", "open_redis"]
+__all__ = ["Keys", "check_redis", "open_redis", "redis_client"]
+
+#: Connections one client opens at most; a burst beyond waits for a free one.
+MAX_CONNECTIONS = 100
+#: How long a command waits for a free connection before failing (ConnectionError).
+POOL_TIMEOUT_S = 5.0
 
 
 class Keys:
@@ -37,19 +42,57 @@ class Keys:
         return f"{self.prefix}*" if self.prefix else "*"
 
 
-async def open_redis(url: str, *, name: str, connect_timeout: float = 2.0) -> aioredis.Redis:
-    """A connected client; raises :class:`DependencyUnavailable` if the server does not answer."""
+def redis_client(
+    url: str,
+    *,
+    name: str,
+    connect_timeout: float = 2.0,
+    max_connections: int = MAX_CONNECTIONS,
+    pool_timeout_s: float = POOL_TIMEOUT_S,
+) -> aioredis.Redis:
+    """A client (not connected yet) whose pool makes a burst wait rather than fail.
+
+    redis-py's default pool raises ``MaxConnectionsError`` on the 101st concurrent
+    command; a ``BlockingConnectionPool`` queues it until a connection is free, for
+    at most ``pool_timeout_s`` (then ``ConnectionError``: the caller's deadline and
+    retry take over). The client owns its pool: ``aclose()`` closes both.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=pool_timeout_s,
+        socket_timeout=connect_timeout,
+        socket_connect_timeout=connect_timeout,
+        client_name=f"foodmesh-{name}",
+        health_check_interval=30,
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+async def open_redis(
+    url: str,
+    *,
+    name: str,
+    connect_timeout: float = 2.0,
+    max_connections: int = MAX_CONNECTIONS,
+    pool_timeout_s: float = POOL_TIMEOUT_S,
+) -> aioredis.Redis:
+    """A connected client; raises :class:`DependencyUnavailable` if the server does not answer.
+
+    Bursts of more than ``max_connections`` concurrent commands wait for a free
+    connection (up to ``pool_timeout_s``) instead of failing: see :func:`redis_client`.
+    """
     if not url:
         raise DependencyUnavailable(
             "FOODMESH_REDIS_URL is not set: start the servers with `foodmesh infra up` "
             "or point FOODMESH_REDIS_URL at a Redis server"
         )
-    client = aioredis.Redis.from_url(
+    client = redis_client(
         url,
-        socket_timeout=connect_timeout,
-        socket_connect_timeout=connect_timeout,
-        client_name=f"foodmesh-{name}",
-        health_check_interval=30,
+        name=name,
+        connect_timeout=connect_timeout,
+        max_connections=max_connections,
+        pool_timeout_s=pool_timeout_s,
     )
     try:
         await client.ping()

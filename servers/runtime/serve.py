@@ -42,7 +42,7 @@ from servers.runtime.interceptors import ServerInterceptor
 from servers.runtime.metrics import rpc_metrics, serve_metrics
 from servers.runtime.nats import Subjects, check_nats, open_nats
 from servers.runtime.postgres import check_postgres, describe_url
-from servers.runtime.redis import Keys, check_redis
+from servers.runtime.redis import Keys, check_redis, redis_client
 
 __all__ = [
     "Dependency",
@@ -138,12 +138,8 @@ class Resources:
             )
             await self._pg.open(wait=False)
         if Dependency.REDIS in self.needs:
-            self._redis = aioredis.Redis.from_url(
-                s.redis_url,
-                socket_timeout=2.0,
-                socket_connect_timeout=2.0,
-                client_name=f"foodmesh-{s.service}",
-            )
+            # a burst beyond the pool waits for a connection instead of failing
+            self._redis = redis_client(s.redis_url, name=s.service)
 
     async def _check_nats(self) -> None:
         async with self._nats_lock:

@@ -30,7 +30,8 @@ def _auth(role: str, subject: str) -> dict[str, str]:
 async def test_up_serves_the_mesh_through_the_gateway(
     infra: RunningInfra, namespace: str, tmp_path: Path
 ) -> None:
-    ports = [s.grpc_port for s in available()] + [s.metrics_port for s in available()] + [8080]
+    ports = [s.grpc_port for s in available()] + [s.metrics_port for s in available()]
+    ports += [8080, 8090]
     if any(_busy(p) for p in ports):
         pytest.skip("a foodmesh is already running on this machine's default ports")
     env = {
@@ -42,7 +43,9 @@ async def test_up_serves_the_mesh_through_the_gateway(
         "FOODMESH_STATE_DIR": str(tmp_path),
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "foodmesh", "up", env=env,
+        # a small city and no simulator: this test drives the mesh itself
+        sys.executable, "-m", "foodmesh", "up", "--no-sim", "--restaurants", "20",
+        "--drivers", "5", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -54,8 +57,13 @@ async def test_up_serves_the_mesh_through_the_gateway(
         base = "http://127.0.0.1:8080"
         now = dt.datetime.now(dt.UTC).isoformat()
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"{base}/readyz") as r:
-                assert r.status == 200
+            # "up" once every process runs; ready once every upstream answers SERVING
+            async with asyncio.timeout(60):
+                while True:
+                    async with http.get(f"{base}/readyz") as r:
+                        if r.status == 200:
+                            break
+                    await asyncio.sleep(0.5)
             fix = {"lat": 37.7749, "lon": -122.4194, "accuracy": 4.0, "timestamp": now}
             async with http.post(
                 f"{base}/api/v1/drivers/location", json=fix, headers=_auth("driver", "drv_e2e")

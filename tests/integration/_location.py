@@ -56,6 +56,11 @@ async def location_service(
         health_check_interval_s=0.2,
         shutdown_grace_s=1.0,
         extra={
+            # Services a test does not hand in are away (port 1 refuses at once), never
+            # whatever happens to listen on the default ports (a developer's `up`).
+            "FOODMESH_LOCATION_ORDER_TARGET": "127.0.0.1:1",
+            "FOODMESH_LOCATION_DISPATCH_TARGET": "127.0.0.1:1",
+            "FOODMESH_LOCATION_ETA_TARGET": "127.0.0.1:1",
             "FOODMESH_LOCATION_PRESENCE_TIMEOUT_S": "30",
             "FOODMESH_LOCATION_HISTORY_FLUSH_S": "0.1",
             "FOODMESH_LOCATION_STATE_DIR": str(state_dir),

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import nats
+import nats.js.errors
 import psycopg
 import pytest
 
@@ -300,8 +301,18 @@ async def test_an_event_committed_while_the_relay_is_stopped_is_published_after_
                                      " WHERE published_at IS NULL")  # fmt: skip
             assert await cur.fetchone() == (1,)
         nc = await nats.connect(nats_url)
-        info = await nc.jetstream().stream_info(Subjects(namespace).stream("ORDERS"))
-        await nc.close()
+        try:  # the service creates its stream in the background at start: wait for it
+            async with asyncio.timeout(10):
+                while True:
+                    try:
+                        info = await nc.jetstream().stream_info(
+                            Subjects(namespace).stream("ORDERS")
+                        )
+                        break
+                    except nats.js.errors.NotFoundError:
+                        await asyncio.sleep(0.05)
+        finally:
+            await nc.close()
         assert info.state.messages == 0
     async with order_mesh(**urls) as restarted:  # type: ignore[arg-type]
         events = await read_events(restarted, namespace, 1)

@@ -28,21 +28,7 @@ SEVERITIES = {"page", "ticket", "info"}
 #: Series Prometheus makes itself.
 SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 #: Named by the rules/dashboard, not exported yet: metric -> who must provide it.
-PENDING = {
-    "foodmesh_dispatch_matching_seconds_bucket": "Dispatch: histogram of seconds from an "
-    "order's confirmation to its driver's assignment",
-    "foodmesh_dispatch_offers_per_order_bucket": "Dispatch: histogram of offers made per order",
-    "foodmesh_dispatch_region_leader": "Dispatch: gauge 1 per region (label region) while a "
-    "replica holds the region's lease",
-    "foodmesh_eta_error_seconds_sum": "ETA (fed by Order on delivery): histogram of "
-    "|promised - actual| delivery time in seconds",
-    "foodmesh_eta_error_seconds_count": "ETA: same histogram as foodmesh_eta_error_seconds_sum",
-    "foodmesh_pricing_surge_multiplier": "Pricing: gauge of the surge multiplier by cell "
-    "(label cell)",
-    "foodmesh_orders_total": "Order: counter of orders by status (label status)",
-    "foodmesh_location_fix_age_seconds_bucket": "Location: histogram of a fix's age (server "
-    "time - fix time) when stored",
-}
+PENDING: dict[str, str] = {}
 
 _FUNCTIONS = {
     "abs",

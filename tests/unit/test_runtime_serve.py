@@ -606,3 +606,82 @@ async def test_without_an_exporter_only_a_callers_sampled_trace_is_recorded_yet_
     continued, own = seen
     assert continued.trace_id == caller_trace and continued.trace_flags.sampled
     assert own.is_valid and not own.trace_flags.sampled  # still a trace id to pass on
+
+
+# --- a dependency's own exceptions that mean "busy", not "bug" ---
+
+
+def test_status_for_maps_an_exhausted_postgres_pool_to_unavailable() -> None:
+    from psycopg_pool import PoolTimeout, TooManyRequests
+
+    from servers.runtime.interceptors import status_for
+
+    for exc in (PoolTimeout("couldn't get a connection after 5.00 sec"), TooManyRequests("x")):
+        status = status_for(exc, "r1")
+        assert status.code == code_pb2.UNAVAILABLE
+        assert status.message == "database busy: retry"
+        info = error_details_pb2.ErrorInfo()
+        assert any(d.Unpack(info) for d in status.details)
+        assert info.reason == "DATABASE_BUSY"
+    assert status_for(KeyError("x"), "r1").code == code_pb2.INTERNAL  # anything else: a bug
+
+
+async def test_a_real_pool_timeout_in_a_handler_is_unavailable_and_not_logged_as_a_bug(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    async with AsyncConnectionPool(pg_url, min_size=1, max_size=1, timeout=0.2) as pool:
+
+        async def handle(request: bytes, context: Any) -> bytes:
+            async with pool.connection(), pool.connection():  # the second waits, then gives up
+                return request
+
+        handler = await wrapped(grpc.unary_unary_rpc_method_handler(handle))
+        caplog.set_level(logging.ERROR, logger="foodmesh.errors")
+        ctx = FakeContext()
+        with pytest.raises(grpc.aio.AbortError):
+            await handler.unary_unary(b"x", ctx)
+        assert ctx.aborted == grpc.StatusCode.UNAVAILABLE
+        assert not caplog.records  # not an "unhandled error"
+
+
+# --- Redis: a burst beyond the pool's size waits for a connection instead of failing ---
+
+
+async def test_200_concurrent_redis_commands_all_succeed(redis_url: str, namespace: str) -> None:
+    import redis.asyncio as aioredis
+    from redis.exceptions import MaxConnectionsError
+
+    from servers.runtime.redis import open_redis
+
+    key = f"{namespace}:empty-list"
+
+    async def burst(client: aioredis.Redis) -> list[Any]:
+        # BLPOP on an empty list holds its connection for 0.2 s: 200 of them overlap.
+        return await asyncio.gather(
+            *(client.blpop([key], timeout=0.2) for _ in range(200)), return_exceptions=True
+        )
+
+    plain = aioredis.Redis.from_url(redis_url)  # redis-py's default pool: 100 at most
+    try:
+        assert any(isinstance(r, MaxConnectionsError) for r in await burst(plain))
+    finally:
+        await plain.aclose()
+    client = await open_redis(redis_url, name="test")
+    try:
+        results = await burst(client)
+        assert results == [None] * 200
+        pool = client.connection_pool
+        assert isinstance(pool, aioredis.BlockingConnectionPool)
+        assert pool.max_connections == 100
+    finally:
+        await client.aclose()
+    # A small pool makes the point sharper: 200 commands through 10 connections.
+    small = await open_redis(redis_url, name="test", max_connections=10)
+    try:
+        results = await asyncio.gather(*(small.incr(key + ":n") for _ in range(200)))
+        assert sorted(results) == list(range(1, 201))
+    finally:
+        await small.delete(key + ":n")
+        await small.aclose()
