@@ -34,7 +34,9 @@ from typing import Any
 import aiohttp
 import grpc
 
-from benchmarks._harness import (
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._harness import (  # noqa: E402
     LatencyResult,
     closed_loop,
     emit_json,

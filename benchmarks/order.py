@@ -292,7 +292,12 @@ def main() -> int:
     duration = args.duration or (4.0 if args.quick else 30.0)
     t0 = time.perf_counter()
     rate = 300.0 if args.rate is None else args.rate  # the target; 0 skips the open loop
-    result = asyncio.run(run(callers=args.callers, duration=duration, rate=rate))
+    saved = dict(os.environ)
+    try:
+        result = asyncio.run(run(callers=args.callers, duration=duration, rate=rate))
+    finally:  # run() points FOODMESH_*_URL at servers that are gone now
+        os.environ.clear()
+        os.environ.update(saved)
     took = time.perf_counter() - t0
     if not args.no_search:
         from benchmarks import catalog as catalog_bench

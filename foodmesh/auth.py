@@ -321,12 +321,16 @@ class TokenVerifier:
     def mode(self) -> str:
         return "jwks" if self.jwks is not None else "hs256"
 
-    def verify(self, token: str, *, now: float | None = None) -> Principal:
-        """The caller a token names; fetches the JWKS in this thread if a kid is new."""
+    def verify(self, token: str, *, now: float | None = None, fetch: bool = True) -> Principal:
+        """The caller a token names; fetches the JWKS in this thread if a kid is new.
+
+        With ``fetch=False`` a new kid raises :class:`UnknownSigningKey` instead, so an
+        event loop's caller can fetch off the loop (:meth:`verify_async`) and try again.
+        """
         try:
             return self._verify(token, now)
         except UnknownSigningKey:
-            if self.jwks is None or not self.jwks.refresh():
+            if not fetch or self.jwks is None or not self.jwks.refresh():
                 raise
         return self._verify(token, now)
 

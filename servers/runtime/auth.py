@@ -13,6 +13,7 @@ secret, and RS256/ES256 against the OIDC provider's JWKS when
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 from collections.abc import Iterable, Mapping
@@ -20,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from google.protobuf import descriptor, descriptor_pool
 
 import foodmesh.v1  # noqa: F401 — registers the contracts' descriptors
-from foodmesh.auth import InvalidToken, Principal, TokenVerifier
+from foodmesh.auth import InvalidToken, Principal, TokenVerifier, UnknownSigningKey
 from foodmesh.v1 import (  # noqa: F401 — imported for their descriptors
     catalog_pb2,
     common_pb2,
@@ -33,7 +34,7 @@ from foodmesh.v1 import (  # noqa: F401 — imported for their descriptors
 )
 from servers.runtime.errors import PermissionDenied, Unauthenticated
 
-__all__ = ["Authorizer", "access_rules", "current_principal", "require"]
+__all__ = ["Authorizer", "KeysPending", "access_rules", "current_principal", "require"]
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "principal", default=None
@@ -57,6 +58,17 @@ def access_rules(services: Iterable[str]) -> dict[str, frozenset[str]]:
             rule = method.GetOptions().Extensions[options_pb2.access]
             rules[f"/{name}/{method.name}"] = frozenset(_role_name(r) for r in rule.roles)
     return rules
+
+
+class KeysPending(Unauthenticated):
+    """A token names a signing key the JWKS does not hold yet, and a fetch is allowed.
+
+    The interceptor fetches the keys off the event loop (:meth:`Authorizer.fetch_keys`)
+    and authorizes again; a call that still fails is refused with this error's message.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="INVALID_TOKEN")
 
 
 class Authorizer:
@@ -84,7 +96,13 @@ class Authorizer:
         if hit is not None and hit[1] > now:
             return hit[0]
         try:
-            principal = self.verifier.verify(token, now=now)
+            # Never fetch keys here: this runs on the event loop (see KeysPending).
+            principal = self.verifier.verify(token, now=now, fetch=False)
+        except UnknownSigningKey as exc:
+            jwks = self.verifier.jwks
+            if jwks is not None and jwks.may_refresh():
+                raise KeysPending(f"invalid bearer token: {exc}") from None
+            raise Unauthenticated(f"invalid bearer token: {exc}", reason="INVALID_TOKEN") from None
         except InvalidToken as exc:
             raise Unauthenticated(f"invalid bearer token: {exc}", reason="INVALID_TOKEN") from None
         if len(self._cache) >= self._CACHE_MAX:
@@ -92,6 +110,12 @@ class Authorizer:
         # Re-verified at least once a minute, so expiry is honoured to the minute.
         self._cache[token] = (principal, now + 60.0)
         return principal
+
+    async def fetch_keys(self) -> None:
+        """Fetches the JWKS in a worker thread (after :class:`KeysPending`)."""
+        jwks = self.verifier.jwks
+        if jwks is not None:
+            await asyncio.to_thread(jwks.refresh)
 
     def authorize(self, method: str, metadata: Mapping[str, str | bytes]) -> Principal | None:
         """The caller of ``method``; raises Unauthenticated / PermissionDenied naming why."""

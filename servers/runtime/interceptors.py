@@ -34,7 +34,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from servers.runtime import auth as _auth
 from servers.runtime import context as _ctx
 from servers.runtime.auth import Authorizer
-from servers.runtime.errors import FoodmeshError, InvalidArgument, dependency_error
+from servers.runtime.errors import FoodmeshError, InvalidArgument, Unauthenticated, dependency_error
 from servers.runtime.metrics import MethodMetrics, RpcMetrics
 
 __all__ = ["ERROR_DOMAIN", "ServerInterceptor", "status_for"]
@@ -174,6 +174,25 @@ class _Call:
         m = method.metrics
         m.started.inc()
         m.in_flight.inc()
+
+    async def admit(self, interceptor: ServerInterceptor) -> None:
+        """Ends the call (raises) unless it may run.
+
+        A token naming a signing key not held yet waits for the JWKS, fetched in a
+        worker thread so that the other calls on this loop go on meanwhile.
+        """
+        if isinstance(self.denied, _auth.KeysPending) and interceptor.authorizer is not None:
+            await interceptor.authorizer.fetch_keys()
+            metadata = dict(self.context.invocation_metadata() or ())
+            try:
+                _auth._principal.set(interceptor.authorizer.authorize(self.method.name, metadata))
+                self.denied = None
+            except _auth.KeysPending as exc:  # fetched, and the key is still unknown
+                self.denied = Unauthenticated(str(exc), reason="INVALID_TOKEN")
+            except FoodmeshError as exc:
+                self.denied = exc
+        if (refused := self.refusal()) is not None:
+            await self.fail(refused)
 
     def refusal(self) -> BaseException | None:
         """Why the call must not run at all: no right to call it, or no time left."""
@@ -370,8 +389,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             call = _Call(self, method, context)
             ended: BaseException | None = None
             try:
-                if (refused := call.refusal()) is not None:
-                    await call.fail(refused)
+                await call.admit(self)
                 try:
                     async with asyncio.timeout_at(call.deadline):
                         response = await behavior(request, context)
@@ -398,8 +416,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 call = _Call(self, method, context)
                 ended: BaseException | None = None
                 try:
-                    if (refused := call.refusal()) is not None:
-                        await call.fail(refused)
+                    await call.admit(self)
                     responses = behavior(request, context)
                     sent = method.metrics.msgs_sent()
                     deadline = _StreamDeadline(call.deadline)
@@ -431,8 +448,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             call = _Call(self, method, context)
             ended: BaseException | None = None
             try:
-                if (refused := call.refusal()) is not None:
-                    await call.fail(refused)
+                await call.admit(self)
                 try:
                     async with asyncio.timeout_at(call.deadline):
                         await behavior(request, context)

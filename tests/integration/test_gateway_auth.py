@@ -1,11 +1,12 @@
 """Production auth end to end: RS256 tokens from a JWKS, checked by the gateway and the service.
 
-The JWKS is served over real HTTP from a thread of its own: a service checks tokens in
-its (synchronous) auth interceptor, so its fetch must not wait on this test's loop.
+The JWKS is served over real HTTP from a thread of its own (the services under test
+run on this test's loop, and fetch keys in a worker thread, never on the loop).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -49,11 +50,13 @@ class Jwks:
     def __init__(self) -> None:
         self.keys = [jwk(KEY, "k1")]
         self.fetches = 0
+        self.delay_s = 0.0  # a slow provider
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 — http.server's name
                 owner.fetches += 1
+                time.sleep(owner.delay_s)
                 body = json.dumps({"keys": owner.keys}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -164,3 +167,33 @@ async def test_the_service_itself_takes_provider_tokens_and_refuses_others(
                 await client.get_order(order_pb2.GetOrderRequest(order_id="ord_1"))
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "expired" in (err.value.details() or "")
+
+
+async def test_a_slow_key_fetch_does_not_stall_the_services_other_calls(
+    jwks: Jwks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FOODMESH_AUTH_JWKS_URL", jwks.url)
+    monkeypatch.setenv("FOODMESH_AUTH_AUDIENCE", AUD)
+    monkeypatch.setenv("FOODMESH_AUTH_JWKS_MIN_REFRESH_S", "0")
+    async with scripted_orders() as (_, target):
+        known = ClientOptions(metadata=(("authorization", f"Bearer {sign(KEY)}"),))
+        async with OrderClient(target, options=known) as client:
+            await client.get_order(order_pb2.GetOrderRequest(order_id="ord_1"))  # keys held
+            new = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            jwks.keys = [jwk(new, "k2"), *jwks.keys]
+            jwks.delay_s = 1.5  # under the fetch timeout (2 s)
+            rotated = ClientOptions(metadata=(("authorization", f"Bearer {sign(new, 'k2')}"),))
+            async with OrderClient(target, options=rotated) as other:
+                slow = asyncio.create_task(
+                    other.get_order(order_pb2.GetOrderRequest(order_id="ord_1"), deadline_s=10)
+                )
+                await asyncio.sleep(0.5)  # the service is fetching the new key now
+                served_meanwhile = 0
+                while not slow.done() and served_meanwhile < 5:
+                    await client.get_order(order_pb2.GetOrderRequest(order_id="ord_1"))
+                    served_meanwhile += 1
+                # Five calls went through while the fetch was still under way: the
+                # service's loop did not wait on the provider.
+                assert served_meanwhile == 5 and not slow.done()
+                reply = await slow
+        assert reply.order.order_id == "ord_1"  # and the new key's call succeeded
