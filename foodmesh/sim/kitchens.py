@@ -5,15 +5,23 @@ its id): ``POST /api/v1/orders/{id}/status`` with CONFIRMED, PREPARING and then
 READY_FOR_PICKUP after a preparation time drawn from the restaurant's profile
 (log-normal around its mean). A refusal because the customer cancelled meanwhile
 ends the order's work quietly.
+
+Orders the simulated customers did not place (a person on the customer web page,
+a script) are cooked too: :meth:`Kitchens.adopt` lists the city's placed orders
+every few seconds (an ops view, standing in for the tablets' new-order
+notifications) and cooks each one no kitchen has yet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from foodmesh.sim.agents import Gateway, SimConfig, Stats
 from foodmesh.sim.city import RestaurantSpec
@@ -104,6 +112,8 @@ class Kitchens:
 
     async def cook(self, order_id: str, spec: RestaurantSpec, plan: KitchenPlan) -> None:
         """Takes one order from placed to ready for pickup on ``plan``'s schedule."""
+        if order_id in self._ready:
+            return  # in a kitchen already (adopted, or a retried placement)
         placed = self.clock()
         rid = spec.restaurant_id
         ready = self._ready.setdefault(order_id, asyncio.Event())
@@ -113,6 +123,40 @@ class Kitchens:
             ready.set()  # cooked, or cancelled: nobody waits for it any longer
             # forget it once any driver at the counter has seen it
             asyncio.get_running_loop().call_later(3600, self._ready.pop, order_id, None)
+
+    async def adopt(
+        self,
+        restaurants: Mapping[str, RestaurantSpec],
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+        stop: asyncio.Event,
+        *,
+        every_s: float = 2.0,
+        min_age_s: float = 5.0,
+    ) -> None:
+        """Cooks the city's placed orders that no simulated customer placed, until ``stop``.
+
+        An order younger than ``min_age_s`` is left to its customer's own path (which
+        records it in the trace); :meth:`cook` never cooks one order twice either way.
+        """
+        while not stop.is_set():
+            r = await self.gateway.call(
+                "GET", "/api/v1/orders?status=ORDER_STATUS_PLACED&page_size=100", role="ops",
+                subject="sim-kitchens",
+            )  # fmt: skip
+            if r.ok:
+                now = dt.datetime.now(dt.UTC)
+                for order in r.body.get("orders", []):
+                    order_id = str(order.get("order_id", ""))
+                    spec = restaurants.get(str(order.get("restaurant_id", "")))
+                    if not order_id or spec is None or order_id in self._ready:
+                        continue
+                    if _age_s(order.get("created_at"), now) < min_age_s:
+                        continue
+                    self.stats.inc("adopted")
+                    spawn(self.cook(order_id, spec, self.plan(spec)))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every_s):
+                    await stop.wait()
 
     async def _cook(self, order_id: str, rid: str, placed: float, plan: KitchenPlan) -> None:
         for at, status, counter in (
@@ -135,3 +179,14 @@ _ORDER = ("PLACED", "CONFIRMED", "PREPARING", "READY_FOR_PICKUP", "PICKED_UP", "
 def _rank(status: str) -> int:
     name = status.removeprefix("ORDER_STATUS_")
     return _ORDER.index(name) if name in _ORDER else -1
+
+
+def _age_s(created_at: object, now: dt.datetime) -> float:
+    """Seconds since an RFC 3339 ``created_at``; 0 when it is missing or unreadable."""
+    if not isinstance(created_at, str):
+        return 0.0
+    try:
+        when = dt.datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return (now - when).total_seconds()

@@ -260,6 +260,8 @@ async def run_sim(
         try:
             for agent in fleet.agents:
                 spawn(agent.run())
+            by_id = {r.restaurant_id: r for r in city.restaurants}
+            spawn(kitchens.adopt(by_id, spawn, stop))
             arrivals = Arrivals(config.orders_per_hour, start, random.Random(f"{config.seed}:arr"),
                                 flat=config.flat_demand)  # fmt: skip
             horizon = config.duration_s if config.duration_s > 0 else float("inf")

@@ -1,20 +1,31 @@
 """The customer web page in headless Chromium: search, menu, order, and watch it move.
 
-Only the public HTTP API (the gateway) is used by the page, as a mobile app would;
-real Catalog and Order services behind it; the restaurant's steps are played by the
-test through the Order service, as a restaurant's tablet would.
+Only the public HTTP API (the gateway) is used by the page, as a mobile app would.
+First with real Catalog and Order services behind it, the restaurant's steps played by
+the test through the Order service, as a restaurant's tablet would; then on the whole
+platform (Location and Dispatch too) with the simulated city's kitchens and drivers,
+who cook and deliver the order the page placed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
 from foodmesh.auth import DEV_SECRET, mint_token
+from foodmesh.sim.agents import SimConfig
 from foodmesh.sim.city import CENTER, build_city
+from foodmesh.sim.run import run_sim
 from foodmesh.sim.seed import seed_city
 from foodmesh.v1 import common_pb2
 from foodmesh.v1 import order_pb2 as pb
 from tests.e2e._browser import ARTIFACTS, browser_page
 from tests.integration._gateway import gateway
 from tests.integration._order import order_mesh
+from tests.integration._platform import platform, small_city
 
 
 async def test_a_customer_orders_on_the_web_page_and_watches_it_progress(
@@ -72,3 +83,75 @@ async def test_a_customer_orders_on_the_web_page_and_watches_it_progress(
             got = await orders.get_order(pb.GetOrderRequest(order_id=order_id))
         item = next(i for c in first.menu for i in c.items if i.available)
         assert got.order.pricing.subtotal.amount_minor == 3 * item.price.amount_minor
+
+
+async def test_a_customer_orders_on_the_web_page_and_simulated_drivers_deliver_it(
+    pg_url: str, redis_url: str, nats_url: str, namespace: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.WARNING)
+    city = small_city()
+    person = city.customers[0]
+    async with (
+        platform(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace,
+                 state_dir=tmp_path, with_dispatch=True, city=city) as p,
+        browser_page(width=1200, height=900) as page,
+    ):  # fmt: skip
+        # The city lives (kitchens, drivers on their streams); nobody simulated orders.
+        config = SimConfig(
+            gateway=p.gateway, location_target=p.location, dispatch_target=p.dispatch, seed=11,
+            orders_per_hour=0.0, flat_demand=True, duration_s=0.0, shifts=False, ramp_s=1.0,
+            prep_scale=0.005, travel_scale=0.005, stop_s=60.0, roads=False, silent_share=0.0,
+            declined_share=0.0, bad_share=0.0, progress_every_s=5.0,
+        )  # fmt: skip
+        stop = asyncio.Event()
+        sim = asyncio.create_task(run_sim(config, city=city, stop=stop))
+        try:
+            token = mint_token(DEV_SECRET, subject=person.customer_id, role="customer")
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))  # type: ignore[attr-defined]
+            where = f"lat={person.address.lat}&lon={person.address.lon}"
+            await page.goto(f"{p.gateway}/app/#token={token}&{where}")  # type: ignore[attr-defined]
+            await page.wait_for_selector("#results li[data-i]", timeout=10_000)  # type: ignore[attr-defined]
+            results = page.locator("#results li[data-i]")  # type: ignore[attr-defined]
+            # the nearest restaurant that takes the order (open, delivering here)
+            for i in range(min(await results.count(), 6)):
+                await results.nth(i).click()
+                await page.wait_for_selector("#menu button[data-item]", timeout=10_000)  # type: ignore[attr-defined]
+                buttons = page.locator("#menu button[data-item]")  # type: ignore[attr-defined]
+                for _ in range(4):
+                    await buttons.first.click()
+                await page.click("#place")  # type: ignore[attr-defined]
+                await page.wait_for_function(  # type: ignore[attr-defined]
+                    "() => document.getElementById('order-id').textContent.startsWith('ord_')"
+                    " || document.getElementById('error').textContent !== ''",
+                    timeout=10_000,
+                )
+                if (await page.inner_text("#order-id")).startswith("ord_"):  # type: ignore[attr-defined]
+                    break
+                await page.evaluate("() => { document.getElementById('error').textContent = ''; }")  # type: ignore[attr-defined]
+            order_id = await page.inner_text("#order-id")  # type: ignore[attr-defined]
+            assert order_id.startswith("ord_"), await page.inner_text("#error")  # type: ignore[attr-defined]
+            # a simulated driver takes it: the page shows who is coming ...
+            await page.wait_for_function(  # type: ignore[attr-defined]
+                "() => document.getElementById('driver').textContent.includes('drv_') ||"
+                " document.getElementById('driver').textContent.includes('★')",
+                timeout=60_000,
+            )
+            # ... and, the food cooked by the simulated kitchen, delivers it
+            await page.wait_for_function(  # type: ignore[attr-defined]
+                "() => document.getElementById('status').textContent === 'delivered'",
+                timeout=90_000,
+            )
+            timeline = await page.inner_text("#timeline")  # type: ignore[attr-defined]
+            for step in ("confirmed", "ready for pickup", "picked up", "delivered"):
+                assert step in timeline, timeline
+            assert "driver drv_" in timeline, timeline  # why an entry repeats a status
+            await page.screenshot(path=str(ARTIFACTS / "customer-delivered.png"))  # type: ignore[attr-defined]
+            assert errors == []
+        finally:
+            stop.set()
+            result = await sim
+    assert result.stats.counts["adopted"] == 1, result.stats.as_json()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
+            and r.name.startswith(("foodmesh.errors", "foodmesh.gateway"))] == []  # fmt: skip

@@ -15,61 +15,33 @@ import dataclasses
 import importlib.util
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
 from clients import ClientOptions, LocationClient, OrderClient
 from foodmesh.sim.agents import SimConfig, Stats
-from foodmesh.sim.city import CENTER, City, build_city
+from foodmesh.sim.city import CENTER, City, CustomerSpec
 from foodmesh.sim.demand import distance_m
 from foodmesh.sim.run import run_sim
-from foodmesh.sim.seed import seed_city
 from foodmesh.sim.trace import load_trace
 from foodmesh.v1 import common_pb2, location_pb2
 from foodmesh.v1 import order_pb2 as opb
 from servers.runtime.tasks import stop_tasks
-from tests.integration._gateway import gateway
-from tests.integration._location import SERVICE, location_service
-from tests.integration._order import order_mesh, token
-
-NOWHERE = "127.0.0.1:1"
-
-
-def small_city() -> City:
-    """20 restaurants and 10 drivers; customers within 2 km of the centre, where 5 never close."""
-    big = build_city(seed=11, restaurants=20, drivers=10, customers=400)
-    near = tuple(c for c in big.customers if distance_m(CENTER, (c.address.lat, c.address.lon))
-                 < 2000)[:60]  # fmt: skip
-    return dataclasses.replace(big, customers=near)
-
-
-@dataclass(slots=True)
-class Platform:
-    gateway: str
-    location: str
-    order: str
-    dispatch: str | None = None
+from tests.integration._location import SERVICE
+from tests.integration._order import token
+from tests.integration._platform import Platform, small_city
+from tests.integration._platform import platform as run_platform
 
 
 @pytest.fixture
 async def platform(
     pg_url: str, redis_url: str, nats_url: str, namespace: str, tmp_path: Path
 ) -> AsyncIterator[Platform]:
-    async with (
-        order_mesh(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace,
-                   seed=False) as mesh,
-        OrderClient(mesh.order.target, options=token("service", "location")) as feed,
-        location_service(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
-                         namespace=namespace, state_dir=tmp_path, orders=feed,
-                         extra={"FOODMESH_LOCATION_DISPATCH_TARGET": NOWHERE,
-                                "FOODMESH_LOCATION_ETA_TARGET": NOWHERE}) as loc,
-        gateway({"catalog": mesh.catalog.target, "order": mesh.order.target,
-                 "location": loc.target}) as http,
-    ):  # fmt: skip
-        await seed_city(small_city(), catalog_target=mesh.catalog.target)
-        yield Platform(http.base, loc.target, mesh.order.target)
+    async with run_platform(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
+                            namespace=namespace, state_dir=tmp_path) as p:  # fmt: skip
+        yield p
 
 
 def config(p: Platform, **changes: object) -> SimConfig:
@@ -141,30 +113,10 @@ async def test_bad_actors_are_refused_and_nothing_crashes(
 async def platform_with_dispatch(
     pg_url: str, redis_url: str, nats_url: str, namespace: str, tmp_path: Path
 ) -> AsyncIterator[Platform]:
-    from servers import dispatch
-    from servers.runtime.migrate import load_migrations, migrate
-    from servers.runtime.serve import run_service
-    from tests.integration._dispatch import dispatch_settings
-
-    assert dispatch.SPEC.migrations is not None
-    await migrate(pg_url, service="dispatch", migrations=load_migrations(dispatch.SPEC.migrations))
-    async with (
-        order_mesh(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace,
-                   seed=False) as mesh,
-        OrderClient(mesh.order.target, options=token("service", "location")) as feed,
-        location_service(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
-                         namespace=namespace, state_dir=tmp_path, orders=feed,
-                         extra={"FOODMESH_LOCATION_DISPATCH_TARGET": NOWHERE,
-                                "FOODMESH_LOCATION_ETA_TARGET": NOWHERE}) as loc,
-        run_service(dispatch.SPEC, dispatch_settings(
-            pg_url=pg_url, nats_url=nats_url, namespace=namespace, location=loc.target,
-            order=mesh.order.target)) as dsp,
-        gateway({"catalog": mesh.catalog.target, "order": mesh.order.target,
-                 "location": loc.target, "dispatch": dsp.target}) as http,
-    ):  # fmt: skip
-        await seed_city(small_city(), catalog_target=mesh.catalog.target,
-                        dispatch_target=dsp.target)  # fmt: skip
-        yield Platform(http.base, loc.target, mesh.order.target, dsp.target)
+    async with run_platform(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
+                            namespace=namespace, state_dir=tmp_path,
+                            with_dispatch=True) as p:  # fmt: skip
+        yield p
 
 
 @pytest.mark.skipif(
@@ -207,3 +159,60 @@ async def test_with_dispatch_a_simulated_driver_delivers_an_order(
         result.stats.as_json()
     )
     assert unhandled(caplog.records) == []
+
+
+async def test_the_city_cooks_and_delivers_an_order_a_person_placed(
+    platform_with_dispatch: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nobody simulated orders; a person does (as on the customer page): the simulated
+    kitchens take it up, a simulated driver is offered it and delivers it."""
+    caplog.set_level(logging.WARNING)
+    p = platform_with_dispatch
+    city = small_city()
+    person = city.customers[0]
+    stop = asyncio.Event()
+    sim = asyncio.create_task(run_sim(
+        config(p, dispatch_target=p.dispatch, duration_s=0.0, orders_per_hour=0.0,
+               travel_scale=0.005, stop_s=60.0, silent_share=0.0),
+        city=city, stop=stop,
+    ))  # fmt: skip
+    try:
+        async with OrderClient(p.order, options=token("customer", person.customer_id)) as me:
+            order_id = await place_somewhere(me, city, person)
+            status = common_pb2.ORDER_STATUS_PLACED
+            async with asyncio.timeout(90):
+                while status != common_pb2.ORDER_STATUS_DELIVERED:
+                    await asyncio.sleep(0.5)
+                    got = await me.get_order(opb.GetOrderRequest(order_id=order_id))
+                    status = got.order.status
+        assert got.order.driver_id.startswith("drv_")
+        steps = [e.status for e in got.order.timeline]
+        assert steps[:4] == [common_pb2.ORDER_STATUS_PLACED, common_pb2.ORDER_STATUS_CONFIRMED,
+                             common_pb2.ORDER_STATUS_PREPARING,
+                             common_pb2.ORDER_STATUS_READY_FOR_PICKUP], steps  # fmt: skip
+    finally:
+        stop.set()
+        result = await sim
+    assert result.stats.counts["adopted"] == 1, result.stats.as_json()
+    assert result.stats.counts["placed"] == 0  # the simulated customers placed nothing
+    assert unhandled(caplog.records) == []
+
+
+async def place_somewhere(client: OrderClient, city: City, person: CustomerSpec) -> str:
+    """Places an order at the nearest restaurant that takes it (open, delivering there)."""
+    here = (person.address.lat, person.address.lon)
+    for spec in sorted(city.restaurants, key=lambda r: distance_m(here, r.location)):
+        item = next(i for c in spec.menu for i in c.items if i.available)
+        try:
+            reply = await client.place_order(opb.PlaceOrderRequest(
+                idempotency_key=f"person-{spec.restaurant_id}", restaurant_id=spec.restaurant_id,
+                items=[opb.OrderItemInput(item_id=item.item_id, quantity=4)],
+                delivery_address=person.address, payment_method_id="pm_card_visa",
+            ))  # fmt: skip
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION,
+                              grpc.StatusCode.INVALID_ARGUMENT):  # fmt: skip
+                continue  # closed, or not delivering to this address
+            raise
+        return reply.order.order_id
+    raise AssertionError("no restaurant of the city takes an order to the person's address")

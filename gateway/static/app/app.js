@@ -98,7 +98,7 @@ async function search() {
     state.results = body.restaurants || [];
     $("results").innerHTML = state.results.map((r, i) =>
       `<li data-i="${i}" class="${r.is_open ? "" : "closed"}"><b>${esc(r.name)}</b>
-       <small>${esc((r.cuisines || []).join(", "))} · ★ ${Number(r.rating || 0).toFixed(1)}
+       <small>${esc((r.cuisines || []).join(", "))} · ${Number(r.review_count || 0) > 0 ? `★ ${Number(r.rating).toFixed(1)}` : "new"}
        · ${Number(r.distance_miles).toFixed(1)} mi · ${r.delivery_time_min} min
        · fee ${money(r.delivery_fee)}${r.is_open ? "" : " · closed"}</small></li>`).join("")
       || "<li>No restaurant delivers here.</li>";
@@ -207,7 +207,9 @@ function watch(orderId) {
     if (msg.order) { state.order = msg.order; showOrder(msg.order); }
     if (msg.change) {
       const li = document.createElement("li");
-      li.textContent = `${statusName(msg.change.status)} · ${new Date(msg.change.timestamp).toLocaleTimeString()}`;
+      const c = msg.change;  // the same status again is news of its own: "driver … assigned"
+      li.textContent = [statusName(c.status), c.reason, new Date(c.timestamp).toLocaleTimeString()]
+        .filter(Boolean).join(" · ");
       $("timeline").appendChild(li);
     }
     return !(msg.order && ["delivered", "cancelled"].includes(statusName(msg.order.status)));
@@ -233,7 +235,8 @@ function track(orderId) {
     const d = msg.driver;
     if (d && d.location) {
       state.driver = [d.location.lat, d.location.lon];
-      $("driver").textContent = `${d.name || d.driver_id} · ${d.vehicle || ""} · ★ ${Number(d.rating || 0).toFixed(1)}`;
+      const rated = Number(d.rating || 0) > 0 ? `★ ${Number(d.rating).toFixed(1)}` : "";
+      $("driver").textContent = [d.name || d.driver_id, d.vehicle, rated].filter(Boolean).join(" · ");
     }
     if (msg.eta) $("eta").textContent = `Arriving around ${new Date(msg.eta).toLocaleTimeString()}`;
     if (msg.route_polyline) state.route = decodePolyline(msg.route_polyline);
