@@ -23,13 +23,15 @@ _sym_db = _symbol_database.Default()
 
 
 from foodmesh.v1 import common_pb2 as foodmesh_dot_v1_dot_common__pb2
+from foodmesh.v1 import eta_pb2 as foodmesh_dot_v1_dot_eta__pb2
 from foodmesh.v1 import options_pb2 as foodmesh_dot_v1_dot_options__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66oodmesh/v1/dispatch.proto\x12\x0b\x66oodmesh.v1\x1a\x18\x66oodmesh/v1/common.proto\x1a\x19\x66oodmesh/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x02\n\x06\x44river\x12\x11\n\tdriver_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\x0cvehicle_type\x18\x03 \x01(\x0e\x32\x18.foodmesh.v1.VehicleType\x12\x0f\n\x07vehicle\x18\x04 \x01(\t\x12\x11\n\tphoto_url\x18\x05 \x01(\t\x12\x14\n\x06rating\x18\x06 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\"\n\x14\x63ompleted_deliveries\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x61\x63\x63\x65ptance_rate\x18\x08 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12/\n\x06status\x18\t \x01(\x0e\x32\x19.foodmesh.v1.DriverStatusB\x04\xe2\x41\x01\x03\x12\x14\n\x06region\x18\n \x01(\tB\x04\xe2\x41\x01\x03\"<\n\x04Stop\x12%\n\x08location\x18\x01 \x01(\x0b\x32\x13.foodmesh.v1.LatLng\x12\r\n\x05label\x18\x02 \x01(\t\"\xab\x02\n\x05Offer\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12!\n\x06pickup\x18\x03 \x01(\x0b\x32\x11.foodmesh.v1.Stop\x12\"\n\x07\x64ropoff\x18\x04 \x01(\x0b\x32\x11.foodmesh.v1.Stop\x12-\n\x11\x65xpected_earnings\x18\x05 \x01(\x0b\x32\x12.foodmesh.v1.Money\x12\x16\n\x0e\x64istance_miles\x18\x06 \x01(\x01\x12.\n\nready_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\t \x01(\x05\"\xa5\x03\n\nAssignment\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x11\n\tdriver_id\x18\x02 \x01(\t\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.foodmesh.v1.AssignmentStatus\x12!\n\x06pickup\x18\x04 \x01(\x0b\x32\x11.foodmesh.v1.Stop\x12\"\n\x07\x64ropoff\x18\x05 \x01(\x0b\x32\x11.foodmesh.v1.Stop\x12\x13\n\x0boffers_made\x18\x06 \x01(\x05\x12\x39\n\x15\x65stimated_pickup_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x17\x65stimated_delivery_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nready_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06region\x18\x0b \x01(\t\"\r\n\x0bGoAvailable\"\x07\n\x05Pause\"\x0b\n\tGoOffline\"%\n\x0b\x41\x63\x63\x65ptOffer\x12\x16\n\x08offer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"P\n\x0bRejectOffer\x12\x16\n\x08offer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12)\n\x06reason\x18\x02 \x01(\x0e\x32\x19.foodmesh.v1.RejectReason\"\'\n\rOrderProgress\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"B\n\tDelivered\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08photo_id\x18\x02 \x01(\t\x12\x0b\n\x03pin\x18\x03 \x01(\t\"\xec\x03\n\x14\x44riverSessionRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x30\n\x0cgo_available\x18\x02 \x01(\x0b\x32\x18.foodmesh.v1.GoAvailableH\x00\x12#\n\x05pause\x18\x03 \x01(\x0b\x32\x12.foodmesh.v1.PauseH\x00\x12\x30\n\x0c\x61\x63\x63\x65pt_offer\x18\x04 \x01(\x0b\x32\x18.foodmesh.v1.AcceptOfferH\x00\x12\x30\n\x0creject_offer\x18\x05 \x01(\x0b\x32\x18.foodmesh.v1.RejectOfferH\x00\x12;\n\x15\x61rrived_at_restaurant\x18\x06 \x01(\x0b\x32\x1a.foodmesh.v1.OrderProgressH\x00\x12/\n\tpicked_up\x18\x07 \x01(\x0b\x32\x1a.foodmesh.v1.OrderProgressH\x00\x12\x39\n\x13\x61rrived_at_customer\x18\x08 \x01(\x0b\x32\x1a.foodmesh.v1.OrderProgressH\x00\x12+\n\tdelivered\x18\t \x01(\x0b\x32\x16.foodmesh.v1.DeliveredH\x00\x12,\n\ngo_offline\x18\n \x01(\x0b\x32\x16.foodmesh.v1.GoOfflineH\x00\x42\x08\n\x06\x61\x63tion\"\x89\x01\n\x0cSessionState\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.foodmesh.v1.DriverStatus\x12!\n\x05offer\x18\x02 \x01(\x0b\x32\x12.foodmesh.v1.Offer\x12+\n\nassignment\x18\x03 \x01(\x0b\x32\x17.foodmesh.v1.Assignment\"2\n\x0eOfferWithdrawn\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"2\n\x0eOrderCancelled\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"Z\n\x0bRouteUpdate\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x10\n\x08polyline\x18\x02 \x01(\t\x12\'\n\x03\x65ta\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x0e\x41\x63tionRejected\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x11\n\x0fSessionReplaced\"\xcf\x03\n\x15\x44riverSessionResponse\x12\x0f\n\x07\x61\x63k_seq\x18\x01 \x01(\x03\x12*\n\x05state\x18\x02 \x01(\x0b\x32\x19.foodmesh.v1.SessionStateH\x00\x12#\n\x05offer\x18\x03 \x01(\x0b\x32\x12.foodmesh.v1.OfferH\x00\x12\x36\n\x0foffer_withdrawn\x18\x04 \x01(\x0b\x32\x1b.foodmesh.v1.OfferWithdrawnH\x00\x12\x37\n\x14\x61ssignment_confirmed\x18\x05 \x01(\x0b\x32\x17.foodmesh.v1.AssignmentH\x00\x12\x30\n\x0croute_update\x18\x06 \x01(\x0b\x32\x18.foodmesh.v1.RouteUpdateH\x00\x12\x36\n\x0forder_cancelled\x18\x07 \x01(\x0b\x32\x1b.foodmesh.v1.OrderCancelledH\x00\x12\x36\n\x0f\x61\x63tion_rejected\x18\x08 \x01(\x0b\x32\x1b.foodmesh.v1.ActionRejectedH\x00\x12\x38\n\x10session_replaced\x18\t \x01(\x0b\x32\x1c.foodmesh.v1.SessionReplacedH\x00\x42\x07\n\x05\x65vent\"\xc9\x01\n\x11MatchOrderRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x36\n\x13restaurant_location\x18\x02 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\x12\x34\n\x11\x64\x65livery_location\x18\x03 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\x12.\n\nready_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb3\x02\n\x12MatchOrderResponse\x12\x11\n\tdriver_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64river_name\x18\x02 \x01(\t\x12,\n\x0f\x64river_location\x18\x03 \x01(\x0b\x32\x13.foodmesh.v1.LatLng\x12\x0e\n\x06rating\x18\x04 \x01(\x01\x12\x0f\n\x07vehicle\x18\x05 \x01(\t\x12\x19\n\x11\x65ta_to_restaurant\x18\x06 \x01(\x05\x12\x39\n\x15\x65stimated_pickup_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x17\x65stimated_delivery_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmatch_score\x18\t \x01(\x01\".\n\x14GetAssignmentRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"D\n\x15GetAssignmentResponse\x12+\n\nassignment\x18\x01 \x01(\x0b\x32\x17.foodmesh.v1.Assignment\"@\n\x13UpsertDriverRequest\x12)\n\x06\x64river\x18\x01 \x01(\x0b\x32\x13.foodmesh.v1.DriverB\x04\xe2\x41\x01\x02\";\n\x14UpsertDriverResponse\x12#\n\x06\x64river\x18\x01 \x01(\x0b\x32\x13.foodmesh.v1.Driver\"+\n\x10GetDriverRequest\x12\x17\n\tdriver_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"8\n\x11GetDriverResponse\x12#\n\x06\x64river\x18\x01 \x01(\x0b\x32\x13.foodmesh.v1.Driver\"Z\n\x11RateDriverRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tdriver_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06rating\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02\":\n\x12RateDriverResponse\x12\x0e\n\x06rating\x18\x01 \x01(\x01\x12\x14\n\x0crating_count\x18\x02 \x01(\x03\"\x80\x01\n\x16ListAssignmentsRequest\x12/\n\x08statuses\x18\x01 \x03(\x0e\x32\x1d.foodmesh.v1.AssignmentStatus\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"`\n\x17ListAssignmentsResponse\x12,\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x17.foodmesh.v1.Assignment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xdf\x01\n\rDispatchEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.foodmesh.v1.DispatchEventKind\x12+\n\nassignment\x18\x03 \x01(\x0b\x32\x17.foodmesh.v1.Assignment\x12!\n\x05offer\x18\x04 \x01(\x0b\x32\x12.foodmesh.v1.Offer\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12.\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x97\x01\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15REJECT_REASON_TOO_FAR\x10\x01\x12\x19\n\x15REJECT_REASON_LOW_PAY\x10\x02\x12\x19\n\x15REJECT_REASON_VEHICLE\x10\x03\x12\x17\n\x13REJECT_REASON_OTHER\x10\x04*\xdf\x02\n\x10\x41ssignmentStatus\x12!\n\x1d\x41SSIGNMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41SSIGNMENT_STATUS_PENDING\x10\x01\x12\x1d\n\x19\x41SSIGNMENT_STATUS_OFFERED\x10\x02\x12\x1e\n\x1a\x41SSIGNMENT_STATUS_ASSIGNED\x10\x03\x12#\n\x1f\x41SSIGNMENT_STATUS_AT_RESTAURANT\x10\x04\x12\x1f\n\x1b\x41SSIGNMENT_STATUS_PICKED_UP\x10\x05\x12!\n\x1d\x41SSIGNMENT_STATUS_AT_CUSTOMER\x10\x06\x12\x1f\n\x1b\x41SSIGNMENT_STATUS_DELIVERED\x10\x07\x12\x1f\n\x1b\x41SSIGNMENT_STATUS_ESCALATED\x10\x08\x12\x1f\n\x1b\x41SSIGNMENT_STATUS_CANCELLED\x10\t*\xc2\x01\n\x11\x44ispatchEventKind\x12#\n\x1f\x44ISPATCH_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x44ISPATCH_EVENT_KIND_OFFERED\x10\x01\x12 \n\x1c\x44ISPATCH_EVENT_KIND_ASSIGNED\x10\x02\x12\"\n\x1e\x44ISPATCH_EVENT_KIND_UNASSIGNED\x10\x03\x12!\n\x1d\x44ISPATCH_EVENT_KIND_ESCALATED\x10\x04\x32\x94\x07\n\x0f\x44ispatchService\x12\x63\n\rDriverSession\x12!.foodmesh.v1.DriverSessionRequest\x1a\".foodmesh.v1.DriverSessionResponse\"\x07\x92\xb5\x18\x03\n\x01\x03(\x01\x30\x01\x12\x81\x01\n\nMatchOrder\x12\x1e.foodmesh.v1.MatchOrderRequest\x1a\x1f.foodmesh.v1.MatchOrderResponse\"2\x92\xb5\x18\x04\n\x02\x04\x05\x82\xd3\xe4\x93\x02$\"\x1f/api/internal/v1/dispatch/match:\x01*\x12\x90\x01\n\rGetAssignment\x12!.foodmesh.v1.GetAssignmentRequest\x1a\".foodmesh.v1.GetAssignmentResponse\"8\x90\x02\x01\x92\xb5\x18\x05\n\x03\x03\x04\x05\x82\xd3\xe4\x93\x02&\x12$/api/v1/orders/{order_id}/assignment\x12\x92\x01\n\x0cUpsertDriver\x12 .foodmesh.v1.UpsertDriverRequest\x1a!.foodmesh.v1.UpsertDriverResponse\"=\x90\x02\x02\x92\xb5\x18\x04\n\x02\x04\x05\x82\xd3\xe4\x93\x02,\x1a\"/api/v1/drivers/{driver.driver_id}:\x06\x64river\x12{\n\tGetDriver\x12\x1d.foodmesh.v1.GetDriverRequest\x1a\x1e.foodmesh.v1.GetDriverResponse\"/\x90\x02\x01\x92\xb5\x18\x05\n\x03\x03\x04\x05\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/v1/drivers/{driver_id}\x12Z\n\nRateDriver\x12\x1e.foodmesh.v1.RateDriverRequest\x1a\x1f.foodmesh.v1.RateDriverResponse\"\x0b\x90\x02\x02\x92\xb5\x18\x04\n\x02\x04\x05\x12\x96\x01\n\x0fListAssignments\x12#.foodmesh.v1.ListAssignmentsRequest\x1a$.foodmesh.v1.ListAssignmentsResponse\"8\x90\x02\x01\x92\xb5\x18\x04\n\x02\x04\x05\x82\xd3\xe4\x93\x02\'\x12%/api/internal/v1/dispatch/assignmentsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66oodmesh/v1/dispatch.proto\x12\x0b\x66oodmesh.v1\x1a\x18\x66oodmesh/v1/common.proto\x1a\x15\x66oodmesh/v1/eta.proto\x1a\x19\x66oodmesh/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x02\n\x06\x44river\x12\x11\n\tdriver_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\x0cvehicle_type\x18\x03 \x01(\x0e\x32\x18.foodmesh.v1.VehicleType\x12\x0f\n\x07vehicle\x18\x04 \x01(\t\x12\x11\n\tphoto_url\x18\x05 \x01(\t\x12\x14\n\x06rating\x18\x06 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\"\n\x14\x63ompleted_deliveries\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x61\x63\x63\x65ptance_rate\x18\x08 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12/\n\x06status\x18\t \x01(\x0e\x32\x19.foodmesh.v1.DriverStatusB\x04\xe2\x41\x01\x03\x12\x14\n\x06region\x18\n \x01(\tB\x04\xe2\x41\x01\x03\"<\n\x04Stop\x12%\n\x08location\x18\x01 \x01(\x0b\x32\x13.foodmesh.v1.LatLng\x12\r\n\x05label\x18\x02 \x01(\t\"\xab\x02\n\x05Offer\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12!\n\x06pickup\x18\x03 \x01(\x0b\x32\x11.foodmesh.v1.Stop\x12\"\n\x07\x64ropoff\x18\x04 \x01(\x0b\x32\x11.foodmesh.v1.Stop\x12-\n\x11\x65xpected_earnings\x18\x05 \x01(\x0b\x32\x12.foodmesh.v1.Money\x12\x16\n\x0e\x64istance_miles\x18\x06 \x01(\x01\x12.\n\nready_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\t \x01(\x05\"\xa5\x03\n\nAssignment\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x11\n\tdriver_id\x18\x02 \x01(\t\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.foodmesh.v1.AssignmentStatus\x12!\n\x06pickup\x18\x04 \x01(\x0b\x32\x11.foodmesh.v1.Stop\x12\"\n\x07\x64ropoff\x18\x05 \x01(\x0b\x32\x11.foodmesh.v1.Stop\x12\x13\n\x0boffers_made\x18\x06 \x01(\x05\x12\x39\n\x15\x65stimated_pickup_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x17\x65stimated_delivery_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nready_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06region\x18\x0b \x01(\t\"\r\n\x0bGoAvailable\"\x07\n\x05Pause\"\x0b\n\tGoOffline\"%\n\x0b\x41\x63\x63\x65ptOffer\x12\x16\n\x08offer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"P\n\x0bRejectOffer\x12\x16\n\x08offer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12)\n\x06reason\x18\x02 \x01(\x0e\x32\x19.foodmesh.v1.RejectReason\"\'\n\rOrderProgress\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"B\n\tDelivered\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08photo_id\x18\x02 \x01(\t\x12\x0b\n\x03pin\x18\x03 \x01(\t\"\xec\x03\n\x14\x44riverSessionRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x30\n\x0cgo_available\x18\x02 \x01(\x0b\x32\x18.foodmesh.v1.GoAvailableH\x00\x12#\n\x05pause\x18\x03 \x01(\x0b\x32\x12.foodmesh.v1.PauseH\x00\x12\x30\n\x0c\x61\x63\x63\x65pt_offer\x18\x04 \x01(\x0b\x32\x18.foodmesh.v1.AcceptOfferH\x00\x12\x30\n\x0creject_offer\x18\x05 \x01(\x0b\x32\x18.foodmesh.v1.RejectOfferH\x00\x12;\n\x15\x61rrived_at_restaurant\x18\x06 \x01(\x0b\x32\x1a.foodmesh.v1.OrderProgressH\x00\x12/\n\tpicked_up\x18\x07 \x01(\x0b\x32\x1a.foodmesh.v1.OrderProgressH\x00\x12\x39\n\x13\x61rrived_at_customer\x18\x08 \x01(\x0b\x32\x1a.foodmesh.v1.OrderProgressH\x00\x12+\n\tdelivered\x18\t \x01(\x0b\x32\x16.foodmesh.v1.DeliveredH\x00\x12,\n\ngo_offline\x18\n \x01(\x0b\x32\x16.foodmesh.v1.GoOfflineH\x00\x42\x08\n\x06\x61\x63tion\"\x89\x01\n\x0cSessionState\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.foodmesh.v1.DriverStatus\x12!\n\x05offer\x18\x02 \x01(\x0b\x32\x12.foodmesh.v1.Offer\x12+\n\nassignment\x18\x03 \x01(\x0b\x32\x17.foodmesh.v1.Assignment\"2\n\x0eOfferWithdrawn\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"2\n\x0eOrderCancelled\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xf0\x02\n\x0bRouteUpdate\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x10\n\x08polyline\x18\x02 \x01(\t\x12\'\n\x03\x65ta\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x03leg\x18\x04 \x01(\x0e\x32\x15.foodmesh.v1.RouteLeg\x12&\n\x0b\x64\x65stination\x18\x05 \x01(\x0b\x32\x11.foodmesh.v1.Stop\x12\x17\n\x0f\x64istance_meters\x18\x06 \x01(\x01\x12+\n\x08\x64uration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12%\n\x05steps\x18\x08 \x03(\x0b\x32\x16.foodmesh.v1.RouteStep\x12.\n\x06reason\x18\t \x01(\x0e\x32\x1e.foodmesh.v1.RouteUpdateReason\x12+\n\x06source\x18\n \x01(\x0e\x32\x1b.foodmesh.v1.EstimateSource\"<\n\x0e\x41\x63tionRejected\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x11\n\x0fSessionReplaced\"\xcf\x03\n\x15\x44riverSessionResponse\x12\x0f\n\x07\x61\x63k_seq\x18\x01 \x01(\x03\x12*\n\x05state\x18\x02 \x01(\x0b\x32\x19.foodmesh.v1.SessionStateH\x00\x12#\n\x05offer\x18\x03 \x01(\x0b\x32\x12.foodmesh.v1.OfferH\x00\x12\x36\n\x0foffer_withdrawn\x18\x04 \x01(\x0b\x32\x1b.foodmesh.v1.OfferWithdrawnH\x00\x12\x37\n\x14\x61ssignment_confirmed\x18\x05 \x01(\x0b\x32\x17.foodmesh.v1.AssignmentH\x00\x12\x30\n\x0croute_update\x18\x06 \x01(\x0b\x32\x18.foodmesh.v1.RouteUpdateH\x00\x12\x36\n\x0forder_cancelled\x18\x07 \x01(\x0b\x32\x1b.foodmesh.v1.OrderCancelledH\x00\x12\x36\n\x0f\x61\x63tion_rejected\x18\x08 \x01(\x0b\x32\x1b.foodmesh.v1.ActionRejectedH\x00\x12\x38\n\x10session_replaced\x18\t \x01(\x0b\x32\x1c.foodmesh.v1.SessionReplacedH\x00\x42\x07\n\x05\x65vent\"\xc9\x01\n\x11MatchOrderRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x36\n\x13restaurant_location\x18\x02 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\x12\x34\n\x11\x64\x65livery_location\x18\x03 \x01(\x0b\x32\x13.foodmesh.v1.LatLngB\x04\xe2\x41\x01\x02\x12.\n\nready_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb3\x02\n\x12MatchOrderResponse\x12\x11\n\tdriver_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64river_name\x18\x02 \x01(\t\x12,\n\x0f\x64river_location\x18\x03 \x01(\x0b\x32\x13.foodmesh.v1.LatLng\x12\x0e\n\x06rating\x18\x04 \x01(\x01\x12\x0f\n\x07vehicle\x18\x05 \x01(\t\x12\x19\n\x11\x65ta_to_restaurant\x18\x06 \x01(\x05\x12\x39\n\x15\x65stimated_pickup_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x17\x65stimated_delivery_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bmatch_score\x18\t \x01(\x01\".\n\x14GetAssignmentRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"D\n\x15GetAssignmentResponse\x12+\n\nassignment\x18\x01 \x01(\x0b\x32\x17.foodmesh.v1.Assignment\"@\n\x13UpsertDriverRequest\x12)\n\x06\x64river\x18\x01 \x01(\x0b\x32\x13.foodmesh.v1.DriverB\x04\xe2\x41\x01\x02\";\n\x14UpsertDriverResponse\x12#\n\x06\x64river\x18\x01 \x01(\x0b\x32\x13.foodmesh.v1.Driver\"+\n\x10GetDriverRequest\x12\x17\n\tdriver_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"8\n\x11GetDriverResponse\x12#\n\x06\x64river\x18\x01 \x01(\x0b\x32\x13.foodmesh.v1.Driver\"Z\n\x11RateDriverRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tdriver_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06rating\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02\":\n\x12RateDriverResponse\x12\x0e\n\x06rating\x18\x01 \x01(\x01\x12\x14\n\x0crating_count\x18\x02 \x01(\x03\"\x80\x01\n\x16ListAssignmentsRequest\x12/\n\x08statuses\x18\x01 \x03(\x0e\x32\x1d.foodmesh.v1.AssignmentStatus\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"`\n\x17ListAssignmentsResponse\x12,\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x17.foodmesh.v1.Assignment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xdf\x01\n\rDispatchEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.foodmesh.v1.DispatchEventKind\x12+\n\nassignment\x18\x03 \x01(\x0b\x32\x17.foodmesh.v1.Assignment\x12!\n\x05offer\x18\x04 \x01(\x0b\x32\x12.foodmesh.v1.Offer\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12.\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x97\x01\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15REJECT_REASON_TOO_FAR\x10\x01\x12\x19\n\x15REJECT_REASON_LOW_PAY\x10\x02\x12\x19\n\x15REJECT_REASON_VEHICLE\x10\x03\x12\x17\n\x13REJECT_REASON_OTHER\x10\x04*\xdf\x02\n\x10\x41ssignmentStatus\x12!\n\x1d\x41SSIGNMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41SSIGNMENT_STATUS_PENDING\x10\x01\x12\x1d\n\x19\x41SSIGNMENT_STATUS_OFFERED\x10\x02\x12\x1e\n\x1a\x41SSIGNMENT_STATUS_ASSIGNED\x10\x03\x12#\n\x1f\x41SSIGNMENT_STATUS_AT_RESTAURANT\x10\x04\x12\x1f\n\x1b\x41SSIGNMENT_STATUS_PICKED_UP\x10\x05\x12!\n\x1d\x41SSIGNMENT_STATUS_AT_CUSTOMER\x10\x06\x12\x1f\n\x1b\x41SSIGNMENT_STATUS_DELIVERED\x10\x07\x12\x1f\n\x1b\x41SSIGNMENT_STATUS_ESCALATED\x10\x08\x12\x1f\n\x1b\x41SSIGNMENT_STATUS_CANCELLED\x10\t*]\n\x08RouteLeg\x12\x19\n\x15ROUTE_LEG_UNSPECIFIED\x10\x00\x12\x1b\n\x17ROUTE_LEG_TO_RESTAURANT\x10\x01\x12\x19\n\x15ROUTE_LEG_TO_CUSTOMER\x10\x02*\xa1\x01\n\x11RouteUpdateReason\x12#\n\x1fROUTE_UPDATE_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bROUTE_UPDATE_REASON_INITIAL\x10\x01\x12!\n\x1dROUTE_UPDATE_REASON_OFF_ROUTE\x10\x02\x12#\n\x1fROUTE_UPDATE_REASON_ETA_CHANGED\x10\x03*\xc2\x01\n\x11\x44ispatchEventKind\x12#\n\x1f\x44ISPATCH_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x44ISPATCH_EVENT_KIND_OFFERED\x10\x01\x12 \n\x1c\x44ISPATCH_EVENT_KIND_ASSIGNED\x10\x02\x12\"\n\x1e\x44ISPATCH_EVENT_KIND_UNASSIGNED\x10\x03\x12!\n\x1d\x44ISPATCH_EVENT_KIND_ESCALATED\x10\x04\x32\x94\x07\n\x0f\x44ispatchService\x12\x63\n\rDriverSession\x12!.foodmesh.v1.DriverSessionRequest\x1a\".foodmesh.v1.DriverSessionResponse\"\x07\x92\xb5\x18\x03\n\x01\x03(\x01\x30\x01\x12\x81\x01\n\nMatchOrder\x12\x1e.foodmesh.v1.MatchOrderRequest\x1a\x1f.foodmesh.v1.MatchOrderResponse\"2\x92\xb5\x18\x04\n\x02\x04\x05\x82\xd3\xe4\x93\x02$\"\x1f/api/internal/v1/dispatch/match:\x01*\x12\x90\x01\n\rGetAssignment\x12!.foodmesh.v1.GetAssignmentRequest\x1a\".foodmesh.v1.GetAssignmentResponse\"8\x90\x02\x01\x92\xb5\x18\x05\n\x03\x03\x04\x05\x82\xd3\xe4\x93\x02&\x12$/api/v1/orders/{order_id}/assignment\x12\x92\x01\n\x0cUpsertDriver\x12 .foodmesh.v1.UpsertDriverRequest\x1a!.foodmesh.v1.UpsertDriverResponse\"=\x90\x02\x02\x92\xb5\x18\x04\n\x02\x04\x05\x82\xd3\xe4\x93\x02,\x1a\"/api/v1/drivers/{driver.driver_id}:\x06\x64river\x12{\n\tGetDriver\x12\x1d.foodmesh.v1.GetDriverRequest\x1a\x1e.foodmesh.v1.GetDriverResponse\"/\x90\x02\x01\x92\xb5\x18\x05\n\x03\x03\x04\x05\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/v1/drivers/{driver_id}\x12Z\n\nRateDriver\x12\x1e.foodmesh.v1.RateDriverRequest\x1a\x1f.foodmesh.v1.RateDriverResponse\"\x0b\x90\x02\x02\x92\xb5\x18\x04\n\x02\x04\x05\x12\x96\x01\n\x0fListAssignments\x12#.foodmesh.v1.ListAssignmentsRequest\x1a$.foodmesh.v1.ListAssignmentsResponse\"8\x90\x02\x01\x92\xb5\x18\x04\n\x02\x04\x05\x82\xd3\xe4\x93\x02\'\x12%/api/internal/v1/dispatch/assignmentsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -86,76 +88,80 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DISPATCHSERVICE'].methods_by_name['RateDriver']._serialized_options = b'\220\002\002\222\265\030\004\n\002\004\005'
   _globals['_DISPATCHSERVICE'].methods_by_name['ListAssignments']._loaded_options = None
   _globals['_DISPATCHSERVICE'].methods_by_name['ListAssignments']._serialized_options = b'\220\002\001\222\265\030\004\n\002\004\005\202\323\344\223\002\'\022%/api/internal/v1/dispatch/assignments'
-  _globals['_REJECTREASON']._serialized_start=4383
-  _globals['_REJECTREASON']._serialized_end=4534
-  _globals['_ASSIGNMENTSTATUS']._serialized_start=4537
-  _globals['_ASSIGNMENTSTATUS']._serialized_end=4888
-  _globals['_DISPATCHEVENTKIND']._serialized_start=4891
-  _globals['_DISPATCHEVENTKIND']._serialized_end=5085
-  _globals['_DRIVER']._serialized_start=193
-  _globals['_DRIVER']._serialized_end=478
-  _globals['_STOP']._serialized_start=480
-  _globals['_STOP']._serialized_end=540
-  _globals['_OFFER']._serialized_start=543
-  _globals['_OFFER']._serialized_end=842
-  _globals['_ASSIGNMENT']._serialized_start=845
-  _globals['_ASSIGNMENT']._serialized_end=1266
-  _globals['_GOAVAILABLE']._serialized_start=1268
-  _globals['_GOAVAILABLE']._serialized_end=1281
-  _globals['_PAUSE']._serialized_start=1283
-  _globals['_PAUSE']._serialized_end=1290
-  _globals['_GOOFFLINE']._serialized_start=1292
-  _globals['_GOOFFLINE']._serialized_end=1303
-  _globals['_ACCEPTOFFER']._serialized_start=1305
-  _globals['_ACCEPTOFFER']._serialized_end=1342
-  _globals['_REJECTOFFER']._serialized_start=1344
-  _globals['_REJECTOFFER']._serialized_end=1424
-  _globals['_ORDERPROGRESS']._serialized_start=1426
-  _globals['_ORDERPROGRESS']._serialized_end=1465
-  _globals['_DELIVERED']._serialized_start=1467
-  _globals['_DELIVERED']._serialized_end=1533
-  _globals['_DRIVERSESSIONREQUEST']._serialized_start=1536
-  _globals['_DRIVERSESSIONREQUEST']._serialized_end=2028
-  _globals['_SESSIONSTATE']._serialized_start=2031
-  _globals['_SESSIONSTATE']._serialized_end=2168
-  _globals['_OFFERWITHDRAWN']._serialized_start=2170
-  _globals['_OFFERWITHDRAWN']._serialized_end=2220
-  _globals['_ORDERCANCELLED']._serialized_start=2222
-  _globals['_ORDERCANCELLED']._serialized_end=2272
-  _globals['_ROUTEUPDATE']._serialized_start=2274
-  _globals['_ROUTEUPDATE']._serialized_end=2364
-  _globals['_ACTIONREJECTED']._serialized_start=2366
-  _globals['_ACTIONREJECTED']._serialized_end=2426
-  _globals['_SESSIONREPLACED']._serialized_start=2428
-  _globals['_SESSIONREPLACED']._serialized_end=2445
-  _globals['_DRIVERSESSIONRESPONSE']._serialized_start=2448
-  _globals['_DRIVERSESSIONRESPONSE']._serialized_end=2911
-  _globals['_MATCHORDERREQUEST']._serialized_start=2914
-  _globals['_MATCHORDERREQUEST']._serialized_end=3115
-  _globals['_MATCHORDERRESPONSE']._serialized_start=3118
-  _globals['_MATCHORDERRESPONSE']._serialized_end=3425
-  _globals['_GETASSIGNMENTREQUEST']._serialized_start=3427
-  _globals['_GETASSIGNMENTREQUEST']._serialized_end=3473
-  _globals['_GETASSIGNMENTRESPONSE']._serialized_start=3475
-  _globals['_GETASSIGNMENTRESPONSE']._serialized_end=3543
-  _globals['_UPSERTDRIVERREQUEST']._serialized_start=3545
-  _globals['_UPSERTDRIVERREQUEST']._serialized_end=3609
-  _globals['_UPSERTDRIVERRESPONSE']._serialized_start=3611
-  _globals['_UPSERTDRIVERRESPONSE']._serialized_end=3670
-  _globals['_GETDRIVERREQUEST']._serialized_start=3672
-  _globals['_GETDRIVERREQUEST']._serialized_end=3715
-  _globals['_GETDRIVERRESPONSE']._serialized_start=3717
-  _globals['_GETDRIVERRESPONSE']._serialized_end=3773
-  _globals['_RATEDRIVERREQUEST']._serialized_start=3775
-  _globals['_RATEDRIVERREQUEST']._serialized_end=3865
-  _globals['_RATEDRIVERRESPONSE']._serialized_start=3867
-  _globals['_RATEDRIVERRESPONSE']._serialized_end=3925
-  _globals['_LISTASSIGNMENTSREQUEST']._serialized_start=3928
-  _globals['_LISTASSIGNMENTSREQUEST']._serialized_end=4056
-  _globals['_LISTASSIGNMENTSRESPONSE']._serialized_start=4058
-  _globals['_LISTASSIGNMENTSRESPONSE']._serialized_end=4154
-  _globals['_DISPATCHEVENT']._serialized_start=4157
-  _globals['_DISPATCHEVENT']._serialized_end=4380
-  _globals['_DISPATCHSERVICE']._serialized_start=5088
-  _globals['_DISPATCHSERVICE']._serialized_end=6004
+  _globals['_REJECTREASON']._serialized_start=4717
+  _globals['_REJECTREASON']._serialized_end=4868
+  _globals['_ASSIGNMENTSTATUS']._serialized_start=4871
+  _globals['_ASSIGNMENTSTATUS']._serialized_end=5222
+  _globals['_ROUTELEG']._serialized_start=5224
+  _globals['_ROUTELEG']._serialized_end=5317
+  _globals['_ROUTEUPDATEREASON']._serialized_start=5320
+  _globals['_ROUTEUPDATEREASON']._serialized_end=5481
+  _globals['_DISPATCHEVENTKIND']._serialized_start=5484
+  _globals['_DISPATCHEVENTKIND']._serialized_end=5678
+  _globals['_DRIVER']._serialized_start=248
+  _globals['_DRIVER']._serialized_end=533
+  _globals['_STOP']._serialized_start=535
+  _globals['_STOP']._serialized_end=595
+  _globals['_OFFER']._serialized_start=598
+  _globals['_OFFER']._serialized_end=897
+  _globals['_ASSIGNMENT']._serialized_start=900
+  _globals['_ASSIGNMENT']._serialized_end=1321
+  _globals['_GOAVAILABLE']._serialized_start=1323
+  _globals['_GOAVAILABLE']._serialized_end=1336
+  _globals['_PAUSE']._serialized_start=1338
+  _globals['_PAUSE']._serialized_end=1345
+  _globals['_GOOFFLINE']._serialized_start=1347
+  _globals['_GOOFFLINE']._serialized_end=1358
+  _globals['_ACCEPTOFFER']._serialized_start=1360
+  _globals['_ACCEPTOFFER']._serialized_end=1397
+  _globals['_REJECTOFFER']._serialized_start=1399
+  _globals['_REJECTOFFER']._serialized_end=1479
+  _globals['_ORDERPROGRESS']._serialized_start=1481
+  _globals['_ORDERPROGRESS']._serialized_end=1520
+  _globals['_DELIVERED']._serialized_start=1522
+  _globals['_DELIVERED']._serialized_end=1588
+  _globals['_DRIVERSESSIONREQUEST']._serialized_start=1591
+  _globals['_DRIVERSESSIONREQUEST']._serialized_end=2083
+  _globals['_SESSIONSTATE']._serialized_start=2086
+  _globals['_SESSIONSTATE']._serialized_end=2223
+  _globals['_OFFERWITHDRAWN']._serialized_start=2225
+  _globals['_OFFERWITHDRAWN']._serialized_end=2275
+  _globals['_ORDERCANCELLED']._serialized_start=2277
+  _globals['_ORDERCANCELLED']._serialized_end=2327
+  _globals['_ROUTEUPDATE']._serialized_start=2330
+  _globals['_ROUTEUPDATE']._serialized_end=2698
+  _globals['_ACTIONREJECTED']._serialized_start=2700
+  _globals['_ACTIONREJECTED']._serialized_end=2760
+  _globals['_SESSIONREPLACED']._serialized_start=2762
+  _globals['_SESSIONREPLACED']._serialized_end=2779
+  _globals['_DRIVERSESSIONRESPONSE']._serialized_start=2782
+  _globals['_DRIVERSESSIONRESPONSE']._serialized_end=3245
+  _globals['_MATCHORDERREQUEST']._serialized_start=3248
+  _globals['_MATCHORDERREQUEST']._serialized_end=3449
+  _globals['_MATCHORDERRESPONSE']._serialized_start=3452
+  _globals['_MATCHORDERRESPONSE']._serialized_end=3759
+  _globals['_GETASSIGNMENTREQUEST']._serialized_start=3761
+  _globals['_GETASSIGNMENTREQUEST']._serialized_end=3807
+  _globals['_GETASSIGNMENTRESPONSE']._serialized_start=3809
+  _globals['_GETASSIGNMENTRESPONSE']._serialized_end=3877
+  _globals['_UPSERTDRIVERREQUEST']._serialized_start=3879
+  _globals['_UPSERTDRIVERREQUEST']._serialized_end=3943
+  _globals['_UPSERTDRIVERRESPONSE']._serialized_start=3945
+  _globals['_UPSERTDRIVERRESPONSE']._serialized_end=4004
+  _globals['_GETDRIVERREQUEST']._serialized_start=4006
+  _globals['_GETDRIVERREQUEST']._serialized_end=4049
+  _globals['_GETDRIVERRESPONSE']._serialized_start=4051
+  _globals['_GETDRIVERRESPONSE']._serialized_end=4107
+  _globals['_RATEDRIVERREQUEST']._serialized_start=4109
+  _globals['_RATEDRIVERREQUEST']._serialized_end=4199
+  _globals['_RATEDRIVERRESPONSE']._serialized_start=4201
+  _globals['_RATEDRIVERRESPONSE']._serialized_end=4259
+  _globals['_LISTASSIGNMENTSREQUEST']._serialized_start=4262
+  _globals['_LISTASSIGNMENTSREQUEST']._serialized_end=4390
+  _globals['_LISTASSIGNMENTSRESPONSE']._serialized_start=4392
+  _globals['_LISTASSIGNMENTSRESPONSE']._serialized_end=4488
+  _globals['_DISPATCHEVENT']._serialized_start=4491
+  _globals['_DISPATCHEVENT']._serialized_end=4714
+  _globals['_DISPATCHSERVICE']._serialized_start=5681
+  _globals['_DISPATCHSERVICE']._serialized_end=6597
 # @@protoc_insertion_point(module_scope)

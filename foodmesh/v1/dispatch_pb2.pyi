@@ -5,7 +5,9 @@ isort:skip_file
 
 from collections import abc as _abc
 from foodmesh.v1 import common_pb2 as _common_pb2
+from foodmesh.v1 import eta_pb2 as _eta_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -104,6 +106,58 @@ ASSIGNMENT_STATUS_ESCALATED: AssignmentStatus.ValueType  # 8
 ASSIGNMENT_STATUS_CANCELLED: AssignmentStatus.ValueType  # 9
 """The order was cancelled."""
 Global___AssignmentStatus: _TypeAlias = AssignmentStatus  # noqa: Y015
+
+class _RouteLeg:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RouteLegEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RouteLeg.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROUTE_LEG_UNSPECIFIED: _RouteLeg.ValueType  # 0
+    """Not set."""
+    ROUTE_LEG_TO_RESTAURANT: _RouteLeg.ValueType  # 1
+    """From the driver to the restaurant (from the assignment until arrival there)."""
+    ROUTE_LEG_TO_CUSTOMER: _RouteLeg.ValueType  # 2
+    """From the restaurant to the customer (from pickup until arrival there)."""
+
+class RouteLeg(_RouteLeg, metaclass=_RouteLegEnumTypeWrapper):
+    """Which leg of a delivery a route leads along."""
+
+ROUTE_LEG_UNSPECIFIED: RouteLeg.ValueType  # 0
+"""Not set."""
+ROUTE_LEG_TO_RESTAURANT: RouteLeg.ValueType  # 1
+"""From the driver to the restaurant (from the assignment until arrival there)."""
+ROUTE_LEG_TO_CUSTOMER: RouteLeg.ValueType  # 2
+"""From the restaurant to the customer (from pickup until arrival there)."""
+Global___RouteLeg: _TypeAlias = RouteLeg  # noqa: Y015
+
+class _RouteUpdateReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RouteUpdateReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RouteUpdateReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROUTE_UPDATE_REASON_UNSPECIFIED: _RouteUpdateReason.ValueType  # 0
+    """Not set."""
+    ROUTE_UPDATE_REASON_INITIAL: _RouteUpdateReason.ValueType  # 1
+    """The leg's first route; also a road route that replaces a straight-line stand-in."""
+    ROUTE_UPDATE_REASON_OFF_ROUTE: _RouteUpdateReason.ValueType  # 2
+    """The driver went more than 500 m off the route they were given."""
+    ROUTE_UPDATE_REASON_ETA_CHANGED: _RouteUpdateReason.ValueType  # 3
+    """The ETA along the route moved by more than 5 minutes."""
+
+class RouteUpdateReason(_RouteUpdateReason, metaclass=_RouteUpdateReasonEnumTypeWrapper):
+    """Why a route update was sent."""
+
+ROUTE_UPDATE_REASON_UNSPECIFIED: RouteUpdateReason.ValueType  # 0
+"""Not set."""
+ROUTE_UPDATE_REASON_INITIAL: RouteUpdateReason.ValueType  # 1
+"""The leg's first route; also a road route that replaces a straight-line stand-in."""
+ROUTE_UPDATE_REASON_OFF_ROUTE: RouteUpdateReason.ValueType  # 2
+"""The driver went more than 500 m off the route they were given."""
+ROUTE_UPDATE_REASON_ETA_CHANGED: RouteUpdateReason.ValueType  # 3
+"""The ETA along the route moved by more than 5 minutes."""
+Global___RouteUpdateReason: _TypeAlias = RouteUpdateReason  # noqa: Y015
 
 class _DispatchEventKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -678,20 +732,54 @@ Global___OrderCancelled: _TypeAlias = OrderCancelled  # noqa: Y015
 
 @_typing.final
 class RouteUpdate(_message.Message):
-    """New directions for the active delivery."""
+    """New directions for the active delivery: the whole route of the current leg, from
+    where the driver was to the next stop. Sent after the assignment is confirmed, after
+    pickup, on a reroute, and again after the state on every (re)connect.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     POLYLINE_FIELD_NUMBER: _builtins.int
     ETA_FIELD_NUMBER: _builtins.int
+    LEG_FIELD_NUMBER: _builtins.int
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    DISTANCE_METERS_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Which order."""
     polyline: _builtins.str
-    """Google encoded polyline of the route."""
+    """Google encoded polyline of the route (precision 5)."""
+    leg: Global___RouteLeg.ValueType
+    """Which leg this route is for."""
+    distance_meters: _builtins.float
+    """Metres along the route."""
+    reason: Global___RouteUpdateReason.ValueType
+    """Why it was sent."""
+    source: _eta_pb2.EstimateSource.ValueType
+    """ROAD_GRAPH for a road route; STRAIGHT_LINE when no road route could be had (the
+    ETA service is away, or a point is off the road graph): the polyline is then the
+    straight line to the stop, the figures are rough, and a road route follows when
+    the ETA service answers again.
+    """
     @_builtins.property
     def eta(self) -> _timestamp_pb2.Timestamp:
         """Expected arrival at the next stop."""
+
+    @_builtins.property
+    def destination(self) -> Global___Stop:
+        """The next stop: the restaurant or the customer."""
+
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """Expected travel time along the route."""
+
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[_eta_pb2.RouteStep]:
+        """Turn-by-turn directions; empty for a straight-line stand-in."""
 
     def __init__(
         self,
@@ -699,10 +787,17 @@ class RouteUpdate(_message.Message):
         order_id: _builtins.str = ...,
         polyline: _builtins.str = ...,
         eta: _timestamp_pb2.Timestamp | None = ...,
+        leg: Global___RouteLeg.ValueType = ...,
+        destination: Global___Stop | None = ...,
+        distance_meters: _builtins.float = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        steps: _abc.Iterable[_eta_pb2.RouteStep] | None = ...,
+        reason: Global___RouteUpdateReason.ValueType = ...,
+        source: _eta_pb2.EstimateSource.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["eta", b"eta"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "duration", b"duration", "eta", b"eta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["eta", b"eta", "order_id", b"order_id", "polyline", b"polyline"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "distance_meters", b"distance_meters", "duration", b"duration", "eta", b"eta", "leg", b"leg", "order_id", b"order_id", "polyline", b"polyline", "reason", b"reason", "source", b"source", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

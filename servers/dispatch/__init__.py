@@ -5,7 +5,8 @@
 ``foodmesh replay``); ``store`` is PostgreSQL (schema ``fleet``); ``engine`` runs
 the batches of the regions this replica leads (``leases``: NATS KV), offer
 expiry, the events in and the calls out; ``sessions`` delivers to drivers'
-streams from any replica; ``service`` is the thin servicer.
+streams from any replica; ``routes`` (pure) and ``navigator`` send drivers their
+routes and reroute them; ``service`` is the thin servicer.
 
 Settings (``FOODMESH_DISPATCH_*``):
 
@@ -18,7 +19,12 @@ Settings (``FOODMESH_DISPATCH_*``):
 - ``LOCATION_TARGET``, ``ORDER_TARGET`` (default: their ports on this host);
 - ``ETA_TARGET``: when set, driver→restaurant times come from the ETA service's
   EstimateTravelTimes (falling back to the heuristic when it does not answer);
-  unset, the heuristic of ``scoring.heuristic_travel_s``.
+  unset, the heuristic of ``scoring.heuristic_travel_s``. Drivers' routes come from
+  its Route and CheckReroute (``navigator``); unset, or when it does not answer, a
+  driver gets a straight-line stand-in flagged ``source = STRAIGHT_LINE`` and no
+  rerouting;
+- ``REROUTE_CHECK_S`` (12: a driver's route is checked at most this often),
+  ``ROUTE_DEADLINE_S`` (2), ``ROUTE_CONCURRENCY`` (16 calls in flight).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     from servers.dispatch.convert import event_builder
     from servers.dispatch.engine import Engine, EngineConfig
     from servers.dispatch.leases import Leases
+    from servers.dispatch.navigator import Navigator, NavigatorConfig
     from servers.dispatch.service import DispatchServicer
     from servers.dispatch.sessions import SessionHub
     from servers.dispatch.store import FleetStore
@@ -91,9 +98,20 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         subjects=resources.subjects,
         config=config,
     )
-    servicer = DispatchServicer(store=store, engine=engine, order_steps=bare, secret=s.auth_secret)
+    navigator = Navigator(
+        store=store,
+        eta=travel,
+        location=location,
+        nats=lambda: resources.nats,
+        subjects=resources.subjects,
+        config=NavigatorConfig.from_extra(s.extra),
+    )
+    servicer = DispatchServicer(
+        store=store, engine=engine, navigator=navigator, order_steps=bare, secret=s.auth_secret
+    )
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(servicer, server)
     engine.start()
+    navigator.start()
     relay: OutboxRelay | None = None
 
     async def start_relay() -> None:
@@ -129,6 +147,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         from servers.runtime.tasks import stop_tasks
 
         await hub.stop()
+        await navigator.stop()
         await engine.stop()
         await stop_tasks([relay_task])
         if relay is not None:

@@ -7,11 +7,19 @@ page threshold (60 s) so their p95 is read off a bucket edge, not interpolated.
 
 from __future__ import annotations
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
+from foodmesh.v1 import dispatch_pb2, eta_pb2
 from servers.dispatch.model import Assignment
 
-__all__ = ["MATCHING", "OFFERS_PER_ORDER", "REGION_LEADER", "assigned"]
+__all__ = [
+    "MATCHING",
+    "OFFERS_PER_ORDER",
+    "REGION_LEADER",
+    "ROUTE_UPDATES",
+    "assigned",
+    "route_sent",
+]
 
 MATCHING = Histogram(
     "foodmesh_dispatch_matching_seconds",
@@ -29,8 +37,22 @@ REGION_LEADER = Gauge(
     ("region",),
 )
 
+ROUTE_UPDATES = Counter(
+    "foodmesh_dispatch_route_updates_total",
+    "Routes sent to drivers, by why (initial, off_route, eta_changed) and by source "
+    "(road_graph, or straight_line when the ETA service gave no road route).",
+    ("reason", "source"),
+)
+
 
 def assigned(a: Assignment, *, now: float) -> None:
     """Records one committed assignment: how long the order waited, how many offers it took."""
     MATCHING.observe(max(0.0, now - a.created_at.timestamp()))
     OFFERS_PER_ORDER.observe(max(1, a.offers_made))
+
+
+def route_sent(u: dispatch_pb2.RouteUpdate) -> None:
+    """Counts one route sent to a driver."""
+    reason = dispatch_pb2.RouteUpdateReason.Name(u.reason).removeprefix("ROUTE_UPDATE_REASON_")
+    source = eta_pb2.EstimateSource.Name(u.source).removeprefix("ESTIMATE_SOURCE_")
+    ROUTE_UPDATES.labels(reason.lower(), source.lower()).inc()

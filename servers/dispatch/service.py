@@ -19,7 +19,8 @@ from foodmesh.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc, order_pb2
 from servers.dispatch import convert, metrics
 from servers.dispatch.engine import Engine, order_to_new, pending_of
 from servers.dispatch.matching import plan_batch
-from servers.dispatch.model import Driver
+from servers.dispatch.model import Assignment, Driver
+from servers.dispatch.navigator import Navigator
 from servers.dispatch.offers import ACTIVE, Action, AssignmentStatus
 from servers.dispatch.sessions import Session
 from servers.dispatch.store import FleetStore
@@ -79,6 +80,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         *,
         store: FleetStore,
         engine: Engine,
+        navigator: Navigator,
         order_steps: OrderSteps,
         secret: str,
         clock: Callable[[], float] = time.time,
@@ -86,6 +88,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         self.store = store
         self.engine = engine
         self.hub = engine.hub
+        self.navigator = navigator
         self.order_steps = order_steps
         self.secret = secret
         self.clock = clock
@@ -93,6 +96,12 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
     # -- the driver's session ------------------------------------------------------
 
     async def _state(self, driver_id: str, ack_seq: int = 0) -> dispatch_pb2.DriverSessionResponse:
+        return (await self._state_of(driver_id, ack_seq))[0]
+
+    async def _state_of(
+        self, driver_id: str, ack_seq: int = 0
+    ) -> tuple[dispatch_pb2.DriverSessionResponse, Assignment | None]:
+        """The driver's state message, and their active assignment."""
         d, offer, a = await self.store.session_state(driver_id)
         st = dispatch_pb2.SessionState(
             status=convert.DRIVER_STATUS.get(d.status if d else "offline", DS.DRIVER_STATUS_OFFLINE)
@@ -103,7 +112,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             oa = await self.store.get_assignment(offer.order_id)
             if oa is not None:
                 st.offer.CopyFrom(convert.offer_to_pb(offer, oa))
-        return dispatch_pb2.DriverSessionResponse(ack_seq=ack_seq, state=st)
+        return dispatch_pb2.DriverSessionResponse(ack_seq=ack_seq, state=st), a
 
     async def DriverSession(  # noqa: N802
         self,
@@ -115,7 +124,12 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         try:
             await self.store.open_session(driver_id, session.session_id, now=self.clock())
             await self.engine.tell_location(driver_id, DS.DRIVER_STATUS_AVAILABLE)
-            yield await self._state(driver_id)
+            state, active = await self._state_of(driver_id)
+            yield state
+            # A reconnect gets the route of the leg under way too, sent by whichever replica.
+            route = await self.navigator.follow(session, active, resume=True)
+            if route is not None:
+                yield dispatch_pb2.DriverSessionResponse(route_update=route)
             reader = asyncio.create_task(self._read(session, request_iterator))
             try:
                 while (msg := await session.queue.get()) is not None:
@@ -126,6 +140,8 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
                     await reader
         finally:
             self.hub.close(session)
+            with contextlib.suppress(Exception):
+                await self.navigator.release(session)
             m = self.engine.config.match
             try:
                 await self.store.close_session(
@@ -222,12 +238,13 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         driver = s.driver_id
         m = self.engine.config.match
         out: list[dispatch_pb2.DriverSessionResponse] = []
+        leg: Assignment | None = None  # the assignment whose leg may have changed
         if kind in ("go_available", "pause", "go_offline"):
             status = {"go_available": "available", "pause": "paused", "go_offline": "offline"}
             await self.store.set_availability(driver, s.session_id, status[kind], now=now)
             await self.engine.tell_location(driver, convert.DRIVER_STATUS[status[kind]])
         elif kind == "accept_offer":
-            a = await self.store.accept(req.accept_offer.offer_id, driver, now=now)
+            a = leg = await self.store.accept(req.accept_offer.offer_id, driver, now=now)
             metrics.assigned(a, now=now)
             self.engine.poke_calls()
             await self.engine.tell_location(
@@ -254,14 +271,20 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             )
             await self.engine.tell_location(driver, DS.DRIVER_STATUS_AVAILABLE)
         else:
-            await self._progress(driver, kind or "", req)
+            leg = await self._progress(driver, kind or "", req)
         out.append(await self._state(driver, req.seq))
+        if leg is not None:
+            # Last, with no wait after it: the answers go out before any route does.
+            await self.navigator.follow(s, leg)
         return out
 
     async def _progress(
         self, driver: str, kind: str, req: dispatch_pb2.DriverSessionRequest
-    ) -> None:
-        """A step of the delivery: the Order service's timeline first, then ours."""
+    ) -> Assignment | None:
+        """A step of the delivery: the Order service's timeline first, then ours.
+
+        Returns the assignment after the step (None for a step done already).
+        """
         action = Action(kind)
         order_id = getattr(req, kind).order_id
         a = await self.store.get_assignment(order_id)
@@ -272,7 +295,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         from servers.dispatch.offers import step
 
         if step(a.status, action) is None:  # a retried step: done already
-            return
+            return None
         # Whoever carries the order must be on its record before moving it.
         await self.engine.calls_once(order_id)
         if action is Action.PICKED_UP:
@@ -293,6 +316,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
                 order_id=order_id,
                 stop=(a.dropoff_lat, a.dropoff_lon),
             )
+        return a
 
     async def _order_to(
         self, order_id: str, driver: str, to: int, reason: str, *, proof: str = ""
