@@ -4,14 +4,17 @@ Routes are cached for ``ttl_s`` (the seed's 5 minutes) under the snapped endpoin
 (to ~1 m), the traffic bucket (weekday and hour: departures in one bucket share
 multipliers) and the version of the overrides in force, so a closure never serves a
 route that crosses it. Overrides live in Redis too, so every replica applies the
-same ones; each polls their version.
+same ones; each polls their version. Each process keeps the routes it used last in
+memory too (a Redis round trip is most of a cached route's cost).
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
@@ -69,11 +72,29 @@ def _load(raw: bytes) -> RouteResult:
 
 @dataclass(slots=True)
 class RouteCache:
+    """Routes by key in two tiers: this process's memory, then Redis (shared by replicas).
+
+    A key names snapped endpoints, the traffic bucket and the overrides' version, so an
+    entry never goes stale while it lives: the local tier (``local_size`` entries, least
+    recently used out first, at most ``local_ttl_s``) only saves the Redis round trip.
+    """
+
     redis: Callable[[], aioredis.Redis]
     keys: Keys
     ttl_s: float = 300.0
+    local_size: int = 4096
+    local_ttl_s: float = 60.0
     hits: int = 0
     misses: int = 0
+    _local: OrderedDict[str, tuple[float, RouteResult]] = field(default_factory=OrderedDict)
+
+    def _remember(self, key: str, route: RouteResult) -> None:
+        if self.local_size <= 0:
+            return
+        self._local[key] = (time.monotonic() + min(self.ttl_s, self.local_ttl_s), route)
+        self._local.move_to_end(key)
+        while len(self._local) > self.local_size:
+            self._local.popitem(last=False)
 
     async def get_or_compute(
         self, key: str, compute: Callable[[], Awaitable[RouteResult]]
@@ -82,6 +103,13 @@ class RouteCache:
 
         A cache that does not answer costs a route computation, never the request.
         """
+        held = self._local.get(key)
+        if held is not None:
+            if held[0] > time.monotonic():
+                self._local.move_to_end(key)
+                self.hits += 1
+                return held[1], True
+            del self._local[key]
         r = self.redis()
         try:
             raw = await r.get(key)
@@ -89,12 +117,16 @@ class RouteCache:
             raw = None
         if raw is not None:
             try:
-                self.hits += 1
-                return _load(bytes(raw) if not isinstance(raw, str) else raw.encode()), True
+                route = _load(bytes(raw) if not isinstance(raw, str) else raw.encode())
             except (ValueError, KeyError, TypeError):
                 pass  # an entry from another version: recompute and overwrite it
+            else:
+                self.hits += 1
+                self._remember(key, route)
+                return route, True
         self.misses += 1
         route = await compute()
+        self._remember(key, route)
         try:
             await r.set(key, _dump(route), px=int(self.ttl_s * 1000))
         except Exception:  # the answer stands without the cache
