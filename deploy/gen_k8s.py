@@ -37,7 +37,7 @@ PART_OF = "foodmesh"
 class Workload:
     name: str
     port: int
-    #: Prometheus port, None where the process has no /metrics yet (gateway, dashboard).
+    #: Prometheus port, None where the process has no /metrics (the dashboard).
     metrics_port: int | None
     #: gRPC services this one calls (its egress and their ingress).
     calls: tuple[str, ...] = ()
@@ -116,13 +116,14 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload(
         "gateway",
         8080,
-        None,
+        9100,
         ALL_GRPC,
         http=True,
         external=True,
         hpa_max=10,
         config={
             "FOODMESH_GATEWAY_PORT": "8080",
+            "FOODMESH_GATEWAY_METRICS_PORT": "9100",
             "FOODMESH_GATEWAY_SERVICES": ",".join(ALL_GRPC),
             **_targets("gateway", ALL_GRPC),
         },

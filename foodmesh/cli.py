@@ -217,6 +217,9 @@ async def _up(args: argparse.Namespace) -> int:
                     env={
                         **urls,  # Redis: the rate limits' buckets
                         "FOODMESH_GATEWAY_PORT": gateway_port,
+                        "FOODMESH_GATEWAY_METRICS_PORT": os.environ.get(
+                            "FOODMESH_GATEWAY_METRICS_PORT", "9100"
+                        ),
                         # per-IP limits per simulated customer (each sends X-Forwarded-For),
                         # as behind a real load balancer
                         "FOODMESH_GATEWAY_TRUST_FORWARDED_FOR": "1",

@@ -11,6 +11,7 @@ from google.protobuf import descriptor
 
 from foodmesh.auth import DEV_SECRET
 from foodmesh.services import KNOWN
+from servers.runtime.telemetry import EXPORTERS, exporter_from_env
 
 __all__ = ["ConfigError", "GatewayConfig", "service_key"]
 
@@ -114,10 +115,17 @@ class GatewayConfig:
     cors_origins: frozenset[str] = frozenset()
     #: How long a browser may cache a preflight answer.
     cors_max_age_s: int = 600
+    #: Prometheus ``/metrics`` on this port (0: a free one), served by ``main``; -1: none.
+    metrics_port: int = -1
+    #: Where spans go: ``none``, ``console`` or ``otlp`` (``OTEL_EXPORTER_OTLP_ENDPOINT``).
+    trace_exporter: str = "none"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
         env = os.environ if env is None else env
+        if (exporter := exporter_from_env(env)) not in EXPORTERS:
+            raise ConfigError(f"FOODMESH_TRACE_EXPORTER={exporter!r}: expected "
+                              f"{', '.join(sorted(EXPORTERS))}")  # fmt: skip
         targets = {
             m.group(1).lower(): v
             for k, v in env.items()
@@ -148,6 +156,8 @@ class GatewayConfig:
             trust_forwarded_for=_bool(env, "FOODMESH_GATEWAY_TRUST_FORWARDED_FOR"),
             cors_origins=frozenset(o.strip().rstrip("/") for o in cors.split(",") if o.strip()),
             cors_max_age_s=_int(env, "FOODMESH_GATEWAY_CORS_MAX_AGE_S", 600),
+            metrics_port=_int(env, "FOODMESH_GATEWAY_METRICS_PORT", -1),
+            trace_exporter=exporter_from_env(env),
         )
 
     def cors_allows(self, origin: str) -> bool:

@@ -34,6 +34,10 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import Gauge, Histogram
 
 from foodmesh.auth import InvalidToken, Principal, TokenVerifier
 from gateway._config import ConfigError, GatewayConfig, service_key
@@ -51,13 +55,24 @@ from gateway._limits import Decision, RateLimiter, parse_timeout
 from gateway._openapi import openapi
 from gateway._routes import Match, Route, RouteTable, foodmesh_services
 from gateway._transcode import FieldError, apply_body, apply_query, message_json, set_field
+from servers.runtime import telemetry
+from servers.runtime.metrics import serve_metrics
 
 __all__ = ["Gateway", "main", "serve"]
 
 log = logging.getLogger("foodmesh.gateway")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_FORWARDED = ("traceparent", "tracestate")
+_tracer = trace.get_tracer("foodmesh.gateway")
+_ROUTE = web.RequestKey("foodmesh_route", str)
+REQUESTS = Histogram(
+    "foodmesh_gateway_request_seconds",
+    "HTTP requests through the gateway (a stream: until it ends), by route template, "
+    "method and HTTP status",
+    ["route", "method", "code"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600),
+)
+STREAMS_OPEN = Gauge("foodmesh_gateway_streams_open", "Server-sent event / NDJSON streams open")
 _TIMEOUT_HEADERS = ("X-Request-Timeout", "grpc-timeout")
 #: Request headers a browser may send cross-origin (answered in preflights).
 _CORS_ALLOW_HEADERS = (
@@ -289,6 +304,35 @@ class Gateway:
     # ------------------------------------------------------------ transcode
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """One API request, in a server span that continues the caller's ``traceparent``
+        (and that the upstream call continues in turn), timed by route."""
+        started = time.perf_counter()
+        span = _tracer.start_span(
+            f"HTTP {request.method}", context=propagate.extract(request.headers),
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": request.method, "url.path": request.path},
+        )  # fmt: skip
+        token = otel_context.attach(trace.set_span_in_context(span))
+        status = 500
+        try:
+            response = await self._handle(request)
+            status = response.status
+            return response
+        finally:
+            otel_context.detach(token)
+            route = request.get(_ROUTE, "unmatched")
+            if span.is_recording():
+                span.update_name(f"{request.method} {route}")
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+            span.end()
+            REQUESTS.labels(route, request.method, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         request_id = _request_id(request)
         try:
             if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
@@ -305,6 +349,7 @@ class Gateway:
                 )
             try:
                 match = self.routes.match(request.method, request.raw_path)
+                request[_ROUTE] = match.route.template.source
                 principal = await self._authorize(match.route, request)
             except GatewayError:
                 if ip_check is not None:  # a flood of bad requests is limited too
@@ -542,7 +587,8 @@ class Gateway:
         auth = request.headers.get("Authorization")
         if auth:
             md.append(("authorization", auth))
-        md.extend((h, request.headers[h]) for h in _FORWARDED if h in request.headers)
+        # The gateway's span (current here) is the upstream call's parent.
+        md.extend(telemetry.inject_headers().items())
         return tuple(md)
 
     async def _unary(
@@ -571,6 +617,7 @@ class Gateway:
     ) -> web.StreamResponse:
         accept = request.headers.get("Accept", "")
         call = self.upstreams.stream(route)(msg, timeout=deadline_s, metadata=metadata)
+        STREAMS_OPEN.inc()
         try:
             if "text/event-stream" in accept:
                 return await _Relay(self, route, request, request_id, sse=True).run(call)
@@ -578,6 +625,7 @@ class Gateway:
                 return await self._snapshot(route, call, request_id)
             return await _Relay(self, route, request, request_id, sse=False).run(call)
         finally:
+            STREAMS_OPEN.dec()
             call.cancel()
 
     async def _snapshot(
@@ -798,6 +846,11 @@ async def _run(config: GatewayConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    telemetry.setup_tracing("gateway", exporter=config.trace_exporter)
+    if config.metrics_port >= 0:
+        metrics = serve_metrics(config.host, config.metrics_port)
+        log.info("gateway metrics on http://%s:%d/metrics", config.host,
+                 metrics.server_address[1])  # fmt: skip
     async with serve(config) as (gw, port):
         keys = ", ".join(service_key(s) for s in gw.services)
         log.info("gateway listening on http://%s:%d (%s)", config.host, port, keys)

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from foodmesh.auth import DEV_SECRET
 from servers.runtime.errors import ConfigError
+from servers.runtime.telemetry import EXPORTERS, exporter_from_env
 
 __all__ = ["Settings", "env_bool", "env_float", "env_int", "env_str"]
 
@@ -118,11 +119,11 @@ class Settings:
                 f"FOODMESH_LOG_LEVEL={log_level!r} is not valid: "
                 "expected DEBUG, INFO, WARNING or ERROR"
             )
-        exporter = env.get("FOODMESH_TRACE_EXPORTER", "none")
-        if exporter not in {"none", "console", "memory"}:
+        exporter = exporter_from_env(env)
+        if exporter not in EXPORTERS:
             raise ConfigError(
                 f"FOODMESH_TRACE_EXPORTER={exporter!r} is not valid: "
-                "expected none, console or memory"
+                "expected none, console, otlp or memory"
             )
         namespace = env.get("FOODMESH_NAMESPACE", "")
         if namespace and not namespace.replace("_", "").replace("-", "").isalnum():

@@ -19,6 +19,8 @@ from opentelemetry.trace import Link, SpanKind, TraceState
 from opentelemetry.util.types import Attributes
 
 __all__ = [
+    "EXPORTERS",
+    "exporter_from_env",
     "extract_context",
     "inject_headers",
     "memory_exporter",
@@ -69,12 +71,31 @@ def _sampler_for(exporter: str) -> sampling.Sampler:
     return sampling._get_from_env_or_default()
 
 
+def exporter_from_env(env: Mapping[str, str], default: str = "none") -> str:
+    """``FOODMESH_TRACE_EXPORTER``, else ``otlp`` when an OTLP endpoint is configured.
+
+    The endpoint is OpenTelemetry's own variable (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), which the OTLP exporter reads itself.
+    """
+    explicit = env.get("FOODMESH_TRACE_EXPORTER", "").strip()
+    if explicit:
+        return explicit
+    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return "otlp"
+    return default
+
+
+EXPORTERS = frozenset({"none", "console", "memory", "otlp"})
+
+
 def setup_tracing(service: str, *, exporter: str = "none") -> TracerProvider:
     """Installs the global tracer provider (once per process) and returns it.
 
     ``exporter`` is ``none`` (only spans continuing a caller's sampled trace are
-    recorded; trace context propagates either way), ``console`` or ``memory``
-    (tests read spans back through :func:`memory_exporter`).
+    recorded; trace context propagates either way), ``console``, ``otlp`` (OTLP over
+    gRPC to ``OTEL_EXPORTER_OTLP_ENDPOINT``, batched; sampling per ``OTEL_TRACES_SAMPLER``,
+    parent-based always-on by default) or ``memory`` (tests read spans back through
+    :func:`memory_exporter`).
     """
     global _memory_exporter
     current = trace.get_tracer_provider()
@@ -93,6 +114,10 @@ def setup_tracing(service: str, *, exporter: str = "none") -> TracerProvider:
     if exporter == "console":
         span_exporter = ConsoleSpanExporter()
         provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    elif exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     elif exporter == "memory":
         _memory_exporter = InMemorySpanExporter()
         provider.add_span_processor(SimpleSpanProcessor(_memory_exporter))

@@ -31,7 +31,7 @@ async def test_up_serves_the_mesh_through_the_gateway(
     infra: RunningInfra, namespace: str, tmp_path: Path
 ) -> None:
     ports = [s.grpc_port for s in available()] + [s.metrics_port for s in available()]
-    ports += [8080, 8090]
+    ports += [8080, 8090, 9100]
     if any(_busy(p) for p in ports):
         pytest.skip("a foodmesh is already running on this machine's default ports")
     env = {
@@ -84,6 +84,13 @@ async def test_up_serves_the_mesh_through_the_gateway(
                 err = await r.json()
             violations = [d for d in err["details"] if d["@type"].endswith("BadRequest")]
             assert violations[0]["field_violations"][0]["field"] == "lat"
+            # the gateway's own Prometheus metrics, by route template and status
+            async with http.get("http://127.0.0.1:9100/metrics") as r:
+                metrics = await r.text()
+            assert (
+                'foodmesh_gateway_request_seconds_count{code="400",method="POST",'
+                'route="/api/v1/drivers/location"} 1.0'
+            ) in metrics
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)
