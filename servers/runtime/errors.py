@@ -11,7 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
+import psycopg
+from nats import errors as nats_errors
 from psycopg_pool import PoolTimeout, TooManyRequests
+from redis import exceptions as redis_errors
 
 __all__ = [
     "Aborted",
@@ -130,11 +133,23 @@ def dependency_error(exc: BaseException) -> FoodmeshError | None:
     """What a dependency's own exception means for the caller, when it means something.
 
     A PostgreSQL pool with every connection busy for its whole wait (``PoolTimeout``)
-    or too many waiters (``TooManyRequests``) is load, not a bug: the caller gets
+    or too many waiters (``TooManyRequests``) is load, not a bug, and a Redis,
+    PostgreSQL or NATS that cannot be reached is an outage: the caller gets
     UNAVAILABLE and may retry, and nothing is logged as an unhandled error.
     """
     if isinstance(exc, PoolTimeout | TooManyRequests):
         return DependencyUnavailable("database busy: retry", reason="DATABASE_BUSY")
+    # A server that refuses or drops connections (restarting, failing over) is away,
+    # not broken: the same answer, and the caller's retry finds it back.
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
+        return DependencyUnavailable("Redis unavailable: retry", reason="REDIS_UNAVAILABLE")
+    if isinstance(exc, psycopg.OperationalError) and not isinstance(
+        exc,
+        psycopg.errors.QueryCanceled,  # a deadline's cancel: the interceptor says so
+    ):
+        return DependencyUnavailable("database unavailable: retry", reason="DATABASE_UNAVAILABLE")
+    if isinstance(exc, nats_errors.NoServersError | nats_errors.ConnectionClosedError):
+        return DependencyUnavailable("NATS unavailable: retry", reason="NATS_UNAVAILABLE")
     return None
 
 

@@ -73,7 +73,14 @@ async def dispatch_mesh(
     namespace: str,
     state_dir: Path,
     extra: Mapping[str, str] | None = None,
+    location_redis_url: str | None = None,
+    location_extra: Mapping[str, str] | None = None,
 ) -> AsyncIterator[DispatchMesh]:
+    """Catalog, Order, Location and Dispatch; ``extra`` is Dispatch's settings.
+
+    Location keeps its index in ``location_redis_url`` when given (a Redis of the
+    test's own, to kill), else in ``redis_url``; ``location_extra`` adds to its settings.
+    """
     assert dispatch.SPEC.migrations is not None
     await migrate(pg_url, service="dispatch", migrations=load_migrations(dispatch.SPEC.migrations))
     async with (
@@ -82,10 +89,11 @@ async def dispatch_mesh(
         ) as mesh,
         location_service(
             pg_url=pg_url,
-            redis_url=redis_url,
+            redis_url=location_redis_url or redis_url,
             nats_url=nats_url,
             namespace=namespace,
             state_dir=state_dir,
+            extra=location_extra,
         ) as loc,
     ):
         settings = dispatch_settings(

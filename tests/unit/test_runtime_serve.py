@@ -626,6 +626,32 @@ def test_status_for_maps_an_exhausted_postgres_pool_to_unavailable() -> None:
     assert status_for(KeyError("x"), "r1").code == code_pb2.INTERNAL  # anything else: a bug
 
 
+def test_status_for_maps_unreachable_redis_postgres_and_nats_to_unavailable() -> None:
+    import nats.errors
+    import psycopg
+    import redis.exceptions
+
+    from servers.runtime.interceptors import status_for
+
+    cases = {
+        redis.exceptions.ConnectionError("Error 111 connecting"): "REDIS_UNAVAILABLE",
+        redis.exceptions.TimeoutError("Timeout reading from socket"): "REDIS_UNAVAILABLE",
+        psycopg.OperationalError("connection failed: Connection refused"): "DATABASE_UNAVAILABLE",
+        nats.errors.NoServersError(): "NATS_UNAVAILABLE",
+        nats.errors.ConnectionClosedError(): "NATS_UNAVAILABLE",
+    }  # fmt: skip
+    for exc, reason in cases.items():
+        status = status_for(exc, "r1")
+        assert status.code == code_pb2.UNAVAILABLE, exc
+        info = error_details_pb2.ErrorInfo()
+        assert any(d.Unpack(info) for d in status.details)
+        assert info.reason == reason
+    # a query cancelled by the call's deadline is not an outage
+    assert status_for(psycopg.errors.QueryCanceled("canceling statement"), "r1").code != (
+        code_pb2.UNAVAILABLE
+    )
+
+
 async def test_a_real_pool_timeout_in_a_handler_is_unavailable_and_not_logged_as_a_bug(
     pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
