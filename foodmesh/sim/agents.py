@@ -37,10 +37,10 @@ class SimConfig:
     dispatch_target: str | None = "127.0.0.1:50054"
     seed: int = 7
     restaurants: int = 500
-    drivers: int = 300
+    drivers: int = 600
     customers: int = 2000
     #: The week's mean rate; the demand curve shapes it by the hour unless ``flat_demand``.
-    orders_per_hour: float = 600.0
+    orders_per_hour: float = 200.0
     flat_demand: bool = False
     #: Seconds to run; 0 runs until stopped.
     duration_s: float = 600.0
