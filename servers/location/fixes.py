@@ -1,4 +1,4 @@
-"""A driver's GPS fix: validation, ordering and per-driver throttling. Pure, no I/O."""
+"""A driver's GPS fix: validation, ordering, per-driver throttling, its cell. Pure, no I/O."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["Fix", "Rejection", "Throttle", "check_fix"]
+from servers.runtime.geo import geohash_decode, geohash_encode
+
+__all__ = ["CellCache", "Fix", "Rejection", "Throttle", "check_fix"]
 
 #: A fix from further ahead than this is a device clock that is wrong.
 MAX_FUTURE_S = 60.0
@@ -91,3 +93,29 @@ class Throttle:
             self._tokens -= 1.0
             return True
         return False
+
+
+class CellCache:
+    """The geohash-6 cell of each driver's latest position, with the cell's bounds.
+
+    A driver stays in one cell (about 1.2 x 0.6 km) for many fixes, so most fixes
+    cost four comparisons instead of an encoding. The bounds are the exact
+    (dyadic) cell edges, compared the way the encoder compares them: the answer is
+    always ``geohash_encode(lat, lon, 6)``. Positions must be valid (checked first).
+    """
+
+    __slots__ = ("max_drivers", "_cells")
+
+    def __init__(self, *, max_drivers: int = 200_000) -> None:
+        self.max_drivers = max_drivers
+        self._cells: dict[str, tuple[float, float, float, float, str]] = {}
+
+    def cell(self, driver_id: str, lat: float, lon: float) -> str:
+        c = self._cells.get(driver_id)
+        if c is not None and c[0] <= lat < c[1] and c[2] <= lon < c[3]:
+            return c[4]
+        gh = geohash_encode(lat, lon, 6)
+        if c is None and len(self._cells) >= self.max_drivers:
+            self._cells.clear()  # a cold driver costs one encoding, nothing more
+        self._cells[driver_id] = (*geohash_decode(gh), gh)
+        return gh

@@ -18,19 +18,17 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from google.protobuf import timestamp_pb2
 from nats.aio.client import Client as NATS
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from foodmesh.v1 import common_pb2, location_pb2
+from foodmesh.v1 import location_pb2
 from servers.location import metrics
-from servers.location.fixes import Fix
+from servers.location.fixes import CellCache, Fix
 from servers.location.history import HistoryWriter
 from servers.location.store import Accepted, LiveStore
 from servers.runtime.errors import DependencyUnavailable
-from servers.runtime.geo import geohash_encode
 from servers.runtime.nats import Subjects
 from servers.runtime.tasks import stop_tasks
 
@@ -38,13 +36,18 @@ __all__ = ["Ingest", "Outcome", "PresenceEvent"]
 
 _log = logging.getLogger("foodmesh.location.ingest")
 _MPS_TO_MPH = 1 / 0.44704
+_NS = 1_000_000_000
 #: NoScriptError: a restarted Redis lost our scripts; the recovery probe loads them again.
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, NoScriptError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What became of a stream's fixes: per fix, whether it counted; and the mode."""
+    """What became of a stream's fixes, and the mode.
+
+    Per fix: None if the store refused it (not newer than what it holds), else what
+    the store holds for its driver after the batch (a driver's fixes share one).
+    """
 
     accepted: list[Accepted | None]
     degraded: bool
@@ -69,28 +72,35 @@ class _Pending:
     )
 
 
-def location_event(
-    fix: Fix, status: int, order_id: str, geohash: str = ""
-) -> location_pb2.DriverLocationEvent:
-    """The fix as published on NATS (built once per accepted fix: kept lean)."""
-    dev, rx = int(fix.device_ts * 1e9), int(fix.received_ts * 1e9)
-    return location_pb2.DriverLocationEvent(
-        order_id=order_id,
-        position=location_pb2.DriverPosition(
-            driver_id=fix.driver_id,
-            lat=fix.lat,
-            lon=fix.lon,
-            heading=fix.heading_deg,
-            speed=fix.speed_mps * _MPS_TO_MPH,
-            accuracy=fix.accuracy_m,
-            status=status,  # type: ignore[arg-type]
-            geohash=geohash or geohash_encode(fix.lat, fix.lon, 6),
-            last_updated=timestamp_pb2.Timestamp(
-                seconds=dev // 1_000_000_000, nanos=dev % 1_000_000_000
-            ),
-        ),
-        receive_time=timestamp_pb2.Timestamp(seconds=rx // 1_000_000_000, nanos=rx % 1_000_000_000),
-    )
+class _EventEncoder:
+    """Serialises fixes as ``DriverLocationEvent``: once per accepted fix, so it is lean.
+
+    One message is refilled for every fix (every field, each time) instead of four
+    new ones built: the writer task is the only user and serialises at once.
+    """
+
+    __slots__ = ("_event", "_position", "_updated", "_received")
+
+    def __init__(self) -> None:
+        self._event = location_pb2.DriverLocationEvent()
+        self._position = self._event.position
+        self._updated = self._position.last_updated
+        self._received = self._event.receive_time
+
+    def encode(self, fix: Fix, status: int, order_id: str, geohash: str) -> bytes:
+        p = self._position
+        p.driver_id = fix.driver_id
+        p.lat = fix.lat
+        p.lon = fix.lon
+        p.heading = fix.heading_deg
+        p.speed = fix.speed_mps * _MPS_TO_MPH
+        p.accuracy = fix.accuracy_m
+        p.status = status  # type: ignore[assignment]
+        p.geohash = geohash
+        self._updated.seconds, self._updated.nanos = divmod(int(fix.device_ts * 1e9), _NS)
+        self._received.seconds, self._received.nanos = divmod(int(fix.received_ts * 1e9), _NS)
+        self._event.order_id = order_id
+        return self._event.SerializeToString()
 
 
 class Ingest:
@@ -108,6 +118,7 @@ class Ingest:
         linger_s: float = 0.002,
         max_buffered_drivers: int = 100_000,
         queue_max: int = 50_000,
+        publish_timeout_s: float = 2.0,
     ) -> None:
         self.store = store
         self.history = history
@@ -117,10 +128,15 @@ class Ingest:
         self.max_batch = max_batch
         self.linger_s = linger_s
         self.max_buffered_drivers = max_buffered_drivers
+        self.publish_timeout_s = publish_timeout_s
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_max)
         self._buffered: dict[str, Fix] = {}
+        self._cells = CellCache()
+        self._events = _EventEncoder()
         self._task: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._in_flight: list[_Pending] = []
+        self._stopped = True  # until start()
         self.redis_down = False
         self.nats_down = False
         # Counters for metrics and the benchmark.
@@ -138,18 +154,28 @@ class Ingest:
         return len(self._buffered)
 
     def start(self) -> None:
+        self._stopped = False
         self._task = asyncio.create_task(self._run(), name="location-ingest")
 
     async def stop(self) -> None:
+        """Stops the writer; whoever still waits for a batch is told, nobody waits forever."""
+        self._stopped = True
         await stop_tasks([self._task, self._probe])
         self._task = self._probe = None
+        stopping = DependencyUnavailable("location service is stopping")
+        for p in self._in_flight:  # the batch the writer was cancelled in
+            if not p.future.done():
+                p.future.set_exception(stopping)
+        self._in_flight = []
         while not self._queue.empty():
             p = self._queue.get_nowait()
             if not p.future.done():
-                p.future.set_exception(DependencyUnavailable("location service is stopping"))
+                p.future.set_exception(stopping)
 
     async def submit(self, fixes: Sequence[Fix]) -> Outcome:
         """Queues valid fixes and waits until the batch that carries them is written."""
+        if self._stopped:
+            raise DependencyUnavailable("location service is stopping")
         pending = _Pending(fixes)
         await self._queue.put(pending)
         return await pending.future
@@ -158,11 +184,12 @@ class Ingest:
     async def _run(self) -> None:
         while True:
             first = await self._queue.get()
+            # In flight from here on: stop() fails it if it cancels us while we wait.
+            batch = self._in_flight = [first]
             if self.linger_s and self._queue.qsize() < self.max_batch // 4:
                 # Wait a moment for company: every batch costs a few syscalls to Redis
                 # and NATS whatever its size, and syscalls are most of a small batch.
                 await asyncio.sleep(self.linger_s)
-            batch = [first]
             n = len(first.fixes)
             while n < self.max_batch and not self._queue.empty():
                 p = self._queue.get_nowait()
@@ -175,6 +202,7 @@ class Ingest:
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(exc)
+            self._in_flight = []
 
     async def _flush(self, batch: list[_Pending]) -> None:
         newest: dict[str, Fix] = {}
@@ -183,40 +211,38 @@ class Ingest:
                 cur = newest.get(f.driver_id)
                 if cur is None or f.device_ts > cur.device_ts:
                     newest[f.driver_id] = f
+        cell = self._cells.cell
         by_driver: dict[str, Accepted | None] = {}
         if not self.redis_down:
             fixes = list(newest.values())
             try:
-                results = await self.store.write_fixes(fixes)
+                results = await self.store.write_fixes(
+                    fixes, cells=[cell(f.driver_id, f.lat, f.lon) for f in fixes]
+                )
                 by_driver = {f.driver_id: a for f, a in zip(fixes, results, strict=True)}
             except (*_REDIS_DOWN, DependencyUnavailable) as exc:
                 self._go_degraded(exc)
-        if self.redis_down:
+        redis_down = self.redis_down
+        if redis_down:
             self._buffer(newest.values())
+            # Taken on trust while Redis is away: the recovery write still refuses
+            # anything older than what the store holds.
+            by_driver = {d: Accepted(f, True, 0, f.order_id, None) for d, f in newest.items()}
         self.batches += 1
         metrics.BATCH.observe(len(newest))
-        outcomes: list[list[Accepted | None]] = []
-        good: list[Fix] = []
-        for p in batch:
-            row: list[Accepted | None] = []
-            for f in p.fixes:
-                if self.redis_down:
-                    acc: Accepted | None = Accepted(f, True, 0, f.order_id, None)
-                else:
-                    head = by_driver.get(f.driver_id)
-                    if head is None or head.fix is f:
-                        acc = head
-                    else:  # an older fix of the same driver in this batch
-                        acc = Accepted(
-                            f, head.was_online, head.status, head.order_id, head.next_stop
-                        )
-                row.append(acc)
-                if acc is not None:
-                    good.append(f)
-            outcomes.append(row)
+        # Redis took each driver's newest fix or refused it; an older fix of the same
+        # batch (an app flushing what it buffered) shares that fate, so the older ones
+        # are published and kept in history, never sent to Redis.
+        outcomes = [[by_driver.get(f.driver_id) for f in p.fixes] for p in batch]
+        good = [
+            f
+            for p, row in zip(batch, outcomes, strict=True)
+            for f, acc in zip(p.fixes, row, strict=True)
+            if acc is not None
+        ]
         self.fixes_written += len(good)
-        metrics.observe_fix_ages([f.received_ts - f.device_ts for f in good])
-        metrics.DEGRADED.labels("redis").set(self.redis_down)
+        metrics.observe_fix_ages(f.received_ts - f.device_ts for f in good)
+        metrics.DEGRADED.labels("redis").set(redis_down)
         metrics.BUFFERED.set(len(self._buffered))
         for head in by_driver.values():
             if head is not None and not head.was_online:
@@ -235,16 +261,19 @@ class Ingest:
         if not fixes:
             return
         try:
-            nc = self._nats()
-            for f in fixes:
-                head = by_driver.get(f.driver_id)
-                status = head.status if head is not None else common_pb2.DRIVER_STATUS_UNSPECIFIED
-                order_id = head.order_id if head is not None else f.order_id
-                gh = head.geohash if head is not None and head.fix is f else ""
-                await nc.publish(
-                    self._subjects.subject(f"location.v1.driver.{f.driver_id}"),
-                    location_event(f, status, order_id, gh).SerializeToString(),
-                )
+            publish = self._nats().publish
+            encode, cell = self._events.encode, self._cells.cell
+            prefix = self._subjects.subject("location.v1.driver.")
+            # publish only queues the message, unless the client's buffer is full and
+            # NATS is not draining it: then it waits, and ingest must not wait with it.
+            async with asyncio.timeout(self.publish_timeout_s):
+                for f in fixes:
+                    head = by_driver[f.driver_id]
+                    assert head is not None  # only accepted fixes are published
+                    await publish(
+                        prefix + f.driver_id,
+                        encode(f, head.status, head.order_id, cell(f.driver_id, f.lat, f.lon)),
+                    )
             self.published += len(fixes)
             metrics.DEGRADED.labels("nats").set(0)
             if self.nats_down:

@@ -12,6 +12,7 @@ __all__ = [
     "BUFFERED",
     "DEGRADED",
     "FIXES",
+    "FIXES_ACCEPTED",
     "FIX_AGE",
     "HISTORY_ROWS",
     "PRESENCE",
@@ -23,6 +24,8 @@ FIXES = Counter(
     "GPS fixes received, by outcome (accepted, or the rejection reason).",
     ("outcome",),
 )
+#: The outcome counted for every accepted fix (a child looked up once, not per message).
+FIXES_ACCEPTED = FIXES.labels("accepted")
 BATCH = Histogram(
     "foodmesh_location_ingest_batch_fixes",
     "Fixes written to Redis per ingest batch.",

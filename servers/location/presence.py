@@ -102,8 +102,10 @@ class Presence:
     async def stop(self) -> None:
         await stop_tasks(self._tasks)
         self._tasks = []
+        # A last try for events not out yet, bounded: NATS may be the reason they are not.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._publish_pending(), timeout=2.0)
+            async with asyncio.timeout(2.0):  # not wait_for: see history._run
+                await self._publish_pending()
 
     def came_online(self, ev: PresenceEvent) -> None:
         """Called by ingest for the first fix after silence (or ever)."""

@@ -21,7 +21,7 @@ from servers.location.history import HistoryConfig, HistoryWriter, downsample_qu
 from servers.location.ingest import Ingest
 from servers.location.policy import Activity, DriverActivity, IntervalPolicy, next_interval_s
 from servers.location.presence import Presence
-from servers.location.store import INDEXED_STATUSES, MPH_TO_MPS, LiveStore
+from servers.location.store import INDEXED_STATUSES, MPH_TO_MPS, Accepted, LiveStore
 from servers.location.tracking import Tracker
 from servers.runtime.auth import require
 from servers.runtime.config import env_float, env_int
@@ -95,17 +95,13 @@ class LocationConfig:
 def _fix_from(
     driver_id: str, m: location_pb2.LocationFix | location_pb2.UpdateLocationRequest, now: float
 ) -> Fix:
-    ts = m.timestamp.seconds + m.timestamp.nanos / 1e9 if m.HasField("timestamp") else math.nan
-    return Fix(
-        driver_id=driver_id,
-        lat=m.lat,
-        lon=m.lon,
-        accuracy_m=m.accuracy,
-        heading_deg=m.heading,
-        speed_mps=m.speed * MPH_TO_MPS,
-        device_ts=ts,
-        received_ts=now,
-    )
+    if m.HasField("timestamp"):
+        t = m.timestamp
+        ts = t.seconds + t.nanos / 1e9
+    else:
+        ts = math.nan
+    # Positional: a keyword call costs half as much again, once per fix.
+    return Fix(driver_id, m.lat, m.lon, m.accuracy, m.heading, m.speed * MPH_TO_MPS, ts, now)
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -206,49 +202,54 @@ class LocationServicer(location_pb2_grpc.LocationServiceServicer):
         now = time.time()
         mono = time.monotonic()
         ack = location_pb2.StreamLocationsResponse()
-        valid: list[tuple[int, Fix]] = []
+        acked_seq = 0
+        seqs: list[int] = []
+        valid: list[Fix] = []
+        allow, driver_id = st.throttle.allow, st.driver_id
         for i, m in enumerate(request.fixes):
-            ack.acked_seq = max(ack.acked_seq, m.seq)
-            if i >= MAX_FIXES_PER_MESSAGE or not st.throttle.allow(mono):
+            seq = m.seq
+            acked_seq = max(acked_seq, seq)
+            if i >= MAX_FIXES_PER_MESSAGE or not allow(mono):
                 why: Rejection | None = Rejection.THROTTLED
             else:
-                fix = _fix_from(st.driver_id, m, now)
+                fix = _fix_from(driver_id, m, now)
                 why = check_fix(fix, last_device_ts=st.last_ts)
             if why is not None:
-                metrics.FIXES.labels(why.name.lower()).inc()
-                ack.rejections.append(
-                    location_pb2.FixRejection(seq=m.seq, reason=_REASON[why], message=why.value)
-                )
+                self._reject(ack, seq, why)
                 continue
             st.last_ts = fix.device_ts
-            valid.append((m.seq, fix))
+            seqs.append(seq)
+            valid.append(fix)
+        ack.acked_seq = acked_seq
         degraded = self.ingest.degraded
-        last: Fix | None = None
+        accepted = 0
         if valid:
-            outcome = await self.ingest.submit([f for _, f in valid])
+            outcome = await self.ingest.submit(valid)
             degraded = outcome.degraded
-            for (seq, fix), acc in zip(valid, outcome.accepted, strict=True):
+            newest: tuple[Fix, Accepted] | None = None
+            for seq, fix, acc in zip(seqs, valid, outcome.accepted, strict=True):
                 if acc is None:
-                    metrics.FIXES.labels("out_of_order").inc()
-                    ack.rejections.append(
-                        location_pb2.FixRejection(
-                            seq=seq,
-                            reason=location_pb2.FIX_REJECTION_REASON_OUT_OF_ORDER,
-                            message=Rejection.OUT_OF_ORDER.value,
-                        )
-                    )
-                    continue
-                ack.accepted += 1
-                last = fix
+                    self._reject(ack, seq, Rejection.OUT_OF_ORDER)
+                else:
+                    accepted += 1
+                    newest = (fix, acc)
+            if newest is not None:
+                fix, acc = newest
                 if not degraded:
                     st.status, st.next_stop = acc.status, acc.next_stop
-            if last is not None:
-                st.moved(last)  # only the newest position matters for the interval
-        if ack.accepted:
-            metrics.FIXES.labels("accepted").inc(ack.accepted)
+                st.moved(fix)  # only the newest position matters for the interval
+        if accepted:
+            ack.accepted = accepted
+            metrics.FIXES_ACCEPTED.inc(accepted)
         ack.degraded = degraded
-        ack.next_interval.CopyFrom(_duration(next_interval_s(st.activity(), self.config.policy)))
+        interval_ns = int(next_interval_s(st.activity(), self.config.policy) * 1e9)
+        ack.next_interval.seconds, ack.next_interval.nanos = divmod(interval_ns, 1_000_000_000)
         return ack
+
+    @staticmethod
+    def _reject(ack: location_pb2.StreamLocationsResponse, seq: int, why: Rejection) -> None:
+        metrics.FIXES.labels(why.name.lower()).inc()
+        ack.rejections.add(seq=seq, reason=_REASON[why], message=why.value)
 
     async def UpdateLocation(  # noqa: N802
         self,

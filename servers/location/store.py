@@ -236,6 +236,9 @@ class LiveStore:
         #: Where this process last left each driver: (status, region), for one-trip writes.
         self._known: dict[str, tuple[int, str]] = {}
         self._index_keys: dict[tuple[str, int], str] = {}
+        self._presence_keys = tuple(
+            keys.region("presence", f"p{b:02d}") for b in range(PRESENCE_BUCKETS)
+        )
 
     # ------------------------------------------------------------------ keys
     def driver_key(self, driver_id: str) -> str:
@@ -250,11 +253,10 @@ class LiveStore:
         return key
 
     def presence_key(self, driver_id: str) -> str:
-        bucket = zlib.crc32(driver_id.encode()) % PRESENCE_BUCKETS
-        return self.keys.region("presence", f"p{bucket:02d}")
+        return self._presence_keys[zlib.crc32(driver_id.encode()) % PRESENCE_BUCKETS]
 
     def presence_keys(self) -> list[str]:
-        return [self.keys.region("presence", f"p{b:02d}") for b in range(PRESENCE_BUCKETS)]
+        return list(self._presence_keys)
 
     # --------------------------------------------------------------- scripts
     async def load_scripts(self) -> None:
@@ -302,8 +304,12 @@ class LiveStore:
             self._sha.clear()
             raise
 
-    async def write_fixes(self, fixes: Sequence[Fix]) -> list[Accepted | None]:
+    async def write_fixes(
+        self, fixes: Sequence[Fix], *, cells: Sequence[str] | None = None
+    ) -> list[Accepted | None]:
         """Writes the newest fix of each driver; returns, per fix, what was accepted.
+
+        ``cells`` are the fixes' geohash-6 cells when the caller knows them already.
 
         Each fix runs a compare-and-set script on the driver's hash, which drops a
         fix not newer than the stored one (so replicas and reconnects never go back
@@ -319,7 +325,8 @@ class LiveStore:
         sha = self._sha["fix"]
         initial = self.initial_status
         cmds: list[Command] = []
-        cells = [geohash_encode(f.lat, f.lon, 6) for f in fixes]
+        if cells is None:
+            cells = [geohash_encode(f.lat, f.lon, 6) for f in fixes]
         plans: list[tuple[tuple[int, str] | None, int]] = []
         for f, gh in zip(fixes, cells, strict=True):
             cmds.append(

@@ -198,6 +198,10 @@ class Tracker:
         req.restaurant_location.CopyFrom(o.restaurant_location)
         req.delivery_location.lat = o.delivery_address.lat
         req.delivery_location.lon = o.delivery_address.lon
+        if o.HasField("created_at"):  # the kitchen's clock started then, not now
+            req.order_time.CopyFrom(o.created_at)
+        if o.HasField("pricing"):
+            req.subtotal.CopyFrom(o.pricing.subtotal)
         if v.position is not None:
             req.driver_location.lat, req.driver_location.lon = v.position.lat, v.position.lon
         try:

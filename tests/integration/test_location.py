@@ -20,8 +20,13 @@ from prometheus_client import REGISTRY
 
 from clients import ClientOptions, LocationClient
 from foodmesh.v1 import common_pb2, location_pb2
+from servers.location.fixes import Fix
+from servers.location.ingest import Ingest
+from servers.location.store import LiveStore
+from servers.runtime.errors import DependencyUnavailable
 from servers.runtime.geo import METERS_PER_MILE, geohash_encode, haversine_m
-from servers.runtime.nats import open_nats
+from servers.runtime.nats import Subjects, open_nats
+from servers.runtime.redis import Keys
 from servers.runtime.serve import RunningService
 from tests.integration._location import SERVICE, DriverApp, fix, location_service, token, wait_for
 
@@ -259,6 +264,65 @@ async def test_each_fix_is_published_on_nats(
         await nc.close()
 
 
+async def test_every_fix_of_a_batched_message_is_published_and_the_newest_is_live(
+    svc: RunningService, ops: LocationClient, nats_url: str, namespace: str
+) -> None:
+    nc = await open_nats(nats_url, name="test")
+    got: asyncio.Queue[location_pb2.DriverLocationEvent] = asyncio.Queue()
+
+    async def on_msg(msg: object) -> None:
+        await got.put(location_pb2.DriverLocationEvent.FromString(msg.data))  # type: ignore[attr-defined]
+
+    start = time.time() - 5
+    # 0.004 degrees apart: the fixes cross geohash-6 cells (0.0055 degrees of latitude).
+    sent = [fix(SF[0] + i * 0.004, SF[1], ts=start + i, seq=i) for i in range(6)]
+    try:
+        await nc.subscribe(f"{namespace}.location.v1.driver.drv_b", cb=on_msg)
+        await nc.flush()
+        async with DriverApp(svc.target, "drv_b") as app:
+            ack = await app.send(*sent)
+            events = [await asyncio.wait_for(got.get(), timeout=2.0) for _ in sent]
+    finally:
+        await nc.close()
+    assert ack.accepted == len(sent) and not ack.rejections
+    assert [e.position.lat for e in events] == [f.lat for f in sent]
+    assert [e.position.last_updated.seconds for e in events] == [int(start + i) for i in range(6)]
+    assert [e.position.geohash for e in events] == [geohash_encode(f.lat, f.lon, 6) for f in sent]
+    assert {e.position.status for e in events} == {DS.DRIVER_STATUS_AVAILABLE}
+    pos = (
+        await ops.get_driver_location(location_pb2.GetDriverLocationRequest(driver_id="drv_b"))
+    ).position
+    assert (pos.lat, pos.lon) == (sent[-1].lat, sent[-1].lon)  # the newest one is live
+
+
+async def test_a_stopping_ingest_fails_the_fixes_it_holds_instead_of_leaving_them_waiting(
+    redis_url: str, namespace: str
+) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    ingest = Ingest(
+        LiveStore(redis, Keys(namespace)),
+        None,
+        nats=NATS,  # never reached: nothing is written before the stop
+        subjects=Subjects(namespace),
+        on_presence=lambda ev: None,
+        linger_s=60.0,  # the writer takes the first fix, then waits for company
+    )
+    now = time.time()
+    fixes = [Fix(f"drv_stop{i}", *SF, 5.0, 0.0, 0.0, now, now) for i in range(3)]
+    try:
+        ingest.start()
+        waiting = [asyncio.create_task(ingest.submit([f])) for f in fixes[:2]]
+        await asyncio.sleep(0.1)  # one in the writer's hands, one queued
+        await ingest.stop()
+        for task in waiting:
+            with pytest.raises(DependencyUnavailable):
+                await asyncio.wait_for(task, timeout=5.0)
+        with pytest.raises(DependencyUnavailable):
+            await asyncio.wait_for(ingest.submit(fixes[2:]), timeout=5.0)
+    finally:
+        await redis.aclose()
+
+
 async def presence_events(
     nc: NATS, namespace: str
 ) -> tuple[asyncio.Queue[location_pb2.DriverPresenceEvent], object]:
@@ -382,23 +446,24 @@ async def test_history_retention_drops_old_partitions(pg_url: str) -> None:
     assert dropped == [f"history_{old:%Y%m%d}"]
 
 
+ONE_ONE = common_pb2.LatLng(lat=1, lon=1)
+
+
 async def test_bad_requests_name_the_field(svc: RunningService, ops: LocationClient) -> None:
     cases = [
         (location_pb2.FindNearbyDriversRequest(radius_meters=100), "center"),
-        (location_pb2.FindNearbyDriversRequest(center={"lat": 1, "lon": 1}), "radius_miles"),
+        (location_pb2.FindNearbyDriversRequest(center=ONE_ONE), "radius_miles"),
         (
-            location_pb2.FindNearbyDriversRequest(center={"lat": 1, "lon": 1}, radius_miles=100),
+            location_pb2.FindNearbyDriversRequest(center=ONE_ONE, radius_miles=100),
             "radius_miles",
         ),
         (
-            location_pb2.FindNearbyDriversRequest(
-                center={"lat": 1, "lon": 1}, radius_meters=10, limit=5000
-            ),
+            location_pb2.FindNearbyDriversRequest(center=ONE_ONE, radius_meters=10, limit=5000),
             "limit",
         ),
         (
             location_pb2.FindNearbyDriversRequest(
-                center={"lat": 1, "lon": 1}, radius_meters=10, statuses=[DS.DRIVER_STATUS_OFFLINE]
+                center=ONE_ONE, radius_meters=10, statuses=[DS.DRIVER_STATUS_OFFLINE]
             ),
             "statuses[0]",
         ),

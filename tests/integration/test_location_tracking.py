@@ -73,11 +73,13 @@ class ScriptedEta(eta_pb2_grpc.EtaServiceServicer):
     def __init__(self) -> None:
         self.estimates = 0
         self.routes: list[tuple[float, float, float, float]] = []
+        self.order_times: list[int] = []
 
     async def EstimateDelivery(  # noqa: N802
         self, request: eta_pb2.EstimateDeliveryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> eta_pb2.EstimateDeliveryResponse:
         self.estimates += 1
+        self.order_times.append(request.order_time.seconds)
         reply = eta_pb2.EstimateDeliveryResponse(
             eta_confidence=0.9, total_minutes=20 + self.estimates
         )
@@ -92,6 +94,9 @@ class ScriptedEta(eta_pb2_grpc.EtaServiceServicer):
         return eta_pb2.RouteResponse(polyline=f"route:{len(self.routes)}")
 
 
+PLACED_AT = int(time.time()) - 300  # the order was placed five minutes ago
+
+
 def _order() -> order_pb2.Order:
     o = order_pb2.Order(
         order_id="ord_1", customer_id="cus_1", restaurant_id="rest_1", status=OS.ORDER_STATUS_PLACED
@@ -100,6 +105,7 @@ def _order() -> order_pb2.Order:
     o.delivery_address.lat, o.delivery_address.lon = SF[0] + 0.01, SF[1]
     o.estimated_delivery_time.FromSeconds(int(time.time()) + 1800)
     o.eta_confidence = 0.8
+    o.created_at.FromSeconds(PLACED_AT)
     o.timeline.add(seq=1, status=OS.ORDER_STATUS_PLACED).timestamp.GetCurrentTime()
     return o
 
@@ -271,6 +277,8 @@ async def test_a_fresh_eta_and_the_remaining_route_come_without_any_other_change
         later = await asyncio.wait_for(anext(stream), 2)  # nothing else changed: the timer
         assert later.eta.seconds == first.eta.seconds + 60
         assert later.route_polyline == "route:2"
+        # the estimate counts the kitchen's time from placement, not from now
+        assert estimates.order_times[:2] == [PLACED_AT, PLACED_AT]
 
 
 async def test_a_customer_who_stops_reading_never_slows_the_driver(

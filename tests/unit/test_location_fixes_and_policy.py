@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from servers.location.fixes import MAX_AGE_S, MAX_FUTURE_S, Fix, Rejection, Throttle, check_fix
+from servers.location.fixes import (
+    MAX_AGE_S,
+    MAX_FUTURE_S,
+    CellCache,
+    Fix,
+    Rejection,
+    Throttle,
+    check_fix,
+)
 from servers.location.policy import Activity, DriverActivity, IntervalPolicy, next_interval_s
+from servers.runtime.geo import geohash_decode, geohash_encode
 
 NOW = 1_800_000_000.0
 
 
-def fix(**kw: float) -> Fix:
-    base = dict(lat=37.7765, lon=-122.418, accuracy_m=10.0, heading_deg=45.0, speed_mps=11.0,
-                device_ts=NOW - 1, received_ts=NOW)  # fmt: skip
-    base.update(kw)
-    return Fix(driver_id="driver_456", **base)
+def fix(**kw: Any) -> Fix:
+    base = Fix(driver_id="driver_456", lat=37.7765, lon=-122.418, accuracy_m=10.0,
+               heading_deg=45.0, speed_mps=11.0, device_ts=NOW - 1, received_ts=NOW)  # fmt: skip
+    return dataclasses.replace(base, **kw)
 
 
 def test_a_good_fix_is_accepted() -> None:
@@ -70,6 +80,38 @@ def test_a_flood_is_throttled_and_a_steady_driver_is_not() -> None:
     assert sum(flood.allow(0.0) for _ in range(100)) == 10
     steady = Throttle(rate=5.0, burst=10.0)
     assert all(steady.allow(t * 0.2) for t in range(1000))  # exactly 5 fixes/s
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),
+            st.floats(min_value=-90, max_value=90),
+            st.floats(min_value=-180, max_value=180),
+        ),
+        min_size=1,
+        max_size=50,
+    )
+)
+def test_the_cell_cache_always_answers_what_the_encoder_does(
+    moves: list[tuple[str, float, float]],
+) -> None:
+    cells = CellCache(max_drivers=2)  # small: the cache is also cleared along the way
+    for driver, lat, lon in moves:
+        assert cells.cell(driver, lat, lon) == geohash_encode(lat, lon, 6)
+
+
+def test_the_cell_cache_is_exact_on_cell_edges_and_when_a_driver_moves() -> None:
+    cells = CellCache()
+    gh = cells.cell("d", 37.7749, -122.4194)
+    lat_lo, lat_hi, lon_lo, lon_hi = geohash_decode(gh)
+    # A cell holds its lower edges, not its upper ones: the next cell starts there.
+    for lat, lon in ((lat_lo, lon_lo), (lat_hi, lon_lo), (lat_lo, lon_hi), (lat_hi, lon_hi),
+                     (math.nextafter(lat_hi, -90), math.nextafter(lon_hi, -180))):  # fmt: skip
+        assert cells.cell("d", lat, lon) == geohash_encode(lat, lon, 6)
+        assert cells.cell("d", 37.7749, -122.4194) == gh  # and back
+    for lat, lon in ((90.0, 180.0), (-90.0, -180.0), (0.0, 0.0), (-0.0, -0.0)):
+        assert cells.cell("e", lat, lon) == geohash_encode(lat, lon, 6)
 
 
 def test_on_a_delivery_the_app_reports_every_5_seconds() -> None:
