@@ -133,6 +133,8 @@ class _Upstreams:
                     ("grpc.keepalive_time_ms", 30_000),
                     ("grpc.keepalive_timeout_ms", 10_000),
                     ("grpc.http2.max_pings_without_data", 0),
+                    # an error's details ride in the trailers: room for a long BadRequest
+                    ("grpc.max_metadata_size", 64 * 1024),
                 ],
             )
             self.channels[target] = ch
@@ -468,7 +470,10 @@ class Gateway:
         return _json_response(err.status, body, request_id, **headers)
 
     def _upstream_error(self, err: grpc.aio.AioRpcError, request: web.Request) -> GatewayError:
-        status = rpc_status.from_call(err)
+        try:
+            status = rpc_status.from_call(err)
+        except ValueError:  # details that disagree with the call's code (trailers cut short)
+            status = None
         if status is not None:
             code, details = status_from_proto(status)
             return GatewayError(

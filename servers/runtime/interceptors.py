@@ -76,14 +76,19 @@ def status_for(exc: BaseException, request_id: str) -> status_pb2.Status:
                 0, _pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN))
             )
         if isinstance(exc, InvalidArgument):
+            shown = exc.violations[:_MAX_VIOLATIONS]
             bad = error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
+                        field=_clip(v.field), description=_clip(v.description)
                     )
-                    for v in exc.violations
+                    for v in shown
                 ]
             )
+            if len(exc.violations) > len(shown):
+                bad.field_violations.add(
+                    field="", description=f"and {len(exc.violations) - len(shown)} more"
+                )
             details.insert(0, _pack(bad))
     elif isinstance(exc, TimeoutError):
         code = code_pb2.DEADLINE_EXCEEDED
@@ -91,7 +96,16 @@ def status_for(exc: BaseException, request_id: str) -> status_pb2.Status:
     else:
         code = code_pb2.INTERNAL
         message = f"internal error (request id {request_id})"
-    return status_pb2.Status(code=code, message=message, details=details)
+    return status_pb2.Status(code=code, message=_clip(message, 1000), details=details)
+
+
+# The status travels in the trailers, which HTTP/2 peers cap (gRPC's default soft limit
+# is 8 KiB): a request bad in a thousand places gets the first ones, each clipped.
+_MAX_VIOLATIONS = 10
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class _Method:

@@ -113,6 +113,13 @@ async def test_order_errors_map_to_http(world: World) -> None:
     async with http.session.post("/api/v1/orders", json=PLACE,
                                  headers=auth("driver", "drv_1")) as resp:  # fmt: skip
         assert resp.status == 403
+    # Bad in hundreds of places, at length: still a 400 naming the first of them (the
+    # status rides in gRPC trailers, which peers cap at a few KiB).
+    junk = [{"item_id": "x" * 300, "quantity": -1, "special_instructions": "y" * 900}] * 300
+    status, body = await place(http, "gw-junk", items=junk)
+    assert status == 400, body
+    bad = violations(body)
+    assert 5 <= len(bad) <= 11 and all(len(f) <= 160 for f in bad), bad
 
 
 async def test_tracking_an_order_as_a_snapshot_and_as_server_sent_events(world: World) -> None:

@@ -163,7 +163,11 @@ async def test_unary_calls_have_a_deadline_and_forward_headers(
         assert resp.status == 200
         assert (await resp.json())["order"]["customer_id"] == "cus_1"
     md = servicer.seen_metadata
-    assert (md["traceparent"], md["x-request-id"]) == (trace, "r-1")
+    assert md["x-request-id"] == "r-1"
+    # the caller's trace goes on, its parent now the gateway's own span (still sampled)
+    version, trace_id, parent, flags = md["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01")
+    assert parent != "00f067aa0ba902b7" and len(parent) == 16
     assert md["authorization"] == CUSTOMER["Authorization"]
     async with http.session.get("/api/v1/orders/missing", headers=CUSTOMER) as resp:
         assert resp.status == 404
