@@ -2,78 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from clients import ClientOptions, LocationClient
-from foodmesh.infra._servers import _redis_binary
 from foodmesh.v1 import location_pb2
 from servers.location.fixes import Fix
 from servers.location.history import HistoryConfig, HistoryWriter
 from servers.runtime.migrate import load_migrations, migrate
+from tests.chaos._servers import OwnRedis, free_port
 from tests.integration._location import SERVICE, DriverApp, fix, location_service, wait_for
 
 SF = (37.7749, -122.4194)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OwnRedis:
-    """A redis-server of this test's own, to kill and restart on the same port."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [str(_redis_binary()), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.dir), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.02)
-        raise RuntimeError("redis did not start")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self.proc = None
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.proc is not None:
-            server.kill()
 
 
 async def test_redis_killed_mid_stream_degrades_then_recovers(
@@ -127,7 +70,7 @@ async def test_history_spills_to_disk_while_postgres_is_away_and_catches_up(
     await migrate(
         pg_url, service="location", migrations=load_migrations(Path("servers/location/migrations"))
     )
-    dead = f"postgresql://postgres@127.0.0.1:{_free_port()}/nowhere"
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
     config = HistoryConfig(max_buffer_rows=100, spill_dir=tmp_path / "spill")
     start = time.time() - 600
     async with AsyncConnectionPool(dead, min_size=0, max_size=1, timeout=0.5, open=False) as down:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,22 +31,17 @@ from servers.order.payments import Authorization, RefundOutcome
 from servers.order.sandbox import SandboxProvider
 from servers.runtime.nats import Subjects
 from servers.runtime.serve import RunningService
+from tests.chaos._servers import free_port
 from tests.integration._order import order_mesh, place_request, reason, seeded_catalog
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class OrderProcess:
     """The Order service in a process of its own, to kill and start again on one port."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.env = {**os.environ, **env, "FOODMESH_ORDER_PORT": str(self.port)}
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
