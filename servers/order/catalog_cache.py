@@ -10,24 +10,23 @@ decides delivery: its CheckDelivery answer is remembered per restaurant and exac
 point (the geometry is not copied here, so the two services cannot disagree).
 
 Concurrent misses for one key share one call (a burst after expiry makes one
-request, not 64). Failures are never remembered: the next order asks again.
+request, not 64). Failures are never remembered: the next order asks again
+(:class:`servers.runtime.cache.TtlCache`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Hashable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from foodmesh.v1 import catalog_pb2
+from servers.runtime.cache import TtlCache
 
 if TYPE_CHECKING:
     from servers.order.service import CatalogPort
 
 __all__ = ["CachedCatalog"]
-
-T = TypeVar("T")
 
 
 class CachedCatalog:
@@ -45,50 +44,21 @@ class CachedCatalog:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inner = inner
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self.clock = clock
-        self.calls = 0  # calls made to the Catalog, for tests and benchmarks
-        self._entries: dict[Hashable, tuple[float, asyncio.Future[Any]]] = {}
+        self.cache = TtlCache(ttl_s=ttl_s, max_entries=max_entries, clock=clock)
 
-    async def _get(self, key: Hashable, fetch: Callable[[], Awaitable[T]]) -> T:
-        if self.ttl_s <= 0:
-            self.calls += 1
-            return await fetch()
-        now = self.clock()
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
-            return await asyncio.shield(hit[1])
-        if len(self._entries) >= self.max_entries:
-            self._evict(now)
-        self.calls += 1
-        task: asyncio.Future[T] = asyncio.ensure_future(fetch())
-        self._entries[key] = (now + self.ttl_s, task)
-        task.add_done_callback(lambda t: self._settled(key, t))
-        # Shielded: a caller that gives up does not cancel the call others wait on.
-        return await asyncio.shield(task)
-
-    def _settled(self, key: Hashable, task: asyncio.Future[Any]) -> None:
-        if task.cancelled() or task.exception() is not None:
-            held = self._entries.get(key)
-            if held is not None and held[1] is task:
-                del self._entries[key]
-
-    def _evict(self, now: float) -> None:
-        for k in [k for k, (exp, _) in self._entries.items() if exp <= now]:
-            del self._entries[k]
-        while len(self._entries) >= self.max_entries:  # the oldest go first
-            del self._entries[next(iter(self._entries))]
+    @property
+    def calls(self) -> int:
+        """Calls made to the Catalog, for tests and benchmarks."""
+        return self.cache.calls
 
     def forget(self, restaurant_id: str) -> None:
         """Drops what is remembered of ``restaurant_id``."""
-        for k in [k for k in self._entries if isinstance(k, tuple) and k[1] == restaurant_id]:
-            del self._entries[k]
+        self.cache.forget(lambda k: isinstance(k, tuple) and k[1] == restaurant_id)
 
     async def get_restaurant(
         self, request: catalog_pb2.GetRestaurantRequest, *, deadline_s: float | None = None
     ) -> catalog_pb2.GetRestaurantResponse:
-        return await self._get(
+        return await self.cache.get(
             ("restaurant", request.restaurant_id),
             lambda: self.inner.get_restaurant(request, deadline_s=deadline_s),
         )
@@ -96,7 +66,7 @@ class CachedCatalog:
     async def get_menu(
         self, request: catalog_pb2.GetMenuRequest, *, deadline_s: float | None = None
     ) -> catalog_pb2.GetMenuResponse:
-        return await self._get(
+        return await self.cache.get(
             ("menu", request.restaurant_id),
             lambda: self.inner.get_menu(request, deadline_s=deadline_s),
         )
@@ -105,7 +75,7 @@ class CachedCatalog:
         self, request: catalog_pb2.CheckDeliveryRequest, *, deadline_s: float | None = None
     ) -> catalog_pb2.CheckDeliveryResponse:
         where = request.location
-        return await self._get(
+        return await self.cache.get(
             ("delivery", request.restaurant_id, where.lat, where.lon),
             lambda: self.inner.check_delivery(request, deadline_s=deadline_s),
         )

@@ -6,7 +6,7 @@ per quote; the answers are kept ``ttl_s`` seconds (2 by default), so a price
 change reaches quotes at most that late, and a quote is still checked against the
 Catalog's current prices when it is charged (PlaceOrder prices the lines itself
 and re-quotes when they differ). Concurrent misses of one key share one call;
-failures are never remembered.
+failures are never remembered (:class:`servers.runtime.cache.TtlCache`).
 
 :meth:`CachedCatalog.quote_inputs` is what a quote asks: answers still fresh
 are taken without a task or a wait (the common case, and the one a quote's CPU
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from foodmesh.v1 import catalog_pb2, common_pb2
 from servers.pricing.cart import MenuIndex
+from servers.runtime.cache import TtlCache
 
 __all__ = ["CachedCatalog", "CatalogPort", "QuoteInputs"]
 
@@ -61,40 +62,9 @@ class CachedCatalog:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inner = inner
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self.clock = clock
-        self.calls = 0
-        self._entries: dict[Hashable, tuple[float, asyncio.Future[Any]]] = {}
-
-    async def _get(self, key: Hashable, fetch: Callable[[], Awaitable[T]]) -> T:
-        if self.ttl_s <= 0:
-            self.calls += 1
-            return await fetch()
-        now = self.clock()
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
-            return await asyncio.shield(hit[1])
-        if len(self._entries) >= self.max_entries:
-            for k in [k for k, (exp, _) in self._entries.items() if exp <= now]:
-                del self._entries[k]
-            while len(self._entries) >= self.max_entries:
-                del self._entries[next(iter(self._entries))]
-        self.calls += 1
-        task: asyncio.Future[T] = asyncio.ensure_future(fetch())
-        self._entries[key] = (now + self.ttl_s, task)
-        task.add_done_callback(lambda t: self._settled(key, t))
-        return await asyncio.shield(task)
-
-    def _fresh(self, key: Hashable) -> Any | None:
-        """The remembered answer of ``key`` if it is in and still fresh, without waiting."""
-        hit = self._entries.get(key)
-        if hit is None or hit[0] <= self.clock():
-            return None
-        fut = hit[1]
-        if not fut.done() or fut.cancelled() or fut.exception() is not None:
-            return None
-        return fut.result()
+        self.cache = TtlCache(ttl_s=ttl_s, max_entries=max_entries, clock=clock)
+        self._get = self.cache.get
+        self._fresh = self.cache.fresh
 
     async def quote_inputs(
         self, restaurant_id: str, lat: float, lon: float, *, deadline_s: float | None = None
@@ -128,12 +98,6 @@ class CachedCatalog:
             catalog_pb2.GetMenuRequest(restaurant_id=restaurant_id), deadline_s=deadline_s
         )
         return MenuIndex(got.menu)
-
-    def _settled(self, key: Hashable, task: asyncio.Future[Any]) -> None:
-        if task.cancelled() or task.exception() is not None:
-            held = self._entries.get(key)
-            if held is not None and held[1] is task:
-                del self._entries[key]
 
     async def get_restaurant(
         self, request: catalog_pb2.GetRestaurantRequest, *, deadline_s: float | None = None

@@ -145,4 +145,4 @@ async def test_the_memory_is_bounded() -> None:
     cache = CachedCatalog(inner, ttl_s=60.0, max_entries=3)
     for i in range(10):
         await cache.check_delivery(_where(float(i + 1)))
-    assert len(cache._entries) <= 3
+    assert len(cache.cache._entries) <= 3
