@@ -320,6 +320,9 @@ class Gateway:
             response = await self._handle(request)
             status = response.status
             return response
+        except asyncio.CancelledError:
+            status = 499  # the client went away first (nginx's "client closed request")
+            raise
         finally:
             otel_context.detach(token)
             route = request.get(_ROUTE, "unmatched")
