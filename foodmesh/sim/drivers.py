@@ -487,7 +487,11 @@ class DriverAgent:
                 stats.error("location_write_stalled")
             except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
                 code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
-                if self._online and code is not grpc.StatusCode.CANCELLED:
+                if self._online and code is grpc.StatusCode.UNAVAILABLE:
+                    # The server rotates connections (max connection age) or restarts:
+                    # routine for a long stream, which an app simply opens again.
+                    stats.inc("stream_reconnects")
+                elif self._online and code is not grpc.StatusCode.CANCELLED:
                     failures += 1
                     stats.error(f"location_{code.name if code else 'closed'}")
                     if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN) and self.bad:
@@ -626,7 +630,13 @@ class DriverAgent:
                     failures = 0
                 except _Lost:
                     s_code = self._session.ended_code if self._session else None
-                    if not fleet.stopping:
+                    if fleet.stopping:
+                        pass
+                    elif s_code is grpc.StatusCode.UNAVAILABLE:
+                        # a rotated connection or a restarting server: open the session
+                        # again, which resends the driver's current state
+                        stats.inc("stream_reconnects")
+                    else:
                         failures += 1
                         # ended by the server without an error: a restart, or replaced
                         stats.error(f"session_lost_{s_code.name if s_code else 'ended'}")

@@ -77,7 +77,7 @@ def format_progress(stats: Stats, *, last: dict[str, float] | None = None, dt_s:
 
     stages = " ".join(f"{k} {c[k]:,}" for k in _STAGES)
     extra = []
-    for k in ("cancelled", "declined"):
+    for k in ("cancelled", "declined", "adopted", "stream_reconnects"):
         if c[k]:
             extra.append(f"{k} {c[k]:,}")
     errors = ", ".join(f"{k} {v:,}" for k, v in stats.errors.most_common(4))
