@@ -14,7 +14,9 @@
    - Route, uncached (a fresh origin-destination pair every call; target p99 < 20 ms)
      against the raw engine: ``RoadGraph.route`` on the same pairs in this process;
    - Route, cached (pairs already asked; target < 1 ms) against a raw Redis GET of an
-     entry of the same size from this process;
+     entry of the same size from this process, and against the gRPC floor: a
+     Health/Check of the same server at the same rate (a call that does nothing), so
+     "what a cached route adds above any call" is a figure of its own;
    - EstimateDelivery at order time (fresh restaurant-customer pairs, so the route is
      computed each time; target p99 < 25 ms) and again with its legs cached
      (TrackOrder asks the same order again every 30 s);
@@ -44,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from benchmarks._harness import (  # noqa: E402
     LatencyResult,
@@ -199,6 +202,15 @@ async def _serving(model_dir: Path, *, rate: float, duration: float) -> dict[str
 
                 cached = await open_loop(route_cached, rate=rate, duration=duration,
                                          progress=Progress("Route cached"))  # fmt: skip
+                # The floor under any answer of this server: a health check, the same
+                # transport and runtime with no work, from this process at the same rate.
+                health = health_pb2_grpc.HealthStub(client.channel)
+
+                async def floor() -> None:
+                    await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+
+                grpc_floor = await open_loop(floor, rate=rate, duration=duration,
+                                             progress=Progress("gRPC floor"))  # fmt: skip
                 restaurants = _points(graph, n, seed=4)
                 customers = _points(graph, n, seed=5)
                 i_est = iter(range(n))
@@ -278,6 +290,12 @@ async def _serving(model_dir: Path, *, rate: float, duration: float) -> dict[str
         await r.aclose()
     out["route_uncached"] = {"ours": fresh.as_dict(), "raw": raw_route.as_dict()}
     out["route_cached"] = {"ours": cached.as_dict(), "raw": raw_get.as_dict()}
+    out["grpc_floor"] = {"ours": grpc_floor.as_dict()}
+    # What the cache path adds above a call that does nothing, at the same percentiles.
+    out["route_cached_above_floor_ms"] = {
+        q: round(cached.as_dict()[f"{q}_ms"] - grpc_floor.as_dict()[f"{q}_ms"], 2)
+        for q in ("p50", "p99")
+    }
     out["estimate_uncached"] = {"ours": est.as_dict()}
     out["estimate_cached_legs"] = {"ours": est_cached.as_dict()}
     out["batch_200"] = {"ours": batch_res.as_dict(), "raw": raw_batch.as_dict()}
@@ -290,6 +308,7 @@ async def run(*, orders: int, rounds: int, rate: float, duration: float) -> dict
         training = await asyncio.to_thread(_train_phase, orders, rounds, model_dir)
         serving = await _serving(model_dir, rate=rate, duration=duration)
     ho = training["held_out"]
+    above_floor = serving.pop("route_cached_above_floor_ms")
     ratios = {
         f"{k}_p99": ratio(v["ours"]["p99_ms"], v["raw"]["p99_ms"])
         for k, v in serving.items() if "raw" in v
@@ -305,6 +324,7 @@ async def run(*, orders: int, rounds: int, rate: float, duration: float) -> dict
         "raw": {k: v["raw"] for k, v in serving.items() if "raw" in v},
         "ours": {k: v["ours"] for k, v in serving.items()},
         "ratio": ratios,
+        "route_cached_above_grpc_floor_ms": above_floor,
     }
 
 
@@ -322,6 +342,7 @@ def _report(res: dict[str, Any]) -> None:
     s = res["settings"]
     rows = []
     for name, key in (("Route uncached", "route_uncached"), ("Route cached", "route_cached"),
+                      ("gRPC floor (Health/Check)", "grpc_floor"),
                       ("EstimateDelivery uncached", "estimate_uncached"),
                       ("EstimateDelivery legs cached", "estimate_cached_legs"),
                       ("EstimateTravelTimes x200", "batch_200")):  # fmt: skip
@@ -336,6 +357,8 @@ def _report(res: dict[str, Any]) -> None:
         rows,
     )
     print_table("ours / raw", ["figure", "ratio"], [[k, v] for k, v in res["ratio"].items()])
+    above = res["route_cached_above_grpc_floor_ms"]
+    print(f"a cached Route above the gRPC floor: p50 {above['p50']} ms, p99 {above['p99']} ms")
 
 
 def main() -> int:
