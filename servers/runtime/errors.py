@@ -143,6 +143,9 @@ def dependency_error(exc: BaseException) -> FoodmeshError | None:
     # not broken: the same answer, and the caller's retry finds it back.
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
         return DependencyUnavailable("Redis unavailable: retry", reason="REDIS_UNAVAILABLE")
+    if isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("40"):
+        # class 40, transaction rollback: a serialization failure or a deadlock
+        return Aborted("conflicting concurrent change: retry", reason="DATABASE_CONFLICT")
     if isinstance(exc, psycopg.OperationalError) and not isinstance(
         exc,
         psycopg.errors.QueryCanceled,  # a deadline's cancel: the interceptor says so

@@ -646,6 +646,9 @@ def test_status_for_maps_unreachable_redis_postgres_and_nats_to_unavailable() ->
         info = error_details_pb2.ErrorInfo()
         assert any(d.Unpack(info) for d in status.details)
         assert info.reason == reason
+    # a serialization failure is a conflict to retry, not an outage
+    conflict = status_for(psycopg.errors.SerializationFailure("could not serialize"), "r1")
+    assert conflict.code == code_pb2.ABORTED
     # a query cancelled by the call's deadline is not an outage
     assert status_for(psycopg.errors.QueryCanceled("canceling statement"), "r1").code != (
         code_pb2.UNAVAILABLE
