@@ -63,8 +63,6 @@ class CachedCatalog:
     ) -> None:
         self.inner = inner
         self.cache = TtlCache(ttl_s=ttl_s, max_entries=max_entries, clock=clock)
-        self._get = self.cache.get
-        self._fresh = self.cache.fresh
 
     async def quote_inputs(
         self, restaurant_id: str, lat: float, lon: float, *, deadline_s: float | None = None
@@ -76,16 +74,16 @@ class CachedCatalog:
         rkey = ("restaurant", restaurant_id)
         mkey = ("menu_index", restaurant_id)
         dkey = ("delivery", restaurant_id, lat, lon)
-        got: catalog_pb2.GetRestaurantResponse | None = self._fresh(rkey)
-        menu: MenuIndex | None = self._fresh(mkey)
-        where: catalog_pb2.CheckDeliveryResponse | None = self._fresh(dkey)
+        got: catalog_pb2.GetRestaurantResponse | None = self.cache.fresh(rkey)
+        menu: MenuIndex | None = self.cache.fresh(mkey)
+        where: catalog_pb2.CheckDeliveryResponse | None = self.cache.fresh(dkey)
         if got is not None and menu is not None and where is not None:
             return got, menu, where
         rid = restaurant_id
         return await asyncio.gather(
             _ready(got) if got is not None else self.get_restaurant(
                 catalog_pb2.GetRestaurantRequest(restaurant_id=rid), deadline_s=deadline_s),
-            _ready(menu) if menu is not None else self._get(
+            _ready(menu) if menu is not None else self.cache.get(
                 mkey, lambda: self._menu_index(rid, deadline_s)),
             _ready(where) if where is not None else self.check_delivery(
                 catalog_pb2.CheckDeliveryRequest(
@@ -102,7 +100,7 @@ class CachedCatalog:
     async def get_restaurant(
         self, request: catalog_pb2.GetRestaurantRequest, *, deadline_s: float | None = None
     ) -> catalog_pb2.GetRestaurantResponse:
-        return await self._get(
+        return await self.cache.get(
             ("restaurant", request.restaurant_id),
             lambda: self.inner.get_restaurant(request, deadline_s=deadline_s),
         )
@@ -110,7 +108,7 @@ class CachedCatalog:
     async def get_menu(
         self, request: catalog_pb2.GetMenuRequest, *, deadline_s: float | None = None
     ) -> catalog_pb2.GetMenuResponse:
-        return await self._get(
+        return await self.cache.get(
             ("menu", request.restaurant_id),
             lambda: self.inner.get_menu(request, deadline_s=deadline_s),
         )
@@ -119,7 +117,7 @@ class CachedCatalog:
         self, request: catalog_pb2.CheckDeliveryRequest, *, deadline_s: float | None = None
     ) -> catalog_pb2.CheckDeliveryResponse:
         where = request.location
-        return await self._get(
+        return await self.cache.get(
             ("delivery", request.restaurant_id, where.lat, where.lon),
             lambda: self.inner.check_delivery(request, deadline_s=deadline_s),
         )

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from foodmesh.infra._servers import _nats_binary, _redis_binary
@@ -25,7 +26,7 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-class OwnServer:
+class OwnServer(ABC):
     """A server process of this test's own, to SIGKILL and start again on the same port."""
 
     name = "server"
@@ -35,8 +36,9 @@ class OwnServer:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @abstractmethod
     def argv(self) -> list[str]:
-        raise NotImplementedError
+        """The server's command line."""
 
     def ready(self) -> bool:
         return _listening(self.port)

@@ -4,29 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from tests.chaos._servers import OwnNats, OwnRedis
+from tests.chaos._servers import OwnNats, OwnRedis, OwnServer
+
+S = TypeVar("S", bound=OwnServer)
+
+
+def _running(server: S) -> Iterator[S]:
+    """``server`` started, and killed afterwards unless the test already did."""
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None:
+            server.kill()
 
 
 @pytest.fixture
 def own_nats(tmp_path: Path) -> Iterator[OwnNats]:
-    server = OwnNats(tmp_path / "nats")
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.proc is not None:
-            server.kill()
+    yield from _running(OwnNats(tmp_path / "nats"))
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.proc is not None:
-            server.kill()
+    yield from _running(OwnRedis(tmp_path / "redis"))
