@@ -71,16 +71,24 @@ class SessionHub:
         self._subjects = subjects
         self.local: dict[str, Session] = {}
         self._sub: Subscription | None = None
+        self._subscribing = asyncio.Lock()
 
     def _subject(self, driver_id: str) -> str:
         return self._subjects.subject(f"dispatch.v1.session.{driver_id}")
 
     async def listen(self) -> None:
-        """Subscribes to pushes for every driver (call once NATS is up)."""
-        if self._sub is None:
-            self._sub = await self._nats().subscribe(
-                self._subjects.subject("dispatch.v1.session.*"), cb=self._on_msg
-            )
+        """Subscribes to pushes for every driver (call once NATS is up).
+
+        Returns once the NATS server has the subscription (a flush), so a push that
+        another replica publishes after this returns reaches this replica's sessions.
+        """
+        async with self._subscribing:
+            if self._sub is None:
+                nc = self._nats()
+                self._sub = await nc.subscribe(
+                    self._subjects.subject("dispatch.v1.session.*"), cb=self._on_msg
+                )
+                await nc.flush(timeout=2)
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -115,6 +123,10 @@ class SessionHub:
 
     async def open(self, driver_id: str) -> Session:
         """A new session for the driver; an older one, here or elsewhere, is replaced."""
+        if self._sub is None:  # a session opened right after start: hear its pushes first
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self.listen()
         s = Session(driver_id)
         old = self.local.get(driver_id)
         if old is not None:
