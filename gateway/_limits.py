@@ -19,8 +19,9 @@ import re
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from servers.runtime.redis import redis_client
 
 __all__ = ["Decision", "RateLimiter", "bucket_key", "parse_timeout"]
 
@@ -86,8 +87,8 @@ class RateLimiter:
         self.url = url
         self.namespace = namespace
         self.timeout_s = timeout_s
-        self.redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        self.redis = redis_client(
+            url, name="gateway", connect_timeout=timeout_s, pool_timeout_s=timeout_s
         )
         self._script = self.redis.register_script(_TOKEN_BUCKET)
         self._logged_at = -math.inf

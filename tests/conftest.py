@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from foodmesh.infra import RunningInfra, fresh_run_dir, start_infra
+from servers.runtime.redis import redis_client as runtime_redis_client
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,7 +69,7 @@ def nats_url(infra: RunningInfra) -> str:
 @pytest.fixture
 async def redis_client(redis_url: str, namespace: str) -> AsyncIterator[aioredis.Redis]:
     """A client for this test; the test's keys (``<namespace>:*``) are deleted afterwards."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = runtime_redis_client(redis_url, name="tests")  # a cluster too, by its URL
     try:
         yield client
     finally:

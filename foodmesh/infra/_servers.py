@@ -66,6 +66,8 @@ class Server(ABC):
 
     name: str
     stop_signal: int = signal.SIGTERM
+    #: The port to take on the first start, when free (later starts reuse the last one).
+    preferred_port: int | None = None
 
     def __init__(self, state_dir: Path, *, durable: bool) -> None:
         self.dir = state_dir / self.name
@@ -106,7 +108,7 @@ class Server(ABC):
         self.dir.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         await self.prepare()
-        port = free_port(previous.port if previous else None)
+        port = free_port(previous.port if previous else self.preferred_port)
         rec = await self.start(port)
         self.record_path.write_text(json.dumps(asdict(rec)))
         await self.wait_ready(rec, ready_within=ready_within)
@@ -362,13 +364,15 @@ class RedisServer(Server):
 
     name = "redis"
 
-    async def start(self, port: int) -> ServerRecord:
-        binary = _redis_binary()
-        argv = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+    def argv(self, binary: Path, port: int) -> list[str]:
+        return [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--daemonize", "no", "--protected-mode", "no", "--save", "",
                 "--appendonly", "yes", "--appendfsync", "everysec" if self.durable else "no",
                 "--loglevel", "warning"]  # fmt: skip
-        pid = spawn(argv, log=self.log_path)
+
+    async def start(self, port: int) -> ServerRecord:
+        binary = _redis_binary()
+        pid = spawn(self.argv(binary, port), log=self.log_path)
         return ServerRecord(
             name=self.name, pid=pid, port=port, expect=binary.name, started_at=time.time(),
             url=f"redis://127.0.0.1:{port}/0",
@@ -399,12 +403,16 @@ class NatsServer(Server):
 
     name = "nats"
 
-    async def start(self, port: int) -> ServerRecord:
-        binary = _nats_binary()
-        monitor = free_port()
-        argv = [str(binary), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor),
+    def argv(self, binary: Path, port: int, monitor: int) -> list[str]:
+        return [str(binary), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor),
                 "-js", "-sd", str(self.dir / "jetstream"), "-n", f"foodmesh-{port}"]  # fmt: skip
-        pid = spawn(argv, log=self.log_path)
+
+    def monitor_port(self) -> int:
+        return free_port()
+
+    async def start(self, port: int) -> ServerRecord:
+        monitor = self.monitor_port()
+        pid = spawn(self.argv(_nats_binary(), port, monitor), log=self.log_path)
         return ServerRecord(
             name=self.name, pid=pid, port=port, expect=str(self.dir / "jetstream"),
             started_at=time.time(), url=f"nats://127.0.0.1:{port}",

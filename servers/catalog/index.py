@@ -40,13 +40,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from servers.catalog.model import Restaurant
 from servers.catalog.search import Query, SearchDoc
 from servers.catalog.store import CatalogStore
 from servers.catalog.table import RegionTable
 from servers.runtime.geo import METERS_PER_MILE, cells_covering, geohash_encode
-from servers.runtime.redis import Keys
+from servers.runtime.redis import Keys, execute_with_scripts
 
 __all__ = ["REGION_PRECISION", "SearchIndex", "region_of"]
 
@@ -183,12 +184,13 @@ class SearchIndex:
             return False
         n = 0
         async for batch in store.all_restaurants():
-            async with self._r.pipeline(transaction=False) as pipe:
+
+            async def fill(pipe: Pipeline, batch: Sequence[Restaurant] = batch) -> None:
                 for r in batch:
-                    region = region_of(r.address.lat, r.address.lon)
-                    keys = self._region_keys(region)
+                    keys = self._region_keys(region_of(r.address.lat, r.address.lon))
                     await self._put(keys=keys, args=_put_args(r), client=pipe)
-                await pipe.execute()
+
+            await execute_with_scripts(self._r, fill, [self._put])
             n += len(batch)
         # A new epoch: every replica reloads what it holds, whatever the generations say.
         await self._r.set(self.built_key, f"{n} {uuid.uuid4().hex}")

@@ -107,6 +107,13 @@ return 0
 _FIELDS = ("lat", "lon", "acc", "hd", "sp", "ts", "rx", "gh", "rg", "st", "on", "oid")
 
 
+def _noscript(reply: object) -> bool:
+    """A ``NOSCRIPT`` error reply, from redis-py or from the wire (hiredis)."""
+    if isinstance(reply, NoScriptError):
+        return True
+    return isinstance(reply, Exception) and str(reply).startswith("NOSCRIPT")
+
+
 def _s(b: object) -> str:
     if b is None:
         return ""
@@ -263,14 +270,9 @@ class LiveStore:
         for name, src in self._sources.items():
             self._sha[name] = _s(await self.redis.script_load(src))
 
-    async def _run_pipeline(self, pipe: aioredis.client.Pipeline) -> list[object]:
-        try:
-            return await pipe.execute()
-        except NoScriptError:
-            # The server restarted (or SCRIPT FLUSH): load them again for the next
-            # call; resending is safe because every script is a compare-and-set.
-            self._sha.clear()
-            raise
+    async def _evalsha(self, name: str, key: str, *args: str | int | float) -> Any:
+        """Runs script ``name`` on ``key``; loads the scripts again if the server lost them."""
+        return (await self._execute([("EVALSHA", self._sha[name], 1, key, *args)]))[0]
 
     # ----------------------------------------------------------------- write
     def _place(self, cmds: list[Command], f: Fix, region: str, status: int, old_region: str) -> int:
@@ -290,19 +292,29 @@ class LiveStore:
         return len(cmds) - n
 
     async def _execute(self, cmds: Sequence[Command]) -> list[Any]:
-        """One pipelined round trip: through the lean wire when there is one."""
-        try:
-            if self.wire is not None:
-                return await self.wire.execute(cmds)
-            pipe = self.redis.pipeline(transaction=False)
-            for c in cmds:
-                pipe.execute_command(*c)
-            return await pipe.execute(raise_on_error=False)
-        except NoScriptError:
-            # The server restarted (or SCRIPT FLUSH): load them again for the next
-            # call; resending is safe because every script is a compare-and-set.
-            self._sha.clear()
-            raise
+        """One pipelined round trip (through the lean wire when there is one); replies in place.
+
+        A server that lost our scripts (restarted, flushed, or a replica just promoted
+        on a cluster: scripts are not replicated) answers ``NOSCRIPT``: the scripts are
+        loaded again, under the same SHAs, and only the commands refused are sent again.
+        """
+        replies = await self._send(cmds)
+        lost = [i for i, r in enumerate(replies) if _noscript(r)]
+        if lost:
+            await self.load_scripts()
+            for i, reply in zip(lost, await self._send([cmds[i] for i in lost]), strict=True):
+                if _noscript(reply):
+                    raise NoScriptError("Redis lost our scripts again right after loading them")
+                replies[i] = reply
+        return replies
+
+    async def _send(self, cmds: Sequence[Command]) -> list[Any]:
+        if self.wire is not None:
+            return await self.wire.execute(cmds, noscript_in_place=True)
+        pipe = self.redis.pipeline(transaction=False)
+        for c in cmds:
+            pipe.execute_command(*c)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def write_fixes(
         self, fixes: Sequence[Fix], *, cells: Sequence[str] | None = None
@@ -405,13 +417,9 @@ class LiveStore:
         if not self._sha:
             await self.load_scripts()
         nlat, nlon = ("", "") if next_stop is None else (repr(next_stop[0]), repr(next_stop[1]))
-        try:
-            r = await self.redis.evalsha(
-                self._sha["status"], 1, self.driver_key(driver_id), status, order_id, nlat, nlon
-            )
-        except NoScriptError:
-            await self.load_scripts()
-            raise
+        r = await self._evalsha("status", self.driver_key(driver_id), status, order_id, nlat, nlon)
+        if isinstance(r, Exception):
+            raise r
         prev, online, region = int(_s(r[0]) or 0), _s(r[1]) == "1", _s(r[2])
         lat, lon = _s(r[3]), _s(r[4])
         if region:
@@ -511,21 +519,23 @@ class LiveStore:
         ]
         if not silent:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for _, driver_id in silent:
-            pipe.evalsha(self._sha["offline"], 1, self.driver_key(driver_id), _ms(cutoff))
-        results = await self._run_pipeline(pipe)
+        results = await self._execute(
+            [("EVALSHA", self._sha["offline"], 1, self.driver_key(driver_id), _ms(cutoff))
+             for _, driver_id in silent]
+        )  # fmt: skip
         gone: list[WentOffline] = []
-        pipe = self.redis.pipeline(transaction=False)
+        cmds: list[Command] = []
         for (bucket, driver_id), reply in zip(silent, results, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
             r = reply if isinstance(reply, list) else [0]
             # Only drop the presence entry if no fix refreshed it meanwhile.
-            pipe.evalsha(self._sha["zrem_if_old"], 1, bucket, driver_id, cutoff)
+            cmds.append(("EVALSHA", self._sha["zrem_if_old"], 1, bucket, driver_id, cutoff))
             if int(r[0]) != 1:
                 continue
             status, region = int(_s(r[1]) or 0), _s(r[2])
             if region and status in INDEXED_STATUSES:
-                pipe.zrem(self.index_key(region, status), driver_id)
+                cmds.append(("ZREM", self.index_key(region, status), driver_id))
             ts = _s(r[6])
             gone.append(
                 WentOffline(
@@ -537,7 +547,9 @@ class LiveStore:
                     device_ts=int(ts) / 1000.0 if ts else math.nan,
                 )
             )
-        await self._run_pipeline(pipe)
+        for reply in await self._execute(cmds):
+            if isinstance(reply, Exception):
+                raise reply
         if gone:
             await self._restore_if_back(gone)
         return gone

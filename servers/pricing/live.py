@@ -39,6 +39,7 @@ from fractions import Fraction
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from foodmesh.v1 import common_pb2, location_pb2, pricing_pb2
@@ -46,7 +47,7 @@ from servers.pricing import surge as surge_math
 from servers.pricing.metrics import SURGE
 from servers.pricing.store import PricingStore
 from servers.runtime.geo import geohash_decode, geohash_encode, haversine_m
-from servers.runtime.redis import Keys
+from servers.runtime.redis import Keys, execute_with_scripts
 from servers.runtime.tasks import stop_tasks
 
 __all__ = [
@@ -102,7 +103,8 @@ class DemandCounter:
             return 0
         ttl = str(math.ceil(self.window_s + 2 * self.bucket_s))
         seen_ttl = str(max(3600, math.ceil(self.window_s * 2)))
-        async with self.redis.pipeline(transaction=False) as pipe:
+
+        async def fill(pipe: Pipeline) -> None:
             for event_id, cell, ts in fresh:
                 idx = int(ts // self.bucket_s)
                 await self._script(
@@ -110,7 +112,9 @@ class DemandCounter:
                           self._bucket_key(cell, idx)],
                     args=[seen_ttl, ttl], client=pipe,
                 )  # fmt: skip
-            results = await pipe.execute()
+
+        # Counted once per event id (SET NX): sent again after NOSCRIPT, nothing counts twice.
+        results = await execute_with_scripts(self.redis, fill, [self._script])
         n = sum(1 for r in results if int(r) > 0)
         self.counted += n
         return n

@@ -68,9 +68,22 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return _read(env, name, default, _parse_bool, "one of 1/0, true/false, yes/no, on/off")
 
 
-def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
+#: One server, or a Redis Cluster by any of its nodes (``redis+cluster://h1:p1,h2:p2``).
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+
+
+def _url(
+    env: Mapping[str, str],
+    name: str,
+    default: str,
+    schemes: tuple[str, ...],
+    *,
+    several: bool = False,
+) -> str:
+    """The URL in ``name``; with ``several``, a comma-separated list of them (a cluster's)."""
     value = env.get(name, default)
-    if value and not value.startswith(tuple(f"{s}://" for s in schemes)):
+    parts = value.split(",") if several else [value]
+    if value and not all(p.strip().startswith(tuple(f"{s}://" for s in schemes)) for p in parts):
         raise ConfigError(
             f"{name}={value!r} is not valid: expected a URL starting with "
             + " or ".join(f"{s}://" for s in schemes)
@@ -137,8 +150,8 @@ class Settings:
             metrics_port=env_int(env, f"FOODMESH_{up}_METRICS_PORT", 0, lo=0, hi=65535),
             metrics_enabled=env_bool(env, "FOODMESH_METRICS", True),
             postgres_url=_url(env, "FOODMESH_POSTGRES_URL", "", ("postgresql", "postgres")),
-            redis_url=_url(env, "FOODMESH_REDIS_URL", "", ("redis", "rediss", "unix")),
-            nats_url=_url(env, "FOODMESH_NATS_URL", "", ("nats", "tls", "ws", "wss")),
+            redis_url=_url(env, "FOODMESH_REDIS_URL", "", REDIS_SCHEMES),
+            nats_url=_url(env, "FOODMESH_NATS_URL", "", ("nats", "tls", "ws", "wss"), several=True),
             namespace=namespace,
             default_deadline_s=env_float(env, "FOODMESH_DEFAULT_DEADLINE_S", 5.0, lo=0.001),
             stream_max_age_s=env_float(env, "FOODMESH_STREAM_MAX_AGE_S", 3600.0, lo=1.0),

@@ -13,7 +13,15 @@ from nats.js.kv import KeyValue
 
 from servers.runtime.errors import ConfigError, DependencyUnavailable
 
-__all__ = ["Subjects", "check_nats", "ensure_kv", "ensure_stream", "open_nats", "replicas"]
+__all__ = [
+    "Subjects",
+    "check_nats",
+    "ensure_kv",
+    "ensure_stream",
+    "open_nats",
+    "replicas",
+    "server_urls",
+]
 
 
 class Subjects:
@@ -34,8 +42,20 @@ class Subjects:
         return f"{self.namespace}_{name}".replace("-", "_") if self.namespace else name
 
 
+def server_urls(url: str) -> list[str]:
+    """The servers ``FOODMESH_NATS_URL`` names: one, or a cluster's, comma-separated.
+
+    The client also learns the cluster's other members from the server it reaches.
+    """
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
 async def open_nats(url: str, *, name: str, connect_timeout: float = 2.0) -> NATS:
-    """A connected client that reconnects forever; raises if the first connect fails."""
+    """A connected client that reconnects forever; raises if the first connect fails.
+
+    ``url`` may name several servers of one cluster (``nats://a:4222,nats://b:4222``):
+    the client connects to one and moves to another when it goes away.
+    """
     if not url:
         raise DependencyUnavailable(
             "FOODMESH_NATS_URL is not set: start the servers with `foodmesh infra up` "
@@ -48,7 +68,7 @@ async def open_nats(url: str, *, name: str, connect_timeout: float = 2.0) -> NAT
 
     try:
         return await nats.connect(
-            url,
+            server_urls(url),
             name=f"foodmesh-{name}",
             connect_timeout=connect_timeout,
             allow_reconnect=True,

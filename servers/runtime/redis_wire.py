@@ -131,11 +131,19 @@ class RedisWire:
             proto.transport.abort()
             raise RedisTimeoutError(f"Redis did not answer within {within_s:g}s") from None
 
-    async def execute(self, commands: Sequence[Command], *, within_s: float = 2.0) -> list[Any]:
-        """Sends ``commands`` in one write and returns their replies, in order."""
+    async def execute(
+        self, commands: Sequence[Command], *, within_s: float = 2.0, noscript_in_place: bool = False
+    ) -> list[Any]:
+        """Sends ``commands`` in one write and returns their replies, in order.
+
+        A ``NOSCRIPT`` reply raises ``NoScriptError``, unless ``noscript_in_place``: then it
+        stays in place like any other error reply, for the caller to resend only those.
+        """
         if not commands:
             return []
         replies = await self._send(await self._connection(), commands, within_s)
+        if noscript_in_place:
+            return replies
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
                 raise NoScriptError(str(reply))
