@@ -72,12 +72,23 @@ async def _infra(args: argparse.Namespace) -> int:
                 print(f"export {v}={os.environ[v]}")
             return 0
         started = asyncio.get_running_loop().time()
-        urls = await infra.up(state)
+        env = dict(os.environ)
+        if args.clusters:
+            from foodmesh.infra.cluster import LocalNatsCluster, LocalRedisCluster
+
+            redis, nats = LocalRedisCluster(state.absolute()), LocalNatsCluster(state.absolute())
+            env["FOODMESH_REDIS_URL"], env["FOODMESH_NATS_URL"] = await asyncio.gather(
+                redis.up(), nats.up()
+            )
+        urls = await infra.up(state, env=env)
         took = asyncio.get_running_loop().time() - started
-        print(f"# postgres, redis and nats ready in {took:.2f}s (state in {state})")
+        what = "redis cluster and nats cluster" if args.clusters else "redis and nats"
+        print(f"# postgres, {what} ready in {took:.2f}s (state in {state})")
         print(f"export FOODMESH_POSTGRES_URL={urls.postgres_url}")
         print(f"export FOODMESH_REDIS_URL={urls.redis_url}")
         print(f"export FOODMESH_NATS_URL={urls.nats_url}")
+        if args.clusters:
+            print("export FOODMESH_NATS_REPLICAS=3")
         return 0
     if args.action == "down":
         await infra.down(state)
@@ -657,6 +668,12 @@ def _parser() -> argparse.ArgumentParser:
 
     inf = sub.add_parser("infra", help="start/stop the real PostgreSQL, Redis and NATS servers")
     inf.add_argument("action", choices=("up", "down", "status"))
+    inf.add_argument(
+        "--clusters",
+        action="store_true",
+        help="up: a Redis Cluster (3 primaries, 3 replicas) and a 3-node NATS JetStream "
+        "cluster instead of single servers (`down` stops them too)",
+    )
 
     mig = sub.add_parser("migrate", help="apply database migrations (safe to run concurrently)")
     mig.add_argument("services", nargs="*", help="services to migrate (default: all)")

@@ -170,6 +170,14 @@ def _stop_all(servers: list[Server]) -> list[str]:
     return [s.name for s in servers if s.stop()]
 
 
+def _every_server(state_dir: Path) -> list[Server]:
+    """The three servers and the nodes of any local cluster (``infra up --clusters``, the
+    scale-out tests) under ``state_dir``."""
+    from foodmesh.infra.cluster import cluster_nodes
+
+    return [*_all_servers(state_dir), *cluster_nodes(state_dir)]
+
+
 def _test_runs(state_dir: Path) -> list[Path]:
     root = state_dir / _TEST_RUNS
     return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -182,7 +190,7 @@ async def down(state_dir: Path, *, include_test_runs: bool = True) -> list[str]:
     dirs = [state_dir, *(_test_runs(state_dir) if include_test_runs else [])]
     for d in dirs:
         with _locked(d):
-            names = await asyncio.to_thread(_stop_all, _all_servers(d))
+            names = await asyncio.to_thread(_stop_all, _every_server(d))
         stopped += [n if d == state_dir else f"{n} ({d.name})" for n in names]
         if d != state_dir:
             await asyncio.to_thread(remove_state, d)
@@ -246,7 +254,7 @@ def fresh_run_dir(root: Path) -> Path:
         except (OSError, ValueError):
             owner = 0
         if not alive(owner, expect="python"):
-            _stop_all(_all_servers(old))
+            _stop_all(_every_server(old))
             remove_state(old)
     d = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     d.mkdir()

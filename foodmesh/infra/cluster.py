@@ -34,7 +34,7 @@ from foodmesh.infra._procs import free_port
 from foodmesh.infra._servers import NatsServer, RedisServer, Server, ServerRecord
 from foodmesh.infra.errors import InfraError
 
-__all__ = ["LocalNatsCluster", "LocalRedisCluster", "SLOTS"]
+__all__ = ["SLOTS", "LocalNatsCluster", "LocalRedisCluster", "cluster_nodes"]
 
 #: Hash slots of a Redis Cluster.
 SLOTS = 16384
@@ -319,6 +319,31 @@ class LocalNatsCluster:
                     return str(meta.get("leader") or "")
         return ""
 
+    async def stream_leader(self, stream: str) -> str:
+        """The server name of ``stream``'s leader, as a running node sees it ("" if none)."""
+        for node in self.nodes:
+            if node.running() is None:
+                continue
+            with contextlib.suppress(OSError, ValueError, TimeoutError, InfraError):
+                jsz = await _http_json(node.monitor, "/jsz?streams=true")
+                for account in jsz.get("account_details") or []:  # type: ignore[attr-defined]
+                    for detail in account.get("stream_detail") or []:
+                        if detail.get("name") == stream:
+                            return str((detail.get("cluster") or {}).get("leader") or "")
+        return ""
+
+    async def wait_stream_leader(
+        self, stream: str, *, within: float = 30.0, other_than: str = ""
+    ) -> str:
+        """``stream``'s leader once it has one (and it is not ``other_than``)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            leader = await self.stream_leader(stream)
+            if leader and leader != other_than:
+                return leader
+            await asyncio.sleep(0.05)
+        raise InfraError(f"stream {stream} elected no leader within {within:g}s")
+
     async def wait_meta_leader(self, *, within: float = 30.0, other_than: str = "") -> str:
         """The meta leader once there is one (and it is not ``other_than``, a node just lost)."""
         deadline = time.monotonic() + within
@@ -341,3 +366,19 @@ class LocalNatsCluster:
 
     def down(self) -> list[str]:
         return [n.name for n in self.nodes if n.stop()]
+
+
+def cluster_nodes(root: Path) -> list[Server]:
+    """Every node of the local clusters ever started under ``root`` (to stop them all)."""
+    nodes: list[Server] = []
+    for kind, per_node in (("redis", 2), ("nats", 3)):
+        try:
+            ports = json.loads((root / f"{kind}-cluster" / "ports.json").read_text())[kind]
+        except (OSError, ValueError, KeyError):
+            continue
+        count = len(ports) // per_node
+        if kind == "redis":
+            nodes += LocalRedisCluster(root, primaries=count, replicas=0).nodes
+        else:
+            nodes += LocalNatsCluster(root, size=count).nodes
+    return nodes

@@ -16,6 +16,9 @@ import redis.asyncio as aioredis
 from foodmesh import infra
 from foodmesh.infra import RunningInfra, _servers, fresh_run_dir, start_infra
 from foodmesh.infra._procs import alive, spawn
+from foodmesh.infra.cluster import cluster_nodes
+from servers.runtime.nats import server_urls
+from servers.runtime.redis import redis_client
 
 NO_URLS: dict[str, str] = {}
 
@@ -120,3 +123,49 @@ def test_infra_status_without_servers_says_so_and_exits_non_zero(tmp_path: Path)
     assert out.returncode == 3
     assert "postgres  stopped" in out.stdout
     assert "Traceback" not in out.stderr
+
+
+def test_infra_up_with_clusters_prints_cluster_urls_that_work_and_down_stops_every_node(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FOODMESH_")}
+    cli = [sys.executable, "-m", "foodmesh", "--state-dir", str(state), "infra"]
+    out = subprocess.run([*cli, "up", "--clusters"], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout  # fmt: skip
+    exports = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in out.splitlines()
+        if line.startswith("export ")
+    )
+    try:
+        assert exports["FOODMESH_NATS_REPLICAS"] == "3"
+        assert exports["FOODMESH_REDIS_URL"].startswith("redis+cluster://")
+        assert exports["FOODMESH_REDIS_URL"].count(",") == 5  # 3 primaries, 3 replicas
+        assert exports["FOODMESH_NATS_URL"].count("nats://") == 3
+
+        async def use() -> None:
+            r = redis_client(exports["FOODMESH_REDIS_URL"], name="tests")
+            try:  # keys in every slot range: the client follows the cluster's redirects
+                for i in range(30):
+                    await r.set(f"k{i}", i)
+                assert [int(await r.get(f"k{i}")) for i in range(30)] == list(range(30))
+                # ... which live on all three primaries
+                nodes = {r.get_node_from_key(f"k{i}").name for i in range(30)}  # type: ignore[attr-defined]
+                assert len(nodes) == 3
+            finally:
+                await r.aclose()
+            nc = await nats.connect(server_urls(exports["FOODMESH_NATS_URL"]))
+            try:
+                js = nc.jetstream()
+                await js.add_stream(name="T", subjects=["t"], num_replicas=3)
+                assert (await js.publish("t", b"x")).seq == 1
+            finally:
+                await nc.close()
+
+        asyncio.run(use())
+    finally:
+        subprocess.run([*cli, "down"], env=env, capture_output=True, timeout=60, check=True)
+    assert cluster_nodes(state.absolute()) and not any(
+        n.running() for n in cluster_nodes(state.absolute())
+    )

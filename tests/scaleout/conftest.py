@@ -1,44 +1,48 @@
 """Fixtures of the scale-out suite: a local Redis Cluster and a 3-node NATS JetStream cluster.
 
-Each test gets clusters of its own (it kills their nodes), under its ``tmp_path``,
-stopped afterwards whatever happened.
+Each test gets clusters of its own (it kills their nodes), under the test run's state
+directory: stopped and removed afterwards, and if the run is killed, by the next run
+(or ``foodmesh infra down``), as the single servers are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
+from foodmesh.infra import RunningInfra
 from foodmesh.infra.cluster import LocalNatsCluster, LocalRedisCluster
 
 
 @pytest.fixture
-async def redis_cluster(tmp_path: Path) -> AsyncIterator[LocalRedisCluster]:
+async def redis_cluster(infra: RunningInfra) -> AsyncIterator[LocalRedisCluster]:
     """3 primaries, each with a replica; a dead primary is failed over after 1 s."""
-    cluster = LocalRedisCluster(tmp_path, primaries=3, replicas=1, node_timeout_ms=1000)
+    cluster = LocalRedisCluster(infra.state_dir, primaries=3, replicas=1, node_timeout_ms=1000)
     try:
         await cluster.up()
         yield cluster
     finally:
         cluster.down()
+        shutil.rmtree(cluster.root, ignore_errors=True)
 
 
 @pytest.fixture
 async def nats_cluster(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    infra: RunningInfra, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[LocalNatsCluster]:
     """3 routed nats-server nodes; every stream and bucket made meanwhile keeps 3 copies."""
     monkeypatch.setenv("FOODMESH_NATS_REPLICAS", "3")
-    cluster = LocalNatsCluster(tmp_path, size=3)
+    cluster = LocalNatsCluster(infra.state_dir, size=3)
     try:
         await cluster.up()
         yield cluster
     finally:
         cluster.down()
+        shutil.rmtree(cluster.root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,8 @@ import pytest
 import yaml
 
 from foodmesh.services import KNOWN
+from servers.runtime.config import Settings
+from servers.runtime.redis import is_cluster_url
 
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="pip install kubernetes-validate (the dev extra has it)"
@@ -543,6 +545,11 @@ def test_prod_runs_nats_as_a_3_node_jetstream_cluster_and_redis_as_a_6_node_clus
         if "cluster-init.sh" in c.get("data", {})
     )
     assert "--cluster-replicas 1" in script and "N=6" in script
+    # The services talk to it as a cluster (a plain redis:// client would stop at MOVED),
+    # and the settings they are started with accept that URL.
+    assert common["FOODMESH_REDIS_URL"].startswith("redis+cluster://redis-cluster:")
+    settings = Settings.from_env("location", common)
+    assert is_cluster_url(settings.redis_url)
     assert job["spec"]["template"]["spec"]["containers"][0]["command"][-1].endswith(
         "cluster-init.sh"
     )
