@@ -59,6 +59,7 @@ from servers.dispatch.store import FleetStore, NewOrder
 from servers.runtime.config import env_float, env_int
 from servers.runtime.geo import geohash_encode
 from servers.runtime.nats import Subjects, ensure_stream
+from servers.runtime.telemetry import consumer_span
 
 __all__ = ["Engine", "EngineConfig", "LocationPort", "OrderPort", "TravelPort", "plan_off_loop"]
 
@@ -544,7 +545,9 @@ class Engine:
                     continue
                 for msg in msgs:
                     try:
-                        await handle(msg)
+                        # The handling continues the trace of whoever published the event.
+                        with consumer_span(f"{durable} process", msg.headers, subject=msg.subject):
+                            await handle(msg)
                         await msg.ack()
                     except asyncio.CancelledError:
                         raise

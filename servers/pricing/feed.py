@@ -27,6 +27,7 @@ from servers.pricing.live import DemandCounter, cell_of
 from servers.pricing.store import OrderChange, PricingStore
 from servers.runtime.nats import Subjects
 from servers.runtime.tasks import stop_tasks
+from servers.runtime.telemetry import consumer_span
 
 __all__ = ["DURABLE", "OrderFeed"]
 
@@ -103,7 +104,9 @@ class OrderFeed:
                 continue
             if msgs:
                 try:
-                    await self.handle([(m.subject, m.data) for m in msgs])
+                    with consumer_span("pricing-orders process",
+                                       batch=[m.headers for m in msgs]):  # fmt: skip
+                        await self.handle([(m.subject, m.data) for m in msgs])
                 except Exception as exc:
                     self.failures += 1
                     _log.warning("order events not applied (%s); redelivered later", exc)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -20,6 +21,7 @@ from opentelemetry.util.types import Attributes
 
 __all__ = [
     "EXPORTERS",
+    "consumer_span",
     "exporter_from_env",
     "extract_context",
     "inject_headers",
@@ -144,3 +146,38 @@ def inject_headers(headers: MutableMapping[str, str] | None = None) -> MutableMa
 def extract_context(headers: Mapping[str, str] | None) -> object:
     """The trace context carried by message headers, to parent a consumer's span."""
     return propagate.extract(dict(headers or {}))
+
+
+@contextlib.contextmanager
+def consumer_span(
+    name: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    subject: str = "",
+    batch: Iterable[Mapping[str, str] | None] = (),
+) -> Iterator[trace.Span]:
+    """A CONSUMER span around handling messages from NATS.
+
+    One message: the span continues the trace its publisher put in ``headers``
+    (``traceparent``, written with the outbox row), so an event's publish and its
+    handling in another service are one trace. A ``batch`` handled at once: a new
+    trace, linked to each message's (OpenTelemetry's convention for batch receives).
+    """
+    links = []
+    for h in batch:
+        ctx = trace.get_current_span(propagate.extract(dict(h or {}))).get_span_context()
+        if ctx.is_valid:
+            links.append(Link(ctx))
+    attributes: dict[str, str | int] = {"messaging.system": "nats"}
+    if subject:
+        attributes["messaging.destination.name"] = subject
+    if links:
+        attributes["messaging.batch.message_count"] = len(links)
+    with tracer().start_as_current_span(
+        name,
+        context=propagate.extract(dict(headers or {})) if headers else None,
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+        links=links,
+    ) as span:
+        yield span

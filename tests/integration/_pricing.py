@@ -66,8 +66,12 @@ async def pricing_mesh(
     with_order: bool = True,
     extra: Mapping[str, str] | None = None,
     pricing_redis_url: str | None = None,
+    order_extra: Mapping[str, str] | None = None,
 ) -> AsyncIterator[PricingMesh]:
-    """Catalog (a restaurant seeded), Location, Pricing and Order on one fresh database."""
+    """Catalog (a restaurant seeded), Location, Pricing and Order on one fresh database.
+
+    ``order_extra`` adds to the Order service's settings (an ETA target, say).
+    """
     for spec in (catalog.SPEC, pricing.SPEC, order.SPEC, location.SPEC):
         assert spec.migrations is not None
         await migrate(pg_url, service=spec.name, migrations=load_migrations(spec.migrations))
@@ -102,7 +106,7 @@ async def pricing_mesh(
             od = await stack.enter_async_context(run_service(order.SPEC, Settings(
                 service="order",
                 extra={"FOODMESH_ORDER_CATALOG_TARGET": cat.target,
-                       "FOODMESH_ORDER_PRICING_TARGET": pr.target},
+                       "FOODMESH_ORDER_PRICING_TARGET": pr.target, **(order_extra or {})},
                 **common)))  # type: ignore[arg-type]  # fmt: skip
         yield PricingMesh(pr, cat, loc, od)
 
