@@ -24,8 +24,9 @@ import json
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -65,6 +66,28 @@ def _kill(server: Server) -> int:
     return rec.pid
 
 
+N = TypeVar("N", bound=Server)
+
+
+class _LocalCluster(Generic[N]):
+    """Nodes started together, killed and restarted one by one."""
+
+    nodes: Sequence[N]
+
+    def kill(self, index: int) -> int:
+        """SIGKILLs node ``index`` (a crash, not a shutdown); returns its pid."""
+        return _kill(self.nodes[index])
+
+    async def restart(self, index: int, *, within: float = 30.0) -> ServerRecord:
+        """Starts node ``index`` again on its ports; it rejoins the cluster (a Redis
+        primary that was failed over comes back as a replica)."""
+        return await self.nodes[index].ensure(ready_within=within)
+
+    def down(self) -> list[str]:
+        """Stops every node; returns the names of those that were running."""
+        return [n.name for n in self.nodes if n.stop()]
+
+
 # ---------------------------------------------------------------- Redis Cluster
 
 
@@ -100,7 +123,7 @@ def _info(raw: object) -> dict[str, str]:
     )
 
 
-class LocalRedisCluster:
+class LocalRedisCluster(_LocalCluster[RedisClusterNode]):
     """``primaries`` primaries and as many replicas each, on 127.0.0.1 (see the module doc)."""
 
     def __init__(
@@ -228,17 +251,6 @@ class LocalRedisCluster:
                 await client.aclose()
         raise InfraError(f"no running node knows who serves {key!r}")
 
-    def kill(self, index: int) -> int:
-        """SIGKILLs node ``index``; returns its pid."""
-        return _kill(self.nodes[index])
-
-    async def restart(self, index: int, *, within: float = 30.0) -> ServerRecord:
-        """Starts node ``index`` again (it rejoins, as a replica if it was failed over)."""
-        return await self.nodes[index].ensure(ready_within=within)
-
-    def down(self) -> list[str]:
-        return [n.name for n in self.nodes if n.stop()]
-
 
 # ---------------------------------------------------------------- NATS cluster
 
@@ -283,7 +295,7 @@ async def _http_json(port: int, path: str) -> dict[str, object]:
     return got
 
 
-class LocalNatsCluster:
+class LocalNatsCluster(_LocalCluster[NatsClusterNode]):
     """``size`` nats-server nodes with JetStream, routed to each other (see the module doc)."""
 
     def __init__(self, root: Path, *, size: int = 3) -> None:
@@ -357,15 +369,6 @@ class LocalNatsCluster:
     def index_of(self, server_name: str) -> int:
         """The node whose server name (``foodmesh-n<i>``) is ``server_name``."""
         return next(n.index for n in self.nodes if f"foodmesh-n{n.index}" == server_name)
-
-    def kill(self, index: int) -> int:
-        return _kill(self.nodes[index])
-
-    async def restart(self, index: int, *, within: float = 30.0) -> ServerRecord:
-        return await self.nodes[index].ensure(ready_within=within)
-
-    def down(self) -> list[str]:
-        return [n.name for n in self.nodes if n.stop()]
 
 
 def cluster_nodes(root: Path) -> list[Server]:

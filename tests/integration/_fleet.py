@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from foodmesh.v1 import dispatch_pb2 as dpb
 from foodmesh.v1 import order_pb2 as opb
+from servers.runtime.tasks import stop_tasks
 from tests.integration._dispatch import REST, DispatchMesh, Driver, upsert
 from tests.integration._location import DriverApp, fix
 
@@ -128,11 +129,7 @@ async def fleet(
         try:
             yield bots
         finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(BaseException):
-                    await t
+            await stop_tasks(tasks)
 
 
 # -- what the stores say -----------------------------------------------------------

@@ -11,23 +11,32 @@ import asyncio
 import shutil
 import sys
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import pytest
 
 from foodmesh.infra import RunningInfra
 from foodmesh.infra.cluster import LocalNatsCluster, LocalRedisCluster
 
+C = TypeVar("C", LocalRedisCluster, LocalNatsCluster)
 
-@pytest.fixture
-async def redis_cluster(infra: RunningInfra) -> AsyncIterator[LocalRedisCluster]:
-    """3 primaries, each with a replica; a dead primary is failed over after 1 s."""
-    cluster = LocalRedisCluster(infra.state_dir, primaries=3, replicas=1, node_timeout_ms=1000)
+
+async def _up(cluster: C) -> AsyncIterator[C]:
+    """``cluster`` up for the test, then stopped and its files removed."""
     try:
         await cluster.up()
         yield cluster
     finally:
         cluster.down()
         shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.fixture
+async def redis_cluster(infra: RunningInfra) -> AsyncIterator[LocalRedisCluster]:
+    """3 primaries, each with a replica; a dead primary is failed over after 1 s."""
+    cluster = LocalRedisCluster(infra.state_dir, primaries=3, replicas=1, node_timeout_ms=1000)
+    async for running in _up(cluster):
+        yield running
 
 
 @pytest.fixture
@@ -36,24 +45,19 @@ async def nats_cluster(
 ) -> AsyncIterator[LocalNatsCluster]:
     """3 routed nats-server nodes; every stream and bucket made meanwhile keeps 3 copies."""
     monkeypatch.setenv("FOODMESH_NATS_REPLICAS", "3")
-    cluster = LocalNatsCluster(infra.state_dir, size=3)
-    try:
-        await cluster.up()
-        yield cluster
-    finally:
-        cluster.down()
-        shutil.rmtree(cluster.root, ignore_errors=True)
+    async for running in _up(LocalNatsCluster(infra.state_dir, size=3)):
+        yield running
 
 
 @pytest.fixture(autouse=True)
 async def stuck_tasks_report() -> AsyncIterator[None]:
-    """If the test is still running after 240 s, prints where every task waits (then
-    pytest-timeout ends it at 300 s): an asyncio hang shows up in the report, not as a
+    """If the test is still running after 190 s, prints where every task waits (then
+    its own 200 s timeout ends it): an asyncio hang shows up in the report, not as a
     bare event-loop poll."""
 
     async def watchdog() -> None:
-        await asyncio.sleep(240)
-        print("\n--- scale-out test stuck after 240 s; tasks:", file=sys.stderr)
+        await asyncio.sleep(190)
+        print("\n--- scale-out test stuck after 190 s; tasks:", file=sys.stderr)
         for task in asyncio.all_tasks():
             task.print_stack(limit=8, file=sys.stderr)
 
