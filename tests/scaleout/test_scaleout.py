@@ -15,7 +15,9 @@ still has a Dispatch leader. Report the recovery time."
   and holding its session on one Dispatch replica, accepting every offer; a
   customer places (and the restaurant confirms) an order every 0.4 s, alternately
   through the two Order replicas, retrying with the same idempotency key when a
-  call fails, as an app does.
+  call fails, as an app does; and two scheduled orders, placed at the start and
+  due when the NATS node dies, which the release passes of both Order replicas race
+  to release (exactly one wins each).
 - **Faults**: SIGKILL of the Redis primary that serves the restaurant region's
   slot (the drivers' index and the search index live there); once that healed,
   SIGKILL of the NATS node that leads the stream of order events. Both come back
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -67,6 +70,7 @@ pytestmark = pytest.mark.timeout(300)
 
 DRIVERS = 30
 ORDERS = 26
+SCHEDULED = 2
 ORDER_EVERY_S = 0.4
 REGION = geohash_encode(REST[0], REST[1], 4)
 DS = common_pb2.DriverStatus
@@ -275,6 +279,12 @@ async def _scenario(
 ) -> None:  # fmt: skip
     redis_url, nats_url = redis_cluster.url, nats_cluster.url
     t_start = time.monotonic()
+    marks: list[tuple[str, float]] = []
+
+    def mark(phase: str) -> None:
+        """Notes when ``phase`` ended: the report says how long each step took."""
+        marks.append((phase, time.monotonic() - t_start))
+
     async with (
         replicas(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace,
                  state_dir=tmp_path) as rs,
@@ -285,6 +295,7 @@ async def _scenario(
             "customer", "cust_1"))) for t in rs.orders]  # fmt: skip
         restaurants = [await stack.enter_async_context(OrderClient(t, options=token(
             "restaurant", "rest_1"))) for t in rs.orders]  # fmt: skip
+        mark("services and fleet up")
         index = [Probe("location index #1"), Probe("location index #2")]
         stream = Probe("JetStream R3 publish")
         placed = [Placed(f"scale-{i}") for i in range(ORDERS)]
@@ -296,10 +307,29 @@ async def _scenario(
                 await asyncio.sleep(ORDER_EVERY_S)
             await asyncio.gather(*tasks)
 
+        # Two scheduled orders, held until the NATS fault, then due: the release pass of
+        # both Order replicas races for them while JetStream elects a leader.
+        held = []
+        for i in range(SCHEDULED):
+            req = place_request(f"scheduled-{i}", delivery_option=opb.DELIVERY_OPTION_SCHEDULED)
+            req.scheduled_time.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(hours=2))
+            held.append((await customers[i % 2].place_order(req)).order.order_id)
+
+        async def release_when_due(fault: asyncio.Event) -> None:
+            await fault.wait()
+            await rows(pg_url, "UPDATE orders.orders SET release_at = now()"
+                               " WHERE order_id = ANY(%s) RETURNING 1", held)  # fmt: skip
+            confirm = [Placed(f"scheduled-{i}", oid=oid) for i, oid in enumerate(held)]
+            for i, p in enumerate(confirm):
+                await eventually(lambda oid=p.oid: _released(pg_url, oid), 30, "released")
+                await place_and_confirm(customers, restaurants, p, i)
+
+        nats_down = asyncio.Event()
         async with running(probe_index(rs.locations[0], index[0]),
                            probe_index(rs.locations[1], index[1]),
                            probe_jetstream(nats_url, namespace, stream)):  # fmt: skip
             load_task = asyncio.create_task(load())
+            release_task = asyncio.create_task(release_when_due(nats_down))
             t_load = time.monotonic()
             await asyncio.sleep(3)
 
@@ -320,6 +350,7 @@ async def _scenario(
             nats_victim = nats_cluster.index_of(leader)
             nats_cluster.kill(nats_victim)
             nats_fault = time.monotonic()
+            nats_down.set()
             await nats_cluster.wait_stream_leader(orders_stream, other_than=leader)
             elected = time.monotonic() - nats_fault
             await eventually(lambda: _answered_since([stream], nats_fault), 30,
@@ -327,12 +358,16 @@ async def _scenario(
                              lambda: _errors([stream]))  # fmt: skip
             await nats_cluster.wait_meta_leader()
 
-            await asyncio.wait_for(load_task, 120)
+            mark("faults injected")
+            await asyncio.wait_for(asyncio.gather(load_task, release_task), 120)
             load_s = time.monotonic() - t_load
-            oids = [p.oid for p in placed]
+            oids = [p.oid for p in placed] + held
+            mark("load placed")
             await eventually(lambda: all_assigned(pg_url, oids), 60, "every order assigned",
                              lambda: fleet_state(pg_url))  # fmt: skip
+            mark("every order assigned")
 
+        mark("probes stopped")
         # The killed nodes come back and rejoin: the Redis one as a replica.
         t0 = time.monotonic()
         await redis_cluster.restart(victim)
@@ -342,16 +377,22 @@ async def _scenario(
         await nats_cluster.restart(nats_victim)
         nats_rejoin = time.monotonic() - t0
 
+        mark("nodes back")
         await asyncio.sleep(1)  # room for a late duplicate to show up
         # No acknowledged order lost, none assigned twice: in fleet, on the drivers' own
         # sessions and in the Order service (assert_assigned_exactly_once says how).
         await assert_assigned_exactly_once(rs.mesh, bots, oids)
-        assert await rows(pg_url, "SELECT count(*) FROM orders.orders") == [(ORDERS,)]
+        assert await rows(pg_url, "SELECT count(*) FROM orders.orders") == [(len(oids),)]
+        # Each scheduled order was released once, by one of the two replicas.
+        released = await rows(pg_url, "SELECT event_id FROM orders.outbox"
+                                      " WHERE event_id LIKE '%%.released'")  # fmt: skip
+        assert sorted(str(e) for (e,) in released) == sorted(f"{o}.released" for o in held)
         for c in customers:  # both Order replicas know every order, with its driver
             for oid in oids:
                 got = (await c.get_order(opb.GetOrderRequest(order_id=oid))).order
                 assert got.driver_id and got.status == common_pb2.ORDER_STATUS_CONFIRMED
 
+        mark("orders checked")
         # The location index still answers, on both replicas, with every driver.
         for target in rs.locations:
             async with LocationClient(target, options=token("service", "dispatch")) as c:
@@ -369,6 +410,7 @@ async def _scenario(
                         missing[b.driver_id] = await _where(redis_url, namespace, b.driver_id)
                 assert missing == {}, missing
 
+        mark("index checked")
         # The region has a Dispatch leader (a live lease), and every stream has 3 copies.
         leases, streams = await _leases_and_streams(nats_url, namespace)
         assert leases.get(REGION), leases
@@ -380,14 +422,16 @@ async def _scenario(
                                       " fleet.outbox WHERE published_at IS NULL)")  # fmt: skip
             return left == [(0,)]
 
+        mark("leases and streams checked")
         await eventually(drained, 20, "both outboxes published")
+        mark("outboxes drained")
         assert unhandled(caplog.records) == []
 
         report = _report(
             placed, bots, index, stream, redis_fault=redis_fault, nats_fault=nats_fault,
             elected=elected,
             load_s=load_s, redis_rejoin=redis_rejoin, nats_rejoin=nats_rejoin,
-            total=time.monotonic() - t_start,
+            total=time.monotonic() - t_start, marks=marks,
         )  # fmt: skip
         with capsys.disabled():
             print("\n" + report)
@@ -406,6 +450,11 @@ async def _where(redis_url: str, namespace: str, driver_id: str) -> str:
         return f"hash {state} in {held}"
     finally:
         await r.aclose()
+
+
+async def _released(pg_url: str, oid: str) -> bool:
+    got = await rows(pg_url, "SELECT released FROM orders.orders WHERE order_id = %s", oid)
+    return got == [(True,)]
 
 
 async def _errors(probes: Sequence[Probe]) -> str:
@@ -452,7 +501,7 @@ def _pct(xs: Sequence[float], q: float) -> float:
 def _report(
     placed: Sequence[Placed], bots: Sequence[Bot], index: Sequence[Probe], stream: Probe, *,
     redis_fault: float, nats_fault: float, elected: float, load_s: float, redis_rejoin: float,
-    nats_rejoin: float, total: float,
+    nats_rejoin: float, total: float, marks: Sequence[tuple[str, float]],
 ) -> str:  # fmt: skip
     assign = [b.confirmed_at[p.oid] - p.acked_at
               for p in placed for b in bots if p.oid in b.confirmed_at]  # fmt: skip
@@ -472,10 +521,13 @@ def _report(
         f" a probe's R3 publishes acknowledged again after"
         f" {stream.recovered_after(nats_fault):.2f} s ({stream.failures_after(nats_fault)}"
         f" failed); node back in {nats_rejoin:.2f} s",
-        f"  orders: {len(placed)} acknowledged, {len(placed)} assigned once each;"
+        f"  orders: {len(placed)} + {SCHEDULED} scheduled (released during the NATS fault)"
+        f" acknowledged, each assigned once;"
         f" {len(retried)} needed a retry ({sum(len(p.errors) for p in retried)} failed calls)",
         f"  order acknowledged -> driver confirmed: p50 {_pct(assign, 0.5):.2f} s,"
         f" max {max(assign):.2f} s; orders acknowledged after the NATS fault:"
         f" max {max(after_nats, default=float('nan')):.2f} s",
     ]
+    lines.append("  steps (s from the start): "
+                 + ", ".join(f"{phase} {at:.1f}" for phase, at in marks))  # fmt: skip
     return "\n".join(lines)
