@@ -22,7 +22,13 @@ NATS and PostgreSQL (started here, or given by ``FOODMESH_*_URL``):
 Reported: accepted fixes/s, ack p50/p99 (ms), fix-to-subscriber p99 through NATS
 (device time of the fix to a NATS subscriber's receipt, sampled on 1% of drivers),
 Redis commands per accepted fix (from the server's INFO), Location RSS, CPU, and
-ours / raw GEOADD rate. Drivers run in ``--workers`` child processes.
+ours / raw GEOADD rate. Drivers run in ``--workers`` child processes, which share
+the machine with the server: their CPU and how late they sent (p99 of how far
+behind its intended time each message went out, open loop) are reported too. A
+stream that gRPC cancels while every driver connects at once is opened again
+before the first fix, and each phase starts once the phase before has left
+nothing behind (its drivers taken offline, the server idle).
+``--phases`` picks the phases after raw GEOADD (``live,batch,max,echo``).
 
     python benchmarks/location.py                 # 1k and 10k drivers, 30 s each
     python benchmarks/location.py --quick --json  # ~1 min smoke run
@@ -33,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import os
@@ -153,24 +160,39 @@ async def _drive(args: argparse.Namespace) -> None:
     ]
     stubs = [location_pb2_grpc.LocationServiceStub(c) for c in channels]
     latencies: list[float] = []
+    lags: list[float] = []  # how late this process sent each message (its own CPU share)
     statuses: list[str] = []
     accepted = 0
     errors = 0
+    reopened = 0
     ready = asyncio.Event()
     opened = 0
     t0_holder: list[float] = []
 
     async def driver(i: int) -> None:
-        nonlocal accepted, errors, opened
+        nonlocal accepted, errors, opened, reopened
         driver_id = f"drv_{args.offset + i:06d}"
         meta = bearer(mint_token(DEV_SECRET, subject=driver_id, role="driver"))
         lat = SF[0] + rng.uniform(-0.1, 0.1)
         lon = SF[1] + rng.uniform(-0.1, 0.1)
-        call = stubs[i % len(stubs)].StreamLocations(metadata=meta, timeout=args.duration + 120)
+
+        def open_stream() -> Any:
+            return stubs[i % len(stubs)].StreamLocations(metadata=meta, timeout=args.duration + 120)
+
+        call = open_stream()
         opened += 1
         if opened == args.count:
             ready.set()
         await ready.wait()
+        # Every driver connecting in the same second is a reconnect storm, not the
+        # steady state measured here: gRPC cancels the calls that wait beyond
+        # grpc.server.max_pending_requests (1,000) for the server to take them. Like an
+        # app, a driver whose stream ended before its first fix opens it again.
+        while time.time() < t0_holder[0] - 1.0:
+            await asyncio.sleep(0.5 + 0.5 * rng.random())
+            if call.done():
+                reopened += 1
+                call = open_stream()
         t0 = t0_holder[0]
         phase = rng.random()  # spread the drivers over each second
         seq = 0
@@ -190,6 +212,8 @@ async def _drive(args: argparse.Namespace) -> None:
                         break
                 lat += rng.uniform(-1e-4, 1e-4)
                 lon += rng.uniform(-1e-4, 1e-4)
+                if intended >= t0 + args.warmup:
+                    lags.append(time.time() - intended)
                 await call.write(message.fill(lat, lon, intended, seq * args.batch))
                 ack = await call.read()
                 if not isinstance(ack, location_pb2.StreamLocationsResponse):  # EOF
@@ -207,32 +231,79 @@ async def _drive(args: argparse.Namespace) -> None:
             if not statuses:
                 statuses.append(f"{await call.code()}: {await call.details()}")
 
+    async def cpu_window() -> float:
+        """This process's CPU share (%) over the measured window."""
+        await asyncio.sleep(max(0.0, args.start_at + args.warmup - time.time()))
+        c0, w0 = time.process_time(), time.monotonic()
+        await asyncio.sleep(args.duration)
+        return 100 * (time.process_time() - c0) / (time.monotonic() - w0)
+
+    async def freeze() -> None:
+        """Once every stream is open: out of the collector's sight, as the servers do it."""
+        await asyncio.sleep(max(0.0, args.start_at - 0.5 - time.time()))
+        gc.collect()
+        gc.freeze()
+
     t0_holder.append(args.start_at)
+    cpu = asyncio.create_task(cpu_window())
+    frozen = asyncio.create_task(freeze())
     await asyncio.gather(*(driver(i) for i in range(args.count)))
+    cpu_percent = await cpu
+    await frozen
     for c in channels:
         await c.close()
     if statuses:
         print(f"driver streams failed ({errors}); first: {statuses[0]}", file=sys.stderr)
-    _write_results(args.out, latencies, accepted, errors)
+    if reopened:
+        print(f"{reopened} driver streams cancelled while connecting, reopened", file=sys.stderr)
+    _write_results(args.out, latencies, lags, accepted, errors, cpu_percent)
 
 
-def _write_results(out: str, latencies: list[float], accepted: int, errors: int) -> None:
+def _write_results(
+    out: str,
+    latencies: list[float],
+    lags: list[float],
+    accepted: int,
+    errors: int,
+    cpu_percent: float,
+) -> None:
     np.save(out, np.asarray(latencies, dtype=np.float64))
-    Path(out + ".json").write_text(json.dumps({"accepted": accepted, "errors": errors}))
+    np.save(out + ".lag.npy", np.asarray(lags, dtype=np.float64))
+    totals = {"accepted": accepted, "errors": errors, "cpu_percent": cpu_percent}
+    Path(out + ".json").write_text(json.dumps(totals))
 
 
-def _read_results(outs: Sequence[str]) -> tuple[Any, int, int]:
-    """Latency samples, accepted fixes and errors of every driver process."""
-    samples, accepted, errors = [], 0, 0
+@dataclass(slots=True)
+class _Load:
+    """What the driver processes measured: ack latencies, send lags, totals."""
+
+    latencies: Any
+    lags: Any
+    accepted: int
+    errors: int
+    cpu_percent: float
+
+
+def _read_results(outs: Sequence[str]) -> _Load:
+    """Latency samples, send lags, accepted fixes, errors and CPU of every driver process."""
+    samples, lags, accepted, errors, cpu = [], [], 0, 0, 0.0
     for out in outs:
         if not Path(out).exists() or not Path(out + ".json").exists():
             errors += 1  # the process died before writing: count it, never hide it
             continue
         samples.append(np.load(out))
+        lags.append(np.load(out + ".lag.npy"))
         totals = json.loads(Path(out + ".json").read_text())
         accepted += int(totals["accepted"])
         errors += int(totals["errors"])
-    return (np.concatenate(samples) if samples else np.zeros(0)), accepted, errors
+        cpu += float(totals["cpu_percent"])
+    return _Load(
+        np.concatenate(samples) if samples else np.zeros(0),
+        np.concatenate(lags) if lags else np.zeros(0),
+        accepted,
+        errors,
+        cpu,
+    )
 
 
 # --- the orchestrator ----------------------------------------------------------------------
@@ -248,6 +319,9 @@ class PhaseResult:
     redis_ops_per_fix: float | None
     rss_mb: float | None
     cpu_percent: float | None
+    #: The driver processes: how late they sent (p99, ms) and their CPU (%, all of them).
+    send_lag_p99_ms: float | None = None
+    load_cpu_percent: float | None = None
 
 
 def _rss_mb(pid: int) -> float | None:
@@ -324,6 +398,44 @@ async def _subscriber(
         await nc.close()
 
 
+async def _online_drivers(redis_url: str) -> int:
+    """Drivers the live store holds online (in its presence sets)."""
+    import redis.asyncio as aioredis
+
+    from servers.location.store import LiveStore
+    from servers.runtime.redis import Keys
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = LiveStore(client, Keys(NS)).presence_keys()
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.zcard(key)
+        return sum(await pipe.execute())
+    finally:
+        await client.aclose()
+
+
+async def _settle(
+    server: ServerProcess, redis_url: str | None, *, idle: float = 0.1, within: float = 120.0
+) -> None:
+    """Waits until the phase before has left nothing behind, so that a phase measures its
+    own load only: every driver it ran taken offline by the presence sweep (the presence
+    timeout after its last fix: 10,000 drivers going offline cost the server seconds),
+    and the server idle (an overloaded phase leaves a backlog)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if redis_url is not None and await _online_drivers(redis_url):
+            await asyncio.sleep(1.0)
+            continue
+        c0 = server.cpu_seconds()
+        await asyncio.sleep(1.0)
+        c1 = server.cpu_seconds()
+        if c0 is None or c1 is None or c1 - c0 < idle:
+            return
+    print(f"the phase before still shows after {within:g} s; measuring anyway", file=sys.stderr)
+
+
 async def run_phase(
     name: str,
     server: ServerProcess,
@@ -336,7 +448,9 @@ async def run_phase(
     workers: int,
     offset: int,
     warmup: float,
+    presence: bool = True,
 ) -> PhaseResult:
+    await _settle(server, urls["redis"] if presence else None)
     per_worker = [drivers // workers + (1 if i < drivers % workers else 0) for i in range(workers)]
     sampled = [f"drv_{offset + i:06d}" for i in range(0, drivers, 100)]
     progress = Progress(f"{name}: {drivers:,} drivers", every=5.0)
@@ -370,9 +484,13 @@ async def run_phase(
                 await p.wait()
             fan = list(fanout)
         progress.finish()
-        lat, accepted, errors = _read_results([out for _, out in procs])
+        load = _read_results([out for _, out in procs])
+    accepted = load.accepted
     ack = LatencyResult.of(
-        lat, errors=errors, seconds=duration, offered_rate=drivers * 1.0 if mode == "open" else None
+        load.latencies,
+        errors=load.errors,
+        seconds=duration,
+        offered_rate=drivers * 1.0 if mode == "open" else None,
     )
     cpu = None if cpu0 is None or cpu1 is None else 100 * (cpu1 - cpu0) / (t1 - t0)
     return PhaseResult(
@@ -384,6 +502,12 @@ async def run_phase(
         redis_ops_per_fix=(cmd1 - cmd0) / (accepted * (t1 - t0) / duration) if accepted else None,
         rss_mb=rss,
         cpu_percent=cpu,
+        send_lag_p99_ms=(
+            float(np.percentile(load.lags * 1000, 99))
+            if mode == "open" and load.lags.size
+            else None
+        ),
+        load_cpu_percent=load.cpu_percent,
     )
 
 
@@ -437,9 +561,10 @@ async def main_async(args: argparse.Namespace) -> int:
         }
         os.environ.update(env)
         results: list[PhaseResult] = []
+        phases = set(args.phases.split(","))
         async with server_process(sys.executable, __file__, "--serve") as server:
             offset = 0
-            for n in sizes:
+            for n in sizes if "live" in phases else []:
                 results.append(
                     await run_phase(
                         f"{n // 1000}k @1/s", server, urls, drivers=n, duration=duration,
@@ -448,7 +573,7 @@ async def main_async(args: argparse.Namespace) -> int:
                     )
                 )  # fmt: skip
                 offset += n
-            if args.batch > 1:  # the same open-loop schedule, each message carrying a batch
+            if args.batch > 1 and "batch" in phases:  # the open-loop schedule, in batches
                 n = args.batch_drivers or sizes[0]
                 results.append(
                     await run_phase(
@@ -458,23 +583,28 @@ async def main_async(args: argparse.Namespace) -> int:
                     )
                 )  # fmt: skip
                 offset += n
-            results.append(
-                await run_phase(
-                    f"max rate x{args.batch}", server, urls, drivers=args.max_drivers,
-                    duration=duration, mode="closed", batch=args.batch, workers=args.workers,
-                    offset=offset, warmup=args.warmup,
-                )
-            )  # fmt: skip
+            if "max" in phases:
+                results.append(
+                    await run_phase(
+                        f"max rate x{args.batch}", server, urls, drivers=args.max_drivers,
+                        duration=duration, mode="closed", batch=args.batch,
+                        workers=args.workers, offset=offset, warmup=args.warmup,
+                    )
+                )  # fmt: skip
         # The same max-rate load against a bare gRPC server that does no work: what the
         # transport alone costs on this machine, per message.
-        async with server_process(sys.executable, __file__, "--serve-raw") as raw_server:
-            grpc_raw = await run_phase(
-                f"raw gRPC echo x{args.batch}", raw_server, urls, drivers=args.max_drivers,
-                duration=duration, mode="closed", batch=args.batch, workers=args.workers,
-                offset=offset, warmup=args.warmup,
-            )  # fmt: skip
+        if "echo" in phases:
+            async with server_process(sys.executable, __file__, "--serve-raw") as raw_server:
+                results.append(
+                    await run_phase(
+                        f"raw gRPC echo x{args.batch}", raw_server, urls,
+                        drivers=args.max_drivers, duration=duration, mode="closed",
+                        batch=args.batch, workers=args.workers, offset=offset,
+                        warmup=args.warmup, presence=False,
+                    )
+                )  # fmt: skip
     rows = [
-        ["raw GEOADD (1 process)", None, raw, None, None, None, 1.0, None, None, None, None],
+        ["raw GEOADD (1 process)", None, raw, None, None, None, 1.0, *[None] * 6],
         *[
             [
                 r.name,
@@ -488,17 +618,20 @@ async def main_async(args: argparse.Namespace) -> int:
                 r.rss_mb,
                 r.cpu_percent,
                 _us_per_fix(r),
+                r.send_lag_p99_ms,
+                r.load_cpu_percent,
             ]  # fmt: skip
-            for r in [*results, grpc_raw]
+            for r in results
         ],
     ]
     print_table(
         f"Location ingest ({machine()['cpus']} CPUs, {now_iso()})",
         ["phase", "drivers", "fixes/s", "ack p50 ms", "ack p99 ms", "fan-out p99 ms",
-         "vs raw", "redis ops/fix", "RSS MB", "server CPU %", "server µs/fix"],
+         "vs raw", "redis ops/fix", "RSS MB", "server CPU %", "server µs/fix",
+         "send lag p99 ms", "load CPU %"],
         rows,
     )  # fmt: skip
-    best = max(r.accepted_per_s for r in results)
+    best = max((r.accepted_per_s for r in results if not r.name.startswith("raw")), default=0)
     need = 400_000 / best if best else math.inf
     print(f"\nreplicas for the seed's 400,000 fixes/s at this process's best rate: {need:,.0f}")
     if args.json:
@@ -520,8 +653,10 @@ async def main_async(args: argparse.Namespace) -> int:
                         "rss_mb": r.rss_mb,
                         "server_cpu_percent": r.cpu_percent,
                         "server_us_per_fix": _us_per_fix(r),
+                        "send_lag_p99_ms": r.send_lag_p99_ms,
+                        "load_cpu_percent": r.load_cpu_percent,
                     }
-                    for r in [*results, grpc_raw]
+                    for r in results
                 ],
                 "replicas_for_400k_per_s": round(need, 1) if best else None,
             }
@@ -541,6 +676,11 @@ def main() -> int:
         help="drivers of the 1 msg/s phase with --batch fixes a message (default: first --drivers)",
     )
     p.add_argument("--workers", type=int, default=2, help="driver processes")
+    p.add_argument(
+        "--phases",
+        default="live,batch,max,echo",
+        help="phases to run after raw GEOADD: live (--drivers), batch, max, echo",
+    )
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--drive", action="store_true", help=argparse.SUPPRESS)

@@ -1,7 +1,11 @@
 """Location history: buffered, written to PostgreSQL with COPY, partitioned by day.
 
-The ingest path only appends its fixes to a memory buffer; a writer task flushes
-it every ``flush_s`` or every ``batch_rows`` rows with one binary COPY, creating
+The ingest path hands its fixes to a memory buffer that keeps them as binary COPY
+rows, encoded at once (a few µs a batch, never one long encoding at flush time;
+and bytes are nothing for the garbage collector to walk, where fixes waiting a
+second in a buffer would be promoted to its oldest generation and make its full
+collections, tens of ms, come every few seconds). A writer task flushes the
+buffer every ``flush_s`` or every ``batch_rows`` rows with one COPY, creating
 the day partitions it needs first. While PostgreSQL is down the buffer is bounded: what
 does not fit goes to spill files (CSV) under ``spill_dir``, read back and written
 once PostgreSQL answers again. Old partitions are dropped after ``retention_days``.
@@ -18,7 +22,7 @@ import math
 import os
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +40,7 @@ __all__ = [
     "HistoryPoint",
     "HistoryWriter",
     "copy_binary",
+    "copy_rows",
     "downsample_query",
     "partition_name",
 ]
@@ -55,12 +60,20 @@ _COLUMNS = (
 )
 #: A spill file's line, in ``_COLUMNS`` order (times in seconds since the epoch).
 Row = tuple[str, float, float, float, float, float, float, str, float]
+#: What the buffer held: COPY rows (one ``bytes`` per ``add``), their count, their days.
+_Buffer = tuple[list[bytes], int, set[int]]
 #: Binary COPY's header (signature, flags, extension length) and trailer.
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\0" + bytes(8)
 _COPY_TRAILER = b"\xff\xff"
 #: PostgreSQL's epoch (2000-01-01) in Unix seconds, and the largest float4.
 _PG_EPOCH_S = 946_684_800
 _F32_MAX = 3.4028234663852886e38
+_DAY_S = 86_400
+#: A row's field count and driver id length; what follows the id, up to the order id's
+#: length; and the receive time (see ``_row_format``).
+_ROW_START = struct.Struct(">hi")
+_ROW_MIDDLE = struct.Struct(">iqididifififi")
+_ROW_END = struct.Struct(">iq")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +151,32 @@ def copy_binary(fixes: Sequence[Fix]) -> bytes:
     return b"".join(out)
 
 
-def _row(f: Fix) -> Row:
-    return (f.driver_id, f.device_ts, f.lat, f.lon, f.heading_deg, f.speed_mps, f.accuracy_m,
-            f.order_id, f.received_ts)  # fmt: skip
+def _unix_s(us: int) -> float:
+    """A timestamptz (microseconds since 2000-01-01) as Unix seconds; ``_pg_us`` inverts it."""
+    return us / 1e6 + _PG_EPOCH_S
+
+
+def copy_rows(data: bytes) -> Iterator[Row]:
+    """The rows that :func:`copy_binary` encoded, back as spill lines (times to the µs,
+    heading, speed and accuracy as float4 holds them)."""
+    pos, end = 0, len(data)
+    while pos < end:
+        _, n = _ROW_START.unpack_from(data, pos)
+        pos += _ROW_START.size
+        driver_id = data[pos : pos + n].decode()
+        pos += n
+        _, ts, _, lat, _, lon, _, hd, _, sp, _, acc, n = _ROW_MIDDLE.unpack_from(data, pos)
+        pos += _ROW_MIDDLE.size
+        order_id = data[pos : pos + n].decode()
+        pos += n
+        _, rx = _ROW_END.unpack_from(data, pos)
+        pos += _ROW_END.size
+        yield (driver_id, _unix_s(ts), lat, lon, hd, sp, acc, order_id, _unix_s(rx))
+
+
+def _days(fixes: Iterable[Fix]) -> set[int]:
+    """The UTC days (days since the epoch) of the fixes' device times."""
+    return {int(f.device_ts // _DAY_S) for f in fixes}
 
 
 def _fix(r: Sequence[str]) -> Fix:
@@ -164,7 +200,10 @@ class HistoryWriter:
     def __init__(self, pool: AsyncConnectionPool, config: HistoryConfig = HistoryConfig()) -> None:
         self.pool = pool
         self.config = config
-        self._rows: list[Fix] = []
+        #: The buffer, as ``_Buffer``: days are UTC days since the epoch (device time).
+        self._chunks: list[bytes] = []
+        self._rows = 0
+        self._days: set[int] = set()
         self._known_days: set[dt.date] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -176,17 +215,26 @@ class HistoryWriter:
 
     # ----------------------------------------------------------------- input
     def add(self, fixes: Sequence[Fix]) -> None:
-        """Queues accepted fixes; never waits (the ingest path must not)."""
-        self._rows.extend(fixes)  # fixes are immutable: kept as they are, no copy per row
-        if len(self._rows) >= self.config.batch_rows:
+        """Queues accepted fixes, encoded as COPY rows; never waits (the ingest path must not)."""
+        if not fixes:
+            return
+        self._chunks.append(copy_binary(fixes))
+        self._rows += len(fixes)
+        self._days |= _days(fixes)
+        if self._rows >= self.config.batch_rows:
             self._wake.set()
-        if len(self._rows) > self.config.max_buffer_rows:
-            self._spill(self._rows)
-            self._rows = []
+        if self._rows > self.config.max_buffer_rows:
+            self._spill(self._take())
 
     @property
     def buffered(self) -> int:
-        return len(self._rows)
+        return self._rows
+
+    def _take(self) -> _Buffer:
+        """Empties the buffer; returns what it held."""
+        taken = self._chunks, self._rows, self._days
+        self._chunks, self._rows, self._days = [], 0, set()
+        return taken
 
     # ------------------------------------------------------------------ task
     def start(self) -> None:
@@ -198,12 +246,12 @@ class HistoryWriter:
             await stop_tasks([self._task])
             self._task = None
         if self._rows:
-            rows, self._rows = self._rows, []
+            taken = self._take()
             try:
                 async with asyncio.timeout(5.0):  # not wait_for: see _run
-                    await self._copy(rows)
+                    await self._copy(*taken)
             except Exception:
-                self._spill(rows)
+                self._spill(taken)
 
     async def _run(self) -> None:
         while True:
@@ -219,20 +267,21 @@ class HistoryWriter:
         """Writes the buffer (and any spill files) now; returns the rows written."""
         written = 0
         if self._rows:
-            rows, self._rows = self._rows, []
+            chunks, rows, days = self._take()
             try:
-                await self._copy(rows)
-                written += len(rows)
+                await self._copy(chunks, rows, days)
+                written += rows
                 self.healthy = True
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 if self.healthy:
                     _log.warning("history: PostgreSQL write failed (%s); buffering", exc)
                 self.healthy = False
                 # Back to the front of the buffer, bounded: overflow goes to disk.
-                self._rows[:0] = rows
-                if len(self._rows) > self.config.max_buffer_rows:
-                    self._spill(self._rows)
-                    self._rows = []
+                self._chunks[:0] = chunks
+                self._rows += rows
+                self._days |= days
+                if self._rows > self.config.max_buffer_rows:
+                    self._spill(self._take())
                 return 0
         if self.healthy:
             written += await self._drain_spill()
@@ -287,21 +336,19 @@ class HistoryWriter:
                 await conn.commit()
                 self._known_days.add(day)
 
-    async def _copy(self, rows: Sequence[Fix]) -> None:
-        days = {_day(d * 86400) for d in {int(f.device_ts // 86400) for f in rows}}
-        await self.ensure_partitions(days | {_day(time.time()) + dt.timedelta(days=1)})
+    async def _copy(self, chunks: Sequence[bytes], rows: int, days: set[int]) -> None:
+        """Writes encoded rows (``rows`` of them, device times on ``days``) with one COPY."""
+        needed = {_day(d * _DAY_S) for d in days}
+        await self.ensure_partitions(needed | {_day(time.time()) + dt.timedelta(days=1)})
         async with self.pool.connection() as conn:
             async with conn.cursor() as cur:
                 columns = ", ".join(_COLUMNS)
                 copy_sql = f"COPY location.history ({columns}) FROM STDIN (FORMAT BINARY)"
                 async with cur.copy(copy_sql) as copy:
-                    await copy.write(_COPY_HEADER)
-                    for start in range(0, len(rows), 2000):
-                        await copy.write(copy_binary(rows[start : start + 2000]))
-                    await copy.write(_COPY_TRAILER)
+                    await copy.write(b"".join((_COPY_HEADER, *chunks, _COPY_TRAILER)))
             await conn.commit()
-        self.written += len(rows)
-        metrics.HISTORY_ROWS.labels("written").inc(len(rows))
+        self.written += rows
+        metrics.HISTORY_ROWS.labels("written").inc(rows)
 
     async def drop_old_partitions(self, *, today: dt.date | None = None) -> list[str]:
         """Drops day partitions older than the retention period; returns their names."""
@@ -348,22 +395,25 @@ class HistoryWriter:
         d = self.config.spill_dir
         return sorted(d.glob("spill-*.csv")) if d is not None and d.exists() else []
 
-    def _spill(self, rows: Sequence[Fix]) -> None:
+    def _spill(self, taken: _Buffer) -> None:
+        chunks, rows, _ = taken
         d = self.config.spill_dir
         if d is None:
-            _log.error("history: %d rows dropped: PostgreSQL is down and no spill dir", len(rows))
-            metrics.HISTORY_ROWS.labels("dropped").inc(len(rows))
+            _log.error("history: %d rows dropped: PostgreSQL is down and no spill dir", rows)
+            metrics.HISTORY_ROWS.labels("dropped").inc(rows)
             return
         d.mkdir(parents=True, exist_ok=True)
         self._spill_seq += 1
         path = d / f"spill-{time.time_ns()}-{os.getpid()}-{self._spill_seq}.csv"
         tmp = path.with_suffix(".tmp")
         with tmp.open("w", newline="") as fh:
-            csv.writer(fh).writerows(_row(f) for f in rows)
+            writer = csv.writer(fh)
+            for chunk in chunks:
+                writer.writerows(copy_rows(chunk))
         tmp.rename(path)
-        self.spilled += len(rows)
-        metrics.HISTORY_ROWS.labels("spilled").inc(len(rows))
-        _log.warning("history: spilled %d rows to %s", len(rows), path)
+        self.spilled += rows
+        metrics.HISTORY_ROWS.labels("spilled").inc(rows)
+        _log.warning("history: spilled %d rows to %s", rows, path)
 
     async def _drain_spill(self) -> int:
         written = 0
@@ -371,7 +421,7 @@ class HistoryWriter:
             with path.open(newline="") as fh:
                 rows = [_fix(r) for r in csv.reader(fh)]
             try:
-                await self._copy(rows)
+                await self._copy([copy_binary(rows)], len(rows), _days(rows))
             except (psycopg.Error, OSError) as exc:
                 _log.warning("history: spill file %s not written yet (%s)", path.name, exc)
                 self.healthy = False

@@ -1,10 +1,12 @@
 """The ingest pipeline: fixes from every stream, written to Redis in pipelined batches.
 
 Streams hand their valid fixes to :meth:`Ingest.submit` and wait for the batch
-that carries them. One writer task takes everything queued at that moment (no
-timer: batches grow with load by themselves), keeps each driver's newest fix
-for Redis, and then, for the accepted ones, publishes each fix on core NATS
-``location.v1.driver.<id>`` and hands it to the history buffer.
+that carries them. One writer task takes everything queued at that moment, up to
+``max_batch`` fixes (no timer: batches grow with load by themselves), keeps each
+driver's newest fix for Redis, and answers the streams as soon as Redis has:
+only then, for the accepted ones, it publishes each fix on core NATS
+``location.v1.driver.<id>`` and hands it to the history buffer, so neither the
+fan-out nor NATS back-pressure is in the path of an ack.
 
 While Redis is unreachable, fixes are kept (newest per driver, bounded) and
 acknowledged as *degraded*; a probe writes them as soon as Redis answers again.
@@ -136,6 +138,8 @@ class Ingest:
         self._task: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
         self._in_flight: list[_Pending] = []
+        #: Fixes waiting in the queue (its length counts messages, of up to 100 fixes).
+        self._queued = 0
         self._stopped = True  # until start()
         self.redis_down = False
         self.nats_down = False
@@ -171,12 +175,14 @@ class Ingest:
             p = self._queue.get_nowait()
             if not p.future.done():
                 p.future.set_exception(stopping)
+        self._queued = 0
 
     async def submit(self, fixes: Sequence[Fix]) -> Outcome:
         """Queues valid fixes and waits until the batch that carries them is written."""
         if self._stopped:
             raise DependencyUnavailable("location service is stopping")
         pending = _Pending(fixes)
+        self._queued += len(fixes)
         await self._queue.put(pending)
         return await pending.future
 
@@ -186,15 +192,18 @@ class Ingest:
             first = await self._queue.get()
             # In flight from here on: stop() fails it if it cancels us while we wait.
             batch = self._in_flight = [first]
-            if self.linger_s and self._queue.qsize() < self.max_batch // 4:
+            n = len(first.fixes)
+            self._queued -= n
+            if self.linger_s and self._queued < self.max_batch // 4:
                 # Wait a moment for company: every batch costs a few syscalls to Redis
                 # and NATS whatever its size, and syscalls are most of a small batch.
+                # Not when a backlog waits already (after a pause): it is company enough.
                 await asyncio.sleep(self.linger_s)
-            n = len(first.fixes)
             while n < self.max_batch and not self._queue.empty():
                 p = self._queue.get_nowait()
                 batch.append(p)
                 n += len(p.fixes)
+                self._queued -= len(p.fixes)
             try:
                 await self._flush(batch)
             except Exception as exc:  # never let one bad batch kill ingest for everybody
@@ -249,13 +258,17 @@ class Ingest:
                 self._on_presence(
                     PresenceEvent(head.fix.driver_id, True, head.fix, head.status, head.order_id)
                 )
-        await self._publish(good, by_driver)
-        if self.history is not None:
-            self.history.add(good)
+        # Answer first: what Redis said is the outcome. (So an ack tells of a NATS
+        # outage from the batch after the one that found it.)
         degraded = self.degraded
         for p, row in zip(batch, outcomes, strict=True):
             if not p.future.done():
                 p.future.set_result(Outcome(row, degraded))
+        # Let the streams send their acks before the fan-out, which costs a few µs a fix.
+        await asyncio.sleep(0)
+        await self._publish(good, by_driver)
+        if self.history is not None:
+            self.history.add(good)
 
     async def _publish(self, fixes: Sequence[Fix], by_driver: dict[str, Accepted | None]) -> None:
         if not fixes:

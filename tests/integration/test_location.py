@@ -323,6 +323,39 @@ async def test_a_stopping_ingest_fails_the_fixes_it_holds_instead_of_leaving_the
         await redis.aclose()
 
 
+async def test_a_backlog_is_written_at_once_without_waiting_for_company(
+    redis_url: str, nats_url: str, namespace: str
+) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    nc = await open_nats(nats_url, name="test")
+    ingest = Ingest(
+        LiveStore(redis, Keys(namespace)),
+        None,
+        nats=lambda: nc,
+        subjects=Subjects(namespace),
+        on_presence=lambda ev: None,
+        max_batch=40,
+        linger_s=60.0,  # a lone fix waits that long for company; a backlog must not
+    )
+    now = time.time()
+    messages = [
+        [Fix(f"drv_lag{i}", *SF, 5.0, 0.0, 0.0, now - 5 + j, now) for j in range(5)]
+        for i in range(3)
+    ]
+    try:
+        ingest.start()
+        # All queued before the writer wakes, as after a pause: 10 fixes behind the first
+        # message are a quarter of max_batch (fixes, not messages), company enough.
+        waiting = [asyncio.create_task(ingest.submit(m)) for m in messages]
+        outcomes = await asyncio.wait_for(asyncio.gather(*waiting), timeout=5.0)
+        assert [sum(a is not None for a in o.accepted) for o in outcomes] == [5, 5, 5]
+        assert ingest.batches == 1
+    finally:
+        await ingest.stop()
+        await nc.close()
+        await redis.aclose()
+
+
 async def presence_events(
     nc: NATS, namespace: str
 ) -> tuple[asyncio.Queue[location_pb2.DriverPresenceEvent], object]:
@@ -523,6 +556,32 @@ async def test_update_location_is_the_callers_own_and_idempotent(
         await ops.get_driver_location(location_pb2.GetDriverLocationRequest(driver_id="drv_u"))
     ).position
     assert (pos.lat, pos.lon) == SF
+
+
+async def test_history_rows_around_midnight_land_in_their_days_partitions(pg_url: str) -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    from servers import location
+    from servers.location.history import HistoryWriter
+    from servers.runtime.migrate import load_migrations, migrate
+
+    assert location.SPEC.migrations is not None
+    await migrate(pg_url, service="location", migrations=load_migrations(location.SPEC.migrations))
+    midnight = time.time() // 86400 * 86400
+    fixes = [Fix("drv_mid", *SF, 5.0, 0.0, 0.0, midnight - 30 + 20 * i, midnight) for i in range(4)]
+    async with AsyncConnectionPool(pg_url, min_size=1, max_size=2, open=False) as pool:
+        writer = HistoryWriter(pool)
+        writer.add(fixes[:1])
+        writer.add(fixes[1:])
+        assert await writer.flush() == 4
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT tableoid::regclass::text, count(*) FROM location.history "
+                "GROUP BY 1 ORDER BY 1"
+            )
+            rows = await cur.fetchall()
+    days = [dt.datetime.fromtimestamp(midnight + d, dt.UTC) for d in (-86400, 0)]
+    assert rows == [(f"location.history_{day:%Y%m%d}", 2) for day in days]
 
 
 async def test_history_copy_keeps_awkward_ids_and_exact_values(pg_url: str) -> None:
