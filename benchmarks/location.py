@@ -453,7 +453,8 @@ async def run_phase(
     await _settle(server, urls["redis"] if presence else None)
     per_worker = [drivers // workers + (1 if i < drivers % workers else 0) for i in range(workers)]
     sampled = [f"drv_{offset + i:06d}" for i in range(0, drivers, 100)]
-    progress = Progress(f"{name}: {drivers:,} drivers", every=5.0)
+    # Counted from the fan-out sample (one driver in 100): fixes accepted, roughly.
+    progress = Progress(f"{name}: {drivers:,} drivers, fixes accepted (sampled)", every=5.0)
     with tempfile.TemporaryDirectory(prefix="foodmesh-bench-loc-") as tmp:
         start_at = time.time() + 5.0 + drivers / 2000  # time to start and open every stream
         procs = []
@@ -473,9 +474,12 @@ async def run_phase(
             await asyncio.sleep(max(0.0, start_at + warmup - time.time()))
             cmd0 = await _redis_commands(urls["redis"])
             cpu0, t0 = server.cpu_seconds(), time.monotonic()
+            counted = 0
             while any(p.returncode is None for p, _ in procs) and time.monotonic() - t0 < duration:
                 await asyncio.sleep(1.0)
-                progress.add(0)
+                seen = len(fanout) * drivers // max(1, len(sampled))  # scaled to every driver
+                progress.add(seen - counted)
+                counted = seen
                 progress.tick()
             cpu1, t1 = server.cpu_seconds(), time.monotonic()
             cmd1 = await _redis_commands(urls["redis"])
