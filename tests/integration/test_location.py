@@ -7,7 +7,7 @@ import datetime as dt
 import math
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -558,7 +558,10 @@ async def test_update_location_is_the_callers_own_and_idempotent(
     assert (pos.lat, pos.lon) == SF
 
 
-async def test_history_rows_around_midnight_land_in_their_days_partitions(pg_url: str) -> None:
+async def _history_written(
+    pg_url: str, batches: Sequence[Sequence[Fix]], query: str
+) -> list[tuple[object, ...]]:
+    """``batches`` through a HistoryWriter (one ``add`` each, one flush), then ``query``."""
     from psycopg_pool import AsyncConnectionPool
 
     from servers import location
@@ -567,46 +570,36 @@ async def test_history_rows_around_midnight_land_in_their_days_partitions(pg_url
 
     assert location.SPEC.migrations is not None
     await migrate(pg_url, service="location", migrations=load_migrations(location.SPEC.migrations))
-    midnight = time.time() // 86400 * 86400
-    fixes = [Fix("drv_mid", *SF, 5.0, 0.0, 0.0, midnight - 30 + 20 * i, midnight) for i in range(4)]
     async with AsyncConnectionPool(pg_url, min_size=1, max_size=2, open=False) as pool:
         writer = HistoryWriter(pool)
-        writer.add(fixes[:1])
-        writer.add(fixes[1:])
-        assert await writer.flush() == 4
+        for batch in batches:
+            writer.add(batch)
+        assert await writer.flush() == sum(len(b) for b in batches)
         async with pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT tableoid::regclass::text, count(*) FROM location.history "
-                "GROUP BY 1 ORDER BY 1"
-            )
-            rows = await cur.fetchall()
+            cur = await conn.execute(query)
+            return list(await cur.fetchall())
+
+
+async def test_history_rows_around_midnight_land_in_their_days_partitions(pg_url: str) -> None:
+    midnight = time.time() // 86400 * 86400
+    fixes = [Fix("drv_mid", *SF, 5.0, 0.0, 0.0, midnight - 30 + 20 * i, midnight) for i in range(4)]
+    rows = await _history_written(
+        pg_url, [fixes[:1], fixes[1:]],
+        "SELECT tableoid::regclass::text, count(*) FROM location.history GROUP BY 1 ORDER BY 1",
+    )  # fmt: skip
     days = [dt.datetime.fromtimestamp(midnight + d, dt.UTC) for d in (-86400, 0)]
     assert rows == [(f"location.history_{day:%Y%m%d}", 2) for day in days]
 
 
 async def test_history_copy_keeps_awkward_ids_and_exact_values(pg_url: str) -> None:
-    from psycopg_pool import AsyncConnectionPool
-
-    from servers import location
-    from servers.location.fixes import Fix
-    from servers.location.history import HistoryWriter
-    from servers.runtime.migrate import load_migrations, migrate
-
-    assert location.SPEC.migrations is not None
-    await migrate(pg_url, service="location", migrations=load_migrations(location.SPEC.migrations))
     odd = "drv\\with\ttab\nand line"
     ts = round(time.time() - 3600, 6)  # microseconds survive (and within retention)
     fixes = [Fix(odd, 37.7749295, -122.4194155, 3.5, 359.5, 1e-05, ts, ts + 0.5, "ord\\1")]
-    async with AsyncConnectionPool(pg_url, min_size=1, max_size=2, open=False) as pool:
-        writer = HistoryWriter(pool)
-        writer.add(fixes)
-        assert await writer.flush() == 1
-        async with pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT driver_id, extract(epoch FROM ts), lat, lon, heading, speed_mps, order_id "
-                "FROM location.history"
-            )
-            rows = await cur.fetchall()
+    rows = await _history_written(
+        pg_url, [fixes],
+        "SELECT driver_id, extract(epoch FROM ts), lat, lon, heading, speed_mps, order_id "
+        "FROM location.history",
+    )  # fmt: skip
     assert len(rows) == 1
     driver_id, epoch, lat, lon, heading, speed, order_id = rows[0]
     assert (driver_id, order_id, lat, lon) == (odd, "ord\\1", 37.7749295, -122.4194155)
