@@ -144,21 +144,20 @@ class LocalRedisCluster(_LocalCluster[RedisClusterNode]):
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
-    def _client(self, node: Server) -> aioredis.Redis:
+    async def _on(self, node: Server, *commands: tuple[str | int, ...]) -> list[Any]:
+        """Runs ``commands`` on ``node`` (a connection of their own); returns the replies."""
         rec = node.running()
         if rec is None:
             raise InfraError(f"{node.name} is not running")
-        return aioredis.Redis(host="127.0.0.1", port=rec.port, socket_timeout=2)
+        client = aioredis.Redis(host="127.0.0.1", port=rec.port, socket_timeout=2)
+        try:
+            return [await _cmd(client, *c) for c in commands]
+        finally:
+            await client.aclose()
 
-    async def _each(self, *command: str) -> list[object]:
-        replies: list[object] = []
-        for node in self.nodes:
-            client = self._client(node)
-            try:
-                replies.append(await _cmd(client, *command))
-            finally:
-                await client.aclose()
-        return replies
+    async def _each(self, *command: str) -> list[Any]:
+        """``command``'s reply from every node, in order."""
+        return [(await self._on(node, command))[0] for node in self.nodes]
 
     async def up(self, *, within: float = 30.0) -> str:
         """Starts the nodes, forms the cluster if it is not formed; returns the URL."""
@@ -179,19 +178,10 @@ class LocalRedisCluster(_LocalCluster[RedisClusterNode]):
         per = SLOTS // self.primaries
         for i in range(self.primaries):
             last = SLOTS - 1 if i == self.primaries - 1 else (i + 1) * per - 1
-            client = self._client(self.nodes[i])
-            try:
-                await _cmd(client, "CLUSTER", "ADDSLOTSRANGE", i * per, last)
-            finally:
-                await client.aclose()
-        first = self.nodes[0].port
+            await self._on(self.nodes[i], ("CLUSTER", "ADDSLOTSRANGE", i * per, last))
+        first = self.nodes[0]
         for node in self.nodes[1:]:
-            client = self._client(node)
-            try:
-                bus = self.nodes[0].bus
-                await _cmd(client, "CLUSTER", "MEET", "127.0.0.1", first, bus)
-            finally:
-                await client.aclose()
+            await self._on(node, ("CLUSTER", "MEET", "127.0.0.1", first.port, first.bus))
         deadline = time.monotonic() + within
         while True:
             infos = [_info(r) for r in await self._each("CLUSTER", "INFO")]
@@ -201,11 +191,7 @@ class LocalRedisCluster(_LocalCluster[RedisClusterNode]):
                 raise InfraError(f"Redis Cluster nodes did not meet within {within:g}s")
             await asyncio.sleep(0.05)
         for j, node in enumerate(self.nodes[self.primaries :]):
-            client = self._client(node)
-            try:
-                await _cmd(client, "CLUSTER", "REPLICATE", ids[j % self.primaries])
-            finally:
-                await client.aclose()
+            await self._on(node, ("CLUSTER", "REPLICATE", ids[j % self.primaries]))
 
     async def wait_healthy(self, *, within: float = 30.0) -> None:
         """Until every running node says the cluster is ok and every replica is in sync."""
@@ -217,12 +203,9 @@ class LocalRedisCluster(_LocalCluster[RedisClusterNode]):
                 for node in self.nodes:
                     if node.running() is None:
                         continue
-                    client = self._client(node)
-                    try:
-                        info = _info(await _cmd(client, "CLUSTER", "INFO"))
-                        repl = _info(await _cmd(client, "INFO", "replication"))
-                    finally:
-                        await client.aclose()
+                    info, repl = map(
+                        _info, await self._on(node, ("CLUSTER", "INFO"), ("INFO", "replication"))
+                    )
                     if info.get("cluster_state") != "ok":
                         ok, last = False, f"{node.name}: cluster_state {info.get('cluster_state')}"
                     elif repl.get("role") == "slave" and repl.get("master_link_status") != "up":
@@ -239,16 +222,11 @@ class LocalRedisCluster(_LocalCluster[RedisClusterNode]):
         for node in self.nodes:
             if node.running() is None:
                 continue
-            client = self._client(node)
-            try:
-                slot = int(await _cmd(client, "CLUSTER", "KEYSLOT", key))
-                for start, end, primary, *_ in await _cmd(client, "CLUSTER", "SLOTS"):
-                    if start <= slot <= end:
-                        port = int(primary[1])
-                        return next(j for j, n in enumerate(self.nodes)
-                                    if n.port == port)  # fmt: skip
-            finally:
-                await client.aclose()
+            slot, slots = await self._on(node, ("CLUSTER", "KEYSLOT", key), ("CLUSTER", "SLOTS"))
+            for start, end, primary, *_ in slots:
+                if start <= int(slot) <= end:
+                    port = int(primary[1])
+                    return next(j for j, n in enumerate(self.nodes) if n.port == port)
         raise InfraError(f"no running node knows who serves {key!r}")
 
 

@@ -22,14 +22,13 @@ from tests.integration._dispatch import confirmed_order, dispatch_mesh
 from tests.integration._fleet import (
     SERVING,
     all_assigned,
-    assert_assigned_exactly_once,
     assignments,
     eventually,
     fleet,
-    fleet_state,
     health,
-    order_driver,
+    outboxes_drained,
     rows,
+    settled,
     unhandled,
 )
 
@@ -90,30 +89,11 @@ async def test_nats_killed_and_restarted_loses_no_confirmed_order_and_assigns_ea
 
         await eventually(serving, 10, "Dispatch's health back to SERVING")
         everything = before + raced + during
-        await eventually(
-            lambda: all_assigned(pg_url, everything),
-            20,
-            "every order assigned",
-            lambda: fleet_state(pg_url),
-        )
-
-        async def order_told() -> bool:
-            return all([await order_driver(mesh, oid) != "" for oid in everything])
-
-        await eventually(order_told, 10, "the Order service told every driver")
-        await asyncio.sleep(1)  # room for a late duplicate to show up
-        await assert_assigned_exactly_once(mesh, bots, everything)
+        await settled(mesh, bots, everything)
         # Nobody was offered an order beyond the one they took.
         assert sorted(o for b in bots for o in b.offers) == sorted(everything)
 
-        # Both outboxes drained: Order's events and Dispatch's own reached JetStream.
-        async def drained() -> bool:
-            left = await rows(pg_url, "SELECT (SELECT count(*) FROM orders.outbox WHERE"
-                                      " published_at IS NULL) + (SELECT count(*) FROM"
-                                      " fleet.outbox WHERE published_at IS NULL)")  # fmt: skip
-            return left == [(0,)]
-
-        await eventually(drained, 10, "both outboxes published")
+        await eventually(lambda: outboxes_drained(pg_url), 10, "both outboxes published")
         assigned = await rows(pg_url, "SELECT count(*) FROM fleet.outbox"
                                       " WHERE subject LIKE '%%.assigned'")  # fmt: skip
         assert assigned == [(len(everything),)]
@@ -152,19 +132,7 @@ async def test_locations_redis_killed_pauses_matching_until_fixes_repopulate_the
 
         own_redis.start()  # empty: the drivers' next fixes fill the index again
         everything = [first, *pending]
-        await eventually(
-            lambda: all_assigned(pg_url, everything),
-            20,
-            "every order assigned",
-            lambda: fleet_state(pg_url),
-        )
-
-        async def order_told() -> bool:
-            return all([await order_driver(mesh, oid) != "" for oid in everything])
-
-        await eventually(order_told, 10, "the Order service told every driver")
-        await asyncio.sleep(1)
-        await assert_assigned_exactly_once(mesh, bots, everything)
+        await settled(mesh, bots, everything)
         # Location's index was rebuilt from fixes alone; whatever it now says of the driver
         # carrying the first order, Dispatch offered them nothing more.
         assert sorted(o for b in bots for o in b.offers) == sorted(everything)

@@ -35,7 +35,9 @@ __all__ = [
     "fleet_state",
     "health",
     "order_driver",
+    "outboxes_drained",
     "rows",
+    "settled",
     "unhandled",
 ]
 
@@ -221,6 +223,31 @@ async def assert_assigned_exactly_once(
     told = await rows(pg, "SELECT split_part(event_id, '.', 1), count(*) FROM orders.outbox"
                           " WHERE subject LIKE '%%.driver_assigned' GROUP BY 1")  # fmt: skip
     assert sorted(told) == sorted((oid, 1) for oid in order_ids), told
+
+
+async def outboxes_drained(pg_url: str) -> bool:
+    """Both outboxes published: Order's events and Dispatch's own reached JetStream."""
+    left = await rows(pg_url, "SELECT (SELECT count(*) FROM orders.outbox WHERE"
+                              " published_at IS NULL) + (SELECT count(*) FROM"
+                              " fleet.outbox WHERE published_at IS NULL)")  # fmt: skip
+    return left == [(0,)]
+
+
+async def settled(
+    mesh: DispatchMesh, bots: Sequence[Bot], order_ids: Sequence[str], *, within: float = 20
+) -> None:
+    """Every order assigned and the Order service told; then, after room for a late
+    duplicate to show up, each assigned exactly once (``assert_assigned_exactly_once``)."""
+    pg_url = mesh.orders.pg_url
+    await eventually(lambda: all_assigned(pg_url, order_ids), within, "every order assigned",
+                     lambda: fleet_state(pg_url))  # fmt: skip
+
+    async def order_told() -> bool:
+        return all([await order_driver(mesh, oid) != "" for oid in order_ids])
+
+    await eventually(order_told, 10, "the Order service told every driver")
+    await asyncio.sleep(1)
+    await assert_assigned_exactly_once(mesh, bots, order_ids)
 
 
 async def health(target: str, service: str = "") -> int:

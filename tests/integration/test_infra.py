@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nats
@@ -17,8 +18,9 @@ from foodmesh import infra
 from foodmesh.infra import RunningInfra, _servers, fresh_run_dir, start_infra
 from foodmesh.infra._procs import alive, spawn
 from foodmesh.infra.cluster import cluster_nodes
+from servers.pricing.live import DemandCounter
 from servers.runtime.nats import server_urls
-from servers.runtime.redis import redis_client
+from servers.runtime.redis import Keys, redis_client
 
 NO_URLS: dict[str, str] = {}
 
@@ -153,6 +155,10 @@ def test_infra_up_with_clusters_prints_cluster_urls_that_work_and_down_stops_eve
                 # ... which live on all three primaries
                 nodes = {r.get_node_from_key(f"k{i}").name for i in range(30)}  # type: ignore[attr-defined]
                 assert len(nodes) == 3
+                # A pipeline of scripts on a fresh cluster (no script loaded anywhere): redis-py's
+                # cluster pipeline does not load them first, execute_with_scripts does.
+                demand = DemandCounter(r, Keys("t"))
+                assert await demand.count([("e1", "9q8yyk", time.time())], now=time.time()) == 1
             finally:
                 await r.aclose()
             nc = await nats.connect(server_urls(exports["FOODMESH_NATS_URL"]))

@@ -60,6 +60,7 @@ from tests.integration._fleet import (
     eventually,
     fleet,
     fleet_state,
+    outboxes_drained,
     rows,
     unhandled,
 )
@@ -416,14 +417,8 @@ async def _scenario(
         assert leases.get(REGION), leases
         assert streams and all(n == 3 for n in streams.values()), streams
 
-        async def drained() -> bool:
-            left = await rows(pg_url, "SELECT (SELECT count(*) FROM orders.outbox WHERE"
-                                      " published_at IS NULL) + (SELECT count(*) FROM"
-                                      " fleet.outbox WHERE published_at IS NULL)")  # fmt: skip
-            return left == [(0,)]
-
         mark("leases and streams checked")
-        await eventually(drained, 20, "both outboxes published")
+        await eventually(lambda: outboxes_drained(pg_url), 20, "both outboxes published")
         mark("outboxes drained")
         assert unhandled(caplog.records) == []
 
@@ -461,13 +456,11 @@ async def _errors(probes: Sequence[Probe]) -> str:
     return "; ".join(f"{p.name}: {len(p.samples)} calls, failures {p.errors}" for p in probes)
 
 
-def _answered_since(probes: Sequence[Probe], fault_at: float) -> asyncio.Future[bool]:
+async def _answered_since(probes: Sequence[Probe], fault_at: float) -> bool:
+    """Every probe had a call that started after ``fault_at`` answered."""
     if not all(p.samples for p in probes):
         raise AssertionError(f"a probe never ran: {[p.name for p in probes if not p.samples]}")
-    done = all(any(s >= fault_at and ok for s, _, ok in p.samples) for p in probes)
-    fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    fut.set_result(done)
-    return fut
+    return all(any(s >= fault_at and ok for s, _, ok in p.samples) for p in probes)
 
 
 async def _leases_and_streams(
