@@ -77,10 +77,17 @@ async def _infra(args: argparse.Namespace) -> int:
             from foodmesh.infra.cluster import LocalNatsCluster, LocalRedisCluster
 
             redis, nats = LocalRedisCluster(state.absolute()), LocalNatsCluster(state.absolute())
-            env["FOODMESH_REDIS_URL"], env["FOODMESH_NATS_URL"] = await asyncio.gather(
-                redis.up(), nats.up()
-            )
-        urls = await infra.up(state, env=env)
+            try:  # a failed start leaves no node of either cluster running
+                env["FOODMESH_REDIS_URL"], env["FOODMESH_NATS_URL"] = await asyncio.gather(
+                    redis.up(), nats.up()
+                )
+                urls = await infra.up(state, env=env)
+            except BaseException:
+                await asyncio.to_thread(redis.down)
+                await asyncio.to_thread(nats.down)
+                raise
+        else:
+            urls = await infra.up(state, env=env)
         took = asyncio.get_running_loop().time() - started
         what = "redis cluster and nats cluster" if args.clusters else "redis and nats"
         print(f"# postgres, {what} ready in {took:.2f}s (state in {state})")

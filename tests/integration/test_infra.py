@@ -133,14 +133,14 @@ def test_infra_up_with_clusters_prints_cluster_urls_that_work_and_down_stops_eve
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOODMESH_")}
     cli = [sys.executable, "-m", "foodmesh", "--state-dir", str(state), "infra"]
-    out = subprocess.run([*cli, "up", "--clusters"], env=env, capture_output=True, text=True,
-                         timeout=120, check=True).stdout  # fmt: skip
-    exports = dict(
-        line.removeprefix("export ").split("=", 1)
-        for line in out.splitlines()
-        if line.startswith("export ")
-    )
-    try:
+    try:  # down runs even when up failed half-way: no node outlives the test
+        out = subprocess.run([*cli, "up", "--clusters"], env=env, capture_output=True, text=True,
+                             timeout=120, check=True).stdout  # fmt: skip
+        exports = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in out.splitlines()
+            if line.startswith("export ")
+        )
         assert exports["FOODMESH_NATS_REPLICAS"] == "3"
         assert exports["FOODMESH_REDIS_URL"].startswith("redis+cluster://")
         assert exports["FOODMESH_REDIS_URL"].count(",") == 5  # 3 primaries, 3 replicas
