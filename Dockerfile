@@ -16,15 +16,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 # Only what the package needs to build: no tests, no state, no .env (see .dockerignore too).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY foodmesh ./foodmesh
 COPY servers ./servers
 COPY gateway ./gateway
 COPY clients ./clients
 COPY dashboard ./dashboard
-# Wheels of foodmesh and every runtime dependency (no dev extra), then an isolated venv
-# installed from those wheels only.
-RUN python -m pip wheel --wheel-dir /wheels . \
+# Wheels of foodmesh and every runtime dependency (no dev extra) at the versions the test
+# suite passed with (constraints.txt), then an isolated venv installed from those wheels only.
+RUN python -m pip wheel --wheel-dir /wheels -c constraints.txt . \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-index --find-links /wheels foodmesh \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib \

@@ -171,6 +171,31 @@ def test_every_package_of_the_distribution_is_copied_into_the_build() -> None:
     assert {"pyproject.toml", "README.md"} <= copied  # pip needs both to build the wheel
 
 
+def test_the_image_installs_the_tested_versions() -> None:
+    """The builder resolves with constraints.txt, the lock the test suite passed with."""
+    _, stages = parse(DOCKERFILE.read_text(encoding="utf-8"))
+    copied = {src for i in stages[0].body if i.op == "COPY" for src in _copy_sources(i.args)[0]}
+    assert "constraints.txt" in copied
+    wheels = [i.args for i in stages[0].body if i.op == "RUN" and "pip wheel" in i.args]
+    assert wheels and all("-c constraints.txt" in w for w in wheels)
+
+
+def test_every_dev_entry_point_installs_with_the_lock() -> None:
+    """./dev (and so make and CI) install with constraints.txt; it pins every dependency."""
+    dev = (ROOT / "dev").read_text(encoding="utf-8")
+    installs = [ln for ln in dev.splitlines() if "pip install" in ln and "$PY" in ln]
+    assert installs and all("-c constraints.txt" in ln for ln in installs)
+    pinned = {
+        ln.split("==")[0].lower().replace("_", "-")
+        for ln in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
+        if ln and not ln.startswith("#")
+    }
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    names = {re.split(r"[\[<>=! ;]", w, maxsplit=1)[0].lower().replace("_", "-") for w in wanted}
+    assert names <= pinned, f"not in constraints.txt: {sorted(names - pinned)}"
+
+
 def test_the_image_exposes_every_service_port() -> None:
     _, stages = parse(DOCKERFILE.read_text(encoding="utf-8"))
     exposed = {
