@@ -4,6 +4,14 @@ Retries are gRPC's own (a service config on the channel, gRFC A6), derived from
 each method's ``idempotency_level`` in the contract: ``NO_SIDE_EFFECTS`` and
 ``IDEMPOTENT`` methods are retried on UNAVAILABLE with exponential backoff and
 jitter; every other method is tried once. Every call carries a deadline.
+
+Reconnection suits a mesh whose peers restart in seconds: each channel has its own
+subchannels (gRPC shares them between channels to one target, so a new client would
+inherit an old failure), and reconnect backoff is capped at two seconds (gRPC's default
+grows to 120 s). Calls fail fast while a peer is unreachable, so callers with a fallback
+(a cached menu, a routing estimate) use it at once; a client whose calls may rather wait
+for the peer within their deadline sets ``wait_for_ready`` (``waitForReady`` in the
+service config: safe for every method, as a call is not sent until the connection is up).
 """
 
 from __future__ import annotations
@@ -68,6 +76,11 @@ class ClientOptions:
     metadata: tuple[tuple[str, str], ...] = ()
     #: Extra channel arguments, e.g. ``(("grpc.max_receive_message_length", 8 << 20),)``.
     channel_args: tuple[tuple[str, Any], ...] = ()
+    #: Reconnect backoff after a lost connection: first wait, and the cap it grows to.
+    reconnect_initial_s: float = 0.2
+    reconnect_max_s: float = 2.0
+    #: Unary calls wait (within their deadline) for a connection instead of failing fast.
+    wait_for_ready: bool = False
 
 
 def retryable_methods(service: descriptor.ServiceDescriptor) -> list[str]:
@@ -94,6 +107,7 @@ def service_config(
                     "name": [{"service": svc.full_name, "method": m} for m in retry],
                     "retryPolicy": options.retry.as_json(),
                     "timeout": f"{options.deadline_s:g}s",
+                    "waitForReady": options.wait_for_ready,
                 }
             )
         once = [
@@ -107,9 +121,15 @@ def service_config(
                 {
                     "name": [{"service": svc.full_name, "method": m} for m in once],
                     "timeout": f"{options.deadline_s:g}s",
+                    "waitForReady": options.wait_for_ready,
                 }
             )
     return json.dumps({"methodConfig": configs})
+
+
+#: How long one connection attempt may take (gRPC's "min connect timeout", 20 s by default):
+#: a refused connection fails at once anyway; this bounds a peer that does not answer.
+_CONNECT_TIMEOUT_MS = 5000
 
 
 def _interceptors(options: ClientOptions) -> Sequence[grpc.aio.ClientInterceptor]:
@@ -134,6 +154,10 @@ def open_channel(
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.initial_reconnect_backoff_ms", int(options.reconnect_initial_s * 1000)),
+        ("grpc.min_reconnect_backoff_ms", _CONNECT_TIMEOUT_MS),
+        ("grpc.max_reconnect_backoff_ms", int(options.reconnect_max_s * 1000)),
         *options.channel_args,
     ]
     return grpc.aio.insecure_channel(target, options=args, interceptors=_interceptors(options))

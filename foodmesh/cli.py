@@ -189,6 +189,10 @@ async def _up(args: argparse.Namespace) -> int:
         services = [s for s in services if s.name in wanted]
     started_infra = False
     trainer: asyncio.subprocess.Process | None = None
+    gateway_port = os.environ.get("FOODMESH_GATEWAY_PORT", "8080")
+    if services and not args.no_gateway:
+        # Before any log line: tools and people take the first URL they see.
+        print(f"gateway: http://127.0.0.1:{gateway_port}", flush=True)
     if all(os.environ.get(v) for v in _URL_VARS):
         urls = {v: os.environ[v] for v in _URL_VARS}
     else:
@@ -226,7 +230,6 @@ async def _up(args: argparse.Namespace) -> int:
             )
             for s in services
         ]
-        gateway_port = os.environ.get("FOODMESH_GATEWAY_PORT", "8080")
         if services and not args.no_gateway:  # last: it answers /readyz once they serve
             specs.append(
                 ProcessSpec(
@@ -297,8 +300,6 @@ async def _up(args: argparse.Namespace) -> int:
                 listening.append(f"gateway http://127.0.0.1:{gateway_port}")
             if services and not args.no_dashboard:
                 listening.append(f"dashboard http://127.0.0.1:{dashboard_port}")
-            if services and not args.no_gateway:
-                print(f"gateway: http://127.0.0.1:{gateway_port}")
             print("foodmesh is up: " + (", ".join(listening) or "infrastructure only"))
             if services and not args.no_gateway:
                 who = "cust_000000"  # the seed city's customer at the seed's example point

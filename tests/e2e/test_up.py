@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import re
 import signal
 import socket
 import sys
@@ -46,14 +47,20 @@ async def test_up_serves_the_mesh_through_the_gateway(
         # a small city and no simulator: this test drives the mesh itself
         sys.executable, "-m", "foodmesh", "up", "--no-sim", "--restaurants", "20",
         "--drivers", "5", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert proc.stdout is not None
+    seen: list[bytes] = []
     try:
         async with asyncio.timeout(60):
             while b"foodmesh is up" not in (line := await proc.stdout.readline()):
                 assert line, "foodmesh up exited before it was up"
+                seen.append(line)
         assert b"gateway http://127.0.0.1:8080" in line
+        # The first URL of the output (logs included) is the gateway's: tools take the first.
+        first_url = next(m for ln in seen if (m := re.search(rb"https?://\S+", ln)))
+        assert first_url.group() == b"http://127.0.0.1:8080", seen[:5]
+        drain = asyncio.create_task(proc.stdout.read())  # the logs go on: keep the pipe empty
         base = "http://127.0.0.1:8080"
         now = dt.datetime.now(dt.UTC).isoformat()
         async with aiohttp.ClientSession() as http:
@@ -96,5 +103,6 @@ async def test_up_serves_the_mesh_through_the_gateway(
             proc.send_signal(signal.SIGINT)
             async with asyncio.timeout(30):
                 await proc.wait()
+    await drain
     assert proc.returncode == 0
     assert not any(_busy(s.grpc_port) for s in KNOWN)

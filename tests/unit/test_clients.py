@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator
@@ -86,6 +87,9 @@ def test_only_methods_the_contract_calls_idempotent_are_retried() -> None:
     config = json.loads(service_config([order], options=ClientOptions(deadline_s=2)))
     streams = [n for c in config["methodConfig"] for n in c["name"] if n["method"] == "WatchOrder"]
     assert streams == []  # and gets no 2 s deadline from the config
+    assert {c["waitForReady"] for c in config["methodConfig"]} == {False}  # fail fast by default
+    waiting = service_config([order], options=ClientOptions(wait_for_ready=True))
+    assert {c["waitForReady"] for c in json.loads(waiting)["methodConfig"]} == {True}
 
 
 @pytest.mark.parametrize("eta_server", [{"failures": 2}], indirect=True)
@@ -131,6 +135,39 @@ async def test_every_call_has_the_default_deadline(
             await eta.route(route_request())
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert loop.time() - started < 1.5
+
+
+async def test_a_peer_restarted_on_its_port_is_reached_at_once() -> None:
+    """A peer that crashed and came back is reached by the next call, from a new client and
+    from an old one that may wait: no subchannel is left in a long reconnect backoff (gRPC's
+    default grows to 120 s, and is shared by every channel to the same target)."""
+    servicer = FlakyEta(failures=0)
+
+    async def register(server: grpc.aio.Server, _: Resources) -> None:
+        eta_pb2_grpc.add_EtaServiceServicer_to_server(servicer, server)
+
+    spec = ServiceSpec(name="eta", grpc_services=("foodmesh.v1.EtaService",), register=register)
+    settings = Settings(service="eta", metrics_enabled=False, shutdown_grace_s=0.1)
+    opts = ClientOptions(metadata=SERVICE_AUTH, retry=RetryPolicy(max_attempts=2))
+    async with run_service(spec, settings) as svc:
+        old = EtaClient(svc.target, options=dataclasses.replace(opts, wait_for_ready=True))
+        assert (await old.route(route_request())).duration_seconds == 240.0
+        port = int(svc.target.rsplit(":", 1)[1])
+    try:
+        # The peer is gone: calls fail until its deadline, while the subchannel backs off.
+        for _ in range(3):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await old.route(route_request(), deadline_s=1.0)
+            assert err.value.code() in (
+                grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED
+            )  # fmt: skip
+        again = Settings(service="eta", metrics_enabled=False, shutdown_grace_s=0.1, port=port)
+        async with run_service(spec, again):
+            async with EtaClient(f"127.0.0.1:{port}", options=opts) as new:
+                assert (await new.route(route_request(), deadline_s=5)).duration_seconds == 240.0
+            assert (await old.route(route_request(), deadline_s=5)).duration_seconds == 240.0
+    finally:
+        await old.close()
 
 
 async def test_clients_share_a_channel_they_do_not_own() -> None:
