@@ -74,6 +74,13 @@ REQUESTS = Histogram(
 )
 STREAMS_OPEN = Gauge("foodmesh_gateway_streams_open", "Server-sent event / NDJSON streams open")
 _TIMEOUT_HEADERS = ("X-Request-Timeout", "grpc-timeout")
+#: The request size of an RPC that declares no ``(foodmesh.v1.max_request_bytes)``: ids
+#: and scalars (the services' own limit for such requests).
+_UNDECLARED_REQUEST_BYTES = 64 * 1024
+#: JSON spells field names and numbers out: room for it over the protobuf size.
+_JSON_PER_PROTO_BYTE = 4
+#: Bodies larger than this are parsed in a worker thread.
+_THREAD_BODY_BYTES = 16 * 1024
 #: Request headers a browser may send cross-origin (answered in preflights).
 _CORS_ALLOW_HEADERS = (
     "Authorization, Content-Type, Idempotency-Key, X-Request-Id, X-Request-Timeout, "
@@ -540,20 +547,36 @@ class Gateway:
         self._principals[token] = (principal, now + 30.0)
         return principal
 
+    def _body_limit(self, route: Route) -> int:
+        """The largest JSON body ``route`` takes: its RPC's declared size, with room for JSON."""
+        declared = route.max_request_bytes or _UNDECLARED_REQUEST_BYTES
+        return min(self.config.max_body_bytes, _JSON_PER_PROTO_BYTE * declared)
+
     async def _build(self, match: Match, request: web.Request) -> Message:
         route = match.route
         msg = message_factory.GetMessageClass(route.rpc.input_type)()
         if route.body:
+            limit = self._body_limit(route)
+            too_large = GatewayError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the request body is larger than {limit} bytes (the most {route.rpc.name} takes)",
+                [error_info("BODY_TOO_LARGE", limit=str(limit))],
+                http=413,
+            )
+            if (request.content_length or 0) > limit:
+                raise too_large  # before reading a byte of it
             try:
                 raw = await request.read()
             except web.HTTPRequestEntityTooLarge:
-                raise GatewayError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"the request body is larger than {self.config.max_body_bytes} bytes",
-                    [error_info("BODY_TOO_LARGE", limit=str(self.config.max_body_bytes))],
-                    http=413,
-                ) from None
-            apply_body(msg, route.body, raw)
+                raise too_large from None
+            if len(raw) > limit:  # a chunked body, which announces no length
+                raise too_large
+            if len(raw) > _THREAD_BODY_BYTES:
+                # Parsing a large body is CPU work: in a worker thread, so that the loop
+                # goes on answering everybody else meanwhile.
+                await asyncio.to_thread(apply_body, msg, route.body, raw, bound=match.path_values)
+            else:
+                apply_body(msg, route.body, raw, bound=match.path_values)
         problems: list[tuple[str, str]] = []
         for path, value in match.path_values.items():
             try:
@@ -570,7 +593,8 @@ class Gateway:
                 + ", ".join(names),
                 [(n, "not accepted as a query parameter") for n in names],
             )
-        apply_query(msg, query, skip=match.path_values)
+        bound = [*match.path_values, *([route.body] if route.body not in ("", "*") else [])]
+        apply_query(msg, query, bound=bound)
         self._idempotency(msg, request)
         if route.server_streaming:
             _resume(msg, request)
