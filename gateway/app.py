@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -201,8 +202,9 @@ class Gateway:
             audience=c.auth_audience,
         )  # fmt: skip
         self._principals: dict[str, tuple[Principal, float]] = {}
+        self._trusted = tuple(ipaddress.ip_network(n) for n in c.trusted_proxies)
         self.limiter: RateLimiter | None = None
-        if c.redis_url and (c.ip_rate > 0 or c.token_rate > 0):
+        if c.redis_url and (c.ip_rate > 0 or c.token_rate > 0 or c.fail_rate > 0):
             self.limiter = RateLimiter(c.redis_url, namespace=c.rate_limit_namespace)
         elif c.ip_rate > 0 or c.token_rate > 0:
             log.info("rate limits off: no Redis (set FOODMESH_REDIS_URL)")
@@ -349,29 +351,17 @@ class Gateway:
         try:
             if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
                 return self._preflight(request, request_id)
-            ip_check = None
-            if self.limiter is not None and self.config.ip_rate > 0:
-                ip_check = asyncio.ensure_future(
-                    self.limiter.take(
-                        "ip",
-                        self._client_ip(request),
-                        rate=self.config.ip_rate,
-                        burst=self.config.ip_burst,
-                    )  # fmt: skip
-                )
             try:
                 match = self.routes.match(request.method, request.raw_path)
                 request[_ROUTE] = match.route.template.source
                 principal = await self._authorize(match.route, request)
             except GatewayError:
-                if ip_check is not None:  # a flood of bad requests is limited too
-                    self._limited(await ip_check)
+                # Failures before a caller is known fill a bucket of their own per address:
+                # a flood of bad tokens from one client (or from behind one proxy) must
+                # not use up the budget of the callers who present good ones.
+                await self._charge_failure(request)
                 raise
-            except BaseException:
-                if ip_check is not None:
-                    ip_check.cancel()
-                raise
-            await self._charge(principal, ip_check)
+            await self._charge(principal, request)
             deadline_s = self._timeout(match.route, request)
             msg = await self._build(match, request)
             metadata = self._metadata(request, request_id)
@@ -398,31 +388,70 @@ class Gateway:
     # ---------------------------------------------------------------- limits
 
     def _client_ip(self, request: web.Request) -> str:
-        if self.config.trust_forwarded_for:
-            forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-            if forwarded:
-                return forwarded
-        return request.remote or "unknown"
+        """The client's address: the right-most ``X-Forwarded-For`` hop not a trusted proxy.
 
-    async def _charge(
-        self, principal: Principal, ip_check: asyncio.Future[Decision] | None
-    ) -> None:
-        checks: list[asyncio.Future[Decision]] = [ip_check] if ip_check is not None else []
-        if self.limiter is not None and self.config.token_rate > 0:
-            checks.append(asyncio.ensure_future(self.limiter.take(
+        Entries left of it were written by the client and prove nothing; without trust
+        the peer's address is the client's.
+        """
+        peer = request.remote or "unknown"
+        if not self._trusted and not self.config.trust_forwarded_for:
+            return peer
+        hops = [
+            h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", ())).split(",")
+        ]
+        client = peer
+        if self._trusted and not self._is_trusted(peer):
+            return peer  # not through our proxies: whatever it says is its own
+        for hop in reversed([h for h in hops if h]):
+            try:
+                ipaddress.ip_address(hop)
+            except ValueError:
+                return client  # garbage: the last hop we could believe
+            client = hop
+            if not self._trusted or not self._is_trusted(hop):
+                return client  # trust_forwarded_for alone: the peer is the one proxy
+        return client
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._trusted)
+
+    async def _charge_failure(self, request: web.Request) -> None:
+        if self.limiter is None or self.config.fail_rate <= 0:
+            return
+        self._limited(await self.limiter.take(
+            "fail", self._client_ip(request),
+            rate=self.config.fail_rate, burst=self.config.fail_burst,
+        ))  # fmt: skip
+
+    async def _charge(self, principal: Principal, request: web.Request) -> None:
+        if self.limiter is None:
+            return
+        checks: list[Awaitable[Decision]] = []
+        if self.config.ip_rate > 0:
+            checks.append(self.limiter.take(
+                "ip", self._client_ip(request),
+                rate=self.config.ip_rate, burst=self.config.ip_burst,
+            ))  # fmt: skip
+        if self.config.token_rate > 0:
+            checks.append(self.limiter.take(
                 "caller", f"{principal.role}:{principal.subject}",
                 rate=self.config.token_rate, burst=self.config.token_burst,
-            )))  # fmt: skip
-        if checks:
-            for decision in await asyncio.gather(*checks):
-                self._limited(decision)
+            ))  # fmt: skip
+        for decision in await asyncio.gather(*checks):
+            self._limited(decision)
 
     @staticmethod
     def _limited(decision: Decision) -> None:
         if decision.allowed:
             return
         wait = max(1, math.ceil(decision.retry_after_s))
-        who = "this client address" if decision.scope == "ip" else "this caller"
+        who = {"ip": "this client address", "fail": "this client address (failed requests)"}.get(
+            decision.scope, "this caller"
+        )
         retry = error_details_pb2.RetryInfo()
         retry.retry_delay.FromNanoseconds(int(decision.retry_after_s * 1e9))
         raise GatewayError(

@@ -53,10 +53,10 @@ async def test_a_query_parameter_cannot_replace_the_order_of_the_path(
 
 async def test_a_body_cannot_name_another_order_than_the_path(mesh: Mesh, http: Http) -> None:
     a, b = await two_orders(mesh)
-    async with http.session.post(f"/api/v1/orders/{a}:cancel", headers=CUSTOMER,
-                                 json={"orderId": b, "reason": "changed my mind"}) as resp:  # fmt: skip
-        body = await resp.json()
-        status = resp.status
+    other = {"orderId": b, "reason": "changed my mind"}
+    async with http.session.post(f"/api/v1/orders/{a}:cancel", json=other, headers=CUSTOMER) as r:
+        body = await r.json()
+        status = r.status
     assert status == 400, body
     assert "orderId" in violations(body)
     async with mesh.client("customer", "cus_1") as client:
