@@ -134,6 +134,10 @@ class GatewayConfig:
     #: The proxies (CIDRs) whose ``X-Forwarded-For`` entries are believed; setting any
     #: turns ``trust_forwarded_for`` on.
     trusted_proxies: tuple[str, ...] = ()
+    #: Streams (SSE / NDJSON) one caller may hold open at once on one route, and on one
+    #: order; beyond them: 429.
+    max_streams_per_caller: int = 8
+    max_streams_per_order: int = 4
     #: Origins a browser may call from (``*``: any); empty: no CORS headers at all.
     cors_origins: frozenset[str] = frozenset()
     #: How long a browser may cache a preflight answer.
@@ -180,6 +184,8 @@ class GatewayConfig:
             fail_burst=_int(env, "FOODMESH_GATEWAY_FAIL_BURST", 20),
             trust_forwarded_for=_bool(env, "FOODMESH_GATEWAY_TRUST_FORWARDED_FOR"),
             trusted_proxies=_networks(env, "FOODMESH_GATEWAY_TRUSTED_PROXIES"),
+            max_streams_per_caller=_int(env, "FOODMESH_GATEWAY_MAX_STREAMS_PER_CALLER", 8),
+            max_streams_per_order=_int(env, "FOODMESH_GATEWAY_MAX_STREAMS_PER_ORDER", 4),
             cors_origins=frozenset(o.strip().rstrip("/") for o in cors.split(",") if o.strip()),
             cors_max_age_s=_int(env, "FOODMESH_GATEWAY_CORS_MAX_AGE_S", 600),
             metrics_port=_int(env, "FOODMESH_GATEWAY_METRICS_PORT", -1),

@@ -24,7 +24,7 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -52,7 +52,7 @@ from gateway._errors import (
     status_json,
     unpack_known,
 )
-from gateway._limits import Decision, RateLimiter, parse_timeout
+from gateway._limits import Decision, RateLimiter, StreamSlots, TooManyStreams, parse_timeout
 from gateway._openapi import openapi
 from gateway._routes import Match, Route, RouteTable, foodmesh_services
 from gateway._transcode import FieldError, apply_body, apply_query, message_json, set_field
@@ -202,6 +202,9 @@ class Gateway:
             audience=c.auth_audience,
         )  # fmt: skip
         self._principals: dict[str, tuple[Principal, float]] = {}
+        self.streams = StreamSlots(
+            per_caller=c.max_streams_per_caller, per_order=c.max_streams_per_order
+        )
         self._trusted = tuple(ipaddress.ip_network(n) for n in c.trusted_proxies)
         self.limiter: RateLimiter | None = None
         if c.redis_url and (c.ip_rate > 0 or c.token_rate > 0 or c.fail_rate > 0):
@@ -366,9 +369,13 @@ class Gateway:
             msg = await self._build(match, request)
             metadata = self._metadata(request, request_id)
             if match.route.server_streaming:
-                return await self._stream(
-                    match.route, msg, metadata, request, request_id, deadline_s
-                )
+                release = self._stream_slot(match.route, principal, msg)
+                try:
+                    return await self._stream(
+                        match.route, msg, metadata, request, request_id, deadline_s
+                    )
+                finally:
+                    release()
             return await self._unary(match.route, msg, metadata, request_id, deadline_s)
         except GatewayError as err:
             return self._error_response(err, request_id)
@@ -443,6 +450,22 @@ class Gateway:
             ))  # fmt: skip
         for decision in await asyncio.gather(*checks):
             self._limited(decision)
+
+    def _stream_slot(self, route: Route, principal: Principal, msg: Message) -> Callable[[], None]:
+        """A slot among the caller's open streams; 429 when it holds too many."""
+        order_id = getattr(msg, "order_id", "")  # a stream about one order counts for it too
+        try:
+            return self.streams.take(
+                route.grpc_path, f"{principal.role}:{principal.subject}", str(order_id)
+            )
+        except TooManyStreams as exc:
+            wait = self.config.retry_after_s
+            raise GatewayError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{exc}; close one, or retry in {wait} s",
+                [error_info("TOO_MANY_STREAMS")],
+                headers={"Retry-After": str(wait)},
+            ) from None
 
     @staticmethod
     def _limited(decision: Decision) -> None:
