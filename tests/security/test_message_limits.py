@@ -12,11 +12,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from clients import CatalogClient, ClientOptions, LocationClient
+from clients import CatalogClient, ClientOptions, EtaClient, LocationClient
 from foodmesh.v1 import catalog_pb2 as cpb
-from foodmesh.v1 import location_pb2
+from foodmesh.v1 import eta_pb2, location_pb2
 from foodmesh.v1 import order_pb2 as opb
-from servers.runtime.serve import RunningService
+from servers import eta
+from servers.runtime.config import Settings
+from servers.runtime.serve import RunningService, run_service
 from tests.integration._location import SERVICE, DriverApp, fix, location_service
 from tests.integration._order import Mesh, order_mesh, place_request, reason, token, violations
 
@@ -101,3 +103,19 @@ async def test_a_menu_write_over_the_item_limit_is_refused_naming_only_the_field
             await ops.upsert_menu(request)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violations(caught.value) == {"categories[0].items": "at most 2000 items"}
+
+
+async def test_a_batch_eta_over_the_leg_limit_is_refused_naming_only_the_field(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    settings = Settings(service="eta", redis_url=redis_url, namespace=namespace,
+                        metrics_enabled=False, health_check_interval_s=0.2, shutdown_grace_s=1.0,
+                        extra={"FOODMESH_ETA_MODEL_DIR": str(tmp_path)})  # fmt: skip
+    # Every leg is empty too: a service that went on checking each one would name them all.
+    request = eta_pb2.EstimateTravelTimesRequest(legs=[eta_pb2.TravelLeg()] * 5_001)
+    async with run_service(eta.SPEC, settings) as running:
+        async with EtaClient(running.target, options=ClientOptions(metadata=SERVICE)) as client:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await client.estimate_travel_times(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(caught.value) == {"legs": "at most 5000 items"}
