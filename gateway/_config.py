@@ -135,7 +135,7 @@ class GatewayConfig:
     #: turns ``trust_forwarded_for`` on.
     trusted_proxies: tuple[str, ...] = ()
     #: Streams (SSE / NDJSON) one caller may hold open at once on one route, and on one
-    #: order; beyond them: 429.
+    #: order; beyond them: 429. 0: no limit.
     max_streams_per_caller: int = 8
     max_streams_per_order: int = 4
     #: Origins a browser may call from (``*``: any); empty: no CORS headers at all.

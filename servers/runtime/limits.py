@@ -168,7 +168,10 @@ async def guarded_requests(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 
 class StreamSlots:
-    """Counts a caller's open streams; a stream past a limit is refused (RESOURCE_EXHAUSTED)."""
+    """Counts a caller's open streams; a stream past a limit is refused (RESOURCE_EXHAUSTED).
+
+    A limit of 0 is no limit.
+    """
 
     def __init__(self, *, per_caller: int = 8, per_order: int = 4) -> None:
         self.per_caller = per_caller
@@ -186,7 +189,7 @@ class StreamSlots:
         if order_id:
             keys.append(((caller, "order", order_id), self.per_order, "streams of this order"))
         for key, limit, what in keys:
-            if self._open.get(key, 0) >= limit:
+            if limit > 0 and self._open.get(key, 0) >= limit:
                 raise ResourceExhausted(
                     f"this caller already has {limit} {what} open; close one first",
                     reason="TOO_MANY_STREAMS",

@@ -266,11 +266,11 @@ def _server_options() -> list[tuple[str, int]]:
 
 
 def _stream_slots(settings: Settings) -> StreamSlots:
-    """Concurrent streams one caller may hold: per method, and per order."""
+    """Concurrent streams one caller may hold: per method, and per order (0: no limit)."""
     p = f"FOODMESH_{settings.service.upper()}_"
     return StreamSlots(
-        per_caller=env_int(settings.extra, f"{p}MAX_STREAMS_PER_CALLER", 8, lo=1),
-        per_order=env_int(settings.extra, f"{p}MAX_STREAMS_PER_ORDER", 4, lo=1),
+        per_caller=env_int(settings.extra, f"{p}MAX_STREAMS_PER_CALLER", 8, lo=0),
+        per_order=env_int(settings.extra, f"{p}MAX_STREAMS_PER_ORDER", 4, lo=0),
     )
 
 
