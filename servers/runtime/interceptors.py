@@ -49,13 +49,11 @@ Handler = Callable[..., Any]
 T = TypeVar("T")
 
 _OK = grpc.StatusCode.OK
+_STATUS_CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 
 def _nothing() -> None:
     """Gives back no stream slot (a call that took none)."""
-
-
-_STATUS_CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 
 def _pack(msg: Any) -> any_pb2.Any:
