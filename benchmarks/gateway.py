@@ -89,7 +89,9 @@ async def _serve_upstream() -> None:
 
     spec = ServiceSpec(name="order", grpc_services=("foodmesh.v1.OrderService",),
                        register=register)  # fmt: skip
-    settings = Settings(service="order", metrics_enabled=False, log_level="WARNING")
+    # One token holds every stream here: the per-caller stream limits are off (0).
+    off = {f"FOODMESH_ORDER_MAX_STREAMS_PER_{k}": "0" for k in ("CALLER", "ORDER")}
+    settings = Settings(service="order", metrics_enabled=False, log_level="WARNING", extra=off)
     async with run_service(spec, settings) as svc:
         print(f"READY {svc.target.rsplit(':', 1)[1]}", flush=True)
         await asyncio.Event().wait()
@@ -101,6 +103,7 @@ async def _serve_gateway(target: str) -> None:
     config = GatewayConfig(
         port=0, targets={"order": target}, services=frozenset({"order"}),
         ip_rate=0, token_rate=0, heartbeat_s=15.0,
+        max_streams_per_caller=0, max_streams_per_order=0,  # one token holds every stream
     )  # fmt: skip
     async with serve(config) as (_, port):
         print(f"READY {port}", flush=True)

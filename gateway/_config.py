@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -73,6 +74,20 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r}: expected an integer") from None
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    found: list[str] = []
+    for part in env.get(name, "").split(","):
+        if not part.strip():
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"{name}: {part.strip()!r} is not an address or a CIDR (10.0.0.0/8)"
+            ) from None
+    return tuple(found)
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """How the gateway listens and calls upstream."""
@@ -109,8 +124,20 @@ class GatewayConfig:
     #: Requests per second per authenticated caller (role + subject); 0: no caller limit.
     token_rate: float = 20.0
     token_burst: int = 40
-    #: Take the client IP from the first ``X-Forwarded-For`` entry (behind a trusted proxy).
+    #: Requests per second per client IP that fail before a caller is known (no or a bad
+    #: token, a route that does not exist), in a bucket of their own; 0: no limit.
+    fail_rate: float = 1.0
+    fail_burst: int = 20
+    #: Take the client IP from ``X-Forwarded-For``: the right-most entry not added by a
+    #: trusted proxy. Alone, the peer is the one trusted proxy.
     trust_forwarded_for: bool = False
+    #: The proxies (CIDRs) whose ``X-Forwarded-For`` entries are believed; setting any
+    #: turns ``trust_forwarded_for`` on.
+    trusted_proxies: tuple[str, ...] = ()
+    #: Streams (SSE / NDJSON) one caller may hold open at once on one route, and on one
+    #: order; beyond them: 429. 0: no limit.
+    max_streams_per_caller: int = 8
+    max_streams_per_order: int = 4
     #: Origins a browser may call from (``*``: any); empty: no CORS headers at all.
     cors_origins: frozenset[str] = frozenset()
     #: How long a browser may cache a preflight answer.
@@ -153,7 +180,12 @@ class GatewayConfig:
             ip_burst=_int(env, "FOODMESH_GATEWAY_IP_BURST", 100),
             token_rate=_rate(env, "FOODMESH_GATEWAY_TOKEN_RATE", 20.0),
             token_burst=_int(env, "FOODMESH_GATEWAY_TOKEN_BURST", 40),
+            fail_rate=_rate(env, "FOODMESH_GATEWAY_FAIL_RATE", 1.0),
+            fail_burst=_int(env, "FOODMESH_GATEWAY_FAIL_BURST", 20),
             trust_forwarded_for=_bool(env, "FOODMESH_GATEWAY_TRUST_FORWARDED_FOR"),
+            trusted_proxies=_networks(env, "FOODMESH_GATEWAY_TRUSTED_PROXIES"),
+            max_streams_per_caller=_int(env, "FOODMESH_GATEWAY_MAX_STREAMS_PER_CALLER", 8),
+            max_streams_per_order=_int(env, "FOODMESH_GATEWAY_MAX_STREAMS_PER_ORDER", 4),
             cors_origins=frozenset(o.strip().rstrip("/") for o in cors.split(",") if o.strip()),
             cors_max_age_s=_int(env, "FOODMESH_GATEWAY_CORS_MAX_AGE_S", 600),
             metrics_port=_int(env, "FOODMESH_GATEWAY_METRICS_PORT", -1),

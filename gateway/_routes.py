@@ -201,6 +201,8 @@ class Route:
     success_code: int
     #: Roles allowed by ``(foodmesh.v1.access)``; empty: nobody may call.
     roles: frozenset[str]
+    #: The RPC's ``(foodmesh.v1.max_request_bytes)`` (0: not declared).
+    max_request_bytes: int = 0
 
     @property
     def grpc_path(self) -> str:
@@ -247,8 +249,10 @@ def routes_of(service: descriptor.ServiceDescriptor) -> list[Route]:
         rule = opts.Extensions[annotations_pb2.http]
         code = opts.Extensions[options_pb2.http_success_code] or 200
         roles = frozenset(_role_name(r) for r in opts.Extensions[options_pb2.access].roles)
+        size = opts.Extensions[options_pb2.max_request_bytes]
         for method, path, body, response_body in _bindings(rule):
-            found.append(Route(method, parse_template(path), body, response_body, rpc, code, roles))
+            found.append(Route(method, parse_template(path), body, response_body, rpc, code, roles,
+                               size))  # fmt: skip
     return found
 
 

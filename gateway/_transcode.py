@@ -10,18 +10,20 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from google.protobuf import descriptor, json_format
 from google.protobuf.message import Message
 
+from foodmesh.v1 import options_pb2
 from gateway._errors import GatewayError, bad_request
 
 __all__ = [
     "FieldError",
     "apply_body",
     "apply_query",
+    "count_problem",
     "decode_json",
     "find_field",
     "message_json",
@@ -161,14 +163,38 @@ def set_field(msg: Message, path: str, text: str, *, append: bool = False) -> No
         return
 
 
+def field_path(desc: descriptor.Descriptor, dotted: str) -> str:
+    """``dotted`` with each name as its proto field name (``orderId`` -> ``order_id``)."""
+    names = dotted.split(".")
+    d: descriptor.Descriptor | None = desc
+    for i, name in enumerate(names):
+        f = find_field(d, name) if d is not None else None
+        if f is None:
+            break
+        names[i] = f.name
+        d = f.message_type
+    return ".".join(names)
+
+
+def _overlaps(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
 def apply_query(
-    msg: Message, query: Iterable[tuple[str, str]], *, skip: Iterable[str] = ()
+    msg: Message, query: Iterable[tuple[str, str]], *, bound: Iterable[str] = ()
 ) -> None:
-    """Puts query parameters into ``msg`` (``a.b=1``, repeated keys append); 400 on error."""
-    skipped = set(skip)
+    """Puts query parameters into ``msg`` (``a.b=1``, repeated keys append); 400 on error.
+
+    ``bound`` are the fields the URL path (or the body) sets: a query parameter that
+    names one of them, in or around it, is refused, never applied over it.
+    """
+    desc = _desc(msg)
+    taken = [field_path(desc, b) for b in bound]
     problems: list[tuple[str, str]] = []
     for key, value in query:
-        if key in skipped:
+        if any(_overlaps(field_path(desc, key), t) for t in taken):
+            problems.append((key, "is set by the URL path or the body; it cannot be a query "
+                                  "parameter here"))  # fmt: skip
             continue
         try:
             set_field(msg, key, value, append=True)
@@ -262,8 +288,92 @@ def decode_json(raw: bytes) -> Any:
     return data
 
 
-def apply_body(msg: Message, body_field: str, raw: bytes) -> None:
-    """Parses the JSON body into ``msg`` (``*``) or into its field ``body_field``."""
+#: Elements of a repeated field without a declared ``(foodmesh.v1.max_items)``.
+UNDECLARED_MAX_ITEMS = 1000
+
+
+def _max_items(f: descriptor.FieldDescriptor) -> int:
+    declared = int(f.GetOptions().Extensions[options_pb2.max_items])
+    return declared or UNDECLARED_MAX_ITEMS
+
+
+def count_problem(
+    data: Any, desc: descriptor.Descriptor, prefix: str = ""
+) -> tuple[str, int] | None:
+    """The first list in JSON ``data`` longer than its field's ``max_items``: (path, cap).
+
+    Each list's length is checked before any of its elements is looked at, so a body of
+    a million elements costs one comparison.
+    """
+    if not isinstance(data, dict) or desc.full_name in _OPAQUE:
+        return None
+    for key, value in data.items():
+        f = find_field(desc, key) if isinstance(value, list | dict) else None
+        sub = f.message_type if f is not None else None
+        if f is None or (sub is not None and sub.GetOptions().map_entry):
+            continue
+        where = f"{prefix}{key}"
+        if f.is_repeated and isinstance(value, list):
+            cap = _max_items(f)
+            if len(value) > cap:
+                return where, cap
+            if sub is not None:
+                for n, item in enumerate(value):
+                    if (bad := count_problem(item, sub, f"{where}[{n}].")) is not None:
+                        return bad
+        elif sub is not None and (bad := count_problem(value, sub, f"{where}.")) is not None:
+            return bad
+    return None
+
+
+def _check_counts(data: Any, desc: descriptor.Descriptor) -> None:
+    if (bad := count_problem(data, desc)) is not None:
+        where, cap = bad
+        raise bad_request(f"{where}: at most {cap} items", [(where, f"at most {cap} items")])
+
+
+def _given(data: Any, desc: descriptor.Descriptor, path: str) -> tuple[str, Any] | None:
+    """The body's value at proto field ``path``, and the keys as the body spelled them."""
+    node, spelled = data, []
+    d: descriptor.Descriptor | None = desc
+    for name in path.split("."):
+        if not isinstance(node, dict) or d is None:
+            return None
+        found = [(k, f) for k in node if (f := find_field(d, k)) is not None and f.name == name]
+        if not found:
+            return None
+        key, f = found[0]
+        spelled.append(key)
+        node, d = node[key], f.message_type
+    return ".".join(spelled), node
+
+
+def _path_conflicts(data: Any, bound: Mapping[str, str], desc: descriptor.Descriptor) -> None:
+    """400 when the body gives a field the URL path sets a value other than the path's."""
+    problems: list[tuple[str, str]] = []
+    for path, text in bound.items():
+        given = _given(data, desc, field_path(desc, path))
+        if given is None:
+            continue
+        where, value = given
+        if (value if isinstance(value, str) else json.dumps(value)) != text:
+            problems.append((where, f"the URL path sets it to {text[:64]!r}"))
+    if problems:
+        raise bad_request(
+            "the body cannot change what the URL path names: " + ", ".join(f for f, _ in problems),
+            problems,
+        )
+
+
+def apply_body(
+    msg: Message, body_field: str, raw: bytes, *, bound: Mapping[str, str] | None = None
+) -> None:
+    """Parses the JSON body into ``msg`` (``*``) or into its field ``body_field``.
+
+    Refuses (400) a list longer than its field's cap before parsing into ``msg``, and
+    a body that gives a field set by the URL path (``bound``: path -> value) another
+    value. CPU-bound on large bodies: callers run those in a worker thread.
+    """
     if not raw.strip():
         return
     data = decode_json(raw)
@@ -271,10 +381,14 @@ def apply_body(msg: Message, body_field: str, raw: bytes) -> None:
     if body_field == "*":
         if not isinstance(data, dict):
             raise bad_request("the request body must be a JSON object", [("", "not an object")])
+        _check_counts(data, desc)
+        if bound:
+            _path_conflicts(data, bound, desc)
         unknown = unknown_fields(data, desc)
         doc: Any = data
     else:
         f = desc.fields_by_name[body_field]
+        _check_counts({body_field: data}, desc)
         unknown = []
         if f.message_type is not None and not f.is_repeated:
             unknown = unknown_fields(data, f.message_type, f"{body_field}.")

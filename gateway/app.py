@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -51,7 +52,7 @@ from gateway._errors import (
     status_json,
     unpack_known,
 )
-from gateway._limits import Decision, RateLimiter, parse_timeout
+from gateway._limits import Decision, RateLimiter, StreamSlots, TooManyStreams, parse_timeout
 from gateway._openapi import openapi
 from gateway._routes import Match, Route, RouteTable, foodmesh_services
 from gateway._transcode import FieldError, apply_body, apply_query, message_json, set_field
@@ -74,6 +75,13 @@ REQUESTS = Histogram(
 )
 STREAMS_OPEN = Gauge("foodmesh_gateway_streams_open", "Server-sent event / NDJSON streams open")
 _TIMEOUT_HEADERS = ("X-Request-Timeout", "grpc-timeout")
+#: The request size of an RPC that declares no ``(foodmesh.v1.max_request_bytes)``: ids
+#: and scalars (the services' own limit for such requests).
+_UNDECLARED_REQUEST_BYTES = 64 * 1024
+#: JSON spells field names and numbers out: room for it over the protobuf size.
+_JSON_PER_PROTO_BYTE = 4
+#: Bodies larger than this are parsed in a worker thread.
+_THREAD_BODY_BYTES = 16 * 1024
 #: Request headers a browser may send cross-origin (answered in preflights).
 _CORS_ALLOW_HEADERS = (
     "Authorization, Content-Type, Idempotency-Key, X-Request-Id, X-Request-Timeout, "
@@ -194,8 +202,12 @@ class Gateway:
             audience=c.auth_audience,
         )  # fmt: skip
         self._principals: dict[str, tuple[Principal, float]] = {}
+        self.streams = StreamSlots(
+            per_caller=c.max_streams_per_caller, per_order=c.max_streams_per_order
+        )
+        self._trusted = tuple(ipaddress.ip_network(n) for n in c.trusted_proxies)
         self.limiter: RateLimiter | None = None
-        if c.redis_url and (c.ip_rate > 0 or c.token_rate > 0):
+        if c.redis_url and (c.ip_rate > 0 or c.token_rate > 0 or c.fail_rate > 0):
             self.limiter = RateLimiter(c.redis_url, namespace=c.rate_limit_namespace)
         elif c.ip_rate > 0 or c.token_rate > 0:
             log.info("rate limits off: no Redis (set FOODMESH_REDIS_URL)")
@@ -342,36 +354,28 @@ class Gateway:
         try:
             if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
                 return self._preflight(request, request_id)
-            ip_check = None
-            if self.limiter is not None and self.config.ip_rate > 0:
-                ip_check = asyncio.ensure_future(
-                    self.limiter.take(
-                        "ip",
-                        self._client_ip(request),
-                        rate=self.config.ip_rate,
-                        burst=self.config.ip_burst,
-                    )  # fmt: skip
-                )
             try:
                 match = self.routes.match(request.method, request.raw_path)
                 request[_ROUTE] = match.route.template.source
                 principal = await self._authorize(match.route, request)
             except GatewayError:
-                if ip_check is not None:  # a flood of bad requests is limited too
-                    self._limited(await ip_check)
+                # Failures before a caller is known fill a bucket of their own per address:
+                # a flood of bad tokens from one client (or from behind one proxy) must
+                # not use up the budget of the callers who present good ones.
+                await self._charge_failure(request)
                 raise
-            except BaseException:
-                if ip_check is not None:
-                    ip_check.cancel()
-                raise
-            await self._charge(principal, ip_check)
+            await self._charge(principal, request)
             deadline_s = self._timeout(match.route, request)
             msg = await self._build(match, request)
             metadata = self._metadata(request, request_id)
             if match.route.server_streaming:
-                return await self._stream(
-                    match.route, msg, metadata, request, request_id, deadline_s
-                )
+                release = self._stream_slot(match.route, principal, msg)
+                try:
+                    return await self._stream(
+                        match.route, msg, metadata, request, request_id, deadline_s
+                    )
+                finally:
+                    release()
             return await self._unary(match.route, msg, metadata, request_id, deadline_s)
         except GatewayError as err:
             return self._error_response(err, request_id)
@@ -391,31 +395,86 @@ class Gateway:
     # ---------------------------------------------------------------- limits
 
     def _client_ip(self, request: web.Request) -> str:
-        if self.config.trust_forwarded_for:
-            forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-            if forwarded:
-                return forwarded
-        return request.remote or "unknown"
+        """The client's address: the right-most ``X-Forwarded-For`` hop not a trusted proxy.
 
-    async def _charge(
-        self, principal: Principal, ip_check: asyncio.Future[Decision] | None
-    ) -> None:
-        checks: list[asyncio.Future[Decision]] = [ip_check] if ip_check is not None else []
-        if self.limiter is not None and self.config.token_rate > 0:
-            checks.append(asyncio.ensure_future(self.limiter.take(
+        Entries left of it were written by the client and prove nothing; without trust
+        the peer's address is the client's.
+        """
+        peer = request.remote or "unknown"
+        if not self._trusted and not self.config.trust_forwarded_for:
+            return peer
+        hops = [
+            h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", ())).split(",")
+        ]
+        client = peer
+        if self._trusted and not self._is_trusted(peer):
+            return peer  # not through our proxies: whatever it says is its own
+        for hop in reversed([h for h in hops if h]):
+            try:
+                ipaddress.ip_address(hop)
+            except ValueError:
+                return client  # garbage: the last hop we could believe
+            client = hop
+            if not self._trusted or not self._is_trusted(hop):
+                return client  # trust_forwarded_for alone: the peer is the one proxy
+        return client
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._trusted)
+
+    async def _charge_failure(self, request: web.Request) -> None:
+        if self.limiter is None or self.config.fail_rate <= 0:
+            return
+        self._limited(await self.limiter.take(
+            "fail", self._client_ip(request),
+            rate=self.config.fail_rate, burst=self.config.fail_burst,
+        ))  # fmt: skip
+
+    async def _charge(self, principal: Principal, request: web.Request) -> None:
+        if self.limiter is None:
+            return
+        checks: list[Awaitable[Decision]] = []
+        if self.config.ip_rate > 0:
+            checks.append(self.limiter.take(
+                "ip", self._client_ip(request),
+                rate=self.config.ip_rate, burst=self.config.ip_burst,
+            ))  # fmt: skip
+        if self.config.token_rate > 0:
+            checks.append(self.limiter.take(
                 "caller", f"{principal.role}:{principal.subject}",
                 rate=self.config.token_rate, burst=self.config.token_burst,
-            )))  # fmt: skip
-        if checks:
-            for decision in await asyncio.gather(*checks):
-                self._limited(decision)
+            ))  # fmt: skip
+        for decision in await asyncio.gather(*checks):
+            self._limited(decision)
+
+    def _stream_slot(self, route: Route, principal: Principal, msg: Message) -> Callable[[], None]:
+        """A slot among the caller's open streams; 429 when it holds too many."""
+        order_id = getattr(msg, "order_id", "")  # a stream about one order counts for it too
+        try:
+            return self.streams.take(
+                route.grpc_path, f"{principal.role}:{principal.subject}", str(order_id)
+            )
+        except TooManyStreams as exc:
+            wait = self.config.retry_after_s
+            raise GatewayError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{exc}; close one, or retry in {wait} s",
+                [error_info("TOO_MANY_STREAMS")],
+                headers={"Retry-After": str(wait)},
+            ) from None
 
     @staticmethod
     def _limited(decision: Decision) -> None:
         if decision.allowed:
             return
         wait = max(1, math.ceil(decision.retry_after_s))
-        who = "this client address" if decision.scope == "ip" else "this caller"
+        who = {"ip": "this client address", "fail": "this client address (failed requests)"}.get(
+            decision.scope, "this caller"
+        )
         retry = error_details_pb2.RetryInfo()
         retry.retry_delay.FromNanoseconds(int(decision.retry_after_s * 1e9))
         raise GatewayError(
@@ -540,20 +599,36 @@ class Gateway:
         self._principals[token] = (principal, now + 30.0)
         return principal
 
+    def _body_limit(self, route: Route) -> int:
+        """The largest JSON body ``route`` takes: its RPC's declared size, with room for JSON."""
+        declared = route.max_request_bytes or _UNDECLARED_REQUEST_BYTES
+        return min(self.config.max_body_bytes, _JSON_PER_PROTO_BYTE * declared)
+
     async def _build(self, match: Match, request: web.Request) -> Message:
         route = match.route
         msg = message_factory.GetMessageClass(route.rpc.input_type)()
         if route.body:
+            limit = self._body_limit(route)
+            too_large = GatewayError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the request body is larger than {limit} bytes (the most {route.rpc.name} takes)",
+                [error_info("BODY_TOO_LARGE", limit=str(limit))],
+                http=413,
+            )
+            if (request.content_length or 0) > limit:
+                raise too_large  # before reading a byte of it
             try:
                 raw = await request.read()
             except web.HTTPRequestEntityTooLarge:
-                raise GatewayError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"the request body is larger than {self.config.max_body_bytes} bytes",
-                    [error_info("BODY_TOO_LARGE", limit=str(self.config.max_body_bytes))],
-                    http=413,
-                ) from None
-            apply_body(msg, route.body, raw)
+                raise too_large from None
+            if len(raw) > limit:  # a chunked body, which announces no length
+                raise too_large
+            if len(raw) > _THREAD_BODY_BYTES:
+                # Parsing a large body is CPU work: in a worker thread, so that the loop
+                # goes on answering everybody else meanwhile.
+                await asyncio.to_thread(apply_body, msg, route.body, raw, bound=match.path_values)
+            else:
+                apply_body(msg, route.body, raw, bound=match.path_values)
         problems: list[tuple[str, str]] = []
         for path, value in match.path_values.items():
             try:
@@ -570,7 +645,8 @@ class Gateway:
                 + ", ".join(names),
                 [(n, "not accepted as a query parameter") for n in names],
             )
-        apply_query(msg, query, skip=match.path_values)
+        bound = [*match.path_values, *([route.body] if route.body not in ("", "*") else [])]
+        apply_query(msg, query, bound=bound)
         self._idempotency(msg, request)
         if route.server_streaming:
             _resume(msg, request)

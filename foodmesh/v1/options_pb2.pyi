@@ -52,9 +52,20 @@ Global___AccessRule: _TypeAlias = AccessRule  # noqa: Y015
 
 HTTP_SUCCESS_CODE_FIELD_NUMBER: _builtins.int
 ACCESS_FIELD_NUMBER: _builtins.int
+MAX_REQUEST_BYTES_FIELD_NUMBER: _builtins.int
+MAX_ITEMS_FIELD_NUMBER: _builtins.int
 http_success_code: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.int]
 """The HTTP status of a successful call when it is not 200: 201 for a created
 resource, 204 for a call that answers with no body.
 """
 access: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___AccessRule]
 """Who may call this RPC; an RPC without one is refused to everybody."""
+max_request_bytes: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.int]
+"""The largest request message (serialized bytes) this RPC takes, each message of a
+request stream on its own; sized to the largest legal request. Unset: the
+server's limit (FOODMESH_MAX_REQUEST_BYTES, 4 MiB).
+"""
+max_items: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.int]
+"""The most elements a client may send in this repeated field (INVALID_ARGUMENT /
+HTTP 400 naming the field beyond it).
+"""

@@ -32,6 +32,7 @@ from servers.catalog.model import (
 from servers.catalog.zones import Polygon, PolygonError, parse_geojson, polygon_problem
 from servers.runtime.errors import Violations
 from servers.runtime.ids import check_id
+from servers.runtime.limits import max_items
 
 __all__ = [
     "DEFAULT_CURRENCY",
@@ -61,13 +62,15 @@ MAX_PREP_MIN = 240
 _NAME_MAX = 200
 _TEXT_MAX = 2000
 _URL_MAX = 2048
-_MAX_ZONES = 20
-_MAX_HOURS = 50
-_MAX_CLOSURES = 400
-_MAX_CATEGORIES = 100
-_MAX_ITEMS = 2000
-_MAX_GROUPS = 20
-_MAX_OPTIONS = 50
+# The contract's caps (``max_items``): the runtime refuses larger requests before we see them.
+_MAX_ZONES = max_items(pb.Restaurant.DESCRIPTOR, "zones")
+_MAX_HOURS = max_items(pb.Restaurant.DESCRIPTOR, "hours")
+_MAX_CLOSURES = max_items(pb.Restaurant.DESCRIPTOR, "closures")
+_MAX_CATEGORIES = max_items(pb.UpsertMenuRequest.DESCRIPTOR, "categories")
+#: Items of a whole menu (each category alone may hold as many).
+_MAX_ITEMS = max_items(pb.MenuCategory.DESCRIPTOR, "items")
+_MAX_GROUPS = max_items(pb.MenuItem.DESCRIPTOR, "customizations")
+_MAX_OPTIONS = max_items(pb.CustomizationGroup.DESCRIPTOR, "options")
 
 
 def _text(v: Violations, value: str, path: str, *, required: bool, limit: int = _NAME_MAX) -> None:

@@ -29,8 +29,9 @@ from servers.eta.features import vehicle_seconds
 from servers.eta.model import EtaModel, ModelWatcher
 from servers.eta.reroute import Reason, decide, deviation_m
 from servers.eta.routing import Leg, Router, RouteResult
-from servers.runtime.errors import DependencyUnavailable, Violations
+from servers.runtime.errors import DependencyUnavailable, InvalidArgument, Violations
 from servers.runtime.geo import valid_lat_lon
+from servers.runtime.limits import max_items
 from servers.runtime.tasks import stop_tasks
 
 __all__ = ["EtaServicer", "Overrides"]
@@ -38,8 +39,9 @@ __all__ = ["EtaServicer", "Overrides"]
 _log = logging.getLogger("foodmesh.eta")
 
 ES = eta_pb2.EstimateSource
-MAX_LEGS = 5000
-MAX_OVERRIDES = 1000
+#: The contract's caps (``max_items``): the runtime refuses larger requests before we see them.
+MAX_LEGS = max_items(eta_pb2.EstimateTravelTimesRequest.DESCRIPTOR, "legs")
+MAX_OVERRIDES = max_items(eta_pb2.SetRoadOverridesRequest.DESCRIPTOR, "overrides")
 _MANEUVER = {
     "depart": eta_pb2.MANEUVER_DEPART,
     "straight": eta_pb2.MANEUVER_STRAIGHT,
@@ -292,7 +294,8 @@ class EtaServicer(eta_pb2_grpc.EtaServiceServicer):
         v = Violations()
         n = len(request.legs)
         v.check(n > 0, "legs", "required (at least one leg)")
-        v.check(n <= MAX_LEGS, "legs", f"at most {MAX_LEGS} legs")
+        if n > MAX_LEGS:  # refused whole, never leg by leg
+            raise InvalidArgument.field("legs", f"at most {MAX_LEGS} items")
         origins: list[tuple[float, float]] = []
         dests: list[tuple[float, float]] = []
         for i, leg in enumerate(request.legs[:MAX_LEGS]):

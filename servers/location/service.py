@@ -35,6 +35,7 @@ from servers.runtime.errors import (
 )
 from servers.runtime.geo import METERS_PER_MILE, haversine_m, valid_lat_lon
 from servers.runtime.ids import check_id
+from servers.runtime.limits import max_items
 
 __all__ = ["LocationConfig", "LocationServicer"]
 
@@ -51,7 +52,8 @@ _REASON = {
 }
 #: The largest search FindNearbyDrivers accepts (Dispatch widens to 10 mi).
 MAX_RADIUS_M = 50_000.0
-MAX_FIXES_PER_MESSAGE = 100
+#: The contract's cap (``max_items``); the runtime refuses a larger message before we see it.
+MAX_FIXES_PER_MESSAGE = max_items(location_pb2.StreamLocationsRequest.DESCRIPTOR, "fixes")
 #: Moving less than this counts as standing still, for the reporting interval.
 _STILL_RADIUS_M = 50.0
 
@@ -206,10 +208,12 @@ class LocationServicer(location_pb2_grpc.LocationServiceServicer):
         seqs: list[int] = []
         valid: list[Fix] = []
         allow, driver_id = st.throttle.allow, st.driver_id
-        for i, m in enumerate(request.fixes):
+        if len(request.fixes) > MAX_FIXES_PER_MESSAGE:  # refused whole, never fix by fix
+            raise InvalidArgument.field("fixes", f"at most {MAX_FIXES_PER_MESSAGE} items")
+        for m in request.fixes:
             seq = m.seq
             acked_seq = max(acked_seq, seq)
-            if i >= MAX_FIXES_PER_MESSAGE or not allow(mono):
+            if not allow(mono):
                 why: Rejection | None = Rejection.THROTTLED
             else:
                 fix = _fix_from(driver_id, m, now)

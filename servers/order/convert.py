@@ -16,6 +16,7 @@ from servers.order.model import Entry, Order
 from servers.order.transitions import Status
 from servers.runtime.errors import InvalidArgument, Violations
 from servers.runtime.ids import check_id
+from servers.runtime.limits import max_items
 
 __all__ = [
     "MAX_LINES",
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 OS = common_pb2.OrderStatus
-MAX_LINES = 100
+MAX_LINES = max_items(order_pb2.PlaceOrderRequest.DESCRIPTOR, "items")
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _TEXT_MAX = 500
@@ -68,8 +69,8 @@ def check_place(req: order_pb2.PlaceOrderRequest, now: dt.datetime) -> None:
     check_id(v, req.restaurant_id, "restaurant_id")
     if not req.items:
         v.add("items", "at least one item is required")
-    elif len(req.items) > MAX_LINES:
-        v.add("items", f"at most {MAX_LINES} lines")
+    elif len(req.items) > MAX_LINES:  # the runtime refuses these first; never walk them here
+        raise InvalidArgument.field("items", f"at most {MAX_LINES} items")
     for i, it in enumerate(req.items):
         p = f"items[{i}]"
         check_id(v, it.item_id, f"{p}.item_id")

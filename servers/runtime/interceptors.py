@@ -35,6 +35,7 @@ from servers.runtime import auth as _auth
 from servers.runtime import context as _ctx
 from servers.runtime.auth import Authorizer
 from servers.runtime.errors import FoodmeshError, InvalidArgument, Unauthenticated, dependency_error
+from servers.runtime.limits import Refused, StreamSlots, guarded_deserializer, guarded_requests
 from servers.runtime.metrics import MethodMetrics, RpcMetrics
 
 __all__ = ["ERROR_DOMAIN", "ServerInterceptor", "status_for"]
@@ -49,6 +50,10 @@ T = TypeVar("T")
 
 _OK = grpc.StatusCode.OK
 _STATUS_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def _nothing() -> None:
+    """Gives back no stream slot (a call that took none)."""
 
 
 def _pack(msg: Any) -> any_pb2.Any:
@@ -345,9 +350,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         stream_max_age_s: float = 3600.0,
         tracer_provider: trace.TracerProvider | None = None,
         authorizer: Authorizer | None = None,
+        stream_slots: StreamSlots | None = None,
     ) -> None:
         self.metrics = metrics
         self.authorizer = authorizer
+        self.stream_slots = stream_slots or StreamSlots()
         self.default_deadline_s = default_deadline_s
         self.stream_max_age_s = stream_max_age_s
         self.tracer = trace.get_tracer("foodmesh.grpc.server", tracer_provider=tracer_provider)
@@ -373,30 +380,53 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def _wrap(
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
+        # Each request message is checked against the method's limits as it is decoded.
+        decode = guarded_deserializer(method, handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(_Method(method, "unary", self.metrics), handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._stream(_Method(method, "server_stream", self.metrics), handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
                 self._unary(_Method(method, "client_stream", self.metrics), handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
         assert handler.stream_stream is not None
         return grpc.stream_stream_rpc_method_handler(
             self._stream(_Method(method, "bidi_stream", self.metrics), handler.stream_stream),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=decode,
             response_serializer=handler.response_serializer,
         )
+
+    @staticmethod
+    async def _checked(call: _Call, request: Any) -> Any:
+        """The request, or the end of the call if its message was refused when decoded."""
+        if call.method.kind in ("client_stream", "bidi_stream"):
+            return guarded_requests(request)
+        if isinstance(request, Refused):
+            await call.fail(request.error)
+        return request
+
+    def _slot(self, call: _Call, request: Any) -> Callable[[], None]:
+        """Takes a slot among the caller's open streams; returns what gives it back.
+
+        Raises ResourceExhausted when the caller has none left.
+        """
+        who = _auth.current_principal()
+        if who is None or who.role == "service":  # services hold streams for many users
+            return _nothing
+        order_id = "" if call.method.kind == "bidi_stream" else getattr(request, "order_id", "")
+        return self.stream_slots.take(call.method.name, f"{who.role}:{who.subject}",
+                                      str(order_id))  # fmt: skip
 
     def _unary(self, method: _Method, behavior: Handler) -> Handler:
         async def run(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -404,6 +434,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             ended: BaseException | None = None
             try:
                 await call.admit(self)
+                request = await self._checked(call, request)
                 try:
                     async with asyncio.timeout_at(call.deadline):
                         response = await behavior(request, context)
@@ -429,8 +460,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             ) -> AsyncIterator[Any]:
                 call = _Call(self, method, context)
                 ended: BaseException | None = None
+                release = _nothing
                 try:
                     await call.admit(self)
+                    request = await self._checked(call, request)
+                    try:
+                        release = self._slot(call, request)
+                    except FoodmeshError as exc:
+                        await call.fail(exc)
                     responses = behavior(request, context)
                     sent = method.metrics.msgs_sent()
                     deadline = _StreamDeadline(call.deadline)
@@ -454,6 +491,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     ended = exc
                     raise
                 finally:
+                    release()
                     call.finish(ended)
 
             return run_gen
@@ -461,8 +499,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         async def run_coro(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             call = _Call(self, method, context)
             ended: BaseException | None = None
+            release = _nothing
             try:
                 await call.admit(self)
+                request = await self._checked(call, request)
+                try:
+                    release = self._slot(call, request)
+                except FoodmeshError as exc:
+                    await call.fail(exc)
                 try:
                     async with asyncio.timeout_at(call.deadline):
                         await behavior(request, context)
@@ -475,6 +519,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 ended = exc
                 raise
             finally:
+                release()
                 call.finish(ended)
 
         return run_coro

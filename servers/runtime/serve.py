@@ -34,11 +34,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from servers.runtime import telemetry
 from servers.runtime.auth import Authorizer, access_rules
-from servers.runtime.config import Settings
+from servers.runtime.config import Settings, env_int
 from servers.runtime.context import RequestIdFilter
 from servers.runtime.errors import DependencyUnavailable, FoodmeshError
 from servers.runtime.health import Check, HealthReporter
 from servers.runtime.interceptors import ServerInterceptor
+from servers.runtime.limits import MAX_REQUEST_BYTES, StreamSlots
 from servers.runtime.metrics import rpc_metrics, serve_metrics
 from servers.runtime.nats import Subjects, check_nats, open_nats
 from servers.runtime.postgres import check_postgres, describe_url
@@ -246,7 +247,8 @@ def _server_options() -> list[tuple[str, int]]:
     return [
         # Without this two servers silently share a port and split its traffic.
         ("grpc.so_reuseport", 0),
-        ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+        # The largest any method takes; each method's own limit is the interceptor's check.
+        ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
@@ -261,6 +263,15 @@ def _server_options() -> list[tuple[str, int]]:
         ("grpc.server.max_pending_requests", 20_000),
         ("grpc.server.max_pending_requests_hard_limit", 40_000),
     ]
+
+
+def _stream_slots(settings: Settings) -> StreamSlots:
+    """Concurrent streams one caller may hold: per method, and per order (0: no limit)."""
+    p = f"FOODMESH_{settings.service.upper()}_"
+    return StreamSlots(
+        per_caller=env_int(settings.extra, f"{p}MAX_STREAMS_PER_CALLER", 8, lo=0),
+        per_order=env_int(settings.extra, f"{p}MAX_STREAMS_PER_ORDER", 4, lo=0),
+    )
 
 
 @asynccontextmanager
@@ -279,6 +290,7 @@ async def run_service(
         default_deadline_s=settings.default_deadline_s,
         stream_max_age_s=settings.stream_max_age_s,
         authorizer=Authorizer(settings.auth_secret, access_rules(spec.grpc_services)),
+        stream_slots=_stream_slots(settings),
     )
     server = grpc.aio.server(interceptors=[interceptor], options=_server_options())
     resources = Resources(settings, spec.needs)

@@ -115,7 +115,7 @@ async def test_order_errors_map_to_http(world: World) -> None:
         assert resp.status == 403
     # Bad in hundreds of places, at length: still a 400 naming the first of them (the
     # status rides in gRPC trailers, which peers cap at a few KiB).
-    junk = [{"item_id": "x" * 300, "quantity": -1, "special_instructions": "y" * 900}] * 300
+    junk = [{"item_id": "x" * 300, "quantity": -1, "special_instructions": "y" * 900}] * 100
     status, body = await place(http, "gw-junk", items=junk)
     assert status == 400, body
     bad = violations(body)
