@@ -618,9 +618,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         found = await self.store.list_orders(f, before_id=before, limit=size + 1)
         page = found[:size]
         token = convert.encode_cursor(scope, page[-1].order_id) if len(found) > size else ""
-        return order_pb2.ListOrdersResponse(
-            orders=[_pb(o, p) for o in page], next_page_token=token
-        )
+        return order_pb2.ListOrdersResponse(orders=[_pb(o, p) for o in page], next_page_token=token)
 
     # -- changes -----------------------------------------------------------------------
 

@@ -85,8 +85,9 @@ async def test_only_the_customer_sees_the_pin_and_delivery_needs_it(
 
             # The driver cannot skip the session: the generic status route refuses road steps.
             for step in ("ORDER_STATUS_PICKED_UP", "ORDER_STATUS_DELIVERED"):
-                code, body = await w.call("POST", f"/api/v1/orders/{oid}/status", "driver",
-                                          "drv_a", json={"status": step, "reason": "x"})  # fmt: skip
+                path = f"/api/v1/orders/{oid}/status"
+                code, body = await w.call("POST", path, "driver", "drv_a",
+                                          json={"status": step, "reason": "x"})  # fmt: skip
                 assert code == 403, (step, code, body)
             assert (await _status(w, oid))["status"] == "ORDER_STATUS_CONFIRMED"
 
@@ -140,8 +141,9 @@ async def test_pin_locks_after_five_wrong_tries_and_a_photo_serves_leave_at_door
             door, _ = await _confirmed(w, "cus_door", "pod-3", leave_at_door=True)
             await _assigned(w, c, door)
             await _done(c, 2, picked_up=dpb.OrderProgress(order_id=door))
-            state = await _done(c, 3, delivered=dpb.Delivered(order_id=door,
-                                                              photo_id="photo-at-door-1"))
+            state = await _done(
+                c, 3, delivered=dpb.Delivered(order_id=door, photo_id="photo-at-door-1")
+            )
             assert state.status == common_pb2.DRIVER_STATUS_AVAILABLE
             order = await _status(w, door)
             assert order["status"] == "ORDER_STATUS_DELIVERED"
