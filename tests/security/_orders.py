@@ -10,6 +10,7 @@ from typing import Any
 
 from tests.integration._dispatch import DispatchMesh, dispatch_mesh
 from tests.integration._gateway import Http, auth, gateway
+from tests.integration._pricing import PricingMesh, pricing_mesh
 
 PLACE: dict[str, Any] = {
     "restaurant_id": "rest_1",
@@ -23,10 +24,20 @@ PLACE: dict[str, Any] = {
 
 @dataclass(slots=True)
 class Live:
-    """Catalog, Order, Location and Dispatch, and the gateway in front of them."""
+    """Catalog, Order, Location and Dispatch (or Pricing), and the gateway in front of them."""
 
-    mesh: DispatchMesh
+    mesh: DispatchMesh | PricingMesh
     http: Http
+
+    @property
+    def dispatch(self) -> DispatchMesh:
+        assert isinstance(self.mesh, DispatchMesh)
+        return self.mesh
+
+    @property
+    def pricing(self) -> PricingMesh:
+        assert isinstance(self.mesh, PricingMesh)
+        return self.mesh
 
     async def call(
         self, method: str, path: str, role: str, subject: str, **kw: Any
@@ -53,4 +64,18 @@ async def live(
             yield Live(mesh, http)
 
 
-__all__ = ["PLACE", "Live", "live"]
+@contextlib.asynccontextmanager
+async def priced(
+    *, pg_url: str, redis_url: str, nats_url: str, namespace: str, state_dir: Path
+) -> AsyncIterator[Live]:
+    """Catalog, Location, Pricing and Order (promo codes, quotes) behind the gateway."""
+    async with pricing_mesh(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
+                            namespace=namespace, state_dir=state_dir) as mesh:  # fmt: skip
+        assert mesh.catalog is not None and mesh.order is not None
+        targets = {"catalog": mesh.catalog.target, "order": mesh.order.target,
+                   "pricing": mesh.pricing.target}  # fmt: skip
+        async with gateway(targets) as http:
+            yield Live(mesh, http)
+
+
+__all__ = ["PLACE", "Live", "live", "priced"]

@@ -68,8 +68,8 @@ async def test_only_the_customer_sees_the_pin_and_delivery_needs_it(
 ) -> None:
     async with live(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
                     namespace=namespace, state_dir=tmp_path) as w:  # fmt: skip
-        await upsert(w.mesh, "drv_a")
-        async with Driver(w.mesh, "drv_a") as app:
+        await upsert(w.dispatch, "drv_a")
+        async with Driver(w.dispatch, "drv_a") as app:
             await app.at(REST[0] + 0.003, REST[1])
             await app.open_session()
             oid, pin = await _confirmed(w, "cus_pin", "pod-1")
@@ -120,9 +120,9 @@ async def test_pin_locks_after_five_wrong_tries_and_a_photo_serves_leave_at_door
 ) -> None:
     async with live(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
                     namespace=namespace, state_dir=tmp_path) as w:  # fmt: skip
-        await upsert(w.mesh, "drv_b")
-        await upsert(w.mesh, "drv_c")
-        async with Driver(w.mesh, "drv_b") as b, Driver(w.mesh, "drv_c") as c:
+        await upsert(w.dispatch, "drv_b")
+        await upsert(w.dispatch, "drv_c")
+        async with Driver(w.dispatch, "drv_b") as b, Driver(w.dispatch, "drv_c") as c:
             await b.at(REST[0] + 0.003, REST[1])
             await b.open_session()
             locked, pin = await _confirmed(w, "cus_lock", "pod-2")
