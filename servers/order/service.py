@@ -490,6 +490,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 amount_minor=total,
                 currency=currency,
                 reference=order_id,
+                customer_id=p.subject,
             )
         except PaymentDeclined as exc:
             raise FailedPrecondition(f"payment_method_id: {exc.message}",
