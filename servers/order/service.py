@@ -781,8 +781,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
 
         False when the order is not in transit (the step then answers for itself).
         """
-        if p.role not in ("ops", "service"):  # pragma: no cover - drivers are refused before
-            raise PermissionDenied("only Dispatch and ops check delivery PINs")
+        if p.role not in ("ops", "service"):  # a restaurant cannot try PINs either
+            raise PermissionDenied("only Dispatch and ops check delivery PINs",
+                                   reason="NOT_ALLOWED")  # fmt: skip
         outcome, left = await self.store.check_pin(order_id, pin)
         if outcome is PinCheck.OK:
             return True
