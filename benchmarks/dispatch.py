@@ -210,7 +210,10 @@ async def bench_latency(rate: float, duration: float, drivers: int) -> dict[str,
                         await app.act(seq, picked_up=dpb.OrderProgress(order_id=msg.offer.order_id))
                         seq += 1
                         await app.act(
-                            seq, delivered=dpb.Delivered(order_id=msg.offer.order_id, pin="0000")
+                            seq,
+                            delivered=dpb.Delivered(
+                                order_id=msg.offer.order_id, photo_id="bench-photo"
+                            ),
                         )
 
                 async def gps(app: Driver) -> None:
@@ -231,7 +234,8 @@ async def bench_latency(rate: float, duration: float, drivers: int) -> dict[str,
 
                 async def one(i: int) -> None:
                     await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-                    placed = await cust.place_order(place_request(f"bench-{i}"))
+                    # left at the door: a photo reference proves the delivery
+                    placed = await cust.place_order(place_request(f"bench-{i}", leave_at_door=True))
                     oid = placed.order.order_id
                     confirmed[oid] = time.perf_counter()
                     await rest.update_order_status(

@@ -76,6 +76,28 @@ class Customers:
             c.customer_id: json_format.MessageToDict(c.address, preserving_proto_field_name=True)
             for c in city.customers
         }
+        #: The delivery PIN of each order under way, as its customer saw it when placing
+        #: it; the customer tells it to the driver at the door (:meth:`pin_of`).
+        self._pins: dict[str, str] = {}
+
+    async def pin_of(self, order_id: str, driver_id: str) -> str:
+        """The PIN the customer of ``order_id`` gives its driver ('' if left at the door).
+
+        An order no simulated customer placed (a person's, which the city adopts): its
+        customer is read from the driver's view of the order, and the PIN from that
+        customer's own view through the gateway (the customer tells it at the door).
+        """
+        if order_id in self._pins:
+            return self._pins[order_id]
+        path = f"/api/v1/orders/{order_id}"
+        r = await self.gateway.call("GET", path, role="driver", subject=driver_id,
+                                    count_errors=False)  # fmt: skip
+        cid = str(r.body.get("order", {}).get("customer_id", "")) if r.ok else ""
+        if not cid:
+            return ""
+        r = await self.gateway.call("GET", path, role="customer", subject=cid,
+                                    count_errors=False)  # fmt: skip
+        return str(r.body.get("order", {}).get("delivery_pin", "")) if r.ok else ""
 
     # ------------------------------------------------------------ one order
 
@@ -97,12 +119,15 @@ class Customers:
         key = f"sim-{self.run_id}-{n}"
         card = "pm_card_declined" if self.rng.random() < self.config.declined_share else (
             "pm_card_visa")  # fmt: skip
-        body = {
+        body: dict[str, Any] = {
             "restaurant_id": spec.restaurant_id,
             "items": cart_body,
             "delivery_address": self._addresses[customer.customer_id],
             "payment_method_id": card,
         }
+        leave_at_door = n % 5 == 4  # nobody home: the driver proves it with a photo
+        if leave_at_door:
+            body["leave_at_door"] = True
         if self.rng.random() < 0.6:
             body["tip"] = {"amount_minor": str(self.rng.choice((100, 200, 300, 500))),
                            "currency_code": "USD"}  # fmt: skip
@@ -135,8 +160,12 @@ class Customers:
                 restaurant=spec.location, dropoff=(addr.lat, addr.lon),
                 planned_ready_s=placed_at + plan.ready_s,
             )  # fmt: skip
+        self._pins[order_id] = "" if leave_at_door else str(order.get("delivery_pin", ""))
         self.spawn(self.kitchens.cook(order_id, spec, plan))
-        await self._watch(customer, order_id)
+        try:
+            await self._watch(customer, order_id)
+        finally:
+            self._pins.pop(order_id, None)
 
     async def _choose(self, customer: CustomerSpec) -> tuple[RestaurantSpec, list[Any]] | None:
         addr = customer.address

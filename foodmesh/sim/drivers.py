@@ -26,7 +26,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -265,6 +265,10 @@ class _Session:
     ended_code: grpc.StatusCode | None = None
 
 
+async def _no_pin(order_id: str, driver_id: str) -> str:
+    return ""
+
+
 class Fleet:
     """Every driver agent, the channels they share, and the shared settings."""
 
@@ -292,6 +296,8 @@ class Fleet:
         self._background: set[asyncio.Task[None]] = set()
         #: The food of an order is on the counter (set by the simulated kitchens).
         self.food_ready: Callable[[str], asyncio.Event | None] = lambda order_id: None
+        #: The delivery PIN the order's customer tells at the door ('' if left at the door).
+        self.pin_of: Callable[[str, str], Awaitable[str]] = _no_pin
         horizon = config.duration_s if config.duration_s > 0 else 7 * 86400.0
         self.horizon_s = horizon
         # 2,000 drivers logging on in the same 30 s would be a thundering herd no city sees
@@ -881,8 +887,12 @@ class DriverAgent:
                 s = await self._go(s, (a.dropoff.location.lat, a.dropoff.location.lon), oid)
                 await self._step(s, "arrived_at_customer", oid)
             await self._wait(s, stop / 2, oid)
-            ev = await self._act(s, delivered=dispatch_pb2.Delivered(
-                order_id=oid, photo_id=f"photo-{oid}-{self.rng.randrange(10**6):06d}"))  # fmt: skip
+            photo = f"photo-{oid}-{self.rng.randrange(10**6):06d}"
+            pin = await self.fleet.pin_of(oid, self.id)  # the customer at the door tells it
+            # Left at the door (nobody to tell a PIN): a photo of it is the proof.
+            proof = (dispatch_pb2.Delivered(order_id=oid, pin=pin) if pin
+                     else dispatch_pb2.Delivered(order_id=oid, photo_id=photo))  # fmt: skip
+            ev = await self._act(s, delivered=proof)
             if not self._rejected(ev, "delivered"):
                 stats.inc("delivered")
         except _OrderGone:

@@ -257,6 +257,7 @@ async def run_sim(
                       router=router, recorder=recorder, clock=clock, start=start,
                       rng=rng)  # fmt: skip
         fleet.food_ready = kitchens.ready_event
+        fleet.pin_of = customers.pin_of
         try:
             for agent in fleet.agents:
                 spawn(agent.run())

@@ -961,16 +961,21 @@ class Review(_message.Message):
     RATING_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    AUTHOR_NAME_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
-    """The order it is about (one review per order)."""
+    """The order it is about (one review per order; empty in ListReviews but for ops)."""
     restaurant_id: _builtins.str
     """The restaurant."""
     customer_id: _builtins.str
-    """The customer."""
+    """The customer (empty in ListReviews but for ops and services)."""
     rating: _builtins.int
     """1 to 5."""
     text: _builtins.str
     """Optional words."""
+    author_name: _builtins.str
+    """How the reviewer is shown ("Customer"). ListReviews leaves order_id and customer_id
+    empty for everyone but ops and services.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When."""
@@ -984,10 +989,11 @@ class Review(_message.Message):
         rating: _builtins.int = ...,
         text: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        author_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "customer_id", b"customer_id", "order_id", b"order_id", "rating", b"rating", "restaurant_id", b"restaurant_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_name", b"author_name", "create_time", b"create_time", "customer_id", b"customer_id", "order_id", b"order_id", "rating", b"rating", "restaurant_id", b"restaurant_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -548,9 +548,9 @@ class Delivered(_message.Message):
     order_id: _builtins.str
     """Which order."""
     photo_id: _builtins.str
-    """Proof: a photo id."""
+    """Proof: a photo reference (only for orders the customer asked to leave at the door)."""
     pin: _builtins.str
-    """Proof: the customer's PIN."""
+    """Proof: the 4-digit PIN the customer gives at the door; 5 wrong tries lock it."""
     def __init__(
         self,
         *,

@@ -324,6 +324,8 @@ class Order(_message.Message):
     PROMO_CODE_FIELD_NUMBER: _builtins.int
     RESTAURANT_LOCATION_FIELD_NUMBER: _builtins.int
     READY_TIME_FIELD_NUMBER: _builtins.int
+    DELIVERY_PIN_FIELD_NUMBER: _builtins.int
+    LEAVE_AT_DOOR_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Opaque, time-sortable id."""
     customer_id: _builtins.str
@@ -346,6 +348,12 @@ class Order(_message.Message):
     """Why it was cancelled."""
     promo_code: _builtins.str
     """The promo code used."""
+    delivery_pin: _builtins.str
+    """Proof of delivery: the 4-digit PIN the customer gives the driver at the door. Only in
+    the customer's own view of the order (never to drivers, restaurants or in events).
+    """
+    leave_at_door: _builtins.bool
+    """The customer asked to leave it at the door: a photo reference is then proof enough."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderItem]:
         """What."""
@@ -415,10 +423,12 @@ class Order(_message.Message):
         promo_code: _builtins.str = ...,
         restaurant_location: _common_pb2.LatLng | None = ...,
         ready_time: _timestamp_pb2.Timestamp | None = ...,
+        delivery_pin: _builtins.str = ...,
+        leave_at_door: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_address", b"delivery_address", "estimated_delivery_time", b"estimated_delivery_time", "pricing", b"pricing", "ready_time", b"ready_time", "refunded", b"refunded", "restaurant_location", b"restaurant_location", "scheduled_time", b"scheduled_time", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation_reason", b"cancellation_reason", "created_at", b"created_at", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_option", b"delivery_option", "driver_id", b"driver_id", "estimated_delivery_time", b"estimated_delivery_time", "eta_confidence", b"eta_confidence", "items", b"items", "order_id", b"order_id", "payment_status", b"payment_status", "pricing", b"pricing", "promo_code", b"promo_code", "ready_time", b"ready_time", "refunded", b"refunded", "restaurant_id", b"restaurant_id", "restaurant_location", b"restaurant_location", "restaurant_name", b"restaurant_name", "scheduled_time", b"scheduled_time", "status", b"status", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation_reason", b"cancellation_reason", "created_at", b"created_at", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_option", b"delivery_option", "delivery_pin", b"delivery_pin", "driver_id", b"driver_id", "estimated_delivery_time", b"estimated_delivery_time", "eta_confidence", b"eta_confidence", "items", b"items", "leave_at_door", b"leave_at_door", "order_id", b"order_id", "payment_status", b"payment_status", "pricing", b"pricing", "promo_code", b"promo_code", "ready_time", b"ready_time", "refunded", b"refunded", "restaurant_id", b"restaurant_id", "restaurant_location", b"restaurant_location", "restaurant_name", b"restaurant_name", "scheduled_time", b"scheduled_time", "status", b"status", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -440,6 +450,7 @@ class PlaceOrderRequest(_message.Message):
     PROMO_CODE_FIELD_NUMBER: _builtins.int
     QUOTE_ID_FIELD_NUMBER: _builtins.int
     TIP_FIELD_NUMBER: _builtins.int
+    LEAVE_AT_DOOR_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """Client-chosen key; the same key and body return the same order."""
     restaurant_id: _builtins.str
@@ -452,6 +463,10 @@ class PlaceOrderRequest(_message.Message):
     """Optional promo code."""
     quote_id: _builtins.str
     """A quote from PricingService.QuoteOrder to charge, if still valid."""
+    leave_at_door: _builtins.bool
+    """Leave it at the door: the driver may then prove delivery with a photo instead of
+    the PIN.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderItemInput]:
         """What (at least one line)."""
@@ -466,7 +481,7 @@ class PlaceOrderRequest(_message.Message):
 
     @_builtins.property
     def tip(self) -> _common_pb2.Money:
-        """Tip for the driver."""
+        """Tip for the driver: 0 to the subtotal (100 %), in the order's currency."""
 
     def __init__(
         self,
@@ -481,10 +496,11 @@ class PlaceOrderRequest(_message.Message):
         promo_code: _builtins.str = ...,
         quote_id: _builtins.str = ...,
         tip: _common_pb2.Money | None = ...,
+        leave_at_door: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delivery_address", b"delivery_address", "scheduled_time", b"scheduled_time", "tip", b"tip"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_address", b"delivery_address", "delivery_option", b"delivery_option", "idempotency_key", b"idempotency_key", "items", b"items", "payment_method_id", b"payment_method_id", "promo_code", b"promo_code", "quote_id", b"quote_id", "restaurant_id", b"restaurant_id", "scheduled_time", b"scheduled_time", "tip", b"tip"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_address", b"delivery_address", "delivery_option", b"delivery_option", "idempotency_key", b"idempotency_key", "items", b"items", "leave_at_door", b"leave_at_door", "payment_method_id", b"payment_method_id", "promo_code", b"promo_code", "quote_id", b"quote_id", "restaurant_id", b"restaurant_id", "scheduled_time", b"scheduled_time", "tip", b"tip"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -691,30 +707,67 @@ class UpdateOrderStatusRequest(_message.Message):
     ORDER_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
-    PROOF_FIELD_NUMBER: _builtins.int
+    DELIVERY_PROOF_FIELD_NUMBER: _builtins.int
+    DRIVER_ID_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Which."""
     status: _common_pb2.OrderStatus.ValueType
     """The status to enter."""
     reason: _builtins.str
     """Why, when it matters."""
-    proof: _builtins.str
-    """Proof of delivery: photo id or PIN, for DELIVERED."""
+    driver_id: _builtins.str
+    """For a driver's step made by a service on their behalf (Dispatch): the driver, who
+    must be the order's assigned driver. Drivers themselves make the road steps
+    (picked up, in transit, delivered) only through DispatchService.DriverSession.
+    """
+    @_builtins.property
+    def delivery_proof(self) -> Global___DeliveryProof:
+        """Proof of delivery, for DELIVERED (required of services; ops may go without)."""
+
     def __init__(
         self,
         *,
         order_id: _builtins.str = ...,
         status: _common_pb2.OrderStatus.ValueType = ...,
         reason: _builtins.str = ...,
-        proof: _builtins.str = ...,
+        delivery_proof: Global___DeliveryProof | None = ...,
+        driver_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delivery_proof", b"delivery_proof"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id", "proof", b"proof", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_proof", b"delivery_proof", "driver_id", b"driver_id", "order_id", b"order_id", "reason", b"reason", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateOrderStatusRequest: _TypeAlias = UpdateOrderStatusRequest  # noqa: Y015
+
+@_typing.final
+class DeliveryProof(_message.Message):
+    """What shows that an order reached its customer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PIN_FIELD_NUMBER: _builtins.int
+    PHOTO_REFERENCE_FIELD_NUMBER: _builtins.int
+    pin: _builtins.str
+    """The 4-digit PIN the customer gave; 5 wrong tries lock it (ops then decide)."""
+    photo_reference: _builtins.str
+    """An opaque reference to a photo at the door (orders placed with leave_at_door)."""
+    def __init__(
+        self,
+        *,
+        pin: _builtins.str = ...,
+        photo_reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "photo_reference", b"photo_reference", "pin", b"pin"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "photo_reference", b"photo_reference", "pin", b"pin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["pin", "photo_reference"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___DeliveryProof: _TypeAlias = DeliveryProof  # noqa: Y015
 
 @_typing.final
 class UpdateOrderStatusResponse(_message.Message):

@@ -110,7 +110,9 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateOrderStatus(self, request, context):
-        """Moves an order to its next status (restaurant, driver or ops, as the step allows).
+        """Moves an order to its next status: the kitchen's steps by its restaurant; the road's
+        (picked up, in transit, delivered) by Dispatch for the assigned driver, from their
+        DriverSession, with proof of delivery (a driver's own token is refused them); ops any.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -42,7 +42,10 @@ class OrderServiceStub:
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_order_pb2.CancelOrderRequest, _order_pb2.CancelOrderResponse]
     """Cancels an order before pickup, with a reason; refunds per stage."""
     UpdateOrderStatus: _grpc.UnaryUnaryMultiCallable[_order_pb2.UpdateOrderStatusRequest, _order_pb2.UpdateOrderStatusResponse]
-    """Moves an order to its next status (restaurant, driver or ops, as the step allows)."""
+    """Moves an order to its next status: the kitchen's steps by its restaurant; the road's
+    (picked up, in transit, delivered) by Dispatch for the assigned driver, from their
+    DriverSession, with proof of delivery (a driver's own token is refused them); ops any.
+    """
     AssignDriver: _grpc.UnaryUnaryMultiCallable[_order_pb2.AssignDriverRequest, _order_pb2.AssignDriverResponse]
     """Records which driver carries an order, or that none does any more (Dispatch only)."""
     RateOrder: _grpc.UnaryUnaryMultiCallable[_order_pb2.RateOrderRequest, _order_pb2.RateOrderResponse]
@@ -64,7 +67,10 @@ class OrderServiceAsyncStub(OrderServiceStub):
     CancelOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.CancelOrderRequest, _order_pb2.CancelOrderResponse]  # type: ignore[assignment]
     """Cancels an order before pickup, with a reason; refunds per stage."""
     UpdateOrderStatus: _aio.UnaryUnaryMultiCallable[_order_pb2.UpdateOrderStatusRequest, _order_pb2.UpdateOrderStatusResponse]  # type: ignore[assignment]
-    """Moves an order to its next status (restaurant, driver or ops, as the step allows)."""
+    """Moves an order to its next status: the kitchen's steps by its restaurant; the road's
+    (picked up, in transit, delivered) by Dispatch for the assigned driver, from their
+    DriverSession, with proof of delivery (a driver's own token is refused them); ops any.
+    """
     AssignDriver: _aio.UnaryUnaryMultiCallable[_order_pb2.AssignDriverRequest, _order_pb2.AssignDriverResponse]  # type: ignore[assignment]
     """Records which driver carries an order, or that none does any more (Dispatch only)."""
     RateOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.RateOrderRequest, _order_pb2.RateOrderResponse]  # type: ignore[assignment]
@@ -113,7 +119,10 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_pb2.UpdateOrderStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_order_pb2.UpdateOrderStatusResponse, _abc.Awaitable[_order_pb2.UpdateOrderStatusResponse]]:
-        """Moves an order to its next status (restaurant, driver or ops, as the step allows)."""
+        """Moves an order to its next status: the kitchen's steps by its restaurant; the road's
+        (picked up, in transit, delivered) by Dispatch for the assigned driver, from their
+        DriverSession, with proof of delivery (a driver's own token is refused them); ops any.
+        """
 
     @_abc_1.abstractmethod
     def AssignDriver(

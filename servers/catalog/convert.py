@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_CURRENCY",
     "DEFAULT_MAX_DELIVERY_MILES",
     "DEFAULT_PREP_MIN",
+    "REVIEW_AUTHOR",
     "check_id",
     "menu_from_pb",
     "menu_to_pb",
@@ -556,13 +557,19 @@ def review_from_pb(req: pb.AddReviewRequest, now: dt.datetime) -> Review:
     return Review(r.order_id, r.restaurant_id, r.customer_id, r.rating, r.text, created)
 
 
-def review_to_pb(r: Review) -> pb.Review:
+#: How a reviewer is shown: the platform keeps no customer names to show instead.
+REVIEW_AUTHOR = "Customer"
+
+
+def review_to_pb(r: Review, *, with_ids: bool = True) -> pb.Review:
+    """A review; without ``with_ids`` its customer and order are left out (public lists)."""
     out = pb.Review(
-        order_id=r.order_id,
+        order_id=r.order_id if with_ids else "",
         restaurant_id=r.restaurant_id,
-        customer_id=r.customer_id,
+        customer_id=r.customer_id if with_ids else "",
         rating=r.rating,
         text=r.text,
+        author_name=REVIEW_AUTHOR,
     )
     out.create_time.FromDatetime(r.create_time)
     return out

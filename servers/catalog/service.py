@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import hashlib
 import json
 import logging
 from typing import Any
@@ -244,10 +245,15 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
         token = ""
         if more:
             last = page[-1]
-            raw = json.dumps([request.restaurant_id, last.create_time.isoformat(), last.order_id])
+            digest = hashlib.md5(last.order_id.encode(), usedforsecurity=False).hexdigest()
+            raw = json.dumps([request.restaurant_id, last.create_time.isoformat(), digest])
             token = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        # Who wrote a review and about which order is for ops and services only: anyone
+        # else sees a display name (the platform keeps no customer names).
+        p = current_principal()
+        ids = p is not None and p.role in ("ops", "service")
         return pb.ListReviewsResponse(
-            reviews=[convert.review_to_pb(r) for r in page], next_page_token=token
+            reviews=[convert.review_to_pb(r, with_ids=ids) for r in page], next_page_token=token
         )
 
 

@@ -352,26 +352,31 @@ class CatalogStore:
     async def list_reviews(
         self, rid: str, *, after: tuple[dt.datetime, str] | None, limit: int
     ) -> list[Review] | None:
-        """Up to ``limit`` reviews newest first, after the cursor; None for no such restaurant."""
+        """Up to ``limit`` reviews newest first, after the cursor; None for no such restaurant.
+
+        The cursor is ``(create_time, md5(order_id))`` of the last review seen.
+        """
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT 1 FROM catalog.restaurants WHERE restaurant_id = %s", (rid,)
             )
             if await cur.fetchone() is None:
                 return None
+            # Ties on create_time break by md5(order_id): the page cursor carries that
+            # digest, never the order id (reviews are public, their orders are not).
             if after is None:
                 cur = await conn.execute(
                     "SELECT order_id, restaurant_id, customer_id, rating, text, create_time"
                     " FROM catalog.reviews WHERE restaurant_id = %s"
-                    " ORDER BY create_time DESC, order_id DESC LIMIT %s",
+                    " ORDER BY create_time DESC, md5(order_id) DESC LIMIT %s",
                     (rid, limit),
                 )
             else:
                 cur = await conn.execute(
                     "SELECT order_id, restaurant_id, customer_id, rating, text, create_time"
                     " FROM catalog.reviews WHERE restaurant_id = %s"
-                    " AND (create_time, order_id) < (%s, %s)"
-                    " ORDER BY create_time DESC, order_id DESC LIMIT %s",
+                    " AND (create_time, md5(order_id)) < (%s, %s)"
+                    " ORDER BY create_time DESC, md5(order_id) DESC LIMIT %s",
                     (rid, after[0], after[1], limit),
                 )
             return [Review(*row) for row in await cur.fetchall()]

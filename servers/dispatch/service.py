@@ -28,6 +28,7 @@ from servers.runtime.auth import require
 from servers.runtime.errors import (
     FailedPrecondition,
     FoodmeshError,
+    InvalidArgument,
     NotFound,
     PermissionDenied,
     Unavailable,
@@ -227,12 +228,14 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         elif kind == "delivered":
             d = req.delivered
             _check_id(v, d.order_id, "delivered.order_id")
-            v.check(bool(d.photo_id or d.pin), "delivered.pin", "proof required: photo_id or pin")
-            v.check(
-                len(d.photo_id) <= 200 and len(d.pin) <= 12,
-                "delivered",
-                "photo_id at most 200, pin at most 12 characters",
-            )
+            v.check(bool(d.photo_id or d.pin), "delivered.pin",
+                    "proof required: the customer's pin (or a photo_id for an order left at"
+                    " the door)")  # fmt: skip
+            v.check(not (d.photo_id and d.pin), "delivered", "either pin or photo_id, not both")
+            v.check(len(d.photo_id) <= 200 and d.photo_id.isprintable(), "delivered.photo_id",
+                    "at most 200 printable characters")  # fmt: skip
+            v.check(not d.pin or (len(d.pin) == 4 and d.pin.isascii() and d.pin.isdigit()),
+                    "delivered.pin", "the customer's 4 digits")  # fmt: skip
         v.raise_if_any()
         now = self.clock()
         driver = s.driver_id
@@ -302,7 +305,9 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             await self._order_to(order_id, driver, OS.ORDER_STATUS_PICKED_UP, "picked up")
             await self._order_to(order_id, driver, OS.ORDER_STATUS_IN_TRANSIT, "on the way")
         elif action is Action.DELIVERED:
-            proof = req.delivered.photo_id or f"pin {req.delivered.pin}"
+            d = req.delivered
+            proof = (order_pb2.DeliveryProof(pin=d.pin) if d.pin
+                     else order_pb2.DeliveryProof(photo_reference=d.photo_id))  # fmt: skip
             await self._order_to(
                 order_id, driver, OS.ORDER_STATUS_DELIVERED, "delivered", proof=proof
             )
@@ -319,15 +324,26 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         return a
 
     async def _order_to(
-        self, order_id: str, driver: str, to: int, reason: str, *, proof: str = ""
+        self,
+        order_id: str,
+        driver: str,
+        to: int,
+        reason: str,
+        *,
+        proof: order_pb2.DeliveryProof | None = None,
     ) -> None:
-        as_driver = bearer(mint_token(self.secret, subject=driver, role="driver", ttl_s=120))
+        """Steps the order for ``driver`` (whose assignment this service has checked).
+
+        As a service naming the driver: the Order service refuses road steps from a
+        driver's own token, so they go through this session and its proof of delivery.
+        """
         as_service = bearer(mint_token(self.secret, subject="dispatch", role="service", ttl_s=120))
         req = order_pb2.UpdateOrderStatusRequest(
             order_id=order_id,
             status=to,  # type: ignore[arg-type]
             reason=reason,
-            proof=proof,
+            driver_id=driver,
+            delivery_proof=proof,
         )
         try:
             if to == OS.ORDER_STATUS_PICKED_UP:
@@ -350,8 +366,11 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
                             metadata=as_service,
                         )
                         status = step_to
-            await self.order_steps.update_order_status(req, deadline_s=2.0, metadata=as_driver)
+            await self.order_steps.update_order_status(req, deadline_s=2.0, metadata=as_service)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and proof is not None:
+                field = "delivered.pin" if proof.pin else "delivered.photo_id"
+                raise InvalidArgument.field(field, exc.details() or "refused") from None
             if exc.code() in (
                 grpc.StatusCode.FAILED_PRECONDITION,
                 grpc.StatusCode.PERMISSION_DENIED,

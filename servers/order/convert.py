@@ -20,6 +20,7 @@ from servers.runtime.limits import max_items
 
 __all__ = [
     "MAX_LINES",
+    "MAX_TIP_MINOR",
     "check_id",
     "check_place",
     "decode_cursor",
@@ -34,6 +35,10 @@ __all__ = [
 
 OS = common_pb2.OrderStatus
 MAX_LINES = max_items(order_pb2.PlaceOrderRequest.DESCRIPTOR, "items")
+#: A tip is at most this (minor units), and at most the subtotal or ``TIP_FLOOR_MINOR``,
+#: whichever is more (checked once the menu prices the lines, before any card hold).
+MAX_TIP_MINOR = 100_000
+TIP_FLOOR_MINOR = 2_000
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _TEXT_MAX = 500
@@ -101,7 +106,8 @@ def check_place(req: order_pb2.PlaceOrderRequest, now: dt.datetime) -> None:
     else:
         v.check(len(req.payment_method_id) <= 255, "payment_method_id", "at most 255 characters")
     if req.HasField("tip"):
-        v.check(req.tip.amount_minor >= 0, "tip.amount_minor", "must not be negative")
+        v.check(0 <= req.tip.amount_minor <= MAX_TIP_MINOR, "tip.amount_minor",
+                f"must be 0 to {MAX_TIP_MINOR} minor units")  # fmt: skip
         if req.tip.currency_code:
             v.check(bool(_CURRENCY.match(req.tip.currency_code)), "tip.currency_code",
                     "must be an ISO 4217 code such as USD")  # fmt: skip
@@ -179,7 +185,8 @@ def entry_to_pb(e: Entry) -> order_pb2.TimelineEntry:
                                    timestamp=_ts(e.at), actor=e.actor, reason=e.reason)  # fmt: skip
 
 
-def order_to_pb(o: Order) -> order_pb2.Order:
+def order_to_pb(o: Order, *, with_pin: bool = False) -> order_pb2.Order:
+    """The order as callers see it; ``with_pin`` only for its own customer (never events)."""
     c = o.currency
     a = o.delivery_address
     return order_pb2.Order(
@@ -231,6 +238,8 @@ def order_to_pb(o: Order) -> order_pb2.Order:
         promo_code=o.promo_code,
         restaurant_location=common_pb2.LatLng(lat=o.restaurant_lat, lon=o.restaurant_lon),
         ready_time=_ts(o.ready_time),
+        delivery_pin=o.delivery_pin if with_pin else "",
+        leave_at_door=o.leave_at_door,
     )
 
 

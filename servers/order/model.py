@@ -77,6 +77,12 @@ class Order:
     #: The delivery time promised at placement (``estimated_delivery_time`` moves on with
     #: later estimates); None for orders placed before it was kept.
     promised_delivery_time: dt.datetime | None = None
+    #: The 4-digit proof-of-delivery PIN shown to the customer only ('' before it was issued).
+    delivery_pin: str = ""
+    #: Wrong PINs given so far; at ``MAX_PIN_ATTEMPTS`` the PIN is locked (ops decide).
+    pin_attempts: int = 0
+    #: The customer asked to leave it at the door: a photo reference proves delivery.
+    leave_at_door: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,8 +54,18 @@ class PaymentProvider(Protocol):
     name: str
 
     async def authorize(
-        self, *, key: str, payment_method_id: str, amount_minor: int, currency: str, reference: str
-    ) -> Authorization: ...
+        self,
+        *,
+        key: str,
+        payment_method_id: str,
+        amount_minor: int,
+        currency: str,
+        reference: str,
+        customer_id: str,
+    ) -> Authorization:
+        """Holds ``amount_minor`` on the card; a method that is not ``customer_id``'s is
+        declined (``invalid_payment_method``) before anything is held."""
+        ...
 
     async def capture(self, *, key: str, payment_id: str, amount_minor: int) -> None: ...
 

@@ -6,7 +6,10 @@ Test cards (``payment_method_id``):
 - ``pm_card_declined``: declined (``card_declined``);
 - ``pm_card_insufficient_funds``: declined (``insufficient_funds``);
 - ``pm_card_timeout``: the processor does not answer (nothing recorded; retry is safe);
-- anything else: declined (``invalid_payment_method``).
+- a saved card (``orders.sandbox_payment_methods``): as its test card, for the customer
+  it belongs to only;
+- anything else, or another customer's saved card: declined (``invalid_payment_method``)
+  before anything is recorded.
 
 Its tables (``orders.sandbox_payments``, ``orders.sandbox_operations``) stand for
 the processor's own ledger; the Order service reads them only through this class.
@@ -54,12 +57,31 @@ class SandboxProvider:
         self.pool = pool
 
     async def authorize(
-        self, *, key: str, payment_method_id: str, amount_minor: int, currency: str, reference: str
+        self,
+        *,
+        key: str,
+        payment_method_id: str,
+        amount_minor: int,
+        currency: str,
+        reference: str,
+        customer_id: str,
     ) -> Authorization:
         if payment_method_id == "pm_card_timeout":
             raise ProviderUnavailable("the payment processor did not answer (pm_card_timeout)")
-        decline = TEST_CARDS.get(payment_method_id, "invalid_payment_method")
         async with autocommit(self.pool) as conn:
+            if payment_method_id in TEST_CARDS:
+                decline = TEST_CARDS[payment_method_id]
+            else:
+                cur = await conn.execute(
+                    "SELECT card FROM orders.sandbox_payment_methods"
+                    " WHERE payment_method_id = %s AND customer_id = %s",
+                    (payment_method_id, customer_id),
+                )
+                saved = await cur.fetchone()
+                if saved is None:  # unknown, or someone else's: the same answer, no hold
+                    code = "invalid_payment_method"
+                    raise PaymentDeclined(code, _MESSAGES[code])
+                decline = TEST_CARDS.get(str(saved[0]), "invalid_payment_method")
             # One statement, one round trip for a new key; a repeated key reads what the
             # first attempt recorded.
             cur = await conn.execute(

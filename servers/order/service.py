@@ -11,6 +11,8 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import re
+import secrets
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -34,9 +36,10 @@ from servers.order.payments import (
 )
 from servers.order.pricing import PriceInput, PricingPort, PromoUnavailable
 from servers.order.schedule import open_at
-from servers.order.store import ClaimKind, ListFilter, OrderStore
+from servers.order.store import MAX_PIN_ATTEMPTS, ClaimKind, ListFilter, OrderStore, PinCheck
 from servers.order.transitions import (
     FINAL,
+    ROAD,
     Actor,
     IllegalTransition,
     NotAllowed,
@@ -65,6 +68,7 @@ from servers.runtime.tasks import stop_tasks
 __all__ = ["CatalogPort", "DriverRatings", "OrderServicer", "Ports"]
 
 _log = logging.getLogger("foodmesh.order")
+_PIN = re.compile(r"[0-9]{4}")
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -119,6 +123,15 @@ def _visible(o: Order, p: Principal) -> bool:
     if p.role == "driver":
         return bool(o.driver_id) and o.driver_id == p.subject
     return False
+
+
+def _pb(o: Order, p: Principal) -> order_pb2.Order:
+    """The order as ``p`` sees it: the delivery PIN only in its own customer's view."""
+    return convert.order_to_pb(o, with_pin=p.role == "customer" and o.customer_id == p.subject)
+
+
+def _new_pin() -> str:
+    return f"{secrets.randbelow(10_000):04d}"
 
 
 def _not_found(order_id: str) -> NotFound:
@@ -302,7 +315,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 done = await self.store.get(claim.order_id)
                 if done is None:  # pragma: no cover - keys are marked done with their order
                     raise Aborted("the order of this key is not readable yet: retry")
-                return order_pb2.PlaceOrderResponse(order=convert.order_to_pb(done))
+                return order_pb2.PlaceOrderResponse(order=_pb(done, p))
             if claim.kind is ClaimKind.NEW:
                 break
             # The same request is being served right now (a client retrying early):
@@ -413,6 +426,13 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         tip = req.tip.amount_minor if req.HasField("tip") else 0
         if req.HasField("tip") and req.tip.currency_code not in ("", currency):
             raise InvalidArgument.field("tip.currency_code", f"must be {currency}")
+        tip_cap = max(subtotal, convert.TIP_FLOOR_MINOR)
+        if tip > tip_cap:
+            raise InvalidArgument.field(
+                "tip.amount_minor",
+                f"must be at most the subtotal or {convert.TIP_FLOOR_MINOR}, whichever is more"
+                f" ({tip_cap} {currency} minor units here)",
+            )
         try:
             quote = await self.ports.pricing.quote(
                 PriceInput(
@@ -470,6 +490,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 amount_minor=total,
                 currency=currency,
                 reference=order_id,
+                customer_id=p.subject,
             )
         except PaymentDeclined as exc:
             raise FailedPrecondition(f"payment_method_id: {exc.message}",
@@ -524,6 +545,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             updated_at=now,
             items=tuple(lines),
             timeline=(first,),
+            delivery_pin=_new_pin(),
+            leave_at_door=req.leave_at_door,
         )
         snapshot = convert.order_to_pb(order)
         event = self._event(order, first, "" if order.released else "scheduled", snapshot)
@@ -539,7 +562,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 if await self.store.exists(order_id):  # a twin attempt (takeover) won
                     done = await self.store.get(order_id)
                     if done is not None:
-                        return convert.order_to_pb(done)
+                        return _pb(done, p)
             except Exception:
                 pass
             _log.warning("order %s not confirmed written: %s", order_id, exc)
@@ -549,7 +572,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             )) from exc  # fmt: skip
         metrics.placed()
         self._crash("placed")
-        return snapshot
+        return _pb(order, p)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -557,8 +580,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         self, request: order_pb2.GetOrderRequest, context: Ctx
     ) -> order_pb2.GetOrderResponse:
         convert.require_id(request.order_id, "order_id")
-        o = await self._visible_order(request.order_id, require())
-        return order_pb2.GetOrderResponse(order=convert.order_to_pb(o))
+        p = require()
+        o = await self._visible_order(request.order_id, p)
+        return order_pb2.GetOrderResponse(order=_pb(o, p))
 
     async def ListOrders(  # noqa: N802
         self, request: order_pb2.ListOrdersRequest, context: Ctx
@@ -595,9 +619,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         found = await self.store.list_orders(f, before_id=before, limit=size + 1)
         page = found[:size]
         token = convert.encode_cursor(scope, page[-1].order_id) if len(found) > size else ""
-        return order_pb2.ListOrdersResponse(
-            orders=[convert.order_to_pb(o) for o in page], next_page_token=token
-        )
+        return order_pb2.ListOrdersResponse(orders=[_pb(o, p) for o in page], next_page_token=token)
 
     # -- changes -----------------------------------------------------------------------
 
@@ -648,8 +670,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         v.check(bool(request.reason.strip()), "reason", "is required")
         v.check(len(request.reason) <= 500, "reason", "at most 500 characters")
         v.raise_if_any()
-        o = await self._cancel(request.order_id, request.reason.strip(), require())
-        return order_pb2.CancelOrderResponse(order=convert.order_to_pb(o))
+        p = require()
+        o = await self._cancel(request.order_id, request.reason.strip(), p)
+        return order_pb2.CancelOrderResponse(order=_pb(o, p))
 
     async def UpdateOrderStatus(  # noqa: N802
         self, request: order_pb2.UpdateOrderStatusRequest, context: Ctx
@@ -660,15 +683,44 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         v.check(to is not None, "status", "is required (the status to enter)")
         v.check(to is not Status.PLACED, "status", "an order is placed only by PlaceOrder")
         v.check(len(request.reason) <= 500, "reason", "at most 500 characters")
+        if request.driver_id:
+            convert.check_id(v, request.driver_id, "driver_id")
+        proof = request.delivery_proof.WhichOneof("kind")
+        if proof == "pin":
+            v.check(_PIN.fullmatch(request.delivery_proof.pin) is not None,
+                    "delivery_proof.pin", "must be the customer's 4 digits")  # fmt: skip
+        elif proof == "photo_reference":
+            ref = request.delivery_proof.photo_reference
+            v.check(0 < len(ref) <= 200 and ref.isprintable(), "delivery_proof.photo_reference",
+                    "1 to 200 printable characters")  # fmt: skip
+        if proof is not None:
+            v.check(to is Status.DELIVERED, "delivery_proof", "only for ORDER_STATUS_DELIVERED")
         v.raise_if_any()
         assert to is not None
         p = require()
+        if p.role == "driver" and to in ROAD:
+            raise PermissionDenied(
+                f"drivers mark an order {to.value} through their DriverSession"
+                " (DispatchService), which checks the proof of delivery",
+                reason="USE_DRIVER_SESSION",
+            )
+        if request.driver_id and p.role not in ("ops", "service"):
+            raise PermissionDenied("driver_id is for a service acting for a driver",
+                                   reason="NOT_ALLOWED")  # fmt: skip
         if to is Status.CANCELLED:
             if not request.reason.strip():
                 raise InvalidArgument.field("reason", "is required to cancel")
             o = await self._cancel(request.order_id, request.reason.strip(), p)
             return order_pb2.UpdateOrderStatusResponse(order=convert.order_to_pb(o))
         actor = Actor(p.role, p.subject)
+        if to is Status.DELIVERED and p.role == "service" and proof is None:
+            raise InvalidArgument.field(
+                "delivery_proof", "is required: the customer's pin, or a photo_reference for"
+                " an order left at the door",
+            )  # fmt: skip
+        pin_ok = False
+        if proof == "pin":
+            pin_ok = await self._check_pin(request.order_id, request.delivery_proof.pin, p)
 
         def decide(o: Order) -> Change | None:
             if not _visible(o, p):
@@ -681,6 +733,11 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                     f"{o.release_at:%Y-%m-%d %H:%M} UTC",
                     reason="NOT_RELEASED",
                 )
+            if request.driver_id and to in ROAD and request.driver_id != o.driver_id:
+                raise PermissionDenied(
+                    f"driver {request.driver_id} does not carry order {o.order_id}",
+                    reason="NOT_YOUR_ORDER",
+                )
             try:
                 check_step(o.status, to, actor, restaurant_id=o.restaurant_id,
                            driver_id=o.driver_id)  # fmt: skip
@@ -689,12 +746,26 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             except NotAllowed as exc:
                 raise PermissionDenied(str(exc), reason="NOT_ALLOWED") from None
             pending = None
+            reason = request.reason
             if to is Status.DELIVERED:
                 pending = {"op": "capture", "amount": o.total_minor, "key": f"capture:{o.order_id}"}
-            reason = request.reason
-            if request.proof:
-                reason = (reason + " " if reason else "") + f"(proof: {request.proof[:100]})"
-            return Change(status=to, actor=p.subject, reason=reason, payment_pending=pending)
+                if proof == "pin":
+                    if not pin_ok:  # the order came in transit after the check: ask again
+                        raise Aborted("the order changed while its PIN was checked: retry")
+                    shown = "the customer's PIN"
+                elif proof == "photo_reference":
+                    if not o.leave_at_door:
+                        raise InvalidArgument.field(
+                            "delivery_proof.photo_reference",
+                            "a photo proves only an order left at the door: give the customer's"
+                            " pin",
+                        )  # fmt: skip
+                    shown = f"photo {request.delivery_proof.photo_reference}"
+                else:
+                    shown = f"confirmed by {p.role} {p.subject} without proof"
+                reason = (reason + " " if reason else "") + f"(proof: {shown})"
+            who = request.driver_id if request.driver_id and to in ROAD else p.subject
+            return Change(status=to, actor=who, reason=reason, payment_pending=pending)
 
         done = await self.store.apply(request.order_id, decide, self._event)
         if done is None:
@@ -704,6 +775,37 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             self._poke()
         o = await self.settle(o)
         return order_pb2.UpdateOrderStatusResponse(order=convert.order_to_pb(o))
+
+    async def _check_pin(self, order_id: str, pin: str, p: Principal) -> bool:
+        """True for the customer's PIN of an order in transit; raises for a wrong or locked one.
+
+        False when the order is not in transit (the step then answers for itself).
+        """
+        if p.role not in ("ops", "service"):  # a restaurant cannot try PINs either
+            raise PermissionDenied("only Dispatch and ops check delivery PINs",
+                                   reason="NOT_ALLOWED")  # fmt: skip
+        outcome, left = await self.store.check_pin(order_id, pin)
+        if outcome is PinCheck.OK:
+            return True
+        if outcome is PinCheck.WRONG:
+            _log.info("wrong delivery PIN for %s (%d tries left)", order_id, left)
+            raise InvalidArgument.field(
+                "delivery_proof.pin",
+                f"is not the customer's PIN ({left} of {MAX_PIN_ATTEMPTS} tries left)",
+            )
+        if outcome is PinCheck.LOCKED:
+            raise FailedPrecondition(
+                f"the delivery PIN of order {order_id} is locked after {MAX_PIN_ATTEMPTS} wrong"
+                " tries: operations must confirm this delivery",
+                reason="PIN_LOCKED",
+            )
+        if outcome is PinCheck.NO_PIN:
+            raise FailedPrecondition(
+                f"order {order_id} has no delivery PIN (placed before PINs): operations must"
+                " confirm this delivery",
+                reason="NO_PIN",
+            )
+        return False
 
     async def AssignDriver(  # noqa: N802
         self, request: order_pb2.AssignDriverRequest, context: Ctx
@@ -816,11 +918,11 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 )
             last = request.after_seq
             if last == 0:
-                yield order_pb2.WatchOrderResponse(order=convert.order_to_pb(o))
+                yield order_pb2.WatchOrderResponse(order=_pb(o, p))
                 last = o.last_seq
             while True:
                 if o.last_seq > last:
-                    snapshot = convert.order_to_pb(o)
+                    snapshot = _pb(o, p)
                     for e in o.timeline:
                         if e.seq > last:
                             yield order_pb2.WatchOrderResponse(
@@ -835,4 +937,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 wake.clear()
                 fresh = await self.store.get(request.order_id)
                 if fresh is not None:
+                    if not _visible(fresh, p):
+                        # A driver taken off the order (reassigned) stops seeing it, at once.
+                        raise _not_found(request.order_id)
                     o = fresh

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import hmac
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,11 +32,21 @@ from servers.order.transitions import Status
 from servers.runtime.outbox import enqueue
 from servers.runtime.telemetry import inject_headers
 
-__all__ = ["NOTIFY_CHANNEL", "Claim", "ClaimKind", "ListFilter", "OrderStore"]
+__all__ = [
+    "MAX_PIN_ATTEMPTS",
+    "NOTIFY_CHANNEL",
+    "Claim",
+    "ClaimKind",
+    "ListFilter",
+    "OrderStore",
+    "PinCheck",
+]
 
 NOTIFY_CHANNEL = "foodmesh_order_changed"
 _SCHEMA = "orders"
 _STALE_CLAIM = dt.timedelta(seconds=60)
+#: Wrong delivery PINs an order takes before its PIN is locked (then only ops deliver it).
+MAX_PIN_ATTEMPTS = 5
 
 _ORDER_COLUMNS = [f.name for f in dataclasses.fields(Order) if f.name not in ("items", "timeline")]
 _SELECT = "SELECT " + ", ".join(_ORDER_COLUMNS) + " FROM orders.orders"
@@ -79,6 +90,14 @@ class ClaimKind(enum.Enum):
 class Claim:
     kind: ClaimKind
     order_id: str
+
+
+class PinCheck(enum.Enum):
+    OK = "ok"  # the customer's PIN
+    WRONG = "wrong"  # counted as a wrong try
+    LOCKED = "locked"  # too many wrong tries: not compared any more
+    NO_PIN = "no_pin"  # an order placed before PINs were issued
+    NOT_DUE = "not_due"  # no such order, or it is not in transit (nothing counted)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -212,6 +231,34 @@ class OrderStore:
         values["headers"] = Jsonb(dict(inject_headers({})))
         async with autocommit(self.pool) as conn:
             await conn.execute(_INSERT_PLACED, values)
+
+    async def check_pin(self, order_id: str, pin: str) -> tuple[PinCheck, int]:
+        """Compares ``pin`` with the PIN of an order in transit, counting a wrong one.
+
+        Returns the outcome and the tries left. The row lock makes concurrent tries
+        count one by one, so no more than ``MAX_PIN_ATTEMPTS`` are ever compared.
+        """
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT delivery_pin, pin_attempts FROM orders.orders"
+                " WHERE order_id = %s AND status = 'in_transit' FOR UPDATE",
+                (order_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return PinCheck.NOT_DUE, 0
+            stored, attempts = str(row[0]), int(row[1])
+            if not stored:
+                return PinCheck.NO_PIN, 0
+            if attempts >= MAX_PIN_ATTEMPTS:
+                return PinCheck.LOCKED, 0
+            if hmac.compare_digest(stored.encode(), pin.encode()):
+                return PinCheck.OK, MAX_PIN_ATTEMPTS - attempts
+            await conn.execute(
+                "UPDATE orders.orders SET pin_attempts = pin_attempts + 1 WHERE order_id = %s",
+                (order_id,),
+            )
+            return PinCheck.WRONG, MAX_PIN_ATTEMPTS - attempts - 1
 
     async def _add_entry(self, conn: AsyncConnection[Any], order_id: str, e: Entry) -> None:
         await conn.execute(

@@ -7,8 +7,10 @@ and what a cancellation refunds. Pure: plain values in, plain values out.
 
 Steps belong to a side: the kitchen's (confirm, prepare, ready) to the order's
 restaurant, the road's (pick up, in transit, deliver) to the order's assigned
-driver. Ops and internal services may make any legal step. Customers make none
-but may cancel their own order.
+driver, who makes them only through Dispatch's driver session (Dispatch then
+steps the order as a service, for the driver, with the proof of delivery): a
+driver's own token cannot make them here. Ops and internal services may make any
+legal step. Customers make none but may cancel their own order.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "Actor",
     "IllegalTransition",
     "NotAllowed",
+    "ROAD",
     "Refund",
     "Status",
     "cancel_refund",
@@ -59,7 +62,7 @@ CANCELLABLE = frozenset(
     {Status.PLACED, Status.CONFIRMED, Status.PREPARING, Status.READY_FOR_PICKUP}
 )
 _KITCHEN = frozenset({Status.CONFIRMED, Status.PREPARING, Status.READY_FOR_PICKUP})
-_ROAD = frozenset({Status.PICKED_UP, Status.IN_TRANSIT, Status.DELIVERED})
+ROAD = frozenset({Status.PICKED_UP, Status.IN_TRANSIT, Status.DELIVERED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +106,12 @@ def check_step(
         if actor.role == "restaurant" and actor.subject == restaurant_id:
             return
         raise NotAllowed(f"only the order's restaurant may mark it {to.value}")
-    if to in _ROAD:
-        if actor.role == "driver" and driver_id and actor.subject == driver_id:
-            return
+    if to in ROAD:
+        if actor.role == "driver":
+            raise NotAllowed(
+                f"drivers mark an order {to.value} through their DriverSession"
+                " (DispatchService), which checks the proof of delivery"
+            )
         raise NotAllowed(f"only the order's assigned driver may mark it {to.value}")
     raise NotAllowed(f"nobody but ops may mark an order {to.value}")  # pragma: no cover
 

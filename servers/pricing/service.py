@@ -120,7 +120,8 @@ class PricingServicer(pb_grpc.PricingServiceServicer):
         surge = self.surge.cached(rlat, rlon) or await self.surge.at(rlat, rlon)
         off = 0
         if code:
-            off = await self._discount(code, customer_id, subtotal, currency, surge.cell, now)
+            off = await self._discount(code, customer_id, subtotal, currency, surge.cell, now,
+                                       detailed=p.role == "ops")  # fmt: skip
         b = compute_breakdown(
             subtotal_minor=subtotal,
             zone_fee_minor=where.delivery_fee.amount_minor,
@@ -166,17 +167,38 @@ class PricingServicer(pb_grpc.PricingServiceServicer):
         return out
 
     async def _discount(
-        self, code: str, customer_id: str, subtotal: int, currency: str, cell: str, now: float
+        self,
+        code: str,
+        customer_id: str,
+        subtotal: int,
+        currency: str,
+        cell: str,
+        now: float,
+        *,
+        detailed: bool,
     ) -> int:
+        """The code's discount, or INVALID_ARGUMENT on ``promo_code``.
+
+        Why a code does not apply is told to ops only: anyone else (a customer, or a
+        customer through PlaceOrder) gets the same answer for an unknown code and for a
+        code that exists but does not apply, so codes cannot be discovered by guessing.
+        """
         found = await self.store.promo_with_usage(code, customer_id)
-        if found is None:
-            raise convert.PromoInvalid("promo_code", f"unknown promo code {code!r}", "NOT_FOUND")
-        promo, usage = found
         try:
+            if found is None:
+                raise PromoRejected("NOT_FOUND", f"unknown promo code {code!r}")
+            promo, usage = found
             return discount_minor(promo, subtotal_minor=subtotal, currency=currency, cell=cell,
                                   usage=usage, now=now)  # fmt: skip
         except PromoRejected as exc:
-            raise convert.PromoInvalid("promo_code", exc.message, exc.reason) from None
+            if detailed:
+                raise convert.PromoInvalid("promo_code", exc.message, exc.reason) from None
+            _log.info("promo code %s refused for %s: %s", code, customer_id, exc.reason)
+            raise convert.PromoInvalid(
+                "promo_code",
+                f"{code} is not a promo code that applies to this order",
+                "NOT_APPLICABLE",
+            ) from None
 
     # -- GetQuote --------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 Redemptions are atomic per code: the code's row is locked (``FOR UPDATE``) while
 its uses are counted and the new use is written, so two orders racing for the
-last use of a code are served one after the other and exactly one gets it.
+last use of a code are served one after the other and exactly one gets it. A
+first-order code is also unique per customer across codes (a partial unique index
+over live first-order redemptions), so racing first orders get one discount.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.errors import UniqueViolation
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from servers.pricing.promo import (
     DiscountKind,
     Promo,
+    PromoRejected,
     PromoUsage,
     check_redeemable,
 )
@@ -192,15 +196,25 @@ class PricingStore:
                 PromoUsage(customer_uses=uses, total_uses=row[13], customer_orders=orders),
                 now=now,
             )
-            await conn.execute(
-                """INSERT INTO pricing.promo_redemptions
-                     (redemption_key, code, customer_id, order_id, state)
-                   VALUES (%s, %s, %s, %s, 'held')
-                   ON CONFLICT (redemption_key) DO UPDATE SET state = 'held',
-                     code = EXCLUDED.code, customer_id = EXCLUDED.customer_id,
-                     release_reason = '', created_at = now(), updated_at = now()""",
-                (key, code, customer_id, order_id),
-            )
+            try:
+                # For a first-order code, a unique index over the customer's live
+                # first-order redemptions makes the rule atomic with the use: of racing
+                # first orders (whose placed events have not come yet) one wins.
+                async with conn.transaction():
+                    await conn.execute(
+                        """INSERT INTO pricing.promo_redemptions
+                             (redemption_key, code, customer_id, order_id, state, first_order)
+                           VALUES (%s, %s, %s, %s, 'held', %s)
+                           ON CONFLICT (redemption_key) DO UPDATE SET state = 'held',
+                             code = EXCLUDED.code, customer_id = EXCLUDED.customer_id,
+                             first_order = EXCLUDED.first_order,
+                             release_reason = '', created_at = now(), updated_at = now()""",
+                        (key, code, customer_id, order_id, promo.first_order_only),
+                    )
+            except UniqueViolation:
+                raise PromoRejected(
+                    "FIRST_ORDER_ONLY", f"{code} is for a first order only"
+                ) from None
             await conn.execute(
                 "UPDATE pricing.promo_codes SET uses = uses + 1 WHERE code = %s", (code,)
             )

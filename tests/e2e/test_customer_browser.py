@@ -132,6 +132,9 @@ async def test_a_customer_orders_on_the_web_page_and_simulated_drivers_deliver_i
                 await page.evaluate("() => { document.getElementById('error').textContent = ''; }")  # type: ignore[attr-defined]
             order_id = await page.inner_text("#order-id")  # type: ignore[attr-defined]
             assert order_id.startswith("ord_"), await page.inner_text("#error")  # type: ignore[attr-defined]
+            # the customer sees the PIN to tell the driver (the simulated one reads it too)
+            pin = (await page.inner_text("#pin")).strip()  # type: ignore[attr-defined]
+            assert len(pin) == 4 and pin.isdigit(), pin
             # a simulated driver takes it: the page shows who is coming ...
             await page.wait_for_function(  # type: ignore[attr-defined]
                 "() => document.getElementById('driver').textContent.includes('drv_') ||"

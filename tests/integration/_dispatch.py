@@ -198,6 +198,13 @@ async def confirmed_order(mesh: DispatchMesh, key: str) -> str:
     return oid
 
 
+async def pin_of(mesh: DispatchMesh, order_id: str, customer: str = "cust_1") -> str:
+    """The order's delivery PIN, as its customer sees it (and tells the driver)."""
+    async with mesh.order_client("customer", customer) as c:
+        got = await c.get_order(opb.GetOrderRequest(order_id=order_id))
+    return got.order.delivery_pin
+
+
 async def upsert(mesh: DispatchMesh, driver_id: str, **fields: object) -> None:
     async with mesh.client() as ops:
         await ops.upsert_driver(
@@ -221,5 +228,6 @@ __all__ = [
     "confirmed_order",
     "dispatch_mesh",
     "dispatch_settings",
+    "pin_of",
     "upsert",
 ]

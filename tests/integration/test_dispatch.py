@@ -11,7 +11,14 @@ import pytest
 from foodmesh.v1 import common_pb2
 from foodmesh.v1 import dispatch_pb2 as dpb
 from foodmesh.v1 import order_pb2 as opb
-from tests.integration._dispatch import REST, Driver, confirmed_order, dispatch_mesh, upsert
+from tests.integration._dispatch import (
+    REST,
+    Driver,
+    confirmed_order,
+    dispatch_mesh,
+    pin_of,
+    upsert,
+)
 from tests.integration._location import wait_for
 from tests.integration._order import violations
 
@@ -97,7 +104,7 @@ async def test_confirmed_order_is_offered_to_the_best_driver_and_delivered(
             assert state.ack_seq == 3
             assert state.state.assignment.status == dpb.ASSIGNMENT_STATUS_PICKED_UP
             assert (await _order_driver(mesh, oid))[1] == common_pb2.ORDER_STATUS_IN_TRANSIT
-            await near.act(4, delivered=dpb.Delivered(order_id=oid, pin="1234"))
+            await near.act(4, delivered=dpb.Delivered(order_id=oid, pin=await pin_of(mesh, oid)))
             state = await near.expect("state")
             assert state.state.status == common_pb2.DRIVER_STATUS_AVAILABLE
             assert (await _order_driver(mesh, oid))[1] == common_pb2.ORDER_STATUS_DELIVERED

@@ -17,7 +17,7 @@ from foodmesh.v1 import dispatch_pb2 as dpb
 from foodmesh.v1 import order_pb2 as opb
 from servers.dispatch.metrics import REGION_LEADER
 from servers.runtime.geo import geohash_encode
-from tests.integration._dispatch import REST, Driver, dispatch_mesh, upsert
+from tests.integration._dispatch import REST, Driver, dispatch_mesh, pin_of, upsert
 from tests.integration._location import wait_for
 from tests.integration._order import place_request
 
@@ -95,7 +95,7 @@ async def test_matching_offers_leadership_order_steps_and_eta_error_are_recorded
 
             await nxt.act(2, picked_up=dpb.OrderProgress(order_id=oid))
             await nxt.expect("state")
-            await nxt.act(3, delivered=dpb.Delivered(order_id=oid, pin="1234"))
+            await nxt.act(3, delivered=dpb.Delivered(order_id=oid, pin=await pin_of(mesh, oid)))
             await nxt.expect("state")
             async with mesh.order_client("ops", "ops") as ops:
 

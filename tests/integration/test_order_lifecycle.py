@@ -40,16 +40,31 @@ async def step(c: OrderClient, order_id: str, status: int, **kw: str) -> pb.Orde
 
 
 async def to_stage(mesh: Mesh, order_id: str, stop: int) -> None:
-    """Walks an order along the chain up to ``stop`` as its restaurant and driver would."""
-    async with clients(mesh, ("restaurant", "rest_1"), ("driver", "drv_1"),
-                       ("service", "dispatch")) as (rest, drv, svc):  # fmt: skip
+    """Walks an order along the chain up to ``stop`` as its restaurant and driver would.
+
+    The driver's steps go through Dispatch (a service acting for the driver), and
+    delivery takes the PIN the customer sees.
+    """
+    async with clients(mesh, ("restaurant", "rest_1"), ("service", "dispatch"),
+                       ("ops", "ops")) as (rest, svc, ops):  # fmt: skip
         for s in KITCHEN + ROAD:
             if s > stop:
                 return
             if s == OS.ORDER_STATUS_PICKED_UP:
                 await svc.assign_driver(pb.AssignDriverRequest(order_id=order_id,
                                                                driver_id="drv_1"))  # fmt: skip
-            await step(rest if s in KITCHEN else drv, order_id, s)
+            if s in KITCHEN:
+                await step(rest, order_id, s)
+                continue
+            proof = None
+            if s == OS.ORDER_STATUS_DELIVERED:
+                got = await ops.get_order(pb.GetOrderRequest(order_id=order_id))
+                async with clients(mesh, ("customer", got.order.customer_id)) as (me,):
+                    mine = await me.get_order(pb.GetOrderRequest(order_id=order_id))
+                proof = pb.DeliveryProof(pin=mine.order.delivery_pin)
+            req = pb.UpdateOrderStatusRequest(order_id=order_id, status=s,  # type: ignore[arg-type]
+                                              driver_id="drv_1", delivery_proof=proof)  # fmt: skip
+            await svc.update_order_status(req)
 
 
 async def test_an_order_walks_its_whole_life_and_payment_is_captured(mesh: Mesh) -> None:
@@ -122,12 +137,17 @@ async def test_only_the_orders_own_restaurant_and_driver_move_their_steps(mesh: 
         with pytest.raises(grpc.aio.AioRpcError) as err:  # the kitchen cannot pick up
             await step(rest1, o.order_id, OS.ORDER_STATUS_PICKED_UP)
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        for drv in (drv2, drv1):  # drivers step only through their DriverSession (Dispatch)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await step(drv, o.order_id, OS.ORDER_STATUS_PICKED_UP)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         with pytest.raises(grpc.aio.AioRpcError) as err:  # not the assigned driver
-            await step(drv2, o.order_id, OS.ORDER_STATUS_PICKED_UP)
-        assert err.value.code() == grpc.StatusCode.NOT_FOUND
-        o2 = await step(drv1, o.order_id, OS.ORDER_STATUS_PICKED_UP)
+            await step(svc, o.order_id, OS.ORDER_STATUS_PICKED_UP, driver_id="drv_2")
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        o2 = await step(svc, o.order_id, OS.ORDER_STATUS_PICKED_UP, driver_id="drv_1")
         assert o2.status == OS.ORDER_STATUS_PICKED_UP
-        again = await step(drv1, o.order_id, OS.ORDER_STATUS_PICKED_UP)  # a retry: no change
+        assert o2.timeline[-1].actor == "drv_1"
+        again = await step(svc, o.order_id, OS.ORDER_STATUS_PICKED_UP, driver_id="drv_1")
         assert again == o2
         with pytest.raises(grpc.aio.AioRpcError) as err:  # AssignDriver is Dispatch's
             await rest1.assign_driver(pb.AssignDriverRequest(order_id=o.order_id, driver_id="x"))

@@ -153,6 +153,7 @@ $("place").addEventListener("click", async () => {
     delivery_address: { street: "Pinned on the map", city: "San Francisco", state: "CA",
                         zip: "94103", country: "US", lat: state.point[0], lon: state.point[1] },
     payment_method_id: $("card").value,
+    leave_at_door: $("leave-at-door").checked,
   };
   try {
     const placed = await api("/api/v1/orders", {
@@ -170,6 +171,10 @@ $("place").addEventListener("click", async () => {
 
 function showOrder(o) {
   $("status").textContent = statusName(o.status);
+  // The proof of delivery: only the customer's own view of the order carries it.
+  const done = ["delivered", "cancelled"].includes(statusName(o.status));
+  if (o.delivery_pin && !done) $("pin").textContent = o.delivery_pin;
+  $("pin-box").hidden = !o.delivery_pin || done;
   if (o.estimated_delivery_time) {
     $("eta").textContent = `Arriving around ${new Date(o.estimated_delivery_time).toLocaleTimeString()}`;
   }
