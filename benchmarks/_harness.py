@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from foodmesh.core.progress import Progress
 from foodmesh.infra import InfraURLs
-from foodmesh.progress import Progress
 
 __all__ = [
     "LatencyResult",

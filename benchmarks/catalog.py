@@ -66,7 +66,9 @@ from benchmarks._harness import (  # noqa: E402
     server_process,
 )
 from clients import CatalogClient, ClientOptions  # noqa: E402
-from foodmesh.auth import DEV_SECRET, bearer, mint_token  # noqa: E402
+from foodmesh.core.auth import DEV_SECRET, bearer, mint_token  # noqa: E402
+from foodmesh.core.geo import METERS_PER_MILE, cells_covering  # noqa: E402
+from foodmesh.core.redis import Keys  # noqa: E402
 from foodmesh.v1 import catalog_pb2 as pb  # noqa: E402
 from servers.catalog import SPEC  # noqa: E402
 from servers.catalog.hours import Span  # noqa: E402
@@ -74,9 +76,7 @@ from servers.catalog.index import REGION_PRECISION, SearchIndex, region_of  # no
 from servers.catalog.model import Address, Restaurant, Zone  # noqa: E402
 from servers.catalog.store import CatalogStore  # noqa: E402
 from servers.catalog.zones import Polygon  # noqa: E402
-from servers.runtime.geo import METERS_PER_MILE, cells_covering  # noqa: E402
 from servers.runtime.migrate import load_migrations, migrate  # noqa: E402
-from servers.runtime.redis import Keys  # noqa: E402
 
 CENTER = (37.76, -122.43)
 SPAN_LAT, SPAN_LON = 0.25, 0.30

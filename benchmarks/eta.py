@@ -63,7 +63,7 @@ from benchmarks._harness import (  # noqa: E402
     server_process,
 )
 from clients import ClientOptions, EtaClient  # noqa: E402
-from foodmesh.auth import DEV_SECRET, bearer, mint_token  # noqa: E402
+from foodmesh.core.auth import DEV_SECRET, bearer, mint_token  # noqa: E402
 from foodmesh.roads import RoadGraph, TrafficModel  # noqa: E402
 from foodmesh.sim import history  # noqa: E402
 from foodmesh.v1 import common_pb2, eta_pb2  # noqa: E402

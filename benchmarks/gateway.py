@@ -48,7 +48,7 @@ from benchmarks._harness import (  # noqa: E402
     ratio,
     server_processes,
 )
-from foodmesh.auth import DEV_SECRET, mint_token
+from foodmesh.core.auth import DEV_SECRET, mint_token
 from foodmesh.v1 import common_pb2, order_pb2, order_pb2_grpc
 
 TOKEN = mint_token(DEV_SECRET, subject="cus_1", role="customer", ttl_s=86400)

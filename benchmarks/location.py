@@ -150,7 +150,7 @@ class _Message:
 
 async def _drive(args: argparse.Namespace) -> None:
     """Runs drivers ``offset .. offset+count`` and writes their results to ``args.out``."""
-    from foodmesh.auth import DEV_SECRET, bearer, mint_token
+    from foodmesh.core.auth import DEV_SECRET, bearer, mint_token
     from foodmesh.v1 import location_pb2, location_pb2_grpc
 
     rng = random.Random(args.offset)
@@ -402,8 +402,8 @@ async def _online_drivers(redis_url: str) -> int:
     """Drivers the live store holds online (in its presence sets)."""
     import redis.asyncio as aioredis
 
+    from foodmesh.core.redis import Keys
     from servers.location.store import LiveStore
-    from servers.runtime.redis import Keys
 
     client = aioredis.Redis.from_url(redis_url)
     try:

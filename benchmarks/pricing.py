@@ -62,7 +62,7 @@ from benchmarks._harness import (  # noqa: E402
     server_process,
 )
 from clients import CatalogClient, ClientOptions, LocationClient, PricingClient  # noqa: E402
-from foodmesh.auth import DEV_SECRET, bearer, mint_token  # noqa: E402
+from foodmesh.core.auth import DEV_SECRET, bearer, mint_token  # noqa: E402
 from foodmesh.v1 import catalog_pb2 as cpb  # noqa: E402
 from foodmesh.v1 import common_pb2, location_pb2  # noqa: E402
 from foodmesh.v1 import pricing_pb2 as pb  # noqa: E402

@@ -32,8 +32,10 @@ from nats.aio.msg import Msg
 from clients import CatalogClient, ClientOptions, LocationClient, OrderClient, PricingClient
 from dashboard.mapdata import map_payload, search_grid, surge_cells
 from dashboard.state import CityState
-from foodmesh.auth import DEV_SECRET, mint_token
-from foodmesh.services import KNOWN
+from foodmesh.core.auth import DEV_SECRET, mint_token
+from foodmesh.core.nats import Subjects, open_nats
+from foodmesh.core.services import KNOWN
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import (
     catalog_pb2,
     dispatch_pb2,
@@ -41,8 +43,6 @@ from foodmesh.v1 import (
     order_pb2,
     pricing_pb2,
 )
-from servers.runtime.nats import Subjects, open_nats
-from servers.runtime.tasks import stop_tasks
 
 __all__ = ["Dashboard", "DashboardConfig", "main", "serve"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from servers.runtime.geo import geohash_decode, geohash_encode
+from foodmesh.core.geo import geohash_decode, geohash_encode
 
 __all__ = ["map_payload", "search_grid", "surge_cells"]
 

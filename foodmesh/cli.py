@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from foodmesh import __version__
-from foodmesh.auth import DEV_SECRET, ROLES, mint_token
+from foodmesh.core.auth import DEV_SECRET, ROLES, mint_token
 
 __all__ = ["main"]
 
@@ -763,8 +763,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(asctime)s %(levelname)-5s %(name)s %(message)s",
         )
+    from foodmesh.core.errors import FoodmeshError
     from foodmesh.infra.errors import InfraError
-    from servers.runtime.errors import FoodmeshError
 
     try:
         if args.command == "gen":

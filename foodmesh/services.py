@@ -1,38 +1,17 @@
-"""The services foodmesh knows how to run, and where each listens by default."""
+"""Which services this checkout can run, and their specs (the application floor)."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from servers.runtime.serve import ServiceSpec
 
+from foodmesh.core.services import KNOWN, ServiceInfo
+
 __all__ = ["KNOWN", "ServiceInfo", "available", "load_spec"]
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceInfo:
-    name: str
-    grpc_port: int
-    metrics_port: int
-
-    @property
-    def module(self) -> str:
-        return f"servers.{self.name}"
-
-
-# Start order: services others call come first, so `up` finds them serving.
-KNOWN: tuple[ServiceInfo, ...] = (
-    ServiceInfo("eta", 50055, 9105),
-    ServiceInfo("pricing", 50056, 9106),
-    ServiceInfo("catalog", 50051, 9101),
-    ServiceInfo("location", 50053, 9103),
-    ServiceInfo("dispatch", 50054, 9104),
-    ServiceInfo("order", 50052, 9102),
-)
 
 
 def _present(info: ServiceInfo) -> bool:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from google.protobuf import descriptor
 
-from foodmesh.auth import DEV_SECRET
-from foodmesh.services import KNOWN
-from servers.runtime.telemetry import EXPORTERS, exporter_from_env
+from foodmesh.core.auth import DEV_SECRET
+from foodmesh.core.services import KNOWN
+from foodmesh.core.telemetry import EXPORTERS, exporter_from_env
 
 __all__ = ["ConfigError", "GatewayConfig", "service_key"]
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from servers.runtime.redis import redis_client
+from foodmesh.core.redis import redis_client
 
 __all__ = ["Decision", "RateLimiter", "StreamSlots", "TooManyStreams", "bucket_key",
            "parse_timeout"]  # fmt: skip

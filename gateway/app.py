@@ -40,7 +40,9 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Gauge, Histogram
 
-from foodmesh.auth import InvalidToken, Principal, TokenVerifier
+from foodmesh.core import telemetry
+from foodmesh.core.auth import InvalidToken, Principal, TokenVerifier
+from foodmesh.core.metrics import serve_metrics
 from gateway._config import ConfigError, GatewayConfig, service_key
 from gateway._docs import DOCS_HTML, DOCS_INIT_JS, asset
 from gateway._errors import (
@@ -56,8 +58,6 @@ from gateway._limits import Decision, RateLimiter, StreamSlots, TooManyStreams, 
 from gateway._openapi import openapi
 from gateway._routes import Match, Route, RouteTable, foodmesh_services
 from gateway._transcode import FieldError, apply_body, apply_query, message_json, set_field
-from servers.runtime import telemetry
-from servers.runtime.metrics import serve_metrics
 
 __all__ = ["Gateway", "main", "serve"]
 

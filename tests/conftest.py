@@ -17,8 +17,8 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 
+from foodmesh.core.redis import redis_client as runtime_redis_client
 from foodmesh.infra import RunningInfra, fresh_run_dir, start_infra
-from servers.runtime.redis import redis_client as runtime_redis_client
 
 REPO = Path(__file__).resolve().parent.parent
 

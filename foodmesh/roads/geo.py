@@ -1,6 +1,6 @@
 """Vectorised geo math for the graph: haversine over arrays, a local plane, bearings.
 
-Scalar great-circle distance lives in :mod:`servers.runtime.geo`; this module
+Scalar great-circle distance lives in :mod:`foodmesh.core.geo`; this module
 only adds the numpy forms the graph needs (same Earth radius).
 """
 
@@ -11,7 +11,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from servers.runtime.geo import EARTH_RADIUS_M, haversine_m, valid_lat_lon
+from foodmesh.core.geo import EARTH_RADIUS_M, haversine_m, valid_lat_lon
 
 __all__ = [
     "EARTH_RADIUS_M",

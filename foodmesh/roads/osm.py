@@ -23,7 +23,7 @@ from typing import IO, Any, cast
 
 import numpy as np
 
-from foodmesh.progress import Progress
+from foodmesh.core.progress import Progress
 from foodmesh.roads.errors import GraphFormatError
 from foodmesh.roads.graph import RoadGraph
 from foodmesh.roads.types import DEFAULT_SPEED_MPS, RoadClass

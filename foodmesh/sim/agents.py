@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from foodmesh.auth import DEV_SECRET, mint_token
+from foodmesh.core.auth import DEV_SECRET, mint_token
 
 __all__ = ["Gateway", "HttpResult", "SimConfig", "Stats", "Tokens"]
 

@@ -34,12 +34,12 @@ from zoneinfo import ZoneInfo
 import grpc
 
 from clients import ClientOptions, DispatchClient, LocationClient
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.sim.agents import SimConfig, Stats, Tokens
 from foodmesh.sim.city import DriverSpec
 from foodmesh.sim.demand import distance_m
 from foodmesh.sim.trace import TraceRecorder
 from foodmesh.v1 import common_pb2, dispatch_pb2, location_pb2
-from servers.runtime.tasks import stop_tasks
 
 __all__ = [
     "DriverAgent",

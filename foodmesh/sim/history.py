@@ -45,8 +45,8 @@ from scipy.sparse.csgraph import dijkstra
 from foodmesh.roads.graph import RoadGraph
 from foodmesh.roads.traffic import TrafficModel
 from foodmesh.roads.types import RoadClass
+from foodmesh.roads.vehicles import vehicle_time_s
 from foodmesh.sim.city import CENTER, build_city
-from servers.eta.features import vehicle_time_s
 
 __all__ = [
     "COLUMNS",

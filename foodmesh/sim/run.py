@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.sim.agents import Gateway, SimConfig, Stats, Tokens
 from foodmesh.sim.city import CENTER, City, build_city
 from foodmesh.sim.customers import Customers
@@ -31,7 +32,6 @@ from foodmesh.sim.demand import Arrivals
 from foodmesh.sim.drivers import Fleet, Router
 from foodmesh.sim.kitchens import Kitchens
 from foodmesh.sim.trace import TraceRecorder, write_trace
-from servers.runtime.tasks import stop_tasks
 
 __all__ = [
     "SimConfig",
@@ -158,7 +158,7 @@ async def upsert_drivers(config: SimConfig, dispatch_target: str, *, concurrency
     only stream fixes, and the simulation says so in its error counts).
     """
     from clients import ClientOptions, DispatchClient
-    from foodmesh.progress import Progress
+    from foodmesh.core.progress import Progress
     from foodmesh.sim.seed import service_metadata
     from foodmesh.v1 import dispatch_pb2
 

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import grpc
 
 from clients import CatalogClient, ClientOptions, DispatchClient
-from foodmesh.auth import DEV_SECRET, mint_token
-from foodmesh.progress import Progress
+from foodmesh.core.auth import DEV_SECRET, mint_token
+from foodmesh.core.progress import Progress
 from foodmesh.sim.city import City
 from foodmesh.v1 import catalog_pb2, dispatch_pb2
 

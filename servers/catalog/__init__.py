@@ -16,9 +16,9 @@ from pathlib import Path
 
 import grpc
 
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import catalog_pb2_grpc
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
-from servers.runtime.tasks import stop_tasks
 
 __all__ = ["SPEC", "register"]
 

@@ -1,6 +1,6 @@
 """Requests to plain data and back: every check on input lives here, each naming its field.
 
-Decoders collect every violation of a request (``servers.runtime.errors.Violations``)
+Decoders collect every violation of a request (``foodmesh.core.errors.Violations``)
 and raise one INVALID_ARGUMENT listing them all, with paths as the request spells
 them (``restaurant.zones[0].polygon[2].lat``, ``categories[1].items[0].price``).
 """
@@ -13,6 +13,7 @@ import re
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from foodmesh.core.errors import Violations
 from foodmesh.v1 import catalog_pb2 as pb
 from foodmesh.v1 import common_pb2
 from servers.catalog import search
@@ -30,7 +31,6 @@ from servers.catalog.model import (
     Zone,
 )
 from servers.catalog.zones import Polygon, PolygonError, parse_geojson, polygon_problem
-from servers.runtime.errors import Violations
 from servers.runtime.ids import check_id
 from servers.runtime.limits import max_items
 

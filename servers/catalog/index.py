@@ -42,12 +42,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from foodmesh.core.geo import METERS_PER_MILE, cells_covering, geohash_encode
+from foodmesh.core.redis import Keys, execute_with_scripts
 from servers.catalog.model import Restaurant
 from servers.catalog.search import Query, SearchDoc
 from servers.catalog.store import CatalogStore
 from servers.catalog.table import RegionTable
-from servers.runtime.geo import METERS_PER_MILE, cells_covering, geohash_encode
-from servers.runtime.redis import Keys, execute_with_scripts
 
 __all__ = ["REGION_PRECISION", "SearchIndex", "region_of"]
 

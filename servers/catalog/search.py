@@ -3,7 +3,7 @@ the page cursor. Pure, no I/O. :func:`evaluate` and :func:`search_docs` are the 
 one document at a time; ``table.py`` runs the same decisions vectorised over a region.
 
 A search is exact: a restaurant is a hit when its great-circle distance from the
-search point (:func:`servers.runtime.geo.haversine_m`) is within the radius and
+search point (:func:`foodmesh.core.geo.haversine_m`) is within the radius and
 within its own maximum delivery distance, the point lies in one of its zones
 (:mod:`servers.catalog.zones`, edges included), and it passes every filter.
 """
@@ -19,10 +19,10 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from foodmesh.core.geo import METERS_PER_MILE, haversine_m
 from servers.catalog.hours import Span, is_open, local_now
 from servers.catalog.model import Restaurant
 from servers.catalog.zones import Polygon, to_e7
-from servers.runtime.geo import METERS_PER_MILE, haversine_m
 
 __all__ = [
     "ASSUMED_CITY_SPEED_MPH",

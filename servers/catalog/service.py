@@ -12,6 +12,15 @@ from typing import Any
 
 import grpc
 
+from foodmesh.core.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    Violations,
+)
+from foodmesh.core.geo import METERS_PER_MILE, haversine_m
 from foodmesh.v1 import catalog_pb2 as pb
 from foodmesh.v1 import catalog_pb2_grpc as pb_grpc
 from foodmesh.v1 import common_pb2
@@ -26,15 +35,6 @@ from servers.catalog.table import search_table
 from servers.catalog.zones import to_e7
 from servers.runtime.auth import current_principal
 from servers.runtime.context import time_left
-from servers.runtime.errors import (
-    AlreadyExists,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    Unavailable,
-    Violations,
-)
-from servers.runtime.geo import METERS_PER_MILE, haversine_m
 
 __all__ = ["CatalogServicer"]
 

@@ -16,6 +16,8 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from foodmesh.core.errors import Aborted
+from foodmesh.core.geo import geohash_encode
 from servers.catalog.hours import Span
 from servers.catalog.model import (
     Address,
@@ -30,8 +32,6 @@ from servers.catalog.model import (
     Zone,
 )
 from servers.catalog.zones import Polygon
-from servers.runtime.errors import Aborted
-from servers.runtime.geo import geohash_encode
 
 __all__ = ["CatalogStore", "ReviewOutcome"]
 

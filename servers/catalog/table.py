@@ -4,7 +4,7 @@ Pure, no I/O. :meth:`RegionTable.matches` decides exactly what :func:`search.eva
 decides for every row, without a Python loop over the rows:
 
 - distance: the same haversine formula, vectorised. numpy's ``sin``/``arcsin`` and the
-  C library's (which :func:`~servers.runtime.geo.haversine_m` uses) may differ by a few
+  C library's (which :func:`~foodmesh.core.geo.haversine_m` uses) may differ by a few
   units in the last place; a row whose vectorised distance lies within
   :data:`TOLERANCE` (relative) of a decision (the radius, the restaurant's maximum, a
   whole minute of travel) is measured again with the scalar function, so every decision
@@ -25,6 +25,7 @@ from typing import TypeVar, overload
 import numpy as np
 import numpy.typing as npt
 
+from foodmesh.core.geo import EARTH_RADIUS_M, METERS_PER_MILE, haversine_m
 from servers.catalog.hours import is_open, local_now
 from servers.catalog.search import (
     ASSUMED_CITY_SPEED_MPH,
@@ -36,7 +37,6 @@ from servers.catalog.search import (
     sort_key,
 )
 from servers.catalog.zones import PolygonSet, to_e7
-from servers.runtime.geo import EARTH_RADIUS_M, METERS_PER_MILE, haversine_m
 
 __all__ = ["I64", "TOLERANCE", "Matches", "Ranked", "RegionTable", "cell_of", "cell_reach_miles",
            "miles_between", "search_table"]  # fmt: skip

@@ -37,8 +37,8 @@ from pathlib import Path
 import grpc
 
 from clients import ClientOptions, EtaClient, LocationClient, OrderClient
-from foodmesh.auth import bearer, mint_token
-from foodmesh.services import KNOWN
+from foodmesh.core.auth import bearer, mint_token
+from foodmesh.core.services import KNOWN
 from foodmesh.v1 import dispatch_pb2_grpc
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
 
@@ -58,6 +58,7 @@ def _target(resources: Resources, service: str, *, default: bool = True) -> str 
 
 async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], Awaitable[None]]:
     """Wires the service's parts and starts the engine; returns what stops them."""
+    from foodmesh.core.nats import ensure_kv
     from servers.dispatch.convert import event_builder
     from servers.dispatch.engine import Engine, EngineConfig
     from servers.dispatch.leases import Leases
@@ -65,7 +66,6 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     from servers.dispatch.service import DispatchServicer
     from servers.dispatch.sessions import SessionHub
     from servers.dispatch.store import FleetStore
-    from servers.runtime.nats import ensure_kv
     from servers.runtime.outbox import OutboxRelay
 
     s = resources.settings
@@ -122,7 +122,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
             try:
                 from nats.js.api import StreamConfig
 
-                from servers.runtime.nats import ensure_stream
+                from foodmesh.core.nats import ensure_stream
 
                 js = resources.js
                 await ensure_stream(
@@ -144,7 +144,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     relay_task = asyncio.create_task(start_relay(), name="dispatch-relay-start")
 
     async def stop() -> None:
-        from servers.runtime.tasks import stop_tasks
+        from foodmesh.core.tasks import stop_tasks
 
         await hub.stop()
         await navigator.stop()

@@ -8,10 +8,10 @@ import uuid
 
 from google.protobuf import timestamp_pb2
 
+from foodmesh.core.nats import Subjects
 from foodmesh.v1 import common_pb2, dispatch_pb2
 from servers.dispatch.model import Assignment, Driver, OfferRow, OutboxEvent
 from servers.dispatch.offers import AssignmentStatus
-from servers.runtime.nats import Subjects
 
 __all__ = [
     "DRIVER_STATUS",

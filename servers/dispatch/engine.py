@@ -35,6 +35,9 @@ from typing import Any, Protocol
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
+from foodmesh.core.geo import geohash_encode
+from foodmesh.core.nats import Subjects, ensure_stream
+from foodmesh.core.telemetry import consumer_span
 from foodmesh.v1 import (
     common_pb2,
     dispatch_pb2,
@@ -57,9 +60,6 @@ from servers.dispatch.scoring import Weights
 from servers.dispatch.sessions import SessionHub
 from servers.dispatch.store import FleetStore, NewOrder
 from servers.runtime.config import env_float, env_int
-from servers.runtime.geo import geohash_encode
-from servers.runtime.nats import Subjects, ensure_stream
-from servers.runtime.telemetry import consumer_span
 
 __all__ = ["Engine", "EngineConfig", "LocationPort", "OrderPort", "TravelPort", "plan_off_loop"]
 
@@ -219,7 +219,7 @@ class Engine:
         self._tasks = [asyncio.create_task(f(), name=f"dispatch-{n}") for n, f in loops.items()]
 
     async def stop(self) -> None:
-        from servers.runtime.tasks import stop_tasks
+        from foodmesh.core.tasks import stop_tasks
 
         await stop_tasks(self._tasks)
         self._tasks = []

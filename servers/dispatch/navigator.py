@@ -34,6 +34,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from foodmesh.core.nats import Subjects
 from foodmesh.v1 import common_pb2, dispatch_pb2, eta_pb2, location_pb2
 from servers.dispatch import metrics
 from servers.dispatch.model import Assignment, Driver
@@ -51,7 +52,6 @@ from servers.dispatch.routes import (
 )
 from servers.dispatch.sessions import Session
 from servers.runtime.config import env_float, env_int
-from servers.runtime.nats import Subjects
 
 __all__ = ["Navigator", "NavigatorConfig", "PositionPort", "RoutePort", "RouteStore"]
 
@@ -157,7 +157,7 @@ class Navigator:
         self._task = asyncio.create_task(self._loop(), name="dispatch-navigator")
 
     async def stop(self) -> None:
-        from servers.runtime.tasks import stop_tasks
+        from foodmesh.core.tasks import stop_tasks
 
         await stop_tasks([self._task])
         self._task = None

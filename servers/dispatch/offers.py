@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from servers.runtime.errors import FailedPrecondition
+from foodmesh.core.errors import FailedPrecondition
 
 __all__ = [
     "ACTIVE",

@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from foodmesh.core.geo import haversine_m, valid_lat_lon
 from servers.dispatch.matching import Candidate, MatchConfig, PendingOrder, Policy, plan_batch
 from servers.dispatch.offers import AssignmentStatus, OfferRules
 from servers.dispatch.scoring import distance_matrix_m
-from servers.runtime.geo import haversine_m, valid_lat_lon
 
 __all__ = [
     "Metrics",

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 
 from google.protobuf import duration_pb2
 
+from foodmesh.core.geo import haversine_m
 from foodmesh.roads import encode_polyline
 from foodmesh.v1 import common_pb2, dispatch_pb2, eta_pb2
 from servers.dispatch.model import Assignment
 from servers.dispatch.offers import AssignmentStatus
 from servers.dispatch.scoring import DETOUR, SPEED_MPS
-from servers.runtime.geo import haversine_m
 
 __all__ = [
     "Leg",

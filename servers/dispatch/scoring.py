@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from foodmesh.core.errors import ConfigError
+from foodmesh.core.geo import EARTH_RADIUS_M, METERS_PER_MILE
 from foodmesh.v1 import common_pb2
-from servers.runtime.errors import ConfigError
-from servers.runtime.geo import EARTH_RADIUS_M, METERS_PER_MILE
 
 __all__ = [
     "DETOUR",

@@ -14,7 +14,17 @@ from typing import Any, Protocol
 
 import grpc
 
-from foodmesh.auth import bearer, mint_token
+from foodmesh.core.auth import bearer, mint_token
+from foodmesh.core.errors import (
+    FailedPrecondition,
+    FoodmeshError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    Violations,
+)
+from foodmesh.core.geo import valid_lat_lon
 from foodmesh.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc, order_pb2
 from servers.dispatch import convert, metrics
 from servers.dispatch.engine import Engine, order_to_new, pending_of
@@ -25,16 +35,6 @@ from servers.dispatch.offers import ACTIVE, Action, AssignmentStatus
 from servers.dispatch.sessions import Session
 from servers.dispatch.store import FleetStore
 from servers.runtime.auth import require
-from servers.runtime.errors import (
-    FailedPrecondition,
-    FoodmeshError,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    Unavailable,
-    Violations,
-)
-from servers.runtime.geo import valid_lat_lon
 
 __all__ = ["DispatchServicer", "OrderSteps"]
 

@@ -26,8 +26,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from foodmesh.core.nats import Subjects
 from foodmesh.v1 import dispatch_pb2
-from servers.runtime.nats import Subjects
 
 __all__ = ["Session", "SessionHub"]
 

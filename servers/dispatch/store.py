@@ -22,10 +22,10 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from foodmesh.core.errors import FailedPrecondition, NotFound
 from servers.dispatch.matching import Proposal
 from servers.dispatch.model import Assignment, Driver, OfferRow, OrderCall, OutboxEvent
 from servers.dispatch.offers import HELD, POOL, Action, AssignmentStatus, OfferRules, step
-from servers.runtime.errors import FailedPrecondition, NotFound
 from servers.runtime.outbox import enqueue, first_delivery
 
 __all__ = ["Announce", "FleetStore", "NewOrder", "ts"]

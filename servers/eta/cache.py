@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
+from foodmesh.core.redis import Keys
 from foodmesh.roads import Step
 from servers.eta.routing import RouteResult
-from servers.runtime.redis import Keys
 
 __all__ = ["OverrideStore", "RouteCache", "route_key"]
 

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from foodmesh.core.geo import haversine_m
 from foodmesh.v1 import common_pb2
 from servers.eta.confidence import Interval, Part, combine, confidence
 from servers.eta.features import CENTER, is_peak, prep_matrix, travel_matrix, vehicle_time_s
 from servers.eta.model import EtaModel
 from servers.eta.routing import Leg
-from servers.runtime.geo import haversine_m
 
 __all__ = [
     "BASELINE_PREP_MIN",

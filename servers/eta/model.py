@@ -32,8 +32,8 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
+from foodmesh.core.tasks import stop_tasks
 from servers.eta.features import PREP_FEATURES, TRAVEL_FEATURES, DriverProfile, RestaurantProfile
-from servers.runtime.tasks import stop_tasks
 
 __all__ = [
     "FORMAT",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from servers.runtime.geo import EARTH_RADIUS_M
+from foodmesh.core.geo import EARTH_RADIUS_M
 
 __all__ = [
     "ETA_CHANGE_S",

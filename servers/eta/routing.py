@@ -22,6 +22,7 @@ import numpy.typing as npt
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
+from foodmesh.core.errors import FieldViolation, InvalidArgument
 from foodmesh.roads import (
     OutsideGraph,
     Overrides,
@@ -34,7 +35,6 @@ from foodmesh.roads import (
     haversine_m,
 )
 from servers.eta.legs import EdgeIndex, tree_sums
-from servers.runtime.errors import FieldViolation, InvalidArgument
 
 __all__ = ["Leg", "RouteResult", "Router"]
 

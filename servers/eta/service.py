@@ -21,6 +21,9 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from foodmesh.core.errors import DependencyUnavailable, InvalidArgument, Violations
+from foodmesh.core.geo import valid_lat_lon
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.roads import Snap, decode_polyline
 from foodmesh.v1 import common_pb2, eta_pb2, eta_pb2_grpc
 from servers.eta.cache import OverrideStore, RouteCache, route_key
@@ -29,10 +32,7 @@ from servers.eta.features import vehicle_seconds
 from servers.eta.model import EtaModel, ModelWatcher
 from servers.eta.reroute import Reason, decide, deviation_m
 from servers.eta.routing import Leg, Router, RouteResult
-from servers.runtime.errors import DependencyUnavailable, InvalidArgument, Violations
-from servers.runtime.geo import valid_lat_lon
 from servers.runtime.limits import max_items
-from servers.runtime.tasks import stop_tasks
 
 __all__ = ["EtaServicer", "Overrides"]
 

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
+from foodmesh.core.geo import EARTH_RADIUS_M
 from servers.eta.features import (
     CENTER,
     DriverProfile,
@@ -37,7 +38,6 @@ from servers.eta.features import (
     vehicle_time_s,
 )
 from servers.eta.model import QUANTILES, EtaModel, new_version, save_model
-from servers.runtime.geo import EARTH_RADIUS_M
 
 __all__ = ["TrainConfig", "TrainResult", "evaluate", "train"]
 

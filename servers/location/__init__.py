@@ -15,8 +15,8 @@ from pathlib import Path
 import grpc
 
 from clients import ClientOptions, DispatchClient, EtaClient, OrderClient
-from foodmesh.auth import bearer, mint_token
-from foodmesh.services import KNOWN
+from foodmesh.core.auth import bearer, mint_token
+from foodmesh.core.services import KNOWN
 from foodmesh.v1 import location_pb2_grpc
 from servers.location.history import HistoryWriter
 from servers.location.ingest import Ingest

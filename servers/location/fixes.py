@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
-from servers.runtime.geo import geohash_decode, geohash_encode
+from foodmesh.core.geo import geohash_decode, geohash_encode
 
 __all__ = ["CellCache", "Fix", "Rejection", "Throttle", "check_fix"]
 

@@ -31,9 +31,9 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from foodmesh.core.tasks import stop_tasks
 from servers.location import metrics
 from servers.location.fixes import Fix
-from servers.runtime.tasks import stop_tasks
 
 __all__ = [
     "HistoryConfig",

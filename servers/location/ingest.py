@@ -25,14 +25,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from foodmesh.core.errors import DependencyUnavailable
+from foodmesh.core.nats import Subjects
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import location_pb2
 from servers.location import metrics
 from servers.location.fixes import CellCache, Fix
 from servers.location.history import HistoryWriter
 from servers.location.store import Accepted, LiveStore
-from servers.runtime.errors import DependencyUnavailable
-from servers.runtime.nats import Subjects
-from servers.runtime.tasks import stop_tasks
 
 __all__ = ["Ingest", "Outcome", "PresenceEvent"]
 

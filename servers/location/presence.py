@@ -21,13 +21,13 @@ from collections.abc import Callable
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
+from foodmesh.core.geo import geohash_encode
+from foodmesh.core.nats import Subjects, ensure_stream
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import location_pb2
 from servers.location import metrics
 from servers.location.ingest import PresenceEvent
 from servers.location.store import LiveStore, WentOffline
-from servers.runtime.geo import geohash_encode
-from servers.runtime.nats import Subjects, ensure_stream
-from servers.runtime.tasks import stop_tasks
 
 __all__ = ["Presence", "presence_message"]
 

@@ -14,6 +14,15 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2
 
+from foodmesh.core.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+    Violations,
+)
+from foodmesh.core.geo import METERS_PER_MILE, haversine_m, valid_lat_lon
 from foodmesh.v1 import common_pb2, location_pb2, location_pb2_grpc
 from servers.location import metrics
 from servers.location.fixes import Fix, Rejection, Throttle, check_fix
@@ -25,15 +34,6 @@ from servers.location.store import INDEXED_STATUSES, MPH_TO_MPS, Accepted, LiveS
 from servers.location.tracking import Tracker
 from servers.runtime.auth import require
 from servers.runtime.config import env_float, env_int
-from servers.runtime.errors import (
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    Unavailable,
-    Violations,
-)
-from servers.runtime.geo import METERS_PER_MILE, haversine_m, valid_lat_lon
 from servers.runtime.ids import check_id
 from servers.runtime.limits import max_items
 

@@ -34,10 +34,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from foodmesh.core.geo import cells_covering, geohash_encode, haversine_m
+from foodmesh.core.redis import Keys
 from foodmesh.v1 import common_pb2, location_pb2
 from servers.location.fixes import Fix
-from servers.runtime.geo import cells_covering, geohash_encode, haversine_m
-from servers.runtime.redis import Keys
 from servers.runtime.redis_wire import Command, RedisWire
 
 __all__ = [

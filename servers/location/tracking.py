@@ -25,11 +25,11 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from foodmesh.auth import Principal
+from foodmesh.core.auth import Principal
+from foodmesh.core.errors import NotFound
+from foodmesh.core.nats import Subjects
 from foodmesh.v1 import common_pb2, dispatch_pb2, eta_pb2, location_pb2, order_pb2
 from servers.location.store import LiveStore
-from servers.runtime.errors import NotFound
-from servers.runtime.nats import Subjects
 
 __all__ = ["DriverDirectory", "EtaSource", "OrderSource", "Tracker", "snapshot"]
 

@@ -45,14 +45,14 @@ import grpc
 from nats.js.api import StreamConfig
 
 from clients import CatalogClient, ClientOptions, DispatchClient, EtaClient, PricingClient
-from foodmesh.auth import bearer, mint_token
-from foodmesh.services import KNOWN
+from foodmesh.core.auth import bearer, mint_token
+from foodmesh.core.nats import ensure_stream
+from foodmesh.core.services import KNOWN
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import order_pb2_grpc
 from servers.order.payments import PaymentProvider
 from servers.order.relay import GatheringRelay
-from servers.runtime.nats import ensure_stream
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
-from servers.runtime.tasks import stop_tasks
 
 __all__ = ["SPEC", "STREAM", "build"]
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from foodmesh.core.errors import FailedPrecondition, NotFound, Violations
 from foodmesh.v1 import catalog_pb2, order_pb2
 from servers.order.model import Line
-from servers.runtime.errors import FailedPrecondition, NotFound, Violations
 
 __all__ = ["price_lines"]
 

@@ -11,10 +11,10 @@ import re
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from foodmesh.core.errors import InvalidArgument, Violations
 from foodmesh.v1 import common_pb2, order_pb2
 from servers.order.model import Entry, Order
 from servers.order.transitions import Status
-from servers.runtime.errors import InvalidArgument, Violations
 from servers.runtime.ids import check_id
 from servers.runtime.limits import max_items
 

@@ -15,8 +15,8 @@ from typing import Protocol
 
 import grpc
 
+from foodmesh.core.geo import METERS_PER_MILE, haversine_m
 from foodmesh.v1 import common_pb2, eta_pb2
-from servers.runtime.geo import METERS_PER_MILE, haversine_m
 
 __all__ = ["Estimate", "EtaInput", "EtaPort", "FallbackEta", "RemoteEta"]
 

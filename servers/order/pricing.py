@@ -33,15 +33,15 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from foodmesh.v1 import common_pb2, pricing_pb2
-from servers.order.money import apply_bps, clamp, scale
-from servers.runtime.errors import (
+from foodmesh.core.errors import (
     FailedPrecondition,
     FieldViolation,
     FoodmeshError,
     InvalidArgument,
     NotFound,
 )
+from foodmesh.v1 import common_pb2, pricing_pb2
+from servers.order.money import apply_bps, clamp, scale
 
 __all__ = [
     "FallbackPricing",

@@ -20,7 +20,19 @@ from typing import Any, Protocol
 
 import grpc
 
-from foodmesh.auth import Principal
+from foodmesh.core.auth import Principal
+from foodmesh.core.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    Violations,
+)
+from foodmesh.core.nats import Subjects
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import catalog_pb2, common_pb2, dispatch_pb2, order_pb2
 from foodmesh.v1 import order_pb2_grpc as pb_grpc
 from servers.order import convert, metrics
@@ -51,19 +63,7 @@ from servers.order.transitions import (
 from servers.order.watch import ChangeFeed
 from servers.runtime.auth import require
 from servers.runtime.context import time_left
-from servers.runtime.errors import (
-    Aborted,
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    Unavailable,
-    Violations,
-)
-from servers.runtime.nats import Subjects
 from servers.runtime.outbox import OutboxRelay
-from servers.runtime.tasks import stop_tasks
 
 __all__ = ["CatalogPort", "DriverRatings", "OrderServicer", "Ports"]
 

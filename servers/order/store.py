@@ -25,12 +25,12 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from foodmesh.core.telemetry import inject_headers
 from servers.order import metrics
 from servers.order._pg import autocommit
 from servers.order.model import Change, Entry, Line, Order, OutboxEvent
 from servers.order.transitions import Status
 from servers.runtime.outbox import enqueue
-from servers.runtime.telemetry import inject_headers
 
 __all__ = [
     "MAX_PIN_ATTEMPTS",

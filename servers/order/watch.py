@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import psycopg
 from psycopg import sql
 
-from servers.runtime.tasks import stop_tasks
+from foodmesh.core.tasks import stop_tasks
 
 __all__ = ["ChangeFeed"]
 

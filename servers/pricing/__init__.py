@@ -33,11 +33,11 @@ from pathlib import Path
 import grpc
 
 from clients import CatalogClient, ClientOptions, LocationClient
-from foodmesh.auth import bearer, mint_token
-from foodmesh.services import KNOWN
+from foodmesh.core.auth import bearer, mint_token
+from foodmesh.core.services import KNOWN
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import pricing_pb2_grpc
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
-from servers.runtime.tasks import stop_tasks
 
 __all__ = ["SPEC", "build"]
 

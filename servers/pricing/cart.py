@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from foodmesh.core.errors import FailedPrecondition, Violations
 from foodmesh.v1 import catalog_pb2, pricing_pb2
-from servers.runtime.errors import FailedPrecondition, Violations
 
 __all__ = ["MAX_LINES", "MAX_QUANTITY", "MenuIndex", "PricedItem", "check_items", "price_items"]
 

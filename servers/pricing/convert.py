@@ -7,11 +7,11 @@ import re
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from foodmesh.core.errors import InvalidArgument, Violations
+from foodmesh.core.geo import valid_lat_lon
 from foodmesh.v1 import common_pb2, pricing_pb2
 from servers.pricing.promo import DiscountKind, Promo, normalize
 from servers.pricing.surge import Event, Weather
-from servers.runtime.errors import InvalidArgument, Violations
-from servers.runtime.geo import valid_lat_lon
 from servers.runtime.ids import check_id
 
 __all__ = [

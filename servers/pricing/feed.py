@@ -22,12 +22,12 @@ from collections.abc import Callable
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from foodmesh.core.nats import Subjects
+from foodmesh.core.tasks import stop_tasks
+from foodmesh.core.telemetry import consumer_span
 from foodmesh.v1 import order_pb2
 from servers.pricing.live import DemandCounter, cell_of
 from servers.pricing.store import OrderChange, PricingStore
-from servers.runtime.nats import Subjects
-from servers.runtime.tasks import stop_tasks
-from servers.runtime.telemetry import consumer_span
 
 __all__ = ["DURABLE", "OrderFeed"]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from foodmesh.core.geo import METERS_PER_MILE
 from servers.pricing.money import apply_bps, apply_tenths, clamp
-from servers.runtime.geo import METERS_PER_MILE
 
 __all__ = ["DistanceBand", "FeeSchedule"]
 

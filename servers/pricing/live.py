@@ -42,13 +42,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from foodmesh.core.geo import geohash_decode, geohash_encode, haversine_m
+from foodmesh.core.redis import Keys, execute_with_scripts
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import common_pb2, location_pb2, pricing_pb2
 from servers.pricing import surge as surge_math
 from servers.pricing.metrics import SURGE
 from servers.pricing.store import PricingStore
-from servers.runtime.geo import geohash_decode, geohash_encode, haversine_m
-from servers.runtime.redis import Keys, execute_with_scripts
-from servers.runtime.tasks import stop_tasks
 
 __all__ = [
     "Conditions",

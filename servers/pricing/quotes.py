@@ -24,7 +24,7 @@ import asyncio
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from servers.runtime.redis import Keys
+from foodmesh.core.redis import Keys
 from servers.runtime.redis_wire import RedisWire
 
 __all__ = ["QuoteBook"]

@@ -15,6 +15,15 @@ from typing import Any
 import grpc
 from redis.exceptions import RedisError
 
+from foodmesh.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    Violations,
+)
+from foodmesh.core.geo import METERS_PER_MILE, valid_lat_lon
 from foodmesh.v1 import pricing_pb2
 from foodmesh.v1 import pricing_pb2_grpc as pb_grpc
 from servers.pricing import convert
@@ -29,15 +38,6 @@ from servers.pricing.store import PricingStore, QuoteAlreadyRedeemed, UnknownPro
 from servers.pricing.tax import TaxTable
 from servers.runtime.auth import require
 from servers.runtime.context import time_left
-from servers.runtime.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    Unavailable,
-    Violations,
-)
-from servers.runtime.geo import METERS_PER_MILE, valid_lat_lon
 
 __all__ = ["PricingServicer"]
 

@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
+from foodmesh.core.geo import METERS_PER_MILE, geohash_decode, haversine_m
 from foodmesh.v1 import common_pb2
-from servers.runtime.geo import METERS_PER_MILE, geohash_decode, haversine_m
 
 __all__ = [
     "CELL_PRECISION",

@@ -6,9 +6,9 @@ with no access option is refused to everybody; methods outside ``foodmesh.v1``
 (health, reflection) are open. Ownership (my order, my stream) is the
 service's own check on top, through :func:`current_principal`.
 
-Tokens are checked by :class:`foodmesh.auth.TokenVerifier`: HS256 with the shared
+Tokens are checked by :class:`foodmesh.core.auth.TokenVerifier`: HS256 with the shared
 secret, and RS256/ES256 against the OIDC provider's JWKS when
-``FOODMESH_AUTH_JWKS_URL`` is set (see :mod:`foodmesh.auth`).
+``FOODMESH_AUTH_JWKS_URL`` is set (see :mod:`foodmesh.core.auth`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from collections.abc import Iterable, Mapping
 from google.protobuf import descriptor, descriptor_pool
 
 import foodmesh.v1  # noqa: F401 — registers the contracts' descriptors
-from foodmesh.auth import InvalidToken, Principal, TokenVerifier, UnknownSigningKey
+from foodmesh.core.auth import InvalidToken, Principal, TokenVerifier, UnknownSigningKey
+from foodmesh.core.errors import PermissionDenied, Unauthenticated
 from foodmesh.v1 import (  # noqa: F401 — imported for their descriptors
     catalog_pb2,
     common_pb2,
@@ -32,7 +33,6 @@ from foodmesh.v1 import (  # noqa: F401 — imported for their descriptors
     order_pb2,
     pricing_pb2,
 )
-from servers.runtime.errors import PermissionDenied, Unauthenticated
 
 __all__ = ["Authorizer", "KeysPending", "access_rules", "current_principal", "require"]
 

@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from foodmesh.auth import DEV_SECRET
-from servers.runtime.errors import ConfigError
-from servers.runtime.telemetry import EXPORTERS, exporter_from_env
+from foodmesh.core.auth import DEV_SECRET
+from foodmesh.core.errors import ConfigError
+from foodmesh.core.telemetry import EXPORTERS, exporter_from_env
 
 __all__ = ["Settings", "env_bool", "env_float", "env_int", "env_str"]
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
-from servers.runtime.tasks import stop_tasks
+from foodmesh.core.tasks import stop_tasks
 
 __all__ = ["Check", "HealthReporter"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from servers.runtime.errors import Violations
+from foodmesh.core.errors import Violations
 
 __all__ = ["ID_PATTERN", "check_id"]
 

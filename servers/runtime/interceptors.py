@@ -31,12 +31,12 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from foodmesh.core.errors import FoodmeshError, InvalidArgument, Unauthenticated, dependency_error
+from foodmesh.core.metrics import MethodMetrics, RpcMetrics
 from servers.runtime import auth as _auth
 from servers.runtime import context as _ctx
 from servers.runtime.auth import Authorizer
-from servers.runtime.errors import FoodmeshError, InvalidArgument, Unauthenticated, dependency_error
 from servers.runtime.limits import Refused, StreamSlots, guarded_deserializer, guarded_requests
-from servers.runtime.metrics import MethodMetrics, RpcMetrics
 
 __all__ = ["ERROR_DOMAIN", "ServerInterceptor", "status_for"]
 

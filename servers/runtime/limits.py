@@ -19,8 +19,8 @@ from typing import Any, cast
 from google.protobuf import descriptor, descriptor_pool
 from google.protobuf.message import Message
 
+from foodmesh.core.errors import FoodmeshError, InvalidArgument, ResourceExhausted
 from foodmesh.v1 import options_pb2
-from servers.runtime.errors import FoodmeshError, InvalidArgument, ResourceExhausted
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from servers.runtime.errors import FoodmeshError
+from foodmesh.core.errors import FoodmeshError
 
 __all__ = ["Migration", "MigrationError", "load_migrations", "migrate"]
 

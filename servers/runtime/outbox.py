@@ -28,8 +28,8 @@ from nats.js import JetStreamContext
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from servers.runtime.tasks import stop_tasks
-from servers.runtime.telemetry import inject_headers
+from foodmesh.core.tasks import stop_tasks
+from foodmesh.core.telemetry import inject_headers
 
 __all__ = ["OutboxRelay", "enqueue", "first_delivery", "outbox_ddl"]
 

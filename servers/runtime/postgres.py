@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from servers.runtime.errors import DependencyUnavailable
+from foodmesh.core.errors import DependencyUnavailable
 
 __all__ = ["check_postgres", "describe_url", "open_pool"]
 

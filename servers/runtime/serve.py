@@ -32,18 +32,18 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
-from servers.runtime import telemetry
+from foodmesh.core import telemetry
+from foodmesh.core.errors import DependencyUnavailable, FoodmeshError
+from foodmesh.core.metrics import rpc_metrics, serve_metrics
+from foodmesh.core.nats import Subjects, check_nats, open_nats
+from foodmesh.core.redis import Keys, check_redis, redis_client
 from servers.runtime.auth import Authorizer, access_rules
 from servers.runtime.config import Settings, env_int
 from servers.runtime.context import RequestIdFilter
-from servers.runtime.errors import DependencyUnavailable, FoodmeshError
 from servers.runtime.health import Check, HealthReporter
 from servers.runtime.interceptors import ServerInterceptor
 from servers.runtime.limits import MAX_REQUEST_BYTES, StreamSlots
-from servers.runtime.metrics import rpc_metrics, serve_metrics
-from servers.runtime.nats import Subjects, check_nats, open_nats
 from servers.runtime.postgres import check_postgres, describe_url
-from servers.runtime.redis import Keys, check_redis, redis_client
 
 __all__ = [
     "Dependency",

@@ -25,11 +25,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg_pool import AsyncConnectionPool
 
 from clients import ClientOptions, OrderClient
-from foodmesh.auth import DEV_SECRET, bearer, mint_token
+from foodmesh.core.auth import DEV_SECRET, bearer, mint_token
+from foodmesh.core.nats import Subjects
 from foodmesh.v1 import order_pb2 as pb
 from servers.order.payments import Authorization, RefundOutcome
 from servers.order.sandbox import SandboxProvider
-from servers.runtime.nats import Subjects
 from servers.runtime.serve import RunningService
 from tests.chaos._servers import free_port
 from tests.integration._order import order_mesh, place_request, reason, seeded_catalog

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from foodmesh.auth import DEV_SECRET, mint_token
+from foodmesh.core.auth import DEV_SECRET, mint_token
 from foodmesh.sim.agents import SimConfig
 from foodmesh.sim.city import CENTER, build_city
 from foodmesh.sim.run import run_sim

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from foodmesh.auth import DEV_SECRET, mint_token
+from foodmesh.core.auth import DEV_SECRET, mint_token
 from foodmesh.infra import RunningInfra
 from foodmesh.services import KNOWN, available
 

@@ -17,9 +17,9 @@ import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import dispatch_pb2 as dpb
 from foodmesh.v1 import order_pb2 as opb
-from servers.runtime.tasks import stop_tasks
 from tests.integration._dispatch import REST, DispatchMesh, Driver, upsert
 from tests.integration._location import DriverApp, fix
 

@@ -12,12 +12,12 @@ from typing import Any
 import aiohttp
 import grpc
 
-from foodmesh.auth import DEV_SECRET, TokenVerifier, mint_token
+from foodmesh.core.auth import DEV_SECRET, TokenVerifier, mint_token
+from foodmesh.core.errors import NotFound
 from foodmesh.v1 import common_pb2, order_pb2, order_pb2_grpc
 from gateway import Gateway, GatewayConfig, serve
 from servers.runtime.auth import current_principal
 from servers.runtime.config import Settings
-from servers.runtime.errors import NotFound
 from servers.runtime.serve import Resources, ServiceSpec, run_service
 
 OS = common_pb2.OrderStatus

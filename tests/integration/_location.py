@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 
 from clients import ClientOptions, LocationClient
-from foodmesh.auth import DEV_SECRET, bearer, mint_token
+from foodmesh.core.auth import DEV_SECRET, bearer, mint_token
 from foodmesh.v1 import location_pb2
 from servers import location
 from servers.location.tracking import EtaSource, OrderSource

@@ -15,7 +15,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from clients import CatalogClient, ClientOptions, OrderClient
-from foodmesh.auth import DEV_SECRET, bearer, mint_token
+from foodmesh.core.auth import DEV_SECRET, bearer, mint_token
 from foodmesh.v1 import catalog_pb2 as cpb
 from foodmesh.v1 import common_pb2
 from foodmesh.v1 import order_pb2 as pb

@@ -9,12 +9,12 @@ import dataclasses
 import pytest
 import redis.asyncio as aioredis
 
+from foodmesh.core.redis import Keys
 from servers.catalog import index as index_module
 from servers.catalog.index import SearchIndex, region_of, regions_for
 from servers.catalog.model import Address, Restaurant
 from servers.catalog.search import Query, SearchDoc
 from servers.catalog.table import RegionTable
-from servers.runtime.redis import Keys
 from tests.unit.test_catalog_search import restaurant
 
 Q = Query(lat=37.77, lon=-122.42, radius_miles=5.0)

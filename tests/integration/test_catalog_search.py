@@ -21,11 +21,11 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from clients import CatalogClient
+from foodmesh.core.geo import METERS_PER_MILE, haversine_m
 from foodmesh.v1 import catalog_pb2 as pb
 from foodmesh.v1 import common_pb2
 from servers.catalog import SPEC
 from servers.runtime.config import Settings
-from servers.runtime.geo import METERS_PER_MILE, haversine_m
 from servers.runtime.serve import RunningService, run_service
 from tests.integration.test_catalog_service import catalog, ops, token, usd, violations
 

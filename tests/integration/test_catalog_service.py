@@ -13,7 +13,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from clients import CatalogClient, ClientOptions
-from foodmesh.auth import DEV_SECRET, bearer, mint_token
+from foodmesh.core.auth import DEV_SECRET, bearer, mint_token
 from foodmesh.v1 import catalog_pb2 as pb
 from foodmesh.v1 import common_pb2
 from servers.catalog import SPEC

@@ -8,11 +8,11 @@ import time
 import aiohttp
 
 from dashboard import DashboardConfig, serve
+from foodmesh.core.nats import Subjects, open_nats
 from foodmesh.sim.city import CENTER, build_city
 from foodmesh.sim.seed import seed_city
 from foodmesh.v1 import common_pb2, location_pb2
 from foodmesh.v1 import order_pb2 as pb
-from servers.runtime.nats import Subjects, open_nats
 from tests.integration._order import order_mesh
 
 

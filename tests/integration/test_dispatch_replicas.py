@@ -219,8 +219,8 @@ async def test_driver_gone_silent_before_pickup_loses_the_order_to_the_next_driv
                 # after 30 s of silence): published on location.v1.presence.
                 import nats
 
+                from foodmesh.core.nats import Subjects
                 from foodmesh.v1 import location_pb2
-                from servers.runtime.nats import Subjects
 
                 nc = await nats.connect(nats_url)
                 try:
@@ -231,7 +231,7 @@ async def test_driver_gone_silent_before_pickup_loses_the_order_to_the_next_driv
                     js = nc.jetstream()
                     from nats.js.api import StreamConfig
 
-                    from servers.runtime.nats import ensure_stream
+                    from foodmesh.core.nats import ensure_stream
 
                     await ensure_stream(
                         js,
@@ -280,8 +280,8 @@ async def test_region_lease_has_one_holder_and_lapses_to_another_when_not_renewe
 ) -> None:
     import nats
 
+    from foodmesh.core.nats import Subjects, ensure_kv
     from servers.dispatch.leases import Leases
-    from servers.runtime.nats import Subjects, ensure_kv
 
     nc = await nats.connect(nats_url)
     try:

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from foodmesh.core.geo import haversine_m
 from foodmesh.roads import decode_polyline
 from foodmesh.v1 import dispatch_pb2 as dpb
 from foodmesh.v1 import eta_pb2
 from servers import eta
 from servers.eta.reroute import deviation_m
 from servers.runtime.config import Settings
-from servers.runtime.geo import haversine_m
 from servers.runtime.serve import run_service
 from tests.integration._dispatch import REST, Driver, confirmed_order, dispatch_mesh, upsert
 from tests.integration._order import HOME

@@ -16,7 +16,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from clients import ClientOptions, EtaClient
-from foodmesh.auth import DEV_SECRET, bearer, mint_token
+from foodmesh.core.auth import DEV_SECRET, bearer, mint_token
 from foodmesh.roads import RoadGraph, decode_polyline
 from foodmesh.sim import history
 from foodmesh.v1 import common_pb2, eta_pb2

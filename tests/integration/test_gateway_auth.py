@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from clients import ClientOptions, OrderClient
-from foodmesh.auth import DEV_SECRET, JwksCache, TokenVerifier, mint_token
+from foodmesh.core.auth import DEV_SECRET, JwksCache, TokenVerifier, mint_token
 from foodmesh.v1 import order_pb2
 from tests.integration._gateway import Http, details, gateway, scripted_orders
 

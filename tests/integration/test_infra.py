@@ -15,12 +15,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from foodmesh import infra
+from foodmesh.core.nats import server_urls
+from foodmesh.core.redis import Keys, redis_client
 from foodmesh.infra import RunningInfra, _servers, fresh_run_dir, start_infra
 from foodmesh.infra._procs import alive, spawn
 from foodmesh.infra.cluster import cluster_nodes
 from servers.pricing.live import DemandCounter
-from servers.runtime.nats import server_urls
-from servers.runtime.redis import Keys, redis_client
 
 NO_URLS: dict[str, str] = {}
 

@@ -19,14 +19,14 @@ from nats.aio.client import Client as NATS
 from prometheus_client import REGISTRY
 
 from clients import ClientOptions, LocationClient
+from foodmesh.core.errors import DependencyUnavailable
+from foodmesh.core.geo import METERS_PER_MILE, geohash_encode, haversine_m
+from foodmesh.core.nats import Subjects, open_nats
+from foodmesh.core.redis import Keys
 from foodmesh.v1 import common_pb2, location_pb2
 from servers.location.fixes import Fix
 from servers.location.ingest import Ingest
 from servers.location.store import LiveStore
-from servers.runtime.errors import DependencyUnavailable
-from servers.runtime.geo import METERS_PER_MILE, geohash_encode, haversine_m
-from servers.runtime.nats import Subjects, open_nats
-from servers.runtime.redis import Keys
 from servers.runtime.serve import RunningService
 from tests.integration._location import SERVICE, DriverApp, fix, location_service, token, wait_for
 

@@ -18,9 +18,9 @@ import grpc
 import pytest
 
 from clients import ClientOptions, EtaClient, LocationClient, OrderClient
+from foodmesh.core.errors import NotFound
 from foodmesh.v1 import common_pb2, eta_pb2, eta_pb2_grpc, location_pb2, order_pb2, order_pb2_grpc
 from servers.runtime.config import Settings
-from servers.runtime.errors import NotFound
 from servers.runtime.serve import Resources, RunningService, ServiceSpec, run_service
 from tests.integration._location import SERVICE, DriverApp, fix, location_service, token
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+from foodmesh.core.geo import geohash_encode
 from foodmesh.v1 import common_pb2
 from foodmesh.v1 import dispatch_pb2 as dpb
 from foodmesh.v1 import order_pb2 as opb
 from servers.dispatch.metrics import REGION_LEADER
-from servers.runtime.geo import geohash_encode
 from tests.integration._dispatch import REST, Driver, dispatch_mesh, pin_of, upsert
 from tests.integration._location import wait_for
 from tests.integration._order import place_request

@@ -11,11 +11,11 @@ import pytest
 from nats.js.api import StreamConfig
 from prometheus_client import REGISTRY
 
+from foodmesh.core.nats import Subjects
 from foodmesh.v1 import common_pb2
 from foodmesh.v1 import order_pb2 as opb
 from foodmesh.v1 import pricing_pb2 as ppb
 from servers.pricing.metrics import SURGE
-from servers.runtime.nats import Subjects
 from tests.integration._location import DriverApp, fix
 from tests.integration._pricing import REST_CELL, pricing_mesh
 

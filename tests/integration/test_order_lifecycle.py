@@ -14,11 +14,11 @@ import psycopg
 import pytest
 
 from clients import OrderClient
+from foodmesh.core.nats import Subjects
 from foodmesh.v1 import catalog_pb2 as cpb
 from foodmesh.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc
 from foodmesh.v1 import order_pb2 as pb
 from servers.runtime.config import Settings
-from servers.runtime.nats import Subjects
 from servers.runtime.serve import Resources, ServiceSpec, run_service
 from tests.integration._order import Mesh, clients, order_mesh, place_request, reason, token
 

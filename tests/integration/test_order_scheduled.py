@@ -11,10 +11,10 @@ import nats
 import psycopg
 import pytest
 
+from foodmesh.core.nats import Subjects
 from foodmesh.v1 import common_pb2
 from foodmesh.v1 import order_pb2 as pb
 from servers import order
-from servers.runtime.nats import Subjects
 from servers.runtime.serve import run_service
 from tests.integration._order import clients, order_mesh, place_request, reason
 

@@ -10,8 +10,8 @@ from nats.js.api import StreamConfig
 from opentelemetry import trace
 from psycopg_pool import AsyncConnectionPool
 
-from servers.runtime import telemetry
-from servers.runtime.nats import Subjects, ensure_stream
+from foodmesh.core import telemetry
+from foodmesh.core.nats import Subjects, ensure_stream
 from servers.runtime.outbox import OutboxRelay, enqueue, first_delivery, outbox_ddl
 
 

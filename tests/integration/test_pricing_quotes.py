@@ -11,9 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from foodmesh.core.redis import Keys
 from foodmesh.v1 import pricing_pb2 as ppb
 from servers.pricing.quotes import QuoteBook
-from servers.runtime.redis import Keys
 from servers.runtime.redis_wire import RedisWire
 from tests.integration._pricing import pricing_mesh, quote_request
 

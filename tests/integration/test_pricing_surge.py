@@ -10,10 +10,10 @@ import nats
 import pytest
 from nats.js.api import StreamConfig
 
+from foodmesh.core.nats import Subjects
 from foodmesh.v1 import common_pb2
 from foodmesh.v1 import order_pb2 as opb
 from foodmesh.v1 import pricing_pb2 as ppb
-from servers.runtime.nats import Subjects
 from tests.integration._location import DriverApp, fix
 from tests.integration._pricing import REST_CELL, pricing_mesh, quote_request
 

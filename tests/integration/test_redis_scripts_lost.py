@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from foodmesh.core.redis import Keys
 from foodmesh.v1 import common_pb2
 from servers.location.fixes import Fix
 from servers.location.store import LiveStore
 from servers.pricing.live import DemandCounter
-from servers.runtime.redis import Keys
 from servers.runtime.redis_wire import RedisWire
 
 DS = common_pb2.DriverStatus

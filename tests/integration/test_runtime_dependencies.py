@@ -12,9 +12,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.js.errors import KeyWrongLastSequenceError
 
+from foodmesh.core.errors import ConfigError
+from foodmesh.core.nats import Subjects, ensure_kv, replicas
 from servers.runtime.config import Settings
-from servers.runtime.errors import ConfigError
-from servers.runtime.nats import Subjects, ensure_kv, replicas
 from servers.runtime.serve import Dependency, Resources, ServiceSpec, StartupError, run_service
 
 ALL = frozenset(Dependency)

@@ -21,6 +21,7 @@ import grpc
 import pytest
 
 from clients import ClientOptions, LocationClient, OrderClient
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.sim.agents import SimConfig, Stats
 from foodmesh.sim.city import CENTER, City, CustomerSpec
 from foodmesh.sim.demand import distance_m
@@ -28,7 +29,6 @@ from foodmesh.sim.run import run_sim
 from foodmesh.sim.trace import load_trace
 from foodmesh.v1 import common_pb2, location_pb2
 from foodmesh.v1 import order_pb2 as opb
-from servers.runtime.tasks import stop_tasks
 from tests.integration._location import SERVICE
 from tests.integration._order import token
 from tests.integration._platform import Platform, small_city

@@ -21,10 +21,10 @@ from google.protobuf import json_format
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
+from foodmesh.core.telemetry import memory_exporter, setup_tracing
 from servers import dispatch
 from servers.runtime.migrate import load_migrations, migrate
 from servers.runtime.serve import run_service
-from servers.runtime.telemetry import memory_exporter, setup_tracing
 from tests.integration._dispatch import dispatch_settings
 from tests.integration._fleet import eventually
 from tests.integration._gateway import auth, gateway

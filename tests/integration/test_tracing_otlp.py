@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.trace.v1 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from foodmesh.auth import DEV_SECRET, mint_token
+from foodmesh.core.auth import DEV_SECRET, mint_token
 from servers import catalog
 from servers.runtime.migrate import load_migrations, migrate
 

@@ -42,16 +42,16 @@ import nats
 import pytest
 
 from clients import LocationClient, OrderClient
+from foodmesh.core.geo import geohash_encode
+from foodmesh.core.nats import Subjects, server_urls
+from foodmesh.core.redis import Keys, redis_client
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.infra.cluster import LocalNatsCluster, LocalRedisCluster
 from foodmesh.v1 import common_pb2
 from foodmesh.v1 import location_pb2 as lpb
 from foodmesh.v1 import order_pb2 as opb
 from servers import dispatch, order
-from servers.runtime.geo import geohash_encode
-from servers.runtime.nats import Subjects, server_urls
-from servers.runtime.redis import Keys, redis_client
 from servers.runtime.serve import RunningService, run_service
-from servers.runtime.tasks import stop_tasks
 from tests.integration._dispatch import REST, DispatchMesh, dispatch_mesh, dispatch_settings
 from tests.integration._fleet import (
     Bot,

@@ -11,7 +11,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from foodmesh.auth import DEV_SECRET, InvalidToken, bearer, mint_token, verify_token
+from foodmesh.core.auth import DEV_SECRET, InvalidToken, bearer, mint_token, verify_token
 from foodmesh.v1 import eta_pb2, eta_pb2_grpc
 from servers.runtime.auth import access_rules, current_principal
 from servers.runtime.config import Settings

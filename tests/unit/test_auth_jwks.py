@@ -10,7 +10,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from foodmesh.auth import (
+from foodmesh.core.auth import (
     DEV_SECRET,
     InvalidToken,
     JwksCache,

@@ -12,11 +12,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from foodmesh.core.geo import METERS_PER_MILE, haversine_m
 from servers.catalog.cells import CellCache
 from servers.catalog.search import Query, SearchDoc, paginate
 from servers.catalog.table import RegionTable, cell_of, cell_reach_miles, search_table
 from servers.catalog.zones import E7, Polygon, PolygonSet
-from servers.runtime.geo import METERS_PER_MILE, haversine_m
 from tests.unit.test_catalog_table import random_docs, random_query, rings, same
 
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from foodmesh.core.geo import haversine_m
 from servers.catalog.hours import Span
 from servers.catalog.model import Address, Closure, Restaurant, Zone
 from servers.catalog.search import (
@@ -24,7 +25,6 @@ from servers.catalog.search import (
     search_docs,
 )
 from servers.catalog.zones import Polygon
-from servers.runtime.geo import haversine_m
 
 NOW = dt.datetime(2026, 3, 6, 20, 0, tzinfo=dt.UTC)  # Friday 12:00 in Los Angeles
 SQUARE = Polygon.of([(37.6, -122.6), (37.6, -122.2), (37.9, -122.2), (37.9, -122.6)])

@@ -22,10 +22,10 @@ from clients import (
     PricingClient,
 )
 from clients._base import BaseClient, RetryPolicy, retryable_methods, service_config
-from foodmesh.auth import DEV_SECRET, bearer, mint_token
+from foodmesh.core.auth import DEV_SECRET, bearer, mint_token
+from foodmesh.core.errors import Unavailable
 from foodmesh.v1 import eta_pb2, eta_pb2_grpc, order_pb2
 from servers.runtime.config import Settings
-from servers.runtime.errors import Unavailable
 from servers.runtime.serve import Resources, RunningService, ServiceSpec, run_service
 
 SERVICE_AUTH = bearer(mint_token(DEV_SECRET, subject="tests", role="service"))

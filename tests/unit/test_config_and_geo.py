@@ -6,15 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from servers.runtime.config import Settings
-from servers.runtime.errors import ConfigError, InvalidArgument, Violations
-from servers.runtime.geo import (
+from foodmesh.core.errors import ConfigError, InvalidArgument, Violations
+from foodmesh.core.geo import (
     geohash_decode,
     geohash_encode,
     geohash_neighbors,
     haversine_m,
 )
-from servers.runtime.redis import Keys
+from foodmesh.core.redis import Keys
+from servers.runtime.config import Settings
 
 
 def test_settings_read_service_specific_port_and_urls() -> None:

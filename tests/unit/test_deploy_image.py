@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from foodmesh.services import KNOWN
+from foodmesh.core.services import KNOWN
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"

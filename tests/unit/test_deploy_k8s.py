@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from foodmesh.services import KNOWN
+from foodmesh.core.redis import is_cluster_url
+from foodmesh.core.services import KNOWN
 from servers.runtime.config import Settings
-from servers.runtime.redis import is_cluster_url
 
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="pip install kubernetes-validate (the dev extra has it)"

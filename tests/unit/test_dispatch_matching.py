@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from foodmesh.core.errors import FailedPrecondition
 from foodmesh.v1 import common_pb2
 from servers.dispatch.matching import Candidate, MatchConfig, PendingOrder, plan_batch
 from servers.dispatch.offers import Action, AssignmentStatus, OfferRules, step
-from servers.runtime.errors import FailedPrecondition
 
 REST = (37.7755, -122.4183)
 NOW = 1_000_000.0

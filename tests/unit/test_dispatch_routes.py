@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from foodmesh.core.geo import haversine_m
 from foodmesh.roads import decode_polyline
 from foodmesh.v1 import common_pb2, dispatch_pb2, eta_pb2
 from servers.dispatch.model import Assignment
@@ -22,7 +23,6 @@ from servers.dispatch.routes import (
     update_from_reroute,
     update_from_route,
 )
-from servers.runtime.geo import haversine_m
 
 S = AssignmentStatus
 R = dispatch_pb2.RouteUpdateReason

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from foodmesh.core.errors import ConfigError
 from servers.dispatch import scoring
 from servers.dispatch.scoring import Weights
-from servers.runtime.errors import ConfigError
 
 
 def a(*xs: float) -> np.ndarray:
@@ -95,7 +95,7 @@ def test_weights_must_sum_to_one_and_parse_from_settings() -> None:
 
 
 def test_distance_matrix_is_within_a_thousandth_of_great_circle_in_a_city() -> None:
-    from servers.runtime.geo import haversine_m
+    from foodmesh.core.geo import haversine_m
 
     m = scoring.distance_matrix_m(a(37.77, 37.80), a(-122.41, -122.27), a(37.78), a(-122.42))
     assert m.shape == (2, 1)

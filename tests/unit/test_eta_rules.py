@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from foodmesh.roads.vehicles import vehicle_time_s
 from foodmesh.v1 import common_pb2
 from servers.eta.confidence import Part, combine, confidence
 from servers.eta.estimate import BASELINE_PREP_MIN, DeliveryInput, estimate_delivery
-from servers.eta.features import is_peak, vehicle_time_s
+from servers.eta.features import is_peak
 from servers.eta.reroute import Reason, decide, deviation_m
 from servers.eta.routing import Leg
 

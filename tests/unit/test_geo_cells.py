@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from servers.runtime.geo import EARTH_RADIUS_M, cells_covering, geohash_decode, geohash_encode
+from foodmesh.core.geo import EARTH_RADIUS_M, cells_covering, geohash_decode, geohash_encode
 
 
 def _bisect_encode(lat: float, lon: float, precision: int) -> str:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from foodmesh.core.geo import geohash_decode, geohash_encode
 from servers.location.fixes import (
     MAX_AGE_S,
     MAX_FUTURE_S,
@@ -20,7 +21,6 @@ from servers.location.fixes import (
     check_fix,
 )
 from servers.location.policy import Activity, DriverActivity, IntervalPolicy, next_interval_s
-from servers.runtime.geo import geohash_decode, geohash_encode
 
 NOW = 1_800_000_000.0
 

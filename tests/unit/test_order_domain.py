@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from foodmesh.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from foodmesh.v1 import catalog_pb2, common_pb2, order_pb2
 from servers.order import convert
 from servers.order.cart import price_lines
@@ -14,7 +15,6 @@ from servers.order.ids import new_order_id, order_id_time_ms, uuid7_int
 from servers.order.money import apply_bps, clamp, scale, split_refund
 from servers.order.pricing import FallbackPricing, PriceInput, PromoUnavailable
 from servers.order.schedule import open_at
-from servers.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 
 def test_basis_points_round_half_away_from_zero() -> None:

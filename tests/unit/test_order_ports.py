@@ -7,10 +7,10 @@ import datetime as dt
 import grpc
 import pytest
 
+from foodmesh.core.errors import FailedPrecondition
 from foodmesh.v1 import common_pb2, eta_pb2, pricing_pb2
 from servers.order.eta import EtaInput, FallbackEta, RemoteEta
 from servers.order.pricing import FallbackPricing, PriceInput, RemotePricing
-from servers.runtime.errors import FailedPrecondition
 
 
 def _error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from foodmesh.core.errors import FailedPrecondition, InvalidArgument
 from foodmesh.v1 import catalog_pb2 as cpb
 from foodmesh.v1 import common_pb2
 from foodmesh.v1 import pricing_pb2 as ppb
 from servers.pricing.cart import MenuIndex, PricedItem, price_items
 from servers.pricing.catalog import CachedCatalog
-from servers.runtime.errors import FailedPrecondition, InvalidArgument
 
 
 def _usd(n: int) -> common_pb2.Money:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
+from foodmesh.core.errors import ConfigError
+from foodmesh.core.nats import server_urls
+from foodmesh.core.redis import is_cluster_url, redis_client
 from servers.runtime.config import Settings
-from servers.runtime.errors import ConfigError
-from servers.runtime.nats import server_urls
-from servers.runtime.redis import is_cluster_url, redis_client
 
 
 @pytest.mark.parametrize(

@@ -29,12 +29,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from servers.runtime import telemetry
+from foodmesh.core import telemetry
+from foodmesh.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from foodmesh.core.metrics import rpc_metrics
 from servers.runtime.config import Settings
 from servers.runtime.context import current_request_id, time_left
-from servers.runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from servers.runtime.interceptors import ServerInterceptor, _StreamDeadline
-from servers.runtime.metrics import rpc_metrics
 from servers.runtime.serve import Resources, RunningService, ServiceSpec, StartupError, run_service
 
 Req = health_pb2.HealthCheckRequest
@@ -682,7 +682,7 @@ async def test_200_concurrent_redis_commands_all_succeed(redis_url: str, namespa
     import redis.asyncio as aioredis
     from redis.exceptions import MaxConnectionsError
 
-    from servers.runtime.redis import open_redis
+    from foodmesh.core.redis import open_redis
 
     key = f"{namespace}:empty-list"
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from servers.runtime.tasks import stop_tasks
+from foodmesh.core.tasks import stop_tasks
 
 
 async def test_a_task_that_swallows_a_cancel_is_cancelled_again_until_it_ends() -> None:
@@ -43,7 +43,7 @@ async def test_a_task_that_never_ends_is_left_behind_after_the_timeout(
     task = asyncio.create_task(immortal(), name="immortal")
     await asyncio.sleep(0)
     t0 = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="servers.runtime.tasks"):
+    with caplog.at_level(logging.WARNING, logger="foodmesh.core.tasks"):
         await stop_tasks([task, None], timeout_s=0.3)
     assert 0.25 < time.monotonic() - t0 < 3.0
     assert "did not stop" in caplog.text and "immortal" in caplog.text
@@ -57,6 +57,6 @@ async def test_a_failed_task_is_logged_not_raised(caplog: pytest.LogCaptureFixtu
 
     task = asyncio.create_task(broken())
     await asyncio.sleep(0.01)
-    with caplog.at_level(logging.WARNING, logger="servers.runtime.tasks"):
+    with caplog.at_level(logging.WARNING, logger="foodmesh.core.tasks"):
         await stop_tasks([task])
     assert "boom" in caplog.text

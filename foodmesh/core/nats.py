@@ -11,7 +11,7 @@ from nats.js.api import KeyValueConfig, StreamConfig
 from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 
-from servers.runtime.errors import ConfigError, DependencyUnavailable
+from foodmesh.core.errors import ConfigError, DependencyUnavailable
 
 __all__ = [
     "Subjects",

@@ -25,7 +25,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from servers.runtime.errors import DependencyUnavailable
+from foodmesh.core.errors import DependencyUnavailable
 
 __all__ = [
     "Keys",

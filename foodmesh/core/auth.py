@@ -58,7 +58,7 @@ _HEADER = b'{"alg":"HS256","typ":"JWT"}'
 _LEEWAY_S = 30.0
 
 
-log = logging.getLogger("foodmesh.auth")
+log = logging.getLogger("foodmesh.core.auth")
 
 
 class InvalidToken(ValueError):
