@@ -25,7 +25,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 
-from foodmesh.roads import _search
+from foodmesh.roads import _legs, _search
 from foodmesh.roads.errors import GraphFormatError, OutsideGraph, Unreachable
 from foodmesh.roads.geo import LocalPlane, haversine_np, valid_lat_lon
 from foodmesh.roads.polyline import encode as encode_polyline
@@ -78,6 +78,7 @@ class _Weights:
     fwd: csr_matrix | None = None
     rev: csr_matrix | None = None
     w_finite: F64 | None = None
+    index: Any = None  # _trees.EdgeIndex under these weights, for batch searches
 
 
 class RoadGraph:
@@ -939,6 +940,59 @@ class RoadGraph:
             [n for n, _, _ in starts], [c for _, c, _ in starts], limit=limit_s
         )
         return self._combine(edge, frac, ws.w, from_o, o, limit_s, reverse=True)
+
+    # ------------------------------------------------------ many-to-many
+    def legs(
+        self,
+        origins: Sequence[Point],
+        destinations: Sequence[Point],
+        *,
+        depart_at: dt.datetime | None,
+        traffic: TrafficModel | None = None,
+        overrides: Overrides | None = None,
+        max_snap_m: float = DEFAULT_MAX_SNAP_M,
+        limit_s: float = math.inf,
+    ) -> _legs.Legs:
+        """Time, length and free-flow time of many legs (origin ``i`` to destination ``i``).
+
+        One search per distinct point on the side with fewer of them (many drivers to
+        one restaurant: one), each leg's ends met as :meth:`route` meets them, so a
+        leg's numbers are the route's. A leg no open road joins, or slower than
+        ``limit_s``, gets ``inf``.
+
+        Raises:
+            OutsideGraph: a point is off the map (``which`` names ``origins[i]`` or
+                ``destinations[i]``).
+        """
+        ws = self._weights_for(depart_at, traffic, overrides)
+        return _legs.legs(
+            self, origins, destinations, ws=ws, max_snap_m=max_snap_m, limit_s=limit_s
+        )
+
+    def reach(
+        self,
+        start: Point | int,
+        *,
+        reverse: bool = False,
+        depart_at: dt.datetime | None = None,
+        traffic: TrafficModel | None = None,
+        overrides: Overrides | None = None,
+        values: F64 | None = None,
+        max_snap_m: float = DEFAULT_MAX_SNAP_M,
+        limit_s: float = math.inf,
+    ) -> _legs.Reach:
+        """The fastest time from ``start`` (a point, or a node id) to every node, or with
+        ``reverse`` from every node to it, and per-edge ``values`` (E, k) summed along
+        each of those paths (default: metres and free-flow seconds).
+
+        Raises:
+            OutsideGraph: ``start`` is off the map.
+        """
+        ws = self._weights_for(depart_at, traffic, overrides)
+        return _legs.reach(
+            self, start, ws=ws, reverse=reverse, values=values, max_snap_m=max_snap_m,
+            limit_s=limit_s,
+        )  # fmt: skip
 
     def _multi_source(self, ws: _Weights, *, reverse: bool) -> _search.MultiSource:
         cache: dict[tuple[int, bool], tuple[_Weights, _search.MultiSource]] | None = getattr(
