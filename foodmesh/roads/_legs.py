@@ -11,6 +11,7 @@ street in driving order; so a batch answers what ``route`` answers, faster.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,13 +21,17 @@ import numpy as np
 import numpy.typing as npt
 from scipy.sparse.csgraph import dijkstra
 
+from foodmesh.roads import _ends, _search, _snap, _weights
+from foodmesh.roads._snap import DEFAULT_MAX_SNAP_M, Point
 from foodmesh.roads._trees import EdgeIndex, tree_sums
+from foodmesh.roads._weights import Weights
+from foodmesh.roads.traffic import Overrides, TrafficModel
+from foodmesh.roads.types import Snap
 
 if TYPE_CHECKING:
-    from foodmesh.roads.graph import Point, RoadGraph, _Weights
-    from foodmesh.roads.types import Snap
+    from foodmesh.roads.graph import RoadGraph
 
-__all__ = ["Legs", "Reach", "legs", "reach"]
+__all__ = ["Legs", "Reach", "legs", "reach", "travel_times", "travel_times_from"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -55,7 +60,7 @@ class Reach:
     sums: F64
 
 
-def _index(graph: RoadGraph, ws: _Weights) -> EdgeIndex:
+def _index(graph: RoadGraph, ws: Weights) -> EdgeIndex:
     if ws.index is None:
         ws.index = EdgeIndex.of(graph, ws.w)
     index: EdgeIndex = ws.index
@@ -64,7 +69,7 @@ def _index(graph: RoadGraph, ws: _Weights) -> EdgeIndex:
 
 def _grow(
     graph: RoadGraph,
-    ws: _Weights,
+    ws: Weights,
     ways: list[tuple[int, float, int, float]],
     values: F64,
     *,
@@ -72,7 +77,7 @@ def _grow(
     limit_s: float,
 ) -> Reach:
     """The tree from ``ways`` (node, head start, edge driven, share of it driven)."""
-    dist, pred = graph._multi_source(ws, reverse=reverse).tree(
+    dist, pred = multi_source(graph, ws, reverse=reverse).tree(
         [v for v, _, _, _ in ways], [c for _, c, _, _ in ways], limit=limit_s
     )
     roots = {
@@ -84,14 +89,14 @@ def _grow(
 
 def _ways_out(graph: RoadGraph, s: Snap, w: F64) -> list[tuple[int, float, int, float]]:
     """Where a search leaves ``s``: (node, cost, edge, share of the edge driven)."""
-    pos = graph._positions(s)
-    return [(v, c, e, 1.0 - pos[e] if e >= 0 else 0.0) for v, c, e in graph._starts(s, w)]
+    pos = _ends.positions(graph, s)
+    return [(v, c, e, 1.0 - pos[e] if e >= 0 else 0.0) for v, c, e in _ends.starts(graph, s, w)]
 
 
 def _ways_in(graph: RoadGraph, s: Snap, w: F64) -> list[tuple[int, float, int, float]]:
     """Where a search reaches ``s``: (node, cost, edge, share of the edge driven)."""
-    pos = graph._positions(s)
-    return [(u, c, e, pos[e] if e >= 0 else 0.0) for u, c, e in graph._ends(s, w)]
+    pos = _ends.positions(graph, s)
+    return [(u, c, e, pos[e] if e >= 0 else 0.0) for u, c, e in _ends.ends(graph, s, w)]
 
 
 def legs(
@@ -99,7 +104,7 @@ def legs(
     origins: Sequence[Point],
     destinations: Sequence[Point],
     *,
-    ws: _Weights,
+    ws: Weights,
     max_snap_m: float,
     limit_s: float,
 ) -> Legs:
@@ -110,8 +115,8 @@ def legs(
     out = np.full((n, 3), np.inf)
     if n == 0:
         return Legs(out[:, 0], out[:, 1], out[:, 2])
-    o_edge, o_frac = graph._snap_points(origins, "origins", max_snap_m)
-    d_edge, d_frac = graph._snap_points(destinations, "destinations", max_snap_m)
+    o_edge, o_frac = _snap.snap_points(graph, origins, "origins", max_snap_m)
+    d_edge, d_frac = _snap.snap_points(graph, destinations, "destinations", max_snap_m)
     o_keys, o_inv = np.unique(np.column_stack([o_edge, o_frac]), axis=0, return_inverse=True)
     d_keys, d_inv = np.unique(np.column_stack([d_edge, d_frac]), axis=0, return_inverse=True)
     o_inv, d_inv = o_inv.ravel(), d_inv.ravel()
@@ -123,7 +128,7 @@ def legs(
     hubs, hub_inv = (d_keys, d_inv) if from_dest else (o_keys, o_inv)
     other_edge, other_frac = (o_edge, o_frac) if from_dest else (d_edge, d_frac)
     for j, (he, hf) in enumerate(hubs.tolist()):
-        hub = graph._make_snap(int(he), float(hf), 0.0)
+        hub = _snap.make_snap(graph, int(he), float(hf), 0.0)
         members = np.flatnonzero(hub_inv == j)
         ways = _ways_in(graph, hub, w) if from_dest else _ways_out(graph, hub, w)
         if not ways:
@@ -189,7 +194,7 @@ def _combine(
     ends = [hub.source, hub.target]
     same = np.isin(src, ends) & np.isin(dst, ends) & (src != dst)
     for i in np.flatnonzero(same | graph._parallel[edge]).tolist():
-        p = graph._make_snap(int(edge[i]), float(frac[i]), 0.0)
+        p = _snap.make_snap(graph, int(edge[i]), float(frac[i]), 0.0)
         if points_are_origins:
             ways = [(c + field[v], share * values[e] + sums[v] if e >= 0 else sums[v])
                     for v, c, e, share in _ways_out(graph, p, w)]  # fmt: skip
@@ -198,10 +203,10 @@ def _combine(
             ways = [(field[u] + c, sums[u] + share * values[e] if e >= 0 else sums[u])
                     for u, c, e, share in _ways_in(graph, p, w)]  # fmt: skip
             o, d = hub, p
-        direct = graph._direct(o, d, w)
+        direct = _ends.direct(graph, o, d, w)
         if direct is not None:
             c, e = direct
-            span = graph._positions(d)[e] - graph._positions(o)[e]
+            span = _ends.positions(graph, d)[e] - _ends.positions(graph, o)[e]
             ways.append((c, span * values[e]))
         best = min(ways, key=lambda x: float(x[0]), default=None)
         if best is None or not math.isfinite(float(best[0])):
@@ -216,7 +221,7 @@ def reach(
     graph: RoadGraph,
     start: Point | int,
     *,
-    ws: _Weights,
+    ws: Weights,
     reverse: bool,
     values: F64 | None,
     max_snap_m: float,
@@ -228,15 +233,140 @@ def reach(
         node = int(start)
         if not 0 <= node < graph.node_count:
             raise IndexError(f"node {node} is not in the graph ({graph.node_count} nodes)")
-        m = graph._reverse(ws) if reverse else graph._forward(ws)
+        m = _weights.reverse(graph, ws) if reverse else _weights.forward(graph, ws)
         dist, pred = dijkstra(
             m, directed=True, indices=node, return_predecessors=True, limit=limit_s
         )
         sums = tree_sums(pred, index=_index(graph, ws), values=vals, reverse=reverse)
         return Reach(np.asarray(dist), sums)
-    s = graph._snap_arg(start, "start", max_snap_m)
+    s = _snap.snap_arg(graph, start, "start", max_snap_m)
     ways = _ways_in(graph, s, ws.w) if reverse else _ways_out(graph, s, ws.w)
     if not ways:
         n = graph.node_count
         return Reach(np.full(n, np.inf), np.zeros((n, vals.shape[1])))
     return _grow(graph, ws, ways, vals, reverse=reverse, limit_s=limit_s)
+
+
+def travel_times(
+    g: RoadGraph,
+    origins: Sequence[Point],
+    destination: Point,
+    *,
+    depart_at: dt.datetime,
+    traffic: TrafficModel | None = None,
+    overrides: Overrides | None = None,
+    max_snap_m: float = DEFAULT_MAX_SNAP_M,
+    limit_s: float = math.inf,
+) -> F64:
+    """Fastest travel time (s) from each origin to one destination (many-to-one).
+
+    One Dijkstra from the destination on the reversed graph (scipy), so 200
+    drivers cost about as much as one. An unreachable origin, or one slower
+    than ``limit_s``, gets ``inf``; a point too far from any road raises.
+
+    Raises:
+        OutsideGraph: the destination or an origin is off the map (``which`` says).
+    """
+    d = _snap.snap_arg(g, destination, "destination", max_snap_m)
+    edge, frac = _snap.snap_points(g, origins, "origins", max_snap_m)
+    ws = _weights.weights_for(g, depart_at, traffic, overrides)
+    ends = _ends.ends(g, d, ws.w)
+    if not ends:
+        return np.full(len(edge), np.inf)
+    to_dest = multi_source(g, ws, reverse=True).dijkstra(
+        [n for n, _, _ in ends], [c for _, c, _ in ends], limit=limit_s
+    )
+    return combine_times(g, edge, frac, ws.w, to_dest, d, limit_s, reverse=False)
+
+
+def travel_times_from(
+    g: RoadGraph,
+    origin: Point,
+    destinations: Sequence[Point],
+    *,
+    depart_at: dt.datetime,
+    traffic: TrafficModel | None = None,
+    overrides: Overrides | None = None,
+    max_snap_m: float = DEFAULT_MAX_SNAP_M,
+    limit_s: float = math.inf,
+) -> F64:
+    """Fastest travel time (s) from one origin to each destination (one-to-many)."""
+    o = _snap.snap_arg(g, origin, "origin", max_snap_m)
+    edge, frac = _snap.snap_points(g, destinations, "destinations", max_snap_m)
+    ws = _weights.weights_for(g, depart_at, traffic, overrides)
+    starts = _ends.starts(g, o, ws.w)
+    if not starts:
+        return np.full(len(edge), np.inf)
+    from_o = multi_source(g, ws, reverse=False).dijkstra(
+        [n for n, _, _ in starts], [c for _, c, _ in starts], limit=limit_s
+    )
+    return combine_times(g, edge, frac, ws.w, from_o, o, limit_s, reverse=True)
+
+
+def multi_source(g: RoadGraph, ws: Weights, *, reverse: bool) -> _search.MultiSource:
+    cache: dict[tuple[int, bool], tuple[Weights, _search.MultiSource]] | None = getattr(
+        g._tls, "multi", None
+    )
+    if cache is None:
+        cache = g._tls.multi = {}
+    hit = cache.get((id(ws), reverse))
+    if hit is not None and hit[0] is ws:
+        return hit[1]
+    ms = _search.MultiSource(_weights.reverse(g, ws) if reverse else _weights.forward(g, ws))
+    if len(cache) >= 8:
+        cache.clear()
+    cache[(id(ws), reverse)] = (ws, ms)
+    return ms
+
+
+def combine_times(
+    g: RoadGraph,
+    edge: I64,
+    frac: F64,
+    w: F64,
+    field: F64,
+    fixed: Snap,
+    limit_s: float,
+    *,
+    reverse: bool,
+) -> F64:
+    """Per snapped point (edge, fraction), the best time through either end of its edge.
+
+    ``field`` holds times from every node to ``fixed`` (``reverse`` False: the points
+    are origins) or from ``fixed`` to every node (``reverse`` True: destinations).
+    """
+    src, dst = g.sources[edge], g.targets[edge]
+    tw = g.twin[edge]
+    has_tw = tw >= 0
+    tw_safe = np.where(has_tw, tw, 0)
+    length = g.length_m[edge]
+    with np.errstate(invalid="ignore"):
+        if not reverse:  # leave the point forward along its edge, or back along the twin
+            a = (1.0 - frac) * w[edge] + field[dst]
+            b = np.where(has_tw, frac * w[tw_safe] + field[src], np.inf)
+        else:  # arrive along the edge from its source, or along the twin from its source
+            a = field[src] + frac * w[edge]
+            b = np.where(has_tw, field[dst] + (1.0 - frac) * w[tw_safe], np.inf)
+    best = np.fmin(a, b)
+    at_src = frac * length <= 0.01
+    at_dst = (1.0 - frac) * length <= 0.01
+    best = np.where(at_src, np.fmin(best, field[src]), best)
+    best = np.where(at_dst, np.fmin(best, field[dst]), best)
+    best = np.where(np.isnan(best), np.inf, best)
+    # Points on the fixed point's own street may get there without leaving it.
+    ends = [fixed.source, fixed.target]
+    same = np.isin(src, ends) & np.isin(dst, ends) & (src != dst)
+    # Rare cases done one by one: the fixed point's own street (no need to leave it),
+    # and streets drawn twice in the same direction (parallel edges, from OSM).
+    for i in np.flatnonzero(same | g._parallel[edge]).tolist():
+        p = _snap.make_snap(g, int(edge[i]), float(frac[i]), 0.0)
+        if reverse:
+            ways = [field[u] + c for u, c, _ in _ends.ends(g, p, w)]
+            direct = _ends.direct(g, fixed, p, w)
+        else:
+            ways = [c + field[v] for v, c, _ in _ends.starts(g, p, w)]
+            direct = _ends.direct(g, p, fixed, w)
+        if direct is not None:
+            ways.append(direct[0])
+        best[i] = min(ways, default=math.inf)
+    return np.where(best <= limit_s, best, np.inf)
