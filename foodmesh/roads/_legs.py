@@ -1,12 +1,15 @@
-"""Many legs at once, and everything reachable from one point: the batch searches.
+"""The batch searches: many legs at once, everything reachable from one point, and
+many points' times to (or from) one.
 
-Both grow one shortest-path tree (scipy's Dijkstra from a super source whose
+``legs`` and ``reach`` grow one shortest-path tree (scipy's Dijkstra from a super source whose
 edges carry each way on or off the point's street with its head start, see
 ``_search.MultiSource``) and read the time, metres and free-flow seconds of
 every node off it (``_trees.tree_sums``). A leg's ends are met exactly as
 :meth:`RoadGraph.route` meets them: either direction of the street, any edge
 drawn along it (parallel edges), a point sitting on a node, and two points on one
 street in driving order; so a batch answers what ``route`` answers, faster.
+``travel_times`` and ``travel_times_from`` (Dispatch's many drivers to one
+restaurant) need times only: one Dijkstra without a tree, met the same way.
 """
 
 from __future__ import annotations
