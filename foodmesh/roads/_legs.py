@@ -337,39 +337,9 @@ def combine_times(
 
     ``field`` holds times from every node to ``fixed`` (``reverse`` False: the points
     are origins) or from ``fixed`` to every node (``reverse`` True: destinations).
+    :func:`_combine` with nothing summed along the way.
     """
-    src, dst = g.sources[edge], g.targets[edge]
-    tw = g.twin[edge]
-    has_tw = tw >= 0
-    tw_safe = np.where(has_tw, tw, 0)
-    length = g.length_m[edge]
-    with np.errstate(invalid="ignore"):
-        if not reverse:  # leave the point forward along its edge, or back along the twin
-            a = (1.0 - frac) * w[edge] + field[dst]
-            b = np.where(has_tw, frac * w[tw_safe] + field[src], np.inf)
-        else:  # arrive along the edge from its source, or along the twin from its source
-            a = field[src] + frac * w[edge]
-            b = np.where(has_tw, field[dst] + (1.0 - frac) * w[tw_safe], np.inf)
-    best = np.fmin(a, b)
-    at_src = frac * length <= 0.01
-    at_dst = (1.0 - frac) * length <= 0.01
-    best = np.where(at_src, np.fmin(best, field[src]), best)
-    best = np.where(at_dst, np.fmin(best, field[dst]), best)
-    best = np.where(np.isnan(best), np.inf, best)
-    # Points on the fixed point's own street may get there without leaving it.
-    ends = [fixed.source, fixed.target]
-    same = np.isin(src, ends) & np.isin(dst, ends) & (src != dst)
-    # Rare cases done one by one: the fixed point's own street (no need to leave it),
-    # and streets drawn twice in the same direction (parallel edges, from OSM).
-    for i in np.flatnonzero(same | g._parallel[edge]).tolist():
-        p = _snap.make_snap(g, int(edge[i]), float(frac[i]), 0.0)
-        if reverse:
-            ways = [field[u] + c for u, c, _ in _ends.ends(g, p, w)]
-            direct = _ends.direct(g, fixed, p, w)
-        else:
-            ways = [c + field[v] for v, c, _ in _ends.starts(g, p, w)]
-            direct = _ends.direct(g, p, fixed, w)
-        if direct is not None:
-            ways.append(direct[0])
-        best[i] = min(ways, default=math.inf)
+    nothing = np.zeros((g.edge_count, 0))
+    tree = Reach(field, np.zeros((len(field), 0)))
+    best = _combine(g, w, nothing, tree, fixed, edge, frac, points_are_origins=not reverse)[:, 0]
     return np.where(best <= limit_s, best, np.inf)
