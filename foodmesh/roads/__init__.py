@@ -5,9 +5,14 @@ compact ``.npz`` in milliseconds); :meth:`RoadGraph.default` is the generated
 city around the seed's San Francisco coordinates. ``snap`` moves a point onto the
 nearest road (KD-tree), ``route`` finds the fastest path (A*) with time-of-day
 traffic (:class:`TrafficModel`) and live :class:`Overrides`, ``travel_times`` gives
-many origins' times to one destination in one Dijkstra (scipy).
+many origins' times to one destination in one Dijkstra (scipy), ``legs`` the time,
+length and free-flow time of many legs at once (as ``route`` would answer each),
+and ``reach`` everything reachable from one point. Every search of the project
+is one of these.
 """
 
+from foodmesh.roads._legs import Legs, Reach
+from foodmesh.roads._trees import edge_values
 from foodmesh.roads.errors import GraphFormatError, OutsideGraph, RoadsError, Unreachable
 from foodmesh.roads.geo import bearing_deg, haversine_m, haversine_np
 from foodmesh.roads.graph import RoadGraph, default_cache_dir
@@ -20,9 +25,11 @@ from foodmesh.roads.types import LatLon, RoadClass, Route, Snap, Step
 __all__ = [
     "GraphFormatError",
     "LatLon",
+    "Legs",
     "OutsideGraph",
     "Overrides",
     "RoadClass",
+    "Reach",
     "RoadGraph",
     "RoadsError",
     "Route",
@@ -32,6 +39,7 @@ __all__ = [
     "Unreachable",
     "bearing_deg",
     "decode_polyline",
+    "edge_values",
     "default_cache_dir",
     "encode_polyline",
     "haversine_m",

@@ -106,8 +106,7 @@ class MultiSource:
         self.slot_cost: F64 = self.matrix.data[m:]
         self.slot_node: I32 = self.matrix.indices[m:]
 
-    def dijkstra(self, nodes: list[int], costs: list[float], *, limit: float) -> F64:
-        """Times from the nearest start (its head start included) to every node."""
+    def _set_starts(self, nodes: list[int], costs: list[float]) -> None:
         if len(nodes) > self.SLOTS:
             raise ValueError(f"at most {self.SLOTS} start nodes, got {len(nodes)}")
         for k in range(self.SLOTS):
@@ -115,8 +114,20 @@ class MultiSource:
                 self.slot_node[k], self.slot_cost[k] = nodes[k], costs[k]
             else:
                 self.slot_node[k], self.slot_cost[k] = self.n, _CLOSED
+
+    def dijkstra(self, nodes: list[int], costs: list[float], *, limit: float) -> F64:
+        """Times from the nearest start (its head start included) to every node."""
+        self._set_starts(nodes, costs)
         dist = dijkstra(self.matrix, directed=True, indices=self.n, limit=limit)
         return np.asarray(dist[: self.n])
+
+    def tree(self, nodes: list[int], costs: list[float], *, limit: float) -> tuple[F64, I32]:
+        """:meth:`dijkstra` and its predecessor tree; a start's predecessor is ``n``."""
+        self._set_starts(nodes, costs)
+        dist, pred = dijkstra(
+            self.matrix, directed=True, indices=self.n, return_predecessors=True, limit=limit
+        )
+        return np.asarray(dist[: self.n]), np.asarray(pred[: self.n], dtype=np.int32)
 
 
 def finite_weights(w: F64) -> F64:

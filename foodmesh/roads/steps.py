@@ -31,10 +31,6 @@ def maneuver(turn_deg: float) -> str:
     return "u-turn"
 
 
-def _turn(b1: float, b2: float) -> float:
-    return (b2 - b1 + 540.0) % 360.0 - 180.0
-
-
 def build_steps(
     graph: RoadGraph,
     legs: list[tuple[int, float]],

@@ -84,16 +84,6 @@ class TrafficModel:
         t = self.local(when)
         return t.weekday(), t.hour
 
-    def min_multiplier(self) -> float:
-        """The smallest multiplier the model ever gives (keeps A*'s bound admissible)."""
-        lows = [
-            self.multiplier(c, dt.datetime(2024, 1, 1 + d, h))
-            for c in RoadClass
-            for d in range(7)
-            for h in range(24)
-        ]
-        return min(lows)
-
 
 @dataclass(frozen=True, slots=True)
 class Overrides:

@@ -39,10 +39,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import dijkstra
 
-from foodmesh.roads.graph import RoadGraph
+from foodmesh.roads import RoadGraph, edge_values
 from foodmesh.roads.traffic import TrafficModel
 from foodmesh.roads.types import RoadClass
 from foodmesh.roads.vehicles import vehicle_time_s
@@ -125,13 +123,7 @@ class _Trees:
     """Free-flow shortest-path trees from and to a node, with per-class sums along them."""
 
     def __init__(self, graph: RoadGraph) -> None:
-        from servers.eta.legs import EdgeIndex, edge_values
-
-        n = graph.node_count
-        w = graph.free_flow_s
-        self.fwd = csr_matrix((w, graph.targets, graph.offsets), shape=(n, n))
-        self.rev = csr_matrix((w, (graph.targets, graph.sources)), shape=(n, n))
-        self.index = EdgeIndex.of(graph)
+        self.graph = graph
         self.values = edge_values(graph, len(RoadClass))
 
     def sums(self, node: int, *, reverse: bool, limit_s: float) -> npt.NDArray[np.float64]:
@@ -139,13 +131,9 @@ class _Trees:
 
         Rows of nodes not reached within ``limit_s`` are NaN.
         """
-        from servers.eta.legs import tree_sums
-
-        m = self.rev if reverse else self.fwd
-        dist, pred = dijkstra(m, directed=True, indices=node, return_predecessors=True,
-                              limit=limit_s)  # fmt: skip
-        acc = tree_sums(pred, index=self.index, values=self.values, reverse=reverse)
-        acc[~np.isfinite(dist)] = np.nan
+        r = self.graph.reach(node, reverse=reverse, values=self.values, limit_s=limit_s)
+        acc = r.sums
+        acc[~np.isfinite(r.time_s)] = np.nan
         return acc
 
 

@@ -9,7 +9,7 @@ couriers, the ETA service's answer is straight-line travel at the trace's
 probability ``accept_prob`` after a few seconds (or not at all, letting the offer
 lapse). Couriers move along straight lines (haversine) at ``speed_mps``.
 
-The trace format is ``foodmesh-trace/1`` (``TRACE.md``); ``generate_trace``
+The trace format is ``foodmesh-trace/1``, read by :mod:`foodmesh.core.trace`; ``generate_trace``
 writes one (a synthetic city with a lunch and a dinner peak) for tests and
 benchmarks. Metrics are those TRACE.md lists.
 """
@@ -24,14 +24,15 @@ import math
 import random
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from foodmesh.core.geo import haversine_m, valid_lat_lon
+from foodmesh.core.geo import haversine_m
+from foodmesh.core.trace import FORMAT, Courier, Trace, TraceError, TraceOrder, load_trace
 from servers.dispatch.matching import Candidate, MatchConfig, PendingOrder, Policy, plan_batch
 from servers.dispatch.offers import AssignmentStatus, OfferRules
 from servers.dispatch.scoring import distance_matrix_m
@@ -49,139 +50,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("foodmesh.replay")
-FORMAT = "foodmesh-trace/1"
-
-
-class TraceError(ValueError):
-    """The trace is malformed; the message names the field and the record."""
-
-
-@dataclass(frozen=True, slots=True)
-class CourierSpec:
-    id: str
-    lat: float
-    lon: float
-    on_s: float
-    off_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class OrderSpec:
-    id: str
-    placed_s: float
-    restaurant_id: str
-    ready_s: float
-    lat: float
-    lon: float
-    drop_lat: float
-    drop_lon: float
-
-
-@dataclass(frozen=True, slots=True)
-class Trace:
-    name: str
-    speed_mps: float
-    pickup_service_s: float
-    dropoff_service_s: float
-    target_click_to_door_s: float
-    couriers: list[CourierSpec]
-    orders: list[OrderSpec]
-
-
-def _num(rec: Mapping[str, Any], key: str, where: str, *, lo: float | None = None) -> float:
-    if key not in rec:
-        raise TraceError(f"{where}: missing required field {key!r}")
-    v = rec[key]
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise TraceError(f"{where}.{key}: expected a number, got {v!r}")
-    if lo is not None and v < lo:
-        raise TraceError(f"{where}.{key}: must be >= {lo:g}, got {v!r}")
-    return float(v)
-
-
-def _point(rec: Mapping[str, Any], where: str) -> tuple[float, float]:
-    lat, lon = _num(rec, "lat", where), _num(rec, "lon", where)
-    if not valid_lat_lon(lat, lon):
-        raise TraceError(f"{where}: lat/lon out of range ({lat}, {lon})")
-    return lat, lon
-
-
-def _list(doc: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
-    v = doc.get(key)
-    if not isinstance(v, list):
-        raise TraceError(f"missing required field {key!r} (a list)")
-    for i, rec in enumerate(v):
-        if not isinstance(rec, dict):
-            raise TraceError(f"{key}[{i}]: expected an object")
-    return v
-
-
-def _id(rec: Mapping[str, Any], where: str) -> str:
-    v = rec.get("id")
-    if not isinstance(v, str) or not v:
-        raise TraceError(f"{where}: missing required field 'id'")
-    return v
-
-
-def load_trace(source: str | Path | Mapping[str, Any]) -> Trace:
-    """Reads and checks a ``foodmesh-trace/1`` document; unknown fields are ignored."""
-    if isinstance(source, Mapping):
-        doc = source
-    else:
-        try:
-            doc = json.loads(Path(source).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise TraceError(f"cannot read trace {source}: {exc}") from None
-    if not isinstance(doc, dict):
-        raise TraceError("a trace is a JSON object")
-    if doc.get("format") != FORMAT:
-        raise TraceError(f"format: expected {FORMAT!r}, got {doc.get('format')!r}")
-    top = "trace"
-    restaurants: dict[str, tuple[float, float]] = {}
-    for i, r in enumerate(_list(doc, "restaurants")):
-        where = f"restaurants[{i}]"
-        restaurants[_id(r, where)] = _point(r, where)
-    couriers = []
-    for i, c in enumerate(_list(doc, "couriers")):
-        where = f"couriers[{i}] ({c.get('id', '?')})"
-        lat, lon = _point(c, where)
-        on, off = _num(c, "on_s", where, lo=0), _num(c, "off_s", where, lo=0)
-        if off < on:
-            raise TraceError(f"{where}.off_s: before on_s")
-        couriers.append(CourierSpec(_id(c, where), lat, lon, on, off))
-    orders = []
-    for i, o in enumerate(_list(doc, "orders")):
-        where = f"orders[{i}] ({o.get('id', '?')})"
-        rid = o.get("restaurant_id")
-        if rid not in restaurants:
-            raise TraceError(f"{where}.restaurant_id: unknown restaurant {rid!r}")
-        drop = o.get("dropoff")
-        if not isinstance(drop, dict):
-            raise TraceError(f"{where}: missing required field 'dropoff'")
-        dlat, dlon = _point(drop, f"{where}.dropoff")
-        placed = _num(o, "placed_s", where, lo=0)
-        ready = _num(o, "ready_s", where, lo=0)
-        orders.append(
-            OrderSpec(
-                _id(o, where),
-                placed,
-                str(rid),
-                max(ready, placed),
-                *restaurants[str(rid)],
-                dlat,
-                dlon,
-            )
-        )
-    orders.sort(key=lambda o: o.placed_s)
-    return Trace(
-        name=str(doc.get("name", "")),
-        speed_mps=_num(doc, "speed_mps", top, lo=0.1) if "speed_mps" in doc else 5.0,
-        pickup_service_s=float(doc.get("pickup_service_s", 240)),
-        dropoff_service_s=float(doc.get("dropoff_service_s", 240)),
-        target_click_to_door_s=float(doc.get("target_click_to_door_s", 2400)),
-        couriers=couriers,
-        orders=orders,
-    )
 
 
 def generate_trace(
@@ -279,7 +147,7 @@ class SimConfig:
 
 @dataclass(slots=True)
 class _Courier:
-    spec: CourierSpec
+    spec: Courier
     lat: float
     lon: float
     state: str = "off"  # off, idle, offered, busy
@@ -291,7 +159,9 @@ class _Courier:
 
 @dataclass(slots=True)
 class _Order:
-    spec: OrderSpec
+    spec: TraceOrder
+    lat: float  # the restaurant's
+    lon: float
     status: AssignmentStatus = AssignmentStatus.PENDING
     excluded: set[str] = field(default_factory=set)
     offers: int = 0
@@ -326,7 +196,9 @@ def simulate(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metr
     match = replace(config.match, policy=config.policy)
     rules = config.rules
     couriers = {c.id: _Courier(c, c.lat, c.lon) for c in trace.couriers}
-    orders = {o.id: _Order(o) for o in trace.orders}
+    kitchens = {r.id: (r.lat, r.lon) for r in trace.restaurants}
+    placed = sorted(trace.orders, key=lambda o: o.placed_s)
+    orders = {o.id: _Order(o, *kitchens[o.restaurant_id]) for o in placed}
     events: list[tuple[float, int, str, str, str]] = []
     seq = 0
 
@@ -338,7 +210,7 @@ def simulate(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metr
     for spec in trace.couriers:
         at(spec.on_s, "on", spec.id)
         at(spec.off_s, "off", spec.id)
-    for ospec in trace.orders:
+    for ospec in placed:
         at(ospec.placed_s, "placed", ospec.id)
     last = max([o.placed_s for o in trace.orders] + [0.0])
     end = last + config.drain_s
@@ -385,10 +257,10 @@ def simulate(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metr
             pending = [
                 PendingOrder(
                     order_id=o.spec.id,
-                    pickup_lat=o.spec.lat,
-                    pickup_lon=o.spec.lon,
-                    dropoff_lat=o.spec.drop_lat,
-                    dropoff_lon=o.spec.drop_lon,
+                    pickup_lat=o.lat,
+                    pickup_lon=o.lon,
+                    dropoff_lat=o.spec.dropoff_lat,
+                    dropoff_lon=o.spec.dropoff_lon,
                     ready_at=o.spec.ready_s,
                     radius_miles=o.radius,
                     excluded=frozenset(o.excluded),
@@ -443,9 +315,9 @@ def simulate(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metr
             o.status = AssignmentStatus.ASSIGNED
             c.state = "busy"
             del pool[oid]
-            to_rest = haversine_m(c.lat, c.lon, o.spec.lat, o.spec.lon) / speed
+            to_rest = haversine_m(c.lat, c.lon, o.lat, o.lon) / speed
             o.pickup_s = max(now + to_rest, o.spec.ready_s) + trace.pickup_service_s
-            leg = haversine_m(o.spec.lat, o.spec.lon, o.spec.drop_lat, o.spec.drop_lon) / speed
+            leg = haversine_m(o.lat, o.lon, o.spec.dropoff_lat, o.spec.dropoff_lon) / speed
             o.delivered_s = o.pickup_s + leg + trace.dropoff_service_s
             at(o.delivered_s, "delivered", oid, cid)
         elif kind == "reject":
@@ -471,7 +343,7 @@ def simulate(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metr
         elif kind == "delivered":
             o, c = orders[a], couriers[b]
             o.status = AssignmentStatus.DELIVERED
-            c.lat, c.lon = o.spec.drop_lat, o.spec.drop_lon
+            c.lat, c.lon = o.spec.dropoff_lat, o.spec.dropoff_lon
             c.done += 1
             idle(c, now)
         if progress and time.perf_counter() > next_report:

@@ -75,8 +75,9 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         max_snap_m=env_float(extra, "FOODMESH_ETA_MAX_SNAP_M", 1000.0, lo=1.0),
         max_offmap_m=env_float(extra, "FOODMESH_ETA_MAX_OFFMAP_M", 50_000.0, lo=1.0),
     )
-    # Build the snapping index now, not on the first request.
-    await asyncio.to_thread(graph.snap, float(graph.lat[0]), float(graph.lon[0]))
+    # The snapping index and the landmarks of every traffic bucket now, not on the
+    # first request of each hour.
+    await asyncio.to_thread(graph.warm, traffic=router.traffic)
     model_dir = Path(extra["FOODMESH_ETA_MODEL_DIR"]) if "FOODMESH_ETA_MODEL_DIR" in extra else (
         default_model_dir())  # fmt: skip
     models = ModelWatcher(model_dir, poll_s=env_float(extra, "FOODMESH_ETA_MODEL_POLL_S", 2.0,

@@ -18,9 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import dijkstra
 
 from foodmesh.core.errors import FieldViolation, InvalidArgument
 from foodmesh.roads import (
@@ -34,11 +31,9 @@ from foodmesh.roads import (
     encode_polyline,
     haversine_m,
 )
-from servers.eta.legs import EdgeIndex, tree_sums
 
 __all__ = ["Leg", "RouteResult", "Router"]
 
-F64 = npt.NDArray[np.float64]
 #: Road distance over straight-line distance, for the fallback.
 DETOUR = 1.35
 #: Speed of the straight-line fallback (an urban average), m/s.
@@ -98,9 +93,6 @@ class Router:
         self.max_snap_m = max_snap_m
         self.max_offmap_m = max_offmap_m
         self.overrides = Overrides()
-        self._index = EdgeIndex.of(graph)
-        self._mats: dict[tuple[tuple[float, ...], Overrides], tuple[csr_matrix, csr_matrix]] = {}
-        self._values = np.column_stack([graph.length_m, graph.free_flow_s])
         self._snaps: OrderedDict[tuple[float, float], Snap] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -160,27 +152,6 @@ class Router:
         )
 
     # ------------------------------------------------------------ many legs
-    def _matrices(self, depart_at: dt.datetime) -> tuple[csr_matrix, csr_matrix, F64]:
-        """Forward and reverse weight matrices at ``depart_at`` under the overrides (cached)."""
-        mult = tuple(float(m) for m in self.traffic.multipliers(depart_at))
-        ov = self.overrides
-        w = self.graph.weights(depart_at=depart_at, traffic=self.traffic, overrides=ov or None)
-        key = (mult, ov)
-        with self._lock:
-            hit = self._mats.get(key)
-        if hit is None:
-            g = self.graph
-            ok = np.isfinite(w)
-            shape = (g.node_count, g.node_count)
-            fwd = csr_matrix((w[ok], (g.sources[ok], g.targets[ok])), shape=shape)
-            rev = csr_matrix((w[ok], (g.targets[ok], g.sources[ok])), shape=shape)
-            hit = (fwd, rev)
-            with self._lock:
-                if len(self._mats) > 16:
-                    self._mats.clear()
-                self._mats[key] = hit
-        return hit[0], hit[1], w
-
     def legs(
         self,
         origins: Sequence[tuple[float, float]],
@@ -189,7 +160,7 @@ class Router:
         depart_at: dt.datetime,
         limit_s: float = 4 * 3600.0,
     ) -> list[Leg]:
-        """Times and lengths of many legs: one Dijkstra per distinct destination, or origin.
+        """Times and lengths of many legs, by :meth:`foodmesh.roads.RoadGraph.legs`.
 
         Dispatch's case (many drivers to one restaurant) is one search on the reversed
         graph for all of them; many customers of a few restaurants, one per restaurant.
@@ -204,10 +175,10 @@ class Router:
         o_ll = np.asarray(origins, dtype=np.float64).reshape(n, 2)
         d_ll = np.asarray(destinations, dtype=np.float64).reshape(n, 2)
         # Points within ~1 m are one point (snapped where the first of them is).
-        o_keys, o_first, o_inv = np.unique(
+        _, o_first, o_inv = np.unique(
             np.round(o_ll, 5), axis=0, return_index=True, return_inverse=True
         )
-        d_keys, d_first, d_inv = np.unique(
+        _, d_first, d_inv = np.unique(
             np.round(d_ll, 5), axis=0, return_index=True, return_inverse=True
         )
         o_snaps = g.snap_many(o_ll[o_first, 0], o_ll[o_first, 1])
@@ -225,42 +196,27 @@ class Router:
         ]  # fmt: skip
         if bad:
             raise InvalidArgument(bad[:20])
-        fwd, rev, w = self._matrices(depart_at)
-        # Search from the side with fewer distinct points.
-        from_dest = len(d_keys) <= len(o_keys)
-        hubs, hub_inv = (d_snaps, d_inv.ravel()) if from_dest else (o_snaps, o_inv.ravel())
-        others, other_inv = (o_snaps, o_inv.ravel()) if from_dest else (d_snaps, d_inv.ravel())
-        found: list[Leg | None] = [None] * n
-        for j, hub in enumerate(hubs):
-            members = np.flatnonzero(hub_inv == j)
-            if hub.distance_m > self.max_snap_m:
-                continue
-            # A hub's ways in (destination) or out (origin): (node, fraction of edge, edge).
-            ways = _ends(hub, w) if from_dest else _starts(hub, w)
-            if not ways:
-                continue
-            dist, pred = dijkstra(
-                rev if from_dest else fwd, directed=True, indices=[x[0] for x in ways],
-                return_predecessors=True, limit=limit_s,
+        o_all = [o_snaps[k] for k in o_inv.ravel().tolist()]
+        d_all = [d_snaps[k] for k in d_inv.ravel().tolist()]
+        on_road = [
+            i for i in range(n)
+            if o_all[i].distance_m <= self.max_snap_m and d_all[i].distance_m <= self.max_snap_m
+        ]  # fmt: skip
+        found: dict[int, Leg] = {}
+        if on_road:
+            by_road = g.legs(
+                [o_all[i] for i in on_road], [d_all[i] for i in on_road], depart_at=depart_at,
+                traffic=self.traffic, overrides=self.overrides or None,
+                max_snap_m=self.max_snap_m, limit_s=limit_s,
             )  # fmt: skip
-            sums = [
-                tree_sums(pred[k], index=self._index, values=self._values, reverse=from_dest)
-                for k in range(len(ways))
-            ]
-            for i in members.tolist():
-                other = others[other_inv[i]]
-                if other.distance_m > self.max_snap_m:
-                    continue
-                o, d = (other, hub) if from_dest else (hub, other)
-                best = _best(
-                    _starts(o, w) if from_dest else ways,
-                    ways if from_dest else _ends(d, w),
-                    dist, sums, w, self.graph, o, d, hub_is_dest=from_dest,
-                )  # fmt: skip
-                if best is not None:
-                    found[i] = best
+            for k, i in enumerate(on_road):
+                t = float(by_road.duration_s[k])
+                if math.isfinite(t):
+                    found[i] = Leg(float(by_road.distance_m[k]), t,
+                                   float(by_road.free_flow_s[k]), False)  # fmt: skip
         result = []
-        for i, leg in enumerate(found):
+        for i in range(n):
+            leg = found.get(i)
             if leg is None:
                 s = straight((float(o_ll[i, 0]), float(o_ll[i, 1])),
                              (float(d_ll[i, 0]), float(d_ll[i, 1])))  # fmt: skip
@@ -279,64 +235,3 @@ class Router:
         """The nearest road's directed edges (both directions of a two-way street)."""
         s = self.graph.snap(lat, lon)
         return [e for e in (s.edge, s.twin) if e >= 0]
-
-
-Way = tuple[int, float, int]
-
-
-def _starts(o: Snap, w: F64) -> list[Way]:
-    """Where a search leaves a snapped origin: (node, share of the edge driven, edge)."""
-    out = []
-    if math.isfinite(w[o.edge]):
-        out.append((o.target, 1.0 - o.fraction, o.edge))
-    if o.twin >= 0 and math.isfinite(w[o.twin]):
-        out.append((o.source, o.fraction, o.twin))
-    return out
-
-
-def _ends(d: Snap, w: F64) -> list[Way]:
-    """Where a search reaches a snapped destination: (node, share of the edge driven, edge)."""
-    out = []
-    if math.isfinite(w[d.edge]):
-        out.append((d.source, d.fraction, d.edge))
-    if d.twin >= 0 and math.isfinite(w[d.twin]):
-        out.append((d.target, 1.0 - d.fraction, d.twin))
-    return out
-
-
-def _best(
-    starts: list[Way],
-    ends: list[Way],
-    dist: F64,
-    sums: list[F64],
-    w: F64,
-    graph: RoadGraph,
-    o: Snap,
-    d: Snap,
-    *,
-    hub_is_dest: bool,
-) -> Leg | None:
-    """The fastest way from ``starts`` to ``ends`` given the hub's search (rows = hub's ways)."""
-    length, ff = graph.length_m, graph.free_flow_s
-    best: tuple[float, float, float] | None = None
-    for ks, (sn, sf, se) in enumerate(starts):
-        for ke, (en, ef, ee) in enumerate(ends):
-            row, node = (ke, sn) if hub_is_dest else (ks, en)
-            t = sf * w[se] + dist[row, node] + ef * w[ee]
-            if math.isfinite(t) and (best is None or t < best[0]):
-                best = (
-                    float(t),
-                    float(sf * length[se] + sums[row][node, 0] + ef * length[ee]),
-                    float(sf * ff[se] + sums[row][node, 1] + ef * ff[ee]),
-                )
-    # Both points on one edge, in driving order: no search needed.
-    for e, a in ((o.edge, o.fraction), (o.twin, 1.0 - o.fraction)):
-        if e < 0 or not math.isfinite(w[e]):
-            continue
-        bpos = d.fraction if e == d.edge else (1.0 - d.fraction if e == d.twin else -1.0)
-        if bpos >= a:
-            t = (bpos - a) * w[e]
-            if best is None or t < best[0]:
-                span = bpos - a
-                best = (float(t), float(span * length[e]), float(span * ff[e]))
-    return Leg(best[1], best[0], best[2], False) if best is not None else None

@@ -52,13 +52,16 @@ def test_same_trace_and_seed_replay_identically() -> None:
         (lambda d: d.update(format="other/1"), "format"),
         (
             lambda d: d["orders"][3].pop("placed_s"),
-            "orders[3] (o3): missing required field 'placed_s'",
+            "orders[3] (id 'o3').placed_s: is required",
         ),
-        (lambda d: d["orders"][2].update(restaurant_id="nope"), "orders[2] (o2).restaurant_id"),
-        (lambda d: d["couriers"][1].update(lat=123.0), "couriers[1] (c1): lat/lon out of range"),
+        (
+            lambda d: d["orders"][2].update(restaurant_id="nope"),
+            "orders[2] (id 'o2').restaurant_id",
+        ),
+        (lambda d: d["couriers"][1].update(lat=123.0), "couriers[1] (id 'c1').lat: must be within"),
         (
             lambda d: d["couriers"][0].update(on_s="soon"),
-            "couriers[0] (c0).on_s: expected a number",
+            "couriers[0] (id 'c0').on_s: must be a finite number",
         ),
         (lambda d: d.pop("restaurants"), "restaurants"),
     ],

@@ -188,7 +188,7 @@ def test_tree_sums_equal_a_walk_up_the_predecessor_tree(
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import dijkstra
 
-    from servers.eta.legs import EdgeIndex, tree_sums
+    from foodmesh.roads._trees import EdgeIndex, tree_sums
 
     es = [(u % n, v % n, w) for u, v, w in edges if u % n != v % n]
     if not es:

@@ -130,3 +130,12 @@ def test_what_the_recorder_writes_is_what_foodmesh_replay_reads(tmp_path: Path) 
     path = write_trace(rec.trace(end_s=3600.0), tmp_path / "day.json")
     theirs = replay.load_trace(path)
     assert [o.id for o in theirs.orders] == ["o1"] and len(theirs.couriers) == 1
+
+
+def test_replay_and_the_simulator_share_one_trace_reader() -> None:
+    replay = pytest.importorskip("servers.dispatch.replay")
+    import foodmesh.core.trace as fmt
+    import foodmesh.sim.trace as recorded
+
+    assert replay.load_trace is fmt.load_trace is recorded.load_trace
+    assert replay.Trace is fmt.Trace is recorded.Trace

@@ -10,12 +10,15 @@ multipliers of an hour, is the path's time at that hour).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from foodmesh.roads.graph import RoadGraph
+if TYPE_CHECKING:
+    from foodmesh.roads.graph import RoadGraph
 
 __all__ = ["EdgeIndex", "edge_values", "tree_sums"]
 
@@ -32,10 +35,11 @@ class EdgeIndex:
     n: int
 
     @staticmethod
-    def of(graph: RoadGraph) -> EdgeIndex:
+    def of(graph: RoadGraph, w: F64 | None = None) -> EdgeIndex:
+        """The index of ``graph``; of parallel edges the fastest under ``w`` (else free flow)."""
         n = graph.node_count
         keys = graph.sources.astype(np.int64) * n + graph.targets.astype(np.int64)
-        order = np.lexsort((graph.free_flow_s, keys))
+        order = np.lexsort((graph.free_flow_s if w is None else w, keys))
         k = keys[order]
         first = np.ones(len(k), dtype=bool)
         first[1:] = k[1:] != k[:-1]
@@ -59,17 +63,29 @@ def edge_values(graph: RoadGraph, n_classes: int = 5) -> F64:
     return vals
 
 
-def tree_sums(pred: npt.NDArray[np.int32], *, index: EdgeIndex, values: F64, reverse: bool) -> F64:
+def tree_sums(
+    pred: npt.NDArray[np.int32],
+    *,
+    index: EdgeIndex,
+    values: F64,
+    reverse: bool,
+    roots: Mapping[int, F64] | None = None,
+) -> F64:
     """For each node, the sum of ``values`` over the edges of its tree path to the root.
 
     ``pred`` is scipy's predecessor array (negative: the root, or not reached). With
     ``reverse`` the tree came from a search on the reversed graph, so node v's path
     edge runs v → pred[v]; otherwise pred[v] → v. The root and unreached nodes get zeros
     (the caller tells them apart by their distance).
+
+    A search from a super source (node ``len(pred)``, see ``_search.MultiSource``)
+    has several roots, the nodes whose predecessor is that super source; ``roots``
+    gives each one's own row (the part of an edge driven before reaching it), added
+    to everything below it.
     """
     n = len(pred)
     nodes = np.arange(n, dtype=np.int64)
-    has = pred >= 0
+    has = (pred >= 0) & (pred < n)
     parent = np.where(has, pred, nodes).astype(np.int64)
     edge = np.full(n, -1, dtype=np.int64)
     if reverse:
@@ -88,4 +104,11 @@ def tree_sums(pred: npt.NDArray[np.int32], *, index: EdgeIndex, values: F64, rev
         if np.array_equal(nxt, anc):
             break
         anc = nxt
+    if roots:
+        # After the loop anc[v] is v's root; a root's own row reaches everything below it.
+        at_root = np.zeros_like(acc)
+        for node, row in roots.items():
+            if 0 <= node < n and int(pred[node]) == n:
+                at_root[node] = row
+        acc += at_root[anc]
     return acc
