@@ -16,9 +16,8 @@
   same errors of PlaceOrder (``promo_code`` with the reason, ``items[i].quantity``...).
 
 ``FallbackPricing`` is used when the Pricing service is not configured (no
-``FOODMESH_ORDER_PRICING_TARGET``) or does not answer; it applies the seed's receipt
-(subtotal, delivery fee, service fee, tax, total) with fixed rates and no surge. It
-cannot check promo codes or quotes: a promo code is refused while it is in use
+``FOODMESH_ORDER_PRICING_TARGET``) or does not answer; it applies Pricing's own fee and
+tax rules (``foodmesh.core.receipt``) without surge. It cannot check promo codes or quotes: a promo code is refused while it is in use
 (``PROMO_UNAVAILABLE``), a ``quote_id`` is ignored and the order re-priced.
 """
 
@@ -40,8 +39,10 @@ from foodmesh.core.errors import (
     InvalidArgument,
     NotFound,
 )
+from foodmesh.core.fees import FeeSchedule
+from foodmesh.core.receipt import compute_breakdown
+from foodmesh.core.tax import TaxTable
 from foodmesh.v1 import common_pb2, pricing_pb2
-from servers.order.money import apply_bps, clamp, scale
 
 __all__ = [
     "FallbackPricing",
@@ -70,6 +71,8 @@ class PriceInput:
     quote_id: str = ""
     #: The order being placed: the key of its promo redemption (else the quote's id).
     order_id: str = ""
+    #: Restaurant to customer, as the Catalog measured it (the delivery fee's distance band).
+    distance_m: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,37 +109,34 @@ class PricingPort(Protocol):
     async def quote(self, p: PriceInput, *, timeout_s: float) -> Quote: ...
 
 
-@dataclass(frozen=True, slots=True)
 class FallbackPricing:
-    """The seed's receipt with fixed rates: used when Pricing is absent or down.
+    """Pricing's own receipt without its live parts: used when Pricing is absent or down.
 
-    - delivery fee: the delivery zone's fee (no surge: multiplier 1.0);
-    - service fee: ``service_fee_bps`` of the subtotal, between ``service_fee_min`` and
-      ``service_fee_max`` (the seed's $1.50 on $23.98);
-    - small-order fee: ``small_order_fee`` when the subtotal is under ``small_order_below``;
-    - tax: ``tax_bps`` of the subtotal (food only, fees untaxed);
-    - no discount.
+    The fees and the tax are the very rules the Pricing service applies
+    (:func:`foodmesh.core.receipt.compute_breakdown` over its fee schedule and tax table:
+    one source of truth for what a customer is charged); only what needs the service is
+    left out: surge (1.0) and promo codes (refused while it is away).
     """
 
-    service_fee_bps: int = 500
-    service_fee_min: int = 150
-    service_fee_max: int = 500
-    small_order_below: int = 1000
-    small_order_fee: int = 200
-    tax_bps: int = 875
+    def __init__(self, fees: FeeSchedule | None = None, taxes: TaxTable | None = None) -> None:
+        self.fees = fees or FeeSchedule()
+        self.taxes = taxes or TaxTable()
 
     def price(self, p: PriceInput) -> Quote:
         if p.promo_code:
             raise PromoUnavailable(p.promo_code)
-        sub = p.subtotal_minor
+        a = p.delivery_address
+        b = compute_breakdown(
+            subtotal_minor=p.subtotal_minor, zone_fee_minor=p.zone_delivery_fee_minor,
+            distance_m=p.distance_m, surge_tenths=10, discount_off_minor=0,
+            tax_rule=self.taxes.rule(a.state, a.zip), fees=self.fees,
+        )  # fmt: skip
         return Quote(
-            subtotal_minor=sub,
-            delivery_fee_minor=scale(p.zone_delivery_fee_minor, 1.0),
-            service_fee_minor=clamp(
-                apply_bps(sub, self.service_fee_bps), self.service_fee_min, self.service_fee_max
-            ),
-            small_order_fee_minor=self.small_order_fee if sub < self.small_order_below else 0,
-            tax_minor=apply_bps(sub, self.tax_bps),
+            subtotal_minor=b.subtotal_minor,
+            delivery_fee_minor=b.delivery_fee_minor,
+            service_fee_minor=b.service_fee_minor,
+            small_order_fee_minor=b.small_order_fee_minor,
+            tax_minor=b.tax_minor,
             discount_minor=0,
             surge_multiplier=1.0,
             quote_id="",

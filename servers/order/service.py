@@ -31,6 +31,7 @@ from foodmesh.core.errors import (
     Unavailable,
     Violations,
 )
+from foodmesh.core.geo import METERS_PER_MILE
 from foodmesh.core.nats import Subjects
 from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import catalog_pb2, common_pb2, dispatch_pb2, order_pb2
@@ -441,7 +442,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                     zone_delivery_fee_minor=where.delivery_fee.amount_minor,
                     items=tuple((ln.item_id, ln.quantity, ln.customizations) for ln in lines),
                     delivery_address=a, promo_code=req.promo_code, quote_id=req.quote_id,
-                    order_id=order_id,
+                    order_id=order_id, distance_m=where.distance_miles * METERS_PER_MILE,
                 ),
                 timeout_s=max(0.2, time_left() * 0.3),
             )  # fmt: skip

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from servers.order.money import split_refund
+from foodmesh.core.money import split_refund
 
 __all__ = [
     "CANCELLABLE",

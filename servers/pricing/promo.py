@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from servers.pricing.money import apply_bps
+from foodmesh.core.money import apply_bps
 
 __all__ = [
     "DiscountKind",

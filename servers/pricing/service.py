@@ -1,7 +1,7 @@
 """PricingServicer: decode the request, call the Catalog, surge, promo rules and store, encode.
 
-The domain lives in ``cart`` (menu prices), ``fees``, ``tax``, ``promo``, ``surge``
-and ``breakdown`` (all pure); ``live`` is the surge cache and its inputs.
+The domain lives in ``cart`` (menu prices), ``promo``, ``surge``, and the receipt shared with
+Order (``foodmesh.core`` fees, tax, receipt; all pure); ``live`` is the surge cache.
 """
 
 from __future__ import annotations
@@ -23,19 +23,19 @@ from foodmesh.core.errors import (
     Unavailable,
     Violations,
 )
+from foodmesh.core.fees import FeeSchedule
 from foodmesh.core.geo import METERS_PER_MILE, valid_lat_lon
+from foodmesh.core.receipt import compute_breakdown
+from foodmesh.core.tax import TaxTable
 from foodmesh.v1 import pricing_pb2
 from foodmesh.v1 import pricing_pb2_grpc as pb_grpc
 from servers.pricing import convert
-from servers.pricing.breakdown import compute_breakdown
 from servers.pricing.cart import check_items, price_items
 from servers.pricing.catalog import CachedCatalog
-from servers.pricing.fees import FeeSchedule
 from servers.pricing.live import Conditions, SurgeEngine
 from servers.pricing.promo import PromoRejected, discount_minor
 from servers.pricing.quotes import QuoteBook
 from servers.pricing.store import PricingStore, QuoteAlreadyRedeemed, UnknownPromo
-from servers.pricing.tax import TaxTable
 from servers.runtime.auth import require
 from servers.runtime.context import time_left
 

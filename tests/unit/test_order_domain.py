@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
 
 from foodmesh.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from foodmesh.core.fees import FeeSchedule
+from foodmesh.core.money import apply_bps, clamp, split_refund
+from foodmesh.core.receipt import compute_breakdown
+from foodmesh.core.tax import TaxTable
 from foodmesh.v1 import catalog_pb2, common_pb2, order_pb2
 from servers.order import convert
 from servers.order.cart import price_lines
 from servers.order.eta import EtaInput, FallbackEta
 from servers.order.ids import new_order_id, order_id_time_ms, uuid7_int
-from servers.order.money import apply_bps, clamp, scale, split_refund
 from servers.order.pricing import FallbackPricing, PriceInput, PromoUnavailable
 from servers.order.schedule import open_at
 
@@ -23,8 +27,6 @@ def test_basis_points_round_half_away_from_zero() -> None:
     assert apply_bps(1000, 4) == 0  # 0.4 rounds down
     assert apply_bps(-1000, 5) == -1
     assert apply_bps(0, 875) == 0
-    assert scale(299, 1.2) == 359  # 358.8
-    assert scale(299, 1.0) == 299
     assert clamp(5, 10, 20) == 10 and clamp(25, 10, 20) == 20 and clamp(15, 10, 20) == 15
     assert split_refund(1000, 300) == (700, 300)
     assert split_refund(1000, 5000) == (0, 1000)
@@ -53,6 +55,22 @@ def test_fallback_pricing_follows_the_seed_receipt() -> None:
     assert q.total() == 2398 + 299 + 150 + 210
     assert q.total(tip_minor=300) == q.total() + 300
     assert q.surge_multiplier == 1.0 and q.source == "fallback"
+
+
+def test_fallback_pricing_charges_what_pricing_would_without_surge_or_promo() -> None:
+    """One source of truth: the fallback's receipt is the Pricing service's own rules."""
+    addr = common_pb2.Address(lat=40.75, lon=-73.99, state="NY", zip="10001")
+    p = dataclasses.replace(_input(2398), delivery_address=addr, distance_m=5 * 1609.344)
+    q = FallbackPricing().price(p)
+    b = compute_breakdown(
+        subtotal_minor=2398, zone_fee_minor=299, distance_m=5 * 1609.344, surge_tenths=10,
+        discount_off_minor=0, tax_rule=TaxTable().rule("NY", "10001"), fees=FeeSchedule(),
+    )  # fmt: skip
+    assert (q.delivery_fee_minor, q.service_fee_minor, q.small_order_fee_minor, q.tax_minor) == (
+        b.delivery_fee_minor, b.service_fee_minor, b.small_order_fee_minor, b.tax_minor
+    )  # fmt: skip
+    assert q.delivery_fee_minor == 299 + 200  # the 4-7 mi band, as Pricing charges it
+    assert q.total() == b.total_minor
 
 
 def test_fallback_pricing_fees_are_bounded_and_small_orders_pay_extra() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from servers.pricing.money import apply_ppm
+from foodmesh.core.money import apply_ppm
 
 __all__ = ["DEFAULT", "TABLE", "TaxRule", "TaxTable", "tax_minor"]
 

@@ -1,6 +1,7 @@
 """Money in integer minor units, rounded half up (half away from zero). Pure.
 
-One rounding rule everywhere in Pricing, written down: **half up** to the minor
+The one home of money arithmetic: Pricing quotes with it, Order refunds with it.
+One rounding rule everywhere, written down: **half up** to the minor
 unit (0.5 cent goes to the next cent), as printed receipts do; never banker's
 rounding, and no float ever touches an amount. Rates are given as integers of a
 fixed scale (basis points, parts per million, tenths) so every product is exact
@@ -9,7 +10,7 @@ before its single rounding.
 
 from __future__ import annotations
 
-__all__ = ["clamp", "mul_ratio", "apply_bps", "apply_ppm", "apply_tenths"]
+__all__ = ["apply_bps", "apply_ppm", "apply_tenths", "clamp", "mul_ratio", "split_refund"]
 
 
 def mul_ratio(amount_minor: int, num: int, den: int) -> int:
@@ -40,3 +41,12 @@ def apply_tenths(amount_minor: int, tenths: int) -> int:
 
 def clamp(value: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, value))
+
+
+def split_refund(total_minor: int, keep_minor: int) -> tuple[int, int]:
+    """``(refund, kept)`` of a charge of ``total_minor`` when ``keep_minor`` is retained.
+
+    The kept part never exceeds the total nor goes below zero.
+    """
+    kept = clamp(keep_minor, 0, total_minor)
+    return total_minor - kept, kept

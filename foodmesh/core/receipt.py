@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from servers.pricing.fees import FeeSchedule
-from servers.pricing.tax import TaxRule, tax_minor
+from foodmesh.core.fees import FeeSchedule
+from foodmesh.core.tax import TaxRule, tax_minor
 
 __all__ = ["Breakdown", "Line", "compute_breakdown"]
 

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from foodmesh.core.geo import METERS_PER_MILE
-from servers.pricing.money import apply_bps, apply_tenths, clamp
+from foodmesh.core.money import apply_bps, apply_tenths, clamp
 
 __all__ = ["DistanceBand", "FeeSchedule"]
 
