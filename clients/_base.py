@@ -17,6 +17,8 @@ from typing import Any, ClassVar, Self
 import grpc
 from google.protobuf import descriptor, descriptor_pb2
 
+from foodmesh.tls import TlsFiles
+
 __all__ = [
     "ClientOptions",
     "RetryPolicy",
@@ -68,6 +70,8 @@ class ClientOptions:
     metadata: tuple[tuple[str, str], ...] = ()
     #: Extra channel arguments, e.g. ``(("grpc.max_receive_message_length", 8 << 20),)``.
     channel_args: tuple[tuple[str, Any], ...] = ()
+    #: TLS to dial with; None reads ``FOODMESH_TLS_CA`` (see foodmesh.tls), plaintext without.
+    tls: TlsFiles | None = None
 
 
 def retryable_methods(service: descriptor.ServiceDescriptor) -> list[str]:
@@ -126,7 +130,7 @@ def open_channel(
     services: Iterable[descriptor.ServiceDescriptor],
     options: ClientOptions | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure channel to ``target`` configured for ``services`` (TLS ends at the mesh)."""
+    """A channel to ``target`` configured for ``services``, over TLS when given a CA bundle."""
     options = options or ClientOptions()
     args: list[tuple[str, Any]] = [
         ("grpc.service_config", service_config(services, options=options)),
@@ -136,6 +140,12 @@ def open_channel(
         ("grpc.http2.max_pings_without_data", 0),
         *options.channel_args,
     ]
+    tls = options.tls if options.tls is not None else TlsFiles.from_env()
+    credentials = tls.channel_credentials()
+    if credentials is not None:
+        return grpc.aio.secure_channel(
+            target, credentials, options=args, interceptors=_interceptors(options)
+        )
     return grpc.aio.insecure_channel(target, options=args, interceptors=_interceptors(options))
 
 

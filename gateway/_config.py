@@ -11,6 +11,7 @@ from google.protobuf import descriptor
 
 from foodmesh.auth import DEV_SECRET
 from foodmesh.services import KNOWN
+from foodmesh.tls import TlsConfigError, TlsFiles
 from servers.runtime.telemetry import EXPORTERS, exporter_from_env
 
 __all__ = ["ConfigError", "GatewayConfig", "service_key"]
@@ -73,6 +74,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r}: expected an integer") from None
 
 
+def _tls(env: Mapping[str, str]) -> TlsFiles:
+    try:
+        return TlsFiles.from_env(env)
+    except TlsConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """How the gateway listens and calls upstream."""
@@ -119,6 +127,8 @@ class GatewayConfig:
     metrics_port: int = -1
     #: Where spans go: ``none``, ``console`` or ``otlp`` (``OTEL_EXPORTER_OTLP_ENDPOINT``).
     trace_exporter: str = "none"
+    #: The CA bundle the services' TLS certificates are verified against (plaintext: dev only).
+    tls: TlsFiles = field(default_factory=TlsFiles)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -158,6 +168,7 @@ class GatewayConfig:
             cors_max_age_s=_int(env, "FOODMESH_GATEWAY_CORS_MAX_AGE_S", 600),
             metrics_port=_int(env, "FOODMESH_GATEWAY_METRICS_PORT", -1),
             trace_exporter=exporter_from_env(env),
+            tls=_tls(env),
         )
 
     def cors_allows(self, origin: str) -> bool:
