@@ -466,7 +466,7 @@ HEALTH_PORT = 8086
 
 @dataclass(frozen=True, slots=True)
 class RedisAccess:
-    """A workload's Redis ACL user: the key prefixes its code builds (``Keys`` with no namespace)."""
+    """A Redis ACL user: the key prefixes its workload's code builds (no namespace)."""
 
     user: str
     keys: tuple[str, ...]
@@ -555,9 +555,7 @@ def _env_patch(name: str, env: list[dict[str, Any]], **container: Any) -> dict[s
         "kind": "Deployment",
         "metadata": {"name": name},
         "spec": {
-            "template": {
-                "spec": {"containers": [{"name": "foodmesh", "env": env, **container}]}
-            }
+            "template": {"spec": {"containers": [{"name": "foodmesh", "env": env, **container}]}}
         },
     }
 
