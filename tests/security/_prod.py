@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ipaddress
 import os
@@ -106,10 +107,14 @@ def make_pki(folder: Path, *, ca_name: str = "foodmesh test CA") -> Pki:
 # ---------------------------------------------------------------- servers with the prod files
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(*, below: int = 65536) -> int:
+    """A free TCP port under ``below`` (a cluster node's bus listens 10,000 ports higher)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port < below:
+            return port
 
 
 def passwords(users: list[str]) -> dict[str, str]:
@@ -148,7 +153,9 @@ async def _process(
         await _wait_port(port, proc, log)
         yield
     finally:
-        proc.terminate()
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
         try:
             await asyncio.wait_for(proc.wait(), 10)
         except TimeoutError:
@@ -196,7 +203,7 @@ async def valkey_with_prod_acl(folder: Path) -> AsyncIterator[Valkey]:
     out = folder / "acl"
     out.mkdir()
     conf = folder / "base.conf"
-    port = free_port()
+    port = free_port(below=55536)
     conf.write_text(
         f"port {port}\nbind 127.0.0.1\ncluster-enabled yes\n"
         f'cluster-config-file {folder}/nodes.conf\nsave ""\nappendonly no\ndir {folder}\n'

@@ -25,17 +25,11 @@ from servers.runtime.config import Settings
 from servers.runtime.migrate import load_migrations, migrate
 from servers.runtime.serve import RunningService, run_service, serve
 from tests.integration._gateway import auth, gateway
-from tests.security._prod import Pki, make_pki
+from tests.security._prod import Pki, free_port, make_pki
 
 pytestmark = pytest.mark.integration
 
 OPS = bearer(mint_token(DEV_SECRET, subject="tests", role="ops"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
