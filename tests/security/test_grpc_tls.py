@@ -29,6 +29,8 @@ from tests.security._prod import Pki, free_port, make_pki
 
 pytestmark = pytest.mark.integration
 
+#: No TLS session, so the service never saw the call (the retries may outlast the deadline).
+NOT_REACHED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 OPS = bearer(mint_token(DEV_SECRET, subject="tests", role="ops"))
 
 
@@ -90,7 +92,7 @@ async def test_a_plaintext_client_is_refused_by_a_tls_service(
             await client.get_restaurant(
                 catalog_pb2.GetRestaurantRequest(restaurant_id="rest_missing")
             )
-        assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+        assert err.value.code() in NOT_REACHED, err.value.details()
 
 
 async def test_a_client_trusting_another_ca_refuses_the_service(
@@ -103,7 +105,7 @@ async def test_a_client_trusting_another_ca_refuses_the_service(
             await client.get_restaurant(
                 catalog_pb2.GetRestaurantRequest(restaurant_id="rest_missing")
             )
-        assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+        assert err.value.code() in NOT_REACHED, err.value.details()
 
 
 async def test_the_plaintext_health_port_answers_health_and_nothing_else(

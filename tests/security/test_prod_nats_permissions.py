@@ -167,9 +167,13 @@ async def test_the_order_service_cannot_delete_or_read_anothers_stream(server: N
 
 
 async def test_a_wrong_password_is_refused(server: Nats) -> None:
-    with pytest.raises(Exception, match="(?i)authorization"):
-        await nats.connect(
-            server.url("order", password=secrets.token_hex(32)),
-            connect_timeout=2,
-            allow_reconnect=False,
-        )
+    nc = NATS()
+    try:
+        with pytest.raises(Exception, match="(?i)authorization"):
+            await nc.connect(
+                server.url("order", password=secrets.token_hex(32)),
+                connect_timeout=2,
+                allow_reconnect=False,
+            )
+    finally:
+        await nc.close()  # the refused connection's socket too
