@@ -486,11 +486,12 @@ REDIS_ACCESS: tuple[RedisAccess, ...] = (
     RedisAccess("gateway", ("gw:rl:*",)),
 )
 #: What a service's user may run: data commands, scripts, and what a cluster client needs
-#: to find the slots (CLUSTER SLOTS/SHARDS, COMMAND); never admin or dangerous commands.
+#: to find the slots (CLUSTER SLOTS/SHARDS, COMMAND), TIME (the gateway's token buckets read
+#: the clock in their script); never admin or dangerous commands.
 REDIS_SERVICE_COMMANDS = (
     "-@all +@connection +@read +@write +@scripting -@admin -@dangerous -function "
     "+cluster|slots +cluster|shards +cluster|nodes +cluster|info +cluster|myid "
-    "+asking +readonly +readwrite +command +acl|whoami"
+    "+asking +readonly +readwrite +command +acl|whoami +time"
 )
 
 

@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
+from gateway._limits import RateLimiter
 from servers.eta.cache import OverrideStore
 from servers.pricing.quotes import QuoteBook
 from servers.runtime.redis import Keys, open_redis, redis_client
@@ -115,3 +116,17 @@ async def test_a_wrong_password_or_no_user_gets_nothing(valkey: Valkey) -> None:
             await anonymous.get("quote:q_1")
     finally:
         await anonymous.aclose()
+
+
+async def test_the_gateways_rate_limits_work_under_its_user_and_do_not_fail_open(
+    valkey: Valkey,
+) -> None:
+    # The limiter fails open when Redis refuses it: an ACL too narrow would turn limits off.
+    limiter = RateLimiter(valkey.url("gateway", cluster=True), timeout_s=2.0)
+    try:
+        first = await limiter.take("ip", "203.0.113.9", rate=0.001, burst=1)
+        second = await limiter.take("ip", "203.0.113.9", rate=0.001, burst=1)
+        assert first.allowed and not second.allowed
+        assert limiter.failures == 0
+    finally:
+        await limiter.close()
