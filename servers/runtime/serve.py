@@ -362,8 +362,7 @@ async def run_service(
                     f"set FOODMESH_{spec.name.upper()}_METRICS_PORT to a free port"
                 ) from None
         await health.start()
-        if credentials is not None:
-            health_server = await _plaintext_health(spec, settings, health_servicer)
+        health_server = await _plaintext_health(spec, settings, health_servicer)
         await server.start()
         started = True
         # What start-up made lives as long as the process: out of the collector's sight,
