@@ -884,6 +884,7 @@ def grpc_tls_component() -> dict[str, Any]:
     ]
     certs: list[dict[str, Any]] = []
     patches: list[dict[str, Any]] = []
+    unclaim: list[dict[str, Any]] = []
     for w in WORKLOADS:
         certs.append(
             {
@@ -936,6 +937,15 @@ def grpc_tls_component() -> dict[str, Any]:
             {"name": "tls", "secret": {"secretName": f"{w.name}-tls"}}
         ]
         patches.append(patch)
+        if not w.http:
+            # The port speaks TLS now: not `kubernetes.io/h2c` (cleartext HTTP/2) any more.
+            # Its first port (service() writes the serving port first).
+            unclaim.append(
+                {
+                    "target": {"kind": "Service", "name": w.name},
+                    "patch": '[{"op": "remove", "path": "/spec/ports/0/appProtocol"}]',
+                }
+            )
     return {
         "issuer.yaml": issuers,
         "certificates.yaml": certs,
@@ -944,7 +954,7 @@ def grpc_tls_component() -> dict[str, Any]:
             "apiVersion": "kustomize.config.k8s.io/v1alpha1",
             "kind": "Component",
             "resources": ["issuer.yaml", "certificates.yaml"],
-            "patches": [{"path": "patches.yaml"}],
+            "patches": [{"path": "patches.yaml"}, *unclaim],
         },
         "_comment": (
             "# Prod: gRPC between workloads over TLS. cert-manager (installed in the cluster)\n"

@@ -761,6 +761,10 @@ def test_prod_grpc_is_tls_with_a_cert_manager_certificate_per_workload() -> None
         if name in GRPC:
             assert env["FOODMESH_TLS_CERT"] == f"{mounts['tls']}/tls.crt"
             assert env["FOODMESH_TLS_KEY"] == f"{mounts['tls']}/tls.key"
+            (port,) = [
+                p for p in by_name(docs, "Service", name)["spec"]["ports"] if p["name"] == "grpc"
+            ]
+            assert port.get("appProtocol") != "kubernetes.io/h2c", name  # it is TLS now
     # Every name a caller dials is on the callee's certificate.
     for host in dialled:
         assert host in certs[f"{host}-tls"]["dnsNames"], host
