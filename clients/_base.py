@@ -25,6 +25,8 @@ from typing import Any, ClassVar, Self
 import grpc
 from google.protobuf import descriptor, descriptor_pb2
 
+from foodmesh.core.tls import TlsFiles
+
 __all__ = [
     "ClientOptions",
     "RetryPolicy",
@@ -81,6 +83,8 @@ class ClientOptions:
     reconnect_max_s: float = 2.0
     #: Unary calls wait (within their deadline) for a connection instead of failing fast.
     wait_for_ready: bool = False
+    #: TLS to dial with; None reads ``FOODMESH_TLS_CA`` (see foodmesh.core.tls), plaintext without.
+    tls: TlsFiles | None = None
 
 
 def retryable_methods(service: descriptor.ServiceDescriptor) -> list[str]:
@@ -146,7 +150,7 @@ def open_channel(
     services: Iterable[descriptor.ServiceDescriptor],
     options: ClientOptions | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure channel to ``target`` configured for ``services`` (TLS ends at the mesh)."""
+    """A channel to ``target`` configured for ``services``, over TLS when given a CA bundle."""
     options = options or ClientOptions()
     args: list[tuple[str, Any]] = [
         ("grpc.service_config", service_config(services, options=options)),
@@ -160,6 +164,12 @@ def open_channel(
         ("grpc.max_reconnect_backoff_ms", int(options.reconnect_max_s * 1000)),
         *options.channel_args,
     ]
+    tls = options.tls if options.tls is not None else TlsFiles.from_env()
+    credentials = tls.channel_credentials()
+    if credentials is not None:
+        return grpc.aio.secure_channel(
+            target, credentials, options=args, interceptors=_interceptors(options)
+        )
     return grpc.aio.insecure_channel(target, options=args, interceptors=_interceptors(options))
 
 

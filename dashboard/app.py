@@ -36,6 +36,7 @@ from foodmesh.core.auth import DEV_SECRET, mint_token
 from foodmesh.core.nats import Subjects, open_nats
 from foodmesh.core.services import KNOWN
 from foodmesh.core.tasks import stop_tasks
+from foodmesh.core.tls import TlsConfigError, TlsFiles, require_tls_outside_dev
 from foodmesh.v1 import (
     catalog_pb2,
     dispatch_pb2,
@@ -106,9 +107,7 @@ class Dashboard:
         self.orders = OrderClient(t["order"], options=opts) if "order" in t else None
         self.location = LocationClient(t["location"], options=opts) if "location" in t else None
         self.pricing = PricingClient(t["pricing"], options=opts) if "pricing" in t else None
-        self._health_channels = {
-            name: grpc.aio.insecure_channel(target) for name, target in t.items()
-        }
+        self._health_channels = {name: _channel(target) for name, target in t.items()}
 
     # ------------------------------------------------------------------ feeds
     async def start(self) -> None:
@@ -355,9 +354,22 @@ async def _run(config: DashboardConfig) -> None:
         await stop.wait()
 
 
+def _channel(target: str) -> grpc.aio.Channel:
+    """A channel to a service, over TLS when ``FOODMESH_TLS_CA`` names its CA bundle."""
+    credentials = TlsFiles.from_env().channel_credentials()
+    if credentials is None:
+        return grpc.aio.insecure_channel(target)
+    return grpc.aio.secure_channel(target, credentials)
+
+
 def main() -> int:
     """Runs the dashboard until SIGTERM/SIGINT; settings from the environment."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        require_tls_outside_dev(TlsFiles.from_env(), who="dashboard", serves=False, dials=True)
+    except TlsConfigError as exc:
+        print(f"dashboard: {exc}", flush=True)
+        return 1
     config = DashboardConfig.from_env()
     try:
         asyncio.run(_run(config))

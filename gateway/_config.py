@@ -13,6 +13,7 @@ from google.protobuf import descriptor
 from foodmesh.core.auth import DEV_SECRET
 from foodmesh.core.services import KNOWN
 from foodmesh.core.telemetry import EXPORTERS, exporter_from_env
+from foodmesh.core.tls import TlsConfigError, TlsFiles
 
 __all__ = ["ConfigError", "GatewayConfig", "service_key"]
 
@@ -88,6 +89,13 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _tls(env: Mapping[str, str]) -> TlsFiles:
+    try:
+        return TlsFiles.from_env(env)
+    except TlsConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """How the gateway listens and calls upstream."""
@@ -146,6 +154,8 @@ class GatewayConfig:
     metrics_port: int = -1
     #: Where spans go: ``none``, ``console`` or ``otlp`` (``OTEL_EXPORTER_OTLP_ENDPOINT``).
     trace_exporter: str = "none"
+    #: The CA bundle the services' TLS certificates are verified against (plaintext: dev only).
+    tls: TlsFiles = field(default_factory=TlsFiles)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -190,6 +200,7 @@ class GatewayConfig:
             cors_max_age_s=_int(env, "FOODMESH_GATEWAY_CORS_MAX_AGE_S", 600),
             metrics_port=_int(env, "FOODMESH_GATEWAY_METRICS_PORT", -1),
             trace_exporter=exporter_from_env(env),
+            tls=_tls(env),
         )
 
     def cors_allows(self, origin: str) -> bool:

@@ -43,6 +43,7 @@ from prometheus_client import Gauge, Histogram
 from foodmesh.core import telemetry
 from foodmesh.core.auth import InvalidToken, Principal, TokenVerifier
 from foodmesh.core.metrics import serve_metrics
+from foodmesh.core.tls import TlsConfigError, require_tls_outside_dev
 from gateway._config import ConfigError, GatewayConfig, service_key
 from gateway._docs import DOCS_HTML, DOCS_INIT_JS, asset
 from gateway._errors import (
@@ -135,16 +136,18 @@ class _Upstreams:
         target = self.config.target(service)
         ch = self.channels.get(target)
         if ch is None:
-            ch = grpc.aio.insecure_channel(
-                target,
-                options=[
-                    ("grpc.keepalive_time_ms", 30_000),
-                    ("grpc.keepalive_timeout_ms", 10_000),
-                    ("grpc.http2.max_pings_without_data", 0),
-                    # an error's details ride in the trailers: room for a long BadRequest
-                    ("grpc.max_metadata_size", 64 * 1024),
-                ],
-            )
+            options = [
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.http2.max_pings_without_data", 0),
+                # an error's details ride in the trailers: room for a long BadRequest
+                ("grpc.max_metadata_size", 64 * 1024),
+            ]
+            credentials = self.config.tls.channel_credentials()
+            if credentials is None:
+                ch = grpc.aio.insecure_channel(target, options=options)
+            else:
+                ch = grpc.aio.secure_channel(target, credentials, options=options)
             self.channels[target] = ch
         return ch
 
@@ -947,7 +950,8 @@ def main(host: str | None = None, port: int | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         config = GatewayConfig.from_env()
-    except ConfigError as exc:
+        require_tls_outside_dev(config.tls, who="gateway", serves=False, dials=True)
+    except (ConfigError, TlsConfigError) as exc:
         print(f"gateway: {exc}", flush=True)
         return 1
     config = dataclasses.replace(

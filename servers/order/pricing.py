@@ -17,8 +17,9 @@
 
 ``FallbackPricing`` is used when the Pricing service is not configured (no
 ``FOODMESH_ORDER_PRICING_TARGET``) or does not answer; it applies Pricing's own fee and
-tax rules (``foodmesh.core.receipt``) without surge. It cannot check promo codes or quotes: a promo code is refused while it is in use
-(``PROMO_UNAVAILABLE``), a ``quote_id`` is ignored and the order re-priced.
+tax rules (``foodmesh.core.receipt``) without surge. It cannot check promo codes or
+quotes: a promo code is refused while it is in use (``PROMO_UNAVAILABLE``), a ``quote_id``
+is ignored and the order re-priced.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from typing import TypeVar
 from foodmesh.core.auth import DEV_SECRET
 from foodmesh.core.errors import ConfigError
 from foodmesh.core.telemetry import EXPORTERS, exporter_from_env
+from foodmesh.core.tls import TlsConfigError, TlsFiles
 
 __all__ = ["Settings", "env_bool", "env_float", "env_int", "env_str"]
 
@@ -91,6 +92,13 @@ def _url(
     return value
 
 
+def _tls(env: Mapping[str, str]) -> TlsFiles:
+    try:
+        return TlsFiles.from_env(env)
+    except TlsConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a foodmesh process reads from its environment."""
@@ -105,6 +113,8 @@ class Settings:
     nats_url: str = ""
     #: Prefix for Redis keys, NATS subjects and streams (isolates tests and tenants).
     namespace: str = ""
+    #: TLS of the gRPC port and of calls to other services (plaintext when empty: dev only).
+    tls: TlsFiles = field(default_factory=TlsFiles)
     #: Deadline given to calls that arrive without one, in seconds.
     default_deadline_s: float = 5.0
     #: Longest life of a streaming call; clients reconnect after it (like a max connection age).
@@ -153,6 +163,7 @@ class Settings:
             redis_url=_url(env, "FOODMESH_REDIS_URL", "", REDIS_SCHEMES),
             nats_url=_url(env, "FOODMESH_NATS_URL", "", ("nats", "tls", "ws", "wss"), several=True),
             namespace=namespace,
+            tls=_tls(env),
             default_deadline_s=env_float(env, "FOODMESH_DEFAULT_DEADLINE_S", 5.0, lo=0.001),
             stream_max_age_s=env_float(env, "FOODMESH_STREAM_MAX_AGE_S", 3600.0, lo=1.0),
             shutdown_grace_s=env_float(env, "FOODMESH_SHUTDOWN_GRACE_S", 10.0),

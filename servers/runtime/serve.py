@@ -37,6 +37,7 @@ from foodmesh.core.errors import DependencyUnavailable, FoodmeshError
 from foodmesh.core.metrics import rpc_metrics, serve_metrics
 from foodmesh.core.nats import Subjects, check_nats, open_nats
 from foodmesh.core.redis import Keys, check_redis, redis_client
+from foodmesh.core.tls import TlsConfigError, require_tls_outside_dev
 from servers.runtime.auth import Authorizer, access_rules
 from servers.runtime.config import Settings, env_int
 from servers.runtime.context import RequestIdFilter
@@ -274,6 +275,39 @@ def _stream_slots(settings: Settings) -> StreamSlots:
     )
 
 
+def _server_credentials(spec: ServiceSpec, settings: Settings) -> grpc.ServerCredentials | None:
+    try:
+        return settings.tls.server_credentials()
+    except TlsConfigError as exc:
+        raise StartupError(f"{spec.name}: {exc}") from None
+
+
+async def _plaintext_health(
+    spec: ServiceSpec, settings: Settings, servicer: HealthServicer
+) -> grpc.aio.Server | None:
+    """A plaintext server of gRPC health only, for the kubelet (its probes speak no TLS).
+
+    Served on ``FOODMESH_<SERVICE>_HEALTH_PORT`` when that is set; it answers the
+    health protocol and nothing else, so the services stay behind TLS.
+    """
+    var = f"FOODMESH_{spec.name.upper()}_HEALTH_PORT"
+    raw = settings.extra.get(var, "")
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise StartupError(f"{var}={raw!r} is not valid: expected a port 1..65535")
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    try:
+        server.add_insecure_port(f"{settings.host}:{raw}")
+    except RuntimeError:
+        raise StartupError(
+            f"cannot listen on {settings.host}:{raw}: set {var} to a free port"
+        ) from None
+    await server.start()
+    return server
+
+
 @asynccontextmanager
 async def run_service(
     spec: ServiceSpec, settings: Settings, *, wait_ready: bool = True
@@ -302,6 +336,7 @@ async def run_service(
     )
     on_stop: Callable[[], Awaitable[None]] | None = None
     metrics_server: WSGIServer | None = None
+    health_server: grpc.aio.Server | None = None
     started = False
     try:
         await resources.open()
@@ -315,8 +350,12 @@ async def run_service(
             server,
         )
         address = f"{settings.host}:{settings.port}"
+        credentials = _server_credentials(spec, settings)
         try:
-            port = server.add_insecure_port(address)
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
         except RuntimeError:
             port = 0
         if port == 0:
@@ -335,6 +374,7 @@ async def run_service(
                     f"set FOODMESH_{spec.name.upper()}_METRICS_PORT to a free port"
                 ) from None
         await health.start()
+        health_server = await _plaintext_health(spec, settings, health_servicer)
         await server.start()
         started = True
         # What start-up made lives as long as the process: out of the collector's sight,
@@ -362,6 +402,8 @@ async def run_service(
         if started:
             _log.info("%s draining (grace %.1fs)", spec.name, settings.shutdown_grace_s)
             await server.stop(settings.shutdown_grace_s)
+        if health_server is not None:
+            await health_server.stop(None)
         if on_stop is not None:
             await on_stop()
         await resources.close()
@@ -389,8 +431,14 @@ def serve(spec: ServiceSpec, settings: Settings | None = None) -> int:
     """
     try:
         settings = settings or Settings.from_env(spec.name)
+        # Production speaks TLS between services; plaintext is for dev machines only.
+        dials = any(k.endswith("_TARGET") for k in settings.extra)
+        require_tls_outside_dev(settings.tls, who=spec.name, serves=True, dials=dials)
     except FoodmeshError as exc:
         print(f"foodmesh {spec.name}: {exc.message}", file=sys.stderr)
+        return 1
+    except TlsConfigError as exc:
+        print(f"foodmesh {spec.name}: {exc}", file=sys.stderr)
         return 1
     configure_logging(settings.log_level)
     try:

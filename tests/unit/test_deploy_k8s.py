@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from foodmesh.core.redis import is_cluster_url
+from foodmesh.core.redis import is_cluster_url, redis_client
 from foodmesh.core.services import KNOWN
 from servers.runtime.config import Settings
 
@@ -39,11 +39,18 @@ OVERLAYS = ("dev", "prod")
 #: The Kubernetes version the manifests are validated against (the oldest we support).
 K8S_VERSION = "1.33.0"
 #: Custom resources with no schema in kubernetes-validate: skipped there, checked below.
-CRD_SKIPPED = {("postgresql.cnpg.io/v1", "Cluster")}
+CNPG = ("postgresql.cnpg.io/v1", "Cluster")
+CERT_MANAGER = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate")}
+CRD_SKIPPED = {CNPG, *CERT_MANAGER}
 #: Secrets made outside the overlay (by an SRE, or by CloudNativePG from its Cluster).
 EXTERNAL_SECRETS = {
     "dev": {"foodmesh-auth"},
-    "prod": {"foodmesh-auth", "foodmesh-postgres-app"},
+    "prod": {
+        "foodmesh-auth",
+        "foodmesh-postgres-app",
+        "foodmesh-redis-users",
+        "foodmesh-nats-users",
+    },
 }
 GRPC = {s.name: s for s in KNOWN}
 WORKLOADS = (*GRPC, "gateway", "dashboard")
@@ -56,6 +63,11 @@ FLOWS = {
     "pricing": {"catalog", "location"},
 }
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
+#: The plaintext gRPC health port of a service served over TLS (prod), for the kubelet.
+HEALTH_PORT = 8086
+#: The workloads that talk to Redis (servers' ``needs``; the gateway's rate limits) and NATS.
+REDIS_USERS = ("catalog", "location", "eta", "pricing", "gateway")
+NATS_USERS = ("order", "dispatch", "location", "pricing", "dashboard")
 
 
 @cache
@@ -133,7 +145,8 @@ def test_overlay_validates_strictly_against_pinned_kubernetes(overlay: str) -> N
             errors.append(f"{d['kind']}/{d['metadata']['name']}: {path}: {exc.message}")
     assert errors == []
     if overlay == "prod":
-        assert skipped == CRD_SKIPPED  # the CloudNativePG Cluster, checked structurally below
+        # The CloudNativePG Cluster and cert-manager's resources, checked structurally below.
+        assert skipped == CRD_SKIPPED
     else:
         assert skipped == set()
 
@@ -148,7 +161,7 @@ def test_the_validator_is_strict_about_unknown_fields() -> None:
 
 def test_cloudnative_pg_cluster_is_highly_available_and_feeds_the_services_secret() -> None:
     docs = rendered("prod")
-    (cluster,) = [d for d in docs if (d["apiVersion"], d["kind"]) in CRD_SKIPPED]
+    (cluster,) = [d for d in docs if (d["apiVersion"], d["kind"]) == CNPG]
     spec = cluster["spec"]
     assert set(spec) <= {
         "instances",
@@ -230,9 +243,20 @@ def test_grpc_services_use_native_grpc_probes_on_their_port(overlay: str) -> Non
     for name, info in GRPC.items():
         (c,) = containers(by_name(rendered(overlay), "Deployment", name), init=False)
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        assert ports == {"grpc": info.grpc_port, "metrics": info.metrics_port}
+        expected = {"grpc": info.grpc_port, "metrics": info.metrics_port}
+        if overlay == "prod":
+            # The gRPC port speaks TLS, which the kubelet's probes do not: they ask the
+            # plaintext health-only port the service opens for them.
+            expected["health"] = HEALTH_PORT
+            env = {e["name"]: e.get("value") for e in c["env"]}
+            assert env[f"FOODMESH_{name.upper()}_HEALTH_PORT"] == str(HEALTH_PORT)
+        assert ports == expected
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-            assert c[probe]["grpc"]["port"] == info.grpc_port, (name, probe)
+            assert c[probe]["grpc"]["port"] == expected.get("health", info.grpc_port), (
+                name,
+                probe,
+            )
+        assert c["livenessProbe"]["grpc"]["service"] == "liveness"
         assert c["args"] == [name]  # ENTRYPOINT ["foodmesh", "serve"] + the service
 
 
@@ -360,11 +384,27 @@ def test_no_literal_secret_and_every_reference_resolves(overlay: str) -> None:
                 if "://" in word:
                     assert urlsplit(word.strip("'\",")).password is None, (cm, key)
     configmaps = {c["metadata"]["name"] for c in of_kind(docs, "ConfigMap")}
+    issued = {
+        c["spec"]["secretName"]
+        for c in of_kind(docs, "Certificate")
+        if c["apiVersion"].startswith("cert-manager.io/")
+    }
     for d in of_kind(docs, *WORKLOAD_KINDS):
         for c in containers(d):
+            from_secrets = {
+                e["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})
+            }
             for e in c.get("env", []):
                 if "value" in e:
                     assert not any(w in e["name"] for w in ("SECRET", "PASSWORD", "TOKEN")), e
+                    if "://" in e["value"]:
+                        # A URL's password is only ever a reference to a Secret's key.
+                        password = urlsplit(e["value"]).password
+                        assert password is None or (
+                            password.startswith("$(")
+                            and password.endswith(")")
+                            and password[2:-1] in from_secrets
+                        ), e
                 ref = e.get("valueFrom", {}).get("secretKeyRef")
                 if ref and ref["name"] not in secrets:
                     assert ref["name"] in EXTERNAL_SECRETS[overlay], (d["metadata"]["name"], ref)
@@ -380,7 +420,8 @@ def test_no_literal_secret_and_every_reference_resolves(overlay: str) -> None:
             if "configMap" in v:
                 assert v["configMap"]["name"] in configmaps, v
             if "secret" in v:
-                assert v["secret"]["secretName"] in secrets, v
+                name = v["secret"]["secretName"]
+                assert name in secrets or name in EXTERNAL_SECRETS[overlay] or name in issued, v
 
 
 # ---------------------------------------------------------------- network policies
@@ -580,3 +621,177 @@ def test_base_folders_are_what_the_generator_writes() -> None:
     stale = [str(p.relative_to(ROOT)) for p, t in files.items() if p.read_text() != t]
     assert stale == [], "run `.venv/bin/python deploy/gen_k8s.py` to regenerate"
     assert {w.name for w in gen.WORKLOADS} == set(WORKLOADS)
+
+
+# ---------------------------------------------------------------- prod: identities and TLS
+
+
+def _env(c: dict[str, Any]) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = c.get("env", [])
+    return env
+
+
+def _expand(c: dict[str, Any], var: str, secrets: dict[tuple[str, str], str]) -> str:
+    """The value of ``var`` as the kubelet makes it: ``$(X)`` from variables listed before."""
+    values: dict[str, str] = {}
+    for e in _env(c):
+        if "value" in e:
+            value = e["value"]
+            for name, known in values.items():
+                value = value.replace(f"$({name})", known)
+            values[e["name"]] = value
+        elif ref := e.get("valueFrom", {}).get("secretKeyRef"):
+            values[e["name"]] = secrets.get((ref["name"], ref["key"]), "<other secret>")
+    return values[var]
+
+
+def test_prod_redis_has_an_acl_user_per_service_limited_to_its_keys() -> None:
+    docs = rendered("prod")
+    acl_map = next(c for c in of_kind(docs, "ConfigMap") if "users.acl" in c.get("data", {}))
+    users = {
+        line.split()[1]: line.split()[2:]
+        for line in acl_map["data"]["users.acl"].splitlines()
+        if line.startswith("user ")
+    }
+    assert set(users) == {"default", "admin", "replica", *REDIS_USERS}
+    # Without a password one may only PING (probes); every other user gets its password
+    # from the Secret in the pod (acl-init.sh), none is in the file.
+    assert users["default"] == ["on", "nopass", "resetkeys", "resetchannels", "-@all", "+ping"]
+    assert not any(r.startswith((">", "#")) for rules in users.values() for r in rules)
+    for name in REDIS_USERS:
+        rules = users[name]
+        patterns = [r for r in rules if r.startswith("~")]
+        assert patterns and "~*" not in patterns and "allkeys" not in rules, (name, rules)
+        assert "+@all" not in rules and "-@dangerous" in rules and "-@admin" in rules, name
+    assert "~catalog:*" in users["catalog"] and "~quote:*" in users["pricing"]
+    assert not set(users["catalog"]) & {"~quote:*", "~driver:*", "~eta:*", "~gw:rl:*"}
+    # The nodes start from the ACL file acl-init.sh writes; replicas authenticate as `replica`.
+    redis = by_name(docs, "StatefulSet", "redis-cluster")
+    (init,) = pod_spec(redis)["initContainers"]
+    assert init["command"][-1].endswith("acl-init.sh")
+    (valkey,) = containers(redis, init=False)
+    assert valkey["args"][0] == "/acl/valkey.conf"
+    volumes = {v["name"]: v for v in pod_spec(redis)["volumes"]}
+    assert volumes["acl-users"]["secret"]["secretName"] == "foodmesh-redis-users"
+    assert volumes["acl"]["emptyDir"]["medium"] == "Memory"
+    script = acl_map["data"]["acl-init.sh"]
+    assert "masteruser replica" in script and "masterauth" in script
+    job = by_name(docs, "Job", "redis-cluster-init")
+    (cli,) = containers(job)
+    assert {e["name"] for e in _env(cli)} >= {"REDIS_USER", "REDISCLI_AUTH"}
+
+
+@pytest.mark.parametrize("name", REDIS_USERS)
+def test_prod_services_reach_redis_as_their_own_user(name: str) -> None:
+    (c,) = containers(by_name(rendered("prod"), "Deployment", name), init=False)
+    names = [e["name"] for e in _env(c)]
+    assert names.index("FOODMESH_REDIS_PASSWORD") < names.index("FOODMESH_REDIS_URL")
+    ref = next(e for e in _env(c) if e["name"] == "FOODMESH_REDIS_PASSWORD")
+    assert ref["valueFrom"]["secretKeyRef"] == {"name": "foodmesh-redis-users", "key": name}
+    password = "0123abcd" * 8
+    url = _expand(c, "FOODMESH_REDIS_URL", {("foodmesh-redis-users", name): password})
+    assert url == f"redis+cluster://{name}:{password}@redis-cluster:6379"
+    # The settings accept it, and the runtime's factory hands the credentials to the client.
+    settings = Settings.from_env(name, {"FOODMESH_REDIS_URL": url})
+    client = redis_client(settings.redis_url, name=name)
+    kwargs = client.nodes_manager.connection_kwargs  # type: ignore[attr-defined]
+    assert (kwargs["username"], kwargs["password"]) == (name, password)
+
+
+def test_prod_nats_has_a_user_per_workload_that_publishes_only_its_events() -> None:
+    docs = rendered("prod")
+    auth = next(c for c in of_kind(docs, "ConfigMap") if "auth.conf" in c.get("data", {}))
+    conf = auth["data"]["auth.conf"]
+    assert "include ../nats/nats.conf" in auth["data"]["main.conf"]
+    blocks = conf.split("user: ")[1:]
+    users = {b.split()[0]: b for b in blocks}
+    assert set(users) == set(NATS_USERS)
+
+    def publish(user: str) -> list[str]:
+        line = next(x for x in users[user].splitlines() if "publish:" in x)
+        return [p.strip(' "') for p in line.split("[", 1)[1].split("]")[0].split(",")]
+
+    for user, block in users.items():
+        assert f"password: $NATS_PASSWORD_{user.upper()}" in block  # from the env, not here
+        if "publish: {allow:" in block:
+            subjects = publish(user)
+            assert ">" not in subjects and "$JS.API.>" not in subjects, user
+    assert "orders.v1.>" in publish("order")
+    assert not any(p.startswith(("dispatch.", "location.")) for p in publish("order"))
+    assert not any(p.startswith(("orders.", "location.")) for p in publish("dispatch"))
+    assert 'publish: {deny: [">"]}' in users["dashboard"]  # it only reads
+    nats = by_name(docs, "StatefulSet", "nats")
+    (server,) = containers(nats, init=False)
+    assert server["args"] == ["--config", "/etc/nats-auth/main.conf"]
+    env = {e["name"]: e for e in _env(server)}
+    for user in NATS_USERS:
+        ref = env[f"NATS_PASSWORD_{user.upper()}"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "foodmesh-nats-users", "key": user}
+    for user in NATS_USERS:
+        (c,) = containers(by_name(docs, "Deployment", user), init=False)
+        url = _expand(c, "FOODMESH_NATS_URL", {("foodmesh-nats-users", user): "pw"})
+        assert url == f"nats://{user}:pw@nats:4222"
+
+
+def test_prod_grpc_is_tls_with_a_cert_manager_certificate_per_workload() -> None:
+    docs = rendered("prod")
+    issuers = {i["metadata"]["name"]: i["spec"] for i in of_kind(docs, "Issuer")}
+    assert issuers["foodmesh-ca"] == {"ca": {"secretName": "foodmesh-ca"}}
+    certs = {
+        c["metadata"]["name"]: c["spec"]
+        for c in of_kind(docs, "Certificate")
+        if c["apiVersion"] == "cert-manager.io/v1"
+    }
+    assert certs["foodmesh-ca"]["isCA"] is True
+    configs = {d["metadata"]["name"]: d.get("data", {}) for d in of_kind(docs, "ConfigMap")}
+    dialled: set[str] = set()
+    for cm in configs.values():
+        dialled |= {v.split(":")[0] for k, v in cm.items() if k.endswith("_TARGET")}
+    for name in WORKLOADS:
+        spec = certs[f"{name}-tls"]
+        assert spec["issuerRef"] == {"name": "foodmesh-ca", "kind": "Issuer"}
+        assert name in spec["dnsNames"] and spec["secretName"] == f"{name}-tls"
+        d = by_name(docs, "Deployment", name)
+        (c,) = containers(d, init=False)
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod_spec(d)["volumes"]}
+        assert volumes["tls"]["secret"]["secretName"] == f"{name}-tls"
+        env = {e["name"]: e.get("value") for e in _env(c)}
+        assert env["FOODMESH_TLS_CA"] == f"{mounts['tls']}/ca.crt"
+        if name in GRPC:
+            assert env["FOODMESH_TLS_CERT"] == f"{mounts['tls']}/tls.crt"
+            assert env["FOODMESH_TLS_KEY"] == f"{mounts['tls']}/tls.key"
+            (port,) = [
+                p for p in by_name(docs, "Service", name)["spec"]["ports"] if p["name"] == "grpc"
+            ]
+            assert port.get("appProtocol") != "kubernetes.io/h2c", name  # it is TLS now
+    # Every name a caller dials is on the callee's certificate.
+    for host in dialled:
+        assert host in certs[f"{host}-tls"]["dnsNames"], host
+    # Dev stays plaintext: no certificates and no TLS settings.
+    dev = rendered("dev")
+    assert not [d for d in dev if (d["apiVersion"], d["kind"]) in CERT_MANAGER]
+    for d in of_kind(dev, "Deployment"):
+        for c in containers(d):
+            assert not any(e["name"].startswith("FOODMESH_TLS_") for e in _env(c))
+
+
+def test_prod_ingress_serves_the_gateway_and_dashboard_over_tls_only() -> None:
+    docs = rendered("prod")
+    (ingress,) = of_kind(docs, "Ingress")
+    spec = ingress["spec"]
+    tls_hosts = {h for t in spec["tls"] for h in t["hosts"]}
+    assert all(t["secretName"] for t in spec["tls"])
+    backends = {}
+    for rule in spec["rules"]:
+        assert rule["host"] in tls_hosts, rule["host"]
+        for path in rule["http"]["paths"]:
+            backends[rule["host"]] = path["backend"]["service"]
+    assert sorted(b["name"] for b in backends.values()) == ["dashboard", "gateway"]
+    assert all(b["port"] == {"name": "http"} for b in backends.values())
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    assert "cert-manager.io/cluster-issuer" in annotations
+    for name in ("gateway", "dashboard"):  # the Ingress's backends exist and are reachable
+        svc = by_name(docs, "Service", name)
+        assert any(p["name"] == "http" for p in svc["spec"]["ports"])

@@ -8,11 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from foodmesh.v1 import common_pb2
-from servers.pricing import surge
-from foodmesh.core.receipt import compute_breakdown
 from foodmesh.core.fees import FeeSchedule
 from foodmesh.core.money import apply_bps, apply_ppm, apply_tenths, mul_ratio
+from foodmesh.core.receipt import compute_breakdown
+from foodmesh.core.tax import DEFAULT, TABLE, TaxRule, TaxTable, tax_minor
+from foodmesh.v1 import common_pb2
+from servers.pricing import surge
 from servers.pricing.promo import (
     DiscountKind,
     Promo,
@@ -21,7 +22,6 @@ from servers.pricing.promo import (
     check_redeemable,
     discount_minor,
 )
-from foodmesh.core.tax import DEFAULT, TABLE, TaxRule, TaxTable, tax_minor
 
 WK = common_pb2.WeatherKind
 CELL = "9q8yy"  # San Francisco
