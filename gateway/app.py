@@ -44,6 +44,7 @@ from foodmesh.core import telemetry
 from foodmesh.core.auth import InvalidToken, Principal, TokenVerifier
 from foodmesh.core.metrics import serve_metrics
 from foodmesh.core.tls import TlsConfigError, require_tls_outside_dev
+from foodmesh.v1 import options_pb2
 from gateway._config import ConfigError, GatewayConfig, service_key
 from gateway._docs import DOCS_HTML, DOCS_INIT_JS, asset
 from gateway._errors import (
@@ -383,7 +384,9 @@ class Gateway:
         except GatewayError as err:
             return self._error_response(err, request_id)
         except grpc.aio.AioRpcError as err:
-            return self._error_response(self._upstream_error(err, request), request_id)
+            return self._error_response(
+                self._upstream_error(err, request, match.route.http_errors), request_id
+            )
         except (asyncio.CancelledError, ConnectionError):
             raise
         except Exception:
@@ -534,7 +537,12 @@ class Gateway:
             headers.setdefault("WWW-Authenticate", 'Bearer realm="foodmesh"')
         return _json_response(err.status, body, request_id, **headers)
 
-    def _upstream_error(self, err: grpc.aio.AioRpcError, request: web.Request) -> GatewayError:
+    def _upstream_error(
+        self,
+        err: grpc.aio.AioRpcError,
+        request: web.Request,
+        rules: Sequence[options_pb2.HttpErrorRule] = (),
+    ) -> GatewayError:
         try:
             status = rpc_status.from_call(err)
         except ValueError:  # details that disagree with the call's code (trailers cut short)
@@ -542,7 +550,10 @@ class Gateway:
         if status is not None:
             code, details = status_from_proto(status)
             return GatewayError(
-                code, status.message, list(details), http=http_status(code, unpack_known(details))
+                code,
+                status.message,
+                list(details),
+                http=http_status(code, unpack_known(details), rules),
             )
         code = err.code()
         message = err.details() or code.name
@@ -877,7 +888,7 @@ class _Relay:
                     break
                 await self._message(item)
         except grpc.aio.AioRpcError as err:
-            error = self.gw._upstream_error(err, self.request)
+            error = self.gw._upstream_error(err, self.request, self.route.http_errors)
             if not self.resp.prepared:
                 raise error from None  # nothing sent yet: a plain HTTP error
             body = status_json(
