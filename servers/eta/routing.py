@@ -13,12 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import math
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from cachetools import FIFOCache
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
@@ -101,7 +101,8 @@ class Router:
         self._index = EdgeIndex.of(graph)
         self._mats: dict[tuple[tuple[float, ...], Overrides], tuple[csr_matrix, csr_matrix]] = {}
         self._values = np.column_stack([graph.length_m, graph.free_flow_s])
-        self._snaps: OrderedDict[tuple[float, float], Snap] = OrderedDict()
+        # FIFO: reads do not reorder it, so only writes take the lock.
+        self._snaps: FIFOCache[tuple[float, float], Snap] = FIFOCache(_SNAP_CACHE)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ checks
@@ -119,8 +120,6 @@ class Router:
                 raise InvalidArgument.field(field, "not a valid latitude/longitude") from None
             with self._lock:
                 self._snaps[key] = s
-                if len(self._snaps) > _SNAP_CACHE:
-                    self._snaps.popitem(last=False)
         if s.distance_m > self.max_offmap_m:
             raise InvalidArgument(
                 [
