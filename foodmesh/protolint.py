@@ -138,7 +138,7 @@ def baseline(repo: Path = REPO) -> Baseline | str:
     branch = _git("rev-parse", "--abbrev-ref", "HEAD", repo=repo)
     if branch != "main" and _git("rev-parse", "--verify", "-q", "main", repo=repo):
         base = _git("merge-base", "HEAD", "main", repo=repo)
-        if base:
+        if base and base != head:  # else HEAD is on main's line: judge its last commit
             return Baseline(base, "the merge base with main")
     parent = _git("rev-parse", "--verify", "-q", "HEAD~1", repo=repo)
     if parent is None:

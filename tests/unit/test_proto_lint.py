@@ -464,6 +464,8 @@ def test_breaking_compares_with_the_previous_commit_on_main_and_skips_without_on
     _git(tmp_path, "commit", "-q", "-am", "third")
     main = _head(tmp_path, "main")
     assert protolint.baseline(tmp_path) == protolint.Baseline(main, "the merge base with main")
+    _git(tmp_path, "checkout", "-q", "--detach", "main")  # a CI checkout of main's tip
+    assert protolint.baseline(tmp_path) == base
 
 
 def _head(repo: Path, ref: str) -> str:
