@@ -204,7 +204,7 @@ class SearchIndex:
         """Runs until cancelled: builds the index when missing (at start, and if Redis lost it)."""
         while True:  # a dependency not up yet: health says so; try again
             await retry("building the search index", lambda: self.ensure_built(store),
-                        first_s=retry_s, max_s=max(retry_s, 2.0), quiet_s=5.0,
+                        first_s=retry_s, max_s=max(retry_s, 1.0), quiet_s=5.0,
                         log=_log)  # fmt: skip
             self.ready.set()
             await asyncio.sleep(every_s)

@@ -138,7 +138,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
 
     async def start_relay() -> None:
         nonlocal relay
-        js = await retry("dispatch event stream", declare_stream, first_s=0.2, max_s=2.0,
+        js = await retry("dispatch event stream", declare_stream, first_s=0.2, max_s=1.0,
                          quiet_s=5.0, log=_log)  # fmt: skip
         relay = OutboxRelay(resources.pg, js, "fleet")
         relay.start()

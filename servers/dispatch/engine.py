@@ -245,7 +245,7 @@ class Engine:
             await asyncio.sleep(max(0.0, wait) + min(2.0, 0.05 * failures))
 
     async def _hub_loop(self) -> None:
-        await retry("driver session hub", self.hub.listen, first_s=0.2, max_s=2.0, quiet_s=5.0,
+        await retry("driver session hub", self.hub.listen, first_s=0.2, max_s=1.0, quiet_s=5.0,
                     log=_log)  # fmt: skip
 
     # -- matching ------------------------------------------------------------------
@@ -524,7 +524,7 @@ class Engine:
                 ),
             )
 
-        sub = await retry(f"consumer {durable}", subscribe, first_s=0.3, max_s=2.0, quiet_s=5.0,
+        sub = await retry(f"consumer {durable}", subscribe, first_s=0.3, max_s=1.0, quiet_s=5.0,
                           log=_log)  # fmt: skip
         try:
             while True:

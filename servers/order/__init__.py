@@ -134,7 +134,7 @@ async def build(
         return js
 
     async def start_relay() -> None:
-        js = await retry("order event stream", declare_stream, first_s=0.1, max_s=2.0,
+        js = await retry("order event stream", declare_stream, first_s=0.1, max_s=1.0,
                          quiet_s=5.0, log=_log)  # fmt: skip
         if relay_on:
             relay = GatheringRelay(resources.pg, js, "orders", gather_s=gather_s)

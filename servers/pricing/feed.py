@@ -87,7 +87,7 @@ class OrderFeed:
             )
 
         # NATS not connected yet, or no ORDERS stream yet (Order declares it).
-        return await retry("following order events", subscribe, first_s=0.25, max_s=2.0,
+        return await retry("following order events", subscribe, first_s=0.25, max_s=1.0,
                            quiet_s=5.0, log=_log)  # fmt: skip
 
     async def _run(self) -> None:
