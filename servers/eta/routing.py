@@ -112,7 +112,10 @@ class Router:
         Raises InvalidArgument naming ``field`` when the point is beyond ``max_offmap_m``.
         """
         key = (round(lat, 6), round(lon, 6))  # ~0.1 m: restaurants and repeats hit
-        s = self._snaps.get(key)
+        try:
+            s: Snap | None = self._snaps[key]  # one lookup: atomic beside a writer's eviction
+        except KeyError:
+            s = None
         if s is None:
             try:
                 s = self.graph.snap(lat, lon)
