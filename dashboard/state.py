@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from cachetools import FIFOCache
+
 from foodmesh.v1 import common_pb2, dispatch_pb2, location_pb2, order_pb2
 
 __all__ = ["CityState", "DriverView", "OrderView"]
@@ -114,7 +116,7 @@ class CityState:
         self._eta_error = _Window(window_s)
         self._fixes = _Window(10.0)
         self._delivered = _Window(window_s)
-        self._seen_events: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._seen_events: FIFOCache[str, None] = FIFOCache(50_000)  # the oldest ids go first
         self.events = 0
 
     # ------------------------------------------------------------------ events
@@ -125,8 +127,6 @@ class CityState:
         if event_id in self._seen_events:
             return True
         self._seen_events[event_id] = None
-        if len(self._seen_events) > 50_000:
-            self._seen_events.popitem(last=False)
         return False
 
     def on_fix(self, ev: location_pb2.DriverLocationEvent, now: float) -> None:

@@ -1,4 +1,4 @@
-"""The `foodmesh` command: infra, migrate, gen, serve, up, status.
+"""The `foodmesh` command: infra, migrate, gen, lint-proto, serve, up, status.
 
 Expected failures (a bad setting, a server that does not answer, a port in
 use) print one line that names the problem and what to do, and exit 1; only
@@ -689,6 +689,11 @@ def _parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("gen", help="regenerate foodmesh/v1 stubs from proto/")
     gen.add_argument("--check", action="store_true", help="fail if committed stubs drift")
 
+    lp = sub.add_parser("lint-proto", help="buf lint and buf breaking over proto/ (offline)")
+    lp.add_argument("--against", help="a git commit to compare with (default: the merge base "
+                    "with main, or the previous commit on main)")  # fmt: skip
+    lp.add_argument("--no-breaking", action="store_true", help="only `buf lint`")
+
     srv = sub.add_parser("serve", help="run one service in the foreground")
     srv.add_argument("service")
 
@@ -771,6 +776,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from foodmesh.gen import main as gen_main
 
             return gen_main(["--check"] if args.check else [])
+        if args.command == "lint-proto":
+            from foodmesh.protolint import main as lint_proto
+
+            against = ["--against", args.against] if args.against else []
+            return lint_proto([*against, *(["--no-breaking"] if args.no_breaking else [])])
         if args.command == "serve":
             return _serve(args)
         if args.command == "token":

@@ -369,13 +369,6 @@ class FleetStore:
             )
         return _assignment(row) if row else None
 
-    async def update_ready(self, order_id: str, ready_at: float) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE fleet.assignments SET ready_at = %s WHERE order_id = %s",
-                (ts(ready_at), order_id),
-            )
-
     async def cancel_order(
         self, order_id: str, *, now: float, reason: str, consumer: str = "", event_id: str = ""
     ) -> tuple[Assignment | None, OfferRow | None]:

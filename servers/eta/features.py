@@ -10,7 +10,6 @@ customer's door. Pure: numpy in, numpy out.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,11 +87,6 @@ def is_peak(hour: npt.ArrayLike, dow: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     weekday = ((h >= 11) & (h <= 13)) | ((h >= 18) & (h <= 20))
     weekend = ((h >= 12) & (h <= 14)) | ((h >= 18) & (h <= 20))
     return np.where(d < 5, weekday, weekend)
-
-
-def hour_dow(when: dt.datetime) -> tuple[int, int]:
-    """Local hour and weekday of a time (the city's clock is the timestamp's own zone)."""
-    return when.hour, when.weekday()
 
 
 def prep_matrix(

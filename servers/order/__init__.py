@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
+from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from clients import CatalogClient, ClientOptions, DispatchClient, EtaClient, PricingClient
@@ -52,6 +53,7 @@ from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import order_pb2_grpc
 from servers.order.payments import PaymentProvider
 from servers.order.relay import GatheringRelay
+from servers.runtime.retry import retry
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
 
 __all__ = ["SPEC", "STREAM", "build"]
@@ -122,19 +124,18 @@ async def build(
     gather_s = float(s.extra.get("FOODMESH_ORDER_RELAY_GATHER_S", "0.02"))
     relay_on = s.extra.get("FOODMESH_ORDER_RELAY", "1") not in ("0", "false", "no", "off")
 
+    async def declare_stream() -> JetStreamContext:
+        js = resources.js  # NATS is connected by the health checks, maybe after we start
+        await ensure_stream(js, StreamConfig(
+            name=resources.subjects.stream(STREAM),
+            subjects=[resources.subjects.subject("orders.v1.>")],
+            max_age=7 * 86400,
+        ))  # fmt: skip
+        return js
+
     async def start_relay() -> None:
-        while True:  # NATS is connected by the health checks, maybe after we start
-            try:
-                js = resources.js
-                await ensure_stream(js, StreamConfig(
-                    name=resources.subjects.stream(STREAM),
-                    subjects=[resources.subjects.subject("orders.v1.>")],
-                    max_age=7 * 86400,
-                ))  # fmt: skip
-                break
-            except Exception as exc:
-                _log.debug("order event stream not ready: %s", exc)
-                await asyncio.sleep(0.1)
+        js = await retry("order event stream", declare_stream, first_s=0.1, max_s=1.0,
+                         quiet_s=5.0, log=_log)  # fmt: skip
         if relay_on:
             relay = GatheringRelay(resources.pg, js, "orders", gather_s=gather_s)
             servicer.relay = relay
