@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf import descriptor
 
-from foodmesh.auth import DEV_SECRET
+from foodmesh.auth import DEV_SECRET, AuthConfigError, auth_settings
 from foodmesh.services import KNOWN
 from servers.runtime.telemetry import EXPORTERS, exporter_from_env
 
@@ -97,6 +97,8 @@ class GatewayConfig:
     targets: Mapping[str, str] = field(default_factory=dict)
     #: Only these service keys are exposed (empty: every foodmesh.v1 service).
     services: frozenset[str] = frozenset()
+    #: How long one /readyz answer is served again (its upstream fan-out runs at most this often).
+    readyz_cache_s: float = 1.0
     #: Upper bound of a client's ``X-Request-Timeout`` (and ``grpc-timeout``) header.
     max_deadline_s: float = 30.0
     #: Redis of the rate limits (token buckets); empty: no rate limits.
@@ -131,15 +133,19 @@ class GatewayConfig:
             for k, v in env.items()
             if (m := re.fullmatch(r"FOODMESH_GATEWAY_([A-Z0-9_]+)_TARGET", k)) and v
         }
+        try:
+            auth = auth_settings(env, process="gateway")
+        except AuthConfigError as exc:
+            raise ConfigError(str(exc)) from None
         only = env.get("FOODMESH_GATEWAY_SERVICES", "")
         cors = env.get("FOODMESH_GATEWAY_CORS_ORIGINS", "")
         return cls(
             host=env.get("FOODMESH_GATEWAY_HOST") or env.get("FOODMESH_HOST") or "127.0.0.1",
             port=_int(env, "FOODMESH_GATEWAY_PORT", DEFAULT_PORT),
-            auth_secret=env.get("FOODMESH_AUTH_SECRET") or DEV_SECRET,
-            auth_jwks_url=env.get("FOODMESH_AUTH_JWKS_URL", "").strip(),
-            auth_issuer=env.get("FOODMESH_AUTH_ISSUER", "").strip(),
-            auth_audience=env.get("FOODMESH_AUTH_AUDIENCE", "").strip(),
+            auth_secret=auth.secret,
+            auth_jwks_url=auth.jwks_url,
+            auth_issuer=auth.issuer,
+            auth_audience=auth.audience,
             deadline_s=_float(env, "FOODMESH_GATEWAY_DEADLINE_S", 5.0),
             stream_deadline_s=_float(env, "FOODMESH_GATEWAY_STREAM_DEADLINE_S", 3600.0),
             heartbeat_s=_float(env, "FOODMESH_GATEWAY_HEARTBEAT_S", 15.0),

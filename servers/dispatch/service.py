@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from foodmesh.auth import bearer, mint_token
+from foodmesh.auth import bearer, mint_service_token
 from foodmesh.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc, order_pb2
 from servers.dispatch import convert, metrics
 from servers.dispatch.engine import Engine, order_to_new, pending_of
@@ -321,8 +321,11 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
     async def _order_to(
         self, order_id: str, driver: str, to: int, reason: str, *, proof: str = ""
     ) -> None:
-        as_driver = bearer(mint_token(self.secret, subject=driver, role="driver", ttl_s=120))
-        as_service = bearer(mint_token(self.secret, subject="dispatch", role="service", ttl_s=120))
+        # Service tokens (the service key, aud foodmesh-service): the gateway never takes them.
+        as_driver = bearer(
+            mint_service_token(self.secret, subject=driver, role="driver", ttl_s=120)
+        )
+        as_service = bearer(mint_service_token(self.secret, subject="dispatch", ttl_s=120))
         req = order_pb2.UpdateOrderStatusRequest(
             order_id=order_id,
             status=to,  # type: ignore[arg-type]

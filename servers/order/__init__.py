@@ -45,7 +45,7 @@ import grpc
 from nats.js.api import StreamConfig
 
 from clients import CatalogClient, ClientOptions, DispatchClient, EtaClient, PricingClient
-from foodmesh.auth import bearer, mint_token
+from foodmesh.auth import ServiceCredentials
 from foodmesh.services import KNOWN
 from foodmesh.v1 import order_pb2_grpc
 from servers.order.payments import PaymentProvider
@@ -88,8 +88,9 @@ async def build(
     from servers.order.watch import ChangeFeed
 
     s = resources.settings
-    token = mint_token(s.auth_secret, subject="order", role="service", ttl_s=365 * 86400)
-    options = ClientOptions(metadata=bearer(token))
+    # Short-lived service tokens under the service key, minted again before they expire.
+    credentials = ServiceCredentials(s.service_key, subject="order")
+    options = ClientOptions(credentials=credentials.metadata)
     catalog = CatalogClient(_target(resources, "catalog", default=True) or "", options=options)
     owned: list[CatalogClient | PricingClient | EtaClient | DispatchClient] = [catalog]
     pricing: FallbackPricing | RemotePricing = FallbackPricing()

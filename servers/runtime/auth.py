@@ -84,9 +84,13 @@ class Authorizer:
         rules: Mapping[str, frozenset[str]],
         *,
         verifier: TokenVerifier | None = None,
+        service_secret: str | None = None,
     ) -> None:
-        # Without an explicit verifier the environment decides (JWKS or HS256 only).
-        self.verifier = verifier or TokenVerifier.from_env(secret=secret)
+        # Without an explicit verifier the environment decides (JWKS or HS256 user tokens);
+        # services always take service tokens (``service_secret``, or the derived key).
+        self.verifier = verifier or TokenVerifier.from_env(
+            secret=secret, service_secret=service_secret, services=True
+        )
         self._rules = dict(rules)
         self._cache: dict[str, tuple[Principal, float]] = {}
 
@@ -107,8 +111,8 @@ class Authorizer:
             raise Unauthenticated(f"invalid bearer token: {exc}", reason="INVALID_TOKEN") from None
         if len(self._cache) >= self._CACHE_MAX:
             self._cache.clear()
-        # Re-verified at least once a minute, so expiry is honoured to the minute.
-        self._cache[token] = (principal, now + 60.0)
+        # Re-verified at least once a minute, and never kept past the token's expiry.
+        self._cache[token] = (principal, min(now + 60.0, principal.expires_at))
         return principal
 
     async def fetch_keys(self) -> None:

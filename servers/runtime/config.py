@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from foodmesh.auth import DEV_SECRET
+from foodmesh.auth import DEV_SECRET, AuthConfigError, auth_settings, service_secret_for
 from servers.runtime.errors import ConfigError
 from servers.runtime.telemetry import EXPORTERS, exporter_from_env
 
@@ -118,7 +118,14 @@ class Settings:
     trace_exporter: str = "none"
     #: HMAC secret that bearer tokens are signed with (the same in every service and the gateway).
     auth_secret: str = DEV_SECRET
+    #: HMAC key of the services' own short-lived tokens ("": derived from ``auth_secret``).
+    service_secret: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def service_key(self) -> str:
+        """The key of service tokens: set apart, or derived from the auth secret."""
+        return self.service_secret or service_secret_for(self.auth_secret)
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -138,6 +145,10 @@ class Settings:
                 f"FOODMESH_TRACE_EXPORTER={exporter!r} is not valid: "
                 "expected none, console, otlp or memory"
             )
+        try:
+            auth = auth_settings(env, process=service)
+        except AuthConfigError as exc:
+            raise ConfigError(str(exc)) from None
         namespace = env.get("FOODMESH_NAMESPACE", "")
         if namespace and not namespace.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(
@@ -162,6 +173,7 @@ class Settings:
             ),
             log_level=log_level,
             trace_exporter=exporter,
-            auth_secret=env.get("FOODMESH_AUTH_SECRET") or DEV_SECRET,
+            auth_secret=auth.secret,
+            service_secret=auth.service_secret,
             extra={k: v for k, v in env.items() if k.startswith(f"FOODMESH_{up}_")},
         )

@@ -278,7 +278,11 @@ async def run_service(
         metrics=rpc_metrics(),
         default_deadline_s=settings.default_deadline_s,
         stream_max_age_s=settings.stream_max_age_s,
-        authorizer=Authorizer(settings.auth_secret, access_rules(spec.grpc_services)),
+        authorizer=Authorizer(
+            settings.auth_secret,
+            access_rules(spec.grpc_services),
+            service_secret=settings.service_key,
+        ),
     )
     server = grpc.aio.server(interceptors=[interceptor], options=_server_options())
     resources = Resources(settings, spec.needs)
