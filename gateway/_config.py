@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -133,19 +134,11 @@ class GatewayConfig:
             for k, v in env.items()
             if (m := re.fullmatch(r"FOODMESH_GATEWAY_([A-Z0-9_]+)_TARGET", k)) and v
         }
-        try:
-            auth = auth_settings(env, process="gateway")
-        except AuthConfigError as exc:
-            raise ConfigError(str(exc)) from None
         only = env.get("FOODMESH_GATEWAY_SERVICES", "")
         cors = env.get("FOODMESH_GATEWAY_CORS_ORIGINS", "")
-        return cls(
+        config = cls(
             host=env.get("FOODMESH_GATEWAY_HOST") or env.get("FOODMESH_HOST") or "127.0.0.1",
             port=_int(env, "FOODMESH_GATEWAY_PORT", DEFAULT_PORT),
-            auth_secret=auth.secret,
-            auth_jwks_url=auth.jwks_url,
-            auth_issuer=auth.issuer,
-            auth_audience=auth.audience,
             deadline_s=_float(env, "FOODMESH_GATEWAY_DEADLINE_S", 5.0),
             stream_deadline_s=_float(env, "FOODMESH_GATEWAY_STREAM_DEADLINE_S", 3600.0),
             heartbeat_s=_float(env, "FOODMESH_GATEWAY_HEARTBEAT_S", 15.0),
@@ -165,6 +158,14 @@ class GatewayConfig:
             metrics_port=_int(env, "FOODMESH_GATEWAY_METRICS_PORT", -1),
             trace_exporter=exporter_from_env(env),
         )
+        try:  # last: a wrong setting elsewhere is named first
+            auth = auth_settings(env, process="gateway")
+        except AuthConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        return dataclasses.replace(
+            config, auth_secret=auth.secret, auth_jwks_url=auth.jwks_url,
+            auth_issuer=auth.issuer, auth_audience=auth.audience,
+        )  # fmt: skip
 
     def cors_allows(self, origin: str) -> bool:
         """True when a browser page from ``origin`` may call the API."""

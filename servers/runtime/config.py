@@ -6,6 +6,7 @@ value and what would be accepted.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -145,16 +146,12 @@ class Settings:
                 f"FOODMESH_TRACE_EXPORTER={exporter!r} is not valid: "
                 "expected none, console, otlp or memory"
             )
-        try:
-            auth = auth_settings(env, process=service)
-        except AuthConfigError as exc:
-            raise ConfigError(str(exc)) from None
         namespace = env.get("FOODMESH_NAMESPACE", "")
         if namespace and not namespace.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(
                 f"FOODMESH_NAMESPACE={namespace!r} is not valid: expected letters, digits, - or _"
             )
-        return cls(
+        settings = cls(
             service=service,
             host=env.get("FOODMESH_HOST", "127.0.0.1"),
             port=env_int(env, port_var, 0, lo=0, hi=65535),
@@ -173,7 +170,13 @@ class Settings:
             ),
             log_level=log_level,
             trace_exporter=exporter,
-            auth_secret=auth.secret,
-            service_secret=auth.service_secret,
             extra={k: v for k, v in env.items() if k.startswith(f"FOODMESH_{up}_")},
+        )
+        # Last: a wrong setting elsewhere is named first.
+        try:
+            auth = auth_settings(env, process=service)
+        except AuthConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        return dataclasses.replace(
+            settings, auth_secret=auth.secret, service_secret=auth.service_secret
         )
