@@ -245,20 +245,24 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def verify_token(secret: str, token: str, *, now: float | None = None) -> Principal:
+def verify_token(
+    secret: str, token: str, *, now: float | None = None, leeway_s: float = _LEEWAY_S
+) -> Principal:
     """The caller a user token names; raises :class:`InvalidToken` saying what is wrong."""
     claims = _hs256_claims(secret, token)
     if claims.get("role") == "service":
         raise InvalidToken("role 'service' is only carried by service tokens")
-    return _check_claims(claims, now, leeway_s=_LEEWAY_S, max_life_s=MAX_USER_TOKEN_S)
+    return _check_claims(claims, now, leeway_s=leeway_s, max_life_s=MAX_USER_TOKEN_S)
 
 
-def verify_service_token(service_secret: str, token: str, *, now: float | None = None) -> Principal:
+def verify_service_token(
+    service_secret: str, token: str, *, now: float | None = None, leeway_s: float = _LEEWAY_S
+) -> Principal:
     """The caller a service token names (signed with the service key, ``aud`` checked)."""
     claims = _hs256_claims(service_secret, token)
     if claims.get("aud") != SERVICE_AUDIENCE:
         raise InvalidToken(f"service token is not for {SERVICE_AUDIENCE}")
-    return _check_claims(claims, now, leeway_s=_LEEWAY_S, max_life_s=MAX_SERVICE_TOKEN_S)
+    return _check_claims(claims, now, leeway_s=leeway_s, max_life_s=MAX_SERVICE_TOKEN_S)
 
 
 class ServiceCredentials:
@@ -616,12 +620,12 @@ class TokenVerifier:
         if alg == "HS256" and header.get("kid") == SERVICE_KID:
             if self.service_secret is None:
                 raise InvalidToken("service tokens are not accepted here")
-            return verify_service_token(self.service_secret, token, now=now)
+            return verify_service_token(self.service_secret, token, now=now, leeway_s=self.leeway_s)
         if alg == "HS256":
             if self.secret is None:
                 raise InvalidToken("unsupported token: HS256 is not accepted here (use the "
                                    "identity provider's token)")  # fmt: skip
-            return verify_token(self.secret, token, now=now)
+            return verify_token(self.secret, token, now=now, leeway_s=self.leeway_s)
         if self.jwks is None or alg not in ASYMMETRIC:
             accepted = "HS256" if self.jwks is None else "HS256, RS256 or ES256"
             raise InvalidToken(f"unsupported token: alg {alg!r} (accepted: {accepted})")
