@@ -421,6 +421,10 @@ class Dashboard:
         full = json_format.MessageToDict(resp.order, preserving_proto_field_name=True)
         # What the details pane shows; no customer, address, items or payment.
         body = {k: full[k] for k in _ORDER_FIELDS if k in full}
+        customer = full.get("customer_id")
+        for step in body.get("timeline", []):
+            if customer and step.get("actor") == customer:
+                step["actor"] = "customer"
         view = self.state.order_view(oid)
         if view is not None:
             body["offers_made"] = view.offers
