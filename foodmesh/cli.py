@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from foodmesh import __version__
-from foodmesh.auth import ROLES, AuthSettings, AuthConfigError, auth_settings, mint_token
+from foodmesh.auth import ROLES, AuthConfigError, AuthSettings, auth_settings, mint_token
 
 __all__ = ["main"]
 

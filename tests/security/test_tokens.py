@@ -40,12 +40,15 @@ async def test_the_gateway_refuses_bad_exp_and_bad_sub_live(
     pg_url: str, redis_url: str, nats_url: str, namespace: str
 ) -> None:
     async with (
-        order_mesh(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
-                   namespace=namespace) as mesh,  # fmt: skip
+        order_mesh(
+            pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace
+        ) as mesh,  # fmt: skip
         gateway({"order": mesh.order.target}) as http,
     ):
-        tokens = [hs256({}, raw='{"sub":"cus_1","role":"customer","exp":Infinity}'),
-                  hs256({"sub": "cus.>", "role": "customer", "exp": time.time() + 600})]  # fmt: skip
+        tokens = [
+            hs256({}, raw='{"sub":"cus_1","role":"customer","exp":Infinity}'),
+            hs256({"sub": "cus.>", "role": "customer", "exp": time.time() + 600}),
+        ]
         for token in tokens:
             async with http.session.get(
                 "/api/v1/orders/ord_nope", headers={"Authorization": f"Bearer {token}"}
@@ -68,10 +71,12 @@ async def test_the_gateway_cache_never_outlives_a_token(
     pg_url: str, redis_url: str, nats_url: str, namespace: str
 ) -> None:
     async with (
-        order_mesh(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
-                   namespace=namespace) as mesh,  # fmt: skip
-        gateway({"order": mesh.order.target},
-                verifier=TokenVerifier(DEV_SECRET, leeway_s=0)) as http,  # fmt: skip
+        order_mesh(
+            pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace
+        ) as mesh,  # fmt: skip
+        gateway(
+            {"order": mesh.order.target}, verifier=TokenVerifier(DEV_SECRET, leeway_s=0)
+        ) as http,  # fmt: skip
     ):
         token = mint_token(DEV_SECRET, subject="cus_1", role="customer", ttl_s=3)
         headers = {"Authorization": f"Bearer {token}"}
@@ -87,11 +92,14 @@ async def test_readyz_fans_out_at_most_once_per_second(
     pg_url: str, redis_url: str, nats_url: str, namespace: str
 ) -> None:
     async with (
-        order_mesh(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
-                   namespace=namespace) as mesh,  # fmt: skip
-        gateway({"order": mesh.order.target, "catalog": mesh.catalog.target},
-                readyz_cache_s=60.0) as http,  # fmt: skip
+        order_mesh(
+            pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace
+        ) as mesh,  # fmt: skip
+        gateway(
+            {"order": mesh.order.target, "catalog": mesh.catalog.target}, readyz_cache_s=60.0
+        ) as http,  # fmt: skip
     ):
+
         async def ready() -> int:
             async with http.session.get("/readyz") as r:
                 return r.status
