@@ -57,6 +57,7 @@ def read_until(proc: subprocess.Popen[str], needle: str) -> list[str]:
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
+    """Stops the process (SIGTERM, then SIGKILL) and closes its pipe."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -64,3 +65,5 @@ def stop(proc: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()

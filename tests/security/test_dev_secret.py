@@ -60,7 +60,7 @@ def test_jwks_mode_without_an_issuer_does_not_start() -> None:
 def test_explicit_dev_mode_starts_and_says_so_loudly(infra: RunningInfra) -> None:
     urls = {"FOODMESH_REDIS_URL": infra.urls.redis_url, "FOODMESH_NATS_URL": infra.urls.nats_url}
     for process, ready in (("gateway", "gateway listening"), ("dashboard", "dashboard listening")):
-        proc = start(["serve", process], base_env(**_NOWHERE, **urls, FOODMESH_DEV="1"))
+        proc = start(["serve", process], base_env(**{**_NOWHERE, **urls, "FOODMESH_DEV": "1"}))
         try:
             lines = read_until(proc, ready)
             assert any(ready in line for line in lines), lines
