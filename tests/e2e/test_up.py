@@ -50,13 +50,29 @@ async def test_up_serves_the_mesh_through_the_gateway(
     )  # fmt: skip
     assert proc.stdout is not None
     try:
+        printed: list[bytes] = []
         async with asyncio.timeout(60):
             while b"foodmesh is up" not in (line := await proc.stdout.readline()):
                 assert line, "foodmesh up exited before it was up"
-        assert b"gateway http://127.0.0.1:8080" in line
+                printed.append(line)
+            assert b"gateway http://127.0.0.1:8080" in line
+            # then the links: the dashboard's carries an ops token (issue 17)
+            while not (line := await proc.stdout.readline()).startswith(b"dashboard: "):
+                assert line, "foodmesh up printed no dashboard link"
+                printed.append(line)
+        links = [x for x in printed if b": http://" in x]  # up's own "name: url" lines
+        assert links[0].startswith(b"gateway: http://127.0.0.1:8080"), printed
+        link = line.decode().split(" ", 1)[1].strip()
+        dashboard, _, ops_token = link.partition("/#token=")
+        assert dashboard == "http://127.0.0.1:8090" and ops_token
         base = "http://127.0.0.1:8080"
         now = dt.datetime.now(dt.UTC).isoformat()
         async with aiohttp.ClientSession() as http:
+            async with http.get(f"{dashboard}/api/snapshot") as r:
+                assert r.status == 401
+            ops = {"Authorization": f"Bearer {ops_token}"}
+            async with http.get(f"{dashboard}/api/snapshot", headers=ops) as r:
+                assert r.status == 200
             # "up" once every process runs; ready once every upstream answers SERVING
             async with asyncio.timeout(60):
                 while True:
