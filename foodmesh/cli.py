@@ -798,7 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(handler[args.command](args))
     except KeyboardInterrupt:
         return 130
-    except (CliError, InfraError) as exc:
+    except (CliError, InfraError, AuthConfigError) as exc:
         print(f"foodmesh: {exc}", file=sys.stderr)
         return 1
     except FoodmeshError as exc:

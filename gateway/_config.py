@@ -146,6 +146,7 @@ class GatewayConfig:
             targets=targets,
             services=frozenset(s.strip() for s in only.split(",") if s.strip()),
             max_deadline_s=_float(env, "FOODMESH_GATEWAY_MAX_DEADLINE_S", 30.0),
+            readyz_cache_s=_float(env, "FOODMESH_GATEWAY_READYZ_CACHE_S", 1.0),
             redis_url=env.get("FOODMESH_GATEWAY_REDIS_URL") or env.get("FOODMESH_REDIS_URL", ""),
             rate_limit_namespace=env.get("FOODMESH_GATEWAY_RATE_LIMIT_NAMESPACE", ""),
             ip_rate=_rate(env, "FOODMESH_GATEWAY_IP_RATE", 50.0),
