@@ -60,8 +60,8 @@ _STATIC = Path(__file__).parent / "static"
 _CENTER = (37.7749, -122.4194)
 #: The cookie that carries the viewer's ops token (set by /login or a ?token= link).
 COOKIE = "foodmesh_ops"
-#: Paths open without a token: the login page, the liveness probe, the page's code.
-_OPEN = ("/login", "/healthz")
+#: Paths open without a token: logging in and out, the liveness probe (and /static/).
+_OPEN = ("/login", "/logout", "/healthz")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +143,7 @@ class Dashboard:
         self._map: bytes | None = None
         self._nc: NATS | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        # No metadata of its own: every call carries a viewer's token (_as_viewer).
+        # No credential of its own: every call carries a viewer's token (see _viewer).
         opts = ClientOptions(deadline_s=3.0)
         t = config.targets
         self.catalog = CatalogClient(t["catalog"], options=opts) if "catalog" in t else None

@@ -20,7 +20,15 @@ from typing import Any
 import grpc
 
 from foodmesh import __version__
-from foodmesh.auth import ROLES, AuthConfigError, AuthSettings, auth_settings, mint_token
+from foodmesh.auth import (
+    MAX_SERVICE_TOKEN_S,
+    ROLES,
+    AuthConfigError,
+    AuthSettings,
+    auth_settings,
+    mint_service_token,
+    mint_token,
+)
 
 __all__ = ["main"]
 
@@ -750,9 +758,13 @@ def _auth(process: str) -> AuthSettings:
 
 
 def _token(args: argparse.Namespace) -> int:
-    secret = _auth("token").secret
+    auth = _auth("token")
     try:
-        print(mint_token(secret, subject=args.subject, role=args.role, ttl_s=args.ttl))
+        if args.role == "service":  # under the service key, at most 15 minutes
+            ttl = min(args.ttl, MAX_SERVICE_TOKEN_S)
+            print(mint_service_token(auth.service_secret, subject=args.subject, ttl_s=ttl))
+        else:
+            print(mint_token(auth.secret, subject=args.subject, role=args.role, ttl_s=args.ttl))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     return 0
