@@ -85,6 +85,8 @@ SERVICE_KID = "foodmesh-service"
 SERVICE_AUDIENCE = "foodmesh-service"
 SERVICE_TOKEN_TTL_S = 600.0
 MAX_SERVICE_TOKEN_S = 900.0
+#: The roles a service token may carry: a service's own, and Dispatch acting for a driver.
+SERVICE_TOKEN_ROLES = ("service", "driver")
 _SERVICE_HEADER = b'{"alg":"HS256","typ":"JWT","kid":"foodmesh-service"}'
 #: The smallest secret accepted outside dev mode, in bytes.
 MIN_SECRET_BYTES = 32
@@ -177,11 +179,12 @@ def mint_service_token(
 ) -> str:
     """A service token (``kid``/``aud`` ``foodmesh-service``) signed with the service key.
 
-    ``role`` other than ``service`` is a service acting for a user (Dispatch moving an
-    order as its driver): only services accept it, never the gateway.
+    Role ``driver`` is Dispatch moving an order as its driver (the one delegation there
+    is): only services accept it, never the gateway; no other user role can be minted.
     """
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
+    if role not in SERVICE_TOKEN_ROLES:
+        raise ValueError(f"a service token carries role {' or '.join(SERVICE_TOKEN_ROLES)}, "
+                         f"not {role!r}")  # fmt: skip
     if not valid_subject(subject):
         raise ValueError(f"subject {subject!r} is not a valid id")
     if not 0 < ttl_s <= MAX_SERVICE_TOKEN_S:
@@ -262,6 +265,8 @@ def verify_service_token(
     claims = _hs256_claims(service_secret, token)
     if claims.get("aud") != SERVICE_AUDIENCE:
         raise InvalidToken(f"service token is not for {SERVICE_AUDIENCE}")
+    if claims.get("role") not in SERVICE_TOKEN_ROLES:
+        raise InvalidToken(f"a service token may not carry role {claims.get('role')!r}")
     return _check_claims(claims, now, leeway_s=leeway_s, max_life_s=MAX_SERVICE_TOKEN_S)
 
 

@@ -20,9 +20,19 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def hs256(claims: Mapping[str, Any], *, secret: str = DEV_SECRET, raw: str | None = None) -> str:
-    """An HS256 user token with any claims (``raw``: the claims' JSON text as is)."""
-    head = _b64(b'{"alg":"HS256","typ":"JWT"}')
+def hs256(
+    claims: Mapping[str, Any],
+    *,
+    secret: str = DEV_SECRET,
+    raw: str | None = None,
+    service: bool = False,
+) -> str:
+    """An HS256 token with any claims (``raw``: the claims' JSON text as is).
+
+    ``service``: with the service tokens' header (``kid`` ``foodmesh-service``).
+    """
+    kid = ',"kid":"foodmesh-service"' if service else ""
+    head = _b64(f'{{"alg":"HS256","typ":"JWT"{kid}}}'.encode())
     body = _b64((raw if raw is not None else json.dumps(claims)).encode())
     sig = _b64(_sign(secret, f"{head}.{body}".encode()))
     return f"{head}.{body}.{sig}"

@@ -7,12 +7,14 @@ import json
 import time
 
 import aiohttp
+import yaml
 
 from dashboard import DashboardConfig, serve
 from foodmesh.auth import DEV_SECRET, mint_token
 from foodmesh.sim.city import build_city
 from foodmesh.sim.seed import seed_city
 from foodmesh.v1 import order_pb2 as pb
+from tests.conftest import REPO
 from tests.integration._order import order_mesh
 
 OPS = mint_token(DEV_SECRET, subject="ops_1", role="ops")
@@ -123,3 +125,12 @@ async def test_the_dashboard_forwards_the_viewer_and_shows_no_pii(
             expired = mint_token(DEV_SECRET, subject="ops_1", role="ops", now=time.time() - 7200)
             async with http.get(f"{base}/api/orders/{oid}", headers=_bearer(expired)) as r:
                 assert r.status == 401
+
+
+def test_k8s_admits_the_dashboard_only_from_the_ingress_controller() -> None:
+    policy = yaml.safe_load((REPO / "k8s/base/dashboard/networkpolicy.yaml").read_text())
+    rules = policy["spec"]["ingress"]
+    assert rules, "no way in at all"
+    for rule in rules:  # a rule without "from" admits any source
+        assert rule.get("from"), rule
+        assert all("namespaceSelector" in peer or "podSelector" in peer for peer in rule["from"])

@@ -79,7 +79,7 @@ async def test_services_take_short_service_tokens_and_refuse_year_long_ones(
             assert ok.value.code() == grpc.StatusCode.NOT_FOUND  # through the auth check
             year = {"sub": "order", "role": "service", "aud": "foodmesh-service",
                     "exp": time.time() + 365 * 86400}  # fmt: skip
-            for token in (_old_service_token(), hs256(year, secret=DEV_SERVICE_KEY)):
+            for token in (_old_service_token(), hs256(year, secret=DEV_SERVICE_KEY, service=True)):
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await get(req, metadata=bearer(token), timeout=5)
                 assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -112,3 +112,17 @@ def test_jwks_mode_takes_no_hs256_user_tokens_even_with_a_real_secret() -> None:
 def test_a_user_key_cannot_sign_the_service_role() -> None:
     with pytest.raises(InvalidToken, match="service"):
         TokenVerifier(DEV_SECRET, service_secret=DEV_SERVICE_KEY).verify(_old_service_token())
+
+
+def test_a_service_token_cannot_carry_customer_restaurant_or_ops() -> None:
+    verifier = TokenVerifier(None, service_secret=DEV_SERVICE_KEY)
+    for role in ("customer", "restaurant", "ops"):
+        with pytest.raises(ValueError, match="service token"):
+            mint_service_token(DEV_SERVICE_KEY, subject="x_1", role=role)
+        forged = hs256({"sub": "x_1", "role": role, "aud": "foodmesh-service",
+                        "exp": time.time() + 60}, secret=DEV_SERVICE_KEY, service=True)  # fmt: skip
+        with pytest.raises(InvalidToken, match="may not carry role"):
+            verifier.verify(forged)
+    driver = hs256({"sub": "drv_1", "role": "driver", "aud": "foodmesh-service",
+                    "exp": time.time() + 60}, secret=DEV_SERVICE_KEY, service=True)  # fmt: skip
+    assert verifier.verify(driver).role == "driver"  # Dispatch acting for its driver
