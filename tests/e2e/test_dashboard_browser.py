@@ -72,9 +72,8 @@ async def test_the_dashboard_draws_moving_drivers_and_orders(
                 # which the login page turns into the session cookie (issue 17).
                 ops = mint_token(DEV_SECRET, subject="ops_1", role="ops")
                 await page.goto(f"http://127.0.0.1:{port}/#token={ops}")  # type: ignore[attr-defined]
-                await page.wait_for_function(  # type: ignore[attr-defined]
-                    "() => !!document.getElementById('map')", timeout=15_000
-                )
+                # (a selector wait outlives the login page's navigation to the map)
+                await page.wait_for_selector("#map", timeout=15_000)  # type: ignore[attr-defined]
                 # the live picture arrives and shows both drivers and the order
                 await page.wait_for_function(  # type: ignore[attr-defined]
                     "() => typeof picture !== 'undefined' && picture && "
