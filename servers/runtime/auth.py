@@ -6,9 +6,11 @@ with no access option is refused to everybody; methods outside ``foodmesh.v1``
 (health, reflection) are open. Ownership (my order, my stream) is the
 service's own check on top, through :func:`current_principal`.
 
-Tokens are checked by :class:`foodmesh.auth.TokenVerifier`: HS256 with the shared
-secret, and RS256/ES256 against the OIDC provider's JWKS when
-``FOODMESH_AUTH_JWKS_URL`` is set (see :mod:`foodmesh.auth`).
+Tokens are checked by :class:`foodmesh.auth.TokenVerifier`: user tokens (HS256 with
+the shared secret, or RS256/ES256 against the OIDC provider's JWKS when
+``FOODMESH_AUTH_JWKS_URL`` is set), and the services' own short-lived service tokens
+under the service key, which only services take (see :mod:`foodmesh.auth`). A verified
+token is cached at most a minute and never past its ``exp``.
 """
 
 from __future__ import annotations

@@ -379,6 +379,9 @@ def serve(spec: ServiceSpec, settings: Settings | None = None) -> int:
     Expected failures (bad configuration, port in use, a dependency that never
     answers) print one line naming the problem and return 1, without a traceback.
     """
+    # Before the settings are read, so what reading them logs (FOODMESH_DEV=1's WARNING)
+    # has the one format; the level follows FOODMESH_LOG_LEVEL below.
+    configure_logging("INFO")
     try:
         settings = settings or Settings.from_env(spec.name)
     except FoodmeshError as exc:
