@@ -263,13 +263,17 @@ class CityState:
         }
 
     def snapshot(self, now: float) -> dict[str, Any]:
-        """Compact JSON-ready picture: arrays, not objects, since it goes out every second."""
+        """Compact JSON-ready picture: arrays, not objects, since it goes out every second.
+
+        Only what the map draws: no customer, street, items or payment; a drop-off is
+        rounded to ~100 m (a line's end, not a front door).
+        """
         self.forget_old(now)
         drivers = [[d.driver_id, round(d.lat, 5), round(d.lon, 5),
                     d.status if d.online else "offline", d.order_id]
                    for d in self.drivers.values()]  # fmt: skip
         orders = [[v.order_id, v.status, round(v.pickup[0], 5), round(v.pickup[1], 5),
-                   round(v.dropoff[0], 5), round(v.dropoff[1], 5), v.driver_id, v.escalated]
+                   round(v.dropoff[0], 3), round(v.dropoff[1], 3), v.driver_id, v.escalated]
                   for v in self.orders.values() if v.status not in _FINAL]  # fmt: skip
         return {"t": round(now, 3), "drivers": drivers, "orders": orders,
                 "figures": self.figures(now)}  # fmt: skip

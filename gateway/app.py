@@ -210,6 +210,10 @@ class Gateway:
             per_caller=c.max_streams_per_caller, per_order=c.max_streams_per_order
         )
         self._trusted = tuple(ipaddress.ip_network(n) for n in c.trusted_proxies)
+        # /readyz is open: one fan-out to the upstreams serves every caller for a second.
+        self._ready: tuple[float, dict[str, str]] | None = None
+        self._ready_lock = asyncio.Lock()
+        self.readyz_fanouts = 0
         self.limiter: RateLimiter | None = None
         if c.redis_url and (c.ip_rate > 0 or c.token_rate > 0 or c.fail_rate > 0):
             self.limiter = RateLimiter(c.redis_url, namespace=c.rate_limit_namespace)
@@ -296,6 +300,16 @@ class Gateway:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        results = await self._upstream_health()
+        ready = all(v == "SERVING" for v in results.values())
+        return web.json_response(
+            {"status": "ready" if ready else "not ready", "upstreams": results},
+            status=200 if ready else 503,
+        )
+
+    async def _upstream_health(self) -> dict[str, str]:
+        """Every upstream's health, asked at most once per ``readyz_cache_s``."""
+
         async def check(svc: descriptor.ServiceDescriptor) -> tuple[str, str]:
             stub = health_pb2_grpc.HealthStub(self.upstreams.channel(svc))
             try:
@@ -306,12 +320,20 @@ class Gateway:
                 return svc.full_name, exc.code().name
             return svc.full_name, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
-        results = dict(await asyncio.gather(*(check(s) for s in self.services)))
-        ready = all(v == "SERVING" for v in results.values())
-        return web.json_response(
-            {"status": "ready" if ready else "not ready", "upstreams": results},
-            status=200 if ready else 503,
-        )
+        def fresh() -> dict[str, str] | None:
+            if self._ready is not None and time.monotonic() < self._ready[0]:
+                return self._ready[1]
+            return None
+
+        if (hit := fresh()) is not None:
+            return hit
+        async with self._ready_lock:  # callers arriving meanwhile share the one fan-out
+            if (hit := fresh()) is not None:
+                return hit
+            self.readyz_fanouts += 1
+            results = dict(await asyncio.gather(*(check(s) for s in self.services)))
+            self._ready = (time.monotonic() + self.config.readyz_cache_s, results)
+            return results
 
     async def openapi_json(self, request: web.Request) -> web.Response:
         if self._openapi is None:
@@ -592,6 +614,12 @@ class Gateway:
                 f"invalid bearer token: {exc}",
                 [error_info("INVALID_TOKEN")],
             ) from None
+        if principal.role == "service":  # internal identities never come from outside
+            raise GatewayError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "service identities may not call through the gateway",
+                [error_info("ROLE_NOT_ALLOWED", role=principal.role)],
+            )
         if principal.role not in route.roles:
             allowed = ", ".join(sorted(route.roles))
             raise GatewayError(
@@ -609,8 +637,8 @@ class Gateway:
         principal = await self.verifier.verify_async(token)
         if len(self._principals) >= 10_000:
             self._principals.clear()
-        # Checked again at least every 30 s, so an expiry is honoured within that.
-        self._principals[token] = (principal, now + 30.0)
+        # Checked again at least every 30 s, and never kept past the token's expiry.
+        self._principals[token] = (principal, min(now + 30.0, principal.expires_at))
         return principal
 
     def _body_limit(self, route: Route) -> int:

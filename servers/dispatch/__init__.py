@@ -39,7 +39,7 @@ import grpc
 from nats.js import JetStreamContext
 
 from clients import ClientOptions, EtaClient, LocationClient, OrderClient
-from foodmesh.core.auth import bearer, mint_token
+from foodmesh.core.auth import ServiceCredentials
 from foodmesh.core.services import KNOWN
 from foodmesh.v1 import dispatch_pb2_grpc
 from servers.runtime.retry import retry
@@ -75,8 +75,9 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
 
     s = resources.settings
     config = EngineConfig.from_extra(s.extra)
-    token = mint_token(s.auth_secret, subject="dispatch", role="service", ttl_s=365 * 86400)
-    options = ClientOptions(metadata=bearer(token))
+    # Short-lived service tokens under the service key, minted again before they expire.
+    credentials = ServiceCredentials(s.service_key, subject="dispatch")
+    options = ClientOptions(credentials=credentials.metadata)
     location = LocationClient(_target(resources, "location") or "", options=options)
     orders = OrderClient(_target(resources, "order") or "", options=options)
     bare = OrderClient(_target(resources, "order") or "")  # the caller's token per call
@@ -112,7 +113,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         config=NavigatorConfig.from_extra(s.extra),
     )
     servicer = DispatchServicer(
-        store=store, engine=engine, navigator=navigator, order_steps=bare, secret=s.auth_secret
+        store=store, engine=engine, navigator=navigator, order_steps=bare, secret=s.service_key
     )
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(servicer, server)
     engine.start()

@@ -46,7 +46,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from clients import CatalogClient, ClientOptions, DispatchClient, EtaClient, PricingClient
-from foodmesh.core.auth import bearer, mint_token
+from foodmesh.core.auth import ServiceCredentials
 from foodmesh.core.nats import ensure_stream
 from foodmesh.core.services import KNOWN
 from foodmesh.core.tasks import stop_tasks
@@ -90,8 +90,9 @@ async def build(
     from servers.order.watch import ChangeFeed
 
     s = resources.settings
-    token = mint_token(s.auth_secret, subject="order", role="service", ttl_s=365 * 86400)
-    options = ClientOptions(metadata=bearer(token))
+    # Short-lived service tokens under the service key, minted again before they expire.
+    credentials = ServiceCredentials(s.service_key, subject="order")
+    options = ClientOptions(credentials=credentials.metadata)
     catalog = CatalogClient(_target(resources, "catalog", default=True) or "", options=options)
     owned: list[CatalogClient | PricingClient | EtaClient | DispatchClient] = [catalog]
     pricing: FallbackPricing | RemotePricing = FallbackPricing()

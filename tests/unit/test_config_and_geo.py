@@ -25,6 +25,7 @@ def test_settings_read_service_specific_port_and_urls() -> None:
             "FOODMESH_POSTGRES_URL": "postgresql://u@h:5432/db",
             "FOODMESH_DEFAULT_DEADLINE_S": "2.5",
             "FOODMESH_NAMESPACE": "t1",
+            "FOODMESH_DEV": "1",
         },
     )
     assert (s.port, s.postgres_url, s.default_deadline_s, s.namespace) == (

@@ -589,7 +589,7 @@ def test_prod_runs_nats_as_a_3_node_jetstream_cluster_and_redis_as_a_6_node_clus
     # The services talk to it as a cluster (a plain redis:// client would stop at MOVED),
     # and the settings they are started with accept that URL.
     assert common["FOODMESH_REDIS_URL"].startswith("redis+cluster://redis-cluster:")
-    settings = Settings.from_env("location", common)
+    settings = Settings.from_env("location", {**common, "FOODMESH_DEV": "1"})
     assert is_cluster_url(settings.redis_url)
     assert job["spec"]["template"]["spec"]["containers"][0]["command"][-1].endswith(
         "cluster-init.sh"
