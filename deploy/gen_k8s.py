@@ -172,6 +172,12 @@ def _container_security() -> dict[str, Any]:
     }
 
 
+SERVICE_SECRET_ENV: dict[str, Any] = {
+    "name": "FOODMESH_SERVICE_SECRET",
+    "valueFrom": {"secretKeyRef": {"name": "foodmesh-service-auth", "key": "service-secret"}},
+}
+
+
 def _infra_env() -> list[dict[str, Any]]:
     # Never literal secrets: the PostgreSQL URL (with its password) comes from a Secret made
     # out of band, by the dev component, or by CloudNativePG (`<cluster>-app`, key `uri`).
@@ -212,6 +218,9 @@ def deployment(w: Workload) -> dict[str, Any]:
             "name": "FOODMESH_AUTH_SECRET",
             "valueFrom": {"secretKeyRef": {"name": "foodmesh-auth", "key": "jwt-secret"}},
         },
+        # The key of the services' own tokens: only services hold it (never the gateway or
+        # the dashboard, which must not be able to mint a token the services take).
+        *([] if w.http else [SERVICE_SECRET_ENV]),
     ]
     resources = {
         "requests": {"cpu": w.cpu[0], "memory": w.memory[0]},
