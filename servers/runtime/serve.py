@@ -37,13 +37,14 @@ from foodmesh.core.errors import DependencyUnavailable, FoodmeshError
 from foodmesh.core.metrics import rpc_metrics, serve_metrics
 from foodmesh.core.nats import Subjects, check_nats, open_nats
 from foodmesh.core.redis import Keys, check_redis, redis_client
+from foodmesh.core.streams import StreamSlots
 from foodmesh.core.tls import TlsConfigError, require_tls_outside_dev
 from servers.runtime.auth import Authorizer, access_rules
 from servers.runtime.config import Settings, env_int
 from servers.runtime.context import RequestIdFilter
 from servers.runtime.health import Check, HealthReporter
 from servers.runtime.interceptors import ServerInterceptor
-from servers.runtime.limits import MAX_REQUEST_BYTES, StreamSlots
+from servers.runtime.limits import MAX_REQUEST_BYTES
 from servers.runtime.postgres import check_postgres, describe_url
 
 __all__ = [
