@@ -637,7 +637,7 @@ async def main_async(args: argparse.Namespace) -> int:
     )  # fmt: skip
     best = max((r.accepted_per_s for r in results if not r.name.startswith("raw")), default=0)
     need = 400_000 / best if best else math.inf
-    print(f"\nreplicas for the seed's 400,000 fixes/s at this process's best rate: {need:,.0f}")
+    print(f"\nreplicas for the design's 400,000 fixes/s at this process's best rate: {need:,.0f}")
     if args.json:
         emit_json(
             {
