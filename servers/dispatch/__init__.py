@@ -38,22 +38,11 @@ import grpc
 
 from clients import ClientOptions, EtaClient, LocationClient, OrderClient
 from foodmesh.core.auth import bearer, mint_token
-from foodmesh.core.services import KNOWN
+from foodmesh.core.events import DISPATCH, DISPATCH_LEASES
 from foodmesh.v1 import dispatch_pb2_grpc
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
 
 __all__ = ["SPEC", "build"]
-
-
-def _target(resources: Resources, service: str, *, default: bool = True) -> str | None:
-    s = resources.settings
-    explicit = s.extra.get(f"FOODMESH_DISPATCH_{service.upper()}_TARGET")
-    if explicit:
-        return explicit
-    if not default:
-        return None
-    port = next(i.grpc_port for i in KNOWN if i.name == service)
-    return f"{s.host}:{port}"
 
 
 async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], Awaitable[None]]:
@@ -66,24 +55,23 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     from servers.dispatch.service import DispatchServicer
     from servers.dispatch.sessions import SessionHub
     from servers.dispatch.store import FleetStore
-    from servers.runtime.outbox import OutboxRelay
 
     s = resources.settings
     config = EngineConfig.from_extra(s.extra)
     token = mint_token(s.auth_secret, subject="dispatch", role="service", ttl_s=365 * 86400)
     options = ClientOptions(metadata=bearer(token))
-    location = LocationClient(_target(resources, "location") or "", options=options)
-    orders = OrderClient(_target(resources, "order") or "", options=options)
-    bare = OrderClient(_target(resources, "order") or "")  # the caller's token per call
+    location = LocationClient(resources.target("location"), options=options)
+    orders = OrderClient(resources.target("order"), options=options)
+    bare = OrderClient(resources.target("order"))  # the caller's token per call
     travel = None
-    if (t := _target(resources, "eta", default=False)) is not None:
+    if (t := resources.configured_target("eta")) is not None:
         travel = EtaClient(t, options=options)
     store = FleetStore(resources.pg, event_builder(resources.subjects))
     hub = SessionHub(lambda: resources.nats, resources.subjects)
 
     async def kv():  # type: ignore[no-untyped-def]
         return await ensure_kv(
-            resources.js, resources.subjects.bucket("dispatch_leases"), ttl_s=config.lease_s
+            resources.js, resources.subjects.bucket(DISPATCH_LEASES), ttl_s=config.lease_s
         )
 
     owner = f"{s.host}-{uuid.uuid4().hex[:8]}"
@@ -112,46 +100,13 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(servicer, server)
     engine.start()
     navigator.start()
-    relay: OutboxRelay | None = None
-
-    async def start_relay() -> None:
-        nonlocal relay
-        import asyncio
-
-        while relay is None:
-            try:
-                from nats.js.api import StreamConfig
-
-                from foodmesh.core.nats import ensure_stream
-
-                js = resources.js
-                await ensure_stream(
-                    js,
-                    StreamConfig(
-                        name=resources.subjects.stream("DISPATCH"),
-                        subjects=[resources.subjects.subject("dispatch.v1.*")],
-                        max_age=7 * 86400,
-                        duplicate_window=120,
-                    ),
-                )
-                relay = OutboxRelay(resources.pg, js, "fleet")
-                relay.start()
-            except Exception:
-                await asyncio.sleep(0.2)
-
-    import asyncio
-
-    relay_task = asyncio.create_task(start_relay(), name="dispatch-relay-start")
+    relay = resources.start_relay(DISPATCH, "fleet")
 
     async def stop() -> None:
-        from foodmesh.core.tasks import stop_tasks
-
         await hub.stop()
         await navigator.stop()
         await engine.stop()
-        await stop_tasks([relay_task])
-        if relay is not None:
-            await relay.stop()
+        await relay.stop()
         for client in (location, orders, bare, travel):
             if client is not None:
                 with contextlib.suppress(Exception):

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from foodmesh.core.events import ORDER_EVENTS, ORDERS
 from foodmesh.core.nats import Subjects
 from foodmesh.core.tasks import stop_tasks
 from foodmesh.core.telemetry import consumer_span
@@ -45,7 +46,7 @@ class OrderFeed:
         demand: DemandCounter,
         *,
         batch: int = 256,
-        stream: str = "ORDERS",
+        stream: str = ORDERS.name,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._js = js
@@ -76,7 +77,7 @@ class OrderFeed:
             try:
                 js = self._js()
                 return await js.pull_subscribe(
-                    self.subjects.subject("orders.v1.>"),
+                    self.subjects.subject(ORDER_EVENTS.all),
                     durable=DURABLE,
                     stream=self.stream,
                     config=ConsumerConfig(
