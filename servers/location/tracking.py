@@ -27,6 +27,7 @@ from nats.aio.subscription import Subscription
 
 from foodmesh.core.auth import Principal
 from foodmesh.core.errors import NotFound
+from foodmesh.core.events import DRIVER_LOCATIONS
 from foodmesh.core.nats import Subjects
 from foodmesh.v1 import common_pb2, dispatch_pb2, eta_pb2, location_pb2, order_pb2
 from servers.location.store import LiveStore
@@ -279,7 +280,7 @@ class Tracker:
             sub_driver = driver_id
             latest.pop("pos", None)
             if driver_id:
-                subject = self._subjects.subject(f"location.v1.driver.{driver_id}")
+                subject = self._subjects.subject(DRIVER_LOCATIONS.subject(driver_id))
                 sub = await self._nats().subscribe(subject, cb=on_fix, pending_msgs_limit=16)
                 view.profile = await self._profile(driver_id)
                 view.position = await self._position(driver_id)
