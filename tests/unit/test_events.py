@@ -40,7 +40,8 @@ def test_streams_are_namespaced_like_every_other_name() -> None:
 
 
 def test_a_dependency_listens_where_the_env_says_else_at_its_port_on_this_host() -> None:
-    env = {"FOODMESH_ORDER_PRICING_TARGET": "pricing.svc:443", "FOODMESH_ORDER_ETA_TARGET": ""}
+    env = {"FOODMESH_DEV": "1", "FOODMESH_ORDER_PRICING_TARGET": "pricing.svc:443",
+           "FOODMESH_ORDER_ETA_TARGET": ""}  # fmt: skip
     r = Resources(Settings.from_env("order", {"FOODMESH_HOST": "10.0.0.7", **env}), frozenset())
     assert r.target("pricing") == "pricing.svc:443"
     assert r.target("catalog") == "10.0.0.7:50051"
