@@ -2,11 +2,11 @@
 
 ``SPEC`` is what ``foodmesh serve dispatch`` runs. Its parts: ``scoring``,
 ``assignment``, ``matching`` and ``offers`` are pure (the decisions, shared with
-``foodmesh replay``); ``store`` is PostgreSQL (schema ``fleet``); ``engine`` runs
-the batches of the regions this replica leads (``leases``: NATS KV), offer
-expiry, the events in and the calls out; ``sessions`` delivers to drivers'
-streams from any replica; ``routes`` (pure) and ``navigator`` send drivers their
-routes and reroute them; ``service`` is the thin servicer.
+``foodmesh replay``); ``store`` is PostgreSQL (schema ``fleet``: one store per use
+case, on one pool); ``engine`` runs the batches of the regions this replica leads
+(``leases``: NATS KV), offer expiry, the events in and the calls out; ``sessions``
+delivers to drivers' streams from any replica; ``routes`` (pure) and ``navigator``
+send drivers their routes and reroute them; ``service`` is the thin servicer.
 
 Settings (``FOODMESH_DISPATCH_*``):
 
@@ -65,7 +65,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     from servers.dispatch.navigator import Navigator, NavigatorConfig
     from servers.dispatch.service import DispatchServicer
     from servers.dispatch.sessions import SessionHub
-    from servers.dispatch.store import FleetStore
+    from servers.dispatch.store import Fleet
     from servers.runtime.outbox import OutboxRelay
 
     s = resources.settings
@@ -78,7 +78,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     travel = None
     if (t := _target(resources, "eta", default=False)) is not None:
         travel = EtaClient(t, options=options)
-    store = FleetStore(resources.pg, event_builder(resources.subjects))
+    fleet = Fleet.on(resources.pg, event_builder(resources.subjects))
     hub = SessionHub(lambda: resources.nats, resources.subjects)
 
     async def kv():  # type: ignore[no-untyped-def]
@@ -88,7 +88,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
 
     owner = f"{s.host}-{uuid.uuid4().hex[:8]}"
     engine = Engine(
-        store=store,
+        fleet=fleet,
         hub=hub,
         location=location,
         orders=orders,
@@ -99,7 +99,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         config=config,
     )
     navigator = Navigator(
-        store=store,
+        fleet=fleet,
         eta=travel,
         location=location,
         nats=lambda: resources.nats,
@@ -107,7 +107,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         config=NavigatorConfig.from_extra(s.extra),
     )
     servicer = DispatchServicer(
-        store=store, engine=engine, navigator=navigator, order_steps=bare, secret=s.auth_secret
+        fleet=fleet, engine=engine, navigator=navigator, order_steps=bare, secret=s.auth_secret
     )
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(servicer, server)
     engine.start()
