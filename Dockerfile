@@ -41,6 +41,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     FOODMESH_HOST=0.0.0.0 \
     FOODMESH_STATE_DIR=/tmp/foodmesh
+# Not development mode (no FOODMESH_DEV): a process refuses to start without a real
+# FOODMESH_AUTH_SECRET (>= 32 bytes); the dev overlay sets FOODMESH_DEV=1.
 COPY --from=builder /opt/venv /opt/venv
 # A fixed numeric uid/gid (no passwd entry needed): Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001

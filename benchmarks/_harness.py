@@ -35,6 +35,9 @@ import numpy.typing as npt
 from foodmesh.core.progress import Progress
 from foodmesh.infra import InfraURLs
 
+# Benchmarks run on a laptop's mesh: explicit development mode (the dev secret).
+os.environ.setdefault("FOODMESH_DEV", "1")
+
 __all__ = [
     "LatencyResult",
     "bench_infra",

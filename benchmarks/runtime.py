@@ -131,7 +131,7 @@ async def _serve(kind: str) -> None:
     async def register(server: grpc.aio.Server, _: Resources) -> None:
         server.add_generic_rpc_handlers((_handlers(),))
 
-    env = {"FOODMESH_SHUTDOWN_GRACE_S": "2"}
+    env = {"FOODMESH_SHUTDOWN_GRACE_S": "2", "FOODMESH_DEV": "1"}
     if kind == "ours-nolog":
         env["FOODMESH_LOG_LEVEL"] = "WARNING"
     settings = Settings.from_env("bench", env)

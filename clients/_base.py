@@ -17,7 +17,7 @@ service config: safe for every method, as a call is not sent until the connectio
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -76,6 +76,9 @@ class ClientOptions:
     tracing: bool = True
     #: Metadata sent with every call (e.g. the caller's bearer token).
     metadata: tuple[tuple[str, str], ...] = ()
+    #: Called before every call for metadata that changes: a service's short-lived token
+    #: (``foodmesh.core.auth.ServiceCredentials.metadata``), minted again before it expires.
+    credentials: Callable[[], Metadata] | None = None
     #: Extra channel arguments, e.g. ``(("grpc.max_receive_message_length", 8 << 20),)``.
     channel_args: tuple[tuple[str, Any], ...] = ()
     #: Reconnect backoff after a lost connection: first wait, and the cap it grows to.
@@ -193,7 +196,8 @@ class BaseClient:
         return self.options.deadline_s if deadline_s is None else deadline_s
 
     def _metadata(self, extra: Metadata) -> tuple[tuple[str, str], ...]:
-        return (*self.options.metadata, *extra)
+        fresh = self.options.credentials() if self.options.credentials is not None else ()
+        return (*self.options.metadata, *fresh, *extra)
 
     def _stream_deadline(self, deadline_s: float | None) -> float:
         return self.options.stream_deadline_s if deadline_s is None else deadline_s

@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.client import Client as NATS
@@ -32,7 +33,15 @@ from nats.aio.msg import Msg
 from clients import CatalogClient, ClientOptions, LocationClient, OrderClient, PricingClient
 from dashboard.mapdata import map_payload, search_grid, surge_cells
 from dashboard.state import CityState
-from foodmesh.core.auth import DEV_SECRET, mint_token
+from foodmesh.core.auth import (
+    DEV_SECRET,
+    AuthConfigError,
+    InvalidToken,
+    Principal,
+    TokenVerifier,
+    auth_settings,
+    bearer,
+)
 from foodmesh.core.nats import Subjects, open_nats
 from foodmesh.core.services import KNOWN
 from foodmesh.core.tasks import stop_tasks
@@ -45,11 +54,26 @@ from foodmesh.v1 import (
     pricing_pb2,
 )
 
-__all__ = ["Dashboard", "DashboardConfig", "main", "serve"]
+__all__ = ["COOKIE", "Dashboard", "DashboardConfig", "main", "serve"]
 
 log = logging.getLogger("foodmesh.dashboard")
 _STATIC = Path(__file__).parent / "static"
 _CENTER = (37.7749, -122.4194)
+#: The cookie that carries the viewer's ops token (set by /login or a ?token= link).
+COOKIE = "foodmesh_ops"
+#: Paths open without a token: logging in and out, the liveness probe (and /static/).
+_OPEN = ("/login", "/logout", "/healthz")
+
+
+@dataclass(frozen=True, slots=True)
+class _Viewer:
+    """Who is looking, and the token they came with (forwarded to the services)."""
+
+    token: str
+    principal: Principal
+
+
+_VIEWER = web.RequestKey("viewer", _Viewer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +83,10 @@ class DashboardConfig:
     nats_url: str = ""
     namespace: str = ""
     auth_secret: str = DEV_SECRET
+    #: Production identities: the OIDC provider's JWKS, and the iss/aud required (as the gateway).
+    auth_jwks_url: str = ""
+    auth_issuer: str = ""
+    auth_audience: str = ""
     #: service name -> gRPC target, for health, restaurants, orders, paths, surge
     targets: Mapping[str, str] = field(default_factory=dict)
     #: how often the page gets a new picture, seconds
@@ -71,6 +99,7 @@ class DashboardConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DashboardConfig:
         env = os.environ if env is None else env
+        auth = auth_settings(env, process="dashboard")
         targets = {}
         for s in KNOWN:
             t = env.get(f"FOODMESH_DASHBOARD_{s.name.upper()}_TARGET")
@@ -80,7 +109,10 @@ class DashboardConfig:
             port=int(env.get("FOODMESH_DASHBOARD_PORT", "8090")),
             nats_url=env.get("FOODMESH_NATS_URL", ""),
             namespace=env.get("FOODMESH_NAMESPACE", ""),
-            auth_secret=env.get("FOODMESH_AUTH_SECRET") or DEV_SECRET,
+            auth_secret=auth.secret,
+            auth_jwks_url=auth.jwks_url,
+            auth_issuer=auth.issuer,
+            auth_audience=auth.audience,
             targets=targets,
             roads=env.get("FOODMESH_DASHBOARD_ROADS", ""),
         )
@@ -89,8 +121,21 @@ class DashboardConfig:
 class Dashboard:
     """The app and its feeds; ``start``/``stop`` around serving it."""
 
-    def __init__(self, config: DashboardConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: DashboardConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        verifier: TokenVerifier | None = None,
+    ) -> None:
         self.config = config
+        # The gateway's check, without the service key: service tokens are refused here.
+        self.verifier = verifier or TokenVerifier.configured(
+            secret=config.auth_secret, jwks_url=config.auth_jwks_url,
+            issuer=config.auth_issuer, audience=config.auth_audience,
+        )  # fmt: skip
+        #: The latest ops viewer's token and its expiry: the background reads' credential.
+        self._viewer: tuple[str, float] | None = None
         self.clock = clock
         self.state = CityState()
         self.health: dict[str, str] = {name: "UNKNOWN" for name in config.targets}
@@ -99,9 +144,8 @@ class Dashboard:
         self._map: bytes | None = None
         self._nc: NATS | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        token = mint_token(config.auth_secret, subject="dashboard", role="service",
-                           ttl_s=365 * 86400)  # fmt: skip
-        opts = ClientOptions(metadata=(("authorization", f"Bearer {token}"),), deadline_s=3.0)
+        # No credential of its own: every call carries a viewer's token (see _viewer).
+        opts = ClientOptions(deadline_s=3.0)
         t = config.targets
         self.catalog = CatalogClient(t["catalog"], options=opts) if "catalog" in t else None
         self.orders = OrderClient(t["order"], options=opts) if "order" in t else None
@@ -174,6 +218,10 @@ class Dashboard:
             return
         delay = 1.0
         while True:
+            viewer = self._viewer_metadata()
+            if viewer is None:  # nobody logged in yet: no credential to ask with
+                await asyncio.sleep(0.5)
+                continue
             try:
                 found: dict[str, list[Any]] = {}
                 for lat, lon in search_grid(_CENTER):  # search answers who delivers *there*
@@ -182,7 +230,8 @@ class Dashboard:
                         resp = await self.catalog.search_restaurants(
                             catalog_pb2.SearchRestaurantsRequest(
                                 lat=lat, lon=lon, radius=25, page_size=100, page_token=token
-                            )
+                            ),
+                            metadata=viewer,
                         )
                         for r in resp.restaurants:
                             found[r.restaurant_id] = [
@@ -205,25 +254,106 @@ class Dashboard:
         if self.pricing is None:
             return
         while True:
-            cells = surge_cells(self.restaurants) if self.restaurants else []
+            viewer = self._viewer_metadata()
+            cells = surge_cells(self.restaurants) if self.restaurants and viewer else []
             found = []
             for cell, lat, lon in cells:
                 try:
                     resp = await self.pricing.get_surge(
-                        pricing_pb2.GetSurgeRequest(lat=lat, lon=lon)
+                        pricing_pb2.GetSurgeRequest(lat=lat, lon=lon), metadata=viewer or ()
                     )
                 except grpc.aio.AioRpcError:
                     break  # Pricing not there (yet): try again next round
                 s = resp.surge
                 found.append([s.cell or cell, lat, lon, round(s.multiplier, 2), s.demand,
                               s.supply])  # fmt: skip
-            self.surge = found
-            await asyncio.sleep(self.config.surge_every_s)
+            if cells:
+                self.surge = found
+            await asyncio.sleep(self.config.surge_every_s if cells else 0.5)
 
     # ------------------------------------------------------------------- http
+    def _viewer_metadata(self) -> tuple[tuple[str, str], ...] | None:
+        """The latest ops viewer's token as call metadata, while it is valid."""
+        if self._viewer is None or self._viewer[1] <= self.clock():
+            return None
+        return bearer(self._viewer[0])
+
+    async def _principal(self, token: str) -> Principal:
+        """The ops viewer a token names; raises the 401 or 403 response saying why."""
+        try:
+            principal = await self.verifier.verify_async(token)
+        except InvalidToken as exc:
+            raise _refusal(401, "UNAUTHENTICATED", f"invalid token: {exc}") from None
+        if principal.role != "ops":
+            why = f"the dashboard is for ops; this token's role is {principal.role!r}"
+            raise _refusal(403, "PERMISSION_DENIED", why)
+        if principal.expires_at > self.clock():
+            self._viewer = (token, principal.expires_at)
+        return principal
+
+    @web.middleware
+    async def _require_ops(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every route but the login page, the liveness probe and static files needs ops."""
+        if request.path in _OPEN or request.path.startswith("/static/"):
+            return await handler(request)
+        try:
+            if link := request.query.get("token"):  # a ready-made link: keep it as a cookie
+                principal = await self._principal(link)
+                query = {k: v for k, v in request.query.items() if k != "token"}
+                there = (
+                    request.rel_url.with_query(query) if query else request.rel_url.with_query(None)
+                )
+                found = web.HTTPSeeOther(location=str(there))
+                _set_cookie(found, request, link, principal, self.clock())
+                raise found
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            token = token.strip() if scheme.lower() == "bearer" else ""
+            if header and not token:
+                raise _refusal(401, "UNAUTHENTICATED", "authorization must be 'Bearer <token>'")
+            token = token or request.cookies.get(COOKIE, "")
+            if not token:
+                raise _refusal(401, "UNAUTHENTICATED",
+                               "the dashboard needs an ops token: log in at /login")  # fmt: skip
+            request[_VIEWER] = _Viewer(token, await self._principal(token))
+        except web.HTTPUnauthorized as refused:
+            if request.path == "/":  # a browser: the login page, which says what to do
+                return web.FileResponse(_STATIC / "login.html", status=401)
+            raise refused
+        return await handler(request)
+
+    async def _login_page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(_STATIC / "login.html")
+
+    async def _login(self, request: web.Request) -> web.Response:
+        """Takes a token (form field or JSON ``token``); sets the cookie for an ops one."""
+        if request.content_type == "application/json":
+            try:
+                body = await request.json()
+            except ValueError:
+                raise _refusal(400, "INVALID_ARGUMENT", "body is not JSON") from None
+            token = body.get("token") if isinstance(body, dict) else None
+        else:
+            token = (await request.post()).get("token")
+        if not isinstance(token, str) or not token.strip():
+            raise _refusal(400, "INVALID_ARGUMENT", "token: a bearer token is required",
+                           field="token")  # fmt: skip
+        principal = await self._principal(token.strip())
+        done = web.json_response({"subject": principal.subject, "role": principal.role})
+        _set_cookie(done, request, token.strip(), principal, self.clock())
+        return done
+
+    async def _logout(self, request: web.Request) -> web.Response:
+        gone = web.json_response({"status": "logged out"})
+        gone.del_cookie(COOKIE, path="/")
+        return gone
+
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._require_ops])
         app.router.add_get("/", self._index)
+        app.router.add_get("/login", self._login_page)
+        app.router.add_post("/login", self._login)
+        app.router.add_post("/logout", self._logout)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/api/map", self._map_json)
         app.router.add_get("/api/snapshot", self._snapshot)
@@ -264,9 +394,10 @@ class Dashboard:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})  # fmt: skip
         await resp.prepare(request)
+        viewer = request[_VIEWER].principal
         n = 0
         try:
-            while True:
+            while self.clock() < viewer.expires_at:  # an expired token's stream ends
                 n += 1
                 body = json.dumps(self.picture(), separators=(",", ":"))
                 await resp.write(f"id: {n}\nevent: picture\ndata: {body}\n\n".encode())
@@ -279,11 +410,20 @@ class Dashboard:
         oid = request.match_info["order_id"]
         if self.orders is None:
             raise web.HTTPServiceUnavailable(text="no Order service configured")
+        token = request[_VIEWER].token
         try:
-            resp = await self.orders.get_order(order_pb2.GetOrderRequest(order_id=oid))
+            resp = await self.orders.get_order(
+                order_pb2.GetOrderRequest(order_id=oid), metadata=bearer(token)
+            )
         except grpc.aio.AioRpcError as exc:
             return _grpc_error(exc)
-        body = json_format.MessageToDict(resp.order, preserving_proto_field_name=True)
+        full = json_format.MessageToDict(resp.order, preserving_proto_field_name=True)
+        # What the details pane shows; no customer, address, items or payment.
+        body = {k: full[k] for k in _ORDER_FIELDS if k in full}
+        customer = full.get("customer_id")
+        for step in body.get("timeline", []):
+            if customer and step.get("actor") == customer:
+                step["actor"] = "customer"
         view = self.state.order_view(oid)
         if view is not None:
             body["offers_made"] = view.offers
@@ -298,8 +438,9 @@ class Dashboard:
             req = location_pb2.GetLocationHistoryRequest(driver_id=did, max_points=500)
             req.start_time.FromSeconds(int(end - 3600))
             req.end_time.FromSeconds(int(end) + 1)
+            token = request[_VIEWER].token
             try:
-                resp = await self.location.get_location_history(req)
+                resp = await self.location.get_location_history(req, metadata=bearer(token))
             except grpc.aio.AioRpcError as exc:
                 return _grpc_error(exc)
             points = [[p.timestamp.seconds, round(p.lat, 5), round(p.lon, 5)]
@@ -307,8 +448,33 @@ class Dashboard:
         return web.json_response({"driver_id": did, "points": points})
 
 
+#: The fields of an order that /api/orders/{id} returns (the details pane's).
+_ORDER_FIELDS = ("order_id", "status", "restaurant_id", "restaurant_name", "driver_id",
+                 "estimated_delivery_time", "timeline", "created_at", "updated_at")  # fmt: skip
+
+
+def _refusal(status: int, code: str, message: str, *, field: str = "") -> web.HTTPException:
+    """A JSON error response to raise: ``{"code", "message"}`` (and the field at fault)."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        body["details"] = [{"field_violations": [{"field": field, "description": message}]}]
+    kind = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden}[status]
+    headers = {"WWW-Authenticate": 'Bearer realm="foodmesh-dashboard"'} if status == 401 else {}
+    return kind(text=json.dumps(body), content_type="application/json", headers=headers)
+
+
+def _set_cookie(
+    resp: web.StreamResponse, request: web.Request, token: str, who: Principal, now: float
+) -> None:
+    """The viewer's token as an HttpOnly, same-site cookie that dies with the token."""
+    max_age = max(1, int(min(who.expires_at - now, 86400)))
+    resp.set_cookie(COOKIE, token, path="/", httponly=True, samesite="Strict",
+                    secure=request.secure, max_age=max_age)  # fmt: skip
+
+
 def _grpc_error(exc: grpc.aio.AioRpcError) -> web.Response:
     status = {grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.INVALID_ARGUMENT: 400,
+              grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.PERMISSION_DENIED: 403,
               grpc.StatusCode.UNAVAILABLE: 503}.get(exc.code(), 502)  # fmt: skip
     return web.json_response({"code": exc.code().name, "message": exc.details() or ""},
                              status=status)  # fmt: skip
@@ -367,10 +533,10 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         require_tls_outside_dev(TlsFiles.from_env(), who="dashboard", serves=False, dials=True)
-    except TlsConfigError as exc:
+        config = DashboardConfig.from_env()
+    except (TlsConfigError, AuthConfigError) as exc:
         print(f"dashboard: {exc}", flush=True)
         return 1
-    config = DashboardConfig.from_env()
     try:
         asyncio.run(_run(config))
     except OSError as exc:

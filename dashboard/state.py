@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from cachetools import FIFOCache
+
 from foodmesh.v1 import common_pb2, dispatch_pb2, location_pb2, order_pb2
 
 __all__ = ["CityState", "DriverView", "OrderView"]
@@ -114,7 +116,7 @@ class CityState:
         self._eta_error = _Window(window_s)
         self._fixes = _Window(10.0)
         self._delivered = _Window(window_s)
-        self._seen_events: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._seen_events: FIFOCache[str, None] = FIFOCache(50_000)  # the oldest ids go first
         self.events = 0
 
     # ------------------------------------------------------------------ events
@@ -125,8 +127,6 @@ class CityState:
         if event_id in self._seen_events:
             return True
         self._seen_events[event_id] = None
-        if len(self._seen_events) > 50_000:
-            self._seen_events.popitem(last=False)
         return False
 
     def on_fix(self, ev: location_pb2.DriverLocationEvent, now: float) -> None:
@@ -263,13 +263,17 @@ class CityState:
         }
 
     def snapshot(self, now: float) -> dict[str, Any]:
-        """Compact JSON-ready picture: arrays, not objects, since it goes out every second."""
+        """Compact JSON-ready picture: arrays, not objects, since it goes out every second.
+
+        Only what the map draws: no customer, street, items or payment; a drop-off is
+        rounded to ~100 m (a line's end, not a front door).
+        """
         self.forget_old(now)
         drivers = [[d.driver_id, round(d.lat, 5), round(d.lon, 5),
                     d.status if d.online else "offline", d.order_id]
                    for d in self.drivers.values()]  # fmt: skip
         orders = [[v.order_id, v.status, round(v.pickup[0], 5), round(v.pickup[1], 5),
-                   round(v.dropoff[0], 5), round(v.dropoff[1], 5), v.driver_id, v.escalated]
+                   round(v.dropoff[0], 3), round(v.dropoff[1], 3), v.driver_id, v.escalated]
                   for v in self.orders.values() if v.status not in _FINAL]  # fmt: skip
         return {"t": round(now, 3), "drivers": drivers, "orders": orders,
                 "figures": self.figures(now)}  # fmt: skip

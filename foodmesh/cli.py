@@ -1,4 +1,4 @@
-"""The `foodmesh` command: infra, migrate, gen, serve, up, status.
+"""The `foodmesh` command: infra, migrate, gen, lint-proto, serve, up, status.
 
 Expected failures (a bad setting, a server that does not answer, a port in
 use) print one line that names the problem and what to do, and exit 1; only
@@ -20,7 +20,15 @@ from typing import Any
 import grpc
 
 from foodmesh import __version__
-from foodmesh.core.auth import DEV_SECRET, ROLES, mint_token
+from foodmesh.core.auth import (
+    MAX_SERVICE_TOKEN_S,
+    ROLES,
+    AuthConfigError,
+    AuthSettings,
+    auth_settings,
+    mint_service_token,
+    mint_token,
+)
 
 __all__ = ["main"]
 
@@ -179,6 +187,10 @@ async def _up(args: argparse.Namespace) -> int:
     from foodmesh.services import available
     from foodmesh.supervisor import ProcessSpec, Supervisor, python_argv
 
+    # A laptop's platform: development mode (the dev secret unless one is set), said loudly
+    # by each process; FOODMESH_DEV=0 with a real FOODMESH_AUTH_SECRET runs it otherwise.
+    os.environ.setdefault("FOODMESH_DEV", "1")
+    _auth("up")
     state = _state_dir(args)
     services = available()
     if args.services:
@@ -301,12 +313,15 @@ async def _up(args: argparse.Namespace) -> int:
             if services and not args.no_dashboard:
                 listening.append(f"dashboard http://127.0.0.1:{dashboard_port}")
             print("foodmesh is up: " + (", ".join(listening) or "infrastructure only"))
+            secret = _auth("up").secret
             if services and not args.no_gateway:
-                who = "cust_000000"  # the seed city's customer at the seed's example point
-                secret = os.environ.get("FOODMESH_AUTH_SECRET") or DEV_SECRET
+                who = "cust_000000"  # the seed city's customer at the design's example point
                 token = mint_token(secret, subject=who, role="customer", ttl_s=7 * 86400)
                 print(f"customer page: http://127.0.0.1:{gateway_port}/app/#token={token}")
                 print(f"test token ({who}, customer, 7 days): {token}")
+            if services and not args.no_dashboard:
+                ops = mint_token(secret, subject="ops_local", role="ops", ttl_s=7 * 86400)
+                print(f"dashboard: http://127.0.0.1:{dashboard_port}/#token={ops}")
             print("`foodmesh status` shows health; Ctrl-C stops everything")
             if any(s.name == "eta" for s in services):
                 trainer = await _first_eta_model(state)
@@ -548,7 +563,7 @@ async def _sim_run(args: argparse.Namespace) -> int:
         duration_s=args.duration, shifts=not args.no_shifts, prep_scale=args.prep_scale,
         travel_scale=args.travel_scale, bad_share=args.bad_share,
         silent_share=args.silent_share, roads=not args.straight,
-        auth_secret=os.environ.get("FOODMESH_AUTH_SECRET") or DEV_SECRET,
+        auth_secret=_auth("sim").secret,
     )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -689,6 +704,11 @@ def _parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("gen", help="regenerate foodmesh/v1 stubs from proto/")
     gen.add_argument("--check", action="store_true", help="fail if committed stubs drift")
 
+    lp = sub.add_parser("lint-proto", help="buf lint and buf breaking over proto/ (offline)")
+    lp.add_argument("--against", help="a git commit to compare with (default: the merge base "
+                    "with main, or the previous commit on main)")  # fmt: skip
+    lp.add_argument("--no-breaking", action="store_true", help="only `buf lint`")
+
     srv = sub.add_parser("serve", help="run one service in the foreground")
     srv.add_argument("service")
 
@@ -742,10 +762,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _token(args: argparse.Namespace) -> int:
-    secret = os.environ.get("FOODMESH_AUTH_SECRET") or DEV_SECRET
+def _auth(process: str) -> AuthSettings:
+    """The secrets this command runs with (the one decision, foodmesh.core.auth.auth_settings)."""
     try:
-        print(mint_token(secret, subject=args.subject, role=args.role, ttl_s=args.ttl))
+        return auth_settings(process=process)
+    except AuthConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _token(args: argparse.Namespace) -> int:
+    auth = _auth("token")
+    try:
+        if args.role == "service":  # under the service key, at most 15 minutes
+            ttl = min(args.ttl, MAX_SERVICE_TOKEN_S)
+            print(mint_service_token(auth.service_secret, subject=args.subject, ttl_s=ttl))
+        else:
+            print(mint_token(auth.secret, subject=args.subject, role=args.role, ttl_s=args.ttl))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     return 0
@@ -771,6 +803,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from foodmesh.gen import main as gen_main
 
             return gen_main(["--check"] if args.check else [])
+        if args.command == "lint-proto":
+            from foodmesh.protolint import main as lint_proto
+
+            against = ["--against", args.against] if args.against else []
+            return lint_proto([*against, *(["--no-breaking"] if args.no_breaking else [])])
         if args.command == "serve":
             return _serve(args)
         if args.command == "token":
@@ -791,7 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(handler[args.command](args))
     except KeyboardInterrupt:
         return 130
-    except (CliError, InfraError) as exc:
+    except (CliError, InfraError, AuthConfigError) as exc:
         print(f"foodmesh: {exc}", file=sys.stderr)
         return 1
     except FoodmeshError as exc:

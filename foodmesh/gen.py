@@ -16,7 +16,7 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
-__all__ = ["GenError", "check", "descriptor_set", "generate", "main"]
+__all__ = ["GenError", "check", "descriptor_set", "generate", "include_dirs", "main"]
 
 REPO = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO / "proto"
@@ -30,7 +30,8 @@ class GenError(Exception):
     """protoc failed or a tool is missing; the message says what."""
 
 
-def _include_dirs() -> list[str]:
+def include_dirs() -> list[str]:
+    """Where protoc finds what our contracts import: grpcio-tools' and googleapis' protos."""
     import google.api
     import grpc_tools
 
@@ -59,7 +60,7 @@ def _protoc(proto_root: Path, outputs: Sequence[str]) -> None:
     args = [
         "grpc_tools.protoc",
         f"-I{proto_root}",
-        *(f"-I{d}" for d in _include_dirs()),
+        *(f"-I{d}" for d in include_dirs()),
         *outputs,
         *_protos(proto_root),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf import descriptor
 
-from foodmesh.core.auth import DEV_SECRET
+from foodmesh.core.auth import DEV_SECRET, AuthConfigError, auth_settings
 from foodmesh.core.services import KNOWN
 from foodmesh.core.telemetry import EXPORTERS, exporter_from_env
 from foodmesh.core.tls import TlsConfigError, TlsFiles
@@ -120,6 +121,8 @@ class GatewayConfig:
     targets: Mapping[str, str] = field(default_factory=dict)
     #: Only these service keys are exposed (empty: every foodmesh.v1 service).
     services: frozenset[str] = frozenset()
+    #: How long one /readyz answer is served again (its upstream fan-out runs at most this often).
+    readyz_cache_s: float = 1.0
     #: Upper bound of a client's ``X-Request-Timeout`` (and ``grpc-timeout``) header.
     max_deadline_s: float = 30.0
     #: Redis of the rate limits (token buckets); empty: no rate limits.
@@ -170,13 +173,9 @@ class GatewayConfig:
         }
         only = env.get("FOODMESH_GATEWAY_SERVICES", "")
         cors = env.get("FOODMESH_GATEWAY_CORS_ORIGINS", "")
-        return cls(
+        config = cls(
             host=env.get("FOODMESH_GATEWAY_HOST") or env.get("FOODMESH_HOST") or "127.0.0.1",
             port=_int(env, "FOODMESH_GATEWAY_PORT", DEFAULT_PORT),
-            auth_secret=env.get("FOODMESH_AUTH_SECRET") or DEV_SECRET,
-            auth_jwks_url=env.get("FOODMESH_AUTH_JWKS_URL", "").strip(),
-            auth_issuer=env.get("FOODMESH_AUTH_ISSUER", "").strip(),
-            auth_audience=env.get("FOODMESH_AUTH_AUDIENCE", "").strip(),
             deadline_s=_float(env, "FOODMESH_GATEWAY_DEADLINE_S", 5.0),
             stream_deadline_s=_float(env, "FOODMESH_GATEWAY_STREAM_DEADLINE_S", 3600.0),
             heartbeat_s=_float(env, "FOODMESH_GATEWAY_HEARTBEAT_S", 15.0),
@@ -184,6 +183,7 @@ class GatewayConfig:
             targets=targets,
             services=frozenset(s.strip() for s in only.split(",") if s.strip()),
             max_deadline_s=_float(env, "FOODMESH_GATEWAY_MAX_DEADLINE_S", 30.0),
+            readyz_cache_s=_float(env, "FOODMESH_GATEWAY_READYZ_CACHE_S", 1.0),
             redis_url=env.get("FOODMESH_GATEWAY_REDIS_URL") or env.get("FOODMESH_REDIS_URL", ""),
             rate_limit_namespace=env.get("FOODMESH_GATEWAY_RATE_LIMIT_NAMESPACE", ""),
             ip_rate=_rate(env, "FOODMESH_GATEWAY_IP_RATE", 50.0),
@@ -202,6 +202,14 @@ class GatewayConfig:
             trace_exporter=exporter_from_env(env),
             tls=_tls(env),
         )
+        try:  # last: a wrong setting elsewhere is named first
+            auth = auth_settings(env, process="gateway")
+        except AuthConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        return dataclasses.replace(
+            config, auth_secret=auth.secret, auth_jwks_url=auth.jwks_url,
+            auth_issuer=auth.issuer, auth_audience=auth.audience,
+        )  # fmt: skip
 
     def cors_allows(self, origin: str) -> bool:
         """True when a browser page from ``origin`` may call the API."""

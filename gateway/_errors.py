@@ -13,13 +13,14 @@ from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
+from foodmesh.v1 import options_pb2
+
 __all__ = [
     "DOMAIN",
     "GatewayError",
     "bad_request",
     "error_info",
     "http_status",
-    "payment_declined",
     "status_from_proto",
     "status_json",
     "unpack_known",
@@ -43,22 +44,22 @@ _HTTP: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
-# The Order service reports a refused payment as FAILED_PRECONDITION with reason
-# PAYMENT_<decline code> (servers/order/service.py); these two are not declines.
-_NOT_DECLINES = frozenset({"PAYMENT_FAILED", "PAYMENT_UNAVAILABLE"})
 
 
-def payment_declined(reason: str) -> bool:
-    """True when an ErrorInfo reason says the card was refused (HTTP 402)."""
-    return reason.startswith("PAYMENT_") and reason not in _NOT_DECLINES
-
-
-def http_status(code: grpc.StatusCode, details: Sequence[Message] = ()) -> int:
-    """The HTTP status of a gRPC code (402 for a declined payment, 500 for the rest)."""
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
+def http_status(
+    code: grpc.StatusCode,
+    details: Sequence[Message] = (),
+    rules: Sequence[options_pb2.HttpErrorRule] = (),
+) -> int:
+    """The HTTP status of a gRPC code: the RPC's own ``(foodmesh.v1.http_errors)`` rule for
+    the error's ErrorInfo reason when one matches, else the standard map (500 for the rest)."""
+    if rules:
         for d in details:
-            if isinstance(d, error_details_pb2.ErrorInfo) and payment_declined(d.reason):
-                return 402
+            if not isinstance(d, error_details_pb2.ErrorInfo):
+                continue
+            for rule in rules:
+                if d.reason.startswith(rule.reason_prefix) and d.reason not in rule.except_reasons:
+                    return int(rule.http_status)
     return _HTTP.get(code, 500)
 
 

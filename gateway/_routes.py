@@ -203,6 +203,8 @@ class Route:
     roles: frozenset[str]
     #: The RPC's ``(foodmesh.v1.max_request_bytes)`` (0: not declared).
     max_request_bytes: int = 0
+    #: The RPC's ``(foodmesh.v1.http_errors)``: statuses of its errors by reason.
+    http_errors: tuple[options_pb2.HttpErrorRule, ...] = ()
 
     @property
     def grpc_path(self) -> str:
@@ -250,9 +252,10 @@ def routes_of(service: descriptor.ServiceDescriptor) -> list[Route]:
         code = opts.Extensions[options_pb2.http_success_code] or 200
         roles = frozenset(_role_name(r) for r in opts.Extensions[options_pb2.access].roles)
         size = opts.Extensions[options_pb2.max_request_bytes]
+        errors = tuple(opts.Extensions[options_pb2.http_errors])
         for method, path, body, response_body in _bindings(rule):
             found.append(Route(method, parse_template(path), body, response_body, rpc, code, roles,
-                               size))  # fmt: skip
+                               size, errors))  # fmt: skip
     return found
 
 

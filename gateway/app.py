@@ -44,6 +44,7 @@ from foodmesh.core import telemetry
 from foodmesh.core.auth import InvalidToken, Principal, TokenVerifier
 from foodmesh.core.metrics import serve_metrics
 from foodmesh.core.tls import TlsConfigError, require_tls_outside_dev
+from foodmesh.v1 import options_pb2
 from gateway._config import ConfigError, GatewayConfig, service_key
 from gateway._docs import DOCS_HTML, DOCS_INIT_JS, asset
 from gateway._errors import (
@@ -209,6 +210,10 @@ class Gateway:
             per_caller=c.max_streams_per_caller, per_order=c.max_streams_per_order
         )
         self._trusted = tuple(ipaddress.ip_network(n) for n in c.trusted_proxies)
+        # /readyz is open: one fan-out to the upstreams serves every caller for a second.
+        self._ready: tuple[float, dict[str, str]] | None = None
+        self._ready_lock = asyncio.Lock()
+        self.readyz_fanouts = 0
         self.limiter: RateLimiter | None = None
         if c.redis_url and (c.ip_rate > 0 or c.token_rate > 0 or c.fail_rate > 0):
             self.limiter = RateLimiter(c.redis_url, namespace=c.rate_limit_namespace)
@@ -295,6 +300,16 @@ class Gateway:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        results = await self._upstream_health()
+        ready = all(v == "SERVING" for v in results.values())
+        return web.json_response(
+            {"status": "ready" if ready else "not ready", "upstreams": results},
+            status=200 if ready else 503,
+        )
+
+    async def _upstream_health(self) -> dict[str, str]:
+        """Every upstream's health, asked at most once per ``readyz_cache_s``."""
+
         async def check(svc: descriptor.ServiceDescriptor) -> tuple[str, str]:
             stub = health_pb2_grpc.HealthStub(self.upstreams.channel(svc))
             try:
@@ -305,12 +320,20 @@ class Gateway:
                 return svc.full_name, exc.code().name
             return svc.full_name, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
-        results = dict(await asyncio.gather(*(check(s) for s in self.services)))
-        ready = all(v == "SERVING" for v in results.values())
-        return web.json_response(
-            {"status": "ready" if ready else "not ready", "upstreams": results},
-            status=200 if ready else 503,
-        )
+        def fresh() -> dict[str, str] | None:
+            if self._ready is not None and time.monotonic() < self._ready[0]:
+                return self._ready[1]
+            return None
+
+        if (hit := fresh()) is not None:
+            return hit
+        async with self._ready_lock:  # callers arriving meanwhile share the one fan-out
+            if (hit := fresh()) is not None:
+                return hit
+            self.readyz_fanouts += 1
+            results = dict(await asyncio.gather(*(check(s) for s in self.services)))
+            self._ready = (time.monotonic() + self.config.readyz_cache_s, results)
+            return results
 
     async def openapi_json(self, request: web.Request) -> web.Response:
         if self._openapi is None:
@@ -383,7 +406,9 @@ class Gateway:
         except GatewayError as err:
             return self._error_response(err, request_id)
         except grpc.aio.AioRpcError as err:
-            return self._error_response(self._upstream_error(err, request), request_id)
+            return self._error_response(
+                self._upstream_error(err, request, match.route.http_errors), request_id
+            )
         except (asyncio.CancelledError, ConnectionError):
             raise
         except Exception:
@@ -534,7 +559,12 @@ class Gateway:
             headers.setdefault("WWW-Authenticate", 'Bearer realm="foodmesh"')
         return _json_response(err.status, body, request_id, **headers)
 
-    def _upstream_error(self, err: grpc.aio.AioRpcError, request: web.Request) -> GatewayError:
+    def _upstream_error(
+        self,
+        err: grpc.aio.AioRpcError,
+        request: web.Request,
+        rules: Sequence[options_pb2.HttpErrorRule] = (),
+    ) -> GatewayError:
         try:
             status = rpc_status.from_call(err)
         except ValueError:  # details that disagree with the call's code (trailers cut short)
@@ -542,7 +572,10 @@ class Gateway:
         if status is not None:
             code, details = status_from_proto(status)
             return GatewayError(
-                code, status.message, list(details), http=http_status(code, unpack_known(details))
+                code,
+                status.message,
+                list(details),
+                http=http_status(code, unpack_known(details), rules),
             )
         code = err.code()
         message = err.details() or code.name
@@ -581,6 +614,12 @@ class Gateway:
                 f"invalid bearer token: {exc}",
                 [error_info("INVALID_TOKEN")],
             ) from None
+        if principal.role == "service":  # internal identities never come from outside
+            raise GatewayError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "service identities may not call through the gateway",
+                [error_info("ROLE_NOT_ALLOWED", role=principal.role)],
+            )
         if principal.role not in route.roles:
             allowed = ", ".join(sorted(route.roles))
             raise GatewayError(
@@ -598,8 +637,8 @@ class Gateway:
         principal = await self.verifier.verify_async(token)
         if len(self._principals) >= 10_000:
             self._principals.clear()
-        # Checked again at least every 30 s, so an expiry is honoured within that.
-        self._principals[token] = (principal, now + 30.0)
+        # Checked again at least every 30 s, and never kept past the token's expiry.
+        self._principals[token] = (principal, min(now + 30.0, principal.expires_at))
         return principal
 
     def _body_limit(self, route: Route) -> int:
@@ -877,7 +916,7 @@ class _Relay:
                     break
                 await self._message(item)
         except grpc.aio.AioRpcError as err:
-            error = self.gw._upstream_error(err, self.request)
+            error = self.gw._upstream_error(err, self.request, self.route.http_errors)
             if not self.resp.prepared:
                 raise error from None  # nothing sent yet: a plain HTTP error
             body = status_json(

@@ -176,6 +176,7 @@ function render(p) {
 
 async function loadMap() {
   const r = await fetch("/api/map");
+  if (r.status === 401) { location.replace("/login"); return; }  // the ops token expired
   map = await r.json();
   roadsLayer = null;
   draw();

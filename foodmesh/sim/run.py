@@ -159,13 +159,15 @@ async def upsert_drivers(config: SimConfig, dispatch_target: str, *, concurrency
     """
     from clients import ClientOptions, DispatchClient
     from foodmesh.core.progress import Progress
-    from foodmesh.sim.seed import service_metadata
+    from foodmesh.sim.seed import service_credentials
     from foodmesh.v1 import dispatch_pb2
 
     city = build_city(seed=config.seed, restaurants=1, drivers=config.drivers, customers=1)
     if not city.drivers:
         return 0
-    options = ClientOptions(metadata=service_metadata("sim"), deadline_s=10.0, tracing=False)
+    options = ClientOptions(
+        credentials=service_credentials("sim").metadata, deadline_s=10.0, tracing=False
+    )
     progress = Progress("drivers' profiles", total=len(city.drivers))
     queue = list(reversed(city.drivers))
     async with DispatchClient(dispatch_target, options=options) as dispatch:

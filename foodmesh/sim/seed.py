@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,12 +17,12 @@ from typing import Any, TypeVar
 import grpc
 
 from clients import CatalogClient, ClientOptions, DispatchClient
-from foodmesh.core.auth import DEV_SECRET, mint_token
+from foodmesh.core.auth import ServiceCredentials, auth_settings
 from foodmesh.core.progress import Progress
 from foodmesh.sim.city import City
 from foodmesh.v1 import catalog_pb2, dispatch_pb2
 
-__all__ = ["SeedResult", "seed_city", "service_metadata"]
+__all__ = ["SeedResult", "seed_city", "service_credentials", "service_metadata"]
 
 _log = logging.getLogger("foodmesh.sim.seed")
 T = TypeVar("T")
@@ -38,11 +37,17 @@ class SeedResult:
     skipped_drivers: str = ""
 
 
+def service_credentials(subject: str = "seed") -> ServiceCredentials:
+    """A short-lived service credential (refreshed per call) under the configured service key.
+
+    Raises :class:`foodmesh.core.auth.AuthConfigError` without a secret outside dev mode.
+    """
+    return ServiceCredentials(auth_settings(process=subject).service_secret, subject=subject)
+
+
 def service_metadata(subject: str = "seed") -> tuple[tuple[str, str], ...]:
-    """A service credential, signed with ``$FOODMESH_AUTH_SECRET`` (the dev secret if unset)."""
-    secret = os.environ.get("FOODMESH_AUTH_SECRET") or DEV_SECRET
-    token = mint_token(secret, subject=subject, role="service", ttl_s=3600)
-    return (("authorization", f"Bearer {token}"),)
+    """A service token as call metadata (valid 10 minutes; prefer :func:`service_credentials`)."""
+    return service_credentials(subject).metadata()
 
 
 async def _each(
@@ -68,7 +73,7 @@ async def seed_city(
     concurrency: int = 16,
 ) -> SeedResult:
     """Upserts the city's restaurants and menus (and drivers, given a Dispatch target)."""
-    options = ClientOptions(metadata=service_metadata(), deadline_s=15.0)
+    options = ClientOptions(credentials=service_credentials().metadata, deadline_s=15.0)
     catalog = CatalogClient(catalog_target, options=options)
     try:
 

@@ -26,7 +26,7 @@ from foodmesh.v1 import common_pb2 as foodmesh_dot_v1_dot_common__pb2
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66oodmesh/v1/options.proto\x12\x0b\x66oodmesh.v1\x1a\x18\x66oodmesh/v1/common.proto\x1a google/protobuf/descriptor.proto\".\n\nAccessRule\x12 \n\x05roles\x18\x01 \x03(\x0e\x32\x11.foodmesh.v1.Role:;\n\x11http_success_code\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\x05:I\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xd2\x86\x03 \x01(\x0b\x32\x17.foodmesh.v1.AccessRule:;\n\x11max_request_bytes\x12\x1e.google.protobuf.MethodOptions\x18\xd3\x86\x03 \x01(\x05:2\n\tmax_items\x12\x1d.google.protobuf.FieldOptions\x18\xd4\x86\x03 \x01(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66oodmesh/v1/options.proto\x12\x0b\x66oodmesh.v1\x1a\x18\x66oodmesh/v1/common.proto\x1a google/protobuf/descriptor.proto\".\n\nAccessRule\x12 \n\x05roles\x18\x01 \x03(\x0e\x32\x11.foodmesh.v1.Role\"S\n\rHttpErrorRule\x12\x15\n\rreason_prefix\x18\x01 \x01(\t\x12\x16\n\x0e\x65xcept_reasons\x18\x02 \x03(\t\x12\x13\n\x0bhttp_status\x18\x03 \x01(\x05:;\n\x11http_success_code\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\x05:I\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xd2\x86\x03 \x01(\x0b\x32\x17.foodmesh.v1.AccessRule:Q\n\x0bhttp_errors\x12\x1e.google.protobuf.MethodOptions\x18\xd5\x86\x03 \x03(\x0b\x32\x1a.foodmesh.v1.HttpErrorRule:;\n\x11max_request_bytes\x12\x1e.google.protobuf.MethodOptions\x18\xd3\x86\x03 \x01(\x05:2\n\tmax_items\x12\x1d.google.protobuf.FieldOptions\x18\xd4\x86\x03 \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,4 +35,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ACCESSRULE']._serialized_start=102
   _globals['_ACCESSRULE']._serialized_end=148
+  _globals['_HTTPERRORRULE']._serialized_start=150
+  _globals['_HTTPERRORRULE']._serialized_end=233
 # @@protoc_insertion_point(module_scope)

@@ -50,8 +50,41 @@ class AccessRule(_message.Message):
 
 Global___AccessRule: _TypeAlias = AccessRule  # noqa: Y015
 
+@_typing.final
+class HttpErrorRule(_message.Message):
+    """One error of an RPC that HTTP callers get with a status of its own."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_PREFIX_FIELD_NUMBER: _builtins.int
+    EXCEPT_REASONS_FIELD_NUMBER: _builtins.int
+    HTTP_STATUS_FIELD_NUMBER: _builtins.int
+    reason_prefix: _builtins.str
+    """ErrorInfo reasons that start with this prefix..."""
+    http_status: _builtins.int
+    """...are answered with this HTTP status."""
+    @_builtins.property
+    def except_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """...except these exact reasons..."""
+
+    def __init__(
+        self,
+        *,
+        reason_prefix: _builtins.str = ...,
+        except_reasons: _abc.Iterable[_builtins.str] | None = ...,
+        http_status: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["except_reasons", b"except_reasons", "http_status", b"http_status", "reason_prefix", b"reason_prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HttpErrorRule: _TypeAlias = HttpErrorRule  # noqa: Y015
+
 HTTP_SUCCESS_CODE_FIELD_NUMBER: _builtins.int
 ACCESS_FIELD_NUMBER: _builtins.int
+HTTP_ERRORS_FIELD_NUMBER: _builtins.int
 MAX_REQUEST_BYTES_FIELD_NUMBER: _builtins.int
 MAX_ITEMS_FIELD_NUMBER: _builtins.int
 http_success_code: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.int]
@@ -60,6 +93,10 @@ resource, 204 for a call that answers with no body.
 """
 access: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___AccessRule]
 """Who may call this RPC; an RPC without one is refused to everybody."""
+http_errors: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _containers.RepeatedCompositeFieldContainer[Global___HttpErrorRule]]
+"""HTTP statuses of errors beyond the standard gRPC-to-HTTP map, chosen by the
+ErrorInfo reason (e.g. 402 for a declined card), first match wins.
+"""
 max_request_bytes: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.int]
 """The largest request message (serialized bytes) this RPC takes, each message of a
 request stream on its own; sized to the largest legal request. Unset: the

@@ -29,10 +29,9 @@ Sort, cursor and page size are not in the key: every page and sort of a cell sha
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
+from cachetools import TTLCache
 from prometheus_client import Counter
 
 from servers.catalog.search import Query
@@ -50,15 +49,12 @@ _HIT, _MISS, _INVALID = (SEARCH_CACHE.labels(r) for r in ("hit", "miss", "invali
 _Key = tuple[float, float, float, frozenset[str], float, frozenset[int], tuple[int, ...]]
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    rows: I64
-    zones: I64
-    expires: float
-
-
 class CellCache:
-    """Candidate rows per (cell, radius, point-free filters, regions), for one table."""
+    """Candidate rows per (cell, radius, point-free filters, regions), for one table.
+
+    A :class:`cachetools.TTLCache`; the wrapper drops it when the table changes and
+    counts hits, misses and invalidations.
+    """
 
     def __init__(
         self,
@@ -69,9 +65,10 @@ class CellCache:
     ) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
-        self._clock = clock
         self._table: RegionTable | None = None
-        self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
+        self._entries: TTLCache[_Key, tuple[I64, I64]] = TTLCache(
+            max_entries, max(ttl_s, 0.0), timer=clock
+        )
         #: Counters for metrics, tests and the benchmark.
         self.hits = 0
         self.misses = 0
@@ -96,18 +93,13 @@ class CellCache:
         clat, clon = cell_of(q.lat, q.lon)
         key: _Key = (clat, clon, q.radius_miles, q.cuisines, q.min_rating, q.price_levels,
                      tuple(parts))  # fmt: skip
-        now = self._clock()
-        entry = self._entries.get(key)
-        if entry is not None and entry.expires > now:
-            self._entries.move_to_end(key)
+        hit = self._entries.get(key)
+        if hit is not None:
             self.hits += 1
             _HIT.inc()
-            return entry.rows, entry.zones
+            return hit
         self.misses += 1
         _MISS.inc()
         rows, zones = table.candidates(q, parts)
-        self._entries[key] = _Entry(rows, zones, now + self.ttl_s)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._entries[key] = rows, zones
         return rows, zones

@@ -48,6 +48,7 @@ from servers.catalog.model import Restaurant
 from servers.catalog.search import Query, SearchDoc
 from servers.catalog.store import CatalogStore
 from servers.catalog.table import RegionTable
+from servers.runtime.retry import retry
 
 __all__ = ["REGION_PRECISION", "SearchIndex", "region_of"]
 
@@ -201,15 +202,10 @@ class SearchIndex:
         self, store: CatalogStore, *, every_s: float = 30.0, retry_s: float = 0.5
     ) -> None:
         """Runs until cancelled: builds the index when missing (at start, and if Redis lost it)."""
-        while True:
-            try:
-                await self.ensure_built(store)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # dependency not up yet: health says so; try again
-                _log.debug("search index not built yet: %s", exc)
-                await asyncio.sleep(retry_s)
-                continue
+        while True:  # a dependency not up yet: health says so; try again
+            await retry("building the search index", lambda: self.ensure_built(store),
+                        first_s=retry_s, max_s=max(retry_s, 1.0), quiet_s=5.0,
+                        log=_log)  # fmt: skip
             self.ready.set()
             await asyncio.sleep(every_s)
 

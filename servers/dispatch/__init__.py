@@ -30,19 +30,24 @@ Settings (``FOODMESH_DISPATCH_*``):
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
+from nats.js import JetStreamContext
 
 from clients import ClientOptions, EtaClient, LocationClient, OrderClient
-from foodmesh.core.auth import bearer, mint_token
+from foodmesh.core.auth import ServiceCredentials
 from foodmesh.core.services import KNOWN
 from foodmesh.v1 import dispatch_pb2_grpc
+from servers.runtime.retry import retry
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
 
 __all__ = ["SPEC", "build"]
+
+_log = logging.getLogger("foodmesh.dispatch")
 
 
 def _target(resources: Resources, service: str, *, default: bool = True) -> str | None:
@@ -70,8 +75,9 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
 
     s = resources.settings
     config = EngineConfig.from_extra(s.extra)
-    token = mint_token(s.auth_secret, subject="dispatch", role="service", ttl_s=365 * 86400)
-    options = ClientOptions(metadata=bearer(token))
+    # Short-lived service tokens under the service key, minted again before they expire.
+    credentials = ServiceCredentials(s.service_key, subject="dispatch")
+    options = ClientOptions(credentials=credentials.metadata)
     location = LocationClient(_target(resources, "location") or "", options=options)
     orders = OrderClient(_target(resources, "order") or "", options=options)
     bare = OrderClient(_target(resources, "order") or "")  # the caller's token per call
@@ -107,37 +113,36 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         config=NavigatorConfig.from_extra(s.extra),
     )
     servicer = DispatchServicer(
-        fleet=fleet, engine=engine, navigator=navigator, order_steps=bare, secret=s.auth_secret
+        fleet=fleet, engine=engine, navigator=navigator, order_steps=bare, secret=s.service_key
     )
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(servicer, server)
     engine.start()
     navigator.start()
     relay: OutboxRelay | None = None
 
+    async def declare_stream() -> JetStreamContext:
+        from nats.js.api import StreamConfig
+
+        from foodmesh.core.nats import ensure_stream
+
+        js = resources.js  # NATS is connected by the health checks, maybe after we start
+        await ensure_stream(
+            js,
+            StreamConfig(
+                name=resources.subjects.stream("DISPATCH"),
+                subjects=[resources.subjects.subject("dispatch.v1.*")],
+                max_age=7 * 86400,
+                duplicate_window=120,
+            ),
+        )
+        return js
+
     async def start_relay() -> None:
         nonlocal relay
-        import asyncio
-
-        while relay is None:
-            try:
-                from nats.js.api import StreamConfig
-
-                from foodmesh.core.nats import ensure_stream
-
-                js = resources.js
-                await ensure_stream(
-                    js,
-                    StreamConfig(
-                        name=resources.subjects.stream("DISPATCH"),
-                        subjects=[resources.subjects.subject("dispatch.v1.*")],
-                        max_age=7 * 86400,
-                        duplicate_window=120,
-                    ),
-                )
-                relay = OutboxRelay(resources.pg, js, "fleet")
-                relay.start()
-            except Exception:
-                await asyncio.sleep(0.2)
+        js = await retry("dispatch event stream", declare_stream, first_s=0.2, max_s=1.0,
+                         quiet_s=5.0, log=_log)  # fmt: skip
+        relay = OutboxRelay(resources.pg, js, "fleet")
+        relay.start()
 
     import asyncio
 

@@ -60,6 +60,7 @@ from servers.dispatch.scoring import Weights
 from servers.dispatch.sessions import SessionHub
 from servers.dispatch.store import Fleet, NewOrder
 from servers.runtime.config import env_float, env_int
+from servers.runtime.retry import retry
 
 __all__ = ["Engine", "EngineConfig", "LocationPort", "OrderPort", "TravelPort", "plan_off_loop"]
 
@@ -244,14 +245,8 @@ class Engine:
             await asyncio.sleep(max(0.0, wait) + min(2.0, 0.05 * failures))
 
     async def _hub_loop(self) -> None:
-        while True:
-            try:
-                await self.hub.listen()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                await asyncio.sleep(0.2)
+        await retry("driver session hub", self.hub.listen, first_s=0.2, max_s=1.0, quiet_s=5.0,
+                    log=_log)  # fmt: skip
 
     # -- matching ------------------------------------------------------------------
 
@@ -512,28 +507,25 @@ class Engine:
         handle: Callable[[Any], Any],
         create: StreamConfig | None,
     ) -> None:
-        sub = None
-        while sub is None:
-            try:
-                js = self._js()
-                if create is not None:
-                    await ensure_stream(js, create)
-                sub = await js.pull_subscribe(
-                    subject,
-                    durable=durable,
-                    stream=stream,
-                    config=ConsumerConfig(
-                        ack_policy=AckPolicy.EXPLICIT,
-                        deliver_policy=DeliverPolicy.ALL,
-                        ack_wait=30,
-                        max_ack_pending=1000,
-                    ),
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                _log.debug("consumer %s not ready: %s", durable, exc)
-                await asyncio.sleep(0.3)
+
+        async def subscribe() -> JetStreamContext.PullSubscription:
+            js = self._js()
+            if create is not None:
+                await ensure_stream(js, create)
+            return await js.pull_subscribe(
+                subject,
+                durable=durable,
+                stream=stream,
+                config=ConsumerConfig(
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                    ack_wait=30,
+                    max_ack_pending=1000,
+                ),
+            )
+
+        sub = await retry(f"consumer {durable}", subscribe, first_s=0.3, max_s=1.0, quiet_s=5.0,
+                          log=_log)  # fmt: skip
         try:
             while True:
                 try:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from foodmesh.core.auth import bearer, mint_token
+from foodmesh.core.auth import bearer, mint_service_token
 from foodmesh.core.errors import (
     FailedPrecondition,
     FoodmeshError,
@@ -337,7 +337,8 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         As a service naming the driver: the Order service refuses road steps from a
         driver's own token, so they go through this session and its proof of delivery.
         """
-        as_service = bearer(mint_token(self.secret, subject="dispatch", role="service", ttl_s=120))
+        # A service token (the service key, aud foodmesh-service): the gateway never takes it.
+        as_service = bearer(mint_service_token(self.secret, subject="dispatch", ttl_s=120))
         req = order_pb2.UpdateOrderStatusRequest(
             order_id=order_id,
             status=to,  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 """Redis for the ETA service: the 5-minute route cache and the shared road overrides.
 
-Routes are cached for ``ttl_s`` (the seed's 5 minutes) under the snapped endpoints
+Routes are cached for ``ttl_s`` (the design's 5 minutes) under the snapped endpoints
 (to ~1 m), the traffic bucket (weekday and hour: departures in one bucket share
 multipliers) and the version of the overrides in force, so a closure never serves a
 route that crosses it. Overrides live in Redis too, so every replica applies the
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from cachetools import TTLCache
 
 from foodmesh.core.redis import Keys
 from foodmesh.roads import Step
@@ -86,15 +86,15 @@ class RouteCache:
     local_ttl_s: float = 60.0
     hits: int = 0
     misses: int = 0
-    _local: OrderedDict[str, tuple[float, RouteResult]] = field(default_factory=OrderedDict)
+    _local: TTLCache[str, RouteResult] = field(init=False)
+
+    def __post_init__(self) -> None:
+        ttl = max(0.0, min(self.ttl_s, self.local_ttl_s))
+        self._local = TTLCache(max(self.local_size, 1), ttl, timer=time.monotonic)
 
     def _remember(self, key: str, route: RouteResult) -> None:
-        if self.local_size <= 0:
-            return
-        self._local[key] = (time.monotonic() + min(self.ttl_s, self.local_ttl_s), route)
-        self._local.move_to_end(key)
-        while len(self._local) > self.local_size:
-            self._local.popitem(last=False)
+        if self.local_size > 0:
+            self._local[key] = route
 
     async def get_or_compute(
         self, key: str, compute: Callable[[], Awaitable[RouteResult]]
@@ -105,11 +105,8 @@ class RouteCache:
         """
         held = self._local.get(key)
         if held is not None:
-            if held[0] > time.monotonic():
-                self._local.move_to_end(key)
-                self.hits += 1
-                return held[1], True
-            del self._local[key]
+            self.hits += 1
+            return held, True
         r = self.redis()
         try:
             raw = await r.get(key)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import datetime as dt
 import math
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from cachetools import FIFOCache
 
 from foodmesh.core.errors import FieldViolation, InvalidArgument
 from foodmesh.roads import (
@@ -93,7 +93,8 @@ class Router:
         self.max_snap_m = max_snap_m
         self.max_offmap_m = max_offmap_m
         self.overrides = Overrides()
-        self._snaps: OrderedDict[tuple[float, float], Snap] = OrderedDict()
+        # FIFO: reads do not reorder it, so only writes take the lock.
+        self._snaps: FIFOCache[tuple[float, float], Snap] = FIFOCache(_SNAP_CACHE)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ checks
@@ -103,7 +104,10 @@ class Router:
         Raises InvalidArgument naming ``field`` when the point is beyond ``max_offmap_m``.
         """
         key = (round(lat, 6), round(lon, 6))  # ~0.1 m: restaurants and repeats hit
-        s = self._snaps.get(key)
+        try:
+            s: Snap | None = self._snaps[key]  # one lookup: atomic beside a writer's eviction
+        except KeyError:
+            s = None
         if s is None:
             try:
                 s = self.graph.snap(lat, lon)
@@ -111,8 +115,6 @@ class Router:
                 raise InvalidArgument.field(field, "not a valid latitude/longitude") from None
             with self._lock:
                 self._snaps[key] = s
-                if len(self._snaps) > _SNAP_CACHE:
-                    self._snaps.popitem(last=False)
         if s.distance_m > self.max_offmap_m:
             raise InvalidArgument(
                 [

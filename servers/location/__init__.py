@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 
 from clients import ClientOptions, DispatchClient, EtaClient, OrderClient
-from foodmesh.core.auth import bearer, mint_token
+from foodmesh.core.auth import ServiceCredentials
 from foodmesh.core.services import KNOWN
 from foodmesh.v1 import location_pb2_grpc
 from servers.location.history import HistoryWriter
@@ -74,8 +74,9 @@ async def build(
         on_presence=presence.came_online,
         linger_s=config.linger_s,
     )
-    token = mint_token(s.auth_secret, subject="location", role="service", ttl_s=365 * 86400)
-    options = ClientOptions(metadata=bearer(token))
+    # Short-lived service tokens under the service key, minted again before they expire.
+    credentials = ServiceCredentials(s.service_key, subject="location")
+    options = ClientOptions(credentials=credentials.metadata)
     order_client = OrderClient(_target(resources, "order"), options=options)
     drivers = DispatchClient(_target(resources, "dispatch"), options=options)
     eta_client = EtaClient(_target(resources, "eta"), options=options)

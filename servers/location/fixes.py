@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
+from cachetools import LRUCache
+
 from foodmesh.core.geo import geohash_decode, geohash_encode
 
 __all__ = ["CellCache", "Fix", "Rejection", "Throttle", "check_fix"]
@@ -102,20 +104,23 @@ class CellCache:
     cost four comparisons instead of an encoding. The bounds are the exact
     (dyadic) cell edges, compared the way the encoder compares them: the answer is
     always ``geohash_encode(lat, lon, 6)``. Positions must be valid (checked first).
+    At most ``max_drivers`` are kept, the least recently seen going first.
     """
 
     __slots__ = ("max_drivers", "_cells")
 
     def __init__(self, *, max_drivers: int = 200_000) -> None:
         self.max_drivers = max_drivers
-        self._cells: dict[str, tuple[float, float, float, float, str]] = {}
+        self._cells: LRUCache[str, tuple[float, float, float, float, str]] = LRUCache(max_drivers)
 
     def cell(self, driver_id: str, lat: float, lon: float) -> str:
-        c = self._cells.get(driver_id)
-        if c is not None and c[0] <= lat < c[1] and c[2] <= lon < c[3]:
-            return c[4]
+        try:
+            c = self._cells[driver_id]  # not .get(): it costs a second lookup
+        except KeyError:
+            pass
+        else:
+            if c[0] <= lat < c[1] and c[2] <= lon < c[3]:
+                return c[4]
         gh = geohash_encode(lat, lon, 6)
-        if c is None and len(self._cells) >= self.max_drivers:
-            self._cells.clear()  # a cold driver costs one encoding, nothing more
         self._cells[driver_id] = (*geohash_decode(gh), gh)
         return gh

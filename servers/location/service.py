@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+from cachetools import LRUCache
 from google.protobuf import duration_pb2
 
 from foodmesh.core.errors import (
@@ -176,7 +176,7 @@ class LocationServicer(location_pb2_grpc.LocationServiceServicer):
         self.presence = presence
         self.tracker = tracker
         self.config = config
-        self._unary_throttles: OrderedDict[str, tuple[Throttle, float]] = OrderedDict()
+        self._unary_throttles: LRUCache[str, Throttle] = LRUCache(100_000)
 
     def _throttle(self) -> Throttle:
         return Throttle(rate=self.config.max_fixes_per_s, burst=self.config.burst)
@@ -282,15 +282,10 @@ class LocationServicer(location_pb2_grpc.LocationServiceServicer):
         return location_pb2.UpdateLocationResponse()
 
     def _unary_throttle(self, driver_id: str) -> Throttle:
-        hit = self._unary_throttles.get(driver_id)
-        if hit is None:
-            throttle = self._throttle()
-            self._unary_throttles[driver_id] = (throttle, time.monotonic())
-            if len(self._unary_throttles) > 100_000:
-                self._unary_throttles.popitem(last=False)
-            return throttle
-        self._unary_throttles.move_to_end(driver_id)
-        return hit[0]
+        throttle = self._unary_throttles.get(driver_id)
+        if throttle is None:
+            throttle = self._unary_throttles[driver_id] = self._throttle()
+        return throttle
 
     # ----------------------------------------------------------------- reads
     async def GetDriverLocation(  # noqa: N802

@@ -4,7 +4,7 @@
 - core NATS ``location.v1.driver.<id>``: each fix of the assigned driver;
 - the ETA service (when configured): a fresh estimate at least every ``eta_every_s``.
 
-Every change produces the seed's snapshot again. A slow reader never slows ingest:
+Every change produces the design's snapshot again. A slow reader never slows ingest:
 NATS callbacks only overwrite one "latest position" slot, so memory per tracker
 stays constant however far behind the reader is. When the order is delivered or
 cancelled the stream sends the final snapshot and ends; when the driver changes
@@ -112,7 +112,7 @@ class _View:
 
 
 def snapshot(v: _View) -> location_pb2.TrackOrderResponse:
-    """The seed's tracking JSON as a message."""
+    """The design's tracking JSON as a message."""
     o = v.order
     out = location_pb2.TrackOrderResponse(
         order_id=o.order_id,

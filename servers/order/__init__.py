@@ -39,10 +39,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
+from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from clients import CatalogClient, ClientOptions, DispatchClient, EtaClient, PricingClient
-from foodmesh.core.auth import bearer, mint_token
+from foodmesh.core.auth import ServiceCredentials
 from foodmesh.core.nats import ensure_stream
 from foodmesh.core.services import KNOWN
 from foodmesh.core.tasks import stop_tasks
@@ -50,6 +51,7 @@ from foodmesh.v1 import order_pb2_grpc
 from servers.order.payments import PaymentProvider
 from servers.order.placement import PlacementHooks
 from servers.order.relay import GatheringRelay
+from servers.runtime.retry import retry
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
 
 __all__ = ["SPEC", "STREAM", "build"]
@@ -92,8 +94,9 @@ async def build(
     from servers.order.watch import ChangeFeed
 
     s = resources.settings
-    token = mint_token(s.auth_secret, subject="order", role="service", ttl_s=365 * 86400)
-    options = ClientOptions(metadata=bearer(token))
+    # Short-lived service tokens under the service key, minted again before they expire.
+    credentials = ServiceCredentials(s.service_key, subject="order")
+    options = ClientOptions(credentials=credentials.metadata)
     catalog = CatalogClient(_target(resources, "catalog", default=True) or "", options=options)
     owned: list[CatalogClient | PricingClient | EtaClient | DispatchClient] = [catalog]
     pricing: FallbackPricing | RemotePricing = FallbackPricing()
@@ -126,19 +129,18 @@ async def build(
     gather_s = float(s.extra.get("FOODMESH_ORDER_RELAY_GATHER_S", "0.02"))
     relay_on = s.extra.get("FOODMESH_ORDER_RELAY", "1") not in ("0", "false", "no", "off")
 
+    async def declare_stream() -> JetStreamContext:
+        js = resources.js  # NATS is connected by the health checks, maybe after we start
+        await ensure_stream(js, StreamConfig(
+            name=resources.subjects.stream(STREAM),
+            subjects=[resources.subjects.subject("orders.v1.>")],
+            max_age=7 * 86400,
+        ))  # fmt: skip
+        return js
+
     async def start_relay() -> None:
-        while True:  # NATS is connected by the health checks, maybe after we start
-            try:
-                js = resources.js
-                await ensure_stream(js, StreamConfig(
-                    name=resources.subjects.stream(STREAM),
-                    subjects=[resources.subjects.subject("orders.v1.>")],
-                    max_age=7 * 86400,
-                ))  # fmt: skip
-                break
-            except Exception as exc:
-                _log.debug("order event stream not ready: %s", exc)
-                await asyncio.sleep(0.1)
+        js = await retry("order event stream", declare_stream, first_s=0.1, max_s=1.0,
+                         quiet_s=5.0, log=_log)  # fmt: skip
         if relay_on:
             relay = GatheringRelay(resources.pg, js, "orders", gather_s=gather_s)
             servicer.relay = relay

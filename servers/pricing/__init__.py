@@ -33,7 +33,7 @@ from pathlib import Path
 import grpc
 
 from clients import CatalogClient, ClientOptions, LocationClient
-from foodmesh.core.auth import bearer, mint_token
+from foodmesh.core.auth import ServiceCredentials
 from foodmesh.core.services import KNOWN
 from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import pricing_pb2_grpc
@@ -74,8 +74,9 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     from servers.runtime.redis_wire import RedisWire
 
     s = resources.settings
-    token = mint_token(s.auth_secret, subject="pricing", role="service", ttl_s=365 * 86400)
-    options = ClientOptions(metadata=bearer(token))
+    # Short-lived service tokens under the service key, minted again before they expire.
+    credentials = ServiceCredentials(s.service_key, subject="pricing")
+    options = ClientOptions(credentials=credentials.metadata)
     catalog = CatalogClient(_target(resources, "catalog"), options=options)
     location = LocationClient(_target(resources, "location"), options=options)
     store = PricingStore(resources.pg)

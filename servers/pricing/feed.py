@@ -28,6 +28,7 @@ from foodmesh.core.telemetry import consumer_span
 from foodmesh.v1 import order_pb2
 from servers.pricing.live import DemandCounter, cell_of
 from servers.pricing.store import OrderChange, PricingStore
+from servers.runtime.retry import retry
 
 __all__ = ["DURABLE", "OrderFeed"]
 
@@ -72,23 +73,22 @@ class OrderFeed:
             self._sub = None
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription:
-        while True:
-            try:
-                js = self._js()
-                return await js.pull_subscribe(
-                    self.subjects.subject("orders.v1.>"),
-                    durable=DURABLE,
-                    stream=self.stream,
-                    config=ConsumerConfig(
-                        ack_policy=AckPolicy.EXPLICIT,
-                        deliver_policy=DeliverPolicy.ALL,
-                        ack_wait=30,
-                        max_ack_pending=10_000,
-                    ),
-                )
-            except Exception as exc:  # NATS not connected yet, or no ORDERS stream yet
-                _log.debug("order events not followed yet: %s", exc)
-                await asyncio.sleep(0.5)
+        async def subscribe() -> JetStreamContext.PullSubscription:
+            return await self._js().pull_subscribe(
+                self.subjects.subject("orders.v1.>"),
+                durable=DURABLE,
+                stream=self.stream,
+                config=ConsumerConfig(
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                    ack_wait=30,
+                    max_ack_pending=10_000,
+                ),
+            )
+
+        # NATS not connected yet, or no ORDERS stream yet (Order declares it).
+        return await retry("following order events", subscribe, first_s=0.25, max_s=1.0,
+                           quiet_s=5.0, log=_log)  # fmt: skip
 
     async def _run(self) -> None:
         sub = self._sub = await self._subscribe()

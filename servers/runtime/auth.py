@@ -6,9 +6,11 @@ with no access option is refused to everybody; methods outside ``foodmesh.v1``
 (health, reflection) are open. Ownership (my order, my stream) is the
 service's own check on top, through :func:`current_principal`.
 
-Tokens are checked by :class:`foodmesh.core.auth.TokenVerifier`: HS256 with the shared
-secret, and RS256/ES256 against the OIDC provider's JWKS when
-``FOODMESH_AUTH_JWKS_URL`` is set (see :mod:`foodmesh.core.auth`).
+Tokens are checked by :class:`foodmesh.core.auth.TokenVerifier`: user tokens (HS256 with
+the shared secret, or RS256/ES256 against the OIDC provider's JWKS when
+``FOODMESH_AUTH_JWKS_URL`` is set), and the services' own short-lived service tokens
+under the service key, which only services take (see :mod:`foodmesh.core.auth`). A verified
+token is cached at most a minute and never past its ``exp``.
 """
 
 from __future__ import annotations
@@ -84,9 +86,13 @@ class Authorizer:
         rules: Mapping[str, frozenset[str]],
         *,
         verifier: TokenVerifier | None = None,
+        service_secret: str | None = None,
     ) -> None:
-        # Without an explicit verifier the environment decides (JWKS or HS256 only).
-        self.verifier = verifier or TokenVerifier.from_env(secret=secret)
+        # Without an explicit verifier the environment decides (JWKS or HS256 user tokens);
+        # services always take service tokens (``service_secret``, or the derived key).
+        self.verifier = verifier or TokenVerifier.from_env(
+            secret=secret, service_secret=service_secret, services=True
+        )
         self._rules = dict(rules)
         self._cache: dict[str, tuple[Principal, float]] = {}
 
@@ -107,8 +113,8 @@ class Authorizer:
             raise Unauthenticated(f"invalid bearer token: {exc}", reason="INVALID_TOKEN") from None
         if len(self._cache) >= self._CACHE_MAX:
             self._cache.clear()
-        # Re-verified at least once a minute, so expiry is honoured to the minute.
-        self._cache[token] = (principal, now + 60.0)
+        # Re-verified at least once a minute, and never kept past the token's expiry.
+        self._cache[token] = (principal, min(now + 60.0, principal.expires_at))
         return principal
 
     async def fetch_keys(self) -> None:

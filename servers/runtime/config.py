@@ -6,12 +6,13 @@ value and what would be accepted.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from foodmesh.core.auth import DEV_SECRET
+from foodmesh.core.auth import DEV_SECRET, AuthConfigError, auth_settings, service_secret_for
 from foodmesh.core.errors import ConfigError
 from foodmesh.core.telemetry import EXPORTERS, exporter_from_env
 from foodmesh.core.tls import TlsConfigError, TlsFiles
@@ -128,7 +129,14 @@ class Settings:
     trace_exporter: str = "none"
     #: HMAC secret that bearer tokens are signed with (the same in every service and the gateway).
     auth_secret: str = DEV_SECRET
+    #: HMAC key of the services' own short-lived tokens ("": derived from ``auth_secret``).
+    service_secret: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def service_key(self) -> str:
+        """The key of service tokens: set apart, or derived from the auth secret."""
+        return self.service_secret or service_secret_for(self.auth_secret)
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -153,7 +161,7 @@ class Settings:
             raise ConfigError(
                 f"FOODMESH_NAMESPACE={namespace!r} is not valid: expected letters, digits, - or _"
             )
-        return cls(
+        settings = cls(
             service=service,
             host=env.get("FOODMESH_HOST", "127.0.0.1"),
             port=env_int(env, port_var, 0, lo=0, hi=65535),
@@ -173,6 +181,13 @@ class Settings:
             ),
             log_level=log_level,
             trace_exporter=exporter,
-            auth_secret=env.get("FOODMESH_AUTH_SECRET") or DEV_SECRET,
             extra={k: v for k, v in env.items() if k.startswith(f"FOODMESH_{up}_")},
+        )
+        # Last: a wrong setting elsewhere is named first.
+        try:
+            auth = auth_settings(env, process=service)
+        except AuthConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        return dataclasses.replace(
+            settings, auth_secret=auth.secret, service_secret=auth.service_secret
         )

@@ -323,7 +323,11 @@ async def run_service(
         metrics=rpc_metrics(),
         default_deadline_s=settings.default_deadline_s,
         stream_max_age_s=settings.stream_max_age_s,
-        authorizer=Authorizer(settings.auth_secret, access_rules(spec.grpc_services)),
+        authorizer=Authorizer(
+            settings.auth_secret,
+            access_rules(spec.grpc_services),
+            service_secret=settings.service_key,
+        ),
         stream_slots=_stream_slots(settings),
     )
     server = grpc.aio.server(interceptors=[interceptor], options=_server_options())
@@ -429,6 +433,9 @@ def serve(spec: ServiceSpec, settings: Settings | None = None) -> int:
     Expected failures (bad configuration, port in use, a dependency that never
     answers) print one line naming the problem and return 1, without a traceback.
     """
+    # Before the settings are read, so what reading them logs (FOODMESH_DEV=1's WARNING)
+    # has the one format; the level follows FOODMESH_LOG_LEVEL below.
+    configure_logging("INFO")
     try:
         settings = settings or Settings.from_env(spec.name)
         # Production speaks TLS between services; plaintext is for dev machines only.

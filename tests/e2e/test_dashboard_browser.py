@@ -11,6 +11,7 @@ import contextlib
 from pathlib import Path
 
 from dashboard import DashboardConfig, serve
+from foodmesh.core.auth import DEV_SECRET, mint_token
 from foodmesh.sim.city import CENTER, build_city
 from foodmesh.sim.seed import seed_city
 from foodmesh.v1 import order_pb2 as pb
@@ -67,7 +68,12 @@ async def test_the_dashboard_draws_moving_drivers_and_orders(
                     ))  # fmt: skip
                 errors: list[str] = []
                 page.on("pageerror", lambda e: errors.append(str(e)))  # type: ignore[attr-defined]
-                await page.goto(f"http://127.0.0.1:{port}/")  # type: ignore[attr-defined]
+                # Logged in as ops the way `foodmesh up`'s link does it: #token= on the page,
+                # which the login page turns into the session cookie (issue 17).
+                ops = mint_token(DEV_SECRET, subject="ops_1", role="ops")
+                await page.goto(f"http://127.0.0.1:{port}/#token={ops}")  # type: ignore[attr-defined]
+                # (a selector wait outlives the login page's navigation to the map)
+                await page.wait_for_selector("#map", timeout=15_000)  # type: ignore[attr-defined]
                 # the live picture arrives and shows both drivers and the order
                 await page.wait_for_function(  # type: ignore[attr-defined]
                     "() => typeof picture !== 'undefined' && picture && "

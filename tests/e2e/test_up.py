@@ -50,20 +50,34 @@ async def test_up_serves_the_mesh_through_the_gateway(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert proc.stdout is not None
-    seen: list[bytes] = []
     try:
+        printed: list[bytes] = []
         async with asyncio.timeout(60):
             while b"foodmesh is up" not in (line := await proc.stdout.readline()):
                 assert line, "foodmesh up exited before it was up"
-                seen.append(line)
-        assert b"gateway http://127.0.0.1:8080" in line
-        # The first URL of the output (logs included) is the gateway's: tools take the first.
-        first_url = next(m for ln in seen if (m := re.search(rb"https?://\S+", ln)))
-        assert first_url.group() == b"http://127.0.0.1:8080", seen[:5]
+                printed.append(line)
+            assert b"gateway http://127.0.0.1:8080" in line
+            # then the links: the dashboard's carries an ops token (issue 17)
+            while not (line := await proc.stdout.readline()).startswith(b"dashboard: "):
+                assert line, "foodmesh up printed no dashboard link"
+                printed.append(line)
+        links = [x for x in printed if b": http://" in x]  # up's own "name: url" lines
+        assert links[0].startswith(b"gateway: http://127.0.0.1:8080"), printed
+        # The first URL of the whole output (logs included) is the gateway's: tools take it.
+        first_url = next(m for ln in printed if (m := re.search(rb"https?://\S+", ln)))
+        assert first_url.group() == b"http://127.0.0.1:8080", printed[:5]
         drain = asyncio.create_task(proc.stdout.read())  # the logs go on: keep the pipe empty
+        link = line.decode().split(" ", 1)[1].strip()
+        dashboard, _, ops_token = link.partition("/#token=")
+        assert dashboard == "http://127.0.0.1:8090" and ops_token
         base = "http://127.0.0.1:8080"
         now = dt.datetime.now(dt.UTC).isoformat()
         async with aiohttp.ClientSession() as http:
+            async with http.get(f"{dashboard}/api/snapshot") as r:
+                assert r.status == 401
+            ops = {"Authorization": f"Bearer {ops_token}"}
+            async with http.get(f"{dashboard}/api/snapshot", headers=ops) as r:
+                assert r.status == 200
             # "up" once every process runs; ready once every upstream answers SERVING
             async with asyncio.timeout(60):
                 while True:

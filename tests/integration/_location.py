@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -25,7 +25,25 @@ def token(role: str, subject: str) -> tuple[tuple[str, str], ...]:
     return bearer(mint_token(DEV_SECRET, subject=subject, role=role))
 
 
-SERVICE = token("service", "tests")
+class FreshServiceToken(tuple[tuple[str, str], ...]):
+    """Service-token metadata minted again each time a client sends it.
+
+    Service tokens live at most 15 minutes and a session is longer than that; a client
+    unpacks its metadata per call, which iterates this afresh.
+    """
+
+    def __new__(cls, subject: str = "tests") -> FreshServiceToken:
+        fresh = super().__new__(cls, token("service", subject))
+        fresh.subject = subject
+        return fresh
+
+    subject: str
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(token("service", self.subject))
+
+
+SERVICE = FreshServiceToken()
 
 
 @asynccontextmanager

@@ -8,6 +8,7 @@ import time
 import aiohttp
 
 from dashboard import DashboardConfig, serve
+from foodmesh.core.auth import DEV_SECRET, mint_token
 from foodmesh.core.nats import Subjects, open_nats
 from foodmesh.sim.city import CENTER, build_city
 from foodmesh.sim.seed import seed_city
@@ -40,7 +41,9 @@ async def test_the_dashboard_shows_drivers_orders_and_details(
             health_every_s=0.2,
             targets={"catalog": mesh.catalog.target, "order": mesh.order.target},
         )  # fmt: skip
-        async with serve(config) as (_, port), aiohttp.ClientSession() as http:
+        # The dashboard needs an ops identity (issue 17): every request carries one.
+        ops = {"Authorization": f"Bearer {mint_token(DEV_SECRET, subject='ops_1', role='ops')}"}
+        async with serve(config) as (_, port), aiohttp.ClientSession(headers=ops) as http:
             base = f"http://127.0.0.1:{port}"
 
             async def snap() -> dict:  # type: ignore[type-arg]

@@ -16,7 +16,6 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from clients import ClientOptions, EtaClient
-from foodmesh.core.auth import DEV_SECRET, bearer, mint_token
 from foodmesh.roads import RoadGraph, decode_polyline
 from foodmesh.sim import history
 from foodmesh.v1 import common_pb2, eta_pb2
@@ -25,10 +24,11 @@ from servers.eta.reroute import deviation_m
 from servers.eta.training import TrainConfig, TrainResult, train
 from servers.runtime.config import Settings
 from servers.runtime.serve import run_service
+from tests.integration._location import FreshServiceToken
 
 pytestmark = pytest.mark.integration
 
-SERVICE = bearer(mint_token(DEV_SECRET, subject="tests", role="service"))
+SERVICE = FreshServiceToken()
 ES = eta_pb2.EstimateSource
 SEED_POINT = (37.7749, -122.4194)
 RESTAURANT = (37.7790, -122.4140)

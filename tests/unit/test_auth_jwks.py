@@ -115,12 +115,17 @@ async def test_the_async_check_fetches_in_a_thread() -> None:
     assert provider.fetches == 1
 
 
-def test_a_real_secret_keeps_service_tokens_working_beside_jwks() -> None:
-    v = verifier(Provider(jwk(RSA_KEY, "r1")), secret="prod-secret")
-    assert v.verify(mint_token("prod-secret", subject="order", role="service")).role == "service"
-    env = {"FOODMESH_AUTH_JWKS_URL": "https://id.example/jwks"}
-    assert TokenVerifier.from_env(env).secret is None  # the public dev secret: refused
-    assert TokenVerifier.from_env({**env, "FOODMESH_AUTH_SECRET": "s"}).secret == "s"
+def test_service_tokens_work_beside_jwks_but_hs256_user_tokens_do_not() -> None:
+    # Changed with issue 17: in JWKS mode user tokens come only from the provider, and the
+    # services' own calls carry service tokens under the service key.
+    env = {"FOODMESH_AUTH_JWKS_URL": "https://id.example/jwks", "FOODMESH_AUTH_SECRET": "s"}
+    v = TokenVerifier.from_env(env, services=True)
+    assert v.verify(mint_token("s", subject="order", role="service")).role == "service"
+    with pytest.raises(InvalidToken, match="HS256 is not accepted"):
+        v.verify(mint_token("s", subject="cus_1", role="customer"))
+    assert TokenVerifier.from_env(env).secret is None
+    with pytest.raises(InvalidToken, match="service tokens are not accepted"):
+        TokenVerifier.from_env(env).verify(mint_token("s", subject="order", role="service"))
     assert TokenVerifier.from_env({}).mode == "hs256"
 
 

@@ -1,10 +1,12 @@
-"""Our buf-style lint rules, checked over the descriptors of every contract.
+"""The contracts' own rules, which buf does not know, and a check that buf runs.
 
-buf is not on PyPI, so the rules we rely on are written here: naming (package,
-services, RPCs, messages, fields, enums), one request and one response message
-per RPC and never ``google.protobuf.Empty``, HTTP annotations whose path variables
-and bodies name real request fields, an access rule on every RPC, and a comment on
-every service, RPC, message, field, enum and enum value.
+buf (``foodmesh lint-proto``, part of ``./dev lint``, rules in ``proto/buf.yaml``)
+checks naming, one request and one response message per RPC and never
+``google.protobuf.Empty``, and a comment on every service, RPC, message, field, oneof,
+enum and enum value; and that no change breaks the contracts of the baseline commit.
+Here: HTTP annotations the gateway can serve (path variables and bodies naming real
+request fields), an access rule on every RPC, integer money, a comment on every
+extension (buf has no rule for those), and the design's services, routes and fields.
 """
 
 from __future__ import annotations
@@ -12,19 +14,19 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool
 
 import foodmesh.v1
-from foodmesh import gen
+from foodmesh import gen, protolint
 from foodmesh.v1 import common_pb2, options_pb2
 
-_SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
-_PASCAL = re.compile(r"^[A-Z][A-Za-z0-9]*$")
-_UPPER = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$")
 _PATH_VAR = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")
 _FD = descriptor.FieldDescriptor
 _PATH_SCALARS = {_FD.TYPE_STRING, _FD.TYPE_INT32, _FD.TYPE_INT64, _FD.TYPE_UINT32}
@@ -38,10 +40,6 @@ def _files() -> list[descriptor.FileDescriptor]:
         if mod.name.endswith("_pb2"):
             out.append(importlib.import_module(f"foodmesh.v1.{mod.name}").DESCRIPTOR)
     return out
-
-
-def _upper_snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
 
 
 def _messages(msgs: list[descriptor.Descriptor]) -> list[descriptor.Descriptor]:
@@ -117,104 +115,33 @@ def _lint_access(rpc: str, m: descriptor.MethodDescriptor) -> list[str]:
 
 
 def lint(files: list[descriptor.FileDescriptor]) -> list[str]:
-    """Every rule broken, as ``file: what`` lines (empty when the contracts are clean)."""
+    """Every project rule broken, as ``file: what`` lines (empty when the contracts are clean)."""
     problems: list[str] = []
-    rpc_messages: dict[str, str] = {}
     routes: dict[RouteKey, str] = {}
+    used: set[str] = set()
     for f in files:
-        where = f.name
-        if f.package != "foodmesh.v1":
-            problems.append(f"{where}: package is {f.package!r}, not 'foodmesh.v1'")
         for svc in f.services_by_name.values():
-            if not svc.name.endswith("Service") or not _PASCAL.match(svc.name):
-                problems.append(f"{where}: service {svc.name} must end in 'Service'")
             for m in svc.methods:
                 rpc = f"{svc.name}.{m.name}"
-                if not _PASCAL.match(m.name):
-                    problems.append(f"{where}: rpc {rpc} is not PascalCase")
-                for kind, msg, suffix in (
-                    ("request", m.input_type, "Request"),
-                    ("response", m.output_type, "Response"),
-                ):
-                    if msg.full_name.startswith("google.protobuf."):
-                        problems.append(f"{where}: {rpc} {kind} is {msg.full_name}")
-                    elif msg.name != f"{m.name}{suffix}":
-                        problems.append(
-                            f"{where}: {rpc} {kind} is {msg.name}, not {m.name}{suffix}"
-                        )
-                    other = rpc_messages.setdefault(msg.full_name, rpc)
-                    if other != rpc:
-                        problems.append(f"{where}: {msg.name} is used by {other} and {rpc}")
-                problems += [f"{where}: {p}" for p in _lint_http(rpc, m, routes)]
-                problems += [f"{where}: {p}" for p in _lint_access(rpc, m)]
-        for enum in list(f.enum_types_by_name.values()) + [
-            e for msg in _messages(list(f.message_types_by_name.values())) for e in msg.enum_types
-        ]:
-            prefix = _upper_snake(enum.name) + "_"
-            if enum.values[0].number != 0 or enum.values[0].name != prefix + "UNSPECIFIED":
-                problems.append(f"{where}: enum {enum.name} zero value must be {prefix}UNSPECIFIED")
-            for v in enum.values:
-                if not v.name.startswith(prefix) or not _UPPER.match(v.name):
-                    problems.append(f"{where}: enum value {v.name} must be {prefix}UPPER_SNAKE")
-        for msg in _messages(list(f.message_types_by_name.values())):
-            if not _PASCAL.match(msg.name):
-                problems.append(f"{where}: message {msg.name} is not PascalCase")
-            for field in msg.fields:
-                if not _SNAKE.match(field.name):
-                    problems.append(
-                        f"{where}: field {msg.name}.{field.name} is not lower_snake_case"
-                    )
+                used |= {m.input_type.full_name, m.output_type.full_name}
+                problems += [f"{f.name}: {p}" for p in _lint_http(rpc, m, routes)]
+                problems += [f"{f.name}: {p}" for p in _lint_access(rpc, m)]
     for f in files:
         for msg in f.message_types_by_name.values():
-            used = msg.full_name in rpc_messages
-            if msg.name.endswith(("Request", "Response")) and not used:
+            if msg.name.endswith(("Request", "Response")) and msg.full_name not in used:
                 problems.append(f"{f.name}: {msg.name} is named like an RPC's but no RPC uses it")
     return problems
 
 
-def _enum_elements(
-    e: descriptor_pb2.EnumDescriptorProto, path: tuple[int, ...]
-) -> Iterator[tuple[tuple[int, ...], str]]:
-    yield path, f"enum {e.name}"
-    for i, v in enumerate(e.value):
-        yield (*path, 2, i), f"enum value {v.name}"
-
-
-def _message_elements(
-    m: descriptor_pb2.DescriptorProto, path: tuple[int, ...]
-) -> Iterator[tuple[tuple[int, ...], str]]:
-    yield path, f"message {m.name}"
-    for i, fld in enumerate(m.field):
-        yield (*path, 2, i), f"field {m.name}.{fld.name}"
-    for i, nested in enumerate(m.nested_type):
-        yield from _message_elements(nested, (*path, 3, i))
-    for i, e in enumerate(m.enum_type):
-        yield from _enum_elements(e, (*path, 4, i))
-
-
-def _elements(f: descriptor_pb2.FileDescriptorProto) -> Iterator[tuple[tuple[int, ...], str]]:
-    """Every element that needs a comment, by its source-info path (descriptor.proto numbers)."""
-    for i, m in enumerate(f.message_type):
-        yield from _message_elements(m, (4, i))
-    for i, e in enumerate(f.enum_type):
-        yield from _enum_elements(e, (5, i))
-    for i, s in enumerate(f.service):
-        yield (6, i), f"service {s.name}"
-        for j, rpc in enumerate(s.method):
-            yield (6, i, 2, j), f"rpc {s.name}.{rpc.name}"
-    for i, ext in enumerate(f.extension):
-        yield (7, i), f"extension {ext.name}"
-
-
-def lint_comments(fds: descriptor_pb2.FileDescriptorSet) -> list[str]:
-    """Every service, RPC, message, field, enum and enum value without a leading comment."""
+def lint_extension_comments(fds: descriptor_pb2.FileDescriptorSet) -> list[str]:
+    """Every extension without a leading comment (buf's COMMENTS rules skip extensions)."""
     problems: list[str] = []
     for f in fds.file:
         documented = {
             tuple(loc.path) for loc in f.source_code_info.location if loc.leading_comments.strip()
         }
-        problems += [f"{f.name}: {what} has no comment" for path, what in _elements(f)
-                     if path not in documented]  # fmt: skip
+        problems += [f"{f.name}: extension {ext.name} has no comment"
+                     for i, ext in enumerate(f.extension) if (7, i) not in documented]  # fmt: skip
     return problems
 
 
@@ -236,10 +163,15 @@ def test_the_contracts_follow_the_lint_rules() -> None:
     assert lint(_files()) == []
 
 
-def test_every_contract_element_is_documented() -> None:
+def test_buf_finds_nothing_in_the_contracts() -> None:
+    assert protolint.lint() == []
+
+
+def test_every_extension_is_documented() -> None:
     fds = gen.descriptor_set()
     assert {f.name for f in fds.file} == {f.name for f in _files()}
-    assert lint_comments(fds) == []
+    assert [e.name for f in fds.file for e in f.extension]
+    assert lint_extension_comments(fds) == []
 
 
 def test_all_six_services_exist_with_the_designs_rpcs() -> None:
@@ -400,10 +332,11 @@ def test_money_is_integer_minor_units_everywhere() -> None:
                     pytest.fail(f"{msg.name}.{field.name} is money but not Money")
 
 
-# A contract that breaks every rule, to prove the lint reports each one.
+# Contracts that break every rule, to prove the lints report each one.
 
 
 def _bad_file() -> descriptor.FileDescriptor:
+    """Breaks the project's rules (buf's naming rules are the other test's)."""
     pool = descriptor_pool.DescriptorPool()
     for dep in (descriptor_pb2.DESCRIPTOR, http_pb2.DESCRIPTOR, annotations_pb2.DESCRIPTOR):
         pool.AddSerializedFile(dep.serialized_pb)
@@ -413,22 +346,16 @@ def _bad_file() -> descriptor.FileDescriptor:
         syntax="proto3",
         dependency=["google/api/annotations.proto"],
     )
-    fdp.message_type.add(name="thing_request").field.add(
-        name="BadField", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING
-    )
-    fdp.message_type.add(name="Reply")
+    fdp.message_type.add(name="GetRequest")
+    fdp.message_type.add(name="GetResponse")
     fdp.message_type.add(name="LonelyRequest")
-    color = fdp.enum_type.add(name="Color")
-    color.value.add(name="RED", number=0)
-    color.value.add(name="COLOR_Blue", number=1)
-    svc = fdp.service.add(name="Things")
+    svc = fdp.service.add(name="ThingService")
     get = svc.method.add(
-        name="Get", input_type=".bad.v1.thing_request", output_type=".bad.v1.Reply"
+        name="Get", input_type=".bad.v1.GetRequest", output_type=".bad.v1.GetResponse"
     )
     rule = get.options.Extensions[annotations_pb2.http]
     rule.get = "/api/v1/things/{thing_id}"
     rule.body = "*"
-    svc.method.add(name="Put", input_type=".bad.v1.thing_request", output_type=".bad.v1.Reply")
     pool.Add(fdp)
     return pool.FindFileByName("bad/bad.proto")
 
@@ -436,19 +363,9 @@ def _bad_file() -> descriptor.FileDescriptor:
 @pytest.mark.parametrize(
     "expected",
     [
-        "package is 'bad.v1'",
-        "service Things must end in 'Service'",
-        "Things.Get request is thing_request, not GetRequest",
-        "Things.Get response is Reply, not GetResponse",
-        "is used by Things.Get and Things.Put",
-        "enum Color zero value must be COLOR_UNSPECIFIED",
-        "enum value RED must be COLOR_UPPER_SNAKE",
-        "enum value COLOR_Blue must be COLOR_UPPER_SNAKE",
-        "field thing_request.BadField is not lower_snake_case",
-        "message thing_request is not PascalCase",
-        "Things.Get: path variable {thing_id} is not a request field",
-        "Things.Get: GET /api/v1/things/{thing_id} must not have a body",
-        "Things.Put: no (foodmesh.v1.access) rule",
+        "ThingService.Get: path variable {thing_id} is not a request field",
+        "ThingService.Get: GET /api/v1/things/{thing_id} must not have a body",
+        "ThingService.Get: no (foodmesh.v1.access) rule",
         "LonelyRequest is named like an RPC's but no RPC uses it",
     ],
 )
@@ -457,21 +374,112 @@ def test_the_lint_catches_each_broken_rule(expected: str) -> None:
     assert any(expected in p for p in problems), problems
 
 
-def test_the_comment_lint_catches_undocumented_elements() -> None:
+_BAD_PROTO = """\
+syntax = "proto3";
+
+package things.v1;
+
+import "google/api/annotations.proto";
+import "google/protobuf/empty.proto";
+
+// Things, named without the Service suffix.
+service Things {
+  // Gets a thing.
+  rpc Get(thing_request) returns (google.protobuf.Empty);
+  // Puts a thing, with Get's request.
+  rpc Put(thing_request) returns (PutResponse);
+}
+
+// A request named in snake case.
+message thing_request {
+  string BadField = 1;
+}
+
+// Put's response.
+message PutResponse {}
+
+enum Color {
+  // Red.
+  RED = 0;
+  // Blue.
+  COLOR_Blue = 1;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def buf_on_a_bad_contract(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    root = tmp_path_factory.mktemp("bad-proto")
+    (root / "things" / "v1").mkdir(parents=True)
+    (root / "things" / "v1" / "things.proto").write_text(_BAD_PROTO)
+    return protolint.lint(root)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "SERVICE_SUFFIX", "MESSAGE_PASCAL_CASE", "FIELD_LOWER_SNAKE_CASE",
+        "RPC_REQUEST_STANDARD_NAME", "RPC_RESPONSE_STANDARD_NAME", "RPC_REQUEST_RESPONSE_UNIQUE",
+        "ENUM_ZERO_VALUE_SUFFIX", "ENUM_VALUE_PREFIX", "ENUM_VALUE_UPPER_SNAKE_CASE",
+        "IMPORT_USED", "COMMENT_FIELD", "COMMENT_ENUM",
+    ],
+)  # fmt: skip
+def test_buf_lint_names_each_broken_rule(buf_on_a_bad_contract: list[str], rule: str) -> None:
+    assert any(line.endswith(f"({rule})") for line in buf_on_a_bad_contract), buf_on_a_bad_contract
+
+
+def test_buf_breaking_catches_a_deleted_field(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    shutil.copytree(gen.PROTO_ROOT, old)
+    shutil.copytree(gen.PROTO_ROOT, new)
+    common = new / "foodmesh" / "v1" / "common.proto"
+    text = common.read_text()
+    assert "int64 amount_minor = 1;" in text
+    common.write_text(text.replace("int64 amount_minor = 1;", "reserved 1;"))
+    assert protolint.breaking(old, old) == []
+    broken = protolint.breaking(new, old)
+    assert any("FIELD_NO_DELETE" in line and "Money" in line for line in broken), broken
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+def test_breaking_compares_with_the_previous_commit_on_main_and_skips_without_one(
+    tmp_path: Path,
+) -> None:
+    _git(tmp_path, "init", "-q", "-b", "main")
+    _git(tmp_path, "config", "user.email", "ci@example.invalid")
+    _git(tmp_path, "config", "user.name", "ci")
+    (tmp_path / "a").write_text("1")
+    _git(tmp_path, "add", "a")
+    _git(tmp_path, "commit", "-q", "-m", "first")
+    assert "no parent commit" in str(protolint.baseline(tmp_path))
+    (tmp_path / "a").write_text("2")
+    _git(tmp_path, "commit", "-q", "-am", "second")
+    base = protolint.baseline(tmp_path)
+    assert base == protolint.Baseline(_head(tmp_path, "HEAD~1"), "the previous commit")
+    _git(tmp_path, "checkout", "-q", "-b", "topic")
+    (tmp_path / "a").write_text("3")
+    _git(tmp_path, "commit", "-q", "-am", "third")
+    main = _head(tmp_path, "main")
+    assert protolint.baseline(tmp_path) == protolint.Baseline(main, "the merge base with main")
+    _git(tmp_path, "checkout", "-q", "--detach", "main")  # a CI checkout of main's tip
+    assert protolint.baseline(tmp_path) == base
+
+
+def _head(repo: Path, ref: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), "rev-parse", ref], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_the_extension_comment_lint_catches_an_undocumented_extension() -> None:
     fds = gen.descriptor_set()
-    order = next(f for f in fds.file if f.name == "foodmesh/v1/order.proto")
-    assert lint_comments(fds) == []
-    # Drop the comments of the first service, its first RPC and PlaceOrderRequest's first field.
-    place = [i for i, m in enumerate(order.message_type) if m.name == "PlaceOrderRequest"][0]
-    stripped = {(6, 0), (6, 0, 2, 0), (4, place, 2, 0)}
-    for loc in order.source_code_info.location:
-        if tuple(loc.path) in stripped:
+    options = next(f for f in fds.file if f.name == "foodmesh/v1/options.proto")
+    for loc in options.source_code_info.location:
+        if tuple(loc.path) == (7, 0):
             loc.leading_comments = ""
-    problems = lint_comments(fds)
-    assert sorted(problems) == sorted(
-        [
-            "foodmesh/v1/order.proto: service OrderService has no comment",
-            "foodmesh/v1/order.proto: rpc OrderService.PlaceOrder has no comment",
-            "foodmesh/v1/order.proto: field PlaceOrderRequest.idempotency_key has no comment",
-        ]
-    )
+    assert lint_extension_comments(fds) == [
+        f"foodmesh/v1/options.proto: extension {options.extension[0].name} has no comment"
+    ]

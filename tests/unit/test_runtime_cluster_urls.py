@@ -48,6 +48,7 @@ def test_settings_take_a_redis_cluster_and_every_node_of_a_nats_cluster() -> Non
         {
             "FOODMESH_REDIS_URL": "redis+cluster://r1:6379,r2:6379",
             "FOODMESH_NATS_URL": "nats://n1:4222, nats://n2:4222,nats://n3:4222",
+            "FOODMESH_DEV": "1",
         },
     )
     assert is_cluster_url(s.redis_url)
