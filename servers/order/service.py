@@ -1,7 +1,8 @@
 """OrderServicer: decode the request, call Catalog, pricing, ETA, payments and the store, encode.
 
 The domain lives in ``transitions`` (state machine, refunds), ``cart`` (menu
-pricing), ``pricing``/``eta`` (ports with fallbacks) and ``payments``/``sandbox``.
+pricing), ``pricing``/``eta`` (ports with fallbacks) and ``payments``/``sandbox``;
+PlaceOrder's steps are ``placement``.
 """
 
 from __future__ import annotations
