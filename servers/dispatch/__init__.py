@@ -2,11 +2,11 @@
 
 ``SPEC`` is what ``foodmesh serve dispatch`` runs. Its parts: ``scoring``,
 ``assignment``, ``matching`` and ``offers`` are pure (the decisions, shared with
-``foodmesh replay``); ``store`` is PostgreSQL (schema ``fleet``); ``engine`` runs
-the batches of the regions this replica leads (``leases``: NATS KV), offer
-expiry, the events in and the calls out; ``sessions`` delivers to drivers'
-streams from any replica; ``routes`` (pure) and ``navigator`` send drivers their
-routes and reroute them; ``service`` is the thin servicer.
+``foodmesh replay``); ``store`` is PostgreSQL (schema ``fleet``: one store per use
+case, on one pool); ``engine`` runs the batches of the regions this replica leads
+(``leases``: NATS KV), offer expiry, the events in and the calls out; ``sessions``
+delivers to drivers' streams from any replica; ``routes`` (pure) and ``navigator``
+send drivers their routes and reroute them; ``service`` is the thin servicer.
 
 Settings (``FOODMESH_DISPATCH_*``):
 
@@ -57,7 +57,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     from servers.dispatch.navigator import Navigator, NavigatorConfig
     from servers.dispatch.service import DispatchServicer
     from servers.dispatch.sessions import SessionHub
-    from servers.dispatch.store import FleetStore
+    from servers.dispatch.store import Fleet
 
     s = resources.settings
     config = EngineConfig.from_extra(s.extra)
@@ -70,7 +70,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     travel = None
     if (t := resources.configured_target("eta")) is not None:
         travel = EtaClient(t, options=options)
-    store = FleetStore(resources.pg, event_builder(resources.subjects))
+    fleet = Fleet.on(resources.pg, event_builder(resources.subjects))
     hub = SessionHub(lambda: resources.nats, resources.subjects)
 
     async def kv():  # type: ignore[no-untyped-def]
@@ -80,7 +80,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
 
     owner = f"{s.host}-{uuid.uuid4().hex[:8]}"
     engine = Engine(
-        store=store,
+        fleet=fleet,
         hub=hub,
         location=location,
         orders=orders,
@@ -91,7 +91,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         config=config,
     )
     navigator = Navigator(
-        store=store,
+        fleet=fleet,
         eta=travel,
         location=location,
         nats=lambda: resources.nats,
@@ -99,7 +99,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         config=NavigatorConfig.from_extra(s.extra),
     )
     servicer = DispatchServicer(
-        store=store, engine=engine, navigator=navigator, order_steps=bare, secret=s.service_key
+        fleet=fleet, engine=engine, navigator=navigator, order_steps=bare, secret=s.service_key
     )
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(servicer, server)
     engine.start()

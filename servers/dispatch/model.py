@@ -50,6 +50,11 @@ class Assignment:
     created_at: dt.datetime
     updated_at: dt.datetime
 
+    def __post_init__(self) -> None:
+        # Read from PostgreSQL (psycopg's class_row) the status is its text.
+        if not isinstance(self.status, AssignmentStatus):
+            object.__setattr__(self, "status", AssignmentStatus(self.status))
+
 
 @dataclass(frozen=True, slots=True)
 class OfferRow:

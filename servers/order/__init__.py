@@ -23,9 +23,6 @@ Settings (``FOODMESH_ORDER_*``):
 - ``SETTLE_EVERY_S``: how often payment operations left pending (the provider did not
   answer after a delivery or cancellation committed) are retried (5);
 - ``RELEASE_EVERY_S``: how often scheduled orders due for the kitchen are released (1);
-- ``CRASH_AT``: fault injection for the chaos tests only: ``authorized`` (after the card
-  hold, before the commit) or ``placed`` (after the commit, before the relay publishes)
-  kills the process with SIGKILL at that point of PlaceOrder.
 
 Scheduled orders (``DELIVERY_OPTION_SCHEDULED``, 30 minutes to 7 days ahead) are
 placed and paid at once but announced as ``orders.v1.scheduled``; at
@@ -50,6 +47,7 @@ from foodmesh.core.events import ORDERS
 from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import order_pb2_grpc
 from servers.order.payments import PaymentProvider
+from servers.order.placement import PlacementHooks
 from servers.order.relay import GatheringRelay
 from servers.runtime.outbox import OutboxRelay
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
@@ -62,14 +60,20 @@ STREAM = ORDERS.name
 
 
 async def build(
-    server: grpc.aio.Server, resources: Resources, *, payments: PaymentProvider | None = None
+    server: grpc.aio.Server,
+    resources: Resources,
+    *,
+    payments: PaymentProvider | None = None,
+    hooks: PlacementHooks | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """Wires the service's parts and starts the relay, the change feed and the settler.
 
-    ``payments`` replaces the sandbox provider (a test hands in one that fails).
+    ``payments`` replaces the sandbox provider (a test hands in one that fails);
+    ``hooks`` are told the points PlaceOrder passes (a chaos test kills the process there).
     """
     from clients.catalog import CachedCatalog
     from servers.order.eta import FallbackEta, RemoteEta
+    from servers.order.placement import NO_HOOKS
     from servers.order.pricing import FallbackPricing, RemotePricing
     from servers.order.sandbox import SandboxProvider
     from servers.order.service import OrderServicer, Ports
@@ -107,7 +111,7 @@ async def build(
         subjects=resources.subjects,
         feed=feed,
         watch_poll_s=float(s.extra.get("FOODMESH_ORDER_WATCH_POLL_S", "5")),
-        crash_at=s.extra.get("FOODMESH_ORDER_CRASH_AT", ""),
+        hooks=hooks or NO_HOOKS,
     )  # fmt: skip
     order_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
     feed.start()
