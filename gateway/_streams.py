@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 from prometheus_client import Gauge
 
 from foodmesh.core.auth import Principal
+from foodmesh.core.streams import StreamSlots, TooManyStreams
 from gateway._config import GatewayConfig
 from gateway._errors import (
     GatewayError,
@@ -30,7 +31,6 @@ from gateway._errors import (
     with_request_id,
 )
 from gateway._http import json_response
-from gateway._limits import StreamSlots, TooManyStreams
 from gateway._routes import Route
 from gateway._transcode import message_json
 from gateway._upstreams import Upstreams
@@ -49,7 +49,9 @@ class Streams:
         self.config = config
         self.upstreams = upstreams
         self.slots = StreamSlots(
-            per_caller=config.max_streams_per_caller, per_order=config.max_streams_per_order
+            per_caller=config.max_streams_per_caller,
+            per_order=config.max_streams_per_order,
+            unit="route",
         )
 
     def slot(self, route: Route, principal: Principal, msg: Message) -> Callable[[], None]:
@@ -63,7 +65,7 @@ class Streams:
             wait = self.config.retry_after_s
             raise GatewayError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{exc}; close one, or retry in {wait} s",
+                f"{exc.message}, or retry in {wait} s",
                 [error_info("TOO_MANY_STREAMS")],
                 headers={"Retry-After": str(wait)},
             ) from None

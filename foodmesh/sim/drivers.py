@@ -69,7 +69,7 @@ _TZ = ZoneInfo("America/Los_Angeles")
 
 
 def traffic_multiplier(when: dt.datetime) -> float:
-    """The seed's time-of-day table: weekday rush 1.5x, weekday lunch 1.2x, weekend midday 1.3x."""
+    """The design's time-of-day table: weekday rush 1.5x, weekday lunch 1.2x, weekend 1.3x."""
     local = when.astimezone(_TZ)
     hour = local.hour
     if local.weekday() < 5:

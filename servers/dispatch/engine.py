@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
+from foodmesh.core.events import DRIVER_PRESENCE, LOCATION, ORDER_EVENTS, ORDERS
 from foodmesh.core.geo import geohash_encode
 from foodmesh.core.nats import Subjects, ensure_stream
 from foodmesh.core.telemetry import consumer_span
@@ -552,23 +553,19 @@ class Engine:
                 await sub.unsubscribe()
 
     async def _orders_loop(self) -> None:
-        stream = self.subjects.stream("ORDERS")
         await self._consume(
-            stream,
-            self.subjects.subject("orders.v1.>"),
+            self.subjects.stream(ORDERS.name),
+            self.subjects.subject(ORDER_EVENTS.all),
             "dispatch-orders",
             self._on_order,
-            StreamConfig(
-                name=stream, subjects=[self.subjects.subject("orders.v1.>")], max_age=7 * 86400
-            ),
+            ORDERS.config(self.subjects),
         )
 
     async def _on_order(self, msg: Any) -> None:
         kind = msg.subject.rsplit(".", 1)[-1]
         if kind not in ("confirmed", "cancelled"):
             return
-        ev = order_pb2.OrderEvent()
-        ev.ParseFromString(msg.data)
+        ev = ORDER_EVENTS.decode(msg.data)
         o = ev.order
         now = self.clock()
         if kind == "confirmed":
@@ -608,18 +605,16 @@ class Engine:
             await self.tell_location(before.driver_id, DS.DRIVER_STATUS_AVAILABLE)
 
     async def _presence_loop(self) -> None:
-        stream = self.subjects.stream("LOCATION")
         await self._consume(
-            stream,
-            self.subjects.subject("location.v1.presence"),
+            self.subjects.stream(LOCATION.name),
+            self.subjects.subject(DRIVER_PRESENCE.name),
             "dispatch-presence",
             self._on_presence,
             None,
         )
 
     async def _on_presence(self, msg: Any) -> None:
-        ev = location_pb2.DriverPresenceEvent()
-        ev.ParseFromString(msg.data)
+        ev = DRIVER_PRESENCE.decode(msg.data)
         if ev.online:
             return
         await self.driver_lost(ev.driver_id, "the driver went offline (no location for a while)")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from servers.dispatch.offers import AssignmentStatus
 
-__all__ = ["Assignment", "Driver", "OfferRow", "OutboxEvent", "OrderCall", "SessionState"]
+__all__ = ["Assignment", "Driver", "OfferRow", "OrderCall", "SessionState"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +66,6 @@ class OfferRow:
     created_at: dt.datetime
     expire_at: dt.datetime
     answered_at: dt.datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    event_id: str
-    subject: str
-    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from foodmesh.core.events import DRIVER_LOCATIONS
 from foodmesh.core.nats import Subjects
 from foodmesh.v1 import common_pb2, dispatch_pb2, eta_pb2, location_pb2
 from servers.dispatch import metrics
@@ -321,7 +322,7 @@ class Navigator:
         try:
             nc = self._nats()
             sub = await nc.subscribe(
-                self._subjects.subject(f"location.v1.driver.{driver_id}"),
+                self._subjects.subject(DRIVER_LOCATIONS.subject(driver_id)),
                 cb=on_fix,
                 pending_msgs_limit=16,
             )

@@ -24,9 +24,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from foodmesh.core.errors import FailedPrecondition, NotFound
 from servers.dispatch.matching import Proposal
-from servers.dispatch.model import Assignment, Driver, OfferRow, OrderCall, OutboxEvent
+from servers.dispatch.model import Assignment, Driver, OfferRow, OrderCall
 from servers.dispatch.offers import HELD, POOL, Action, AssignmentStatus, OfferRules, step
-from servers.runtime.outbox import enqueue, first_delivery
+from servers.runtime.outbox import OutboxEvent, enqueue_event, first_delivery
 
 __all__ = ["Announce", "FleetStore", "NewOrder", "ts"]
 
@@ -104,7 +104,7 @@ class FleetStore:
         reason: str = "",
     ) -> None:
         ev = self.announce(kind, a, offer, reason)
-        await enqueue(conn, _SCHEMA, subject=ev.subject, payload=ev.payload, event_id=ev.event_id)
+        await enqueue_event(conn, _SCHEMA, ev)
 
     @staticmethod
     async def _one(

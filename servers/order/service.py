@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from clients.catalog import CatalogPort
 from foodmesh.core.auth import Principal
 from foodmesh.core.errors import (
     Aborted,
@@ -31,6 +32,7 @@ from foodmesh.core.errors import (
     Unavailable,
     Violations,
 )
+from foodmesh.core.events import ORDER_EVENTS
 from foodmesh.core.geo import METERS_PER_MILE
 from foodmesh.core.nats import Subjects
 from foodmesh.core.tasks import stop_tasks
@@ -40,7 +42,7 @@ from servers.order import convert, metrics
 from servers.order.cart import price_lines
 from servers.order.eta import EtaInput, EtaPort
 from servers.order.ids import new_order_id
-from servers.order.model import Change, Entry, Order, OutboxEvent
+from servers.order.model import Change, Entry, Order
 from servers.order.payments import (
     PaymentDeclined,
     PaymentError,
@@ -64,33 +66,13 @@ from servers.order.transitions import (
 from servers.order.watch import ChangeFeed
 from servers.runtime.auth import require
 from servers.runtime.context import time_left
-from servers.runtime.outbox import OutboxRelay
+from servers.runtime.outbox import OutboxEvent, OutboxRelay
 
 __all__ = ["CatalogPort", "DriverRatings", "OrderServicer", "Ports"]
 
 _log = logging.getLogger("foodmesh.order")
 _PIN = re.compile(r"[0-9]{4}")
 Ctx = grpc.aio.ServicerContext[Any, Any]
-
-
-class CatalogPort(Protocol):
-    """The Catalog as PlaceOrder and RateOrder need it (``clients.CatalogClient`` fits)."""
-
-    async def get_restaurant(
-        self, request: catalog_pb2.GetRestaurantRequest, *, deadline_s: float | None = ...
-    ) -> catalog_pb2.GetRestaurantResponse: ...
-
-    async def get_menu(
-        self, request: catalog_pb2.GetMenuRequest, *, deadline_s: float | None = ...
-    ) -> catalog_pb2.GetMenuResponse: ...
-
-    async def check_delivery(
-        self, request: catalog_pb2.CheckDeliveryRequest, *, deadline_s: float | None = ...
-    ) -> catalog_pb2.CheckDeliveryResponse: ...
-
-    async def add_review(
-        self, request: catalog_pb2.AddReviewRequest, *, deadline_s: float | None = ...
-    ) -> catalog_pb2.AddReviewResponse: ...
 
 
 class DriverRatings(Protocol):
@@ -198,7 +180,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         )
         ev.event_time.FromDatetime(e.at)
         return OutboxEvent(
-            subject=self.subjects.subject(f"orders.v1.{name or e.status.value}"),
+            subject=self.subjects.subject(ORDER_EVENTS.subject(name or e.status.value)),
             event_id=ev.event_id,
             payload=ev.SerializeToString(),
         )
@@ -212,7 +194,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         )
         ev.event_time.GetCurrentTime()
         return OutboxEvent(
-            subject=self.subjects.subject("orders.v1.placed"),
+            subject=self.subjects.subject(ORDER_EVENTS.subject("placed")),
             event_id=ev.event_id,
             payload=ev.SerializeToString(),
         )
