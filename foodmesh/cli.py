@@ -13,7 +13,6 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from types import ModuleType
 
 from foodmesh import __version__
 from foodmesh.commands import (
@@ -31,13 +30,13 @@ from foodmesh.commands import (
     train_eta,
     up,
 )
-from foodmesh.commands._common import CliError, UsageError
+from foodmesh.commands._common import CliError, Command, UsageError
 from foodmesh.core.auth import AuthConfigError
 
 __all__ = ["main"]
 
 #: In the order ``foodmesh --help`` lists them.
-_COMMANDS: dict[str, ModuleType] = {
+_COMMANDS: dict[str, Command] = {
     "infra": infra,
     "migrate": migrate,
     "gen": gen,
@@ -85,8 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from foodmesh.infra.errors import InfraError
 
     try:
-        status: int = command.run(args)
-        return status
+        return command.run(args)
     except KeyboardInterrupt:
         return 130
     except UsageError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from foodmesh.core.auth import AuthConfigError, AuthSettings, auth_settings
 
@@ -13,10 +13,20 @@ if TYPE_CHECKING:
     Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 __all__ = [
-    "URL_VARS", "CliError", "Subparsers", "UsageError", "auth", "state_dir", "urls",
+    "URL_VARS", "CliError", "Command", "Subparsers", "UsageError", "auth", "state_dir", "urls",
 ]  # fmt: skip
 
 URL_VARS = ("FOODMESH_POSTGRES_URL", "FOODMESH_REDIS_URL", "FOODMESH_NATS_URL")
+
+
+class Command(Protocol):
+    """A command module. It may also set ``LOG_FORMAT`` (None: it sets up its own logging)."""
+
+    def add_parser(self, sub: Subparsers) -> None:
+        """Adds the command (its name, help and options) to ``foodmesh``'s subparsers."""
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Runs the parsed command; returns the exit status."""
 
 
 class CliError(Exception):
