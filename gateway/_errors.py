@@ -1,4 +1,5 @@
-"""Errors of the gateway as ``google.rpc.Status``, and gRPC codes mapped to HTTP statuses."""
+"""Errors of the gateway as ``google.rpc.Status``, gRPC codes mapped to HTTP statuses, and an
+upstream's failed call as the gateway's error."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import grpc
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from foodmesh.v1 import options_pb2
 
@@ -24,6 +26,8 @@ __all__ = [
     "status_from_proto",
     "status_json",
     "unpack_known",
+    "upstream_error",
+    "with_request_id",
 ]
 
 #: The ErrorInfo domain of errors the gateway itself raises.
@@ -138,3 +142,41 @@ def unpack_known(details: Iterable[any_pb2.Any]) -> list[Message]:
                 d.Unpack(m)
                 known.append(m)
     return known
+
+
+def with_request_id(details: list[Any], request_id: str) -> list[Any]:
+    """The details with a RequestInfo naming the request (the service's own, if it sent one)."""
+    for d in details:
+        if isinstance(d, error_details_pb2.RequestInfo) or (
+            isinstance(d, any_pb2.Any) and d.Is(error_details_pb2.RequestInfo.DESCRIPTOR)
+        ):
+            return details
+    return [*details, error_details_pb2.RequestInfo(request_id=request_id)]
+
+
+def upstream_error(
+    err: grpc.aio.AioRpcError,
+    path: str,
+    rules: Sequence[options_pb2.HttpErrorRule] = (),
+) -> GatewayError:
+    """A failed upstream call as the error the client gets: the service's own status and
+    details when they arrived whole (HTTP status by ``rules``), else one naming ``path``."""
+    try:
+        status = rpc_status.from_call(err)
+    except ValueError:  # details that disagree with the call's code (trailers cut short)
+        status = None
+    if status is not None:
+        code, details = status_from_proto(status)
+        return GatewayError(
+            code,
+            status.message,
+            list(details),
+            http=http_status(code, unpack_known(details), rules),
+        )
+    code = err.code()
+    message = err.details() or code.name
+    if code == grpc.StatusCode.UNAVAILABLE:
+        message = "the service behind this route is unavailable; retry shortly"
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        message = "the service behind this route did not answer in time"
+    return GatewayError(code, message, [error_info(code.name, path=path)])

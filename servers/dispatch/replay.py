@@ -1,4 +1,4 @@
-"""``foodmesh replay TRACE.json``: a city's day through the live matching code, on a virtual clock.
+"""A city's day through the live matching code, on a virtual clock: ``foodmesh replay``'s engine.
 
 The decisions are the live service's own — ``matching.plan_batch`` (filters,
 scores, the solver or the greedy baseline) and ``offers.OfferRules`` (expiry,
@@ -11,22 +11,18 @@ lapse). Couriers move along straight lines (haversine) at ``speed_mps``.
 
 The trace format is ``foodmesh-trace/1``, read by :mod:`foodmesh.core.trace`; ``generate_trace``
 writes one (a synthetic city with a lunch and a dinner peak) for tests and
-benchmarks. Metrics are those TRACE.md lists.
+benchmarks. Metrics are those TRACE.md lists. The command itself (its options, the
+table it prints) is :mod:`foodmesh.commands.replay`.
 """
 
 from __future__ import annotations
 
-import argparse
 import heapq
-import json
 import logging
 import math
 import random
-import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -44,8 +40,6 @@ __all__ = [
     "TraceError",
     "generate_trace",
     "load_trace",
-    "main",
-    "run_cli",
     "simulate",
 ]
 
@@ -396,96 +390,3 @@ def simulate(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metr
         sim_hours=final / 3600,
         wall_s=time.perf_counter() - started,
     )
-
-
-_ROWS = [
-    ("orders delivered", "delivered", "{:d}"),
-    ("orders unassigned", "unassigned", "{:d}"),
-    ("click-to-door mean (min)", "click_to_door_mean_min", "{:.1f}"),
-    ("click-to-door p90 (min)", "click_to_door_p90_min", "{:.1f}"),
-    ("on time (share)", "on_time_share", "{:.1%}"),
-    ("food wait mean (min)", "food_wait_mean_min", "{:.1f}"),
-    ("courier idle (share)", "courier_idle_share", "{:.1%}"),
-    ("offers per order", "offers_per_order", "{:.2f}"),
-    ("deciding, wall (s)", "decide_wall_s", "{:.2f}"),
-    ("batches", "batches", "{:d}"),
-    ("simulated hours", "sim_hours", "{:.1f}"),
-    ("replay wall (s)", "wall_s", "{:.1f}"),
-]
-
-
-def table(results: Sequence[Metrics]) -> str:
-    head = f"{'':28}" + "".join(f"{m.policy:>12}" for m in results)
-    lines = [head, "-" * len(head)]
-    for label, key, fmt in _ROWS:
-        lines.append(f"{label:28}" + "".join(f"{fmt.format(getattr(m, key)):>12}" for m in results))
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="foodmesh replay", description="Replay a foodmesh-trace/1 through the dispatch code."
-    )
-    p.add_argument("trace", nargs="?", help="the trace (JSON); omit with --generate")
-    p.add_argument("--policy", choices=("batch", "greedy", "both"), default="both")
-    p.add_argument("--accept-prob", type=float, default=0.9)
-    p.add_argument("--batch-interval", type=float, default=2.0, help="seconds (default 2)")
-    p.add_argument(
-        "--generate",
-        type=int,
-        metavar="ORDERS",
-        help="replay a generated trace of this many orders instead",
-    )
-    p.add_argument("--couriers", type=int, default=300, help="with --generate (default 300)")
-    p.add_argument("--write", help="with --generate: also save the trace here")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    args = p.parse_args(argv)
-    if not 0 <= args.accept_prob <= 1:
-        p.error("--accept-prob must be between 0 and 1")
-    try:
-        if args.generate:
-            doc = generate_trace(orders=args.generate, couriers=args.couriers, seed=args.seed)
-            if args.write:
-                Path(args.write).write_text(json.dumps(doc))
-            trace = load_trace(doc)
-        elif args.trace:
-            trace = load_trace(args.trace)
-        else:
-            p.error("give a TRACE.json or --generate ORDERS")
-    except TraceError as exc:
-        print(f"foodmesh replay: {exc}", file=sys.stderr)
-        return 2
-    policies: list[Policy] = ["batch", "greedy"] if args.policy == "both" else [args.policy]
-    results = []
-    for policy in policies:
-        cfg = SimConfig(
-            policy=policy,
-            accept_prob=args.accept_prob,
-            batch_interval_s=args.batch_interval,
-            seed=args.seed,
-        )
-        _log.info(
-            "replaying %s (%d orders, %d couriers) with policy %s",
-            trace.name,
-            len(trace.orders),
-            len(trace.couriers),
-            policy,
-        )
-        results.append(simulate(trace, cfg, progress=True))
-    if args.json:
-        print(json.dumps({"trace": trace.name, "results": [asdict(m) for m in results]}))
-    else:
-        print(f"trace {trace.name}: {len(trace.orders)} orders, {len(trace.couriers)} couriers")
-        print(table(results))
-    return 0
-
-
-def run_cli(argv: Sequence[str]) -> int:
-    """``foodmesh replay ...``: progress on stderr, the table (or JSON) on stdout."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-5s %(message)s")
-    return main(argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_cli(sys.argv[1:]))

@@ -96,3 +96,27 @@ def test_foodmesh_replay_prints_the_metrics_of_both_policies(
     path.write_text("{}")
     assert foodmesh_main(["replay", str(path)]) == 2
     assert "format" in capsys.readouterr().err
+
+
+def test_replay_is_a_subcommand_of_the_foodmesh_parser(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as listed:
+        foodmesh_main(["--help"])
+    assert listed.value.code == 0
+    assert "replay" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as own:
+        foodmesh_main(["replay", "--help"])
+    assert own.value.code == 0
+    assert "usage: foodmesh replay" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as usage:
+        foodmesh_main(["replay"])
+    assert usage.value.code == 2
+    assert "foodmesh replay: error: give a TRACE.json or --generate ORDERS" in (
+        capsys.readouterr().err
+    )
+    path = tmp_path / "trace.json"
+    path.write_text(json.dumps(small(orders=20)))
+    # the global options come before the command, as for every other command
+    assert foodmesh_main(["-v", "replay", str(path), "--policy", "greedy", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["delivered"] == 20

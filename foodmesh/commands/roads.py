@@ -6,12 +6,15 @@ import argparse
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from foodmesh.commands._common import Subparsers
 
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Subparsers) -> None:
     """Adds ``roads`` and its subcommands to the ``foodmesh`` parser's subparsers."""
     roads = sub.add_parser("roads", help="road graph: import OSM, info, route")
     rs = roads.add_subparsers(dest="roads_command", required=True)
