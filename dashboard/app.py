@@ -532,8 +532,8 @@ def main() -> int:
     """Runs the dashboard until SIGTERM/SIGINT; settings from the environment."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
+        config = DashboardConfig.from_env()  # who may call first, then how (as the gateway)
         require_tls_outside_dev(TlsFiles.from_env(), who="dashboard", serves=False, dials=True)
-        config = DashboardConfig.from_env()
     except (TlsConfigError, AuthConfigError) as exc:
         print(f"dashboard: {exc}", flush=True)
         return 1

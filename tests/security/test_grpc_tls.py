@@ -165,6 +165,8 @@ def test_the_gateway_and_dashboard_refuse_plaintext_upstreams_outside_dev_mode(
 ) -> None:
     for var in ("FOODMESH_DEV", "FOODMESH_TLS_CA", "FOODMESH_TLS_CERT", "FOODMESH_TLS_KEY"):
         monkeypatch.delenv(var, raising=False)
+    # A real secret: what is missing is TLS (each process checks its secret first).
+    monkeypatch.setenv("FOODMESH_AUTH_SECRET", "x" * 40)
     if app == "gateway":
         from gateway.app import main
     else:
