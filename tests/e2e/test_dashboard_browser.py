@@ -94,7 +94,11 @@ async def test_the_dashboard_draws_moving_drivers_and_orders(
                 # the map has roads drawn (the default city) and restaurants
                 roads = await page.evaluate("() => Object.keys(map.roads).length")  # type: ignore[attr-defined]
                 assert roads >= 1
-                assert await page.evaluate("() => map.restaurants.length") == 10  # type: ignore[attr-defined]
+                # restaurants come from the Catalog once an ops viewer's token lets the
+                # dashboard ask (a reload of the map follows): wait for them, do not race
+                await page.wait_for_function(  # type: ignore[attr-defined]
+                    "() => map.restaurants.length === 10", timeout=15_000
+                )
                 # clicking the order line opens its timeline
                 await page.evaluate(  # type: ignore[attr-defined]
                     "() => showDetails({kind: 'order', id: picture.orders[0][0]})"
