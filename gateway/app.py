@@ -43,7 +43,7 @@ from prometheus_client import Gauge, Histogram
 from foodmesh.core import telemetry
 from foodmesh.core.auth import InvalidToken, Principal, TokenVerifier
 from foodmesh.core.metrics import serve_metrics
-from foodmesh.core.tls import TlsConfigError, require_tls_outside_dev
+from foodmesh.core.tls import TlsConfigError, TlsFiles, require_tls_outside_dev
 from foodmesh.v1 import options_pb2
 from gateway._config import ConfigError, GatewayConfig, service_key
 from gateway._docs import DOCS_HTML, DOCS_INIT_JS, asset
@@ -987,11 +987,18 @@ async def _run(config: GatewayConfig) -> None:
 def main(host: str | None = None, port: int | None = None) -> int:
     """Runs the gateway until SIGTERM/SIGINT; settings from the environment."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    problems: list[str] = []
     try:
         config = GatewayConfig.from_env()
-        require_tls_outside_dev(config.tls, who="gateway", serves=False, dials=True)
-    except (ConfigError, TlsConfigError) as exc:
-        print(f"gateway: {exc}", flush=True)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:  # also after a wrong setting: one start names every refusal
+        require_tls_outside_dev(TlsFiles.from_env(), who="gateway", serves=False, dials=True)
+    except TlsConfigError as exc:
+        problems.append(str(exc))
+    if problems:
+        for problem in dict.fromkeys(problems):
+            print(f"gateway: {problem}", flush=True)
         return 1
     config = dataclasses.replace(
         config,
