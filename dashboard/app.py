@@ -38,16 +38,16 @@ from foodmesh.core.nats import Subjects, open_nats
 from foodmesh.core.services import KNOWN
 from foodmesh.core.settings import (
     NATS_SCHEMES,
-    ConfigError,
     auth_from_env,
     env_namespace,
     env_port,
     env_str,
     env_targets,
     env_url,
+    read_at_start,
 )
 from foodmesh.core.tasks import stop_tasks
-from foodmesh.core.tls import TlsConfigError, TlsFiles, require_tls_outside_dev
+from foodmesh.core.tls import TlsFiles
 from foodmesh.v1 import (
     catalog_pb2,
     dispatch_pb2,
@@ -536,18 +536,8 @@ def _channel(target: str) -> grpc.aio.Channel:
 def main() -> int:
     """Runs the dashboard until SIGTERM/SIGINT; settings from the environment."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    problems: list[str] = []
-    try:
-        config = DashboardConfig.from_env()
-    except ConfigError as exc:
-        problems.append(str(exc))
-    try:  # also after a wrong setting: one start names every refusal
-        require_tls_outside_dev(TlsFiles.from_env(), who="dashboard", serves=False, dials=True)
-    except TlsConfigError as exc:
-        problems.append(str(exc))
-    if problems:
-        for problem in dict.fromkeys(problems):
-            print(f"dashboard: {problem}", flush=True)
+    config = read_at_start("dashboard", DashboardConfig.from_env)
+    if config is None:
         return 1
     try:
         asyncio.run(_run(config))

@@ -43,9 +43,9 @@ from prometheus_client import Gauge, Histogram
 from foodmesh.core import telemetry
 from foodmesh.core.auth import InvalidToken, Principal, TokenVerifier
 from foodmesh.core.metrics import serve_metrics
-from foodmesh.core.tls import TlsConfigError, TlsFiles, require_tls_outside_dev
+from foodmesh.core.settings import read_at_start
 from foodmesh.v1 import options_pb2
-from gateway._config import ConfigError, GatewayConfig, service_key
+from gateway._config import GatewayConfig, service_key
 from gateway._docs import DOCS_HTML, DOCS_INIT_JS, asset
 from gateway._errors import (
     GatewayError,
@@ -987,18 +987,8 @@ async def _run(config: GatewayConfig) -> None:
 def main(host: str | None = None, port: int | None = None) -> int:
     """Runs the gateway until SIGTERM/SIGINT; settings from the environment."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    problems: list[str] = []
-    try:
-        config = GatewayConfig.from_env()
-    except ConfigError as exc:
-        problems.append(str(exc))
-    try:  # also after a wrong setting: one start names every refusal
-        require_tls_outside_dev(TlsFiles.from_env(), who="gateway", serves=False, dials=True)
-    except TlsConfigError as exc:
-        problems.append(str(exc))
-    if problems:
-        for problem in dict.fromkeys(problems):
-            print(f"gateway: {problem}", flush=True)
+    config = read_at_start("gateway", GatewayConfig.from_env)
+    if config is None:
         return 1
     config = dataclasses.replace(
         config,

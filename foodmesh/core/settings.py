@@ -17,7 +17,7 @@ from typing import TypeVar
 from foodmesh.core.auth import AuthConfigError, AuthSettings, auth_settings
 from foodmesh.core.errors import ConfigError
 from foodmesh.core.telemetry import EXPORTERS, exporter_from_env
-from foodmesh.core.tls import TlsConfigError, TlsFiles
+from foodmesh.core.tls import TlsConfigError, TlsFiles, require_tls_outside_dev
 
 __all__ = [
     "LOG_LEVELS",
@@ -37,6 +37,7 @@ __all__ = [
     "env_str",
     "env_targets",
     "env_url",
+    "read_at_start",
     "tls_from_env",
     "trace_exporter",
 ]
@@ -213,3 +214,25 @@ def auth_from_env(env: Mapping[str, str], *, process: str) -> AuthSettings:
         return auth_settings(env, process=process)
     except AuthConfigError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def read_at_start(process: str, read: Callable[[], T]) -> T | None:
+    """``read()`` the settings of an edge process (gateway, dashboard) and check that it
+    calls the services over TLS outside dev mode.
+
+    Every refusal is printed as one line ``<process>: <what is wrong>``, so one start
+    names them all; None when there was any (the process exits 1).
+    """
+    problems: list[str] = []
+    value: T | None = None
+    try:
+        value = read()
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        require_tls_outside_dev(TlsFiles.from_env(), who=process, serves=False, dials=True)
+    except TlsConfigError as exc:
+        problems.append(str(exc))
+    for problem in dict.fromkeys(problems):  # a bad TLS file is named by both, once
+        print(f"{process}: {problem}", flush=True)
+    return None if problems else value
