@@ -103,7 +103,7 @@ async def _redis() -> AsyncIterator[str]:
 def _points(
     graph: RoadGraph, n: int, seed: int, radius_m: float = 5000.0
 ) -> list[tuple[float, float]]:
-    """Road points within ``radius_m`` of the seed's point (where deliveries happen)."""
+    """Road points within ``radius_m`` of the design's point (where deliveries happen)."""
     rng = np.random.default_rng(seed)
     cx, cy = graph.plane.to_xy(*CENTER)
     near = np.flatnonzero(np.hypot(graph.x - cx, graph.y - cy) < radius_m)

@@ -378,19 +378,20 @@ async def _subscriber(
     """Fix-to-subscriber latency: device time of each fix to its receipt here."""
     import nats
 
-    from foodmesh.v1 import location_pb2
+    from foodmesh.core.events import DRIVER_LOCATIONS
+    from foodmesh.core.nats import Subjects
 
     samples: list[float] = []
     nc = await nats.connect(nats_url)
 
     async def on_msg(msg: Any) -> None:
-        ev = location_pb2.DriverLocationEvent.FromString(msg.data)
+        ev = DRIVER_LOCATIONS.decode(msg.data)
         sent = ev.position.last_updated.ToNanoseconds() / 1e9
         if sent >= since:
             samples.append(time.time() - sent)
 
     for d in driver_ids:
-        await nc.subscribe(f"{NS}.location.v1.driver.{d}", cb=on_msg)
+        await nc.subscribe(Subjects(NS).subject(DRIVER_LOCATIONS.subject(d)), cb=on_msg)
     await nc.flush()
     try:
         yield samples
@@ -637,7 +638,7 @@ async def main_async(args: argparse.Namespace) -> int:
     )  # fmt: skip
     best = max((r.accepted_per_s for r in results if not r.name.startswith("raw")), default=0)
     need = 400_000 / best if best else math.inf
-    print(f"\nreplicas for the seed's 400,000 fixes/s at this process's best rate: {need:,.0f}")
+    print(f"\nreplicas for the design's 400,000 fixes/s at this process's best rate: {need:,.0f}")
     if args.json:
         emit_json(
             {

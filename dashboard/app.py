@@ -34,6 +34,7 @@ from clients import CatalogClient, ClientOptions, LocationClient, OrderClient, P
 from dashboard.mapdata import map_payload, search_grid, surge_cells
 from dashboard.state import CityState
 from foodmesh.core.auth import DEV_SECRET, InvalidToken, Principal, TokenVerifier, bearer
+from foodmesh.core.events import DISPATCH_EVENTS, DRIVER_LOCATIONS, DRIVER_PRESENCE, ORDER_EVENTS
 from foodmesh.core.nats import Subjects, open_nats
 from foodmesh.core.services import KNOWN
 from foodmesh.core.settings import (
@@ -50,7 +51,6 @@ from foodmesh.core.tasks import stop_tasks
 from foodmesh.core.tls import TlsFiles
 from foodmesh.v1 import (
     catalog_pb2,
-    dispatch_pb2,
     location_pb2,
     order_pb2,
     pricing_pb2,
@@ -165,14 +165,14 @@ class Dashboard:
             subj = Subjects(self.config.namespace)
             now = self.clock
             feeds: list[tuple[str, Callable[[bytes, float], None]]] = [
-                ("location.v1.driver.*", lambda b, t: self.state.on_fix(
-                    location_pb2.DriverLocationEvent.FromString(b), t)),
-                ("location.v1.presence", lambda b, t: self.state.on_presence(
-                    location_pb2.DriverPresenceEvent.FromString(b), t)),
-                ("orders.v1.>", lambda b, t: self.state.on_order(
-                    order_pb2.OrderEvent.FromString(b), t)),
-                ("dispatch.v1.>", lambda b, t: self.state.on_dispatch(
-                    dispatch_pb2.DispatchEvent.FromString(b), t)),
+                (DRIVER_LOCATIONS.any, lambda b, t: self.state.on_fix(
+                    DRIVER_LOCATIONS.decode(b), t)),
+                (DRIVER_PRESENCE.name, lambda b, t: self.state.on_presence(
+                    DRIVER_PRESENCE.decode(b), t)),
+                (ORDER_EVENTS.all, lambda b, t: self.state.on_order(
+                    ORDER_EVENTS.decode(b), t)),
+                (DISPATCH_EVENTS.all, lambda b, t: self.state.on_dispatch(
+                    DISPATCH_EVENTS.decode(b), t)),
             ]  # fmt: skip
             for name, fold in feeds:
 

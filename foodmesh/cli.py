@@ -315,7 +315,7 @@ async def _up(args: argparse.Namespace) -> int:
             print("foodmesh is up: " + (", ".join(listening) or "infrastructure only"))
             secret = _auth("up").secret
             if services and not args.no_gateway:
-                who = "cust_000000"  # the seed city's customer at the seed's example point
+                who = "cust_000000"  # the seed city's customer at the design's example point
                 token = mint_token(secret, subject=who, role="customer", ttl_s=7 * 86400)
                 print(f"customer page: http://127.0.0.1:{gateway_port}/app/#token={token}")
                 print(f"test token ({who}, customer, 7 days): {token}")

@@ -17,14 +17,13 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
 from foodmesh.core.redis import redis_client
 
-__all__ = ["Decision", "RateLimiter", "StreamSlots", "TooManyStreams", "bucket_key",
+__all__ = ["Decision", "RateLimiter", "bucket_key",
            "parse_timeout"]  # fmt: skip
 
 log = logging.getLogger("foodmesh.gateway.limits")
@@ -136,47 +135,3 @@ def parse_timeout(raw: str) -> float:
     if value <= 0:
         raise ValueError(f"{raw!r}: a timeout must be positive")
     return value
-
-
-class TooManyStreams(Exception):
-    """A caller is at one of its stream limits; the message says which."""
-
-
-class StreamSlots:
-    """Streams each caller holds open through this gateway: per route, and per order.
-
-    Counted in the process: each replica bounds what it relays (the services behind
-    bound what they serve on their own).
-    """
-
-    def __init__(self, *, per_caller: int, per_order: int) -> None:
-        self.per_caller = per_caller
-        self.per_order = per_order
-        self._open: dict[tuple[str, ...], int] = {}
-
-    def take(self, route: str, caller: str, order_id: str = "") -> Callable[[], None]:
-        """Takes a slot; returns what gives it back. Raises :class:`TooManyStreams`."""
-        keys: list[tuple[tuple[str, ...], int, str]] = [
-            ((route, caller), self.per_caller, "streams of this route")
-        ]
-        if order_id:
-            keys.append(((caller, "order", order_id), self.per_order, "streams of this order"))
-        for key, limit, what in keys:
-            if limit > 0 and self._open.get(key, 0) >= limit:
-                raise TooManyStreams(f"this caller already has {limit} {what} open")
-        for key, _, _ in keys:
-            self._open[key] = self._open.get(key, 0) + 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                for key, _, _ in keys:
-                    left = self._open[key] - 1
-                    if left:
-                        self._open[key] = left
-                    else:
-                        del self._open[key]
-
-        return release

@@ -44,6 +44,7 @@ from foodmesh.core import telemetry
 from foodmesh.core.auth import InvalidToken, Principal, TokenVerifier
 from foodmesh.core.metrics import serve_metrics
 from foodmesh.core.settings import read_at_start
+from foodmesh.core.streams import StreamSlots, TooManyStreams
 from foodmesh.v1 import options_pb2
 from gateway._config import GatewayConfig, service_key
 from gateway._docs import DOCS_HTML, DOCS_INIT_JS, asset
@@ -56,7 +57,7 @@ from gateway._errors import (
     status_json,
     unpack_known,
 )
-from gateway._limits import Decision, RateLimiter, StreamSlots, TooManyStreams, parse_timeout
+from gateway._limits import Decision, RateLimiter, parse_timeout
 from gateway._openapi import openapi
 from gateway._routes import Match, Route, RouteTable, foodmesh_services
 from gateway._transcode import FieldError, apply_body, apply_query, message_json, set_field
@@ -207,7 +208,7 @@ class Gateway:
         )  # fmt: skip
         self._principals: dict[str, tuple[Principal, float]] = {}
         self.streams = StreamSlots(
-            per_caller=c.max_streams_per_caller, per_order=c.max_streams_per_order
+            per_caller=c.max_streams_per_caller, per_order=c.max_streams_per_order, unit="route"
         )
         self._trusted = tuple(ipaddress.ip_network(n) for n in c.trusted_proxies)
         # /readyz is open: one fan-out to the upstreams serves every caller for a second.
@@ -490,7 +491,7 @@ class Gateway:
             wait = self.config.retry_after_s
             raise GatewayError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{exc}; close one, or retry in {wait} s",
+                f"{exc.message}, or retry in {wait} s",
                 [error_info("TOO_MANY_STREAMS")],
                 headers={"Retry-After": str(wait)},
             ) from None

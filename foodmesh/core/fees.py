@@ -3,7 +3,7 @@
 - delivery fee: the delivery zone's fee (from the Catalog) plus a distance band
   surcharge, times the surge (in tenths), rounded half up;
 - service fee: a percentage of the subtotal, between a minimum and a maximum
-  (the seed's $1.50 on $23.98);
+  (the design's $1.50 on $23.98);
 - small-order fee: a flat fee when the subtotal is under a threshold.
 """
 

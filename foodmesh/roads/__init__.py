@@ -2,7 +2,7 @@
 
 A :class:`RoadGraph` holds a directed road network in CSR arrays (loaded from a
 compact ``.npz`` in milliseconds); :meth:`RoadGraph.default` is the generated
-city around the seed's San Francisco coordinates. ``snap`` moves a point onto the
+city around the design's San Francisco coordinates. ``snap`` moves a point onto the
 nearest road (KD-tree), ``route`` finds the fastest path (A*) with time-of-day
 traffic (:class:`TrafficModel`) and live :class:`Overrides`, ``travel_times`` gives
 many origins' times to one destination in one Dijkstra (scipy), ``legs`` the time,

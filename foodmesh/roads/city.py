@@ -1,4 +1,4 @@
-"""The embedded default city: a deterministic street grid around the seed's San Francisco point.
+"""The embedded default city: a deterministic street grid around the design's San Francisco point.
 
 Layout (a 16.8 km square centred on 37.7749, -122.4194, one intersection every 100 m):
 

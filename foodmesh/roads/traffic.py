@@ -17,7 +17,7 @@ __all__ = ["Overrides", "TrafficModel", "seed_base_multiplier"]
 
 
 def seed_base_multiplier(weekday: int, hour: int) -> float:
-    """The seed's table: weekday rush 1.5x, weekday lunch 1.2x, weekend brunch 1.3x, else 1.0/0.9.
+    """The design's table: weekday rush 1.5x, weekday lunch 1.2x, weekend brunch 1.3x, else 1.0/0.9.
 
     ``weekday`` is Monday=0; ``hour`` is local wall-clock 0..23.
     """
@@ -47,7 +47,7 @@ DEFAULT_SENSITIVITY: Mapping[RoadClass, float] = {
 class TrafficModel:
     """Time-of-day travel-time multipliers per road class.
 
-    The base is the seed's weekday/weekend table (:func:`seed_base_multiplier`),
+    The base is the design's weekday/weekend table (:func:`seed_base_multiplier`),
     scaled per class by ``sensitivity``; ``scale`` multiplies the whole table's
     excess over free flow (0 = free flow everywhere). Local time is in ``timezone``;
     a naive datetime is taken as local wall time already.

@@ -1,4 +1,4 @@
-"""A deterministic city around the seed's example point: restaurants, menus, drivers, customers.
+"""A deterministic city around the design's example point: restaurants, menus, drivers, customers.
 
 ``build_city(seed=…)`` is pure: the same arguments give the same city, byte for
 byte, so ``foodmesh seed`` can run twice and change nothing, and the simulator,
@@ -6,7 +6,7 @@ the ETA history generator and the tests all meet the same restaurants.
 
 Restaurants cluster in neighbourhoods (a mixture of Gaussians around centres
 within ~6 km of 37.7749, −122.4194), the way real ones gather on commercial
-streets; a few always sit within half a mile of the seed's point, so its example
+streets; a few always sit within half a mile of the design's point, so its example
 search and order work as written, at any hour: those few, and about one in twelve
 of the rest, are open around the clock (a city's 24-hour diners). Each has a
 cuisine's menu with realistic items and prices, weekly hours (lunch-and-dinner,
@@ -284,7 +284,7 @@ def _usd(cents: int) -> common_pb2.Money:
 
 def _neighbourhoods(rng: random.Random, n: int) -> list[tuple[float, float, float]]:
     """Centres (lat, lon) and spreads (m) of the city's restaurant clusters."""
-    out = [(CENTER[0], CENTER[1], 700.0)]  # downtown, around the seed's point
+    out = [(CENTER[0], CENTER[1], 700.0)]  # downtown, around the design's point
     for _ in range(n - 1):
         d = rng.uniform(1500, 6500)
         a = rng.uniform(0, 2 * math.pi)
@@ -394,7 +394,7 @@ def build_city(
     hoods = _neighbourhoods(random.Random(f"{seed}:hoods"), 12)
     rests = []
     for i in range(restaurants):
-        if i < 5:  # always a few within half a mile of the seed's example point
+        if i < 5:  # always a few within half a mile of the design's example point
             lat, lon = _offset(*CENTER, r_rng.uniform(-600, 600), r_rng.uniform(-600, 600))
         else:
             hlat, hlon, spread = r_rng.choice(hoods)
@@ -423,7 +423,7 @@ def build_city(
     c_rng = random.Random(f"{seed}:customers")
     cust = []
     for i in range(customers):
-        if i == 0:  # the seed's example customer lives at the seed's example point
+        if i == 0:  # the design's example customer lives at the design's example point
             lat, lon = CENTER
         else:
             hlat, hlon, _ = c_rng.choice(hoods)

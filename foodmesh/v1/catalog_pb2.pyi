@@ -459,7 +459,7 @@ Global___Menu: _TypeAlias = Menu  # noqa: Y015
 
 @_typing.final
 class RestaurantSummary(_message.Message):
-    """One search hit, flat as the seed's search response shows it."""
+    """One search hit, flat as the design's search response shows it."""
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -924,7 +924,7 @@ Global___DriverSessionResponse: _TypeAlias = DriverSessionResponse  # noqa: Y015
 
 @_typing.final
 class MatchOrderRequest(_message.Message):
-    """Request of MatchOrder (the seed's body)."""
+    """Request of MatchOrder (the design's body)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -964,7 +964,7 @@ Global___MatchOrderRequest: _TypeAlias = MatchOrderRequest  # noqa: Y015
 
 @_typing.final
 class MatchOrderResponse(_message.Message):
-    """Response of MatchOrder (the seed's body)."""
+    """Response of MatchOrder (the design's body)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -72,7 +72,7 @@ Global___FixRejectionReason: _TypeAlias = FixRejectionReason  # noqa: Y015
 
 @_typing.final
 class LocationFix(_message.Message):
-    """One GPS fix, in the seed's units."""
+    """One GPS fix, in the design's units."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -216,7 +216,7 @@ Global___StreamLocationsResponse: _TypeAlias = StreamLocationsResponse  # noqa: 
 
 @_typing.final
 class UpdateLocationRequest(_message.Message):
-    """Request of UpdateLocation (the seed's body)."""
+    """Request of UpdateLocation (the design's body)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -228,7 +228,7 @@ class UpdateLocationRequest(_message.Message):
     SPEED_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     driver_id: _builtins.str
-    """The caller's driver id (the seed's body); when given it must match the credential."""
+    """The caller's driver id (the design's body); when given it must match the credential."""
     lat: _builtins.float
     """Latitude, degrees."""
     lon: _builtins.float
@@ -786,7 +786,7 @@ Global___TrackedStatus: _TypeAlias = TrackedStatus  # noqa: Y015
 
 @_typing.final
 class TrackOrderResponse(_message.Message):
-    """One message of TrackOrder: the seed's snapshot, sent again on every change."""
+    """One message of TrackOrder: the design's snapshot, sent again on every change."""
 
     DESCRIPTOR: _descriptor.Descriptor
 

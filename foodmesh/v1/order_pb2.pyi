@@ -100,7 +100,7 @@ class OrderItemInput(_message.Message):
     special_instructions: _builtins.str
     """Note for the kitchen."""
     name: _builtins.str
-    """Name as the app showed it (the seed's body); informational, the menu's name is kept."""
+    """Name as the app showed it (the design's body); informational, the menu's name is kept."""
     @_builtins.property
     def customizations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Chosen customization option ids."""
@@ -436,7 +436,7 @@ Global___Order: _TypeAlias = Order  # noqa: Y015
 
 @_typing.final
 class PlaceOrderRequest(_message.Message):
-    """Request of PlaceOrder (the seed's body)."""
+    """Request of PlaceOrder (the design's body)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -401,7 +401,7 @@ class Surge(_message.Message):
     weather_multiplier: _builtins.float
     """Weather factor (1 in clear weather)."""
     reason: _builtins.str
-    """The seed's words: "Normal demand", "High demand + special event", ..."""
+    """The design's words: "Normal demand", "High demand + special event", ..."""
     fallback: _builtins.bool
     """True when live data was unavailable and 1.0 was used (ordering never blocks on it)."""
     @_builtins.property

@@ -56,7 +56,7 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DEFAULT_CURRENCY = "USD"
 #: A restaurant that does not say how long it cooks is taken to need this long.
 DEFAULT_PREP_MIN = 20
-#: The seed's average delivery radius, for restaurants that do not give theirs.
+#: The design's average delivery radius, for restaurants that do not give theirs.
 DEFAULT_MAX_DELIVERY_MILES = 5.0
 MAX_DELIVERY_MILES = 50.0
 MAX_PREP_MIN = 240

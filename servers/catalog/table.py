@@ -89,7 +89,7 @@ def _lon_reach(lat: float, band: float) -> float:
 
 
 def cell_of(lat: float, lon: float) -> tuple[float, float]:
-    """The 0.01° cell of a point: its lat/lon rounded to 2 places (the seed's cache key)."""
+    """The 0.01° cell of a point: its lat/lon rounded to 2 places (the design's cache key)."""
     return round(lat, 2), round(lon, 2)
 
 

@@ -2,11 +2,11 @@
 
 ``SPEC`` is what ``foodmesh serve dispatch`` runs. Its parts: ``scoring``,
 ``assignment``, ``matching`` and ``offers`` are pure (the decisions, shared with
-``foodmesh replay``); ``store`` is PostgreSQL (schema ``fleet``); ``engine`` runs
-the batches of the regions this replica leads (``leases``: NATS KV), offer
-expiry, the events in and the calls out; ``sessions`` delivers to drivers'
-streams from any replica; ``routes`` (pure) and ``navigator`` send drivers their
-routes and reroute them; ``service`` is the thin servicer.
+``foodmesh replay``); ``store`` is PostgreSQL (schema ``fleet``: one store per use
+case, on one pool); ``engine`` runs the batches of the regions this replica leads
+(``leases``: NATS KV), offer expiry, the events in and the calls out; ``sessions``
+delivers to drivers' streams from any replica; ``routes`` (pure) and ``navigator``
+send drivers their routes and reroute them; ``service`` is the thin servicer.
 
 Settings (``FOODMESH_DISPATCH_*``):
 
@@ -36,29 +36,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
-from nats.js import JetStreamContext
 
 from clients import ClientOptions, EtaClient, LocationClient, OrderClient
 from foodmesh.core.auth import ServiceCredentials
-from foodmesh.core.services import KNOWN
+from foodmesh.core.events import DISPATCH, DISPATCH_LEASES
 from foodmesh.v1 import dispatch_pb2_grpc
-from servers.runtime.retry import retry
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
 
 __all__ = ["SPEC", "build"]
 
 _log = logging.getLogger("foodmesh.dispatch")
-
-
-def _target(resources: Resources, service: str, *, default: bool = True) -> str | None:
-    s = resources.settings
-    explicit = s.extra.get(f"FOODMESH_DISPATCH_{service.upper()}_TARGET")
-    if explicit:
-        return explicit
-    if not default:
-        return None
-    port = next(i.grpc_port for i in KNOWN if i.name == service)
-    return f"{s.host}:{port}"
 
 
 async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], Awaitable[None]]:
@@ -70,31 +57,30 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     from servers.dispatch.navigator import Navigator, NavigatorConfig
     from servers.dispatch.service import DispatchServicer
     from servers.dispatch.sessions import SessionHub
-    from servers.dispatch.store import FleetStore
-    from servers.runtime.outbox import OutboxRelay
+    from servers.dispatch.store import Fleet
 
     s = resources.settings
     config = EngineConfig.from_extra(s.extra)
     # Short-lived service tokens under the service key, minted again before they expire.
     credentials = ServiceCredentials(s.service_key, subject="dispatch")
     options = ClientOptions(credentials=credentials.metadata)
-    location = LocationClient(_target(resources, "location") or "", options=options)
-    orders = OrderClient(_target(resources, "order") or "", options=options)
-    bare = OrderClient(_target(resources, "order") or "")  # the caller's token per call
+    location = LocationClient(resources.target("location"), options=options)
+    orders = OrderClient(resources.target("order"), options=options)
+    bare = OrderClient(resources.target("order"))  # the caller's token per call
     travel = None
-    if (t := _target(resources, "eta", default=False)) is not None:
+    if (t := resources.configured_target("eta")) is not None:
         travel = EtaClient(t, options=options)
-    store = FleetStore(resources.pg, event_builder(resources.subjects))
+    fleet = Fleet.on(resources.pg, event_builder(resources.subjects))
     hub = SessionHub(lambda: resources.nats, resources.subjects)
 
     async def kv():  # type: ignore[no-untyped-def]
         return await ensure_kv(
-            resources.js, resources.subjects.bucket("dispatch_leases"), ttl_s=config.lease_s
+            resources.js, resources.subjects.bucket(DISPATCH_LEASES), ttl_s=config.lease_s
         )
 
     owner = f"{s.host}-{uuid.uuid4().hex[:8]}"
     engine = Engine(
-        store=store,
+        fleet=fleet,
         hub=hub,
         location=location,
         orders=orders,
@@ -105,7 +91,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         config=config,
     )
     navigator = Navigator(
-        store=store,
+        fleet=fleet,
         eta=travel,
         location=location,
         nats=lambda: resources.nats,
@@ -113,50 +99,18 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         config=NavigatorConfig.from_extra(s.extra),
     )
     servicer = DispatchServicer(
-        store=store, engine=engine, navigator=navigator, order_steps=bare, secret=s.service_key
+        fleet=fleet, engine=engine, navigator=navigator, order_steps=bare, secret=s.service_key
     )
     dispatch_pb2_grpc.add_DispatchServiceServicer_to_server(servicer, server)
     engine.start()
     navigator.start()
-    relay: OutboxRelay | None = None
-
-    async def declare_stream() -> JetStreamContext:
-        from nats.js.api import StreamConfig
-
-        from foodmesh.core.nats import ensure_stream
-
-        js = resources.js  # NATS is connected by the health checks, maybe after we start
-        await ensure_stream(
-            js,
-            StreamConfig(
-                name=resources.subjects.stream("DISPATCH"),
-                subjects=[resources.subjects.subject("dispatch.v1.*")],
-                max_age=7 * 86400,
-                duplicate_window=120,
-            ),
-        )
-        return js
-
-    async def start_relay() -> None:
-        nonlocal relay
-        js = await retry("dispatch event stream", declare_stream, first_s=0.2, max_s=1.0,
-                         quiet_s=5.0, log=_log)  # fmt: skip
-        relay = OutboxRelay(resources.pg, js, "fleet")
-        relay.start()
-
-    import asyncio
-
-    relay_task = asyncio.create_task(start_relay(), name="dispatch-relay-start")
+    relay = resources.start_relay(DISPATCH, "fleet")
 
     async def stop() -> None:
-        from foodmesh.core.tasks import stop_tasks
-
         await hub.stop()
         await navigator.stop()
         await engine.stop()
-        await stop_tasks([relay_task])
-        if relay is not None:
-            await relay.stop()
+        await relay.stop()
         for client in (location, orders, bare, travel):
             if client is not None:
                 with contextlib.suppress(Exception):

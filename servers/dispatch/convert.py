@@ -8,10 +8,12 @@ import uuid
 
 from google.protobuf import timestamp_pb2
 
+from foodmesh.core.events import DISPATCH_EVENTS
 from foodmesh.core.nats import Subjects
 from foodmesh.v1 import common_pb2, dispatch_pb2
-from servers.dispatch.model import Assignment, Driver, OfferRow, OutboxEvent
+from servers.dispatch.model import Assignment, Driver, OfferRow
 from servers.dispatch.offers import AssignmentStatus
+from servers.runtime.outbox import OutboxEvent
 
 __all__ = [
     "DRIVER_STATUS",
@@ -118,7 +120,7 @@ def event_builder(subjects: Subjects):  # type: ignore[no-untyped-def]
             ev.offer.CopyFrom(offer_to_pb(offer, a))
         return OutboxEvent(
             event_id=ev.event_id,
-            subject=subjects.subject(f"dispatch.v1.{kind}"),
+            subject=subjects.subject(DISPATCH_EVENTS.subject(kind)),
             payload=ev.SerializeToString(),
         )
 

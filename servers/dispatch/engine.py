@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
+from foodmesh.core.events import DRIVER_PRESENCE, LOCATION, ORDER_EVENTS, ORDERS
 from foodmesh.core.geo import geohash_encode
 from foodmesh.core.nats import Subjects, ensure_stream
 from foodmesh.core.telemetry import consumer_span
@@ -58,7 +59,7 @@ from servers.dispatch.model import Assignment, OfferRow
 from servers.dispatch.offers import OfferRules
 from servers.dispatch.scoring import Weights
 from servers.dispatch.sessions import SessionHub
-from servers.dispatch.store import FleetStore, NewOrder
+from servers.dispatch.store import Fleet, NewOrder
 from servers.runtime.config import env_float, env_int
 from servers.runtime.retry import retry
 
@@ -178,7 +179,7 @@ class Engine:
     def __init__(
         self,
         *,
-        store: FleetStore,
+        fleet: Fleet,
         hub: SessionHub,
         location: LocationPort,
         orders: OrderPort,
@@ -189,7 +190,7 @@ class Engine:
         config: EngineConfig,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        self.fleet = fleet
         self.hub = hub
         self.location = location
         self.orders = orders
@@ -262,7 +263,7 @@ class Engine:
             await self.leases.claim(r)
 
     async def lead_once(self) -> BatchReport:
-        regions = await self.store.regions_with_work()
+        regions = await self.fleet.assignments.regions_with_work()
         led: list[str] = [r for r in regions if r in self.leases.held]
         for r in sorted(set(regions) - self.leases.held):
             if await self.leases.claim(r):
@@ -304,7 +305,7 @@ class Engine:
                 continue
             for nd in resp.drivers:
                 where[nd.position.driver_id] = (nd.position.lat, nd.position.lon)
-        profiles = await self.store.available(where)
+        profiles = await self.fleet.drivers.available(where)
         out = [
             Candidate(
                 driver_id=d.driver_id,
@@ -352,7 +353,7 @@ class Engine:
         }
 
     async def match_regions(self, regions: Sequence[str]) -> BatchReport:
-        pool = await self.store.pool_of(regions)
+        pool = await self.fleet.assignments.pool_of(regions)
         report = BatchReport(regions=len(regions), pending=len(pool))
         if not pool:
             return report
@@ -372,7 +373,7 @@ class Engine:
         report.decide_s = plan.decide_s
         made = await asyncio.gather(*(self.offer(p) for p in plan.proposals))
         report.offers = sum(1 for m in made if m)
-        await self.store.widen(plan.unmatched, self.config.match.wide_radius_miles)
+        await self.fleet.assignments.widen(plan.unmatched, self.config.match.wide_radius_miles)
         self.batches += 1
         self.offers_made += report.offers
         if report.offers or plan.unmatched:
@@ -388,7 +389,7 @@ class Engine:
         return report
 
     async def offer(self, p: Proposal) -> bool:
-        made = await self.store.make_offer(
+        made = await self.fleet.offers.make(
             p, offer_id="of_" + uuid.uuid4().hex[:20], now=self.clock(), rules=self.config.rules
         )
         if made is None:
@@ -428,7 +429,7 @@ class Engine:
 
     async def expire_once(self) -> int:
         m = self.config.match
-        lapsed = await self.store.expire_due(
+        lapsed = await self.fleet.offers.expire_due(
             now=self.clock(),
             rules=self.config.rules,
             wide=m.wide_radius_miles,
@@ -471,7 +472,7 @@ class Engine:
         """Sends the calls owed to the Order service; returns how many went through."""
         async with self._calls_lock:
             done = 0
-            for call in await self.store.due_calls():
+            for call in await self.fleet.calls.due():
                 if order_id is not None and call.order_id != order_id:
                     continue
                 req = order_pb2.AssignDriverRequest(
@@ -489,11 +490,11 @@ class Engine:
                         "INVALID_ARGUMENT",
                     ):
                         # The order ended (cancelled, delivered): nothing left to tell.
-                        await self.store.call_done(call.id)
+                        await self.fleet.calls.done(call.id)
                         continue
-                    await self.store.call_done(call.id, error=str(exc))
+                    await self.fleet.calls.done(call.id, error=str(exc))
                     continue
-                await self.store.call_done(call.id)
+                await self.fleet.calls.done(call.id)
                 done += 1
             return done
 
@@ -552,32 +553,28 @@ class Engine:
                 await sub.unsubscribe()
 
     async def _orders_loop(self) -> None:
-        stream = self.subjects.stream("ORDERS")
         await self._consume(
-            stream,
-            self.subjects.subject("orders.v1.>"),
+            self.subjects.stream(ORDERS.name),
+            self.subjects.subject(ORDER_EVENTS.all),
             "dispatch-orders",
             self._on_order,
-            StreamConfig(
-                name=stream, subjects=[self.subjects.subject("orders.v1.>")], max_age=7 * 86400
-            ),
+            ORDERS.config(self.subjects),
         )
 
     async def _on_order(self, msg: Any) -> None:
         kind = msg.subject.rsplit(".", 1)[-1]
         if kind not in ("confirmed", "cancelled"):
             return
-        ev = order_pb2.OrderEvent()
-        ev.ParseFromString(msg.data)
+        ev = ORDER_EVENTS.decode(msg.data)
         o = ev.order
         now = self.clock()
         if kind == "confirmed":
             new = order_to_new(o, precision=self.config.region_precision, now=now)
-            await self.store.add_order(
+            await self.fleet.assignments.add_order(
                 new, now=now, consumer="dispatch-orders", event_id=ev.event_id
             )
             return
-        before, offer = await self.store.cancel_order(
+        before, offer = await self.fleet.assignments.cancel_order(
             o.order_id,
             now=now,
             reason=o.cancellation_reason,
@@ -608,18 +605,16 @@ class Engine:
             await self.tell_location(before.driver_id, DS.DRIVER_STATUS_AVAILABLE)
 
     async def _presence_loop(self) -> None:
-        stream = self.subjects.stream("LOCATION")
         await self._consume(
-            stream,
-            self.subjects.subject("location.v1.presence"),
+            self.subjects.stream(LOCATION.name),
+            self.subjects.subject(DRIVER_PRESENCE.name),
             "dispatch-presence",
             self._on_presence,
             None,
         )
 
     async def _on_presence(self, msg: Any) -> None:
-        ev = location_pb2.DriverPresenceEvent()
-        ev.ParseFromString(msg.data)
+        ev = DRIVER_PRESENCE.decode(msg.data)
         if ev.online:
             return
         await self.driver_lost(ev.driver_id, "the driver went offline (no location for a while)")
@@ -629,10 +624,10 @@ class Engine:
         m = self.config.match
         now = self.clock()
         # An offer the driver holds lapses at once rather than in 20 s.
-        d, offer, _ = await self.store.session_state(driver_id)
+        d, offer, _ = await self.fleet.sessions.state(driver_id)
         if offer is not None:
             with contextlib.suppress(Exception):
-                await self.store.reject(
+                await self.fleet.offers.reject(
                     offer.offer_id,
                     driver_id,
                     reason,
@@ -641,7 +636,7 @@ class Engine:
                     wide=m.wide_radius_miles,
                     escalated_radius=m.escalated_radius_miles,
                 )
-        a = await self.store.lose_driver(driver_id, reason, now=now)
+        a = await self.fleet.assignments.lose_driver(driver_id, reason, now=now)
         if a is not None:
             _log.info("order %s back in the pool: %s (%s)", a.order_id, reason, driver_id)
             self.poke_calls()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from servers.dispatch.offers import AssignmentStatus
 
-__all__ = ["Assignment", "Driver", "OfferRow", "OutboxEvent", "OrderCall", "SessionState"]
+__all__ = ["Assignment", "Driver", "OfferRow", "OrderCall", "SessionState"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,11 @@ class Assignment:
     created_at: dt.datetime
     updated_at: dt.datetime
 
+    def __post_init__(self) -> None:
+        # Read from PostgreSQL (psycopg's class_row) the status is its text.
+        if not isinstance(self.status, AssignmentStatus):
+            object.__setattr__(self, "status", AssignmentStatus(self.status))
+
 
 @dataclass(frozen=True, slots=True)
 class OfferRow:
@@ -66,13 +71,6 @@ class OfferRow:
     created_at: dt.datetime
     expire_at: dt.datetime
     answered_at: dt.datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    event_id: str
-    subject: str
-    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)

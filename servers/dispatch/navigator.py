@@ -34,10 +34,11 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from foodmesh.core.events import DRIVER_LOCATIONS
 from foodmesh.core.nats import Subjects
 from foodmesh.v1 import common_pb2, dispatch_pb2, eta_pb2, location_pb2
 from servers.dispatch import metrics
-from servers.dispatch.model import Assignment, Driver
+from servers.dispatch.model import Assignment
 from servers.dispatch.routes import (
     Leg,
     LegState,
@@ -51,9 +52,10 @@ from servers.dispatch.routes import (
     update_from_route,
 )
 from servers.dispatch.sessions import Session
+from servers.dispatch.store import Fleet
 from servers.runtime.config import env_float, env_int
 
-__all__ = ["Navigator", "NavigatorConfig", "PositionPort", "RoutePort", "RouteStore"]
+__all__ = ["Navigator", "NavigatorConfig", "PositionPort", "RoutePort"]
 
 _log = logging.getLogger("foodmesh.dispatch.navigator")
 R = dispatch_pb2.RouteUpdateReason
@@ -78,18 +80,6 @@ class PositionPort(Protocol):
     async def get_driver_location(
         self, request: location_pb2.GetDriverLocationRequest, *, deadline_s: float | None = ...
     ) -> location_pb2.GetDriverLocationResponse: ...
-
-
-class RouteStore(Protocol):
-    """What the navigator reads and writes in the fleet store."""
-
-    async def get_assignment(self, order_id: str) -> Assignment | None: ...
-
-    async def get_driver(self, driver_id: str) -> Driver | None: ...
-
-    async def save_route(self, driver_id: str, order_id: str, leg: int, route: bytes) -> None: ...
-
-    async def load_route(self, driver_id: str) -> tuple[str, int, bytes] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +117,7 @@ class Navigator:
     def __init__(
         self,
         *,
-        store: RouteStore,
+        fleet: Fleet,
         eta: RoutePort | None,
         location: PositionPort,
         nats: Callable[[], NATS],
@@ -136,7 +126,7 @@ class Navigator:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store = store
+        self.fleet = fleet
         self.eta = eta
         self.location = location
         self._nats = nats
@@ -194,7 +184,7 @@ class Navigator:
         else:
             vehicle = common_pb2.VEHICLE_TYPE_CAR
             with contextlib.suppress(Exception):  # never fails the driver's action
-                if (d := await self.store.get_driver(driver)) is not None:
+                if (d := await self.fleet.drivers.get(driver)) is not None:
                     vehicle = d.vehicle_type
         st = leg_state(a, leg, vehicle_type=vehicle)
         if t is not None:  # the same driver's fixes carry over to their next leg
@@ -218,7 +208,7 @@ class Navigator:
         self, driver: str, order_id: str, leg: Leg
     ) -> dispatch_pb2.RouteUpdate | None:
         try:
-            row = await self.store.load_route(driver)
+            row = await self.fleet.routes.load(driver)
         except Exception as exc:
             _log.debug("driver %s's route not read: %s", driver, exc)
             return None
@@ -286,7 +276,7 @@ class Navigator:
             else:
                 st.checked_at = self.monotonic()
             try:
-                a = await self.store.get_assignment(st.order_id)
+                a = await self.fleet.assignments.get(st.order_id)
                 if a is None or a.driver_id != st.driver_id or leg_of(a.status) is not st.leg:
                     if self._current(t):
                         await self._drop(st.driver_id)
@@ -321,7 +311,7 @@ class Navigator:
         try:
             nc = self._nats()
             sub = await nc.subscribe(
-                self._subjects.subject(f"location.v1.driver.{driver_id}"),
+                self._subjects.subject(DRIVER_LOCATIONS.subject(driver_id)),
                 cb=on_fix,
                 pending_msgs_limit=16,
             )
@@ -414,7 +404,7 @@ class Navigator:
         self.sent += 1
         metrics.route_sent(u)
         try:
-            await self.store.save_route(
+            await self.fleet.routes.save(
                 st.driver_id, st.order_id, int(st.leg), u.SerializeToString()
             )
         except Exception as exc:  # the route went out; only a resend elsewhere misses it

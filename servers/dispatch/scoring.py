@@ -1,11 +1,11 @@
-"""How well a driver fits an order: the seed's five components, each pure, in [0, 1].
+"""How well a driver fits an order: the design's five components, each pure, in [0, 1].
 
 ``MatchScore = 0.35·distance + 0.25·ETA-fit + 0.20·quality + 0.10·acceptance
 + 0.10·future opportunity`` (weights configurable, they must sum to 1). Every
 component works on numpy arrays as well as on one pair, so the batch solver
 scores a whole cost matrix with the same formulas in one vectorised pass.
 
-Shapes (the seed's, finished where it stops):
+Shapes (the design's, finished where it stops):
 
 - distance: ``exp(-miles / 2)`` — 0 mi scores 1, 5 mi about 0.08;
 - ETA-fit: ``exp(-|eta_min - ready_in_min| / 10)`` — arriving exactly when the

@@ -33,7 +33,7 @@ from servers.dispatch.model import Assignment, Driver
 from servers.dispatch.navigator import Navigator
 from servers.dispatch.offers import ACTIVE, Action, AssignmentStatus
 from servers.dispatch.sessions import Session
-from servers.dispatch.store import FleetStore
+from servers.dispatch.store import Fleet
 from servers.runtime.auth import require
 
 __all__ = ["DispatchServicer", "OrderSteps"]
@@ -79,14 +79,14 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
     def __init__(
         self,
         *,
-        store: FleetStore,
+        fleet: Fleet,
         engine: Engine,
         navigator: Navigator,
         order_steps: OrderSteps,
         secret: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        self.fleet = fleet
         self.engine = engine
         self.hub = engine.hub
         self.navigator = navigator
@@ -103,14 +103,14 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         self, driver_id: str, ack_seq: int = 0
     ) -> tuple[dispatch_pb2.DriverSessionResponse, Assignment | None]:
         """The driver's state message, and their active assignment."""
-        d, offer, a = await self.store.session_state(driver_id)
+        d, offer, a = await self.fleet.sessions.state(driver_id)
         st = dispatch_pb2.SessionState(
             status=convert.DRIVER_STATUS.get(d.status if d else "offline", DS.DRIVER_STATUS_OFFLINE)
         )
         if a is not None:
             st.assignment.CopyFrom(convert.assignment_to_pb(a))
         if offer is not None:
-            oa = await self.store.get_assignment(offer.order_id)
+            oa = await self.fleet.assignments.get(offer.order_id)
             if oa is not None:
                 st.offer.CopyFrom(convert.offer_to_pb(offer, oa))
         return dispatch_pb2.DriverSessionResponse(ack_seq=ack_seq, state=st), a
@@ -123,7 +123,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         driver_id = require().subject
         session = await self.hub.open(driver_id)
         try:
-            await self.store.open_session(driver_id, session.session_id, now=self.clock())
+            await self.fleet.sessions.open(driver_id, session.session_id, now=self.clock())
             await self.engine.tell_location(driver_id, DS.DRIVER_STATUS_AVAILABLE)
             state, active = await self._state_of(driver_id)
             yield state
@@ -145,7 +145,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
                 await self.navigator.release(session)
             m = self.engine.config.match
             try:
-                await self.store.close_session(
+                await self.fleet.sessions.close(
                     driver_id,
                     session.session_id,
                     now=self.clock(),
@@ -244,10 +244,10 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         leg: Assignment | None = None  # the assignment whose leg may have changed
         if kind in ("go_available", "pause", "go_offline"):
             status = {"go_available": "available", "pause": "paused", "go_offline": "offline"}
-            await self.store.set_availability(driver, s.session_id, status[kind], now=now)
+            await self.fleet.sessions.set_availability(driver, s.session_id, status[kind], now=now)
             await self.engine.tell_location(driver, convert.DRIVER_STATUS[status[kind]])
         elif kind == "accept_offer":
-            a = leg = await self.store.accept(req.accept_offer.offer_id, driver, now=now)
+            a = leg = await self.fleet.offers.accept(req.accept_offer.offer_id, driver, now=now)
             metrics.assigned(a, now=now)
             self.engine.poke_calls()
             await self.engine.tell_location(
@@ -263,7 +263,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             )
         elif kind == "reject_offer":
             reason = dispatch_pb2.RejectReason.Name(req.reject_offer.reason)
-            await self.store.reject(
+            await self.fleet.offers.reject(
                 req.reject_offer.offer_id,
                 driver,
                 reason.removeprefix("REJECT_REASON_").lower(),
@@ -290,7 +290,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         """
         action = Action(kind)
         order_id = getattr(req, kind).order_id
-        a = await self.store.get_assignment(order_id)
+        a = await self.fleet.assignments.get(order_id)
         if a is None or a.driver_id != driver:
             raise FailedPrecondition(
                 f"order {order_id!r} is not your delivery", reason="NOT_YOUR_ORDER"
@@ -311,7 +311,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             await self._order_to(
                 order_id, driver, OS.ORDER_STATUS_DELIVERED, "delivered", proof=proof
             )
-        a, _ = await self.store.progress(order_id, driver, action, now=self.clock())
+        a, _ = await self.fleet.assignments.progress(order_id, driver, action, now=self.clock())
         if action is Action.DELIVERED:
             await self.engine.tell_location(driver, DS.DRIVER_STATUS_AVAILABLE)
         elif action is Action.PICKED_UP:
@@ -411,8 +411,8 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         o.delivery_address.lon = request.delivery_location.lon
         o.ready_time.FromNanoseconds(int(ready * 1e9))
         new = order_to_new(o, precision=self.engine.config.region_precision, now=now)
-        await self.store.add_order(new, now=now)
-        a = await self.store.get_assignment(request.order_id)
+        await self.fleet.assignments.add_order(new, now=now)
+        a = await self.fleet.assignments.get(request.order_id)
         assert a is not None
         if a.status not in (AssignmentStatus.PENDING, AssignmentStatus.ESCALATED):
             raise FailedPrecondition(
@@ -425,7 +425,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         )
         for p in plan.proposals:
             if await self.engine.offer(p):
-                d = await self.store.get_driver(p.driver_id)
+                d = await self.fleet.drivers.get(p.driver_id)
                 cand = next(c for c in drivers if c.driver_id == p.driver_id)
                 resp = dispatch_pb2.MatchOrderResponse(
                     driver_id=p.driver_id,
@@ -452,7 +452,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         _check_id(v, request.order_id, "order_id")
         v.raise_if_any()
         p = require()
-        a = await self.store.get_assignment(request.order_id)
+        a = await self.fleet.assignments.get(request.order_id)
         if a is None or (p.role == "driver" and a.driver_id != p.subject):
             raise NotFound(
                 f"no assignment of order {request.order_id!r}", reason="ASSIGNMENT_NOT_FOUND"
@@ -475,7 +475,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
                 "unknown vehicle type",
             )
         v.raise_if_any()
-        stored = await self.store.upsert_driver(
+        stored = await self.fleet.drivers.upsert(
             Driver(
                 driver_id=d.driver_id,
                 name=d.name,
@@ -495,7 +495,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         p = require()
         if p.role == "driver" and p.subject != request.driver_id:
             raise PermissionDenied("a driver may read only their own profile", reason="NOT_YOURS")
-        d = await self.store.get_driver(request.driver_id)
+        d = await self.fleet.drivers.get(request.driver_id)
         if d is None:
             raise NotFound(f"no driver {request.driver_id!r}", reason="DRIVER_NOT_FOUND")
         return dispatch_pb2.GetDriverResponse(driver=convert.driver_to_pb(d))
@@ -508,7 +508,9 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         _check_id(v, request.driver_id, "driver_id")
         v.check(1 <= request.rating <= 5, "rating", "must be 1 to 5")
         v.raise_if_any()
-        mean, count = await self.store.rate(request.order_id, request.driver_id, request.rating)
+        mean, count = await self.fleet.stats.rate(
+            request.order_id, request.driver_id, request.rating
+        )
         return dispatch_pb2.RateDriverResponse(rating=mean, rating_count=count)
 
     async def ListAssignments(  # noqa: N802
@@ -531,7 +533,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             except Exception:
                 v.add("page_token", "not a token from a previous response")
         v.raise_if_any()
-        rows = await self.store.list_assignments(
+        rows = await self.fleet.assignments.page(
             statuses or [s.value for s in ACTIVE], request.region, after=after, limit=size + 1
         )
         resp = dispatch_pb2.ListAssignmentsResponse(

@@ -26,6 +26,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from foodmesh.core.events import DRIVER_SESSIONS
 from foodmesh.core.nats import Subjects
 from foodmesh.v1 import dispatch_pb2
 
@@ -74,7 +75,7 @@ class SessionHub:
         self._subscribing = asyncio.Lock()
 
     def _subject(self, driver_id: str) -> str:
-        return self._subjects.subject(f"dispatch.v1.session.{driver_id}")
+        return self._subjects.subject(DRIVER_SESSIONS.subject(driver_id))
 
     async def listen(self) -> None:
         """Subscribes to pushes for every driver (call once NATS is up).
@@ -86,7 +87,7 @@ class SessionHub:
             if self._sub is None:
                 nc = self._nats()
                 self._sub = await nc.subscribe(
-                    self._subjects.subject("dispatch.v1.session.*"), cb=self._on_msg
+                    self._subjects.subject(DRIVER_SESSIONS.any), cb=self._on_msg
                 )
                 await nc.flush(timeout=2)
 

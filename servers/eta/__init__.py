@@ -15,7 +15,7 @@ Settings (``FOODMESH_ETA_*``):
   ``baseline``) until one appears; no training happens at start-up;
 - ``MODEL_POLL_S``: how often the directory is looked at (2);
 - ``GRAPH``: a road graph file (``.npz`` from ``foodmesh roads import``); default the
-  generated city around the seed's San Francisco point;
+  generated city around the design's San Francisco point;
 - ``ROUTE_CACHE_S``: how long a route stays cached (300);
 - ``OVERRIDES_SYNC_S``: how often a replica picks up road overrides another one set (1);
 - ``MAX_SNAP_M``: farther than this from any road, a point gets the straight-line

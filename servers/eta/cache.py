@@ -1,6 +1,6 @@
 """Redis for the ETA service: the 5-minute route cache and the shared road overrides.
 
-Routes are cached for ``ttl_s`` (the seed's 5 minutes) under the snapped endpoints
+Routes are cached for ``ttl_s`` (the design's 5 minutes) under the snapped endpoints
 (to ~1 m), the traffic bucket (weekday and hour: departures in one bucket share
 multipliers) and the version of the overrides in force, so a closure never serves a
 route that crosses it. Overrides live in Redis too, so every replica applies the

@@ -5,8 +5,8 @@ from the quantile models, or for the routing-only baseline from a spread that
 grows with the part. The parts' spreads add in quadrature (independent errors),
 separately below and above the median, which gives the total's 80% interval. The
 confidence is the probability that the arrival lands within ``tolerance_min``
-(the seed's 5 minutes) of the estimate under a normal error of that spread,
-times the seed's heuristics: no driver assigned yet (×0.8), peak hour (×0.9),
+(the design's 5 minutes) of the estimate under a normal error of that spread,
+times the design's heuristics: no driver assigned yet (×0.8), peak hour (×0.9),
 a restaurant with little history (under 100 orders, ×0.85).
 """
 

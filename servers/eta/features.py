@@ -1,6 +1,6 @@
 """The models' features: names, and how a history table or one request becomes a matrix.
 
-The seed's features: for preparation, the restaurant's historical prep time and
+The design's features: for preparation, the restaurant's historical prep time and
 order count, the order's size and value, hour and day, peak, the kitchen's load
 and the weather; for travel, the route's distance, free-flow and traffic time (its
 multiplier), hour and day, peak, weather, the zone (distance from the centre:
@@ -32,7 +32,7 @@ __all__ = [
 
 F64 = npt.NDArray[np.float64]
 
-#: The city's centre (the seed's example coordinates); distance from it stands for the zone.
+#: The city's centre (the design's example coordinates); distance from it stands for the zone.
 CENTER = (37.7749, -122.4194)
 
 PREP_FEATURES: tuple[str, ...] = (
@@ -81,7 +81,7 @@ class DriverProfile:
 
 
 def is_peak(hour: npt.ArrayLike, dow: npt.ArrayLike) -> npt.NDArray[np.bool_]:
-    """The seed's peak hours: 11-13 and 18-20 on weekdays, 12-14 and 18-20 at weekends."""
+    """The design's peak hours: 11-13 and 18-20 on weekdays, 12-14 and 18-20 at weekends."""
     h = np.asarray(hour)
     d = np.asarray(dow)
     weekday = ((h >= 11) & (h <= 13)) | ((h >= 18) & (h <= 20))

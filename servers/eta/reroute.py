@@ -1,4 +1,4 @@
-"""When a driver gets a new route: the seed's rule, pure.
+"""When a driver gets a new route: the design's rule, pure.
 
 A driver is rerouted when their fix is more than ``off_route_m`` (500 m) from the
 route they follow, or when the fastest route from where they are now would change
@@ -81,7 +81,7 @@ def decide(
     off_route_m: float = OFF_ROUTE_M,
     eta_change_s: float = ETA_CHANGE_S,
 ) -> RerouteDecision:
-    """The seed's rule: off the route by more than 500 m, else the ETA moved by more than 5 min.
+    """The design's rule: off the route by more than 500 m, else the ETA moved by more than 5 min.
 
     ``current_eta_s`` and ``new_eta_s`` are arrival times (any common epoch, seconds);
     either being None means the ETA test cannot be made.

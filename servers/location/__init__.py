@@ -16,7 +16,6 @@ import grpc
 
 from clients import ClientOptions, DispatchClient, EtaClient, OrderClient
 from foodmesh.core.auth import ServiceCredentials
-from foodmesh.core.services import KNOWN
 from foodmesh.v1 import location_pb2_grpc
 from servers.location.history import HistoryWriter
 from servers.location.ingest import Ingest
@@ -28,15 +27,6 @@ from servers.runtime.redis_wire import RedisWire
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
 
 __all__ = ["SPEC", "build"]
-
-
-def _target(resources: Resources, service: str) -> str:
-    s = resources.settings
-    explicit = s.extra.get(f"FOODMESH_LOCATION_{service.upper()}_TARGET")
-    if explicit:
-        return explicit
-    port = next(i.grpc_port for i in KNOWN if i.name == service)
-    return f"{s.host}:{port}"
 
 
 async def build(
@@ -77,9 +67,9 @@ async def build(
     # Short-lived service tokens under the service key, minted again before they expire.
     credentials = ServiceCredentials(s.service_key, subject="location")
     options = ClientOptions(credentials=credentials.metadata)
-    order_client = OrderClient(_target(resources, "order"), options=options)
-    drivers = DispatchClient(_target(resources, "dispatch"), options=options)
-    eta_client = EtaClient(_target(resources, "eta"), options=options)
+    order_client = OrderClient(resources.target("order"), options=options)
+    drivers = DispatchClient(resources.target("dispatch"), options=options)
+    eta_client = EtaClient(resources.target("eta"), options=options)
     tracker = Tracker(
         store=store,
         nats=lambda: resources.nats,

@@ -26,6 +26,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from foodmesh.core.errors import DependencyUnavailable
+from foodmesh.core.events import DRIVER_LOCATIONS
 from foodmesh.core.nats import Subjects
 from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import location_pb2
@@ -276,7 +277,7 @@ class Ingest:
         try:
             publish = self._nats().publish
             encode, cell = self._events.encode, self._cells.cell
-            prefix = self._subjects.subject("location.v1.driver.")
+            prefix = self._subjects.subject(DRIVER_LOCATIONS.subject(""))
             # publish only queues the message, unless the client's buffer is full and
             # NATS is not draining it: then it waits, and ingest must not wait with it.
             async with asyncio.timeout(self.publish_timeout_s):

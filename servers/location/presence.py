@@ -19,8 +19,8 @@ from collections import deque
 from collections.abc import Callable
 
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
 
+from foodmesh.core.events import DRIVER_PRESENCE, LOCATION
 from foodmesh.core.geo import geohash_encode
 from foodmesh.core.nats import Subjects, ensure_stream
 from foodmesh.core.tasks import stop_tasks
@@ -91,7 +91,7 @@ class Presence:
 
     @property
     def subject(self) -> str:
-        return self._subjects.subject("location.v1.presence")
+        return self._subjects.subject(DRIVER_PRESENCE.name)
 
     def start(self) -> None:
         self._tasks = [
@@ -148,15 +148,7 @@ class Presence:
             return
         js = self._js()
         if not self._stream_ready:
-            await ensure_stream(
-                js,
-                StreamConfig(
-                    name=self._subjects.stream("LOCATION"),
-                    subjects=[self.subject],
-                    max_age=24 * 3600,
-                    duplicate_window=120,
-                ),
-            )
+            await ensure_stream(js, LOCATION.config(self._subjects))
             self._stream_ready = True
         while self._pending:
             msg = self._pending[0]

@@ -4,7 +4,7 @@
 - core NATS ``location.v1.driver.<id>``: each fix of the assigned driver;
 - the ETA service (when configured): a fresh estimate at least every ``eta_every_s``.
 
-Every change produces the seed's snapshot again. A slow reader never slows ingest:
+Every change produces the design's snapshot again. A slow reader never slows ingest:
 NATS callbacks only overwrite one "latest position" slot, so memory per tracker
 stays constant however far behind the reader is. When the order is delivered or
 cancelled the stream sends the final snapshot and ends; when the driver changes
@@ -27,6 +27,7 @@ from nats.aio.subscription import Subscription
 
 from foodmesh.core.auth import Principal
 from foodmesh.core.errors import NotFound
+from foodmesh.core.events import DRIVER_LOCATIONS
 from foodmesh.core.nats import Subjects
 from foodmesh.v1 import common_pb2, dispatch_pb2, eta_pb2, location_pb2, order_pb2
 from servers.location.store import LiveStore
@@ -112,7 +113,7 @@ class _View:
 
 
 def snapshot(v: _View) -> location_pb2.TrackOrderResponse:
-    """The seed's tracking JSON as a message."""
+    """The design's tracking JSON as a message."""
     o = v.order
     out = location_pb2.TrackOrderResponse(
         order_id=o.order_id,
@@ -279,7 +280,7 @@ class Tracker:
             sub_driver = driver_id
             latest.pop("pos", None)
             if driver_id:
-                subject = self._subjects.subject(f"location.v1.driver.{driver_id}")
+                subject = self._subjects.subject(DRIVER_LOCATIONS.subject(driver_id))
                 sub = await self._nats().subscribe(subject, cb=on_fix, pending_msgs_limit=16)
                 view.profile = await self._profile(driver_id)
                 view.position = await self._position(driver_id)

@@ -10,7 +10,7 @@ Settings (``FOODMESH_ORDER_*``):
 
 - ``CATALOG_TARGET``: the Catalog (default ``127.0.0.1:50051``);
 - ``CATALOG_CACHE_S``: how long PlaceOrder reuses a Catalog answer (restaurant, menu,
-  delivery check) before asking again (2; ``0`` asks every time): see ``catalog_cache.py``;
+  delivery check) before asking again (2; ``0`` asks every time): see ``clients/catalog.py``;
 - ``PRICING_TARGET``, ``ETA_TARGET``: the Pricing and ETA services; unset, the
   fallback formulas of ``pricing.py`` and ``eta.py`` are used (also whenever they
   do not answer);
@@ -23,9 +23,6 @@ Settings (``FOODMESH_ORDER_*``):
 - ``SETTLE_EVERY_S``: how often payment operations left pending (the provider did not
   answer after a delivery or cancellation committed) are retried (5);
 - ``RELEASE_EVERY_S``: how often scheduled orders due for the kitchen are released (1);
-- ``CRASH_AT``: fault injection for the chaos tests only: ``authorized`` (after the card
-  hold, before the commit) or ``placed`` (after the commit, before the relay publishes)
-  kills the process with SIGKILL at that point of PlaceOrder.
 
 Scheduled orders (``DELIVERY_OPTION_SCHEDULED``, 30 minutes to 7 days ahead) are
 placed and paid at once but announced as ``orders.v1.scheduled``; at
@@ -37,110 +34,97 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
-from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
 
 from clients import CatalogClient, ClientOptions, DispatchClient, EtaClient, PricingClient
 from foodmesh.core.auth import ServiceCredentials
-from foodmesh.core.nats import ensure_stream
-from foodmesh.core.services import KNOWN
+from foodmesh.core.events import ORDERS
 from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import order_pb2_grpc
 from servers.order.payments import PaymentProvider
+from servers.order.placement import PlacementHooks
 from servers.order.relay import GatheringRelay
-from servers.runtime.retry import retry
+from servers.runtime.outbox import OutboxRelay
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
 
 __all__ = ["SPEC", "STREAM", "build"]
 
 _log = logging.getLogger("foodmesh.order")
 #: The JetStream stream of order events (namespaced through ``resources.subjects``).
-STREAM = "ORDERS"
-
-
-def _target(resources: Resources, service: str, *, default: bool) -> str | None:
-    s = resources.settings
-    explicit = s.extra.get(f"FOODMESH_ORDER_{service.upper()}_TARGET")
-    if explicit:
-        return explicit
-    if not default:
-        return None
-    port = next(i.grpc_port for i in KNOWN if i.name == service)
-    return f"{s.host}:{port}"
+STREAM = ORDERS.name
 
 
 async def build(
-    server: grpc.aio.Server, resources: Resources, *, payments: PaymentProvider | None = None
+    server: grpc.aio.Server,
+    resources: Resources,
+    *,
+    payments: PaymentProvider | None = None,
+    hooks: PlacementHooks | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """Wires the service's parts and starts the relay, the change feed and the settler.
 
-    ``payments`` replaces the sandbox provider (a test hands in one that fails).
+    ``payments`` replaces the sandbox provider (a test hands in one that fails);
+    ``hooks`` are told the points PlaceOrder passes (a chaos test kills the process there).
     """
-    from servers.order.catalog_cache import CachedCatalog
+    from clients.catalog import CachedCatalog
     from servers.order.eta import FallbackEta, RemoteEta
+    from servers.order.placement import NO_HOOKS
     from servers.order.pricing import FallbackPricing, RemotePricing
     from servers.order.sandbox import SandboxProvider
     from servers.order.service import OrderServicer, Ports
     from servers.order.store import NOTIFY_CHANNEL, OrderStore
     from servers.order.watch import ChangeFeed
+    from servers.runtime.cache import TtlCache
 
     s = resources.settings
     # Short-lived service tokens under the service key, minted again before they expire.
     credentials = ServiceCredentials(s.service_key, subject="order")
     options = ClientOptions(credentials=credentials.metadata)
-    catalog = CatalogClient(_target(resources, "catalog", default=True) or "", options=options)
+    catalog = CatalogClient(resources.target("catalog"), options=options)
     owned: list[CatalogClient | PricingClient | EtaClient | DispatchClient] = [catalog]
     pricing: FallbackPricing | RemotePricing = FallbackPricing()
-    if (t := _target(resources, "pricing", default=False)) is not None:
+    if (t := resources.configured_target("pricing")) is not None:
         pricing_client = PricingClient(t, options=options)
         owned.append(pricing_client)
         pricing = RemotePricing(pricing_client, FallbackPricing())
     eta: FallbackEta | RemoteEta = FallbackEta()
-    if (t := _target(resources, "eta", default=False)) is not None:
+    if (t := resources.configured_target("eta")) is not None:
         eta_client = EtaClient(t, options=options)
         owned.append(eta_client)
         eta = RemoteEta(eta_client, FallbackEta())
     drivers = None
-    if (t := _target(resources, "dispatch", default=False)) is not None:
+    if (t := resources.configured_target("dispatch")) is not None:
         drivers = DispatchClient(t, options=options)
         owned.append(drivers)
     feed = ChangeFeed(s.postgres_url, NOTIFY_CHANNEL)
     cache_s = float(s.extra.get("FOODMESH_ORDER_CATALOG_CACHE_S", "2"))
+    cached = CachedCatalog(catalog, cache=TtlCache(ttl_s=cache_s))
     servicer = OrderServicer(
         OrderStore(resources.pg),
-        Ports(catalog=CachedCatalog(catalog, ttl_s=cache_s), pricing=pricing, eta=eta,
+        Ports(catalog=cached, pricing=pricing, eta=eta,
               payments=payments or SandboxProvider(resources.pg), drivers=drivers),
         subjects=resources.subjects,
         feed=feed,
         watch_poll_s=float(s.extra.get("FOODMESH_ORDER_WATCH_POLL_S", "5")),
-        crash_at=s.extra.get("FOODMESH_ORDER_CRASH_AT", ""),
+        hooks=hooks or NO_HOOKS,
     )  # fmt: skip
     order_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
     feed.start()
     gather_s = float(s.extra.get("FOODMESH_ORDER_RELAY_GATHER_S", "0.02"))
     relay_on = s.extra.get("FOODMESH_ORDER_RELAY", "1") not in ("0", "false", "no", "off")
 
-    async def declare_stream() -> JetStreamContext:
-        js = resources.js  # NATS is connected by the health checks, maybe after we start
-        await ensure_stream(js, StreamConfig(
-            name=resources.subjects.stream(STREAM),
-            subjects=[resources.subjects.subject("orders.v1.>")],
-            max_age=7 * 86400,
-        ))  # fmt: skip
-        return js
+    def attach(relay: OutboxRelay) -> None:
+        servicer.relay = relay
 
-    async def start_relay() -> None:
-        js = await retry("order event stream", declare_stream, first_s=0.1, max_s=1.0,
-                         quiet_s=5.0, log=_log)  # fmt: skip
-        if relay_on:
-            relay = GatheringRelay(resources.pg, js, "orders", gather_s=gather_s)
-            servicer.relay = relay
-            relay.start()
+    relay = resources.start_relay(
+        ORDERS, "orders", on_start=attach,
+        make=functools.partial(GatheringRelay, gather_s=gather_s) if relay_on else None,
+    )  # fmt: skip
 
     settle_every = float(s.extra.get("FOODMESH_ORDER_SETTLE_EVERY_S", "5"))
 
@@ -164,7 +148,6 @@ async def build(
                 _log.warning("scheduled order release pass failed: %s", exc)
 
     tasks = [
-        asyncio.create_task(start_relay(), name="order-relay-start"),
         asyncio.create_task(settle_forever(), name="order-payment-settler"),
         asyncio.create_task(release_forever(), name="order-scheduled-release"),
     ]
@@ -172,8 +155,7 @@ async def build(
     async def stop() -> None:
         await servicer.wait_placing(timeout_s=min(5.0, s.shutdown_grace_s))
         await stop_tasks(tasks)
-        if servicer.relay is not None:
-            await servicer.relay.stop()
+        await relay.stop()
         await feed.stop()
         for client in owned:
             with contextlib.suppress(Exception):

@@ -3,7 +3,7 @@
 Each line must name an item of this restaurant's menu that is available, with
 customization options of that item that are available and respect each group's
 min/max choices. The unit price is the item's price plus its options' deltas.
-A client may send the price it showed (the seed's body); if it differs from the
+A client may send the price it showed (the design's body); if it differs from the
 menu's, the order is refused (FAILED_PRECONDITION, ``PRICE_CHANGED``, naming the
 line) so a customer never pays a price they did not see.
 """

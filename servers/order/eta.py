@@ -2,7 +2,7 @@
 
 ``FallbackEta`` (used when ``FOODMESH_ORDER_ETA_TARGET`` is not set or the ETA
 service does not answer): the restaurant's typical preparation time, clamped to
-the seed's 5–60 minutes, plus travel: the straight-line distance times a road
+the design's 5–60 minutes, plus travel: the straight-line distance times a road
 detour factor at an urban driving speed, plus a hand-over allowance.
 """
 

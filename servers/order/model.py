@@ -8,7 +8,7 @@ from typing import Any
 
 from servers.order.transitions import Status
 
-__all__ = ["Change", "Entry", "Line", "Order", "OutboxEvent"]
+__all__ = ["Change", "Entry", "Line", "Order"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +99,3 @@ class Change:
     estimated_delivery_time: dt.datetime | None = None
     #: The event's subject suffix (``orders.v1.<event>``); the new status by default.
     event: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    subject: str
-    event_id: str
-    payload: bytes

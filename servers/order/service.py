@@ -1,7 +1,8 @@
 """OrderServicer: decode the request, call Catalog, pricing, ETA, payments and the store, encode.
 
 The domain lives in ``transitions`` (state machine, refunds), ``cart`` (menu
-pricing), ``pricing``/``eta`` (ports with fallbacks) and ``payments``/``sandbox``.
+pricing), ``pricing``/``eta`` (ports with fallbacks) and ``payments``/``sandbox``;
+PlaceOrder's steps are ``placement``.
 """
 
 from __future__ import annotations
@@ -10,16 +11,14 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import os
 import re
-import secrets
-import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
 
+from clients.catalog import CatalogPort
 from foodmesh.core.auth import Principal
 from foodmesh.core.errors import (
     Aborted,
@@ -31,25 +30,21 @@ from foodmesh.core.errors import (
     Unavailable,
     Violations,
 )
-from foodmesh.core.geo import METERS_PER_MILE
+from foodmesh.core.events import ORDER_EVENTS
 from foodmesh.core.nats import Subjects
 from foodmesh.core.tasks import stop_tasks
-from foodmesh.v1 import catalog_pb2, common_pb2, dispatch_pb2, order_pb2
+from foodmesh.v1 import catalog_pb2, dispatch_pb2, order_pb2
 from foodmesh.v1 import order_pb2_grpc as pb_grpc
-from servers.order import convert, metrics
-from servers.order.cart import price_lines
-from servers.order.eta import EtaInput, EtaPort
-from servers.order.ids import new_order_id
-from servers.order.model import Change, Entry, Order, OutboxEvent
+from servers.order import convert
+from servers.order.eta import EtaPort
+from servers.order.model import Change, Entry, Order
 from servers.order.payments import (
-    PaymentDeclined,
     PaymentError,
     PaymentProvider,
-    ProviderUnavailable,
 )
-from servers.order.pricing import PriceInput, PricingPort, PromoUnavailable
-from servers.order.schedule import open_at
-from servers.order.store import MAX_PIN_ATTEMPTS, ClaimKind, ListFilter, OrderStore, PinCheck
+from servers.order.placement import NO_HOOKS, MaybeLeftBehind, Placement, PlacementHooks
+from servers.order.pricing import PricingPort
+from servers.order.store import MAX_PIN_ATTEMPTS, ListFilter, OrderStore, PinCheck
 from servers.order.transitions import (
     FINAL,
     ROAD,
@@ -64,33 +59,13 @@ from servers.order.transitions import (
 from servers.order.watch import ChangeFeed
 from servers.runtime.auth import require
 from servers.runtime.context import time_left
-from servers.runtime.outbox import OutboxRelay
+from servers.runtime.outbox import OutboxEvent, OutboxRelay
 
 __all__ = ["CatalogPort", "DriverRatings", "OrderServicer", "Ports"]
 
 _log = logging.getLogger("foodmesh.order")
 _PIN = re.compile(r"[0-9]{4}")
 Ctx = grpc.aio.ServicerContext[Any, Any]
-
-
-class CatalogPort(Protocol):
-    """The Catalog as PlaceOrder and RateOrder need it (``clients.CatalogClient`` fits)."""
-
-    async def get_restaurant(
-        self, request: catalog_pb2.GetRestaurantRequest, *, deadline_s: float | None = ...
-    ) -> catalog_pb2.GetRestaurantResponse: ...
-
-    async def get_menu(
-        self, request: catalog_pb2.GetMenuRequest, *, deadline_s: float | None = ...
-    ) -> catalog_pb2.GetMenuResponse: ...
-
-    async def check_delivery(
-        self, request: catalog_pb2.CheckDeliveryRequest, *, deadline_s: float | None = ...
-    ) -> catalog_pb2.CheckDeliveryResponse: ...
-
-    async def add_review(
-        self, request: catalog_pb2.AddReviewRequest, *, deadline_s: float | None = ...
-    ) -> catalog_pb2.AddReviewResponse: ...
 
 
 class DriverRatings(Protocol):
@@ -131,38 +106,12 @@ def _pb(o: Order, p: Principal) -> order_pb2.Order:
     return convert.order_to_pb(o, with_pin=p.role == "customer" and o.customer_id == p.subject)
 
 
-def _new_pin() -> str:
-    return f"{secrets.randbelow(10_000):04d}"
-
-
 def _not_found(order_id: str) -> NotFound:
     return NotFound(f"no order {order_id!r}", reason="ORDER_NOT_FOUND")
 
 
 def _illegal(exc: IllegalTransition) -> FailedPrecondition:
     return FailedPrecondition(str(exc), reason="ILLEGAL_TRANSITION")
-
-
-def _catalog_error(exc: grpc.aio.AioRpcError, what: str, restaurant_id: str) -> Exception:
-    if exc.code() == grpc.StatusCode.NOT_FOUND:
-        return NotFound(f"no restaurant {restaurant_id!r}", reason="RESTAURANT_NOT_FOUND")
-    return Unavailable(f"the catalog did not answer {what} ({exc.code().name}): retry")
-
-
-#: A claimed idempotency key is held this long past the request's deadline (the placement
-#: runs on after a caller gives up; its calls have floors of 0.2 s each) ...
-_CLAIM_MARGIN_S = 5.0
-#: ... and never longer than this: then a retry takes a dead request's claim over.
-_CLAIM_HOLD_MAX_S = 60.0
-
-
-class _MaybeLeftBehind(Exception):  # noqa: N818 - a carrier, not an error of its own
-    """A placement failed after the card was authorized: ``error`` goes to the caller,
-    and the key is kept (expired) so that a retry completes this attempt."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 class OrderServicer(pb_grpc.OrderServiceServicer):
@@ -175,9 +124,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         feed: ChangeFeed,
         relay: OutboxRelay | None = None,
         watch_poll_s: float = 5.0,
-        crash_at: str = "",
+        hooks: PlacementHooks = NO_HOOKS,
     ) -> None:
-        self.crash_at = crash_at
         self._placing: set[asyncio.Task[order_pb2.Order]] = set()
         self.store = store
         self.ports = ports
@@ -185,6 +133,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         self.feed = feed
         self.relay = relay
         self.watch_poll_s = watch_poll_s
+        self.placement = Placement(store, ports, event=self._event, hooks=hooks)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -198,7 +147,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         )
         ev.event_time.FromDatetime(e.at)
         return OutboxEvent(
-            subject=self.subjects.subject(f"orders.v1.{name or e.status.value}"),
+            subject=self.subjects.subject(ORDER_EVENTS.subject(name or e.status.value)),
             event_id=ev.event_id,
             payload=ev.SerializeToString(),
         )
@@ -212,7 +161,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         )
         ev.event_time.GetCurrentTime()
         return OutboxEvent(
-            subject=self.subjects.subject("orders.v1.placed"),
+            subject=self.subjects.subject(ORDER_EVENTS.subject("placed")),
             event_id=ev.event_id,
             payload=ev.SerializeToString(),
         )
@@ -300,37 +249,13 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         now = _now()
         convert.check_place(request, now)
         digest = convert.request_hash(request)
-        loop = asyncio.get_running_loop()
-        left = time_left()
-        give_up = loop.time() + max(0.0, left - 0.3)
-        hold_s = min(_CLAIM_HOLD_MAX_S, max(0.0, left) + _CLAIM_MARGIN_S)
-        while True:
-            claim = await self.store.claim_key(p.subject, request.idempotency_key, digest,
-                                               new_order_id(), hold_s=hold_s)  # fmt: skip
-            if claim.kind is ClaimKind.CONFLICT:
-                raise AlreadyExists(
-                    "idempotency_key was already used for a different order request",
-                    reason="IDEMPOTENCY_KEY_REUSED",
-                )
-            if claim.kind is ClaimKind.DONE:
-                done = await self.store.get(claim.order_id)
-                if done is None:  # pragma: no cover - keys are marked done with their order
-                    raise Aborted("the order of this key is not readable yet: retry")
-                return order_pb2.PlaceOrderResponse(order=_pb(done, p))
-            if claim.kind is ClaimKind.NEW:
-                break
-            # The same request is being served right now (a client retrying early):
-            # wait for its outcome rather than charging twice.
-            if loop.time() >= give_up:
-                raise Aborted(
-                    "a request with this idempotency_key is in progress: retry shortly",
-                    reason="IDEMPOTENCY_KEY_IN_USE",
-                )
-            await asyncio.sleep(0.05)
+        claim = await self.placement.claim_key(request, p, digest)
+        if isinstance(claim, Order):
+            return order_pb2.PlaceOrderResponse(order=_pb(claim, p))
         # Once the key is ours the placement runs to its end even if the caller gives up
         # (deadline, cancel): a card may be held by then, and the caller's retry must find
         # the order (or the attempt's outcome), not a half-done attempt cancelled midway.
-        task = asyncio.create_task(self._place_claimed(request, p, claim.order_id, digest, now))
+        task = asyncio.create_task(self._place_claimed(request, p, claim, digest, now))
         self._placing.add(task)
         task.add_done_callback(self._placed)
         placed = await asyncio.shield(task)
@@ -347,8 +272,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         """Places the order of a claimed key; on failure gives the key back as fits."""
         key = req.idempotency_key
         try:
-            placed = await self._place(req, p, order_id, digest, now)
-        except _MaybeLeftBehind as exc:
+            placed = await self.placement.place(req, p, order_id, digest, now)
+        except MaybeLeftBehind as exc:
             # The card may be held, or the order committed unconfirmed: the same request
             # retried takes the claim over at once, with the same order id and the same
             # authorization key, and finds or finishes this attempt.
@@ -358,7 +283,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             await asyncio.shield(self.store.release_key(p.subject, key))
             raise
         self._poke()
-        return placed
+        return _pb(placed, p)
 
     async def _expire_key(self, customer_id: str, key: str) -> None:
         try:
@@ -371,209 +296,11 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         if not task.cancelled():
             task.exception()  # retrieved: its caller may have gone (the error was answered)
 
-    def _crash(self, point: str) -> None:
-        """Fault injection for the chaos tests (``FOODMESH_ORDER_CRASH_AT``): die here, now."""
-        if self.crash_at == point:
-            _log.error("FOODMESH_ORDER_CRASH_AT=%s: killing this process", point)
-            os.kill(os.getpid(), signal.SIGKILL)
-
     async def wait_placing(self, timeout_s: float) -> None:
         """Lets placements whose callers gave up finish (at shutdown), then cancels them."""
         if self._placing:
             await asyncio.wait(set(self._placing), timeout=timeout_s)
         await stop_tasks(list(self._placing))
-
-    async def _place(
-        self,
-        req: order_pb2.PlaceOrderRequest,
-        p: Principal,
-        order_id: str,
-        digest: str,
-        now: dt.datetime,
-    ) -> order_pb2.Order:
-        cat = self.ports.catalog
-        rid = req.restaurant_id
-        a = req.delivery_address
-        budget = max(0.2, time_left() * 0.4)
-        try:
-            got, menu, where = await asyncio.gather(
-                cat.get_restaurant(catalog_pb2.GetRestaurantRequest(restaurant_id=rid),
-                                   deadline_s=budget),
-                cat.get_menu(catalog_pb2.GetMenuRequest(restaurant_id=rid), deadline_s=budget),
-                cat.check_delivery(
-                    catalog_pb2.CheckDeliveryRequest(
-                        restaurant_id=rid, location=common_pb2.LatLng(lat=a.lat, lon=a.lon)),
-                    deadline_s=budget),
-            )  # fmt: skip
-        except grpc.aio.AioRpcError as exc:
-            raise _catalog_error(exc, "for the restaurant", rid) from None
-        r = got.restaurant
-        scheduled = req.delivery_option == order_pb2.DELIVERY_OPTION_SCHEDULED
-        currency = r.minimum_order.currency_code or "USD"
-        lines = price_lines(req.items, menu.menu, currency)
-        if not where.deliverable:
-            raise FailedPrecondition(
-                f"delivery_address: restaurant {rid!r} does not deliver there ({where.reason})",
-                reason="OUTSIDE_DELIVERY_ZONE",
-            )
-        subtotal = sum(ln.line_total_minor for ln in lines)
-        minimum = where.minimum_order.amount_minor
-        if subtotal < minimum:
-            raise FailedPrecondition(
-                f"the subtotal {subtotal} is under the minimum order {minimum} ({currency} minor"
-                " units) for this address",
-                reason="BELOW_MINIMUM_ORDER",
-            )
-        tip = req.tip.amount_minor if req.HasField("tip") else 0
-        if req.HasField("tip") and req.tip.currency_code not in ("", currency):
-            raise InvalidArgument.field("tip.currency_code", f"must be {currency}")
-        tip_cap = max(subtotal, convert.TIP_FLOOR_MINOR)
-        if tip > tip_cap:
-            raise InvalidArgument.field(
-                "tip.amount_minor",
-                f"must be at most the subtotal or {convert.TIP_FLOOR_MINOR}, whichever is more"
-                f" ({tip_cap} {currency} minor units here)",
-            )
-        try:
-            quote = await self.ports.pricing.quote(
-                PriceInput(
-                    customer_id=p.subject, restaurant_id=rid, currency=currency,
-                    subtotal_minor=subtotal,
-                    zone_delivery_fee_minor=where.delivery_fee.amount_minor,
-                    items=tuple((ln.item_id, ln.quantity, ln.customizations) for ln in lines),
-                    delivery_address=a, promo_code=req.promo_code, quote_id=req.quote_id,
-                    order_id=order_id, distance_m=where.distance_miles * METERS_PER_MILE,
-                ),
-                timeout_s=max(0.2, time_left() * 0.3),
-            )  # fmt: skip
-        except PromoUnavailable:
-            raise FailedPrecondition(
-                "promo_code: promo codes cannot be checked while the pricing service is away",
-                reason="PROMO_UNAVAILABLE",
-            ) from None
-        estimate = await self.ports.eta.estimate(
-            EtaInput(
-                restaurant_id=rid, restaurant=(r.address.lat, r.address.lon),
-                destination=(a.lat, a.lon), prep_minutes=r.avg_prep_time_min or 20,
-                item_count=sum(ln.quantity for ln in lines), subtotal_minor=subtotal,
-                currency=currency, start=now,
-            ),
-            timeout_s=max(0.2, time_left() * 0.3),
-        )  # fmt: skip
-        release_at: dt.datetime | None = None
-        arrival, ready = estimate.arrival, estimate.ready
-        if scheduled:
-            # Held until scheduled_time − (prep + travel), then released to the kitchen.
-            arrival = req.scheduled_time.ToDatetime(dt.UTC)
-            ready = arrival - dt.timedelta(minutes=estimate.travel_minutes)
-            release_at = ready - dt.timedelta(minutes=estimate.prep_minutes)
-            hours = [(h.weekday, h.open_minute, h.close_minute) for h in r.hours]
-            if not open_at(max(release_at, now), r.time_zone, hours,
-                           [c.date for c in r.closures]):  # fmt: skip
-                raise FailedPrecondition(
-                    f"scheduled_time: restaurant {rid!r} is closed when the order would be cooked",
-                    reason="RESTAURANT_CLOSED",
-                )
-        elif not r.is_open:
-            raise FailedPrecondition(
-                f"restaurant {rid!r} is closed now", reason="RESTAURANT_CLOSED"
-            )
-        total = quote.total(tip)
-        if time_left() <= 0.0:
-            # The caller is gone and nothing is held yet: stop here (the key is released)
-            # rather than spend an overloaded service's time on an answer nobody reads.
-            raise Unavailable("the request's deadline passed before payment: nothing was done",
-                              reason="DEADLINE_PASSED")  # fmt: skip
-        try:
-            auth = await self.ports.payments.authorize(
-                key=f"auth:{p.subject}:{req.idempotency_key}:{digest[:16]}",
-                payment_method_id=req.payment_method_id,
-                amount_minor=total,
-                currency=currency,
-                reference=order_id,
-                customer_id=p.subject,
-            )
-        except PaymentDeclined as exc:
-            raise FailedPrecondition(f"payment_method_id: {exc.message}",
-                                     reason=f"PAYMENT_{exc.code.upper()}") from None  # fmt: skip
-        except ProviderUnavailable as exc:
-            raise Unavailable(
-                f"the payment provider did not answer: {exc}; retry with the same idempotency_key",
-                reason="PAYMENT_UNAVAILABLE",
-            ) from None
-        except PaymentError as exc:
-            raise FailedPrecondition(f"payment_method_id: {exc}", reason="PAYMENT_FAILED") from None
-        self._crash("authorized")
-        first = Entry(1, Status.PLACED, now, p.subject)
-        order = Order(
-            order_id=order_id,
-            customer_id=p.subject,
-            restaurant_id=rid,
-            restaurant_name=r.name,
-            restaurant_lat=r.address.lat,
-            restaurant_lon=r.address.lon,
-            driver_id="",
-            status=Status.PLACED,
-            delivery_address=convert.address_json(a),
-            delivery_option=int(req.delivery_option) or order_pb2.DELIVERY_OPTION_STANDARD,
-            scheduled_time=req.scheduled_time.ToDatetime(dt.UTC) if scheduled else None,
-            currency=currency,
-            subtotal_minor=quote.subtotal_minor,
-            delivery_fee_minor=quote.delivery_fee_minor,
-            service_fee_minor=quote.service_fee_minor,
-            small_order_fee_minor=quote.small_order_fee_minor,
-            tax_minor=quote.tax_minor,
-            discount_minor=quote.discount_minor,
-            tip_minor=tip,
-            total_minor=total,
-            surge_multiplier=quote.surge_multiplier,
-            quote_id=quote.quote_id,
-            promo_code=req.promo_code,
-            payment_provider=self.ports.payments.name,
-            payment_id=auth.payment_id,
-            payment_status="authorized",
-            refunded_minor=0,
-            payment_pending=None,
-            estimated_delivery_time=arrival,
-            promised_delivery_time=arrival,
-            eta_confidence=estimate.confidence,
-            ready_time=ready,
-            release_at=release_at,
-            released=release_at is None,
-            cancellation_reason="",
-            last_seq=1,
-            created_at=now,
-            updated_at=now,
-            items=tuple(lines),
-            timeline=(first,),
-            delivery_pin=_new_pin(),
-            leave_at_door=req.leave_at_door,
-        )
-        snapshot = convert.order_to_pb(order)
-        event = self._event(order, first, "" if order.released else "scheduled", snapshot)
-        try:
-            await self.store.insert_order(order, event, idempotency_key=req.idempotency_key)
-        except BaseException as exc:
-            # The hold stays: whether or not the insert committed, the retry of this request
-            # uses it (same authorization key), so voiding it here could only void the
-            # hold of an order that exists after all.
-            if not isinstance(exc, Exception):  # cancelled (shutdown): nothing more to ask
-                raise
-            try:
-                if await self.store.exists(order_id):  # a twin attempt (takeover) won
-                    done = await self.store.get(order_id)
-                    if done is not None:
-                        return _pb(done, p)
-            except Exception:
-                pass
-            _log.warning("order %s not confirmed written: %s", order_id, exc)
-            raise _MaybeLeftBehind(Unavailable(
-                "the order could not be confirmed written: retry with the same idempotency_key",
-                reason="ORDER_NOT_CONFIRMED",
-            )) from exc  # fmt: skip
-        metrics.placed()
-        self._crash("placed")
-        return _pb(order, p)
 
     # -- reads -------------------------------------------------------------------------
 

@@ -25,12 +25,11 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from foodmesh.core.telemetry import inject_headers
 from servers.order import metrics
 from servers.order._pg import autocommit
-from servers.order.model import Change, Entry, Line, Order, OutboxEvent
+from servers.order.model import Change, Entry, Line, Order
 from servers.order.transitions import Status
-from servers.runtime.outbox import enqueue
+from servers.runtime.outbox import OutboxEvent, enqueue_event, insert_sql, row_values
 
 __all__ = [
     "MAX_PIN_ATTEMPTS",
@@ -55,8 +54,8 @@ _INSERT_ORDER = (
     + ", ".join(f"%({c})s" for c in _ORDER_COLUMNS) + ")"
 )  # fmt: skip
 # A new order in one statement: the order row, its lines and timeline (from JSON),
-# its idempotency key marked done, and its outbox event (the row
-# ``servers.runtime.outbox.enqueue`` writes, which cannot join a single statement).
+# its idempotency key marked done, and its outbox event (``servers.runtime.outbox``'s
+# row: ``enqueue`` cannot join a single statement).
 _INSERT_PLACED = (
     "WITH placed AS (INSERT INTO orders.orders (" + ", ".join(_ORDER_COLUMNS) + ") VALUES ("
     + ", ".join(f"%({c})s" for c in _ORDER_COLUMNS) + ")),"
@@ -72,10 +71,8 @@ _INSERT_PLACED = (
     " FROM jsonb_to_recordset(%(timeline)s) AS x(seq integer, status text, actor text,"
     " reason text, at timestamptz)),"
     " done AS (UPDATE orders.idempotency_keys SET state = 'done', order_id = %(order_id)s"
-    " WHERE customer_id = %(customer_id)s AND key = %(idempotency_key)s)"
-    " INSERT INTO orders.outbox (event_id, subject, payload, headers)"
-    " VALUES (%(event_id)s, %(subject)s, %(payload)s, %(headers)s)"
-    " ON CONFLICT (event_id) DO NOTHING"
+    " WHERE customer_id = %(customer_id)s AND key = %(idempotency_key)s) "
+    + insert_sql(_SCHEMA)
 )  # fmt: skip
 
 
@@ -225,10 +222,7 @@ class OrderStore:
             for e in o.timeline
         ])  # fmt: skip
         values["idempotency_key"] = idempotency_key
-        values["event_id"] = event.event_id
-        values["subject"] = event.subject
-        values["payload"] = event.payload
-        values["headers"] = Jsonb(dict(inject_headers({})))
+        values.update(row_values(event))
         async with autocommit(self.pool) as conn:
             await conn.execute(_INSERT_PLACED, values)
 
@@ -268,7 +262,7 @@ class OrderStore:
         )
 
     async def _announce(self, conn: AsyncConnection[Any], order_id: str, ev: OutboxEvent) -> None:
-        await enqueue(conn, _SCHEMA, subject=ev.subject, payload=ev.payload, event_id=ev.event_id)
+        await enqueue_event(conn, _SCHEMA, ev)
         await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, order_id))
 
     async def apply(

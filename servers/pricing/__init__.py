@@ -34,7 +34,6 @@ import grpc
 
 from clients import CatalogClient, ClientOptions, LocationClient
 from foodmesh.core.auth import ServiceCredentials
-from foodmesh.core.services import KNOWN
 from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import pricing_pb2_grpc
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
@@ -44,22 +43,13 @@ __all__ = ["SPEC", "build"]
 _log = logging.getLogger("foodmesh.pricing")
 
 
-def _target(resources: Resources, service: str) -> str:
-    s = resources.settings
-    explicit = s.extra.get(f"FOODMESH_PRICING_{service.upper()}_TARGET")
-    if explicit:
-        return explicit
-    port = next(i.grpc_port for i in KNOWN if i.name == service)
-    return f"{s.host}:{port}"
-
-
 def _f(resources: Resources, name: str, default: float) -> float:
     return float(resources.settings.extra.get(f"FOODMESH_PRICING_{name}", default))
 
 
 async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], Awaitable[None]]:
     """Wires the service's parts and starts the order feed, the sweeper and history."""
-    from servers.pricing.catalog import CachedCatalog
+    from servers.pricing.catalog import QuoteCatalog
     from servers.pricing.feed import OrderFeed
     from servers.pricing.live import (
         Conditions,
@@ -71,14 +61,15 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     from servers.pricing.quotes import QuoteBook
     from servers.pricing.service import PricingServicer
     from servers.pricing.store import PricingStore
+    from servers.runtime.cache import TtlCache
     from servers.runtime.redis_wire import RedisWire
 
     s = resources.settings
     # Short-lived service tokens under the service key, minted again before they expire.
     credentials = ServiceCredentials(s.service_key, subject="pricing")
     options = ClientOptions(credentials=credentials.metadata)
-    catalog = CatalogClient(_target(resources, "catalog"), options=options)
-    location = LocationClient(_target(resources, "location"), options=options)
+    catalog = CatalogClient(resources.target("catalog"), options=options)
+    location = LocationClient(resources.target("location"), options=options)
     store = PricingStore(resources.pg)
     redis = resources.redis
     demand = DemandCounter(redis, resources.keys, window_s=_f(resources, "DEMAND_WINDOW_S", 600))
@@ -95,7 +86,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     quotes = QuoteBook(redis, resources.keys, wire=wire, timeout_s=timeout_s)
     servicer = PricingServicer(
         store=store,
-        catalog=CachedCatalog(catalog, ttl_s=_f(resources, "CATALOG_CACHE_S", 2)),
+        catalog=QuoteCatalog(catalog, cache=TtlCache(ttl_s=_f(resources, "CATALOG_CACHE_S", 2))),
         surge=engine,
         conditions=conditions,
         quotes=quotes,

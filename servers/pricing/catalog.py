@@ -6,9 +6,10 @@ per quote; the answers are kept ``ttl_s`` seconds (2 by default), so a price
 change reaches quotes at most that late, and a quote is still checked against the
 Catalog's current prices when it is charged (PlaceOrder prices the lines itself
 and re-quotes when they differ). Concurrent misses of one key share one call;
-failures are never remembered (:class:`servers.runtime.cache.TtlCache`).
+failures are never remembered (:class:`clients.catalog.CachedCatalog` on
+:class:`servers.runtime.cache.TtlCache`).
 
-:meth:`CachedCatalog.quote_inputs` is what a quote asks: answers still fresh
+:meth:`QuoteCatalog.quote_inputs` is what a quote asks: answers still fresh
 are taken without a task or a wait (the common case, and the one a quote's CPU
 is spent on), and only the missing ones are fetched, together. The menu is kept
 as a :class:`~servers.pricing.cart.MenuIndex`, built once per menu fetched.
@@ -17,52 +18,23 @@ as a :class:`~servers.pricing.cart.MenuIndex`, built once per menu fetched.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
+from clients.catalog import CachedCatalog
 from foodmesh.v1 import catalog_pb2, common_pb2
 from servers.pricing.cart import MenuIndex
-from servers.runtime.cache import TtlCache
 
-__all__ = ["CachedCatalog", "CatalogPort", "QuoteInputs"]
+__all__ = ["QuoteCatalog", "QuoteInputs"]
 
 T = TypeVar("T")
-
-
-class CatalogPort(Protocol):
-    """What Pricing needs of the Catalog (``clients.CatalogClient`` fits)."""
-
-    async def get_restaurant(
-        self, request: catalog_pb2.GetRestaurantRequest, *, deadline_s: float | None = ...
-    ) -> catalog_pb2.GetRestaurantResponse: ...
-
-    async def get_menu(
-        self, request: catalog_pb2.GetMenuRequest, *, deadline_s: float | None = ...
-    ) -> catalog_pb2.GetMenuResponse: ...
-
-    async def check_delivery(
-        self, request: catalog_pb2.CheckDeliveryRequest, *, deadline_s: float | None = ...
-    ) -> catalog_pb2.CheckDeliveryResponse: ...
 
 
 #: What a quote needs of the Catalog: the restaurant, its priced menu, the delivery check.
 QuoteInputs = tuple[catalog_pb2.GetRestaurantResponse, MenuIndex, catalog_pb2.CheckDeliveryResponse]
 
 
-class CachedCatalog:
-    """A ``CatalogPort`` that remembers answers for ``ttl_s`` seconds (0: not at all)."""
-
-    def __init__(
-        self,
-        inner: CatalogPort,
-        *,
-        ttl_s: float = 2.0,
-        max_entries: int = 20_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.inner = inner
-        self.cache = TtlCache(ttl_s=ttl_s, max_entries=max_entries, clock=clock)
+class QuoteCatalog(CachedCatalog):
+    """The cached Catalog, and what a quote asks of it at once."""
 
     async def quote_inputs(
         self, restaurant_id: str, lat: float, lon: float, *, deadline_s: float | None = None
@@ -96,31 +68,6 @@ class CachedCatalog:
             catalog_pb2.GetMenuRequest(restaurant_id=restaurant_id), deadline_s=deadline_s
         )
         return MenuIndex(got.menu)
-
-    async def get_restaurant(
-        self, request: catalog_pb2.GetRestaurantRequest, *, deadline_s: float | None = None
-    ) -> catalog_pb2.GetRestaurantResponse:
-        return await self.cache.get(
-            ("restaurant", request.restaurant_id),
-            lambda: self.inner.get_restaurant(request, deadline_s=deadline_s),
-        )
-
-    async def get_menu(
-        self, request: catalog_pb2.GetMenuRequest, *, deadline_s: float | None = None
-    ) -> catalog_pb2.GetMenuResponse:
-        return await self.cache.get(
-            ("menu", request.restaurant_id),
-            lambda: self.inner.get_menu(request, deadline_s=deadline_s),
-        )
-
-    async def check_delivery(
-        self, request: catalog_pb2.CheckDeliveryRequest, *, deadline_s: float | None = None
-    ) -> catalog_pb2.CheckDeliveryResponse:
-        where = request.location
-        return await self.cache.get(
-            ("delivery", request.restaurant_id, where.lat, where.lon),
-            lambda: self.inner.check_delivery(request, deadline_s=deadline_s),
-        )
 
 
 async def _ready(value: T) -> T:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from foodmesh.core.events import ORDER_EVENTS, ORDERS
 from foodmesh.core.nats import Subjects
 from foodmesh.core.tasks import stop_tasks
 from foodmesh.core.telemetry import consumer_span
@@ -46,7 +47,7 @@ class OrderFeed:
         demand: DemandCounter,
         *,
         batch: int = 256,
-        stream: str = "ORDERS",
+        stream: str = ORDERS.name,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._js = js
@@ -75,7 +76,7 @@ class OrderFeed:
     async def _subscribe(self) -> JetStreamContext.PullSubscription:
         async def subscribe() -> JetStreamContext.PullSubscription:
             return await self._js().pull_subscribe(
-                self.subjects.subject("orders.v1.>"),
+                self.subjects.subject(ORDER_EVENTS.all),
                 durable=DURABLE,
                 stream=self.stream,
                 config=ConsumerConfig(

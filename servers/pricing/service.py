@@ -31,7 +31,7 @@ from foodmesh.v1 import pricing_pb2
 from foodmesh.v1 import pricing_pb2_grpc as pb_grpc
 from servers.pricing import convert
 from servers.pricing.cart import check_items, price_items
-from servers.pricing.catalog import CachedCatalog
+from servers.pricing.catalog import QuoteCatalog
 from servers.pricing.live import Conditions, SurgeEngine
 from servers.pricing.promo import PromoRejected, discount_minor
 from servers.pricing.quotes import QuoteBook
@@ -51,7 +51,7 @@ class PricingServicer(pb_grpc.PricingServiceServicer):
         self,
         *,
         store: PricingStore,
-        catalog: CachedCatalog,
+        catalog: QuoteCatalog,
         surge: SurgeEngine,
         conditions: Conditions,
         quotes: QuoteBook,

@@ -1,4 +1,4 @@
-"""The surge multiplier of a cell: the seed's tiers, events, weather, clamp, rounding,
+"""The surge multiplier of a cell: the design's tiers, events, weather, clamp, rounding,
 and hysteresis. Pure: counts and conditions in, a :class:`SurgeFactors` out.
 
 Arithmetic is exact (``Fraction``): the tiers are piecewise linear in the
@@ -49,7 +49,7 @@ WK = common_pb2.WeatherKind
 CELL_PRECISION = 5
 MIN_SURGE = Fraction(1)
 MAX_SURGE = Fraction(3)
-#: The seed's ratio when orders wait and no driver is available.
+#: The design's ratio when orders wait and no driver is available.
 EXTREME_RATIO = Fraction(5)
 _EVENT_RADIUS_M = 1.0 * METERS_PER_MILE
 _WEATHER: dict[int, Fraction] = {
@@ -107,7 +107,7 @@ class SurgeFactors:
 
 
 def demand_ratio(demand: int, supply: int) -> Fraction:
-    """Orders over available drivers; with no driver, 0 (no orders) or the seed's 5."""
+    """Orders over available drivers; with no driver, 0 (no orders) or the design's 5."""
     if demand < 0 or supply < 0:
         raise ValueError("counts cannot be negative")
     if supply == 0:
@@ -116,7 +116,7 @@ def demand_ratio(demand: int, supply: int) -> Fraction:
 
 
 def base_surge(ratio: Fraction) -> Fraction:
-    """The seed's tiers: ≤1 → 1.0; ≤2 → 1 + (r−1)·0.5; ≤5 → 2 + (r−2)·0.3; else 2.5."""
+    """The design's tiers: ≤1 → 1.0; ≤2 → 1 + (r−1)·0.5; ≤5 → 2 + (r−2)·0.3; else 2.5."""
     if ratio <= 1:
         return Fraction(1)
     if ratio <= 2:

@@ -33,10 +33,11 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from foodmesh.core.errors import FoodmeshError, InvalidArgument, Unauthenticated, dependency_error
 from foodmesh.core.metrics import MethodMetrics, RpcMetrics
+from foodmesh.core.streams import StreamSlots
 from servers.runtime import auth as _auth
 from servers.runtime import context as _ctx
 from servers.runtime.auth import Authorizer
-from servers.runtime.limits import Refused, StreamSlots, guarded_deserializer, guarded_requests
+from servers.runtime.limits import Refused, guarded_deserializer, guarded_requests
 
 __all__ = ["ERROR_DOMAIN", "ServerInterceptor", "status_for"]
 

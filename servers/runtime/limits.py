@@ -26,7 +26,6 @@ __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
     "MAX_REQUEST_BYTES",
     "Refused",
-    "StreamSlots",
     "count_violation",
     "guarded_deserializer",
     "guarded_requests",
@@ -165,53 +164,3 @@ async def guarded_requests(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         if isinstance(item, Refused):
             raise item.error
         yield item
-
-
-class StreamSlots:
-    """Counts a caller's open streams; a stream past a limit is refused (RESOURCE_EXHAUSTED).
-
-    A limit of 0 is no limit.
-    """
-
-    def __init__(self, *, per_caller: int = 8, per_order: int = 4) -> None:
-        self.per_caller = per_caller
-        self.per_order = per_order
-        self._open: dict[tuple[str, ...], int] = {}
-
-    def take(self, method: str, caller: str, order_id: str = "") -> Callable[[], None]:
-        """Takes a slot for ``caller`` on ``method`` (and on ``order_id``); returns its release.
-
-        Raises ResourceExhausted when one of the limits is reached.
-        """
-        keys: list[tuple[tuple[str, ...], int, str]] = [
-            ((method, caller), self.per_caller, "streams of this method"),
-        ]
-        if order_id:
-            keys.append(((caller, "order", order_id), self.per_order, "streams of this order"))
-        for key, limit, what in keys:
-            if limit > 0 and self._open.get(key, 0) >= limit:
-                raise ResourceExhausted(
-                    f"this caller already has {limit} {what} open; close one first",
-                    reason="TOO_MANY_STREAMS",
-                )
-        for key, _, _ in keys:
-            self._open[key] = self._open.get(key, 0) + 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
-            for key, _, _ in keys:
-                left = self._open[key] - 1
-                if left:
-                    self._open[key] = left
-                else:
-                    del self._open[key]
-
-        return release
-
-    def open_streams(self, method: str, caller: str) -> int:
-        """How many streams ``caller`` holds open on ``method``."""
-        return self._open.get((method, caller), 0)

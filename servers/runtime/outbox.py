@@ -9,8 +9,17 @@ marks them published. Several relays (replicas) share the table through
 transaction with :func:`first_delivery`, so a redelivered event is acknowledged
 without being applied again.
 
-The tables live in the owning service's schema; its first migration includes
-:func:`outbox_ddl` output.
+This module is the outbox's one home: the event (:class:`OutboxEvent`), the row
+(:func:`enqueue`, :func:`insert_sql`), the tables (:func:`outbox_ddl`) and the
+relay's start-up (:class:`RelayStart`, through ``Resources.start_relay``).
+
+The tables live in the owning service's schema. Order's and Fleet's were created by
+their first migrations (``0001_orders.sql``, ``0001_fleet.sql``) before this DDL was
+shared; those files stay as they are, because an applied migration never changes
+(the runner refuses a file whose checksum moved) and a new one would be a no-op on
+every database that has them. :func:`outbox_ddl` is the one source for a new
+outbox; ``tests/integration/test_outbox.py`` checks that the tables both migrations
+made are the ones it makes.
 """
 
 from __future__ import annotations
@@ -21,17 +30,31 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import psycopg
 from nats.js import JetStreamContext
+from nats.js.api import StreamConfig
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from foodmesh.core.nats import ensure_stream
 from foodmesh.core.tasks import stop_tasks
 from foodmesh.core.telemetry import inject_headers
+from servers.runtime.retry import retry
 
-__all__ = ["OutboxRelay", "enqueue", "first_delivery", "outbox_ddl"]
+__all__ = [
+    "OutboxEvent",
+    "OutboxRelay",
+    "RelayStart",
+    "enqueue",
+    "enqueue_event",
+    "first_delivery",
+    "insert_sql",
+    "outbox_ddl",
+    "row_values",
+]
 
 _log = logging.getLogger("foodmesh.outbox")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -66,6 +89,46 @@ CREATE TABLE IF NOT EXISTS {schema}.inbox (
 """
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """An event to publish: its id (the stream's dedupe key), subject and encoded payload."""
+
+    event_id: str
+    subject: str
+    payload: bytes
+
+
+def insert_sql(schema: str) -> str:
+    """The INSERT of one outbox row, named parameters (see :func:`row_values`).
+
+    For a service that writes its event inside a larger single statement (a
+    data-modifying CTE), where :func:`enqueue` cannot join.
+    """
+    _schema(schema)
+    return (
+        f"INSERT INTO {schema}.outbox (event_id, subject, payload, headers)"
+        " VALUES (%(event_id)s, %(subject)s, %(payload)s, %(headers)s)"
+        " ON CONFLICT (event_id) DO NOTHING"
+    )
+
+
+def row_values(event: OutboxEvent, headers: Mapping[str, str] | None = None) -> dict[str, object]:
+    """The parameters of :func:`insert_sql` for ``event``, with the current trace context."""
+    return {
+        "event_id": event.event_id,
+        "subject": event.subject,
+        "payload": event.payload,
+        "headers": json.dumps(inject_headers(dict(headers or {}))),
+    }
+
+
+async def enqueue_event(conn: psycopg.AsyncConnection, schema: str, event: OutboxEvent) -> bool:
+    """:func:`enqueue` of an :class:`OutboxEvent`."""
+    return await enqueue(
+        conn, schema, subject=event.subject, payload=event.payload, event_id=event.event_id
+    )
+
+
 async def enqueue(
     conn: psycopg.AsyncConnection,
     schema: str,
@@ -81,14 +144,8 @@ async def enqueue(
     continues this trace. Returns False if ``event_id`` was already enqueued
     (a retried write), which is not an error.
     """
-    carried = inject_headers(dict(headers or {}))
-    cur = await conn.execute(
-        sql.SQL(
-            "INSERT INTO {}.outbox (event_id, subject, payload, headers) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (event_id) DO NOTHING"
-        ).format(_schema(schema)),
-        (event_id, subject, payload, json.dumps(carried)),
-    )
+    event = OutboxEvent(event_id=event_id, subject=subject, payload=payload)
+    cur = await conn.execute(insert_sql(schema).encode(), row_values(event, headers))
     return cur.rowcount == 1
 
 
@@ -200,3 +257,62 @@ class OutboxRelay:
         if self._task is not None:
             await stop_tasks([self._task])
             self._task = None
+
+
+#: Makes a service's relay once its stream is there: ``(pool, js, schema) -> relay``.
+RelayFactory = Callable[[AsyncConnectionPool, JetStreamContext, str], OutboxRelay]
+
+
+class RelayStart:
+    """Declares the stream a service's outbox feeds, once NATS answers, then starts its relay.
+
+    NATS is connected by the health checks, maybe after the service starts: until
+    then each attempt fails and is tried again. ``make`` None declares the stream
+    only (a service whose relay is switched off).
+    """
+
+    def __init__(
+        self,
+        *,
+        js: Callable[[], JetStreamContext],
+        pool: Callable[[], AsyncConnectionPool],
+        stream: StreamConfig,
+        schema: str,
+        make: RelayFactory | None = OutboxRelay,
+        on_start: Callable[[OutboxRelay], None] | None = None,
+        retry_s: float = 0.1,
+    ) -> None:
+        self._js = js
+        self._pool = pool
+        self.stream = stream
+        self.schema = schema
+        self._make = make
+        self._on_start = on_start
+        self.retry_s = retry_s
+        self.relay: OutboxRelay | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-start-{self.schema}")
+
+    async def _declare(self) -> JetStreamContext:
+        js = self._js()
+        await ensure_stream(js, self.stream)
+        return js
+
+    async def _run(self) -> None:
+        js = await retry(f"declaring stream {self.stream.name} for the {self.schema} outbox",
+                         self._declare, first_s=self.retry_s, max_s=1.0, quiet_s=5.0,
+                         log=_log)  # fmt: skip
+        if self._make is not None:
+            relay = self.relay = self._make(self._pool(), js, self.schema)
+            if self._on_start is not None:
+                self._on_start(relay)
+            relay.start()
+
+    async def stop(self) -> None:
+        """Stops the start-up if it is still waiting, then the relay if it runs."""
+        await stop_tasks([self._task])
+        self._task = None
+        if self.relay is not None:
+            await self.relay.stop()

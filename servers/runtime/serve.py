@@ -34,16 +34,20 @@ from psycopg_pool import AsyncConnectionPool
 
 from foodmesh.core import telemetry
 from foodmesh.core.errors import DependencyUnavailable, FoodmeshError
+from foodmesh.core.events import Stream
 from foodmesh.core.metrics import rpc_metrics, serve_metrics
 from foodmesh.core.nats import Subjects, check_nats, open_nats
 from foodmesh.core.redis import Keys, check_redis, redis_client
+from foodmesh.core.services import KNOWN
+from foodmesh.core.streams import StreamSlots
 from foodmesh.core.tls import TlsConfigError, require_tls_outside_dev
 from servers.runtime.auth import Authorizer, access_rules
 from servers.runtime.config import Settings, env_int
 from servers.runtime.context import RequestIdFilter
 from servers.runtime.health import Check, HealthReporter
 from servers.runtime.interceptors import ServerInterceptor
-from servers.runtime.limits import MAX_REQUEST_BYTES, StreamSlots
+from servers.runtime.limits import MAX_REQUEST_BYTES
+from servers.runtime.outbox import OutboxRelay, RelayFactory, RelayStart
 from servers.runtime.postgres import check_postgres, describe_url
 
 __all__ = [
@@ -114,6 +118,43 @@ class Resources:
     @property
     def js(self) -> JetStreamContext:
         return self.nats.jetstream()
+
+    def configured_target(self, service: str) -> str | None:
+        """Where ``service`` listens if ``FOODMESH_<THIS>_<SERVICE>_TARGET`` says so, else None."""
+        s = self.settings
+        return s.extra.get(f"FOODMESH_{s.service.upper()}_{service.upper()}_TARGET") or None
+
+    def target(self, service: str) -> str:
+        """Where ``service`` listens: :meth:`configured_target`, else its port on this host."""
+        explicit = self.configured_target(service)
+        if explicit:
+            return explicit
+        port = next(i.grpc_port for i in KNOWN if i.name == service)
+        return f"{self.settings.host}:{port}"
+
+    def start_relay(
+        self,
+        stream: Stream,
+        schema: str,
+        *,
+        make: RelayFactory | None = OutboxRelay,
+        on_start: Callable[[OutboxRelay], None] | None = None,
+    ) -> RelayStart:
+        """Starts publishing the outbox in ``schema`` to ``stream`` once NATS answers.
+
+        ``make`` builds the relay (None: declare the stream, publish nothing);
+        ``on_start`` is handed it when it runs. Stop it with ``await ....stop()``.
+        """
+        starter = RelayStart(
+            js=lambda: self.js,
+            pool=lambda: self.pg,
+            stream=stream.config(self.subjects),
+            schema=schema,
+            make=make,
+            on_start=on_start,
+        )
+        starter.start()
+        return starter
 
     async def open(self) -> None:
         """Creates clients without waiting for servers; checks connect them."""

@@ -1,9 +1,10 @@
 """Order under failure: the process killed (SIGKILL) between the card hold and the commit,
 and between the commit and the publish; a client that times out and retries.
 
-The Order service runs as its own process (``python -m foodmesh serve order``), told by
-``FOODMESH_ORDER_CRASH_AT`` to kill itself at one point of PlaceOrder; the Catalog and
-the infrastructure keep running. Nothing may be lost, nothing done twice.
+The Order service runs as its own process (``python -m foodmesh serve order``, or
+``python -m tests.chaos._order_crashing <point>`` to kill itself at one point of
+PlaceOrder); the Catalog and the infrastructure keep running. Nothing may be lost,
+nothing done twice.
 """
 
 from __future__ import annotations
@@ -51,11 +52,12 @@ class OrderProcess:
         return f"127.0.0.1:{self.port}"
 
     async def start(self, *, crash_at: str = "") -> None:
-        env = {**self.env, "FOODMESH_ORDER_CRASH_AT": crash_at}
+        argv = ["-m", "tests.chaos._order_crashing", crash_at] if crash_at else [
+            "-m", "foodmesh", "serve", "order"]  # fmt: skip
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(  # noqa: ASYNC220 - started, not waited for
-                [sys.executable, "-m", "foodmesh", "serve", "order"],
-                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                [sys.executable, *argv],
+                env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + 30
         async with grpc.aio.insecure_channel(self.target) as ch:

@@ -44,7 +44,7 @@ async def test_a_customer_orders_on_the_web_page_and_watches_it_progress(
             page.on("pageerror", lambda e: errors.append(str(e)))  # type: ignore[attr-defined]
             url = f"{http.base}/app/#token={token}&lat={CENTER[0]}&lon={CENTER[1]}"
             await page.goto(url)  # type: ignore[attr-defined]
-            # the search at the seed's point lists restaurants nearest first
+            # the search at the design's point lists restaurants nearest first
             await page.wait_for_selector("#results li[data-i]", timeout=10_000)  # type: ignore[attr-defined]
             first = city.restaurants[0]
             await page.click(f'#results li:has-text("{first.restaurant.name}")')  # type: ignore[attr-defined]

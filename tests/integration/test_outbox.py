@@ -133,3 +133,38 @@ async def test_enqueue_carries_the_trace_context_to_consumers(pool: AsyncConnect
     assert row is not None
     trace_id = format(span.get_span_context().trace_id, "032x")
     assert trace_id in row[0]["traceparent"]
+
+
+async def _shape(conn: psycopg.AsyncConnection, schema: str) -> dict[str, object]:
+    """The outbox and inbox of ``schema`` as PostgreSQL describes them, schema name left out."""
+    cols = await conn.execute(
+        "SELECT table_name, column_name, data_type, is_nullable, column_default"
+        " FROM information_schema.columns WHERE table_schema = %s"
+        " AND table_name IN ('outbox', 'inbox') ORDER BY table_name, ordinal_position",
+        (schema,),
+    )
+    idx = await conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s"
+        " AND tablename IN ('outbox', 'inbox') ORDER BY indexname",
+        (schema,),
+    )
+    unqualified = lambda v: v.replace(f"{schema}.", "") if isinstance(v, str) else v  # noqa: E731
+    return {
+        "columns": [tuple(unqualified(v) for v in r) for r in await cols.fetchall()],
+        "indexes": [tuple(unqualified(v) for v in r) for r in await idx.fetchall()],
+    }
+
+
+async def test_the_migrated_outboxes_are_the_ones_outbox_ddl_makes(pg_url: str) -> None:
+    from servers import dispatch, order
+    from servers.runtime.migrate import load_migrations, migrate
+
+    for spec in (order.SPEC, dispatch.SPEC):
+        assert spec.migrations is not None
+        await migrate(pg_url, service=spec.name, migrations=load_migrations(spec.migrations))
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute("CREATE SCHEMA shared;" + outbox_ddl("shared"))
+        shared = await _shape(conn, "shared")
+        assert len(shared["columns"]) == 10 and len(shared["indexes"]) == 4  # type: ignore[arg-type]
+        assert await _shape(conn, "orders") == shared
+        assert await _shape(conn, "fleet") == shared

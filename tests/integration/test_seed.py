@@ -1,5 +1,5 @@
 """`foodmesh seed`: the city goes in through the services' RPCs, twice changes nothing,
-and the seed's example requests work as written (search at its point, an order to it)."""
+and the design's example requests work as written (search at its point, an order to it)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import redis.asyncio as aioredis
 
@@ -12,19 +10,9 @@ from gateway._config import ConfigError
 from gateway._limits import bucket_key
 from servers.runtime.serve import RunningService
 from tests.integration._gateway import Http, auth, details, gateway
-from tests.integration._order import seeded_catalog
 
 CUSTOMER = auth("customer", "cus_1")
 PATH = "/api/v1/restaurants/rest_1"
-
-
-@pytest.fixture
-async def catalog(
-    pg_url: str, redis_url: str, nats_url: str, namespace: str
-) -> AsyncIterator[RunningService]:
-    async with seeded_catalog(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
-                              namespace=namespace) as cat:  # fmt: skip
-        yield cat
 
 
 async def statuses(http: Http, n: int, *, forwarded: list[str], **headers: str) -> list[int]:
@@ -88,7 +76,7 @@ async def test_failed_unauthenticated_requests_do_not_use_up_the_shared_budget(
 
 
 def test_trusted_proxies_are_read_as_cidrs_and_a_bad_one_is_named() -> None:
-    env = {"FOODMESH_GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7"}
+    env = {"FOODMESH_DEV": "1", "FOODMESH_GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7"}
     assert GatewayConfig.from_env(env).trusted_proxies == ("10.0.0.0/8", "192.168.1.7/32")
     with pytest.raises(ConfigError, match="FOODMESH_GATEWAY_TRUSTED_PROXIES"):
-        GatewayConfig.from_env({"FOODMESH_GATEWAY_TRUSTED_PROXIES": "10.0.0.0/33"})
+        GatewayConfig.from_env({**env, "FOODMESH_GATEWAY_TRUSTED_PROXIES": "10.0.0.0/33"})

@@ -13,19 +13,9 @@ import pytest
 
 from servers.runtime.serve import RunningService
 from tests.integration._gateway import Http, auth, gateway, violations
-from tests.integration._order import seeded_catalog
 
 OPS = auth("ops", "ops_1")
 CUSTOMER = auth("customer", "cus_1")
-
-
-@pytest.fixture
-async def catalog(
-    pg_url: str, redis_url: str, nats_url: str, namespace: str
-) -> AsyncIterator[RunningService]:
-    async with seeded_catalog(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
-                              namespace=namespace) as cat:  # fmt: skip
-        yield cat
 
 
 @pytest.fixture

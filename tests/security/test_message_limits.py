@@ -20,7 +20,7 @@ from servers import eta
 from servers.runtime.config import Settings
 from servers.runtime.serve import RunningService, run_service
 from tests.integration._location import SERVICE, DriverApp, fix, location_service
-from tests.integration._order import Mesh, order_mesh, place_request, reason, token, violations
+from tests.integration._order import Mesh, place_request, reason, token, violations
 
 SF = (37.7749, -122.4194)
 
@@ -32,13 +32,6 @@ async def location(
     async with location_service(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
                                 namespace=namespace, state_dir=tmp_path) as running:  # fmt: skip
         yield running
-
-
-@pytest.fixture
-async def mesh(pg_url: str, redis_url: str, nats_url: str, namespace: str) -> AsyncIterator[Mesh]:
-    async with order_mesh(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
-                          namespace=namespace) as m:  # fmt: skip
-        yield m
 
 
 async def test_a_location_message_over_the_fix_limit_is_refused_whole(

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from foodmesh.v1 import common_pb2
 from foodmesh.v1 import order_pb2 as opb
-from tests.integration._gateway import Http, auth, gateway, violations
-from tests.integration._order import Mesh, order_mesh, place_request
+from tests.integration._gateway import Http, auth, violations
+from tests.integration._order import Mesh, place_request
 
 OS = common_pb2.OrderStatus
 CUSTOMER = auth("customer", "cus_1")
-
-
-@pytest.fixture
-async def mesh(pg_url: str, redis_url: str, nats_url: str, namespace: str) -> AsyncIterator[Mesh]:
-    async with order_mesh(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
-                          namespace=namespace) as m:  # fmt: skip
-        yield m
-
-
-@pytest.fixture
-async def http(mesh: Mesh) -> AsyncIterator[Http]:
-    async with gateway({"order": mesh.order.target}) as h:
-        yield h
 
 
 async def two_orders(mesh: Mesh) -> tuple[str, str]:
@@ -37,24 +22,26 @@ async def two_orders(mesh: Mesh) -> tuple[str, str]:
 
 @pytest.mark.parametrize("name", ["orderId", "order_id"])
 async def test_a_query_parameter_cannot_replace_the_order_of_the_path(
-    mesh: Mesh, http: Http, name: str
+    mesh: Mesh, order_http: Http, name: str
 ) -> None:
     a, b = await two_orders(mesh)
-    async with http.session.get(f"/api/v1/orders/{a}?{name}={b}", headers=CUSTOMER) as resp:
+    async with order_http.session.get(f"/api/v1/orders/{a}?{name}={b}", headers=CUSTOMER) as resp:
         body = await resp.json()
         status = resp.status
     assert status == 400, body
     assert name in violations(body)
     # The path alone still reads the path's order.
-    async with http.session.get(f"/api/v1/orders/{a}", headers=CUSTOMER) as resp:
+    async with order_http.session.get(f"/api/v1/orders/{a}", headers=CUSTOMER) as resp:
         assert resp.status == 200
         assert (await resp.json())["order"]["order_id"] == a
 
 
-async def test_a_body_cannot_name_another_order_than_the_path(mesh: Mesh, http: Http) -> None:
+async def test_a_body_cannot_name_another_order_than_the_path(mesh: Mesh, order_http: Http) -> None:
     a, b = await two_orders(mesh)
     other = {"orderId": b, "reason": "changed my mind"}
-    async with http.session.post(f"/api/v1/orders/{a}:cancel", json=other, headers=CUSTOMER) as r:
+    async with order_http.session.post(
+        f"/api/v1/orders/{a}:cancel", json=other, headers=CUSTOMER
+    ) as r:
         body = await r.json()
         status = r.status
     assert status == 400, body

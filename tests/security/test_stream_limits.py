@@ -5,30 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import aiohttp
 import grpc
 import pytest
 
 from foodmesh.v1 import order_pb2 as opb
-from tests.integration._gateway import Http, auth, details, gateway, sse_events
-from tests.integration._order import Mesh, order_mesh, place_request, reason
+from tests.integration._gateway import Http, auth, details, sse_events
+from tests.integration._order import Mesh, place_request, reason
 
 CUSTOMER = auth("customer", "cus_1", Accept="text/event-stream")
-
-
-@pytest.fixture
-async def mesh(pg_url: str, redis_url: str, nats_url: str, namespace: str) -> AsyncIterator[Mesh]:
-    async with order_mesh(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
-                          namespace=namespace) as m:  # fmt: skip
-        yield m
-
-
-@pytest.fixture
-async def http(mesh: Mesh) -> AsyncIterator[Http]:
-    async with gateway({"order": mesh.order.target}) as h:
-        yield h
 
 
 async def orders(mesh: Mesh, n: int) -> list[str]:
@@ -38,11 +24,11 @@ async def orders(mesh: Mesh, n: int) -> list[str]:
 
 
 async def watch(
-    http: Http, stack: contextlib.AsyncExitStack, order_id: str
+    order_http: Http, stack: contextlib.AsyncExitStack, order_id: str
 ) -> aiohttp.ClientResponse:
     """Opens an SSE watch; once open (200), waits for its first event and keeps it open."""
     resp = await stack.enter_async_context(
-        http.session.get(f"/api/v1/orders/{order_id}/watch", headers=CUSTOMER)
+        order_http.session.get(f"/api/v1/orders/{order_id}/watch", headers=CUSTOMER)
     )
     if resp.status == 200:
         await asyncio.wait_for(anext(sse_events(resp)), 10)
@@ -50,32 +36,32 @@ async def watch(
 
 
 async def test_a_caller_holds_at_most_4_streams_of_one_order_and_8_of_one_route(
-    mesh: Mesh, http: Http
+    mesh: Mesh, order_http: Http
 ) -> None:
     a, b, c = await orders(mesh, 3)
     async with contextlib.AsyncExitStack() as stack:
         for _ in range(4):
-            assert (await watch(http, stack, a)).status == 200
-        fifth = await watch(http, stack, a)
+            assert (await watch(order_http, stack, a)).status == 200
+        fifth = await watch(order_http, stack, a)
         assert fifth.status == 429
         assert int(fifth.headers["Retry-After"]) >= 1
         body = await fifth.json()
         assert details(body, "ErrorInfo")[0]["reason"] == "TOO_MANY_STREAMS"
         for _ in range(4):
-            assert (await watch(http, stack, b)).status == 200
-        ninth = await watch(http, stack, c)  # 8 of this route open already
+            assert (await watch(order_http, stack, b)).status == 200
+        ninth = await watch(order_http, stack, c)  # 8 of this route open already
         assert ninth.status == 429
     # Closed streams give their slots back (the services' own count follows a moment later).
     async with contextlib.AsyncExitStack() as stack:
         for _ in range(100):
             async with contextlib.AsyncExitStack() as attempt:
-                if (await watch(http, attempt, c)).status == 200:
+                if (await watch(order_http, attempt, c)).status == 200:
                     break
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("a stream slot was never given back")
         for _ in range(3):
-            assert (await watch(http, stack, c)).status == 200
+            assert (await watch(order_http, stack, c)).status == 200
 
 
 async def test_the_order_service_refuses_a_fifth_watch_of_one_order_by_one_caller(

@@ -74,7 +74,7 @@ def test_region_keys_share_a_cluster_hash_tag() -> None:
 
 
 def test_geohash_matches_the_reference_value() -> None:
-    # The seed's example point, San Francisco.
+    # The design's example point, San Francisco.
     assert geohash_encode(37.7749, -122.4194, 6) == "9q8yyk"
     assert geohash_encode(57.64911, 10.40744, 11) == "u4pruydqqvj"  # geohash.org's example
 

@@ -44,9 +44,10 @@ CERT_MANAGER = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certif
 CRD_SKIPPED = {CNPG, *CERT_MANAGER}
 #: Secrets made outside the overlay (by an SRE, or by CloudNativePG from its Cluster).
 EXTERNAL_SECRETS = {
-    "dev": {"foodmesh-auth"},
+    "dev": {"foodmesh-auth", "foodmesh-service-auth"},
     "prod": {
         "foodmesh-auth",
+        "foodmesh-service-auth",
         "foodmesh-postgres-app",
         "foodmesh-redis-users",
         "foodmesh-nats-users",
@@ -692,7 +693,7 @@ def test_prod_services_reach_redis_as_their_own_user(name: str) -> None:
     url = _expand(c, "FOODMESH_REDIS_URL", {("foodmesh-redis-users", name): password})
     assert url == f"redis+cluster://{name}:{password}@redis-cluster:6379"
     # The settings accept it, and the runtime's factory hands the credentials to the client.
-    settings = Settings.from_env(name, {"FOODMESH_REDIS_URL": url})
+    settings = Settings.from_env(name, {"FOODMESH_REDIS_URL": url, "FOODMESH_DEV": "1"})
     client = redis_client(settings.redis_url, name=name)
     kwargs = client.nodes_manager.connection_kwargs  # type: ignore[attr-defined]
     assert (kwargs["username"], kwargs["password"]) == (name, password)
@@ -795,3 +796,22 @@ def test_prod_ingress_serves_the_gateway_and_dashboard_over_tls_only() -> None:
     for name in ("gateway", "dashboard"):  # the Ingress's backends exist and are reachable
         svc = by_name(docs, "Service", name)
         assert any(p["name"] == "http" for p in svc["spec"]["ports"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_services_hold_the_service_key(overlay: str) -> None:
+    """The services' own key reaches the gRPC services and the simulator, never the gateway or
+    the dashboard (which must not be able to mint a token the services take)."""
+    docs = rendered(overlay)
+    holders = set()
+    for d in of_kind(docs, "Deployment"):
+        for c in containers(d, init=False):
+            for e in c.get("env", []):
+                if e["name"] == "FOODMESH_SERVICE_SECRET":
+                    ref = e["valueFrom"]["secretKeyRef"]
+                    assert (ref["name"], ref["key"]) == ("foodmesh-service-auth", "service-secret")
+                    assert ref.get("optional", False) == (overlay == "dev")
+                    holders.add(d["metadata"]["name"])
+    services = {s.name for s in KNOWN}
+    assert services <= holders
+    assert not holders & {"gateway", "dashboard"}

@@ -1,4 +1,4 @@
-"""Each score component has the seed's shape; the weights are checked and configurable."""
+"""Each score component has the design's shape; the weights are checked and configurable."""
 
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ def test_trained_model_beats_the_routing_only_baseline(trained: TrainResult) -> 
     for part in ("prep", "travel", "total", "total_driver_assigned"):
         assert ho[part]["mae_min"] < 0.8 * ho[part]["baseline_mae_min"], (part, ho[part])
         assert ho[part]["p90_min"] < ho[part]["baseline_p90_min"], part
-    assert ho["total"]["mae_min"] < 5.0  # the seed's target, even on this small history
+    assert ho["total"]["mae_min"] < 5.0  # the design's target, even on this small history
     assert 0.6 < ho["total"]["interval80_coverage"] <= 1.0
 
 
@@ -164,7 +164,7 @@ def test_batch_legs_match_single_routes(graph: RoadGraph) -> None:
 def test_points_off_the_roads_fall_back_to_a_straight_line(graph: RoadGraph) -> None:
     router = Router(graph)
     when = dt.datetime(2026, 1, 6, 18, tzinfo=dt.UTC)
-    sea = (37.7749, -122.75)  # ~29 km west of the seed's point, in the Pacific
+    sea = (37.7749, -122.75)  # ~29 km west of the design's point, in the Pacific
     r = router.route((37.7749, -122.4194), sea, depart_at=when)
     assert r.straight_line and r.distance_m > 25_000
     legs = router.legs([sea, (37.7749, -122.4194)], [(37.78, -122.41)] * 2, depart_at=when)

@@ -17,7 +17,7 @@ from servers.eta.features import is_peak
 from servers.eta.reroute import Reason, decide, deviation_m
 from servers.eta.routing import Leg
 
-# A straight street running east from the seed's point, about 880 m long.
+# A straight street running east from the design's point, about 880 m long.
 STREET = [(37.7749, -122.4194), (37.7749, -122.4144), (37.7749, -122.4094)]
 M_PER_DEG_LAT = 111_195.0
 

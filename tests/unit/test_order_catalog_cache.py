@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
+from clients.catalog import CachedCatalog
 from foodmesh.v1 import catalog_pb2, common_pb2
-from servers.order.catalog_cache import CachedCatalog
+from servers.runtime.cache import TtlCache
 
 
 class FakeCatalog:
@@ -66,7 +67,7 @@ def _where(lat: float) -> catalog_pb2.CheckDeliveryRequest:
 
 async def test_answers_are_reused_until_they_expire() -> None:
     inner, clock = FakeCatalog(), Clock()
-    cache = CachedCatalog(inner, ttl_s=2.0, clock=clock)
+    cache = CachedCatalog(inner, cache=TtlCache(ttl_s=2.0, clock=clock))
     req = catalog_pb2.GetRestaurantRequest(restaurant_id="rest_1")
     first = await cache.get_restaurant(req)
     clock.now += 1.9
@@ -78,7 +79,7 @@ async def test_answers_are_reused_until_they_expire() -> None:
 
 async def test_delivery_answers_are_kept_per_point_and_restaurants_apart() -> None:
     inner = FakeCatalog()
-    cache = CachedCatalog(inner, ttl_s=5.0)
+    cache = CachedCatalog(inner, cache=TtlCache(ttl_s=5.0))
     assert (await cache.check_delivery(_where(1.0))).deliverable
     assert not (await cache.check_delivery(_where(-1.0))).deliverable
     await cache.check_delivery(_where(1.0))
@@ -93,7 +94,7 @@ async def test_delivery_answers_are_kept_per_point_and_restaurants_apart() -> No
 async def test_concurrent_misses_make_one_call() -> None:
     inner = FakeCatalog()
     inner.gate = asyncio.Event()
-    cache = CachedCatalog(inner, ttl_s=5.0)
+    cache = CachedCatalog(inner, cache=TtlCache(ttl_s=5.0))
     req = catalog_pb2.GetMenuRequest(restaurant_id="rest_1")
     waiting = [asyncio.create_task(cache.get_menu(req)) for _ in range(20)]
     await asyncio.sleep(0)
@@ -106,7 +107,7 @@ async def test_concurrent_misses_make_one_call() -> None:
 async def test_a_failure_is_not_remembered() -> None:
     inner = FakeCatalog()
     inner.fail = True
-    cache = CachedCatalog(inner, ttl_s=5.0)
+    cache = CachedCatalog(inner, cache=TtlCache(ttl_s=5.0))
     req = catalog_pb2.GetRestaurantRequest(restaurant_id="rest_1")
     with pytest.raises(RuntimeError):
         await cache.get_restaurant(req)
@@ -118,7 +119,7 @@ async def test_a_failure_is_not_remembered() -> None:
 async def test_a_caller_giving_up_does_not_cancel_the_shared_call() -> None:
     inner = FakeCatalog()
     inner.gate = asyncio.Event()
-    cache = CachedCatalog(inner, ttl_s=5.0)
+    cache = CachedCatalog(inner, cache=TtlCache(ttl_s=5.0))
     req = catalog_pb2.GetMenuRequest(restaurant_id="rest_1")
     impatient = asyncio.create_task(cache.get_menu(req))
     patient = asyncio.create_task(cache.get_menu(req))
@@ -132,17 +133,17 @@ async def test_a_caller_giving_up_does_not_cancel_the_shared_call() -> None:
 
 async def test_zero_ttl_asks_every_time_and_reviews_always_pass_through() -> None:
     inner = FakeCatalog()
-    cache = CachedCatalog(inner, ttl_s=0)
+    cache = CachedCatalog(inner, cache=TtlCache(ttl_s=0))
     req = catalog_pb2.GetMenuRequest(restaurant_id="rest_1")
     await cache.get_menu(req)
     await cache.get_menu(req)
-    await CachedCatalog(inner, ttl_s=5).add_review(catalog_pb2.AddReviewRequest())
+    await CachedCatalog(inner, cache=TtlCache(ttl_s=5)).add_review(catalog_pb2.AddReviewRequest())
     assert inner.calls == ["menu", "menu", "review"]
 
 
 async def test_the_memory_is_bounded() -> None:
     inner = FakeCatalog()
-    cache = CachedCatalog(inner, ttl_s=60.0, max_entries=3)
+    cache = CachedCatalog(inner, cache=TtlCache(ttl_s=60.0, max_entries=3))
     for i in range(10):
         await cache.check_delivery(_where(float(i + 1)))
     assert len(cache.cache._entries) <= 3

@@ -48,7 +48,7 @@ def _input(subtotal: int, promo: str = "") -> PriceInput:
 
 def test_fallback_pricing_follows_the_seed_receipt() -> None:
     q = FallbackPricing().price(_input(2398))
-    # The seed's receipt: $23.98 subtotal, $2.99 delivery, $1.50 service fee.
+    # The design's receipt: $23.98 subtotal, $2.99 delivery, $1.50 service fee.
     assert (q.subtotal_minor, q.delivery_fee_minor, q.service_fee_minor) == (2398, 299, 150)
     assert q.small_order_fee_minor == 0 and q.discount_minor == 0
     assert q.tax_minor == 210  # 8.75 %
@@ -97,7 +97,7 @@ def test_fallback_eta_is_prep_plus_travel() -> None:
     assert est.ready == start + dt.timedelta(minutes=18)
     assert est.arrival == est.ready + dt.timedelta(minutes=est.travel_minutes)
     slow = FallbackEta().compute(EtaInput("r", (0, 0), (0, 0), 500, 1, 1, "USD", start))
-    assert slow.prep_minutes == 60  # clamped like the seed's model
+    assert slow.prep_minutes == 60  # clamped like the design's model
 
 
 def test_order_ids_are_opaque_unique_and_sort_by_time() -> None:

@@ -39,10 +39,10 @@ CELL = "9q8yy"  # San Francisco
         (F(101, 100), F("1.005")),  # just over: tier 2
         (F(3, 2), F("1.25")),
         (F(2), F(3, 2)),  # tier 2 upper boundary, inclusive: 1 + 1 × 0.5
-        (F(201, 100), F("2.003")),  # just over: tier 3 starts at 2.0 (the seed's jump)
+        (F(201, 100), F("2.003")),  # just over: tier 3 starts at 2.0 (the design's jump)
         (F(3), F("2.3")),
         (F(5), F("2.9")),  # tier 3 upper boundary, inclusive: 2 + 3 × 0.3
-        (F(501, 100), F("2.5")),  # over 5: the seed's flat 2.5
+        (F(501, 100), F("2.5")),  # over 5: the design's flat 2.5
         (F(100), F("2.5")),
     ],
 )
@@ -149,7 +149,7 @@ def test_rounding_is_half_up_on_exact_halves() -> None:
 
 def test_fee_schedule() -> None:
     f = FeeSchedule()
-    assert f.service_fee(2398) == 150  # the seed's $1.50 on $23.98 (min)
+    assert f.service_fee(2398) == 150  # the design's $1.50 on $23.98 (min)
     assert f.service_fee(20_000) == 500  # capped
     assert f.service_fee(5_000) == 250
     assert f.small_order_fee(999) == 200 and f.small_order_fee(1000) == 0
@@ -236,7 +236,7 @@ def _off(p: Promo, subtotal: int = 2398, usage: PromoUsage | None = None, *, cel
 
 
 def test_percent_and_fixed_discounts_with_caps() -> None:
-    assert _off(_promo()) == 480  # the seed's $4.80 off $23.98 (479.6 → 480)
+    assert _off(_promo()) == 480  # the design's $4.80 off $23.98 (479.6 → 480)
     assert _off(_promo(max_discount_minor=300)) == 300
     assert _off(_promo(kind=DiscountKind.FIXED, amount_off_minor=500)) == 500
     assert _off(_promo(kind=DiscountKind.FIXED, amount_off_minor=5000), subtotal=1200) == 1200

@@ -14,7 +14,8 @@ from foodmesh.v1 import catalog_pb2 as cpb
 from foodmesh.v1 import common_pb2
 from foodmesh.v1 import pricing_pb2 as ppb
 from servers.pricing.cart import MenuIndex, PricedItem, price_items
-from servers.pricing.catalog import CachedCatalog
+from servers.pricing.catalog import QuoteCatalog
+from servers.runtime.cache import TtlCache
 
 
 def _usd(n: int) -> common_pb2.Money:
@@ -193,7 +194,7 @@ class Clock:
 
 async def test_fresh_inputs_are_answered_from_memory_and_only_misses_are_fetched() -> None:
     inner, clock = FakeCatalog(), Clock()
-    cache = CachedCatalog(inner, ttl_s=2.0, clock=clock)
+    cache = QuoteCatalog(inner, cache=TtlCache(ttl_s=2.0, clock=clock))
     got, menu, where = await cache.quote_inputs("r1", 1.0, 2.0)
     assert got.restaurant.restaurant_id == "r1" and where.distance_miles == 1.0
     assert isinstance(menu, MenuIndex) and set(menu.items) == {"pizza", "calzone", "salad"}
@@ -213,7 +214,7 @@ async def test_fresh_inputs_are_answered_from_memory_and_only_misses_are_fetched
 
 async def test_concurrent_misses_share_one_call_and_failures_are_not_kept() -> None:
     inner = FakeCatalog()
-    cache = CachedCatalog(inner, ttl_s=60.0)
+    cache = QuoteCatalog(inner, cache=TtlCache(ttl_s=60.0))
     inner.gate = asyncio.Event()
     waiting = [asyncio.ensure_future(cache.quote_inputs("r1", 1.0, 2.0)) for _ in range(5)]
     await asyncio.sleep(0.01)
@@ -233,7 +234,7 @@ async def test_concurrent_misses_share_one_call_and_failures_are_not_kept() -> N
 
 async def test_without_a_time_to_live_every_quote_asks_the_catalog() -> None:
     inner = FakeCatalog()
-    cache = CachedCatalog(inner, ttl_s=0)
+    cache = QuoteCatalog(inner, cache=TtlCache(ttl_s=0))
     await cache.quote_inputs("r1", 1.0, 2.0)
     await cache.quote_inputs("r1", 1.0, 2.0)
     assert len(inner.calls) == 6

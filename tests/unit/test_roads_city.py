@@ -24,7 +24,7 @@ from foodmesh.roads import (
 from foodmesh.roads.city import BRIDGES, CROSSINGS, generate_city
 
 SF = (37.7749, -122.4194)
-#: The seed's example points (restaurant, customer, driver fixes): all must route.
+#: The design's example points (restaurant, customer, driver fixes): all must route.
 SEED_POINTS = [(37.7755, -122.4183), (37.7760, -122.4175), (37.7765, -122.4180), SF]
 TUESDAY_RUSH = dt.datetime(2026, 11, 24, 18, 0)
 TUESDAY_NIGHT = dt.datetime(2026, 11, 24, 3, 0)

@@ -1,4 +1,4 @@
-"""The simulated city: deterministic, realistic enough, and the seed's example point works."""
+"""The simulated city: deterministic, realistic enough, and the design's example point works."""
 
 from __future__ import annotations
 

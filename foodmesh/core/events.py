@@ -1,0 +1,124 @@
+"""The mesh's NATS names, declared once: subjects with their payload types, streams, buckets.
+
+Every publisher and subscriber (services, dashboard, the k8s generator) takes its
+names from here. Names are bare; a process applies its namespace through
+:class:`foodmesh.core.nats.Subjects` (``subjects.subject(ORDER_EVENTS.subject("placed"))``,
+``ORDERS.config(subjects)``), so several meshes can share one NATS server.
+
+============================  ==============================  ====================
+subject                       payload                         stream
+============================  ==============================  ====================
+``orders.v1.<event>``         ``order_pb2.OrderEvent``        ``ORDERS``
+``dispatch.v1.<kind>``        ``dispatch_pb2.DispatchEvent``  ``DISPATCH``
+``dispatch.v1.session.<d>``   ``DriverSessionResponse``       (core NATS)
+``location.v1.driver.<d>``    ``DriverLocationEvent``         (core NATS)
+``location.v1.presence``      ``DriverPresenceEvent``         ``LOCATION``
+============================  ==============================  ====================
+
+KV bucket ``dispatch_leases``: the regions each Dispatch replica leads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from google.protobuf.message import Message
+from nats.js.api import StreamConfig
+
+from foodmesh.core.nats import Subjects
+from foodmesh.v1 import dispatch_pb2, location_pb2, order_pb2
+
+__all__ = [
+    "DISPATCH",
+    "DISPATCH_EVENTS",
+    "DISPATCH_LEASES",
+    "DRIVER_LOCATIONS",
+    "DRIVER_PRESENCE",
+    "DRIVER_SESSIONS",
+    "LOCATION",
+    "ORDERS",
+    "ORDER_EVENTS",
+    "Stream",
+    "Subject",
+    "Topic",
+]
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class Subject(Generic[M]):
+    """One subject and the payload type it carries."""
+
+    name: str
+    payload: type[M]
+
+    def decode(self, data: bytes) -> M:
+        return self.payload.FromString(data)
+
+
+@dataclass(frozen=True, slots=True)
+class Topic(Generic[M]):
+    """A family of subjects ``<prefix>.<token>`` that all carry one payload type."""
+
+    prefix: str
+    payload: type[M]
+
+    def subject(self, token: str) -> str:
+        """The subject of one member: an event name, a kind, a driver id."""
+        return f"{self.prefix}.{token}"
+
+    @property
+    def any(self) -> str:
+        """Every member, one token deep (``<prefix>.*``)."""
+        return f"{self.prefix}.*"
+
+    @property
+    def all(self) -> str:
+        """Everything under the prefix, however deep (``<prefix>.>``)."""
+        return f"{self.prefix}.>"
+
+    def decode(self, data: bytes) -> M:
+        return self.payload.FromString(data)
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A JetStream stream: its name and subjects, how long and how it keeps messages."""
+
+    name: str
+    subjects: tuple[str, ...]
+    max_age_s: int
+    #: Seconds in which a repeated ``Nats-Msg-Id`` is dropped (0: the server's 2 minutes).
+    duplicate_window_s: int = 0
+
+    def config(self, ns: Subjects) -> StreamConfig:
+        """The stream's config in namespace ``ns`` (for ``ensure_stream``)."""
+        return StreamConfig(
+            name=ns.stream(self.name),
+            subjects=[ns.subject(s) for s in self.subjects],
+            max_age=self.max_age_s,
+            duplicate_window=self.duplicate_window_s,
+        )
+
+
+#: ``orders.v1.<event>``: an order's change (its new status, or ``scheduled``), from
+#: Order's outbox. Followed by Dispatch, Pricing and the dashboard.
+ORDER_EVENTS = Topic("orders.v1", order_pb2.OrderEvent)
+ORDERS = Stream("ORDERS", (ORDER_EVENTS.all,), max_age_s=7 * 86400)
+
+#: ``dispatch.v1.<kind>``: offers and assignments, from Dispatch's outbox.
+DISPATCH_EVENTS = Topic("dispatch.v1", dispatch_pb2.DispatchEvent)
+#: One token deep: the sessions' pushes below ``dispatch.v1.session`` stay out of it.
+DISPATCH = Stream("DISPATCH", (DISPATCH_EVENTS.any,), max_age_s=7 * 86400, duplicate_window_s=120)
+#: ``dispatch.v1.session.<driver>``: a push to a driver's session, whichever replica holds it.
+DRIVER_SESSIONS = Topic("dispatch.v1.session", dispatch_pb2.DriverSessionResponse)
+#: The regions each Dispatch replica leads (keys lapse when their holder stops renewing).
+DISPATCH_LEASES = "dispatch_leases"
+
+#: ``location.v1.driver.<driver>``: each accepted fix of a driver (core NATS, not kept).
+DRIVER_LOCATIONS = Topic("location.v1.driver", location_pb2.DriverLocationEvent)
+#: ``location.v1.presence``: a driver came online or went silent.
+DRIVER_PRESENCE = Subject("location.v1.presence", location_pb2.DriverPresenceEvent)
+LOCATION = Stream("LOCATION", (DRIVER_PRESENCE.name,), max_age_s=24 * 3600, duplicate_window_s=120)

@@ -1,0 +1,277 @@
+"""Assignments: an order from its arrival in the pool to the door (or its cancellation)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from foodmesh.core.errors import FailedPrecondition
+from servers.dispatch.model import Assignment, OfferRow
+from servers.dispatch.offers import HELD, POOL, Action, AssignmentStatus, step
+from servers.dispatch.store._sql import (
+    ASSIGNMENT,
+    ASSIGNMENTS,
+    OFFER,
+    OFFERS,
+    ROWS,
+    SCHEMA,
+    Announce,
+    all_,
+    call_order,
+    emit,
+    one,
+    ts,
+)
+from servers.dispatch.store.stats import count_delivery
+from servers.runtime.outbox import first_delivery
+
+__all__ = ["AssignmentStore", "NewOrder"]
+
+S = AssignmentStatus
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewOrder:
+    """An order to match, from its ``orders.v1.confirmed`` event (or MatchOrder)."""
+
+    order_id: str
+    region: str
+    pickup_lat: float
+    pickup_lon: float
+    pickup_label: str
+    dropoff_lat: float
+    dropoff_lon: float
+    dropoff_label: str
+    ready_at: float
+    tip_minor: int = 0
+    currency: str = "USD"
+
+
+class AssignmentStore:
+    """``fleet.assignments``: the pool of orders to match and the deliveries on the road."""
+
+    def __init__(self, pool: AsyncConnectionPool, announce: Announce) -> None:
+        self.pool = pool
+        self.announce = announce
+
+    # -- orders in and out -----------------------------------------------------------
+
+    async def add_order(
+        self, order: NewOrder, *, now: float, consumer: str = "", event_id: str = ""
+    ) -> Assignment | None:
+        """Puts a confirmed order in its region's pool, once (None if seen before)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            if event_id and not await first_delivery(conn, SCHEMA, consumer, event_id):
+                return None
+            return await one(
+                conn,
+                ASSIGNMENTS,
+                "INSERT INTO fleet.assignments (order_id, region, status, pickup_lat, pickup_lon,"
+                " pickup_label, dropoff_lat, dropoff_lon, dropoff_label, ready_at, tip_minor,"
+                " currency, created_at, updated_at) VALUES (%s, %s, 'pending', %s, %s, %s, %s,"
+                " %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (order_id) DO NOTHING"
+                f" RETURNING {ASSIGNMENT}",
+                (
+                    order.order_id,
+                    order.region,
+                    order.pickup_lat,
+                    order.pickup_lon,
+                    order.pickup_label,
+                    order.dropoff_lat,
+                    order.dropoff_lon,
+                    order.dropoff_label,
+                    ts(order.ready_at),
+                    order.tip_minor,
+                    order.currency,
+                    ts(now),
+                    ts(now),
+                ),
+            )
+
+    async def cancel_order(
+        self, order_id: str, *, now: float, reason: str, consumer: str = "", event_id: str = ""
+    ) -> tuple[Assignment | None, OfferRow | None]:
+        """The order was cancelled: the assignment ends, an open offer is withdrawn.
+
+        Returns the assignment before (to tell its driver) and the withdrawn offer.
+        """
+        async with self.pool.connection() as conn, conn.transaction():
+            if event_id and not await first_delivery(conn, SCHEMA, consumer, event_id):
+                return None, None
+            before = await one(
+                conn,
+                ASSIGNMENTS,
+                f"SELECT {ASSIGNMENT} FROM fleet.assignments WHERE order_id = %s FOR UPDATE",
+                (order_id,),
+            )
+            if before is None or before.status in (S.DELIVERED, S.CANCELLED):
+                return None, None
+            o = await one(
+                conn,
+                OFFERS,
+                "UPDATE fleet.offers SET status = 'withdrawn', reason = 'order cancelled',"
+                " answered_at = %s WHERE order_id = %s AND status = 'open'"
+                f" RETURNING {OFFER}",
+                (ts(now), order_id),
+            )
+            await conn.execute(
+                "UPDATE fleet.assignments SET status = 'cancelled', updated_at = %s"
+                " WHERE order_id = %s",
+                (ts(now), order_id),
+            )
+            busy = o.driver_id if o else (before.driver_id if before.status in HELD else "")
+            if busy:
+                await conn.execute(
+                    "UPDATE fleet.drivers SET status = 'available', updated_at = %s"
+                    " WHERE driver_id = %s AND status IN ('offered', 'on_delivery')"
+                    " AND session_id <> ''",
+                    (ts(now), busy),
+                )
+        return before, o
+
+    # -- the pool --------------------------------------------------------------------
+
+    async def regions_with_work(self) -> list[str]:
+        async with self.pool.connection() as conn:
+            rows = await all_(
+                conn,
+                ROWS,
+                "SELECT DISTINCT region FROM fleet.assignments WHERE status = ANY(%s)",
+                ([s.value for s in POOL],),
+            )
+        return sorted(r["region"] for r in rows)
+
+    async def pool_of(self, regions: Sequence[str], *, limit: int = 5000) -> list[Assignment]:
+        """Orders waiting for a driver in ``regions``: the front of the pool, then oldest."""
+        async with self.pool.connection() as conn:
+            return await all_(
+                conn,
+                ASSIGNMENTS,
+                f"SELECT {ASSIGNMENT} FROM fleet.assignments"
+                " WHERE status = ANY(%s) AND region = ANY(%s)"
+                " ORDER BY front DESC, status = 'escalated' DESC, created_at LIMIT %s",
+                ([s.value for s in POOL], list(regions), limit),
+            )
+
+    async def widen(self, order_ids: Sequence[str], radius_miles: float) -> None:
+        """Orders that found nobody search ``radius_miles`` from now on."""
+        if not order_ids:
+            return
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE fleet.assignments SET radius_miles = greatest(radius_miles, %s)"
+                " WHERE order_id = ANY(%s) AND status = ANY(%s)",
+                (radius_miles, list(order_ids), [s.value for s in POOL]),
+            )
+
+    # -- the road --------------------------------------------------------------------
+
+    async def progress(
+        self, order_id: str, driver_id: str, action: Action, *, now: float
+    ) -> tuple[Assignment, bool]:
+        """The driver's step on their delivery; returns it and whether it changed anything."""
+        async with self.pool.connection() as conn, conn.transaction():
+            a = await one(
+                conn,
+                ASSIGNMENTS,
+                f"SELECT {ASSIGNMENT} FROM fleet.assignments WHERE order_id = %s FOR UPDATE",
+                (order_id,),
+            )
+            if (
+                a is None
+                or a.driver_id != driver_id
+                or a.status not in [*(s.value for s in HELD), S.DELIVERED.value]
+            ):
+                raise FailedPrecondition(
+                    f"order {order_id!r} is not your delivery", reason="NOT_YOUR_ORDER"
+                )
+            to = step(a.status, action)
+            if to is None:
+                return a, False
+            after = await one(
+                conn,
+                ASSIGNMENTS,
+                "UPDATE fleet.assignments SET status = %s, updated_at = %s WHERE order_id = %s"
+                f" RETURNING {ASSIGNMENT}",
+                (to.value, ts(now), order_id),
+            )
+            assert after is not None
+            if to is S.DELIVERED:
+                await conn.execute(
+                    "UPDATE fleet.drivers SET status = CASE WHEN session_id <> '' THEN"
+                    " 'available' ELSE 'offline' END, updated_at = %s WHERE driver_id = %s",
+                    (ts(now), driver_id),
+                )
+                await count_delivery(conn, driver_id)
+            return after, True
+
+    async def lose_driver(self, driver_id: str, reason: str, *, now: float) -> Assignment | None:
+        """The driver went offline before pickup: their order goes back, to the pool's front."""
+        async with self.pool.connection() as conn, conn.transaction():
+            held = await one(
+                conn,
+                ROWS,
+                "SELECT order_id FROM fleet.assignments WHERE driver_id = %s"
+                " AND status IN ('assigned', 'at_restaurant') FOR UPDATE",
+                (driver_id,),
+            )
+            await conn.execute(
+                "UPDATE fleet.drivers SET status = 'offline', session_id = '', updated_at = %s"
+                " WHERE driver_id = %s",
+                (ts(now), driver_id),
+            )
+            if held is None:
+                return None
+            await conn.execute(
+                "UPDATE fleet.offers SET status = 'revoked', reason = %s"
+                " WHERE order_id = %s AND status = 'accepted'",
+                (reason, held["order_id"]),
+            )
+            a = await one(
+                conn,
+                ASSIGNMENTS,
+                "UPDATE fleet.assignments SET status = 'pending', driver_id = '', front = true,"
+                " excluded = array_append(excluded, %s), updated_at = %s WHERE order_id = %s"
+                f" RETURNING {ASSIGNMENT}",
+                (driver_id, ts(now), held["order_id"]),
+            )
+            assert a is not None
+            await call_order(conn, a.order_id, "", reason)
+            await emit(conn, self.announce, "unassigned", a, None, reason)
+            return a
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def get(self, order_id: str) -> Assignment | None:
+        async with self.pool.connection() as conn:
+            return await one(
+                conn,
+                ASSIGNMENTS,
+                f"SELECT {ASSIGNMENT} FROM fleet.assignments WHERE order_id = %s",
+                (order_id,),
+            )
+
+    async def page(
+        self,
+        statuses: Sequence[str],
+        region: str,
+        *,
+        after: tuple[dt.datetime, str] | None,
+        limit: int,
+    ) -> list[Assignment]:
+        q = f"SELECT {ASSIGNMENT} FROM fleet.assignments WHERE status = ANY(%s)"
+        params: list[Any] = [list(statuses)]
+        if region:
+            q += " AND region LIKE %s"
+            params.append(region.replace("%", "") + "%")
+        if after is not None:
+            q += " AND (created_at, order_id) > (%s, %s)"
+            params.extend(after)
+        q += " ORDER BY created_at, order_id LIMIT %s"
+        params.append(limit)
+        async with self.pool.connection() as conn:
+            return await all_(conn, ASSIGNMENTS, q, params)
