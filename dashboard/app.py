@@ -33,20 +33,22 @@ from nats.aio.msg import Msg
 from clients import CatalogClient, ClientOptions, LocationClient, OrderClient, PricingClient
 from dashboard.mapdata import map_payload, search_grid, surge_cells
 from dashboard.state import CityState
-from foodmesh.core.auth import (
-    DEV_SECRET,
-    AuthConfigError,
-    InvalidToken,
-    Principal,
-    TokenVerifier,
-    auth_settings,
-    bearer,
-)
+from foodmesh.core.auth import DEV_SECRET, InvalidToken, Principal, TokenVerifier, bearer
 from foodmesh.core.events import DISPATCH_EVENTS, DRIVER_LOCATIONS, DRIVER_PRESENCE, ORDER_EVENTS
 from foodmesh.core.nats import Subjects, open_nats
 from foodmesh.core.services import KNOWN
+from foodmesh.core.settings import (
+    NATS_SCHEMES,
+    auth_from_env,
+    env_namespace,
+    env_port,
+    env_str,
+    env_targets,
+    env_url,
+    read_at_start,
+)
 from foodmesh.core.tasks import stop_tasks
-from foodmesh.core.tls import TlsConfigError, TlsFiles, require_tls_outside_dev
+from foodmesh.core.tls import TlsFiles
 from foodmesh.v1 import (
     catalog_pb2,
     location_pb2,
@@ -98,23 +100,26 @@ class DashboardConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DashboardConfig:
+        """Reads ``FOODMESH_DASHBOARD_*``; raises :class:`ConfigError` naming a bad variable."""
         env = os.environ if env is None else env
-        auth = auth_settings(env, process="dashboard")
-        targets = {}
-        for s in KNOWN:
-            t = env.get(f"FOODMESH_DASHBOARD_{s.name.upper()}_TARGET")
-            targets[s.name] = t or f"127.0.0.1:{s.grpc_port}"
+        given = env_targets(env, "FOODMESH_DASHBOARD_")
+        targets = {s.name: given.get(s.name) or f"127.0.0.1:{s.grpc_port}" for s in KNOWN}
+        host = env_str(env, "FOODMESH_DASHBOARD_HOST", "127.0.0.1")
+        port = env_port(env, "FOODMESH_DASHBOARD_PORT", 8090)
+        nats_url = env_url(env, "FOODMESH_NATS_URL", "", NATS_SCHEMES, several=True)
+        namespace = env_namespace(env)
+        auth = auth_from_env(env, process="dashboard")  # last: a wrong setting elsewhere first
         return cls(
-            host=env.get("FOODMESH_DASHBOARD_HOST", "127.0.0.1"),
-            port=int(env.get("FOODMESH_DASHBOARD_PORT", "8090")),
-            nats_url=env.get("FOODMESH_NATS_URL", ""),
-            namespace=env.get("FOODMESH_NAMESPACE", ""),
+            host=host,
+            port=port,
+            nats_url=nats_url,
+            namespace=namespace,
             auth_secret=auth.secret,
             auth_jwks_url=auth.jwks_url,
             auth_issuer=auth.issuer,
             auth_audience=auth.audience,
             targets=targets,
-            roads=env.get("FOODMESH_DASHBOARD_ROADS", ""),
+            roads=env_str(env, "FOODMESH_DASHBOARD_ROADS", ""),
         )
 
 
@@ -531,11 +536,8 @@ def _channel(target: str) -> grpc.aio.Channel:
 def main() -> int:
     """Runs the dashboard until SIGTERM/SIGINT; settings from the environment."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        config = DashboardConfig.from_env()  # who may call first, then how (as the gateway)
-        require_tls_outside_dev(TlsFiles.from_env(), who="dashboard", serves=False, dials=True)
-    except (TlsConfigError, AuthConfigError) as exc:
-        print(f"dashboard: {exc}", flush=True)
+    config = read_at_start("dashboard", DashboardConfig.from_env)
+    if config is None:
         return 1
     try:
         asyncio.run(_run(config))

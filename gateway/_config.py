@@ -11,18 +11,27 @@ from dataclasses import dataclass, field
 
 from google.protobuf import descriptor
 
-from foodmesh.core.auth import DEV_SECRET, AuthConfigError, auth_settings
+from foodmesh.core.auth import DEV_SECRET
 from foodmesh.core.services import KNOWN
-from foodmesh.core.telemetry import EXPORTERS, exporter_from_env
-from foodmesh.core.tls import TlsConfigError, TlsFiles
+from foodmesh.core.settings import (
+    ConfigError,
+    auth_from_env,
+    env_bool,
+    env_first,
+    env_float,
+    env_int,
+    env_list,
+    env_port,
+    env_str,
+    env_targets,
+    tls_from_env,
+    trace_exporter,
+)
+from foodmesh.core.tls import TlsFiles
 
 __all__ = ["ConfigError", "GatewayConfig", "service_key"]
 
 DEFAULT_PORT = 8080
-
-
-class ConfigError(ValueError):
-    """A setting with a wrong value; the message names the variable."""
 
 
 def service_key(service: descriptor.ServiceDescriptor) -> str:
@@ -31,70 +40,25 @@ def service_key(service: descriptor.ServiceDescriptor) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected a number of seconds") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r}: must be positive")
-    return value
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    return env_float(env, name, default, above=True)
 
 
 def _rate(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected requests per second") from None
-    if not value >= 0 or value == float("inf"):
-        raise ConfigError(f"{name}={raw!r}: must be 0 (off) or a positive number")
-    return value
-
-
-def _bool(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise ConfigError(f"{name}={raw!r}: expected true or false")
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected an integer") from None
+    """Requests per second; 0 turns the limit off."""
+    return env_float(env, name, default, finite=True)
 
 
 def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     found: list[str] = []
-    for part in env.get(name, "").split(","):
-        if not part.strip():
-            continue
+    for part in env_list(env, name):
         try:
-            found.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+            found.append(str(ipaddress.ip_network(part, strict=False)))
         except ValueError:
             raise ConfigError(
-                f"{name}: {part.strip()!r} is not an address or a CIDR (10.0.0.0/8)"
+                f"{name}: {part!r} is not an address or a CIDR (10.0.0.0/8)"
             ) from None
     return tuple(found)
-
-
-def _tls(env: Mapping[str, str]) -> TlsFiles:
-    try:
-        return TlsFiles.from_env(env)
-    except TlsConfigError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,50 +126,40 @@ class GatewayConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
+        """Reads ``FOODMESH_GATEWAY_*``; raises :class:`ConfigError` naming a bad variable."""
         env = os.environ if env is None else env
-        if (exporter := exporter_from_env(env)) not in EXPORTERS:
-            raise ConfigError(f"FOODMESH_TRACE_EXPORTER={exporter!r}: expected "
-                              f"{', '.join(sorted(EXPORTERS))}")  # fmt: skip
-        targets = {
-            m.group(1).lower(): v
-            for k, v in env.items()
-            if (m := re.fullmatch(r"FOODMESH_GATEWAY_([A-Z0-9_]+)_TARGET", k)) and v
-        }
-        only = env.get("FOODMESH_GATEWAY_SERVICES", "")
-        cors = env.get("FOODMESH_GATEWAY_CORS_ORIGINS", "")
+        exporter = trace_exporter(env)
+        p = "FOODMESH_GATEWAY_"
         config = cls(
-            host=env.get("FOODMESH_GATEWAY_HOST") or env.get("FOODMESH_HOST") or "127.0.0.1",
-            port=_int(env, "FOODMESH_GATEWAY_PORT", DEFAULT_PORT),
-            deadline_s=_float(env, "FOODMESH_GATEWAY_DEADLINE_S", 5.0),
-            stream_deadline_s=_float(env, "FOODMESH_GATEWAY_STREAM_DEADLINE_S", 3600.0),
-            heartbeat_s=_float(env, "FOODMESH_GATEWAY_HEARTBEAT_S", 15.0),
-            max_body_bytes=_int(env, "FOODMESH_GATEWAY_MAX_BODY_BYTES", 1 << 20),
-            targets=targets,
-            services=frozenset(s.strip() for s in only.split(",") if s.strip()),
-            max_deadline_s=_float(env, "FOODMESH_GATEWAY_MAX_DEADLINE_S", 30.0),
-            readyz_cache_s=_float(env, "FOODMESH_GATEWAY_READYZ_CACHE_S", 1.0),
-            redis_url=env.get("FOODMESH_GATEWAY_REDIS_URL") or env.get("FOODMESH_REDIS_URL", ""),
-            rate_limit_namespace=env.get("FOODMESH_GATEWAY_RATE_LIMIT_NAMESPACE", ""),
-            ip_rate=_rate(env, "FOODMESH_GATEWAY_IP_RATE", 50.0),
-            ip_burst=_int(env, "FOODMESH_GATEWAY_IP_BURST", 100),
-            token_rate=_rate(env, "FOODMESH_GATEWAY_TOKEN_RATE", 20.0),
-            token_burst=_int(env, "FOODMESH_GATEWAY_TOKEN_BURST", 40),
-            fail_rate=_rate(env, "FOODMESH_GATEWAY_FAIL_RATE", 1.0),
-            fail_burst=_int(env, "FOODMESH_GATEWAY_FAIL_BURST", 20),
-            trust_forwarded_for=_bool(env, "FOODMESH_GATEWAY_TRUST_FORWARDED_FOR"),
-            trusted_proxies=_networks(env, "FOODMESH_GATEWAY_TRUSTED_PROXIES"),
-            max_streams_per_caller=_int(env, "FOODMESH_GATEWAY_MAX_STREAMS_PER_CALLER", 8),
-            max_streams_per_order=_int(env, "FOODMESH_GATEWAY_MAX_STREAMS_PER_ORDER", 4),
-            cors_origins=frozenset(o.strip().rstrip("/") for o in cors.split(",") if o.strip()),
-            cors_max_age_s=_int(env, "FOODMESH_GATEWAY_CORS_MAX_AGE_S", 600),
-            metrics_port=_int(env, "FOODMESH_GATEWAY_METRICS_PORT", -1),
-            trace_exporter=exporter_from_env(env),
-            tls=_tls(env),
+            host=env_first(env, (f"{p}HOST", "FOODMESH_HOST"), "127.0.0.1"),
+            port=env_port(env, f"{p}PORT", DEFAULT_PORT),
+            deadline_s=_seconds(env, f"{p}DEADLINE_S", 5.0),
+            stream_deadline_s=_seconds(env, f"{p}STREAM_DEADLINE_S", 3600.0),
+            heartbeat_s=_seconds(env, f"{p}HEARTBEAT_S", 15.0),
+            max_body_bytes=env_int(env, f"{p}MAX_BODY_BYTES", 1 << 20),
+            targets=env_targets(env, p),
+            services=frozenset(env_list(env, f"{p}SERVICES")),
+            max_deadline_s=_seconds(env, f"{p}MAX_DEADLINE_S", 30.0),
+            readyz_cache_s=_seconds(env, f"{p}READYZ_CACHE_S", 1.0),
+            redis_url=env_first(env, (f"{p}REDIS_URL", "FOODMESH_REDIS_URL")),
+            rate_limit_namespace=env_str(env, f"{p}RATE_LIMIT_NAMESPACE", ""),
+            ip_rate=_rate(env, f"{p}IP_RATE", 50.0),
+            ip_burst=env_int(env, f"{p}IP_BURST", 100),
+            token_rate=_rate(env, f"{p}TOKEN_RATE", 20.0),
+            token_burst=env_int(env, f"{p}TOKEN_BURST", 40),
+            fail_rate=_rate(env, f"{p}FAIL_RATE", 1.0),
+            fail_burst=env_int(env, f"{p}FAIL_BURST", 20),
+            trust_forwarded_for=env_bool(env, f"{p}TRUST_FORWARDED_FOR", False),
+            trusted_proxies=_networks(env, f"{p}TRUSTED_PROXIES"),
+            max_streams_per_caller=env_int(env, f"{p}MAX_STREAMS_PER_CALLER", 8),
+            max_streams_per_order=env_int(env, f"{p}MAX_STREAMS_PER_ORDER", 4),
+            cors_origins=frozenset(o.rstrip("/") for o in env_list(env, f"{p}CORS_ORIGINS")),
+            cors_max_age_s=env_int(env, f"{p}CORS_MAX_AGE_S", 600),
+            metrics_port=env_port(env, f"{p}METRICS_PORT", -1, lo=-1),
+            trace_exporter=exporter,
+            tls=tls_from_env(env),
         )
-        try:  # last: a wrong setting elsewhere is named first
-            auth = auth_settings(env, process="gateway")
-        except AuthConfigError as exc:
-            raise ConfigError(str(exc)) from None
+        auth = auth_from_env(env, process="gateway")  # last: a wrong setting elsewhere first
         return dataclasses.replace(
             config, auth_secret=auth.secret, auth_jwks_url=auth.jwks_url,
             auth_issuer=auth.issuer, auth_audience=auth.audience,

@@ -38,10 +38,10 @@ from prometheus_client import Histogram
 from foodmesh.core import telemetry
 from foodmesh.core.auth import TokenVerifier
 from foodmesh.core.metrics import serve_metrics
-from foodmesh.core.tls import TlsConfigError, require_tls_outside_dev
+from foodmesh.core.settings import read_at_start
 from gateway._admission import Admission
 from gateway._auth import Authenticator
-from gateway._config import ConfigError, GatewayConfig, service_key
+from gateway._config import GatewayConfig, service_key
 from gateway._cors import Cors
 from gateway._errors import GatewayError, error_info, upstream_error
 from gateway._health import Health
@@ -295,11 +295,8 @@ async def _run(config: GatewayConfig) -> None:
 def main(host: str | None = None, port: int | None = None) -> int:
     """Runs the gateway until SIGTERM/SIGINT; settings from the environment."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        config = GatewayConfig.from_env()
-        require_tls_outside_dev(config.tls, who="gateway", serves=False, dials=True)
-    except (ConfigError, TlsConfigError) as exc:
-        print(f"gateway: {exc}", flush=True)
+    config = read_at_start("gateway", GatewayConfig.from_env)
+    if config is None:
         return 1
     config = dataclasses.replace(
         config,

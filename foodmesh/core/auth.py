@@ -5,7 +5,8 @@ Two kinds of token, told apart by the JWT header's ``alg``:
 - **HS256** (dev mode, and the services' own tokens): a compact JWT signed with
   HMAC-SHA256 and the shared secret ``FOODMESH_AUTH_SECRET``; minted by
   :func:`mint_token` (the simulator, the tests, ``foodmesh token``) and checked by
-  :func:`verify_token`, pure standard library.
+  :func:`verify_token`, both through PyJWT (``algorithms=["HS256"]`` only); the claims'
+  rules (finite ``exp`` not too far away, the ``sub`` pattern, the roles) are ours.
 - **RS256 / ES256** (production): issued by an OIDC provider and checked against
   the public keys it publishes at ``FOODMESH_AUTH_JWKS_URL`` (:class:`JwksCache`:
   cached, refetched on a ``kid`` it has not seen and every ``ttl_s``), with the
@@ -33,7 +34,6 @@ missing, short or public secret unless ``FOODMESH_DEV=1``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import json
@@ -75,7 +75,6 @@ __all__ = [
 #: The secret of a laptop or CI run; deployments set ``FOODMESH_AUTH_SECRET``.
 DEV_SECRET = "foodmesh-dev-secret-not-for-production"
 ROLES = ("customer", "restaurant", "driver", "ops", "service")
-_HEADER = b'{"alg":"HS256","typ":"JWT"}'
 #: Clock skew tolerated between the signer and the verifier.
 _LEEWAY_S = 30.0
 #: The longest a user token may still be valid for (a far-away ``exp`` is refused).
@@ -87,7 +86,6 @@ SERVICE_TOKEN_TTL_S = 600.0
 MAX_SERVICE_TOKEN_S = 900.0
 #: The roles a service token may carry: a service's own, and Dispatch acting for a driver.
 SERVICE_TOKEN_ROLES = ("service", "driver")
-_SERVICE_HEADER = b'{"alg":"HS256","typ":"JWT","kid":"foodmesh-service"}'
 #: The smallest secret accepted outside dev mode, in bytes.
 MIN_SECRET_BYTES = 32
 #: A subject goes into NATS subjects and Redis keys: no ``.``, ``*``, ``>``, no whitespace.
@@ -119,18 +117,6 @@ class Principal:
         return self.role == role and (subject is None or self.subject == subject)
 
 
-def _b64(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
-
-
-def _unb64(data: str) -> bytes:
-    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
-
-
-def _sign(secret: str, signing_input: bytes) -> bytes:
-    return hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
-
-
 def valid_subject(subject: object) -> bool:
     """True for an id fit for NATS subjects and keys: 1-128 of ``A-Za-z0-9_-:@|+=``."""
     return isinstance(subject, str) and _SUBJECT.fullmatch(subject) is not None
@@ -141,9 +127,8 @@ def service_secret_for(secret: str) -> str:
     return hmac.new(secret.encode(), b"foodmesh service tokens v1", hashlib.sha256).hexdigest()
 
 
-def _compact(header: bytes, claims: Mapping[str, Any], secret: str) -> str:
-    signing_input = _b64(header) + b"." + _b64(json.dumps(claims, separators=(",", ":")).encode())
-    return (signing_input + b"." + _b64(_sign(secret, signing_input))).decode()
+def _hs256(claims: dict[str, Any], secret: str, *, kid: str | None = None) -> str:
+    return jwt.encode(claims, secret, algorithm="HS256", headers={"kid": kid} if kid else None)
 
 
 def mint_token(
@@ -165,8 +150,7 @@ def mint_token(
             now=now,
         )  # fmt: skip
     iat = int(time.time() if now is None else now)
-    return _compact(_HEADER, {"sub": subject, "role": role, "iat": iat, "exp": iat + int(ttl_s)},
-                    secret)  # fmt: skip
+    return _hs256({"sub": subject, "role": role, "iat": iat, "exp": iat + int(ttl_s)}, secret)
 
 
 def mint_service_token(
@@ -192,7 +176,7 @@ def mint_service_token(
     iat = int(time.time() if now is None else now)
     claims = {"sub": subject, "role": role, "aud": SERVICE_AUDIENCE, "iat": iat,
               "exp": iat + int(ttl_s)}  # fmt: skip
-    return _compact(_SERVICE_HEADER, claims, service_secret)
+    return _hs256(claims, service_secret, kid=SERVICE_KID)
 
 
 def _check_claims(
@@ -218,34 +202,48 @@ def _check_claims(
     return Principal(subject=sub, role=str(role), expires_at=float(exp))
 
 
-def _hs256_claims(secret: str, token: str) -> dict[str, Any]:
-    """The claims of an HS256 token signed with ``secret``; raises :class:`InvalidToken`."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise InvalidToken("malformed token: expected three dot-separated parts")
-    header_b64, claims_b64, sig_b64 = parts
+#: What a missing required claim of an HS256 token is called in the refusal.
+_MISSING = {
+    "sub": "token has no subject (sub)",
+    "exp": "token has no expiry (exp)",
+    "aud": f"service token is not for {SERVICE_AUDIENCE}",
+}
+
+
+def _hs256_claims(secret: str, token: str, *, audience: str | None = None) -> dict[str, Any]:
+    """The claims of an HS256 token signed with ``secret``; raises :class:`InvalidToken`.
+
+    PyJWT checks the form, the algorithm, the signature, the required claims and (given
+    ``audience``) ``aud``; the times are :func:`_check_claims`'s, against the caller's
+    ``now`` and leeway, so PyJWT's own clock checks are off (tokens carry no ``nbf``).
+    """
     try:
-        header = json.loads(_unb64(header_b64))
-        sig = _unb64(sig_b64)
-    except ValueError:
-        raise InvalidToken("malformed token: not base64url JSON") from None
-    if not isinstance(header, dict) or header.get("alg") != "HS256":
-        raise InvalidToken("unsupported token: only alg HS256 is accepted")
-    expected = _sign(secret, f"{header_b64}.{claims_b64}".encode())
-    if not hmac.compare_digest(sig, expected):
-        raise InvalidToken("bad signature")
-    try:
-        # parse_constant: NaN / Infinity are not JSON numbers (an ``exp`` of Infinity).
-        claims = json.loads(_unb64(claims_b64), parse_constant=_no_constant)
-    except ValueError:
-        raise InvalidToken("malformed token: claims are not base64url JSON") from None
-    if not isinstance(claims, dict):
-        raise InvalidToken("malformed token: claims are not an object")
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            audience=audience,
+            options={
+                "require": ["sub", "exp", *(["aud"] if audience else [])],
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+                "verify_aud": audience is not None,
+                "strict_aud": True,
+                "verify_sub": False,
+            },
+        )
+    except jwt.InvalidSignatureError:
+        raise InvalidToken("bad signature") from None
+    except jwt.InvalidAlgorithmError:
+        raise InvalidToken("unsupported token: only alg HS256 is accepted") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise InvalidToken(_MISSING.get(exc.claim, f"token has no {exc.claim} claim")) from None
+    except jwt.InvalidAudienceError:
+        raise InvalidToken(_MISSING["aud"]) from None
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(f"malformed token: {exc}") from None
     return claims
-
-
-def _no_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def verify_token(
@@ -262,9 +260,7 @@ def verify_service_token(
     service_secret: str, token: str, *, now: float | None = None, leeway_s: float = _LEEWAY_S
 ) -> Principal:
     """The caller a service token names (signed with the service key, ``aud`` checked)."""
-    claims = _hs256_claims(service_secret, token)
-    if claims.get("aud") != SERVICE_AUDIENCE:
-        raise InvalidToken(f"service token is not for {SERVICE_AUDIENCE}")
+    claims = _hs256_claims(service_secret, token, audience=SERVICE_AUDIENCE)
     if claims.get("role") not in SERVICE_TOKEN_ROLES:
         raise InvalidToken(f"a service token may not carry role {claims.get('role')!r}")
     return _check_claims(claims, now, leeway_s=leeway_s, max_life_s=MAX_SERVICE_TOKEN_S)
@@ -496,16 +492,6 @@ class JwksCache:
         self._background.start()
 
 
-def _segment_json(segment: str, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(_unb64(segment))
-    except ValueError:
-        raise InvalidToken(f"malformed token: {what} is not base64url JSON") from None
-    if not isinstance(doc, dict):
-        raise InvalidToken(f"malformed token: {what} is not an object")
-    return doc
-
-
 class TokenVerifier:
     """Checks a bearer token of any kind: a user token (HS256 with the secret, or RS256/ES256
     from the identity provider's JWKS) and, given the service key, a service token."""
@@ -617,10 +603,10 @@ class TokenVerifier:
         return self._verify(token, None)
 
     def _verify(self, token: str, now: float | None) -> Principal:
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise InvalidToken("malformed token: expected three dot-separated parts")
-        header = _segment_json(parts[0], "header")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"malformed token: {exc}") from None
         alg = header.get("alg")
         if alg == "HS256" and header.get("kid") == SERVICE_KID:
             if self.service_secret is None:

@@ -38,6 +38,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from foodmesh.core.events import DRIVER_PRESENCE, LOCATION, ORDER_EVENTS, ORDERS
 from foodmesh.core.geo import geohash_encode
 from foodmesh.core.nats import Subjects, ensure_stream
+from foodmesh.core.settings import env_float, env_int
 from foodmesh.core.telemetry import consumer_span
 from foodmesh.v1 import (
     common_pb2,
@@ -60,7 +61,6 @@ from servers.dispatch.offers import OfferRules
 from servers.dispatch.scoring import Weights
 from servers.dispatch.sessions import SessionHub
 from servers.dispatch.store import Fleet, NewOrder
-from servers.runtime.config import env_float, env_int
 from servers.runtime.retry import retry
 
 __all__ = ["Engine", "EngineConfig", "LocationPort", "OrderPort", "TravelPort", "plan_off_loop"]

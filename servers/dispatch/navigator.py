@@ -36,6 +36,7 @@ from nats.aio.subscription import Subscription
 
 from foodmesh.core.events import DRIVER_LOCATIONS
 from foodmesh.core.nats import Subjects
+from foodmesh.core.settings import env_float, env_int
 from foodmesh.v1 import common_pb2, dispatch_pb2, eta_pb2, location_pb2
 from servers.dispatch import metrics
 from servers.dispatch.model import Assignment
@@ -53,7 +54,6 @@ from servers.dispatch.routes import (
 )
 from servers.dispatch.sessions import Session
 from servers.dispatch.store import Fleet
-from servers.runtime.config import env_float, env_int
 
 __all__ = ["Navigator", "NavigatorConfig", "PositionPort", "RoutePort"]
 

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import grpc
 
+from foodmesh.core.settings import env_float
 from foodmesh.v1 import eta_pb2_grpc
-from servers.runtime.config import env_float
 from servers.runtime.serve import Dependency, Resources, ServiceSpec, StartupError
 
 __all__ = ["SPEC", "build", "default_model_dir"]

@@ -23,6 +23,7 @@ from foodmesh.core.errors import (
     Violations,
 )
 from foodmesh.core.geo import METERS_PER_MILE, haversine_m, valid_lat_lon
+from foodmesh.core.settings import env_float, env_int
 from foodmesh.v1 import common_pb2, location_pb2, location_pb2_grpc
 from servers.location import metrics
 from servers.location.fixes import Fix, Rejection, Throttle, check_fix
@@ -33,7 +34,6 @@ from servers.location.presence import Presence
 from servers.location.store import INDEXED_STATUSES, MPH_TO_MPS, Accepted, LiveStore
 from servers.location.tracking import Tracker
 from servers.runtime.auth import require
-from servers.runtime.config import env_float, env_int
 from servers.runtime.ids import check_id
 from servers.runtime.limits import max_items
 

@@ -1,6 +1,7 @@
-"""Typed settings read from ``FOODMESH_*`` environment variables.
+"""The settings of a service, read from ``FOODMESH_*`` environment variables.
 
-A wrong value fails fast with a :class:`ConfigError` naming the variable, the
+Read through :mod:`foodmesh.core.settings` (the gateway and the dashboard use the same
+helpers): a wrong value fails fast with a :class:`ConfigError` naming the variable, the
 value and what would be accepted.
 """
 
@@ -8,96 +9,31 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 
-from foodmesh.core.auth import DEV_SECRET, AuthConfigError, auth_settings, service_secret_for
-from foodmesh.core.errors import ConfigError
-from foodmesh.core.telemetry import EXPORTERS, exporter_from_env
-from foodmesh.core.tls import TlsConfigError, TlsFiles
+from foodmesh.core.auth import DEV_SECRET, service_secret_for
+from foodmesh.core.settings import (
+    LOG_LEVELS,
+    NATS_SCHEMES,
+    POSTGRES_SCHEMES,
+    REDIS_SCHEMES,
+    auth_from_env,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_namespace,
+    env_port,
+    env_str,
+    env_url,
+    tls_from_env,
+    trace_exporter,
+)
+from foodmesh.core.tls import TlsFiles
 
+#: ``env_*`` are foodmesh.core.settings', re-exported for code that still imports them here.
 __all__ = ["Settings", "env_bool", "env_float", "env_int", "env_str"]
-
-T = TypeVar("T")
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _read(
-    env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T], expected: str
-) -> T:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    try:
-        return parse(raw.strip())
-    except (ValueError, TypeError):
-        raise ConfigError(f"{name}={raw!r} is not valid: expected {expected}") from None
-
-
-def env_str(env: Mapping[str, str], name: str, default: str) -> str:
-    return env.get(name, default)
-
-
-def env_int(
-    env: Mapping[str, str], name: str, default: int, *, lo: int | None = None, hi: int | None = None
-) -> int:
-    value = _read(env, name, default, int, "an integer")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ConfigError(f"{name}={value} is out of range: expected {lo}..{hi}")
-    return value
-
-
-def env_float(env: Mapping[str, str], name: str, default: float, *, lo: float = 0.0) -> float:
-    value = _read(env, name, default, float, "a number")
-    if value < lo or value != value:
-        raise ConfigError(f"{name}={value} is out of range: expected a number >= {lo}")
-    return value
-
-
-def _parse_bool(raw: str) -> bool:
-    low = raw.lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise ValueError(raw)
-
-
-def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    return _read(env, name, default, _parse_bool, "one of 1/0, true/false, yes/no, on/off")
-
-
-#: One server, or a Redis Cluster by any of its nodes (``redis+cluster://h1:p1,h2:p2``).
-REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
-
-
-def _url(
-    env: Mapping[str, str],
-    name: str,
-    default: str,
-    schemes: tuple[str, ...],
-    *,
-    several: bool = False,
-) -> str:
-    """The URL in ``name``; with ``several``, a comma-separated list of them (a cluster's)."""
-    value = env.get(name, default)
-    parts = value.split(",") if several else [value]
-    if value and not all(p.strip().startswith(tuple(f"{s}://" for s in schemes)) for p in parts):
-        raise ConfigError(
-            f"{name}={value!r} is not valid: expected a URL starting with "
-            + " or ".join(f"{s}://" for s in schemes)
-        )
-    return value
-
-
-def _tls(env: Mapping[str, str]) -> TlsFiles:
-    try:
-        return TlsFiles.from_env(env)
-    except TlsConfigError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,34 +80,19 @@ class Settings:
         env = os.environ if env is None else env
         up = service.upper()
         port_var = f"FOODMESH_{up}_PORT" if f"FOODMESH_{up}_PORT" in env else "FOODMESH_PORT"
-        log_level = env.get("FOODMESH_LOG_LEVEL", "INFO").upper()
-        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ConfigError(
-                f"FOODMESH_LOG_LEVEL={log_level!r} is not valid: "
-                "expected DEBUG, INFO, WARNING or ERROR"
-            )
-        exporter = exporter_from_env(env)
-        if exporter not in EXPORTERS:
-            raise ConfigError(
-                f"FOODMESH_TRACE_EXPORTER={exporter!r} is not valid: "
-                "expected none, console, otlp or memory"
-            )
-        namespace = env.get("FOODMESH_NAMESPACE", "")
-        if namespace and not namespace.replace("_", "").replace("-", "").isalnum():
-            raise ConfigError(
-                f"FOODMESH_NAMESPACE={namespace!r} is not valid: expected letters, digits, - or _"
-            )
+        log_level = env_choice(env, "FOODMESH_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True)
+        exporter = trace_exporter(env)
         settings = cls(
             service=service,
-            host=env.get("FOODMESH_HOST", "127.0.0.1"),
-            port=env_int(env, port_var, 0, lo=0, hi=65535),
-            metrics_port=env_int(env, f"FOODMESH_{up}_METRICS_PORT", 0, lo=0, hi=65535),
+            host=env_str(env, "FOODMESH_HOST", "127.0.0.1"),
+            port=env_port(env, port_var, 0),
+            metrics_port=env_port(env, f"FOODMESH_{up}_METRICS_PORT", 0),
             metrics_enabled=env_bool(env, "FOODMESH_METRICS", True),
-            postgres_url=_url(env, "FOODMESH_POSTGRES_URL", "", ("postgresql", "postgres")),
-            redis_url=_url(env, "FOODMESH_REDIS_URL", "", REDIS_SCHEMES),
-            nats_url=_url(env, "FOODMESH_NATS_URL", "", ("nats", "tls", "ws", "wss"), several=True),
-            namespace=namespace,
-            tls=_tls(env),
+            postgres_url=env_url(env, "FOODMESH_POSTGRES_URL", "", POSTGRES_SCHEMES),
+            redis_url=env_url(env, "FOODMESH_REDIS_URL", "", REDIS_SCHEMES),
+            nats_url=env_url(env, "FOODMESH_NATS_URL", "", NATS_SCHEMES, several=True),
+            namespace=env_namespace(env),
+            tls=tls_from_env(env),
             default_deadline_s=env_float(env, "FOODMESH_DEFAULT_DEADLINE_S", 5.0, lo=0.001),
             stream_max_age_s=env_float(env, "FOODMESH_STREAM_MAX_AGE_S", 3600.0, lo=1.0),
             shutdown_grace_s=env_float(env, "FOODMESH_SHUTDOWN_GRACE_S", 10.0),
@@ -183,11 +104,7 @@ class Settings:
             trace_exporter=exporter,
             extra={k: v for k, v in env.items() if k.startswith(f"FOODMESH_{up}_")},
         )
-        # Last: a wrong setting elsewhere is named first.
-        try:
-            auth = auth_settings(env, process=service)
-        except AuthConfigError as exc:
-            raise ConfigError(str(exc)) from None
+        auth = auth_from_env(env, process=service)  # last: a wrong setting elsewhere is named first
         return dataclasses.replace(
             settings, auth_secret=auth.secret, service_secret=auth.service_secret
         )

@@ -39,10 +39,11 @@ from foodmesh.core.metrics import rpc_metrics, serve_metrics
 from foodmesh.core.nats import Subjects, check_nats, open_nats
 from foodmesh.core.redis import Keys, check_redis, redis_client
 from foodmesh.core.services import KNOWN
+from foodmesh.core.settings import env_int
 from foodmesh.core.streams import StreamSlots
 from foodmesh.core.tls import TlsConfigError, require_tls_outside_dev
 from servers.runtime.auth import Authorizer, access_rules
-from servers.runtime.config import Settings, env_int
+from servers.runtime.config import Settings
 from servers.runtime.context import RequestIdFilter
 from servers.runtime.health import Check, HealthReporter
 from servers.runtime.interceptors import ServerInterceptor
