@@ -32,8 +32,7 @@ from foodmesh.core.settings import (
 )
 from foodmesh.core.tls import TlsFiles
 
-#: ``env_*`` are foodmesh.core.settings', re-exported for code that still imports them here.
-__all__ = ["Settings", "env_bool", "env_float", "env_int", "env_str"]
+__all__ = ["Settings"]
 
 
 @dataclass(frozen=True, slots=True)
