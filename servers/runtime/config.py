@@ -22,7 +22,6 @@ from foodmesh.core.settings import (
     env_bool,
     env_choice,
     env_float,
-    env_int,
     env_namespace,
     env_port,
     env_str,
