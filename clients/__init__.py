@@ -7,7 +7,7 @@ deadline and retries the methods the contract marks idempotent::
         reply = await orders.get_order(order_pb2.GetOrderRequest(order_id="..."))
 """
 
-from clients._base import ClientOptions, RetryPolicy
+from clients._base import ClientOptions, RetryPolicy, mesh_channel_args
 from clients.catalog import CatalogClient
 from clients.dispatch import DispatchClient
 from clients.eta import EtaClient
@@ -24,4 +24,5 @@ __all__ = [
     "OrderClient",
     "PricingClient",
     "RetryPolicy",
+    "mesh_channel_args",
 ]

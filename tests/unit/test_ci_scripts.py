@@ -6,6 +6,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -45,6 +46,9 @@ def test_a_process_of_the_run_is_found_by_its_token_or_its_path(
     by_path = find("another-token", [str(tmp_path)])
     assert any(line.startswith(f"pid {sleeper.pid}:") for line in by_path)
     assert not any(f"pid {sleeper.pid}:" in ln for ln in find("another-token", ["/no/such"]))
+    # A process started before the run (a `foodmesh up` beside it) is not the run's own.
+    later = time.time() + 3600
+    assert not any(f"pid {sleeper.pid}:" in ln for ln in find("another", [str(tmp_path)], later))
 
 
 def test_the_check_fails_naming_a_survivor_and_passes_once_it_is_gone(

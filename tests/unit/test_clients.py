@@ -21,7 +21,13 @@ from clients import (
     OrderClient,
     PricingClient,
 )
-from clients._base import BaseClient, RetryPolicy, retryable_methods, service_config
+from clients._base import (
+    BaseClient,
+    RetryPolicy,
+    mesh_channel_args,
+    retryable_methods,
+    service_config,
+)
 from foodmesh.core.auth import DEV_SECRET, bearer, mint_token
 from foodmesh.core.errors import Unavailable
 from foodmesh.v1 import eta_pb2, eta_pb2_grpc, order_pb2
@@ -185,3 +191,31 @@ def test_every_rpc_of_the_contract_has_a_client_method(client: type[BaseClient])
     service = client.SERVICE
     missing = [m.name for m in service.methods if not hasattr(client, _snake(m.name))]
     assert missing == [], f"{client.__name__} lacks methods for {missing}"
+
+
+def test_the_gateway_and_dashboard_dial_with_the_meshs_reconnect_arguments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Their channels are made outside the typed clients: they must reconnect as those do."""
+    from dashboard import app as dashboard_app
+    from gateway._config import GatewayConfig
+    from gateway._upstreams import Upstreams
+
+    seen: list[dict[str, Any]] = []
+
+    def record(target: str, options: Any = None, **_: Any) -> object:
+        seen.append(dict(options or ()))
+        return object()
+
+    monkeypatch.delenv("FOODMESH_TLS_CA", raising=False)
+    monkeypatch.setattr(grpc.aio, "insecure_channel", record)
+    config = GatewayConfig(host="127.0.0.1", port=0, targets={"eta": "127.0.0.1:1"},
+                           services=frozenset({"eta"}))  # fmt: skip
+    Upstreams(config).channel(eta_pb2.DESCRIPTOR.services_by_name["EtaService"])
+    dashboard_app._channel("127.0.0.1:1")
+    wanted = dict(mesh_channel_args())
+    assert len(seen) == 2
+    for options in seen:
+        assert {k: options.get(k) for k in wanted} == wanted
+        assert options["grpc.use_local_subchannel_pool"] == 1
+        assert options["grpc.max_reconnect_backoff_ms"] <= 2000
