@@ -192,9 +192,22 @@ def _check_claims(
         raise InvalidToken(f"token has an unknown role {role!r}")
     if isinstance(exp, bool) or not isinstance(exp, int | float):
         raise InvalidToken("token has no expiry (exp)")
-    if not math.isfinite(exp):
+    try:
+        finite = math.isfinite(exp)
+    except OverflowError:  # an integer too large for a float
+        finite = False
+    if not finite:
         raise InvalidToken("token expiry (exp) is not a finite number")
     t = time.time() if now is None else now
+    nbf = claims.get("nbf")
+    if nbf is not None:
+        if isinstance(nbf, bool) or not isinstance(nbf, int | float):
+            raise InvalidToken("token not-before (nbf) is not a number")
+        try:
+            if nbf - leeway_s > t:
+                raise InvalidToken("token is not valid yet (nbf)")
+        except OverflowError:
+            raise InvalidToken("token not-before (nbf) is not a finite number") from None
     if exp + leeway_s < t:
         raise InvalidToken("token expired")
     if exp > t + max_life_s + leeway_s:
@@ -347,32 +360,47 @@ def _secret_problem(name: str, value: str) -> str | None:
     return None
 
 
-def auth_settings(env: Mapping[str, str] | None = None, *, process: str = "") -> AuthSettings:
+def auth_settings(
+    env: Mapping[str, str] | None = None, *, process: str = "", service: bool = False
+) -> AuthSettings:
     """The one decision on secrets every process makes at start.
 
     Outside dev mode ``FOODMESH_AUTH_SECRET`` must be at least 32 bytes and not the
-    public dev secret, ``FOODMESH_SERVICE_SECRET`` (when set) too, and JWKS mode needs
-    ``FOODMESH_AUTH_ISSUER``; raises :class:`AuthConfigError` naming the variable. With
-    ``FOODMESH_DEV=1`` the dev secret stands in, and a WARNING says so (once).
+    public dev secret, ``FOODMESH_SERVICE_SECRET`` too (required of a ``service`` process,
+    one that signs service tokens: derived from the user secret it would be a key the
+    gateway and the dashboard hold as well), and JWKS mode needs ``FOODMESH_AUTH_ISSUER``
+    and ``FOODMESH_AUTH_AUDIENCE``; raises :class:`AuthConfigError` naming the variable.
+    With ``FOODMESH_DEV=1`` the dev secret stands in, and a WARNING says so (once).
     """
     global _warned_dev
     env = os.environ if env is None else env
     dev = dev_mode(env)
     secret = env.get("FOODMESH_AUTH_SECRET", "")
-    service = env.get("FOODMESH_SERVICE_SECRET", "")
+    service_key = env.get("FOODMESH_SERVICE_SECRET", "")
     jwks_url = env.get("FOODMESH_AUTH_JWKS_URL", "").strip()
     issuer = env.get("FOODMESH_AUTH_ISSUER", "").strip()
+    audience = env.get("FOODMESH_AUTH_AUDIENCE", "").strip()
     if not dev:
         if (problem := _secret_problem("FOODMESH_AUTH_SECRET", secret)) is not None:
             raise AuthConfigError(problem)
-        if service and (problem := _secret_problem("FOODMESH_SERVICE_SECRET", service)):
-            raise AuthConfigError(problem)
-        if service and service == secret:
+        if (service or service_key) and (
+            problem := _secret_problem("FOODMESH_SERVICE_SECRET", service_key)
+        ):
+            raise AuthConfigError(
+                problem + " (services sign their own tokens with a key the gateway and the"
+                " dashboard do not hold)"
+            )
+        if service_key and service_key == secret:
             raise AuthConfigError("FOODMESH_SERVICE_SECRET must differ from FOODMESH_AUTH_SECRET")
         if jwks_url and not issuer:
             raise AuthConfigError(
                 "FOODMESH_AUTH_ISSUER is not set: JWKS mode (FOODMESH_AUTH_JWKS_URL) "
                 "takes tokens of one issuer only"
+            )
+        if jwks_url and not audience:
+            raise AuthConfigError(
+                "FOODMESH_AUTH_AUDIENCE is not set: JWKS mode (FOODMESH_AUTH_JWKS_URL) takes "
+                "tokens issued for this API only, not for the provider's other clients"
             )
     elif not _warned_dev:
         _warned_dev = True
@@ -382,11 +410,11 @@ def auth_settings(env: Mapping[str, str] | None = None, *, process: str = "") ->
     secret = secret or DEV_SECRET
     return AuthSettings(
         secret=secret,
-        service_secret=service or service_secret_for(secret),
+        service_secret=service_key or service_secret_for(secret),
         dev=dev,
         jwks_url=jwks_url,
         issuer=issuer,
-        audience=env.get("FOODMESH_AUTH_AUDIENCE", "").strip(),
+        audience=audience,
     )
 
 

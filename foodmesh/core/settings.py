@@ -205,13 +205,14 @@ def tls_from_env(env: Mapping[str, str]) -> TlsFiles:
         raise ConfigError(str(exc)) from None
 
 
-def auth_from_env(env: Mapping[str, str], *, process: str) -> AuthSettings:
-    """The keys and identity provider (:func:`~foodmesh.core.auth.auth_settings`).
+def auth_from_env(env: Mapping[str, str], *, process: str, service: bool = False) -> AuthSettings:
+    """The keys and identity provider (:func:`~foodmesh.core.auth.auth_settings`; ``service``:
+    the process signs service tokens and needs the services' own key).
 
     Read last by every process, so a wrong setting elsewhere is named first.
     """
     try:
-        return auth_settings(env, process=process)
+        return auth_settings(env, process=process, service=service)
     except AuthConfigError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -42,7 +42,8 @@ def service_credentials(subject: str = "seed") -> ServiceCredentials:
 
     Raises :class:`foodmesh.core.auth.AuthConfigError` without a secret outside dev mode.
     """
-    return ServiceCredentials(auth_settings(process=subject).service_secret, subject=subject)
+    settings = auth_settings(process=subject, service=True)
+    return ServiceCredentials(settings.service_secret, subject=subject)
 
 
 def service_metadata(subject: str = "seed") -> tuple[tuple[str, str], ...]:

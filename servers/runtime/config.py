@@ -102,7 +102,8 @@ class Settings:
             trace_exporter=exporter,
             extra={k: v for k, v in env.items() if k.startswith(f"FOODMESH_{up}_")},
         )
-        auth = auth_from_env(env, process=service)  # last: a wrong setting elsewhere is named first
+        # last: a wrong setting elsewhere is named first
+        auth = auth_from_env(env, process=service, service=True)
         return dataclasses.replace(
             settings, auth_secret=auth.secret, service_secret=auth.service_secret
         )

@@ -7,7 +7,9 @@ import subprocess
 import pytest
 
 from foodmesh.core.auth import DEV_SECRET, AuthConfigError, auth_settings
+from foodmesh.core.errors import ConfigError
 from foodmesh.infra import RunningInfra
+from servers.runtime.config import Settings
 from tests.security._identity import REAL_SECRET, base_env, read_until, start, stop
 
 #: Servers' URLs that nothing answers at: a process that does start waits on them.
@@ -76,3 +78,26 @@ def test_a_real_secret_starts_without_dev_mode() -> None:
     assert not got.dev and got.secret == REAL_SECRET and got.service_secret != REAL_SECRET
     with pytest.raises(AuthConfigError, match="FOODMESH_SERVICE_SECRET"):
         auth_settings({"FOODMESH_AUTH_SECRET": REAL_SECRET, "FOODMESH_SERVICE_SECRET": "x"})
+
+
+def test_a_service_outside_dev_mode_needs_a_service_key_of_its_own() -> None:
+    """Derived from the user secret, the services' key would be one the gateway and the
+    dashboard hold too (the master key of item 9): a service refuses to start without it,
+    while the edges, which never sign service tokens, do not need it."""
+    with pytest.raises(ConfigError, match="FOODMESH_SERVICE_SECRET"):
+        Settings.from_env("order", {"FOODMESH_AUTH_SECRET": REAL_SECRET})
+    key = "s" * 40
+    got = Settings.from_env(
+        "order", {"FOODMESH_AUTH_SECRET": REAL_SECRET, "FOODMESH_SERVICE_SECRET": key}
+    )
+    assert got.service_key == key
+    assert auth_settings({"FOODMESH_AUTH_SECRET": REAL_SECRET}).service_secret != key
+
+
+def test_jwks_mode_needs_an_audience_outside_dev_mode() -> None:
+    """Tokens the same provider issued for its other clients are not ours."""
+    env = {"FOODMESH_AUTH_SECRET": REAL_SECRET, "FOODMESH_AUTH_JWKS_URL": "https://id.example/j",
+           "FOODMESH_AUTH_ISSUER": "https://id.example/"}  # fmt: skip
+    with pytest.raises(AuthConfigError, match="FOODMESH_AUTH_AUDIENCE"):
+        auth_settings(env)
+    assert auth_settings({**env, "FOODMESH_AUTH_AUDIENCE": "foodmesh"}).audience == "foodmesh"

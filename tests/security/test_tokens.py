@@ -108,3 +108,18 @@ async def test_readyz_fans_out_at_most_once_per_second(
         statuses += [await ready() for _ in range(5)]
         assert set(statuses) <= {200, 503}
         assert http.gateway.readyz_fanouts == 1
+
+
+def test_an_expiry_too_large_for_a_float_is_refused_not_a_crash() -> None:
+    token = hs256({}, raw='{"sub":"cus_1","role":"customer","exp":1' + "0" * 400 + "}")
+    with pytest.raises(InvalidToken, match="exp"):
+        verify_token(DEV_SECRET, token)
+
+
+def test_a_token_not_valid_yet_is_refused() -> None:
+    now = time.time()
+    token = hs256({"sub": "cus_1", "role": "customer", "exp": now + 600, "nbf": now + 300})
+    with pytest.raises(InvalidToken, match="nbf"):
+        verify_token(DEV_SECRET, token)
+    ok = hs256({"sub": "cus_1", "role": "customer", "exp": now + 600, "nbf": now - 5})
+    assert verify_token(DEV_SECRET, ok).subject == "cus_1"
