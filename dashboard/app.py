@@ -29,6 +29,7 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from yarl import URL
 
 from clients import (
     CatalogClient,
@@ -312,9 +313,10 @@ class Dashboard:
             if link := request.query.get("token"):  # a ready-made link: keep it as a cookie
                 principal = await self._principal(link)
                 query = {k: v for k, v in request.query.items() if k != "token"}
-                there = (
-                    request.rel_url.with_query(query) if query else request.rel_url.with_query(None)
-                )
+                # One leading slash, whatever the link had: "//host/" would send the viewer,
+                # just logged in, to another site (a protocol-relative address).
+                path = "/" + request.path.lstrip("/\\")
+                there = URL.build(path=path, query=query or None, encoded=False)
                 found = web.HTTPSeeOther(location=str(there))
                 _set_cookie(found, request, link, principal, self.clock())
                 raise found

@@ -54,7 +54,8 @@ async def _up(args: argparse.Namespace) -> int:
     from foodmesh.supervisor import ProcessSpec, Supervisor, python_argv
 
     # A laptop's platform: development mode (the dev secret unless one is set), said loudly
-    # by each process; FOODMESH_DEV=0 with a real FOODMESH_AUTH_SECRET runs it otherwise.
+    # by each process. Outside it (FOODMESH_DEV=0) every process needs real secrets and TLS
+    # files (FOODMESH_TLS_*), which `up` does not make: production runs on Kubernetes.
     os.environ.setdefault("FOODMESH_DEV", "1")
     auth("up")
     state = state_dir(args)

@@ -8,6 +8,7 @@ import time
 
 import aiohttp
 import yaml
+import yarl
 
 from dashboard import DashboardConfig, serve
 from foodmesh.core.auth import DEV_SECRET, mint_token
@@ -75,6 +76,20 @@ async def test_login_and_a_token_link_set_the_cookie_the_page_uses() -> None:
                 assert "foodmesh_ops" in r.headers["Set-Cookie"]
             async with http.get(base + "/") as r:
                 assert r.status == 200 and '<canvas id="map"' in await r.text()
+
+
+async def test_a_token_link_redirects_only_within_the_dashboard() -> None:
+    """``//evil.example/?token=…`` must not answer ``Location: //evil.example/`` (a
+    protocol-relative address: another site, with the viewer just logged in)."""
+    config = DashboardConfig(port=0, roads="none", targets={})
+    async with serve(config) as (_, port), aiohttp.ClientSession() as http:
+        for path in ("//evil.example/", "///evil.example/x", "/\\evil.example/"):
+            url = yarl.URL(f"http://127.0.0.1:{port}").with_path(path, encoded=True)
+            async with http.get(url.with_query(token=OPS), allow_redirects=False) as r:
+                assert r.status == 303, path
+                where = r.headers["Location"]
+                assert where.startswith("/") and not where.startswith(("//", "/\\")), where
+                assert "evil" not in yarl.URL(where).host if yarl.URL(where).host else True
 
 
 async def test_the_dashboard_forwards_the_viewer_and_shows_no_pii(
