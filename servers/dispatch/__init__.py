@@ -125,4 +125,5 @@ SPEC = ServiceSpec(
     register=build,
     needs=frozenset({Dependency.POSTGRES, Dependency.NATS}),
     migrations=Path(__file__).parent / "migrations",
+    calls=("location", "order"),
 )

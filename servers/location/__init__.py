@@ -111,4 +111,5 @@ SPEC = ServiceSpec(
     register=build,
     needs=frozenset({Dependency.POSTGRES, Dependency.REDIS, Dependency.NATS}),
     migrations=Path(__file__).parent / "migrations",
+    calls=("order", "dispatch", "eta"),
 )

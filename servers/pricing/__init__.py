@@ -137,4 +137,5 @@ SPEC = ServiceSpec(
     register=build,
     needs=frozenset({Dependency.POSTGRES, Dependency.REDIS, Dependency.NATS}),
     migrations=Path(__file__).parent / "migrations",
+    calls=("catalog", "location"),
 )

@@ -243,6 +243,9 @@ class ServiceSpec:
     migrations: Path | None = None
     #: Extra health checks beyond the declared dependencies (e.g. another service).
     extra_checks: Mapping[str, Check] = field(default_factory=dict)
+    #: Services it always calls (at their default address when no ``_TARGET`` says
+    #: otherwise): outside dev mode it needs a CA bundle to verify them.
+    calls: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -481,7 +484,7 @@ def serve(spec: ServiceSpec, settings: Settings | None = None) -> int:
     try:
         settings = settings or Settings.from_env(spec.name)
         # Production speaks TLS between services; plaintext is for dev machines only.
-        dials = any(k.endswith("_TARGET") for k in settings.extra)
+        dials = bool(spec.calls) or any(k.endswith("_TARGET") for k in settings.extra)
         require_tls_outside_dev(settings.tls, who=spec.name, serves=True, dials=dials)
     except FoodmeshError as exc:
         print(f"foodmesh {spec.name}: {exc.message}", file=sys.stderr)

@@ -7,6 +7,7 @@ cert-manager writes the same ``tls.crt``/``tls.key``/``ca.crt`` into each pod's 
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from clients import CatalogClient, ClientOptions
 from foodmesh.core.auth import DEV_SECRET, bearer, mint_token
 from foodmesh.core.tls import TlsFiles
+from foodmesh.services import load_spec
 from foodmesh.v1 import catalog_pb2
 from servers.catalog import SPEC
 from servers.runtime.config import Settings
@@ -157,6 +159,20 @@ def test_a_caller_service_needs_the_ca_outside_dev_mode(
     )
     assert serve(SPEC, settings) == 1
     assert "FOODMESH_TLS_CA" in capsys.readouterr().err
+
+
+def test_a_service_that_always_calls_others_needs_the_ca_without_any_target_set(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], pki: Pki
+) -> None:
+    """Order, Location, Pricing and Dispatch call their peers at default addresses: with a
+    certificate but no CA they would serve TLS and dial plaintext, failing every call."""
+    monkeypatch.delenv("FOODMESH_DEV", raising=False)
+    caller = dataclasses.replace(SPEC, calls=("pricing",))
+    settings = Settings(service="catalog", metrics_enabled=False, tls=pki.server)
+    assert serve(caller, settings) == 1
+    assert "FOODMESH_TLS_CA" in capsys.readouterr().err
+    for name in ("order", "location", "pricing", "dispatch"):
+        assert load_spec(name).calls, f"{name} calls other services"
 
 
 @pytest.mark.parametrize("app", ["gateway", "dashboard"])
