@@ -50,7 +50,7 @@ def render(results: list[dict[str, Any]]) -> str:
     ]
     for r in sorted(results, key=lambda r: str(r.get("benchmark", ""))):
         name = str(r.get("benchmark", "?"))
-        when = str(r.get("date", "?"))[:16].replace("T", " ")
+        when = str(r.get("date") or r.get("machine", {}).get("date", "?"))[:16].replace("T", " ")
         machine = _machine(r.get("machine", {}))
         for key, value in _flatten("", r.get("ratio", {})):
             lines.append(
