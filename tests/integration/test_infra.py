@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import nats
@@ -23,6 +26,16 @@ from foodmesh.infra.cluster import cluster_nodes
 from servers.pricing.live import DemandCounter
 
 NO_URLS: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def no_data_left_in_tmp(tmp_path: Path) -> Iterator[None]:
+    """PostgreSQL data that a test's state put under /tmp (nobody cannot enter pytest's
+    private tmp_path when we run as root) goes with the test, as remove_state does."""
+    yield
+    for link in tmp_path.rglob("data-location"):
+        with contextlib.suppress(OSError):
+            shutil.rmtree(Path(link.read_text().strip()).parent, ignore_errors=True)
 
 
 async def test_all_three_real_servers_answer(infra: RunningInfra) -> None:
