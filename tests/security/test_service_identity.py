@@ -19,7 +19,7 @@ from foodmesh.core.auth import (
     service_secret_for,
 )
 from foodmesh.v1 import order_pb2
-from tests.integration._gateway import gateway
+from tests.integration._gateway import Http
 from tests.integration._order import order_mesh
 from tests.security._identity import REAL_SECRET, hs256
 
@@ -34,31 +34,26 @@ def _old_service_token(secret: str = DEV_SECRET) -> str:
 
 
 async def test_the_gateway_refuses_service_and_internal_tokens_from_outside(
-    pg_url: str, redis_url: str, nats_url: str, namespace: str
+    order_http: Http,
 ) -> None:
-    async with (
-        order_mesh(
-            pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace
-        ) as mesh,  # fmt: skip
-        gateway({"order": mesh.order.target}) as http,
-    ):
-        internal = [
-            _old_service_token(),  # role service under the user key
-            mint_token(DEV_SECRET, subject="order", role="service"),  # a real service token
-            # what Dispatch mints to act for a driver: the service key, only for services
-            mint_service_token(DEV_SERVICE_KEY, subject="drv_1", role="driver", ttl_s=120),
-        ]
-        for token in internal:
-            async with http.session.get(
-                "/api/v1/orders/ord_nope", headers={"Authorization": f"Bearer {token}"}
-            ) as r:
-                assert r.status in (401, 403), (r.status, await r.text())
-        # a customer's token still goes through (to a 404: no such order)
-        user = mint_token(DEV_SECRET, subject="cus_1", role="customer")
+    http = order_http
+    internal = [
+        _old_service_token(),  # role service under the user key
+        mint_token(DEV_SECRET, subject="order", role="service"),  # a real service token
+        # what Dispatch mints to act for a driver: the service key, only for services
+        mint_service_token(DEV_SERVICE_KEY, subject="drv_1", role="driver", ttl_s=120),
+    ]
+    for token in internal:
         async with http.session.get(
-            "/api/v1/orders/ord_nope", headers={"Authorization": f"Bearer {user}"}
+            "/api/v1/orders/ord_nope", headers={"Authorization": f"Bearer {token}"}
         ) as r:
-            assert r.status == 404, await r.text()
+            assert r.status in (401, 403), (r.status, await r.text())
+    # a customer's token still goes through (to a 404: no such order)
+    user = mint_token(DEV_SECRET, subject="cus_1", role="customer")
+    async with http.session.get(
+        "/api/v1/orders/ord_nope", headers={"Authorization": f"Bearer {user}"}
+    ) as r:
+        assert r.status == 404, await r.text()
 
 
 async def test_services_take_short_service_tokens_and_refuse_year_long_ones(

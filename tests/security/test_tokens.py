@@ -10,7 +10,7 @@ import pytest
 from foodmesh.core.auth import DEV_SECRET, InvalidToken, TokenVerifier, mint_token, verify_token
 from foodmesh.core.errors import Unauthenticated
 from servers.runtime.auth import Authorizer, access_rules
-from tests.integration._gateway import gateway
+from tests.integration._gateway import Http, gateway
 from tests.integration._order import order_mesh
 from tests.security._identity import hs256
 
@@ -36,24 +36,17 @@ def test_a_subject_unfit_for_nats_subjects_is_refused_at_verification(sub: str) 
         TokenVerifier(DEV_SECRET).verify(token)
 
 
-async def test_the_gateway_refuses_bad_exp_and_bad_sub_live(
-    pg_url: str, redis_url: str, nats_url: str, namespace: str
-) -> None:
-    async with (
-        order_mesh(
-            pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace
-        ) as mesh,  # fmt: skip
-        gateway({"order": mesh.order.target}) as http,
-    ):
-        tokens = [
-            hs256({}, raw='{"sub":"cus_1","role":"customer","exp":Infinity}'),
-            hs256({"sub": "cus.>", "role": "customer", "exp": time.time() + 600}),
-        ]
-        for token in tokens:
-            async with http.session.get(
-                "/api/v1/orders/ord_nope", headers={"Authorization": f"Bearer {token}"}
-            ) as r:
-                assert r.status == 401, await r.text()
+async def test_the_gateway_refuses_bad_exp_and_bad_sub_live(order_http: Http) -> None:
+    http = order_http
+    tokens = [
+        hs256({}, raw='{"sub":"cus_1","role":"customer","exp":Infinity}'),
+        hs256({"sub": "cus.>", "role": "customer", "exp": time.time() + 600}),
+    ]
+    for token in tokens:
+        async with http.session.get(
+            "/api/v1/orders/ord_nope", headers={"Authorization": f"Bearer {token}"}
+        ) as r:
+            assert r.status == 401, await r.text()
 
 
 def test_the_services_cache_never_outlives_a_token() -> None:
