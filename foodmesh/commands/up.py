@@ -70,7 +70,8 @@ async def _up(args: argparse.Namespace) -> int:
     trainer: asyncio.subprocess.Process | None = None
     gateway_port = os.environ.get("FOODMESH_GATEWAY_PORT", "8080")
     if services and not args.no_gateway:
-        # Before any log line: tools and people take the first URL they see.
+        # The first URL of the output (before any log line carrying one): tools and people
+        # take the first URL they see.
         print(f"gateway: http://127.0.0.1:{gateway_port}", flush=True)
     if all(os.environ.get(v) for v in URL_VARS):
         urls = {v: os.environ[v] for v in URL_VARS}
