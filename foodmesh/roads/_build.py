@@ -110,8 +110,7 @@ def csr_arrays(
     meta: dict[str, Any] | None = None,
     largest_component: bool = True,
 ) -> dict[str, Any]:
-    """The CSR arrays of an edge list (any order), keeping the largest strongly
-    connected component so that every kept node can reach every other."""
+    """The CSR arrays of :meth:`RoadGraph.from_edges`."""
     lat_a = np.asarray(lat, dtype=np.float64)
     lon_a = np.asarray(lon, dtype=np.float64)
     u_a = np.asarray(u, dtype=np.int64)

@@ -261,15 +261,7 @@ def travel_times(
     max_snap_m: float = DEFAULT_MAX_SNAP_M,
     limit_s: float = math.inf,
 ) -> F64:
-    """Fastest travel time (s) from each origin to one destination (many-to-one).
-
-    One Dijkstra from the destination on the reversed graph (scipy), so 200
-    drivers cost about as much as one. An unreachable origin, or one slower
-    than ``limit_s``, gets ``inf``; a point too far from any road raises.
-
-    Raises:
-        OutsideGraph: the destination or an origin is off the map (``which`` says).
-    """
+    """:meth:`RoadGraph.travel_times` (many-to-one, one reversed Dijkstra)."""
     d = _snap.snap_arg(g, destination, "destination", max_snap_m)
     edge, frac = _snap.snap_points(g, origins, "origins", max_snap_m)
     ws = _weights.weights_for(g, depart_at, traffic, overrides)

@@ -33,16 +33,7 @@ def route(
     overrides: Overrides | None = None,
     max_snap_m: float = DEFAULT_MAX_SNAP_M,
 ) -> Route:
-    """The fastest route from ``origin`` to ``destination`` leaving at ``depart_at``.
-
-    Points are ``(lat, lon)`` pairs (snapped here) or :class:`Snap` values. Traffic
-    multipliers are those of the departure time, for the whole trip; with no
-    ``traffic`` model, times are free flow.
-
-    Raises:
-        OutsideGraph: a point is not valid or farther than ``max_snap_m`` from a road.
-        Unreachable: no open path joins the two points.
-    """
+    """:meth:`RoadGraph.route`: A* with landmark bounds over the hour's weights."""
     o = _snap.snap_arg(g, origin, "origin", max_snap_m)
     d = _snap.snap_arg(g, destination, "destination", max_snap_m)
     ws = _weights.weights_for(g, depart_at, traffic, overrides)
