@@ -262,16 +262,9 @@ def travel_times(
     limit_s: float = math.inf,
 ) -> F64:
     """:meth:`RoadGraph.travel_times` (many-to-one, one reversed Dijkstra)."""
-    d = _snap.snap_arg(g, destination, "destination", max_snap_m)
-    edge, frac = _snap.snap_points(g, origins, "origins", max_snap_m)
-    ws = _weights.weights_for(g, depart_at, traffic, overrides)
-    ends = _ends.ends(g, d, ws.w)
-    if not ends:
-        return np.full(len(edge), np.inf)
-    to_dest = multi_source(g, ws, reverse=True).dijkstra(
-        [n for n, _, _ in ends], [c for _, c, _ in ends], limit=limit_s
-    )
-    return combine_times(g, edge, frac, ws.w, to_dest, d, limit_s, reverse=False)
+    return _one_to_many(g, destination, origins, to_one=True, depart_at=depart_at,
+                        traffic=traffic, overrides=overrides, max_snap_m=max_snap_m,
+                        limit_s=limit_s)  # fmt: skip
 
 
 def travel_times_from(
@@ -286,16 +279,35 @@ def travel_times_from(
     limit_s: float = math.inf,
 ) -> F64:
     """Fastest travel time (s) from one origin to each destination (one-to-many)."""
-    o = _snap.snap_arg(g, origin, "origin", max_snap_m)
-    edge, frac = _snap.snap_points(g, destinations, "destinations", max_snap_m)
+    return _one_to_many(g, origin, destinations, to_one=False, depart_at=depart_at,
+                        traffic=traffic, overrides=overrides, max_snap_m=max_snap_m,
+                        limit_s=limit_s)  # fmt: skip
+
+
+def _one_to_many(
+    g: RoadGraph,
+    one: Point,
+    many: Sequence[Point],
+    *,
+    to_one: bool,
+    depart_at: dt.datetime,
+    traffic: TrafficModel | None,
+    overrides: Overrides | None,
+    max_snap_m: float,
+    limit_s: float,
+) -> F64:
+    """Times between ``one`` and each of ``many`` in one Dijkstra from ``one``: toward it
+    (``to_one``, on the reversed graph, from where its point meets the roads) or from it."""
+    o = _snap.snap_arg(g, one, "destination" if to_one else "origin", max_snap_m)
+    edge, frac = _snap.snap_points(g, many, "origins" if to_one else "destinations", max_snap_m)
     ws = _weights.weights_for(g, depart_at, traffic, overrides)
-    starts = _ends.starts(g, o, ws.w)
-    if not starts:
+    seeds = _ends.ends(g, o, ws.w) if to_one else _ends.starts(g, o, ws.w)
+    if not seeds:
         return np.full(len(edge), np.inf)
-    from_o = multi_source(g, ws, reverse=False).dijkstra(
-        [n for n, _, _ in starts], [c for _, c, _ in starts], limit=limit_s
+    tree = multi_source(g, ws, reverse=to_one).dijkstra(
+        [n for n, _, _ in seeds], [c for _, c, _ in seeds], limit=limit_s
     )
-    return combine_times(g, edge, frac, ws.w, from_o, o, limit_s, reverse=True)
+    return combine_times(g, edge, frac, ws.w, tree, o, limit_s, reverse=not to_one)
 
 
 def multi_source(g: RoadGraph, ws: Weights, *, reverse: bool) -> _search.MultiSource:
