@@ -412,7 +412,14 @@ async def _scenario(
                 assert missing == {}, missing
 
         mark("index checked")
-        # The region has a Dispatch leader (a live lease), and every stream has 3 copies.
+
+        # The region has a Dispatch leader (a live lease), and every stream has 3 copies. A
+        # lease that lapsed while its stream elected a new leader is taken again at the next
+        # renewal: wait for it rather than read the bucket in that gap.
+        async def led() -> bool:
+            return bool((await _leases_and_streams(nats_url, namespace))[0].get(REGION))
+
+        await eventually(led, 20, "a Dispatch leader for the region")
         leases, streams = await _leases_and_streams(nats_url, namespace)
         assert leases.get(REGION), leases
         assert streams and all(n == 3 for n in streams.values()), streams
@@ -473,7 +480,11 @@ async def _leases_and_streams(
         js = nc.jetstream()
         kv = await js.key_value(subjects.bucket("dispatch_leases"))
         leases = {}
-        for key in await kv.keys():
+        try:
+            keys = await kv.keys()
+        except nats.js.errors.NoKeysError:  # no lease held at this moment
+            keys = []
+        for key in keys:
             entry = await kv.get(key)
             leases[key] = (entry.value or b"").decode()
         streams = {
