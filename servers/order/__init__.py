@@ -104,10 +104,13 @@ async def build(
     feed = ChangeFeed(s.postgres_url, NOTIFY_CHANNEL)
     cache_s = float(s.extra.get("FOODMESH_ORDER_CATALOG_CACHE_S", "2"))
     cached = CachedCatalog(catalog, cache=TtlCache(ttl_s=cache_s))
+    # The sandbox is also the vault of saved cards and wallets when a test hands in
+    # another provider (which then authorizes them through its own ledger).
+    sandbox = SandboxProvider(resources.pg)
     servicer = OrderServicer(
         OrderStore(resources.pg),
-        Ports(catalog=cached, pricing=pricing, eta=eta,
-              payments=payments or SandboxProvider(resources.pg), drivers=drivers),
+        Ports(catalog=cached, pricing=pricing, eta=eta, payments=payments or sandbox,
+              drivers=drivers, vault=sandbox),
         subjects=resources.subjects,
         feed=feed,
         watch_poll_s=float(s.extra.get("FOODMESH_ORDER_WATCH_POLL_S", "5")),

@@ -101,10 +101,8 @@ def check_place(req: order_pb2.PlaceOrderRequest, now: dt.datetime) -> None:
         for name in _ADDRESS_FIELDS:
             v.check(len(getattr(a, name)) <= _TEXT_MAX, f"delivery_address.{name}",
                     f"must be at most {_TEXT_MAX} characters")  # fmt: skip
-    if not req.payment_method_id:
-        v.add("payment_method_id", "is required")
-    else:
-        v.check(len(req.payment_method_id) <= 255, "payment_method_id", "at most 255 characters")
+    # Empty pays with the customer's default saved method (resolved at payment).
+    v.check(len(req.payment_method_id) <= 255, "payment_method_id", "at most 255 characters")
     if req.HasField("tip"):
         v.check(0 <= req.tip.amount_minor <= MAX_TIP_MINOR, "tip.amount_minor",
                 f"must be 0 to {MAX_TIP_MINOR} minor units")  # fmt: skip

@@ -33,6 +33,7 @@ from servers.order import convert, metrics
 from servers.order.cart import price_lines
 from servers.order.eta import EtaInput
 from servers.order.ids import new_order_id
+from servers.order.methods import MethodStore
 from servers.order.model import Entry, Line, Order
 from servers.order.payments import Authorization, PaymentDeclined, PaymentError, ProviderUnavailable
 from servers.order.pricing import PriceInput, PromoUnavailable, Quote
@@ -132,11 +133,13 @@ class Placement:
         *,
         event: EventOf,
         hooks: PlacementHooks = NO_HOOKS,
+        methods: MethodStore | None = None,
     ) -> None:
         self.store = store
         self.ports = ports
         self.event = event
         self.hooks = hooks
+        self.methods = methods if methods is not None else MethodStore(store.pool)
 
     async def claim_key(
         self, req: order_pb2.PlaceOrderRequest, p: Principal, digest: str
@@ -326,10 +329,13 @@ class Placement:
             # rather than spend an overloaded service's time on an answer nobody reads.
             raise Unavailable("the request's deadline passed before payment: nothing was done",
                               reason="DEADLINE_PASSED")  # fmt: skip
+        # A saved method, the default (none given) or a one-off token; a removed one is
+        # refused here as the processor refuses an unknown one.
+        method = await self.methods.resolve(p.subject, req.payment_method_id)
         try:
             return await self.ports.payments.authorize(
                 key=f"auth:{p.subject}:{req.idempotency_key}:{digest[:16]}",
-                payment_method_id=req.payment_method_id,
+                payment_method_id=method,
                 amount_minor=total,
                 currency=currency,
                 reference=order_id,
