@@ -21,7 +21,8 @@ Settings (``FOODMESH_ORDER_*``):
   outbox, so that a busy service publishes in batches (0.02; ``relay.py``);
 - ``WATCH_POLL_S``: how often a WatchOrder stream re-reads without a notification (5);
 - ``SETTLE_EVERY_S``: how often payment operations left pending (the provider did not
-  answer after a delivery or cancellation committed) are retried (5);
+  answer after a delivery or cancellation committed) are retried, and ratings the Catalog
+  or Dispatch did not take are handed to them again (5);
 - ``RELEASE_EVERY_S``: how often scheduled orders due for the kitchen are released (1);
 
 Scheduled orders (``DELIVERY_OPTION_SCHEDULED``, 30 minutes to 7 days ahead) are
@@ -137,6 +138,7 @@ async def build(
             try:
                 await servicer.settle_pending()
                 await servicer.forward_driver_ratings()
+                await servicer.forward_restaurant_ratings()
             except Exception as exc:  # PostgreSQL away: next pass
                 _log.warning("payment settlement / rating forwarding pass failed: %s", exc)
 

@@ -247,6 +247,28 @@ class OrderServicer(PaymentMethodsServicer, pb_grpc.OrderServiceServicer):
             n += 1
         return n
 
+    async def forward_restaurant_ratings(self) -> int:
+        """Hands the Catalog the ratings a RateOrder stored but could not deliver (the
+        Catalog away, the caller gone); the Catalog takes each once per order, so one
+        delivered twice counts once. Returns how many were taken."""
+        n = 0
+        pending = await self.store.unforwarded_restaurant_ratings()
+        for oid, cid, rid, rating, text, food, at in pending:
+            review = catalog_pb2.Review(order_id=oid, restaurant_id=rid, customer_id=cid,
+                                        rating=rating, text=text, food_rating=food)  # fmt: skip
+            review.create_time.FromDatetime(at)
+            try:
+                await self.ports.catalog.add_review(
+                    catalog_pb2.AddReviewRequest(review=review), deadline_s=2.0
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.NOT_FOUND):
+                    _log.warning("rating of %s not forwarded: %s", oid, exc.code().name)
+                    break  # the Catalog is away: next pass
+            await self.store.mark_forwarded(oid, restaurant=True, driver=False)
+            n += 1
+        return n
+
     # -- PlaceOrder --------------------------------------------------------------------
 
     async def PlaceOrder(  # noqa: N802

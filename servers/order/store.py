@@ -462,6 +462,23 @@ class OrderStore:
             row = await cur.fetchone()
         return None if row is None else (row[0], row[1], row[2], row[3])
 
+    async def unforwarded_restaurant_ratings(
+        self, *, older_than_s: float = 10.0, limit: int = 100
+    ) -> list[tuple[str, str, str, int, str, int, dt.datetime]]:
+        """Ratings the Catalog has not confirmed taking, given ``older_than_s`` to their
+        RateOrder: ``(order_id, customer_id, restaurant_id, rating, review, food_rating,
+        created_at)``."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT order_id, customer_id, restaurant_id, restaurant_rating,"
+                " restaurant_review, food_rating, created_at FROM orders.ratings"
+                " WHERE NOT restaurant_forwarded"
+                " AND created_at < now() - make_interval(secs => %s)"
+                " ORDER BY created_at LIMIT %s",
+                (older_than_s, limit),
+            )
+            return [(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in await cur.fetchall()]
+
     async def unforwarded_driver_ratings(self, limit: int = 100) -> list[tuple[str, str, int]]:
         """``(order_id, driver_id, rating)`` of driver ratings not yet taken by Dispatch."""
         async with self.pool.connection() as conn:

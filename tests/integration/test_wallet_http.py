@@ -3,6 +3,7 @@ in front of real Catalog and Order services (PostgreSQL, NATS): what a customer'
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,8 @@ class App:
             return resp.status, (await resp.json()) if text else {}
 
     async def save(self, who: str, token: str, key: str, **more: Any) -> tuple[int, dict[str, Any]]:
-        return await self.call("POST", "/api/v1/payment-methods", who, json={"token": token, **more},
+        return await self.call("POST", "/api/v1/payment-methods", who,
+                               json={"token": token, **more},
                                headers={"Idempotency-Key": key})  # fmt: skip
 
     async def methods(self, who: str) -> list[dict[str, Any]]:
@@ -79,7 +81,8 @@ def _reason(body: dict[str, Any]) -> str:
 @pytest.fixture
 async def app(pg_url: str, redis_url: str, nats_url: str, namespace: str) -> AsyncIterator[App]:
     async with order_mesh(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
-                          namespace=namespace) as mesh:  # fmt: skip
+                          namespace=namespace,
+                          extra={"FOODMESH_ORDER_SETTLE_EVERY_S": "0.2"}) as mesh:  # fmt: skip
         m: Mesh = mesh
         async with gateway({"catalog": m.catalog.target, "order": m.order.target}) as http:
             yield App(http, pg_url)
@@ -192,8 +195,8 @@ async def test_wallets_authorize_capture_and_refund_like_cards_and_a_declined_on
         last = await app.step(gid, s)
     assert last["payment_status"] == "PAYMENT_STATUS_CAPTURED", last
     method, status, captured, _ = await app.ledger(gid)
-    assert (method, status, captured) == ("pm_wallet_google_pay", "captured",
-                                          int(last["pricing"]["total"]["amount_minor"]))  # fmt: skip
+    total = int(last["pricing"]["total"]["amount_minor"])
+    assert (method, status, captured) == ("pm_wallet_google_pay", "captured", total)
     # The declined wallet: 402 with the processor's code, nothing held.
     code, d = await app.place("cus_w", "w-declined", payment_method_id="pm_wallet_declined")
     assert code == 402 and _reason(d) == "PAYMENT_WALLET_DECLINED", d
@@ -272,3 +275,30 @@ async def test_restaurant_food_and_driver_are_rated_apart_and_aggregated_apart(a
         cur = await conn.execute("SELECT restaurant_rating, food_rating, driver_rating"
                                  " FROM orders.ratings WHERE order_id = %s", (first,))  # fmt: skip
         assert await cur.fetchone() == (5, 3, 4)
+
+
+async def test_a_rating_the_catalog_did_not_take_is_handed_to_it_again_once(app: App) -> None:
+    # A rating stored by RateOrder whose call to the Catalog was lost (the Catalog away,
+    # the Order process killed before it): the settle pass delivers it.
+    async with await psycopg.AsyncConnection.connect(app.pg_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO orders.ratings (order_id, customer_id, restaurant_id,"
+            " restaurant_rating, restaurant_review, food_rating, created_at)"
+            " VALUES ('ord_lost_1', 'cus_l', 'rest_1', 2, 'lost on the way', 4,"
+            " now() - interval '1 minute')"
+        )  # fmt: skip
+    for _ in range(100):
+        code, page = await app.call("GET", "/api/v1/restaurants/rest_1", "cus_l")
+        r = page["restaurant"]
+        if r.get("review_count", 0):
+            break
+        await asyncio.sleep(0.1)
+    assert (r["rating"], r["review_count"], r["food_rating"], r["food_rating_count"]) == (
+        2.0, 1, 4.0, 1)  # fmt: skip
+    async with await psycopg.AsyncConnection.connect(app.pg_url) as conn:
+        cur = await conn.execute("SELECT restaurant_forwarded FROM orders.ratings"
+                                 " WHERE order_id = 'ord_lost_1'")  # fmt: skip
+        assert await cur.fetchone() == (True,)
+        await asyncio.sleep(0.5)  # more passes: still counted once
+        cur = await conn.execute("SELECT count(*) FROM catalog.reviews")
+        assert await cur.fetchone() == (1,)
