@@ -182,12 +182,16 @@ class Placement:
         now: dt.datetime,
     ) -> Order:
         """Places the order of a claimed key, step by step; returns the order written."""
+        # A saved method, the default (none given: refused at once if there is none) or a
+        # one-off token; a removed method is refused as the processor refuses an unknown one.
+        method = await self.methods.resolve(p.subject, req.payment_method_id)
         venue = await self.load_restaurant_and_menu(req)
         cart = self.check_cart(req, venue)
         quote = await self.price(req, p, order_id, venue, cart)
         promise = await self.promise(req, venue, cart, now)
         total = quote.total(cart.tip_minor)
-        auth = await self.authorize(req, p, digest, order_id, total, cart.currency)
+        auth = await self.authorize(req, p, digest, order_id, total, cart.currency,
+                                    method=method)  # fmt: skip
         self.hooks.reached("authorized")
         order = self.build(req, p, order_id, now, venue, cart, quote, promise, auth, total)
         written, fresh = await self.commit(order, req)
@@ -322,16 +326,15 @@ class Placement:
         order_id: str,
         total: int,
         currency: str,
+        *,
+        method: str,
     ) -> Authorization:
-        """Holds ``total`` on the card, keyed by the request (a retry reuses the hold)."""
+        """Holds ``total`` on ``method``, keyed by the request (a retry reuses the hold)."""
         if time_left() <= 0.0:
             # The caller is gone and nothing is held yet: stop here (the key is released)
             # rather than spend an overloaded service's time on an answer nobody reads.
             raise Unavailable("the request's deadline passed before payment: nothing was done",
                               reason="DEADLINE_PASSED")  # fmt: skip
-        # A saved method, the default (none given) or a one-off token; a removed one is
-        # refused here as the processor refuses an unknown one.
-        method = await self.methods.resolve(p.subject, req.payment_method_id)
         try:
             return await self.ports.payments.authorize(
                 key=f"auth:{p.subject}:{req.idempotency_key}:{digest[:16]}",
