@@ -302,3 +302,24 @@ async def test_a_rating_the_catalog_did_not_take_is_handed_to_it_again_once(app:
         await asyncio.sleep(0.5)  # more passes: still counted once
         cur = await conn.execute("SELECT count(*) FROM catalog.reviews")
         assert await cur.fetchone() == (1,)
+
+
+async def test_racing_saves_make_one_default_one_method_per_key_and_stop_at_the_limit(
+    app: App,
+) -> None:
+    # Six racing saves of one key: one method; six of different keys: one default.
+    same = await asyncio.gather(*(app.save("cus_race", "pm_card_visa", "k-same")
+                                  for _ in range(6)))  # fmt: skip
+    assert {code for code, _ in same} == {201}, same
+    assert len({b["payment_method"]["payment_method_id"] for _, b in same}) == 1
+    many = await asyncio.gather(*(app.save("cus_race", "pm_wallet_google_pay", f"k-{i}")
+                                  for i in range(6)))  # fmt: skip
+    assert {code for code, _ in many} == {201}, many
+    listed = await app.methods("cus_race")
+    assert len(listed) == 7 and sum(bool(m.get("is_default")) for m in listed) == 1, listed
+    for i in range(6, 19):
+        code, body = await app.save("cus_race", "pm_card_mastercard", f"k-{i}")
+        assert code == 201, body
+    code, full = await app.save("cus_race", "pm_card_mastercard", "k-one-too-many")
+    assert code == 400 and _reason(full) == "TOO_MANY_PAYMENT_METHODS", full
+    assert len(await app.methods("cus_race")) == 20
