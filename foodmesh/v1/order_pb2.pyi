@@ -350,6 +350,8 @@ class Order(_message.Message):
     READY_TIME_FIELD_NUMBER: _builtins.int
     DELIVERY_PIN_FIELD_NUMBER: _builtins.int
     LEAVE_AT_DOOR_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_NAME_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Opaque, time-sortable id."""
     customer_id: _builtins.str
@@ -378,6 +380,10 @@ class Order(_message.Message):
     """
     leave_at_door: _builtins.bool
     """The customer asked to leave it at the door: a photo reference is then proof enough."""
+    payment_method_id: _builtins.str
+    """What paid: the saved method's id or the one-off token. Only in the customer's own view."""
+    payment_method_name: _builtins.str
+    """How it is shown ("Apple Pay · Visa •••• 4242"). Only in the customer's own view."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderItem]:
         """What."""
@@ -449,10 +455,12 @@ class Order(_message.Message):
         ready_time: _timestamp_pb2.Timestamp | None = ...,
         delivery_pin: _builtins.str = ...,
         leave_at_door: _builtins.bool = ...,
+        payment_method_id: _builtins.str = ...,
+        payment_method_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_address", b"delivery_address", "estimated_delivery_time", b"estimated_delivery_time", "pricing", b"pricing", "ready_time", b"ready_time", "refunded", b"refunded", "restaurant_location", b"restaurant_location", "scheduled_time", b"scheduled_time", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation_reason", b"cancellation_reason", "created_at", b"created_at", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_option", b"delivery_option", "delivery_pin", b"delivery_pin", "driver_id", b"driver_id", "estimated_delivery_time", b"estimated_delivery_time", "eta_confidence", b"eta_confidence", "items", b"items", "leave_at_door", b"leave_at_door", "order_id", b"order_id", "payment_status", b"payment_status", "pricing", b"pricing", "promo_code", b"promo_code", "ready_time", b"ready_time", "refunded", b"refunded", "restaurant_id", b"restaurant_id", "restaurant_location", b"restaurant_location", "restaurant_name", b"restaurant_name", "scheduled_time", b"scheduled_time", "status", b"status", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation_reason", b"cancellation_reason", "created_at", b"created_at", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_option", b"delivery_option", "delivery_pin", b"delivery_pin", "driver_id", b"driver_id", "estimated_delivery_time", b"estimated_delivery_time", "eta_confidence", b"eta_confidence", "items", b"items", "leave_at_door", b"leave_at_door", "order_id", b"order_id", "payment_method_id", b"payment_method_id", "payment_method_name", b"payment_method_name", "payment_status", b"payment_status", "pricing", b"pricing", "promo_code", b"promo_code", "ready_time", b"ready_time", "refunded", b"refunded", "restaurant_id", b"restaurant_id", "restaurant_location", b"restaurant_location", "restaurant_name", b"restaurant_name", "scheduled_time", b"scheduled_time", "status", b"status", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -184,7 +184,8 @@ def entry_to_pb(e: Entry) -> order_pb2.TimelineEntry:
 
 
 def order_to_pb(o: Order, *, with_pin: bool = False) -> order_pb2.Order:
-    """The order as callers see it; ``with_pin`` only for its own customer (never events)."""
+    """The order as callers see it; ``with_pin`` only for its own customer (never events):
+    the delivery PIN and what paid are in that view only."""
     c = o.currency
     a = o.delivery_address
     return order_pb2.Order(
@@ -238,6 +239,8 @@ def order_to_pb(o: Order, *, with_pin: bool = False) -> order_pb2.Order:
         ready_time=_ts(o.ready_time),
         delivery_pin=o.delivery_pin if with_pin else "",
         leave_at_door=o.leave_at_door,
+        payment_method_id=o.payment_method if with_pin else "",
+        payment_method_name=o.payment_method_name if with_pin else "",
     )
 
 

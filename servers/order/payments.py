@@ -49,6 +49,12 @@ class Authorization:
     payment_id: str
     amount_minor: int
     currency: str
+    #: What paid, as the processor describes it (``card``/``wallet``, brand, last four,
+    #: wallet); empty when the provider does not say.
+    kind: str = ""
+    brand: str = ""
+    last4: str = ""
+    wallet: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from servers.order import convert, metrics
 from servers.order.cart import price_lines
 from servers.order.eta import EtaInput
 from servers.order.ids import new_order_id
-from servers.order.methods import MethodStore
+from servers.order.methods import MethodStore, display_name
 from servers.order.model import Entry, Line, Order
 from servers.order.payments import Authorization, PaymentDeclined, PaymentError, ProviderUnavailable
 from servers.order.pricing import PriceInput, PromoUnavailable, Quote
@@ -193,7 +193,8 @@ class Placement:
         auth = await self.authorize(req, p, digest, order_id, total, cart.currency,
                                     method=method)  # fmt: skip
         self.hooks.reached("authorized")
-        order = self.build(req, p, order_id, now, venue, cart, quote, promise, auth, total)
+        order = self.build(req, p, order_id, now, venue, cart, quote, promise, auth, total,
+                           method=method)  # fmt: skip
         written, fresh = await self.commit(order, req)
         if fresh:
             metrics.placed()
@@ -367,6 +368,8 @@ class Placement:
         promise: Promise,
         auth: Authorization,
         total: int,
+        *,
+        method: str = "",
     ) -> Order:
         """The order as it is written: placed, paid (authorized), its first timeline entry."""
         r = venue.restaurant
@@ -414,6 +417,10 @@ class Placement:
             timeline=(Entry(1, Status.PLACED, now, p.subject),),
             delivery_pin=_new_pin(),
             leave_at_door=req.leave_at_door,
+            payment_method=method,
+            payment_method_name=(
+                display_name(auth.kind, auth.brand, auth.last4, auth.wallet) if auth.brand else ""
+            ),
         )
 
     async def commit(self, order: Order, req: order_pb2.PlaceOrderRequest) -> tuple[Order, bool]:

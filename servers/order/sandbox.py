@@ -88,6 +88,7 @@ class SandboxProvider:
     ) -> Authorization:
         if payment_method_id == "pm_card_timeout":
             raise ProviderUnavailable("the payment processor did not answer (pm_card_timeout)")
+        token = payment_method_id
         async with autocommit(self.pool) as conn:
             if payment_method_id in TEST_CARDS:
                 decline = TEST_CARDS[payment_method_id]
@@ -101,7 +102,8 @@ class SandboxProvider:
                 if saved is None:  # unknown, or someone else's: the same answer, no hold
                     code = "invalid_payment_method"
                     raise PaymentDeclined(code, _MESSAGES[code])
-                decline = TEST_CARDS.get(str(saved[0]), "invalid_payment_method")
+                token = str(saved[0])
+                decline = TEST_CARDS.get(token, "invalid_payment_method")
             # One statement, one round trip for a new key; a repeated key reads what the
             # first attempt recorded.
             cur = await conn.execute(
@@ -126,7 +128,9 @@ class SandboxProvider:
             raise PaymentError(f"idempotency key {key!r} was used for a different authorization")
         if code:
             raise PaymentDeclined(code, _MESSAGES.get(code) or code)
-        return Authorization(pid, amount, cur_code)
+        kind, brand, last4, wallet = TEST_TOKENS.get(token, ("card", "", "", ""))
+        return Authorization(pid, amount, cur_code, kind=kind, brand=brand, last4=last4,
+                             wallet=wallet)  # fmt: skip
 
     async def _op(
         self, conn: AsyncConnection[Any], key: str, payment_id: str, op: str, amount: int

@@ -74,6 +74,8 @@ async def test_a_customer_orders_on_the_web_page_and_watches_it_progress(
             )
             order_id = await page.inner_text("#order-id")  # type: ignore[attr-defined]
             assert (await page.inner_text("#status")).strip() == "placed"  # type: ignore[attr-defined]
+            paid = await page.inner_text("#paid")  # type: ignore[attr-defined]
+            assert paid == "Paid with Apple Pay · Visa •••• 4242", paid
 
             # the restaurant confirms; the page hears it over the watch stream (SSE)
             async with mesh.client("restaurant", first.restaurant_id) as kitchen:

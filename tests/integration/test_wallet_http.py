@@ -133,6 +133,14 @@ async def test_saved_methods_are_listed_added_once_made_default_removed_and_paid
     code, by_default = await app.place("cus_alice", "o-default")
     assert code == 201, by_default
     assert by_default["order"]["payment_status"] == "PAYMENT_STATUS_AUTHORIZED"
+    assert (by_default["order"]["payment_method_id"],
+            by_default["order"]["payment_method_name"]) == (
+        pm_apple, "Apple Pay · Visa •••• 4242")  # fmt: skip
+    # What paid is the customer's to see: not the restaurant's.
+    oid = by_default["order"]["order_id"]
+    code, seen = await app.call("GET", f"/api/v1/orders/{oid}", "rest_1", "restaurant")
+    assert code == 200, seen
+    assert seen["order"]["payment_method_name"] == seen["order"]["payment_method_id"] == ""
     assert (await app.ledger(by_default["order"]["order_id"]))[:2] == (pm_apple, "authorized")
     code, by_card = await app.place("cus_alice", "o-card",
                                     payment_method_id=visa["payment_method_id"])  # fmt: skip

@@ -190,6 +190,7 @@ function showOrder(o) {
   const done = ["delivered", "cancelled"].includes(statusName(o.status));
   if (o.delivery_pin && !done) $("pin").textContent = o.delivery_pin;
   $("pin-box").hidden = !o.delivery_pin || done;
+  if (o.payment_method_name) $("paid").textContent = `Paid with ${o.payment_method_name}`;
   if (o.estimated_delivery_time) {
     $("eta").textContent = `Arriving around ${new Date(o.estimated_delivery_time).toLocaleTimeString()}`;
   }

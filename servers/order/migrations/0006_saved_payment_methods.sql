@@ -31,3 +31,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS sandbox_payment_methods_save_key
 -- Food quality is rated apart from the restaurant (0: not rated).
 ALTER TABLE orders.ratings ADD COLUMN IF NOT EXISTS food_rating smallint NOT NULL DEFAULT 0
     CHECK (food_rating BETWEEN 0 AND 5);
+
+-- What paid for an order (a saved method's id or a one-off token) and how it is shown to
+-- its customer ("Apple Pay · Visa •••• 4242"); '' for orders placed before.
+ALTER TABLE orders.orders ADD COLUMN IF NOT EXISTS payment_method text NOT NULL DEFAULT '';
+ALTER TABLE orders.orders ADD COLUMN IF NOT EXISTS payment_method_name text NOT NULL DEFAULT '';
