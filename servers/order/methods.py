@@ -192,7 +192,7 @@ class MethodStore:
         assert row is not None
         return row["request_hash"], _method(row)
 
-    async def list(self, customer_id: str) -> list[Method]:
+    async def list_for(self, customer_id: str) -> list[Method]:
         """The customer's methods, the default first, then newest first."""
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
@@ -325,7 +325,7 @@ class PaymentMethodsServicer:
         self, request: order_pb2.ListPaymentMethodsRequest, context: Ctx
     ) -> order_pb2.ListPaymentMethodsResponse:
         p = require()
-        found = [method_to_pb(m) for m in await self.methods.list(p.subject)]
+        found = [method_to_pb(m) for m in await self.methods.list_for(p.subject)]
         return order_pb2.ListPaymentMethodsResponse(payment_methods=found)
 
     async def AddPaymentMethod(  # noqa: N802
@@ -398,7 +398,7 @@ class PaymentMethodsServicer:
             except (PaymentError, OSError) as exc:
                 _log.warning("payment method %s removed but not detached: %s",
                              request.payment_method_id, exc)  # fmt: skip
-        left = [method_to_pb(m) for m in await self.methods.list(p.subject)]
+        left = [method_to_pb(m) for m in await self.methods.list_for(p.subject)]
         return order_pb2.RemovePaymentMethodResponse(payment_methods=left)
 
     async def SetDefaultPaymentMethod(  # noqa: N802
