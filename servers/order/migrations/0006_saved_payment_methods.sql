@@ -36,3 +36,8 @@ ALTER TABLE orders.ratings ADD COLUMN IF NOT EXISTS food_rating smallint NOT NUL
 -- its customer ("Apple Pay · Visa •••• 4242"); '' for orders placed before.
 ALTER TABLE orders.orders ADD COLUMN IF NOT EXISTS payment_method text NOT NULL DEFAULT '';
 ALTER TABLE orders.orders ADD COLUMN IF NOT EXISTS payment_method_name text NOT NULL DEFAULT '';
+
+-- The settle pass hands the Catalog the ratings it has not confirmed (servers/order/service.py):
+-- only those rows are read, not the whole table.
+CREATE INDEX IF NOT EXISTS ratings_restaurant_unforwarded ON orders.ratings (created_at)
+    WHERE NOT restaurant_forwarded;
