@@ -103,8 +103,56 @@ class OrderClient(BaseClient):
         deadline_s: float | None = None,
         metadata: Metadata = (),
     ) -> pb.RateOrderResponse:
-        """Rates a delivered order once: restaurant and driver."""
+        """Rates a delivered order once: restaurant, food quality and driver, each on its own."""
         return await self.stub.RateOrder(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )
+
+    async def list_payment_methods(
+        self,
+        request: pb.ListPaymentMethodsRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.ListPaymentMethodsResponse:
+        """Lists the caller's saved cards and digital wallets, the default first."""
+        return await self.stub.ListPaymentMethods(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )
+
+    async def add_payment_method(
+        self,
+        request: pb.AddPaymentMethodRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.AddPaymentMethodResponse:
+        """Saves a card or a digital wallet for the caller. Safe to retry with the same key."""
+        return await self.stub.AddPaymentMethod(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )
+
+    async def remove_payment_method(
+        self,
+        request: pb.RemovePaymentMethodRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.RemovePaymentMethodResponse:
+        """Removes one of the caller's saved payment methods (again: no error)."""
+        return await self.stub.RemovePaymentMethod(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )
+
+    async def set_default_payment_method(
+        self,
+        request: pb.SetDefaultPaymentMethodRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.SetDefaultPaymentMethodResponse:
+        """Makes one of the caller's saved payment methods the default."""
+        return await self.stub.SetDefaultPaymentMethod(
             request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
         )
 

@@ -179,6 +179,8 @@ class Restaurant(_message.Message):
     OWNER_ID_FIELD_NUMBER: _builtins.int
     ORDER_COUNT_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    FOOD_RATING_FIELD_NUMBER: _builtins.int
+    FOOD_RATING_COUNT_FIELD_NUMBER: _builtins.int
     restaurant_id: _builtins.str
     """Opaque id."""
     name: _builtins.str
@@ -205,6 +207,12 @@ class Restaurant(_message.Message):
     """The owner's user id."""
     order_count: _builtins.int
     """Orders in the last 30 days, for popularity."""
+    food_rating: _builtins.float
+    """Mean food quality rating, 1 to 5, apart from the restaurant's rating; 0 while nobody
+    rated its food.
+    """
+    food_rating_count: _builtins.int
+    """Number of food ratings."""
     @_builtins.property
     def cuisines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Cuisines, lower case ("italian", "thai")."""
@@ -256,10 +264,12 @@ class Restaurant(_message.Message):
         owner_id: _builtins.str = ...,
         order_count: _builtins.int = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        food_rating: _builtins.float = ...,
+        food_rating_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "minimum_order", b"minimum_order", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "avg_prep_time_min", b"avg_prep_time_min", "closures", b"closures", "cuisines", b"cuisines", "hours", b"hours", "image_url", b"image_url", "is_open", b"is_open", "max_delivery_distance_miles", b"max_delivery_distance_miles", "minimum_order", b"minimum_order", "name", b"name", "order_count", b"order_count", "owner_id", b"owner_id", "paused", b"paused", "price_level", b"price_level", "rating", b"rating", "restaurant_id", b"restaurant_id", "review_count", b"review_count", "time_zone", b"time_zone", "update_time", b"update_time", "zones", b"zones"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "avg_prep_time_min", b"avg_prep_time_min", "closures", b"closures", "cuisines", b"cuisines", "food_rating", b"food_rating", "food_rating_count", b"food_rating_count", "hours", b"hours", "image_url", b"image_url", "is_open", b"is_open", "max_delivery_distance_miles", b"max_delivery_distance_miles", "minimum_order", b"minimum_order", "name", b"name", "order_count", b"order_count", "owner_id", b"owner_id", "paused", b"paused", "price_level", b"price_level", "rating", b"rating", "restaurant_id", b"restaurant_id", "review_count", b"review_count", "time_zone", b"time_zone", "update_time", b"update_time", "zones", b"zones"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -962,6 +972,7 @@ class Review(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     AUTHOR_NAME_FIELD_NUMBER: _builtins.int
+    FOOD_RATING_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """The order it is about (one review per order; empty in ListReviews but for ops)."""
     restaurant_id: _builtins.str
@@ -976,6 +987,8 @@ class Review(_message.Message):
     """How the reviewer is shown ("Customer"). ListReviews leaves order_id and customer_id
     empty for everyone but ops and services.
     """
+    food_rating: _builtins.int
+    """Food quality, 1 to 5, rated apart from the restaurant; 0: not rated."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When."""
@@ -990,10 +1003,11 @@ class Review(_message.Message):
         text: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         author_name: _builtins.str = ...,
+        food_rating: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_name", b"author_name", "create_time", b"create_time", "customer_id", b"customer_id", "order_id", b"order_id", "rating", b"rating", "restaurant_id", b"restaurant_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_name", b"author_name", "create_time", b"create_time", "customer_id", b"customer_id", "food_rating", b"food_rating", "order_id", b"order_id", "rating", b"rating", "restaurant_id", b"restaurant_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1031,19 +1045,27 @@ class AddReviewResponse(_message.Message):
 
     RATING_FIELD_NUMBER: _builtins.int
     REVIEW_COUNT_FIELD_NUMBER: _builtins.int
+    FOOD_RATING_FIELD_NUMBER: _builtins.int
+    FOOD_RATING_COUNT_FIELD_NUMBER: _builtins.int
     rating: _builtins.float
     """The restaurant's rating after this review."""
     review_count: _builtins.int
     """The restaurant's review count after this review."""
+    food_rating: _builtins.float
+    """The restaurant's food rating after this review (0 while nobody rated its food)."""
+    food_rating_count: _builtins.int
+    """Number of food ratings after this review."""
     def __init__(
         self,
         *,
         rating: _builtins.float = ...,
         review_count: _builtins.int = ...,
+        food_rating: _builtins.float = ...,
+        food_rating_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rating", b"rating", "review_count", b"review_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["food_rating", b"food_rating", "food_rating_count", b"food_rating_count", "rating", b"rating", "review_count", b"review_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

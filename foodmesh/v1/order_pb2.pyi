@@ -81,6 +81,30 @@ PAYMENT_STATUS_VOIDED: PaymentStatus.ValueType  # 5
 """Released without capture."""
 Global___PaymentStatus: _TypeAlias = PaymentStatus  # noqa: Y015
 
+class _PaymentMethodKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PaymentMethodKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentMethodKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PAYMENT_METHOD_KIND_UNSPECIFIED: _PaymentMethodKind.ValueType  # 0
+    """Not set."""
+    PAYMENT_METHOD_KIND_CARD: _PaymentMethodKind.ValueType  # 1
+    """A credit or debit card."""
+    PAYMENT_METHOD_KIND_WALLET: _PaymentMethodKind.ValueType  # 2
+    """A digital wallet (Apple Pay, Google Pay) holding a card."""
+
+class PaymentMethodKind(_PaymentMethodKind, metaclass=_PaymentMethodKindEnumTypeWrapper):
+    """What a saved payment method is."""
+
+PAYMENT_METHOD_KIND_UNSPECIFIED: PaymentMethodKind.ValueType  # 0
+"""Not set."""
+PAYMENT_METHOD_KIND_CARD: PaymentMethodKind.ValueType  # 1
+"""A credit or debit card."""
+PAYMENT_METHOD_KIND_WALLET: PaymentMethodKind.ValueType  # 2
+"""A digital wallet (Apple Pay, Google Pay) holding a card."""
+Global___PaymentMethodKind: _TypeAlias = PaymentMethodKind  # noqa: Y015
+
 @_typing.final
 class OrderItemInput(_message.Message):
     """One line of an order as the customer asked for it."""
@@ -326,6 +350,8 @@ class Order(_message.Message):
     READY_TIME_FIELD_NUMBER: _builtins.int
     DELIVERY_PIN_FIELD_NUMBER: _builtins.int
     LEAVE_AT_DOOR_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_NAME_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Opaque, time-sortable id."""
     customer_id: _builtins.str
@@ -354,6 +380,10 @@ class Order(_message.Message):
     """
     leave_at_door: _builtins.bool
     """The customer asked to leave it at the door: a photo reference is then proof enough."""
+    payment_method_id: _builtins.str
+    """What paid: the saved method's id or the one-off token. Only in the customer's own view."""
+    payment_method_name: _builtins.str
+    """How it is shown ("Apple Pay · Visa •••• 4242"). Only in the customer's own view."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderItem]:
         """What."""
@@ -425,10 +455,12 @@ class Order(_message.Message):
         ready_time: _timestamp_pb2.Timestamp | None = ...,
         delivery_pin: _builtins.str = ...,
         leave_at_door: _builtins.bool = ...,
+        payment_method_id: _builtins.str = ...,
+        payment_method_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_address", b"delivery_address", "estimated_delivery_time", b"estimated_delivery_time", "pricing", b"pricing", "ready_time", b"ready_time", "refunded", b"refunded", "restaurant_location", b"restaurant_location", "scheduled_time", b"scheduled_time", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation_reason", b"cancellation_reason", "created_at", b"created_at", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_option", b"delivery_option", "delivery_pin", b"delivery_pin", "driver_id", b"driver_id", "estimated_delivery_time", b"estimated_delivery_time", "eta_confidence", b"eta_confidence", "items", b"items", "leave_at_door", b"leave_at_door", "order_id", b"order_id", "payment_status", b"payment_status", "pricing", b"pricing", "promo_code", b"promo_code", "ready_time", b"ready_time", "refunded", b"refunded", "restaurant_id", b"restaurant_id", "restaurant_location", b"restaurant_location", "restaurant_name", b"restaurant_name", "scheduled_time", b"scheduled_time", "status", b"status", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation_reason", b"cancellation_reason", "created_at", b"created_at", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_option", b"delivery_option", "delivery_pin", b"delivery_pin", "driver_id", b"driver_id", "estimated_delivery_time", b"estimated_delivery_time", "eta_confidence", b"eta_confidence", "items", b"items", "leave_at_door", b"leave_at_door", "order_id", b"order_id", "payment_method_id", b"payment_method_id", "payment_method_name", b"payment_method_name", "payment_status", b"payment_status", "pricing", b"pricing", "promo_code", b"promo_code", "ready_time", b"ready_time", "refunded", b"refunded", "restaurant_id", b"restaurant_id", "restaurant_location", b"restaurant_location", "restaurant_name", b"restaurant_name", "scheduled_time", b"scheduled_time", "status", b"status", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -456,7 +488,10 @@ class PlaceOrderRequest(_message.Message):
     restaurant_id: _builtins.str
     """From where."""
     payment_method_id: _builtins.str
-    """The card (sandbox: pm_card_visa, pm_card_declined, ...)."""
+    """How to pay: one of the caller's saved payment methods (AddPaymentMethod), or a
+    one-off processor token (sandbox: pm_card_visa, pm_wallet_apple_pay, ...); empty pays
+    with the caller's default saved method.
+    """
     delivery_option: Global___DeliveryOption.ValueType
     """Now or scheduled."""
     promo_code: _builtins.str
@@ -863,6 +898,7 @@ class RateOrderRequest(_message.Message):
     RESTAURANT_RATING_FIELD_NUMBER: _builtins.int
     RESTAURANT_REVIEW_FIELD_NUMBER: _builtins.int
     DRIVER_RATING_FIELD_NUMBER: _builtins.int
+    FOOD_RATING_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Which order (delivered, the caller's own)."""
     restaurant_rating: _builtins.int
@@ -871,6 +907,8 @@ class RateOrderRequest(_message.Message):
     """Optional words about the food."""
     driver_rating: _builtins.int
     """Driver rating, 1 to 5; 0 skips it."""
+    food_rating: _builtins.int
+    """Food quality rating, 1 to 5, apart from the restaurant's service; 0 skips it."""
     def __init__(
         self,
         *,
@@ -878,10 +916,11 @@ class RateOrderRequest(_message.Message):
         restaurant_rating: _builtins.int = ...,
         restaurant_review: _builtins.str = ...,
         driver_rating: _builtins.int = ...,
+        food_rating: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver_rating", b"driver_rating", "order_id", b"order_id", "restaurant_rating", b"restaurant_rating", "restaurant_review", b"restaurant_review"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver_rating", b"driver_rating", "food_rating", b"food_rating", "order_id", b"order_id", "restaurant_rating", b"restaurant_rating", "restaurant_review", b"restaurant_review"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -895,19 +934,27 @@ class RateOrderResponse(_message.Message):
 
     RESTAURANT_RATING_FIELD_NUMBER: _builtins.int
     RESTAURANT_REVIEW_COUNT_FIELD_NUMBER: _builtins.int
+    FOOD_RATING_FIELD_NUMBER: _builtins.int
+    FOOD_RATING_COUNT_FIELD_NUMBER: _builtins.int
     restaurant_rating: _builtins.float
     """The restaurant's rating after this one."""
     restaurant_review_count: _builtins.int
     """The restaurant's review count after this one."""
+    food_rating: _builtins.float
+    """The restaurant's food rating after this one (0 while nobody rated its food)."""
+    food_rating_count: _builtins.int
+    """How many rated its food."""
     def __init__(
         self,
         *,
         restaurant_rating: _builtins.float = ...,
         restaurant_review_count: _builtins.int = ...,
+        food_rating: _builtins.float = ...,
+        food_rating_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["restaurant_rating", b"restaurant_rating", "restaurant_review_count", b"restaurant_review_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["food_rating", b"food_rating", "food_rating_count", b"food_rating_count", "restaurant_rating", b"restaurant_rating", "restaurant_review_count", b"restaurant_review_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1017,3 +1064,247 @@ class OrderEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OrderEvent: _TypeAlias = OrderEvent  # noqa: Y015
+
+@_typing.final
+class PaymentMethod(_message.Message):
+    """A customer's saved payment method, as the processor describes it (never a card number)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_METHOD_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    BRAND_FIELD_NUMBER: _builtins.int
+    LAST4_FIELD_NUMBER: _builtins.int
+    WALLET_FIELD_NUMBER: _builtins.int
+    IS_DEFAULT_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    payment_method_id: _builtins.str
+    """Opaque id; PlaceOrder's payment_method_id."""
+    kind: Global___PaymentMethodKind.ValueType
+    """Card or wallet."""
+    brand: _builtins.str
+    """Card network, lower case ("visa", "mastercard")."""
+    last4: _builtins.str
+    """Last four digits of the card (of the wallet's device card for a wallet)."""
+    wallet: _builtins.str
+    """The wallet, lower case ("apple_pay", "google_pay"); empty for a card."""
+    is_default: _builtins.bool
+    """PlaceOrder without a payment_method_id pays with this one."""
+    display_name: _builtins.str
+    """How to show it ("Visa •••• 4242", "Apple Pay · Visa •••• 4242")."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was saved."""
+
+    def __init__(
+        self,
+        *,
+        payment_method_id: _builtins.str = ...,
+        kind: Global___PaymentMethodKind.ValueType = ...,
+        brand: _builtins.str = ...,
+        last4: _builtins.str = ...,
+        wallet: _builtins.str = ...,
+        is_default: _builtins.bool = ...,
+        display_name: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brand", b"brand", "create_time", b"create_time", "display_name", b"display_name", "is_default", b"is_default", "kind", b"kind", "last4", b"last4", "payment_method_id", b"payment_method_id", "wallet", b"wallet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentMethod: _TypeAlias = PaymentMethod  # noqa: Y015
+
+@_typing.final
+class ListPaymentMethodsRequest(_message.Message):
+    """Request of ListPaymentMethods."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPaymentMethodsRequest: _TypeAlias = ListPaymentMethodsRequest  # noqa: Y015
+
+@_typing.final
+class ListPaymentMethodsResponse(_message.Message):
+    """Response of ListPaymentMethods."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_METHODS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment_methods(self) -> _containers.RepeatedCompositeFieldContainer[Global___PaymentMethod]:
+        """The caller's saved methods, the default first, then newest first."""
+
+    def __init__(
+        self,
+        *,
+        payment_methods: _abc.Iterable[Global___PaymentMethod] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_methods", b"payment_methods"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPaymentMethodsResponse: _TypeAlias = ListPaymentMethodsResponse  # noqa: Y015
+
+@_typing.final
+class AddPaymentMethodRequest(_message.Message):
+    """Request of AddPaymentMethod."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    SET_DEFAULT_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.str
+    """Client-chosen key; the same key and token return the same saved method."""
+    token: _builtins.str
+    """The processor's token of the card or wallet (sandbox test tokens: pm_card_visa,
+    pm_card_mastercard, pm_card_declined, pm_card_insufficient_funds,
+    pm_wallet_apple_pay, pm_wallet_google_pay, pm_wallet_declined).
+    """
+    set_default: _builtins.bool
+    """Make it the default (the first saved method is the default anyway)."""
+    def __init__(
+        self,
+        *,
+        idempotency_key: _builtins.str = ...,
+        token: _builtins.str = ...,
+        set_default: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "set_default", b"set_default", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddPaymentMethodRequest: _TypeAlias = AddPaymentMethodRequest  # noqa: Y015
+
+@_typing.final
+class AddPaymentMethodResponse(_message.Message):
+    """Response of AddPaymentMethod."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment_method(self) -> Global___PaymentMethod:
+        """The saved method."""
+
+    def __init__(
+        self,
+        *,
+        payment_method: Global___PaymentMethod | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment_method", b"payment_method"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_method", b"payment_method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddPaymentMethodResponse: _TypeAlias = AddPaymentMethodResponse  # noqa: Y015
+
+@_typing.final
+class RemovePaymentMethodRequest(_message.Message):
+    """Request of RemovePaymentMethod."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_METHOD_ID_FIELD_NUMBER: _builtins.int
+    payment_method_id: _builtins.str
+    """Which (the caller's own)."""
+    def __init__(
+        self,
+        *,
+        payment_method_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_method_id", b"payment_method_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemovePaymentMethodRequest: _TypeAlias = RemovePaymentMethodRequest  # noqa: Y015
+
+@_typing.final
+class RemovePaymentMethodResponse(_message.Message):
+    """Response of RemovePaymentMethod."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_METHODS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment_methods(self) -> _containers.RepeatedCompositeFieldContainer[Global___PaymentMethod]:
+        """The caller's methods left, the default first (the newest becomes the default when
+        the default was removed).
+        """
+
+    def __init__(
+        self,
+        *,
+        payment_methods: _abc.Iterable[Global___PaymentMethod] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_methods", b"payment_methods"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemovePaymentMethodResponse: _TypeAlias = RemovePaymentMethodResponse  # noqa: Y015
+
+@_typing.final
+class SetDefaultPaymentMethodRequest(_message.Message):
+    """Request of SetDefaultPaymentMethod."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_METHOD_ID_FIELD_NUMBER: _builtins.int
+    payment_method_id: _builtins.str
+    """Which (the caller's own)."""
+    def __init__(
+        self,
+        *,
+        payment_method_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_method_id", b"payment_method_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetDefaultPaymentMethodRequest: _TypeAlias = SetDefaultPaymentMethodRequest  # noqa: Y015
+
+@_typing.final
+class SetDefaultPaymentMethodResponse(_message.Message):
+    """Response of SetDefaultPaymentMethod."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment_method(self) -> Global___PaymentMethod:
+        """The new default."""
+
+    def __init__(
+        self,
+        *,
+        payment_method: Global___PaymentMethod | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment_method", b"payment_method"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_method", b"payment_method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetDefaultPaymentMethodResponse: _TypeAlias = SetDefaultPaymentMethodResponse  # noqa: Y015

@@ -75,6 +75,26 @@ class OrderServiceStub:
                 request_serializer=foodmesh_dot_v1_dot_order__pb2.WatchOrderRequest.SerializeToString,
                 response_deserializer=foodmesh_dot_v1_dot_order__pb2.WatchOrderResponse.FromString,
                 _registered_method=True)
+        self.ListPaymentMethods = channel.unary_unary(
+                '/foodmesh.v1.OrderService/ListPaymentMethods',
+                request_serializer=foodmesh_dot_v1_dot_order__pb2.ListPaymentMethodsRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_order__pb2.ListPaymentMethodsResponse.FromString,
+                _registered_method=True)
+        self.AddPaymentMethod = channel.unary_unary(
+                '/foodmesh.v1.OrderService/AddPaymentMethod',
+                request_serializer=foodmesh_dot_v1_dot_order__pb2.AddPaymentMethodRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_order__pb2.AddPaymentMethodResponse.FromString,
+                _registered_method=True)
+        self.RemovePaymentMethod = channel.unary_unary(
+                '/foodmesh.v1.OrderService/RemovePaymentMethod',
+                request_serializer=foodmesh_dot_v1_dot_order__pb2.RemovePaymentMethodRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_order__pb2.RemovePaymentMethodResponse.FromString,
+                _registered_method=True)
+        self.SetDefaultPaymentMethod = channel.unary_unary(
+                '/foodmesh.v1.OrderService/SetDefaultPaymentMethod',
+                request_serializer=foodmesh_dot_v1_dot_order__pb2.SetDefaultPaymentMethodRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_order__pb2.SetDefaultPaymentMethodResponse.FromString,
+                _registered_method=True)
 
 
 class OrderServiceServicer:
@@ -126,7 +146,7 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RateOrder(self, request, context):
-        """Rates a delivered order once: restaurant and driver.
+        """Rates a delivered order once: restaurant, food quality and driver, each on its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +154,37 @@ class OrderServiceServicer:
 
     def WatchOrder(self, request, context):
         """Streams an order's changes: the current state first, then each change, until it ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPaymentMethods(self, request, context):
+        """Lists the caller's saved payment methods (cards and digital wallets), the default first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddPaymentMethod(self, request, context):
+        """Saves a card or a digital wallet from the processor's token for the caller. Safe to
+        retry with the same idempotency_key; the first saved method becomes the default.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemovePaymentMethod(self, request, context):
+        """Removes one of the caller's saved payment methods; removing it again is no error.
+        Another customer's method is NOT_FOUND, as an unknown one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetDefaultPaymentMethod(self, request, context):
+        """Makes one of the caller's saved payment methods the default (PlaceOrder without a
+        payment_method_id pays with it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -181,6 +232,26 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.WatchOrder,
                     request_deserializer=foodmesh_dot_v1_dot_order__pb2.WatchOrderRequest.FromString,
                     response_serializer=foodmesh_dot_v1_dot_order__pb2.WatchOrderResponse.SerializeToString,
+            ),
+            'ListPaymentMethods': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPaymentMethods,
+                    request_deserializer=foodmesh_dot_v1_dot_order__pb2.ListPaymentMethodsRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_order__pb2.ListPaymentMethodsResponse.SerializeToString,
+            ),
+            'AddPaymentMethod': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddPaymentMethod,
+                    request_deserializer=foodmesh_dot_v1_dot_order__pb2.AddPaymentMethodRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_order__pb2.AddPaymentMethodResponse.SerializeToString,
+            ),
+            'RemovePaymentMethod': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemovePaymentMethod,
+                    request_deserializer=foodmesh_dot_v1_dot_order__pb2.RemovePaymentMethodRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_order__pb2.RemovePaymentMethodResponse.SerializeToString,
+            ),
+            'SetDefaultPaymentMethod': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDefaultPaymentMethod,
+                    request_deserializer=foodmesh_dot_v1_dot_order__pb2.SetDefaultPaymentMethodRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_order__pb2.SetDefaultPaymentMethodResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -400,6 +471,114 @@ class OrderService:
             '/foodmesh.v1.OrderService/WatchOrder',
             foodmesh_dot_v1_dot_order__pb2.WatchOrderRequest.SerializeToString,
             foodmesh_dot_v1_dot_order__pb2.WatchOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPaymentMethods(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.OrderService/ListPaymentMethods',
+            foodmesh_dot_v1_dot_order__pb2.ListPaymentMethodsRequest.SerializeToString,
+            foodmesh_dot_v1_dot_order__pb2.ListPaymentMethodsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddPaymentMethod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.OrderService/AddPaymentMethod',
+            foodmesh_dot_v1_dot_order__pb2.AddPaymentMethodRequest.SerializeToString,
+            foodmesh_dot_v1_dot_order__pb2.AddPaymentMethodResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemovePaymentMethod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.OrderService/RemovePaymentMethod',
+            foodmesh_dot_v1_dot_order__pb2.RemovePaymentMethodRequest.SerializeToString,
+            foodmesh_dot_v1_dot_order__pb2.RemovePaymentMethodResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDefaultPaymentMethod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.OrderService/SetDefaultPaymentMethod',
+            foodmesh_dot_v1_dot_order__pb2.SetDefaultPaymentMethodRequest.SerializeToString,
+            foodmesh_dot_v1_dot_order__pb2.SetDefaultPaymentMethodResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,9 +49,23 @@ class OrderServiceStub:
     AssignDriver: _grpc.UnaryUnaryMultiCallable[_order_pb2.AssignDriverRequest, _order_pb2.AssignDriverResponse]
     """Records which driver carries an order, or that none does any more (Dispatch only)."""
     RateOrder: _grpc.UnaryUnaryMultiCallable[_order_pb2.RateOrderRequest, _order_pb2.RateOrderResponse]
-    """Rates a delivered order once: restaurant and driver."""
+    """Rates a delivered order once: restaurant, food quality and driver, each on its own."""
     WatchOrder: _grpc.UnaryStreamMultiCallable[_order_pb2.WatchOrderRequest, _order_pb2.WatchOrderResponse]
     """Streams an order's changes: the current state first, then each change, until it ends."""
+    ListPaymentMethods: _grpc.UnaryUnaryMultiCallable[_order_pb2.ListPaymentMethodsRequest, _order_pb2.ListPaymentMethodsResponse]
+    """Lists the caller's saved payment methods (cards and digital wallets), the default first."""
+    AddPaymentMethod: _grpc.UnaryUnaryMultiCallable[_order_pb2.AddPaymentMethodRequest, _order_pb2.AddPaymentMethodResponse]
+    """Saves a card or a digital wallet from the processor's token for the caller. Safe to
+    retry with the same idempotency_key; the first saved method becomes the default.
+    """
+    RemovePaymentMethod: _grpc.UnaryUnaryMultiCallable[_order_pb2.RemovePaymentMethodRequest, _order_pb2.RemovePaymentMethodResponse]
+    """Removes one of the caller's saved payment methods; removing it again is no error.
+    Another customer's method is NOT_FOUND, as an unknown one.
+    """
+    SetDefaultPaymentMethod: _grpc.UnaryUnaryMultiCallable[_order_pb2.SetDefaultPaymentMethodRequest, _order_pb2.SetDefaultPaymentMethodResponse]
+    """Makes one of the caller's saved payment methods the default (PlaceOrder without a
+    payment_method_id pays with it).
+    """
 
 @_typing.type_check_only
 class OrderServiceAsyncStub(OrderServiceStub):
@@ -74,9 +88,23 @@ class OrderServiceAsyncStub(OrderServiceStub):
     AssignDriver: _aio.UnaryUnaryMultiCallable[_order_pb2.AssignDriverRequest, _order_pb2.AssignDriverResponse]  # type: ignore[assignment]
     """Records which driver carries an order, or that none does any more (Dispatch only)."""
     RateOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.RateOrderRequest, _order_pb2.RateOrderResponse]  # type: ignore[assignment]
-    """Rates a delivered order once: restaurant and driver."""
+    """Rates a delivered order once: restaurant, food quality and driver, each on its own."""
     WatchOrder: _aio.UnaryStreamMultiCallable[_order_pb2.WatchOrderRequest, _order_pb2.WatchOrderResponse]  # type: ignore[assignment]
     """Streams an order's changes: the current state first, then each change, until it ends."""
+    ListPaymentMethods: _aio.UnaryUnaryMultiCallable[_order_pb2.ListPaymentMethodsRequest, _order_pb2.ListPaymentMethodsResponse]  # type: ignore[assignment]
+    """Lists the caller's saved payment methods (cards and digital wallets), the default first."""
+    AddPaymentMethod: _aio.UnaryUnaryMultiCallable[_order_pb2.AddPaymentMethodRequest, _order_pb2.AddPaymentMethodResponse]  # type: ignore[assignment]
+    """Saves a card or a digital wallet from the processor's token for the caller. Safe to
+    retry with the same idempotency_key; the first saved method becomes the default.
+    """
+    RemovePaymentMethod: _aio.UnaryUnaryMultiCallable[_order_pb2.RemovePaymentMethodRequest, _order_pb2.RemovePaymentMethodResponse]  # type: ignore[assignment]
+    """Removes one of the caller's saved payment methods; removing it again is no error.
+    Another customer's method is NOT_FOUND, as an unknown one.
+    """
+    SetDefaultPaymentMethod: _aio.UnaryUnaryMultiCallable[_order_pb2.SetDefaultPaymentMethodRequest, _order_pb2.SetDefaultPaymentMethodResponse]  # type: ignore[assignment]
+    """Makes one of the caller's saved payment methods the default (PlaceOrder without a
+    payment_method_id pays with it).
+    """
 
 class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
     """Orders from placement to the door: payment, status, timeline, ratings."""
@@ -138,7 +166,7 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_pb2.RateOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_order_pb2.RateOrderResponse, _abc.Awaitable[_order_pb2.RateOrderResponse]]:
-        """Rates a delivered order once: restaurant and driver."""
+        """Rates a delivered order once: restaurant, food quality and driver, each on its own."""
 
     @_abc_1.abstractmethod
     def WatchOrder(
@@ -147,5 +175,43 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_order_pb2.WatchOrderResponse], _abc.AsyncIterator[_order_pb2.WatchOrderResponse]]:
         """Streams an order's changes: the current state first, then each change, until it ends."""
+
+    @_abc_1.abstractmethod
+    def ListPaymentMethods(
+        self,
+        request: _order_pb2.ListPaymentMethodsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_order_pb2.ListPaymentMethodsResponse, _abc.Awaitable[_order_pb2.ListPaymentMethodsResponse]]:
+        """Lists the caller's saved payment methods (cards and digital wallets), the default first."""
+
+    @_abc_1.abstractmethod
+    def AddPaymentMethod(
+        self,
+        request: _order_pb2.AddPaymentMethodRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_order_pb2.AddPaymentMethodResponse, _abc.Awaitable[_order_pb2.AddPaymentMethodResponse]]:
+        """Saves a card or a digital wallet from the processor's token for the caller. Safe to
+        retry with the same idempotency_key; the first saved method becomes the default.
+        """
+
+    @_abc_1.abstractmethod
+    def RemovePaymentMethod(
+        self,
+        request: _order_pb2.RemovePaymentMethodRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_order_pb2.RemovePaymentMethodResponse, _abc.Awaitable[_order_pb2.RemovePaymentMethodResponse]]:
+        """Removes one of the caller's saved payment methods; removing it again is no error.
+        Another customer's method is NOT_FOUND, as an unknown one.
+        """
+
+    @_abc_1.abstractmethod
+    def SetDefaultPaymentMethod(
+        self,
+        request: _order_pb2.SetDefaultPaymentMethodRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_order_pb2.SetDefaultPaymentMethodResponse, _abc.Awaitable[_order_pb2.SetDefaultPaymentMethodResponse]]:
+        """Makes one of the caller's saved payment methods the default (PlaceOrder without a
+        payment_method_id pays with it).
+        """
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -305,6 +305,8 @@ def restaurant_to_pb(r: Restaurant, *, is_open: bool) -> pb.Restaurant:
         minimum_order=_money_pb(r.minimum_order_minor, r.currency),
         rating=r.rating,
         review_count=r.review_count,
+        food_rating=r.food_rating,
+        food_rating_count=r.food_rating_count,
         avg_prep_time_min=r.avg_prep_time_min,
         image_url=r.image_url,
         is_open=is_open,
@@ -551,10 +553,12 @@ def review_from_pb(req: pb.AddReviewRequest, now: dt.datetime) -> Review:
     check_id(v, r.restaurant_id, "review.restaurant_id")
     check_id(v, r.customer_id, "review.customer_id")
     v.check(1 <= r.rating <= 5, "review.rating", "must be 1 to 5")
+    v.check(0 <= r.food_rating <= 5, "review.food_rating", "must be 0 (not rated) to 5")
     _text(v, r.text, "review.text", required=False, limit=_TEXT_MAX)
     v.raise_if_any()
     created = r.create_time.ToDatetime(tzinfo=dt.UTC) if r.HasField("create_time") else now
-    return Review(r.order_id, r.restaurant_id, r.customer_id, r.rating, r.text, created)
+    return Review(r.order_id, r.restaurant_id, r.customer_id, r.rating, r.text, created,
+                  food_rating=r.food_rating)  # fmt: skip
 
 
 #: How a reviewer is shown: the platform keeps no customer names to show instead.
@@ -570,6 +574,7 @@ def review_to_pb(r: Review, *, with_ids: bool = True) -> pb.Review:
         rating=r.rating,
         text=r.text,
         author_name=REVIEW_AUTHOR,
+        food_rating=r.food_rating,
     )
     out.create_time.FromDatetime(r.create_time)
     return out

@@ -71,6 +71,9 @@ class Restaurant:
     owner_id: str
     rating_sum: int = 0
     review_count: int = 0
+    #: Food quality, rated apart from the restaurant: sum and count of the food ratings.
+    food_rating_sum: int = 0
+    food_rating_count: int = 0
     order_count: int = 0
     #: Bumped by every write of the row, in commit order: orders writes to the search index.
     version: int = 0
@@ -80,6 +83,11 @@ class Restaurant:
     def rating(self) -> float:
         """Mean of the reviews' ratings; 0 without reviews."""
         return self.rating_sum / self.review_count if self.review_count else 0.0
+
+    @property
+    def food_rating(self) -> float:
+        """Mean of the food ratings; 0 while nobody rated the food."""
+        return self.food_rating_sum / self.food_rating_count if self.food_rating_count else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,3 +141,5 @@ class Review:
     rating: int
     text: str
     create_time: dt.datetime
+    #: Food quality, 1 to 5; 0: not rated.
+    food_rating: int = 0

@@ -225,7 +225,9 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
             )
         if outcome is ReviewOutcome.ADDED:
             await self._index(r)
-        return pb.AddReviewResponse(rating=r.rating, review_count=r.review_count)
+        return pb.AddReviewResponse(rating=r.rating, review_count=r.review_count,
+                                    food_rating=r.food_rating,
+                                    food_rating_count=r.food_rating_count)  # fmt: skip
 
     async def ListReviews(  # noqa: N802
         self, request: pb.ListReviewsRequest, context: Ctx

@@ -43,14 +43,15 @@ _COLUMNS = """
     (SELECT coalesce(jsonb_agg(jsonb_build_array(z.zone_id, z.vertices_e7,
                                                  z.delivery_fee_minor, z.minimum_order_minor)
                                ORDER BY z.position), '[]'::jsonb)
-       FROM catalog.delivery_zones z WHERE z.restaurant_id = r.restaurant_id) AS zones
+       FROM catalog.delivery_zones z WHERE z.restaurant_id = r.restaurant_id) AS zones,
+    r.food_rating_sum, r.food_rating_count
 """
 
 
 def _restaurant(row: Sequence[Any]) -> Restaurant:
     (rid, name, cuisines, address, lat, lon, tz, hours, closures, price, currency, minimum,
      prep, image, paused, max_miles, owner, rating_sum, reviews, orders, version, updated,
-     zones) = row  # fmt: skip
+     zones, food_sum, food_count) = row  # fmt: skip
     return Restaurant(
         restaurant_id=rid,
         name=name,
@@ -70,6 +71,8 @@ def _restaurant(row: Sequence[Any]) -> Restaurant:
         owner_id=owner,
         rating_sum=rating_sum,
         review_count=reviews,
+        food_rating_sum=food_sum,
+        food_rating_count=food_count,
         order_count=orders,
         version=version,
         update_time=updated,
@@ -321,22 +324,26 @@ class CatalogStore:
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "INSERT INTO catalog.reviews (order_id, restaurant_id, customer_id, rating, text,"
-                " create_time) SELECT %s, %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM"
-                " catalog.restaurants WHERE restaurant_id = %s)"
+                " create_time, food_rating) SELECT %s, %s, %s, %s, %s, %s, %s WHERE EXISTS"
+                " (SELECT 1 FROM catalog.restaurants WHERE restaurant_id = %s)"
                 " ON CONFLICT (order_id) DO NOTHING",
                 (review.order_id, review.restaurant_id, review.customer_id, review.rating,
-                 review.text, review.create_time, review.restaurant_id),
+                 review.text, review.create_time, review.food_rating, review.restaurant_id),
             )  # fmt: skip
             if cur.rowcount == 1:
+                # The food rating moves its own sum and count (0: the food was not rated).
                 await conn.execute(
                     "UPDATE catalog.restaurants SET rating_sum = rating_sum + %s,"
-                    " review_count = review_count + 1, version = version + 1"
-                    " WHERE restaurant_id = %s",
-                    (review.rating, review.restaurant_id),
-                )
+                    " review_count = review_count + 1,"
+                    " food_rating_sum = food_rating_sum + %s,"
+                    " food_rating_count = food_rating_count + (%s > 0)::int,"
+                    " version = version + 1 WHERE restaurant_id = %s",
+                    (review.rating, review.food_rating, review.food_rating,
+                     review.restaurant_id),
+                )  # fmt: skip
                 return ReviewOutcome.ADDED, await self._get(conn, review.restaurant_id)
             cur = await conn.execute(
-                "SELECT restaurant_id, customer_id, rating, text FROM catalog.reviews"
+                "SELECT restaurant_id, customer_id, rating, text, food_rating FROM catalog.reviews"
                 " WHERE order_id = %s",
                 (review.order_id,),
             )
@@ -344,7 +351,8 @@ class CatalogStore:
             if existing is None:
                 return ReviewOutcome.NO_RESTAURANT, None
             same = tuple(existing) == (
-                review.restaurant_id, review.customer_id, review.rating, review.text
+                review.restaurant_id, review.customer_id, review.rating, review.text,
+                review.food_rating,
             )  # fmt: skip
             restaurant = await self._get(conn, str(existing[0]))
             return (ReviewOutcome.REPEATED if same else ReviewOutcome.CONFLICT), restaurant
@@ -366,14 +374,16 @@ class CatalogStore:
             # digest, never the order id (reviews are public, their orders are not).
             if after is None:
                 cur = await conn.execute(
-                    "SELECT order_id, restaurant_id, customer_id, rating, text, create_time"
+                    "SELECT order_id, restaurant_id, customer_id, rating, text, create_time,"
+                    " food_rating"
                     " FROM catalog.reviews WHERE restaurant_id = %s"
                     " ORDER BY create_time DESC, md5(order_id) DESC LIMIT %s",
                     (rid, limit),
                 )
             else:
                 cur = await conn.execute(
-                    "SELECT order_id, restaurant_id, customer_id, rating, text, create_time"
+                    "SELECT order_id, restaurant_id, customer_id, rating, text, create_time,"
+                    " food_rating"
                     " FROM catalog.reviews WHERE restaurant_id = %s"
                     " AND (create_time, md5(order_id)) < (%s, %s)"
                     " ORDER BY create_time DESC, md5(order_id) DESC LIMIT %s",

@@ -21,7 +21,8 @@ Settings (``FOODMESH_ORDER_*``):
   outbox, so that a busy service publishes in batches (0.02; ``relay.py``);
 - ``WATCH_POLL_S``: how often a WatchOrder stream re-reads without a notification (5);
 - ``SETTLE_EVERY_S``: how often payment operations left pending (the provider did not
-  answer after a delivery or cancellation committed) are retried (5);
+  answer after a delivery or cancellation committed) are retried, and ratings the Catalog
+  or Dispatch did not take are handed to them again (5);
 - ``RELEASE_EVERY_S``: how often scheduled orders due for the kitchen are released (1);
 
 Scheduled orders (``DELIVERY_OPTION_SCHEDULED``, 30 minutes to 7 days ahead) are
@@ -104,10 +105,13 @@ async def build(
     feed = ChangeFeed(s.postgres_url, NOTIFY_CHANNEL)
     cache_s = float(s.extra.get("FOODMESH_ORDER_CATALOG_CACHE_S", "2"))
     cached = CachedCatalog(catalog, cache=TtlCache(ttl_s=cache_s))
+    # The sandbox is also the vault of saved cards and wallets when a test hands in
+    # another provider (which then authorizes them through its own ledger).
+    sandbox = SandboxProvider(resources.pg)
     servicer = OrderServicer(
         OrderStore(resources.pg),
-        Ports(catalog=cached, pricing=pricing, eta=eta,
-              payments=payments or SandboxProvider(resources.pg), drivers=drivers),
+        Ports(catalog=cached, pricing=pricing, eta=eta, payments=payments or sandbox,
+              drivers=drivers, vault=sandbox),
         subjects=resources.subjects,
         feed=feed,
         watch_poll_s=float(s.extra.get("FOODMESH_ORDER_WATCH_POLL_S", "5")),
@@ -134,6 +138,7 @@ async def build(
             try:
                 await servicer.settle_pending()
                 await servicer.forward_driver_ratings()
+                await servicer.forward_restaurant_ratings()
             except Exception as exc:  # PostgreSQL away: next pass
                 _log.warning("payment settlement / rating forwarding pass failed: %s", exc)
 

@@ -101,10 +101,8 @@ def check_place(req: order_pb2.PlaceOrderRequest, now: dt.datetime) -> None:
         for name in _ADDRESS_FIELDS:
             v.check(len(getattr(a, name)) <= _TEXT_MAX, f"delivery_address.{name}",
                     f"must be at most {_TEXT_MAX} characters")  # fmt: skip
-    if not req.payment_method_id:
-        v.add("payment_method_id", "is required")
-    else:
-        v.check(len(req.payment_method_id) <= 255, "payment_method_id", "at most 255 characters")
+    # Empty pays with the customer's default saved method (resolved at payment).
+    v.check(len(req.payment_method_id) <= 255, "payment_method_id", "at most 255 characters")
     if req.HasField("tip"):
         v.check(0 <= req.tip.amount_minor <= MAX_TIP_MINOR, "tip.amount_minor",
                 f"must be 0 to {MAX_TIP_MINOR} minor units")  # fmt: skip
@@ -186,7 +184,8 @@ def entry_to_pb(e: Entry) -> order_pb2.TimelineEntry:
 
 
 def order_to_pb(o: Order, *, with_pin: bool = False) -> order_pb2.Order:
-    """The order as callers see it; ``with_pin`` only for its own customer (never events)."""
+    """The order as callers see it; ``with_pin`` only for its own customer (never events):
+    the delivery PIN and what paid are in that view only."""
     c = o.currency
     a = o.delivery_address
     return order_pb2.Order(
@@ -240,6 +239,8 @@ def order_to_pb(o: Order, *, with_pin: bool = False) -> order_pb2.Order:
         ready_time=_ts(o.ready_time),
         delivery_pin=o.delivery_pin if with_pin else "",
         leave_at_door=o.leave_at_door,
+        payment_method_id=o.payment_method if with_pin else "",
+        payment_method_name=o.payment_method_name if with_pin else "",
     )
 
 

@@ -83,6 +83,10 @@ class Order:
     pin_attempts: int = 0
     #: The customer asked to leave it at the door: a photo reference proves delivery.
     leave_at_door: bool = False
+    #: What paid: the saved method's id or the one-off token, and how it is shown
+    #: ("Apple Pay · Visa •••• 4242"); '' for orders placed before they were kept.
+    payment_method: str = ""
+    payment_method_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Payment providers: authorize at placement, capture on delivery, refund on cancellation.
+"""Payment providers: authorize at placement, capture on delivery, refund on cancellation;
+and the processor's vault, where a customer's cards and digital wallets are saved.
 
 Every operation carries an idempotency key: repeating it (a retried RPC, a relay
 that crashed halfway) has the effect of doing it once, as with a card processor.
@@ -11,11 +12,14 @@ from typing import Protocol
 
 __all__ = [
     "Authorization",
+    "InvalidToken",
+    "MethodVault",
     "PaymentDeclined",
     "PaymentError",
     "PaymentProvider",
     "ProviderUnavailable",
     "RefundOutcome",
+    "SavedMethod",
 ]
 
 
@@ -32,6 +36,10 @@ class PaymentDeclined(PaymentError):
         self.message = message
 
 
+class InvalidToken(PaymentError):
+    """The token to save is not one the processor issued."""
+
+
 class ProviderUnavailable(PaymentError):
     """The provider did not answer; nothing is known to have happened, retry with the same key."""
 
@@ -41,6 +49,12 @@ class Authorization:
     payment_id: str
     amount_minor: int
     currency: str
+    #: What paid, as the processor describes it (``card``/``wallet``, brand, last four,
+    #: wallet); empty when the provider does not say.
+    kind: str = ""
+    brand: str = ""
+    last4: str = ""
+    wallet: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +84,28 @@ class PaymentProvider(Protocol):
     async def capture(self, *, key: str, payment_id: str, amount_minor: int) -> None: ...
 
     async def refund(self, *, key: str, payment_id: str, amount_minor: int) -> RefundOutcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SavedMethod:
+    """A payment method the processor saved for a customer: what it is, never its number."""
+
+    payment_method_id: str
+    #: ``card`` or ``wallet``.
+    kind: str
+    brand: str
+    last4: str
+    #: ``apple_pay``, ``google_pay``; empty for a card.
+    wallet: str = ""
+
+
+class MethodVault(Protocol):
+    """The processor's vault: saves a token as a customer's method, and forgets it."""
+
+    async def save_method(self, *, key: str, token: str, customer_id: str) -> SavedMethod:
+        """Saves ``token`` for ``customer_id`` once per ``key``; raises InvalidToken."""
+        ...
+
+    async def detach_method(self, *, payment_method_id: str, customer_id: str) -> None:
+        """Forgets the customer's method: it authorizes nothing any more (idempotent)."""
+        ...

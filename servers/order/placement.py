@@ -33,6 +33,7 @@ from servers.order import convert, metrics
 from servers.order.cart import price_lines
 from servers.order.eta import EtaInput
 from servers.order.ids import new_order_id
+from servers.order.methods import MethodStore, display_name
 from servers.order.model import Entry, Line, Order
 from servers.order.payments import Authorization, PaymentDeclined, PaymentError, ProviderUnavailable
 from servers.order.pricing import PriceInput, PromoUnavailable, Quote
@@ -132,11 +133,13 @@ class Placement:
         *,
         event: EventOf,
         hooks: PlacementHooks = NO_HOOKS,
+        methods: MethodStore | None = None,
     ) -> None:
         self.store = store
         self.ports = ports
         self.event = event
         self.hooks = hooks
+        self.methods = methods if methods is not None else MethodStore(store.pool)
 
     async def claim_key(
         self, req: order_pb2.PlaceOrderRequest, p: Principal, digest: str
@@ -179,14 +182,19 @@ class Placement:
         now: dt.datetime,
     ) -> Order:
         """Places the order of a claimed key, step by step; returns the order written."""
+        # A saved method, the default (none given: refused at once if there is none) or a
+        # one-off token; a removed method is refused as the processor refuses an unknown one.
+        method = await self.methods.resolve(p.subject, req.payment_method_id)
         venue = await self.load_restaurant_and_menu(req)
         cart = self.check_cart(req, venue)
         quote = await self.price(req, p, order_id, venue, cart)
         promise = await self.promise(req, venue, cart, now)
         total = quote.total(cart.tip_minor)
-        auth = await self.authorize(req, p, digest, order_id, total, cart.currency)
+        auth = await self.authorize(req, p, digest, order_id, total, cart.currency,
+                                    method=method)  # fmt: skip
         self.hooks.reached("authorized")
-        order = self.build(req, p, order_id, now, venue, cart, quote, promise, auth, total)
+        order = self.build(req, p, order_id, now, venue, cart, quote, promise, auth, total,
+                           method=method)  # fmt: skip
         written, fresh = await self.commit(order, req)
         if fresh:
             metrics.placed()
@@ -319,8 +327,10 @@ class Placement:
         order_id: str,
         total: int,
         currency: str,
+        *,
+        method: str,
     ) -> Authorization:
-        """Holds ``total`` on the card, keyed by the request (a retry reuses the hold)."""
+        """Holds ``total`` on ``method``, keyed by the request (a retry reuses the hold)."""
         if time_left() <= 0.0:
             # The caller is gone and nothing is held yet: stop here (the key is released)
             # rather than spend an overloaded service's time on an answer nobody reads.
@@ -329,7 +339,7 @@ class Placement:
         try:
             return await self.ports.payments.authorize(
                 key=f"auth:{p.subject}:{req.idempotency_key}:{digest[:16]}",
-                payment_method_id=req.payment_method_id,
+                payment_method_id=method,
                 amount_minor=total,
                 currency=currency,
                 reference=order_id,
@@ -358,6 +368,8 @@ class Placement:
         promise: Promise,
         auth: Authorization,
         total: int,
+        *,
+        method: str = "",
     ) -> Order:
         """The order as it is written: placed, paid (authorized), its first timeline entry."""
         r = venue.restaurant
@@ -405,6 +417,10 @@ class Placement:
             timeline=(Entry(1, Status.PLACED, now, p.subject),),
             delivery_pin=_new_pin(),
             leave_at_door=req.leave_at_door,
+            payment_method=method,
+            payment_method_name=(
+                display_name(auth.kind, auth.brand, auth.last4, auth.wallet) if auth.brand else ""
+            ),
         )
 
     async def commit(self, order: Order, req: order_pb2.PlaceOrderRequest) -> tuple[Order, bool]:

@@ -1,14 +1,17 @@
 """The built-in sandbox payment provider: a card processor's test mode, kept in PostgreSQL.
 
-Test cards (``payment_method_id``):
+Test tokens (``payment_method_id``, or AddPaymentMethod's ``token``):
 
-- ``pm_card_visa``, ``pm_card_mastercard``: authorized;
+- ``pm_card_visa`` (Visa 4242), ``pm_card_mastercard`` (Mastercard 4444): authorized;
 - ``pm_card_declined``: declined (``card_declined``);
 - ``pm_card_insufficient_funds``: declined (``insufficient_funds``);
 - ``pm_card_timeout``: the processor does not answer (nothing recorded; retry is safe);
-- a saved card (``orders.sandbox_payment_methods``): as its test card, for the customer
-  it belongs to only;
-- anything else, or another customer's saved card: declined (``invalid_payment_method``)
+- digital wallets: ``pm_wallet_apple_pay`` (Apple Pay, Visa 4242) and
+  ``pm_wallet_google_pay`` (Google Pay, Mastercard 4444) authorize, capture and refund as
+  cards do; ``pm_wallet_declined`` (Apple Pay) is declined (``wallet_declined``);
+- a saved method (``orders.sandbox_payment_methods``, made by :meth:`save_method` from a
+  test token): as its test token, for the customer it belongs to only;
+- anything else, or another customer's saved method: declined (``invalid_payment_method``)
   before anything is recorded.
 
 Its tables (``orders.sandbox_payments``, ``orders.sandbox_operations``) stand for
@@ -29,23 +32,40 @@ from psycopg_pool import AsyncConnectionPool
 from servers.order._pg import autocommit
 from servers.order.payments import (
     Authorization,
+    InvalidToken,
     PaymentDeclined,
     PaymentError,
     ProviderUnavailable,
     RefundOutcome,
+    SavedMethod,
 )
 
-__all__ = ["SandboxProvider", "TEST_CARDS"]
+__all__ = ["TEST_CARDS", "TEST_TOKENS", "SandboxProvider"]
 
+#: What each test token is: (kind, brand, last4, wallet).
+TEST_TOKENS: dict[str, tuple[str, str, str, str]] = {
+    "pm_card_visa": ("card", "visa", "4242", ""),
+    "pm_card_mastercard": ("card", "mastercard", "4444", ""),
+    "pm_card_declined": ("card", "visa", "0002", ""),
+    "pm_card_insufficient_funds": ("card", "visa", "9995", ""),
+    "pm_wallet_apple_pay": ("wallet", "visa", "4242", "apple_pay"),
+    "pm_wallet_google_pay": ("wallet", "mastercard", "4444", "google_pay"),
+    "pm_wallet_declined": ("wallet", "visa", "0002", "apple_pay"),
+}
+#: The decline code of each test token (None: authorized).
 TEST_CARDS: dict[str, str | None] = {
     "pm_card_visa": None,
     "pm_card_mastercard": None,
     "pm_card_declined": "card_declined",
     "pm_card_insufficient_funds": "insufficient_funds",
+    "pm_wallet_apple_pay": None,
+    "pm_wallet_google_pay": None,
+    "pm_wallet_declined": "wallet_declined",
 }
 _MESSAGES = {
     "card_declined": "the card was declined",
     "insufficient_funds": "the card has insufficient funds",
+    "wallet_declined": "the wallet declined the payment",
     "invalid_payment_method": "no such payment method",
 }
 
@@ -68,6 +88,7 @@ class SandboxProvider:
     ) -> Authorization:
         if payment_method_id == "pm_card_timeout":
             raise ProviderUnavailable("the payment processor did not answer (pm_card_timeout)")
+        token = payment_method_id
         async with autocommit(self.pool) as conn:
             if payment_method_id in TEST_CARDS:
                 decline = TEST_CARDS[payment_method_id]
@@ -81,7 +102,8 @@ class SandboxProvider:
                 if saved is None:  # unknown, or someone else's: the same answer, no hold
                     code = "invalid_payment_method"
                     raise PaymentDeclined(code, _MESSAGES[code])
-                decline = TEST_CARDS.get(str(saved[0]), "invalid_payment_method")
+                token = str(saved[0])
+                decline = TEST_CARDS.get(token, "invalid_payment_method")
             # One statement, one round trip for a new key; a repeated key reads what the
             # first attempt recorded.
             cur = await conn.execute(
@@ -106,7 +128,9 @@ class SandboxProvider:
             raise PaymentError(f"idempotency key {key!r} was used for a different authorization")
         if code:
             raise PaymentDeclined(code, _MESSAGES.get(code) or code)
-        return Authorization(pid, amount, cur_code)
+        kind, brand, last4, wallet = TEST_TOKENS.get(token, ("card", "", "", ""))
+        return Authorization(pid, amount, cur_code, kind=kind, brand=brand, last4=last4,
+                             wallet=wallet)  # fmt: skip
 
     async def _op(
         self, conn: AsyncConnection[Any], key: str, payment_id: str, op: str, amount: int
@@ -166,3 +190,38 @@ class SandboxProvider:
                     (status, refunded, payment_id),
                 )
         return RefundOutcome(status, refunded)
+
+    # -- the vault -----------------------------------------------------------------------
+
+    async def save_method(self, *, key: str, token: str, customer_id: str) -> SavedMethod:
+        if token == "pm_card_timeout":
+            raise ProviderUnavailable("the payment processor did not answer (pm_card_timeout)")
+        if token not in TEST_TOKENS:
+            raise InvalidToken(f"not a sandbox test token: use one of {', '.join(TEST_TOKENS)}")
+        async with autocommit(self.pool) as conn:
+            await conn.execute(
+                "INSERT INTO orders.sandbox_payment_methods (payment_method_id, customer_id,"
+                " card, save_key) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (save_key) WHERE save_key IS NOT NULL DO NOTHING",
+                ("pm_" + secrets.token_hex(12), customer_id, token, key),
+            )
+            cur = await conn.execute(
+                "SELECT payment_method_id, customer_id, card FROM orders.sandbox_payment_methods"
+                " WHERE save_key = %s",
+                (key,),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        pm_id, owner, card = row
+        if (owner, card) != (customer_id, token):
+            raise PaymentError(f"idempotency key {key!r} was used to save a different method")
+        kind, brand, last4, wallet = TEST_TOKENS[token]
+        return SavedMethod(pm_id, kind, brand, last4, wallet)
+
+    async def detach_method(self, *, payment_method_id: str, customer_id: str) -> None:
+        async with autocommit(self.pool) as conn:
+            await conn.execute(
+                "DELETE FROM orders.sandbox_payment_methods"
+                " WHERE payment_method_id = %s AND customer_id = %s",
+                (payment_method_id, customer_id),
+            )

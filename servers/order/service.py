@@ -37,8 +37,10 @@ from foodmesh.v1 import catalog_pb2, dispatch_pb2, order_pb2
 from foodmesh.v1 import order_pb2_grpc as pb_grpc
 from servers.order import convert
 from servers.order.eta import EtaPort
+from servers.order.methods import MethodStore, PaymentMethodsServicer
 from servers.order.model import Change, Entry, Order
 from servers.order.payments import (
+    MethodVault,
     PaymentError,
     PaymentProvider,
 )
@@ -83,6 +85,8 @@ class Ports:
     eta: EtaPort
     payments: PaymentProvider
     drivers: DriverRatings | None = None
+    #: Where customers' cards and wallets are saved (the sandbox's vault); None: nowhere.
+    vault: MethodVault | None = None
 
 
 def _now() -> dt.datetime:
@@ -114,7 +118,7 @@ def _illegal(exc: IllegalTransition) -> FailedPrecondition:
     return FailedPrecondition(str(exc), reason="ILLEGAL_TRANSITION")
 
 
-class OrderServicer(pb_grpc.OrderServiceServicer):
+class OrderServicer(PaymentMethodsServicer, pb_grpc.OrderServiceServicer):
     def __init__(
         self,
         store: OrderStore,
@@ -133,7 +137,10 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         self.feed = feed
         self.relay = relay
         self.watch_poll_s = watch_poll_s
-        self.placement = Placement(store, ports, event=self._event, hooks=hooks)
+        self.methods = MethodStore(store.pool)
+        self.vault = ports.vault
+        self.placement = Placement(store, ports, event=self._event, hooks=hooks,
+                                   methods=self.methods)  # fmt: skip
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -237,6 +244,28 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                                  exc.code().name)  # fmt: skip
                     break  # Dispatch is away: next pass
             await self.store.mark_forwarded(order_id, restaurant=False, driver=True)
+            n += 1
+        return n
+
+    async def forward_restaurant_ratings(self) -> int:
+        """Hands the Catalog the ratings a RateOrder stored but could not deliver (the
+        Catalog away, the caller gone); the Catalog takes each once per order, so one
+        delivered twice counts once. Returns how many were taken."""
+        n = 0
+        pending = await self.store.unforwarded_restaurant_ratings()
+        for oid, cid, rid, rating, text, food, at in pending:
+            review = catalog_pb2.Review(order_id=oid, restaurant_id=rid, customer_id=cid,
+                                        rating=rating, text=text, food_rating=food)  # fmt: skip
+            review.create_time.FromDatetime(at)
+            try:
+                await self.ports.catalog.add_review(
+                    catalog_pb2.AddReviewRequest(review=review), deadline_s=2.0
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.NOT_FOUND):
+                    _log.warning("rating of %s not forwarded: %s", oid, exc.code().name)
+                    break  # the Catalog is away: next pass
+            await self.store.mark_forwarded(oid, restaurant=True, driver=False)
             n += 1
         return n
 
@@ -583,6 +612,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         convert.check_id(v, request.order_id, "order_id")
         v.check(1 <= request.restaurant_rating <= 5, "restaurant_rating", "must be 1 to 5")
         v.check(0 <= request.driver_rating <= 5, "driver_rating", "must be 0 (skip) to 5")
+        v.check(0 <= request.food_rating <= 5, "food_rating", "must be 0 (skip) to 5")
         v.check(len(request.restaurant_review) <= 2000, "restaurant_review",
                 "at most 2000 characters")  # fmt: skip
         v.raise_if_any()
@@ -593,11 +623,12 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 f"only a delivered order can be rated; this one is {o.status.value}",
                 reason="NOT_DELIVERED",
             )
-        mine = (request.restaurant_rating, request.restaurant_review, request.driver_rating)
+        mine = (request.restaurant_rating, request.restaurant_review, request.driver_rating,
+                request.food_rating)  # fmt: skip
         if not await self.store.add_rating(o, restaurant_rating=mine[0], review=mine[1],
-                                           driver_rating=mine[2]):  # fmt: skip
+                                           driver_rating=mine[2], food_rating=mine[3]):  # fmt: skip
             stored = await self.store.get_rating(o.order_id)
-            if stored is None or stored[:3] != mine:
+            if stored != mine:
                 raise AlreadyExists("this order was already rated", reason="ALREADY_RATED")
         review = catalog_pb2.Review(
             order_id=o.order_id,
@@ -605,6 +636,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             customer_id=o.customer_id,
             rating=mine[0],
             text=mine[1],
+            food_rating=mine[3],
         )
         try:
             added = await self.ports.catalog.add_review(
@@ -628,7 +660,10 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 _log.warning("driver rating of %s not forwarded: %s", o.order_id, exc.code().name)
         await self.store.mark_forwarded(o.order_id, restaurant=True, driver=driver_done)
         return order_pb2.RateOrderResponse(
-            restaurant_rating=added.rating, restaurant_review_count=added.review_count
+            restaurant_rating=added.rating,
+            restaurant_review_count=added.review_count,
+            food_rating=added.food_rating,
+            food_rating_count=added.food_rating_count,
         )
 
     # -- WatchOrder --------------------------------------------------------------------

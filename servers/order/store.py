@@ -437,28 +437,47 @@ class OrderStore:
     # -- ratings -----------------------------------------------------------------------
 
     async def add_rating(
-        self, o: Order, *, restaurant_rating: int, review: str, driver_rating: int
-    ) -> bool:
+        self, o: Order, *, restaurant_rating: int, review: str, driver_rating: int,
+        food_rating: int = 0,
+    ) -> bool:  # fmt: skip
         """Stores a rating of ``o``; False if the order was already rated."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "INSERT INTO orders.ratings (order_id, customer_id, restaurant_id,"
-                " restaurant_rating, restaurant_review, driver_id, driver_rating)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                " restaurant_rating, restaurant_review, driver_id, driver_rating, food_rating)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 (o.order_id, o.customer_id, o.restaurant_id, restaurant_rating, review,
-                 o.driver_id, driver_rating),
+                 o.driver_id, driver_rating, food_rating),
             )  # fmt: skip
             return cur.rowcount == 1
 
-    async def get_rating(self, order_id: str) -> tuple[int, str, int, bool, bool] | None:
+    async def get_rating(self, order_id: str) -> tuple[int, str, int, int] | None:
+        """``(restaurant_rating, review, driver_rating, food_rating)`` of a rated order."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT restaurant_rating, restaurant_review, driver_rating,"
-                " restaurant_forwarded, driver_forwarded FROM orders.ratings WHERE order_id = %s",
+                "SELECT restaurant_rating, restaurant_review, driver_rating, food_rating"
+                " FROM orders.ratings WHERE order_id = %s",
                 (order_id,),
             )
             row = await cur.fetchone()
-        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+        return None if row is None else (row[0], row[1], row[2], row[3])
+
+    async def unforwarded_restaurant_ratings(
+        self, *, older_than_s: float = 10.0, limit: int = 100
+    ) -> list[tuple[str, str, str, int, str, int, dt.datetime]]:
+        """Ratings the Catalog has not confirmed taking, given ``older_than_s`` to their
+        RateOrder: ``(order_id, customer_id, restaurant_id, rating, review, food_rating,
+        created_at)``."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT order_id, customer_id, restaurant_id, restaurant_rating,"
+                " restaurant_review, food_rating, created_at FROM orders.ratings"
+                " WHERE NOT restaurant_forwarded"
+                " AND created_at < now() - make_interval(secs => %s)"
+                " ORDER BY created_at LIMIT %s",
+                (older_than_s, limit),
+            )
+            return [(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in await cur.fetchall()]
 
     async def unforwarded_driver_ratings(self, limit: int = 100) -> list[tuple[str, str, int]]:
         """``(order_id, driver_id, rating)`` of driver ratings not yet taken by Dispatch."""

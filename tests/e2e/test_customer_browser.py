@@ -1,4 +1,5 @@
-"""The customer web page in headless Chromium: search, menu, order, and watch it move.
+"""The customer web page in headless Chromium: search, menu, order, and watch it move;
+save a wallet and pay with it; rate the restaurant, its food and the driver apart.
 
 Only the public HTTP API (the gateway) is used by the page, as a mobile app would.
 First with real Catalog and Order services behind it, the restaurant's steps played by
@@ -13,6 +14,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from foodmesh.core.auth import DEV_SECRET, mint_token
@@ -46,8 +48,21 @@ async def test_a_customer_orders_on_the_web_page_and_watches_it_progress(
             await page.goto(url)  # type: ignore[attr-defined]
             # the search at the design's point lists restaurants nearest first
             await page.wait_for_selector("#results li[data-i]", timeout=10_000)  # type: ignore[attr-defined]
+            # the customer saves an Apple Pay wallet: listed, the default, chosen at checkout
+            await page.click("#wallet-box summary")  # type: ignore[attr-defined]
+            await page.select_option("#new-method", "pm_wallet_apple_pay")  # type: ignore[attr-defined]
+            await page.click("#add-method")  # type: ignore[attr-defined]
+            await page.wait_for_selector('#methods li:has-text("Apple Pay")', timeout=10_000)  # type: ignore[attr-defined]
+            assert "(default)" in await page.inner_text("#methods")  # type: ignore[attr-defined]
+            wallet = await page.get_attribute("#methods li[data-pm]", "data-pm")  # type: ignore[attr-defined]
+            assert await page.input_value("#card") == wallet  # type: ignore[attr-defined]
             first = city.restaurants[0]
             await page.click(f'#results li:has-text("{first.restaurant.name}")')  # type: ignore[attr-defined]
+            # the restaurant's page shows its rating and its food's rating apart
+            await page.wait_for_function(  # type: ignore[attr-defined]
+                "() => document.getElementById('menu-rating').textContent.includes('Food')",
+                timeout=10_000,
+            )
             await page.wait_for_selector("#menu button[data-item]", timeout=10_000)  # type: ignore[attr-defined]
             buttons = page.locator("#menu button[data-item]")  # type: ignore[attr-defined]
             for _ in range(3):  # three of the first item: above any minimum order
@@ -59,6 +74,8 @@ async def test_a_customer_orders_on_the_web_page_and_watches_it_progress(
             )
             order_id = await page.inner_text("#order-id")  # type: ignore[attr-defined]
             assert (await page.inner_text("#status")).strip() == "placed"  # type: ignore[attr-defined]
+            paid = await page.inner_text("#paid")  # type: ignore[attr-defined]
+            assert paid == "Paid with Apple Pay · Visa •••• 4242", paid
 
             # the restaurant confirms; the page hears it over the watch stream (SSE)
             async with mesh.client("restaurant", first.restaurant_id) as kitchen:
@@ -77,12 +94,39 @@ async def test_a_customer_orders_on_the_web_page_and_watches_it_progress(
             timeline = await page.inner_text("#timeline")  # type: ignore[attr-defined]
             assert "confirmed" in timeline and "preparing" in timeline
             await page.screenshot(path=str(ARTIFACTS / "customer.png"))  # type: ignore[attr-defined]
+            # ... ops carry it to the door; the delivered order is rated on the page: the
+            # restaurant, its food and (skipped) the driver, each apart
+            async with mesh.client("ops", "ops_1") as ops:
+                for s in (common_pb2.ORDER_STATUS_READY_FOR_PICKUP,
+                          common_pb2.ORDER_STATUS_PICKED_UP, common_pb2.ORDER_STATUS_IN_TRANSIT,
+                          common_pb2.ORDER_STATUS_DELIVERED):  # fmt: skip
+                    await ops.update_order_status(
+                        pb.UpdateOrderStatusRequest(order_id=order_id, status=s)
+                    )
+            await page.wait_for_selector("#rate-box:not([hidden])", timeout=10_000)  # type: ignore[attr-defined]
+            await page.select_option("#rate-restaurant", "4")  # type: ignore[attr-defined]
+            await page.select_option("#rate-food", "2")  # type: ignore[attr-defined]
+            await page.fill("#rate-comment", "friendly, but the food was cold")  # type: ignore[attr-defined]
+            await page.click("#rate")  # type: ignore[attr-defined]
+            await page.wait_for_function(  # type: ignore[attr-defined]
+                "() => document.getElementById('rated').textContent.includes('Food')",
+                timeout=10_000,
+            )
+            rated = await page.inner_text("#rated")  # type: ignore[attr-defined]
+            assert "Restaurant ★ 4.0 (1)" in rated and "Food ★ 2.0 (1)" in rated, rated
+            assert await page.is_hidden("#rate-box")  # type: ignore[attr-defined]
+            await page.screenshot(path=str(ARTIFACTS / "customer-rated.png"))  # type: ignore[attr-defined]
             assert errors == []
         # the order exists, priced from the menu, not from the page
         async with mesh.client("customer", customer) as orders:
             got = await orders.get_order(pb.GetOrderRequest(order_id=order_id))
         item = next(i for c in first.menu for i in c.items if i.available)
         assert got.order.pricing.subtotal.amount_minor == 3 * item.price.amount_minor
+        # ... and paid with the saved wallet, as the processor recorded it
+        async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+            cur = await conn.execute("SELECT payment_method, status FROM orders.sandbox_payments"
+                                     " WHERE reference = %s", (order_id,))  # fmt: skip
+            assert await cur.fetchone() == (wallet, "captured")
 
 
 async def test_a_customer_orders_on_the_web_page_and_simulated_drivers_deliver_it(

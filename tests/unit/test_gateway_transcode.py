@@ -251,8 +251,9 @@ def test_openapi_document_describes_routes_schemas_and_auth() -> None:
     assert schemas["foodmesh.v1.TimelineEntry"]["properties"]["seq"]["type"] == "string"
     assert "google.rpc.Status" in schemas
     # REQUIRED fields (google.api.field_behavior), less those a path or header carries.
+    # (payment_method_id may be left out: the customer's default saved method pays.)
     assert place["requestBody"]["content"]["application/json"]["schema"]["required"] == [
-        "restaurant_id", "payment_method_id"
+        "restaurant_id"
     ]  # fmt: skip
     assert schemas["foodmesh.v1.OrderItemInput"]["required"] == ["item_id", "quantity"]
     cancel = doc["paths"]["/api/v1/orders/{order_id}:cancel"]["post"]

@@ -177,6 +177,7 @@ def test_place_request_checks_name_every_bad_field() -> None:
         items=[line("cola", 0), line("", 100)],
         delivery_address=common_pb2.Address(lat=91, lon=0),
         delivery_option=order_pb2.DELIVERY_OPTION_SCHEDULED,
+        payment_method_id="p" * 256,  # (none at all pays with the default saved method)
     )
     req.scheduled_time.FromDatetime(now + dt.timedelta(minutes=10))
     with pytest.raises(InvalidArgument) as err:

@@ -111,9 +111,22 @@ $("results").addEventListener("click", (e) => {
   if (li) openMenu(state.results[Number(li.dataset.i)]);
 });
 
+const stars = (rating, count) => Number(count || 0) > 0
+  ? `★ ${Number(rating).toFixed(1)} (${count})` : "not rated yet";
+
+// The restaurant's page: its rating and its food's rating, each on its own.
+async function showRatings(restaurantId) {
+  try {
+    const { restaurant: r } = await api(`/api/v1/restaurants/${encodeURIComponent(restaurantId)}`);
+    $("menu-rating").textContent =
+      `Restaurant ${stars(r.rating, r.review_count)} · Food ${stars(r.food_rating, r.food_rating_count)}`;
+  } catch (e) { $("menu-rating").textContent = ""; }
+}
+
 async function openMenu(r) {
   showError(null);
   state.restaurant = r; state.cart.clear(); renderCart(); drawMap();
+  showRatings(r.restaurant_id);
   try {
     const body = await api(`/api/v1/restaurants/${encodeURIComponent(r.restaurant_id)}/menu`);
     $("menu-title").textContent = r.name;
@@ -171,10 +184,13 @@ $("place").addEventListener("click", async () => {
 
 function showOrder(o) {
   $("status").textContent = statusName(o.status);
+  // A delivered order may be rated once: restaurant, food and driver apart.
+  $("rate-box").hidden = statusName(o.status) !== "delivered" || state.rated === o.order_id;
   // The proof of delivery: only the customer's own view of the order carries it.
   const done = ["delivered", "cancelled"].includes(statusName(o.status));
   if (o.delivery_pin && !done) $("pin").textContent = o.delivery_pin;
   $("pin-box").hidden = !o.delivery_pin || done;
+  if (o.payment_method_name) $("paid").textContent = `Paid with ${o.payment_method_name}`;
   if (o.estimated_delivery_time) {
     $("eta").textContent = `Arriving around ${new Date(o.estimated_delivery_time).toLocaleTimeString()}`;
   }
@@ -250,5 +266,76 @@ function track(orderId) {
   });
 }
 
+// ------------------------------------------------------------------ payment methods
+async function loadMethods() {
+  try {
+    const body = await api("/api/v1/payment-methods");
+    const methods = body.payment_methods || [];
+    $("methods").innerHTML = methods.map((m) =>
+      `<li data-pm="${esc(m.payment_method_id)}"><span>${esc(m.display_name)}${m.is_default ? " <b>(default)</b>" : ""}</span>
+       ${m.is_default ? "" : `<button data-default="${esc(m.payment_method_id)}">Make default</button>`}
+       <button data-remove="${esc(m.payment_method_id)}">Remove</button></li>`).join("")
+      || "<li>No saved payment methods.</li>";
+    // Saved methods first in the checkout's list, the default chosen.
+    $("saved-cards").innerHTML = methods.map((m) =>
+      `<option value="${esc(m.payment_method_id)}"${m.is_default ? " selected" : ""}>${esc(m.display_name)}</option>`).join("");
+    if (!methods.length) $("card").value = "pm_card_visa";
+  } catch (e) { showError(e); }
+}
+
+$("add-method").addEventListener("click", async () => {
+  showError(null);
+  const key = (crypto.randomUUID && crypto.randomUUID()) || String(Date.now() + Math.random());
+  try {
+    await api("/api/v1/payment-methods", {
+      method: "POST", body: JSON.stringify({ token: $("new-method").value }),
+      headers: { "Content-Type": "application/json", "Idempotency-Key": key },
+    });
+  } catch (e) { showError(e); }
+  loadMethods();
+});
+
+$("methods").addEventListener("click", async (e) => {
+  const b = e.target.closest("button");
+  if (!b) return;
+  showError(null);
+  try {
+    if (b.dataset.default) {
+      await api(`/api/v1/payment-methods/${encodeURIComponent(b.dataset.default)}:setDefault`,
+                { method: "POST", body: "{}", headers: { "Content-Type": "application/json" } });
+    } else if (b.dataset.remove) {
+      await api(`/api/v1/payment-methods/${encodeURIComponent(b.dataset.remove)}`, { method: "DELETE" });
+    }
+  } catch (err) { showError(err); }
+  loadMethods();
+});
+
+// ------------------------------------------------------------------ ratings
+for (const [id, skip] of [["rate-restaurant", false], ["rate-food", true], ["rate-driver", true]]) {
+  $(id).innerHTML = (skip ? '<option value="0">skip</option>' : "") +
+    [5, 4, 3, 2, 1].map((n) => `<option value="${n}">${"★".repeat(n)}</option>`).join("");
+}
+
+$("rate").addEventListener("click", async () => {
+  showError(null);
+  const o = state.order;
+  try {
+    const got = await api(`/api/v1/orders/${encodeURIComponent(o.order_id)}/rating`, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        restaurant_rating: Number($("rate-restaurant").value),
+        food_rating: Number($("rate-food").value),
+        driver_rating: Number($("rate-driver").value),
+        restaurant_review: $("rate-comment").value,
+      }),
+    });
+    state.rated = o.order_id;
+    $("rate-box").hidden = true;
+    $("rated").textContent = `Thanks! Restaurant ${stars(got.restaurant_rating, got.restaurant_review_count)}` +
+      ` · Food ${stars(got.food_rating, got.food_rating_count)}`;
+  } catch (e) { showError(e); }
+});
+
 $("search").addEventListener("click", search);
 search();
+loadMethods();
