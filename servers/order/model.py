@@ -83,6 +83,11 @@ class Order:
     pin_attempts: int = 0
     #: The customer asked to leave it at the door: a photo reference proves delivery.
     leave_at_door: bool = False
+    #: What is wrong with the order in flight (``{"kind": "no_driver" | "driver_lost",
+    #: "since", "reason", "lat", "lon", "driver_id", "bonus_minor"}``), or None.
+    alert: dict[str, Any] | None = None
+    #: From when its customer may cancel free of charge (no driver found), or None.
+    free_cancel_after: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +104,7 @@ class Change:
     estimated_delivery_time: dt.datetime | None = None
     #: The event's subject suffix (``orders.v1.<event>``); the new status by default.
     event: str | None = None
+    #: Replace the order's alert with ``alert`` (None clears it); untouched otherwise.
+    set_alert: bool = False
+    alert: dict[str, Any] | None = None
+    free_cancel_after: dt.datetime | None = None

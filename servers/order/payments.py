@@ -7,10 +7,12 @@ that crashed halfway) has the effect of doing it once, as with a card processor.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 __all__ = [
     "Authorization",
+    "Hold",
+    "HoldLookup",
     "PaymentDeclined",
     "PaymentError",
     "PaymentProvider",
@@ -70,3 +72,21 @@ class PaymentProvider(Protocol):
     async def capture(self, *, key: str, payment_id: str, amount_minor: int) -> None: ...
 
     async def refund(self, *, key: str, payment_id: str, amount_minor: int) -> RefundOutcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A card authorization as the processor reports it."""
+
+    payment_id: str
+    amount_minor: int
+    status: str
+
+
+@runtime_checkable
+class HoldLookup(Protocol):
+    """A provider that can find the authorizations made for a reference (the order id)."""
+
+    async def holds_for(self, *, reference: str) -> list[Hold]: ...
+
+    async def void(self, *, key: str, payment_id: str, amount_minor: int) -> None: ...

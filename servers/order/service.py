@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,7 +36,10 @@ from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import catalog_pb2, dispatch_pb2, order_pb2
 from foodmesh.v1 import order_pb2_grpc as pb_grpc
 from servers.order import convert
+from servers.order.confirm import DEFAULT_TIMEOUT_S
 from servers.order.eta import EtaPort
+from servers.order.feed import FeedWaker
+from servers.order.flows import RestaurantFlows, free_cancel
 from servers.order.model import Change, Entry, Order
 from servers.order.payments import (
     PaymentError,
@@ -51,6 +54,7 @@ from servers.order.transitions import (
     Actor,
     IllegalTransition,
     NotAllowed,
+    Refund,
     Status,
     cancel_refund,
     check_cancel,
@@ -58,6 +62,7 @@ from servers.order.transitions import (
 )
 from servers.order.watch import ChangeFeed
 from servers.runtime.auth import require
+from servers.runtime.cache import TtlCache
 from servers.runtime.context import time_left
 from servers.runtime.outbox import OutboxEvent, OutboxRelay
 
@@ -114,7 +119,7 @@ def _illegal(exc: IllegalTransition) -> FailedPrecondition:
     return FailedPrecondition(str(exc), reason="ILLEGAL_TRANSITION")
 
 
-class OrderServicer(pb_grpc.OrderServiceServicer):
+class OrderServicer(RestaurantFlows, pb_grpc.OrderServiceServicer):
     def __init__(
         self,
         store: OrderStore,
@@ -125,6 +130,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         relay: OutboxRelay | None = None,
         watch_poll_s: float = 5.0,
         hooks: PlacementHooks = NO_HOOKS,
+        feed_waker: FeedWaker | None = None,
+        confirm_timeout_s: float = DEFAULT_TIMEOUT_S,
+        settings_cache_s: float = 2.0,
     ) -> None:
         self._placing: set[asyncio.Task[order_pb2.Order]] = set()
         self.store = store
@@ -133,7 +141,13 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         self.feed = feed
         self.relay = relay
         self.watch_poll_s = watch_poll_s
-        self.placement = Placement(store, ports, event=self._event, hooks=hooks)
+        self.feed_waker = feed_waker or FeedWaker(store.pool)
+        self.feed_poll_s = watch_poll_s
+        self.settings_cache = TtlCache(ttl_s=settings_cache_s)
+        self.on_deadline: Callable[[], None] = lambda: None
+        self.placement = Placement(store, ports, event=self._event, hooks=hooks,
+                                   confirm_settings=self.confirm_settings,
+                                   confirm_timeout_s=confirm_timeout_s)  # fmt: skip
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -283,6 +297,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             await asyncio.shield(self.store.release_key(p.subject, key))
             raise
         self._poke()
+        self.on_deadline()  # an auto-confirmed order is due at once
         return _pb(placed, p)
 
     async def _expire_key(self, customer_id: str, key: str) -> None:
@@ -369,6 +384,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                     subtotal_minor=o.subtotal_minor,
                     tax_minor=o.tax_minor,
                 )
+                if p.role == "customer" and free_cancel(o, _now()):
+                    refund = Refund(o.total_minor, 0, "no driver found: free cancellation")
             except IllegalTransition as exc:
                 raise _illegal(exc) from None
             except NotAllowed as exc:
@@ -562,9 +579,11 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             else:
                 why = request.reason or f"driver {o.driver_id} unassigned"
                 event = "driver_unassigned"
+            # A driver found ends a no-driver alert (and the free cancellation with it).
+            found = bool(request.driver_id) and (o.alert or {}).get("kind") == "no_driver"
             return Change(status=o.status, actor=p.subject, reason=why,
                           driver_id=request.driver_id, estimated_delivery_time=eta,
-                          event=event)  # fmt: skip
+                          event=event, set_alert=found)  # fmt: skip
 
         done = await self.store.apply(request.order_id, decide, self._event)
         if done is None:
