@@ -114,7 +114,9 @@ class _LostDeliveryActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Lo
     LOST_DELIVERY_ACTION_UNSPECIFIED: _LostDeliveryAction.ValueType  # 0
     """Not set."""
     LOST_DELIVERY_ACTION_REASSIGN: _LostDeliveryAction.ValueType  # 1
-    """Hand the order to new_driver_id (who collects a new batch from the restaurant)."""
+    """Take it from the lost driver: Dispatch finds another at the front of its pool, who
+    collects a fresh batch from the restaurant.
+    """
     LOST_DELIVERY_ACTION_REFUND: _LostDeliveryAction.ValueType  # 2
     """Cancel it and give the customer everything back."""
 
@@ -124,7 +126,9 @@ class LostDeliveryAction(_LostDeliveryAction, metaclass=_LostDeliveryActionEnumT
 LOST_DELIVERY_ACTION_UNSPECIFIED: LostDeliveryAction.ValueType  # 0
 """Not set."""
 LOST_DELIVERY_ACTION_REASSIGN: LostDeliveryAction.ValueType  # 1
-"""Hand the order to new_driver_id (who collects a new batch from the restaurant)."""
+"""Take it from the lost driver: Dispatch finds another at the front of its pool, who
+collects a fresh batch from the restaurant.
+"""
 LOST_DELIVERY_ACTION_REFUND: LostDeliveryAction.ValueType  # 2
 """Cancel it and give the customer everything back."""
 Global___LostDeliveryAction: _TypeAlias = LostDeliveryAction  # noqa: Y015
@@ -1395,14 +1399,11 @@ class ResolveLostDeliveryRequest(_message.Message):
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
-    NEW_DRIVER_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Which order (with a DRIVER_LOST alert)."""
     action: Global___LostDeliveryAction.ValueType
     """What to do."""
-    new_driver_id: _builtins.str
-    """For REASSIGN: the new driver."""
     reason: _builtins.str
     """Why (kept in the timeline)."""
     def __init__(
@@ -1410,12 +1411,11 @@ class ResolveLostDeliveryRequest(_message.Message):
         *,
         order_id: _builtins.str = ...,
         action: Global___LostDeliveryAction.ValueType = ...,
-        new_driver_id: _builtins.str = ...,
         reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "new_driver_id", b"new_driver_id", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

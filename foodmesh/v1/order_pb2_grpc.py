@@ -201,8 +201,9 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResolveLostDelivery(self, request, context):
-        """Resolves an order whose driver was lost after pickup (ops): hand it to another
-        driver, or cancel it with a full refund.
+        """Resolves an order whose driver was lost after pickup (ops): take it from that driver
+        (``orders.v1.lost_reassigned``: Dispatch finds another), or cancel it with a full
+        refund.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

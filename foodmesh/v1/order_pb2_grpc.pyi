@@ -73,8 +73,9 @@ class OrderServiceStub:
     driver back. A timeline entry and an event (``orders.v1.<alert event>``) say so.
     """
     ResolveLostDelivery: _grpc.UnaryUnaryMultiCallable[_order_pb2.ResolveLostDeliveryRequest, _order_pb2.ResolveLostDeliveryResponse]
-    """Resolves an order whose driver was lost after pickup (ops): hand it to another
-    driver, or cancel it with a full refund.
+    """Resolves an order whose driver was lost after pickup (ops): take it from that driver
+    (``orders.v1.lost_reassigned``: Dispatch finds another), or cancel it with a full
+    refund.
     """
 
 @_typing.type_check_only
@@ -122,8 +123,9 @@ class OrderServiceAsyncStub(OrderServiceStub):
     driver back. A timeline entry and an event (``orders.v1.<alert event>``) say so.
     """
     ResolveLostDelivery: _aio.UnaryUnaryMultiCallable[_order_pb2.ResolveLostDeliveryRequest, _order_pb2.ResolveLostDeliveryResponse]  # type: ignore[assignment]
-    """Resolves an order whose driver was lost after pickup (ops): hand it to another
-    driver, or cancel it with a full refund.
+    """Resolves an order whose driver was lost after pickup (ops): take it from that driver
+    (``orders.v1.lost_reassigned``: Dispatch finds another), or cancel it with a full
+    refund.
     """
 
 class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -246,8 +248,9 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_pb2.ResolveLostDeliveryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_order_pb2.ResolveLostDeliveryResponse, _abc.Awaitable[_order_pb2.ResolveLostDeliveryResponse]]:
-        """Resolves an order whose driver was lost after pickup (ops): hand it to another
-        driver, or cancel it with a full refund.
+        """Resolves an order whose driver was lost after pickup (ops): take it from that driver
+        (``orders.v1.lost_reassigned``: Dispatch finds another), or cancel it with a full
+        refund.
         """
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -260,8 +260,6 @@ class RestaurantFlows:
         v.check(action in (order_pb2.LOST_DELIVERY_ACTION_REASSIGN,
                            order_pb2.LOST_DELIVERY_ACTION_REFUND), "action",
                 "LOST_DELIVERY_ACTION_REASSIGN or LOST_DELIVERY_ACTION_REFUND")  # fmt: skip
-        if action == order_pb2.LOST_DELIVERY_ACTION_REASSIGN:
-            convert.check_id(v, request.new_driver_id, "new_driver_id")
         v.check(len(request.reason) <= 500, "reason", "at most 500 characters")
         v.raise_if_any()
         p = require()
@@ -273,7 +271,7 @@ class RestaurantFlows:
             if (
                 action == order_pb2.LOST_DELIVERY_ACTION_REASSIGN
                 and not lost
-                and (o.driver_id == request.new_driver_id)
+                and o.timeline[-1].reason.endswith("taken from the lost driver")
             ):
                 return None  # a retry
             if not lost:
@@ -289,9 +287,11 @@ class RestaurantFlows:
                                      "key": f"cancel:{o.order_id}"},
                     set_alert=True, alert=None, free_cancel_after=None,
                 )  # fmt: skip
+            # Dispatch puts it at the front of its pool (``orders.v1.lost_reassigned``); the
+            # driver it finds is assigned as usual.
             return Change(
-                status=o.status, actor=p.subject, driver_id=request.new_driver_id,
-                reason=f"{why}: handed to driver {request.new_driver_id}",
+                status=o.status, actor=p.subject, driver_id="",
+                reason=f"{why}: taken from the lost driver",
                 event=EVENT_LOST_REASSIGNED, set_alert=True, alert=None, free_cancel_after=None,
             )  # fmt: skip
 
