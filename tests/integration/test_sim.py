@@ -239,9 +239,11 @@ async def test_the_city_exercises_auto_confirm_the_confirmation_timeout_and_esca
 
         async def until_all_seen() -> None:
             c = stats.counts
-            while not (c["auto_confirmed"] and c["confirm_timeout"] and c["no_driver"]):
+            while True:
                 await asyncio.sleep(0.2)
-            stop.set()
+                if c["auto_confirmed"] and c["confirm_timeout"] and c["no_driver"]:
+                    stop.set()
+                    return
 
         watcher = asyncio.create_task(until_all_seen())
         try:
