@@ -114,8 +114,8 @@ class _LostDeliveryActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Lo
     LOST_DELIVERY_ACTION_UNSPECIFIED: _LostDeliveryAction.ValueType  # 0
     """Not set."""
     LOST_DELIVERY_ACTION_REASSIGN: _LostDeliveryAction.ValueType  # 1
-    """Take it from the lost driver: Dispatch finds another at the front of its pool, who
-    collects a fresh batch from the restaurant.
+    """Take it from the lost driver: the kitchen makes it again (the order is preparing
+    again) and Dispatch finds another driver, at the front of its pool.
     """
     LOST_DELIVERY_ACTION_REFUND: _LostDeliveryAction.ValueType  # 2
     """Cancel it and give the customer everything back."""
@@ -126,8 +126,8 @@ class LostDeliveryAction(_LostDeliveryAction, metaclass=_LostDeliveryActionEnumT
 LOST_DELIVERY_ACTION_UNSPECIFIED: LostDeliveryAction.ValueType  # 0
 """Not set."""
 LOST_DELIVERY_ACTION_REASSIGN: LostDeliveryAction.ValueType  # 1
-"""Take it from the lost driver: Dispatch finds another at the front of its pool, who
-collects a fresh batch from the restaurant.
+"""Take it from the lost driver: the kitchen makes it again (the order is preparing
+again) and Dispatch finds another driver, at the front of its pool.
 """
 LOST_DELIVERY_ACTION_REFUND: LostDeliveryAction.ValueType  # 2
 """Cancel it and give the customer everything back."""

@@ -253,6 +253,11 @@ class Escalation:
             )
             for a in moved:
                 why = "the driver was lost after pickup: ops reassigned the order"
+                await conn.execute(
+                    "UPDATE fleet.offers SET status = 'revoked', reason = %s"
+                    " WHERE order_id = %s AND status = 'accepted'",
+                    (why, a.order_id),
+                )
                 await emit(conn, self.announce, "unassigned", a, None, why)
         return bool(moved)
 

@@ -287,10 +287,12 @@ class RestaurantFlows:
                                      "key": f"cancel:{o.order_id}"},
                     set_alert=True, alert=None, free_cancel_after=None,
                 )  # fmt: skip
-            # Dispatch puts it at the front of its pool (``orders.v1.lost_reassigned``); the
-            # driver it finds is assigned as usual.
+            # The food left with the lost driver: the kitchen makes it again (back to
+            # preparing, the one step back the state machine allows, and only here), and
+            # Dispatch puts the order at the front of its pool (``orders.v1.lost_reassigned``);
+            # the driver it finds is assigned, and steps it on, as usual.
             return Change(
-                status=o.status, actor=p.subject, driver_id="",
+                status=Status.PREPARING, actor=p.subject, driver_id="",
                 reason=f"{why}: taken from the lost driver",
                 event=EVENT_LOST_REASSIGNED, set_alert=True, alert=None, free_cancel_after=None,
             )  # fmt: skip

@@ -198,3 +198,55 @@ async def test_a_driver_lost_after_pickup_alerts_comes_back_and_ops_may_refund(
         events = await outbox_events(pg_url, oid)
         assert events.count("driver_lost") == 2 and events.count("driver_back") == 1
         assert events[-1] == "cancelled"
+
+
+async def test_ops_take_a_lost_delivery_from_its_driver_and_another_driver_brings_it(
+    pg_url: str, redis_url: str, nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    async with dispatch_mesh(
+        pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace,
+        state_dir=tmp_path, location_extra={"FOODMESH_LOCATION_PRESENCE_TIMEOUT_S": "1"},
+    ) as mesh, gateway({"order": mesh.orders.order.target}) as http:  # fmt: skip
+        for d in ("drv_a", "drv_b"):
+            await upsert(mesh, d)
+        near, far = (REST[0] + 0.002, REST[1]), (REST[0] + 0.02, REST[1])
+        async with (
+            Driver(mesh, "drv_a") as a, Driver(mesh, "drv_b") as b,
+            beating(a, near) as beat_a, beating(b, far),
+        ):  # fmt: skip
+            await asyncio.sleep(0.3)
+            await a.open_session()
+            await b.open_session()
+            oid = await confirmed_order(mesh, "k-reassign")
+            offer = (await a.expect("offer", within=10)).offer
+            await a.act(1, accept_offer=dpb.AcceptOffer(offer_id=offer.offer_id))
+            await a.expect("assignment_confirmed")
+            await a.act(2, picked_up=dpb.OrderProgress(order_id=oid))
+
+            async def in_transit_with(driver: str) -> bool:
+                o = await order_of(http, oid)
+                return bool(o["status"] == "ORDER_STATUS_IN_TRANSIT" and o["driver_id"] == driver)
+
+            await until(lambda: in_transit_with("drv_a"))
+            await beat_a.stop()
+
+            async def lost() -> bool:
+                return await alert_of(http, oid) == "ORDER_ALERT_KIND_DRIVER_LOST"
+
+            await until(lost)
+            url = f"/api/v1/orders/{oid}:resolveLostDelivery"
+            body = {"action": "LOST_DELIVERY_ACTION_REASSIGN"}
+            async with http.session.post(url, json=body, headers=OPS) as resp:
+                got = await resp.json()
+                assert resp.status == 200, got
+            o = got["order"]
+            assert o["status"] == "ORDER_STATUS_PREPARING" and not o.get("driver_id")
+            assert "alert" not in o
+            # Dispatch offers it to the other driver, who picks up the new batch.
+            offer = (await b.expect("offer", within=15)).offer
+            assert offer.order_id == oid
+            await b.act(1, accept_offer=dpb.AcceptOffer(offer_id=offer.offer_id))
+            await b.expect("assignment_confirmed")
+            await b.act(2, picked_up=dpb.OrderProgress(order_id=oid))
+            await until(lambda: in_transit_with("drv_b"))
+        assert "lost_reassigned" in await outbox_events(pg_url, oid)
