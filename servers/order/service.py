@@ -142,7 +142,9 @@ class OrderServicer(RestaurantFlows, pb_grpc.OrderServiceServicer):
         self.relay = relay
         self.watch_poll_s = watch_poll_s
         self.feed_waker = feed_waker or FeedWaker(store.pool)
-        self.feed_poll_s = watch_poll_s
+        # Feed streams are woken by the waker's poll; reading on their own is only a backstop
+        # (hundreds of tablets re-reading every few seconds would cost more than it saves).
+        self.feed_poll_s = max(30.0, watch_poll_s)
         self.settings_cache = TtlCache(ttl_s=settings_cache_s)
         self.on_deadline: Callable[[], None] = lambda: None
         self.placement = Placement(store, ports, event=self._event, hooks=hooks,
