@@ -42,6 +42,7 @@ from servers.order.feed import FeedWaker
 from servers.order.flows import RestaurantFlows, free_cancel
 from servers.order.model import Change, Entry, Order
 from servers.order.payments import (
+    HoldLookup,
     PaymentError,
     PaymentProvider,
 )
@@ -296,11 +297,29 @@ class OrderServicer(RestaurantFlows, pb_grpc.OrderServiceServicer):
             await asyncio.shield(self._expire_key(p.subject, key))
             raise exc.error from None
         except BaseException:
-            await asyncio.shield(self.store.release_key(p.subject, key))
+            await asyncio.shield(self._give_back(p.subject, key, order_id))
             raise
         self._poke()
         self.on_deadline()  # an auto-confirmed order is due at once
         return _pb(placed, p)
+
+    async def _give_back(self, customer_id: str, key: str, order_id: str) -> None:
+        """Releases the key of a placement that failed; expires it if a card hold is left.
+
+        A placement stopped after the card hold (shutdown, a bug) keeps its claim so that a
+        retry finishes it, or the holds sweeper voids the hold once the claim has lapsed.
+        """
+        pay = self.ports.payments
+        try:
+            held = isinstance(pay, HoldLookup) and any(
+                h.status == "authorized" for h in await pay.holds_for(reference=order_id)
+            )
+        except Exception:  # the ledger away: keep the claim, the sweeper will look again
+            held = True
+        if held:
+            await self._expire_key(customer_id, key)
+        else:
+            await self.store.release_key(customer_id, key)
 
     async def _expire_key(self, customer_id: str, key: str) -> None:
         try:

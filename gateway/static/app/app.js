@@ -170,7 +170,11 @@ $("place").addEventListener("click", async () => {
 });
 
 function showOrder(o) {
-  $("status").textContent = statusName(o.status);
+  // An alert (no driver yet, driver lost) says so beside the status, in the platform's words.
+  const alert = o.alert && o.alert.reason ? ` · ${o.alert.reason}` : "";
+  const free = o.free_cancel_after && new Date(o.free_cancel_after) <= new Date()
+    ? " · you may cancel free of charge" : "";
+  $("status").textContent = statusName(o.status) + alert + free;
   // The proof of delivery: only the customer's own view of the order carries it.
   const done = ["delivered", "cancelled"].includes(statusName(o.status));
   if (o.delivery_pin && !done) $("pin").textContent = o.delivery_pin;
