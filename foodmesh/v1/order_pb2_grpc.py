@@ -201,7 +201,8 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResolveLostDelivery(self, request, context):
-        """Resolves an order whose driver was lost after pickup (ops): take it from that driver
+        """Resolves an order whose driver was lost after pickup and did not come back within the
+        service's limit (ops; sooner: FAILED_PRECONDITION DRIVER_MAY_COME_BACK): take it from that driver
         (``orders.v1.lost_reassigned``: Dispatch finds another), or cancel it with a full
         refund.
         """

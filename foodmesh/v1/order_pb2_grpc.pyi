@@ -73,7 +73,8 @@ class OrderServiceStub:
     driver back. A timeline entry and an event (``orders.v1.<alert event>``) say so.
     """
     ResolveLostDelivery: _grpc.UnaryUnaryMultiCallable[_order_pb2.ResolveLostDeliveryRequest, _order_pb2.ResolveLostDeliveryResponse]
-    """Resolves an order whose driver was lost after pickup (ops): take it from that driver
+    """Resolves an order whose driver was lost after pickup and did not come back within the
+    service's limit (ops; sooner: FAILED_PRECONDITION DRIVER_MAY_COME_BACK): take it from that driver
     (``orders.v1.lost_reassigned``: Dispatch finds another), or cancel it with a full
     refund.
     """
@@ -123,7 +124,8 @@ class OrderServiceAsyncStub(OrderServiceStub):
     driver back. A timeline entry and an event (``orders.v1.<alert event>``) say so.
     """
     ResolveLostDelivery: _aio.UnaryUnaryMultiCallable[_order_pb2.ResolveLostDeliveryRequest, _order_pb2.ResolveLostDeliveryResponse]  # type: ignore[assignment]
-    """Resolves an order whose driver was lost after pickup (ops): take it from that driver
+    """Resolves an order whose driver was lost after pickup and did not come back within the
+    service's limit (ops; sooner: FAILED_PRECONDITION DRIVER_MAY_COME_BACK): take it from that driver
     (``orders.v1.lost_reassigned``: Dispatch finds another), or cancel it with a full
     refund.
     """
@@ -248,7 +250,8 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_pb2.ResolveLostDeliveryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_order_pb2.ResolveLostDeliveryResponse, _abc.Awaitable[_order_pb2.ResolveLostDeliveryResponse]]:
-        """Resolves an order whose driver was lost after pickup (ops): take it from that driver
+        """Resolves an order whose driver was lost after pickup and did not come back within the
+        service's limit (ops; sooner: FAILED_PRECONDITION DRIVER_MAY_COME_BACK): take it from that driver
         (``orders.v1.lost_reassigned``: Dispatch finds another), or cancel it with a full
         refund.
         """

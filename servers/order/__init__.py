@@ -31,6 +31,8 @@ Settings (``FOODMESH_ORDER_*``):
   is voided (300);
 - ``FEED_POLL_S``: how often the restaurants' feeds watched here look for news (0.25;
   ``feed.py``); ``FEED_KEEP_S``: how long a feed keeps its positions (86400);
+- ``LOST_RESOLVE_AFTER_S``: how long a driver lost after pickup has to come back before
+  ops may reassign or refund the order (120);
 
 Scheduled orders (``DELIVERY_OPTION_SCHEDULED``, 30 minutes to 7 days ahead) are
 placed and paid at once but announced as ``orders.v1.scheduled``; at
@@ -126,6 +128,7 @@ async def build(
         feed_waker=FeedWaker(resources.pg,
                              poll_s=float(s.extra.get("FOODMESH_ORDER_FEED_POLL_S", "0.25"))),
         confirm_timeout_s=float(s.extra.get("FOODMESH_ORDER_CONFIRM_TIMEOUT_S", "300")),
+        lost_resolve_after_s=float(s.extra.get("FOODMESH_ORDER_LOST_RESOLVE_AFTER_S", "120")),
     )  # fmt: skip
     order_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
     feed.start()

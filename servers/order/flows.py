@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -88,6 +89,7 @@ class RestaurantFlows:
     store: OrderStore
     feed_waker: FeedWaker
     feed_poll_s: float
+    lost_resolve_after_s: float
     settings_cache: TtlCache
     on_deadline: Callable[[], None]
     _event: Callable[..., OutboxEvent]
@@ -277,6 +279,16 @@ class RestaurantFlows:
             if not lost:
                 raise FailedPrecondition(
                     f"order {o.order_id} has no lost driver to resolve", reason="NOT_LOST"
+                )
+            since = dt.datetime.fromisoformat(str((o.alert or {}).get("since")))
+            wait = self.lost_resolve_after_s - (dt.datetime.now(dt.UTC) - since).total_seconds()
+            if wait > 0:
+                # Drivers drop off the network for a moment (a tunnel): give them the time to
+                # come back before the food is written off.
+                raise FailedPrecondition(
+                    f"the driver of order {o.order_id} was lost only just now: they may come back;"
+                    f" resolve it in {math.ceil(wait)} s",
+                    reason="DRIVER_MAY_COME_BACK",
                 )
             why = request.reason or "its driver was lost after pickup"
             if action == order_pb2.LOST_DELIVERY_ACTION_REFUND:

@@ -134,6 +134,7 @@ class OrderServicer(RestaurantFlows, pb_grpc.OrderServiceServicer):
         feed_waker: FeedWaker | None = None,
         confirm_timeout_s: float = DEFAULT_TIMEOUT_S,
         settings_cache_s: float = 2.0,
+        lost_resolve_after_s: float = 120.0,
     ) -> None:
         self._placing: set[asyncio.Task[order_pb2.Order]] = set()
         self.store = store
@@ -147,6 +148,7 @@ class OrderServicer(RestaurantFlows, pb_grpc.OrderServiceServicer):
         # (hundreds of tablets re-reading every few seconds would cost more than it saves).
         self.feed_poll_s = max(30.0, watch_poll_s)
         self.settings_cache = TtlCache(ttl_s=settings_cache_s)
+        self.lost_resolve_after_s = lost_resolve_after_s
         self.on_deadline: Callable[[], None] = lambda: None
         self.placement = Placement(store, ports, event=self._event, hooks=hooks,
                                    confirm_settings=self.confirm_settings,

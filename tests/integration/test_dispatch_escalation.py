@@ -144,6 +144,7 @@ async def test_a_driver_lost_after_pickup_alerts_comes_back_and_ops_may_refund(
     async with dispatch_mesh(
         pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace,
         state_dir=tmp_path, location_extra={"FOODMESH_LOCATION_PRESENCE_TIMEOUT_S": "1"},
+        order_extra={"FOODMESH_ORDER_LOST_RESOLVE_AFTER_S": "1.5"},
     ) as mesh, gateway({"order": mesh.orders.order.target}) as http:  # fmt: skip
         await upsert(mesh, "drv_l")
         spot = (REST[0] + 0.002, REST[1])
@@ -188,6 +189,12 @@ async def test_a_driver_lost_after_pickup_alerts_comes_back_and_ops_may_refund(
             body = {"action": "LOST_DELIVERY_ACTION_REFUND", "reason": "driver unreachable"}
             async with http.session.post(url, json=body, headers=CUSTOMER) as resp:
                 assert resp.status == 403  # ops only
+            # A moment's silence is not a lost delivery yet: the driver may come back.
+            async with http.session.post(url, json=body, headers=OPS) as resp:
+                early = await resp.json()
+                assert resp.status in (400, 412), early
+                assert "they may come back" in early["message"]
+            await asyncio.sleep(1.6)
             async with http.session.post(url, json=body, headers=OPS) as resp:
                 got = await resp.json()
                 assert resp.status == 200, got
@@ -206,6 +213,7 @@ async def test_ops_take_a_lost_delivery_from_its_driver_and_another_driver_bring
     async with dispatch_mesh(
         pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace,
         state_dir=tmp_path, location_extra={"FOODMESH_LOCATION_PRESENCE_TIMEOUT_S": "1"},
+        order_extra={"FOODMESH_ORDER_LOST_RESOLVE_AFTER_S": "0"},
     ) as mesh, gateway({"order": mesh.orders.order.target}) as http:  # fmt: skip
         for d in ("drv_a", "drv_b"):
             await upsert(mesh, d)
