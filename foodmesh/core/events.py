@@ -29,7 +29,8 @@ timeline entry, whose ``reason`` says why in words for the customer):
 ``driver_lost``             its driver went silent after pickup (``order.alert`` holds the
                             last known position)
 ``driver_back``             the lost driver is back: the delivery continues
-``alert_cleared``           a no-driver alert ended (a driver took the order)
+``alert_cleared``           ops cleared an alert by hand (a driver taking a no-driver order
+                            clears it in its ``driver_assigned`` event)
 ``lost_reassigned``         ops gave a lost delivery to another driver
 ==========================  =============================================================
 
@@ -155,7 +156,7 @@ EVENT_NO_DRIVER = "no_driver"
 EVENT_DRIVER_LOST = "driver_lost"
 #: ``orders.v1.driver_back``: the lost driver is back; the delivery continues.
 EVENT_DRIVER_BACK = "driver_back"
-#: ``orders.v1.alert_cleared``: a no-driver alert ended (a driver took the order).
+#: ``orders.v1.alert_cleared``: ops cleared an order's alert by hand.
 EVENT_ALERT_CLEARED = "alert_cleared"
 #: ``orders.v1.lost_reassigned``: ops handed a lost delivery to another driver.
 EVENT_LOST_REASSIGNED = "lost_reassigned"

@@ -221,7 +221,7 @@ class RestaurantFlows:
                 event = EVENT_DRIVER_BACK if current == "driver_lost" else EVENT_ALERT_CLEARED
                 why = request.reason or (
                     "the driver is back: the delivery continues" if current == "driver_lost"
-                    else "a driver took the order")  # fmt: skip
+                    else "the alert was cleared")  # fmt: skip
                 return Change(status=o.status, actor=p.subject, reason=why, event=event,
                               set_alert=True, alert=None, free_cancel_after=None)  # fmt: skip
             if kind == "driver_lost" and o.status not in ROAD:
