@@ -143,7 +143,7 @@ async def test_a_driver_lost_after_pickup_alerts_comes_back_and_ops_may_refund(
 ) -> None:
     async with dispatch_mesh(
         pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace,
-        state_dir=tmp_path, location_extra={"FOODMESH_LOCATION_PRESENCE_TIMEOUT_S": "1"},
+        state_dir=tmp_path, location_extra={"FOODMESH_LOCATION_PRESENCE_TIMEOUT_S": "2"},
         order_extra={"FOODMESH_ORDER_LOST_RESOLVE_AFTER_S": "1.5"},
     ) as mesh, gateway({"order": mesh.orders.order.target}) as http:  # fmt: skip
         await upsert(mesh, "drv_l")
@@ -212,7 +212,7 @@ async def test_ops_take_a_lost_delivery_from_its_driver_and_another_driver_bring
 ) -> None:
     async with dispatch_mesh(
         pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace,
-        state_dir=tmp_path, location_extra={"FOODMESH_LOCATION_PRESENCE_TIMEOUT_S": "1"},
+        state_dir=tmp_path, location_extra={"FOODMESH_LOCATION_PRESENCE_TIMEOUT_S": "2"},
         order_extra={"FOODMESH_ORDER_LOST_RESOLVE_AFTER_S": "0"},
     ) as mesh, gateway({"order": mesh.orders.order.target}) as http:  # fmt: skip
         for d in ("drv_a", "drv_b"):
