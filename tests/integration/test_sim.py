@@ -229,7 +229,7 @@ async def test_the_city_exercises_auto_confirm_the_confirmation_timeout_and_esca
     async with run_platform(
         pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace,
         state_dir=tmp_path, with_dispatch=True,
-        order_extra={"FOODMESH_ORDER_CONFIRM_TIMEOUT_S": "2",
+        order_extra={"FOODMESH_ORDER_CONFIRM_TIMEOUT_S": "1",
                      "FOODMESH_ORDER_SWEEP_EVERY_S": "0.2"},
         dispatch_extra={"FOODMESH_DISPATCH_NO_DRIVER_AFTER_S": "1",
                         "FOODMESH_DISPATCH_ESCALATION_EVERY_S": "0.2"},
@@ -248,7 +248,7 @@ async def test_the_city_exercises_auto_confirm_the_confirmation_timeout_and_esca
         watcher = asyncio.create_task(until_all_seen())
         try:
             result = await run_sim(
-                config(p, dispatch_target=None, duration_s=40.0, orders_per_hour=3600.0,
+                config(p, dispatch_target=None, duration_s=40.0, orders_per_hour=7200.0,
                        auto_confirm_share=0.45, absent_kitchen_share=0.45, declined_share=0.0,
                        cancel_share=0.0),
                 city=small_city(), stats=stats, stop=stop,
