@@ -19,7 +19,6 @@ The SQL of both lives here, beside the store's, as it runs in the same transacti
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from foodmesh.core.events import CANCEL_CONFIRM_TIMEOUT
 from servers.order.confirm import ConfirmSettings, timeout_reason
+from servers.order.feed import prune_feed
 from servers.order.model import Change, Entry, Order
 from servers.order.payments import HoldLookup
 from servers.order.store import OrderStore
@@ -238,10 +238,5 @@ class Sweeper:
         return voided
 
     async def prune(self, *, keep_s: float) -> None:
-        from servers.order.feed import prune_feed
-
+        """Forgets the restaurants' feed positions older than ``keep_s``."""
         await prune_feed(self.pool, keep_s=keep_s)
-
-
-def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

@@ -34,6 +34,7 @@ __all__ = [
     "FeedWaker",
     "feed_append",
     "feed_head",
+    "feed_oldest",
     "feed_since",
     "prune_feed",
 ]
