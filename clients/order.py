@@ -168,3 +168,64 @@ class OrderClient(BaseClient):
             request, timeout=self._stream_deadline(deadline_s), metadata=self._metadata(metadata)
         )
         return call.__aiter__()
+
+    def watch_restaurant_orders(
+        self,
+        request: pb.WatchRestaurantOrdersRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> AsyncIterator[pb.WatchRestaurantOrdersResponse]:
+        """Streams a restaurant's open orders, then every change of its orders."""
+        call = self.stub.WatchRestaurantOrders(
+            request, timeout=self._stream_deadline(deadline_s), metadata=self._metadata(metadata)
+        )
+        return call.__aiter__()
+
+    async def get_restaurant_order_settings(
+        self,
+        request: pb.GetRestaurantOrderSettingsRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.GetRestaurantOrderSettingsResponse:
+        """Returns a restaurant's order-taking settings (auto-confirm, confirmation timeout)."""
+        return await self.stub.GetRestaurantOrderSettings(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )
+
+    async def set_restaurant_order_settings(
+        self,
+        request: pb.SetRestaurantOrderSettingsRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.SetRestaurantOrderSettingsResponse:
+        """Sets a restaurant's order-taking settings."""
+        return await self.stub.SetRestaurantOrderSettings(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )
+
+    async def flag_order(
+        self,
+        request: pb.FlagOrderRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.FlagOrderResponse:
+        """Raises or clears an alert on an order in flight (no driver, driver lost)."""
+        return await self.stub.FlagOrder(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )
+
+    async def resolve_lost_delivery(
+        self,
+        request: pb.ResolveLostDeliveryRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.ResolveLostDeliveryResponse:
+        """Resolves an order whose driver was lost after pickup: reassign or refund (ops)."""
+        return await self.stub.ResolveLostDelivery(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )

@@ -464,7 +464,8 @@ class Dashboard:
 
 #: The fields of an order that /api/orders/{id} returns (the details pane's).
 _ORDER_FIELDS = ("order_id", "status", "restaurant_id", "restaurant_name", "driver_id",
-                 "estimated_delivery_time", "timeline", "created_at", "updated_at")  # fmt: skip
+                 "estimated_delivery_time", "timeline", "created_at", "updated_at",
+                 "alert", "cancellation_reason")  # fmt: skip
 
 
 def _refusal(status: int, code: str, message: str, *, field: str = "") -> web.HTTPException:

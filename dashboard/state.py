@@ -13,7 +13,11 @@ Figures, each over a sliding window (``window_s``, 10 minutes by default):
 - ETA error: |delivered − estimated delivery time as promised when placed|, minutes;
 - fixes per second: accepted driver fixes over the last 10 s;
 - unassigned: confirmed orders still without a driver; escalated: orders that
-  dispatch escalated and nobody has taken since.
+  dispatch escalated and nobody has taken since;
+- auto-confirmed and confirmation timeouts (orders their restaurant never confirmed,
+  cancelled by the platform), over the window; no driver / driver lost: orders in
+  flight with that alert now (a lost driver's last known position is in the order's
+  details).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ _ORDER_STATUS = {v: k.removeprefix("ORDER_STATUS_").lower()
 _DRIVER_STATUS = {v: k.removeprefix("DRIVER_STATUS_").lower()
                   for k, v in common_pb2.DriverStatus.items()}  # fmt: skip
 _FINAL = {"delivered", "cancelled"}
+_ALERTS = {order_pb2.ORDER_ALERT_KIND_NO_DRIVER: "no_driver",
+           order_pb2.ORDER_ALERT_KIND_DRIVER_LOST: "driver_lost"}  # fmt: skip
 _PATH_POINTS = 240  # a driver's recent path: 20 minutes of fixes every 5 s
 
 
@@ -68,6 +74,10 @@ class OrderView:
     offers: int = 0
     escalated: bool = False
     updated: float = 0.0
+    #: ``no_driver`` / ``driver_lost`` while the order has that alert, else ''.
+    alert: str = ""
+    #: A lost driver's last known position.
+    last_known: tuple[float, float] | None = None
 
 
 def _ts(t: Any) -> float:
@@ -116,6 +126,8 @@ class CityState:
         self._eta_error = _Window(window_s)
         self._fixes = _Window(10.0)
         self._delivered = _Window(window_s)
+        self._auto_confirmed = _Window(window_s)
+        self._confirm_timeouts = _Window(window_s)
         self._seen_events: FIFOCache[str, None] = FIFOCache(50_000)  # the oldest ids go first
         self.events = 0
 
@@ -186,6 +198,13 @@ class CityState:
             self._delivered.add(now)
             if v.promised_at:
                 self._eta_error.add(now, abs(at - v.promised_at) / 60.0)
+        if status == "confirmed" and ev.change.actor == "auto-confirm":
+            self._auto_confirmed.add(now)
+        if status == "cancelled" and o.cancellation_reason.startswith("confirm_timeout"):
+            self._confirm_timeouts.add(now)
+        v.alert = _ALERTS.get(o.alert.kind, "")
+        loc = o.alert.last_known_location
+        v.last_known = (loc.lat, loc.lon) if o.alert.HasField("last_known_location") else None
         v.status = status
         v.driver_id = o.driver_id or v.driver_id
         v.updated = now
@@ -259,6 +278,10 @@ class CityState:
             "in_flight": len(in_flight),
             "unassigned": len(unassigned),
             "escalated": sum(1 for v in in_flight if v.escalated),
+            "auto_confirmed": len(self._auto_confirmed.values(now)),
+            "confirm_timeouts": len(self._confirm_timeouts.values(now)),
+            "no_driver": sum(1 for v in in_flight if v.alert == "no_driver"),
+            "driver_lost": sum(1 for v in in_flight if v.alert == "driver_lost"),
             "drivers_online": sum(1 for d in self.drivers.values() if d.online),
         }
 

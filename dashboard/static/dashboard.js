@@ -153,6 +153,8 @@ const FIGURES = [
   ["matching_p50_s", "matching p50 s"], ["matching_p95_s", "matching p95 s"],
   ["offers_per_order", "offers / order"], ["eta_error_mean_min", "ETA error, min"],
   ["fixes_per_s", "fixes / s"], ["unassigned", "unassigned"], ["escalated", "escalated"],
+  ["auto_confirmed", "auto-confirmed (10 min)"], ["confirm_timeouts", "not confirmed (10 min)"],
+  ["no_driver", "no driver"], ["driver_lost", "driver lost"],
 ];
 
 function render(p) {
@@ -220,6 +222,10 @@ async function showDetails(sel) {
     box.innerHTML = `<b>${esc(o.order_id)}</b> from ${esc(o.restaurant_name || o.restaurant_id)}` +
       `<br>driver: ${esc(o.driver_id || "none yet")} · offers: ${o.offers_made ?? "?"}` +
       `${o.escalated ? " · <b>escalated</b>" : ""}` +
+      (o.alert ? `<br><b>${esc((o.alert.kind || "").replace("ORDER_ALERT_KIND_", "")
+        .toLowerCase().replace("_", " "))}</b>: ${esc(o.alert.reason || "")}` +
+        (o.alert.last_known_location ? ` · last seen ${esc(o.alert.last_known_location.lat)},` +
+          ` ${esc(o.alert.last_known_location.lon)}` : "") : "") +
       `<br>promised: ${esc(o.estimated_delivery_time || "?")}<ol>${steps}</ol>`;
     if (o.driver_id) {
       const pr = await fetch(`/api/drivers/${encodeURIComponent(o.driver_id)}/path`);

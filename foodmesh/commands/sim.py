@@ -74,6 +74,18 @@ def add_parser(sub: Subparsers) -> None:
             help="share of drivers who go silent mid-delivery",
         )
         p.add_argument(
+            "--auto-confirm-share",
+            type=float,
+            default=0.3,
+            help="share of restaurants that confirm orders automatically",
+        )
+        p.add_argument(
+            "--absent-kitchen-share",
+            type=float,
+            default=0.01,
+            help="share of restaurants that never confirm (their orders time out)",
+        )
+        p.add_argument(
             "--straight", action="store_true", help="straight lines instead of the road graph"
         )
         p.add_argument(
@@ -139,6 +151,8 @@ async def _sim_run(args: argparse.Namespace) -> int:
         duration_s=args.duration, shifts=not args.no_shifts, prep_scale=args.prep_scale,
         travel_scale=args.travel_scale, bad_share=args.bad_share,
         silent_share=args.silent_share, roads=not args.straight,
+        auto_confirm_share=args.auto_confirm_share,
+        absent_kitchen_share=args.absent_kitchen_share,
         auth_secret=auth("sim").secret,
     )  # fmt: skip
     stop = asyncio.Event()

@@ -16,6 +16,27 @@ subject                       payload                         stream
 ============================  ==============================  ====================
 
 KV bucket ``dispatch_leases``: the regions each Dispatch replica leads.
+
+Order events, by ``<event>`` (every one carries the order after the change and its
+timeline entry, whose ``reason`` says why in words for the customer):
+
+==========================  =============================================================
+``placed`` ... ``delivered``  the order entered that status (``cancelled``: see below)
+``scheduled``               a scheduled order was placed (``placed`` follows at release)
+``driver_assigned``         a driver carries it now; ``driver_unassigned``: none does
+``no_driver``               no driver accepted it in time: Dispatch widened the search and
+                            offers a bonus; ``order.alert`` and ``free_cancel_after`` say so
+``driver_lost``             its driver went silent after pickup (``order.alert`` holds the
+                            last known position)
+``driver_back``             the lost driver is back: the delivery continues
+``alert_cleared``           ops cleared an alert by hand (a driver taking a no-driver order
+                            clears it in its ``driver_assigned`` event)
+``lost_reassigned``         ops gave a lost delivery to another driver
+==========================  =============================================================
+
+A ``cancelled`` event's ``order.cancellation_reason`` starts with a code when the
+platform cancelled it: ``confirm_timeout:`` (its restaurant did not confirm in time; full
+refund). A customer's free cancellation after ``no_driver`` says ``no driver found``.
 """
 
 from __future__ import annotations
@@ -30,6 +51,12 @@ from foodmesh.core.nats import Subjects
 from foodmesh.v1 import dispatch_pb2, location_pb2, order_pb2
 
 __all__ = [
+    "CANCEL_CONFIRM_TIMEOUT",
+    "EVENT_ALERT_CLEARED",
+    "EVENT_DRIVER_BACK",
+    "EVENT_DRIVER_LOST",
+    "EVENT_LOST_REASSIGNED",
+    "EVENT_NO_DRIVER",
     "DISPATCH",
     "DISPATCH_EVENTS",
     "DISPATCH_LEASES",
@@ -122,3 +149,16 @@ DRIVER_LOCATIONS = Topic("location.v1.driver", location_pb2.DriverLocationEvent)
 #: ``location.v1.presence``: a driver came online or went silent.
 DRIVER_PRESENCE = Subject("location.v1.presence", location_pb2.DriverPresenceEvent)
 LOCATION = Stream("LOCATION", (DRIVER_PRESENCE.name,), max_age_s=24 * 3600, duplicate_window_s=120)
+
+#: ``orders.v1.no_driver``: no driver accepted the order in time (Dispatch escalated it).
+EVENT_NO_DRIVER = "no_driver"
+#: ``orders.v1.driver_lost``: the driver carrying the food went silent.
+EVENT_DRIVER_LOST = "driver_lost"
+#: ``orders.v1.driver_back``: the lost driver is back; the delivery continues.
+EVENT_DRIVER_BACK = "driver_back"
+#: ``orders.v1.alert_cleared``: ops cleared an order's alert by hand.
+EVENT_ALERT_CLEARED = "alert_cleared"
+#: ``orders.v1.lost_reassigned``: ops handed a lost delivery to another driver.
+EVENT_LOST_REASSIGNED = "lost_reassigned"
+#: ``cancellation_reason`` code of an order its restaurant did not confirm in time.
+CANCEL_CONFIRM_TIMEOUT = "confirm_timeout"

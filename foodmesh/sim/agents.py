@@ -58,6 +58,10 @@ class SimConfig:
     stop_s: float = 120.0
     #: Share of payments made with the sandbox's declined card.
     declined_share: float = 0.02
+    #: Share of restaurants that confirm orders automatically (half of them only at meals).
+    auto_confirm_share: float = 0.3
+    #: Share of restaurants whose kitchen never confirms: their orders time out.
+    absent_kitchen_share: float = 0.01
     #: Share of orders the customer cancels before the kitchen confirms.
     cancel_share: float = 0.01
     #: Share of delivered orders the customer rates.
@@ -95,10 +99,12 @@ class SimConfig:
             if not (0 < v <= 100):
                 out.append((name, "must be within (0, 100]"))
         for name in ("declined_share", "cancel_share", "rate_share", "silent_share", "bad_share",
-                     "always_on_share"):  # fmt: skip
+                     "always_on_share", "auto_confirm_share", "absent_kitchen_share"):  # fmt: skip
             v = getattr(self, name)
             if not (0 <= v <= 1):
                 out.append((name, "must be a share within [0, 1]"))
+        if self.auto_confirm_share + self.absent_kitchen_share > 1:
+            out.append(("auto_confirm_share", "with absent_kitchen_share, at most 1"))
         if not (self.stop_s >= 0):
             out.append(("stop_s", "must not be negative"))
         if not (self.watch_every_s > 0):

@@ -161,7 +161,7 @@ class Customers:
                 planned_ready_s=placed_at + plan.ready_s,
             )  # fmt: skip
         self._pins[order_id] = "" if leave_at_door else str(order.get("delivery_pin", ""))
-        self.spawn(self.kitchens.cook(order_id, spec, plan))
+        self.kitchens.expect(order_id, plan)  # the kitchen hears of it on its feed
         try:
             await self._watch(customer, order_id)
         finally:

@@ -1,33 +1,45 @@
-"""Simulated kitchens: confirm an order after a moment, start it, and call it ready.
+"""Simulated kitchens: hear their orders live, confirm after a moment, cook, call them ready.
 
 Each restaurant is a tablet app on the public HTTP API (role ``restaurant``, subject
-its id): ``POST /api/v1/orders/{id}/status`` with CONFIRMED, PREPARING and then
-READY_FOR_PICKUP after a preparation time drawn from the restaurant's profile
-(log-normal around its mean). A refusal because the customer cancelled meanwhile
-ends the order's work quietly.
+its id). It keeps its live order feed open (``GET /api/v1/restaurants/{id}/orders:watch``,
+server-sent events, resumed with ``Last-Event-ID`` after a drop) instead of polling,
+and cooks every new order it hears of: ``POST /api/v1/orders/{id}/status`` with
+CONFIRMED, PREPARING and then READY_FOR_PICKUP after a preparation time drawn from the
+restaurant's profile (log-normal around its mean). A refusal because the customer
+cancelled meanwhile ends the order's work quietly.
 
-Orders the simulated customers did not place (a person on the customer web page,
-a script) are cooked too: :meth:`Kitchens.adopt` lists the city's placed orders
-every few seconds (an ops view, standing in for the tablets' new-order
-notifications) and cooks each one no kitchen has yet.
+At the start each restaurant sets its order-taking settings: a share confirms
+automatically (some all day, some in their lunch and dinner hours only), and a few
+kitchens are *absent* (the tablet is on, nobody taps it): their orders wait for the
+platform's confirmation timeout and are cancelled. What the feeds tell is counted:
+``auto_confirmed``, ``confirm_timeout``, ``no_driver`` (Dispatch escalated an order
+nobody took) and ``driver_lost``. An order heard of that no simulated customer placed
+(a person on the customer web page, a script) is cooked too and counted ``adopted``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
+import json
 import math
 import random
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.sim.agents import Gateway, SimConfig, Stats
 from foodmesh.sim.city import RestaurantSpec
 from foodmesh.sim.trace import TraceRecorder
 
-__all__ = ["KitchenPlan", "Kitchens", "plan_kitchen", "prep_seconds"]
+__all__ = ["KitchenPlan", "Kitchens", "kitchen_settings", "plan_kitchen", "prep_seconds"]
+
+#: Lunch and dinner, minutes after local midnight: when the part-time auto-confirmers do.
+_MEAL_HOURS = ({"start_minute": 11 * 60, "end_minute": 14 * 60},
+               {"start_minute": 17 * 60, "end_minute": 22 * 60})  # fmt: skip
 
 
 def prep_seconds(rng: random.Random, mean_min: float, sd_min: float) -> float:
@@ -56,6 +68,19 @@ def plan_kitchen(rng: random.Random, spec: RestaurantSpec, *, scale: float = 1.0
     return KitchenPlan(confirm, start, ready)
 
 
+def kitchen_settings(
+    rng: random.Random, restaurant_id: str, *, auto_share: float, absent_share: float
+) -> tuple[dict[str, Any], bool]:
+    """A restaurant's order-taking settings (the contract's JSON) and whether it is absent."""
+    roll = rng.random()
+    absent = roll < absent_share
+    auto = not absent and roll < absent_share + auto_share
+    body: dict[str, Any] = {"restaurant_id": restaurant_id, "auto_confirm": auto}
+    if auto and rng.random() < 0.5:
+        body["auto_confirm_hours"] = list(_MEAL_HOURS)
+    return body, absent
+
+
 class Kitchens:
     """Every restaurant's tablet; one sleeping coroutine per order in the kitchen."""
 
@@ -76,6 +101,12 @@ class Kitchens:
         self.clock = clock
         self.rng = rng
         self._ready: dict[str, asyncio.Event] = {}
+        #: Plans of the orders simulated customers placed (a person's get one when heard).
+        self._plans: dict[str, KitchenPlan] = {}
+        #: Set when the feed says the order is confirmed (by auto-confirm, or by us).
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._auto: set[str] = set()
+        self._absent: set[str] = set()
 
     def ready_event(self, order_id: str) -> asyncio.Event | None:
         """Set when the order's food is ready; None for an order these kitchens do not cook."""
@@ -83,6 +114,21 @@ class Kitchens:
 
     def plan(self, spec: RestaurantSpec) -> KitchenPlan:
         return plan_kitchen(self.rng, spec, scale=self.config.prep_scale)
+
+    def expect(self, order_id: str, plan: KitchenPlan) -> None:
+        """A simulated customer placed ``order_id``: the kitchen cooks it on ``plan``."""
+        self._plans[order_id] = plan
+        asyncio.get_running_loop().call_later(600, self._plans.pop, order_id, None)
+
+    async def _plan_of(self, order_id: str, spec: RestaurantSpec) -> KitchenPlan:
+        # The feed may be quicker than the customer's own answer: give it a moment.
+        for _ in range(20):
+            plan = self._plans.pop(order_id, None)
+            if plan is not None:
+                return plan
+            await asyncio.sleep(0.1)
+        self.stats.inc("adopted")
+        return self.plan(spec)
 
     async def _step(self, order_id: str, restaurant_id: str, status: str) -> bool:
         """True when the order moved on; False when it is cancelled or gone."""
@@ -110,64 +156,161 @@ class Kitchens:
             await asyncio.sleep(1.0 + self.rng.random() * 2)  # 5xx or no answer: try again
         return False
 
-    async def cook(self, order_id: str, spec: RestaurantSpec, plan: KitchenPlan) -> None:
+    async def cook(
+        self, order_id: str, spec: RestaurantSpec, plan: KitchenPlan | None = None
+    ) -> None:
         """Takes one order from placed to ready for pickup on ``plan``'s schedule."""
         if order_id in self._ready:
-            return  # in a kitchen already (adopted, or a retried placement)
+            return  # in a kitchen already (heard twice, or a retried placement)
         placed = self.clock()
         rid = spec.restaurant_id
         ready = self._ready.setdefault(order_id, asyncio.Event())
         try:
+            if plan is None:
+                plan = await self._plan_of(order_id, spec)
+            if rid in self._absent:
+                return  # nobody taps the tablet: the platform's timeout cancels it
             await self._cook(order_id, rid, placed, plan)
         finally:
             ready.set()  # cooked, or cancelled: nobody waits for it any longer
             # forget it once any driver at the counter has seen it
             asyncio.get_running_loop().call_later(3600, self._ready.pop, order_id, None)
 
-    async def adopt(
+    async def configure(self, restaurants: Iterable[RestaurantSpec]) -> None:
+        """Sets each restaurant's order-taking settings (auto-confirm, absent kitchens)."""
+        rng = random.Random(f"{self.config.seed}:kitchen-settings")
+        plans = []
+        for spec in restaurants:
+            c = self.config
+            body, absent = kitchen_settings(
+                rng, spec.restaurant_id, auto_share=c.auto_confirm_share,
+                absent_share=c.absent_kitchen_share,
+            )  # fmt: skip
+            if absent:
+                self._absent.add(spec.restaurant_id)
+            if body["auto_confirm"]:
+                self._auto.add(spec.restaurant_id)
+            plans.append(body)
+        gate = asyncio.Semaphore(16)
+
+        async def put(body: dict[str, Any]) -> None:
+            rid = body["restaurant_id"]
+            async with gate:
+                r = await self.gateway.call("PUT", f"/api/v1/restaurants/{rid}/order-settings",
+                                            role="restaurant", subject=rid, body=body)  # fmt: skip
+            if not r.ok:
+                self.stats.error(f"kitchen_settings_{r.status or 'no_answer'}")
+
+        await asyncio.gather(*(put(b) for b in plans))
+
+    async def listen(
         self,
         restaurants: Mapping[str, RestaurantSpec],
-        spawn: Callable[[Coroutine[Any, Any, None]], None],
+        spawn: Callable[[Any], None],
         stop: asyncio.Event,
-        *,
-        every_s: float = 2.0,
-        min_age_s: float = 5.0,
     ) -> None:
-        """Cooks the city's placed orders that no simulated customer placed, until ``stop``.
+        """Every restaurant's live feed open, cooking what it hears, until ``stop``."""
+        await self.configure(restaurants.values())
+        # Feeds hold their connections: a session of their own, not the API calls' pool.
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(
+            connector=connector, headers={"User-Agent": "foodmesh-sim"}
+        ) as session:
+            feeds = [asyncio.create_task(self._feed(session, spec, spawn, stop, n))
+                     for n, spec in enumerate(restaurants.values())]  # fmt: skip
+            try:
+                await stop.wait()
+            finally:
+                await stop_tasks(feeds, timeout_s=2.0)
 
-        An order younger than ``min_age_s`` is left to its customer's own path (which
-        records it in the trace); :meth:`cook` never cooks one order twice either way.
-        """
+    async def _feed(
+        self,
+        session: aiohttp.ClientSession,
+        spec: RestaurantSpec,
+        spawn: Callable[[Any], None],
+        stop: asyncio.Event,
+        n: int,
+    ) -> None:
+        rid = spec.restaurant_id
+        url = f"{self.gateway.base_url}/api/v1/restaurants/{rid}/orders:watch"
+        last = ""
+        backoff = 0.5
+        await asyncio.sleep((n % 50) * 0.02)  # not every tablet in the same instant
         while not stop.is_set():
-            r = await self.gateway.call(
-                "GET", "/api/v1/orders?status=ORDER_STATUS_PLACED&page_size=100", role="ops",
-                subject="sim-kitchens",
-            )  # fmt: skip
-            if r.ok:
-                now = dt.datetime.now(dt.UTC)
-                for order in r.body.get("orders", []):
-                    order_id = str(order.get("order_id", ""))
-                    spec = restaurants.get(str(order.get("restaurant_id", "")))
-                    if not order_id or spec is None or order_id in self._ready:
+            headers = {"Authorization": self.gateway.tokens.header("restaurant", rid),
+                       "Accept": "text/event-stream",
+                       "X-Forwarded-For": f"10.250.{(n >> 8) & 255}.{n & 255}"}  # fmt: skip
+            if last:
+                headers["Last-Event-ID"] = last
+            try:
+                timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+                async with session.get(url, headers=headers, timeout=timeout) as resp:
+                    if resp.status != 200:
+                        if resp.status != 429:
+                            self.stats.error(f"kitchen_feed_{resp.status}")
+                        wait = resp.headers.get("Retry-After", "")
+                        await asyncio.sleep(float(wait) if wait.isdigit() else backoff)
+                        backoff = min(10.0, backoff * 2)
                         continue
-                    if _age_s(order.get("created_at"), now) < min_age_s:
-                        continue
-                    self.stats.inc("adopted")
-                    spawn(self.cook(order_id, spec, self.plan(spec)))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(every_s):
-                    await stop.wait()
+                    backoff = 0.5
+                    async for event_id, data in _sse(resp):
+                        last = event_id or last
+                        self._heard(data, spec, spawn)
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                pass
+            if not stop.is_set():
+                self.stats.inc("feed_reconnects")
+                await asyncio.sleep(backoff)
+
+    def _heard(
+        self, data: dict[str, Any], spec: RestaurantSpec, spawn: Callable[[Any], None]
+    ) -> None:
+        """One message of a restaurant's feed."""
+        order = data.get("order", {})
+        order_id = str(order.get("order_id", ""))
+        if not order_id:
+            return
+        event = str(data.get("event", ""))
+        status = str(order.get("status", ""))
+        scheduled = order.get("delivery_option") == "DELIVERY_OPTION_SCHEDULED"
+        fresh = event in ("placed", "released") or (
+            not event and status == "ORDER_STATUS_PLACED" and not scheduled
+        )  # an open order when the tablet connected
+        if fresh and status == "ORDER_STATUS_PLACED" and order_id not in self._ready:
+            spawn(self.cook(order_id, spec))
+        elif event == "confirmed":
+            self._confirmed.setdefault(order_id, asyncio.Event()).set()
+            if data.get("change", {}).get("actor") == "auto-confirm":
+                self.stats.inc("auto_confirmed")
+        elif event == "cancelled":
+            if str(order.get("cancellation_reason", "")).startswith("confirm_timeout"):
+                self.stats.inc("confirm_timeout")
+        elif event in ("no_driver", "driver_lost"):
+            self.stats.inc(event)
 
     async def _cook(self, order_id: str, rid: str, placed: float, plan: KitchenPlan) -> None:
-        for at, status, counter in (
-            (plan.confirm_s, "CONFIRMED", "confirmed"),
-            (plan.start_s, "PREPARING", "preparing"),
-            (plan.ready_s, "READY_FOR_PICKUP", "ready"),
-        ):
-            await asyncio.sleep(max(0.0, placed + at - self.clock()))
-            if not await self._step(order_id, rid, status):
-                return
-            self.stats.inc(counter)
+        confirmed = self._confirmed.setdefault(order_id, asyncio.Event())
+        try:
+            for at, status, counter in (
+                (plan.confirm_s, "CONFIRMED", "confirmed"),
+                (plan.start_s, "PREPARING", "preparing"),
+                (plan.ready_s, "READY_FOR_PICKUP", "ready"),
+            ):
+                if status == "CONFIRMED" and rid in self._auto:
+                    # The platform confirms for it (in its hours): wait to hear it, then
+                    # tap it ourselves if it does not come.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(max(0.0, placed + at - self.clock()) + 2.0):
+                            await confirmed.wait()
+                    if confirmed.is_set():
+                        self.stats.inc(counter)
+                        continue
+                await asyncio.sleep(max(0.0, placed + at - self.clock()))
+                if not await self._step(order_id, rid, status):
+                    return
+                self.stats.inc(counter)
+        finally:
+            self._confirmed.pop(order_id, None)
         if self.recorder is not None:
             self.recorder.order_ready(order_id, self.clock())
 
@@ -181,12 +324,18 @@ def _rank(status: str) -> int:
     return _ORDER.index(name) if name in _ORDER else -1
 
 
-def _age_s(created_at: object, now: dt.datetime) -> float:
-    """Seconds since an RFC 3339 ``created_at``; 0 when it is missing or unreadable."""
-    if not isinstance(created_at, str):
-        return 0.0
-    try:
-        when = dt.datetime.fromisoformat(created_at.replace("Z", "+00:00"))
-    except ValueError:
-        return 0.0
-    return (now - when).total_seconds()
+async def _sse(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """``(id, data)`` of each message event of a server-sent event stream."""
+    event_id, data, kind = "", "", ""
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\r\n")
+        if not line:
+            if data and kind in ("", "message"):
+                yield event_id, json.loads(data)
+            data, kind = "", ""
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("data:"):
+            data += line[5:].strip()
+        elif line.startswith("event:"):
+            kind = line[6:].strip()

@@ -77,7 +77,8 @@ def format_progress(stats: Stats, *, last: dict[str, float] | None = None, dt_s:
 
     stages = " ".join(f"{k} {c[k]:,}" for k in _STAGES)
     extra = []
-    for k in ("cancelled", "declined", "adopted", "stream_reconnects"):
+    for k in ("cancelled", "declined", "adopted", "stream_reconnects", "auto_confirmed",
+              "confirm_timeout", "no_driver", "driver_lost"):  # fmt: skip
         if c[k]:
             extra.append(f"{k} {c[k]:,}")
     errors = ", ".join(f"{k} {v:,}" for k, v in stats.errors.most_common(4))
@@ -264,7 +265,7 @@ async def run_sim(
             for agent in fleet.agents:
                 spawn(agent.run())
             by_id = {r.restaurant_id: r for r in city.restaurants}
-            spawn(kitchens.adopt(by_id, spawn, stop))
+            spawn(kitchens.listen(by_id, spawn, stop))
             arrivals = Arrivals(config.orders_per_hour, start, random.Random(f"{config.seed}:arr"),
                                 flat=config.flat_demand)  # fmt: skip
             horizon = config.duration_s if config.duration_s > 0 else float("inf")

@@ -81,6 +81,58 @@ PAYMENT_STATUS_VOIDED: PaymentStatus.ValueType  # 5
 """Released without capture."""
 Global___PaymentStatus: _TypeAlias = PaymentStatus  # noqa: Y015
 
+class _OrderAlertKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OrderAlertKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderAlertKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ORDER_ALERT_KIND_UNSPECIFIED: _OrderAlertKind.ValueType  # 0
+    """No alert."""
+    ORDER_ALERT_KIND_NO_DRIVER: _OrderAlertKind.ValueType  # 1
+    """No driver accepted it in time: Dispatch widened the search and offers a bonus."""
+    ORDER_ALERT_KIND_DRIVER_LOST: _OrderAlertKind.ValueType  # 2
+    """Its driver went silent after pickup: the food is on the road with nobody answering."""
+
+class OrderAlertKind(_OrderAlertKind, metaclass=_OrderAlertKindEnumTypeWrapper):
+    """What can go wrong with an order in flight."""
+
+ORDER_ALERT_KIND_UNSPECIFIED: OrderAlertKind.ValueType  # 0
+"""No alert."""
+ORDER_ALERT_KIND_NO_DRIVER: OrderAlertKind.ValueType  # 1
+"""No driver accepted it in time: Dispatch widened the search and offers a bonus."""
+ORDER_ALERT_KIND_DRIVER_LOST: OrderAlertKind.ValueType  # 2
+"""Its driver went silent after pickup: the food is on the road with nobody answering."""
+Global___OrderAlertKind: _TypeAlias = OrderAlertKind  # noqa: Y015
+
+class _LostDeliveryAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LostDeliveryActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LostDeliveryAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LOST_DELIVERY_ACTION_UNSPECIFIED: _LostDeliveryAction.ValueType  # 0
+    """Not set."""
+    LOST_DELIVERY_ACTION_REASSIGN: _LostDeliveryAction.ValueType  # 1
+    """Take it from the lost driver: the kitchen makes it again (the order is preparing
+    again) and Dispatch finds another driver, at the front of its pool.
+    """
+    LOST_DELIVERY_ACTION_REFUND: _LostDeliveryAction.ValueType  # 2
+    """Cancel it and give the customer everything back."""
+
+class LostDeliveryAction(_LostDeliveryAction, metaclass=_LostDeliveryActionEnumTypeWrapper):
+    """What ops do with an order whose driver was lost."""
+
+LOST_DELIVERY_ACTION_UNSPECIFIED: LostDeliveryAction.ValueType  # 0
+"""Not set."""
+LOST_DELIVERY_ACTION_REASSIGN: LostDeliveryAction.ValueType  # 1
+"""Take it from the lost driver: the kitchen makes it again (the order is preparing
+again) and Dispatch finds another driver, at the front of its pool.
+"""
+LOST_DELIVERY_ACTION_REFUND: LostDeliveryAction.ValueType  # 2
+"""Cancel it and give the customer everything back."""
+Global___LostDeliveryAction: _TypeAlias = LostDeliveryAction  # noqa: Y015
+
 class _PaymentMethodKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -352,6 +404,8 @@ class Order(_message.Message):
     LEAVE_AT_DOOR_FIELD_NUMBER: _builtins.int
     PAYMENT_METHOD_ID_FIELD_NUMBER: _builtins.int
     PAYMENT_METHOD_NAME_FIELD_NUMBER: _builtins.int
+    ALERT_FIELD_NUMBER: _builtins.int
+    FREE_CANCEL_AFTER_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Opaque, time-sortable id."""
     customer_id: _builtins.str
@@ -428,6 +482,18 @@ class Order(_message.Message):
     def ready_time(self) -> _timestamp_pb2.Timestamp:
         """When the kitchen expects the food to be ready."""
 
+    @_builtins.property
+    def alert(self) -> Global___OrderAlert:
+        """What is wrong with the order in flight right now, if anything (no driver found,
+        driver lost): the customer's tracking shows it.
+        """
+
+    @_builtins.property
+    def free_cancel_after(self) -> _timestamp_pb2.Timestamp:
+        """When the customer may cancel free of charge because no driver was found (unset:
+        the stage's usual refund applies).
+        """
+
     def __init__(
         self,
         *,
@@ -457,14 +523,64 @@ class Order(_message.Message):
         leave_at_door: _builtins.bool = ...,
         payment_method_id: _builtins.str = ...,
         payment_method_name: _builtins.str = ...,
+        alert: Global___OrderAlert | None = ...,
+        free_cancel_after: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "delivery_address", b"delivery_address", "estimated_delivery_time", b"estimated_delivery_time", "pricing", b"pricing", "ready_time", b"ready_time", "refunded", b"refunded", "restaurant_location", b"restaurant_location", "scheduled_time", b"scheduled_time", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "created_at", b"created_at", "delivery_address", b"delivery_address", "estimated_delivery_time", b"estimated_delivery_time", "free_cancel_after", b"free_cancel_after", "pricing", b"pricing", "ready_time", b"ready_time", "refunded", b"refunded", "restaurant_location", b"restaurant_location", "scheduled_time", b"scheduled_time", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation_reason", b"cancellation_reason", "created_at", b"created_at", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_option", b"delivery_option", "delivery_pin", b"delivery_pin", "driver_id", b"driver_id", "estimated_delivery_time", b"estimated_delivery_time", "eta_confidence", b"eta_confidence", "items", b"items", "leave_at_door", b"leave_at_door", "order_id", b"order_id", "payment_method_id", b"payment_method_id", "payment_method_name", b"payment_method_name", "payment_status", b"payment_status", "pricing", b"pricing", "promo_code", b"promo_code", "ready_time", b"ready_time", "refunded", b"refunded", "restaurant_id", b"restaurant_id", "restaurant_location", b"restaurant_location", "restaurant_name", b"restaurant_name", "scheduled_time", b"scheduled_time", "status", b"status", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "cancellation_reason", b"cancellation_reason", "created_at", b"created_at", "customer_id", b"customer_id", "delivery_address", b"delivery_address", "delivery_option", b"delivery_option", "delivery_pin", b"delivery_pin", "driver_id", b"driver_id", "estimated_delivery_time", b"estimated_delivery_time", "eta_confidence", b"eta_confidence", "free_cancel_after", b"free_cancel_after", "items", b"items", "leave_at_door", b"leave_at_door", "order_id", b"order_id", "payment_method_id", b"payment_method_id", "payment_method_name", b"payment_method_name", "payment_status", b"payment_status", "pricing", b"pricing", "promo_code", b"promo_code", "ready_time", b"ready_time", "refunded", b"refunded", "restaurant_id", b"restaurant_id", "restaurant_location", b"restaurant_location", "restaurant_name", b"restaurant_name", "scheduled_time", b"scheduled_time", "status", b"status", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Order: _TypeAlias = Order  # noqa: Y015
+
+@_typing.final
+class OrderAlert(_message.Message):
+    """An alert on an order in flight."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    LAST_KNOWN_LOCATION_FIELD_NUMBER: _builtins.int
+    DRIVER_ID_FIELD_NUMBER: _builtins.int
+    DRIVER_BONUS_FIELD_NUMBER: _builtins.int
+    kind: Global___OrderAlertKind.ValueType
+    """Which."""
+    reason: _builtins.str
+    """In words, for the customer and ops."""
+    driver_id: _builtins.str
+    """The driver concerned (DRIVER_LOST)."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Since when."""
+
+    @_builtins.property
+    def last_known_location(self) -> _common_pb2.LatLng:
+        """The driver's last known position (DRIVER_LOST)."""
+
+    @_builtins.property
+    def driver_bonus(self) -> _common_pb2.Money:
+        """The bonus offered to drivers (NO_DRIVER), in the order's currency."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___OrderAlertKind.ValueType = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+        last_known_location: _common_pb2.LatLng | None = ...,
+        driver_id: _builtins.str = ...,
+        driver_bonus: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["driver_bonus", b"driver_bonus", "last_known_location", b"last_known_location", "since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver_bonus", b"driver_bonus", "driver_id", b"driver_id", "kind", b"kind", "last_known_location", b"last_known_location", "reason", b"reason", "since", b"since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderAlert: _TypeAlias = OrderAlert  # noqa: Y015
 
 @_typing.final
 class PlaceOrderRequest(_message.Message):
@@ -1021,6 +1137,360 @@ class WatchOrderResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchOrderResponse: _TypeAlias = WatchOrderResponse  # noqa: Y015
+
+@_typing.final
+class WatchRestaurantOrdersRequest(_message.Message):
+    """Request of WatchRestaurantOrders."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESTAURANT_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    restaurant_id: _builtins.str
+    """Whose orders."""
+    after_seq: _builtins.int
+    """Resume after this feed position (Last-Event-ID); 0 starts with the open orders."""
+    def __init__(
+        self,
+        *,
+        restaurant_id: _builtins.str = ...,
+        after_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "restaurant_id", b"restaurant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRestaurantOrdersRequest: _TypeAlias = WatchRestaurantOrdersRequest  # noqa: Y015
+
+@_typing.final
+class WatchRestaurantOrdersResponse(_message.Message):
+    """One message of WatchRestaurantOrders."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """The restaurant's feed position of this message (the SSE event id)."""
+    event: _builtins.str
+    """The event name of the change (``placed``, ``confirmed``, ``cancelled``,
+    ``driver_assigned``, ``confirm_timeout``, ...; empty in snapshots).
+    """
+    @_builtins.property
+    def order(self) -> Global___Order:
+        """The order as it is now (as the restaurant sees it: no PIN)."""
+
+    @_builtins.property
+    def change(self) -> Global___TimelineEntry:
+        """The change this message reports (absent in the opening snapshots)."""
+
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        order: Global___Order | None = ...,
+        change: Global___TimelineEntry | None = ...,
+        event: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "event", b"event", "order", b"order", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRestaurantOrdersResponse: _TypeAlias = WatchRestaurantOrdersResponse  # noqa: Y015
+
+@_typing.final
+class RestaurantOrderSettings(_message.Message):
+    """A restaurant's order-taking settings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESTAURANT_ID_FIELD_NUMBER: _builtins.int
+    AUTO_CONFIRM_FIELD_NUMBER: _builtins.int
+    AUTO_CONFIRM_HOURS_FIELD_NUMBER: _builtins.int
+    CONFIRM_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    restaurant_id: _builtins.str
+    """Whose."""
+    auto_confirm: _builtins.bool
+    """Confirm new orders without a tap, during auto_confirm_hours (all day when empty)."""
+    confirm_timeout_seconds: _builtins.int
+    """How long an order may wait for confirmation before it is cancelled and refunded,
+    in seconds (0: the service's default, 5 minutes; at most 1 hour).
+    """
+    @_builtins.property
+    def auto_confirm_hours(self) -> _containers.RepeatedCompositeFieldContainer[Global___AutoConfirmWindow]:
+        """When auto-confirm applies, in the restaurant's local time (at most 14 windows)."""
+
+    def __init__(
+        self,
+        *,
+        restaurant_id: _builtins.str = ...,
+        auto_confirm: _builtins.bool = ...,
+        auto_confirm_hours: _abc.Iterable[Global___AutoConfirmWindow] | None = ...,
+        confirm_timeout_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_confirm", b"auto_confirm", "auto_confirm_hours", b"auto_confirm_hours", "confirm_timeout_seconds", b"confirm_timeout_seconds", "restaurant_id", b"restaurant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestaurantOrderSettings: _TypeAlias = RestaurantOrderSettings  # noqa: Y015
+
+@_typing.final
+class AutoConfirmWindow(_message.Message):
+    """A daily window of local time: from open_minute to close_minute after midnight."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_MINUTE_FIELD_NUMBER: _builtins.int
+    END_MINUTE_FIELD_NUMBER: _builtins.int
+    start_minute: _builtins.int
+    """0 to 1439."""
+    end_minute: _builtins.int
+    """1 to 1440; a window past midnight is two windows."""
+    def __init__(
+        self,
+        *,
+        start_minute: _builtins.int = ...,
+        end_minute: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_minute", b"end_minute", "start_minute", b"start_minute"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AutoConfirmWindow: _TypeAlias = AutoConfirmWindow  # noqa: Y015
+
+@_typing.final
+class GetRestaurantOrderSettingsRequest(_message.Message):
+    """Request of GetRestaurantOrderSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESTAURANT_ID_FIELD_NUMBER: _builtins.int
+    restaurant_id: _builtins.str
+    """Whose."""
+    def __init__(
+        self,
+        *,
+        restaurant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["restaurant_id", b"restaurant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRestaurantOrderSettingsRequest: _TypeAlias = GetRestaurantOrderSettingsRequest  # noqa: Y015
+
+@_typing.final
+class GetRestaurantOrderSettingsResponse(_message.Message):
+    """Response of GetRestaurantOrderSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___RestaurantOrderSettings:
+        """The settings (defaults when never set)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Global___RestaurantOrderSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRestaurantOrderSettingsResponse: _TypeAlias = GetRestaurantOrderSettingsResponse  # noqa: Y015
+
+@_typing.final
+class SetRestaurantOrderSettingsRequest(_message.Message):
+    """Request of SetRestaurantOrderSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___RestaurantOrderSettings:
+        """The settings, whole."""
+
+    def __init__(
+        self,
+        *,
+        settings: Global___RestaurantOrderSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRestaurantOrderSettingsRequest: _TypeAlias = SetRestaurantOrderSettingsRequest  # noqa: Y015
+
+@_typing.final
+class SetRestaurantOrderSettingsResponse(_message.Message):
+    """Response of SetRestaurantOrderSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___RestaurantOrderSettings:
+        """The settings as stored."""
+
+    def __init__(
+        self,
+        *,
+        settings: Global___RestaurantOrderSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRestaurantOrderSettingsResponse: _TypeAlias = SetRestaurantOrderSettingsResponse  # noqa: Y015
+
+@_typing.final
+class FlagOrderRequest(_message.Message):
+    """Request of FlagOrder."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    LAST_KNOWN_LOCATION_FIELD_NUMBER: _builtins.int
+    DRIVER_ID_FIELD_NUMBER: _builtins.int
+    DRIVER_BONUS_FIELD_NUMBER: _builtins.int
+    FREE_CANCEL_AFTER_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """Which order."""
+    kind: Global___OrderAlertKind.ValueType
+    """The alert to raise; UNSPECIFIED clears the current one."""
+    reason: _builtins.str
+    """In words (shown to the customer)."""
+    driver_id: _builtins.str
+    """The driver concerned (DRIVER_LOST)."""
+    @_builtins.property
+    def last_known_location(self) -> _common_pb2.LatLng:
+        """The driver's last known position (DRIVER_LOST)."""
+
+    @_builtins.property
+    def driver_bonus(self) -> _common_pb2.Money:
+        """The bonus offered to drivers (NO_DRIVER)."""
+
+    @_builtins.property
+    def free_cancel_after(self) -> _timestamp_pb2.Timestamp:
+        """From when the customer may cancel free of charge (NO_DRIVER)."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        kind: Global___OrderAlertKind.ValueType = ...,
+        reason: _builtins.str = ...,
+        last_known_location: _common_pb2.LatLng | None = ...,
+        driver_id: _builtins.str = ...,
+        driver_bonus: _common_pb2.Money | None = ...,
+        free_cancel_after: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["driver_bonus", b"driver_bonus", "free_cancel_after", b"free_cancel_after", "last_known_location", b"last_known_location"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["driver_bonus", b"driver_bonus", "driver_id", b"driver_id", "free_cancel_after", b"free_cancel_after", "kind", b"kind", "last_known_location", b"last_known_location", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FlagOrderRequest: _TypeAlias = FlagOrderRequest  # noqa: Y015
+
+@_typing.final
+class FlagOrderResponse(_message.Message):
+    """Response of FlagOrder."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order:
+        """The order after the change."""
+
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FlagOrderResponse: _TypeAlias = FlagOrderResponse  # noqa: Y015
+
+@_typing.final
+class ResolveLostDeliveryRequest(_message.Message):
+    """Request of ResolveLostDelivery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """Which order (with a DRIVER_LOST alert)."""
+    action: Global___LostDeliveryAction.ValueType
+    """What to do."""
+    reason: _builtins.str
+    """Why (kept in the timeline)."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        action: Global___LostDeliveryAction.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveLostDeliveryRequest: _TypeAlias = ResolveLostDeliveryRequest  # noqa: Y015
+
+@_typing.final
+class ResolveLostDeliveryResponse(_message.Message):
+    """Response of ResolveLostDelivery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order:
+        """The order after the change."""
+
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveLostDeliveryResponse: _TypeAlias = ResolveLostDeliveryResponse  # noqa: Y015
 
 @_typing.final
 class OrderEvent(_message.Message):

@@ -95,6 +95,31 @@ class OrderServiceStub:
                 request_serializer=foodmesh_dot_v1_dot_order__pb2.SetDefaultPaymentMethodRequest.SerializeToString,
                 response_deserializer=foodmesh_dot_v1_dot_order__pb2.SetDefaultPaymentMethodResponse.FromString,
                 _registered_method=True)
+        self.WatchRestaurantOrders = channel.unary_stream(
+                '/foodmesh.v1.OrderService/WatchRestaurantOrders',
+                request_serializer=foodmesh_dot_v1_dot_order__pb2.WatchRestaurantOrdersRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_order__pb2.WatchRestaurantOrdersResponse.FromString,
+                _registered_method=True)
+        self.GetRestaurantOrderSettings = channel.unary_unary(
+                '/foodmesh.v1.OrderService/GetRestaurantOrderSettings',
+                request_serializer=foodmesh_dot_v1_dot_order__pb2.GetRestaurantOrderSettingsRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_order__pb2.GetRestaurantOrderSettingsResponse.FromString,
+                _registered_method=True)
+        self.SetRestaurantOrderSettings = channel.unary_unary(
+                '/foodmesh.v1.OrderService/SetRestaurantOrderSettings',
+                request_serializer=foodmesh_dot_v1_dot_order__pb2.SetRestaurantOrderSettingsRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_order__pb2.SetRestaurantOrderSettingsResponse.FromString,
+                _registered_method=True)
+        self.FlagOrder = channel.unary_unary(
+                '/foodmesh.v1.OrderService/FlagOrder',
+                request_serializer=foodmesh_dot_v1_dot_order__pb2.FlagOrderRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_order__pb2.FlagOrderResponse.FromString,
+                _registered_method=True)
+        self.ResolveLostDelivery = channel.unary_unary(
+                '/foodmesh.v1.OrderService/ResolveLostDelivery',
+                request_serializer=foodmesh_dot_v1_dot_order__pb2.ResolveLostDeliveryRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_order__pb2.ResolveLostDeliveryResponse.FromString,
+                _registered_method=True)
 
 
 class OrderServiceServicer:
@@ -190,6 +215,52 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRestaurantOrders(self, request, context):
+        """Streams a restaurant's incoming orders and their changes, so a tablet need not poll:
+        first the orders still open (each a snapshot at the feed's current position), then
+        every change of any of its orders, in commit order. Resumes after ``after_seq``
+        (the feed position, SSE Last-Event-ID). Its own staff (token subject = restaurant)
+        or ops.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRestaurantOrderSettings(self, request, context):
+        """Returns a restaurant's order-taking settings: auto-confirm and its hours, and how long
+        an order may wait for confirmation (its own staff or ops).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRestaurantOrderSettings(self, request, context):
+        """Sets a restaurant's order-taking settings (its own staff or ops); applies to orders
+        placed from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FlagOrder(self, request, context):
+        """Raises or clears an alert on an order in flight without changing its status: no
+        driver found (Dispatch's escalation), its driver lost after pickup (presence), the
+        driver back. A timeline entry and an event (``orders.v1.<alert event>``) say so.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveLostDelivery(self, request, context):
+        """Resolves an order whose driver was lost after pickup and did not come back within the
+        service's limit (ops; sooner: FAILED_PRECONDITION DRIVER_MAY_COME_BACK): take it from that driver
+        (``orders.v1.lost_reassigned``: Dispatch finds another), or cancel it with a full
+        refund.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -252,6 +323,31 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.SetDefaultPaymentMethod,
                     request_deserializer=foodmesh_dot_v1_dot_order__pb2.SetDefaultPaymentMethodRequest.FromString,
                     response_serializer=foodmesh_dot_v1_dot_order__pb2.SetDefaultPaymentMethodResponse.SerializeToString,
+            ),
+            'WatchRestaurantOrders': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRestaurantOrders,
+                    request_deserializer=foodmesh_dot_v1_dot_order__pb2.WatchRestaurantOrdersRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_order__pb2.WatchRestaurantOrdersResponse.SerializeToString,
+            ),
+            'GetRestaurantOrderSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRestaurantOrderSettings,
+                    request_deserializer=foodmesh_dot_v1_dot_order__pb2.GetRestaurantOrderSettingsRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_order__pb2.GetRestaurantOrderSettingsResponse.SerializeToString,
+            ),
+            'SetRestaurantOrderSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRestaurantOrderSettings,
+                    request_deserializer=foodmesh_dot_v1_dot_order__pb2.SetRestaurantOrderSettingsRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_order__pb2.SetRestaurantOrderSettingsResponse.SerializeToString,
+            ),
+            'FlagOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.FlagOrder,
+                    request_deserializer=foodmesh_dot_v1_dot_order__pb2.FlagOrderRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_order__pb2.FlagOrderResponse.SerializeToString,
+            ),
+            'ResolveLostDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveLostDelivery,
+                    request_deserializer=foodmesh_dot_v1_dot_order__pb2.ResolveLostDeliveryRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_order__pb2.ResolveLostDeliveryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -579,6 +675,141 @@ class OrderService:
             '/foodmesh.v1.OrderService/SetDefaultPaymentMethod',
             foodmesh_dot_v1_dot_order__pb2.SetDefaultPaymentMethodRequest.SerializeToString,
             foodmesh_dot_v1_dot_order__pb2.SetDefaultPaymentMethodResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRestaurantOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/foodmesh.v1.OrderService/WatchRestaurantOrders',
+            foodmesh_dot_v1_dot_order__pb2.WatchRestaurantOrdersRequest.SerializeToString,
+            foodmesh_dot_v1_dot_order__pb2.WatchRestaurantOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRestaurantOrderSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.OrderService/GetRestaurantOrderSettings',
+            foodmesh_dot_v1_dot_order__pb2.GetRestaurantOrderSettingsRequest.SerializeToString,
+            foodmesh_dot_v1_dot_order__pb2.GetRestaurantOrderSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRestaurantOrderSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.OrderService/SetRestaurantOrderSettings',
+            foodmesh_dot_v1_dot_order__pb2.SetRestaurantOrderSettingsRequest.SerializeToString,
+            foodmesh_dot_v1_dot_order__pb2.SetRestaurantOrderSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FlagOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.OrderService/FlagOrder',
+            foodmesh_dot_v1_dot_order__pb2.FlagOrderRequest.SerializeToString,
+            foodmesh_dot_v1_dot_order__pb2.FlagOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveLostDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.OrderService/ResolveLostDelivery',
+            foodmesh_dot_v1_dot_order__pb2.ResolveLostDeliveryRequest.SerializeToString,
+            foodmesh_dot_v1_dot_order__pb2.ResolveLostDeliveryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,32 @@ class OrderServiceStub:
     """Makes one of the caller's saved payment methods the default (PlaceOrder without a
     payment_method_id pays with it).
     """
+    WatchRestaurantOrders: _grpc.UnaryStreamMultiCallable[_order_pb2.WatchRestaurantOrdersRequest, _order_pb2.WatchRestaurantOrdersResponse]
+    """Streams a restaurant's incoming orders and their changes, so a tablet need not poll:
+    first the orders still open (each a snapshot at the feed's current position), then
+    every change of any of its orders, in commit order. Resumes after ``after_seq``
+    (the feed position, SSE Last-Event-ID). Its own staff (token subject = restaurant)
+    or ops.
+    """
+    GetRestaurantOrderSettings: _grpc.UnaryUnaryMultiCallable[_order_pb2.GetRestaurantOrderSettingsRequest, _order_pb2.GetRestaurantOrderSettingsResponse]
+    """Returns a restaurant's order-taking settings: auto-confirm and its hours, and how long
+    an order may wait for confirmation (its own staff or ops).
+    """
+    SetRestaurantOrderSettings: _grpc.UnaryUnaryMultiCallable[_order_pb2.SetRestaurantOrderSettingsRequest, _order_pb2.SetRestaurantOrderSettingsResponse]
+    """Sets a restaurant's order-taking settings (its own staff or ops); applies to orders
+    placed from then on.
+    """
+    FlagOrder: _grpc.UnaryUnaryMultiCallable[_order_pb2.FlagOrderRequest, _order_pb2.FlagOrderResponse]
+    """Raises or clears an alert on an order in flight without changing its status: no
+    driver found (Dispatch's escalation), its driver lost after pickup (presence), the
+    driver back. A timeline entry and an event (``orders.v1.<alert event>``) say so.
+    """
+    ResolveLostDelivery: _grpc.UnaryUnaryMultiCallable[_order_pb2.ResolveLostDeliveryRequest, _order_pb2.ResolveLostDeliveryResponse]
+    """Resolves an order whose driver was lost after pickup and did not come back within the
+    service's limit (ops; sooner: FAILED_PRECONDITION DRIVER_MAY_COME_BACK): take it from that driver
+    (``orders.v1.lost_reassigned``: Dispatch finds another), or cancel it with a full
+    refund.
+    """
 
 @_typing.type_check_only
 class OrderServiceAsyncStub(OrderServiceStub):
@@ -104,6 +130,32 @@ class OrderServiceAsyncStub(OrderServiceStub):
     SetDefaultPaymentMethod: _aio.UnaryUnaryMultiCallable[_order_pb2.SetDefaultPaymentMethodRequest, _order_pb2.SetDefaultPaymentMethodResponse]  # type: ignore[assignment]
     """Makes one of the caller's saved payment methods the default (PlaceOrder without a
     payment_method_id pays with it).
+    """
+    WatchRestaurantOrders: _aio.UnaryStreamMultiCallable[_order_pb2.WatchRestaurantOrdersRequest, _order_pb2.WatchRestaurantOrdersResponse]  # type: ignore[assignment]
+    """Streams a restaurant's incoming orders and their changes, so a tablet need not poll:
+    first the orders still open (each a snapshot at the feed's current position), then
+    every change of any of its orders, in commit order. Resumes after ``after_seq``
+    (the feed position, SSE Last-Event-ID). Its own staff (token subject = restaurant)
+    or ops.
+    """
+    GetRestaurantOrderSettings: _aio.UnaryUnaryMultiCallable[_order_pb2.GetRestaurantOrderSettingsRequest, _order_pb2.GetRestaurantOrderSettingsResponse]  # type: ignore[assignment]
+    """Returns a restaurant's order-taking settings: auto-confirm and its hours, and how long
+    an order may wait for confirmation (its own staff or ops).
+    """
+    SetRestaurantOrderSettings: _aio.UnaryUnaryMultiCallable[_order_pb2.SetRestaurantOrderSettingsRequest, _order_pb2.SetRestaurantOrderSettingsResponse]  # type: ignore[assignment]
+    """Sets a restaurant's order-taking settings (its own staff or ops); applies to orders
+    placed from then on.
+    """
+    FlagOrder: _aio.UnaryUnaryMultiCallable[_order_pb2.FlagOrderRequest, _order_pb2.FlagOrderResponse]  # type: ignore[assignment]
+    """Raises or clears an alert on an order in flight without changing its status: no
+    driver found (Dispatch's escalation), its driver lost after pickup (presence), the
+    driver back. A timeline entry and an event (``orders.v1.<alert event>``) say so.
+    """
+    ResolveLostDelivery: _aio.UnaryUnaryMultiCallable[_order_pb2.ResolveLostDeliveryRequest, _order_pb2.ResolveLostDeliveryResponse]  # type: ignore[assignment]
+    """Resolves an order whose driver was lost after pickup and did not come back within the
+    service's limit (ops; sooner: FAILED_PRECONDITION DRIVER_MAY_COME_BACK): take it from that driver
+    (``orders.v1.lost_reassigned``: Dispatch finds another), or cancel it with a full
+    refund.
     """
 
 class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -212,6 +264,62 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_order_pb2.SetDefaultPaymentMethodResponse, _abc.Awaitable[_order_pb2.SetDefaultPaymentMethodResponse]]:
         """Makes one of the caller's saved payment methods the default (PlaceOrder without a
         payment_method_id pays with it).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchRestaurantOrders(
+        self,
+        request: _order_pb2.WatchRestaurantOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_order_pb2.WatchRestaurantOrdersResponse], _abc.AsyncIterator[_order_pb2.WatchRestaurantOrdersResponse]]:
+        """Streams a restaurant's incoming orders and their changes, so a tablet need not poll:
+        first the orders still open (each a snapshot at the feed's current position), then
+        every change of any of its orders, in commit order. Resumes after ``after_seq``
+        (the feed position, SSE Last-Event-ID). Its own staff (token subject = restaurant)
+        or ops.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRestaurantOrderSettings(
+        self,
+        request: _order_pb2.GetRestaurantOrderSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_order_pb2.GetRestaurantOrderSettingsResponse, _abc.Awaitable[_order_pb2.GetRestaurantOrderSettingsResponse]]:
+        """Returns a restaurant's order-taking settings: auto-confirm and its hours, and how long
+        an order may wait for confirmation (its own staff or ops).
+        """
+
+    @_abc_1.abstractmethod
+    def SetRestaurantOrderSettings(
+        self,
+        request: _order_pb2.SetRestaurantOrderSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_order_pb2.SetRestaurantOrderSettingsResponse, _abc.Awaitable[_order_pb2.SetRestaurantOrderSettingsResponse]]:
+        """Sets a restaurant's order-taking settings (its own staff or ops); applies to orders
+        placed from then on.
+        """
+
+    @_abc_1.abstractmethod
+    def FlagOrder(
+        self,
+        request: _order_pb2.FlagOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_order_pb2.FlagOrderResponse, _abc.Awaitable[_order_pb2.FlagOrderResponse]]:
+        """Raises or clears an alert on an order in flight without changing its status: no
+        driver found (Dispatch's escalation), its driver lost after pickup (presence), the
+        driver back. A timeline entry and an event (``orders.v1.<alert event>``) say so.
+        """
+
+    @_abc_1.abstractmethod
+    def ResolveLostDelivery(
+        self,
+        request: _order_pb2.ResolveLostDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_order_pb2.ResolveLostDeliveryResponse, _abc.Awaitable[_order_pb2.ResolveLostDeliveryResponse]]:
+        """Resolves an order whose driver was lost after pickup and did not come back within the
+        service's limit (ops; sooner: FAILED_PRECONDITION DRIVER_MAY_COME_BACK): take it from that driver
+        (``orders.v1.lost_reassigned``: Dispatch finds another), or cancel it with a full
+        refund.
         """
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -14,6 +14,9 @@ Settings (``FOODMESH_DISPATCH_*``):
 - ``WEIGHTS`` (``distance=0.35,eta=0.25,quality=0.2,acceptance=0.1,opportunity=0.1``);
 - ``RADIUS_MILES`` (5), ``WIDE_RADIUS_MILES`` (10), ``ESCALATED_RADIUS_MILES`` (15),
   ``MIN_ACCEPTANCE`` (0.70, relaxed per order when nobody reaches it);
+- ``NO_DRIVER_AFTER_S`` (30: then the order is escalated and ops and the customer told),
+  ``FREE_CANCEL_AFTER_S`` (600: from then its customer may cancel free),
+  ``ESCALATION_EVERY_S`` (1): see ``escalation.py``;
 - ``LEASE_S`` (6: a dead leader's regions are taken over within it), ``REGION_PRECISION``
   (4: regions are geohash-4 cells of the restaurant);
 - ``LOCATION_TARGET``, ``ORDER_TARGET`` (default: their ports on this host);
@@ -53,6 +56,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     from foodmesh.core.nats import ensure_kv
     from servers.dispatch.convert import event_builder
     from servers.dispatch.engine import Engine, EngineConfig
+    from servers.dispatch.escalation import Escalation, EscalationRules
     from servers.dispatch.leases import Leases
     from servers.dispatch.navigator import Navigator, NavigatorConfig
     from servers.dispatch.service import DispatchServicer
@@ -90,6 +94,11 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         subjects=resources.subjects,
         config=config,
     )
+    engine.escalation = Escalation(
+        pool=resources.pg, announce=event_builder(resources.subjects), orders=orders,
+        rules=EscalationRules.from_extra(s.extra), offer_rules=config.rules,
+        escalated_radius_miles=config.match.escalated_radius_miles, clock=engine.clock,
+    )  # fmt: skip
     navigator = Navigator(
         fleet=fleet,
         eta=travel,

@@ -35,7 +35,13 @@ from typing import Any, Protocol
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
-from foodmesh.core.events import DRIVER_PRESENCE, LOCATION, ORDER_EVENTS, ORDERS
+from foodmesh.core.events import (
+    DRIVER_PRESENCE,
+    EVENT_LOST_REASSIGNED,
+    LOCATION,
+    ORDER_EVENTS,
+    ORDERS,
+)
 from foodmesh.core.geo import geohash_encode
 from foodmesh.core.nats import Subjects, ensure_stream
 from foodmesh.core.settings import env_float, env_int
@@ -48,6 +54,7 @@ from foodmesh.v1 import (
     order_pb2,
 )
 from servers.dispatch import convert
+from servers.dispatch.escalation import Escalation
 from servers.dispatch.matching import (
     BatchPlan,
     Candidate,
@@ -205,6 +212,8 @@ class Engine:
         self._calls_lock = asyncio.Lock()
         self.batches = 0
         self.offers_made = 0
+        #: No driver found / driver lost after pickup (``escalation.py``), when wired.
+        self.escalation: Escalation | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -218,6 +227,8 @@ class Engine:
             "presence-in": self._presence_loop,
             "hub": self._hub_loop,
         }
+        if self.escalation is not None:
+            loops["escalation"] = self.escalation.run
         self._tasks = [asyncio.create_task(f(), name=f"dispatch-{n}") for n, f in loops.items()]
 
     async def stop(self) -> None:
@@ -563,6 +574,9 @@ class Engine:
 
     async def _on_order(self, msg: Any) -> None:
         kind = msg.subject.rsplit(".", 1)[-1]
+        if self.escalation is not None and kind == EVENT_LOST_REASSIGNED:
+            await self.escalation.on_order(kind, ORDER_EVENTS.decode(msg.data).order)
+            return
         if kind not in ("confirmed", "cancelled"):
             return
         ev = ORDER_EVENTS.decode(msg.data)
@@ -615,6 +629,8 @@ class Engine:
 
     async def _on_presence(self, msg: Any) -> None:
         ev = DRIVER_PRESENCE.decode(msg.data)
+        if self.escalation is not None:
+            await self.escalation.on_presence(ev)  # a delivery after pickup: flagged
         if ev.online:
             return
         await self.driver_lost(ev.driver_id, "the driver went offline (no location for a while)")

@@ -24,6 +24,16 @@ Settings (``FOODMESH_ORDER_*``):
   answer after a delivery or cancellation committed) are retried, and ratings the Catalog
   or Dispatch did not take are handed to them again (5);
 - ``RELEASE_EVERY_S``: how often scheduled orders due for the kitchen are released (1);
+- ``CONFIRM_TIMEOUT_S``: how long an order waits for its restaurant's confirmation before
+  it is cancelled with a full refund, unless the restaurant set its own (300);
+- ``SWEEP_EVERY_S``: how often due confirmation deadlines (auto-confirm, timeout) and
+  lapsed card holds are swept (0.5; ``deadlines.py``);
+- ``HOLD_GRACE_S``: how long after a placement's claim lapsed with no order its card hold
+  is voided (300);
+- ``FEED_POLL_S``: how often the restaurants' feeds watched here look for news (0.25;
+  ``feed.py``); ``FEED_KEEP_S``: how long a feed keeps its positions (86400);
+- ``LOST_RESOLVE_AFTER_S``: how long a driver lost after pickup has to come back before
+  ops may reassign or refund the order (120);
 
 Scheduled orders (``DELIVERY_OPTION_SCHEDULED``, 30 minutes to 7 days ahead) are
 placed and paid at once but announced as ``orders.v1.scheduled``; at
@@ -73,7 +83,10 @@ async def build(
     ``hooks`` are told the points PlaceOrder passes (a chaos test kills the process there).
     """
     from clients.catalog import CachedCatalog
+    from servers.order.deadlines import Sweeper
     from servers.order.eta import FallbackEta, RemoteEta
+    from servers.order.feed import FeedWaker
+    from servers.order.payments import HoldLookup
     from servers.order.placement import NO_HOOKS
     from servers.order.pricing import FallbackPricing, RemotePricing
     from servers.order.sandbox import SandboxProvider
@@ -116,9 +129,47 @@ async def build(
         feed=feed,
         watch_poll_s=float(s.extra.get("FOODMESH_ORDER_WATCH_POLL_S", "5")),
         hooks=hooks or NO_HOOKS,
+        feed_waker=FeedWaker(resources.pg,
+                             poll_s=float(s.extra.get("FOODMESH_ORDER_FEED_POLL_S", "0.25"))),
+        confirm_timeout_s=float(s.extra.get("FOODMESH_ORDER_CONFIRM_TIMEOUT_S", "300")),
+        lost_resolve_after_s=float(s.extra.get("FOODMESH_ORDER_LOST_RESOLVE_AFTER_S", "120")),
     )  # fmt: skip
     order_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
     feed.start()
+    servicer.feed_waker.start()
+    provider = servicer.ports.payments
+    sweeper = Sweeper(
+        servicer.store, event=servicer._event,
+        holds=provider if isinstance(provider, HoldLookup) else None,
+        hold_grace_s=float(s.extra.get("FOODMESH_ORDER_HOLD_GRACE_S", "300")),
+    )  # fmt: skip
+    sweep_every = float(s.extra.get("FOODMESH_ORDER_SWEEP_EVERY_S", "0.5"))
+    feed_keep_s = float(s.extra.get("FOODMESH_ORDER_FEED_KEEP_S", "86400"))
+    sweep_wake = asyncio.Event()
+    servicer.on_deadline = sweep_wake.set
+
+    async def sweep_forever() -> None:
+        passes = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(sweep_every):
+                    await sweep_wake.wait()
+            sweep_wake.clear()
+            try:
+                swept = await sweeper.confirm_deadlines()
+                if swept.confirmed or swept.cancelled:
+                    servicer._poke()
+                for order_id in swept.cancelled:
+                    o = await servicer.store.get(order_id)
+                    if o is not None:
+                        await servicer.settle(o)  # the hold voided now, not in 5 s
+                passes += 1
+                if passes % 20 == 1:  # lapsed holds and old feed rows need no haste
+                    await sweeper.orphan_holds()
+                    await sweeper.prune(keep_s=feed_keep_s)
+            except Exception as exc:  # PostgreSQL away: next pass
+                _log.warning("deadline / card hold sweep failed: %s", exc)
+
     gather_s = float(s.extra.get("FOODMESH_ORDER_RELAY_GATHER_S", "0.02"))
     relay_on = s.extra.get("FOODMESH_ORDER_RELAY", "1") not in ("0", "false", "no", "off")
 
@@ -155,6 +206,7 @@ async def build(
     tasks = [
         asyncio.create_task(settle_forever(), name="order-payment-settler"),
         asyncio.create_task(release_forever(), name="order-scheduled-release"),
+        asyncio.create_task(sweep_forever(), name="order-deadline-sweeper"),
     ]
 
     async def stop() -> None:
@@ -162,6 +214,7 @@ async def build(
         await stop_tasks(tasks)
         await relay.stop()
         await feed.stop()
+        await servicer.feed_waker.stop()
         for client in owned:
             with contextlib.suppress(Exception):
                 await client.close()

@@ -241,6 +241,37 @@ def order_to_pb(o: Order, *, with_pin: bool = False) -> order_pb2.Order:
         leave_at_door=o.leave_at_door,
         payment_method_id=o.payment_method if with_pin else "",
         payment_method_name=o.payment_method_name if with_pin else "",
+        alert=alert_to_pb(o.alert, c),
+        free_cancel_after=_ts(o.free_cancel_after),
+    )
+
+
+_ALERT_KINDS = {
+    "no_driver": order_pb2.ORDER_ALERT_KIND_NO_DRIVER,
+    "driver_lost": order_pb2.ORDER_ALERT_KIND_DRIVER_LOST,
+}
+
+
+def alert_to_pb(alert: dict[str, object] | None, currency: str) -> order_pb2.OrderAlert | None:
+    """An order's alert (``model.Order.alert``) as the contract shows it; None when none."""
+    if not alert:
+        return None
+    since = alert.get("since")
+    return order_pb2.OrderAlert(
+        kind=_ALERT_KINDS.get(str(alert.get("kind")), order_pb2.ORDER_ALERT_KIND_UNSPECIFIED),
+        since=_ts(dt.datetime.fromisoformat(since)) if isinstance(since, str) else None,
+        reason=str(alert.get("reason", "")),
+        last_known_location=(
+            common_pb2.LatLng(lat=float(alert["lat"]), lon=float(alert["lon"]))  # type: ignore[arg-type]
+            if "lat" in alert
+            else None
+        ),
+        driver_id=str(alert.get("driver_id", "")),
+        driver_bonus=(
+            _money(int(alert["bonus_minor"]), currency)  # type: ignore[call-overload]
+            if alert.get("bonus_minor")
+            else None
+        ),
     )
 
 

@@ -87,6 +87,11 @@ class Order:
     #: ("Apple Pay · Visa •••• 4242"); '' for orders placed before they were kept.
     payment_method: str = ""
     payment_method_name: str = ""
+    #: What is wrong with the order in flight (``{"kind": "no_driver" | "driver_lost",
+    #: "since", "reason", "lat", "lon", "driver_id", "bonus_minor"}``), or None.
+    alert: dict[str, Any] | None = None
+    #: From when its customer may cancel free of charge (no driver found), or None.
+    free_cancel_after: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,3 +108,7 @@ class Change:
     estimated_delivery_time: dt.datetime | None = None
     #: The event's subject suffix (``orders.v1.<event>``); the new status by default.
     event: str | None = None
+    #: Replace the order's alert with ``alert`` (None clears it); untouched otherwise.
+    set_alert: bool = False
+    alert: dict[str, Any] | None = None
+    free_cancel_after: dt.datetime | None = None

@@ -8,12 +8,14 @@ that crashed halfway) has the effect of doing it once, as with a card processor.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 __all__ = [
     "Authorization",
     "InvalidToken",
     "MethodVault",
+    "Hold",
+    "HoldLookup",
     "PaymentDeclined",
     "PaymentError",
     "PaymentProvider",
@@ -109,3 +111,21 @@ class MethodVault(Protocol):
     async def detach_method(self, *, payment_method_id: str, customer_id: str) -> None:
         """Forgets the customer's method: it authorizes nothing any more (idempotent)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A card authorization as the processor reports it."""
+
+    payment_id: str
+    amount_minor: int
+    status: str
+
+
+@runtime_checkable
+class HoldLookup(Protocol):
+    """A provider that can find the authorizations made for a reference (the order id)."""
+
+    async def holds_for(self, *, reference: str) -> list[Hold]: ...
+
+    async def void(self, *, key: str, payment_id: str, amount_minor: int) -> None: ...

@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -31,6 +31,7 @@ from foodmesh.core.geo import METERS_PER_MILE
 from foodmesh.v1 import catalog_pb2, common_pb2, order_pb2
 from servers.order import convert, metrics
 from servers.order.cart import price_lines
+from servers.order.confirm import DEFAULT_TIMEOUT_S, ConfirmPlan, ConfirmSettings, plan_confirm
 from servers.order.eta import EtaInput
 from servers.order.ids import new_order_id
 from servers.order.methods import MethodStore, display_name
@@ -57,6 +58,8 @@ _CLAIM_MARGIN_S = 5.0
 _CLAIM_HOLD_MAX_S = 60.0
 
 #: Builds the outbox event of an order's entry: (order, entry, event name, snapshot).
+#: A restaurant's order-taking settings by its id.
+SettingsOf = Callable[[str], Awaitable[ConfirmSettings]]
 EventOf = Callable[[Order, Entry, str, "order_pb2.Order | None"], OutboxEvent]
 
 
@@ -134,12 +137,16 @@ class Placement:
         event: EventOf,
         hooks: PlacementHooks = NO_HOOKS,
         methods: MethodStore | None = None,
+        confirm_settings: SettingsOf | None = None,
+        confirm_timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.store = store
         self.ports = ports
         self.event = event
         self.hooks = hooks
         self.methods = methods if methods is not None else MethodStore(store.pool)
+        self.confirm_settings = confirm_settings
+        self.confirm_timeout_s = confirm_timeout_s
 
     async def claim_key(
         self, req: order_pb2.PlaceOrderRequest, p: Principal, digest: str
@@ -195,7 +202,7 @@ class Placement:
         self.hooks.reached("authorized")
         order = self.build(req, p, order_id, now, venue, cart, quote, promise, auth, total,
                            method=method)  # fmt: skip
-        written, fresh = await self.commit(order, req)
+        written, fresh = await self.commit(order, req, await self.confirm_plan(venue, promise, now))
         if fresh:
             metrics.placed()
             self.hooks.reached("placed")
@@ -423,13 +430,25 @@ class Placement:
             ),
         )
 
-    async def commit(self, order: Order, req: order_pb2.PlaceOrderRequest) -> tuple[Order, bool]:
+    async def confirm_plan(self, venue: Venue, promise: Promise, now: dt.datetime) -> ConfirmPlan:
+        """Who confirms the order and by when (the restaurant's settings, cached briefly)."""
+        rid = venue.restaurant.restaurant_id
+        settings = (await self.confirm_settings(rid) if self.confirm_settings is not None
+                    else ConfirmSettings(rid))  # fmt: skip
+        return plan_confirm(settings, now=now, time_zone=venue.restaurant.time_zone,
+                            release_at=promise.release_at,
+                            default_timeout_s=self.confirm_timeout_s)  # fmt: skip
+
+    async def commit(
+        self, order: Order, req: order_pb2.PlaceOrderRequest, confirm: ConfirmPlan
+    ) -> tuple[Order, bool]:
         """Writes the order with its event; (the order, False) if a twin attempt wrote it."""
         first = order.timeline[0]
         snapshot = convert.order_to_pb(order)
         event = self.event(order, first, "" if order.released else "scheduled", snapshot)
         try:
-            await self.store.insert_order(order, event, idempotency_key=req.idempotency_key)
+            await self.store.insert_order(order, event, idempotency_key=req.idempotency_key,
+                                          confirm=confirm)  # fmt: skip
         except BaseException as exc:
             # The hold stays: whether or not the insert committed, the retry of this request
             # uses it (same authorization key), so voiding it here could only void the

@@ -32,6 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 from servers.order._pg import autocommit
 from servers.order.payments import (
     Authorization,
+    Hold,
     InvalidToken,
     PaymentDeclined,
     PaymentError,
@@ -67,6 +68,8 @@ _MESSAGES = {
     "insufficient_funds": "the card has insufficient funds",
     "wallet_declined": "the wallet declined the payment",
     "invalid_payment_method": "no such payment method",
+    "authorization_voided": "this attempt's card hold was released after the attempt was"
+    " abandoned: place the order again with a new idempotency_key",
 }
 
 
@@ -117,11 +120,17 @@ class SandboxProvider:
             row = await cur.fetchone()
             if row is None:
                 cur = await conn.execute(
-                    "SELECT payment_id, payment_method, amount_minor, currency, decline_code"
-                    " FROM orders.sandbox_payments WHERE auth_key = %s",
+                    "SELECT payment_id, payment_method, amount_minor, currency, decline_code,"
+                    " status FROM orders.sandbox_payments WHERE auth_key = %s",
                     (key,),
                 )
                 row = await cur.fetchone()
+                if row is not None and row[5] == "voided" and not row[4]:
+                    # The hold of an abandoned attempt was released (servers/order/deadlines.py):
+                    # a processor answers a repeated key with what became of it.
+                    code = "authorization_voided"
+                    raise PaymentDeclined(code, _MESSAGES[code])
+                row = row[:5] if row is not None else None
         assert row is not None
         pid, method, amount, cur_code, code = row
         if (method, amount, cur_code) != (payment_method_id, amount_minor, currency):
@@ -162,6 +171,20 @@ class SandboxProvider:
                 " WHERE payment_id = %s",
                 (amount_minor, payment_id),
             )
+
+    async def holds_for(self, *, reference: str) -> list[Hold]:
+        """The authorizations made for ``reference`` (an order id), as they stand."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT payment_id, amount_minor, status FROM orders.sandbox_payments"
+                " WHERE reference = %s AND decline_code = ''",
+                (reference,),
+            )
+            return [Hold(r[0], int(r[1]), r[2]) for r in await cur.fetchall()]
+
+    async def void(self, *, key: str, payment_id: str, amount_minor: int) -> None:
+        """Releases an authorization whole (once per ``key``; a voided one stays voided)."""
+        await self.refund(key=key, payment_id=payment_id, amount_minor=amount_minor)
 
     async def refund(self, *, key: str, payment_id: str, amount_minor: int) -> RefundOutcome:
         async with self.pool.connection() as conn, conn.transaction():

@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,10 +36,14 @@ from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import catalog_pb2, dispatch_pb2, order_pb2
 from foodmesh.v1 import order_pb2_grpc as pb_grpc
 from servers.order import convert
+from servers.order.confirm import DEFAULT_TIMEOUT_S
 from servers.order.eta import EtaPort
+from servers.order.feed import FeedWaker
+from servers.order.flows import RestaurantFlows, free_cancel
 from servers.order.methods import MethodStore, PaymentMethodsServicer
 from servers.order.model import Change, Entry, Order
 from servers.order.payments import (
+    HoldLookup,
     MethodVault,
     PaymentError,
     PaymentProvider,
@@ -53,6 +57,7 @@ from servers.order.transitions import (
     Actor,
     IllegalTransition,
     NotAllowed,
+    Refund,
     Status,
     cancel_refund,
     check_cancel,
@@ -60,6 +65,7 @@ from servers.order.transitions import (
 )
 from servers.order.watch import ChangeFeed
 from servers.runtime.auth import require
+from servers.runtime.cache import TtlCache
 from servers.runtime.context import time_left
 from servers.runtime.outbox import OutboxEvent, OutboxRelay
 
@@ -118,7 +124,7 @@ def _illegal(exc: IllegalTransition) -> FailedPrecondition:
     return FailedPrecondition(str(exc), reason="ILLEGAL_TRANSITION")
 
 
-class OrderServicer(PaymentMethodsServicer, pb_grpc.OrderServiceServicer):
+class OrderServicer(PaymentMethodsServicer, RestaurantFlows, pb_grpc.OrderServiceServicer):
     def __init__(
         self,
         store: OrderStore,
@@ -129,6 +135,10 @@ class OrderServicer(PaymentMethodsServicer, pb_grpc.OrderServiceServicer):
         relay: OutboxRelay | None = None,
         watch_poll_s: float = 5.0,
         hooks: PlacementHooks = NO_HOOKS,
+        feed_waker: FeedWaker | None = None,
+        confirm_timeout_s: float = DEFAULT_TIMEOUT_S,
+        settings_cache_s: float = 2.0,
+        lost_resolve_after_s: float = 120.0,
     ) -> None:
         self._placing: set[asyncio.Task[order_pb2.Order]] = set()
         self.store = store
@@ -139,8 +149,17 @@ class OrderServicer(PaymentMethodsServicer, pb_grpc.OrderServiceServicer):
         self.watch_poll_s = watch_poll_s
         self.methods = MethodStore(store.pool)
         self.vault = ports.vault
+        self.feed_waker = feed_waker or FeedWaker(store.pool)
+        # Feed streams are woken by the waker's poll; reading on their own is only a backstop
+        # (hundreds of tablets re-reading every few seconds would cost more than it saves).
+        self.feed_poll_s = max(30.0, watch_poll_s)
+        self.settings_cache = TtlCache(ttl_s=settings_cache_s)
+        self.lost_resolve_after_s = lost_resolve_after_s
+        self.on_deadline: Callable[[], None] = lambda: None
         self.placement = Placement(store, ports, event=self._event, hooks=hooks,
-                                   methods=self.methods)  # fmt: skip
+                                   methods=self.methods,
+                                   confirm_settings=self.confirm_settings,
+                                   confirm_timeout_s=confirm_timeout_s)  # fmt: skip
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -309,10 +328,29 @@ class OrderServicer(PaymentMethodsServicer, pb_grpc.OrderServiceServicer):
             await asyncio.shield(self._expire_key(p.subject, key))
             raise exc.error from None
         except BaseException:
-            await asyncio.shield(self.store.release_key(p.subject, key))
+            await asyncio.shield(self._give_back(p.subject, key, order_id))
             raise
         self._poke()
+        self.on_deadline()  # an auto-confirmed order is due at once
         return _pb(placed, p)
+
+    async def _give_back(self, customer_id: str, key: str, order_id: str) -> None:
+        """Releases the key of a placement that failed; expires it if a card hold is left.
+
+        A placement stopped after the card hold (shutdown, a bug) keeps its claim so that a
+        retry finishes it, or the holds sweeper voids the hold once the claim has lapsed.
+        """
+        pay = self.ports.payments
+        try:
+            held = isinstance(pay, HoldLookup) and any(
+                h.status == "authorized" for h in await pay.holds_for(reference=order_id)
+            )
+        except Exception:  # the ledger away: keep the claim, the sweeper will look again
+            held = True
+        if held:
+            await self._expire_key(customer_id, key)
+        else:
+            await self.store.release_key(customer_id, key)
 
     async def _expire_key(self, customer_id: str, key: str) -> None:
         try:
@@ -398,6 +436,8 @@ class OrderServicer(PaymentMethodsServicer, pb_grpc.OrderServiceServicer):
                     subtotal_minor=o.subtotal_minor,
                     tax_minor=o.tax_minor,
                 )
+                if p.role == "customer" and free_cancel(o, _now()):
+                    refund = Refund(o.total_minor, 0, "no driver found: free cancellation")
             except IllegalTransition as exc:
                 raise _illegal(exc) from None
             except NotAllowed as exc:
@@ -591,9 +631,11 @@ class OrderServicer(PaymentMethodsServicer, pb_grpc.OrderServiceServicer):
             else:
                 why = request.reason or f"driver {o.driver_id} unassigned"
                 event = "driver_unassigned"
+            # A driver found ends a no-driver alert (and the free cancellation with it).
+            found = bool(request.driver_id) and (o.alert or {}).get("kind") == "no_driver"
             return Change(status=o.status, actor=p.subject, reason=why,
                           driver_id=request.driver_id, estimated_delivery_time=eta,
-                          event=event)  # fmt: skip
+                          event=event, set_alert=found)  # fmt: skip
 
         done = await self.store.apply(request.order_id, decide, self._event)
         if done is None:

@@ -27,6 +27,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from servers.order import metrics
 from servers.order._pg import autocommit
+from servers.order.confirm import ConfirmPlan
+from servers.order.feed import FEED_PLACED_SQL, feed_append
 from servers.order.model import Change, Entry, Line, Order
 from servers.order.transitions import Status
 from servers.runtime.outbox import OutboxEvent, enqueue_event, insert_sql, row_values
@@ -70,6 +72,10 @@ _INSERT_PLACED = (
     " SELECT %(order_id)s, x.seq, x.status, x.actor, x.reason, x.at"
     " FROM jsonb_to_recordset(%(timeline)s) AS x(seq integer, status text, actor text,"
     " reason text, at timestamptz)),"
+    + FEED_PLACED_SQL
+    + " deadline AS (INSERT INTO orders.confirm_deadlines (order_id, restaurant_id, due_at,"
+    " auto, timeout_s) VALUES (%(order_id)s, %(restaurant_id)s, %(confirm_due_at)s,"
+    " %(confirm_auto)s, %(confirm_timeout_s)s)),"
     " done AS (UPDATE orders.idempotency_keys SET state = 'done', order_id = %(order_id)s"
     " WHERE customer_id = %(customer_id)s AND key = %(idempotency_key)s) "
     + insert_sql(_SCHEMA)
@@ -197,7 +203,9 @@ class OrderStore:
 
     # -- writes ------------------------------------------------------------------------
 
-    async def insert_order(self, o: Order, event: OutboxEvent, *, idempotency_key: str) -> None:
+    async def insert_order(
+        self, o: Order, event: OutboxEvent, *, idempotency_key: str, confirm: ConfirmPlan
+    ) -> None:
         """Writes a new order, its lines, its first timeline entry and its event, at once.
 
         One statement (data-modifying CTEs) in autocommit: one round trip, one
@@ -222,6 +230,11 @@ class OrderStore:
             for e in o.timeline
         ])  # fmt: skip
         values["idempotency_key"] = idempotency_key
+        values["alert"] = None
+        values["feed_event"] = "placed" if o.released else "scheduled"
+        values["confirm_due_at"] = confirm.due_at
+        values["confirm_auto"] = confirm.auto
+        values["confirm_timeout_s"] = confirm.timeout_s
         values.update(row_values(event))
         async with autocommit(self.pool) as conn:
             await conn.execute(_INSERT_PLACED, values)
@@ -278,41 +291,59 @@ class OrderStore:
         change is already made (an idempotent repeat).
         """
         async with self.pool.connection() as conn, conn.transaction():
-            current = await self._load(conn, order_id, lock=True)
-            if current is None:
-                return None
-            change = decide(current)
-            if change is None:
-                return current, False
-            now = dt.datetime.now(dt.UTC)
-            entry = Entry(current.last_seq + 1, change.status, now, change.actor, change.reason)
-            after = dataclasses.replace(
-                current,
-                status=change.status,
-                driver_id=current.driver_id if change.driver_id is None else change.driver_id,
-                cancellation_reason=(
-                    current.cancellation_reason
-                    if change.cancellation_reason is None
-                    else change.cancellation_reason
-                ),
-                payment_pending=change.payment_pending or current.payment_pending,
-                estimated_delivery_time=(
-                    change.estimated_delivery_time or current.estimated_delivery_time
-                ),
-                last_seq=entry.seq,
-                updated_at=now,
-                timeline=(*current.timeline, entry),
-            )
-            await conn.execute(
-                "UPDATE orders.orders SET status = %s, driver_id = %s, cancellation_reason = %s,"
-                " payment_pending = %s, estimated_delivery_time = %s, last_seq = %s,"
-                " updated_at = %s WHERE order_id = %s",
-                (after.status.value, after.driver_id, after.cancellation_reason,
-                 Jsonb(after.payment_pending) if after.payment_pending else None,
-                 after.estimated_delivery_time, after.last_seq, now, order_id),
-            )  # fmt: skip
-            await self._add_entry(conn, order_id, entry)
-            await self._announce(conn, order_id, event_for(after, entry, change.event or ""))
+            return await self.apply_in(conn, order_id, decide, event_for)
+
+    async def apply_in(
+        self,
+        conn: AsyncConnection[Any],
+        order_id: str,
+        decide: Callable[[Order], Change | None],
+        event_for: Callable[[Order, Entry, str], OutboxEvent],
+    ) -> tuple[Order, bool] | None:
+        """:meth:`apply` inside the caller's transaction (a sweeper's, holding its lock)."""
+        current = await self._load(conn, order_id, lock=True)
+        if current is None:
+            return None
+        change = decide(current)
+        if change is None:
+            return current, False
+        now = dt.datetime.now(dt.UTC)
+        entry = Entry(current.last_seq + 1, change.status, now, change.actor, change.reason)
+        after = dataclasses.replace(
+            current,
+            status=change.status,
+            driver_id=current.driver_id if change.driver_id is None else change.driver_id,
+            cancellation_reason=(
+                current.cancellation_reason
+                if change.cancellation_reason is None
+                else change.cancellation_reason
+            ),
+            payment_pending=change.payment_pending or current.payment_pending,
+            estimated_delivery_time=(
+                change.estimated_delivery_time or current.estimated_delivery_time
+            ),
+            last_seq=entry.seq,
+            updated_at=now,
+            timeline=(*current.timeline, entry),
+            alert=change.alert if change.set_alert else current.alert,
+            free_cancel_after=(
+                change.free_cancel_after if change.set_alert else current.free_cancel_after
+            ),
+        )
+        await conn.execute(
+            "UPDATE orders.orders SET status = %s, driver_id = %s, cancellation_reason = %s,"
+            " payment_pending = %s, estimated_delivery_time = %s, last_seq = %s,"
+            " updated_at = %s, alert = %s, free_cancel_after = %s WHERE order_id = %s",
+            (after.status.value, after.driver_id, after.cancellation_reason,
+             Jsonb(after.payment_pending) if after.payment_pending else None,
+             after.estimated_delivery_time, after.last_seq, now,
+             Jsonb(after.alert) if after.alert else None, after.free_cancel_after,
+             order_id),
+        )  # fmt: skip
+        await self._add_entry(conn, order_id, entry)
+        event = change.event or after.status.value
+        await self._announce(conn, order_id, event_for(after, entry, change.event or ""))
+        await feed_append(conn, after.restaurant_id, order_id, entry.seq, event)
         metrics.committed(current, after, at=now)
         return after, True
 
@@ -352,6 +383,7 @@ class OrderStore:
                 o = await self._load(conn, order_id, lock=False)
                 if o is not None and o.status is Status.PLACED:  # not if cancelled meanwhile
                     await self._announce(conn, order_id, event_for(o))
+                    await feed_append(conn, o.restaurant_id, order_id, o.last_seq, "released")
                     released.append(order_id)
         return released
 

@@ -75,17 +75,23 @@ async def dispatch_mesh(
     extra: Mapping[str, str] | None = None,
     location_redis_url: str | None = None,
     location_extra: Mapping[str, str] | None = None,
+    order_extra: Mapping[str, str] | None = None,
 ) -> AsyncIterator[DispatchMesh]:
     """Catalog, Order, Location and Dispatch; ``extra`` is Dispatch's settings.
 
     Location keeps its index in ``location_redis_url`` when given (a Redis of the
-    test's own, to kill), else in ``redis_url``; ``location_extra`` adds to its settings.
+    test's own, to kill), else in ``redis_url``; ``location_extra`` adds to its settings,
+    ``order_extra`` to Order's.
     """
     assert dispatch.SPEC.migrations is not None
     await migrate(pg_url, service="dispatch", migrations=load_migrations(dispatch.SPEC.migrations))
     async with (
         order_mesh(
-            pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace
+            pg_url=pg_url,
+            redis_url=redis_url,
+            nats_url=nats_url,
+            namespace=namespace,
+            extra=order_extra,
         ) as mesh,
         location_service(
             pg_url=pg_url,

@@ -51,12 +51,17 @@ async def platform(
     state_dir: Path,
     with_dispatch: bool = False,
     city: City | None = None,
+    order_extra: dict[str, str] | None = None,
+    dispatch_extra: dict[str, str] | None = None,
 ) -> AsyncIterator[Platform]:
-    """The services, the gateway and ``city`` (default :func:`small_city`) seeded."""
+    """The services, the gateway and ``city`` (default :func:`small_city`) seeded;
+    ``order_extra`` and ``dispatch_extra`` add to those services' settings."""
     city = city or small_city()
     common = dict(redis_url=redis_url, nats_url=nats_url, namespace=namespace)
     async with contextlib.AsyncExitStack() as stack:
-        mesh = await stack.enter_async_context(order_mesh(pg_url=pg_url, seed=False, **common))  # type: ignore[arg-type]
+        mesh = await stack.enter_async_context(
+            order_mesh(pg_url=pg_url, seed=False, extra=order_extra, **common)
+        )  # type: ignore[arg-type]
         feed = await stack.enter_async_context(
             OrderClient(mesh.order.target, options=token("service", "location"))
         )
@@ -79,7 +84,7 @@ async def platform(
                           migrations=load_migrations(dispatch.SPEC.migrations))  # fmt: skip
             dsp = await stack.enter_async_context(run_service(dispatch.SPEC, dispatch_settings(
                 pg_url=pg_url, nats_url=nats_url, namespace=namespace, location=loc.target,
-                order=mesh.order.target)))  # fmt: skip
+                order=mesh.order.target, extra=dispatch_extra)))  # fmt: skip
             dispatch_target = targets["dispatch"] = dsp.target
         http = await stack.enter_async_context(gateway(targets))
         await seed_city(city, catalog_target=mesh.catalog.target, dispatch_target=dispatch_target)

@@ -25,7 +25,7 @@ from foodmesh.core.tasks import stop_tasks
 from foodmesh.sim.agents import SimConfig, Stats
 from foodmesh.sim.city import CENTER, City, CustomerSpec
 from foodmesh.sim.demand import distance_m
-from foodmesh.sim.run import run_sim
+from foodmesh.sim.run import format_progress, run_sim
 from foodmesh.sim.trace import load_trace
 from foodmesh.v1 import common_pb2, location_pb2
 from foodmesh.v1 import order_pb2 as opb
@@ -216,3 +216,51 @@ async def place_somewhere(client: OrderClient, city: City, person: CustomerSpec)
             raise
         return reply.order.order_id
     raise AssertionError("no restaurant of the city takes an order to the person's address")
+
+
+async def test_the_city_exercises_auto_confirm_the_confirmation_timeout_and_escalation(
+    pg_url: str, redis_url: str, nats_url: str, namespace: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """Kitchens hear their orders on their feeds; some confirm by themselves, some never
+    (the platform cancels those); no driver works, so Dispatch escalates what is confirmed.
+    The progress line counts each."""
+    caplog.set_level(logging.WARNING)
+    async with run_platform(
+        pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace,
+        state_dir=tmp_path, with_dispatch=True,
+        order_extra={"FOODMESH_ORDER_CONFIRM_TIMEOUT_S": "1",
+                     "FOODMESH_ORDER_SWEEP_EVERY_S": "0.2"},
+        dispatch_extra={"FOODMESH_DISPATCH_NO_DRIVER_AFTER_S": "1",
+                        "FOODMESH_DISPATCH_ESCALATION_EVERY_S": "0.2"},
+    ) as p:  # fmt: skip
+        stats = Stats()
+        stop = asyncio.Event()
+
+        async def until_all_seen() -> None:
+            c = stats.counts
+            while True:
+                await asyncio.sleep(0.2)
+                if c["auto_confirmed"] and c["confirm_timeout"] and c["no_driver"]:
+                    stop.set()
+                    return
+
+        watcher = asyncio.create_task(until_all_seen())
+        try:
+            result = await run_sim(
+                config(p, dispatch_target=None, duration_s=40.0, orders_per_hour=7200.0,
+                       auto_confirm_share=0.45, absent_kitchen_share=0.45, declined_share=0.0,
+                       cancel_share=0.0),
+                city=small_city(), stats=stats, stop=stop,
+            )  # fmt: skip
+        finally:
+            await stop_tasks([watcher])
+    c = result.stats.counts
+    assert c["auto_confirmed"] >= 1 and c["confirm_timeout"] >= 1, result.stats.as_json()
+    assert c["no_driver"] >= 1 and c["adopted"] == 0, result.stats.as_json()
+    line = format_progress(result.stats)
+    assert "auto_confirmed" in line and "confirm_timeout" in line and "no_driver" in line
+    assert not [k for k in result.stats.errors if k.startswith(("http_5", "agent_crash"))], (
+        result.stats.as_json()
+    )
+    assert unhandled(caplog.records) == []

@@ -107,3 +107,29 @@ def test_escalation_shows_until_someone_takes_the_order() -> None:
     s.on_dispatch(dispatch_event("o1", dispatch_pb2.DISPATCH_EVENT_KIND_ASSIGNED, 90, n=2,
                                  driver="d1"), 90.0)  # fmt: skip
     assert s.figures(91.0)["escalated"] == 0
+
+
+def test_auto_confirms_timeouts_and_alerts_are_counted() -> None:
+    s = CityState()
+    s.on_order(order_event("o1", common_pb2.ORDER_STATUS_PLACED, 1, seq=1), 1.0)
+    auto = order_event("o1", common_pb2.ORDER_STATUS_CONFIRMED, 2, seq=2)
+    auto.change.actor = "auto-confirm"
+    s.on_order(auto, 2.0)
+    s.on_order(order_event("o2", common_pb2.ORDER_STATUS_PLACED, 1, seq=1), 1.0)
+    late = order_event("o2", common_pb2.ORDER_STATUS_CANCELLED, 301, seq=2)
+    late.order.cancellation_reason = "confirm_timeout: the restaurant did not confirm"
+    s.on_order(late, 301.0)
+    flagged = order_event("o1", common_pb2.ORDER_STATUS_CONFIRMED, 40, seq=3)
+    flagged.order.alert.kind = order_pb2.ORDER_ALERT_KIND_NO_DRIVER
+    s.on_order(flagged, 40.0)
+    fig = s.figures(302.0)
+    assert (fig["auto_confirmed"], fig["confirm_timeouts"], fig["no_driver"]) == (1, 1, 1)
+    lost = order_event("o1", common_pb2.ORDER_STATUS_IN_TRANSIT, 400, seq=4)
+    lost.order.alert.kind = order_pb2.ORDER_ALERT_KIND_DRIVER_LOST
+    lost.order.alert.last_known_location.lat = 37.7
+    s.on_order(lost, 400.0)
+    fig = s.figures(401.0)
+    assert (fig["no_driver"], fig["driver_lost"]) == (0, 1)
+    assert s.orders["o1"].last_known == (37.7, 0.0)
+    s.on_order(order_event("o1", common_pb2.ORDER_STATUS_IN_TRANSIT, 420, seq=5), 420.0)
+    assert s.figures(421.0)["driver_lost"] == 0  # back: the alert is gone from the order

@@ -206,7 +206,8 @@ def test_streaming_shapes_match_the_design() -> None:
     for rpc in ("LocationService.StreamLocations", "DispatchService.DriverSession"):
         assert m[rpc].client_streaming and m[rpc].server_streaming, rpc
         streams.add(rpc)
-    for rpc in ("OrderService.WatchOrder", "LocationService.TrackOrder"):
+    for rpc in ("OrderService.WatchOrder", "OrderService.WatchRestaurantOrders",
+                "LocationService.TrackOrder"):  # fmt: skip
         assert m[rpc].server_streaming and not m[rpc].client_streaming, rpc
         streams.add(rpc)
     others = {n for n, d in m.items() if d.client_streaming or d.server_streaming}

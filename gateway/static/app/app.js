@@ -183,6 +183,11 @@ $("place").addEventListener("click", async () => {
 });
 
 function showOrder(o) {
+  // An alert (no driver yet, driver lost) says so beside the status, in the platform's words.
+  const alert = o.alert && o.alert.reason ? ` · ${o.alert.reason}` : "";
+  const free = o.free_cancel_after && new Date(o.free_cancel_after) <= new Date()
+    ? " · you may cancel free of charge" : "";
+  $("status").textContent = statusName(o.status) + alert + free;
   $("status").textContent = statusName(o.status);
   // A delivered order may be rated once: restaurant, food and driver apart.
   $("rate-box").hidden = statusName(o.status) !== "delivered" || state.rated === o.order_id;
