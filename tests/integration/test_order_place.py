@@ -115,7 +115,7 @@ async def test_bad_requests_name_every_field(mesh: Mesh) -> None:
                pb.OrderItemInput(item_id="salad", quantity=1),
                pb.OrderItemInput(item_id="salad", quantity=100)],
         delivery_address=common_pb2.Address(lat=95, lon=-122),
-        payment_method_id="",
+        payment_method_id="p" * 256,  # (none at all pays with the default saved method)
     )  # fmt: skip
     async with clients(mesh, ("customer", "cus_1")) as (me,):
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -202,11 +202,13 @@ async def test_someone_elses_order_is_not_found(mesh: Mesh) -> None:
                 assert grpc.StatusCode.NOT_FOUND in {code for code, _, _ in seen}
             listed = await stranger.list_orders(pb.ListOrdersRequest())
             assert o.order_id not in {x.order_id for x in listed.orders}
-        # The restaurant sees the order as its customer does, but for the delivery PIN.
-        assert o.delivery_pin
+        # The restaurant sees the order as its customer does, but for the delivery PIN and
+        # what paid for it.
+        assert o.delivery_pin and o.payment_method_name
         theirs = pb.Order()
         theirs.CopyFrom(o)
         theirs.delivery_pin = ""
+        theirs.payment_method_id = theirs.payment_method_name = ""
         assert (await rest1.get_order(pb.GetOrderRequest(order_id=o.order_id))).order == theirs
 
 
