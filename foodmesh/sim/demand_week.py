@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ class ScheduledEvent:
 
 @dataclass(frozen=True, slots=True)
 class WeatherSpell:
-    """Rain over the whole city (geohash area ``area``) from ``start_ts`` to ``end_ts``."""
+    """Rain over the whole city (every cell starts with ``area``) from ``start_ts`` to ``end_ts``."""
 
     area: str
     kind: int
@@ -146,7 +147,8 @@ def simulate(
     t0 = start.timestamp()
     base = _minute_curve(start, minutes, time_zone) * orders_per_hour / 60.0
 
-    city = cells[0][:3]
+    # The rain falls on every cell: its area is the prefix they all share.
+    city = os.path.commonprefix(cells) or cells[0][:1]
     spells: list[WeatherSpell] = []
     for d in range(days):
         if rng.random() < 0.35:

@@ -22,13 +22,14 @@ any count at or after ``t`` changes none of them):
   two for the target's time a week before (what moved the seasonal features);
 - the seasonal level with less noise: the cell's share of the city's orders over the
   past week times the city's count of the same half hour a week and two weeks
-  before (and yesterday), and how the city's last hour compares with the same hour
-  of those weeks.
+  before (and yesterday); how the city's last hour compares with the same hour of
+  those weeks (rain shows in every cell at once), and the cell's own (an event).
 
 A missing history (before the first count) is NaN, which the trees route on their
 own. The model is gradient-boosted trees (XGBoost, Poisson objective: counts are
-counts) starting from the seasonal level (a log base margin), so the trees learn
-what moves the level rather than the level itself. The 80 % interval is a
+counts) starting from the seasonal level brought up to date by the city's trend
+(and, damped, the cell's): a log base margin, so the trees learn what moves the
+level rather than the level itself. The 80 % interval is a
 negative binomial around the predicted mean whose dispersion is fitted on a
 held-out slice (the latest fifth of the training rows, unseen by the trees). With
 too little history (under :data:`MIN_TRAIN_ROWS` rows) the forecast falls back to
@@ -91,6 +92,7 @@ FEATURES = (
     "level_week", "city_recent_30", "city_last_week_recent_30", "city_last_week_target",
     "event", "weather", "share_week", "prior_last_week", "prior_yesterday",
     "prior_two_weeks", "city_trend", "prior_weeks", "event_last_week", "weather_last_week",
+    "cell_trend",
 )  # fmt: skip
 _IDX = {name: i for i, name in enumerate(FEATURES)}
 _INTERVAL = 0.8
@@ -255,6 +257,12 @@ def feature_matrix(
     mean_before = np.where(n_before > 0, np.nansum(before, axis=0) / np.maximum(n_before, 1),
                            np.nan)  # fmt: skip
     x[:, _IDX["city_trend"]] = (now_60 + 10) / (mean_before + 10)
+    # The same for the cell against its own seasonal hour (an event shows here), relative
+    # to the city's, damped: a cell's hour is a few orders, mostly noise.
+    own = np.stack([cs(i, ks - 2 * WINDOW - w, ks - w, ks) for w in (_WEEK, 2 * _WEEK)])
+    n_own = (~np.isnan(own)).sum(axis=0)
+    own_before = np.where(n_own > 0, np.nansum(own, axis=0) / np.maximum(n_own, 1), np.nan)
+    x[:, _IDX["cell_trend"]] = (x[:, _IDX["recent_60"]] + 5) / (own_before + 5)
     # The mean of the weeks before at the target's time: the seasonal level of the cell.
     weeks = x[:, [_IDX["prior_last_week"], _IDX["prior_two_weeks"]]]
     known = (~np.isnan(weeks)).sum(axis=1)
@@ -410,13 +418,17 @@ def _rows(
 
 
 def _margin(x: F64) -> F64:
-    """The trees' starting point (log scale): the seasonal level, else the recent half hour.
+    """The trees' starting point (log scale): the seasonal level times the city's trend and
+    the square root of the cell's trend over the city's; without a seasonal level, the
+    recent half hour.
 
     Trees are piecewise constant: asked to learn ``y ≈ level`` they would approximate the
-    identity in steps. Starting from the level, they learn only what moves it (the city's
-    trend, events, weather, the hour).
+    identity in steps. Starting from the level, they learn only what moves it (events,
+    weather, the hour, what the trends miss).
     """
-    level = x[:, _IDX["prior_weeks"]]
+    city = np.nan_to_num(x[:, _IDX["city_trend"]], nan=1.0)
+    cell = np.nan_to_num(x[:, _IDX["cell_trend"]], nan=1.0)
+    level = x[:, _IDX["prior_weeks"]] * city * np.sqrt(np.clip(cell / city, 0.5, 3.0))
     level = np.where(np.isnan(level), x[:, _IDX["recent_30"]], level)
     return np.asarray(np.log(np.maximum(np.nan_to_num(level, nan=1.0), 0.5)), dtype=np.float64)
 
@@ -432,7 +444,7 @@ def _fit(x: F64, y: F64, *, rounds: int, nthread: int) -> xgb.Booster:
                     base_margin=_margin(x))  # fmt: skip
     params: dict[str, Any] = {
         "objective": "count:poisson",
-        "eta": 0.05,
+        "eta": 0.1,
         "max_depth": 4,
         "max_bin": 64,
         "min_child_weight": 50,
