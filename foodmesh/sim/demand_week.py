@@ -67,7 +67,7 @@ class ScheduledEvent:
 
 @dataclass(frozen=True, slots=True)
 class WeatherSpell:
-    """Rain over the whole city (every cell starts with ``area``) from ``start_ts`` to ``end_ts``."""
+    """Rain over every cell starting with ``area``, from ``start_ts`` to ``end_ts``."""
 
     area: str
     kind: int
