@@ -74,7 +74,9 @@ class DemandForecaster:
         rows = await self.store.demand_counts(dt.datetime.fromtimestamp(since, dt.UTC))
         for cell, ts, n in rows:
             self._counts[(cell, int(ts // fc.BUCKET_S))] = n
-        timeline = await self.store.condition_timeline()
+        timeline = await self.store.condition_timeline(
+            dt.datetime.fromtimestamp(now - self.days * 86400, dt.UTC)
+        )
         self._timeline = [(at, fc.KnownConditions(tuple(ev), tuple(we)))
                           for at, ev, we in timeline]  # fmt: skip
         self._loaded_to = now

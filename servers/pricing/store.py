@@ -429,23 +429,34 @@ class PricingStore:
             return [(r[0], r[1].timestamp(), int(r[2])) for r in await cur.fetchall()]
 
     async def condition_timeline(
-        self,
+        self, since: dt.datetime
     ) -> list[tuple[float, list[Event], list[Weather]]]:
-        """Every stored version of the conditions: ``(took effect ts, events, weather)``."""
+        """The versions of the conditions in force from ``since`` on (the one in force then
+        included): ``(took effect ts, events, weather)``, oldest first."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT at, events, weather FROM pricing.condition_history ORDER BY version"
+                "SELECT at, events, weather FROM pricing.condition_history WHERE version >= "
+                "coalesce((SELECT max(version) FROM pricing.condition_history WHERE at <= %s), 0) "
+                "ORDER BY version",
+                (since,),
             )
             rows = await cur.fetchall()
         return [(r[0].timestamp(), [Event(e[0], e[1], e[2], e[3], e[4], e[5]) for e in r[1]],
                  [Weather(w[0], w[1]) for w in r[2]]) for r in rows]  # fmt: skip
 
     async def trim_demand(self, keep_s: float) -> int:
+        """Forgets buckets, and condition versions replaced, more than ``keep_s`` ago."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "DELETE FROM pricing.demand_counts "
                 "WHERE bucket < now() - make_interval(secs => %s)",
                 (keep_s,),
+            )
+            await conn.execute(
+                "DELETE FROM pricing.condition_history h WHERE h.at < now() - make_interval("
+                "secs => %s) AND EXISTS (SELECT 1 FROM pricing.condition_history n "
+                "WHERE n.version > h.version AND n.at < now() - make_interval(secs => %s))",
+                (keep_s, keep_s),
             )
             return cur.rowcount
 

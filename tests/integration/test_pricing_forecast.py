@@ -14,6 +14,7 @@ import pytest
 from nats.js.api import StreamConfig
 
 from foodmesh.core.nats import Subjects
+from foodmesh.v1 import common_pb2
 from foodmesh.v1 import pricing_pb2 as ppb
 from servers import pricing
 from servers.runtime.migrate import load_migrations, migrate
@@ -76,6 +77,9 @@ async def test_forecast_learns_the_cells_history_and_surge_moves_before_the_rush
                 subject = subjects.subject("orders.v1.placed")
                 await js.publish(subject, placed("o1"))
                 await js.publish(subject, placed("o1"))
+                # rain now: kept with when it began, for the models to come
+                await ops.set_conditions(ppb.SetConditionsRequest(weather=[ppb.WeatherCondition(
+                    area="9q8", kind=common_pb2.WEATHER_KIND_LIGHT_RAIN)]))  # fmt: skip
 
                 async def trained() -> ppb.ForecastDemandResponse:
                     while True:
@@ -116,7 +120,8 @@ async def test_forecast_learns_the_cells_history_and_surge_moves_before_the_rush
 
                 s = await asyncio.wait_for(ahead(), timeout=10)
                 assert s.forecast_demand >= 9  # ~34 / 3
-                assert s.multiplier >= 2.0 and s.reason.endswith("+ rush expected")
+                assert s.multiplier >= 2.0 and "+ rush expected" in s.reason
+                assert s.reason.endswith("+ bad weather")
 
                 busiest = await ops.forecast_demand(ppb.ForecastDemandRequest(limit=5))
                 assert [x.cell for x in busiest.cells] == [REST_CELL]
@@ -127,6 +132,8 @@ async def test_forecast_learns_the_cells_history_and_surge_moves_before_the_rush
                     (REST_CELL, dt.datetime.fromtimestamp(now - now % BUCKET, dt.UTC)),
                 )
                 assert await cur.fetchall() == [(1,)]
+                cur = await conn.execute("SELECT weather FROM pricing.condition_history")
+                assert await cur.fetchall() == [([["9q8", common_pb2.WEATHER_KIND_LIGHT_RAIN]],)]
 
             for bad, field in ((ppb.ForecastDemandRequest(cells=["9q8y"]), "cells[0]"),
                                (ppb.ForecastDemandRequest(cells=[REST_CELL, "ai!!x"]), "cells[1]"),
