@@ -58,6 +58,18 @@ class PricingClient(BaseClient):
             request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
         )
 
+    async def forecast_demand(
+        self,
+        request: pb.ForecastDemandRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.ForecastDemandResponse:
+        """Orders forecast per geohash-5 cell for the next half hour and the one after."""
+        return await self.stub.ForecastDemand(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )
+
     async def set_conditions(
         self,
         request: pb.SetConditionsRequest,

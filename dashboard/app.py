@@ -39,6 +39,7 @@ from clients import (
     PricingClient,
     mesh_channel_args,
 )
+from dashboard.forecast import ForecastBoard
 from dashboard.mapdata import map_payload, search_grid, surge_cells
 from dashboard.state import CityState
 from foodmesh.core.auth import DEV_SECRET, InvalidToken, Principal, TokenVerifier, bearer
@@ -154,6 +155,7 @@ class Dashboard:
         self.health: dict[str, str] = {name: "UNKNOWN" for name in config.targets}
         self.restaurants: list[list[Any]] = []
         self.surge: list[list[Any]] = []
+        self.forecast = ForecastBoard()
         self._map: bytes | None = None
         self._nc: NATS | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -195,6 +197,7 @@ class Dashboard:
             asyncio.create_task(self._health_loop(), name="dashboard-health"),
             asyncio.create_task(self._restaurants_once(), name="dashboard-restaurants"),
             asyncio.create_task(self._surge_loop(), name="dashboard-surge"),
+            asyncio.create_task(self._forecast_loop(), name="dashboard-forecast"),
         ]
 
     async def stop(self) -> None:
@@ -283,6 +286,20 @@ class Dashboard:
             if cells:
                 self.surge = found
             await asyncio.sleep(self.config.surge_every_s if cells else 0.5)
+
+    async def _forecast_loop(self) -> None:
+        """Pricing's demand forecast of the busiest cells, beside what they ordered."""
+        if self.pricing is None:
+            return
+        while True:
+            viewer = self._viewer_metadata()
+            if viewer is not None:
+                try:
+                    self.forecast.update(await self.pricing.forecast_demand(
+                        pricing_pb2.ForecastDemandRequest(limit=8), metadata=viewer))  # fmt: skip
+                except grpc.aio.AioRpcError as exc:  # Pricing not there (yet): next round
+                    log.debug("no demand forecast: %s", exc.code().name)
+            await asyncio.sleep(self.config.surge_every_s if viewer else 0.5)
 
     # ------------------------------------------------------------------- http
     def _viewer_metadata(self) -> tuple[tuple[str, str], ...] | None:
@@ -381,6 +398,7 @@ class Dashboard:
         snap = self.state.snapshot(self.clock())
         snap["health"] = dict(self.health)
         snap["surge"] = self.surge
+        snap["forecast"] = self.forecast.picture()
         snap["restaurant_count"] = len(self.restaurants)
         return snap
 

@@ -172,8 +172,45 @@ function render(p) {
   sparkline("chart-matching", history.matching, "#fbbf24");
   document.getElementById("health").innerHTML = Object.entries(p.health).map(([name, st]) =>
     `<tr><td>${name}</td><td class="${st}">${st}</td></tr>`).join("");
+  renderForecast(p.forecast);
   if (map && (map.restaurants || []).length !== p.restaurant_count) loadMap();
   draw();
+}
+
+// Orders per half hour per busy cell: what came (the last 30 min) beside what was forecast
+// for it, then the next 30 min (80 % interval) and the 30 after; a sparkline of both.
+function renderForecast(fc) {
+  const table = document.getElementById("forecast");
+  if (!fc || !fc.cells || !fc.cells.length) {
+    table.innerHTML = "<tr><td>no forecast yet</td></tr>";
+    return;
+  }
+  document.getElementById("forecast-model").textContent = fc.model ? `· ${fc.model}` : "";
+  const head = "<tr><th>cell</th><th>last 30′</th><th>forecast</th><th>next 30′</th>" +
+    "<th>next 60′</th><th>risk</th><th></th></tr>";
+  table.innerHTML = head + fc.cells.map((c, i) =>
+    `<tr data-cell="${esc(c[0])}"><td>${esc(c[0])}</td><td>${c[1]}</td><td>${c[2] ?? "–"}</td>` +
+    `<td>${c[3] ?? "–"} <small>${c[4] ?? ""}–${c[5] ?? ""}</small></td><td>${c[6] ?? "–"}</td>` +
+    `<td class="risk-${esc(c[8])}">${esc(c[8])}</td>` +
+    `<td><canvas id="fc-${i}" width="60" height="18"></canvas></td></tr>`).join("");
+  fc.cells.forEach((c, i) => forecastLine(`fc-${i}`, c[9] || []));
+}
+
+function forecastLine(id, pts) {
+  const cv = document.getElementById(id);
+  if (!cv || pts.length < 2) return;
+  const g = cv.getContext("2d");
+  const top = Math.max(1, ...pts.map(([a, w]) => Math.max(a, w ?? 0)));
+  for (const [k, colour] of [[0, "#a78bfa"], [1, "#fbbf24"]]) { // actual, forecast
+    g.strokeStyle = colour; g.beginPath();
+    let started = false;
+    pts.forEach((p, j) => {
+      if (p[k] === null) { started = false; return; }
+      const x = (j / (pts.length - 1)) * cv.width, y = cv.height - (p[k] / top) * cv.height;
+      if (started) g.lineTo(x, y); else { g.moveTo(x, y); started = true; }
+    });
+    g.stroke();
+  }
 }
 
 async function loadMap() {

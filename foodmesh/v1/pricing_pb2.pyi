@@ -45,6 +45,34 @@ DISCOUNT_TYPE_FIXED: DiscountType.ValueType  # 2
 """A fixed amount."""
 Global___DiscountType: _TypeAlias = DiscountType  # noqa: Y015
 
+class _SurgeRisk:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SurgeRiskEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SurgeRisk.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SURGE_RISK_UNSPECIFIED: _SurgeRisk.ValueType  # 0
+    """Not set."""
+    SURGE_RISK_LOW: _SurgeRisk.ValueType  # 1
+    """At most 1.5 orders per driver."""
+    SURGE_RISK_MEDIUM: _SurgeRisk.ValueType  # 2
+    """Over 1.5 orders per driver."""
+    SURGE_RISK_HIGH: _SurgeRisk.ValueType  # 3
+    """Over 3 orders per driver."""
+
+class SurgeRisk(_SurgeRisk, metaclass=_SurgeRiskEnumTypeWrapper):
+    """How likely a cell is to need surge soon: forecast orders over expected drivers."""
+
+SURGE_RISK_UNSPECIFIED: SurgeRisk.ValueType  # 0
+"""Not set."""
+SURGE_RISK_LOW: SurgeRisk.ValueType  # 1
+"""At most 1.5 orders per driver."""
+SURGE_RISK_MEDIUM: SurgeRisk.ValueType  # 2
+"""Over 1.5 orders per driver."""
+SURGE_RISK_HIGH: SurgeRisk.ValueType  # 3
+"""Over 3 orders per driver."""
+Global___SurgeRisk: _TypeAlias = SurgeRisk  # noqa: Y015
+
 @_typing.final
 class QuoteItem(_message.Message):
     """One item to price."""
@@ -386,6 +414,7 @@ class Surge(_message.Message):
     FALLBACK_FIELD_NUMBER: _builtins.int
     COMPUTE_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    FORECAST_DEMAND_FIELD_NUMBER: _builtins.int
     multiplier: _builtins.float
     """Multiplier, 1.0 to 3.0 in steps of 0.1."""
     cell: _builtins.str
@@ -404,6 +433,10 @@ class Surge(_message.Message):
     """The design's words: "Normal demand", "High demand + special event", ..."""
     fallback: _builtins.bool
     """True when live data was unavailable and 1.0 was used (ordering never blocks on it)."""
+    forecast_demand: _builtins.int
+    """Orders the next half hour's demand forecast expects in the same 10-minute window;
+    surge prices the larger of this and demand, so it moves before a rush.
+    """
     @_builtins.property
     def compute_time(self) -> _timestamp_pb2.Timestamp:
         """When it was computed."""
@@ -426,10 +459,11 @@ class Surge(_message.Message):
         fallback: _builtins.bool = ...,
         compute_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        forecast_demand: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["compute_time", b"compute_time", "expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "compute_time", b"compute_time", "demand", b"demand", "event_multiplier", b"event_multiplier", "expire_time", b"expire_time", "fallback", b"fallback", "multiplier", b"multiplier", "ratio", b"ratio", "reason", b"reason", "supply", b"supply", "weather_multiplier", b"weather_multiplier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "compute_time", b"compute_time", "demand", b"demand", "event_multiplier", b"event_multiplier", "expire_time", b"expire_time", "fallback", b"fallback", "forecast_demand", b"forecast_demand", "multiplier", b"multiplier", "ratio", b"ratio", "reason", b"reason", "supply", b"supply", "weather_multiplier", b"weather_multiplier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -458,6 +492,200 @@ class GetSurgeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetSurgeResponse: _TypeAlias = GetSurgeResponse  # noqa: Y015
+
+@_typing.final
+class ForecastDemandRequest(_message.Message):
+    """Request of ForecastDemand."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CELLS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """How many of the busiest cells when cells is empty (default 20, at most 200)."""
+    @_builtins.property
+    def cells(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Geohash-5 cells; empty: the busiest cells of the last hour."""
+
+    def __init__(
+        self,
+        *,
+        cells: _abc.Iterable[_builtins.str] | None = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastDemandRequest: _TypeAlias = ForecastDemandRequest  # noqa: Y015
+
+@_typing.final
+class DemandForecast(_message.Message):
+    """Orders forecast in a cell over one half hour."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HORIZON_MINUTES_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    EXPECTED_ORDERS_FIELD_NUMBER: _builtins.int
+    LOW_FIELD_NUMBER: _builtins.int
+    HIGH_FIELD_NUMBER: _builtins.int
+    SURGE_RISK_FIELD_NUMBER: _builtins.int
+    horizon_minutes: _builtins.int
+    """30: the next half hour; 60: the half hour after it."""
+    expected_orders: _builtins.float
+    """Expected orders."""
+    low: _builtins.int
+    """80 % interval: 10th percentile."""
+    high: _builtins.int
+    """80 % interval: 90th percentile."""
+    surge_risk: Global___SurgeRisk.ValueType
+    """Expected orders over expected drivers, in the design's three levels."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The half hour forecast: from."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """To."""
+
+    def __init__(
+        self,
+        *,
+        horizon_minutes: _builtins.int = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        expected_orders: _builtins.float = ...,
+        low: _builtins.int = ...,
+        high: _builtins.int = ...,
+        surge_risk: Global___SurgeRisk.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "expected_orders", b"expected_orders", "high", b"high", "horizon_minutes", b"horizon_minutes", "low", b"low", "start_time", b"start_time", "surge_risk", b"surge_risk"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DemandForecast: _TypeAlias = DemandForecast  # noqa: Y015
+
+@_typing.final
+class CellForecast(_message.Message):
+    """The forecasts of one cell beside what it does now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CELL_FIELD_NUMBER: _builtins.int
+    RECENT_ORDERS_FIELD_NUMBER: _builtins.int
+    EXPECTED_DRIVERS_FIELD_NUMBER: _builtins.int
+    FORECASTS_FIELD_NUMBER: _builtins.int
+    cell: _builtins.str
+    """Geohash-5 cell."""
+    recent_orders: _builtins.int
+    """Orders placed in the cell in the last half hour (the actual beside the forecast)."""
+    expected_drivers: _builtins.int
+    """Drivers expected in the cell: the available drivers there now (surge's supply)."""
+    @_builtins.property
+    def forecasts(self) -> _containers.RepeatedCompositeFieldContainer[Global___DemandForecast]:
+        """The next half hour (30) and the one after (60)."""
+
+    def __init__(
+        self,
+        *,
+        cell: _builtins.str = ...,
+        recent_orders: _builtins.int = ...,
+        expected_drivers: _builtins.int = ...,
+        forecasts: _abc.Iterable[Global___DemandForecast] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "expected_drivers", b"expected_drivers", "forecasts", b"forecasts", "recent_orders", b"recent_orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CellForecast: _TypeAlias = CellForecast  # noqa: Y015
+
+@_typing.final
+class ForecastModelInfo(_message.Message):
+    """What the forecast model is and how well it did on held-out history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    TRAIN_TIME_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    VALIDATION_WAPE_FIELD_NUMBER: _builtins.int
+    BASELINE_WAPE_FIELD_NUMBER: _builtins.int
+    INTERVAL_COVERAGE_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"xgboost", or "fallback" until the history is long enough to learn from."""
+    rows: _builtins.int
+    """Training rows (cell, forecast time, horizon)."""
+    validation_wape: _builtins.float
+    """Held-out weighted absolute error (sum |error| / sum actual)."""
+    baseline_wape: _builtins.float
+    """The same of "same half hour last week" on the same rows."""
+    interval_coverage: _builtins.float
+    """Share of held-out counts inside the 80 % interval."""
+    @_builtins.property
+    def train_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was trained."""
+
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        train_time: _timestamp_pb2.Timestamp | None = ...,
+        rows: _builtins.int = ...,
+        validation_wape: _builtins.float = ...,
+        baseline_wape: _builtins.float = ...,
+        interval_coverage: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["train_time", b"train_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_wape", b"baseline_wape", "interval_coverage", b"interval_coverage", "kind", b"kind", "rows", b"rows", "train_time", b"train_time", "validation_wape", b"validation_wape"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastModelInfo: _TypeAlias = ForecastModelInfo  # noqa: Y015
+
+@_typing.final
+class ForecastDemandResponse(_message.Message):
+    """Response of ForecastDemand."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CELLS_FIELD_NUMBER: _builtins.int
+    FORECAST_TIME_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___CellForecast]:
+        """One per cell asked (or busiest)."""
+
+    @_builtins.property
+    def forecast_time(self) -> _timestamp_pb2.Timestamp:
+        """When the forecasts start (the last complete five-minute bucket's end)."""
+
+    @_builtins.property
+    def model(self) -> Global___ForecastModelInfo:
+        """The model that made them."""
+
+    def __init__(
+        self,
+        *,
+        cells: _abc.Iterable[Global___CellForecast] | None = ...,
+        forecast_time: _timestamp_pb2.Timestamp | None = ...,
+        model: Global___ForecastModelInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["forecast_time", b"forecast_time", "model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "forecast_time", b"forecast_time", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastDemandResponse: _TypeAlias = ForecastDemandResponse  # noqa: Y015
 
 @_typing.final
 class GetSurgeHistoryRequest(_message.Message):

@@ -55,6 +55,11 @@ class PricingServiceStub:
                 request_serializer=foodmesh_dot_v1_dot_pricing__pb2.GetSurgeHistoryRequest.SerializeToString,
                 response_deserializer=foodmesh_dot_v1_dot_pricing__pb2.GetSurgeHistoryResponse.FromString,
                 _registered_method=True)
+        self.ForecastDemand = channel.unary_unary(
+                '/foodmesh.v1.PricingService/ForecastDemand',
+                request_serializer=foodmesh_dot_v1_dot_pricing__pb2.ForecastDemandRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_pricing__pb2.ForecastDemandResponse.FromString,
+                _registered_method=True)
         self.SetConditions = channel.unary_unary(
                 '/foodmesh.v1.PricingService/SetConditions',
                 request_serializer=foodmesh_dot_v1_dot_pricing__pb2.SetConditionsRequest.SerializeToString,
@@ -104,6 +109,14 @@ class PricingServiceServicer:
 
     def GetSurgeHistory(self, request, context):
         """Surge of a cell over time, for the dashboard.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForecastDemand(self, request, context):
+        """Orders forecast per geohash-5 cell for the next half hour and the one after, with an
+        80 % interval and a surge risk (ops, the dashboard, dispatch's opportunity score).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -159,6 +172,11 @@ def add_PricingServiceServicer_to_server(servicer, server):
                     servicer.GetSurgeHistory,
                     request_deserializer=foodmesh_dot_v1_dot_pricing__pb2.GetSurgeHistoryRequest.FromString,
                     response_serializer=foodmesh_dot_v1_dot_pricing__pb2.GetSurgeHistoryResponse.SerializeToString,
+            ),
+            'ForecastDemand': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForecastDemand,
+                    request_deserializer=foodmesh_dot_v1_dot_pricing__pb2.ForecastDemandRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_pricing__pb2.ForecastDemandResponse.SerializeToString,
             ),
             'SetConditions': grpc.unary_unary_rpc_method_handler(
                     servicer.SetConditions,
@@ -290,6 +308,33 @@ class PricingService:
             '/foodmesh.v1.PricingService/GetSurgeHistory',
             foodmesh_dot_v1_dot_pricing__pb2.GetSurgeHistoryRequest.SerializeToString,
             foodmesh_dot_v1_dot_pricing__pb2.GetSurgeHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForecastDemand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.PricingService/ForecastDemand',
+            foodmesh_dot_v1_dot_pricing__pb2.ForecastDemandRequest.SerializeToString,
+            foodmesh_dot_v1_dot_pricing__pb2.ForecastDemandResponse.FromString,
             options,
             channel_credentials,
             insecure,

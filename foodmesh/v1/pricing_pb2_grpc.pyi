@@ -41,6 +41,10 @@ class PricingServiceStub:
     """The surge multiplier at a point now."""
     GetSurgeHistory: _grpc.UnaryUnaryMultiCallable[_pricing_pb2.GetSurgeHistoryRequest, _pricing_pb2.GetSurgeHistoryResponse]
     """Surge of a cell over time, for the dashboard."""
+    ForecastDemand: _grpc.UnaryUnaryMultiCallable[_pricing_pb2.ForecastDemandRequest, _pricing_pb2.ForecastDemandResponse]
+    """Orders forecast per geohash-5 cell for the next half hour and the one after, with an
+    80 % interval and a surge risk (ops, the dashboard, dispatch's opportunity score).
+    """
     SetConditions: _grpc.UnaryUnaryMultiCallable[_pricing_pb2.SetConditionsRequest, _pricing_pb2.SetConditionsResponse]
     """Sets the events and weather that move surge (ops and the simulator)."""
     UpsertPromoCode: _grpc.UnaryUnaryMultiCallable[_pricing_pb2.UpsertPromoCodeRequest, _pricing_pb2.UpsertPromoCodeResponse]
@@ -63,6 +67,10 @@ class PricingServiceAsyncStub(PricingServiceStub):
     """The surge multiplier at a point now."""
     GetSurgeHistory: _aio.UnaryUnaryMultiCallable[_pricing_pb2.GetSurgeHistoryRequest, _pricing_pb2.GetSurgeHistoryResponse]  # type: ignore[assignment]
     """Surge of a cell over time, for the dashboard."""
+    ForecastDemand: _aio.UnaryUnaryMultiCallable[_pricing_pb2.ForecastDemandRequest, _pricing_pb2.ForecastDemandResponse]  # type: ignore[assignment]
+    """Orders forecast per geohash-5 cell for the next half hour and the one after, with an
+    80 % interval and a surge risk (ops, the dashboard, dispatch's opportunity score).
+    """
     SetConditions: _aio.UnaryUnaryMultiCallable[_pricing_pb2.SetConditionsRequest, _pricing_pb2.SetConditionsResponse]  # type: ignore[assignment]
     """Sets the events and weather that move surge (ops and the simulator)."""
     UpsertPromoCode: _aio.UnaryUnaryMultiCallable[_pricing_pb2.UpsertPromoCodeRequest, _pricing_pb2.UpsertPromoCodeResponse]  # type: ignore[assignment]
@@ -106,6 +114,16 @@ class PricingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_pricing_pb2.GetSurgeHistoryResponse, _abc.Awaitable[_pricing_pb2.GetSurgeHistoryResponse]]:
         """Surge of a cell over time, for the dashboard."""
+
+    @_abc_1.abstractmethod
+    def ForecastDemand(
+        self,
+        request: _pricing_pb2.ForecastDemandRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pricing_pb2.ForecastDemandResponse, _abc.Awaitable[_pricing_pb2.ForecastDemandResponse]]:
+        """Orders forecast per geohash-5 cell for the next half hour and the one after, with an
+        80 % interval and a surge risk (ops, the dashboard, dispatch's opportunity score).
+        """
 
     @_abc_1.abstractmethod
     def SetConditions(

@@ -19,7 +19,13 @@ Settings (``FOODMESH_PRICING_*``):
 - ``PROMO_HOLD_S``: how long a promo use taken at placement waits for the order's
   placed event before it is given back (120: the placement failed);
 - ``SWEEP_EVERY_S``: how often holds are swept and conditions re-read (2);
-- ``TIMEOUT_S``: the longest a quote waits on Redis or Location for surge (0.5).
+- ``TIMEOUT_S``: the longest a quote waits on Redis or Location for surge (0.5);
+- ``FORECAST``: ``1`` (default) runs the demand forecast (``forecaster.py``) and lets
+  surge price the demand it expects; ``0`` turns both off;
+- ``FORECAST_REFRESH_S``, ``FORECAST_RETRAIN_S``: how often the forecast rereads its
+  history (30) and retrains its model (3600);
+- ``TIME_ZONE``: the city's time zone, for the forecast's hour and day of week
+  (``America/Los_Angeles``, the simulated city's).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     """Wires the service's parts and starts the order feed, the sweeper and history."""
     from servers.pricing.catalog import QuoteCatalog
     from servers.pricing.feed import OrderFeed
+    from servers.pricing.forecaster import DemandForecaster
     from servers.pricing.live import (
         Conditions,
         DemandCounter,
@@ -75,9 +82,17 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     demand = DemandCounter(redis, resources.keys, window_s=_f(resources, "DEMAND_WINDOW_S", 600))
     conditions = Conditions()
     history = HistoryWriter(store)
+    forecaster = None
+    if str(s.extra.get("FOODMESH_PRICING_FORECAST", "1")) != "0":
+        forecaster = DemandForecaster(
+            store, tz=str(s.extra.get("FOODMESH_PRICING_TIME_ZONE", "America/Los_Angeles")),
+            refresh_s=_f(resources, "FORECAST_REFRESH_S", 30),
+            retrain_s=_f(resources, "FORECAST_RETRAIN_S", 3600),
+        )  # fmt: skip
     engine = SurgeEngine(
         redis, resources.keys, demand, LocationSupply(location), conditions, history,
         ttl_s=_f(resources, "SURGE_TTL_S", 60), timeout_s=_f(resources, "TIMEOUT_S", 0.5),
+        forecast=forecaster,
     )  # fmt: skip
     # Quotes go over a lean pipelined connection (hiredis): no redis-py on the hot path.
     timeout_s = _f(resources, "TIMEOUT_S", 0.5)
@@ -91,11 +106,14 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         conditions=conditions,
         quotes=quotes,
         quote_ttl_s=_f(resources, "QUOTE_TTL_S", 300),
+        forecaster=forecaster,
     )
     pricing_pb2_grpc.add_PricingServiceServicer_to_server(servicer, server)
     feed = OrderFeed(lambda: resources.js, resources.subjects, store, demand)
     feed.start()
     history.start()
+    if forecaster is not None:
+        forecaster.start()
     hold_s = _f(resources, "PROMO_HOLD_S", 120)
     sweep_s = _f(resources, "SWEEP_EVERY_S", 2)
 
@@ -112,6 +130,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
                         _log.info("%d promo holds never confirmed by an order: released", n)
                 if passes % max(1, round(3600 / sweep_s)) == 0:
                     await store.trim_history(30 * 86400)
+                    await store.trim_demand(35 * 86400)
             except Exception as exc:  # PostgreSQL away (or not migrated yet): next pass
                 _log.debug("pricing sweep failed: %s", exc)
             passes += 1
@@ -123,6 +142,8 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         await stop_tasks(tasks)
         await feed.stop()
         await history.stop()
+        if forecaster is not None:
+            await forecaster.stop()
         await quotes.close()
         for client in (catalog, location):
             with contextlib.suppress(Exception):

@@ -1,7 +1,8 @@
 """The order events Pricing follows: a durable JetStream consumer of ``orders.v1.>``.
 
 - ``placed``: one order more in the demand of its pickup cell (``DemandCounter``,
-  deduped by event id in Redis); the customer has one order more (first-order
+  deduped by event id in Redis) and in the cell's five-minute bucket of the demand
+  forecast's history (PostgreSQL, through the inbox); the customer has one order more (first-order
   codes); the promo hold of the order (or of its quote) is confirmed.
 - ``scheduled``: the same, but no demand yet (it is counted when released as placed).
 - ``cancelled``: the promo use of the order is given back; the order no longer counts.
@@ -137,17 +138,20 @@ class OrderFeed:
                 _log.warning("undecodable order event on %s skipped", subject)
                 continue
             o = ev.order
+            cell, placed_ts = "", 0.0
             if kind == "placed" and o.HasField("restaurant_location"):
                 loc = o.restaurant_location
                 try:
                     cell = cell_of(loc.lat, loc.lon)
                 except ValueError:
                     cell = ""
+                placed_ts = ev.event_time.ToNanoseconds() / 1e9
                 if cell:
-                    placed.append((ev.event_id, cell, ev.event_time.ToNanoseconds() / 1e9))
+                    placed.append((ev.event_id, cell, placed_ts))
             changes.append(OrderChange(
                 event_id=ev.event_id, kind=kind, order_id=o.order_id, customer_id=o.customer_id,
                 quote_id=o.pricing.quote_id, promo_code=o.promo_code.strip().upper(),
+                cell=cell, placed_ts=placed_ts,
             ))  # fmt: skip
         if placed:
             await self.demand.count(placed, now=self.clock())

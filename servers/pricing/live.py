@@ -53,6 +53,7 @@ from servers.pricing.store import PricingStore
 __all__ = [
     "Conditions",
     "DemandCounter",
+    "ForecastPort",
     "HistoryWriter",
     "LocationSupply",
     "SupplyPort",
@@ -128,6 +129,10 @@ class DemandCounter:
 
 class SupplyPort(Protocol):
     async def available_in(self, cell: str, *, timeout_s: float) -> int: ...
+
+
+class ForecastPort(Protocol):
+    def anticipated(self, cell: str, *, window_s: float, now: float | None = None) -> int: ...
 
 
 class _NearbyClient(Protocol):
@@ -251,6 +256,7 @@ class SurgeEngine:
         timeout_s: float = 0.5,
         fallback_hold_s: float = 5.0,
         clock: Callable[[], float] = time.time,
+        forecast: ForecastPort | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -262,6 +268,7 @@ class SurgeEngine:
         self.timeout_s = timeout_s
         self.fallback_hold_s = fallback_hold_s
         self.clock = clock
+        self.forecast = forecast
         self._local: dict[str, _Local] = {}
         self._cells: dict[tuple[float, float], str] = {}
         self._inflight: dict[str, asyncio.Future[pricing_pb2.Surge]] = {}
@@ -356,13 +363,22 @@ class SurgeEngine:
             _log.warning("surge of %s: Location unavailable (%s): 1.0", cell, exc)
             return self._fallback(cell, "driver supply unavailable")
         previous = Fraction(_b(prev_raw).decode()) if prev_raw else None
+        anticipated = 0
+        if self.forecast is not None:
+            try:
+                anticipated = self.forecast.anticipated(cell, window_s=self.demand.window_s,
+                                                        now=now)  # fmt: skip
+            except Exception as exc:  # a forecast is a bonus: surge stands on demand alone
+                _log.warning("surge of %s: no forecast (%s)", cell, exc)
         c = self.conditions
         f = surge_math.compute(demand=demand, supply=supply, events=c.events, weather=c.weather,
-                               cell=cell, now=now, previous=previous)  # fmt: skip
+                               cell=cell, now=now, previous=previous,
+                               anticipated=anticipated)  # fmt: skip
         s = pricing_pb2.Surge(
             multiplier=float(f.multiplier), cell=cell, demand=demand, supply=supply,
             ratio=float(f.ratio), event_multiplier=float(f.event_multiplier),
             weather_multiplier=float(f.weather_multiplier), reason=f.reason, fallback=False,
+            forecast_demand=anticipated,
         )  # fmt: skip
         s.compute_time.FromNanoseconds(int(now * 1e9))
         s.expire_time.FromNanoseconds(int((now + self.ttl_s) * 1e9))

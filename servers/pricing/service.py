@@ -6,6 +6,7 @@ Order (``foodmesh.core`` fees, tax, receipt; all pure); ``live`` is the surge ca
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
@@ -32,6 +33,8 @@ from foodmesh.v1 import pricing_pb2_grpc as pb_grpc
 from servers.pricing import convert
 from servers.pricing.cart import check_items, price_items
 from servers.pricing.catalog import QuoteCatalog
+from servers.pricing.forecast import SurgeRisk, surge_risk
+from servers.pricing.forecaster import DemandForecaster
 from servers.pricing.live import Conditions, SurgeEngine
 from servers.pricing.promo import PromoRejected, discount_minor
 from servers.pricing.quotes import QuoteBook
@@ -44,6 +47,11 @@ __all__ = ["PricingServicer"]
 _log = logging.getLogger("foodmesh.pricing")
 Ctx = grpc.aio.ServicerContext[Any, Any]
 _MAX_AHEAD = dt.timedelta(days=7)
+_RISK = {
+    SurgeRisk.LOW: pricing_pb2.SURGE_RISK_LOW,
+    SurgeRisk.MEDIUM: pricing_pb2.SURGE_RISK_MEDIUM,
+    SurgeRisk.HIGH: pricing_pb2.SURGE_RISK_HIGH,
+}
 
 
 class PricingServicer(pb_grpc.PricingServiceServicer):
@@ -58,6 +66,7 @@ class PricingServicer(pb_grpc.PricingServiceServicer):
         fees: FeeSchedule | None = None,
         taxes: TaxTable | None = None,
         quote_ttl_s: float = 300.0,
+        forecaster: DemandForecaster | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -67,6 +76,7 @@ class PricingServicer(pb_grpc.PricingServiceServicer):
         self.fees = fees or FeeSchedule()
         self.taxes = taxes or TaxTable()
         self.quote_ttl_s = quote_ttl_s
+        self.forecaster = forecaster
         # Kept 30 s past its expiry, so GetQuote can tell "expired" from "unknown" a while.
         self._keep_ms = int(quote_ttl_s * 1000) + 30_000
 
@@ -256,6 +266,48 @@ class PricingServicer(pb_grpc.PricingServiceServicer):
         for h in points:
             sp = out.points.add(multiplier=h.multiplier, demand=h.demand, supply=h.supply)
             sp.timestamp.FromDatetime(h.at)
+        return out
+
+    async def ForecastDemand(  # noqa: N802
+        self, request: pricing_pb2.ForecastDemandRequest, context: Ctx
+    ) -> pricing_pb2.ForecastDemandResponse:
+        v = Violations()
+        v.check(len(request.cells) <= 200, "cells", "at most 200")
+        for i, c in enumerate(request.cells[:200]):
+            v.check(len(c) == 5 and bool(convert.CELL.match(c)), f"cells[{i}]",
+                    "must be a geohash-5 cell")  # fmt: skip
+        v.check(0 <= request.limit <= 200, "limit", "must be 0 to 200")
+        v.raise_if_any()
+        f = self.forecaster
+        if f is None:
+            raise Unavailable("the demand forecast is not running on this replica")
+        cells = list(dict.fromkeys(request.cells)) or f.busiest(request.limit or 20)
+        # The drivers expected are those available now: the surge's supply (cached per cell).
+        surges = await asyncio.gather(*(self.surge.of_cell(c) for c in cells))
+        out = pricing_pb2.ForecastDemandResponse()
+        now = time.time()
+        for cell, s in zip(cells, surges, strict=True):
+            cf = out.cells.add(cell=cell, recent_orders=f.recent(cell), expected_drivers=s.supply)
+            for fc in f.forecast(cell, now=now):
+                d = cf.forecasts.add(
+                    horizon_minutes=fc.horizon_min, expected_orders=round(fc.expected, 2),
+                    low=fc.low, high=fc.high,
+                    surge_risk=_RISK[surge_risk(fc.expected, s.supply)],
+                )  # fmt: skip
+                d.start_time.FromNanoseconds(int(fc.start_ts * 1e9))
+                d.end_time.FromNanoseconds(int(fc.end_ts * 1e9))
+                if fc.horizon_min == 30 and not out.HasField("forecast_time"):
+                    out.forecast_time.FromNanoseconds(int(fc.start_ts * 1e9))
+        m = f.model
+        out.model.kind = m.kind
+        if m.trained_at:
+            out.model.train_time.FromNanoseconds(int(m.trained_at * 1e9))
+        out.model.rows = m.rows
+        for name, value in (("validation_wape", m.validation_wape),
+                            ("baseline_wape", m.baseline_wape),
+                            ("interval_coverage", m.coverage)):  # fmt: skip
+            if value == value:  # not NaN
+                setattr(out.model, name, round(value, 4))
         return out
 
     async def SetConditions(  # noqa: N802

@@ -17,6 +17,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.errors import UniqueViolation
 from psycopg.rows import tuple_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from servers.pricing.promo import (
@@ -79,6 +80,13 @@ class OrderChange:
     customer_id: str
     quote_id: str
     promo_code: str
+    #: For a placed order: its pickup cell and when it was placed (the demand forecast).
+    cell: str = ""
+    placed_ts: float = 0.0
+
+
+#: The demand forecast's bucket (``servers/pricing/forecast.py``).
+DEMAND_BUCKET_S = 300
 
 
 def _ts(value: dt.datetime | None) -> float | None:
@@ -290,6 +298,14 @@ class PricingStore:
                 )
                 if ch.promo_code:
                     await self._confirm(conn, ch)
+                if ch.kind == "placed" and ch.cell:
+                    bucket = ch.placed_ts - ch.placed_ts % DEMAND_BUCKET_S
+                    await conn.execute(
+                        "INSERT INTO pricing.demand_counts (cell, bucket, orders) "
+                        "VALUES (%s, %s, 1) ON CONFLICT (cell, bucket) "
+                        "DO UPDATE SET orders = demand_counts.orders + 1",
+                        (ch.cell, _dt(bucket)),
+                    )
             elif ch.kind == "cancelled":
                 await conn.execute(
                     "UPDATE pricing.customer_orders SET cancelled = true WHERE order_id = %s",
@@ -346,6 +362,13 @@ class PricingStore:
             )
             row = await cur2.fetchone()
             assert row is not None
+            await conn.execute(
+                "INSERT INTO pricing.condition_history (version, events, weather) "
+                "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                (row[0], Jsonb([[e.event_id, e.lat, e.lon, e.attendance, e.start_ts, e.end_ts]
+                                for e in events]),
+                 Jsonb([[w.area, w.kind] for w in weather])),
+            )  # fmt: skip
             return int(row[0])
 
     async def condition_version(self) -> int:
@@ -393,6 +416,49 @@ class PricingStore:
                 (cell, start, end, limit),
             )
             return [HistoryPoint(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()]
+
+    # -- demand forecast history -------------------------------------------------------
+
+    async def demand_counts(self, since: dt.datetime) -> list[tuple[str, float, int]]:
+        """``(cell, bucket start ts, orders)`` of every bucket from ``since`` on."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT cell, bucket, orders FROM pricing.demand_counts WHERE bucket >= %s",
+                (since,),
+            )
+            return [(r[0], r[1].timestamp(), int(r[2])) for r in await cur.fetchall()]
+
+    async def condition_timeline(
+        self, since: dt.datetime
+    ) -> list[tuple[float, list[Event], list[Weather]]]:
+        """The versions of the conditions in force from ``since`` on (the one in force then
+        included): ``(took effect ts, events, weather)``, oldest first."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT at, events, weather FROM pricing.condition_history WHERE version >= "
+                "coalesce((SELECT max(version) FROM pricing.condition_history WHERE at <= %s), 0) "
+                "ORDER BY version",
+                (since,),
+            )
+            rows = await cur.fetchall()
+        return [(r[0].timestamp(), [Event(e[0], e[1], e[2], e[3], e[4], e[5]) for e in r[1]],
+                 [Weather(w[0], w[1]) for w in r[2]]) for r in rows]  # fmt: skip
+
+    async def trim_demand(self, keep_s: float) -> int:
+        """Forgets buckets, and condition versions replaced, more than ``keep_s`` ago."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "DELETE FROM pricing.demand_counts "
+                "WHERE bucket < now() - make_interval(secs => %s)",
+                (keep_s,),
+            )
+            await conn.execute(
+                "DELETE FROM pricing.condition_history h WHERE h.at < now() - make_interval("
+                "secs => %s) AND EXISTS (SELECT 1 FROM pricing.condition_history n "
+                "WHERE n.version > h.version AND n.at < now() - make_interval(secs => %s))",
+                (keep_s, keep_s),
+            )
+            return cur.rowcount
 
     async def trim_history(self, keep_s: float) -> int:
         async with self.pool.connection() as conn:

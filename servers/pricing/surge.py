@@ -13,6 +13,15 @@ average still oscillates around a rounding edge. A dead band does neither: the
 published multiplier changes only when the raw value has moved a full step
 (0.1) away from it, so a real rise shows at once and noise around an edge does
 not. When demand collapses the raw value is exactly 1.0 and always passes.
+
+**Moving before the rush.** Demand is what was ordered in the last 10 minutes, so
+on its own surge rises only once a rush has begun and drivers are already short.
+When Pricing's demand forecast (``forecast.py``) has a trained model, the orders it expects
+in the next half hour, scaled to the same 10-minute window (``anticipated``), stand
+in for demand when they are more: the ratio is ``max(demand, anticipated) /
+supply``. So a cell whose dinner rush is forecast prices it from the first minutes
+of the rush, while a forecast below what is happening never lowers a price
+("+ rush expected" in the reason when the forecast decided the tier).
 """
 
 from __future__ import annotations
@@ -100,6 +109,8 @@ class SurgeFactors:
     event_multiplier: Fraction
     weather_multiplier: Fraction
     reason: str
+    #: Orders the forecast expects in the demand window (0 without a forecast).
+    anticipated: int = 0
 
     @property
     def tenths(self) -> int:
@@ -196,13 +207,22 @@ def compute(
     cell: str,
     now: float,
     previous: Fraction | None = None,
+    anticipated: int = 0,
 ) -> SurgeFactors:
-    """The surge of ``cell`` now, smoothed against the value it had before."""
-    ratio = demand_ratio(demand, supply)
+    """The surge of ``cell`` now, smoothed against the value it had before.
+
+    ``anticipated`` is the forecast's demand for the same window: the larger of it and
+    ``demand`` sets the ratio.
+    """
+    if anticipated < 0:
+        raise ValueError("counts cannot be negative")
+    ratio = demand_ratio(max(demand, anticipated), supply)
     ev = event_multiplier(events, cell, now)
     we = weather_multiplier(weather, cell)
     raw = base_surge(ratio) * ev * we
     reason = tier_reason(ratio)
+    if anticipated > demand and base_surge(ratio) > base_surge(demand_ratio(demand, supply)):
+        reason += " + rush expected"
     if ev > 1:
         reason += " + special event"
     if we > 1:
@@ -216,4 +236,5 @@ def compute(
         event_multiplier=ev,
         weather_multiplier=we,
         reason=reason,
+        anticipated=anticipated,
     )

@@ -107,6 +107,16 @@ async def test_the_dashboard_draws_moving_drivers_and_orders(
                     "() => document.getElementById('details').innerText.includes('placed')",
                     timeout=5_000,
                 )
+                # the demand panel: without Pricing here it says so; given a forecast (as the
+                # dashboard's board shapes it) it draws each cell's row and sparkline
+                panel = await page.inner_text("#forecast")  # type: ignore[attr-defined]
+                assert "no forecast yet" in panel
+                await page.evaluate(  # type: ignore[attr-defined]
+                    "() => renderForecast({model: 'xgboost', cells: [['9q8yy', 11, 10.0, 13.0, "
+                    "10, 17, 9.0, 3, 'high', [[4, null], [6, null], [11, 10.0]]]]})"
+                )
+                row = await page.inner_text("#forecast tr[data-cell='9q8yy']")  # type: ignore[attr-defined]
+                assert "11" in row and "10" in row and "13" in row and "high" in row
                 await page.screenshot(path=str(ARTIFACTS / "dashboard.png"))  # type: ignore[attr-defined]
                 assert errors == []
             finally:
