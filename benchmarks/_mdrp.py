@@ -42,7 +42,7 @@ _FIG = re.compile(r"(?:([\d,]+),\s*)?([\d.]+)\s*min,\s*([\d.]+)\s*%")
 
 
 def readme_figures(folder: Path) -> dict[str, dict[str, Any]]:
-    """The README's table, by instance: greedy, batch (delivered, p90, share), bound (p90, share)."""
+    """The README's table by instance: greedy, batch (delivered, p90, share), bound."""
     path = folder / "README.md"
     if not path.exists():
         return {}

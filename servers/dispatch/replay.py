@@ -218,7 +218,7 @@ def simulate(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metr
     if config.policy == "greedy":
         return _simulate_offers(trace, config, progress=progress)
     if config.policy == "plain":
-        tc = replace(config.trips, max_orders=1, release_at_once=True)
+        tc = replace(config.trips, max_orders=1, release_at_once=True, cover_s=0.0)
         interval = config.plain_interval_s
     else:
         tc, interval = config.trips, config.batch_interval_s

@@ -52,8 +52,10 @@ __all__ = [
     "TripOrder",
     "TripPlan",
     "TripRound",
+    "Move",
     "form_bundles",
     "plan_trips",
+    "reposition",
     "route",
 ]
 
@@ -115,6 +117,11 @@ class TripConfig:
     #: "doors": minutes until the food is at the doors (ours); "pickup": the driver's
     #: minutes to the restaurant alone (the plain baseline's nearest-driver assignment).
     objective: str = "doors"
+    #: Idle drivers with nothing planned move so every busy restaurant has one within
+    #: this many seconds (0: they stay where they are).
+    cover_s: float = 600.0
+    #: ... but none is sent farther than this.
+    max_move_s: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,11 +374,13 @@ def plan_trips(
         b, d = bundles[i], drv[j]
         matched.add(i)
         idle = d.free_at <= now
-        release = b.ready_at - float(to_pick[i, j]) - cfg.release_margin_s
-        commit = idle and (cfg.release_at_once or release < now + interval_s)
         start = float(free[j])
-        arr = float(arrive[i, j])
-        dep = float(leave[i, j])
+        # The route itself on the great circle (the matrix's flat-earth distance is for
+        # choosing; the trip must follow the physics exactly).
+        arr = start + travel.seconds(haversine_m(d.lat, d.lon, b.lat, b.lon))
+        dep = max(arr, b.ready_at) + cfg.pickup_service_s
+        release = b.ready_at - (arr - start) - cfg.release_margin_s
+        commit = idle and (cfg.release_at_once or release < now + interval_s)
         legs = [Leg("pickup", tuple(o.order_id for o in b.orders), b.lat, b.lon, arr, dep)]
         for o, off in zip(b.orders, b.drop_offsets_s, strict=True):
             end = dep + off
@@ -392,3 +401,66 @@ def plan_trips(
         plans.append(TripPlan(d.driver_id, b, tuple(legs), commit, why))
     waiting = [o.order_id for i, b in enumerate(bundles) if i not in matched for o in b.orders]
     return TripRound(plans, waiting, nb, time.perf_counter() - started, {"target": float(target)})
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Send an idle driver towards a restaurant likely to need one."""
+
+    driver_id: str
+    lat: float
+    lon: float
+    restaurant_id: str
+
+
+def reposition(
+    idle: Sequence[FreeDriver],
+    covering: Sequence[tuple[float, float]],
+    restaurants: Sequence[tuple[str, float, float, float]],
+    *,
+    travel: TravelRule,
+    config: TripConfig,
+) -> list[Move]:
+    """Idle, unplanned drivers to the busiest restaurants no driver covers.
+
+    ``restaurants`` are ``(id, lat, lon, weight)`` (weight: recent orders);
+    ``covering`` the places of every driver who covers already (planned, about to be
+    free there, or idle). Greedy, busiest first: a restaurant with nobody within
+    ``cover_s`` gets the nearest idle driver within ``max_move_s``.
+    """
+    if config.cover_s <= 0 or not idle or not restaurants:
+        return []
+    ranked = sorted(restaurants, key=lambda r: -r[3])
+    r_lat = np.array([r[1] for r in ranked])
+    r_lon = np.array([r[2] for r in ranked])
+    if covering:
+        c_lat = np.array([c[0] for c in covering])
+        c_lon = np.array([c[1] for c in covering])
+        covered = (
+            travel.matrix_s(scoring.distance_matrix_m(r_lat, r_lon, c_lat, c_lon)).min(axis=1)
+            <= config.cover_s
+        )
+    else:
+        covered = np.zeros(len(ranked), dtype=bool)
+    d_lat = np.array([d.lat for d in idle])
+    d_lon = np.array([d.lon for d in idle])
+    to = travel.matrix_s(scoring.distance_matrix_m(r_lat, r_lon, d_lat, d_lon))
+    taken = np.zeros(len(idle), dtype=bool)
+    moves: list[Move] = []
+    for i, (rid, lat, lon, _w) in enumerate(ranked):
+        if covered[i]:
+            continue
+        row = np.where(taken | (to[i] > config.max_move_s), np.inf, to[i])
+        j = int(np.argmin(row))
+        if not math.isfinite(float(row[j])):
+            continue
+        taken[j] = True
+        moves.append(Move(idle[j].driver_id, lat, lon, rid))
+        # Whoever goes there covers the restaurants around it too.
+        near = travel.matrix_s(
+            scoring.distance_matrix_m(r_lat, r_lon, np.array([lat]), np.array([lon]))
+        )[:, 0]
+        covered |= near <= config.cover_s
+        if taken.all():
+            break
+    return moves

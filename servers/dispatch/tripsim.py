@@ -29,8 +29,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from foodmesh.core.geo import haversine_m
 from foodmesh.core.trace import Trace
-from servers.dispatch.trips import FreeDriver, TravelRule, TripConfig, TripOrder, plan_trips
+from servers.dispatch.trips import (
+    FreeDriver,
+    TravelRule,
+    TripConfig,
+    TripOrder,
+    plan_trips,
+    reposition,
+)
 
 __all__ = ["TripMetrics", "TripSimConfig", "simulate_trips"]
 
@@ -46,6 +54,10 @@ class TripSimConfig:
     seed: int = 1
     drain_s: float = 3 * 3600
     label: str = "batch"
+    #: How often idle, unplanned couriers are moved towards uncovered restaurants.
+    reposition_every_s: float = 120.0
+    #: Orders placed within this long make a restaurant busy (its weight).
+    demand_window_s: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +94,23 @@ class _Rider:
     off_s: float
     free_at: float
     busy_s: float = 0.0
+    #: Moving while idle: from, to, when it set off, seconds it takes.
+    move: tuple[float, float, float, float, float, float] | None = None
+
+    def where(self, now: float) -> tuple[float, float]:
+        """Where the courier is at ``now`` (somewhere along a move, or where they stopped)."""
+        if self.move is None:
+            return self.lat, self.lon
+        flat, flon, tlat, tlon, start, dur = self.move
+        f = 1.0 if dur <= 0 else min(1.0, max(0.0, (now - start) / dur))
+        return flat + (tlat - flat) * f, flon + (tlon - flon) * f
+
+    def stop(self, now: float) -> None:
+        """Ends a move at ``now``: the courier is where they got to; the time counts as work."""
+        if self.move is not None:
+            self.lat, self.lon = self.where(now)
+            self.busy_s += min(max(0.0, now - self.move[4]), self.move[5])
+            self.move = None
 
 
 def simulate_trips(trace: Trace, config: TripSimConfig, *, progress: bool = False) -> TripMetrics:
@@ -121,6 +150,9 @@ def simulate_trips(trace: Trace, config: TripSimConfig, *, progress: bool = Fals
     # rounds replay in seconds.
     wake_at = now
     prev = -math.inf
+    next_move = now
+    planned: set[str] = set()
+    recent: list[tuple[float, str]] = []  # (placed, restaurant) of orders seen
     while now <= end and (nxt < len(placed) or pool):
         while nxt < len(placed) and placed[nxt].placed_s <= now:
             o = placed[nxt]
@@ -129,6 +161,7 @@ def simulate_trips(trace: Trace, config: TripSimConfig, *, progress: bool = Fals
                                    o.dropoff_lon, o.placed_s, o.ready_s)  # fmt: skip
             nxt += 1
             wake_at = now
+            recent.append((o.placed_s, o.restaurant_id))
         if pool and wake_at > now:
             wake_at = min(
                 [wake_at]
@@ -139,7 +172,7 @@ def simulate_trips(trace: Trace, config: TripSimConfig, *, progress: bool = Fals
         if pool and wake_at <= now:
             wake_at = math.inf
             free = [
-                FreeDriver(r.id, r.lat, r.lon, r.free_at, r.off_s)
+                FreeDriver(r.id, *r.where(now), r.free_at, r.off_s)
                 for r in riders
                 if r.free_at < r.off_s and r.on_s <= now + cfg.driver_horizon_s
             ]
@@ -147,6 +180,7 @@ def simulate_trips(trace: Trace, config: TripSimConfig, *, progress: bool = Fals
                              travel=travel, config=cfg)  # fmt: skip
             decide += rnd.decide_s
             rounds += 1
+            planned = {p.driver_id for p in rnd.plans if not p.commit}
             for p in rnd.plans:
                 if not p.commit:
                     wake_at = min(wake_at, p.why.release_at - config.interval_s)
@@ -165,6 +199,7 @@ def simulate_trips(trace: Trace, config: TripSimConfig, *, progress: bool = Fals
                         )  # fmt: skip
                     continue
                 r = by_id[p.driver_id]
+                r.stop(now)
                 trips += 1
                 start = max(now, r.free_at)
                 pick = p.legs[0]
@@ -178,6 +213,9 @@ def simulate_trips(trace: Trace, config: TripSimConfig, *, progress: bool = Fals
                 r.busy_s += last_leg.depart_at - start
                 r.free_at = last_leg.depart_at
                 r.lat, r.lon = last_leg.lat, last_leg.lon
+        if now >= next_move and cfg.cover_s > 0:
+            next_move = now + config.reposition_every_s
+            _move_idle(riders, planned, recent, kitchens, now, travel, cfg, config)
         if progress and time.perf_counter() > report:
             report = time.perf_counter() + 2.0
             _log.info(
@@ -189,8 +227,54 @@ def simulate_trips(trace: Trace, config: TripSimConfig, *, progress: bool = Fals
                 now / max(1e-9, time.perf_counter() - started),
             )
         now += config.interval_s
+    for r in riders:
+        r.stop(min(now, r.off_s) if r.move is None or now < r.move[4] + r.move[5] else now)
     return _measure(trace, config, riders, placed, delivered, picked, arrived, offers, trips,
                     decide, rounds, started)  # fmt: skip
+
+
+def _move_idle(
+    riders: list[_Rider],
+    planned: set[str],
+    recent: list[tuple[float, str]],
+    kitchens: dict[str, tuple[float, float]],
+    now: float,
+    travel: TravelRule,
+    cfg: TripConfig,
+    config: TripSimConfig,
+) -> None:
+    """Sends idle, unplanned couriers towards busy restaurants nobody covers."""
+    weight: dict[str, float] = {}
+    for placed_s, rid in reversed(recent):
+        if placed_s < now - config.demand_window_s:
+            break
+        weight[rid] = weight.get(rid, 0.0) + 1.0
+    if not weight:
+        return
+    for r in riders:
+        if r.move is not None and now >= r.move[4] + r.move[5]:
+            r.stop(now)
+    on = [r for r in riders if r.on_s <= now < r.off_s]
+    idle = [r for r in on if r.free_at <= now and r.id not in planned and r.move is None]
+    covering = []
+    for r in on:
+        if r.move is not None:
+            covering.append((r.move[2], r.move[3]))
+        elif r.free_at <= now + cfg.cover_s:
+            covering.append((r.lat, r.lon))
+    # Idle couriers cover only where they stand; the planned ones, where they will be.
+    moves = reposition(
+        [FreeDriver(r.id, r.lat, r.lon, now, r.off_s) for r in idle],
+        covering,
+        [(rid, *kitchens[rid], w) for rid, w in weight.items()],
+        travel=travel,
+        config=cfg,
+    )
+    by_id = {r.id: r for r in idle}
+    for mv in moves:
+        r = by_id[mv.driver_id]
+        dur = travel.seconds(haversine_m(r.lat, r.lon, mv.lat, mv.lon))
+        r.move = (r.lat, r.lon, mv.lat, mv.lon, now, dur)
 
 
 def _measure(
@@ -216,7 +300,8 @@ def _measure(
         np.array([max(0.0, picked[o.id] - arrived[o.id]) for o in done]) if done else np.zeros(1)
     )
     final = max(list(delivered.values()) + [0.0])
-    shift = sum(max(0.0, min(r.off_s, max(final, r.off_s)) - r.on_s) for r in riders)
+    # On shift, plus the time spent finishing the last trip after it ended.
+    shift = sum(max(0.0, max(r.off_s, min(r.free_at, final)) - r.on_s) for r in riders)
     busy = sum(r.busy_s for r in riders)
     return TripMetrics(
         policy=config.label,
