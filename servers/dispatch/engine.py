@@ -61,6 +61,7 @@ from servers.dispatch.offers import OfferRules
 from servers.dispatch.scoring import Weights
 from servers.dispatch.sessions import SessionHub
 from servers.dispatch.store import Fleet, NewOrder
+from servers.dispatch.trips import due_now
 from servers.runtime.retry import retry
 
 __all__ = ["Engine", "EngineConfig", "LocationPort", "OrderPort", "TravelPort", "plan_off_loop"]
@@ -124,6 +125,10 @@ class EngineConfig:
     region_precision: int = 4
     expire_every_s: float = 0.5
     candidates_per_order: int = 100
+    #: Kitchen-timed offers: an order is offered only once its best driver must set off to
+    #: be at the restaurant this many seconds before the food is ready (the prep
+    #: estimate); None offers every order as soon as it is matched.
+    release_margin_s: float | None = None
 
     @classmethod
     def from_extra(cls, extra: Mapping[str, str]) -> EngineConfig:
@@ -147,6 +152,11 @@ class EngineConfig:
             lease_s=env_float(extra, p + "LEASE_S", 6.0, lo=0.5),
             region_precision=env_int(extra, p + "REGION_PRECISION", 4, lo=1, hi=8),
             expire_every_s=env_float(extra, p + "EXPIRE_EVERY_S", 0.5, lo=0.01),
+            release_margin_s=(
+                env_float(extra, p + "KITCHEN_RELEASE_S", 120.0, lo=0.0)
+                if extra.get(p + "KITCHEN_RELEASE_S", "").strip()
+                else None
+            ),
         )
 
 
@@ -171,6 +181,8 @@ class BatchReport:
     drivers: int = 0
     offers: int = 0
     decide_s: float = 0.0
+    #: Matched but held until the kitchen's time.
+    held: int = 0
 
 
 class Engine:
@@ -371,7 +383,19 @@ class Engine:
             travel_s=travel,
         )
         report.decide_s = plan.decide_s
-        made = await asyncio.gather(*(self.offer(p) for p in plan.proposals))
+        proposals = plan.proposals
+        if self.config.release_margin_s is not None:
+            # Held for the kitchen: matched again next batch, offered when the driver must go.
+            ready = {o.order_id: o.ready_at for o in pending}
+            proposals = [
+                p
+                for p in proposals
+                if due_now(ready_at=ready[p.order_id], to_pickup_s=p.to_pickup_s, now=now,
+                           interval_s=self.config.batch_interval_s,
+                           margin_s=self.config.release_margin_s)
+            ]  # fmt: skip
+            report.held = len(plan.proposals) - len(proposals)
+        made = await asyncio.gather(*(self.offer(p) for p in proposals))
         report.offers = sum(1 for m in made if m)
         await self.fleet.assignments.widen(plan.unmatched, self.config.match.wide_radius_miles)
         self.batches += 1

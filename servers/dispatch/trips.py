@@ -53,6 +53,7 @@ __all__ = [
     "TripPlan",
     "TripRound",
     "Move",
+    "due_now",
     "form_bundles",
     "plan_trips",
     "reposition",
@@ -233,6 +234,16 @@ class TripRound:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+def due_now(*, ready_at: float, to_pickup_s: float, now: float, interval_s: float,
+            margin_s: float) -> bool:  # fmt: skip
+    """Whether a driver ``to_pickup_s`` away must be sent this round to be there on time.
+
+    On time: ``margin_s`` before the food is ready. Sent later than the round before
+    that, they would be late; sent earlier, they would wait at the counter.
+    """
+    return ready_at - to_pickup_s - margin_s < now + interval_s
+
+
 def route(
     orders: Sequence[TripOrder], travel: TravelRule, cfg: TripConfig
 ) -> tuple[tuple[TripOrder, ...], tuple[float, ...]]:
@@ -380,7 +391,11 @@ def plan_trips(
         arr = start + travel.seconds(haversine_m(d.lat, d.lon, b.lat, b.lon))
         dep = max(arr, b.ready_at) + cfg.pickup_service_s
         release = b.ready_at - (arr - start) - cfg.release_margin_s
-        commit = idle and (cfg.release_at_once or release < now + interval_s)
+        commit = idle and (
+            cfg.release_at_once
+            or due_now(ready_at=b.ready_at, to_pickup_s=arr - start, now=now,
+                       interval_s=interval_s, margin_s=cfg.release_margin_s)
+        )  # fmt: skip
         legs = [Leg("pickup", tuple(o.order_id for o in b.orders), b.lat, b.lon, arr, dep)]
         for o, off in zip(b.orders, b.drop_offsets_s, strict=True):
             end = dep + off
