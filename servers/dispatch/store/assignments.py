@@ -251,6 +251,19 @@ class AssignmentStore:
                 first = first or a
             return first
 
+    async def held(self, *, driver_id: str = "", regions: Sequence[str] = ()) -> list[Assignment]:
+        """The orders drivers carry now: one driver's, or every driver's in these regions."""
+        q = f"SELECT {ASSIGNMENT} FROM fleet.assignments WHERE status = ANY(%s)"
+        params: list[Any] = [[s.value for s in HELD]]
+        if driver_id:
+            q += " AND driver_id = %s"
+            params.append(driver_id)
+        else:
+            q += " AND region = ANY(%s)"
+            params.append(list(regions))
+        async with self.pool.connection() as conn:
+            return await all_(conn, ASSIGNMENTS, q + " ORDER BY driver_id, order_id", params)
+
     async def set_max_orders(self, k: int) -> None:
         """K, the orders a driver may carry at once, as the data store enforces it."""
         async with self.pool.connection() as conn, conn.transaction():

@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from foodmesh.core.errors import FailedPrecondition
 from servers.dispatch.matching import Proposal
 from servers.dispatch.model import Assignment, OfferRow
-from servers.dispatch.offers import POOL, AssignmentStatus, OfferRules
+from servers.dispatch.offers import HELD, POOL, AssignmentStatus, OfferRules
 from servers.dispatch.store._sql import (
     ASSIGNMENT,
     ASSIGNMENTS,
@@ -197,9 +197,18 @@ class OfferStore:
                 (ts(now), driver_id),
             )
             await record_answer(conn, driver_id, True)
-            await call_order(
-                conn, a.order_id, driver_id, f"driver {driver_id} accepted", a.est_delivery_at
+            others = await one(
+                conn,
+                ROWS,
+                "SELECT count(*) AS n FROM fleet.assignments WHERE driver_id = %s"
+                " AND order_id <> %s AND status = ANY(%s)",
+                (driver_id, a.order_id, [x.value for x in HELD]),
             )
+            n = int(others["n"]) if others else 0
+            why = f"driver {driver_id} accepted"
+            if n:  # a stacked order: its drop-off comes after the trip's others
+                why += f"; bundled with {n} other order(s): your driver has another drop-off first"
+            await call_order(conn, a.order_id, driver_id, why, a.est_delivery_at)
             await emit(conn, self.announce, "assigned", a, o)
             return a
 
