@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any
 
 from foodmesh.core.geo import haversine_m
 from foodmesh.core.trace import load_trace
+from servers.dispatch.matching import PendingOrder
+from servers.dispatch.model import Assignment
+from servers.dispatch.offers import AssignmentStatus
 from servers.dispatch.replay import ReplayPolicy, SimConfig, generate_trace, simulate
+from servers.dispatch.stacking import (
+    StackConfig,
+    next_stop,
+    plan_stops,
+    stack_proposals,
+    trips_of,
+)
 from servers.dispatch.trips import (
     FreeDriver,
     TravelRule,
@@ -185,3 +196,49 @@ def test_bundling_serves_a_scarce_city_with_fewer_courier_hours() -> None:
     assert bundled.orders_per_trip > 1.1 and single.orders_per_trip == 1.0
     assert bundled.courier_hours_per_order < single.courier_hours_per_order
     assert bundled.click_to_door_p90_min < single.click_to_door_p90_min
+
+
+def held(oid: str, status: str, *, deliver_at: float, driver: str = "d1",
+         to: tuple[float, float] = REST) -> Assignment:  # fmt: skip
+    t0 = dt.datetime.fromtimestamp(1000.0, dt.UTC)
+    return Assignment(
+        order_id=oid, region="dr5r", status=AssignmentStatus(status), driver_id=driver,
+        pickup_lat=REST[0], pickup_lon=REST[1], pickup_label="Pizza",
+        dropoff_lat=to[0], dropoff_lon=to[1], dropoff_label=f"door of {oid}",
+        ready_at=t0, offers_made=1, excluded=[], radius_miles=5.0, front=False, tip_minor=0,
+        currency="USD", est_pickup_at=None,
+        est_delivery_at=dt.datetime.fromtimestamp(deliver_at, dt.UTC), created_at=t0,
+        updated_at=t0,
+    )  # fmt: skip
+
+
+def test_a_pending_order_of_the_same_restaurant_joins_a_trip_not_yet_picked_up() -> None:
+    trips = trips_of(
+        [
+            held("a", "assigned", deliver_at=2000.0, to=east(1000)),
+            held("b", "picked_up", deliver_at=2100.0, driver="d2"),  # under way: can't grow
+        ],
+        now=900.0,
+    )
+    assert [t.driver_id for t in trips] == ["d1"]
+    same = PendingOrder("n", *east(50), *east(1500), ready_at=1100.0)
+    elsewhere = PendingOrder("x", *east(3000), *east(1500), ready_at=1000.0)
+    much_later = PendingOrder("l", *REST, *east(1500), ready_at=1000.0 + 3600)
+    cfg = StackConfig(max_orders=2)
+    got = stack_proposals([elsewhere, much_later, same], trips, now=900.0, config=cfg)
+    assert [(p.order_id, p.driver_id) for p in got] == [("n", "d1")]
+    assert got[0].delivery_at > 2000.0  # after the trip's drop-off
+    full = trips_of([held("a", "assigned", deliver_at=2000.0),
+                     held("c", "assigned", deliver_at=2050.0)], now=900.0)  # fmt: skip
+    assert stack_proposals([same], full, now=900.0, config=cfg) == []  # K = 2 already
+
+
+def test_the_trip_plan_is_one_pickup_then_the_drop_offs_in_promised_order() -> None:
+    trip = [held("b", "assigned", deliver_at=2500.0), held("a", "at_restaurant", deliver_at=2000.0)]
+    stops = [(s.kind, s.order_id) for s in plan_stops(trip)]
+    assert stops == [("pickup", "b"), ("dropoff", "a"), ("dropoff", "b")]
+    nxt = next_stop(trip)
+    assert nxt is not None and nxt[1] == REST
+    carried = [held("b", "picked_up", deliver_at=2500.0)]
+    assert [s.kind for s in plan_stops(carried)] == ["dropoff"]
+    assert next_stop([]) is None
