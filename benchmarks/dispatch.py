@@ -357,8 +357,8 @@ def main() -> int:
     if "mdrp" in result:
         _print_mdrp(result["mdrp"])
         if args.json:
-            emit_json({"benchmark": "dispatch_mdrp", "when": now_iso(), "machine": machine(),
-                       **result})  # fmt: skip
+            emit_json({"benchmark": "dispatch", "when": now_iso(), "machine": machine(),
+                       **_mdrp_summary(result), **result})  # fmt: skip
         return 0
     print_table(
         "batch solve (plan_batch: filters + scores + linear_sum_assignment)",
@@ -412,6 +412,25 @@ def main() -> int:
     if args.json:
         emit_json({"benchmark": "dispatch", "when": now_iso(), "machine": machine(), **result})
     return 0
+
+
+def _mdrp_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """Raw figures and ratios (ours over the README's 60 s batch) for docs/performance.md."""
+    ts = result["trip_solve"]
+    ours: dict[str, Any] = {"trip_solve_500x2000_s": ts["ours_s"]}
+    baseline: dict[str, Any] = {"raw_lsa_500x2000_s": ts["raw_lsa_s"]}
+    ratios: dict[str, Any] = {"trip_solve_500x2000_vs_raw_lsa": ts["ratio"]}
+    for r in result["mdrp"]["instances"]:
+        name = r["instance"].removeprefix("mdrp-")
+        ours[name] = {"p90_min": r["ours"]["p90_min"], "share": r["ours"]["share"],
+                      "delivered": r["ours"]["delivered"]}  # fmt: skip
+        ref = r.get("readme", {}).get("batch")
+        if ref:
+            baseline[name] = {"p90_min": ref["p90_min"], "share": ref["share"]}
+            ratios[f"{name}.p90_vs_readme_batch_60s"] = round(
+                r["ours"]["p90_min"] / ref["p90_min"], 3
+            )
+    return {"ours": ours, "baseline": baseline, "ratio": ratios}
 
 
 def _print_mdrp(res: dict[str, Any]) -> None:

@@ -51,8 +51,12 @@ async def platform(
     state_dir: Path,
     with_dispatch: bool = False,
     city: City | None = None,
+    dispatch_extra: dict[str, str] | None = None,
 ) -> AsyncIterator[Platform]:
-    """The services, the gateway and ``city`` (default :func:`small_city`) seeded."""
+    """The services, the gateway and ``city`` (default :func:`small_city`) seeded.
+
+    ``dispatch_extra``: Dispatch's own settings (``FOODMESH_DISPATCH_*``).
+    """
     city = city or small_city()
     common = dict(redis_url=redis_url, nats_url=nats_url, namespace=namespace)
     async with contextlib.AsyncExitStack() as stack:
@@ -79,7 +83,7 @@ async def platform(
                           migrations=load_migrations(dispatch.SPEC.migrations))  # fmt: skip
             dsp = await stack.enter_async_context(run_service(dispatch.SPEC, dispatch_settings(
                 pg_url=pg_url, nats_url=nats_url, namespace=namespace, location=loc.target,
-                order=mesh.order.target)))  # fmt: skip
+                order=mesh.order.target, extra=dispatch_extra)))  # fmt: skip
             dispatch_target = targets["dispatch"] = dsp.target
         http = await stack.enter_async_context(gateway(targets))
         await seed_city(city, catalog_target=mesh.catalog.target, dispatch_target=dispatch_target)
