@@ -169,6 +169,7 @@ class _Courier:
     idle_s: float = 0.0
     answers: list[bool] = field(default_factory=list)
     done: int = 0
+    last_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -396,6 +397,7 @@ def _simulate_offers(trace: Trace, config: SimConfig, *, progress: bool = False)
             o.status = AssignmentStatus.DELIVERED
             c.lat, c.lon = o.spec.dropoff_lat, o.spec.dropoff_lon
             c.done += 1
+            c.last_s = now
             idle(c, now)
         if progress and time.perf_counter() > next_report:
             next_report = time.perf_counter() + 2.0
@@ -421,7 +423,8 @@ def _simulate_offers(trace: Trace, config: SimConfig, *, progress: bool = False)
     for c in couriers.values():
         if c.state == "idle":
             c.idle_s += min(final, c.spec.off_s) - max(c.idle_since, c.spec.on_s)
-        on_shift += max(0.0, c.spec.off_s - c.spec.on_s)
+        # On shift, plus the overtime of finishing the last delivery after it.
+        on_shift += max(0.0, max(c.spec.off_s, min(c.last_s, final)) - c.spec.on_s)
         idle_total += max(0.0, c.idle_s)
     done = [o for o in orders.values() if o.status is AssignmentStatus.DELIVERED]
     c2d = np.array([o.delivered_s - o.spec.placed_s for o in done]) if done else np.zeros(1)
