@@ -18,9 +18,15 @@
 3. **Replay**: ``foodmesh replay`` on a generated trace of ``--orders`` (2,000) orders:
    batch vs the greedy nearest-driver baseline, click-to-door mean/p90 and on-time
    share (the batch policy must beat greedy on p90).
+4. **Trip solve** (always): ``trips.plan_trips`` on 500 pending × 2,000 drivers,
+   bundles of up to 3 (target < 1 s); baseline: raw ``linear_sum_assignment`` 500 × 2,000.
+5. **MDRP** (``--mdrp DIR``, instead of 1-3): every trace in DIR replayed with
+   ``batch`` and our ``plain`` 60 s baseline, beside the lower bound and the figures
+   of DIR's README (see ``benchmarks/_mdrp.py``).
 
     python benchmarks/dispatch.py              # ~3 min
     python benchmarks/dispatch.py --quick --json
+    python benchmarks/dispatch.py --mdrp PATH/TO/mdrp --json
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from benchmarks._harness import (  # noqa: E402
     print_table,
     ratio,
 )
+from benchmarks._mdrp import bench_mdrp, bench_trip_solve  # noqa: E402
 from servers.dispatch.matching import Candidate, MatchConfig, PendingOrder, plan_batch  # noqa: E402
 from servers.dispatch.replay import SimConfig, generate_trace, load_trace, simulate  # noqa: E402
 
@@ -312,27 +319,47 @@ def bench_replay(orders: int, couriers: int) -> dict[str, Any]:
 
 
 async def run(args: Any) -> dict[str, Any]:
+    trip_solve = bench_trip_solve()
+    _log.info("trip solve %s: %.3f s (raw LSA %.3f s)", trip_solve["size"], trip_solve["ours_s"],
+              trip_solve["raw_lsa_s"])  # fmt: skip
+    if args.mdrp:
+        return {"trip_solve": trip_solve, "mdrp": bench_mdrp(Path(args.mdrp), quick=args.quick)}
     solve = await bench_solve(args.quick)
     duration = args.duration or (10.0 if args.quick else 30.0)
     rate = args.rate or 2.0
     latency = await bench_latency(rate, duration, args.drivers)
     replay = bench_replay(600 if args.quick else args.orders, 90 if args.quick else 300)
-    return {"solve": solve, "latency": latency, "replay": replay}
+    return {"trip_solve": trip_solve, "solve": solve, "latency": latency, "replay": replay}
 
 
 def main() -> int:
     p = parser(__doc__ or "")
     p.add_argument("--drivers", type=int, default=40, help="simulated drivers online (40)")
     p.add_argument("--orders", type=int, default=2000, help="orders in the replay trace (2000)")
+    p.add_argument("--mdrp", metavar="DIR", help="replay the MDRP traces in DIR instead of 1-3")
     args = p.parse_args()
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)-5s %(name)s %(message)s",
     )
+    logging.getLogger("foodmesh.replay").setLevel(logging.INFO)
     for noisy in ("foodmesh", "foodmesh.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     result = asyncio.run(run(args))
+    ts = result["trip_solve"]
+    print_table(
+        "trip solve (plan_trips: bundles <= 3, horizon drivers, linear_sum_assignment)",
+        ["size", "ours s", "ours CPU s", "raw LSA s", "ratio", "bundles", "trips", "orders/trip"],
+        [[ts["size"], ts["ours_s"], ts["ours_cpu_s"], ts["raw_lsa_s"], ts["ratio"],
+          ts["bundles"], ts["trips_planned"], ts["orders_per_trip"]]],
+    )  # fmt: skip
+    if "mdrp" in result:
+        _print_mdrp(result["mdrp"])
+        if args.json:
+            emit_json({"benchmark": "dispatch", "when": now_iso(), "machine": machine(),
+                       **_mdrp_summary(result), **result})  # fmt: skip
+        return 0
     print_table(
         "batch solve (plan_batch: filters + scores + linear_sum_assignment)",
         ["size", "ours s", "ours CPU s", "raw LSA s", "ratio", "greedy s", "matched", "lag ms"],
@@ -385,6 +412,68 @@ def main() -> int:
     if args.json:
         emit_json({"benchmark": "dispatch", "when": now_iso(), "machine": machine(), **result})
     return 0
+
+
+def _mdrp_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """Raw figures and ratios (ours over the README's 60 s batch) for docs/performance.md."""
+    ts = result["trip_solve"]
+    ours: dict[str, Any] = {"trip_solve_500x2000_s": ts["ours_s"]}
+    baseline: dict[str, Any] = {"raw_lsa_500x2000_s": ts["raw_lsa_s"]}
+    ratios: dict[str, Any] = {"trip_solve_500x2000_vs_raw_lsa": ts["ratio"]}
+    for r in result["mdrp"]["instances"]:
+        name = r["instance"].removeprefix("mdrp-")
+        ours[name] = {"p90_min": r["ours"]["p90_min"], "share": r["ours"]["share"],
+                      "delivered": r["ours"]["delivered"]}  # fmt: skip
+        ref = r.get("readme", {}).get("batch")
+        if ref:
+            baseline[name] = {"p90_min": ref["p90_min"], "share": ref["share"]}
+            ratios[f"{name}.p90_vs_readme_batch_60s"] = round(
+                r["ours"]["p90_min"] / ref["p90_min"], 3
+            )
+    return {"ours": ours, "baseline": baseline, "ratio": ratios}
+
+
+def _print_mdrp(res: dict[str, Any]) -> None:
+    def fig(d: dict[str, Any] | None) -> str:
+        if not d:
+            return "-"
+        n = f"{d['delivered']:,}, " if d.get("delivered") is not None else ""
+        return f"{n}{d['p90_min']:.1f} min, {100 * d['share']:.1f} %"
+
+    rows = []
+    for r in res["instances"]:
+        ref = r.get("readme", {})
+        tgt = r.get("target")
+        rows.append(
+            [
+                r["instance"],
+                f"{r['orders']:,} / {r['couriers']}",
+                fig(ref.get("greedy")),
+                fig(ref.get("batch")),
+                fig(ref.get("bound")),
+                fig(r["plain"]),
+                fig(r["ours"]),
+                f"<= {tgt['p90_min']:.1f}, >= {100 * tgt['share']:.1f} %" if tgt else "-",
+                {True: "yes", False: "NO"}.get(r.get("met"), "-"),
+            ]
+        )
+    print_table(
+        f"MDRP replay (every offer accepted; ours: rounds every {res['interval_s']:g} s)",
+        ["instance", "orders / couriers", "README greedy", "README batch 60 s", "README bound",
+         "our plain 60 s", "ours (batch)", "target", "met"],
+        rows,
+    )  # fmt: skip
+    print_table(
+        "MDRP replay: how (ours vs our plain 60 s baseline)",
+        ["instance", "orders/trip", "courier-h/order", "plain courier-h/order", "utilisation",
+         "idle", "driver wait min", "plain driver wait", "food wait min", "plain food wait",
+         "wall s"],
+        [[r["instance"], r["ours"]["orders_per_trip"], r["ours"]["courier_hours_per_order"],
+          r["plain"]["courier_hours_per_order"], r["ours"]["utilisation"],
+          r["ours"]["idle_share"], r["ours"]["driver_wait_min"], r["plain"]["driver_wait_min"],
+          r["ours"]["food_wait_min"], r["plain"]["food_wait_min"], r["ours"]["wall_s"]]
+         for r in res["instances"]],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

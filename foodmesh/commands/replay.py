@@ -42,9 +42,21 @@ def add_parser(sub: Subparsers) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The replay's options, on ``p``."""
     p.add_argument("trace", nargs="?", help="the trace (JSON); omit with --generate")
-    p.add_argument("--policy", choices=("batch", "greedy", "both"), default="both")
+    p.add_argument(
+        "--policy",
+        choices=("batch", "plain", "greedy", "both", "all"),
+        default="both",
+        help="batch: trips (bundles, kitchen-timed); plain: one order a trip every 60 s;"
+        " greedy: nearest driver; both: batch and greedy; all: the three (default both)",
+    )
     p.add_argument("--accept-prob", type=float, default=0.9)
     p.add_argument("--batch-interval", type=float, default=2.0, help="seconds (default 2)")
+    p.add_argument("--max-orders", type=int, default=3, help="orders a trip carries at most (3)")
+    p.add_argument(
+        "--ceil-minutes",
+        action="store_true",
+        help="travel in whole minutes rounded up (mdrplib's rule) instead of continuously",
+    )
     p.add_argument(
         "--generate",
         type=int,
@@ -63,8 +75,19 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--accept-prob must be between 0 and 1")
     if not args.generate and not args.trace:
         raise UsageError("give a TRACE.json or --generate ORDERS")
-    from servers.dispatch.matching import Policy
-    from servers.dispatch.replay import SimConfig, TraceError, generate_trace, load_trace, simulate
+    if not 1 <= args.max_orders <= 5:
+        raise UsageError("--max-orders must be between 1 and 5")
+    if not args.batch_interval > 0:
+        raise UsageError("--batch-interval must be positive")
+    from servers.dispatch.replay import (
+        ReplayPolicy,
+        SimConfig,
+        TraceError,
+        generate_trace,
+        load_trace,
+        simulate,
+    )
+    from servers.dispatch.trips import TripConfig
 
     try:
         if args.generate:
@@ -77,7 +100,11 @@ def run(args: argparse.Namespace) -> int:
     except TraceError as exc:
         print(f"foodmesh replay: {exc}", file=sys.stderr)
         return 2
-    policies: list[Policy] = ["batch", "greedy"] if args.policy == "both" else [args.policy]
+    named: dict[str, list[ReplayPolicy]] = {
+        "both": ["batch", "greedy"],
+        "all": ["batch", "plain", "greedy"],
+    }
+    policies: list[ReplayPolicy] = named.get(args.policy, [args.policy])
     results = []
     for policy in policies:
         cfg = SimConfig(
@@ -85,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
             accept_prob=args.accept_prob,
             batch_interval_s=args.batch_interval,
             seed=args.seed,
+            trips=TripConfig(max_orders=args.max_orders),
+            ceil_minutes=args.ceil_minutes,
         )
         _log.info(
             "replaying %s (%d orders, %d couriers) with policy %s",
@@ -109,6 +138,10 @@ _ROWS = [
     ("click-to-door p90 (min)", "click_to_door_p90_min", "{:.1f}"),
     ("on time (share)", "on_time_share", "{:.1%}"),
     ("food wait mean (min)", "food_wait_mean_min", "{:.1f}"),
+    ("driver wait at restaurant (min)", "driver_wait_mean_min", "{:.1f}"),
+    ("orders per trip", "orders_per_trip", "{:.2f}"),
+    ("courier-hours per order", "courier_hours_per_order", "{:.3f}"),
+    ("driver utilisation (share)", "utilisation", "{:.1%}"),
     ("courier idle (share)", "courier_idle_share", "{:.1%}"),
     ("offers per order", "offers_per_order", "{:.2f}"),
     ("deciding, wall (s)", "decide_wall_s", "{:.2f}"),
@@ -120,8 +153,8 @@ _ROWS = [
 
 def table(results: Sequence[Metrics]) -> str:
     """The policies side by side, one metric a row."""
-    head = f"{'':28}" + "".join(f"{m.policy:>12}" for m in results)
+    head = f"{'':32}" + "".join(f"{m.policy:>12}" for m in results)
     lines = [head, "-" * len(head)]
     for label, key, fmt in _ROWS:
-        lines.append(f"{label:28}" + "".join(f"{fmt.format(getattr(m, key)):>12}" for m in results))
+        lines.append(f"{label:32}" + "".join(f"{fmt.format(getattr(m, key)):>12}" for m in results))
     return "\n".join(lines)

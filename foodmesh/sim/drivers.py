@@ -32,6 +32,7 @@ from typing import Any
 import grpc
 
 from clients import ClientOptions, DispatchClient, LocationClient
+from foodmesh.core.geo import haversine_m
 from foodmesh.core.tasks import stop_tasks
 from foodmesh.sim.agents import SimConfig, Stats, Tokens
 from foodmesh.sim.city import DriverSpec
@@ -173,6 +174,9 @@ class DriverAgent:
         self._status: int = common_pb2.DRIVER_STATUS_OFFLINE
         self._busy = False
         self.order_id = ""
+        #: Orders stacked onto the trip under way (same restaurant, not picked up yet).
+        self._stacked: list[dispatch_pb2.Assignment] = []
+        self._pickup: LatLon | None = None
 
     @property
     def pos(self) -> LatLon:
@@ -338,6 +342,16 @@ class DriverAgent:
         stats = self.fleet.stats
         stats.inc("offers")
         if self._busy:
+            if self._pickup is not None and _near(self._pickup, offer.pickup.location):
+                # Another order of the restaurant we are heading to: one trip, two doors.
+                ev = await s.act(accept_offer=dispatch_pb2.AcceptOffer(offer_id=offer.offer_id))
+                if ev.WhichOneof("event") == "assignment_confirmed":
+                    stats.inc("offers_accepted")
+                    stats.inc("stacked")
+                    self._stacked.append(ev.assignment_confirmed)
+                else:
+                    stats.inc("offers_lost")
+                return
             ev = await s.act(reject_offer=dispatch_pb2.RejectOffer(
                 offer_id=offer.offer_id, reason=dispatch_pb2.REJECT_REASON_OTHER))  # fmt: skip
             stats.inc("offers_rejected")
@@ -394,7 +408,7 @@ class DriverAgent:
             kind = ev.WhichOneof("event")
             if kind == "order_cancelled" and ev.order_cancelled.order_id == order_id:
                 raise _OrderGone()
-            if kind == "state" and ev.state.assignment.order_id != order_id:
+            if kind == "state" and not _holds(ev.state, order_id):
                 raise _OrderGone()  # reassigned while we were away
             if kind == "offer":
                 await self._consider(s, ev.offer)  # busy: declined at once
@@ -426,7 +440,7 @@ class DriverAgent:
         first = await s.next(15.0)
         if first is None or first.WhichOneof("event") != "state":
             raise SessionLost()
-        if first.state.assignment.order_id != order_id:
+        if not _holds(first.state, order_id):
             stats.inc("lost_after_silence")
             raise _OrderGone()
         return s
@@ -453,29 +467,54 @@ class DriverAgent:
         stop = self.fleet.config.stop_s * self.fleet.router.travel_scale
         try:
             status = a.status
+            if status <= AS.ASSIGNMENT_STATUS_AT_RESTAURANT:
+                self._pickup = (a.pickup.location.lat, a.pickup.location.lon)
             if status <= AS.ASSIGNMENT_STATUS_ASSIGNED:
                 s = await self._go(s, (a.pickup.location.lat, a.pickup.location.lon), oid)
                 await self._step(s, "arrived_at_restaurant", oid)
             if status <= AS.ASSIGNMENT_STATUS_AT_RESTAURANT:
                 await self._wait(s, stop / 2, oid)
                 await self._pick_up(s, a)
-            if status <= AS.ASSIGNMENT_STATUS_PICKED_UP:
-                s = await self._go(s, (a.dropoff.location.lat, a.dropoff.location.lon), oid)
-                await self._step(s, "arrived_at_customer", oid)
-            await self._wait(s, stop / 2, oid)
-            photo = f"photo-{oid}-{self.rng.randrange(10**6):06d}"
-            pin = await self.fleet.pin_of(oid, self.id)  # the customer at the door tells it
-            # Left at the door (nobody to tell a PIN): a photo of it is the proof.
-            proof = (dispatch_pb2.Delivered(order_id=oid, pin=pin) if pin
-                     else dispatch_pb2.Delivered(order_id=oid, photo_id=photo))  # fmt: skip
-            ev = await s.act(delivered=proof)
-            if not s.rejected(ev, "delivered"):
-                stats.inc("delivered")
+                self._pickup = None  # food in the bag: no more stacking onto this trip
+                for extra in list(self._stacked):  # the trip's other bags, same counter
+                    try:
+                        await self._pick_up(s, extra)
+                    except _OrderGone:
+                        self._stacked.remove(extra)
+                        stats.inc("deliveries_abandoned")
+            s = await self._drop(s, a)
+            while self._stacked:  # then the other doors, in the order accepted
+                extra = self._stacked.pop(0)
+                self.order_id = extra.order_id
+                try:
+                    s = await self._drop(s, extra)
+                except _OrderGone:
+                    stats.inc("deliveries_abandoned")
         except _OrderGone:
             stats.inc("deliveries_abandoned")
         finally:
-            self._busy, self.order_id = False, ""
+            self._busy, self.order_id, self._pickup = False, "", None
+            self._stacked.clear()
             stats.drivers_busy -= 1
+
+    async def _drop(self, s: Session, a: dispatch_pb2.Assignment) -> Session:
+        """Drives to the customer's door and hands the order over (PIN or photo)."""
+        stats = self.fleet.stats
+        oid = a.order_id
+        stop = self.fleet.config.stop_s * self.fleet.router.travel_scale
+        if a.status <= AS.ASSIGNMENT_STATUS_PICKED_UP:
+            s = await self._go(s, (a.dropoff.location.lat, a.dropoff.location.lon), oid)
+            await self._step(s, "arrived_at_customer", oid)
+        await self._wait(s, stop / 2, oid)
+        photo = f"photo-{oid}-{self.rng.randrange(10**6):06d}"
+        pin = await self.fleet.pin_of(oid, self.id)  # the customer at the door tells it
+        # Left at the door (nobody to tell a PIN): a photo of it is the proof.
+        proof = (dispatch_pb2.Delivered(order_id=oid, pin=pin) if pin
+                 else dispatch_pb2.Delivered(order_id=oid, photo_id=photo))  # fmt: skip
+        ev = await s.act(delivered=proof)
+        if not s.rejected(ev, "delivered"):
+            stats.inc("delivered")
+        return s
 
     async def _pick_up(self, s: Session, a: dispatch_pb2.Assignment) -> None:
         """Waits at the counter until the food is there, then picks it up.
@@ -510,3 +549,15 @@ class DriverAgent:
                 wait = a.ready_time.ToNanoseconds() / 1e9 - time.time()
             await self._wait(s, min(15.0, max(2.0, wait)), a.order_id)
         raise _OrderGone()
+
+
+def _near(a: LatLon, b: Any, within_m: float = 150.0) -> bool:
+    """Whether ``b`` (a LatLng) is the place ``a``, give or take a shopfront."""
+    return haversine_m(a[0], a[1], b.lat, b.lon) <= within_m
+
+
+def _holds(state: dispatch_pb2.SessionState, order_id: str) -> bool:
+    """Whether the session still has us carry ``order_id`` (alone, or on a trip of several)."""
+    if state.assignment.order_id == order_id:
+        return True
+    return any(stop.order_id == order_id for stop in state.plan)

@@ -653,6 +653,7 @@ class SessionState(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     OFFER_FIELD_NUMBER: _builtins.int
     ASSIGNMENT_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
     status: _common_pb2.DriverStatus.ValueType
     """Current status."""
     @_builtins.property
@@ -663,20 +664,86 @@ class SessionState(_message.Message):
     def assignment(self) -> Global___Assignment:
         """The active delivery, if any."""
 
+    @_builtins.property
+    def plan(self) -> _containers.RepeatedCompositeFieldContainer[Global___TripStop]:
+        """The trip's stops still to make, in order (pickups, then drop-offs): a driver may
+        carry several orders at once (bundled or stacked orders).
+        """
+
     def __init__(
         self,
         *,
         status: _common_pb2.DriverStatus.ValueType = ...,
         offer: Global___Offer | None = ...,
         assignment: Global___Assignment | None = ...,
+        plan: _abc.Iterable[Global___TripStop] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "offer", b"offer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "offer", b"offer", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "offer", b"offer", "plan", b"plan", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SessionState: _TypeAlias = SessionState  # noqa: Y015
+
+@_typing.final
+class TripStop(_message.Message):
+    """One stop of a driver's trip."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[TripStop._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        KIND_UNSPECIFIED: TripStop._Kind.ValueType  # 0
+        """Not set."""
+        KIND_PICKUP: TripStop._Kind.ValueType  # 1
+        """Collect the food at the restaurant."""
+        KIND_DROPOFF: TripStop._Kind.ValueType  # 2
+        """Hand it to the customer."""
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
+        """What happens there."""
+
+    KIND_UNSPECIFIED: TripStop.Kind.ValueType  # 0
+    """Not set."""
+    KIND_PICKUP: TripStop.Kind.ValueType  # 1
+    """Collect the food at the restaurant."""
+    KIND_DROPOFF: TripStop.Kind.ValueType  # 2
+    """Hand it to the customer."""
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    kind: Global___TripStop.Kind.ValueType
+    """Pickup or drop-off."""
+    order_id: _builtins.str
+    """The order concerned."""
+    label: _builtins.str
+    """The restaurant's name or the street."""
+    @_builtins.property
+    def location(self) -> _common_pb2.LatLng:
+        """Where."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___TripStop.Kind.ValueType = ...,
+        order_id: _builtins.str = ...,
+        location: _common_pb2.LatLng | None = ...,
+        label: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "label", b"label", "location", b"location", "order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TripStop: _TypeAlias = TripStop  # noqa: Y015
 
 @_typing.final
 class OfferWithdrawn(_message.Message):

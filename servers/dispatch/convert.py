@@ -13,6 +13,7 @@ from foodmesh.core.nats import Subjects
 from foodmesh.v1 import common_pb2, dispatch_pb2
 from servers.dispatch.model import Assignment, Driver, OfferRow
 from servers.dispatch.offers import AssignmentStatus
+from servers.dispatch.stacking import Stop
 from servers.runtime.outbox import OutboxEvent
 
 __all__ = [
@@ -125,3 +126,13 @@ def event_builder(subjects: Subjects):  # type: ignore[no-untyped-def]
         )
 
     return announce
+
+
+def stop_to_pb(s: Stop) -> dispatch_pb2.TripStop:
+    """A stop of the driver's trip, as their session shows it."""
+    kind = (dispatch_pb2.TripStop.KIND_PICKUP if s.kind == "pickup"
+            else dispatch_pb2.TripStop.KIND_DROPOFF)  # fmt: skip
+    return dispatch_pb2.TripStop(
+        kind=kind, order_id=s.order_id, location=common_pb2.LatLng(lat=s.lat, lon=s.lon),
+        label=s.label,
+    )  # fmt: skip

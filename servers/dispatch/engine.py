@@ -67,7 +67,9 @@ from servers.dispatch.model import Assignment, OfferRow
 from servers.dispatch.offers import OfferRules
 from servers.dispatch.scoring import Weights
 from servers.dispatch.sessions import SessionHub
+from servers.dispatch.stacking import StackConfig, stack_proposals, trips_of
 from servers.dispatch.store import Fleet, NewOrder
+from servers.dispatch.trips import due_now
 from servers.runtime.retry import retry
 
 __all__ = ["Engine", "EngineConfig", "LocationPort", "OrderPort", "TravelPort", "plan_off_loop"]
@@ -131,6 +133,12 @@ class EngineConfig:
     region_precision: int = 4
     expire_every_s: float = 0.5
     candidates_per_order: int = 100
+    #: Kitchen-timed offers: an order is offered only once its best driver must set off to
+    #: be at the restaurant this many seconds before the food is ready (the prep
+    #: estimate); None offers every order as soon as it is matched.
+    release_margin_s: float | None = None
+    #: K: orders a driver carries at once (stacked orders of one restaurant); 1: none.
+    max_orders: int = 1
 
     @classmethod
     def from_extra(cls, extra: Mapping[str, str]) -> EngineConfig:
@@ -154,6 +162,12 @@ class EngineConfig:
             lease_s=env_float(extra, p + "LEASE_S", 6.0, lo=0.5),
             region_precision=env_int(extra, p + "REGION_PRECISION", 4, lo=1, hi=8),
             expire_every_s=env_float(extra, p + "EXPIRE_EVERY_S", 0.5, lo=0.01),
+            max_orders=env_int(extra, p + "MAX_ORDERS", 1, lo=1, hi=10),
+            release_margin_s=(
+                env_float(extra, p + "KITCHEN_RELEASE_S", 120.0, lo=0.0)
+                if extra.get(p + "KITCHEN_RELEASE_S", "").strip()
+                else None
+            ),
         )
 
 
@@ -178,6 +192,8 @@ class BatchReport:
     drivers: int = 0
     offers: int = 0
     decide_s: float = 0.0
+    #: Matched but held until the kitchen's time.
+    held: int = 0
 
 
 class Engine:
@@ -214,6 +230,7 @@ class Engine:
         self.offers_made = 0
         #: No driver found / driver lost after pickup (``escalation.py``), when wired.
         self.escalation: Escalation | None = None
+        self._k_set = False
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -382,8 +399,25 @@ class Engine:
             travel_s=travel,
         )
         report.decide_s = plan.decide_s
-        made = await asyncio.gather(*(self.offer(p) for p in plan.proposals))
+        proposals = plan.proposals
+        if self.config.release_margin_s is not None:
+            # Held for the kitchen: matched again next batch, offered when the driver must go.
+            ready = {o.order_id: o.ready_at for o in pending}
+            proposals = [
+                p
+                for p in proposals
+                if due_now(ready_at=ready[p.order_id], to_pickup_s=p.to_pickup_s, now=now,
+                           interval_s=self.config.batch_interval_s,
+                           margin_s=self.config.release_margin_s)
+            ]  # fmt: skip
+            report.held = len(plan.proposals) - len(proposals)
+        made = await asyncio.gather(*(self.offer(p) for p in proposals))
         report.offers = sum(1 for m in made if m)
+        if self.config.max_orders > 1:
+            offered = {p.order_id for p, m in zip(proposals, made, strict=True) if m}
+            report.offers += await self.stack(
+                [o for o in pending if o.order_id not in offered], regions, now=now
+            )
         await self.fleet.assignments.widen(plan.unmatched, self.config.match.wide_radius_miles)
         self.batches += 1
         self.offers_made += report.offers
@@ -399,17 +433,34 @@ class Engine:
             )
         return report
 
-    async def offer(self, p: Proposal) -> bool:
+    async def stack(self, pending: Sequence[PendingOrder], regions: Sequence[str], *,
+                    now: float) -> int:  # fmt: skip
+        """Offers orders to drivers on their way to the same restaurant (stacked orders)."""
+        if not self._k_set:
+            await self.fleet.assignments.set_max_orders(self.config.max_orders)
+            self._k_set = True
+        if not pending:
+            return 0
+        trips = trips_of(await self.fleet.assignments.held(regions=regions), now=now)
+        cfg = StackConfig(max_orders=self.config.max_orders)
+        made = 0
+        for p in stack_proposals(pending, trips, now=now, config=cfg):
+            made += await self.offer(p, stack=True)
+        return made
+
+    async def offer(self, p: Proposal, *, stack: bool = False) -> bool:
         made = await self.fleet.offers.make(
-            p, offer_id="of_" + uuid.uuid4().hex[:20], now=self.clock(), rules=self.config.rules
-        )
+            p, offer_id="of_" + uuid.uuid4().hex[:20], now=self.clock(), rules=self.config.rules,
+            stack=stack,
+        )  # fmt: skip
         if made is None:
             return False
         a, o = made
         await self.hub.push(
             p.driver_id, dispatch_pb2.DriverSessionResponse(offer=convert.offer_to_pb(o, a))
         )
-        await self.tell_location(p.driver_id, DS.DRIVER_STATUS_OFFERED)
+        if not stack:  # on a trip, the driver stays on_delivery for Location
+            await self.tell_location(p.driver_id, DS.DRIVER_STATUS_OFFERED)
         return True
 
     async def tell_location(

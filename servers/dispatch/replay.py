@@ -1,6 +1,13 @@
-"""A city's day through the live matching code, on a virtual clock: ``foodmesh replay``'s engine.
+"""A city's day through the live dispatch code, on a virtual clock: ``foodmesh replay``'s engine.
 
-The decisions are the live service's own — ``matching.plan_batch`` (filters,
+Policies: ``batch`` (ours) plans trips with :mod:`servers.dispatch.trips` — bundles of
+up to K orders, released at the kitchen's time, over a horizon of drivers about to
+be free — and runs them by the trace's physics (:mod:`servers.dispatch.tripsim`);
+``plain`` is the baseline the Grubhub instances' figures use (one order a trip, all
+released at once, a 60 s batch, never revised); ``greedy`` is the nearest-driver
+baseline below.
+
+For ``greedy``, the decisions are the live service's own — ``matching.plan_batch`` (filters,
 scores, the solver or the greedy baseline) and ``offers.OfferRules`` (expiry,
 exclusion of decliners, escalation) — with the clock and the I/O injected: time
 is the trace's seconds, Location's answer is the list of idle simulated
@@ -23,7 +30,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -32,9 +39,12 @@ from foodmesh.core.trace import FORMAT, Courier, Trace, TraceError, TraceOrder, 
 from servers.dispatch.matching import Candidate, MatchConfig, PendingOrder, Policy, plan_batch
 from servers.dispatch.offers import AssignmentStatus, OfferRules
 from servers.dispatch.scoring import distance_matrix_m
+from servers.dispatch.trips import TripConfig
+from servers.dispatch.tripsim import TripSimConfig, simulate_trips
 
 __all__ = [
     "Metrics",
+    "ReplayPolicy",
     "SimConfig",
     "Trace",
     "TraceError",
@@ -124,9 +134,13 @@ def generate_trace(
     }
 
 
+#: ``batch`` (trips: bundles, kitchen-timed), ``plain`` (the 60 s one-order baseline), ``greedy``.
+ReplayPolicy = Literal["batch", "plain", "greedy"]
+
+
 @dataclass(frozen=True, slots=True)
 class SimConfig:
-    policy: Policy = "batch"
+    policy: ReplayPolicy = "batch"
     match: MatchConfig = field(default_factory=MatchConfig)
     rules: OfferRules = field(default_factory=OfferRules)
     batch_interval_s: float = 2.0
@@ -137,6 +151,12 @@ class SimConfig:
     #: How long after the last order the replay goes on (orders still waiting then count
     #: as unassigned).
     drain_s: float = 3 * 3600
+    #: The trip planner's knobs (policy ``batch``).
+    trips: TripConfig = field(default_factory=TripConfig)
+    #: Travel in whole minutes rounded up (mdrplib's rule) instead of continuously.
+    ceil_minutes: bool = False
+    #: The plain baseline's batch interval, seconds.
+    plain_interval_s: float = 60.0
 
 
 @dataclass(slots=True)
@@ -149,6 +169,7 @@ class _Courier:
     idle_s: float = 0.0
     answers: list[bool] = field(default_factory=list)
     done: int = 0
+    last_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -163,6 +184,8 @@ class _Order:
     front: bool = False
     pickup_s: float = math.nan
     delivered_s: float = math.nan
+    sent_s: float = math.nan
+    arrived_s: float = math.nan
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,13 +204,47 @@ class Metrics:
     batches: int
     sim_hours: float
     wall_s: float
+    trips: int = 0
+    orders_per_trip: float = 0.0
+    #: Courier-hours on trips (travel, waiting, service) per delivered order.
+    courier_hours_per_order: float = 0.0
+    #: Share of on-shift time spent on trips.
+    utilisation: float = 0.0
+    #: A courier's wait at the restaurant for the food, mean per order.
+    driver_wait_mean_min: float = 0.0
 
 
 def simulate(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metrics:
     """Runs the trace to its end (every order delivered or given up) and measures it."""
+    if config.policy == "greedy":
+        return _simulate_offers(trace, config, progress=progress)
+    if config.policy == "plain":
+        tc = replace(config.trips, max_orders=1, release_at_once=True, cover_s=0.0)
+        interval = config.plain_interval_s
+    else:
+        tc, interval = config.trips, config.batch_interval_s
+    tm = simulate_trips(
+        trace,
+        TripSimConfig(
+            trips=tc,
+            interval_s=interval,
+            accept_prob=config.accept_prob,
+            ceil_minutes=config.ceil_minutes,
+            seed=config.seed,
+            drain_s=config.drain_s,
+            label=config.policy,
+        ),
+        progress=progress,
+    )
+    return Metrics(**{k: getattr(tm, k) for k in Metrics.__dataclass_fields__})
+
+
+def _simulate_offers(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metrics:
+    """The greedy baseline through the live offer rules, one order per courier."""
     started = time.perf_counter()
     rng = random.Random(config.seed)
-    match = replace(config.match, policy=config.policy)
+    policy: Policy = "greedy" if config.policy == "greedy" else "batch"
+    match = replace(config.match, policy=policy)
     rules = config.rules
     couriers = {c.id: _Courier(c, c.lat, c.lon) for c in trace.couriers}
     kitchens = {r.id: (r.lat, r.lon) for r in trace.restaurants}
@@ -310,6 +367,7 @@ def simulate(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metr
             c.state = "busy"
             del pool[oid]
             to_rest = haversine_m(c.lat, c.lon, o.lat, o.lon) / speed
+            o.sent_s, o.arrived_s = now, now + to_rest
             o.pickup_s = max(now + to_rest, o.spec.ready_s) + trace.pickup_service_s
             leg = haversine_m(o.lat, o.lon, o.spec.dropoff_lat, o.spec.dropoff_lon) / speed
             o.delivered_s = o.pickup_s + leg + trace.dropoff_service_s
@@ -339,6 +397,7 @@ def simulate(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metr
             o.status = AssignmentStatus.DELIVERED
             c.lat, c.lon = o.spec.dropoff_lat, o.spec.dropoff_lon
             c.done += 1
+            c.last_s = now
             idle(c, now)
         if progress and time.perf_counter() > next_report:
             next_report = time.perf_counter() + 2.0
@@ -364,7 +423,8 @@ def simulate(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metr
     for c in couriers.values():
         if c.state == "idle":
             c.idle_s += min(final, c.spec.off_s) - max(c.idle_since, c.spec.on_s)
-        on_shift += max(0.0, c.spec.off_s - c.spec.on_s)
+        # On shift, plus the overtime of finishing the last delivery after it.
+        on_shift += max(0.0, max(c.spec.off_s, min(c.last_s, final)) - c.spec.on_s)
         idle_total += max(0.0, c.idle_s)
     done = [o for o in orders.values() if o.status is AssignmentStatus.DELIVERED]
     c2d = np.array([o.delivered_s - o.spec.placed_s for o in done]) if done else np.zeros(1)
@@ -374,6 +434,8 @@ def simulate(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metr
         else np.zeros(1)
     )
     n = len(orders)
+    busy = sum(o.delivered_s - o.sent_s for o in done)
+    dwait = [max(0.0, o.spec.ready_s - o.arrived_s) for o in done]
     return Metrics(
         policy=config.policy,
         orders=n,
@@ -389,4 +451,9 @@ def simulate(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metr
         batches=batches,
         sim_hours=final / 3600,
         wall_s=time.perf_counter() - started,
+        trips=len(done),
+        orders_per_trip=1.0 if done else 0.0,
+        courier_hours_per_order=busy / 3600 / max(1, len(done)),
+        utilisation=busy / on_shift if on_shift else 0.0,
+        driver_wait_mean_min=sum(dwait) / max(1, len(dwait)) / 60,
     )

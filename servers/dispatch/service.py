@@ -33,6 +33,7 @@ from servers.dispatch.model import Assignment, Driver
 from servers.dispatch.navigator import Navigator
 from servers.dispatch.offers import ACTIVE, Action, AssignmentStatus
 from servers.dispatch.sessions import Session
+from servers.dispatch.stacking import next_stop, plan_stops
 from servers.dispatch.store import Fleet
 from servers.runtime.auth import require
 
@@ -109,6 +110,8 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         )
         if a is not None:
             st.assignment.CopyFrom(convert.assignment_to_pb(a))
+            for stop in plan_stops(await self.fleet.assignments.held(driver_id=driver_id)):
+                st.plan.append(convert.stop_to_pb(stop))
         if offer is not None:
             oa = await self.fleet.assignments.get(offer.order_id)
             if oa is not None:
@@ -313,7 +316,14 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             )
         a, _ = await self.fleet.assignments.progress(order_id, driver, action, now=self.clock())
         if action is Action.DELIVERED:
-            await self.engine.tell_location(driver, DS.DRIVER_STATUS_AVAILABLE)
+            nxt = next_stop(await self.fleet.assignments.held(driver_id=driver))
+            if nxt is None:
+                await self.engine.tell_location(driver, DS.DRIVER_STATUS_AVAILABLE)
+            else:  # a trip of several orders: on to its next stop
+                await self.engine.tell_location(
+                    driver, DS.DRIVER_STATUS_ON_DELIVERY, order_id=nxt[0].order_id, stop=nxt[1]
+                )
+                return nxt[0]
         elif action is Action.PICKED_UP:
             await self.engine.tell_location(
                 driver,

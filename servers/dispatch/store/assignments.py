@@ -201,22 +201,28 @@ class AssignmentStore:
             )
             assert after is not None
             if to is S.DELIVERED:
+                # Free once the trip's last order is at its door.
                 await conn.execute(
                     "UPDATE fleet.drivers SET status = CASE WHEN session_id <> '' THEN"
-                    " 'available' ELSE 'offline' END, updated_at = %s WHERE driver_id = %s",
-                    (ts(now), driver_id),
+                    " 'available' ELSE 'offline' END, updated_at = %s WHERE driver_id = %s"
+                    " AND NOT EXISTS (SELECT 1 FROM fleet.assignments WHERE driver_id = %s"
+                    " AND status = ANY(%s))",
+                    (ts(now), driver_id, driver_id, [s.value for s in HELD]),
                 )
                 await count_delivery(conn, driver_id)
             return after, True
 
     async def lose_driver(self, driver_id: str, reason: str, *, now: float) -> Assignment | None:
-        """The driver went offline before pickup: their order goes back, to the pool's front."""
+        """The driver went offline before pickup: their orders go back, to the pool's front.
+
+        Returns the first of them (a trip may hold several; all go back).
+        """
         async with self.pool.connection() as conn, conn.transaction():
-            held = await one(
+            held = await all_(
                 conn,
                 ROWS,
                 "SELECT order_id FROM fleet.assignments WHERE driver_id = %s"
-                " AND status IN ('assigned', 'at_restaurant') FOR UPDATE",
+                " AND status IN ('assigned', 'at_restaurant') ORDER BY order_id FOR UPDATE",
                 (driver_id,),
             )
             await conn.execute(
@@ -224,25 +230,44 @@ class AssignmentStore:
                 " WHERE driver_id = %s",
                 (ts(now), driver_id),
             )
-            if held is None:
-                return None
-            await conn.execute(
-                "UPDATE fleet.offers SET status = 'revoked', reason = %s"
-                " WHERE order_id = %s AND status = 'accepted'",
-                (reason, held["order_id"]),
-            )
-            a = await one(
-                conn,
-                ASSIGNMENTS,
-                "UPDATE fleet.assignments SET status = 'pending', driver_id = '', front = true,"
-                " excluded = array_append(excluded, %s), updated_at = %s WHERE order_id = %s"
-                f" RETURNING {ASSIGNMENT}",
-                (driver_id, ts(now), held["order_id"]),
-            )
-            assert a is not None
-            await call_order(conn, a.order_id, "", reason)
-            await emit(conn, self.announce, "unassigned", a, None, reason)
-            return a
+            first: Assignment | None = None
+            for h in held:
+                await conn.execute(
+                    "UPDATE fleet.offers SET status = 'revoked', reason = %s"
+                    " WHERE order_id = %s AND status = 'accepted'",
+                    (reason, h["order_id"]),
+                )
+                a = await one(
+                    conn,
+                    ASSIGNMENTS,
+                    "UPDATE fleet.assignments SET status = 'pending', driver_id = '', front = true,"
+                    " trip_id = '', excluded = array_append(excluded, %s), updated_at = %s"
+                    f" WHERE order_id = %s RETURNING {ASSIGNMENT}",
+                    (driver_id, ts(now), h["order_id"]),
+                )
+                assert a is not None
+                await call_order(conn, a.order_id, "", reason)
+                await emit(conn, self.announce, "unassigned", a, None, reason)
+                first = first or a
+            return first
+
+    async def held(self, *, driver_id: str = "", regions: Sequence[str] = ()) -> list[Assignment]:
+        """The orders drivers carry now: one driver's, or every driver's in these regions."""
+        q = f"SELECT {ASSIGNMENT} FROM fleet.assignments WHERE status = ANY(%s)"
+        params: list[Any] = [[s.value for s in HELD]]
+        if driver_id:
+            q += " AND driver_id = %s"
+            params.append(driver_id)
+        else:
+            q += " AND region = ANY(%s)"
+            params.append(list(regions))
+        async with self.pool.connection() as conn:
+            return await all_(conn, ASSIGNMENTS, q + " ORDER BY driver_id, order_id", params)
+
+    async def set_max_orders(self, k: int) -> None:
+        """K, the orders a driver may carry at once, as the data store enforces it."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("UPDATE fleet.trip_limits SET max_orders = %s", (k,))
 
     # -- reading ---------------------------------------------------------------------
 

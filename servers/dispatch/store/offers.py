@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from foodmesh.core.errors import FailedPrecondition
 from servers.dispatch.matching import Proposal
 from servers.dispatch.model import Assignment, OfferRow
-from servers.dispatch.offers import POOL, AssignmentStatus, OfferRules
+from servers.dispatch.offers import HELD, POOL, AssignmentStatus, OfferRules
 from servers.dispatch.store._sql import (
     ASSIGNMENT,
     ASSIGNMENTS,
@@ -48,9 +48,14 @@ class OfferStore:
         self.announce = announce
 
     async def make(
-        self, p: Proposal, *, offer_id: str, now: float, rules: OfferRules
+        self, p: Proposal, *, offer_id: str, now: float, rules: OfferRules, stack: bool = False
     ) -> tuple[Assignment, OfferRow] | None:
-        """Offers the order to the driver, if both are still free; None if either was taken."""
+        """Offers the order to the driver, if both are still free; None if either was taken.
+
+        ``stack``: the driver is on a delivery and this order joins their trip (they stay
+        ``on_delivery``); the data store refuses the acceptance that would make more
+        than K (``fleet.trip_limits``).
+        """
         try:
             async with self.pool.connection() as conn, conn.transaction():
                 cur = await one(
@@ -79,10 +84,12 @@ class OfferStore:
                 taken = await one(
                     conn,
                     ROWS,
-                    "UPDATE fleet.drivers SET status = 'offered', updated_at = %s"
-                    " WHERE driver_id = %s AND status = 'available' AND session_id <> ''"
+                    "UPDATE fleet.drivers SET status = %s, updated_at = %s"
+                    " WHERE driver_id = %s AND status = %s AND session_id <> ''"
                     " RETURNING driver_id",
-                    (ts(now), p.driver_id),
+                    ("on_delivery", ts(now), p.driver_id, "on_delivery")
+                    if stack
+                    else ("offered", ts(now), p.driver_id, "available"),
                 )
                 if taken is None:
                     raise _Lost()
@@ -112,6 +119,40 @@ class OfferStore:
                 return a, offer
         except (_Lost, psycopg.errors.UniqueViolation):
             return None
+
+    async def take_trip(self, order_ids: list[str], driver_id: str, *, trip_id: str,
+                        now: float) -> list[str]:  # fmt: skip
+        """Gives the driver these pooled orders as one trip, in one transaction.
+
+        Each order must still be in the pool; the data store counts the driver's load
+        (at most K), so of two replicas racing to fill one driver, the one that would
+        make it K + 1 fails whole. Returns the orders given ([] when the step lost).
+        """
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                taken = await all_(
+                    conn,
+                    ASSIGNMENTS,
+                    "UPDATE fleet.assignments SET status = 'assigned', driver_id = %s,"
+                    " trip_id = %s, front = false, updated_at = %s"
+                    " WHERE order_id = ANY(%s) AND status = ANY(%s) AND NOT (%s = ANY(excluded))"
+                    f" RETURNING {ASSIGNMENT}",
+                    (driver_id, trip_id, ts(now), order_ids, [x.value for x in POOL], driver_id),
+                )
+                if len(taken) != len(set(order_ids)):
+                    raise _Lost()
+                for a in taken:
+                    reason = f"driver {driver_id} takes trip {trip_id}"
+                    await call_order(conn, a.order_id, driver_id, reason, a.est_delivery_at)
+                    await emit(conn, self.announce, "assigned", a, None, reason)
+                await conn.execute(
+                    "UPDATE fleet.drivers SET status = 'on_delivery', updated_at = %s"
+                    " WHERE driver_id = %s",
+                    (ts(now), driver_id),
+                )
+                return [a.order_id for a in taken]
+        except (_Lost, psycopg.errors.CheckViolation):
+            return []
 
     async def _open_offer(
         self, conn: AsyncConnection[Any], offer_id: str, driver_id: str
@@ -156,9 +197,18 @@ class OfferStore:
                 (ts(now), driver_id),
             )
             await record_answer(conn, driver_id, True)
-            await call_order(
-                conn, a.order_id, driver_id, f"driver {driver_id} accepted", a.est_delivery_at
+            others = await one(
+                conn,
+                ROWS,
+                "SELECT count(*) AS n FROM fleet.assignments WHERE driver_id = %s"
+                " AND order_id <> %s AND status = ANY(%s)",
+                (driver_id, a.order_id, [x.value for x in HELD]),
             )
+            n = int(others["n"]) if others else 0
+            why = f"driver {driver_id} accepted"
+            if n:  # a stacked order: its drop-off comes after the trip's others
+                why += f"; bundled with {n} other order(s): your driver has another drop-off first"
+            await call_order(conn, a.order_id, driver_id, why, a.est_delivery_at)
             await emit(conn, self.announce, "assigned", a, o)
             return a
 

@@ -142,8 +142,12 @@ class SessionStore:
             a = await one(
                 conn,
                 ASSIGNMENTS,
+                # On a trip of several orders: the one worked on next (those still to pick
+                # up first, then the drop-offs in their promised order).
                 f"SELECT {ASSIGNMENT} FROM fleet.assignments"
-                " WHERE driver_id = %s AND status = ANY(%s)",
+                " WHERE driver_id = %s AND status = ANY(%s)"
+                " ORDER BY status IN ('assigned', 'at_restaurant') DESC,"
+                " est_delivery_at NULLS LAST, order_id LIMIT 1",
                 (driver_id, [s.value for s in HELD]),
             )
         return d, o, a

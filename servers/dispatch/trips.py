@@ -1,0 +1,481 @@
+"""Trips: bundles of up to K orders, timed to the kitchen, over a horizon of drivers. Pure.
+
+One planning round (``plan_trips``), the decision ``foodmesh replay`` runs on its
+virtual clock (and the live service is to run per region it leads):
+
+1. **Horizon**: the orders whose food is ready within ``horizon_s`` and the drivers
+   free now *or about to be* (finishing a trip within ``driver_horizon_s``, at their
+   last drop-off), each with the moment and place they are free.
+2. **Bundles** (``form_bundles``): per restaurant, orders in order of readiness join
+   a bundle of up to ``target`` orders (``ceil(orders / drivers)`` clipped to
+   ``max_orders``: bundling is for when drivers are scarce) when the food of the
+   first waits at most ``max_food_wait_s`` for the last and no order is delivered
+   more than ``max_delay_s`` later than on a trip of its own. The drop-offs go in
+   the order that delivers the bundle soonest (every permutation: K ≤ 3).
+3. **Assignment**: bundles × drivers in one rectangular ``linear_sum_assignment``
+   (``assignment.solve``): the cost of a pair is the minutes until each order is at
+   its door plus its lateness past the promise, less a reward for serving (more for
+   older orders, so nobody starves).
+4. **Release at the kitchen's time**: a pair is *committed* (offered) only when the
+   driver is free now and must set off within this round to be at the restaurant
+   ``release_margin_s`` before the food is ready (or the food is already waiting);
+   the rest is a tentative plan, solved afresh next round: until a driver is sent,
+   their plan is revised whenever a better one appears (bounded: never after the
+   offer, so never once the driver is on the way to the restaurant).
+
+Every trip carries its why (``Explain``): the cost parts, the bundle, the expected
+times. The food's readiness is an estimate handed in (the ETA service's prep
+estimate live; the trace's ``ready_s`` in replay).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from foodmesh.core.geo import haversine_m
+from servers.dispatch import assignment, scoring
+
+__all__ = [
+    "Bundle",
+    "Explain",
+    "FreeDriver",
+    "Leg",
+    "TravelRule",
+    "TripConfig",
+    "TripOrder",
+    "TripPlan",
+    "TripRound",
+    "Move",
+    "due_now",
+    "form_bundles",
+    "plan_trips",
+    "reposition",
+    "route",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TravelRule:
+    """Travel time over a straight line: ``metres / speed``, or whole minutes rounded up.
+
+    ``ceil_minutes`` is mdrplib's own rule (``ceil(metres / metres-per-minute)``);
+    the evaluator the replay is compared with travels continuously, so that is the
+    default.
+    """
+
+    speed_mps: float = 5.0
+    ceil_minutes: bool = False
+
+    def seconds(self, metres: float) -> float:
+        s = metres / self.speed_mps
+        return math.ceil(s / 60.0 - 1e-9) * 60.0 if self.ceil_minutes else s
+
+    def matrix_s(self, metres: scoring.Arr) -> scoring.Arr:
+        s: scoring.Arr = metres / self.speed_mps
+        if self.ceil_minutes:
+            s = np.ceil(s / 60.0 - 1e-9) * 60.0
+        return s
+
+
+@dataclass(frozen=True, slots=True)
+class TripConfig:
+    """The planner's knobs."""
+
+    max_orders: int = 3
+    #: The first order's food waits at most this long for the bundle's last.
+    max_food_wait_s: float = 600.0
+    #: No order in a bundle is delivered more than this later than on its own.
+    max_delay_s: float = 600.0
+    #: Bundle only when drivers are scarce (target size ceil(orders / drivers)); else 1.
+    scarcity_bundling: bool = True
+    #: Orders whose food is ready within this long are planned.
+    horizon_s: float = 1800.0
+    #: Drivers free within this long (at their last drop-off) are planned.
+    driver_horizon_s: float = 900.0
+    #: Be at the restaurant this long before the food is ready.
+    release_margin_s: float = 60.0
+    #: Release every order at once (the plain baseline) instead of at the kitchen's time.
+    release_at_once: bool = False
+    #: A driver farther than this from the restaurant is not considered, seconds.
+    max_to_pickup_s: float = 3600.0
+    promise_s: float = 2400.0
+    pickup_service_s: float = 240.0
+    dropoff_service_s: float = 240.0
+    #: Weight of a minute past the promise (on top of the minute itself).
+    late_weight: float = 1.0
+    #: Reward per order served, minutes, plus this much per minute of its age.
+    serve_reward_min: float = 240.0
+    age_weight: float = 1.0
+    #: Weight of a minute the driver waits at the restaurant.
+    driver_wait_weight: float = 0.1
+    #: "doors": minutes until the food is at the doors (ours); "pickup": the driver's
+    #: minutes to the restaurant alone (the plain baseline's nearest-driver assignment).
+    objective: str = "doors"
+    #: Idle drivers with nothing planned move so every busy restaurant has one within
+    #: this many seconds (0: they stay where they are).
+    cover_s: float = 600.0
+    #: ... but none is sent farther than this.
+    max_move_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class TripOrder:
+    """An order waiting for a trip."""
+
+    order_id: str
+    restaurant_id: str
+    pickup_lat: float
+    pickup_lon: float
+    dropoff_lat: float
+    dropoff_lon: float
+    placed_at: float
+    #: When the food is expected ready (the prep estimate).
+    ready_at: float
+    excluded: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class FreeDriver:
+    """A driver as the planner sees them: where and when they are next free."""
+
+    driver_id: str
+    lat: float
+    lon: float
+    free_at: float
+    #: Takes no new trip starting at or after this (end of shift).
+    off_at: float = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One stop of a trip."""
+
+    kind: str  # "pickup" or "dropoff"
+    order_ids: tuple[str, ...]
+    lat: float
+    lon: float
+    #: Expected arrival and departure (service done), epoch or trace seconds.
+    arrive_at: float
+    depart_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    """Orders of one restaurant to pick up together, drop-offs in ``orders``' order."""
+
+    orders: tuple[TripOrder, ...]
+    #: Seconds from leaving the restaurant to each drop-off's service end.
+    drop_offsets_s: tuple[float, ...]
+
+    @property
+    def ready_at(self) -> float:
+        return max(o.ready_at for o in self.orders)
+
+    @property
+    def lat(self) -> float:
+        return self.orders[0].pickup_lat
+
+    @property
+    def lon(self) -> float:
+        return self.orders[0].pickup_lon
+
+
+@dataclass(frozen=True, slots=True)
+class Explain:
+    """Why this trip: the cost parts (minutes) and the expected times."""
+
+    cost: float
+    minutes_to_doors: float
+    late_minutes: float
+    driver_wait_min: float
+    serve_reward: float
+    bundle_size: int
+    alternatives: int
+    release_at: float
+
+    def text(self) -> str:
+        return (
+            f"{self.bundle_size} order(s); {self.minutes_to_doors:.1f} min to the doors, "
+            f"{self.late_minutes:.1f} min late, driver waits {self.driver_wait_min:.1f} min; "
+            f"best of {self.alternatives} drivers"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TripPlan:
+    """A bundle for a driver: the route, and whether to offer it now."""
+
+    driver_id: str
+    bundle: Bundle
+    legs: tuple[Leg, ...]
+    #: Send now (the driver must leave this round); else a tentative plan.
+    commit: bool
+    why: Explain
+
+    @property
+    def order_ids(self) -> tuple[str, ...]:
+        return tuple(o.order_id for o in self.bundle.orders)
+
+
+@dataclass(frozen=True, slots=True)
+class TripRound:
+    plans: list[TripPlan]
+    #: Orders planned but with no driver this round.
+    waiting: list[str]
+    bundles: int
+    decide_s: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def due_now(*, ready_at: float, to_pickup_s: float, now: float, interval_s: float,
+            margin_s: float) -> bool:  # fmt: skip
+    """Whether a driver ``to_pickup_s`` away must be sent this round to be there on time.
+
+    On time: ``margin_s`` before the food is ready. Sent later than the round before
+    that, they would be late; sent earlier, they would wait at the counter.
+    """
+    return ready_at - to_pickup_s - margin_s < now + interval_s
+
+
+def route(
+    orders: Sequence[TripOrder], travel: TravelRule, cfg: TripConfig
+) -> tuple[tuple[TripOrder, ...], tuple[float, ...]]:
+    """The drop-off order delivering soonest (sum of arrival offsets), and those offsets."""
+    best: tuple[float, tuple[TripOrder, ...], tuple[float, ...]] | None = None
+    for perm in itertools.permutations(orders):
+        t, lat, lon = 0.0, perm[0].pickup_lat, perm[0].pickup_lon
+        offs = []
+        for o in perm:
+            t += travel.seconds(haversine_m(lat, lon, o.dropoff_lat, o.dropoff_lon))
+            t += cfg.dropoff_service_s
+            offs.append(t)
+            lat, lon = o.dropoff_lat, o.dropoff_lon
+        total = sum(offs)
+        if best is None or total < best[0]:
+            best = (total, perm, tuple(offs))
+    assert best is not None
+    return best[1], best[2]
+
+
+def form_bundles(
+    orders: Sequence[TripOrder], *, target: int, travel: TravelRule, cfg: TripConfig
+) -> list[Bundle]:
+    """Per restaurant, greedy: each order (by readiness) joins the bundle it delays least."""
+    by_rest: dict[str, list[TripOrder]] = defaultdict(list)
+    for o in orders:
+        by_rest[o.restaurant_id].append(o)
+    out: list[Bundle] = []
+    for group in by_rest.values():
+        group.sort(key=lambda o: (o.ready_at, o.placed_at))
+        if target <= 1 or len(group) == 1:
+            out.extend(Bundle((o,), route((o,), travel, cfg)[1]) for o in group)
+            continue
+        solo = {
+            o.order_id: travel.seconds(
+                haversine_m(o.pickup_lat, o.pickup_lon, o.dropoff_lat, o.dropoff_lon)
+            )
+            + cfg.dropoff_service_s
+            for o in group
+        }
+        open_: list[Bundle] = []
+        for o in group:
+            best: tuple[float, int, Bundle] | None = None
+            for k, b in enumerate(open_):
+                if len(b.orders) >= target:
+                    continue
+                if o.ready_at - min(x.ready_at for x in b.orders) > cfg.max_food_wait_s:
+                    continue
+                if b.orders[0].excluded != o.excluded and (b.orders[0].excluded or o.excluded):
+                    continue
+                members, offs = route((*b.orders, o), travel, cfg)
+                ready = max(x.ready_at for x in members)
+                delays = [
+                    ready + off - (x.ready_at + solo[x.order_id])
+                    for x, off in zip(members, offs, strict=True)
+                ]
+                if max(delays) > cfg.max_delay_s:
+                    continue
+                added = sum(delays)
+                if best is None or added < best[0]:
+                    best = (added, k, Bundle(members, offs))
+            if best is None:
+                open_.append(Bundle((o,), route((o,), travel, cfg)[1]))
+            else:
+                open_[best[1]] = best[2]
+        out.extend(open_)
+    return out
+
+
+def plan_trips(
+    orders: Sequence[TripOrder],
+    drivers: Sequence[FreeDriver],
+    *,
+    now: float,
+    interval_s: float,
+    travel: TravelRule,
+    config: TripConfig,
+    solver: Callable[..., list[tuple[int, int]]] = assignment.solve,
+) -> TripRound:
+    """One round: bundles, the best driver for each, and which to send now."""
+    started = time.perf_counter()
+    cfg = config
+    horizon = [o for o in orders if cfg.release_at_once or o.ready_at <= now + cfg.horizon_s]
+    drv = [
+        d
+        for d in drivers
+        if d.free_at <= now + (0.0 if cfg.release_at_once else cfg.driver_horizon_s)
+        and max(d.free_at, now) < d.off_at
+    ]
+    if not horizon or not drv:
+        return TripRound([], [o.order_id for o in horizon], 0, time.perf_counter() - started)
+    target = 1
+    if cfg.max_orders > 1:
+        target = min(cfg.max_orders, max(1, math.ceil(len(horizon) / len(drv))))
+        if not cfg.scarcity_bundling:
+            target = cfg.max_orders
+    bundles = form_bundles(horizon, target=target, travel=travel, cfg=cfg)
+    nb, nd = len(bundles), len(drv)
+    b_lat = np.array([b.lat for b in bundles])
+    b_lon = np.array([b.lon for b in bundles])
+    d_lat = np.array([d.lat for d in drv])
+    d_lon = np.array([d.lon for d in drv])
+    to_pick = travel.matrix_s(scoring.distance_matrix_m(b_lat, b_lon, d_lat, d_lon))
+    free = np.maximum(np.array([d.free_at for d in drv]), now)
+    arrive = free[None, :] + to_pick
+    ready = np.array([b.ready_at for b in bundles])[:, None]
+    leave = np.maximum(arrive, ready) + cfg.pickup_service_s
+    wait_min = np.maximum(ready - arrive, 0.0) / 60.0
+    cost = np.zeros((nb, nd))
+    late = np.zeros((nb, nd))
+    to_doors = np.zeros((nb, nd))
+    reward = np.zeros(nb)
+    for i, b in enumerate(bundles):
+        for o, off in zip(b.orders, b.drop_offsets_s, strict=True):
+            at_door = leave[i] + off
+            lateness = np.maximum(at_door - o.placed_at - cfg.promise_s, 0.0) / 60.0
+            to_doors[i] += (at_door - now) / 60.0
+            late[i] += lateness
+            reward[i] += cfg.serve_reward_min + cfg.age_weight * max(0.0, now - o.placed_at) / 60
+    cost = to_doors + cfg.late_weight * late + cfg.driver_wait_weight * wait_min - reward[:, None]
+    if cfg.objective == "pickup":
+        cost = (arrive - now) / 60.0
+    feasible = to_pick <= cfg.max_to_pickup_s
+    index = {d.driver_id: j for j, d in enumerate(drv)}
+    for i, b in enumerate(bundles):
+        for o in b.orders:
+            for who in o.excluded:
+                j = index.get(who)
+                if j is not None:
+                    feasible[i, j] = False
+    # The solver wants costs in [0, 1]: shift and scale (a monotone map keeps the optimum).
+    lo, hi = float(cost.min()), float(cost.max())
+    scaled = (cost - lo) / max(hi - lo, 1e-9)
+    pairs = solver(scaled, feasible)
+    plans: list[TripPlan] = []
+    matched: set[int] = set()
+    alternatives = feasible.sum(axis=1)
+    for i, j in pairs:
+        b, d = bundles[i], drv[j]
+        matched.add(i)
+        idle = d.free_at <= now
+        start = float(free[j])
+        # The route itself on the great circle (the matrix's flat-earth distance is for
+        # choosing; the trip must follow the physics exactly).
+        arr = start + travel.seconds(haversine_m(d.lat, d.lon, b.lat, b.lon))
+        dep = max(arr, b.ready_at) + cfg.pickup_service_s
+        release = b.ready_at - (arr - start) - cfg.release_margin_s
+        commit = idle and (
+            cfg.release_at_once
+            or due_now(ready_at=b.ready_at, to_pickup_s=arr - start, now=now,
+                       interval_s=interval_s, margin_s=cfg.release_margin_s)
+        )  # fmt: skip
+        legs = [Leg("pickup", tuple(o.order_id for o in b.orders), b.lat, b.lon, arr, dep)]
+        for o, off in zip(b.orders, b.drop_offsets_s, strict=True):
+            end = dep + off
+            legs.append(
+                Leg("dropoff", (o.order_id,), o.dropoff_lat, o.dropoff_lon,
+                    end - cfg.dropoff_service_s, end)
+            )  # fmt: skip
+        why = Explain(
+            cost=float(cost[i, j]),
+            minutes_to_doors=float(to_doors[i, j]),
+            late_minutes=float(late[i, j]),
+            driver_wait_min=float(wait_min[i, j]),
+            serve_reward=float(reward[i]),
+            bundle_size=len(b.orders),
+            alternatives=int(alternatives[i]),
+            release_at=max(start, release),
+        )
+        plans.append(TripPlan(d.driver_id, b, tuple(legs), commit, why))
+    waiting = [o.order_id for i, b in enumerate(bundles) if i not in matched for o in b.orders]
+    return TripRound(plans, waiting, nb, time.perf_counter() - started, {"target": float(target)})
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Send an idle driver towards a restaurant likely to need one."""
+
+    driver_id: str
+    lat: float
+    lon: float
+    restaurant_id: str
+
+
+def reposition(
+    idle: Sequence[FreeDriver],
+    covering: Sequence[tuple[float, float]],
+    restaurants: Sequence[tuple[str, float, float, float]],
+    *,
+    travel: TravelRule,
+    config: TripConfig,
+) -> list[Move]:
+    """Idle, unplanned drivers to the busiest restaurants no driver covers.
+
+    ``restaurants`` are ``(id, lat, lon, weight)`` (weight: recent orders);
+    ``covering`` the places of every driver who covers already (planned, about to be
+    free there, or idle). Greedy, busiest first: a restaurant with nobody within
+    ``cover_s`` gets the nearest idle driver within ``max_move_s``.
+    """
+    if config.cover_s <= 0 or not idle or not restaurants:
+        return []
+    ranked = sorted(restaurants, key=lambda r: -r[3])
+    r_lat = np.array([r[1] for r in ranked])
+    r_lon = np.array([r[2] for r in ranked])
+    if covering:
+        c_lat = np.array([c[0] for c in covering])
+        c_lon = np.array([c[1] for c in covering])
+        covered = (
+            travel.matrix_s(scoring.distance_matrix_m(r_lat, r_lon, c_lat, c_lon)).min(axis=1)
+            <= config.cover_s
+        )
+    else:
+        covered = np.zeros(len(ranked), dtype=bool)
+    d_lat = np.array([d.lat for d in idle])
+    d_lon = np.array([d.lon for d in idle])
+    to = travel.matrix_s(scoring.distance_matrix_m(r_lat, r_lon, d_lat, d_lon))
+    taken = np.zeros(len(idle), dtype=bool)
+    moves: list[Move] = []
+    for i, (rid, lat, lon, _w) in enumerate(ranked):
+        if covered[i]:
+            continue
+        row = np.where(taken | (to[i] > config.max_move_s), np.inf, to[i])
+        j = int(np.argmin(row))
+        if not math.isfinite(float(row[j])):
+            continue
+        taken[j] = True
+        moves.append(Move(idle[j].driver_id, lat, lon, rid))
+        # Whoever goes there covers the restaurants around it too.
+        near = travel.matrix_s(
+            scoring.distance_matrix_m(r_lat, r_lon, np.array([lat]), np.array([lon]))
+        )[:, 0]
+        covered |= near <= config.cover_s
+        if taken.all():
+            break
+    return moves

@@ -1,0 +1,58 @@
+"""Kitchen-timed offers in the live Dispatch: an order is offered when its driver must set off."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.integration._dispatch import REST, Driver, confirmed_order, dispatch_mesh, upsert
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_an_order_is_held_until_the_kitchen_is_nearly_done_then_offered(
+    pg_url: str, redis_url: str, nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    async with dispatch_mesh(
+        pg_url=pg_url,
+        redis_url=redis_url,
+        nats_url=nats_url,
+        namespace=namespace,
+        state_dir=tmp_path,
+        extra={"FOODMESH_DISPATCH_KITCHEN_RELEASE_S": "60"},
+    ) as mesh:
+        await upsert(mesh, "near")
+        async with Driver(mesh, "near") as near:
+            await near.at(REST[0] + 0.002, REST[1])  # a minute from the counter
+            await near.open_session()
+            oid = await confirmed_order(mesh, "k-kitchen")
+            async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+                row = None
+                for _ in range(100):  # the confirmed event reaches Dispatch through NATS
+                    cur = await conn.execute(
+                        "SELECT extract(epoch FROM ready_at - now()) FROM fleet.assignments"
+                        " WHERE order_id = %s",
+                        (oid,),
+                    )
+                    if (row := await cur.fetchone()) is not None:
+                        break
+                    await asyncio.sleep(0.1)
+                assert row is not None and float(row[0]) > 300  # the promise: minutes of prep
+                # Ten batches later the driver has been matched, but not sent to wait.
+                await asyncio.sleep(2.0)
+                cur = await conn.execute(
+                    "SELECT status, offers_made FROM fleet.assignments WHERE order_id = %s",
+                    (oid,),
+                )
+                assert (await cur.fetchone()) == ("pending", 0)
+                # The kitchen says it is nearly done: now the driver must go.
+                await conn.execute(
+                    "UPDATE fleet.assignments SET ready_at = now() + interval '90 seconds'"
+                    " WHERE order_id = %s",
+                    (oid,),
+                )
+            offer = (await near.expect("offer", within=10)).offer
+            assert offer.order_id == oid

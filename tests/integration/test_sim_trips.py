@@ -1,0 +1,71 @@
+"""The simulated city's drivers carry two orders of one restaurant in one trip."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from pathlib import Path
+
+import pytest
+
+from clients import OrderClient
+from foodmesh.sim.agents import SimConfig
+from foodmesh.sim.demand import distance_m
+from foodmesh.sim.run import run_sim
+from foodmesh.v1 import common_pb2
+from foodmesh.v1 import order_pb2 as opb
+from tests.integration._order import token
+from tests.integration._platform import platform, small_city
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def test_one_simulated_driver_delivers_two_orders_of_one_restaurant_in_one_trip(
+    pg_url: str, redis_url: str, nats_url: str, namespace: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.WARNING)
+    base = small_city()
+    city = dataclasses.replace(base, drivers=base.drivers[:1])
+    async with platform(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
+                        namespace=namespace, state_dir=tmp_path, with_dispatch=True, city=city,
+                        dispatch_extra={"FOODMESH_DISPATCH_MAX_ORDERS": "2"}) as p:  # fmt: skip
+        stop = asyncio.Event()
+        cfg = SimConfig(
+            gateway=p.gateway, location_target=p.location, dispatch_target=p.dispatch, seed=11,
+            orders_per_hour=0.0, flat_demand=True, duration_s=0.0, shifts=False, ramp_s=1.0,
+            prep_scale=0.02, travel_scale=0.01, watch_every_s=1.0, roads=False,
+            declined_share=0.0, bad_share=0.0, silent_share=0.0, stop_s=60.0,
+            progress_every_s=2.0,
+        )  # fmt: skip
+        sim = asyncio.create_task(run_sim(cfg, city=city, stop=stop))
+        try:
+            a, b = city.customers[0], city.customers[1]
+            here = (a.address.lat, a.address.lon)
+            rest = min(city.restaurants, key=lambda r: distance_m(here, r.location))
+            item = next(i for c in rest.menu for i in c.items if i.available)
+            placed: list[tuple[OrderClient, str]] = []
+            for who in (a, b):
+                c = OrderClient(p.order, options=token("customer", who.customer_id))
+                got = await c.place_order(opb.PlaceOrderRequest(
+                    idempotency_key=f"trip-{who.customer_id}", restaurant_id=rest.restaurant_id,
+                    items=[opb.OrderItemInput(item_id=item.item_id, quantity=2)],
+                    delivery_address=who.address, payment_method_id="pm_card_visa",
+                ))  # fmt: skip
+                placed.append((c, got.order.order_id))
+            async with asyncio.timeout(120):
+                while True:
+                    got_all = [(await c.get_order(opb.GetOrderRequest(order_id=o))).order
+                               for c, o in placed]  # fmt: skip
+                    if all(o.status == common_pb2.ORDER_STATUS_DELIVERED for o in got_all):
+                        break
+                    await asyncio.sleep(0.5)
+            assert {o.driver_id for o in got_all} == {city.drivers[0].driver_id}
+            for client, _ in placed:
+                await client.close()
+        finally:
+            stop.set()
+            result = await sim
+    counts = result.stats.counts
+    assert counts["stacked"] == 1 and counts["delivered"] == 2, result.stats.as_json()

@@ -1,0 +1,244 @@
+"""Trips: bundles, kitchen-timed release, drivers about to be free; the replay's physics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+from foodmesh.core.geo import haversine_m
+from foodmesh.core.trace import load_trace
+from servers.dispatch.matching import PendingOrder
+from servers.dispatch.model import Assignment
+from servers.dispatch.offers import AssignmentStatus
+from servers.dispatch.replay import ReplayPolicy, SimConfig, generate_trace, simulate
+from servers.dispatch.stacking import (
+    StackConfig,
+    next_stop,
+    plan_stops,
+    stack_proposals,
+    trips_of,
+)
+from servers.dispatch.trips import (
+    FreeDriver,
+    TravelRule,
+    TripConfig,
+    TripOrder,
+    plan_trips,
+    reposition,
+)
+
+REST = (40.75, -73.98)
+M_LAT = 1 / 111_195.0
+M_LON = M_LAT / math.cos(math.radians(REST[0]))
+TRAVEL = TravelRule(speed_mps=5.0)
+
+
+def east(m: float, north: float = 0.0) -> tuple[float, float]:
+    """A point ``m`` metres east (and ``north`` metres north) of the restaurant."""
+    return REST[0] + north * M_LAT, REST[1] + m * M_LON
+
+
+def order(oid: str, *, ready: float, to: tuple[float, float], rest: str = "r1",
+          where: tuple[float, float] = REST, placed: float = 0.0) -> TripOrder:  # fmt: skip
+    return TripOrder(oid, rest, *where, *to, placed_at=placed, ready_at=ready)
+
+
+def test_two_orders_of_one_restaurant_go_together_when_drivers_are_scarce() -> None:
+    orders = [order("a", ready=600, to=east(2000)), order("b", ready=660, to=east(2500, 300))]
+    driver = FreeDriver("d1", *east(-1500), free_at=0.0)
+    rnd = plan_trips(orders, [driver], now=300.0, interval_s=30.0, travel=TRAVEL,
+                     config=TripConfig())  # fmt: skip
+    assert len(rnd.plans) == 1
+    plan = rnd.plans[0]
+    assert set(plan.order_ids) == {"a", "b"} and plan.why.bundle_size == 2
+    kinds = [leg.kind for leg in plan.legs]
+    assert kinds == ["pickup", "dropoff", "dropoff"]
+    # The nearer door first; the pickup waits for the later food.
+    assert plan.legs[1].order_ids == ("a",)
+    assert plan.legs[0].depart_at == max(plan.legs[0].arrive_at, 660.0) + 240.0
+    assert plan.commit  # 1.5 km = 300 s away, food at 660 s: the driver leaves now
+    assert "2 order(s)" in plan.why.text()
+
+
+def test_an_order_waits_until_the_kitchen_is_nearly_done_before_it_is_offered() -> None:
+    o = order("a", ready=1800, to=east(2000))
+    driver = FreeDriver("d1", *east(-1500), free_at=0.0)  # 300 s away
+    cfg = TripConfig(release_margin_s=60.0)
+
+    def at(now: float) -> bool:
+        rnd = plan_trips([o], [driver], now=now, interval_s=30.0, travel=TRAVEL, config=cfg)
+        assert [p.driver_id for p in rnd.plans] == ["d1"]
+        return rnd.plans[0].commit
+
+    assert not at(0.0)  # planned, not sent: the driver would wait 25 min at the counter
+    assert not at(1400.0)  # release at 1800 - 300 - 60 = 1440
+    assert at(1420.0)  # the round before the release sends it
+    release = plan_trips([o], [driver], now=0.0, interval_s=30.0, travel=TRAVEL, config=cfg)
+    assert abs(release.plans[0].why.release_at - 1440.0) < 0.01
+    at_once = TripConfig(release_at_once=True)
+    sent = plan_trips([o], [driver], now=0.0, interval_s=30.0, travel=TRAVEL, config=at_once)
+    assert sent.plans[0].commit
+
+
+def test_a_driver_about_to_be_free_next_door_beats_an_idle_one_far_away() -> None:
+    o = order("a", ready=400, to=east(2000))
+    far = FreeDriver("far", *east(-6000), free_at=0.0)  # 20 min away
+    soon = FreeDriver("soon", *east(100), free_at=200.0)  # next door, free in 200 s
+    rnd = plan_trips([o], [far, soon], now=0.0, interval_s=30.0, travel=TRAVEL,
+                     config=TripConfig())  # fmt: skip
+    assert [(p.driver_id, p.commit) for p in rnd.plans] == [("soon", False)]
+    # Once free, the driver is sent when they must leave (400 - 20 s away - 60 s margin).
+    later = plan_trips([o], [far, FreeDriver("soon", *east(100), free_at=200.0)], now=300.0,
+                       interval_s=30.0, travel=TRAVEL, config=TripConfig())  # fmt: skip
+    assert [(p.driver_id, p.commit) for p in later.plans] == [("soon", True)]
+
+
+def test_declined_drivers_and_drivers_off_shift_are_never_planned() -> None:
+    o = TripOrder("a", "r1", *REST, *east(2000), placed_at=0.0, ready_at=0.0,
+                  excluded=frozenset({"near"}))  # fmt: skip
+    near = FreeDriver("near", *east(10), free_at=0.0)
+    gone = FreeDriver("gone", *east(20), free_at=0.0, off_at=0.0)
+    other = FreeDriver("other", *east(-3000), free_at=0.0)
+    rnd = plan_trips([o], [near, gone, other], now=0.0, interval_s=30.0, travel=TRAVEL,
+                     config=TripConfig())  # fmt: skip
+    assert [p.driver_id for p in rnd.plans] == ["other"]
+    alone = plan_trips([o], [near, gone], now=0.0, interval_s=30.0, travel=TRAVEL,
+                       config=TripConfig())  # fmt: skip
+    assert alone.plans == [] and alone.waiting == ["a"]
+
+
+def test_bundles_respect_the_food_wait_and_the_detour_limits() -> None:
+    cfg = TripConfig(max_food_wait_s=300.0, max_delay_s=600.0, scarcity_bundling=False)
+    late = [order("a", ready=0, to=east(2000)), order("b", ready=900, to=east(2000))]
+    rnd = plan_trips(late, [FreeDriver("d", *REST, free_at=0.0)] * 1, now=0.0, interval_s=30.0,
+                     travel=TRAVEL, config=cfg)  # fmt: skip
+    assert rnd.bundles == 2  # b's food is 15 min later: a does not wait for it
+    opposite = [order("a", ready=0, to=east(4000)), order("b", ready=0, to=east(-4000))]
+    rnd = plan_trips(opposite, [FreeDriver("d", *REST, free_at=0.0)], now=0.0, interval_s=30.0,
+                     travel=TRAVEL, config=cfg)  # fmt: skip
+    assert rnd.bundles == 2  # the second door is 27 min past the first: too long a detour
+    three = [order(x, ready=0, to=east(2000, 100 * i)) for i, x in enumerate("abcd")]
+    rnd = plan_trips(three, [FreeDriver("d", *REST, free_at=0.0)], now=0.0, interval_s=30.0,
+                     travel=TRAVEL, config=cfg)  # fmt: skip
+    assert sorted(p.why.bundle_size for p in rnd.plans) == [3]  # K = 3; the fourth waits
+    assert len(rnd.waiting) == 1
+
+
+def test_idle_drivers_move_towards_a_busy_restaurant_nobody_covers() -> None:
+    idle = [FreeDriver("x", *east(-9000), free_at=0.0), FreeDriver("y", *east(9000), free_at=0.0)]
+    moves = reposition(idle, [(d.lat, d.lon) for d in idle],
+                       [("r1", *REST, 5.0), ("r2", *east(8500), 1.0)], travel=TRAVEL,
+                       config=TripConfig(cover_s=600.0))  # fmt: skip
+    # r2 has y within 100 s; r1 is 30 min from anyone: the nearer of x and y goes there.
+    assert [(m.restaurant_id, m.driver_id) for m in moves] == [("r1", "y")] or [
+        (m.restaurant_id, m.driver_id) for m in moves
+    ] == [("r1", "x")]
+    assert reposition(idle, [], [("r1", *REST, 1.0)], travel=TRAVEL,
+                      config=TripConfig(cover_s=0.0)) == []  # fmt: skip
+
+
+def one_order_trace(**kw: Any) -> dict[str, Any]:
+    lat, lon = east(-3000)
+    dlat, dlon = east(4000)
+    doc: dict[str, Any] = {
+        "format": "foodmesh-trace/1",
+        "name": "one",
+        "origin": {"lat": REST[0], "lon": REST[1]},
+        "speed_mps": 5.0,
+        "pickup_service_s": 240,
+        "dropoff_service_s": 180,
+        "target_click_to_door_s": 2400,
+        "couriers": [{"id": "c1", "lat": lat, "lon": lon, "on_s": 0, "off_s": 7200}],
+        "restaurants": [{"id": "r1", "lat": REST[0], "lon": REST[1]}],
+        "orders": [{"id": "o1", "placed_s": 100, "restaurant_id": "r1", "ready_s": 400,
+                    "dropoff": {"lat": dlat, "lon": dlon}}],
+    }  # fmt: skip
+    doc.update(kw)
+    return doc
+
+
+def test_the_replay_follows_the_trace_physics() -> None:
+    doc = one_order_trace()
+    leg = haversine_m(*REST, *east(4000)) / 5.0
+    far = haversine_m(*east(-3000), *REST) / 5.0  # ~600 s
+    # The courier is 3 km (600 s) away; the food is ready at 400 s. Ours sends at once
+    # (leaving at 100 s they arrive at 700, after the food); the plain baseline at its
+    # next 60 s batch (120 s). Each leaves after the 240 s pickup service; the delivery
+    # ends with the 180 s drop-off service; click-to-door counts from 100 s.
+    runs: tuple[tuple[ReplayPolicy, float], ...] = (("batch", 100.0), ("plain", 120.0))
+    for policy, sent in runs:
+        m = simulate(load_trace(doc), SimConfig(policy=policy, accept_prob=1.0))
+        assert m.delivered == 1 and m.orders_per_trip == 1.0
+        expect = max(sent + far, 400.0) + 240.0 + leg + 180.0 - 100.0
+        assert abs(m.click_to_door_mean_min * 60 - expect) < 1e-6, policy
+        assert abs(m.food_wait_mean_min * 60 - (sent + far - 400.0)) < 1e-6
+    ceil = simulate(load_trace(doc), SimConfig(policy="plain", accept_prob=1.0, ceil_minutes=True))
+    expect = 120.0 + math.ceil(far / 60) * 60 + 240.0 + math.ceil(leg / 60) * 60 + 180.0 - 100.0
+    assert abs(ceil.click_to_door_mean_min * 60 - expect) < 1e-6
+
+
+def test_a_courier_takes_nothing_after_the_end_of_the_shift() -> None:
+    doc = one_order_trace()
+    doc["couriers"][0]["off_s"] = 90  # gone before the order is placed
+    m = simulate(load_trace(doc), SimConfig(accept_prob=1.0, drain_s=3600))
+    assert m.delivered == 0 and m.unassigned == 1
+
+
+def test_bundling_serves_a_scarce_city_with_fewer_courier_hours() -> None:
+    trace = load_trace(generate_trace(orders=300, couriers=60, hours=2.0, restaurants=20, seed=4))
+    bundled = simulate(trace, SimConfig(accept_prob=1.0, batch_interval_s=30.0))
+    single = simulate(
+        trace,
+        SimConfig(accept_prob=1.0, batch_interval_s=30.0, trips=TripConfig(max_orders=1)),
+    )
+    assert bundled.delivered == single.delivered == 300
+    assert bundled.orders_per_trip > 1.1 and single.orders_per_trip == 1.0
+    assert bundled.courier_hours_per_order < single.courier_hours_per_order
+    assert bundled.click_to_door_p90_min < single.click_to_door_p90_min
+
+
+def held(oid: str, status: str, *, deliver_at: float, driver: str = "d1",
+         to: tuple[float, float] = REST) -> Assignment:  # fmt: skip
+    t0 = dt.datetime.fromtimestamp(1000.0, dt.UTC)
+    return Assignment(
+        order_id=oid, region="dr5r", status=AssignmentStatus(status), driver_id=driver,
+        pickup_lat=REST[0], pickup_lon=REST[1], pickup_label="Pizza",
+        dropoff_lat=to[0], dropoff_lon=to[1], dropoff_label=f"door of {oid}",
+        ready_at=t0, offers_made=1, excluded=[], radius_miles=5.0, front=False, tip_minor=0,
+        currency="USD", est_pickup_at=None,
+        est_delivery_at=dt.datetime.fromtimestamp(deliver_at, dt.UTC), created_at=t0,
+        updated_at=t0,
+    )  # fmt: skip
+
+
+def test_a_pending_order_of_the_same_restaurant_joins_a_trip_not_yet_picked_up() -> None:
+    trips = trips_of(
+        [
+            held("a", "assigned", deliver_at=2000.0, to=east(1000)),
+            held("b", "picked_up", deliver_at=2100.0, driver="d2"),  # under way: can't grow
+        ],
+        now=900.0,
+    )
+    assert [t.driver_id for t in trips] == ["d1"]
+    same = PendingOrder("n", *east(50), *east(1500), ready_at=1100.0)
+    elsewhere = PendingOrder("x", *east(3000), *east(1500), ready_at=1000.0)
+    much_later = PendingOrder("l", *REST, *east(1500), ready_at=1000.0 + 3600)
+    cfg = StackConfig(max_orders=2)
+    got = stack_proposals([elsewhere, much_later, same], trips, now=900.0, config=cfg)
+    assert [(p.order_id, p.driver_id) for p in got] == [("n", "d1")]
+    assert got[0].delivery_at > 2000.0  # after the trip's drop-off
+    full = trips_of([held("a", "assigned", deliver_at=2000.0),
+                     held("c", "assigned", deliver_at=2050.0)], now=900.0)  # fmt: skip
+    assert stack_proposals([same], full, now=900.0, config=cfg) == []  # K = 2 already
+
+
+def test_the_trip_plan_is_one_pickup_then_the_drop_offs_in_promised_order() -> None:
+    trip = [held("b", "assigned", deliver_at=2500.0), held("a", "at_restaurant", deliver_at=2000.0)]
+    stops = [(s.kind, s.order_id) for s in plan_stops(trip)]
+    assert stops == [("pickup", "b"), ("dropoff", "a"), ("dropoff", "b")]
+    nxt = next_stop(trip)
+    assert nxt is not None and nxt[1] == REST
+    carried = [held("b", "picked_up", deliver_at=2500.0)]
+    assert [s.kind for s in plan_stops(carried)] == ["dropoff"]
+    assert next_stop([]) is None
