@@ -747,7 +747,9 @@ class Suggestion(_message.Message):
     restaurant_id: _builtins.str
     """For a restaurant: which."""
     restaurant_count: _builtins.int
-    """How many restaurants around the point it stands for (1 for a restaurant)."""
+    """How many of the best matching restaurants around the point (the first 60 read)
+    have it (1 for a restaurant).
+    """
     def __init__(
         self,
         *,

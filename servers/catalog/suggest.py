@@ -22,8 +22,9 @@ __all__ = ["DEFAULT_SUGGESTIONS", "MAX_HITS_READ", "MAX_SUGGESTIONS", "Kind", "S
 
 DEFAULT_SUGGESTIONS = 8
 MAX_SUGGESTIONS = 20
-#: Hits read for suggestions, best first (a one-letter query can match thousands).
-MAX_HITS_READ = 500
+#: Hits read for suggestions, best first (a one-letter query can match thousands): counts
+#: are among these, the most relevant and nearest.
+MAX_HITS_READ = 60
 
 
 class Kind(enum.IntEnum):
@@ -61,15 +62,16 @@ def suggest(hits: Sequence[Hit], text: TextQuery, *, limit: int) -> list[Suggest
     dishes: Counter[str] = Counter()
     spelled: dict[str, str] = {}
     restaurants: list[Suggestion] = []
+    matches = text.matches_text
     for hit in hits[:MAX_HITS_READ]:
         d = hit.doc
         for c in d.cuisines:
-            if text.matches_text(c):
+            if matches(c):
                 cuisines[c] += 1
         seen: set[str] = set()
         for name, _ in d.dishes:
-            key = fold(name)
-            if key not in seen and text.matches_text(name):
+            key = name.casefold()
+            if key not in seen and matches(name):
                 seen.add(key)
                 dishes[key] += 1
                 spelled.setdefault(key, name)

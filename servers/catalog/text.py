@@ -26,7 +26,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "EXACT",
@@ -116,6 +116,8 @@ class Vocabulary:
         self._sorted_size = 0
         self._expansions: dict[tuple[str, bool], tuple[tuple[int, float], ...]] = {}
         self._expansions_size = 0
+        self._texts: dict[str, frozenset[int]] = {}
+        self._texts_size = 0
 
     def __len__(self) -> int:
         return len(self._words)
@@ -134,6 +136,18 @@ class Vocabulary:
 
     def word(self, wid: int) -> str:
         return self._words[wid]
+
+    def ids_in(self, text: str) -> frozenset[int]:
+        """The ids of the known words of ``text`` (cached: dish names repeat a lot)."""
+        if self._texts_size != len(self._words) or len(self._texts) > 100_000:
+            self._texts.clear()
+            self._texts_size = len(self._words)
+        got = self._texts.get(text)
+        if got is None:
+            got = self._texts[text] = frozenset(
+                i for w in words(text) if (i := self._ids.get(w)) is not None
+            )
+        return got
 
     def _prefixed(self, prefix: str) -> list[int]:
         if self._sorted_size != len(self._words):
@@ -222,6 +236,8 @@ class TextQuery:
 
     terms: tuple[str, ...]
     matches: tuple[dict[int, float], ...]
+    #: matches_text's answers for this query (a search reads the same dish names often).
+    _seen: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @staticmethod
     def parse(text: str, *, prefix: bool = False, vocabulary: Vocabulary = VOCABULARY) -> TextQuery:
@@ -249,8 +265,13 @@ class TextQuery:
 
     def matches_text(self, text: str, vocabulary: Vocabulary = VOCABULARY) -> bool:
         """Whether every query word matches a word of ``text`` (a dish name, a cuisine)."""
-        ids = {vocabulary.id_of(w) for w in words(text)}
-        return all(any(i in m for i in ids) for m in self.matches)
+        got = self._seen.get(text)
+        if got is None:
+            ids = vocabulary.ids_in(text)
+            got = all(not ids.isdisjoint(m.keys()) for m in self.matches)
+            if len(self._seen) < 10_000:
+                self._seen[text] = got
+        return got
 
 
 def relevance_step(score: float) -> float:
