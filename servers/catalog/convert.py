@@ -547,6 +547,13 @@ def suggestion_to_pb(s: Suggestion) -> pb.Suggestion:
                          restaurant_count=s.restaurant_count)  # fmt: skip
 
 
+def one_line(a: dict[str, str]) -> str:
+    """ "123 Market St, San Francisco, CA 94103": street (and unit), city, state and zip."""
+    street = " ".join(x for x in (a.get("street", ""), a.get("unit", "")) if x)
+    region = " ".join(x for x in (a.get("state", ""), a.get("zip", "")) if x)
+    return ", ".join(x for x in (street, a.get("city", ""), region) if x)
+
+
 def summary_to_pb(h: search.Hit, text: TextQuery | None = None) -> pb.RestaurantSummary:
     d = h.doc
     a = d.address
@@ -573,6 +580,7 @@ def summary_to_pb(h: search.Hit, text: TextQuery | None = None) -> pb.Restaurant
             country=a.get("country", ""),
             lat=d.lat,
             lon=d.lon,
+            address=one_line(a),
         ),  # fmt: skip
         price_level=d.price_level,
     )

@@ -36,6 +36,7 @@ from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import catalog_pb2, dispatch_pb2, order_pb2
 from foodmesh.v1 import order_pb2_grpc as pb_grpc
 from servers.order import convert
+from servers.order.design import placed_response
 from servers.order.eta import EtaPort
 from servers.order.model import Change, Entry, Order
 from servers.order.payments import (
@@ -251,7 +252,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         digest = convert.request_hash(request)
         claim = await self.placement.claim_key(request, p, digest)
         if isinstance(claim, Order):
-            return order_pb2.PlaceOrderResponse(order=_pb(claim, p))
+            return placed_response(_pb(claim, p))
         # Once the key is ours the placement runs to its end even if the caller gives up
         # (deadline, cancel): a card may be held by then, and the caller's retry must find
         # the order (or the attempt's outcome), not a half-done attempt cancelled midway.
@@ -259,7 +260,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         self._placing.add(task)
         task.add_done_callback(self._placed)
         placed = await asyncio.shield(task)
-        return order_pb2.PlaceOrderResponse(order=placed)
+        return placed_response(placed)
 
     async def _place_claimed(
         self,
