@@ -47,6 +47,18 @@ async def test_a_customer_orders_on_the_web_page_and_watches_it_progress(
             # the search at the design's point lists restaurants nearest first
             await page.wait_for_selector("#results li[data-i]", timeout=10_000)  # type: ignore[attr-defined]
             first = city.restaurants[0]
+            # search by dish: a few letters typed, the dish suggested, chosen; every
+            # restaurant listed then has it, the first restaurant among them
+            dish = next(i for c in first.menu for i in c.items if i.available).name
+            await page.fill("#q", dish[:5].lower())  # type: ignore[attr-defined]
+            choice = f'#suggestions li[data-text="{dish}"]'
+            await page.wait_for_selector(choice, timeout=10_000)  # type: ignore[attr-defined]
+            await page.click(choice)  # type: ignore[attr-defined]
+            await page.wait_for_selector(  # type: ignore[attr-defined]
+                f'#results li:has-text("{first.restaurant.name}") .dishes', timeout=10_000
+            )
+            listed = await page.locator("#results li[data-i]").all_inner_texts()  # type: ignore[attr-defined]
+            assert listed and all(f"has {dish}" in t for t in listed), listed
             await page.click(f'#results li:has-text("{first.restaurant.name}")')  # type: ignore[attr-defined]
             await page.wait_for_selector("#menu button[data-item]", timeout=10_000)  # type: ignore[attr-defined]
             buttons = page.locator("#menu button[data-item]")  # type: ignore[attr-defined]
