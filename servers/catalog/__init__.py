@@ -5,7 +5,10 @@ holds the truth; Redis holds the search documents by region (``index.py``), rebu
 PostgreSQL whenever it is missing; each replica searches its in-memory copy of the
 regions (``table.py``), brought up to date by one round trip per search, and keeps the
 restaurants a search can find per 0.01° cell for a few seconds (``cells.py``;
-``FOODMESH_CATALOG_SEARCH_CACHE_S``, default 10, ``0`` turns it off).
+``FOODMESH_CATALOG_SEARCH_CACHE_S``, default 10, ``0`` turns it off). Text search and
+completions run over the same tables (``text.py``, ``suggest.py``): a restaurant's document
+carries its dishes. With ``FOODMESH_NATS_URL`` set, a durable consumer of placed orders keeps
+popularity (``feed.py``, ``popularity.py``).
 """
 
 from __future__ import annotations
