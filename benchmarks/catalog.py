@@ -544,7 +544,9 @@ async def run(*, n: int, rate: float, duration: float) -> dict[str, Any]:
                 )  # fmt: skip
                 acpu1 = server.cpu_seconds()
             # The engine not chosen: PostgreSQL trigrams, the catalog server stopped.
-            async with AsyncConnectionPool(pg_url, min_size=8, max_size=8, open=False) as pg:
+            async with AsyncConnectionPool(
+                pg_url, min_size=8, max_size=8, open=False, timeout=CALL_TIMEOUT_S
+            ) as pg:
                 async with pg.connection() as conn:
                     await conn.set_autocommit(True)
                     for sql in _PG_TRGM_SETUP:
@@ -557,7 +559,10 @@ async def run(*, n: int, rate: float, duration: float) -> dict[str, Any]:
                     req = texts[pg_i % len(texts)]
                     pg_i += 1
                     async with pg.connection() as conn:
-                        await conn.execute("SET pg_trgm.word_similarity_threshold = 0.4")
+                        await conn.execute(
+                            "SET pg_trgm.word_similarity_threshold = 0.4;"
+                            " SET statement_timeout = 5000"
+                        )  # our deadline
                         cur = await conn.execute(_PG_TRGM_QUERY, _box(req))
                         pg_totals.append(len(await cur.fetchall()))
 
