@@ -644,6 +644,10 @@ async def run(*, n: int, rate: float, duration: float) -> dict[str, Any]:
             "text_p95_to_geo_p95": ratio(text_fig["p95_ms"], ours_fig["p95_ms"]),
             "autocomplete_p95_to_geo_p95": ratio(ac_fig["p95_ms"], ours_fig["p95_ms"]),
             "text_p95_to_pg_trgm_p95": ratio(text_fig["p95_ms"], pg_fig["p95_ms"]),
+            # Load-independent: the replica's CPU per text search over per geo search.
+            "text_server_cpu_to_geo": ratio(
+                text_fig.get("server_cpu_ms_per_call"), ours_fig.get("server_cpu_ms_per_call")
+            ),
         },
         "target": {
             "p95_ms": 50.0,
