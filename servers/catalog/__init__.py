@@ -26,6 +26,7 @@ from foodmesh.v1 import catalog_pb2_grpc
 from servers.runtime.serve import Dependency, Resources, ServiceSpec
 
 if TYPE_CHECKING:
+    from servers.catalog.model import Restaurant
     from servers.catalog.store import CatalogStore
 
 __all__ = ["SPEC", "register"]
@@ -52,7 +53,8 @@ async def register(server: grpc.aio.Server, resources: Resources) -> Callable[[]
     if resources.settings.nats_url:
         feed = OrderFeed(resources.settings.nats_url, resources.subjects, store, servicer.reindex)
         feed.start()
-        tasks.append(asyncio.create_task(_trim_forever(store), name="catalog-trim"))
+        tasks.append(asyncio.create_task(_trim_forever(store, servicer.reindex),
+                                         name="catalog-trim"))  # fmt: skip
 
     async def stop() -> None:
         await stop_tasks(tasks)
@@ -62,11 +64,15 @@ async def register(server: grpc.aio.Server, resources: Resources) -> Callable[[]
     return stop
 
 
-async def _trim_forever(store: CatalogStore, every_s: float = 3600.0) -> None:
+async def _trim_forever(
+    store: CatalogStore, reindex: Callable[[Restaurant], Awaitable[None]], every_s: float = 3600.0
+) -> None:
+    """Hourly: order events past the 30-day window go, and their restaurants' counts drop."""
     while True:
         try:
-            await store.trim_order_events()
-        except Exception as exc:  # PostgreSQL away: next time
+            for r in await store.trim_order_events():
+                await reindex(r)
+        except Exception as exc:  # PostgreSQL or Redis away: next time
             _log.debug("trimming order events failed: %s", exc)
         await asyncio.sleep(every_s)
 

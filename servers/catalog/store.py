@@ -378,13 +378,27 @@ class CatalogStore:
                     out.append(r)
             return out, sum(len(v) for v in new.values())
 
-    async def trim_order_events(self) -> int:
-        """Forgets order events older than the 30-day window (their orders no longer count)."""
-        async with self._pool.connection() as conn:
+    async def trim_order_events(self) -> list[Restaurant]:
+        """Forgets order events older than the 30-day window and recounts the restaurants
+        they were of; returns those restaurants as they now stand (to re-index)."""
+        async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
-                "DELETE FROM catalog.order_events WHERE placed_at < now() - %s", (WINDOW,)
+                "DELETE FROM catalog.order_events WHERE placed_at < now() - %s"
+                " RETURNING restaurant_id",
+                (WINDOW,),
             )
-            return cur.rowcount
+            out = []
+            for rid in sorted({str(row[0]) for row in await cur.fetchall()}):
+                await conn.execute(
+                    "UPDATE catalog.restaurants SET order_count = (SELECT count(*) FROM"
+                    " catalog.order_events WHERE restaurant_id = %s AND placed_at > now() - %s),"
+                    " version = version + 1 WHERE restaurant_id = %s",
+                    (rid, WINDOW, rid),
+                )
+                r = await self._get(conn, rid)
+                if r is not None:
+                    out.append(r)
+            return out
 
     # --- reviews ---------------------------------------------------------------------------
 

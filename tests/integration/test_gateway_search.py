@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from clients import CatalogClient
 from foodmesh.core.events import ORDER_EVENTS
@@ -17,6 +18,7 @@ from foodmesh.core.nats import Subjects, open_nats
 from foodmesh.v1 import catalog_pb2 as cpb
 from foodmesh.v1 import order_pb2
 from servers import catalog
+from servers.catalog.store import CatalogStore
 from servers.runtime.config import Settings
 from servers.runtime.serve import run_service
 from tests.integration._gateway import Http, auth, gateway, violations
@@ -236,3 +238,13 @@ async def test_popularity_counts_real_orders_once_each(world: World) -> None:
     await _until(http, {"r_luigi": "3", "r_tokyo": "1", "r_napoli": "3"})
     # Napoli: 3 orders three weeks ago (~0.15 now) < Tokyo's one today.
     assert ids(await search(http, "sort=popularity")) == ["r_luigi", "r_tokyo", "r_napoli"]
+    # Past the 30-day window an order leaves the count (the service's hourly trim).
+    async with AsyncConnectionPool(world.mesh.pg_url, min_size=1, max_size=1, open=False) as pool:
+        async with pool.connection() as conn:
+            await conn.execute(
+                "UPDATE catalog.order_events SET placed_at = placed_at - interval '10 days'"
+                " WHERE restaurant_id = 'r_napoli'"
+            )
+        trimmed = await CatalogStore(pool).trim_order_events()
+    assert [(r.restaurant_id, r.order_count) for r in trimmed] == [("r_napoli", 0)]
+    assert (await _counts(http))["r_napoli"] == "0"
