@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from google.protobuf import json_format
+from google.protobuf.message import Message
 from psycopg_pool import AsyncConnectionPool
 
 from clients import CatalogClient
@@ -93,13 +96,10 @@ async def world(pg_url: str, redis_url: str, nats_url: str, namespace: str) -> A
         yield World(http, mesh, second, namespace, nats_url)
 
 
-def _json(msg: Any, drop: str = "") -> str:
-    from google.protobuf import json_format
-
+def _json(msg: Message, drop: str = "") -> str:
+    """``msg`` as a request body, without the field the path carries."""
     d = json_format.MessageToDict(msg, preserving_proto_field_name=True)
     d.pop(drop, None)
-    import json
-
     return json.dumps(d)
 
 
