@@ -44,6 +44,18 @@ class CatalogClient(BaseClient):
             request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
         )
 
+    async def autocomplete_restaurants(
+        self,
+        request: pb.AutocompleteRestaurantsRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.AutocompleteRestaurantsResponse:
+        """Completes what a customer is typing in the search box."""
+        return await self.stub.AutocompleteRestaurants(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )
+
     async def get_restaurant(
         self,
         request: pb.GetRestaurantRequest,

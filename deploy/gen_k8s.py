@@ -720,7 +720,8 @@ class NatsAccess:
 #: convert.py, sessions.py, engine.py, navigator.py (DISPATCH, dispatch events, session
 #: pushes, the leases bucket; reads ORDERS and LOCATION, follows drivers' fixes),
 #: location/presence.py, ingest.py and tracking.py (LOCATION, presence, drivers' fixes),
-#: pricing/feed.py (reads ORDERS), dashboard/app.py (follows every feed, publishes nothing).
+#: pricing/feed.py and catalog/feed.py (read ORDERS), dashboard/app.py (follows every feed,
+#: publishes nothing).
 NATS_ACCESS: tuple[NatsAccess, ...] = (
     NatsAccess("order", publish=(ev.ORDER_EVENTS.all,), owns=(ev.ORDERS.name,)),
     NatsAccess(
@@ -738,6 +739,7 @@ NATS_ACCESS: tuple[NatsAccess, ...] = (
         owns=(ev.LOCATION.name,),
     ),
     NatsAccess("pricing", reads=(ev.ORDERS.name,)),
+    NatsAccess("catalog", reads=(ev.ORDERS.name,)),
     NatsAccess(
         "dashboard",
         subscribe=(ev.DRIVER_LOCATIONS.any, ev.DRIVER_PRESENCE.name, ev.ORDER_EVENTS.all,

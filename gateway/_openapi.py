@@ -123,8 +123,10 @@ JSON over HTTP in front of foodmesh's gRPC services, transcoded from the contrac
   `grpc-timeout` form `500m`), capped.
 * **Streams** (`/watch`, `/track`): server-sent events with `Accept: text/event-stream`
   (event ids; `Last-Event-ID` resumes), NDJSON by default, the current state alone with
-  `Accept: application/json`.
-* **Retries**: writes take an `Idempotency-Key` header.
+  `Accept: application/json` (`/track`, as the design documents it: the current state by
+  default, NDJSON with `Accept: application/x-ndjson`).
+* **Retries**: writes take an `Idempotency-Key` header; a POST without one is a new request
+  each time.
 """
 
 

@@ -8,6 +8,7 @@ length says so); large bodies are parsed in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import grpc
 from aiohttp import web
@@ -118,8 +119,14 @@ class Proxy:
 
 
 def _idempotency(msg: Message, request: web.Request) -> None:
+    if "idempotency_key" not in msg.DESCRIPTOR.fields_by_name:
+        return
     key = request.headers.get("Idempotency-Key")
-    if key is None or "idempotency_key" not in msg.DESCRIPTOR.fields_by_name:
+    if key is None:
+        if not getattr(msg, "idempotency_key", "") and request.method == "POST":
+            # The design's own example sends no key: the request is then a new one (as any
+            # POST), its retry another; a client that retries sends the header (or the field).
+            msg.idempotency_key = f"gw-{uuid.uuid4().hex}"  # type: ignore[attr-defined]
         return
     current = getattr(msg, "idempotency_key", "")
     if current and current != key:

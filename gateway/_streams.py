@@ -21,6 +21,7 @@ from prometheus_client import Gauge
 
 from foodmesh.core.auth import Principal
 from foodmesh.core.streams import StreamSlots, TooManyStreams
+from foodmesh.v1 import options_pb2
 from gateway._config import GatewayConfig
 from gateway._errors import (
     GatewayError,
@@ -86,7 +87,9 @@ class Streams:
         try:
             if "text/event-stream" in accept:
                 return await _Relay(self.config, route, request, request_id, sse=True).run(call)
-            if _wants_snapshot(accept):
+            if _wants_snapshot(accept) or (
+                _snapshot_by_default(route) and not _wants_ndjson(accept)
+            ):
                 return await self._snapshot(route, call, request_id)
             return await _Relay(self.config, route, request, request_id, sse=False).run(call)
         finally:
@@ -188,6 +191,19 @@ def event_id(msg: Message) -> int:
         if seq > 0:
             return seq
     return 0
+
+
+_NDJSON = {"application/x-ndjson", "application/jsonl", "application/json-seq"}
+
+
+def _snapshot_by_default(route: Route) -> bool:
+    """``(foodmesh.v1.http_snapshot_by_default)``: a GET documented as one JSON reply."""
+    return bool(route.rpc.GetOptions().Extensions[options_pb2.http_snapshot_by_default])
+
+
+def _wants_ndjson(accept: str) -> bool:
+    kinds = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
+    return bool(_NDJSON & kinds)
 
 
 def _wants_snapshot(accept: str) -> bool:

@@ -3,11 +3,18 @@
 JSON is protobuf's canonical mapping with the proto field names kept (``order_id``),
 int64 as strings and timestamps in RFC 3339. A field JSON does not know is refused
 (400 naming it), never silently dropped: a typo in a client must not pass unnoticed.
+
+Request bodies also take the design's spellings (:func:`documented_spellings`): an enum
+value in its short lower-case form (``"delivery_option": "standard"`` for
+``DELIVERY_OPTION_STANDARD``), as query parameters do, and a ``Money`` given as a bare
+number of major units of a two-decimal currency (``"price": 14.99``: 1499 minor units,
+the currency left to the service, which prices in the restaurant's).
 """
 
 from __future__ import annotations
 
 import base64
+import decimal
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -398,10 +405,69 @@ def apply_body(
             "unknown fields in the request body: " + ", ".join(unknown),
             [(u, "unknown field") for u in unknown],
         )
+    if body_field == "*":
+        doc = documented_spellings(doc, desc)
+    elif f.message_type is not None and not f.is_repeated:
+        doc = {f.json_name: documented_spellings(data, f.message_type, f"{body_field}.")}
     try:
         json_format.ParseDict(doc, msg)
     except json_format.ParseError as exc:
         raise _parse_error(exc, "" if body_field == "*" else body_field) from None
+
+
+_MONEY = "foodmesh.v1.Money"
+
+
+def _money_number(value: float | int, where: str) -> dict[str, str]:
+    try:
+        minor = decimal.Decimal(str(value)) * 100
+    except decimal.InvalidOperation:
+        raise bad_request(f"{where}: not a number", [(where, "not a number")]) from None
+    if not minor.is_finite() or minor != minor.to_integral_value() or abs(minor) >= 2**63:
+        raise bad_request(f"{where}: {value} is not an amount in cents",
+                          [(where, "an amount of money has at most 2 decimals")])  # fmt: skip
+    return {"amount_minor": str(int(minor))}
+
+
+def _enum_name(f: descriptor.FieldDescriptor, value: Any, where: str) -> Any:
+    enum = f.enum_type
+    assert enum is not None
+    if not isinstance(value, str) or value in enum.values_by_name:
+        return value
+    try:
+        return enum.values_by_number[_enum_value(f, value)].name
+    except ValueError as exc:
+        raise bad_request(f"{where}: {exc}", [(where, str(exc))]) from None
+
+
+def _spelled(f: descriptor.FieldDescriptor, value: Any, where: str) -> Any:
+    """One value of field ``f`` in protobuf's spelling."""
+    if f.type == FD.TYPE_ENUM:
+        return _enum_name(f, value, where)
+    sub = f.message_type
+    if sub is None or sub.GetOptions().map_entry:
+        return value
+    if sub.full_name == _MONEY and isinstance(value, int | float) and not isinstance(value, bool):
+        return _money_number(value, where)
+    return documented_spellings(value, sub, f"{where}.")
+
+
+def documented_spellings(data: Any, desc: descriptor.Descriptor, prefix: str = "") -> Any:
+    """``data`` with the design's spellings put in protobuf's: short enum names, Money as a
+    bare number (see the module's docstring). Anything else is left for the parser."""
+    if not isinstance(data, dict) or desc.full_name in _OPAQUE:
+        return data
+    out = dict(data)
+    for key, value in data.items():
+        f = find_field(desc, key)
+        if f is None or value is None:
+            continue
+        where = f"{prefix}{key}"
+        if f.is_repeated and isinstance(value, list):
+            out[key] = [_spelled(f, v, f"{where}[{n}]") for n, v in enumerate(value)]
+        else:
+            out[key] = _spelled(f, value, where)
+    return out
 
 
 def message_to_dict(msg: Message) -> dict[str, Any]:

@@ -53,6 +53,34 @@ SEARCH_SORT_POPULARITY: SearchSort.ValueType  # 4
 """Most ordered first."""
 Global___SearchSort: _TypeAlias = SearchSort  # noqa: Y015
 
+class _SuggestionKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SuggestionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SuggestionKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SUGGESTION_KIND_UNSPECIFIED: _SuggestionKind.ValueType  # 0
+    """Not set."""
+    SUGGESTION_KIND_CUISINE: _SuggestionKind.ValueType  # 1
+    """A cuisine ("pizza"): search it."""
+    SUGGESTION_KIND_DISH: _SuggestionKind.ValueType  # 2
+    """A dish ("Margherita Pizza"): search it."""
+    SUGGESTION_KIND_RESTAURANT: _SuggestionKind.ValueType  # 3
+    """A restaurant: open it."""
+
+class SuggestionKind(_SuggestionKind, metaclass=_SuggestionKindEnumTypeWrapper):
+    """What a suggestion names."""
+
+SUGGESTION_KIND_UNSPECIFIED: SuggestionKind.ValueType  # 0
+"""Not set."""
+SUGGESTION_KIND_CUISINE: SuggestionKind.ValueType  # 1
+"""A cuisine ("pizza"): search it."""
+SUGGESTION_KIND_DISH: SuggestionKind.ValueType  # 2
+"""A dish ("Margherita Pizza"): search it."""
+SUGGESTION_KIND_RESTAURANT: SuggestionKind.ValueType  # 3
+"""A restaurant: open it."""
+Global___SuggestionKind: _TypeAlias = SuggestionKind  # noqa: Y015
+
 @_typing.final
 class OpeningHours(_message.Message):
     """Opening hours for one weekday, in the restaurant's local time."""
@@ -486,6 +514,8 @@ class RestaurantSummary(_message.Message):
     IMAGE_URL_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
     PRICE_LEVEL_FIELD_NUMBER: _builtins.int
+    CUISINE_FIELD_NUMBER: _builtins.int
+    MATCHED_DISHES_FIELD_NUMBER: _builtins.int
     restaurant_id: _builtins.str
     """Opaque id."""
     name: _builtins.str
@@ -520,6 +550,14 @@ class RestaurantSummary(_message.Message):
     def location(self) -> _common_pb2.Address:
         """Where it is, with its address."""
 
+    @_builtins.property
+    def cuisine(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The same as cuisines, under the name the design's search response uses."""
+
+    @_builtins.property
+    def matched_dishes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With a text query: the dishes on its menu that match it."""
+
     def __init__(
         self,
         *,
@@ -536,10 +574,12 @@ class RestaurantSummary(_message.Message):
         image_url: _builtins.str = ...,
         location: _common_pb2.Address | None = ...,
         price_level: _builtins.int = ...,
+        cuisine: _abc.Iterable[_builtins.str] | None = ...,
+        matched_dishes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delivery_fee", b"delivery_fee", "location", b"location", "minimum_order", b"minimum_order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cuisines", b"cuisines", "delivery_fee", b"delivery_fee", "delivery_time_min", b"delivery_time_min", "distance_miles", b"distance_miles", "image_url", b"image_url", "is_open", b"is_open", "location", b"location", "minimum_order", b"minimum_order", "name", b"name", "price_level", b"price_level", "rating", b"rating", "restaurant_id", b"restaurant_id", "review_count", b"review_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cuisine", b"cuisine", "cuisines", b"cuisines", "delivery_fee", b"delivery_fee", "delivery_time_min", b"delivery_time_min", "distance_miles", b"distance_miles", "image_url", b"image_url", "is_open", b"is_open", "location", b"location", "matched_dishes", b"matched_dishes", "minimum_order", b"minimum_order", "name", b"name", "price_level", b"price_level", "rating", b"rating", "restaurant_id", b"restaurant_id", "review_count", b"review_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -562,6 +602,8 @@ class SearchRestaurantsRequest(_message.Message):
     SORT_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    Q_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
     lat: _builtins.float
     """Latitude of the delivery point."""
     lon: _builtins.float
@@ -580,6 +622,13 @@ class SearchRestaurantsRequest(_message.Message):
     """Page size (default 20, at most 100)."""
     page_token: _builtins.str
     """From a previous response's next_page_token."""
+    q: _builtins.str
+    """Words to find in restaurant names, cuisines and dishes (menu item names and
+    descriptions), typos tolerated; at most 100 characters. Hits rank by how well
+    they match first, then by sort.
+    """
+    cursor: _builtins.str
+    """The design's name for page_token (either may be given)."""
     @_builtins.property
     def cuisine(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only these cuisines (any of them)."""
@@ -602,10 +651,12 @@ class SearchRestaurantsRequest(_message.Message):
         sort: Global___SearchSort.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        q: _builtins.str = ...,
+        cursor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cuisine", b"cuisine", "lat", b"lat", "lon", b"lon", "max_delivery_time_min", b"max_delivery_time_min", "min_rating", b"min_rating", "open_now", b"open_now", "page_size", b"page_size", "page_token", b"page_token", "price_level", b"price_level", "radius", b"radius", "sort", b"sort"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cuisine", b"cuisine", "cursor", b"cursor", "lat", b"lat", "lon", b"lon", "max_delivery_time_min", b"max_delivery_time_min", "min_rating", b"min_rating", "open_now", b"open_now", "page_size", b"page_size", "page_token", b"page_token", "price_level", b"price_level", "q", b"q", "radius", b"radius", "sort", b"sort"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -620,10 +671,16 @@ class SearchRestaurantsResponse(_message.Message):
     RESTAURANTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     TOTAL_COUNT_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Empty on the last page."""
     total_count: _builtins.int
     """All hits across pages."""
+    total: _builtins.int
+    """The same as total_count, under the design's name."""
+    cursor: _builtins.str
+    """The same as next_page_token, under the design's name."""
     @_builtins.property
     def restaurants(self) -> _containers.RepeatedCompositeFieldContainer[Global___RestaurantSummary]:
         """The hits."""
@@ -634,14 +691,116 @@ class SearchRestaurantsResponse(_message.Message):
         restaurants: _abc.Iterable[Global___RestaurantSummary] | None = ...,
         next_page_token: _builtins.str = ...,
         total_count: _builtins.int = ...,
+        total: _builtins.int = ...,
+        cursor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "restaurants", b"restaurants", "total_count", b"total_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "next_page_token", b"next_page_token", "restaurants", b"restaurants", "total", b"total", "total_count", b"total_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SearchRestaurantsResponse: _TypeAlias = SearchRestaurantsResponse  # noqa: Y015
+
+@_typing.final
+class AutocompleteRestaurantsRequest(_message.Message):
+    """Request of AutocompleteRestaurants."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    Q_FIELD_NUMBER: _builtins.int
+    LAT_FIELD_NUMBER: _builtins.int
+    LON_FIELD_NUMBER: _builtins.int
+    RADIUS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    q: _builtins.str
+    """What the customer typed so far (its last word may be unfinished); 1 to 100 characters."""
+    lat: _builtins.float
+    """Latitude of the delivery point."""
+    lon: _builtins.float
+    """Longitude of the delivery point."""
+    radius: _builtins.float
+    """Radius in miles (default 5, at most 25)."""
+    limit: _builtins.int
+    """Most suggestions (default 8, at most 20)."""
+    def __init__(
+        self,
+        *,
+        q: _builtins.str = ...,
+        lat: _builtins.float = ...,
+        lon: _builtins.float = ...,
+        radius: _builtins.float = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lat", b"lat", "limit", b"limit", "lon", b"lon", "q", b"q", "radius", b"radius"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AutocompleteRestaurantsRequest: _TypeAlias = AutocompleteRestaurantsRequest  # noqa: Y015
+
+@_typing.final
+class Suggestion(_message.Message):
+    """One completion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    RESTAURANT_ID_FIELD_NUMBER: _builtins.int
+    RESTAURANT_COUNT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """What to show and, for a cuisine or a dish, what to search."""
+    kind: Global___SuggestionKind.ValueType
+    """What it names."""
+    restaurant_id: _builtins.str
+    """For a restaurant: which."""
+    restaurant_count: _builtins.int
+    """How many of the best matching restaurants around the point (the first 60 read)
+    have it (1 for a restaurant).
+    """
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        kind: Global___SuggestionKind.ValueType = ...,
+        restaurant_id: _builtins.str = ...,
+        restaurant_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "restaurant_count", b"restaurant_count", "restaurant_id", b"restaurant_id", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Suggestion: _TypeAlias = Suggestion  # noqa: Y015
+
+@_typing.final
+class AutocompleteRestaurantsResponse(_message.Message):
+    """Response of AutocompleteRestaurants."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUGGESTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def suggestions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Suggestion]:
+        """Best first: cuisines and dishes by how many restaurants have them, then restaurants
+        by relevance and distance.
+        """
+
+    def __init__(
+        self,
+        *,
+        suggestions: _abc.Iterable[Global___Suggestion] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["suggestions", b"suggestions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AutocompleteRestaurantsResponse: _TypeAlias = AutocompleteRestaurantsResponse  # noqa: Y015
 
 @_typing.final
 class GetRestaurantRequest(_message.Message):

@@ -40,6 +40,11 @@ class CatalogServiceStub:
                 request_serializer=foodmesh_dot_v1_dot_catalog__pb2.SearchRestaurantsRequest.SerializeToString,
                 response_deserializer=foodmesh_dot_v1_dot_catalog__pb2.SearchRestaurantsResponse.FromString,
                 _registered_method=True)
+        self.AutocompleteRestaurants = channel.unary_unary(
+                '/foodmesh.v1.CatalogService/AutocompleteRestaurants',
+                request_serializer=foodmesh_dot_v1_dot_catalog__pb2.AutocompleteRestaurantsRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_catalog__pb2.AutocompleteRestaurantsResponse.FromString,
+                _registered_method=True)
         self.GetRestaurant = channel.unary_unary(
                 '/foodmesh.v1.CatalogService/GetRestaurant',
                 request_serializer=foodmesh_dot_v1_dot_catalog__pb2.GetRestaurantRequest.SerializeToString,
@@ -88,6 +93,14 @@ class CatalogServiceServicer:
 
     def SearchRestaurants(self, request, context):
         """Finds restaurants that deliver around a point, filtered, sorted and paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AutocompleteRestaurants(self, request, context):
+        """Completes what a customer is typing in the search box: cuisines, dishes and
+        restaurants that deliver around a point and match the words so far.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +169,11 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.SearchRestaurants,
                     request_deserializer=foodmesh_dot_v1_dot_catalog__pb2.SearchRestaurantsRequest.FromString,
                     response_serializer=foodmesh_dot_v1_dot_catalog__pb2.SearchRestaurantsResponse.SerializeToString,
+            ),
+            'AutocompleteRestaurants': grpc.unary_unary_rpc_method_handler(
+                    servicer.AutocompleteRestaurants,
+                    request_deserializer=foodmesh_dot_v1_dot_catalog__pb2.AutocompleteRestaurantsRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_catalog__pb2.AutocompleteRestaurantsResponse.SerializeToString,
             ),
             'GetRestaurant': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRestaurant,
@@ -226,6 +244,33 @@ class CatalogService:
             '/foodmesh.v1.CatalogService/SearchRestaurants',
             foodmesh_dot_v1_dot_catalog__pb2.SearchRestaurantsRequest.SerializeToString,
             foodmesh_dot_v1_dot_catalog__pb2.SearchRestaurantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AutocompleteRestaurants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.CatalogService/AutocompleteRestaurants',
+            foodmesh_dot_v1_dot_catalog__pb2.AutocompleteRestaurantsRequest.SerializeToString,
+            foodmesh_dot_v1_dot_catalog__pb2.AutocompleteRestaurantsResponse.FromString,
             options,
             channel_credentials,
             insecure,

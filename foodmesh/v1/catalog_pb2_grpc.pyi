@@ -35,6 +35,10 @@ class CatalogServiceStub:
     def __new__(cls, channel: _aio.Channel) -> CatalogServiceAsyncStub: ...
     SearchRestaurants: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.SearchRestaurantsRequest, _catalog_pb2.SearchRestaurantsResponse]
     """Finds restaurants that deliver around a point, filtered, sorted and paged."""
+    AutocompleteRestaurants: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.AutocompleteRestaurantsRequest, _catalog_pb2.AutocompleteRestaurantsResponse]
+    """Completes what a customer is typing in the search box: cuisines, dishes and
+    restaurants that deliver around a point and match the words so far.
+    """
     GetRestaurant: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.GetRestaurantRequest, _catalog_pb2.GetRestaurantResponse]
     """Returns one restaurant."""
     GetMenu: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.GetMenuRequest, _catalog_pb2.GetMenuResponse]
@@ -59,6 +63,10 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     SearchRestaurants: _aio.UnaryUnaryMultiCallable[_catalog_pb2.SearchRestaurantsRequest, _catalog_pb2.SearchRestaurantsResponse]  # type: ignore[assignment]
     """Finds restaurants that deliver around a point, filtered, sorted and paged."""
+    AutocompleteRestaurants: _aio.UnaryUnaryMultiCallable[_catalog_pb2.AutocompleteRestaurantsRequest, _catalog_pb2.AutocompleteRestaurantsResponse]  # type: ignore[assignment]
+    """Completes what a customer is typing in the search box: cuisines, dishes and
+    restaurants that deliver around a point and match the words so far.
+    """
     GetRestaurant: _aio.UnaryUnaryMultiCallable[_catalog_pb2.GetRestaurantRequest, _catalog_pb2.GetRestaurantResponse]  # type: ignore[assignment]
     """Returns one restaurant."""
     GetMenu: _aio.UnaryUnaryMultiCallable[_catalog_pb2.GetMenuRequest, _catalog_pb2.GetMenuResponse]  # type: ignore[assignment]
@@ -86,6 +94,16 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_pb2.SearchRestaurantsResponse, _abc.Awaitable[_catalog_pb2.SearchRestaurantsResponse]]:
         """Finds restaurants that deliver around a point, filtered, sorted and paged."""
+
+    @_abc_1.abstractmethod
+    def AutocompleteRestaurants(
+        self,
+        request: _catalog_pb2.AutocompleteRestaurantsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.AutocompleteRestaurantsResponse, _abc.Awaitable[_catalog_pb2.AutocompleteRestaurantsResponse]]:
+        """Completes what a customer is typing in the search box: cuisines, dishes and
+        restaurants that deliver around a point and match the words so far.
+        """
 
     @_abc_1.abstractmethod
     def GetRestaurant(

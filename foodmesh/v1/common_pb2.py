@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66oodmesh/v1/common.proto\x12\x0b\x66oodmesh.v1\x1a\x1fgoogle/api/field_behavior.proto\".\n\x06LatLng\x12\x11\n\x03lat\x18\x01 \x01(\x01\x42\x04\xe2\x41\x01\x02\x12\x11\n\x03lon\x18\x02 \x01(\x01\x42\x04\xe2\x41\x01\x02\"\x9e\x01\n\x07\x41\x64\x64ress\x12\x0e\n\x06street\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x0c\n\x04\x63ity\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0b\n\x03zip\x18\x05 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x06 \x01(\t\x12\x11\n\x03lat\x18\x07 \x01(\x01\x42\x04\xe2\x41\x01\x02\x12\x11\n\x03lon\x18\x08 \x01(\x01\x42\x04\xe2\x41\x01\x02\x12\x14\n\x0cinstructions\x18\t \x01(\t\"4\n\x05Money\x12\x14\n\x0c\x61mount_minor\x18\x01 \x01(\x03\x12\x15\n\rcurrency_code\x18\x02 \x01(\t*u\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_CUSTOMER\x10\x01\x12\x13\n\x0fROLE_RESTAURANT\x10\x02\x12\x0f\n\x0bROLE_DRIVER\x10\x03\x12\x0c\n\x08ROLE_OPS\x10\x04\x12\x10\n\x0cROLE_SERVICE\x10\x05*\x90\x02\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13ORDER_STATUS_PLACED\x10\x01\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x1a\n\x16ORDER_STATUS_PREPARING\x10\x03\x12!\n\x1dORDER_STATUS_READY_FOR_PICKUP\x10\x04\x12\x1a\n\x16ORDER_STATUS_PICKED_UP\x10\x05\x12\x1b\n\x17ORDER_STATUS_IN_TRANSIT\x10\x06\x12\x1a\n\x16ORDER_STATUS_DELIVERED\x10\x07\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x08*\xb9\x01\n\x0c\x44riverStatus\x12\x1d\n\x19\x44RIVER_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44RIVER_STATUS_OFFLINE\x10\x01\x12\x1b\n\x17\x44RIVER_STATUS_AVAILABLE\x10\x02\x12\x19\n\x15\x44RIVER_STATUS_OFFERED\x10\x03\x12\x1d\n\x19\x44RIVER_STATUS_ON_DELIVERY\x10\x04\x12\x18\n\x14\x44RIVER_STATUS_PAUSED\x10\x05*\x8f\x01\n\x0bVehicleType\x12\x1c\n\x18VEHICLE_TYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14VEHICLE_TYPE_BICYCLE\x10\x01\x12\x18\n\x14VEHICLE_TYPE_SCOOTER\x10\x02\x12\x14\n\x10VEHICLE_TYPE_CAR\x10\x03\x12\x18\n\x14VEHICLE_TYPE_WALKING\x10\x04*\xda\x01\n\x0bWeatherKind\x12\x1c\n\x18WEATHER_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12WEATHER_KIND_CLEAR\x10\x01\x12\x1b\n\x17WEATHER_KIND_LIGHT_RAIN\x10\x02\x12\x1e\n\x1aWEATHER_KIND_MODERATE_RAIN\x10\x03\x12\x1b\n\x17WEATHER_KIND_HEAVY_RAIN\x10\x04\x12\x15\n\x11WEATHER_KIND_SNOW\x10\x05\x12$\n WEATHER_KIND_EXTREME_TEMPERATURE\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66oodmesh/v1/common.proto\x12\x0b\x66oodmesh.v1\x1a\x1fgoogle/api/field_behavior.proto\".\n\x06LatLng\x12\x11\n\x03lat\x18\x01 \x01(\x01\x42\x04\xe2\x41\x01\x02\x12\x11\n\x03lon\x18\x02 \x01(\x01\x42\x04\xe2\x41\x01\x02\"\xb6\x01\n\x07\x41\x64\x64ress\x12\x0e\n\x06street\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x0c\n\x04\x63ity\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0b\n\x03zip\x18\x05 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x06 \x01(\t\x12\x11\n\x03lat\x18\x07 \x01(\x01\x42\x04\xe2\x41\x01\x02\x12\x11\n\x03lon\x18\x08 \x01(\x01\x42\x04\xe2\x41\x01\x02\x12\x14\n\x0cinstructions\x18\t \x01(\t\x12\x16\n\x07\x61\x64\x64ress\x18\xfa\x01 \x01(\tB\x04\xe2\x41\x01\x03\"4\n\x05Money\x12\x14\n\x0c\x61mount_minor\x18\x01 \x01(\x03\x12\x15\n\rcurrency_code\x18\x02 \x01(\t*u\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_CUSTOMER\x10\x01\x12\x13\n\x0fROLE_RESTAURANT\x10\x02\x12\x0f\n\x0bROLE_DRIVER\x10\x03\x12\x0c\n\x08ROLE_OPS\x10\x04\x12\x10\n\x0cROLE_SERVICE\x10\x05*\x90\x02\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13ORDER_STATUS_PLACED\x10\x01\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x1a\n\x16ORDER_STATUS_PREPARING\x10\x03\x12!\n\x1dORDER_STATUS_READY_FOR_PICKUP\x10\x04\x12\x1a\n\x16ORDER_STATUS_PICKED_UP\x10\x05\x12\x1b\n\x17ORDER_STATUS_IN_TRANSIT\x10\x06\x12\x1a\n\x16ORDER_STATUS_DELIVERED\x10\x07\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x08*\xb9\x01\n\x0c\x44riverStatus\x12\x1d\n\x19\x44RIVER_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44RIVER_STATUS_OFFLINE\x10\x01\x12\x1b\n\x17\x44RIVER_STATUS_AVAILABLE\x10\x02\x12\x19\n\x15\x44RIVER_STATUS_OFFERED\x10\x03\x12\x1d\n\x19\x44RIVER_STATUS_ON_DELIVERY\x10\x04\x12\x18\n\x14\x44RIVER_STATUS_PAUSED\x10\x05*\x8f\x01\n\x0bVehicleType\x12\x1c\n\x18VEHICLE_TYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14VEHICLE_TYPE_BICYCLE\x10\x01\x12\x18\n\x14VEHICLE_TYPE_SCOOTER\x10\x02\x12\x14\n\x10VEHICLE_TYPE_CAR\x10\x03\x12\x18\n\x14VEHICLE_TYPE_WALKING\x10\x04*\xda\x01\n\x0bWeatherKind\x12\x1c\n\x18WEATHER_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12WEATHER_KIND_CLEAR\x10\x01\x12\x1b\n\x17WEATHER_KIND_LIGHT_RAIN\x10\x02\x12\x1e\n\x1aWEATHER_KIND_MODERATE_RAIN\x10\x03\x12\x1b\n\x17WEATHER_KIND_HEAVY_RAIN\x10\x04\x12\x15\n\x11WEATHER_KIND_SNOW\x10\x05\x12$\n WEATHER_KIND_EXTREME_TEMPERATURE\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,20 +40,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADDRESS'].fields_by_name['lat']._serialized_options = b'\342A\001\002'
   _globals['_ADDRESS'].fields_by_name['lon']._loaded_options = None
   _globals['_ADDRESS'].fields_by_name['lon']._serialized_options = b'\342A\001\002'
-  _globals['_ROLE']._serialized_start=337
-  _globals['_ROLE']._serialized_end=454
-  _globals['_ORDERSTATUS']._serialized_start=457
-  _globals['_ORDERSTATUS']._serialized_end=729
-  _globals['_DRIVERSTATUS']._serialized_start=732
-  _globals['_DRIVERSTATUS']._serialized_end=917
-  _globals['_VEHICLETYPE']._serialized_start=920
-  _globals['_VEHICLETYPE']._serialized_end=1063
-  _globals['_WEATHERKIND']._serialized_start=1066
-  _globals['_WEATHERKIND']._serialized_end=1284
+  _globals['_ADDRESS'].fields_by_name['address']._loaded_options = None
+  _globals['_ADDRESS'].fields_by_name['address']._serialized_options = b'\342A\001\003'
+  _globals['_ROLE']._serialized_start=361
+  _globals['_ROLE']._serialized_end=478
+  _globals['_ORDERSTATUS']._serialized_start=481
+  _globals['_ORDERSTATUS']._serialized_end=753
+  _globals['_DRIVERSTATUS']._serialized_start=756
+  _globals['_DRIVERSTATUS']._serialized_end=941
+  _globals['_VEHICLETYPE']._serialized_start=944
+  _globals['_VEHICLETYPE']._serialized_end=1087
+  _globals['_WEATHERKIND']._serialized_start=1090
+  _globals['_WEATHERKIND']._serialized_end=1308
   _globals['_LATLNG']._serialized_start=74
   _globals['_LATLNG']._serialized_end=120
   _globals['_ADDRESS']._serialized_start=123
-  _globals['_ADDRESS']._serialized_end=281
-  _globals['_MONEY']._serialized_start=283
-  _globals['_MONEY']._serialized_end=335
+  _globals['_ADDRESS']._serialized_end=305
+  _globals['_MONEY']._serialized_start=307
+  _globals['_MONEY']._serialized_end=359
 # @@protoc_insertion_point(module_scope)

@@ -264,6 +264,7 @@ class Address(_message.Message):
     LAT_FIELD_NUMBER: _builtins.int
     LON_FIELD_NUMBER: _builtins.int
     INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
     street: _builtins.str
     """Street and number."""
     unit: _builtins.str
@@ -282,6 +283,10 @@ class Address(_message.Message):
     """Longitude of the address."""
     instructions: _builtins.str
     """Notes for the driver ("ring twice")."""
+    address: _builtins.str
+    """The whole address on one line ("123 Market St, San Francisco, CA 94103"), as the
+    design's search response shows it; set in replies only, ignored in requests.
+    """
     def __init__(
         self,
         *,
@@ -294,10 +299,11 @@ class Address(_message.Message):
         lat: _builtins.float = ...,
         lon: _builtins.float = ...,
         instructions: _builtins.str = ...,
+        address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["city", b"city", "country", b"country", "instructions", b"instructions", "lat", b"lat", "lon", b"lon", "state", b"state", "street", b"street", "unit", b"unit", "zip", b"zip"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "city", b"city", "country", b"country", "instructions", b"instructions", "lat", b"lat", "lon", b"lon", "state", b"state", "street", b"street", "unit", b"unit", "zip", b"zip"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

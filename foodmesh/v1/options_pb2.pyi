@@ -85,6 +85,7 @@ Global___HttpErrorRule: _TypeAlias = HttpErrorRule  # noqa: Y015
 HTTP_SUCCESS_CODE_FIELD_NUMBER: _builtins.int
 ACCESS_FIELD_NUMBER: _builtins.int
 HTTP_ERRORS_FIELD_NUMBER: _builtins.int
+HTTP_SNAPSHOT_BY_DEFAULT_FIELD_NUMBER: _builtins.int
 MAX_REQUEST_BYTES_FIELD_NUMBER: _builtins.int
 MAX_ITEMS_FIELD_NUMBER: _builtins.int
 http_success_code: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.int]
@@ -96,6 +97,11 @@ access: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions,
 http_errors: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _containers.RepeatedCompositeFieldContainer[Global___HttpErrorRule]]
 """HTTP statuses of errors beyond the standard gRPC-to-HTTP map, chosen by the
 ErrorInfo reason (e.g. 402 for a declined card), first match wins.
+"""
+http_snapshot_by_default: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.bool]
+"""A server stream whose HTTP GET answers with its first message as JSON unless the
+client's Accept names a stream format (text/event-stream, application/x-ndjson):
+a snapshot is what such a GET documents (TrackOrder).
 """
 max_request_bytes: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.int]
 """The largest request message (serialized bytes) this RPC takes, each message of a

@@ -664,22 +664,88 @@ class PlaceOrderResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    RESTAURANT_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    PRICING_FIELD_NUMBER: _builtins.int
+    ESTIMATED_DELIVERY_TIME_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    """The design's response names the order's fields at the top level: these repeat them.
+    Its id.
+    """
+    status: _common_pb2.OrderStatus.ValueType
+    """Its status."""
     @_builtins.property
     def order(self) -> Global___Order:
         """The order as placed."""
+
+    @_builtins.property
+    def restaurant(self) -> Global___OrderRestaurant:
+        """The restaurant, by id and name."""
+
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderItem]:
+        """Its lines, priced from the menu."""
+
+    @_builtins.property
+    def pricing(self) -> Global___Pricing:
+        """The money."""
+
+    @_builtins.property
+    def estimated_delivery_time(self) -> _timestamp_pb2.Timestamp:
+        """Expected arrival."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was placed."""
 
     def __init__(
         self,
         *,
         order: Global___Order | None = ...,
+        order_id: _builtins.str = ...,
+        status: _common_pb2.OrderStatus.ValueType = ...,
+        restaurant: Global___OrderRestaurant | None = ...,
+        items: _abc.Iterable[Global___OrderItem] | None = ...,
+        pricing: Global___Pricing | None = ...,
+        estimated_delivery_time: _timestamp_pb2.Timestamp | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "estimated_delivery_time", b"estimated_delivery_time", "order", b"order", "pricing", b"pricing", "restaurant", b"restaurant"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "estimated_delivery_time", b"estimated_delivery_time", "items", b"items", "order", b"order", "order_id", b"order_id", "pricing", b"pricing", "restaurant", b"restaurant", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PlaceOrderResponse: _TypeAlias = PlaceOrderResponse  # noqa: Y015
+
+@_typing.final
+class OrderRestaurant(_message.Message):
+    """A restaurant as an order names it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESTAURANT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    restaurant_id: _builtins.str
+    """Which."""
+    name: _builtins.str
+    """Its name when the order was placed."""
+    def __init__(
+        self,
+        *,
+        restaurant_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "restaurant_id", b"restaurant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderRestaurant: _TypeAlias = OrderRestaurant  # noqa: Y015
 
 @_typing.final
 class GetOrderRequest(_message.Message):

@@ -30,6 +30,13 @@ from servers.catalog.model import (
     Review,
     Zone,
 )
+from servers.catalog.suggest import (
+    DEFAULT_SUGGESTIONS,
+    MAX_SUGGESTIONS,
+    Suggestion,
+    matched_dishes,
+)
+from servers.catalog.text import MAX_QUERY_CHARS, TextQuery
 from servers.catalog.zones import Polygon, PolygonError, parse_geojson, polygon_problem
 from servers.runtime.ids import check_id
 from servers.runtime.limits import max_items
@@ -499,7 +506,11 @@ def query_from_pb(req: pb.SearchRestaurantsRequest) -> search.Query:
     sort = req.sort or search.Sort.DISTANCE
     v.check(1 <= sort <= 4, "sort", "is not a SearchSort value")
     size = page_size(v, req.page_size)
+    v.check(len(req.q) <= MAX_QUERY_CHARS, "q", f"at most {MAX_QUERY_CHARS} characters")
+    v.check(not (req.cursor and req.page_token and req.cursor != req.page_token), "cursor",
+            "differs from page_token (give one of them)")  # fmt: skip
     v.raise_if_any()
+    text = TextQuery.parse(req.q)
     return search.Query(
         lat=req.lat,
         lon=req.lon,
@@ -511,16 +522,49 @@ def query_from_pb(req: pb.SearchRestaurantsRequest) -> search.Query:
         open_now=req.open_now,
         sort=sort,
         page_size=size,
+        text=text if text else None,
     )
 
 
-def summary_to_pb(h: search.Hit) -> pb.RestaurantSummary:
+def autocomplete_from_pb(req: pb.AutocompleteRestaurantsRequest) -> tuple[search.Query, int]:
+    """The search behind a completion (the last word a beginning), and the most suggestions."""
+    v = Violations()
+    v.check(math.isfinite(req.lat) and -90 <= req.lat <= 90, "lat", "must be within [-90, 90]")
+    v.check(math.isfinite(req.lon) and -180 <= req.lon <= 180, "lon", "must be within [-180, 180]")
+    radius = req.radius or search.DEFAULT_RADIUS_MILES
+    v.check(math.isfinite(radius) and 0 < radius <= search.MAX_RADIUS_MILES, "radius",
+            f"must be more than 0 and at most {search.MAX_RADIUS_MILES:g} miles")  # fmt: skip
+    v.check(0 < len(req.q) <= MAX_QUERY_CHARS, "q", f"must be 1-{MAX_QUERY_CHARS} characters")
+    v.check(0 <= req.limit <= MAX_SUGGESTIONS, "limit", f"must be 0 to {MAX_SUGGESTIONS}")
+    v.raise_if_any()
+    text = TextQuery.parse(req.q, prefix=True)
+    q = search.Query(lat=req.lat, lon=req.lon, radius_miles=radius,
+                     text=text if text else None)  # fmt: skip
+    return q, req.limit or DEFAULT_SUGGESTIONS
+
+
+def suggestion_to_pb(s: Suggestion) -> pb.Suggestion:
+    return pb.Suggestion(text=s.text, kind=pb.SuggestionKind.ValueType(s.kind),
+                         restaurant_id=s.restaurant_id,
+                         restaurant_count=s.restaurant_count)  # fmt: skip
+
+
+def one_line(a: dict[str, str]) -> str:
+    """ "123 Market St, San Francisco, CA 94103": street (and unit), city, state and zip."""
+    street = " ".join(x for x in (a.get("street", ""), a.get("unit", "")) if x)
+    region = " ".join(x for x in (a.get("state", ""), a.get("zip", "")) if x)
+    return ", ".join(x for x in (street, a.get("city", ""), region) if x)
+
+
+def summary_to_pb(h: search.Hit, text: TextQuery | None = None) -> pb.RestaurantSummary:
     d = h.doc
     a = d.address
     return pb.RestaurantSummary(
         restaurant_id=d.restaurant_id,
         name=d.name,
         cuisines=d.cuisines,
+        cuisine=d.cuisines,
+        matched_dishes=matched_dishes(d, text) if text else (),
         rating=d.rating,
         review_count=d.review_count,
         distance_miles=round(h.distance_miles, 2),
@@ -538,6 +582,7 @@ def summary_to_pb(h: search.Hit) -> pb.RestaurantSummary:
             country=a.get("country", ""),
             lat=d.lat,
             lon=d.lon,
+            address=one_line(a),
         ),  # fmt: skip
         price_level=d.price_level,
     )

@@ -10,8 +10,10 @@ as the Location service uses them):
 - ``<ns>:catalog:gen:{r}`` — counter, +1 whenever a restaurant of the region changes.
 - ``<ns>:catalog:chg:{r}`` — sorted set: id → the generation of its last change (the
   change log a copy catches up from; one entry per restaurant, so it does not grow).
-- ``<ns>:catalog:index:built`` — set once the index holds every restaurant of PostgreSQL;
-  its value, the *epoch*, is new at every rebuild.
+- ``<ns>:catalog:index:built2`` — set once the index holds every restaurant of PostgreSQL;
+  its value, the *epoch*, is new at every rebuild. (``2``: documents with dishes and
+  popularity; a deployment whose index predates them rebuilds it once, migration 0002
+  having moved every row's version so that the rebuild rewrites each document.)
 
 Each write touches the keys of one region only (one hash tag), in a script, so it runs
 unchanged on Redis Cluster; so do the reads (a pipeline, a command or script per region).
@@ -162,7 +164,7 @@ class SearchIndex:
 
     @property
     def built_key(self) -> str:
-        return self._keys.key("catalog:index", "built")
+        return self._keys.key("catalog:index", "built2")
 
     # --- writes -----------------------------------------------------------------------------
 

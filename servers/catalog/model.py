@@ -78,6 +78,10 @@ class Restaurant:
     #: Bumped by every write of the row, in commit order: orders writes to the search index.
     version: int = 0
     update_time: dt.datetime | None = None
+    #: The menu's orderable dishes, (name, description), for text search.
+    dishes: tuple[tuple[str, str], ...] = ()
+    #: Recent orders, decayed (``popularity.py``; log space, only comparisons mean anything).
+    popularity: float = 0.0
 
     @property
     def rating(self) -> float:

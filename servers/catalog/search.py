@@ -17,11 +17,12 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from foodmesh.core.geo import METERS_PER_MILE, haversine_m
 from servers.catalog.hours import Span, is_open, local_now
 from servers.catalog.model import Restaurant
+from servers.catalog.text import TextQuery, doc_terms, relevance_step
 from servers.catalog.zones import Polygon, to_e7
 
 __all__ = [
@@ -106,6 +107,19 @@ class SearchDoc:
     zones: tuple[ZoneDoc, ...]
     max_miles: float
     order_count: int
+    #: Dishes on the menu that can be ordered: (name, description).
+    dishes: tuple[tuple[str, str], ...] = ()
+    #: Decayed recent orders (``popularity.py``), in log space: only the order matters.
+    popularity: float = 0.0
+    #: Derived, not stored: the words of name, cuisines and dishes (``text.doc_terms``).
+    term_ids: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    term_weights: tuple[float, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.term_ids:
+            ids, weights = doc_terms(self.name, self.cuisines, self.dishes)
+            object.__setattr__(self, "term_ids", ids)
+            object.__setattr__(self, "term_weights", weights)
 
     @staticmethod
     def of(r: Restaurant) -> SearchDoc:
@@ -146,6 +160,8 @@ class SearchDoc:
             ),
             max_miles=r.max_delivery_miles,
             order_count=r.order_count,
+            dishes=r.dishes,
+            popularity=r.popularity,
         )
 
     def encode(self) -> bytes:
@@ -174,6 +190,8 @@ class SearchDoc:
                 ],
                 self.max_miles,
                 self.order_count,
+                [list(d) for d in self.dishes],
+                self.popularity,
             ],
             separators=(",", ":"),
             ensure_ascii=False,
@@ -183,7 +201,10 @@ class SearchDoc:
     def decode(raw: bytes) -> SearchDoc:
         fields = json.loads(raw)
         (rid, name, cuisines, lat, lon, address, tz, hours, closures, price, cur, minimum,
-         rating, reviews, prep, image, paused, zones, max_miles, orders) = fields  # fmt: skip
+         rating, reviews, prep, image, paused, zones, max_miles, orders) = fields[:20]  # fmt: skip
+        # Documents written before dishes and popularity were indexed have 20 fields.
+        dishes = tuple((d[0], d[1]) for d in fields[20]) if len(fields) > 20 else ()
+        popularity = float(fields[21]) if len(fields) > 21 else 0.0
         return SearchDoc(
             restaurant_id=rid,
             name=name,
@@ -205,6 +226,8 @@ class SearchDoc:
             zones=tuple(ZoneDoc(z[0], Polygon.from_flat_e7(z[3]), z[1], z[2]) for z in zones),
             max_miles=max_miles,
             order_count=orders,
+            dishes=dishes,
+            popularity=popularity,
         )
 
 
@@ -239,6 +262,8 @@ class Query:
     open_now: bool = False
     sort: int = Sort.DISTANCE
     page_size: int = DEFAULT_PAGE_SIZE
+    #: Words to find in names, cuisines and dishes (``text.py``); empty: no text filter.
+    text: TextQuery | None = None
 
     def fingerprint(self) -> str:
         """Identifies the result list (not the page): a cursor is only valid for the same."""
@@ -253,6 +278,7 @@ class Query:
                 sorted(self.price_levels),
                 self.open_now,
                 self.sort,
+                list(self.text.terms) if self.text else [],
             ]
         )
         return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -278,16 +304,20 @@ class Hit:
 
 
 def sort_key(
-    sort: int, doc: SearchDoc, miles: float, minutes: int
+    sort: int, doc: SearchDoc, miles: float, minutes: int, relevance: float | None = None
 ) -> tuple[float | int | str, ...]:
+    """The rank of a hit; with a text query, its relevance step comes first."""
     # Every key ends in the restaurant id: a total, stable order for the cursor.
     if sort == Sort.RATING:
-        return (-doc.rating, -doc.review_count, miles, doc.restaurant_id)
-    if sort == Sort.DELIVERY_TIME:
-        return (minutes, miles, doc.restaurant_id)
-    if sort == Sort.POPULARITY:
-        return (-doc.order_count, -doc.review_count, miles, doc.restaurant_id)
-    return (miles, doc.restaurant_id)
+        key: tuple[float | int | str, ...] = (-doc.rating, -doc.review_count, miles,
+                                              doc.restaurant_id)  # fmt: skip
+    elif sort == Sort.DELIVERY_TIME:
+        key = (minutes, miles, doc.restaurant_id)
+    elif sort == Sort.POPULARITY:
+        key = (-doc.popularity, -doc.order_count, -doc.review_count, miles, doc.restaurant_id)
+    else:
+        key = (miles, doc.restaurant_id)
+    return key if relevance is None else (-relevance, *key)
 
 
 def evaluate(
@@ -304,6 +334,12 @@ def evaluate(
     """
     if not q.prefilter(doc):
         return None
+    relevance = None
+    if q.text:
+        score = q.text.score(doc.term_ids, doc.term_weights)
+        if score <= 0.0:
+            return None
+        relevance = relevance_step(score)
     miles = haversine_m(q.lat, q.lon, doc.lat, doc.lon) / METERS_PER_MILE
     if miles > q.radius_miles or miles > doc.max_miles:
         return None
@@ -334,7 +370,7 @@ def evaluate(
         fee_minor=zone.fee_minor,
         minimum_minor=max(doc.minimum_minor, zone.minimum_minor),
         is_open=open_,
-        key=sort_key(q.sort, doc, miles, minutes),
+        key=sort_key(q.sort, doc, miles, minutes, relevance),
     )
 
 

@@ -29,9 +29,10 @@ from servers.catalog.cells import CellCache
 from servers.catalog.hours import is_open
 from servers.catalog.index import SearchIndex
 from servers.catalog.model import Restaurant
-from servers.catalog.search import BadCursor, paginate
+from servers.catalog.search import BadCursor, Query, paginate
 from servers.catalog.store import CatalogStore, ReviewOutcome
-from servers.catalog.table import search_table
+from servers.catalog.suggest import suggest
+from servers.catalog.table import Ranked, search_table
 from servers.catalog.zones import to_e7
 from servers.runtime.auth import current_principal
 from servers.runtime.context import time_left
@@ -80,6 +81,10 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
         self.index = index
         self.cells = cells if cells is not None else CellCache()
 
+    async def reindex(self, r: Restaurant) -> None:
+        """Writes ``r``'s search document (after an order moved its popularity)."""
+        await self._index(r)
+
     async def _index(self, r: Restaurant, before: Restaurant | None = None) -> None:
         try:
             await self.index.put(r, before=before)
@@ -93,10 +98,7 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
                 pass
             raise Unavailable("saved, but the search index did not take it: retry") from None
 
-    async def SearchRestaurants(  # noqa: N802
-        self, request: pb.SearchRestaurantsRequest, context: Ctx
-    ) -> pb.SearchRestaurantsResponse:
-        q = convert.query_from_pb(request)
+    async def _search(self, q: Query) -> Ranked:
         if not self.index.ready.is_set():
             try:
                 await asyncio.wait_for(self.index.ready.wait(), timeout=time_left())
@@ -104,15 +106,36 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
                 raise Unavailable("the search index is being built: retry shortly") from None
         table, parts = await self.index.view(q)
         rows, zones = self.cells.rows(table, q, parts)
-        hits = search_table(table, q, _now(), parts=parts, rows=rows, zones=zones)
+        return search_table(table, q, _now(), parts=parts, rows=rows, zones=zones)
+
+    async def SearchRestaurants(  # noqa: N802
+        self, request: pb.SearchRestaurantsRequest, context: Ctx
+    ) -> pb.SearchRestaurantsResponse:
+        q = convert.query_from_pb(request)
+        hits = await self._search(q)
+        token = request.page_token or request.cursor
         try:
-            page = paginate(hits, q, request.page_token)
+            page = paginate(hits, q, token)
         except BadCursor as exc:
-            raise InvalidArgument.field("page_token", str(exc)) from None
+            field = "page_token" if request.page_token else "cursor"
+            raise InvalidArgument.field(field, str(exc)) from None
         return pb.SearchRestaurantsResponse(
-            restaurants=[convert.summary_to_pb(h) for h in page.hits],
+            restaurants=[convert.summary_to_pb(h, q.text) for h in page.hits],
             next_page_token=page.next_token,
             total_count=page.total,
+            total=page.total,
+            cursor=page.next_token,
+        )
+
+    async def AutocompleteRestaurants(  # noqa: N802
+        self, request: pb.AutocompleteRestaurantsRequest, context: Ctx
+    ) -> pb.AutocompleteRestaurantsResponse:
+        q, limit = convert.autocomplete_from_pb(request)
+        if q.text is None:  # nothing but separators typed
+            return pb.AutocompleteRestaurantsResponse()
+        hits = await self._search(q)
+        return pb.AutocompleteRestaurantsResponse(
+            suggestions=[convert.suggestion_to_pb(s) for s in suggest(hits, q.text, limit=limit)]
         )
 
     async def GetRestaurant(  # noqa: N802
@@ -153,9 +176,12 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
         if currency is None:
             raise _not_found(request.restaurant_id)
         menu = convert.menu_from_pb(request, currency)
-        stored = await self.store.replace_menu(menu)
-        if stored is None:
+        replaced = await self.store.replace_menu(menu)
+        if replaced is None:
             raise _not_found(request.restaurant_id)
+        stored, restaurant = replaced
+        # Its dishes are in its search document: every replica's next search sees them.
+        await self._index(restaurant)
         return pb.UpsertMenuResponse(menu=convert.menu_to_pb(stored))
 
     async def SetRestaurantPaused(  # noqa: N802

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -31,9 +32,10 @@ from servers.catalog.model import (
     Review,
     Zone,
 )
+from servers.catalog.popularity import WINDOW, add_order
 from servers.catalog.zones import Polygon
 
-__all__ = ["CatalogStore", "ReviewOutcome"]
+__all__ = ["CatalogStore", "PlacedOrder", "ReviewOutcome"]
 
 _COLUMNS = """
     r.restaurant_id, r.name, r.cuisines, r.address, r.lat, r.lon, r.time_zone, r.hours,
@@ -44,14 +46,19 @@ _COLUMNS = """
                                                  z.delivery_fee_minor, z.minimum_order_minor)
                                ORDER BY z.position), '[]'::jsonb)
        FROM catalog.delivery_zones z WHERE z.restaurant_id = r.restaurant_id) AS zones,
-    r.food_rating_sum, r.food_rating_count
+    r.food_rating_sum, r.food_rating_count,
+    (SELECT coalesce(jsonb_agg(jsonb_build_array(i.name, i.description) ORDER BY i.position),
+                     '[]'::jsonb)
+       FROM catalog.menu_items i
+      WHERE i.restaurant_id = r.restaurant_id AND i.available) AS dishes,
+    r.popularity
 """
 
 
 def _restaurant(row: Sequence[Any]) -> Restaurant:
     (rid, name, cuisines, address, lat, lon, tz, hours, closures, price, currency, minimum,
      prep, image, paused, max_miles, owner, rating_sum, reviews, orders, version, updated,
-     zones, food_sum, food_count) = row  # fmt: skip
+     zones, food_sum, food_count, dishes, popularity) = row  # fmt: skip
     return Restaurant(
         restaurant_id=rid,
         name=name,
@@ -76,6 +83,8 @@ def _restaurant(row: Sequence[Any]) -> Restaurant:
         order_count=orders,
         version=version,
         update_time=updated,
+        dishes=tuple((d[0], d[1]) for d in dishes),
+        popularity=popularity,
     )
 
 
@@ -89,6 +98,16 @@ def _address_json(a: Address) -> dict[str, str]:
         "country": a.country,
         "instructions": a.instructions,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedOrder:
+    """An order placed at a restaurant, as its ``placed`` event says."""
+
+    event_id: str
+    restaurant_id: str
+    order_id: str
+    at: dt.datetime
 
 
 class ReviewOutcome(enum.Enum):
@@ -258,8 +277,9 @@ class CatalogStore:
             row = await cur.fetchone()
             return None if row is None else str(row[0])
 
-    async def replace_menu(self, menu: Menu) -> Menu | None:
-        """Replaces the whole menu in one transaction; None when the restaurant does not exist."""
+    async def replace_menu(self, menu: Menu) -> tuple[Menu, Restaurant] | None:
+        """Replaces the whole menu in one transaction; the menu and the restaurant as stored
+        (its version moved: its search document changed), or None when it does not exist."""
         rid = menu.restaurant_id
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
@@ -272,7 +292,8 @@ class CatalogStore:
             if row[0] != menu.currency:
                 raise Aborted("the restaurant's currency changed meanwhile: retry", reason="RACE")
             await conn.execute(
-                "UPDATE catalog.restaurants SET menu_updated_at = now() WHERE restaurant_id = %s",
+                "UPDATE catalog.restaurants SET menu_updated_at = now(), version = version + 1"
+                " WHERE restaurant_id = %s",
                 (rid,),
             )
             await conn.execute(
@@ -312,7 +333,75 @@ class CatalogStore:
                         " customizations) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                         rows,
                     )
-            return await self._menu(conn, rid)
+            stored = await self._menu(conn, rid)
+            restaurant = await self._get(conn, rid)
+            assert stored is not None and restaurant is not None
+            return stored, restaurant
+
+    # --- popularity ------------------------------------------------------------------------
+
+    async def record_orders(self, orders: Sequence[PlacedOrder]) -> tuple[list[Restaurant], int]:
+        """Counts each order once (by event id) into its restaurant's popularity and 30-day
+        order count, in one transaction. Returns every restaurant the batch names as it now
+        stands (also those whose events were counted before: a redelivery rewrites their
+        search documents) and how many orders were new."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO catalog.order_events (event_id, restaurant_id, order_id, placed_at)"
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[])"
+                " ON CONFLICT (event_id) DO NOTHING RETURNING restaurant_id, placed_at",
+                ([o.event_id for o in orders], [o.restaurant_id for o in orders],
+                 [o.order_id for o in orders], [o.at for o in orders]),
+            )  # fmt: skip
+            new: dict[str, list[dt.datetime]] = {}
+            for rid, at in await cur.fetchall():
+                new.setdefault(rid, []).append(at)
+            for rid in sorted(new):  # one lock order for concurrent batches
+                cur = await conn.execute(
+                    "SELECT popularity FROM catalog.restaurants WHERE restaurant_id = %s"
+                    " FOR UPDATE",
+                    (rid,),
+                )
+                row = await cur.fetchone()
+                if row is None:  # an order of a restaurant this catalog does not hold
+                    continue
+                popularity = float(row[0])
+                for at in sorted(new[rid]):
+                    popularity = add_order(popularity, at)
+                await conn.execute(
+                    "UPDATE catalog.restaurants SET popularity = %s, order_count = (SELECT"
+                    " count(*) FROM catalog.order_events WHERE restaurant_id = %s AND"
+                    " placed_at > now() - %s), version = version + 1 WHERE restaurant_id = %s",
+                    (popularity, rid, WINDOW, rid),
+                )
+            out = []
+            for rid in sorted({o.restaurant_id for o in orders}):
+                r = await self._get(conn, rid)
+                if r is not None:
+                    out.append(r)
+            return out, sum(len(v) for v in new.values())
+
+    async def trim_order_events(self) -> list[Restaurant]:
+        """Forgets order events older than the 30-day window and recounts the restaurants
+        they were of; returns those restaurants as they now stand (to re-index)."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "DELETE FROM catalog.order_events WHERE placed_at < now() - %s"
+                " RETURNING restaurant_id",
+                (WINDOW,),
+            )
+            out = []
+            for rid in sorted({str(row[0]) for row in await cur.fetchall()}):
+                await conn.execute(
+                    "UPDATE catalog.restaurants SET order_count = (SELECT count(*) FROM"
+                    " catalog.order_events WHERE restaurant_id = %s AND placed_at > now() - %s),"
+                    " version = version + 1 WHERE restaurant_id = %s",
+                    (rid, WINDOW, rid),
+                )
+                r = await self._get(conn, rid)
+                if r is not None:
+                    out.append(r)
+            return out
 
     # --- reviews ---------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ decides for every row, without a Python loop over the rows:
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from servers.catalog.search import (
     Sort,
     sort_key,
 )
+from servers.catalog.text import RELEVANCE_STEP, TextQuery
 from servers.catalog.zones import PolygonSet, to_e7
 
 __all__ = ["I64", "TOLERANCE", "Matches", "Ranked", "RegionTable", "cell_of", "cell_reach_miles",
@@ -134,8 +136,9 @@ class RegionTable:
 
     __slots__ = ("_open", "_open_key", "_sources", "cos_phi", "cuisines", "docs", "ids", "lat",
                  "lon", "max_miles", "minimum", "one_zone", "order_count", "part_start", "phi",
-                 "polygons", "prep", "price_bit", "rating", "review_count", "tzs", "zone_count",
-                 "zone_fee", "zone_minimum", "zone_start")  # fmt: skip
+                 "polygons", "popularity", "prep", "price_bit", "rating", "review_count",
+                 "term_ids", "term_rows", "term_weights", "tzs", "zone_count", "zone_fee",
+                 "zone_minimum", "zone_start")  # fmt: skip
 
     def __init__(self, docs: Iterable[SearchDoc]) -> None:
         self.docs = tuple(sorted(docs, key=lambda d: d.lat))
@@ -144,15 +147,16 @@ class RegionTable:
         self._sources: tuple[RegionTable, ...] = ()
         self.ids = np.array([d.restaurant_id for d in ds], dtype=np.str_)
         # One pass over the documents; a conversion per type of column.
-        floats = np.array([(d.lat, d.lon, d.rating, d.max_miles) for d in ds],
-                          dtype=np.float64).reshape(n, 4)  # fmt: skip
+        floats = np.array([(d.lat, d.lon, d.rating, d.max_miles, d.popularity) for d in ds],
+                          dtype=np.float64).reshape(n, 5)  # fmt: skip
         ints = np.array(
             [(d.review_count, d.order_count, d.prep_min, d.minimum_minor, len(d.zones),
               _cuisine_bits(d.cuisines), (1 << d.price_level) if 0 <= d.price_level < 63 else 0)
              for d in ds],
             dtype=np.int64,
         ).reshape(n, 7)  # fmt: skip
-        self.lat, self.lon, self.rating, self.max_miles = (floats[:, i].copy() for i in range(4))
+        (self.lat, self.lon, self.rating, self.max_miles,
+         self.popularity) = (floats[:, i].copy() for i in range(5))  # fmt: skip
         (self.review_count, self.order_count, self.prep, self.minimum, self.zone_count,
          self.cuisines, self.price_bit) = (ints[:, i].copy() for i in range(7))  # fmt: skip
         self.phi: F64 = np.radians(self.lat)
@@ -168,6 +172,16 @@ class RegionTable:
         self.polygons = PolygonSet([z.polygon for z in zones])
         self._open_key: tuple[tuple[dt.date, int], ...] | None = None
         self._open: Bools = np.zeros(n, dtype=np.bool_)
+        # Text postings: (word id, row, weight), sorted by word id (stable: rows ascending).
+        counts = np.fromiter((len(d.term_ids) for d in ds), np.int64, n)
+        total = int(counts.sum())
+        word = np.fromiter(itertools.chain.from_iterable(d.term_ids for d in ds), np.int64, total)
+        weight = np.fromiter(itertools.chain.from_iterable(d.term_weights for d in ds),
+                             np.float64, total)  # fmt: skip
+        order = np.argsort(word, kind="stable")
+        self.term_ids: I64 = word[order]
+        self.term_rows: I64 = np.repeat(np.arange(n, dtype=np.int64), counts)[order]
+        self.term_weights: F64 = weight[order]
 
     @staticmethod
     def merge(tables: Sequence[RegionTable]) -> RegionTable:
@@ -183,8 +197,8 @@ class RegionTable:
         out._sources = tuple(tables)
         out.docs = tuple(d for t in tables for d in t.docs)
         for name in ("ids", "lat", "lon", "phi", "cos_phi", "rating", "max_miles", "review_count",
-                     "order_count", "prep", "minimum", "cuisines", "price_bit", "zone_count",
-                     "zone_fee", "zone_minimum"):  # fmt: skip
+                     "order_count", "popularity", "prep", "minimum", "cuisines", "price_bit",
+                     "zone_count", "zone_fee", "zone_minimum"):  # fmt: skip
             setattr(out, name, np.concatenate([getattr(t, name) for t in tables]))
         zone_offsets = np.cumsum([0] + [len(t.zone_fee) for t in tables[:-1]])
         out.zone_start = np.concatenate(
@@ -195,6 +209,42 @@ class RegionTable:
         out.polygons = PolygonSet.merge([t.polygons for t in tables])
         out._open = np.zeros(len(out.docs), dtype=np.bool_)
         return out
+
+    def relevance(self, text: TextQuery, parts: Iterable[int] | None = None) -> F64:
+        """Per row, :meth:`TextQuery.score` of its words (0: no match), for the rows of
+        ``parts`` (default: all; other rows are 0 unless they share a source table)."""
+        n = len(self.docs)
+        sources: list[tuple[RegionTable, int]]
+        if self._sources:
+            offsets = np.cumsum([0] + [len(t) for t in self._sources[:-1]])
+            by_part: list[tuple[RegionTable, int]] = []
+            for t, off in zip(self._sources, offsets.tolist(), strict=True):
+                by_part += [(t, off)] * t.parts
+            wanted = range(self.parts) if parts is None else parts
+            sources = list({id(by_part[p][0]): by_part[p] for p in wanted}.values())
+        else:
+            sources = [(self, 0)]
+        total = np.zeros(n, dtype=np.float64)
+        matched = np.ones(n, dtype=np.bool_)
+        for m in text.matches:
+            best = np.zeros(n, dtype=np.float64)
+            if m:
+                wids = np.fromiter(m.keys(), np.int64, len(m))
+                quality = np.fromiter(m.values(), np.float64, len(m))
+                for t, off in sources:
+                    lo = np.searchsorted(t.term_ids, wids, side="left")
+                    hi = np.searchsorted(t.term_ids, wids, side="right")
+                    size = hi - lo
+                    k = int(size.sum())
+                    if not k:
+                        continue
+                    at = np.repeat(lo - (np.cumsum(size) - size), size) + np.arange(k)
+                    np.maximum.at(best, t.term_rows[at] + off,
+                                  t.term_weights[at] * np.repeat(quality, size))  # fmt: skip
+            matched &= best > 0.0
+            total += best
+        total[~matched] = 0.0
+        return total
 
     @property
     def parts(self) -> int:
@@ -327,14 +377,19 @@ class RegionTable:
     def matches(
         self, q: Query, point_e7: tuple[int, int], now: dt.datetime,
         parts: Iterable[int] | None = None, *, rows: I64 | None = None,
-        zones: I64 | None = None,
+        zones: I64 | None = None, relevance: F64 | None = None,
     ) -> Matches:  # fmt: skip
         """Every row of ``parts`` (default: all) that is a hit for ``q`` at ``now``
         (``point_e7``: the query point in E7); only among ``rows`` if given (a superset of
         the hits, in :meth:`near`'s order, such as :meth:`candidates`), with ``zones`` the
-        zone per row already known to hold the point (-1: test it)."""
+        zone per row already known to hold the point (-1: test it); only rows with a
+        positive ``relevance`` if given (a text query)."""
         if rows is None:
             rows = self.near(q.lat, q.lon, q.radius_miles, parts)
+        if relevance is not None:
+            found = relevance[rows] > 0.0
+            rows = rows[found]
+            zones = zones[found] if zones is not None else None
         miles = self._miles(q.lat, q.lon, rows)
         limit = np.minimum(q.radius_miles, self.max_miles[rows])
         at = np.flatnonzero(miles <= limit * (1 + TOLERANCE))
@@ -392,11 +447,12 @@ class RegionTable:
 class Ranked(Sequence[Hit]):
     """Hits in the query's order. A :class:`Hit` is built only when read (a page, a cursor)."""
 
-    __slots__ = ("_fee", "_is_open", "_miles", "_minimum", "_minutes", "_order", "_rows",
-                 "_sort", "_table")  # fmt: skip
+    __slots__ = ("_fee", "_is_open", "_miles", "_minimum", "_minutes", "_order", "_relevance",
+                 "_rows", "_sort", "_table")  # fmt: skip
 
-    def __init__(self, sort: int, m: Matches, order: I64) -> None:
+    def __init__(self, sort: int, m: Matches, order: I64, relevance: F64 | None = None) -> None:
         self._sort = sort
+        self._relevance = relevance.tolist() if relevance is not None else None
         self._table = m.table
         self._rows = m.rows.tolist()
         self._miles = m.miles.tolist()
@@ -428,7 +484,13 @@ class Ranked(Sequence[Hit]):
             fee_minor=self._fee[k],
             minimum_minor=self._minimum[k],
             is_open=self._is_open[k],
-            key=sort_key(self._sort, doc, miles, minutes),
+            key=sort_key(
+                self._sort,
+                doc,
+                miles,
+                minutes,
+                self._relevance[k] if self._relevance is not None else None,
+            ),
         )
 
 
@@ -446,7 +508,9 @@ def search_table(
 
     The same hits in the same order as :func:`search.search_docs` over the same documents.
     """
-    m = table.matches(q, (to_e7(q.lat), to_e7(q.lon)), now, parts, rows=rows, zones=zones)
+    relevance = table.relevance(q.text, parts) if q.text else None
+    m = table.matches(q, (to_e7(q.lat), to_e7(q.lon)), now, parts, rows=rows, zones=zones,
+                      relevance=relevance)  # fmt: skip
     ids = table.ids[m.rows]
     by_id = np.argsort(ids, kind="stable")
     if len(ids) > 1:
@@ -474,7 +538,13 @@ def search_table(
     elif q.sort == Sort.DELIVERY_TIME:
         keys = (id_rank, miles, m.minutes)
     elif q.sort == Sort.POPULARITY:
-        keys = (id_rank, miles, -table.review_count[m.rows], -table.order_count[m.rows])
+        keys = (id_rank, miles, -table.review_count[m.rows], -table.order_count[m.rows],
+                -table.popularity[m.rows])  # fmt: skip
     else:
         keys = (id_rank, miles)
-    return Ranked(q.sort, m, np.lexsort(keys).astype(np.int64))
+    steps = None
+    if relevance is not None:
+        # The same steps as ``text.relevance_step``, first in the order.
+        steps = np.floor(relevance[m.rows] / RELEVANCE_STEP + 1e-9) * RELEVANCE_STEP
+        keys = (*keys, -steps)
+    return Ranked(q.sort, m, np.lexsort(keys).astype(np.int64), steps)

@@ -44,20 +44,26 @@ def price_lines(
                 f"{path}: {item.name!r} is not available now", reason="ITEM_UNAVAILABLE"
             )
         options = {o.option_id: (g, o) for g in item.customizations for o in g.options}
+        # The design's body names options ("extra cheese"): a name, folded, is as good as
+        # the option's id when no id is spelled so.
+        by_name = {o.name.casefold(): (g, o) for g in item.customizations for o in g.options}
         chosen: dict[str, int] = {}
         unit = item.price.amount_minor
         seen: set[str] = set()
+        resolved: list[str] = []
         for j, opt_id in enumerate(given.customizations):
-            found = options.get(opt_id)
+            found = options.get(opt_id) or by_name.get(opt_id.strip().casefold())
             cpath = f"{path}.customizations[{j}]"
             if found is None:
                 v.add(cpath, f"{item.name!r} has no option {opt_id!r}")
                 continue
             group, option = found
+            opt_id = option.option_id
             if opt_id in seen:
                 v.add(cpath, f"option {opt_id!r} is chosen twice")
                 continue
             seen.add(opt_id)
+            resolved.append(opt_id)
             if not option.available:
                 v.add(cpath, f"option {option.name!r} is not available now")
                 continue
@@ -87,7 +93,7 @@ def price_lines(
                 quantity=given.quantity,
                 unit_price_minor=unit,
                 line_total_minor=unit * given.quantity,
-                customizations=tuple(given.customizations),
+                customizations=tuple(resolved),
                 special_instructions=given.special_instructions,
             )
         )

@@ -37,6 +37,7 @@ from foodmesh.v1 import catalog_pb2, dispatch_pb2, order_pb2
 from foodmesh.v1 import order_pb2_grpc as pb_grpc
 from servers.order import convert
 from servers.order.confirm import DEFAULT_TIMEOUT_S
+from servers.order.design import placed_response
 from servers.order.eta import EtaPort
 from servers.order.feed import FeedWaker
 from servers.order.flows import RestaurantFlows, free_cancel
@@ -299,7 +300,7 @@ class OrderServicer(PaymentMethodsServicer, RestaurantFlows, pb_grpc.OrderServic
         digest = convert.request_hash(request)
         claim = await self.placement.claim_key(request, p, digest)
         if isinstance(claim, Order):
-            return order_pb2.PlaceOrderResponse(order=_pb(claim, p))
+            return placed_response(_pb(claim, p))
         # Once the key is ours the placement runs to its end even if the caller gives up
         # (deadline, cancel): a card may be held by then, and the caller's retry must find
         # the order (or the attempt's outcome), not a half-done attempt cancelled midway.
@@ -307,7 +308,7 @@ class OrderServicer(PaymentMethodsServicer, RestaurantFlows, pb_grpc.OrderServic
         self._placing.add(task)
         task.add_done_callback(self._placed)
         placed = await asyncio.shield(task)
-        return order_pb2.PlaceOrderResponse(order=placed)
+        return placed_response(placed)
 
     async def _place_claimed(
         self,

@@ -57,6 +57,18 @@ async def test_a_customer_orders_on_the_web_page_and_watches_it_progress(
             wallet = await page.get_attribute("#methods li[data-pm]", "data-pm")  # type: ignore[attr-defined]
             assert await page.input_value("#card") == wallet  # type: ignore[attr-defined]
             first = city.restaurants[0]
+            # search by dish: a few letters typed, the dish suggested, chosen; every
+            # restaurant listed then has it, the first restaurant among them
+            dish = next(i for c in first.menu for i in c.items if i.available).name
+            await page.fill("#q", dish[:5].lower())  # type: ignore[attr-defined]
+            choice = f'#suggestions li[data-text="{dish}"]'
+            await page.wait_for_selector(choice, timeout=10_000)  # type: ignore[attr-defined]
+            await page.click(choice)  # type: ignore[attr-defined]
+            await page.wait_for_selector(  # type: ignore[attr-defined]
+                f'#results li:has-text("{first.restaurant.name}") .dishes', timeout=10_000
+            )
+            listed = await page.locator("#results li[data-i]").all_inner_texts()  # type: ignore[attr-defined]
+            assert listed and all(f"has {dish}" in t for t in listed), listed
             await page.click(f'#results li:has-text("{first.restaurant.name}")')  # type: ignore[attr-defined]
             # the restaurant's page shows its rating and its food's rating apart
             await page.wait_for_function(  # type: ignore[attr-defined]

@@ -52,6 +52,7 @@ class Spot:
     open_: bool
     minimum: int
     ratings: list[int] = field(default_factory=list)
+    orders: int = 0
 
     @property
     def rating(self) -> float:
@@ -141,7 +142,9 @@ def brute_force(spots: list[Spot], req: pb.SearchRestaurantsRequest) -> list[Exp
         key: tuple[float | int | str, ...] = {
             pb.SEARCH_SORT_RATING: (-s.rating, -len(s.ratings), miles, s.rid),
             pb.SEARCH_SORT_DELIVERY_TIME: (minutes, miles, s.rid),
-            pb.SEARCH_SORT_POPULARITY: (0, -len(s.ratings), miles, s.rid),
+            # No orders are placed here (no NATS): popularity ties at none and reviews
+            # decide; real order counts are test_gateway_search's.
+            pb.SEARCH_SORT_POPULARITY: (-s.orders, -len(s.ratings), miles, s.rid),
         }.get(req.sort, (miles, s.rid))
         out.append(Expect(s.rid, miles, minutes, zone[0], max(zone[1], s.minimum), key))
     return sorted(out, key=lambda e: e.key)

@@ -104,9 +104,14 @@ async def test_order_errors_map_to_http(world: World) -> None:
     status, body = await place(http, "gw-bad", items=[{"item_id": "margherita", "quantity": 0}])
     assert status == 400, body
     assert any(f.startswith("items") for f in violations(body))
-    async with http.session.post("/api/v1/orders", json=PLACE, headers=CUSTOMER) as resp:
-        assert resp.status == 400  # no Idempotency-Key and none in the body
-        assert "idempotency_key" in violations(await resp.json())
+    # No Idempotency-Key and none in the body (the design's example): a new order each
+    # time, as any POST; a client that retries sends a key.
+    placed = []
+    for _ in range(2):
+        async with http.session.post("/api/v1/orders", json=PLACE, headers=CUSTOMER) as resp:
+            assert resp.status == 201, await resp.text()
+            placed.append((await resp.json())["order_id"])
+    assert placed[0] != placed[1]
     async with http.session.post("/api/v1/orders", json={**PLACE, "idempotency_key": "a"},
                                  headers={**CUSTOMER, "Idempotency-Key": "b"}) as resp:  # fmt: skip
         assert resp.status == 400

@@ -91,6 +91,7 @@ async def test_no_service_publishes_another_services_events(server: Nats) -> Non
         "order": ["location.v1.presence", "location.v1.driver.d1", "dispatch.v1.session.d1"],
         "location": ["orders.v1.placed", "dispatch.v1.assigned"],
         "pricing": ["orders.v1.placed", "dispatch.v1.assigned", "location.v1.presence"],
+        "catalog": ["orders.v1.placed", "dispatch.v1.assigned", "location.v1.presence"],
         "dispatch": ["orders.v1.delivered", "location.v1.presence"],
         "dashboard": ["orders.v1.placed", "dispatch.v1.assigned", "location.v1.driver.d1"],
     }
@@ -117,9 +118,11 @@ async def test_each_consumer_reads_the_streams_its_code_reads(server: Nats) -> N
     config = ConsumerConfig(
         ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=30
     )
-    # Pricing's and Dispatch's durable consumers (servers/pricing/feed.py, dispatch/engine.py).
+    # Pricing's, Catalog's and Dispatch's durable consumers (servers/pricing/feed.py,
+    # catalog/feed.py, dispatch/engine.py).
     for user, stream, subject, durable in (
         ("pricing", "ORDERS", "orders.v1.>", "pricing-orders"),
+        ("catalog", "ORDERS", "orders.v1.placed", "catalog-orders"),
         ("dispatch", "ORDERS", "orders.v1.>", "dispatch-orders"),
         ("dispatch", "LOCATION", "location.v1.presence", "dispatch-presence"),
     ):

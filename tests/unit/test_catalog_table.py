@@ -15,6 +15,7 @@ from servers.catalog.hours import Span
 from servers.catalog.model import Address, Closure, Restaurant, Zone
 from servers.catalog.search import Hit, Query, SearchDoc, Sort, ZoneDoc, paginate, search_docs
 from servers.catalog.table import RegionTable, miles_between, search_table
+from servers.catalog.text import TextQuery
 from servers.catalog.zones import E7, Polygon, PolygonSet
 
 # --- polygons ---------------------------------------------------------------------------------
@@ -120,9 +121,18 @@ def random_docs(rng: random.Random, n: int) -> list[SearchDoc]:
             zones=tuple(zones), max_delivery_miles=rng.choice([1.0, 3.0, 5.0, 25.0]),
             owner_id="o", rating_sum=rng.randint(reviews, 5 * reviews), review_count=reviews,
             order_count=rng.randint(0, 3),
+            dishes=tuple((d, f"{d}, {rng.choice(['spicy', 'fresh', ''])}")
+                         for d in rng.sample(DISHES, rng.randint(0, 3))),
+            popularity=rng.choice([0.0, 0.0, 1.5, 3.0]),
         )  # fmt: skip
         docs.append(SearchDoc.of(r))
     return docs
+
+
+DISHES = ["Margherita Pizza", "Pepperoni Pizza", "Tonkotsu Ramen", "Pad Thai", "Caesar Salad",
+          "Fish Taco", "Green Curry", "Crème Brûlée"]  # fmt: skip
+TEXTS = ["pizza", "margarita", "piz", "ramen noodles", "taco", "curry", "salad", "creme", "xyz",
+         "r1", "thai"]  # fmt: skip
 
 
 def random_query(rng: random.Random, docs: list[SearchDoc]) -> Query:
@@ -140,6 +150,7 @@ def random_query(rng: random.Random, docs: list[SearchDoc]) -> Query:
         price_levels=frozenset(rng.sample([1, 2, 3, 4], rng.randint(0, 2))),
         open_now=rng.random() < 0.4, sort=rng.choice([1, 2, 3, 4]),
         page_size=rng.choice([5, 20, 100]),
+        text=TextQuery.parse(rng.choice(TEXTS)) if rng.random() < 0.5 else None,
     )  # fmt: skip
 
 

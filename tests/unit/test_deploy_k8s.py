@@ -68,7 +68,7 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
 HEALTH_PORT = 8086
 #: The workloads that talk to Redis (servers' ``needs``; the gateway's rate limits) and NATS.
 REDIS_USERS = ("catalog", "location", "eta", "pricing", "gateway")
-NATS_USERS = ("order", "dispatch", "location", "pricing", "dashboard")
+NATS_USERS = ("order", "dispatch", "location", "pricing", "catalog", "dashboard")
 
 
 @cache

@@ -263,3 +263,25 @@ def test_openapi_document_describes_routes_schemas_and_auth() -> None:
     text = json.dumps(doc)
     for ref in {r.split('"')[0] for r in text.split('"$ref": "#/components/schemas/')[1:]}:
         assert ref in schemas, ref
+
+
+def test_bodies_take_the_designs_enum_and_money_spellings() -> None:
+    req = order_pb2.PlaceOrderRequest()
+    body = {"delivery_option": "standard", "restaurant_id": "r",
+            "items": [{"item_id": "a", "quantity": 1, "price": 14.99},
+                      {"item_id": "b", "quantity": 2, "price": 8}],
+            "tip": {"amount_minor": "100", "currency_code": "USD"},
+            "scheduled_time": None}  # fmt: skip
+    apply_body(req, "*", json.dumps(body).encode())
+    assert req.delivery_option == order_pb2.DELIVERY_OPTION_STANDARD
+    assert [i.price.amount_minor for i in req.items] == [1499, 800]
+    assert req.items[0].price.currency_code == ""  # the service prices in its currency
+    assert req.tip.amount_minor == 100 and not req.HasField("scheduled_time")
+    full = order_pb2.PlaceOrderRequest()
+    apply_body(full, "*", b'{"delivery_option": "DELIVERY_OPTION_SCHEDULED"}')
+    assert full.delivery_option == order_pb2.DELIVERY_OPTION_SCHEDULED
+    for bad, field in (({"delivery_option": "soon"}, "delivery_option"),
+                       ({"items": [{"price": 1.999}]}, "items[0].price")):  # fmt: skip
+        with pytest.raises(GatewayError) as err:
+            apply_body(order_pb2.PlaceOrderRequest(), "*", json.dumps(bad).encode())
+        assert field in violations(err.value), violations(err.value)

@@ -94,17 +94,56 @@ async function search() {
   try {
     const q = new URLSearchParams({ lat: $("lat").value, lon: $("lon").value, radius: "5",
                                     page_size: "20", sort: "SEARCH_SORT_DISTANCE" });
+    const words = $("q").value.trim();
+    if (words) q.set("q", words);  // by name, cuisine or dish: best matches first
     const body = await api(`/api/v1/restaurants/search?${q}`);
     state.results = body.restaurants || [];
     $("results").innerHTML = state.results.map((r, i) =>
       `<li data-i="${i}" class="${r.is_open ? "" : "closed"}"><b>${esc(r.name)}</b>
        <small>${esc((r.cuisines || []).join(", "))} · ${Number(r.review_count || 0) > 0 ? `★ ${Number(r.rating).toFixed(1)}` : "new"}
        · ${Number(r.distance_miles).toFixed(1)} mi · ${r.delivery_time_min} min
-       · fee ${money(r.delivery_fee)}${r.is_open ? "" : " · closed"}</small></li>`).join("")
-      || "<li>No restaurant delivers here.</li>";
+       · fee ${money(r.delivery_fee)}${r.is_open ? "" : " · closed"}</small>${(r.matched_dishes || []).length
+         ? `<small class="dishes">has ${esc(r.matched_dishes.join(", "))}</small>` : ""}</li>`).join("")
+      || `<li>No restaurant${words ? ` with “${esc(words)}”` : ""} delivers here.</li>`;
   } catch (e) { showError(e); }
   drawMap();
 }
+
+// ------------------------------------------------------------------ autocomplete
+const KINDS = { SUGGESTION_KIND_CUISINE: "cuisine", SUGGESTION_KIND_DISH: "dish",
+                SUGGESTION_KIND_RESTAURANT: "restaurant" };
+let typing = 0;
+$("q").addEventListener("input", () => {
+  clearTimeout(typing);
+  typing = setTimeout(complete, 120);
+});
+$("q").addEventListener("keydown", (e) => {
+  if (e.key === "Enter") { $("suggestions").hidden = true; search(); }
+  if (e.key === "Escape") $("suggestions").hidden = true;
+});
+
+async function complete() {
+  const words = $("q").value;
+  if (!words.trim()) { $("suggestions").hidden = true; return; }
+  try {
+    const q = new URLSearchParams({ q: words, lat: $("lat").value, lon: $("lon").value, limit: "8" });
+    const body = await api(`/api/v1/restaurants/autocomplete?${q}`);
+    if ($("q").value !== words) return;  // typed on meanwhile
+    const list = body.suggestions || [];
+    $("suggestions").innerHTML = list.map((s) =>
+      `<li role="option" data-text="${esc(s.text)}">${esc(s.text)}
+       <small>${KINDS[s.kind] || ""}${s.kind === "SUGGESTION_KIND_RESTAURANT" ? "" : ` · ${s.restaurant_count}`}</small></li>`).join("");
+    $("suggestions").hidden = list.length === 0;
+  } catch (e) { $("suggestions").hidden = true; }
+}
+
+$("suggestions").addEventListener("click", (e) => {
+  const li = e.target.closest("li[data-text]");
+  if (!li) return;
+  $("q").value = li.dataset.text;
+  $("suggestions").hidden = true;
+  search();
+});
 
 $("results").addEventListener("click", (e) => {
   const li = e.target.closest("li[data-i]");
