@@ -144,16 +144,19 @@ def _normal_p99(calls: Sequence[Call], windows: Sequence[FaultWindow], warmup_s:
 
 
 def _recovery(calls: Sequence[Call], w: FaultWindow, normal: float, *, hold_s: float = 10.0,
-              step_s: float = 1.0, horizon_s: float = 180.0) -> float | None:  # fmt: skip
+              step_s: float = 1.0, until_s: float = float("inf"),
+              horizon_s: float = 180.0) -> float | None:  # fmt: skip
     """Seconds after ``w.restored_s`` until the API is normal again and stays so ``hold_s``.
 
     Normal: no failed call, and the p99 of PlaceOrder and search within twice the p99
-    outside faults (plus 50 ms, so a quiet run's tiny p99 is not a knife's edge).
+    outside faults (plus 50 ms, so a quiet run's tiny p99 is not a knife's edge). Only
+    calls before ``until_s`` (the next fault) count; None when it came first.
     """
     limit = 2 * normal + 0.05
     t = w.restored_s
-    while t < w.restored_s + horizon_s:
-        span = [c for c in calls if t <= c.t < t + hold_s]
+    end = min(w.restored_s + horizon_s, until_s)
+    while t + min(hold_s, 3.0) <= end:
+        span = [c for c in calls if t <= c.t < min(t + hold_s, end)]
         if not span:
             t += step_s
             continue
@@ -174,14 +177,19 @@ def window_figures(
     outside = [c for c in measured if not _inside(c.t, windows)]
     normal = _normal_p99(calls, windows, warmup_s)
     per = []
+    starts = sorted(w.start_s for w in windows)
     for w in windows:
         during = [c for c in calls if w.start_s <= c.t < w.end_s]
-        rec = _recovery(calls, w, normal)
+        nxt = next((s for s in starts if s > w.start_s), float("inf"))
+        rec = _recovery(calls, w, normal, until_s=nxt)
+        # A recovery the next fault cut short cannot be judged: it is not counted against.
+        overlapped = rec is None and nxt < w.restored_s + w.allowance_s + 10.0
         per.append({
             "label": w.label, "kind": w.kind, "start_s": round(w.start_s, 1),
             "restored_s": round(w.restored_s, 1), "allowance_s": w.allowance_s,
             "recovery_s": rec,
-            "recovered_in_time": rec is not None and rec <= w.allowance_s,
+            "recovered_in_time": overlapped or (rec is not None and rec <= w.allowance_s),
+            "overlapped": overlapped,
             **_figures(during),
         })  # fmt: skip
     return {"normal_p99_ms": round(normal * 1000, 1), "outside": _figures(outside),
