@@ -276,7 +276,13 @@ class _Call:
                     self.context.peer() if self.peer is None else self.peer,
                     extra={"request_id": self.request_id},
                 )
-        _ctx._request_id.reset(self.tokens[0])
+        try:
+            _ctx._request_id.reset(self.tokens[0])
+        except ValueError:
+            # Finished in another context: a stream whose client went away is closed by
+            # the event loop's async-generator finalizer, in a task of its own, where
+            # these values were never set (nothing to restore; raising lost the status).
+            return
         _ctx._deadline.reset(self.tokens[1])
         otel_context.detach(self.tokens[2])
         _auth._principal.reset(self.tokens[3])
