@@ -222,10 +222,15 @@ class DriverAgent:
         self.feed.start()
         try:
             failures = 0
+            # Reconnects in a row after sessions that ended quickly: a server down, not a
+            # rotated connection. They back off like an app's, so a restarting Dispatch is
+            # not met by the whole fleet every second, then all at once.
+            retries = 0
             while fleet.clock() < off_s and not fleet.stopping:
                 if self.dispatch is None:
                     await self._wander_until(off_s)
                     continue
+                opened = fleet.clock()
                 try:
                     s = self._open_session()
                     await self._work(s, off_s)
@@ -238,6 +243,7 @@ class DriverAgent:
                         # a rotated connection or a restarting server: open the session
                         # again, which resends the driver's current state
                         stats.inc("stream_reconnects")
+                        retries = retries + 1 if fleet.clock() - opened < 30.0 else 1
                     else:
                         failures += 1
                         # ended by the server without an error: a restart, or replaced
@@ -245,7 +251,8 @@ class DriverAgent:
                 finally:
                     await self._close_session(polite=fleet.clock() >= off_s)
                 if fleet.clock() < off_s and not fleet.stopping:
-                    await asyncio.sleep(min(30.0, 2.0**failures) * self.rng.uniform(0.5, 1.0))
+                    backoff = 2.0 ** max(failures, retries - 1)
+                    await asyncio.sleep(min(30.0, backoff) * self.rng.uniform(0.5, 1.0))
         finally:
             stats.drivers_online -= 1
             if fleet.recorder is not None:
