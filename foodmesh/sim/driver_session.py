@@ -285,8 +285,9 @@ class LocationFeed:
                         self.mischief.stream_broke()
             finally:
                 if stats.observe is not None and self.online:  # never acknowledged: failed
-                    for _ in range(len(self.sent_at)):
-                        stats.observe("STREAM", "location_ack", 0, 0.0, {})
+                    now = time.perf_counter()
+                    for sent in self.sent_at.values():
+                        stats.observe("STREAM", "location_ack", 0, now - sent, {})
                 self.sent_at.clear()
                 # The reader ends with the call; nobody waits for it here (thousands of
                 # streams may end at once when a server dies), the fleet reaps it at the end.

@@ -237,7 +237,9 @@ class _Run:
     def observe(self, method: str, path: str, status: int, seconds: float,
                 body: dict[str, Any]) -> None:  # fmt: skip
         kind = "location_ack" if path == "location_ack" else call_kind(method, path)
-        self.timeline.add(self.now(), kind, status, seconds)
+        # A call is placed in time by when it was made: a fix sent before a cut and never
+        # acknowledged failed at the cut, not when its driver noticed.
+        self.timeline.add(self.now() - seconds, kind, status, seconds)
         if kind == "place_order" and 200 <= status < 300:
             order = body.get("order") or {}
             oid = str(order.get("order_id", ""))
@@ -542,6 +544,9 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
     unhandled = scan_logs(logs)
     memory = memory_growth(run.memory, warmup_s=c.schedule.warmup_s)
     (out / "acknowledged.txt").write_text("\n".join(run.acked) + "\n")
+    rows = sorted(run.timeline.calls, key=lambda c: c.t)
+    (out / "calls.csv").write_text("t_s,kind,status,ms\n" + "".join(
+        f"{c.t:.3f},{c.kind},{c.status},{c.seconds * 1000:.1f}\n" for c in rows))  # fmt: skip
     return SoakResult(
         config=c, timeline=run.timeline, windows=run.windows, audit=audit,
         acknowledged=run.acked, unhandled=unhandled, memory=memory,
