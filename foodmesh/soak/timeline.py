@@ -116,8 +116,13 @@ def _figures(calls: Iterable[Call]) -> dict[str, Any]:
     return out
 
 
-def _inside(t: float, windows: Sequence[FaultWindow]) -> bool:
-    return any(w.start_s <= t < w.end_s for w in windows)
+def _overlaps(c: Call, w: FaultWindow) -> bool:
+    """Whether the call was in flight during the window (made before it, answered in it)."""
+    return c.t < w.end_s and c.t + c.seconds >= w.start_s
+
+
+def _inside(c: Call, windows: Sequence[FaultWindow]) -> bool:
+    return any(_overlaps(c, w) for w in windows)
 
 
 def bucket_series(calls: Sequence[Call], *, width_s: float = 5.0) -> list[dict[str, Any]]:
@@ -139,7 +144,7 @@ def bucket_series(calls: Sequence[Call], *, width_s: float = 5.0) -> list[dict[s
 
 def _normal_p99(calls: Sequence[Call], windows: Sequence[FaultWindow], warmup_s: float) -> float:
     lat = [c.seconds for c in calls if c.kind in ("place_order", "search") and c.t >= warmup_s
-           and not failed(c.status) and not _inside(c.t, windows)]  # fmt: skip
+           and not failed(c.status) and not _inside(c, windows)]  # fmt: skip
     return p99(lat) or 0.0
 
 
@@ -174,12 +179,12 @@ def window_figures(
 ) -> dict[str, Any]:
     """The error budget: each window's figures and recovery, and the same outside faults."""
     measured = [c for c in calls if c.t >= warmup_s]
-    outside = [c for c in measured if not _inside(c.t, windows)]
+    outside = [c for c in measured if not _inside(c, windows)]
     normal = _normal_p99(calls, windows, warmup_s)
     per = []
     starts = sorted(w.start_s for w in windows)
     for w in windows:
-        during = [c for c in calls if w.start_s <= c.t < w.end_s]
+        during = [c for c in calls if _overlaps(c, w)]
         nxt = next((s for s in starts if s > w.start_s), float("inf"))
         rec = _recovery(calls, w, normal, until_s=nxt)
         # A recovery the next fault cut short cannot be judged: it is not counted against.
