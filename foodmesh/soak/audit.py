@@ -271,14 +271,14 @@ async def _fleet(conn: psycopg.AsyncConnection[Any], a: Audit, s: AuditSettings)
     )
     late = [f"{o} ({oid}) expired {age:.0f}s ago" for o, oid, age in dangling]
     a.dangling_offers = a.note("dangling_offers", late)
-    # Every order released to the kitchen reaches Dispatch (its placed event), and the two
-    # agree on how it ended.
+    # Every order its kitchen confirmed reaches Dispatch (its confirmed event), and the
+    # two agree on how it ended.
     missing = await _rows(
         conn,
         """
         SELECT o.order_id, o.status FROM orders.orders o
           LEFT JOIN fleet.assignments f USING (order_id)
-         WHERE f.order_id IS NULL AND o.released AND o.status <> 'cancelled'
+         WHERE f.order_id IS NULL AND o.released AND o.status NOT IN ('placed', 'cancelled')
            AND o.created_at < now() - make_interval(secs => %s)
         """,
         s.grace_s,

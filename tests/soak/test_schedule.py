@@ -117,3 +117,14 @@ def test_scan_logs_finds_tracebacks_not_warnings(tmp_path: Path) -> None:
     found = scan_logs(tmp_path)
     assert list(found) == ["order"]
     assert found["order"][0].endswith("ValueError: boom")
+
+
+def test_durations_read_as_people_write_them() -> None:
+    import argparse
+
+    from foodmesh.commands.soak import parse_duration
+
+    assert [parse_duration(t) for t in ("30m", "90s", "1800", "1h", "2.5m")] == [
+        1800, 90, 1800, 3600, 150]  # fmt: skip
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_duration("soon")
