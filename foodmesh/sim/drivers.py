@@ -118,9 +118,20 @@ class Fleet:
 
     def detach(self, task: asyncio.Task[None] | None) -> None:
         """Keeps a finishing stream reader alive until it ends (or the fleet closes)."""
-        if task is not None and not task.done():
+        if task is None:
+            return
+        if task.done():
+            self._reaped(task)
+        else:
             self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            task.add_done_callback(self._reaped)
+
+    def _reaped(self, task: asyncio.Task[None]) -> None:
+        # A reader ends with its stream's error (a reset, a cancel): the stream's owner has
+        # dealt with it; reading it here keeps asyncio from logging it as never retrieved.
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()
 
     def now(self) -> dt.datetime:
         return self.start + dt.timedelta(seconds=self.clock())
