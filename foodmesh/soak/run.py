@@ -351,6 +351,10 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
     state = out / "state"
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    # The soak's own process (the simulated city) is audited like the others: soak.log.
+    own_log = logging.FileHandler(logs / "soak.log")
+    own_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(name)s %(message)s"))
+    logging.getLogger().addHandler(own_log)
     run = _Run(c)
     services = available()
     names = [s.name for s in services]
@@ -541,6 +545,8 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
         await proxy.stop()
         if not c.keep_infra:
             await infra.down(state)
+        logging.getLogger().removeHandler(own_log)
+        own_log.close()
     unhandled = scan_logs(logs)
     memory = memory_growth(run.memory, warmup_s=c.schedule.warmup_s)
     (out / "acknowledged.txt").write_text("\n".join(run.acked) + "\n")
