@@ -157,8 +157,8 @@ def default_schedule(duration_s: float, *, services: Sequence[str]) -> FaultSche
     """Every kind of fault, spread evenly between the warm-up and the last tenth of the run.
 
     Each service is killed in turn, then two at once; PostgreSQL, Redis and NATS restarted
-    one at a time; one service paused for 10 s; PostgreSQL slowed for a minute (a quarter of
-    the gap on short runs); the drivers' and the customers' streams cut.
+    one at a time; one service paused for 10 s; PostgreSQL slowed for a minute (less on
+    short runs, to stay within the gap); the drivers' and the customers' streams cut.
     """
     warmup = min(120.0, max(20.0, duration_s * 0.1))
     plan: list[tuple[str, tuple[str, ...], float, float]] = [
@@ -176,7 +176,7 @@ def default_schedule(duration_s: float, *, services: Sequence[str]) -> FaultSche
     faults = []
     for i, (kind, targets, duration, delay) in enumerate(plan):
         if kind == "latency":
-            duration = min(duration, gap * 0.5)
+            duration = min(duration, gap * 0.6)
         faults.append(Fault(at_s=round(warmup + i * gap, 1), kind=kind, targets=targets,
                             duration_s=duration, delay_ms=delay))  # fmt: skip
     return FaultSchedule(faults=tuple(faults), warmup_s=warmup)
