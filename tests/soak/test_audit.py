@@ -127,3 +127,31 @@ async def test_audit_passes_a_clean_city_and_catches_each_planted_fault(pg_url: 
         assert broken.undrained_outboxes["orders.outbox"] == 1
         assert broken.undrained_outboxes["fleet.order_calls"] == 0  # discovered, and clean
         assert not broken.passed
+
+
+async def test_audit_finds_a_durable_consumer_behind(pg_url: str, nats_url: str,
+                                                     namespace: str) -> None:  # fmt: skip
+    import nats
+    from nats.js.api import ConsumerConfig, StreamConfig
+
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    stream, subject = f"{namespace.upper()}_SOAK", f"{namespace}.soak.events"
+    try:
+        await js.add_stream(StreamConfig(name=stream, subjects=[subject]))
+        await js.add_consumer(stream, ConsumerConfig(durable_name="late", ack_policy="explicit"))
+        for i in range(3):
+            await js.publish(subject, f"event {i}".encode())
+        audit = await run_audit(postgres_url=pg_url, nats_url=nats_url, acknowledged=[],
+                                settings=_SETTINGS)  # fmt: skip
+        assert audit.lagging_consumers[f"{stream}/late"] == 3
+        assert not audit.passed
+        sub = await js.pull_subscribe(subject, durable="late", stream=stream)
+        for msg in await sub.fetch(3, timeout=5):
+            await msg.ack_sync()
+        audit = await run_audit(postgres_url=pg_url, nats_url=nats_url, acknowledged=[],
+                                settings=_SETTINGS)  # fmt: skip
+        assert audit.lagging_consumers[f"{stream}/late"] == 0
+    finally:
+        await js.delete_stream(stream)
+        await nc.close()
