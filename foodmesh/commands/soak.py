@@ -53,7 +53,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--keep-infra",
         action="store_true",
-        help="leave the run's PostgreSQL/Redis/NATS running (to inspect them)",
+        help="leave the run's PostgreSQL/Redis/NATS running with their data (to inspect)",
     )
 
 
@@ -81,7 +81,7 @@ async def _soak(args: argparse.Namespace) -> int:
     except (OSError, ScheduleError, ValueError) as exc:
         raise CliError(f"soak: the fault schedule {args.faults}: {exc}") from None
     out = (args.out or Path(f"soak-{time.strftime('%Y%m%d-%H%M%S')}")).absolute()
-    if (out / "state").exists():
+    if (out / "state").exists() or (out / "report.json").exists():
         raise CliError(f"soak: {out} holds an earlier run; name a new --out folder")
     out.mkdir(parents=True, exist_ok=True)
     print(f"soak: results in {out}", flush=True)

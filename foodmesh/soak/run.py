@@ -545,6 +545,8 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
         await proxy.stop()
         if not c.keep_infra:
             await infra.down(state)
+            # The servers' data goes with them (the report and the logs stay).
+            await asyncio.to_thread(infra.remove_state, state)
         logging.getLogger().removeHandler(own_log)
         own_log.close()
     unhandled = scan_logs(logs)
