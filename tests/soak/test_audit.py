@@ -132,14 +132,16 @@ async def test_audit_passes_a_clean_city_and_catches_each_planted_fault(pg_url: 
 async def test_audit_finds_a_durable_consumer_behind(pg_url: str, nats_url: str,
                                                      namespace: str) -> None:  # fmt: skip
     import nats
-    from nats.js.api import ConsumerConfig, StreamConfig
+    from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     stream, subject = f"{namespace.upper()}_SOAK", f"{namespace}.soak.events"
     try:
         await js.add_stream(StreamConfig(name=stream, subjects=[subject]))
-        await js.add_consumer(stream, ConsumerConfig(durable_name="late", ack_policy="explicit"))
+        await js.add_consumer(
+            stream, ConsumerConfig(durable_name="late", ack_policy=AckPolicy.EXPLICIT)
+        )
         for i in range(3):
             await js.publish(subject, f"event {i}".encode())
         audit = await run_audit(postgres_url=pg_url, nats_url=nats_url, acknowledged=[],
