@@ -486,7 +486,17 @@ class DriverAgent:
             # Left at the door (nobody to tell a PIN): a photo of it is the proof.
             proof = (dispatch_pb2.Delivered(order_id=oid, pin=pin) if pin
                      else dispatch_pb2.Delivered(order_id=oid, photo_id=photo))  # fmt: skip
-            ev = await s.act(delivered=proof)
+            # "Try again shortly" is tried again, as for every step: the order may be
+            # delivered already with Dispatch's record behind (its answer was lost).
+            for _ in range(5):
+                ev = await s.act(delivered=proof)
+                rejected = (
+                    ev.action_rejected if ev.WhichOneof("event") == "action_rejected" else None
+                )
+                if rejected is None or rejected.code != "UNAVAILABLE":
+                    break
+                stats.inc("steps_retried")
+                await self._wait(s, self.rng.uniform(1.0, 3.0), oid)
             if not s.rejected(ev, "delivered"):
                 stats.inc("delivered")
         except _OrderGone:
