@@ -1,6 +1,6 @@
 """The `foodmesh` command: the parser and the dispatch; each command is a module of
 :mod:`foodmesh.commands` (infra, migrate, gen, lint-proto, serve, up, seed, sim, train-eta,
-replay, roads, status, token).
+replay, roads, soak, status, token).
 
 Expected failures (a bad setting, a server that does not answer, a port in
 use) print one line that names the problem and what to do, and exit 1; only
@@ -25,6 +25,7 @@ from foodmesh.commands import (
     seed,
     serve,
     sim,
+    soak,
     status,
     token,
     train_eta,
@@ -45,6 +46,7 @@ _COMMANDS: dict[str, Command] = {
     "up": up,
     "seed": seed,
     "sim": sim,
+    "soak": soak,
     "train-eta": train_eta,
     "replay": replay,
     "roads": roads,

@@ -126,9 +126,12 @@ class Supervisor:
         state_dir: Path,
         grace_s: float = 10.0,
         max_deaths_per_minute: int = 5,
+        log_dir: Path | None = None,
     ) -> None:
         self.children = [_Child(s) for s in specs]
         self.state_dir = state_dir
+        #: Each child's output appended to ``<log_dir>/<name>.log`` (None: inherited).
+        self.log_dir = log_dir
         self.grace_s = grace_s
         self.max_deaths = max_deaths_per_minute
         self._stop = asyncio.Event()
@@ -158,9 +161,18 @@ class Supervisor:
 
     async def _spawn(self, child: _Child) -> None:
         env = {**os.environ, **child.spec.env}
-        child.proc = await asyncio.create_subprocess_exec(
-            *child.spec.argv, env=env, start_new_session=True
-        )
+        if self.log_dir is None:
+            child.proc = await asyncio.create_subprocess_exec(
+                *child.spec.argv, env=env, start_new_session=True
+            )
+        else:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = await asyncio.to_thread(open, self.log_dir / f"{child.spec.name}.log", "ab")
+            with log:
+                child.proc = await asyncio.create_subprocess_exec(
+                    *child.spec.argv, env=env, start_new_session=True, stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                )  # fmt: skip
         _log.info("started %s (pid %d)", child.spec.name, child.proc.pid)
         self._write_state()
 

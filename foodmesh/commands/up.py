@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +21,10 @@ from foodmesh.core.auth import mint_token
 
 if TYPE_CHECKING:
     from foodmesh.commands._common import Subparsers
+    from foodmesh.core.services import ServiceInfo
+    from foodmesh.supervisor import ProcessSpec
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "platform_specs", "run"]
 
 _log = logging.getLogger("foodmesh.cli")
 
@@ -88,70 +91,11 @@ async def _up(args: argparse.Namespace) -> int:
         print(f"{k}={v}")
     try:
         await migrate_services([s.name for s in services], urls["FOODMESH_POSTGRES_URL"])
-        specs = [
-            ProcessSpec(
-                name=s.name,
-                argv=python_argv("serve", s.name),
-                env={
-                    **urls,
-                    "FOODMESH_STATE_DIR": str(state),  # ETA's models live under it
-                    f"FOODMESH_{s.name.upper()}_PORT": str(s.grpc_port),
-                    f"FOODMESH_{s.name.upper()}_METRICS_PORT": str(s.metrics_port),
-                    # where each of the others listens: FOODMESH_ORDER_PRICING_TARGET, ...
-                    **{
-                        f"FOODMESH_{s.name.upper()}_{t.name.upper()}_TARGET": (
-                            f"127.0.0.1:{t.grpc_port}"
-                        )
-                        for t in services
-                        if t is not s
-                    },
-                },
-                grpc_port=s.grpc_port,
-            )
-            for s in services
-        ]
-        if services and not args.no_gateway:  # last: it answers /readyz once they serve
-            specs.append(
-                ProcessSpec(
-                    name="gateway",
-                    argv=python_argv("serve", "gateway"),
-                    env={
-                        **urls,  # Redis: the rate limits' buckets
-                        "FOODMESH_GATEWAY_PORT": gateway_port,
-                        "FOODMESH_GATEWAY_METRICS_PORT": os.environ.get(
-                            "FOODMESH_GATEWAY_METRICS_PORT", "9100"
-                        ),
-                        # per-IP limits per simulated customer (each sends X-Forwarded-For),
-                        # as behind a real load balancer
-                        "FOODMESH_GATEWAY_TRUST_FORWARDED_FOR": "1",
-                        "FOODMESH_GATEWAY_SERVICES": ",".join(s.name for s in services),
-                        **{
-                            f"FOODMESH_GATEWAY_{s.name.upper()}_TARGET": f"127.0.0.1:{s.grpc_port}"
-                            for s in services
-                        },
-                    },
-                    http_url=f"http://127.0.0.1:{gateway_port}/readyz",
-                )
-            )
         dashboard_port = os.environ.get("FOODMESH_DASHBOARD_PORT", "8090")
-        if services and not args.no_dashboard:
-            specs.append(
-                ProcessSpec(
-                    name="dashboard",
-                    argv=python_argv("serve", "dashboard"),
-                    env={
-                        **urls,
-                        "FOODMESH_DASHBOARD_PORT": dashboard_port,
-                        **{
-                            f"FOODMESH_DASHBOARD_{t.name.upper()}_TARGET": (
-                                f"127.0.0.1:{t.grpc_port}"
-                            )
-                            for t in services
-                        },
-                    },
-                    http_url=f"http://127.0.0.1:{dashboard_port}/healthz",
-                )
-            )
+        specs = platform_specs(
+            services, urls, state, gateway_port=gateway_port, dashboard_port=dashboard_port,
+            gateway=not args.no_gateway, dashboard=not args.no_dashboard,
+        )  # fmt: skip
         simulate = bool(services) and not (args.no_sim or args.no_gateway or args.no_seed)
         if simulate:  # last: it waits for the gateway, then drives the city in real time
             specs.append(
@@ -214,6 +158,96 @@ async def _up(args: argparse.Namespace) -> int:
             await infra.down(state)
             print("infrastructure stopped")
     return 0
+
+
+def platform_specs(
+    services: Sequence[ServiceInfo],
+    urls: Mapping[str, str],
+    state: Path,
+    *,
+    gateway_port: str,
+    dashboard_port: str,
+    gateway: bool = True,
+    dashboard: bool = True,
+    ports: Mapping[str, tuple[int, int]] | None = None,
+    gateway_metrics_port: str | None = None,
+) -> list[ProcessSpec]:
+    """Every service, the gateway and the dashboard as supervised processes.
+
+    ``ports`` moves a service off its default ``(grpc, metrics)`` ports (a soak runs
+    beside a developer's ``up``).
+    """
+    from foodmesh.supervisor import ProcessSpec, python_argv
+
+    ports = ports or {}
+
+    def grpc_port(s: ServiceInfo) -> int:
+        return ports.get(s.name, (s.grpc_port, s.metrics_port))[0]
+
+    def metrics_port(s: ServiceInfo) -> int:
+        return ports.get(s.name, (s.grpc_port, s.metrics_port))[1]
+
+    specs = [
+        ProcessSpec(
+            name=s.name,
+            argv=python_argv("serve", s.name),
+            env={
+                **urls,
+                "FOODMESH_STATE_DIR": str(state),  # ETA's models live under it
+                f"FOODMESH_{s.name.upper()}_PORT": str(grpc_port(s)),
+                f"FOODMESH_{s.name.upper()}_METRICS_PORT": str(metrics_port(s)),
+                # where each of the others listens: FOODMESH_ORDER_PRICING_TARGET, ...
+                **{
+                    f"FOODMESH_{s.name.upper()}_{t.name.upper()}_TARGET": (
+                        f"127.0.0.1:{grpc_port(t)}"
+                    )
+                    for t in services
+                    if t is not s
+                },
+            },
+            grpc_port=grpc_port(s),
+        )
+        for s in services
+    ]
+    if services and gateway:  # last: it answers /readyz once they serve
+        specs.append(
+            ProcessSpec(
+                name="gateway",
+                argv=python_argv("serve", "gateway"),
+                env={
+                    **urls,  # Redis: the rate limits' buckets
+                    "FOODMESH_GATEWAY_PORT": gateway_port,
+                    "FOODMESH_GATEWAY_METRICS_PORT": gateway_metrics_port
+                    or os.environ.get("FOODMESH_GATEWAY_METRICS_PORT", "9100"),
+                    # per-IP limits per simulated customer (each sends X-Forwarded-For),
+                    # as behind a real load balancer
+                    "FOODMESH_GATEWAY_TRUST_FORWARDED_FOR": "1",
+                    "FOODMESH_GATEWAY_SERVICES": ",".join(s.name for s in services),
+                    **{
+                        f"FOODMESH_GATEWAY_{s.name.upper()}_TARGET": f"127.0.0.1:{grpc_port(s)}"
+                        for s in services
+                    },
+                },
+                http_url=f"http://127.0.0.1:{gateway_port}/readyz",
+            )
+        )
+    if services and dashboard:
+        specs.append(
+            ProcessSpec(
+                name="dashboard",
+                argv=python_argv("serve", "dashboard"),
+                env={
+                    **urls,
+                    "FOODMESH_DASHBOARD_PORT": dashboard_port,
+                    **{
+                        f"FOODMESH_DASHBOARD_{t.name.upper()}_TARGET": (f"127.0.0.1:{grpc_port(t)}")
+                        for t in services
+                    },
+                },
+                http_url=f"http://127.0.0.1:{dashboard_port}/healthz",
+            )
+        )
+    return specs
 
 
 def _has_model(models: Path) -> bool:

@@ -15,6 +15,7 @@ import collections
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +127,9 @@ class Stats:
     breached: collections.Counter[str] = field(default_factory=collections.Counter)
     drivers_online: int = 0
     drivers_busy: int = 0
+    #: Told of every answered API call and location ack, for a soak's record:
+    #: ``(method, path, status, seconds, body)``; status 0 when no answer came.
+    observe: Callable[[str, str, int, float, dict[str, Any]], None] | None = None
 
     def inc(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
@@ -248,6 +252,8 @@ class Gateway:
         data = None if body is None else json.dumps(body)
         if data is not None:
             hdrs["Content-Type"] = "application/json"
+        observe = self.stats.observe
+        t0 = time.perf_counter()
         for attempt in range(retry_throttled + 1):
             try:
                 async with self._session.request(
@@ -264,10 +270,14 @@ class Gateway:
             except TimeoutError:
                 if count_errors:
                     self.stats.error("timeout")
+                if observe is not None:
+                    observe(method, path, 0, time.perf_counter() - t0, {})
                 return HttpResult(0, {}, "timeout")
             except aiohttp.ClientError as exc:
                 if count_errors:
                     self.stats.error("connection")
+                if observe is not None:
+                    observe(method, path, 0, time.perf_counter() - t0, {})
                 return HttpResult(0, {}, f"connection: {type(exc).__name__}")
             try:
                 parsed = json.loads(text) if text else {}
@@ -290,5 +300,7 @@ class Gateway:
                     _log.warning("%s %s answered %d: %s", method, path, status, text[:300])
             elif status == 429 and count_errors:
                 self.stats.error("http_429")
+            if observe is not None:
+                observe(method, path, status, time.perf_counter() - t0, parsed)
             return HttpResult(status, parsed)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -188,6 +188,8 @@ class LocationFeed:
         self.fix_seq = 0
         self.call: Any = None
         self.task: asyncio.Task[None] | None = None
+        #: When each write's last fix went out (only while a soak observes acks).
+        self.sent_at: dict[int, float] = {}
 
     def start(self) -> None:
         self.online = True
@@ -230,6 +232,10 @@ class LocationFeed:
                     stats.error("fix_" + location_pb2.FixRejectionReason.Name(r.reason).lower()
                                 .removeprefix("fix_rejection_reason_"))  # fmt: skip
             self.mischief.acked(ack.acked_seq, rejected)
+            if stats.observe is not None and self.sent_at:
+                now = time.perf_counter()
+                for seq in [q for q in self.sent_at if q <= ack.acked_seq]:
+                    stats.observe("STREAM", "location_ack", 200, now - self.sent_at.pop(seq), {})
             if ack.HasField("next_interval"):
                 iv = ack.next_interval.seconds + ack.next_interval.nanos / 1e9
                 self.server_interval = min(60.0, max(1.0, iv))
@@ -254,6 +260,8 @@ class LocationFeed:
                     async with asyncio.timeout(10.0):  # a stalled stream is a broken one
                         await call.write(location_pb2.StreamLocationsRequest(fixes=fixes))
                     stats.inc("fixes_sent", len(fixes))
+                    if stats.observe is not None:
+                        self.sent_at[self.fix_seq] = time.perf_counter()
                     limit = 5.0 if moving else 20.0  # parked: still inside presence's 30 s
                     await asyncio.sleep(
                         min(limit, self.server_interval) * self.rng.uniform(0.9, 1.1)
@@ -276,6 +284,11 @@ class LocationFeed:
                     if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
                         self.mischief.stream_broke()
             finally:
+                if stats.observe is not None and self.online:  # never acknowledged: failed
+                    now = time.perf_counter()
+                    for sent in self.sent_at.values():
+                        stats.observe("STREAM", "location_ack", 0, now - sent, {})
+                self.sent_at.clear()
                 # The reader ends with the call; nobody waits for it here (thousands of
                 # streams may end at once when a server dies), the fleet reaps it at the end.
                 call.cancel()

@@ -119,9 +119,20 @@ class Fleet:
 
     def detach(self, task: asyncio.Task[None] | None) -> None:
         """Keeps a finishing stream reader alive until it ends (or the fleet closes)."""
-        if task is not None and not task.done():
+        if task is None:
+            return
+        if task.done():
+            self._reaped(task)
+        else:
             self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            task.add_done_callback(self._reaped)
+
+    def _reaped(self, task: asyncio.Task[None]) -> None:
+        # A reader ends with its stream's error (a reset, a cancel): the stream's owner has
+        # dealt with it; reading it here keeps asyncio from logging it as never retrieved.
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()
 
     def now(self) -> dt.datetime:
         return self.start + dt.timedelta(seconds=self.clock())
@@ -226,10 +237,15 @@ class DriverAgent:
         self.feed.start()
         try:
             failures = 0
+            # Reconnects in a row after sessions that ended quickly: a server down, not a
+            # rotated connection. They back off like an app's, so a restarting Dispatch is
+            # not met by the whole fleet every second, then all at once.
+            retries = 0
             while fleet.clock() < off_s and not fleet.stopping:
                 if self.dispatch is None:
                     await self._wander_until(off_s)
                     continue
+                opened = fleet.clock()
                 try:
                     s = self._open_session()
                     await self._work(s, off_s)
@@ -242,6 +258,7 @@ class DriverAgent:
                         # a rotated connection or a restarting server: open the session
                         # again, which resends the driver's current state
                         stats.inc("stream_reconnects")
+                        retries = retries + 1 if fleet.clock() - opened < 30.0 else 1
                     else:
                         failures += 1
                         # ended by the server without an error: a restart, or replaced
@@ -249,7 +266,8 @@ class DriverAgent:
                 finally:
                     await self._close_session(polite=fleet.clock() >= off_s)
                 if fleet.clock() < off_s and not fleet.stopping:
-                    await asyncio.sleep(min(30.0, 2.0**failures) * self.rng.uniform(0.5, 1.0))
+                    backoff = 2.0 ** max(failures, retries - 1)
+                    await asyncio.sleep(min(30.0, backoff) * self.rng.uniform(0.5, 1.0))
         finally:
             stats.drivers_online -= 1
             if fleet.recorder is not None:
@@ -511,7 +529,15 @@ class DriverAgent:
         # Left at the door (nobody to tell a PIN): a photo of it is the proof.
         proof = (dispatch_pb2.Delivered(order_id=oid, pin=pin) if pin
                  else dispatch_pb2.Delivered(order_id=oid, photo_id=photo))  # fmt: skip
-        ev = await s.act(delivered=proof)
+        # "Try again shortly" is tried again, as for every step: the order may be
+        # delivered already with Dispatch's record behind (its answer was lost).
+        for _ in range(5):
+            ev = await s.act(delivered=proof)
+            rejected = ev.action_rejected if ev.WhichOneof("event") == "action_rejected" else None
+            if rejected is None or rejected.code != "UNAVAILABLE":
+                break
+            stats.inc("steps_retried")
+            await self._wait(s, self.rng.uniform(1.0, 3.0), oid)
         if not s.rejected(ev, "delivered"):
             stats.inc("delivered")
         return s

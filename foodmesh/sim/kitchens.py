@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import random
@@ -131,8 +132,13 @@ class Kitchens:
         return self.plan(spec)
 
     async def _step(self, order_id: str, restaurant_id: str, status: str) -> bool:
-        """True when the order moved on; False when it is cancelled or gone."""
-        for _ in range(5):
+        """True when the order moved on; False when it is cancelled or gone.
+
+        A 5xx or no answer is tried again for two minutes, backing off, as a tablet would
+        through a restart of the platform (a kitchen that gave up left its order placed).
+        """
+        give_up = self.clock() + 120.0
+        for attempt in itertools.count():
             r = await self.gateway.call(
                 "POST", f"/api/v1/orders/{order_id}/status", role="restaurant",
                 subject=restaurant_id, body={"status": f"ORDER_STATUS_{status}"},
@@ -153,7 +159,10 @@ class Kitchens:
             if r.status and r.status < 500 and r.status != 429:
                 self.stats.error(f"kitchen_{status.lower()}_{r.status}")
                 return False
-            await asyncio.sleep(1.0 + self.rng.random() * 2)  # 5xx or no answer: try again
+            if self.clock() >= give_up:
+                return False
+            # 5xx or no answer: try again
+            await asyncio.sleep(min(10.0, 2.0**attempt) * (0.5 + self.rng.random()))
         return False
 
     async def cook(

@@ -138,6 +138,7 @@ class _Call:
         "denied",
         "deadline",
         "method",
+        "peer",
         "request_id",
         "span",
         "started",
@@ -154,6 +155,8 @@ class _Call:
         self.context = context
         self.code: grpc.StatusCode | None = None
         self.started = time.perf_counter()
+        #: A stream's peer, read at its start (see _streaming); None: read at the end.
+        self.peer: str | None = None
         metadata = dict(context.invocation_metadata() or ())
         rid = metadata.get("x-request-id")
         self.request_id = str(rid) if rid else os.urandom(8).hex()
@@ -270,10 +273,16 @@ class _Call:
                     method.name,
                     code.name,
                     elapsed * 1000,
-                    self.context.peer(),
+                    self.context.peer() if self.peer is None else self.peer,
                     extra={"request_id": self.request_id},
                 )
-        _ctx._request_id.reset(self.tokens[0])
+        try:
+            _ctx._request_id.reset(self.tokens[0])
+        except ValueError:
+            # Finished in another context: a stream whose client went away is closed by
+            # the event loop's async-generator finalizer, in a task of its own, where
+            # these values were never set (nothing to restore; raising lost the status).
+            return
         _ctx._deadline.reset(self.tokens[1])
         otel_context.detach(self.tokens[2])
         _auth._principal.reset(self.tokens[3])
@@ -460,6 +469,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 request: Any, context: grpc.aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
                 call = _Call(self, method, context)
+                # A stream's end may come after grpc has freed its call (a client gone,
+                # thousands of streams cancelled at once): peer() on it then crashes the
+                # process (a segfault the soak found in Dispatch). Read it while it lives.
+                call.peer = context.peer()
                 ended: BaseException | None = None
                 release = _nothing
                 try:
@@ -499,6 +512,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         async def run_coro(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             call = _Call(self, method, context)
+            call.peer = context.peer()  # a stream (see run_gen)
             ended: BaseException | None = None
             release = _nothing
             try:

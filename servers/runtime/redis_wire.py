@@ -22,8 +22,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import hiredis
+from redis.exceptions import BusyLoadingError, NoScriptError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["Command", "RedisWire"]
@@ -137,11 +137,17 @@ class RedisWire:
         """Sends ``commands`` in one write and returns their replies, in order.
 
         A ``NOSCRIPT`` reply raises ``NoScriptError``, unless ``noscript_in_place``: then it
-        stays in place like any other error reply, for the caller to resend only those.
+        stays in place like any other error reply, for the caller to resend only those. A
+        ``LOADING`` reply (a restarted server) raises ``BusyLoadingError``.
         """
         if not commands:
             return []
         replies = await self._send(await self._connection(), commands, within_s)
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("LOADING"):
+                # A restarted server still reading its data back is away, not broken: the
+                # same error as redis-py's (a ConnectionError, so callers answer UNAVAILABLE).
+                raise BusyLoadingError(str(reply))
         if noscript_in_place:
             return replies
         for reply in replies:

@@ -69,3 +69,26 @@ async def test_unreachable_server_is_a_connection_error() -> None:
     wire = RedisWire("redis://127.0.0.1:1/0", connect_timeout=0.5)
     with pytest.raises(RedisConnectionError):
         await wire.execute([("PING",)])
+
+
+async def test_a_server_still_loading_its_data_is_a_connection_error() -> None:
+    """A restarted Redis answers LOADING until it has read its data back: an outage (the
+    caller answers UNAVAILABLE), not an unhandled error (the soak found one in Location)."""
+
+    async def loading(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while data := await r.read(65536):
+            for _ in range(data.count(b"*")):  # one reply per command array
+                w.write(b"-LOADING Valkey is loading the dataset in memory\r\n")
+            await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(loading, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    wire = RedisWire(f"redis://127.0.0.1:{port}")
+    try:
+        with pytest.raises(RedisConnectionError, match="LOADING"):
+            await wire.execute([("EVALSHA", "0" * 40, 1, "k")], noscript_in_place=True)
+    finally:
+        await wire.close()
+        server.close()
+        await server.wait_closed()

@@ -714,3 +714,19 @@ async def test_200_concurrent_redis_commands_all_succeed(redis_url: str, namespa
     finally:
         await small.delete(key + ":n")
         await small.aclose()
+
+
+async def test_a_stream_closed_from_another_context_finishes_without_an_error() -> None:
+    """A stream whose client left is closed by the loop's async-generator finalizer, in a
+    task (and context) of its own: the call still finishes, logged, with nothing raised."""
+
+    async def gen(request: bytes, context: Any) -> AsyncIterator[bytes]:
+        while True:
+            yield b"x"
+
+    handler = await wrapped(grpc.unary_stream_rpc_method_handler(gen))
+    stream = handler.unary_stream(b"", FakeContext())
+    assert await asyncio.create_task(anext(stream)) == b"x"  # started in its own context
+    # Closed from this task's context, as the finalizer would: no ValueError about tokens
+    # "created in a different Context".
+    await asyncio.create_task(stream.aclose())
