@@ -332,6 +332,8 @@ class ForecastModel:
     baseline_wape: float = math.nan
     #: Share of held-out counts inside the 80 % interval.
     coverage: float = math.nan
+    #: Share of the training history's orders from a synthetic prior (0: all real).
+    prior_share: float = 0.0
 
     @classmethod
     def fallback(cls, *, tz: str = "UTC") -> ForecastModel:
