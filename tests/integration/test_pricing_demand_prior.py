@@ -21,6 +21,7 @@ from foodmesh.core.nats import Subjects
 from foodmesh.sim.city import build_city
 from foodmesh.sim.demand_prior import demand_prior, seed_demand_prior
 from foodmesh.v1 import pricing_pb2 as ppb
+from servers.pricing.prior import BUILTIN, load_template
 from tests.integration._order import token, violations
 from tests.integration._pricing import PricingMesh, pricing_mesh
 
@@ -136,3 +137,30 @@ async def test_a_fresh_platform_trains_on_the_prior_and_real_counts_take_over(
             assert got.cells[0].forecasts[0].expected_orders == pytest.approx(6 * REAL, rel=0.4)
     finally:
         await nc.close()
+
+
+async def test_with_the_shipped_prior_pricing_trains_at_start(
+    pg_url: str, redis_url: str, nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """Kubernetes: no seed runs; the image's week template is laid over the days before."""
+    extra = {"FOODMESH_PRICING_FORECAST_REFRESH_S": "0.5", "FOODMESH_PRICING_PRIOR_FILE": "builtin",
+             "FOODMESH_PRICING_PRIOR_DAYS": "2"}  # fmt: skip
+    template = load_template(BUILTIN)
+    async with (
+        pricing_mesh(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url,
+                     namespace=namespace, state_dir=tmp_path, with_order=False,
+                     extra=extra) as mesh,
+        mesh.client("ops", "ops") as ops,
+    ):  # fmt: skip
+        cell = template.cells[int(np.argmax(template.counts.sum(axis=1)))]
+        got = await asyncio.wait_for(
+            _forecast(ops, cell, lambda g: g.model.kind == "xgboost"), timeout=120
+        )
+        assert got.model.rows > 2000 and got.model.prior_share == 1.0
+        assert got.cells[0].forecasts[0].expected_orders > 0
+    async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+        cur = await conn.execute("SELECT count(DISTINCT cell), min(bucket), max(bucket) "
+                                 "FROM pricing.demand_prior")  # fmt: skip
+        n, lo, hi = await cur.fetchone()  # type: ignore[misc]
+    assert n == len(template.cells)
+    assert (hi - lo).total_seconds() <= 2 * 86400 and hi.timestamp() <= time.time()
