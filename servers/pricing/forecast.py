@@ -23,7 +23,11 @@ any count at or after ``t`` changes none of them):
 - the seasonal level with less noise: the cell's share of the city's orders over the
   past week times the city's count of the same half hour a week and two weeks
   before (and yesterday); how the city's last hour compares with the same hour of
-  those weeks (rain shows in every cell at once), and the cell's own (an event).
+  those weeks (rain shows in every cell at once), and the cell's own (an event);
+- the onsets: the weather's factor now over its factor half an hour before (what rain
+  that has just begun adds to what the last hour shows), and the event's factor at the
+  target over its factor half an hour before ``t`` (an event about to start), both as
+  known at ``t``.
 
 A missing history (before the first count) is NaN, which the trees route on their
 own. The model is gradient-boosted trees (XGBoost, Poisson objective: counts are
@@ -92,7 +96,7 @@ FEATURES = (
     "level_week", "city_recent_30", "city_last_week_recent_30", "city_last_week_target",
     "event", "weather", "share_week", "prior_last_week", "prior_yesterday",
     "prior_two_weeks", "city_trend", "prior_weeks", "event_last_week", "weather_last_week",
-    "cell_trend",
+    "cell_trend", "weather_onset", "event_onset",
 )  # fmt: skip
 _IDX = {name: i for i, name in enumerate(FEATURES)}
 _INTERVAL = 0.8
@@ -279,6 +283,15 @@ def feature_matrix(
         target_mid = t + (horizon - 15) * 60.0
         x[r, _IDX["event"]] = _event_factor(known.events, cell, target_mid)
         x[r, _IDX["weather"]] = float(surge_math.weather_multiplier(known.weather, cell))
+        # The last hour's counts (the trends) carry the conditions of its middle: the
+        # onsets are what has changed since, known at t (past weather, announced events).
+        earlier = conditions_at(float(t) - 1800.0)
+        x[r, _IDX["weather_onset"]] = x[r, _IDX["weather"]] / float(
+            surge_math.weather_multiplier(earlier.weather, cell)
+        )
+        x[r, _IDX["event_onset"]] = x[r, _IDX["event"]] / _event_factor(
+            known.events, cell, float(t) - 1800.0
+        )
         # What moved last week's counts, which the seasonal features carry along.
         then = conditions_at(target_mid - 7 * 86400.0)
         x[r, _IDX["event_last_week"]] = _event_factor(then.events, cell, target_mid - 7 * 86400.0)
@@ -432,6 +445,8 @@ def _margin(x: F64) -> F64:
     cell = np.nan_to_num(x[:, _IDX["cell_trend"]], nan=1.0)
     level = x[:, _IDX["prior_weeks"]] * city * np.sqrt(np.clip(cell / city, 0.5, 3.0))
     level = np.where(np.isnan(level), x[:, _IDX["recent_30"]], level)
+    # Rain that has just begun, an event about to start: not in the trends yet.
+    level = level * np.nan_to_num(x[:, _IDX["weather_onset"]] * x[:, _IDX["event_onset"]], nan=1.0)
     return np.asarray(np.log(np.maximum(np.nan_to_num(level, nan=1.0), 0.5)), dtype=np.float64)
 
 
