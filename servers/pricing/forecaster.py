@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from foodmesh.core.tasks import stop_tasks
 from servers.pricing import forecast as fc
@@ -67,7 +68,7 @@ class DemandForecaster:
         self.prior_template = prior_template
         self.prior_days = prior_days
         self.model = fc.ForecastModel.fallback(tz=tz)
-        self._counts: dict[tuple[str, int], int] = {}
+        self._grid = _Grid(int(days * 86400 // fc.BUCKET_S))
         self._timeline: list[tuple[float, fc.KnownConditions]] = []
         self._series = fc.CountSeries(0, (), np.zeros((0, 0), dtype=np.int64))
         self._cache: dict[tuple[str, int], list[fc.Forecast]] = {}
@@ -91,8 +92,7 @@ class DemandForecaster:
         now = self.clock()
         since = now - self.days * 86400 if self._loaded_to is None else self._loaded_to - 900
         rows = await self.store.demand_counts(dt.datetime.fromtimestamp(since, dt.UTC))
-        for cell, ts, n in rows:
-            self._counts[(cell, int(ts // fc.BUCKET_S))] = n
+        self._grid.put(rows, end=int(now // fc.BUCKET_S))
         timeline = await self.store.condition_timeline(
             dt.datetime.fromtimestamp(now - self.days * 86400, dt.UTC)
         )
@@ -101,7 +101,12 @@ class DemandForecaster:
         prior, self._prior_at = await self.store.demand_prior(
             dt.datetime.fromtimestamp(now - self.days * 86400, dt.UTC), self._prior_at
         )
-        if not prior and self._prior_at is None and not self._counts and self.prior_template:
+        if (
+            not prior
+            and self._prior_at is None
+            and self._grid.first is None
+            and self.prior_template
+        ):
             # A platform starting with no history and nobody to seed one: the shipped weeks.
             await self._lay_template(self.prior_template, now)
             prior, self._prior_at = await self.store.demand_prior(
@@ -126,15 +131,14 @@ class DemandForecaster:
     def _rebuild(self, now: float) -> None:
         end = int(now // fc.BUCKET_S)  # the current bucket is not complete: left out
         start = end - int(self.days * 86400 // fc.BUCKET_S)
-        self._counts = {k: v for k, v in self._counts.items() if k[1] >= start}
-        prior = self._prior
+        prior, grid = self._prior, self._grid
         # The prior fills what comes before the first real bucket (all of it before any).
-        real_from = min((b for _, b in self._counts), default=end)
+        real_from = grid.first if grid.first is not None else end
         # The history begins with the first bucket known: before it nothing was counted
         # (NaN to the features), not zero orders.
         first = min(real_from, prior.start if prior.cells else end)
         start = min(max(start, first), end)
-        cells = tuple(sorted({c for c, _ in self._counts} | set(prior.cells)))
+        cells = (*grid.cells, *(c for c in prior.cells if c not in grid.index))
         index = {c: i for i, c in enumerate(cells)}
         counts = np.zeros((len(cells), end - start), dtype=np.int64)
         lo, hi = max(start, prior.start), min(real_from, end, prior.start + prior.buckets)
@@ -143,9 +147,7 @@ class DemandForecaster:
             part = prior.counts[:, lo - prior.start : hi - prior.start]
             counts[rows, lo - start : hi - start] = part
         synthetic = int(counts.sum())
-        for (c, b), n in self._counts.items():
-            if b < end:
-                counts[index[c], b - start] = n
+        counts[: len(grid.cells)] += grid.window(start, end)
         total = int(counts.sum())
         self.prior_share = synthetic / total if total else 0.0
         self._series = fc.CountSeries(start, cells, counts)
@@ -254,3 +256,61 @@ def _dense(rows: list[tuple[str, float, int]]) -> fc.CountSeries:
     counts = np.zeros((len(cells), int(b.max()) - start + 1), dtype=np.int64)
     counts[[index[c] for c, _, _ in rows], b - start] = [n for _, _, n in rows]
     return fc.CountSeries(start, cells, counts)
+
+
+class _Grid:
+    """Real counts per cell (rows, in the order first seen) per bucket, over a moving window.
+
+    One array written in place: a refresh costs the rows it reads, not the history.
+    """
+
+    def __init__(self, width: int, *, slack: int = 288) -> None:
+        self.width = width
+        self.slack = slack
+        self.cells: list[str] = []
+        self.index: dict[str, int] = {}
+        self.start = 0
+        self.counts = np.zeros((0, 0), dtype=np.int64)
+        #: The earliest bucket ever counted (None before the first).
+        self.first: int | None = None
+
+    def put(self, rows: list[tuple[str, float, int]], *, end: int) -> None:
+        """Writes ``(cell, bucket start ts, orders)`` rows; the window ends at bucket ``end``."""
+        self._slide(end)
+        if not rows:
+            return
+        names = [r[0] for r in rows]
+        for c in dict.fromkeys(names):
+            if c not in self.index:
+                self.index[c] = len(self.cells)
+                self.cells.append(c)
+        if len(self.cells) > self.counts.shape[0]:
+            grown = np.zeros((len(self.cells), self.counts.shape[1]), dtype=np.int64)
+            grown[: self.counts.shape[0]] = self.counts
+            self.counts = grown
+        i = np.fromiter((self.index[c] for c in names), dtype=np.int64, count=len(rows))
+        b = np.fromiter((int(r[1] // fc.BUCKET_S) for r in rows), dtype=np.int64, count=len(rows))
+        n = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
+        low = int(b.min())
+        self.first = low if self.first is None else min(self.first, low)
+        ok = (b >= self.start) & (b < self.start + self.counts.shape[1])
+        self.counts[i[ok], b[ok] - self.start] = n[ok]
+
+    def _slide(self, end: int) -> None:
+        lo = end - self.width
+        cols = self.counts.shape[1]
+        if cols and self.start <= lo and end < self.start + cols:
+            return
+        moved = np.zeros((len(self.cells), self.width + self.slack), dtype=np.int64)
+        a, b = max(lo, self.start), min(self.start + cols, lo + moved.shape[1])
+        if b > a:
+            moved[:, a - lo : b - lo] = self.counts[:, a - self.start : b - self.start]
+        self.start, self.counts = lo, moved
+
+    def window(self, lo: int, hi: int) -> npt.NDArray[np.int64]:
+        """The counts of buckets ``[lo, hi)`` (zero outside what is held)."""
+        out = np.zeros((len(self.cells), hi - lo), dtype=np.int64)
+        a, b = max(lo, self.start), min(hi, self.start + self.counts.shape[1])
+        if b > a:
+            out[:, a - lo : b - lo] = self.counts[:, a - self.start : b - self.start]
+        return out

@@ -104,12 +104,13 @@ def test_onsets_are_what_changed_in_the_last_half_hour_as_known_at_the_forecast_
             events=(big,) if ts >= announced else (), weather=(rain,) if ts >= rain_from else ()
         )
 
-    # rain began ten minutes ago and the event starts in ten: both wholly new
+    # rain began ten minutes ago (one sixth of the last hour), the event starts in ten
+    # (two thirds of the target half hour): what the last hour's counts do not show
     x = fc.feature_matrix(s, 0, np.array([k]), 30, conditions_at=known(t - 600))[0]
-    assert x[f["weather_onset"]] == pytest.approx(1.3)
-    assert x[f["event_onset"]] == pytest.approx(1.8)
-    # rain for an hour already, the event running since 40 min: the last hour shows them
-    x = fc.feature_matrix(s, 0, np.array([k + 10]), 30, conditions_at=known(t - 3600))[0]
+    assert x[f["weather_onset"]] == pytest.approx(1.3 / ((5 + 1.3) / 6))
+    assert x[f["event_onset"]] == pytest.approx((1 + 2 * 1.8) / 3)
+    # rain for two hours already, the event running for an hour: the last hour shows them
+    x = fc.feature_matrix(s, 0, np.array([k + 18]), 30, conditions_at=known(t - 3600))[0]
     assert x[f["weather_onset"]] == 1.0 and x[f["event_onset"]] == 1.0
     # no leakage: rain beginning after t, an event announced after t, change nothing
     for h in fc.HORIZONS:

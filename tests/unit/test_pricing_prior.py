@@ -54,3 +54,28 @@ def test_a_saved_template_reads_back(tmp_path: object) -> None:
     save_template(t, path)
     back = load_template(path)
     assert back.cells == t.cells and np.array_equal(back.counts, t.counts)
+
+
+def test_the_forecasters_history_grid_holds_the_window_as_time_moves() -> None:
+    from servers.pricing.forecaster import _Grid
+
+    rng = np.random.default_rng(3)
+    g = _Grid(100, slack=10)
+    truth: dict[tuple[str, int], int] = {}
+    end = 1000
+    for step in range(40):  # refreshes: a few rows each, recent buckets, new cells at times
+        end += int(rng.integers(0, 7))
+        rows = []
+        for _ in range(5):
+            cell = f"c{int(rng.integers(0, 3 + step // 10))}"
+            b = end - int(rng.integers(0, 4))
+            n = int(rng.integers(0, 9))
+            rows.append((cell, float(b * 300), n))
+            truth[(cell, b)] = n
+        g.put(rows, end=end)
+        got = g.window(end - 100, end + 1)
+        for i, c in enumerate(g.cells):
+            want = [truth.get((c, b), 0) for b in range(end - 100, end + 1)]
+            assert got[i].tolist() == want
+    assert g.first == min(b for _, b in truth)
+    assert g.window(end - 500, end - 400).sum() == 0  # before the window: nothing held
