@@ -3,11 +3,11 @@
 The history is ``pricing.demand_counts`` (orders per cell per five-minute bucket,
 counted from the placed events) and ``pricing.condition_history`` (what events and
 weather were known when). Every ``refresh_s`` the buckets of the last quarter hour
-are read again (a bucket fills while it is current; events may come late) and the
-series is rebuilt; at start and every ``retrain_s`` a model is trained on it in a
-worker thread and swapped in if it trained (a history too small to train on keeps
-the fallback). The pure model lives in
-``forecast.py``; this module is its I/O edge.
+are read again (a bucket fills while it is current; events may come late) into one
+array over the window (written in place) and the series is rebuilt from it; at
+start and every ``retrain_s`` a model is trained on it in a worker thread and swapped
+in if it trained (a history too small to train on keeps the fallback). The pure model
+lives in ``forecast.py``; this module is its I/O edge.
 
 A city launches with no orders of its own: ``pricing.demand_prior`` holds a synthetic
 history (the seed writes it from the simulator's model of the city's demand,
