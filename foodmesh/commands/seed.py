@@ -54,6 +54,8 @@ async def seed_into(
 
     Given Pricing, also the demand prior (``--prior-days`` of synthetic history).
     """
+    import grpc
+
     from foodmesh.sim.city import build_city
     from foodmesh.sim.seed import seed_city
 
@@ -63,16 +65,19 @@ async def seed_into(
         city = build_city(seed=args.seed, restaurants=args.restaurants, drivers=args.drivers)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if not getattr(args, "prior_only", False):
+        r = await seed_city(city, catalog_target=catalog, dispatch_target=dispatch)
+        skipped = f" (drivers skipped: {r.skipped_drivers})" if r.skipped_drivers else ""
+        print(
+            f"city {args.seed}: {r.restaurants} restaurants, {r.menus} menus, {r.drivers} drivers"
+            f" in {loop.time() - t0:.1f}s{skipped}"
+        )
     if pricing is not None and args.prior_days > 0:
-        await _prior(args, city, pricing)
-    if getattr(args, "prior_only", False):
-        return
-    r = await seed_city(city, catalog_target=catalog, dispatch_target=dispatch)
-    skipped = f" (drivers skipped: {r.skipped_drivers})" if r.skipped_drivers else ""
-    print(
-        f"city {args.seed}: {r.restaurants} restaurants, {r.menus} menus, {r.drivers} drivers"
-        f" in {loop.time() - t0:.1f}s{skipped}"
-    )
+        try:
+            await _prior(args, city, pricing)
+        except grpc.aio.AioRpcError as exc:  # the city stands without it: the fallback serves
+            print(f"demand prior not written: Pricing answered {exc.code().name} "
+                  f"({exc.details()})")  # fmt: skip
 
 
 def _template(args: argparse.Namespace) -> int:
