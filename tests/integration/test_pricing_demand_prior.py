@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime as dt
 import time
@@ -17,6 +18,7 @@ import pytest
 from nats.js.api import StreamConfig
 
 from clients import PricingClient
+from foodmesh.commands.seed import seed_into
 from foodmesh.core.nats import Subjects
 from foodmesh.sim.city import build_city
 from foodmesh.sim.demand_prior import demand_prior, seed_demand_prior
@@ -68,6 +70,15 @@ async def test_a_fresh_platform_trains_on_the_prior_and_real_counts_take_over(
             # Nothing ordered yet: the fallback.
             first = await ops.forecast_demand(ppb.ForecastDemandRequest(cells=[busiest]))
             assert first.model.kind == "fallback"
+
+            # `foodmesh seed --prior-only` (as `foodmesh up` runs it) writes the city's prior...
+            args = argparse.Namespace(seed=7, restaurants=40, drivers=0, prior_days=2,
+                                      orders_per_hour=400, prior_only=True)  # fmt: skip
+            await seed_into(args, "127.0.0.1:1", None, mesh.pricing.target)
+            async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+                cur = await conn.execute("SELECT count(DISTINCT cell) FROM pricing.demand_prior")
+                assert await cur.fetchone() == (len(prior.cells),)
+                await conn.execute("DELETE FROM pricing.demand_prior")  # the exact one below
 
             # The seed writes the prior (twice: the same rows); a trained model follows.
             for _ in range(2):
