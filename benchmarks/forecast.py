@@ -148,6 +148,19 @@ def main(argv: list[str] | None = None) -> int:
             b = wape(y, x[:, base_col])
             per_cell.append(wape(y, mu) / b if b > 0 else np.nan)
             progress.add()
+        # The first hour of each rain spell (every cell) and event (its cell) of the test
+        # week: the forecast over the true rate of the target half hours starting in it.
+        starts = (series.start + ks + (h - 30) // 5) * BUCKET_S
+        first_hour: dict[str, list[tuple[float, float]]] = {"rain": [], "event": []}
+        for kind, spans in (("rain", [(None, sp.start_ts) for sp in c.weather]),
+                            ("event", [(e.cell, e.start_ts) for e in c.events])):  # fmt: skip
+            for cell, t0 in spans:
+                sel = (starts >= t0) & (starts < t0 + 3600)
+                for i in range(len(series.cells)) if cell is None else [week.cells.index(cell)]:
+                    first_hour[kind].append((ours[i][sel].sum(), truth[i][sel].sum()))
+        onset = {kind: round(float(sum(a for a, _ in v) / sum(b for _, b in v)), 3)
+                 if v and sum(b for _, b in v) > 0 else None
+                 for kind, v in first_hour.items()}  # fmt: skip
         y_all, mu_all, b_all = np.concatenate(ys), np.concatenate(ours), np.concatenate(base)
         lo_all, hi_all = np.concatenate(lows), np.concatenate(highs)
         results[h] = {
@@ -159,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             "coverage_80": round(float(((y_all >= lo_all) & (y_all <= hi_all)).mean()), 3),
             "mean_orders": round(float(y_all.mean()), 2),
             "rows": len(y_all),
+            "rain_onset_ratio": onset["rain"],
+            "event_onset_ratio": onset["event"],
         }
     progress.finish()
     r30, r60 = results[30], results[60]
@@ -178,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             "ours": {"wape_30": r30["wape"], "wape_60": r60["wape"],
                      "coverage_80_30": r30["coverage_80"], "coverage_80_60": r60["coverage_80"],
                      "cell_ratio_median_30": r30["cell_ratio_median"],
-                     "true_rate_wape_30": r30["true_rate_wape"]},
+                     "true_rate_wape_30": r30["true_rate_wape"],
+                     "rain_onset_ratio_30": r30["rain_onset_ratio"],
+                     "event_onset_ratio_30": r30["event_onset_ratio"]},
             "ratio": {"wape_30": ratio(r30["wape"], r30["baseline_wape"]),
                       "wape_60": ratio(r60["wape"], r60["baseline_wape"])},
             "targets": {"wape_30_at_least_20pct_below_last_week": target_ok},

@@ -70,6 +70,18 @@ class PricingClient(BaseClient):
             request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
         )
 
+    async def import_demand_prior(
+        self,
+        request: pb.ImportDemandPriorRequest,
+        *,
+        deadline_s: float | None = None,
+        metadata: Metadata = (),
+    ) -> pb.ImportDemandPriorResponse:
+        """Loads a synthetic demand history of a cell (the seed, at a city's launch)."""
+        return await self.stub.ImportDemandPrior(
+            request, timeout=self._deadline(deadline_s), metadata=self._metadata(metadata)
+        )
+
     async def set_conditions(
         self,
         request: pb.SetConditionsRequest,

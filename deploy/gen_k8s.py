@@ -97,7 +97,9 @@ FIXES_PER_POD = {
 
 WORKLOADS: tuple[Workload, ...] = (
     _grpc("eta", cpu=("200m", "2"), memory=("384Mi", "1Gi")),
-    _grpc("pricing", ("catalog", "location")),
+    # The demand forecast starts from the shipped prior (servers/pricing/prior.py): no seed
+    # runs in the cluster, and a trained forecast is wanted from the first day.
+    _grpc("pricing", ("catalog", "location"), config={"FOODMESH_PRICING_PRIOR_FILE": "builtin"}),
     _grpc("catalog"),
     _grpc(
         "location",

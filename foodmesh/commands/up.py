@@ -140,11 +140,13 @@ async def _up(args: argparse.Namespace) -> int:
             names = {s.name: s for s in services}
             if "catalog" in names and not args.no_seed:
                 dispatch = names.get("dispatch")
+                pricing = names.get("pricing")
                 try:
                     await seed_into(
                         args,
                         f"127.0.0.1:{names['catalog'].grpc_port}",
                         f"127.0.0.1:{dispatch.grpc_port}" if dispatch else None,
+                        f"127.0.0.1:{pricing.grpc_port}" if pricing else None,
                     )
                 except (grpc.aio.AioRpcError, CliError) as exc:  # the platform keeps running
                     _log.error("seeding the city failed: %s", exc)

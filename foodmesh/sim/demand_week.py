@@ -124,11 +124,13 @@ def simulate(
     seed: int = 7,
     time_zone: str = TIME_ZONE,
     min_share: float = 0.01,
+    conditions: bool = True,
 ) -> CellDemand:
     """``days`` of orders at restaurants at ``locations`` (each weighted by ``popularity``).
 
     Cells holding less than ``min_share`` of the popularity are dropped (a handful of
-    orders a day is nothing to forecast).
+    orders a day is nothing to forecast). ``conditions=False``: no rain and no events
+    (a prior for a live city, whose conditions are not known for the days simulated).
     """
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware")
@@ -151,7 +153,7 @@ def simulate(
     city = os.path.commonprefix(cells) or cells[0][:1]
     spells: list[WeatherSpell] = []
     for d in range(days):
-        if rng.random() < 0.35:
+        if rng.random() < 0.35 and conditions:
             kind, factor = rng.choice(_RAIN)
             s = t0 + d * 86400 + rng.uniform(6, 20) * 3600
             spells.append(WeatherSpell(city, kind, factor, s, s + rng.uniform(2, 6) * 3600))
@@ -159,7 +161,7 @@ def simulate(
     for w in range(math.ceil(days / 7)):
         for k in range(rng.randint(2, 4)):
             day = w * 7 + rng.randrange(7)
-            if day >= days:
+            if day >= days or not conditions:
                 continue
             cell = rng.choice(cells)
             lat_lo, lat_hi, lon_lo, lon_hi = geohash_decode(cell)

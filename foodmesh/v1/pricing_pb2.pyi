@@ -619,6 +619,7 @@ class ForecastModelInfo(_message.Message):
     VALIDATION_WAPE_FIELD_NUMBER: _builtins.int
     BASELINE_WAPE_FIELD_NUMBER: _builtins.int
     INTERVAL_COVERAGE_FIELD_NUMBER: _builtins.int
+    PRIOR_SHARE_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     """"xgboost", or "fallback" until the history is long enough to learn from."""
     rows: _builtins.int
@@ -629,6 +630,8 @@ class ForecastModelInfo(_message.Message):
     """The same of "same half hour last week" on the same rows."""
     interval_coverage: _builtins.float
     """Share of held-out counts inside the 80 % interval."""
+    prior_share: _builtins.float
+    """Share of the training history's orders from the synthetic prior (0: all real)."""
     @_builtins.property
     def train_time(self) -> _timestamp_pb2.Timestamp:
         """When it was trained."""
@@ -642,10 +645,11 @@ class ForecastModelInfo(_message.Message):
         validation_wape: _builtins.float = ...,
         baseline_wape: _builtins.float = ...,
         interval_coverage: _builtins.float = ...,
+        prior_share: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["train_time", b"train_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_wape", b"baseline_wape", "interval_coverage", b"interval_coverage", "kind", b"kind", "rows", b"rows", "train_time", b"train_time", "validation_wape", b"validation_wape"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_wape", b"baseline_wape", "interval_coverage", b"interval_coverage", "kind", b"kind", "prior_share", b"prior_share", "rows", b"rows", "train_time", b"train_time", "validation_wape", b"validation_wape"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -686,6 +690,64 @@ class ForecastDemandResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ForecastDemandResponse: _TypeAlias = ForecastDemandResponse  # noqa: Y015
+
+@_typing.final
+class ImportDemandPriorRequest(_message.Message):
+    """Request of ImportDemandPrior: a cell's orders per five-minute bucket from start_time.
+    Replaces the prior of the cell over the buckets given (importing twice leaves the same).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CELL_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    ORDERS_FIELD_NUMBER: _builtins.int
+    cell: _builtins.str
+    """Geohash-5 cell."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the first bucket (a multiple of five minutes)."""
+
+    @_builtins.property
+    def orders(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Orders per bucket, one per five minutes from start_time (at most 35 days)."""
+
+    def __init__(
+        self,
+        *,
+        cell: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        orders: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "orders", b"orders", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportDemandPriorRequest: _TypeAlias = ImportDemandPriorRequest  # noqa: Y015
+
+@_typing.final
+class ImportDemandPriorResponse(_message.Message):
+    """Response of ImportDemandPrior."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    buckets: _builtins.int
+    """Buckets stored (those with orders)."""
+    def __init__(
+        self,
+        *,
+        buckets: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportDemandPriorResponse: _TypeAlias = ImportDemandPriorResponse  # noqa: Y015
 
 @_typing.final
 class GetSurgeHistoryRequest(_message.Message):

@@ -60,6 +60,11 @@ class PricingServiceStub:
                 request_serializer=foodmesh_dot_v1_dot_pricing__pb2.ForecastDemandRequest.SerializeToString,
                 response_deserializer=foodmesh_dot_v1_dot_pricing__pb2.ForecastDemandResponse.FromString,
                 _registered_method=True)
+        self.ImportDemandPrior = channel.unary_unary(
+                '/foodmesh.v1.PricingService/ImportDemandPrior',
+                request_serializer=foodmesh_dot_v1_dot_pricing__pb2.ImportDemandPriorRequest.SerializeToString,
+                response_deserializer=foodmesh_dot_v1_dot_pricing__pb2.ImportDemandPriorResponse.FromString,
+                _registered_method=True)
         self.SetConditions = channel.unary_unary(
                 '/foodmesh.v1.PricingService/SetConditions',
                 request_serializer=foodmesh_dot_v1_dot_pricing__pb2.SetConditionsRequest.SerializeToString,
@@ -122,6 +127,14 @@ class PricingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportDemandPrior(self, request, context):
+        """Loads a synthetic demand history of a cell (a prior: the seed, at a city's launch) that
+        the forecast learns from until the city's own orders cover the same time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetConditions(self, request, context):
         """Sets the events and weather that move surge (ops and the simulator).
         """
@@ -177,6 +190,11 @@ def add_PricingServiceServicer_to_server(servicer, server):
                     servicer.ForecastDemand,
                     request_deserializer=foodmesh_dot_v1_dot_pricing__pb2.ForecastDemandRequest.FromString,
                     response_serializer=foodmesh_dot_v1_dot_pricing__pb2.ForecastDemandResponse.SerializeToString,
+            ),
+            'ImportDemandPrior': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportDemandPrior,
+                    request_deserializer=foodmesh_dot_v1_dot_pricing__pb2.ImportDemandPriorRequest.FromString,
+                    response_serializer=foodmesh_dot_v1_dot_pricing__pb2.ImportDemandPriorResponse.SerializeToString,
             ),
             'SetConditions': grpc.unary_unary_rpc_method_handler(
                     servicer.SetConditions,
@@ -335,6 +353,33 @@ class PricingService:
             '/foodmesh.v1.PricingService/ForecastDemand',
             foodmesh_dot_v1_dot_pricing__pb2.ForecastDemandRequest.SerializeToString,
             foodmesh_dot_v1_dot_pricing__pb2.ForecastDemandResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportDemandPrior(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/foodmesh.v1.PricingService/ImportDemandPrior',
+            foodmesh_dot_v1_dot_pricing__pb2.ImportDemandPriorRequest.SerializeToString,
+            foodmesh_dot_v1_dot_pricing__pb2.ImportDemandPriorResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,10 @@ class PricingServiceStub:
     """Orders forecast per geohash-5 cell for the next half hour and the one after, with an
     80 % interval and a surge risk (ops, the dashboard, dispatch's opportunity score).
     """
+    ImportDemandPrior: _grpc.UnaryUnaryMultiCallable[_pricing_pb2.ImportDemandPriorRequest, _pricing_pb2.ImportDemandPriorResponse]
+    """Loads a synthetic demand history of a cell (a prior: the seed, at a city's launch) that
+    the forecast learns from until the city's own orders cover the same time.
+    """
     SetConditions: _grpc.UnaryUnaryMultiCallable[_pricing_pb2.SetConditionsRequest, _pricing_pb2.SetConditionsResponse]
     """Sets the events and weather that move surge (ops and the simulator)."""
     UpsertPromoCode: _grpc.UnaryUnaryMultiCallable[_pricing_pb2.UpsertPromoCodeRequest, _pricing_pb2.UpsertPromoCodeResponse]
@@ -70,6 +74,10 @@ class PricingServiceAsyncStub(PricingServiceStub):
     ForecastDemand: _aio.UnaryUnaryMultiCallable[_pricing_pb2.ForecastDemandRequest, _pricing_pb2.ForecastDemandResponse]  # type: ignore[assignment]
     """Orders forecast per geohash-5 cell for the next half hour and the one after, with an
     80 % interval and a surge risk (ops, the dashboard, dispatch's opportunity score).
+    """
+    ImportDemandPrior: _aio.UnaryUnaryMultiCallable[_pricing_pb2.ImportDemandPriorRequest, _pricing_pb2.ImportDemandPriorResponse]  # type: ignore[assignment]
+    """Loads a synthetic demand history of a cell (a prior: the seed, at a city's launch) that
+    the forecast learns from until the city's own orders cover the same time.
     """
     SetConditions: _aio.UnaryUnaryMultiCallable[_pricing_pb2.SetConditionsRequest, _pricing_pb2.SetConditionsResponse]  # type: ignore[assignment]
     """Sets the events and weather that move surge (ops and the simulator)."""
@@ -123,6 +131,16 @@ class PricingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_pricing_pb2.ForecastDemandResponse, _abc.Awaitable[_pricing_pb2.ForecastDemandResponse]]:
         """Orders forecast per geohash-5 cell for the next half hour and the one after, with an
         80 % interval and a surge risk (ops, the dashboard, dispatch's opportunity score).
+        """
+
+    @_abc_1.abstractmethod
+    def ImportDemandPrior(
+        self,
+        request: _pricing_pb2.ImportDemandPriorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pricing_pb2.ImportDemandPriorResponse, _abc.Awaitable[_pricing_pb2.ImportDemandPriorResponse]]:
+        """Loads a synthetic demand history of a cell (a prior: the seed, at a city's launch) that
+        the forecast learns from until the city's own orders cover the same time.
         """
 
     @_abc_1.abstractmethod

@@ -24,6 +24,11 @@ Settings (``FOODMESH_PRICING_*``):
   surge price the demand it expects; ``0`` turns both off;
 - ``FORECAST_REFRESH_S``, ``FORECAST_RETRAIN_S``: how often the forecast rereads its
   history (30) and retrains its model (3600);
+- ``PRIOR_FILE``: a week template of demand (``prior.py``) laid over the days before
+  the start when there is no history and no seeded prior yet; ``builtin``: the one
+  shipped (the generated city; Kubernetes sets it); unset: none (``foodmesh up`` seeds
+  the prior itself);
+- ``PRIOR_DAYS``: days of that prior (14);
 - ``TIME_ZONE``: the city's time zone, for the forecast's hour and day of week
   (``America/Los_Angeles``, the simulated city's).
 """
@@ -51,6 +56,16 @@ _log = logging.getLogger("foodmesh.pricing")
 
 def _f(resources: Resources, name: str, default: float) -> float:
     return float(resources.settings.extra.get(f"FOODMESH_PRICING_{name}", default))
+
+
+def _prior_file(value: str) -> Path | None:
+    if not value:
+        return None
+    if value == "builtin":
+        from servers.pricing.prior import BUILTIN
+
+        return BUILTIN
+    return Path(value)
 
 
 async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], Awaitable[None]]:
@@ -88,6 +103,8 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
             store, tz=str(s.extra.get("FOODMESH_PRICING_TIME_ZONE", "America/Los_Angeles")),
             refresh_s=_f(resources, "FORECAST_REFRESH_S", 30),
             retrain_s=_f(resources, "FORECAST_RETRAIN_S", 3600),
+            prior_template=_prior_file(str(s.extra.get("FOODMESH_PRICING_PRIOR_FILE", ""))),
+            prior_days=int(_f(resources, "PRIOR_DAYS", 14)),
         )  # fmt: skip
     engine = SurgeEngine(
         redis, resources.keys, demand, LocationSupply(location), conditions, history,

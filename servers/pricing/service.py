@@ -38,7 +38,12 @@ from servers.pricing.forecaster import DemandForecaster
 from servers.pricing.live import Conditions, SurgeEngine
 from servers.pricing.promo import PromoRejected, discount_minor
 from servers.pricing.quotes import QuoteBook
-from servers.pricing.store import PricingStore, QuoteAlreadyRedeemed, UnknownPromo
+from servers.pricing.store import (
+    DEMAND_BUCKET_S,
+    PricingStore,
+    QuoteAlreadyRedeemed,
+    UnknownPromo,
+)
 from servers.runtime.auth import require
 from servers.runtime.context import time_left
 
@@ -305,10 +310,30 @@ class PricingServicer(pb_grpc.PricingServiceServicer):
         out.model.rows = m.rows
         for name, value in (("validation_wape", m.validation_wape),
                             ("baseline_wape", m.baseline_wape),
-                            ("interval_coverage", m.coverage)):  # fmt: skip
+                            ("interval_coverage", m.coverage),
+                            ("prior_share", m.prior_share)):  # fmt: skip
             if value == value:  # not NaN
                 setattr(out.model, name, round(value, 4))
         return out
+
+    async def ImportDemandPrior(  # noqa: N802
+        self, request: pricing_pb2.ImportDemandPriorRequest, context: Ctx
+    ) -> pricing_pb2.ImportDemandPriorResponse:
+        v = Violations()
+        c = request.cell
+        v.check(len(c) == 5 and bool(convert.CELL.match(c)), "cell", "must be a geohash-5 cell")
+        start_ns = request.start_time.ToNanoseconds()
+        v.check(request.HasField("start_time") and start_ns % (DEMAND_BUCKET_S * 10**9) == 0,
+                "start_time", "is required: a multiple of five minutes")  # fmt: skip
+        v.check(start_ns <= time.time_ns(), "start_time", "must not be in the future")
+        v.check(len(request.orders) <= 10080, "orders", "at most 10080 buckets (35 days)")
+        v.check(all(n <= 100_000 for n in request.orders), "orders", "at most 100000 a bucket")
+        v.raise_if_any()
+        if self.forecaster is None:
+            raise Unavailable("the demand forecast is not running on this replica")
+        n = await self.store.import_prior(c, request.start_time.ToDatetime(dt.UTC),
+                                          list(request.orders))  # fmt: skip
+        return pricing_pb2.ImportDemandPriorResponse(buckets=n)
 
     async def SetConditions(  # noqa: N802
         self, request: pricing_pb2.SetConditionsRequest, context: Ctx

@@ -428,6 +428,41 @@ class PricingStore:
             )
             return [(r[0], r[1].timestamp(), int(r[2])) for r in await cur.fetchall()]
 
+    async def import_prior(self, cell: str, start: dt.datetime, orders: list[int]) -> int:
+        """Replaces the prior of ``cell`` over the buckets from ``start`` (zeros not stored)."""
+        end = start + dt.timedelta(seconds=DEMAND_BUCKET_S * len(orders))
+        kept = [(i, n) for i, n in enumerate(orders) if n > 0]
+        buckets = [start + dt.timedelta(seconds=DEMAND_BUCKET_S * i) for i, _ in kept]
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "DELETE FROM pricing.demand_prior WHERE cell = %s AND bucket >= %s AND bucket < %s",
+                (cell, start, end),
+            )
+            await conn.execute(
+                "INSERT INTO pricing.demand_prior (cell, bucket, orders) "
+                "SELECT %s, b, n FROM unnest(%s::timestamptz[], %s::integer[]) AS t(b, n)",
+                (cell, buckets, [n for _, n in kept]),
+            )
+        return len(kept)
+
+    async def demand_prior(
+        self, since: dt.datetime, imported_after: dt.datetime | None
+    ) -> tuple[list[tuple[str, float, int]], dt.datetime | None]:
+        """``(cell, bucket start ts, orders)`` of the prior from ``since`` if any was imported
+        after ``imported_after`` (else nothing), and the latest import's time."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT max(imported_at) FROM pricing.demand_prior")
+            row = await cur.fetchone()
+            latest = None if row is None else row[0]
+            if latest is None or (imported_after is not None and latest <= imported_after):
+                return [], imported_after
+            cur = await conn.execute(
+                "SELECT cell, bucket, orders FROM pricing.demand_prior WHERE bucket >= %s",
+                (since,),
+            )
+            rows = [(r[0], r[1].timestamp(), int(r[2])) for r in await cur.fetchall()]
+        return rows, latest
+
     async def condition_timeline(
         self, since: dt.datetime
     ) -> list[tuple[float, list[Event], list[Weather]]]:
@@ -450,6 +485,10 @@ class PricingStore:
             cur = await conn.execute(
                 "DELETE FROM pricing.demand_counts "
                 "WHERE bucket < now() - make_interval(secs => %s)",
+                (keep_s,),
+            )
+            await conn.execute(
+                "DELETE FROM pricing.demand_prior WHERE bucket < now() - make_interval(secs => %s)",
                 (keep_s,),
             )
             await conn.execute(

@@ -90,6 +90,40 @@ def test_events_and_weather_as_known_at_the_forecast_time() -> None:
     assert later[f["weather"]] == 1.0
 
 
+def test_onsets_are_what_changed_in_the_last_half_hour_as_known_at_the_forecast_time() -> None:
+    s = rush_series(1)
+    k = 100
+    t = (s.start + k) * fc.BUCKET_S
+    lat, lon = 37.7755, -122.4183  # inside 9q8yy
+    big = surge_math.Event("e", lat, lon, 60_000, start_ts=t + 600, end_ts=t + 4200)
+    rain = surge_math.Weather("9q8", 3)  # moderate rain: 1.3
+    f = {n: i for i, n in enumerate(fc.FEATURES)}
+
+    def known(rain_from: float, announced: float = -math.inf) -> fc.ConditionsAt:
+        return lambda ts: fc.KnownConditions(
+            events=(big,) if ts >= announced else (), weather=(rain,) if ts >= rain_from else ()
+        )
+
+    # rain began ten minutes ago (one sixth of the last hour), the event starts in ten
+    # (two thirds of the target half hour): what the last hour's counts do not show
+    x = fc.feature_matrix(s, 0, np.array([k]), 30, conditions_at=known(t - 600))[0]
+    assert x[f["weather_onset"]] == pytest.approx(1.3 / ((5 + 1.3) / 6))
+    assert x[f["event_onset"]] == pytest.approx((1 + 2 * 1.8) / 3)
+    # rain for two hours already, the event running for an hour: the last hour shows them
+    x = fc.feature_matrix(s, 0, np.array([k + 18]), 30, conditions_at=known(t - 3600))[0]
+    assert x[f["weather_onset"]] == 1.0 and x[f["event_onset"]] == 1.0
+    # no leakage: rain beginning after t, an event announced after t, change nothing
+    for h in fc.HORIZONS:
+        quiet = fc.feature_matrix(s, 0, np.array([k]), h, conditions_at=known(math.inf, math.inf))
+        for later in (t + 1, t + 300, t + 3600):
+            for at in (known(later, math.inf), known(math.inf, later + 1)):
+                x = fc.feature_matrix(s, 0, np.array([k]), h, conditions_at=at)
+                assert np.array_equal(np.nan_to_num(x, nan=-1), np.nan_to_num(quiet, nan=-1))
+        # ...while rain known at t does move them (the check above is not vacuous)
+        moved = fc.feature_matrix(s, 0, np.array([k]), h, conditions_at=known(t - 1))
+        assert moved[0, f["weather_onset"]] == pytest.approx(1.3)
+
+
 def test_the_model_beats_last_week_and_its_interval_holds_80_percent() -> None:
     s = rush_series(28, seed=3)
     test_from = s.buckets - WEEK
