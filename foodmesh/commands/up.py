@@ -86,6 +86,8 @@ async def _up(args: argparse.Namespace) -> int:
         }
     for k, v in urls.items():
         print(f"{k}={v}")
+    # Real mail for the simulated city: the development SMTP server keeps what it is sent.
+    mail = await _mail(state) if any(s.name == "notification" for s in services) else {}
     try:
         await migrate_services([s.name for s in services], urls["FOODMESH_POSTGRES_URL"])
         specs = [
@@ -97,6 +99,7 @@ async def _up(args: argparse.Namespace) -> int:
                     "FOODMESH_STATE_DIR": str(state),  # ETA's models live under it
                     f"FOODMESH_{s.name.upper()}_PORT": str(s.grpc_port),
                     f"FOODMESH_{s.name.upper()}_METRICS_PORT": str(s.metrics_port),
+                    **(mail.get(s.name) or {}),
                     # where each of the others listens: FOODMESH_ORDER_PRICING_TARGET, ...
                     **{
                         f"FOODMESH_{s.name.upper()}_{t.name.upper()}_TARGET": (
@@ -142,6 +145,7 @@ async def _up(args: argparse.Namespace) -> int:
                     env={
                         **urls,
                         "FOODMESH_DASHBOARD_PORT": dashboard_port,
+                        **(mail.get("dashboard") or {}),
                         **{
                             f"FOODMESH_DASHBOARD_{t.name.upper()}_TARGET": (
                                 f"127.0.0.1:{t.grpc_port}"
@@ -214,6 +218,18 @@ async def _up(args: argparse.Namespace) -> int:
             await infra.down(state)
             print("infrastructure stopped")
     return 0
+
+
+async def _mail(state: Path) -> dict[str, dict[str, str]]:
+    """The SMTP server for Notification (and its inbox for the dashboard), per process."""
+    from foodmesh import infra
+
+    smtp = os.environ.get(infra.SMTP_URL_VAR) or (await infra.up(state, smtp=True)).smtp_url
+    print(f"{infra.SMTP_URL_VAR}={smtp}")
+    out = {"notification": {"FOODMESH_NOTIFICATION_SMTP_URL": smtp}}
+    if inbox := infra.smtp_inbox_url(state):
+        out["dashboard"] = {"FOODMESH_DASHBOARD_SMTP_INBOX_URL": inbox}
+    return out
 
 
 def _has_model(models: Path) -> bool:

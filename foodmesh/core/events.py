@@ -13,6 +13,7 @@ subject                       payload                         stream
 ``dispatch.v1.session.<d>``   ``DriverSessionResponse``       (core NATS)
 ``location.v1.driver.<d>``    ``DriverLocationEvent``         (core NATS)
 ``location.v1.presence``      ``DriverPresenceEvent``         ``LOCATION``
+``notifications.v1.inbox.<r>``  ``Notification``              (core NATS)
 ============================  ==============================  ====================
 
 KV bucket ``dispatch_leases``: the regions each Dispatch replica leads.
@@ -27,7 +28,7 @@ from google.protobuf.message import Message
 from nats.js.api import StreamConfig
 
 from foodmesh.core.nats import Subjects
-from foodmesh.v1 import dispatch_pb2, location_pb2, order_pb2
+from foodmesh.v1 import dispatch_pb2, location_pb2, notification_pb2, order_pb2
 
 __all__ = [
     "DISPATCH",
@@ -37,6 +38,7 @@ __all__ = [
     "DRIVER_PRESENCE",
     "DRIVER_SESSIONS",
     "LOCATION",
+    "NOTIFICATION_INBOX",
     "ORDERS",
     "ORDER_EVENTS",
     "Stream",
@@ -122,3 +124,7 @@ DRIVER_LOCATIONS = Topic("location.v1.driver", location_pb2.DriverLocationEvent)
 #: ``location.v1.presence``: a driver came online or went silent.
 DRIVER_PRESENCE = Subject("location.v1.presence", location_pb2.DriverPresenceEvent)
 LOCATION = Stream("LOCATION", (DRIVER_PRESENCE.name,), max_age_s=24 * 3600, duplicate_window_s=120)
+
+#: ``notifications.v1.inbox.<recipient>``: a new inbox notification, for the live streams of
+#: whichever Notification replica holds the recipient's (core NATS: the inbox keeps it).
+NOTIFICATION_INBOX = Topic("notifications.v1.inbox", notification_pb2.Notification)

@@ -1,0 +1,148 @@
+"""Sends what is queued: claims due deliveries, sends each on its channel, records the outcome.
+
+A failed attempt is queued again after a backoff (1 s, 2 s, 4 s... up to
+``max_backoff_s``); after ``max_attempts`` it fails for good and is a dead letter that
+ops list. A delivery claimed by a sender that died mid-send is taken again when its
+lease lapses (``in doubt``: sent again with the same identity, see ``channels``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from foodmesh.core.tasks import stop_tasks
+from servers.notification.channels import Channel, Permanent
+from servers.notification.metrics import ATTEMPTS, IN_DOUBT, SEND_SECONDS
+from servers.notification.store import Claimed, NotificationStore
+
+__all__ = ["Sender", "backoff_s"]
+
+_log = logging.getLogger("foodmesh.notification.sender")
+
+
+def backoff_s(attempts: int, *, base_s: float = 1.0, max_s: float = 300.0) -> float:
+    """The wait before attempt ``attempts + 1``: doubling from ``base_s``, capped."""
+    return float(min(max_s, base_s * 2 ** max(0, attempts - 1)))
+
+
+class Sender:
+    def __init__(
+        self,
+        store: NotificationStore,
+        channels: Mapping[str, Channel],
+        *,
+        batch: int = 128,
+        concurrency: int = 64,
+        lease_s: float = 30.0,
+        max_attempts: int = 6,
+        base_backoff_s: float = 1.0,
+        max_backoff_s: float = 300.0,
+        idle_s: float = 1.0,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.store = store
+        self.channels = channels
+        self.batch = batch
+        self.lease_s = lease_s
+        self.max_attempts = max_attempts
+        self.base_backoff_s = base_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.idle_s = idle_s
+        self.clock = clock
+        self._slots = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="notification-sender")
+
+    def wake(self) -> None:
+        """Something was queued: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stops claiming; lets the sends under way finish within ``grace_s``."""
+        await stop_tasks([self._task])
+        if self._inflight:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace_s):
+                    await asyncio.gather(*self._inflight, return_exceptions=True)
+        await stop_tasks(list(self._inflight))
+        for ch in self.channels.values():
+            with contextlib.suppress(Exception):
+                await ch.close()
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                claimed = await self.store.claim(self.batch, lease_s=self.lease_s)
+            except Exception as exc:  # PostgreSQL away: try again shortly
+                _log.debug("claim failed: %s", exc)
+                claimed = []
+                await asyncio.sleep(0.5)
+            for c in claimed:
+                await self._slots.acquire()
+                t = asyncio.create_task(self._one(c))
+                self._inflight.add(t)
+                t.add_done_callback(self._inflight.discard)
+            if len(claimed) < self.batch:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.idle_s):
+                        await self._wake.wait()
+
+    async def _one(self, c: Claimed) -> None:
+        try:
+            await self._send(c)
+        finally:
+            self._slots.release()
+
+    async def _send(self, c: Claimed) -> None:
+        if c.in_doubt:
+            IN_DOUBT.labels(c.channel).inc()
+            _log.info("delivery %s was being sent when its sender stopped: sending it again "
+                      "with the same identity", c.delivery_id)  # fmt: skip
+        channel = self.channels.get(c.channel)
+        t0 = time.perf_counter()
+        outcome = "failed"
+        try:
+            if channel is None:
+                raise Permanent(f"channel {c.channel} is not configured")
+            state = await channel.send(c)
+            outcome = state
+            await self._settle(c, state, "")
+        except Permanent as exc:
+            await self._settle(c, "failed", str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"[:300]
+            outcome = "retry"
+            if c.attempts >= self.max_attempts:
+                outcome = "failed"
+                await self._settle(c, "failed", f"after {c.attempts} attempts: {reason}")
+            else:
+                wait = backoff_s(c.attempts, base_s=self.base_backoff_s, max_s=self.max_backoff_s)
+                with contextlib.suppress(Exception):  # else the lease lapses and it is retried
+                    await self.store.retry_at(
+                        c.delivery_id, self.clock() + dt.timedelta(seconds=wait), reason
+                    )
+        finally:
+            ATTEMPTS.labels(c.channel, outcome).inc()
+            SEND_SECONDS.labels(c.channel).observe(time.perf_counter() - t0)
+
+    async def _settle(self, c: Claimed, state: str, reason: str) -> None:
+        # A settle that fails leaves the lease to lapse: sent again, in doubt, never lost.
+        for _ in range(3):
+            try:
+                await self.store.settle(c.delivery_id, state, reason)
+                return
+            except Exception as exc:
+                _log.debug("recording %s of %s failed: %s", state, c.delivery_id, exc)
+                await asyncio.sleep(0.2)
