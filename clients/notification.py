@@ -127,7 +127,7 @@ class NotificationClient(BaseClient):
         deadline_s: float | None = None,
         metadata: Metadata = (),
     ) -> AsyncIterator[pb.WatchNotificationsResponse]:
-        """Streams the caller's new notifications as they are made (the in-app live feed)."""
+        """Streams the unread count, then the caller's new notifications as they are made."""
         call = self.stub.WatchNotifications(
             request, timeout=self._stream_deadline(deadline_s), metadata=self._metadata(metadata)
         )

@@ -290,23 +290,29 @@ Global___WatchNotificationsRequest: _TypeAlias = WatchNotificationsRequest  # no
 
 @_typing.final
 class WatchNotificationsResponse(_message.Message):
-    """One message of WatchNotifications."""
+    """One message of WatchNotifications: the first says how many are unread (and has no
+    notification); each next one brings a new notification.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     NOTIFICATION_FIELD_NUMBER: _builtins.int
+    UNREAD_COUNT_FIELD_NUMBER: _builtins.int
+    unread_count: _builtins.int
+    """How many of the recipient's notifications are unread, this one included."""
     @_builtins.property
     def notification(self) -> Global___Notification:
-        """A new notification."""
+        """A new notification (unset in the first message)."""
 
     def __init__(
         self,
         *,
         notification: Global___Notification | None = ...,
+        unread_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["notification", b"notification"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["notification", b"notification"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notification", b"notification", "unread_count", b"unread_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

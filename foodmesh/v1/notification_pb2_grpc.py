@@ -103,7 +103,8 @@ class NotificationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchNotifications(self, request, context):
-        """Streams the caller's new notifications as they are made (the in-app live feed).
+        """Streams the caller's new notifications as they are made (the in-app live feed): first
+        the unread count, then each new notification.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

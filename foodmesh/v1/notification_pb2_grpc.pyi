@@ -40,7 +40,9 @@ class NotificationServiceStub:
     MarkNotificationsRead: _grpc.UnaryUnaryMultiCallable[_notification_pb2.MarkNotificationsReadRequest, _notification_pb2.MarkNotificationsReadResponse]
     """Marks some of the caller's notifications read (or all of them)."""
     WatchNotifications: _grpc.UnaryStreamMultiCallable[_notification_pb2.WatchNotificationsRequest, _notification_pb2.WatchNotificationsResponse]
-    """Streams the caller's new notifications as they are made (the in-app live feed)."""
+    """Streams the caller's new notifications as they are made (the in-app live feed): first
+    the unread count, then each new notification.
+    """
     GetPreferences: _grpc.UnaryUnaryMultiCallable[_notification_pb2.GetPreferencesRequest, _notification_pb2.GetPreferencesResponse]
     """The caller's preferences: contacts, which events on which channel, quiet hours."""
     SetPreferences: _grpc.UnaryUnaryMultiCallable[_notification_pb2.SetPreferencesRequest, _notification_pb2.SetPreferencesResponse]
@@ -66,7 +68,9 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     MarkNotificationsRead: _aio.UnaryUnaryMultiCallable[_notification_pb2.MarkNotificationsReadRequest, _notification_pb2.MarkNotificationsReadResponse]  # type: ignore[assignment]
     """Marks some of the caller's notifications read (or all of them)."""
     WatchNotifications: _aio.UnaryStreamMultiCallable[_notification_pb2.WatchNotificationsRequest, _notification_pb2.WatchNotificationsResponse]  # type: ignore[assignment]
-    """Streams the caller's new notifications as they are made (the in-app live feed)."""
+    """Streams the caller's new notifications as they are made (the in-app live feed): first
+    the unread count, then each new notification.
+    """
     GetPreferences: _aio.UnaryUnaryMultiCallable[_notification_pb2.GetPreferencesRequest, _notification_pb2.GetPreferencesResponse]  # type: ignore[assignment]
     """The caller's preferences: contacts, which events on which channel, quiet hours."""
     SetPreferences: _aio.UnaryUnaryMultiCallable[_notification_pb2.SetPreferencesRequest, _notification_pb2.SetPreferencesResponse]  # type: ignore[assignment]
@@ -107,7 +111,9 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _notification_pb2.WatchNotificationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_notification_pb2.WatchNotificationsResponse], _abc.AsyncIterator[_notification_pb2.WatchNotificationsResponse]]:
-        """Streams the caller's new notifications as they are made (the in-app live feed)."""
+        """Streams the caller's new notifications as they are made (the in-app live feed): first
+        the unread count, then each new notification.
+        """
 
     @_abc_1.abstractmethod
     def GetPreferences(

@@ -70,6 +70,7 @@ class Feed:
         default_prefs: Callable[[str], Prefs] = lambda recipient: Prefs(),
         link: Callable[[str], str] = lambda order_id: "",
         batch: int = 256,
+        catch_up_s: float = 300.0,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._js = js
@@ -81,6 +82,7 @@ class Feed:
         self.default_prefs = default_prefs
         self.link = link
         self.batch = batch
+        self.catch_up_s = catch_up_s
         self.clock = clock
         self._tasks: list[asyncio.Task[None]] = []
         self._subs: list[JetStreamContext.PullSubscription] = []
@@ -112,8 +114,10 @@ class Feed:
                 stream=self.subjects.stream(stream),
                 config=ConsumerConfig(
                     ack_policy=AckPolicy.EXPLICIT,
-                    # New subscribers start from now: the past's notices are stale.
-                    deliver_policy=DeliverPolicy.NEW,
+                    # A new consumer starts a little in the past (events of the moments
+                    # before it was made are not lost), not days back (stale notices).
+                    deliver_policy=DeliverPolicy.BY_START_TIME,
+                    opt_start_time=self.clock() - dt.timedelta(seconds=self.catch_up_s),
                     ack_wait=30,
                     max_ack_pending=20_000,
                 ),

@@ -184,9 +184,12 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
     ) -> AsyncIterator[pb.WatchNotificationsResponse]:
         who = recipient_for(require(), request.recipient)
         with self.live.watch(who) as queue:
+            _, unread = await self.store.inbox(who, unread_only=True, limit=0, before=None)
+            yield pb.WatchNotificationsResponse(unread_count=unread)
             while True:
                 n = await queue.get()
-                yield pb.WatchNotificationsResponse(notification=n)
+                _, unread = await self.store.inbox(who, unread_only=True, limit=0, before=None)
+                yield pb.WatchNotificationsResponse(notification=n, unread_count=unread)
 
     async def GetPreferences(  # noqa: N802
         self, request: pb.GetPreferencesRequest, context: Ctx
