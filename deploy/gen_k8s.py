@@ -755,7 +755,8 @@ class NatsAccess:
 #: pushes, the leases bucket; reads ORDERS and LOCATION, follows drivers' fixes),
 #: location/presence.py, ingest.py and tracking.py (LOCATION, presence, drivers' fixes),
 #: pricing/feed.py (reads ORDERS), notification/feed.py and live.py (reads ORDERS and
-#: DISPATCH; new inbox notifications between replicas), dashboard/app.py (follows every feed, publishes nothing).
+#: DISPATCH; new inbox notifications between replicas), dashboard/app.py (follows every
+#: feed, publishes nothing).
 NATS_ACCESS: tuple[NatsAccess, ...] = (
     NatsAccess("order", publish=(ev.ORDER_EVENTS.all,), owns=(ev.ORDERS.name,)),
     NatsAccess(
