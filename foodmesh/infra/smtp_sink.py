@@ -159,6 +159,10 @@ class Sink:
     def port(self) -> int:
         return int(self._smtp.sockets[0].getsockname()[1])
 
+    def count(self) -> int:
+        """How many messages are kept (cheap: no message is read)."""
+        return sum(1 for _ in os.scandir(self.box.root / "new"))
+
     def messages(self, limit: int = 100_000) -> list[dict[str, Any]]:
         return read_messages(self.box.root, limit=limit)
 

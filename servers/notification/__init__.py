@@ -21,6 +21,8 @@ Settings (``FOODMESH_NOTIFICATION_*``, beside ``FOODMESH_SMTP_URL``):
 - ``LINK_BASE``: prefix of the order link a push opens (``/app/#order=``);
 - ``CATCH_UP_S``: how far back a new consumer starts (300: events of the minutes before
   the service's first start are notified; older ones are stale);
+- ``ACK_WAIT_S``: how long an event taken by a process that died waits to be redelivered
+  (30);
 - ``MAX_ATTEMPTS`` (6), ``BASE_BACKOFF_S`` (1), ``MAX_BACKOFF_S`` (300), ``LEASE_S`` (30):
   retries, and how long a sender holds a delivery before it is taken again.
 """
@@ -168,6 +170,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         default_prefs=default_prefs,
         link=lambda order_id: f"{link_base}{order_id}" if order_id else "",
         catch_up_s=num("CATCH_UP_S", 300),
+        ack_wait_s=num("ACK_WAIT_S", 30),
     )
     live = LiveInbox(lambda: resources.nats, resources.subjects)
     servicer = NotificationServicer(

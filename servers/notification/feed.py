@@ -71,6 +71,7 @@ class Feed:
         link: Callable[[str], str] = lambda order_id: "",
         batch: int = 256,
         catch_up_s: float = 300.0,
+        ack_wait_s: float = 30.0,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._js = js
@@ -83,6 +84,7 @@ class Feed:
         self.link = link
         self.batch = batch
         self.catch_up_s = catch_up_s
+        self.ack_wait_s = ack_wait_s
         self.clock = clock
         self._tasks: list[asyncio.Task[None]] = []
         self._subs: list[JetStreamContext.PullSubscription] = []
@@ -118,7 +120,7 @@ class Feed:
                     # before it was made are not lost), not days back (stale notices).
                     deliver_policy=DeliverPolicy.BY_START_TIME,
                     opt_start_time=self.clock() - dt.timedelta(seconds=self.catch_up_s),
-                    ack_wait=30,
+                    ack_wait=self.ack_wait_s,
                     max_ack_pending=20_000,
                 ),
             )

@@ -1,6 +1,7 @@
 """Sends what is queued: claims due deliveries, sends each on its channel, records the outcome.
 
-A failed attempt is queued again after a backoff (1 s, 2 s, 4 s... up to
+A sender renews the leases of the sends it has under way (every third of a lease), so
+only a sender that died loses its claims. A failed attempt is queued again after a backoff (1 s, 2 s, 4 s... up to
 ``max_backoff_s``); after ``max_attempts`` it fails for good and is a dead letter that
 ops list. A delivery claimed by a sender that died mid-send is taken again when its
 lease lapses (``in doubt``: sent again with the same identity, see ``channels``).
@@ -54,13 +55,26 @@ class Sender:
         self.max_backoff_s = max_backoff_s
         self.idle_s = idle_s
         self.clock = clock
+        self.concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._renew: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        #: Deliveries claimed and not settled yet: their leases are renewed.
+        self._holding: set[str] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="notification-sender")
+        self._renew = asyncio.create_task(self._renew_leases(), name="notification-leases")
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                await self.store.extend(sorted(self._holding), lease_s=self.lease_s)
+            except Exception as exc:  # PostgreSQL away: the next round tries again
+                _log.debug("renewing leases failed: %s", exc)
 
     def wake(self) -> None:
         """Something was queued: look now rather than at the next poll."""
@@ -73,7 +87,7 @@ class Sender:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace_s):
                     await asyncio.gather(*self._inflight, return_exceptions=True)
-        await stop_tasks(list(self._inflight))
+        await stop_tasks([*self._inflight, self._renew])
         for ch in self.channels.values():
             with contextlib.suppress(Exception):
                 await ch.close()
@@ -81,18 +95,27 @@ class Sender:
     async def _run(self) -> None:
         while True:
             self._wake.clear()
+            # Only what can start now: a claim waiting for a free slot is one more send in
+            # doubt should this process die.
+            free = min(self.batch, self.concurrency - len(self._inflight))
+            if free <= 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+                continue
             try:
-                claimed = await self.store.claim(self.batch, lease_s=self.lease_s)
+                claimed = await self.store.claim(free, lease_s=self.lease_s)
             except Exception as exc:  # PostgreSQL away: try again shortly
                 _log.debug("claim failed: %s", exc)
                 claimed = []
                 await asyncio.sleep(0.5)
+            self._holding.update(c.delivery_id for c in claimed)
             for c in claimed:
                 await self._slots.acquire()
                 t = asyncio.create_task(self._one(c))
                 self._inflight.add(t)
                 t.add_done_callback(self._inflight.discard)
-            if len(claimed) < self.batch:
+            if len(claimed) < free:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.idle_s):
                         await self._wake.wait()
@@ -101,6 +124,7 @@ class Sender:
         try:
             await self._send(c)
         finally:
+            self._holding.discard(c.delivery_id)
             self._slots.release()
 
     async def _send(self, c: Claimed) -> None:

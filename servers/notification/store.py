@@ -253,6 +253,17 @@ class NotificationStore:
             for r in rows
         ]
 
+    async def extend(self, delivery_ids: Sequence[str], *, lease_s: float) -> None:
+        """Renews the leases of deliveries still being sent (their sender is alive)."""
+        if not delivery_ids:
+            return
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE notify.deliveries SET lease_until = now() + make_interval(secs => %s)"
+                " WHERE delivery_id = ANY(%s) AND state = 'sending'",
+                (lease_s, list(delivery_ids)),
+            )
+
     async def next_due(self) -> dt.datetime | None:
         """When the next queued delivery is due (for the sender's sleep)."""
         async with self.pool.connection() as conn:

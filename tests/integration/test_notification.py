@@ -49,7 +49,7 @@ async def test_events_reach_each_recipient_once_on_every_channel(
         await m.publish_order(ev, "confirmed")
         await m.publish_order(ev, "confirmed")
         await m.publish_order(order_event("confirmed", "o-1", event_id="o-1:again"), "confirmed")
-        await eventually(lambda: len(m.mail.messages()) >= 1 and len(m.push.received) >= 1,
+        await eventually(lambda: m.mail.count() >= 1 and len(m.push.received) >= 1,
                          what="the confirmation by mail and push")  # fmt: skip
 
         mail = m.mail.messages()
@@ -169,7 +169,7 @@ async def test_a_channel_that_fails_is_retried_then_dead_lettered(
         await asyncio.sleep(0.5)  # a few failed attempts
         mail = await smtp_sink.start("127.0.0.1", port, tmp_path / "maildir2")
         try:
-            await eventually(lambda: len(mail.messages()) == 1, what="the mail once SMTP is up")
+            await eventually(lambda: mail.count() == 1, what="the mail once SMTP is up")
         finally:
             await mail.close()
 
