@@ -68,10 +68,8 @@ class Maildir:
             return None
         name = f"{time.time_ns()}-{os.getpid()}-{next(_SEQ)}.eml"
         tmp = self.root / "tmp" / name
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        # Written whole, then renamed: a reader sees all of a message or none of it.
+        tmp.write_bytes(data)
         tmp.rename(self.root / "new" / name)
         return name
 
