@@ -106,8 +106,10 @@ class Mesh:
 
     def start(self) -> None:
         with self.log.open("ab") as out:
+            profile = os.environ.get("FOODMESH_BENCH_PROFILE")  # cProfile the service
+            prefix = ["-m", "cProfile", "-o", profile] if profile else []
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "foodmesh", "serve", "notification"],
+                [sys.executable, *prefix, "-m", "foodmesh", "serve", "notification"],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
@@ -187,6 +189,26 @@ async def _publish(
             progress.add()
     if pending:
         await asyncio.gather(*pending)
+
+
+async def _attempts(pg: str) -> dict[str, float]:
+    """Mean send attempts per delivery, by channel (1.0: nothing was retried); the reasons
+    of retried ones go to stderr."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(pg) as conn:
+        cur = await conn.execute(
+            "SELECT channel, avg(attempts)::float8 FROM notify.deliveries"
+            " WHERE channel IN ('email', 'push') GROUP BY 1"
+        )
+        out = {str(r[0]): round(float(r[1]), 3) for r in await cur.fetchall()}
+        cur = await conn.execute(
+            "SELECT channel, left(reason, 120), count(*) FROM notify.deliveries"
+            " WHERE reason <> '' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 5"
+        )
+        for r in await cur.fetchall():
+            print(f"  retried or failed: {r[0]} x{r[2]}: {r[1]}", file=sys.stderr)
+    return out
 
 
 def _latencies(
@@ -407,6 +429,7 @@ async def run(args: Any) -> dict[str, Any]:
         lat = await phase("lat", int(rate * duration), ())
         chaos = await phase("chaos", n_chaos, (n_chaos // 3, 2 * n_chaos // 3))
         dead = (await ops.list_dead_letters(pb.ListDeadLettersRequest())).total
+        attempts = await _attempts(pg)
         raw = await _baseline(js, subjects, smtp_port, box, push, subs, customers, rate,
                               int(rate * duration))  # fmt: skip
         await ops.close()
@@ -428,6 +451,7 @@ async def run(args: Any) -> dict[str, Any]:
             if chaos["push"].ok else None,
             "dead_letters": dead,
         },
+        "attempts_per_delivery": attempts,
     }  # fmt: skip
     for key in ("email", "push"):
         ours[key]["p95_ms"] = round(float(np.percentile(lat[key].samples_s, 95)) * 1000, 1)

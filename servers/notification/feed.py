@@ -7,7 +7,8 @@ acknowledged only after that commit. A crash before it redelivers the message, a
 keys make the second write a no-op: every notice is recorded once, and what is sent is
 sent from the record (``sender``), never straight from the event.
 
-Messages of one order are applied in their order; different orders concurrently.
+A fetched batch is recorded in one transaction (its order events' people first, then
+its dispatch events one by one, as each may read what the one before it wrote).
 """
 
 from __future__ import annotations
@@ -145,37 +146,45 @@ class Feed:
                 await self._apply(name, msgs)
 
     async def _apply(self, name: str, msgs: Sequence[Msg]) -> None:
-        groups: dict[str, list[tuple[Msg, str, Facts | None]]] = {}
-        for m in msgs:
-            source = f"{name}.{m.subject.rsplit('.', 1)[-1]}"
-            facts = facts_of(source, m.data)
-            key = facts.order_id if facts is not None and facts.order_id else m.subject
-            groups.setdefault(key, []).append((m, source, facts))
-
-        async def one_order(items: list[tuple[Msg, str, Facts | None]]) -> None:
-            for m, source, facts in items:
-                try:
-                    made = await self.handle(source, facts) if facts is not None else 0
-                except Exception as exc:
-                    EVENTS.labels(source, "failed").inc()
-                    _log.warning("%s not recorded (%s); redelivered later", source, exc)
-                    with contextlib.suppress(Exception):
-                        await m.nak(delay=1.0)
-                    continue
-                EVENTS.labels(source, "recorded" if made else "ignored").inc()
+        """Records a fetched batch in one transaction, then acknowledges it (or, failing,
+        asks for all of it again)."""
+        batch = [(m, f"{name}.{m.subject.rsplit('.', 1)[-1]}") for m in msgs]
+        facts = [(source, facts_of(source, m.data)) for m, source in batch]
+        try:
+            await self.handle_many([(s, f) for s, f in facts if f is not None])
+        except Exception as exc:
+            for _, source in batch:
+                EVENTS.labels(source, "failed").inc()
+            _log.warning("%d %s events not recorded (%s); redelivered later", len(msgs), name,
+                         exc)  # fmt: skip
+            for m in msgs:
                 with contextlib.suppress(Exception):
-                    await m.ack()
-
-        await asyncio.gather(*(one_order(g) for g in groups.values()))
+                    await m.nak(delay=1.0)
+            return
+        for (m, source), (_, f) in zip(batch, facts, strict=True):
+            EVENTS.labels(source, "recorded" if f is not None else "ignored").inc()
+            with contextlib.suppress(Exception):
+                await m.ack()
         self.processed += len(msgs)
 
     async def handle(self, source: str, facts: Facts) -> int:
-        """Records the notices of one event; how many were new. Raises if nothing was written."""
-        facts = await self._complete(source, facts)
-        notices = notices_for(source, facts)
+        """Records the notices of one event; how many were new."""
+        return await self.handle_many([(source, facts)])
+
+    async def handle_many(self, events: Sequence[tuple[str, Facts]]) -> int:
+        """Records the notices of events, in order; how many were new. Raises if nothing was
+        written."""
+        orders = [(f.order_id, f.customer_id, f.restaurant_id, f.driver_id)
+                  for s, f in events if s.startswith("orders.") and f.order_id]  # fmt: skip
+        await self.store.remember_orders(orders)
+        notices = []
+        for source, f in events:
+            if not source.startswith("orders."):  # one at a time: each reads the last
+                f = await self._complete(source, f)
+            notices += notices_for(source, f)
         if not notices:
             return 0
-        recipients = [n.recipient for n in notices]
+        recipients = {n.recipient for n in notices}
         stored = await self.store.prefs(recipients)
         pushes = await self.store.pushes(recipients)
         now = self.clock()
@@ -186,22 +195,17 @@ class Feed:
                                   link=self.link(n.order_id))  # fmt: skip
             items.append((n, words, planned))
         recorded = await self.store.record(items)
+        if recorded.queued:
+            self.on_queued()
         for row in recorded.inbox:
             NOTICES.labels(row.event_type).inc()
             await self._publish(row)
-        if recorded.queued:
-            self.on_queued()
         return len(recorded.inbox)
 
     async def _complete(self, source: str, facts: Facts) -> Facts:
         """Adds what the event lacks (and remembers what it says) about its order's people."""
         if source.startswith("orders."):
-            if facts.order_id:
-                await self.store.remember_order(
-                    facts.order_id, customer_id=facts.customer_id,
-                    restaurant_id=facts.restaurant_id, driver_id=facts.driver_id,
-                )  # fmt: skip
-            return facts
+            return facts  # remembered with its batch
         known = await self.store.order_people(facts.order_id) if facts.order_id else None
         customer = known[0] if known else ""
         if not customer and source == "dispatch.assigned":

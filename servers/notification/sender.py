@@ -1,10 +1,12 @@
 """Sends what is queued: claims due deliveries, sends each on its channel, records the outcome.
 
 A sender renews the leases of the sends it has under way (every third of a lease), so
-only a sender that died loses its claims. A failed attempt is queued again after a backoff (1 s, 2 s, 4 s... up to
-``max_backoff_s``); after ``max_attempts`` it fails for good and is a dead letter that
-ops list. A delivery claimed by a sender that died mid-send is taken again when its
-lease lapses (``in doubt``: sent again with the same identity, see ``channels``).
+only a sender that died loses its claims; outcomes are recorded together, one transaction
+for the sends that finish within a few milliseconds of each other. A failed attempt is
+queued again after a backoff (1 s, 2 s, 4 s... up to ``max_backoff_s``); after
+``max_attempts`` it fails for good and is a dead letter that ops list. A delivery
+claimed by a sender that died mid-send is taken again when its lease lapses (``in
+doubt``: sent again with the same identity, see ``channels``).
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class Sender:
         self._inflight: set[asyncio.Task[None]] = set()
         #: Deliveries claimed and not settled yet: their leases are renewed.
         self._holding: set[str] = set()
+        self._outcomes: list[tuple[str, str, str]] = []
+        self._flushing: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="notification-sender")
@@ -162,11 +166,25 @@ class Sender:
             SEND_SECONDS.labels(c.channel).observe(time.perf_counter() - t0)
 
     async def _settle(self, c: Claimed, state: str, reason: str) -> None:
-        # A settle that fails leaves the lease to lapse: sent again, in doubt, never lost.
-        for _ in range(3):
+        """Records an outcome with the others of the moment (one transaction for them all)."""
+        self._outcomes.append((c.delivery_id, state, reason))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+        await asyncio.shield(self._flushing)
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0.005)  # let the sends finishing now join this transaction
+        failures = 0
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
             try:
-                await self.store.settle(c.delivery_id, state, reason)
-                return
+                await self.store.settle_many(batch)
             except Exception as exc:
-                _log.debug("recording %s of %s failed: %s", state, c.delivery_id, exc)
+                failures += 1
+                _log.debug("recording %d outcomes failed: %s", len(batch), exc)
+                if failures >= 3:
+                    # Given up: their leases lapse and they are sent again (in doubt), so
+                    # nothing is lost; the receivers know them by their identity.
+                    return
+                self._outcomes = batch + self._outcomes
                 await asyncio.sleep(0.2)

@@ -109,6 +109,21 @@ class NotificationStore:
                 (order_id, customer_id, restaurant_id, driver_id),
             )  # fmt: skip
 
+    async def remember_orders(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
+        """:meth:`remember_order` for many ``(order, customer, restaurant, driver)`` at once."""
+        if not rows:
+            return
+        async with self.pool.connection() as conn, conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO notify.orders AS o (order_id, customer_id, restaurant_id, driver_id)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (order_id) DO UPDATE SET"
+                " customer_id = COALESCE(NULLIF(EXCLUDED.customer_id, ''), o.customer_id),"
+                " restaurant_id = COALESCE(NULLIF(EXCLUDED.restaurant_id, ''), o.restaurant_id),"
+                " driver_id = COALESCE(NULLIF(EXCLUDED.driver_id, ''), o.driver_id),"
+                " updated_at = now()",
+                list(rows),
+            )
+
     async def order_people(self, order_id: str) -> tuple[str, str, str] | None:
         """(customer, restaurant, last driver) of an order, if its events were seen."""
         async with self.pool.connection() as conn:
@@ -192,33 +207,41 @@ class NotificationStore:
 
     async def record(self, items: Sequence[tuple[Notice, Rendered, list[Planned]]]) -> Recorded:
         """Writes the notices and their deliveries in one transaction; repeats write nothing."""
+        if not items:
+            return Recorded([], 0)
         inbox: list[InboxRow] = []
         queued = 0
-        async with self.pool.connection() as conn, conn.transaction():
-            for notice, words, planned in items:
-                cur = await conn.execute(
-                    "INSERT INTO notify.notifications (notification_id, event_id, recipient,"
-                    " dedupe_key, event_type, order_id, title, body)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
-                    f" RETURNING {_INBOX}",
-                    (notice.notification_id, notice.event_id, notice.recipient,
-                     notice.dedupe_key, notice.event_type, notice.order_id, words.title,
-                     words.text),
-                )  # fmt: skip
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO notify.notifications (notification_id, event_id, recipient,"
+                " dedupe_key, event_type, order_id, title, body)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+                f" RETURNING {_INBOX}",
+                [(n.notification_id, n.event_id, n.recipient, n.dedupe_key, n.event_type,
+                  n.order_id, w.title, w.text) for n, w, _ in items],
+                returning=True,
+            )  # fmt: skip
+            made: set[str] = set()
+            while True:
                 row = await cur.fetchone()
-                if row is None:  # this event, or this notice of another, was recorded already
-                    continue
-                inbox.append(InboxRow(*row))
-                async with conn.cursor() as c:
-                    await c.executemany(
-                        "INSERT INTO notify.deliveries (delivery_id, notification_id, recipient,"
-                        " event_type, channel, state, destination, message, next_at, reason)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        [(p.delivery_id, notice.notification_id, notice.recipient,
-                          notice.event_type, p.channel, p.state, p.destination,
-                          Jsonb(dict(p.message)), p.next_at, p.reason) for p in planned],
-                    )  # fmt: skip
-                queued += sum(1 for p in planned if p.state == "queued")
+                if row is not None:  # else this event, or this notice of another, was kept
+                    inbox.append(InboxRow(*row))
+                    made.add(row[0])
+                if not cur.nextset():
+                    break
+            deliveries = [
+                (p.delivery_id, n.notification_id, n.recipient, n.event_type, p.channel,
+                 p.state, p.destination, Jsonb(dict(p.message)), p.next_at, p.reason)
+                for n, _, planned in items if n.notification_id in made for p in planned
+            ]  # fmt: skip
+            if deliveries:
+                await cur.executemany(
+                    "INSERT INTO notify.deliveries (delivery_id, notification_id, recipient,"
+                    " event_type, channel, state, destination, message, next_at, reason)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    deliveries,
+                )
+            queued = sum(1 for d in deliveries if d[5] == "queued")
         return Recorded(inbox, queued)
 
     # -- sending -----------------------------------------------------------------------
@@ -281,6 +304,17 @@ class NotificationStore:
                 "UPDATE notify.deliveries SET state = %s, reason = %s, lease_until = NULL,"
                 " dead = %s, updated_at = now() WHERE delivery_id = %s",
                 (state, reason, state == "failed", delivery_id),
+            )
+
+    async def settle_many(self, outcomes: Sequence[tuple[str, str, str]]) -> None:
+        """:meth:`settle` of many ``(delivery, state, reason)`` in one transaction."""
+        if not outcomes:
+            return
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(
+                "UPDATE notify.deliveries SET state = %s, reason = %s, lease_until = NULL,"
+                " dead = %s, updated_at = now() WHERE delivery_id = %s",
+                [(st, reason, st == "failed", did) for did, st, reason in outcomes],
             )
 
     async def retry_at(self, delivery_id: str, when: dt.datetime, reason: str) -> None:
