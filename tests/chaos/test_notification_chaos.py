@@ -76,8 +76,10 @@ async def test_killed_mid_burst_every_notice_arrives_once(
                         pb.RegisterPushSubscriptionRequest(**m.push.subscription()),
                         deadline_s=1.0,
                     )
-                    await client.set_preferences(pb.SetPreferencesRequest(
-                        preferences=pb.Preferences(email="c1@example.com")), deadline_s=1.0)  # fmt: skip
+                    prefs = pb.Preferences(email="c1@example.com")
+                    await client.set_preferences(
+                        pb.SetPreferencesRequest(preferences=prefs), deadline_s=1.0
+                    )
                     break
                 except Exception:
                     assert proc.poll() is None, log.read_text()[-2000:]
