@@ -388,8 +388,14 @@ async def run(args: Any) -> dict[str, Any]:
             progress.add()
         progress.finish()
 
+        def cpu_s() -> float:
+            assert mesh.proc is not None
+            fields = Path(f"/proc/{mesh.proc.pid}/stat").read_text().rpartition(")")[2].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
         async def phase(tag: str, n: int, kills: tuple[int, ...]) -> dict[str, Any]:
             start_ns = time.time_ns()
+            cpu0 = cpu_s()
             pushes_before = len(push.received)
             resent_before = box.duplicates()
             events = [_event(i, customers, tag) for i in range(n)]
@@ -419,8 +425,10 @@ async def run(args: Any) -> dict[str, Any]:
                 pushes.setdefault(r.payload["notification_id"], []).append(r.at)
             em, em_lost, em_dups = _latencies(sent, recipient_of, mails)
             pu, pu_lost, pu_dups = _latencies(sent, recipient_of, pushes)
+            cpu = (cpu_s() - cpu0) if not kills else None
             return {
                 "events": n, "kills": len(kills), "email": em, "push": pu,
+                "service_cpu_ms_per_event": round(cpu * 1000 / n, 2) if cpu else None,
                 "email_lost": em_lost, "email_duplicates": em_dups,
                 "email_resent_same_id": box.duplicates() - resent_before,
                 "push_lost": pu_lost, "push_duplicates_received": pu_dups,
@@ -439,6 +447,7 @@ async def run(args: Any) -> dict[str, Any]:
 
     ours = {
         "email": fig(lat["email"]), "push": fig(lat["push"]),
+        "service_cpu_ms_per_event": lat["service_cpu_ms_per_event"],
         "chaos": {
             "events": chaos["events"], "kills": chaos["kills"],
             "email_lost": chaos["email_lost"], "email_duplicates": chaos["email_duplicates"],
@@ -487,6 +496,10 @@ def main() -> int:
         emit_json(result)
         return 0
     o, b, c = result["ours"], result["baseline"], result["ours"]["chaos"]
+    print(
+        f"service CPU per event (mail + push + inbox): {o['service_cpu_ms_per_event']} ms; "
+        f"attempts per delivery: {o['attempts_per_delivery']}"
+    )
     print_table(
         f"event → delivered at {result['config']['rate']:g} events/s (ms; target p95 < 1000)",
         ["path", "p50", "p95", "p99", "max", "arrived", "ours/raw p95"],

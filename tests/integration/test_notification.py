@@ -5,6 +5,8 @@ over gRPC and the gateway (JSON and SSE); each notice once; retries and dead let
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import json
 from pathlib import Path
 
@@ -56,8 +58,11 @@ async def test_events_reach_each_recipient_once_on_every_channel(
         assert len(mail) == 1
         assert mail[0]["to"] == "ana@example.com"
         assert mail[0]["subject"] == "Luigi's <Pizza> confirmó tu pedido"  # the locale's
-        raw = (m.mail.box.root / "new" / mail[0]["name"]).read_text()
-        assert "Luigi&#x27;s &lt;Pizza&gt;" in raw  # the HTML part, escaped
+        raw = (m.mail.box.root / "new" / mail[0]["name"]).read_bytes()
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        html = parsed.get_body(preferencelist=("html",))
+        assert html is not None
+        assert "Luigi&#x27;s &lt;Pizza&gt;" in html.get_content()  # escaped in the HTML part
         pushed = m.push.received[0].payload
         assert pushed["title"] == "Luigi's <Pizza> confirmó tu pedido"
         assert pushed["order_id"] == "o-1"
