@@ -87,7 +87,9 @@ async def _up(args: argparse.Namespace) -> int:
     for k, v in urls.items():
         print(f"{k}={v}")
     # Real mail for the simulated city: the development SMTP server keeps what it is sent.
+    smtp_before = (await infra.status(state)).servers
     mail = await _mail(state) if any(s.name == "notification" for s in services) else {}
+    started_smtp = bool(mail) and not any(x.name == "smtp" for x in smtp_before)
     try:
         await migrate_services([s.name for s in services], urls["FOODMESH_POSTGRES_URL"])
         specs = [
@@ -217,6 +219,8 @@ async def _up(args: argparse.Namespace) -> int:
         if started_infra and not args.keep_infra:
             await infra.down(state)
             print("infrastructure stopped")
+        elif started_smtp and not args.keep_infra:
+            await asyncio.to_thread(infra.stop_smtp, state)
     return 0
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "down",
     "format_status",
     "smtp_inbox_url",
+    "stop_smtp",
     "fresh_run_dir",
     "start_infra",
     "status",
@@ -189,6 +190,11 @@ def smtp_inbox_url(state_dir: Path) -> str | None:
     rec = SmtpServer(_absolute(state_dir), durable=True).running()
     http = rec.extra_ports.get("http") if rec else None
     return f"http://127.0.0.1:{http}/messages" if http else None
+
+
+def stop_smtp(state_dir: Path) -> bool:
+    """Stops the development SMTP server under ``state_dir``; True when it ran."""
+    return SmtpServer(_absolute(state_dir), durable=True).stop()
 
 
 def _stop_all(servers: list[Server]) -> list[str]:
