@@ -66,6 +66,8 @@ class Sender:
         #: Deliveries claimed and not settled yet: their leases are renewed.
         self._holding: set[str] = set()
         self._outcomes: list[tuple[str, str, str]] = []
+        #: The earliest retry this sender queued since it last looked.
+        self._soonest: dt.datetime | None = None
         self._flushing: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -120,8 +122,14 @@ class Sender:
                 self._inflight.add(t)
                 t.add_done_callback(self._inflight.discard)
             if len(claimed) < free:
+                # Until something is queued, a retry of ours is due, or the idle poll (for
+                # other replicas' retries and lapsed leases).
+                wait = self.idle_s
+                if self._soonest is not None:
+                    wait = min(wait, max(0.0, (self._soonest - self.clock()).total_seconds()))
+                    self._soonest = None
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.idle_s):
+                    async with asyncio.timeout(wait):
                         await self._wake.wait()
 
     async def _one(self, c: Claimed) -> None:
@@ -157,10 +165,10 @@ class Sender:
                 await self._settle(c, "failed", f"after {c.attempts} attempts: {reason}")
             else:
                 wait = backoff_s(c.attempts, base_s=self.base_backoff_s, max_s=self.max_backoff_s)
+                when = self.clock() + dt.timedelta(seconds=wait)
                 with contextlib.suppress(Exception):  # else the lease lapses and it is retried
-                    await self.store.retry_at(
-                        c.delivery_id, self.clock() + dt.timedelta(seconds=wait), reason
-                    )
+                    await self.store.retry_at(c.delivery_id, when, reason)
+                    self._soonest = when if self._soonest is None else min(self._soonest, when)
         finally:
             ATTEMPTS.labels(c.channel, outcome).inc()
             SEND_SECONDS.labels(c.channel).observe(time.perf_counter() - t0)

@@ -184,12 +184,15 @@ async def test_a_channel_that_fails_is_retried_then_dead_lettered(
         async def dead() -> pb.ListDeadLettersResponse:
             return await ops.list_dead_letters(pb.ListDeadLettersRequest())
 
-        for _ in range(300):
+        for _ in range(1200):  # 20 attempts, backoff to 0.2 s: seconds, more on a loaded machine
             letters = await dead()
             if letters.total:
                 break
             await asyncio.sleep(0.05)
-        assert letters.total == 1
+        status = await ops.get_delivery_status(
+            pb.GetDeliveryStatusRequest(notification_id=page.notifications[0].notification_id)
+        )
+        assert letters.total == 1, status
         d = letters.deliveries[0]
         assert d.channel == pb.CHANNEL_PUSH and d.state == pb.DELIVERY_STATE_FAILED
         assert d.attempts == 20 and "503" in d.reason
