@@ -437,7 +437,7 @@ async def run(args: Any) -> dict[str, Any]:
 
         lat = await phase("lat", int(rate * duration), ())
         chaos = await phase("chaos", n_chaos, (n_chaos // 3, 2 * n_chaos // 3))
-        dead = (await ops.list_dead_letters(pb.ListDeadLettersRequest())).total
+        dead = (await ops.list_dead_letters(pb.ListDeadLettersRequest())).dead_letter_count
         attempts = await _attempts(pg)
         raw = await _baseline(js, subjects, smtp_port, box, push, subs, customers, rate,
                               int(rate * duration))  # fmt: skip

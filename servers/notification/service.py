@@ -242,4 +242,4 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
             raise InvalidArgument.field("page_size", "must be 0 (50) to 500")
         rows, total = await self.store.dead_letters(request.page_size or 50)
         return pb.ListDeadLettersResponse(deliveries=[delivery_to_pb(r) for r in rows],
-                                          total=total)  # fmt: skip
+                                          dead_letter_count=total)  # fmt: skip

@@ -118,7 +118,7 @@ async def test_killed_mid_burst_every_notice_arrives_once(
             page = await client.list_notifications(pb.ListNotificationsRequest(page_size=1))
             assert page.unread_count == EVENTS  # one inbox notice per event
             ops = NotificationClient(f"127.0.0.1:{port}", options=token("ops", "ops-1"))
-            assert (await ops.list_dead_letters(pb.ListDeadLettersRequest())).total == 0
+            assert (await ops.list_dead_letters(pb.ListDeadLettersRequest())).dead_letter_count == 0
             await client.close()
             await ops.close()
         finally:

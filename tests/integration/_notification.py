@@ -111,7 +111,7 @@ class NotifyMesh:
         )
 
 
-async def eventually(check: Callable[[], bool], *, within_s: float = 15.0, what: str = "") -> None:
+async def eventually(check: Callable[[], bool], *, within_s: float = 30.0, what: str = "") -> None:
     deadline = time.monotonic() + within_s
     while not check():
         if time.monotonic() > deadline:
