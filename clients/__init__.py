@@ -12,6 +12,7 @@ from clients.catalog import CatalogClient
 from clients.dispatch import DispatchClient
 from clients.eta import EtaClient
 from clients.location import LocationClient
+from clients.notification import NotificationClient
 from clients.order import OrderClient
 from clients.pricing import PricingClient
 
@@ -21,6 +22,7 @@ __all__ = [
     "DispatchClient",
     "EtaClient",
     "LocationClient",
+    "NotificationClient",
     "OrderClient",
     "PricingClient",
     "RetryPolicy",

@@ -40,6 +40,7 @@ from clients import (
     mesh_channel_args,
 )
 from dashboard.forecast import ForecastBoard
+from dashboard.mail import add_mail_routes
 from dashboard.mapdata import map_payload, search_grid, surge_cells
 from dashboard.state import CityState
 from foodmesh.core.auth import DEV_SECRET, InvalidToken, Principal, TokenVerifier, bearer
@@ -106,6 +107,8 @@ class DashboardConfig:
     surge_every_s: float = 15.0
     #: the road graph to draw: a saved graph's path, "" for the default city, "none" for none
     roads: str = ""
+    #: the development SMTP server's inbox listing (``/mail``); "" when there is none
+    smtp_inbox_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DashboardConfig:
@@ -129,6 +132,7 @@ class DashboardConfig:
             auth_audience=auth.audience,
             targets=targets,
             roads=env_str(env, "FOODMESH_DASHBOARD_ROADS", ""),
+            smtp_inbox_url=env_str(env, "FOODMESH_DASHBOARD_SMTP_INBOX_URL", ""),
         )
 
 
@@ -392,6 +396,7 @@ class Dashboard:
         app.router.add_get("/api/orders/{order_id}", self._order)
         app.router.add_get("/api/drivers/{driver_id}/path", self._path)
         app.router.add_static("/static/", _STATIC, show_index=False)
+        add_mail_routes(app, self.config.smtp_inbox_url)
         return app
 
     def picture(self) -> dict[str, Any]:

@@ -58,6 +58,10 @@ class Workload:
     config: dict[str, str] = field(default_factory=dict)
     #: Writable directories beyond /tmp (emptyDir): mount path -> size limit.
     state: dict[str, str] = field(default_factory=dict)
+    #: TCP ports it may reach outside the cluster (an SMTP relay, push services over https).
+    internet_ports: tuple[int, ...] = ()
+    #: Settings from Secrets made out of band: variable -> (secret, key); optional ones.
+    secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 GRPC = {s.name: s for s in KNOWN}
@@ -120,6 +124,22 @@ WORKLOADS: tuple[Workload, ...] = (
         memory=("256Mi", "768Mi"),
     ),
     _grpc("order", ("catalog", "pricing", "eta", "dispatch"), cpu=("200m", "2")),
+    _grpc(
+        "notification",
+        ("order", "dispatch"),
+        # The SMTP relay (submission, implicit TLS), push services and the SMS provider (https).
+        internet_ports=(587, 465, 443),
+        secrets={
+            "FOODMESH_NOTIFICATION_SMTP_URL": ("foodmesh-notification", "smtp-url"),
+            "FOODMESH_NOTIFICATION_VAPID_PRIVATE_KEY": (
+                "foodmesh-notification",
+                "vapid-private-key",
+            ),
+            "FOODMESH_NOTIFICATION_SMS_URL": ("foodmesh-notification", "sms-url"),
+            "FOODMESH_NOTIFICATION_SMS_TOKEN": ("foodmesh-notification", "sms-token"),
+        },
+        config={"FOODMESH_NOTIFICATION_DEFAULT_EMAIL_DOMAIN": ""},
+    ),
     Workload(
         "gateway",
         8080,
@@ -224,6 +244,13 @@ def deployment(w: Workload) -> dict[str, Any]:
         # The key of the services' own tokens: only services hold it (never the gateway or
         # the dashboard, which must not be able to mint a token the services take).
         *([] if w.http else [SERVICE_SECRET_ENV]),
+        *(
+            {
+                "name": var,
+                "valueFrom": {"secretKeyRef": {"name": sec, "key": key, "optional": True}},
+            }
+            for var, (sec, key) in sorted(w.secrets.items())
+        ),
     ]
     resources = {
         "requests": {"cpu": w.cpu[0], "memory": w.memory[0]},
@@ -438,6 +465,13 @@ def network_policy(w: Workload) -> dict[str, Any]:
         }
         for c in w.calls
     ]
+    if w.internet_ports:
+        # Outside the cluster only: never its private ranges through this rule.
+        egress.append({
+            "to": [{"ipBlock": {"cidr": "0.0.0.0/0",
+                                "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]}}],
+            "ports": [{"protocol": "TCP", "port": p} for p in w.internet_ports],
+        })  # fmt: skip
     policy: dict[str, Any] = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -722,8 +756,9 @@ class NatsAccess:
 #: convert.py, sessions.py, engine.py, navigator.py (DISPATCH, dispatch events, session
 #: pushes, the leases bucket; reads ORDERS and LOCATION, follows drivers' fixes),
 #: location/presence.py, ingest.py and tracking.py (LOCATION, presence, drivers' fixes),
-#: pricing/feed.py and catalog/feed.py (read ORDERS), dashboard/app.py (follows every feed,
-#: publishes nothing).
+#: pricing/feed.py and catalog/feed.py (read ORDERS), notification/feed.py and live.py (reads
+#: ORDERS and DISPATCH; new inbox notifications between replicas), dashboard/app.py (follows
+#: every feed, publishes nothing).
 NATS_ACCESS: tuple[NatsAccess, ...] = (
     NatsAccess("order", publish=(ev.ORDER_EVENTS.all,), owns=(ev.ORDERS.name,)),
     NatsAccess(
@@ -742,6 +777,12 @@ NATS_ACCESS: tuple[NatsAccess, ...] = (
     ),
     NatsAccess("pricing", reads=(ev.ORDERS.name,)),
     NatsAccess("catalog", reads=(ev.ORDERS.name,)),
+    NatsAccess(
+        "notification",
+        publish=(ev.NOTIFICATION_INBOX.any,),
+        subscribe=(ev.NOTIFICATION_INBOX.any,),
+        reads=(ev.ORDERS.name, ev.DISPATCH.name),
+    ),
     NatsAccess(
         "dashboard",
         subscribe=(ev.DRIVER_LOCATIONS.any, ev.DRIVER_PRESENCE.name, ev.ORDER_EVENTS.all,

@@ -50,19 +50,22 @@ async def _infra(args: argparse.Namespace) -> int:
                 env["FOODMESH_REDIS_URL"], env["FOODMESH_NATS_URL"] = await asyncio.gather(
                     redis.up(), nats.up()
                 )
-                urls = await infra.up(state, env=env)
+                urls = await infra.up(state, env=env, smtp=True)
             except BaseException:
                 await asyncio.to_thread(redis.down)
                 await asyncio.to_thread(nats.down)
                 raise
         else:
-            urls = await infra.up(state, env=env)
+            urls = await infra.up(state, env=env, smtp=True)
         took = asyncio.get_running_loop().time() - started
         what = "redis cluster and nats cluster" if args.clusters else "redis and nats"
         print(f"# postgres, {what} ready in {took:.2f}s (state in {state})")
         print(f"export FOODMESH_POSTGRES_URL={urls.postgres_url}")
         print(f"export FOODMESH_REDIS_URL={urls.redis_url}")
         print(f"export FOODMESH_NATS_URL={urls.nats_url}")
+        print(f"export FOODMESH_SMTP_URL={urls.smtp_url}")
+        if inbox := infra.smtp_inbox_url(state):
+            print(f"# the SMTP server keeps every message: {inbox}")
         if args.clusters:
             print("export FOODMESH_NATS_REPLICAS=3")
         return 0

@@ -89,12 +89,16 @@ async def _up(args: argparse.Namespace) -> int:
         }
     for k, v in urls.items():
         print(f"{k}={v}")
+    # Real mail for the simulated city: the development SMTP server keeps what it is sent.
+    smtp_before = (await infra.status(state)).servers
+    mail = await _mail(state) if any(s.name == "notification" for s in services) else {}
+    started_smtp = bool(mail) and not any(x.name == "smtp" for x in smtp_before)
     try:
         await migrate_services([s.name for s in services], urls["FOODMESH_POSTGRES_URL"])
         dashboard_port = os.environ.get("FOODMESH_DASHBOARD_PORT", "8090")
         specs = platform_specs(
             services, urls, state, gateway_port=gateway_port, dashboard_port=dashboard_port,
-            gateway=not args.no_gateway, dashboard=not args.no_dashboard,
+            gateway=not args.no_gateway, dashboard=not args.no_dashboard, extra_env=mail,
         )  # fmt: skip
         simulate = bool(services) and not (args.no_sim or args.no_gateway or args.no_seed)
         if simulate:  # last: it waits for the gateway, then drives the city in real time
@@ -159,6 +163,8 @@ async def _up(args: argparse.Namespace) -> int:
         if started_infra and not args.keep_infra:
             await infra.down(state)
             print("infrastructure stopped")
+        elif started_smtp and not args.keep_infra:
+            await asyncio.to_thread(infra.stop_smtp, state)
     return 0
 
 
@@ -173,15 +179,18 @@ def platform_specs(
     dashboard: bool = True,
     ports: Mapping[str, tuple[int, int]] | None = None,
     gateway_metrics_port: str | None = None,
+    extra_env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[ProcessSpec]:
     """Every service, the gateway and the dashboard as supervised processes.
 
     ``ports`` moves a service off its default ``(grpc, metrics)`` ports (a soak runs
-    beside a developer's ``up``).
+    beside a developer's ``up``); ``extra_env`` adds settings per process name (the SMTP
+    server for Notification and its inbox for the dashboard).
     """
     from foodmesh.supervisor import ProcessSpec, python_argv
 
     ports = ports or {}
+    extra_env = extra_env or {}
 
     def grpc_port(s: ServiceInfo) -> int:
         return ports.get(s.name, (s.grpc_port, s.metrics_port))[0]
@@ -198,6 +207,7 @@ def platform_specs(
                 "FOODMESH_STATE_DIR": str(state),  # ETA's models live under it
                 f"FOODMESH_{s.name.upper()}_PORT": str(grpc_port(s)),
                 f"FOODMESH_{s.name.upper()}_METRICS_PORT": str(metrics_port(s)),
+                **extra_env.get(s.name, {}),
                 # where each of the others listens: FOODMESH_ORDER_PRICING_TARGET, ...
                 **{
                     f"FOODMESH_{s.name.upper()}_{t.name.upper()}_TARGET": (
@@ -241,6 +251,7 @@ def platform_specs(
                 env={
                     **urls,
                     "FOODMESH_DASHBOARD_PORT": dashboard_port,
+                    **extra_env.get("dashboard", {}),
                     **{
                         f"FOODMESH_DASHBOARD_{t.name.upper()}_TARGET": (f"127.0.0.1:{grpc_port(t)}")
                         for t in services
@@ -250,6 +261,18 @@ def platform_specs(
             )
         )
     return specs
+
+
+async def _mail(state: Path) -> dict[str, dict[str, str]]:
+    """The SMTP server for Notification (and its inbox for the dashboard), per process."""
+    from foodmesh import infra
+
+    smtp = os.environ.get(infra.SMTP_URL_VAR) or (await infra.up(state, smtp=True)).smtp_url
+    print(f"{infra.SMTP_URL_VAR}={smtp}")
+    out = {"notification": {"FOODMESH_NOTIFICATION_SMTP_URL": smtp}}
+    if inbox := infra.smtp_inbox_url(state):
+        out["dashboard"] = {"FOODMESH_DASHBOARD_SMTP_INBOX_URL": inbox}
+    return out
 
 
 def _has_model(models: Path) -> bool:

@@ -13,6 +13,7 @@ subject                       payload                         stream
 ``dispatch.v1.session.<d>``   ``DriverSessionResponse``       (core NATS)
 ``location.v1.driver.<d>``    ``DriverLocationEvent``         (core NATS)
 ``location.v1.presence``      ``DriverPresenceEvent``         ``LOCATION``
+``notifications.v1.inbox.<r>``  ``Notification``              (core NATS)
 ============================  ==============================  ====================
 
 KV bucket ``dispatch_leases``: the regions each Dispatch replica leads.
@@ -48,7 +49,7 @@ from google.protobuf.message import Message
 from nats.js.api import StreamConfig
 
 from foodmesh.core.nats import Subjects
-from foodmesh.v1 import dispatch_pb2, location_pb2, order_pb2
+from foodmesh.v1 import dispatch_pb2, location_pb2, notification_pb2, order_pb2
 
 __all__ = [
     "CANCEL_CONFIRM_TIMEOUT",
@@ -64,6 +65,7 @@ __all__ = [
     "DRIVER_PRESENCE",
     "DRIVER_SESSIONS",
     "LOCATION",
+    "NOTIFICATION_INBOX",
     "ORDERS",
     "ORDER_EVENTS",
     "Stream",
@@ -162,3 +164,6 @@ EVENT_ALERT_CLEARED = "alert_cleared"
 EVENT_LOST_REASSIGNED = "lost_reassigned"
 #: ``cancellation_reason`` code of an order its restaurant did not confirm in time.
 CANCEL_CONFIRM_TIMEOUT = "confirm_timeout"
+#: ``notifications.v1.inbox.<recipient>``: a new inbox notification, for the live streams of
+#: whichever Notification replica holds the recipient's (core NATS: the inbox keeps it).
+NOTIFICATION_INBOX = Topic("notifications.v1.inbox", notification_pb2.Notification)

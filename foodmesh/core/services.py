@@ -26,4 +26,5 @@ KNOWN: tuple[ServiceInfo, ...] = (
     ServiceInfo("location", 50053, 9103),
     ServiceInfo("dispatch", 50054, 9104),
     ServiceInfo("order", 50052, 9102),
+    ServiceInfo("notification", 50057, 9107),
 )

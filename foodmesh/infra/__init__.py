@@ -4,8 +4,10 @@
 ports, data kept between restarts) and returns the URLs; ``down`` stops every
 server under it, including those left by killed test runs; ``status`` says
 what runs. A server whose ``FOODMESH_<NAME>_URL`` is set is never started:
-that URL is used as it is. ``start_infra`` is the same code as an async
-context manager, for the test fixtures and the benchmarks.
+that URL is used as it is. With ``smtp=True`` (``foodmesh infra up``, ``foodmesh up``) a
+development SMTP server that keeps every message joins them (``FOODMESH_SMTP_URL``).
+``start_infra`` is the same code as an async context manager, for the test fixtures and
+the benchmarks.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from foodmesh.infra._procs import alive
-from foodmesh.infra._servers import NatsServer, PostgresServer, RedisServer, Server
+from foodmesh.infra._servers import NatsServer, PostgresServer, RedisServer, Server, SmtpServer
 from foodmesh.infra.errors import InfraError
 
 __all__ = [
     "ENV_VARS",
+    "SMTP_URL_VAR",
     "InfraError",
     "InfraStatus",
     "InfraURLs",
@@ -33,6 +36,8 @@ __all__ = [
     "ServerStatus",
     "down",
     "format_status",
+    "smtp_inbox_url",
+    "stop_smtp",
     "fresh_run_dir",
     "start_infra",
     "status",
@@ -44,6 +49,8 @@ ENV_VARS = {
     "redis": "FOODMESH_REDIS_URL",
     "nats": "FOODMESH_NATS_URL",
 }
+#: The development SMTP server's override (a relay of one's own; never started then).
+SMTP_URL_VAR = "FOODMESH_SMTP_URL"
 _TEST_RUNS = "test-runs"
 
 
@@ -54,14 +61,19 @@ class InfraURLs:
     postgres_url: str
     redis_url: str
     nats_url: str
+    #: The SMTP server, when one was asked for ("" otherwise).
+    smtp_url: str = ""
 
     def as_env(self) -> dict[str, str]:
         """The ``FOODMESH_*_URL`` variables that point a service at these servers."""
-        return {
+        env = {
             ENV_VARS["postgres"]: self.postgres_url,
             ENV_VARS["redis"]: self.redis_url,
             ENV_VARS["nats"]: self.nats_url,
         }
+        if self.smtp_url:
+            env[SMTP_URL_VAR] = self.smtp_url
+        return env
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +96,7 @@ class InfraStatus:
 
     @property
     def all_running(self) -> bool:
-        return all(s.running for s in self.servers)
+        return all(s.running for s in self.servers if s.name in ENV_VARS)
 
     @property
     def urls(self) -> InfraURLs | None:
@@ -134,11 +146,17 @@ async def up(
     durable: bool = True,
     env: Mapping[str, str] | None = None,
     ready_within: float = 30.0,
+    smtp: bool = False,
 ) -> InfraURLs:
-    """Starts what is not running (all three at once) and returns the URLs once all answer."""
+    """Starts what is not running (all at once) and returns the URLs once all answer.
+
+    ``smtp`` adds the development SMTP server (unless ``FOODMESH_SMTP_URL`` names one).
+    """
     env = os.environ if env is None else env
     state_dir = _absolute(state_dir)
     servers = [s for s in _all_servers(state_dir, durable=durable) if not env.get(ENV_VARS[s.name])]
+    if smtp and not env.get(SMTP_URL_VAR):
+        servers.append(SmtpServer(state_dir, durable=durable))
     lock = _locked(state_dir)
     await asyncio.to_thread(lock.__enter__)
     try:
@@ -163,7 +181,20 @@ async def up(
         postgres_url=env.get(ENV_VARS["postgres"]) or urls["postgres"],
         redis_url=env.get(ENV_VARS["redis"]) or urls["redis"],
         nats_url=env.get(ENV_VARS["nats"]) or urls["nats"],
+        smtp_url=(env.get(SMTP_URL_VAR) or urls.get("smtp", "")) if smtp else "",
     )
+
+
+def smtp_inbox_url(state_dir: Path) -> str | None:
+    """The development SMTP server's inbox listing (HTTP), when it runs under ``state_dir``."""
+    rec = SmtpServer(_absolute(state_dir), durable=True).running()
+    http = rec.extra_ports.get("http") if rec else None
+    return f"http://127.0.0.1:{http}/messages" if http else None
+
+
+def stop_smtp(state_dir: Path) -> bool:
+    """Stops the development SMTP server under ``state_dir``; True when it ran."""
+    return SmtpServer(_absolute(state_dir), durable=True).stop()
 
 
 def _stop_all(servers: list[Server]) -> list[str]:
@@ -175,7 +206,8 @@ def _every_server(state_dir: Path) -> list[Server]:
     scale-out tests) under ``state_dir``."""
     from foodmesh.infra.cluster import cluster_nodes
 
-    return [*_all_servers(state_dir), *cluster_nodes(state_dir)]
+    return [*_all_servers(state_dir), SmtpServer(state_dir, durable=True),
+            *cluster_nodes(state_dir)]  # fmt: skip
 
 
 def _test_runs(state_dir: Path) -> list[Path]:
@@ -226,6 +258,12 @@ async def status(state_dir: Path, *, env: Mapping[str, str] | None = None) -> In
             ServerStatus(s.name, running=ok, source="embedded",
                          url=rec.url if rec else None, pid=rec.pid if rec else None)
         )  # fmt: skip
+    if url := env.get(SMTP_URL_VAR):
+        out.append(ServerStatus("smtp", running=True, source="env", url=url))
+    elif (rec := SmtpServer(state_dir, durable=True).running()) is not None:
+        # shown while it runs; not one of the three every service needs (all_running)
+        out.append(ServerStatus("smtp", running=True, source="embedded", url=rec.url,
+                                pid=rec.pid))  # fmt: skip
     return InfraStatus(state_dir=state_dir, servers=tuple(out))
 
 

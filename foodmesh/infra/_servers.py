@@ -528,3 +528,33 @@ class NatsServer(Server):
         status = await _first_line(monitor, b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         if b" 200 " not in status:
             raise InfraError(f"nats /healthz answered {status.strip()!r}")
+
+
+# ---------------------------------------------------------------- SMTP (development)
+
+
+class SmtpServer(Server):
+    """The development SMTP server (aiosmtpd, ``foodmesh.infra.smtp_sink``): keeps every
+    message it accepts in ``<state>/smtp/maildir``, lists them over HTTP."""
+
+    name = "smtp"
+
+    @property
+    def maildir(self) -> Path:
+        return self.dir / "maildir"
+
+    async def start(self, port: int) -> ServerRecord:
+        http = free_port()
+        argv = [sys.executable, "-m", "foodmesh.infra.smtp_sink", "--port", str(port),
+                "--http-port", str(http), "--maildir", str(self.maildir)]  # fmt: skip
+        pid = spawn(argv, log=self.log_path)
+        return ServerRecord(
+            name=self.name, pid=pid, port=port, expect="foodmesh.infra.smtp_sink",
+            started_at=time.time(), url=f"smtp://127.0.0.1:{port}",
+            extra_ports={"http": http},
+        )  # fmt: skip
+
+    async def probe(self, rec: ServerRecord) -> None:
+        line = await _first_line(rec.port, b"")
+        if not line.startswith(b"220"):
+            raise InfraError(f"smtp greeted with {line!r}")

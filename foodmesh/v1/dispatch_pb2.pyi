@@ -292,6 +292,7 @@ class Offer(_message.Message):
     READY_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    DRIVER_ID_FIELD_NUMBER: _builtins.int
     offer_id: _builtins.str
     """Opaque id; accept or reject by it."""
     order_id: _builtins.str
@@ -300,6 +301,8 @@ class Offer(_message.Message):
     """Total distance (to pickup, then to dropoff), miles."""
     attempt: _builtins.int
     """Which offer of this order this is, from 1; above 3 the order is escalated."""
+    driver_id: _builtins.str
+    """The driver it was made to."""
     @_builtins.property
     def pickup(self) -> Global___Stop:
         """Where to pick up."""
@@ -332,10 +335,11 @@ class Offer(_message.Message):
         ready_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         attempt: _builtins.int = ...,
+        driver_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dropoff", b"dropoff", "expected_earnings", b"expected_earnings", "expire_time", b"expire_time", "pickup", b"pickup", "ready_time", b"ready_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "distance_miles", b"distance_miles", "dropoff", b"dropoff", "expected_earnings", b"expected_earnings", "expire_time", b"expire_time", "offer_id", b"offer_id", "order_id", b"order_id", "pickup", b"pickup", "ready_time", b"ready_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "distance_miles", b"distance_miles", "driver_id", b"driver_id", "dropoff", b"dropoff", "expected_earnings", b"expected_earnings", "expire_time", b"expire_time", "offer_id", b"offer_id", "order_id", b"order_id", "pickup", b"pickup", "ready_time", b"ready_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -88,6 +88,7 @@ def offer_to_pb(o: OfferRow, a: Assignment) -> dispatch_pb2.Offer:
         ready_time=stamp(a.ready_at),
         expire_time=stamp(o.expire_at),
         attempt=o.attempt,
+        driver_id=o.driver_id,
     )
 
 

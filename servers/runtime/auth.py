@@ -31,6 +31,7 @@ from foodmesh.v1 import (  # noqa: F401 — imported for their descriptors
     dispatch_pb2,
     eta_pb2,
     location_pb2,
+    notification_pb2,
     options_pb2,
     order_pb2,
     pricing_pb2,

@@ -18,6 +18,7 @@ from clients import (
     DispatchClient,
     EtaClient,
     LocationClient,
+    NotificationClient,
     OrderClient,
     PricingClient,
 )
@@ -35,7 +36,15 @@ from servers.runtime.config import Settings
 from servers.runtime.serve import Resources, RunningService, ServiceSpec, run_service
 
 SERVICE_AUTH = bearer(mint_token(DEV_SECRET, subject="tests", role="service"))
-ALL_CLIENTS = [CatalogClient, OrderClient, LocationClient, DispatchClient, EtaClient, PricingClient]
+ALL_CLIENTS = [
+    CatalogClient,
+    OrderClient,
+    LocationClient,
+    DispatchClient,
+    EtaClient,
+    PricingClient,
+    NotificationClient,
+]
 
 
 def _snake(name: str) -> str:

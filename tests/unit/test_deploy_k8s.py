@@ -44,13 +44,15 @@ CERT_MANAGER = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certif
 CRD_SKIPPED = {CNPG, *CERT_MANAGER}
 #: Secrets made outside the overlay (by an SRE, or by CloudNativePG from its Cluster).
 EXTERNAL_SECRETS = {
-    "dev": {"foodmesh-auth", "foodmesh-service-auth"},
+    # foodmesh-notification (the SMTP relay, VAPID key, SMS provider) is optional.
+    "dev": {"foodmesh-auth", "foodmesh-service-auth", "foodmesh-notification"},
     "prod": {
         "foodmesh-auth",
         "foodmesh-service-auth",
         "foodmesh-postgres-app",
         "foodmesh-redis-users",
         "foodmesh-nats-users",
+        "foodmesh-notification",
     },
 }
 GRPC = {s.name: s for s in KNOWN}
@@ -62,13 +64,14 @@ FLOWS = {
     "dispatch": {"location", "order", "eta"},
     "location": {"order", "eta", "dispatch"},
     "pricing": {"catalog", "location"},
+    "notification": {"order", "dispatch"},
 }
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
 #: The plaintext gRPC health port of a service served over TLS (prod), for the kubelet.
 HEALTH_PORT = 8086
 #: The workloads that talk to Redis (servers' ``needs``; the gateway's rate limits) and NATS.
 REDIS_USERS = ("catalog", "location", "eta", "pricing", "gateway")
-NATS_USERS = ("order", "dispatch", "location", "pricing", "catalog", "dashboard")
+NATS_USERS = ("order", "dispatch", "location", "pricing", "catalog", "notification", "dashboard")
 
 
 @cache

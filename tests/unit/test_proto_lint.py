@@ -191,12 +191,15 @@ def test_all_six_services_exist_with_the_designs_rpcs() -> None:
         "EtaService.CheckReroute", "EtaService.SetRoadOverrides",
         "PricingService.QuoteOrder", "PricingService.GetSurge", "PricingService.SetConditions",
         "PricingService.UpsertPromoCode",
+        "NotificationService.ListNotifications", "NotificationService.MarkNotificationsRead",
+        "NotificationService.WatchNotifications", "NotificationService.SetPreferences",
+        "NotificationService.RegisterPushSubscription", "NotificationService.ListDeadLetters",
     ]:  # fmt: skip
         assert rpc in methods, rpc
     services = {s.name for f in _files() for s in f.services_by_name.values()}
     assert services == {
         "CatalogService", "OrderService", "LocationService",
-        "DispatchService", "EtaService", "PricingService",
+        "DispatchService", "EtaService", "PricingService", "NotificationService",
     }  # fmt: skip
 
 
@@ -206,8 +209,12 @@ def test_streaming_shapes_match_the_design() -> None:
     for rpc in ("LocationService.StreamLocations", "DispatchService.DriverSession"):
         assert m[rpc].client_streaming and m[rpc].server_streaming, rpc
         streams.add(rpc)
-    for rpc in ("OrderService.WatchOrder", "OrderService.WatchRestaurantOrders",
-                "LocationService.TrackOrder"):  # fmt: skip
+    for rpc in (
+        "OrderService.WatchOrder",
+        "OrderService.WatchRestaurantOrders",
+        "LocationService.TrackOrder",
+        "NotificationService.WatchNotifications",
+    ):
         assert m[rpc].server_streaming and not m[rpc].client_streaming, rpc
         streams.add(rpc)
     others = {n for n, d in m.items() if d.client_streaming or d.server_streaming}

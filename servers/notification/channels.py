@@ -1,0 +1,336 @@
+"""The channels' protocols: email over SMTP, Web Push (RFC 8030/8291, VAPID), SMS.
+
+A channel's ``send`` returns the state the message reached (``sent``, or ``delivered``
+where the channel says so) or raises: :class:`Permanent` when trying again cannot help
+(the address is refused, the subscription is gone), anything else when it may.
+
+Resent messages carry the same identity: an email's ``Message-ID`` and a push payload's
+``notification_id`` are derived from the delivery's idempotency key, and the SMS
+provider gets it as ``Idempotency-Key``, so a send that was in doubt when its sender
+died is recognised downstream if it is sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+import aiosmtplib
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from py_vapid import Vapid02
+from pywebpush import WebPusher
+
+from servers.notification.store import Claimed
+
+__all__ = [
+    "Channel",
+    "EmailChannel",
+    "HttpSmsProvider",
+    "Permanent",
+    "PushChannel",
+    "SinkSmsProvider",
+    "SmsChannel",
+    "SmsProvider",
+    "SmtpConfig",
+    "new_vapid_key",
+    "vapid_public_key",
+]
+
+_log = logging.getLogger("foodmesh.notification.channels")
+
+
+class Permanent(Exception):
+    """A send that will fail however often it is tried."""
+
+
+class Channel(Protocol):
+    async def send(self, c: Claimed) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+_DEFAULT_SENDER = "foodmesh <no-reply@foodmesh.test>"
+
+# -- email --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """An SMTP relay: ``smtp://[user:password@]host:port`` (``smtps://`` for implicit TLS,
+    ``?starttls=1`` to upgrade)."""
+
+    host: str
+    port: int
+    username: str = ""
+    password: str = ""
+    implicit_tls: bool = False
+    starttls: bool = False
+    sender: str = _DEFAULT_SENDER
+
+    @classmethod
+    def from_url(cls, url: str, *, sender: str = "") -> SmtpConfig:
+        u = urlsplit(url)
+        if u.scheme not in ("smtp", "smtps") or not u.hostname:
+            raise ValueError(f"not an SMTP URL: {url!r} (smtp://host:port or smtps://...)")
+        return cls(
+            host=u.hostname,
+            port=u.port or (465 if u.scheme == "smtps" else 25),
+            username=unquote(u.username or ""),
+            password=unquote(u.password or ""),
+            implicit_tls=u.scheme == "smtps",
+            starttls="starttls=1" in u.query,
+            sender=sender or _DEFAULT_SENDER,
+        )
+
+
+class EmailChannel:
+    """Email through one SMTP relay over a few kept-open connections."""
+
+    def __init__(self, config: SmtpConfig, *, connections: int = 4, timeout_s: float = 10.0):
+        self.config = config
+        self.timeout_s = timeout_s
+        self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
+        self._slots = asyncio.Semaphore(connections)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        c = self.config
+        smtp = aiosmtplib.SMTP(
+            hostname=c.host, port=c.port, use_tls=c.implicit_tls, start_tls=c.starttls,
+            username=c.username or None, password=c.password or None, timeout=self.timeout_s,
+        )  # fmt: skip
+        await smtp.connect()
+        return smtp
+
+    async def send(self, c: Claimed) -> str:
+        m = c.message
+        # compat32 MIME classes: the default policy's header objects cost ~10x the CPU.
+        msg = (
+            MIMEMultipart("alternative") if m.get("html") else MIMEText(m["text"], "plain", "utf-8")
+        )
+        msg["From"] = self.config.sender
+        msg["To"] = m["to"]
+        msg["Subject"] = str(Header(m["subject"], "utf-8"))
+        # The delivery's key: a resend after a crash carries the same id.
+        msg["Message-ID"] = f"<{c.delivery_id}@foodmesh>"
+        msg["X-Foodmesh-Notification"] = c.notification_id
+        if m.get("html"):
+            msg.attach(MIMEText(m["text"], "plain", "utf-8"))
+            msg.attach(MIMEText(m["html"], "html", "utf-8"))
+        async with self._slots:
+            try:
+                smtp = self._idle.get_nowait()
+            except asyncio.QueueEmpty:
+                smtp = await self._connect()
+            try:
+                errors, _ = await smtp.send_message(msg)
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                self._idle.put_nowait(smtp)
+                raise Permanent(f"recipient refused: {exc}") from None
+            except aiosmtplib.SMTPResponseException as exc:
+                with contextlib.suppress(Exception):
+                    smtp.close()
+                if 500 <= exc.code < 600:
+                    raise Permanent(f"SMTP {exc.code} {exc.message}") from None
+                raise
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    smtp.close()
+                raise
+            self._idle.put_nowait(smtp)
+        if errors:
+            raise Permanent(f"recipient refused: {errors}")
+        return "sent"
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            smtp = self._idle.get_nowait()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await smtp.quit()
+
+
+# -- Web Push -----------------------------------------------------------------------------
+
+
+def new_vapid_key() -> str:
+    """A fresh VAPID private key (P-256), PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def vapid_public_key(private_pem: str) -> str:
+    """The application server key browsers subscribe with: the raw public point, base64url."""
+    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    raw = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class PushChannel:
+    """Web Push: the payload encrypted for the browser (aes128gcm), signed with VAPID."""
+
+    def __init__(
+        self,
+        private_pem: str,
+        *,
+        subject: str = "mailto:ops@foodmesh.test",
+        ttl_s: int = 600,
+        timeout_s: float = 10.0,
+        on_gone: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.vapid = Vapid02.from_pem(private_pem.encode())
+        self.subject = subject
+        self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        self.on_gone = on_gone
+        self._session: aiohttp.ClientSession | None = None
+        # A VAPID JWT per push service origin, reused until near its expiry.
+        self._jwt: dict[str, tuple[float, dict[str, str]]] = {}
+
+    def _auth(self, endpoint: str) -> dict[str, str]:
+        u = urlsplit(endpoint)
+        aud = f"{u.scheme}://{u.netloc}"
+        now = time.time()
+        hit = self._jwt.get(aud)
+        if hit is None or hit[0] < now + 600:
+            exp = int(now) + 12 * 3600
+            headers = self.vapid.sign({"aud": aud, "sub": self.subject, "exp": exp})
+            hit = (float(exp), {k: str(v) for k, v in headers.items()})
+            self._jwt[aud] = hit
+        return hit[1]
+
+    async def send(self, c: Claimed) -> str:
+        m: dict[str, Any] = c.message
+        sub = {"endpoint": c.destination, "keys": {"p256dh": m["p256dh"], "auth": m["auth"]}}
+        data = json.dumps({k: v for k, v in m.items() if k not in ("p256dh", "auth")})
+        try:
+            encoded = WebPusher(sub).encode(data.encode(), content_encoding="aes128gcm")
+        except Exception as exc:  # keys that do not make a key agreement
+            raise Permanent(f"subscription keys unusable: {exc}") from None
+        headers = {
+            **self._auth(c.destination),
+            "Content-Encoding": "aes128gcm",
+            "Content-Type": "application/octet-stream",
+            "TTL": str(self.ttl_s),
+            "Urgency": "high" if m.get("event_type") == "new_offer" else "normal",
+        }
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s)
+            )
+        async with self._session.post(c.destination, data=encoded["body"], headers=headers) as r:
+            detail = (await r.text())[:200]
+            if r.status in (200, 201, 202):
+                return "sent"
+            if r.status in (404, 410):
+                if self.on_gone is not None:
+                    await self.on_gone(str(m.get("subscription_id", "")))
+                raise Permanent(f"subscription gone ({r.status})")
+            if r.status in (400, 401, 403, 413):
+                raise Permanent(f"push service refused it: {r.status} {detail}")
+            raise RuntimeError(f"push service answered {r.status} {detail}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+# -- SMS ----------------------------------------------------------------------------------
+
+
+class SmsProvider(Protocol):
+    """Sends one text message; raises :class:`Permanent` for a number it will never reach."""
+
+    async def send(self, to: str, text: str, *, key: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class HttpSmsProvider:
+    """A JSON-over-HTTP SMS gateway: ``POST url {"to", "from", "text"}`` with a bearer token
+    and ``Idempotency-Key``; 2xx sent, 4xx refused for good, else tried again."""
+
+    def __init__(
+        self, url: str, *, token: str = "", sender: str = "foodmesh", timeout_s: float = 10.0
+    ):
+        self.url = url
+        self.token = token
+        self.sender = sender
+        self.timeout_s = timeout_s
+        self._session: aiohttp.ClientSession | None = None
+
+    async def send(self, to: str, text: str, *, key: str) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s)
+            )
+        headers = {"Idempotency-Key": key}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        body = {"to": to, "from": self.sender, "text": text}
+        async with self._session.post(self.url, json=body, headers=headers) as r:
+            detail = (await r.text())[:200]
+            if 200 <= r.status < 300:
+                return
+            if 400 <= r.status < 500 and r.status not in (408, 429):
+                raise Permanent(f"SMS provider refused it: {r.status} {detail}")
+            raise RuntimeError(f"SMS provider answered {r.status} {detail}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class SinkSmsProvider:
+    """Development: records each message as a JSON line instead of sending it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sent: list[dict[str, str]] = []
+
+    async def send(self, to: str, text: str, *, key: str) -> None:
+        line = {"to": to, "text": text, "key": key, "at": f"{time.time():.3f}"}
+        self.sent.append(line)
+        await asyncio.to_thread(self._append, json.dumps(line))
+
+    def _append(self, line: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(line + "\n")
+
+    async def close(self) -> None:
+        return None
+
+
+class SmsChannel:
+    def __init__(self, provider: SmsProvider) -> None:
+        self.provider = provider
+
+    async def send(self, c: Claimed) -> str:
+        await self.provider.send(c.message["to"], c.message["text"], key=c.delivery_id)
+        return "sent"
+
+    async def close(self) -> None:
+        await self.provider.close()
