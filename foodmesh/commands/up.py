@@ -152,6 +152,17 @@ async def _up(args: argparse.Namespace) -> int:
                     http_url=f"http://127.0.0.1:{dashboard_port}/healthz",
                 )
             )
+        if any(s.name == "eta" for s in services):
+            # Learning from the platform's own deliveries, beside the ETA service: a
+            # candidate is promoted (hot-loaded) only if it beats the model in service.
+            specs.append(
+                ProcessSpec(
+                    name="retrain-eta",
+                    argv=python_argv("--state-dir", str(state), "retrain-eta", "--every", "600",
+                                     "--min-new", "150", "--min-orders", "100"),
+                    env={**urls, "FOODMESH_STATE_DIR": str(state)},
+                )
+            )  # fmt: skip
         simulate = bool(services) and not (args.no_sim or args.no_gateway or args.no_seed)
         if simulate:  # last: it waits for the gateway, then drives the city in real time
             specs.append(

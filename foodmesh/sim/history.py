@@ -144,8 +144,8 @@ def generate(
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     # The seeded city's first restaurants (a smaller city is a prefix of a bigger one);
-    # about 200 orders each, so a small history stays quick to make.
-    n_rest = restaurants if restaurants is not None else min(500, max(30, orders // 200))
+    # at least 40 orders each (20,000 orders cover the whole city), so a small history stays quick.
+    n_rest = restaurants if restaurants is not None else min(500, max(30, orders // 40))
     city = build_city(seed=7, restaurants=n_rest, drivers=600, customers=2000)
     table = traffic_table(traffic or TrafficModel())
     plane = graph.plane

@@ -44,7 +44,14 @@ from servers.eta.features import (
 from servers.eta.kitchen import kitchen_as_of
 from servers.eta.model import QUANTILES, EtaModel, new_version, save_model
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "kitchen_columns", "train"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "at_order_minutes",
+    "evaluate",
+    "kitchen_columns",
+    "train",
+]
 
 _log = logging.getLogger("foodmesh.eta.training")
 
@@ -269,6 +276,24 @@ def _side(ours: F64, base: F64, actual: F64) -> dict[str, float]:
     }
 
 
+def at_order_minutes(model: EtaModel, t: History) -> tuple[F64, F64, F64]:
+    """The total promised at placement (no driver known: a typical one and a car) and its
+    80 % interval, minutes, for rows of a history with its kitchen columns."""
+    prep_q = model.predict_prep(_prep_x(t, model))
+    wait_q = np.array([model.pickup_wait_by_hour[int(hr)] for hr in t["hour"]]).reshape(-1, 3)
+    anon_q = model.predict_travel(_travel_x(t, model, leg="route", driver_known=False))
+    mid = prep_q[:, 1] + wait_q[:, 1] + anon_q[:, 1]
+    lo = mid - np.sqrt(
+        (prep_q[:, 1] - prep_q[:, 0]) ** 2 + (wait_q[:, 1] - wait_q[:, 0]) ** 2
+        + (anon_q[:, 1] - anon_q[:, 0]) ** 2
+    )  # fmt: skip
+    hi = mid + np.sqrt(
+        (prep_q[:, 2] - prep_q[:, 1]) ** 2 + (wait_q[:, 2] - wait_q[:, 1]) ** 2
+        + (anon_q[:, 2] - anon_q[:, 1]) ** 2
+    )  # fmt: skip
+    return mid, lo, hi
+
+
 def rolling_prep_min(h: History, *, default_min: float) -> F64:
     """Baseline (a)'s prep: the restaurant's recent mean, else its listed time, else a default."""
     recent = np.asarray(h["restaurant_recent_prep_min"], dtype=np.float64)
@@ -299,23 +324,12 @@ def evaluate(model: EtaModel, h: History, rows: npt.NDArray[np.bool_], *, fixed_
     prep_true = t["prep_s"] / 60.0
     route_q = model.predict_travel(_travel_x(t, model, leg="route"))
     travel_true = t["travel_s"] / 60.0
-    wait_q = np.array([model.pickup_wait_by_hour[int(hr)] for hr in t["hour"]])
     total_true = t["total_s"] / 60.0
 
     route_vt = vehicle_time_s(t["vehicle"], t["route_free_flow_s"], t["route_graph_s"]) / 60.0
     route_car = t["route_graph_s"] / 60.0
 
-    # At order time: no driver, so a typical one and a car.
-    anon_q = model.predict_travel(_travel_x(t, model, leg="route", driver_known=False))
-    at_order = prep_q[:, 1] + wait_q[:, 1] + anon_q[:, 1]
-    lo = at_order - np.sqrt(
-        (prep_q[:, 1] - prep_q[:, 0]) ** 2 + (wait_q[:, 1] - wait_q[:, 0]) ** 2
-        + (anon_q[:, 1] - anon_q[:, 0]) ** 2
-    )  # fmt: skip
-    hi = at_order + np.sqrt(
-        (prep_q[:, 2] - prep_q[:, 1]) ** 2 + (wait_q[:, 2] - wait_q[:, 1]) ** 2
-        + (anon_q[:, 2] - anon_q[:, 1]) ** 2
-    )  # fmt: skip
+    at_order, lo, hi = at_order_minutes(model, t)
     # Once assigned: the driver drives while the kitchen cooks; they wait for the food or
     # it waits for them, then the counter.
     pick_q = model.predict_travel(_travel_x(t, model, leg="pickup"))
