@@ -152,6 +152,9 @@ const FIGURES = [
   ["delivered_window", "delivered (10 min)"], ["drivers_online", "drivers online"],
   ["matching_p50_s", "matching p50 s"], ["matching_p95_s", "matching p95 s"],
   ["offers_per_order", "offers / order"], ["eta_error_mean_min", "ETA error, min"],
+  ["eta_error_p90_min", "ETA error p90, min"],
+  ["eta_error_assigned_mean_min", "ETA error at assignment"],
+  ["eta_error_pickup_mean_min", "ETA error at pickup"],
   ["fixes_per_s", "fixes / s"], ["unassigned", "unassigned"], ["escalated", "escalated"],
 ];
 

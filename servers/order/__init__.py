@@ -108,7 +108,8 @@ async def build(
     cached = CachedCatalog(catalog, cache=TtlCache(ttl_s=cache_s))
     store = OrderStore(resources.pg)
     stage_tasks: set[asyncio.Task[None]] = set()
-    store.stages = StageEstimates(resources.pg, eta, spawn=gather_spawner(stage_tasks))
+    store.stages = StageEstimates(resources.pg, eta, spawn=gather_spawner(stage_tasks),
+                                  drivers=drivers)  # fmt: skip
     servicer = OrderServicer(
         store,
         Ports(catalog=cached, pricing=pricing, eta=eta,

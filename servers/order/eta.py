@@ -38,6 +38,8 @@ class EtaInput:
     status: str = "placed"
     driver_id: str = ""
     now: dt.datetime | None = None
+    #: The driver's VehicleType, when known (0: not known).
+    vehicle: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,7 @@ class RemoteEta:
             subtotal=common_pb2.Money(amount_minor=e.subtotal_minor, currency_code=e.currency),
             restaurant_listed_prep_minutes=float(max(0, e.prep_minutes)),
             driver_id=e.driver_id,
+            vehicle_type=e.vehicle,  # type: ignore[arg-type]
             order_status=common_pb2.OrderStatus.Value(f"ORDER_STATUS_{e.status.upper()}"),
         )
         req.order_time.FromDatetime(e.start)

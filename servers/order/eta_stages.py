@@ -16,14 +16,16 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import Histogram
 from psycopg_pool import AsyncConnectionPool
 
+from foodmesh.v1 import dispatch_pb2
 from servers.order._pg import autocommit
 from servers.order.eta import Estimate, EtaInput, EtaPort
 from servers.order.model import Order
+from servers.order.store import NOTIFY_CHANNEL
 from servers.order.transitions import Status
 
 __all__ = ["STAGES", "STAGE_ERROR", "StageEstimates", "StageReport", "report"]
@@ -59,6 +61,12 @@ def _stage_of(before: Order, after: Order) -> str | None:
     return None
 
 
+class _Drivers(Protocol):
+    async def get_driver(
+        self, request: dispatch_pb2.GetDriverRequest, *, deadline_s: float | None = ...
+    ) -> dispatch_pb2.GetDriverResponse: ...
+
+
 class StageEstimates:
     """Estimates an order again as it moves on, and records every stage's estimate."""
 
@@ -68,12 +76,32 @@ class StageEstimates:
         eta: EtaPort,
         *,
         spawn: Callable[[Coroutine[Any, Any, None]], None],
+        drivers: _Drivers | None = None,
         timeout_s: float = 2.0,
     ) -> None:
         self.pool = pool
         self.eta = eta
         self.spawn = spawn
+        self.drivers = drivers
         self.timeout_s = timeout_s
+        self._vehicles: dict[str, int] = {}
+
+    async def _vehicle(self, driver_id: str) -> int:
+        """The driver's vehicle (Dispatch's profile), remembered; 0 when unknown."""
+        if not driver_id or self.drivers is None:
+            return 0
+        if driver_id not in self._vehicles:
+            try:
+                r = await self.drivers.get_driver(
+                    dispatch_pb2.GetDriverRequest(driver_id=driver_id), deadline_s=1.0
+                )
+            except Exception as exc:  # estimated as a car meanwhile
+                _log.debug("vehicle of %s unknown: %s", driver_id, exc)
+                return 0
+            if len(self._vehicles) > 100_000:
+                self._vehicles.clear()
+            self._vehicles[driver_id] = int(r.driver.vehicle_type)
+        return self._vehicles[driver_id]
 
     async def record(self, order_id: str, stage: str, at: dt.datetime, e: Estimate) -> None:
         """Keeps the stage's estimate (the first one made) and shows it as the latest."""
@@ -83,6 +111,7 @@ class StageEstimates:
                                              e.source))  # fmt: skip
                 if stage != "placement":
                     await conn.execute(_MOVE, (e.arrival, order_id))
+                    await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, order_id))
         except Exception as exc:  # a lost measurement, never a lost order
             _log.warning("ETA estimate of %s at %s not recorded: %s", order_id, stage, exc)
 
@@ -106,6 +135,7 @@ class StageEstimates:
             prep_minutes=0, item_count=sum(ln.quantity for ln in o.items),
             subtotal_minor=o.subtotal_minor, currency=o.currency, start=o.created_at,
             now=at, status=status.value, driver_id=o.driver_id,
+            vehicle=await self._vehicle(o.driver_id),
         )  # fmt: skip
         try:
             est = await self.eta.estimate(e, timeout_s=self.timeout_s)
