@@ -5,7 +5,11 @@ One pass (:func:`retrain_once`):
 
 1. read the delivered orders from the Order database (``order_history``);
 2. hold out the most recent ``validate_share`` of them (by placement) for validation;
-3. train a candidate on the rest (its kitchen features as of each placement);
+3. make candidates from the rest (their kitchen features as of each placement): the
+   serving model refined with them (more boosting rounds, their pickup waits and
+   interval widths; from ``min_refine`` deliveries) and a model trained on them alone
+   (from ``min_orders``); the better of the two on the held-out deliveries is the
+   candidate;
 4. score the candidate and the model in service (the newest file of the model
    directory) on the held-out deliveries: MAE of the total promised at placement;
 5. promote the candidate (write its file: the ETA service hot-loads it) only if its
@@ -37,7 +41,13 @@ import numpy as np
 from foodmesh.roads import RoadGraph, TrafficModel
 from servers.eta.model import EtaModel, ModelLoadError, load_model, model_files, save_model
 from servers.eta.order_history import load_order_history
-from servers.eta.training import TrainConfig, at_order_minutes, kitchen_columns, train
+from servers.eta.training import (
+    TrainConfig,
+    at_order_minutes,
+    kitchen_columns,
+    refine,
+    train,
+)
 
 __all__ = ["Outcome", "RetrainConfig", "Retrainer", "retrain_once", "validate"]
 
@@ -54,8 +64,12 @@ class RetrainConfig:
     min_new: int = 300
     #: New deliveries a scheduled pass needs (fewer: nothing to learn yet).
     min_new_on_schedule: int = 50
-    #: Deliveries the database must hold before any training.
+    #: Deliveries a full retraining needs (a candidate trained on them alone).
     min_orders: int = 300
+    #: Deliveries a refinement needs (the serving model boosted further on them, its
+    #: pickup waits and interval widths taken from them).
+    min_refine: int = 60
+    refine_rounds: int = 40
     #: The most recent share of deliveries kept for validation.
     validate_share: float = 0.2
     rounds: int = 150
@@ -131,9 +145,11 @@ def retrain_once(
     """One pass over ``history`` (the Order database's deliveries, or None when too few)."""
     cfg = config or RetrainConfig()
     say = say or _log.info
-    if history is None or len(history["order_ts"]) < cfg.min_orders:
+    serving = serving_model(model_dir)
+    need = min(cfg.min_orders, cfg.min_refine) if serving is not None else cfg.min_orders
+    if history is None or len(history["order_ts"]) < need:
         n = 0 if history is None else len(history["order_ts"])
-        out = Outcome("skipped", f"{n} deliveries, training needs {cfg.min_orders}", n)
+        out = Outcome("skipped", f"{n} deliveries, training needs {need}", n)
         say(f"retrain-eta: skipped: {out.reason}")
         return out
     order = np.argsort(history["order_ts"], kind="stable")
@@ -141,20 +157,34 @@ def retrain_once(
     n = len(h["order_ts"])
     cut = float(np.quantile(h["order_ts"], 1.0 - cfg.validate_share))
     fit, held = _rows(h, h["order_ts"] < cut), _rows(h, h["order_ts"] >= cut)
-    serving = serving_model(model_dir)
+    n_fit = len(fit["order_ts"])
     t0 = time.perf_counter()
-    cand = train(fit, out_dir=None, config=TrainConfig(rounds=cfg.rounds, nthread=cfg.nthread),
-                 progress=lambda _: None, source="order database").model  # fmt: skip
-    ours = validate(cand, held)
+    candidates: list[tuple[str, EtaModel]] = []
+    if serving is not None and n_fit >= cfg.min_refine:
+        candidates.append((f"model {serving.version} refined with {n_fit} deliveries",
+                           refine(serving, fit, rounds=cfg.refine_rounds,
+                                  nthread=cfg.nthread)))  # fmt: skip
+    if n_fit >= cfg.min_orders:
+        full = train(fit, out_dir=None, config=TrainConfig(rounds=cfg.rounds, nthread=cfg.nthread),
+                     progress=lambda _: None, source="order database").model  # fmt: skip
+        candidates.append((f"trained on {n_fit} deliveries alone", full))
+    if not candidates:
+        out = Outcome("skipped", f"{n_fit} deliveries to learn from: too few", n)
+        say(f"retrain-eta: skipped: {out.reason}")
+        return out
+    scored = [(validate(m, held), how, m) for how, m in candidates]
+    ours, how, cand = min(scored, key=lambda t: t[0]["mae_min"])
     theirs = validate(serving, held) if serving is not None else None
     better = theirs is None or ours["mae_min"] < theirs["mae_min"]
     metrics = {
         **cand.metrics,
         "trained_on": {
             "source": "order database (delivered orders)",
-            "orders": int(len(fit["order_ts"])),
+            "how": how,
+            "orders": n_fit,
             "from_ts": float(fit["order_ts"].min()),
             "until_ts": float(h["order_ts"].max()),
+            "base_model": serving.version if serving is not None and "refined" in how else "",
         },
         "validation": {
             **ours,
@@ -162,6 +192,7 @@ def retrain_once(
             "serving_version": serving.version if serving is not None else "",
             "serving_mae_min": theirs["mae_min"] if theirs else None,
             "serving_p90_min": theirs["p90_min"] if theirs else None,
+            "candidates": {h_: s_["mae_min"] for s_, h_, _ in scored},
         },
         "retrain_seconds": round(time.perf_counter() - t0, 2),
     }
@@ -180,10 +211,10 @@ def retrain_once(
         out = Outcome("kept", "the serving model is as good or better", **common)  # type: ignore[arg-type]
     _record(model_dir, out)
     say(
-        f"retrain-eta: {out.decision} candidate {cand.version} (validation MAE "
+        f"retrain-eta: {out.decision} candidate {cand.version}, {how} (validation MAE "
         f"{ours['mae_min']:.2f} min on {ours['orders']} latest deliveries) against serving "
         f"{out.serving_version or 'none'} ({theirs['mae_min'] if theirs else float('nan'):.2f} "
-        f"min); trained on {len(fit['order_ts'])} deliveries"
+        f"min)"
     )
     return out
 

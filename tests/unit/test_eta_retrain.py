@@ -11,8 +11,9 @@ import pytest
 
 from foodmesh.roads import RoadGraph
 from foodmesh.sim import history
-from servers.eta.model import load_model, model_files
+from servers.eta.model import load_model, model_files, save_model
 from servers.eta.retrain import RetrainConfig, retrain_once
+from servers.eta.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,8 @@ def test_promoted_only_when_better(tmp_path: Path, deliveries: history.History) 
     v = model.metrics["validation"]
     assert v["orders"] > 250 and v["mae_min"] == first.candidate_mae_min and v["mae_min"] < 5
     # A candidate that barely learned (two rounds) loses to it and is not promoted.
-    weak = retrain_once(deliveries, tmp_path, config=RetrainConfig(rounds=2), say=say.append)
+    weak = retrain_once(deliveries, tmp_path, config=RetrainConfig(rounds=2, min_refine=10**6),
+                        say=say.append)  # fmt: skip
     assert weak.decision == "kept"
     assert weak.serving_version == model.version
     assert weak.candidate_mae_min is not None and weak.serving_mae_min is not None
@@ -55,3 +57,27 @@ def test_promoted_only_when_better(tmp_path: Path, deliveries: history.History) 
     log = [json.loads(line) for line in (tmp_path / "retrain.jsonl").read_text().splitlines()]
     assert [r["decision"] for r in log] == ["promoted", "kept"]
     assert any("kept" in s for s in say)
+
+
+def test_a_model_of_another_world_is_refined_with_the_platforms_deliveries(
+    tmp_path: Path, deliveries: history.History
+) -> None:
+    """Served: a model of kitchens 40 % slower than the city's. A few hundred deliveries
+    refine it (no full retraining: too few), and the refined one is promoted."""
+    other = dict(deliveries)
+    slow = deliveries["prep_s"] * 1.4
+    other["total_s"] = deliveries["total_s"] + slow - deliveries["prep_s"]
+    other["prep_s"] = slow
+    served = train(other, out_dir=None, config=TrainConfig(rounds=40, nthread=1),
+                   progress=lambda _: None).model  # fmt: skip
+    save_model(served, tmp_path)
+    recent = {k: v[-400:] for k, v in deliveries.items()}
+    out = retrain_once(recent, tmp_path, config=RetrainConfig(min_orders=10**6, min_refine=60),
+                       say=lambda _: None)  # fmt: skip
+    assert out.decision == "promoted", out
+    assert out.candidate_mae_min is not None and out.serving_mae_min is not None
+    assert out.candidate_mae_min < 0.7 * out.serving_mae_min
+    assert out.path is not None
+    m = load_model(out.path)
+    assert m.metrics["trained_on"]["base_model"] == served.version
+    assert "refined" in m.metrics["trained_on"]["how"]
