@@ -36,7 +36,9 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--min-new", type=int, default=300,
                    help="new deliveries that start a pass at once (default 300)")  # fmt: skip
     p.add_argument("--min-orders", type=int, default=300,
-                   help="deliveries needed before any training (default 300)")  # fmt: skip
+                   help="deliveries a model trained on them alone needs (default 300)")  # fmt: skip
+    p.add_argument("--min-refine", type=int, default=60,
+                   help="deliveries to refine the serving model with (default 60)")  # fmt: skip
     p.add_argument("--rounds", type=int, default=150, help="boosting rounds per model")
     p.add_argument("--out", help="model directory (default: $FOODMESH_ETA_MODEL_DIR or "
                    "<state dir>/models, where the ETA service looks)")  # fmt: skip
@@ -56,11 +58,13 @@ async def _retrain(args: argparse.Namespace) -> int:
         os.environ.get("FOODMESH_ETA_MODEL_DIR") or state_dir(args) / "models")  # fmt: skip
     pg = os.environ.get("FOODMESH_POSTGRES_URL") or (await urls(state_dir(args)))[
         "FOODMESH_POSTGRES_URL"]  # fmt: skip
-    if args.every <= 0 or args.poll <= 0 or args.min_new < 1 or args.min_orders < 50:
+    if (args.every <= 0 or args.poll <= 0 or args.min_new < 1 or args.min_orders < 50
+            or args.min_refine < 20):  # fmt: skip
         raise CliError("retrain-eta: --every and --poll must be positive, --min-new at least 1, "
-                       "--min-orders at least 50")  # fmt: skip
+                       "--min-orders at least 50, --min-refine at least 20")  # fmt: skip
     cfg = RetrainConfig(every_s=args.every, poll_s=args.poll, min_new=args.min_new,
-                        min_orders=args.min_orders, rounds=args.rounds)  # fmt: skip
+                        min_orders=args.min_orders, min_refine=args.min_refine,
+                        rounds=args.rounds)  # fmt: skip
     retrainer = Retrainer(pg, out, config=cfg, say=lambda s: print(s, flush=True))
     if args.once:
         retrainer.last_pass = float("-inf")  # due now

@@ -159,7 +159,8 @@ async def _up(args: argparse.Namespace) -> int:
                 ProcessSpec(
                     name="retrain-eta",
                     argv=python_argv("--state-dir", str(state), "retrain-eta", "--every", "600",
-                                     "--min-new", "150", "--min-orders", "100"),
+                                     "--min-new", "150", "--min-orders", "150",
+                                     "--min-refine", "40"),
                     env={**urls, "FOODMESH_STATE_DIR": str(state)},
                 )
             )  # fmt: skip
