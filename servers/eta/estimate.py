@@ -210,6 +210,10 @@ def estimate_delivery(inp: DeliveryInput, model: EtaModel | None) -> DeliveryEst
         lo, mid, hi = model.pickup_wait_by_hour[inp.hour % 24]
         pickup = Part(mid, lo, hi)
     interval = combine([prep, pickup, delivery])
+    if model is not None and model.total_interval_scale != 1.0:
+        k = model.total_interval_scale
+        t = interval.total
+        interval = Interval(t, max(0.0, t - (t - interval.lower) * k), t + (interval.upper - t) * k)
     conf = confidence(
         interval,
         driver_assigned=inp.driver_known or bool(inp.driver_id),

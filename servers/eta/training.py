@@ -279,6 +279,7 @@ def refine(
     if len(cal["order_ts"]) >= 20:
         out = dataclasses.replace(
             out,
+            total_interval_scale=1.0,
             prep_interval_scale=out.prep_interval_scale
             * _scale(out.predict_prep(_prep_x(cal, out)), cal["prep_s"] / 60.0),
             travel_interval_scale=out.travel_interval_scale
@@ -287,6 +288,7 @@ def refine(
                 cal["travel_s"] / 60.0,
             ),
         )
+        out = _with_total_scale(out, cal)
     return out
 
 
@@ -344,7 +346,17 @@ def at_order_minutes(model: EtaModel, t: History) -> tuple[F64, F64, F64]:
         (prep_q[:, 2] - prep_q[:, 1]) ** 2 + (wait_q[:, 2] - wait_q[:, 1]) ** 2
         + (anon_q[:, 2] - anon_q[:, 1]) ** 2
     )  # fmt: skip
-    return mid, lo, hi
+    k = model.total_interval_scale
+    return mid, np.maximum(0.0, mid - (mid - lo) * k), mid + (hi - mid) * k
+
+
+def _with_total_scale(model: EtaModel, cal: History) -> EtaModel:
+    """``model`` with the total's interval widened or narrowed to hold 80 % of ``cal``."""
+    if len(cal["order_ts"]) < 20:
+        return model
+    mid, lo, hi = at_order_minutes(model, cal)
+    factor = _scale(np.column_stack([lo, mid, hi]), np.asarray(cal["total_s"]) / 60.0)
+    return dataclasses.replace(model, total_interval_scale=model.total_interval_scale * factor)
 
 
 def rolling_prep_min(h: History, *, default_min: float) -> F64:
@@ -499,6 +511,7 @@ def train(
         ),
     )
 
+    model = _with_total_scale(model, cal)
     fixed_prep = float(tr["prep_s"].mean() / 60.0)
     fixed = float(np.mean((tr["total_s"] - tr["route_graph_s"]) / 60.0))
     rolling = float(np.mean(tr["total_s"] / 60.0 - tr["route_graph_s"] / 60.0
