@@ -158,7 +158,7 @@ async def _up(args: argparse.Namespace) -> int:
             specs.append(
                 ProcessSpec(
                     name="retrain-eta",
-                    argv=python_argv("--state-dir", str(state), "retrain-eta", "--every", "600",
+                    argv=python_argv("--state-dir", str(state), "retrain-eta", "--every", "300",
                                      "--min-new", "150", "--min-orders", "150",
                                      "--min-refine", "40"),
                     env={**urls, "FOODMESH_STATE_DIR": str(state)},
