@@ -53,7 +53,7 @@ def add_parser(sub: Subparsers) -> None:
                        "promise's error per stage, from the Order database)")  # fmt: skip
         p.add_argument("--report-after", type=_duration, default=None,
                        help="count orders delivered this long after the start (default 30m, "
-                       "or a third of a shorter run)")  # fmt: skip
+                       "or half a shorter run)")  # fmt: skip
         p.add_argument("--no-shifts", action="store_true", help="every driver works now")
         p.add_argument(
             "--prep-scale",
@@ -133,7 +133,7 @@ async def _eta_report(args: argparse.Namespace, started: Any) -> None:
 
     ended = dt.datetime.now(dt.UTC)
     run_s = (ended - started).total_seconds()
-    after = args.report_after if args.report_after is not None else min(1800.0, run_s / 3)
+    after = args.report_after if args.report_after is not None else min(1800.0, run_s / 2)
     pg = os.environ.get("FOODMESH_POSTGRES_URL") or (await urls(state_dir(args)))[
         "FOODMESH_POSTGRES_URL"]  # fmt: skip
     since = started + dt.timedelta(seconds=after)
