@@ -67,10 +67,7 @@ async def _retrain(args: argparse.Namespace) -> int:
                         rounds=args.rounds)  # fmt: skip
     retrainer = Retrainer(pg, out, config=cfg, say=lambda s: print(s, flush=True))
     if args.once:
-        retrainer.last_pass = float("-inf")  # due now
-        outcome = await retrainer.check()
-        if outcome is None:
-            print("retrain-eta: fewer new deliveries than a pass needs; nothing done")
+        await retrainer.check(force=True)
         return 0
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

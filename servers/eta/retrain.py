@@ -244,8 +244,8 @@ class Retrainer:
         return await load_order_history(self.postgres_url, self.graph, traffic=TrafficModel(),
                                         min_orders=1, progress=lambda _: None)  # fmt: skip
 
-    async def check(self) -> Outcome | None:
-        """One look: a pass if it is due (schedule or new deliveries), else None."""
+    async def check(self, *, force: bool = False) -> Outcome | None:
+        """One look: a pass if it is due (schedule or new deliveries) or ``force``d, else None."""
         h = await self._deliveries()
         n = 0 if h is None else len(h["order_ts"])
         serving = await asyncio.to_thread(serving_model, self.model_dir)
@@ -253,7 +253,7 @@ class Retrainer:
         new = 0 if h is None else int(np.sum(np.asarray(h["order_ts"]) > until))
         cfg = self.config
         due = time.monotonic() - self.last_pass >= cfg.every_s
-        if not (new >= cfg.min_new or (due and new >= cfg.min_new_on_schedule)):
+        if not (force or new >= cfg.min_new or (due and new >= cfg.min_new_on_schedule)):
             _log.debug("retrain-eta: %d deliveries, %d new: not yet", n, new)
             return None
         self.last_pass = time.monotonic()
