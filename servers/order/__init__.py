@@ -109,7 +109,7 @@ async def build(
     store = OrderStore(resources.pg)
     stage_tasks: set[asyncio.Task[None]] = set()
     store.stages = StageEstimates(resources.pg, eta, spawn=gather_spawner(stage_tasks),
-                                  drivers=drivers)  # fmt: skip
+                                  drivers=drivers, catalog=cached)  # fmt: skip
     servicer = OrderServicer(
         store,
         Ports(catalog=cached, pricing=pricing, eta=eta,

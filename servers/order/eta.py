@@ -88,7 +88,9 @@ class _EstimateClient(Protocol):
 
 
 class _Kitchens(Protocol):
-    async def of(self, restaurant_id: str) -> KitchenNow | None: ...
+    async def of(
+        self, restaurant_id: str, *, placed_before: dt.datetime | None = ...
+    ) -> KitchenNow | None: ...
 
 
 class RemoteEta:
@@ -118,7 +120,11 @@ class RemoteEta:
             order_status=common_pb2.OrderStatus.Value(f"ORDER_STATUS_{e.status.upper()}"),
         )
         req.order_time.FromDatetime(e.start)
-        kitchen = await self.kitchens.of(e.restaurant_id) if self.kitchens is not None else None
+        kitchen = None
+        if self.kitchens is not None:
+            # A re-estimate (status past placed) counts the orders placed before this one.
+            before = e.start if e.status != "placed" else None
+            kitchen = await self.kitchens.of(e.restaurant_id, placed_before=before)
         if kitchen is not None:
             req.restaurant_active_orders = kitchen.open_orders
             req.restaurant_recent_prep_minutes = kitchen.recent_prep_min

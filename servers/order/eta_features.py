@@ -11,6 +11,7 @@ than late.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ RECENT = 10
 
 _QUERY = """
 SELECT (SELECT count(*) FROM orders.orders
-         WHERE restaurant_id = %(r)s AND released
+         WHERE restaurant_id = %(r)s AND released AND created_at < %(before)s
            AND status IN ('placed', 'confirmed', 'preparing')),
        avg(p), count(p)
   FROM (SELECT extract(epoch FROM t.at - o.created_at) / 60.0 AS p
@@ -51,11 +52,19 @@ class KitchenFeatures:
         self.pool = pool
         self.timeout_s = timeout_s
 
-    async def of(self, restaurant_id: str) -> KitchenNow | None:
-        """The kitchen now; None when the database does not answer in time."""
+    async def of(
+        self, restaurant_id: str, *, placed_before: dt.datetime | None = None
+    ) -> KitchenNow | None:
+        """The kitchen now; None when the database does not answer in time.
+
+        ``placed_before``: count only open orders placed before then (an order estimated
+        again after its placement does not count itself, as at its placement).
+        """
+        before = placed_before or dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
         try:
             async with asyncio.timeout(self.timeout_s), autocommit(self.pool) as conn:
-                cur = await conn.execute(_QUERY, {"r": restaurant_id, "n": RECENT})
+                cur = await conn.execute(_QUERY, {"r": restaurant_id, "n": RECENT,
+                                                  "before": before})  # fmt: skip
                 row = await cur.fetchone()
         except Exception as exc:  # an estimate without the kitchen beats none
             _log.debug("kitchen features of %s unavailable: %s", restaurant_id, exc)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from prometheus_client import Histogram
 from psycopg_pool import AsyncConnectionPool
 
-from foodmesh.v1 import dispatch_pb2
+from foodmesh.v1 import catalog_pb2, dispatch_pb2
 from servers.order._pg import autocommit
 from servers.order.eta import Estimate, EtaInput, EtaPort
 from servers.order.model import Order
@@ -67,6 +67,12 @@ class _Drivers(Protocol):
     ) -> dispatch_pb2.GetDriverResponse: ...
 
 
+class _Catalog(Protocol):
+    async def get_restaurant(
+        self, request: catalog_pb2.GetRestaurantRequest, *, deadline_s: float | None = ...
+    ) -> catalog_pb2.GetRestaurantResponse: ...
+
+
 class StageEstimates:
     """Estimates an order again as it moves on, and records every stage's estimate."""
 
@@ -77,14 +83,33 @@ class StageEstimates:
         *,
         spawn: Callable[[Coroutine[Any, Any, None]], None],
         drivers: _Drivers | None = None,
+        catalog: _Catalog | None = None,
         timeout_s: float = 2.0,
     ) -> None:
         self.pool = pool
         self.eta = eta
         self.spawn = spawn
         self.drivers = drivers
+        self.catalog = catalog
         self.timeout_s = timeout_s
         self._vehicles: dict[str, int] = {}
+
+    async def _listed_prep(self, restaurant_id: str) -> int:
+        """The restaurant's listed prep time (the Catalog's, cached there); 0 when unknown.
+
+        The same feature the placement's estimate was made with, so each stage's
+        estimate sees what the model was trained on.
+        """
+        if self.catalog is None:
+            return 0
+        try:
+            r = await self.catalog.get_restaurant(
+                catalog_pb2.GetRestaurantRequest(restaurant_id=restaurant_id), deadline_s=1.0
+            )
+        except Exception as exc:  # the model's own knowledge of the kitchen stands in
+            _log.debug("listed prep of %s unknown: %s", restaurant_id, exc)
+            return 0
+        return int(r.restaurant.avg_prep_time_min)
 
     async def _vehicle(self, driver_id: str) -> int:
         """The driver's vehicle (Dispatch's profile), remembered; 0 when unknown."""
@@ -132,7 +157,8 @@ class StageEstimates:
             restaurant_id=o.restaurant_id, restaurant=(o.restaurant_lat, o.restaurant_lon),
             destination=(float(o.delivery_address.get("lat", 0.0)),
                          float(o.delivery_address.get("lon", 0.0))),
-            prep_minutes=0, item_count=sum(ln.quantity for ln in o.items),
+            prep_minutes=await self._listed_prep(o.restaurant_id),
+            item_count=sum(ln.quantity for ln in o.items),
             subtotal_minor=o.subtotal_minor, currency=o.currency, start=o.created_at,
             now=at, status=status.value, driver_id=o.driver_id,
             vehicle=await self._vehicle(o.driver_id),
