@@ -30,6 +30,16 @@ RUN python -m pip wheel --wheel-dir /wheels -c constraints.txt . \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
  && /opt/venv/bin/pip uninstall -y pip
 
+# ---------------------------------------------------------------- model: the first ETA model
+# Trained on the generated city (20,000 simulated deliveries drawn from the same model of
+# the city the simulator lives in), so production serves a trained model from the first
+# request; `foodmesh retrain-eta` beside the ETA service replaces it with better ones learnt
+# from the platform's own deliveries (k8s/base/eta).
+FROM ${PYTHON_IMAGE} AS model
+COPY --from=builder /opt/venv /opt/venv
+RUN OMP_WAIT_POLICY=PASSIVE /opt/venv/bin/foodmesh --state-dir /tmp/foodmesh train-eta \
+      --source sim --orders 20000 --out /opt/foodmesh/models
+
 # ---------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="foodmesh" \
@@ -44,6 +54,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 # Not development mode (no FOODMESH_DEV): a process refuses to start without a real
 # FOODMESH_AUTH_SECRET (>= 32 bytes); the dev overlay sets FOODMESH_DEV=1.
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=model /opt/foodmesh/models /opt/foodmesh/models
 # A fixed numeric uid/gid (no passwd entry needed): Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 WORKDIR /tmp

@@ -11,6 +11,8 @@ Figures, each over a sliding window (``window_s``, 10 minutes by default):
 - matching time: from ``confirmed`` to ``assigned`` (dispatch's assignment), p50/p95;
 - offers per order: offers made before an order was assigned, mean;
 - ETA error: |delivered − estimated delivery time as promised when placed|, minutes;
+  and per later stage: the latest estimate once a driver was assigned (as the order
+  stood when picked up) and at pickup (as it stood when delivered);
 - fixes per second: accepted driver fixes over the last 10 s;
 - unassigned: confirmed orders still without a driver; escalated: orders that
   dispatch escalated and nobody has taken since;
@@ -71,6 +73,7 @@ class OrderView:
     assigned_at: float = 0.0
     delivered_at: float = 0.0
     promised_at: float = 0.0  # estimated delivery when placed, epoch seconds
+    assigned_eta: float = 0.0  # the latest estimate before pickup (the assignment stage's)
     offers: int = 0
     escalated: bool = False
     updated: float = 0.0
@@ -124,6 +127,8 @@ class CityState:
         self._matching = _Window(window_s)
         self._offers = _Window(window_s)
         self._eta_error = _Window(window_s)
+        self._eta_error_assigned = _Window(window_s)
+        self._eta_error_pickup = _Window(window_s)
         self._fixes = _Window(10.0)
         self._delivered = _Window(window_s)
         self._auto_confirmed = _Window(window_s)
@@ -193,11 +198,17 @@ class CityState:
             self._placed.add(now)
         elif status == "confirmed" and not v.confirmed_at:
             v.confirmed_at = at
+        elif status == "picked_up" and not v.assigned_eta:
+            v.assigned_eta = _ts(o.estimated_delivery_time)
         elif status == "delivered" and not v.delivered_at:
             v.delivered_at = at
             self._delivered.add(now)
             if v.promised_at:
                 self._eta_error.add(now, abs(at - v.promised_at) / 60.0)
+            if v.assigned_eta:
+                self._eta_error_assigned.add(now, abs(at - v.assigned_eta) / 60.0)
+            if latest := _ts(o.estimated_delivery_time):  # re-estimated at pickup
+                self._eta_error_pickup.add(now, abs(at - latest) / 60.0)
         if status == "confirmed" and ev.change.actor == "auto-confirm":
             self._auto_confirmed.add(now)
         if status == "cancelled" and o.cancellation_reason.startswith("confirm_timeout"):
@@ -259,6 +270,8 @@ class CityState:
         matching = sorted(self._matching.values(now))
         offers = self._offers.values(now)
         eta = sorted(self._eta_error.values(now))
+        eta_assigned = self._eta_error_assigned.values(now)
+        eta_pickup = self._eta_error_pickup.values(now)
         in_flight = [v for v in self.orders.values() if v.status not in _FINAL]
         unassigned = [v for v in in_flight if v.confirmed_at and not v.driver_id]
 
@@ -274,6 +287,12 @@ class CityState:
             "offers_per_order": r(sum(offers) / len(offers) if offers else None, 2),
             "eta_error_mean_min": r(sum(eta) / len(eta) if eta else None, 2),
             "eta_error_p90_min": r(_pct(eta, 0.9), 2),
+            "eta_error_assigned_mean_min": r(
+                sum(eta_assigned) / len(eta_assigned) if eta_assigned else None, 2
+            ),
+            "eta_error_pickup_mean_min": r(
+                sum(eta_pickup) / len(eta_pickup) if eta_pickup else None, 2
+            ),  # fmt: skip
             "fixes_per_s": round(len(self._fixes.values(now)) / self._fixes.span_s, 1),
             "in_flight": len(in_flight),
             "unassigned": len(unassigned),

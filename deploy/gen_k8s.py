@@ -14,6 +14,7 @@ script.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ IMAGE = "foodmesh"  # overlays set the registry and the tag (never `latest`)
 PART_OF = "foodmesh"
 #: The label of the namespace the ingress controller runs in (``kubectl label ns ...``).
 INGRESS_LABEL = {"foodmesh.io/ingress": "true"}
+#: Where the image keeps the ETA model it ships (Dockerfile's ``model`` stage).
+SHIPPED_MODELS = "/opt/foodmesh/models"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,9 @@ class Workload:
     internet_ports: tuple[int, ...] = ()
     #: Settings from Secrets made out of band: variable -> (secret, key); optional ones.
     secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: The ETA models' directory (in a ``state`` volume): seeded from the image's first
+    #: model by an init container, fed by the service's own retraining loop.
+    models: str | None = None
 
 
 GRPC = {s.name: s for s in KNOWN}
@@ -100,7 +106,17 @@ FIXES_PER_POD = {
 }
 
 WORKLOADS: tuple[Workload, ...] = (
-    _grpc("eta", cpu=("200m", "2"), memory=("384Mi", "1Gi")),
+    _grpc(
+        "eta",
+        cpu=("200m", "2"),
+        memory=("384Mi", "1Gi"),
+        config={
+            "FOODMESH_ETA_MODEL_DIR": "/var/lib/foodmesh/models",
+            "FOODMESH_ETA_RETRAIN_EVERY_S": "900",
+        },  # fmt: skip
+        state={"/var/lib/foodmesh": "512Mi"},
+        models="/var/lib/foodmesh/models",
+    ),
     # The demand forecast starts from the shipped prior (servers/pricing/prior.py): no seed
     # runs in the cluster, and a trained forecast is wanted from the first day.
     _grpc("pricing", ("catalog", "location"), config={"FOODMESH_PRICING_PRIOR_FILE": "builtin"}),
@@ -297,6 +313,25 @@ def deployment(w: Workload) -> dict[str, Any]:
                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
             }
         )
+    if w.models is not None:
+        # The image's first model (trained on the generated city at build time) serves from
+        # the first request; the service's own retraining loop (FOODMESH_ETA_RETRAIN_EVERY_S)
+        # promotes better ones into the same directory, which it hot-loads.
+        init.append(
+            {
+                "name": "models",
+                "image": IMAGE,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["python", "-c", "import shutil, sys; shutil.copytree(sys.argv[1], "
+                            "sys.argv[2], dirs_exist_ok=True)", SHIPPED_MODELS, w.models],
+                "resources": {
+                    "requests": {"cpu": "10m", "memory": "32Mi"},
+                    "limits": {"cpu": "200m", "memory": "64Mi"},
+                },
+                "securityContext": _container_security(),
+                "volumeMounts": copy.deepcopy(mounts),
+            }
+        )  # fmt: skip
     annotations: dict[str, str] = {}
     if w.metrics_port is not None:
         annotations = {

@@ -44,10 +44,16 @@ def add_parser(sub: Subparsers) -> None:
         p.add_argument("--flat", action="store_true", help="a flat rate, no daily curve")
         p.add_argument(
             "--duration",
-            type=float,
+            type=_duration,
             default=600.0,
-            help="seconds to run; 0 runs until Ctrl-C (default 600)",
+            help="how long to run: seconds, or 45m, 1h; 0 runs until Ctrl-C (default 600)",
         )
+        p.add_argument("--report", choices=("eta",), default=None,
+                       help="at the end, print a report read from the platform: eta (the "
+                       "promise's error per stage, from the Order database)")  # fmt: skip
+        p.add_argument("--report-after", type=_duration, default=None,
+                       help="count orders delivered this long after the start (default 30m, "
+                       "or half a shorter run)")  # fmt: skip
         p.add_argument("--no-shifts", action="store_true", help="every driver works now")
         p.add_argument(
             "--prep-scale",
@@ -115,6 +121,64 @@ def add_parser(sub: Subparsers) -> None:
     hist.add_argument("--days", type=int, default=56, help="days the history spans")
 
 
+def _duration(text: str) -> float:
+    """Seconds from ``600``, ``90s``, ``45m`` or ``1h``."""
+    t = text.strip().lower()
+    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(t[-1:], None)
+    try:
+        value = float(t[:-1]) * scale if scale is not None else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (600, 90s, 45m, 1h)") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"a duration must not be negative: {text!r}")
+    return value
+
+
+async def _eta_report(args: argparse.Namespace, started: Any) -> None:
+    """The ETA report over the run: each stage's error on orders delivered after warm-up."""
+    import dataclasses
+    import datetime as dt
+    import json
+
+    from foodmesh.commands._common import state_dir, urls
+    from servers.order.eta_stages import report
+
+    ended = dt.datetime.now(dt.UTC)
+    run_s = (ended - started).total_seconds()
+    after = args.report_after if args.report_after is not None else min(1800.0, run_s / 2)
+    pg = os.environ.get("FOODMESH_POSTGRES_URL") or (await urls(state_dir(args)))[
+        "FOODMESH_POSTGRES_URL"]  # fmt: skip
+    since = started + dt.timedelta(seconds=after)
+    rows = await report(pg, since=since, until=ended)
+    targets = {"placement": (3.0, 6.0), "pickup": (1.5, None)}
+    if args.json:
+        print(json.dumps({"report": "eta", "run_s": round(run_s), "after_s": after,
+                          "stages": [dataclasses.asdict(r) for r in rows]}))  # fmt: skip
+        return
+    print(
+        f"ETA report: orders delivered from {after / 60:.0f} min into the run to its end "
+        f"({run_s / 60:.0f} min); targets: placement MAE < 3, p90 < 6, 80% coverage "
+        "75-85 %; pickup MAE < 1.5 (minutes)"
+    )
+    print(f"{'stage':<13}{'orders':>7}{'MAE':>7}{'p90':>7}{'bias':>7}{'cover80':>9}  target")
+    for r in rows:
+        mae_t, p90_t = targets.get(r.stage, (None, None))
+        cov = f"{r.coverage80 * 100:.0f}%" if r.coverage80 is not None else "-"
+        ok = []
+        if mae_t is not None:
+            ok.append("MAE " + ("ok" if r.mae_min < mae_t else "MISSED"))
+        if p90_t is not None:
+            ok.append("p90 " + ("ok" if r.p90_min < p90_t else "MISSED"))
+        if r.stage == "placement" and r.coverage80 is not None:
+            ok.append("cover " + ("ok" if 0.75 <= r.coverage80 <= 0.85 else "MISSED"))
+        print(
+            f"{r.stage:<13}{r.orders:>7}{r.mae_min:>7.2f}{r.p90_min:>7.2f}{r.bias_min:>7.2f}"
+            f"{cov:>9}  {', '.join(ok)}"
+        )
+    if not rows:
+        print("no delivered orders with recorded estimates in the window")
+
+
 async def _sim_health(port: int, stats: Any) -> Any:
     """``GET /healthz`` with the live counters, for Kubernetes' probes (``--health-port``)."""
     from aiohttp import web
@@ -172,7 +236,10 @@ async def _sim_run(args: argparse.Namespace) -> int:
             )
         if dispatch is not None:
             await upsert_drivers(config, dispatch)
+        import datetime as dt
+
         stats = Stats(started=time.monotonic())
+        started = dt.datetime.now(dt.UTC)
         health = await _sim_health(args.health_port, stats) if args.health_port else None
         try:
             result = await run_sim(config, record=args.record, stop=stop, stats=stats)
@@ -184,6 +251,8 @@ async def _sim_run(args: argparse.Namespace) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+    if args.report == "eta":
+        await _eta_report(args, started)
     if args.json:
         print(json.dumps({**result.stats.as_json(), "roads": result.roads,
                           "trace": str(result.trace_path or "")}))  # fmt: skip

@@ -100,6 +100,18 @@ async def _up(args: argparse.Namespace) -> int:
             services, urls, state, gateway_port=gateway_port, dashboard_port=dashboard_port,
             gateway=not args.no_gateway, dashboard=not args.no_dashboard, extra_env=mail,
         )  # fmt: skip
+        if any(s.name == "eta" for s in services):
+            # Learning from the platform's own deliveries, beside the ETA service: a
+            # candidate is promoted (hot-loaded) only if it beats the model in service.
+            specs.append(
+                ProcessSpec(
+                    name="retrain-eta",
+                    argv=python_argv("--state-dir", str(state), "retrain-eta", "--every", "300",
+                                     "--min-new", "150", "--min-orders", "150",
+                                     "--min-refine", "40"),
+                    env={**urls, "FOODMESH_STATE_DIR": str(state)},
+                )
+            )  # fmt: skip
         simulate = bool(services) and not (args.no_sim or args.no_gateway or args.no_seed)
         if simulate:  # last: it waits for the gateway, then drives the city in real time
             specs.append(

@@ -131,7 +131,7 @@ class Customers:
         if self.rng.random() < 0.6:
             body["tip"] = {"amount_minor": str(self.rng.choice((100, 200, 300, 500))),
                            "currency_code": "USD"}  # fmt: skip
-        plan = self.kitchens.plan(spec)
+        plan = self.kitchens.plan(spec, items=sum(int(c.get("quantity", 1)) for c in cart_body))
         placed_at = self.clock()
         if probe == "double_tap":
             result = await self._double_tap(customer, key, body)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from foodmesh.sim import world
 from foodmesh.sim.demand import distance_m
 from foodmesh.v1 import common_pb2
 
@@ -158,14 +159,28 @@ class Router:
         return False
 
     def leg(
-        self, a: LatLon, b: LatLon, *, when: dt.datetime, vehicle: int, idle: bool = False
+        self,
+        a: LatLon,
+        b: LatLon,
+        *,
+        when: dt.datetime,
+        vehicle: int,
+        idle: bool = False,
+        pace: float = 1.0,
+        rng: random.Random | None = None,
     ) -> Leg:
-        """The drive from ``a`` to ``b`` leaving at ``when``; the one place movement is decided."""
-        slow = SPEED_MPS[common_pb2.VEHICLE_TYPE_CAR] / SPEED_MPS.get(vehicle, 8.0)
+        """The drive from ``a`` to ``b`` leaving at ``when``; the one place movement is decided.
+
+        On the road graph its time is the city's model (:func:`foodmesh.sim.world.drive_seconds`):
+        the vehicle's profile of the graph's time with traffic, the driver's ``pace``, noise.
+        """
         if self.graph is not None and (not idle or self._idle_budget()):
             try:
                 route = self.graph.route(a, b, depart_at=when, traffic=self.traffic)
-                return Leg.of(route.path, route.duration_s * slow * self.travel_scale)
+                took = world.drive_seconds(rng or random.Random(), vehicle=vehicle,
+                                           free_flow_s=route.free_flow_s,
+                                           graph_s=route.duration_s, pace=pace)  # fmt: skip
+                return Leg.of(route.path, took * self.travel_scale)
             except Exception:  # noqa: BLE001 - off the graph or unreachable: go straight
                 self.road_failures += 1
         d = distance_m(a, b) * _DETOUR
@@ -177,10 +192,20 @@ class Motion:
     """One driver's position, and the drive under way (if any)."""
 
     def __init__(
-        self, router: Router, *, home: LatLon, vehicle: int, now: Callable[[], dt.datetime]
+        self,
+        router: Router,
+        *,
+        home: LatLon,
+        vehicle: int,
+        now: Callable[[], dt.datetime],
+        pace: float = 1.0,
+        rng: random.Random | None = None,
     ) -> None:
         self.router = router
         self.vehicle = vehicle
+        #: The driver's own pace against the road graph (:func:`foodmesh.sim.world.driver_pace`).
+        self.pace = pace
+        self.rng = rng or random.Random()
         self.now = now
         self.pos: LatLon = home
         self.leg: Leg | None = None
@@ -201,7 +226,7 @@ class Motion:
         """Sets off towards ``dest`` from where the driver is now."""
         lat, lon, _, _ = self.where()
         leg = self.router.leg((lat, lon), dest, when=self.now(), idle=idle,
-                              vehicle=self.vehicle)  # fmt: skip
+                              vehicle=self.vehicle, pace=self.pace, rng=self.rng)  # fmt: skip
         self.pos = (lat, lon)
         self.leg, self.leg_t0 = leg, time.monotonic()
         return leg

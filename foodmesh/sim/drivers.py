@@ -34,8 +34,10 @@ import grpc
 from clients import ClientOptions, DispatchClient, LocationClient
 from foodmesh.core.geo import haversine_m
 from foodmesh.core.tasks import stop_tasks
+from foodmesh.sim import world
 from foodmesh.sim.agents import SimConfig, Stats, Tokens
-from foodmesh.sim.city import DriverSpec
+from foodmesh.sim.city import CENTER, DriverSpec
+from foodmesh.sim.demand import distance_m
 from foodmesh.sim.driver_behaviour import Behaviour, acceptance_probability, shift_windows
 from foodmesh.sim.driver_mischief import Mischief
 from foodmesh.sim.driver_motion import LatLon, Leg, Motion, Router, traffic_multiplier
@@ -172,8 +174,9 @@ class DriverAgent:
         self.dispatch = (
             fleet.dispatches[index % len(fleet.dispatches)] if fleet.dispatches else None
         )
+        pace = world.driver_pace(spec.driver_id, seed=fleet.config.seed)
         self.motion = Motion(fleet.router, home=spec.home, vehicle=spec.driver.vehicle_type,
-                             now=fleet.now)  # fmt: skip
+                             now=fleet.now, rng=rng, pace=pace)  # fmt: skip
         self.behaviour = Behaviour(spec, rng, silent=silent)
         self.mischief = Mischief(rng, fleet.stats, bad=bad)
         self.feed = LocationFeed(
@@ -482,7 +485,8 @@ class DriverAgent:
         self._busy, self.order_id = True, oid
         stats.drivers_busy += 1
         stats.inc("assignments")
-        stop = self.fleet.config.stop_s * self.fleet.router.travel_scale
+        # The city's stops (foodmesh.sim.world) at their default length when stop_s is 120 s.
+        stop = self.fleet.config.stop_s / 120.0 * self.fleet.router.travel_scale
         try:
             status = a.status
             if status <= AS.ASSIGNMENT_STATUS_AT_RESTAURANT:
@@ -491,12 +495,13 @@ class DriverAgent:
                 s = await self._go(s, (a.pickup.location.lat, a.pickup.location.lon), oid)
                 await self._step(s, "arrived_at_restaurant", oid)
             if status <= AS.ASSIGNMENT_STATUS_AT_RESTAURANT:
-                await self._wait(s, stop / 2, oid)
-                await self._pick_up(s, a)
+                await self._pick_up(s, a, handover_s=world.handover_seconds(self.rng) * stop)
                 self._pickup = None  # food in the bag: no more stacking onto this trip
                 for extra in list(self._stacked):  # the trip's other bags, same counter
                     try:
-                        await self._pick_up(s, extra)
+                        await self._pick_up(
+                            s, extra, handover_s=world.handover_seconds(self.rng) * stop
+                        )
                     except _OrderGone:
                         self._stacked.remove(extra)
                         stats.inc("deliveries_abandoned")
@@ -519,11 +524,14 @@ class DriverAgent:
         """Drives to the customer's door and hands the order over (PIN or photo)."""
         stats = self.fleet.stats
         oid = a.order_id
-        stop = self.fleet.config.stop_s * self.fleet.router.travel_scale
+        # The city's stops (foodmesh.sim.world) at their default length when stop_s is 120 s.
+        stop = self.fleet.config.stop_s / 120.0 * self.fleet.router.travel_scale
         if a.status <= AS.ASSIGNMENT_STATUS_PICKED_UP:
             s = await self._go(s, (a.dropoff.location.lat, a.dropoff.location.lon), oid)
             await self._step(s, "arrived_at_customer", oid)
-        await self._wait(s, stop / 2, oid)
+        door = (a.dropoff.location.lat, a.dropoff.location.lon)
+        zone_km = distance_m(door, CENTER) / 1000.0
+        await self._wait(s, world.parking_seconds(self.rng, zone_km) * stop, oid)
         photo = f"photo-{oid}-{self.rng.randrange(10**6):06d}"
         pin = await self.fleet.pin_of(oid, self.id)  # the customer at the door tells it
         # Left at the door (nobody to tell a PIN): a photo of it is the proof.
@@ -542,8 +550,8 @@ class DriverAgent:
             stats.inc("delivered")
         return s
 
-    async def _pick_up(self, s: Session, a: dispatch_pb2.Assignment) -> None:
-        """Waits at the counter until the food is there, then picks it up.
+    async def _pick_up(self, s: Session, a: dispatch_pb2.Assignment, *, handover_s: float) -> None:
+        """Waits at the counter until the food is there, takes it over, then picks it up.
 
         The driver sees the food: the simulated kitchen's ready signal when it cooks
         this order, else the assignment's expected ready time.
@@ -560,6 +568,7 @@ class DriverAgent:
             if early > 0:
                 stats.inc("waits_for_food")
                 await self._wait(s, min(early, 3600.0), a.order_id)
+        await self._wait(s, handover_s, a.order_id)
         give_up = time.monotonic() + 2 * 3600
         while time.monotonic() < give_up:
             ev = await s.act(picked_up=dispatch_pb2.OrderProgress(order_id=a.order_id))

@@ -4,19 +4,17 @@
 :func:`foodmesh.sim.city.build_city` (the same restaurants, drivers and
 customers the seeded services know) over the road graph:
 
-- **demand**: orders fall by day of week (weekends busier) and hour (lunch and
-  dinner peaks), on restaurants by their popularity, from customers within their
-  delivery radius;
-- **kitchens**: each restaurant's prep-time profile (its mean) grows with the
-  order's size, the kitchen's load (orders in progress, busier at peaks), peak
-  hours and bad weather; what these leave unexplained is a log-normal spread of
-  σ = ``prep_noise`` (8 %);
-- **drivers**: each has a vehicle (car, scooter, bicycle) and a speed against the
-  road graph (a log-normal personal factor, their "speed history"); one is assigned
-  a minute or two after the order, somewhere within a few km of the kitchen;
-- **travel**: the road graph's fastest free-flow path, timed with the traffic
-  model at the hour of the trip (per road class), the vehicle, the driver's factor,
-  the weather, noise, and parking at the customer's door (harder downtown).
+- **demand**: orders fall by the live city's demand curve (weekday and hour,
+  :func:`foodmesh.sim.demand.curve`), on restaurants by their popularity, from
+  customers within their delivery radius, as many per kitchen and hour as the
+  live city's default rate makes (``days`` follows from it unless given);
+- **kitchens, drivers and stops**: drawn from :mod:`foodmesh.sim.world`, the one
+  model of the city the live simulator draws from too: prep from the restaurant's
+  mean, the order's size, the kitchen's load (the orders it is still cooking,
+  played in time order), peak hours and weather; each driver's pace (fixed by
+  their id), vehicle and the weather on the road graph's time at the hour; the
+  hand-over at the counter and parking at the door. One driver is assigned a
+  minute or two after the order, somewhere within a few km of the kitchen.
 
 The record of a delivery holds what a real history would: when and where, the
 order's size and value, the kitchen's load, the weather, the driver and vehicle,
@@ -31,6 +29,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import logging
+import math
 import time
 import zipfile
 from collections.abc import Callable, Mapping
@@ -43,8 +42,9 @@ import numpy.typing as npt
 from foodmesh.roads import RoadGraph, edge_values
 from foodmesh.roads.traffic import TrafficModel
 from foodmesh.roads.types import RoadClass
-from foodmesh.roads.vehicles import vehicle_time_s
+from foodmesh.sim import world
 from foodmesh.sim.city import CENTER, build_city
+from foodmesh.sim.demand import curve
 
 __all__ = [
     "COLUMNS",
@@ -70,7 +70,8 @@ COLUMNS: Mapping[str, str] = {
     "vehicle": "i1",  # VehicleType
     "item_count": "i4",
     "subtotal_minor": "i8",
-    "restaurant_load": "i4",
+    "restaurant_load": "i4",  # orders the kitchen was still cooking when this one came
+    "restaurant_listed_prep_min": "f8",  # the Catalog's avg_prep_time_min
     "weather": "i1",  # WeatherKind
     "restaurant_lat": "f8",
     "restaurant_lon": "f8",
@@ -93,14 +94,8 @@ COLUMNS: Mapping[str, str] = {
 }
 
 _TZ = ZoneInfo("America/Los_Angeles")
-#: Relative demand by local hour (lunch and dinner peaks).
-_HOURLY = np.array([0.15, 0.08, 0.05, 0.03, 0.03, 0.05, 0.15, 0.3, 0.45, 0.5, 0.7, 1.3,
-                    1.6, 1.2, 0.7, 0.55, 0.7, 1.2, 1.8, 1.9, 1.4, 0.9, 0.55, 0.3])  # fmt: skip
-_DAILY = np.array([0.9, 0.9, 0.95, 1.0, 1.2, 1.35, 1.2])
-#: How weather (WeatherKind numbers) slows roads and kitchens.
-_WEATHER_TRAVEL = np.array([1.0, 1.0, 1.06, 1.14, 1.28, 1.35, 1.05])
-_WEATHER_PREP = np.array([1.0, 1.0, 1.0, 1.03, 1.06, 1.08, 1.02])
-_WEATHER_P = np.array([0.0, 0.74, 0.12, 0.07, 0.03, 0.01, 0.03])
+#: The live city's default rate (``foodmesh up``: 200 orders an hour over 500 restaurants).
+LIVE_ORDERS_PER_HOUR_PER_RESTAURANT = 200.0 / 500.0
 
 
 def traffic_table(traffic: TrafficModel) -> npt.NDArray[np.float64]:
@@ -111,12 +106,6 @@ def traffic_table(traffic: TrafficModel) -> npt.NDArray[np.float64]:
         for h in range(24):
             out[d, h] = traffic.multipliers(monday + dt.timedelta(days=d, hours=h))
     return out
-
-
-def _peak(hour: npt.NDArray[np.int64], dow: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
-    weekday = ((hour >= 11) & (hour <= 13)) | ((hour >= 18) & (hour <= 20))
-    weekend = ((hour >= 12) & (hour <= 14)) | ((hour >= 18) & (hour <= 20))
-    return np.where(dow < 5, weekday, weekend)
 
 
 class _Trees:
@@ -142,12 +131,10 @@ def generate(
     *,
     orders: int,
     seed: int = 0,
-    days: int = 56,
+    days: int | None = None,
     start: dt.date = dt.date(2026, 1, 5),
     restaurants: int | None = None,
     traffic: TrafficModel | None = None,
-    prep_noise: float = 0.08,
-    travel_noise: float = 0.06,
     progress: Callable[[str], None] | None = None,
 ) -> History:
     """``orders`` deliveries over ``days`` days from ``start``; same arguments, same history."""
@@ -157,9 +144,9 @@ def generate(
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     # The seeded city's first restaurants (a smaller city is a prefix of a bigger one);
-    # about 200 orders each, so a small history stays quick to make.
-    n_rest = restaurants if restaurants is not None else min(500, max(30, orders // 200))
-    city = build_city(seed=7, restaurants=n_rest, drivers=300, customers=2000)
+    # at least 40 orders each (20,000 orders cover the whole city), so a small history stays quick.
+    n_rest = restaurants if restaurants is not None else min(500, max(30, orders // 40))
+    city = build_city(seed=7, restaurants=n_rest, drivers=600, customers=2000)
     table = traffic_table(traffic or TrafficModel())
     plane = graph.plane
 
@@ -177,7 +164,7 @@ def generate(
 
     drivers = city.drivers
     d_vehicle = np.array([d.driver.vehicle_type for d in drivers], dtype=np.int64)
-    d_speed = np.exp(rng.normal(0.0, 0.10, len(drivers)))
+    d_pace = np.array([world.driver_pace(d.driver_id) for d in drivers])
     d_ids = np.array([d.driver_id for d in drivers])
 
     # Orders per restaurant (popularity), then each order's time, size, kitchen and driver.
@@ -185,8 +172,11 @@ def generate(
     per_r = rng.multinomial(orders, pop / pop.sum())
     cols: dict[str, list[npt.NDArray[np.generic]]] = {k: [] for k in COLUMNS}
     trees = _Trees(graph)
-    hour_p = np.outer(_DAILY, _HOURLY).ravel()
+    # The live city's demand curve (foodmesh.sim.demand), by weekday and hour.
+    hour_p = np.array([[curve(d, h + 0.5) for h in range(24)] for d in range(7)]).ravel()
     hour_p /= hour_p.sum()
+    if days is None:  # as busy per kitchen as the live city at its default rate
+        days = max(7, math.ceil(orders / (n_rest * LIVE_ORDERS_PER_HOUR_PER_RESTAURANT * 24)))
     made = 0
     next_log = time.perf_counter() + 2.0
     for ri, k in enumerate(per_r):
@@ -221,21 +211,30 @@ def generate(
         first_dow = start.weekday()
         offset_days = (dow - first_dow) % 7 + 7 * rng.integers(0, max(1, days // 7), size=k)
         minute_s = rng.uniform(0, 3600, size=k)
-        peak = _peak(hour, dow)
-        weather = rng.choice(len(_WEATHER_P), size=k, p=_WEATHER_P)
+        peak = world.is_peak(hour, dow)
+        weather = rng.choice(len(world.WEATHER_P), size=k, p=world.WEATHER_P)
         items = 1 + rng.poisson(1.6, size=k)
         subtotal = np.round(items * rng.uniform(800, 1800, size=k)).astype(np.int64)
-        load = rng.poisson(0.5 + 4.0 * _HOURLY[hour] * min(rs.popularity, 3.0))
-
-        prep_min = (
-            rs.prep_mean_min
-            * (0.78 + 0.11 * (items - 1))
-            * (1.0 + 0.06 * load)
-            * np.where(peak, 1.12, 1.0)
-            * _WEATHER_PREP[weather]
-            * np.exp(rng.normal(0.0, prep_noise, size=k))
-        )
-        prep_s = np.clip(prep_min, 4.0, 80.0) * 60.0
+        local = [
+            dt.datetime.combine(start + dt.timedelta(days=int(od)), dt.time(int(h)), tzinfo=_TZ)
+            for od, h in zip(offset_days, hour, strict=True)
+        ]
+        ts = np.array([t.timestamp() for t in local]) + minute_s
+        # The kitchen cooks its orders in time order; its load is what it is still cooking.
+        noise = np.exp(rng.normal(0.0, world.PREP_NOISE, size=k))
+        load = np.zeros(k, dtype=np.int64)
+        prep_min = np.zeros(k)
+        ready_at: list[float] = []
+        for j in np.argsort(ts, kind="stable"):
+            t = float(ts[j])
+            ready_at = [r for r in ready_at if r > t]
+            load[j] = len(ready_at)
+            m = rs.prep_mean_min * float(
+                world.prep_multiplier(items[j], load[j], peak[j], weather[j])
+            )
+            prep_min[j] = min(max(m * noise[j], world.PREP_RANGE_MIN[0]), world.PREP_RANGE_MIN[1])
+            ready_at.append(t + prep_min[j] * 60.0)
+        prep_s = prep_min * 60.0
 
         mult = table[dow, hour]  # (k, classes)
         r_leg = out[c_node[cust]]  # restaurant -> customer
@@ -245,29 +244,17 @@ def generate(
         p_ff = p_leg[:, 1:].sum(axis=1)
         p_graph = (p_leg[:, 1:] * mult).sum(axis=1)
         veh = d_vehicle[drv]
-        speed = d_speed[drv] * _WEATHER_TRAVEL[weather]
-        pickup_s = (
-            vehicle_time_s(veh, p_ff, p_graph)
-            * speed
-            * np.exp(rng.normal(0.0, travel_noise, size=k))
-        )
+        pace = d_pace[drv]
+        pickup_s = world.drive_seconds_many(rng, vehicle=veh, free_flow_s=p_ff, graph_s=p_graph,
+                                            pace=pace, weather=weather)  # fmt: skip
         zone_km = np.hypot(cx[cust] - center_x, cy[cust] - center_y) / 1000.0
-        parking_s = np.clip(3.0 - 0.3 * zone_km, 0.8, 3.0) * 60.0 * rng.uniform(0.8, 1.2, k)
-        travel_s = (
-            vehicle_time_s(veh, r_ff, r_graph)
-            * speed
-            * np.exp(rng.normal(0.0, travel_noise, size=k))
-            + parking_s
-        )
+        travel_s = world.drive_seconds_many(
+            rng, vehicle=veh, free_flow_s=r_ff, graph_s=r_graph, pace=pace, weather=weather
+        ) + world.parking_seconds_many(rng, zone_km)
         assign_s = rng.uniform(30, 150, size=k) * np.where(peak, 1.4, 1.0)
-        handover_s = rng.uniform(60, 180, size=k)
+        handover_s = world.handover_seconds_many(rng, k)
         wait_s = np.maximum(0.0, assign_s + pickup_s - prep_s) + handover_s
 
-        local = [
-            dt.datetime.combine(start + dt.timedelta(days=int(od)), dt.time(int(h)), tzinfo=_TZ)
-            for od, h in zip(offset_days, hour, strict=True)
-        ]
-        ts = np.array([t.timestamp() for t in local]) + minute_s
         cols["order_id"].append(np.array([f"hist_{ri:05d}_{j:06d}" for j in range(k)]))
         cols["order_ts"].append(ts)
         cols["hour"].append(hour)
@@ -278,6 +265,7 @@ def generate(
         cols["item_count"].append(items)
         cols["subtotal_minor"].append(subtotal)
         cols["restaurant_load"].append(load)
+        cols["restaurant_listed_prep_min"].append(np.full(k, rs.restaurant.avg_prep_time_min))
         cols["weather"].append(weather)
         cols["restaurant_lat"].append(np.full(k, rs.location[0]))
         cols["restaurant_lon"].append(np.full(k, rs.location[1]))
@@ -344,6 +332,8 @@ def load(path: Path) -> History:
             raise ValueError(f"{path}: not an .npz archive (write one with `foodmesh sim history`)")
         with np.load(path, allow_pickle=False) as z:
             hist = {k: z[k] for k in z.files}
+    if "restaurant_listed_prep_min" not in hist:  # a file from before the column
+        hist["restaurant_listed_prep_min"] = np.full(len(hist["order_ts"]), np.nan)
     missing = [k for k in COLUMNS if k not in hist]
     if missing:
         raise ValueError(f"{path}: not an order history (missing {', '.join(missing)})")

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import json
-import math
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -32,24 +32,17 @@ from typing import Any
 import aiohttp
 
 from foodmesh.core.tasks import stop_tasks
+from foodmesh.sim import world
 from foodmesh.sim.agents import Gateway, SimConfig, Stats
 from foodmesh.sim.city import RestaurantSpec
+from foodmesh.sim.driver_motion import TZ
 from foodmesh.sim.trace import TraceRecorder
 
-__all__ = ["KitchenPlan", "Kitchens", "kitchen_settings", "plan_kitchen", "prep_seconds"]
+__all__ = ["KitchenPlan", "Kitchens", "kitchen_settings", "plan_kitchen"]
 
 #: Lunch and dinner, minutes after local midnight: when the part-time auto-confirmers do.
 _MEAL_HOURS = ({"start_minute": 11 * 60, "end_minute": 14 * 60},
                {"start_minute": 17 * 60, "end_minute": 22 * 60})  # fmt: skip
-
-
-def prep_seconds(rng: random.Random, mean_min: float, sd_min: float) -> float:
-    """A preparation time in seconds, log-normal with the profile's mean and spread."""
-    mean = max(0.5, mean_min)
-    sd = max(0.0, sd_min)
-    sigma2 = math.log(1.0 + (sd / mean) ** 2)
-    mu = math.log(mean) - sigma2 / 2
-    return 60.0 * rng.lognormvariate(mu, math.sqrt(sigma2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +54,28 @@ class KitchenPlan:
     ready_s: float
 
 
-def plan_kitchen(rng: random.Random, spec: RestaurantSpec, *, scale: float = 1.0) -> KitchenPlan:
-    """When a kitchen will act on a new order (all times scaled by ``scale``)."""
-    confirm = rng.uniform(5.0, 45.0) * scale
-    start = confirm + rng.uniform(0.0, 20.0) * scale
-    ready = start + prep_seconds(rng, spec.prep_mean_min, spec.prep_sd_min) * scale
-    return KitchenPlan(confirm, start, ready)
+def plan_kitchen(
+    rng: random.Random,
+    spec: RestaurantSpec,
+    *,
+    items: int = 2,
+    load: int = 0,
+    peak: bool = False,
+    weather: int = 1,
+    scale: float = 1.0,
+) -> KitchenPlan:
+    """When a kitchen will act on a new order (all times scaled by ``scale``).
+
+    The prep time, counted from placement as the history counts it, comes from the
+    city's model (:func:`foodmesh.sim.world.prep_minutes`): the restaurant's mean, the
+    order's size, the orders it is already cooking (``load``), peak hours, the weather.
+    """
+    confirm = rng.uniform(5.0, 45.0)
+    start = confirm + rng.uniform(0.0, 20.0)
+    prep = 60.0 * world.prep_minutes(rng, spec.prep_mean_min, items=items, load=load,
+                                     peak=peak, weather=weather)  # fmt: skip
+    ready = max(prep, start + 1.0)
+    return KitchenPlan(confirm * scale, start * scale, ready * scale)
 
 
 def kitchen_settings(
@@ -108,13 +117,20 @@ class Kitchens:
         self._confirmed: dict[str, asyncio.Event] = {}
         self._auto: set[str] = set()
         self._absent: set[str] = set()
+        #: Orders each kitchen is cooking now (its load, which slows the next one).
+        self._cooking: dict[str, int] = {}
 
     def ready_event(self, order_id: str) -> asyncio.Event | None:
         """Set when the order's food is ready; None for an order these kitchens do not cook."""
         return self._ready.get(order_id)
 
-    def plan(self, spec: RestaurantSpec) -> KitchenPlan:
-        return plan_kitchen(self.rng, spec, scale=self.config.prep_scale)
+    def plan(self, spec: RestaurantSpec, *, items: int = 2) -> KitchenPlan:
+        """The schedule of a new order of ``items`` items, given what the kitchen has on now."""
+        local = dt.datetime.now(TZ)
+        return plan_kitchen(
+            self.rng, spec, items=items, load=self._cooking.get(spec.restaurant_id, 0),
+            peak=bool(world.is_peak(local.hour, local.weekday())), scale=self.config.prep_scale,
+        )  # fmt: skip
 
     def expect(self, order_id: str, plan: KitchenPlan) -> None:
         """A simulated customer placed ``order_id``: the kitchen cooks it on ``plan``."""
@@ -174,6 +190,7 @@ class Kitchens:
         placed = self.clock()
         rid = spec.restaurant_id
         ready = self._ready.setdefault(order_id, asyncio.Event())
+        self._cooking[rid] = self._cooking.get(rid, 0) + 1
         try:
             if plan is None:
                 plan = await self._plan_of(order_id, spec)
@@ -181,6 +198,7 @@ class Kitchens:
                 return  # nobody taps the tablet: the platform's timeout cancels it
             await self._cook(order_id, rid, placed, plan)
         finally:
+            self._cooking[rid] -= 1
             ready.set()  # cooked, or cancelled: nobody waits for it any longer
             # forget it once any driver at the counter has seen it
             asyncio.get_running_loop().call_later(3600, self._ready.pop, order_id, None)

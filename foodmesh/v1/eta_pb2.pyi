@@ -152,6 +152,9 @@ class EstimateDeliveryRequest(_message.Message):
     ORDER_STATUS_FIELD_NUMBER: _builtins.int
     WEATHER_FIELD_NUMBER: _builtins.int
     RESTAURANT_ACTIVE_ORDERS_FIELD_NUMBER: _builtins.int
+    RESTAURANT_LISTED_PREP_MINUTES_FIELD_NUMBER: _builtins.int
+    RESTAURANT_RECENT_PREP_MINUTES_FIELD_NUMBER: _builtins.int
+    RESTAURANT_RECENT_ORDERS_FIELD_NUMBER: _builtins.int
     restaurant_id: _builtins.str
     """The restaurant (its prep-time history)."""
     item_count: _builtins.int
@@ -168,6 +171,12 @@ class EstimateDeliveryRequest(_message.Message):
     """Weather at the restaurant."""
     restaurant_active_orders: _builtins.int
     """Orders the kitchen is working on now (its load)."""
+    restaurant_listed_prep_minutes: _builtins.float
+    """The restaurant's listed preparation time (the Catalog's), minutes; 0 when unknown."""
+    restaurant_recent_prep_minutes: _builtins.float
+    """Mean preparation time of the restaurant's latest ready orders (as of now), minutes."""
+    restaurant_recent_orders: _builtins.int
+    """How many ready orders restaurant_recent_prep_minutes averages (0: none known)."""
     @_builtins.property
     def restaurant_location(self) -> _common_pb2.LatLng:
         """Where to pick up."""
@@ -204,10 +213,13 @@ class EstimateDeliveryRequest(_message.Message):
         order_status: _common_pb2.OrderStatus.ValueType = ...,
         weather: _common_pb2.WeatherKind.ValueType = ...,
         restaurant_active_orders: _builtins.int = ...,
+        restaurant_listed_prep_minutes: _builtins.float = ...,
+        restaurant_recent_prep_minutes: _builtins.float = ...,
+        restaurant_recent_orders: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delivery_location", b"delivery_location", "driver_location", b"driver_location", "order_time", b"order_time", "restaurant_location", b"restaurant_location", "subtotal", b"subtotal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_location", b"delivery_location", "driver_id", b"driver_id", "driver_location", b"driver_location", "item_count", b"item_count", "order_id", b"order_id", "order_status", b"order_status", "order_time", b"order_time", "restaurant_active_orders", b"restaurant_active_orders", "restaurant_id", b"restaurant_id", "restaurant_location", b"restaurant_location", "subtotal", b"subtotal", "vehicle_type", b"vehicle_type", "weather", b"weather"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_location", b"delivery_location", "driver_id", b"driver_id", "driver_location", b"driver_location", "item_count", b"item_count", "order_id", b"order_id", "order_status", b"order_status", "order_time", b"order_time", "restaurant_active_orders", b"restaurant_active_orders", "restaurant_id", b"restaurant_id", "restaurant_listed_prep_minutes", b"restaurant_listed_prep_minutes", "restaurant_location", b"restaurant_location", "restaurant_recent_orders", b"restaurant_recent_orders", "restaurant_recent_prep_minutes", b"restaurant_recent_prep_minutes", "subtotal", b"subtotal", "vehicle_type", b"vehicle_type", "weather", b"weather"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

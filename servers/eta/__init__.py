@@ -18,6 +18,10 @@ Settings (``FOODMESH_ETA_*``):
   generated city around the design's San Francisco point;
 - ``ROUTE_CACHE_S``: how long a route stays cached (300);
 - ``OVERRIDES_SYNC_S``: how often a replica picks up road overrides another one set (1);
+- ``RETRAIN_EVERY_S``: when above 0 and PostgreSQL is configured, the service retrains
+  on the Order database's deliveries on this schedule (and when enough new ones
+  arrived), promoting a candidate only if it beats the serving model on the latest
+  deliveries (``retrain``); 0 (default) leaves it to ``foodmesh retrain-eta``;
 - ``MAX_SNAP_M``: farther than this from any road, a point gets the straight-line
   fallback (1000); ``MAX_OFFMAP_M``: farther than this, it is refused (50000).
 """
@@ -37,6 +41,7 @@ from pathlib import Path
 import grpc
 
 from foodmesh.core.settings import env_float
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import eta_pb2_grpc
 from servers.runtime.serve import Dependency, Resources, ServiceSpec, StartupError
 
@@ -94,8 +99,22 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     eta_pb2_grpc.add_EtaServiceServicer_to_server(servicer, server)
     models.start()
     servicer.start()
+    # Learning from the platform's deliveries in this process (Kubernetes; `foodmesh up`
+    # runs `foodmesh retrain-eta` beside the service instead).
+    retrain_every = env_float(extra, "FOODMESH_ETA_RETRAIN_EVERY_S", 0.0, lo=0.0)
+    retrain_stop = asyncio.Event()
+    retraining: asyncio.Task[None] | None = None
+    if retrain_every > 0 and resources.settings.postgres_url:
+        from servers.eta.retrain import RetrainConfig, Retrainer
+
+        retrainer = Retrainer(resources.settings.postgres_url, model_dir, graph=graph,
+                              config=RetrainConfig(every_s=retrain_every))  # fmt: skip
+        retraining = asyncio.create_task(retrainer.run(retrain_stop), name="eta-retrain")
 
     async def stop() -> None:
+        retrain_stop.set()
+        if retraining is not None:
+            await stop_tasks([retraining])
         await servicer.stop()
         await models.stop()
 

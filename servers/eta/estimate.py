@@ -20,6 +20,7 @@ each part. Either way the confidence comes from the spreads (``confidence.py``).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +73,11 @@ class DeliveryInput:
     #: Driver to restaurant, when a driver is known and has not picked up yet.
     pickup_leg: Leg | None
     restaurant: tuple[float, float]
+    #: The Catalog's prep time, and the mean of the restaurant's latest ready orders and
+    #: how many (NaN, 0 when the caller does not know: the model's history stands in).
+    listed_prep_min: float = math.nan
+    recent_prep_min: float = math.nan
+    recent_orders: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,11 +151,15 @@ def estimate_delivery(inp: DeliveryInput, model: EtaModel | None) -> DeliveryEst
         prep = Part.spread(left, 0.35 * BASELINE_PREP_MIN if left > 0 else 0.0)
     else:
         prof, known = model.restaurant(inp.restaurant_id)
-        rest_orders = prof.orders if known else 0
+        rest_orders = max(prof.orders if known else 0, inp.recent_orders)
+        listed = inp.listed_prep_min
+        if not listed > 0:  # no listed time sent: what history knows of the kitchen
+            listed = prof.avg_prep_min if known else math.nan
         q = model.predict_prep(
             prep_matrix(
-                restaurant_avg_prep_min=prof.avg_prep_min,
-                restaurant_orders=prof.orders if known else 0,
+                listed_prep_min=listed,
+                recent_prep_min=inp.recent_prep_min if inp.recent_orders > 0 else math.nan,
+                recent_orders=inp.recent_orders,
                 item_count=inp.item_count,
                 subtotal=inp.subtotal,
                 hour=inp.order_hour,
@@ -200,6 +210,10 @@ def estimate_delivery(inp: DeliveryInput, model: EtaModel | None) -> DeliveryEst
         lo, mid, hi = model.pickup_wait_by_hour[inp.hour % 24]
         pickup = Part(mid, lo, hi)
     interval = combine([prep, pickup, delivery])
+    if model is not None and model.total_interval_scale != 1.0:
+        k = model.total_interval_scale
+        t = interval.total
+        interval = Interval(t, max(0.0, t - (t - interval.lower) * k), t + (interval.upper - t) * k)
     conf = confidence(
         interval,
         driver_assigned=inp.driver_known or bool(inp.driver_id),

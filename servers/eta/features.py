@@ -1,8 +1,9 @@
 """The models' features: names, and how a history table or one request becomes a matrix.
 
-The design's features: for preparation, the restaurant's historical prep time and
-order count, the order's size and value, hour and day, peak, the kitchen's load
-and the weather; for travel, the route's distance, free-flow and traffic time (its
+The design's features: for preparation, the restaurant's listed prep time, its
+recent prep times (rolling, as of the order: ``servers.eta.kitchen``), the order's
+size and value, hour and day, peak, the kitchen's load (its open orders) and the
+weather; for travel, the route's distance, free-flow and traffic time (its
 multiplier), hour and day, peak, weather, the zone (distance from the centre:
 parking), the driver's speed history and vehicle, and whether the leg ends at a
 customer's door. Pure: numpy in, numpy out.
@@ -36,8 +37,9 @@ F64 = npt.NDArray[np.float64]
 CENTER = (37.7749, -122.4194)
 
 PREP_FEATURES: tuple[str, ...] = (
-    "restaurant_avg_prep_min",
-    "restaurant_orders_log",
+    "restaurant_listed_prep_min",
+    "restaurant_recent_prep_min",
+    "restaurant_recent_orders",
     "item_count",
     "subtotal",
     "hour",
@@ -91,8 +93,9 @@ def is_peak(hour: npt.ArrayLike, dow: npt.ArrayLike) -> npt.NDArray[np.bool_]:
 
 def prep_matrix(
     *,
-    restaurant_avg_prep_min: npt.ArrayLike,
-    restaurant_orders: npt.ArrayLike,
+    listed_prep_min: npt.ArrayLike,
+    recent_prep_min: npt.ArrayLike,
+    recent_orders: npt.ArrayLike,
     item_count: npt.ArrayLike,
     subtotal: npt.ArrayLike,
     hour: npt.ArrayLike,
@@ -100,10 +103,16 @@ def prep_matrix(
     restaurant_load: npt.ArrayLike,
     weather: npt.ArrayLike,
 ) -> F64:
-    """Rows of :data:`PREP_FEATURES` (arrays broadcast; scalars make one row)."""
+    """Rows of :data:`PREP_FEATURES` (arrays broadcast; scalars make one row).
+
+    ``listed_prep_min`` is the Catalog's prep time of the restaurant; ``recent_prep_min``
+    the mean of its latest ready orders (NaN when none: the trees learn what missing
+    means) and ``recent_orders`` how many that is (``servers.eta.kitchen``).
+    """
     cols = np.broadcast_arrays(
-        np.asarray(restaurant_avg_prep_min, dtype=np.float64),
-        np.log1p(np.asarray(restaurant_orders, dtype=np.float64)),
+        np.asarray(listed_prep_min, dtype=np.float64),
+        np.asarray(recent_prep_min, dtype=np.float64),
+        np.asarray(recent_orders, dtype=np.float64),
         np.asarray(item_count, dtype=np.float64),
         np.asarray(subtotal, dtype=np.float64),
         np.asarray(hour, dtype=np.float64),

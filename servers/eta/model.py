@@ -79,6 +79,8 @@ class EtaModel:
     #: calibration slice (the latest training orders, unseen by the trees) falls inside.
     prep_interval_scale: float = 1.0
     travel_interval_scale: float = 1.0
+    #: Then widens (or narrows) the total's interval so that 80% of deliveries fall inside.
+    total_interval_scale: float = 1.0
     metrics: Mapping[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
@@ -152,6 +154,7 @@ def save_model(model: EtaModel, directory: Path) -> Path:
         "handover_min": model.handover_min,
         "prep_interval_scale": model.prep_interval_scale,
         "travel_interval_scale": model.travel_interval_scale,
+        "total_interval_scale": model.total_interval_scale,
         "metrics": dict(model.metrics),
     }
     meta = {k: doc[k] for k in ("format", "version", "created_at", "quantiles",
@@ -203,6 +206,7 @@ def load_model(path: Path) -> EtaModel:
             handover_min=float(doc["handover_min"]),
             prep_interval_scale=float(doc.get("prep_interval_scale", 1.0)),
             travel_interval_scale=float(doc.get("travel_interval_scale", 1.0)),
+            total_interval_scale=float(doc.get("total_interval_scale", 1.0)),
             metrics=dict(doc.get("metrics", {})),
             path=path,
         )

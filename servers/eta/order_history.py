@@ -35,11 +35,18 @@ SELECT o.order_id, o.restaurant_id, o.driver_id, o.restaurant_lat, o.restaurant_
        extract(epoch FROM min(t.at) FILTER (WHERE t.status = 'placed')),
        extract(epoch FROM min(t.at) FILTER (WHERE t.status = 'ready_for_pickup')),
        extract(epoch FROM min(t.at) FILTER (WHERE t.status = 'picked_up')),
-       extract(epoch FROM min(t.at) FILTER (WHERE t.status = 'delivered'))
-  FROM orders.orders o JOIN orders.timeline t USING (order_id)
+       extract(epoch FROM min(t.at) FILTER (WHERE t.status = 'delivered')){listed}
+  FROM orders.orders o JOIN orders.timeline t USING (order_id){join}
  WHERE o.status = 'delivered'
- GROUP BY o.order_id
+ GROUP BY o.order_id{group}
 """
+#: The Catalog's listed prep time, where its schema shares the database (one PostgreSQL).
+_WITH_CATALOG = _QUERY.format(
+    listed=",\n       c.avg_prep_time_min",
+    join="\n  LEFT JOIN catalog.restaurants c ON c.restaurant_id = o.restaurant_id",
+    group=", c.avg_prep_time_min",
+)
+_WITHOUT_CATALOG = _QUERY.format(listed=",\n       NULL::float8", join="", group="")
 
 
 async def load_order_history(
@@ -57,7 +64,11 @@ async def load_order_history(
     """
     try:
         async with await psycopg.AsyncConnection.connect(postgres_url, connect_timeout=5) as c:
-            cur = await c.execute(_QUERY)
+            try:
+                cur = await c.execute(_WITH_CATALOG)
+            except psycopg.errors.UndefinedTable:  # the Catalog lives elsewhere
+                await c.rollback()
+                cur = await c.execute(_WITHOUT_CATALOG)
             rows = await cur.fetchall()
     except psycopg.errors.UndefinedTable:
         return None
@@ -75,12 +86,9 @@ async def load_order_history(
     local = [traffic.local(dt.datetime.fromtimestamp(t, dt.UTC)) for t in placed]
     hour = np.array([t.hour for t in local], dtype=np.int8)
     dow = np.array([t.weekday() for t in local], dtype=np.int8)
-    # Kitchen load: the restaurant's orders placed in the 20 minutes before.
+    # Kitchen load and recent prep times: recomputed as of each placement by training
+    # (servers.eta.kitchen), the way Order computes them live.
     load = np.zeros(n, dtype=np.int32)
-    for r in np.unique(rid):
-        idx = np.flatnonzero(rid == r)
-        ts = placed[idx]
-        load[idx] = np.arange(len(idx)) - np.searchsorted(ts, ts - 1200.0)
     router = Router(graph, traffic=traffic)
     dist = np.full(n, np.nan)
     free = np.full(n, np.nan)
@@ -110,6 +118,9 @@ async def load_order_history(
         "item_count": np.array(col[8], dtype=np.int32),
         "subtotal_minor": np.array(col[7], dtype=np.int64),
         "restaurant_load": load,
+        "restaurant_listed_prep_min": np.array(
+            [float(r[13]) if r[13] is not None else np.nan for r in rows]
+        ),
         "weather": np.zeros(n, dtype=np.int8),
         "restaurant_lat": rest[:, 0],
         "restaurant_lon": rest[:, 1],

@@ -208,6 +208,11 @@ class EtaServicer(eta_pb2_grpc.EtaServiceServicer):
         v.check(0 <= request.item_count <= 1000, "item_count", "must be between 0 and 1000")
         v.check(request.restaurant_active_orders >= 0, "restaurant_active_orders",
                 "must not be negative")  # fmt: skip
+        v.check(request.restaurant_recent_orders >= 0, "restaurant_recent_orders",
+                "must not be negative")  # fmt: skip
+        for name in ("restaurant_listed_prep_minutes", "restaurant_recent_prep_minutes"):
+            x = getattr(request, name)
+            v.check(math.isfinite(x) and 0 <= x <= 600, name, "must be between 0 and 600")
         v.check(request.subtotal.amount_minor >= 0, "subtotal.amount_minor", "must not be negative")
         now_s = self.clock()
         if request.HasField("order_time"):
@@ -255,6 +260,9 @@ class EtaServicer(eta_pb2_grpc.EtaServiceServicer):
             status=status,
             weather=request.weather,
             restaurant_load=request.restaurant_active_orders,
+            listed_prep_min=request.restaurant_listed_prep_minutes,
+            recent_prep_min=request.restaurant_recent_prep_minutes,
+            recent_orders=request.restaurant_recent_orders,
             vehicle=request.vehicle_type,
             driver_id=request.driver_id,
             driver_known=drv is not None,

@@ -3,13 +3,17 @@
 The history (simulated, or real from the Order database) is split by time: the
 last ``holdout`` fraction of orders is never seen in training. Profiles
 (restaurants' mean prep, drivers' speed against the graph) come from the
-training part only. Both models are quantile regressions (10th/50th/90th
-percentile, ``reg:quantileerror``) trained with ``xgboost.train`` on a DMatrix.
+training part only; a kitchen's features (recent prep times, open orders) are
+each order's as of its placement (``servers.eta.kitchen``). Both models are
+quantile regressions (10th/50th/90th percentile, ``reg:quantileerror``) trained
+with ``xgboost.train`` on a DMatrix.
 
 The held-out report: MAE and p90 absolute error in minutes for prep, travel and
 the total, next to the routing-only baseline (the road graph's time × traffic
 multiplier with the vehicle's profile, plus a fixed prep: the constant that best
-fits the training part), and the 80% interval's coverage. The total is scored
+fits the training part), and the 80% interval's coverage. The total is also set
+beside two honest baselines: (a) route time + the restaurant's rolling mean prep
+time + the best constant, (b) the seed design's fixed formula. The total is scored
 twice: at order time (no driver known, what PlaceOrder asks) and once a driver is
 assigned (their position, vehicle and history known, what TrackOrder asks).
 """
@@ -37,9 +41,18 @@ from servers.eta.features import (
     travel_matrix,
     vehicle_time_s,
 )
+from servers.eta.kitchen import kitchen_as_of
 from servers.eta.model import QUANTILES, EtaModel, new_version, save_model
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "train"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "at_order_minutes",
+    "evaluate",
+    "kitchen_columns",
+    "refine",
+    "train",
+]
 
 _log = logging.getLogger("foodmesh.eta.training")
 
@@ -116,13 +129,30 @@ def _profiles(
     return restaurants, drivers, default_r, DriverProfile(fleet, 0)
 
 
-def _prep_x(h: History, model: EtaModel) -> F64:
-    rid = h["restaurant_id"]
-    avg = np.array([model.restaurant(str(r))[0].avg_prep_min for r in rid])
-    cnt = np.array([model.restaurant(str(r))[0].orders for r in rid])
+def kitchen_columns(h: History) -> dict[str, npt.NDArray[Any]]:
+    """``h`` with each order's kitchen as of its placement (``servers.eta.kitchen``).
+
+    Recomputed from the orders themselves, the way Order computes them live: the
+    restaurant's recent prep time and count, and its open orders (``restaurant_load``).
+    """
+    recent, count, open_ = kitchen_as_of(h["restaurant_id"], h["order_ts"], h["prep_s"])
+    listed = h.get("restaurant_listed_prep_min")
+    n = len(h["order_ts"])
+    return {
+        **h,
+        "restaurant_listed_prep_min": (np.asarray(listed, dtype=np.float64)
+                                       if listed is not None else np.full(n, np.nan)),
+        "restaurant_recent_prep_min": recent,
+        "restaurant_recent_orders": count,
+        "restaurant_load": open_,
+    }  # fmt: skip
+
+
+def _prep_x(h: History, model: EtaModel | None = None) -> F64:
     return prep_matrix(
-        restaurant_avg_prep_min=avg,
-        restaurant_orders=cnt,
+        listed_prep_min=h["restaurant_listed_prep_min"],
+        recent_prep_min=h["restaurant_recent_prep_min"],
+        recent_orders=h["restaurant_recent_orders"],
         item_count=h["item_count"],
         subtotal=h["subtotal_minor"].astype(np.float64) / 100.0,
         hour=h["hour"],
@@ -208,6 +238,60 @@ def _fit(
     )
 
 
+def refine(
+    model: EtaModel, h: History, *, rounds: int = 40, learning_rate: float = 0.05,
+    nthread: int = 1,
+) -> EtaModel:  # fmt: skip
+    """``model`` updated with deliveries ``h`` (kitchen columns computed): more boosting
+    rounds on them for both models, the pickup wait by hour and the intervals' widths
+    from them. What a few hundred of the platform's own deliveries can teach a model
+    trained on a bigger simulated history."""
+    order = np.argsort(h["order_ts"], kind="stable")
+    h = {k: np.asarray(v)[order] for k, v in h.items()}
+    n = len(h["order_ts"])
+    cut = int(n * (1.0 - _CALIBRATION))
+    fit = {k: v[:cut] for k, v in h.items()}
+    cal = {k: v[cut:] for k, v in h.items()}
+    params = {
+        "objective": "reg:quantileerror",
+        "quantile_alpha": np.array(QUANTILES),
+        "tree_method": "hist",
+        "max_depth": 4,
+        "learning_rate": learning_rate,
+        "min_child_weight": 5,
+        "nthread": nthread,
+    }
+
+    def more(booster: xgb.Booster, x: F64, y: F64) -> xgb.Booster:
+        known = np.isfinite(y)
+        d = xgb.DMatrix(x[known], label=y[known], nthread=nthread)
+        b = xgb.train(params, d, num_boost_round=rounds, xgb_model=booster.copy())
+        b.set_param({"nthread": 1})
+        return b
+
+    prep = more(model.prep, _prep_x(fit, model), fit["prep_s"] / 60.0)
+    x_travel = np.vstack([_travel_x(fit, model, leg="route"),
+                          _travel_x(fit, model, leg="route", driver_known=False)])  # fmt: skip
+    travel = more(model.travel, x_travel, np.concatenate([fit["travel_s"], fit["travel_s"]]) / 60.0)
+    every = np.ones(n, dtype=bool)
+    out = dataclasses.replace(model, version=new_version(), prep=prep, travel=travel,
+                              pickup_wait_by_hour=_wait_by_hour(h, every))  # fmt: skip
+    if len(cal["order_ts"]) >= 20:
+        out = dataclasses.replace(
+            out,
+            total_interval_scale=1.0,
+            prep_interval_scale=out.prep_interval_scale
+            * _scale(out.predict_prep(_prep_x(cal, out)), cal["prep_s"] / 60.0),
+            travel_interval_scale=out.travel_interval_scale
+            * _scale(
+                out.predict_travel(_travel_x(cal, out, leg="route", driver_known=False)),
+                cal["travel_s"] / 60.0,
+            ),
+        )
+        out = _with_total_scale(out, cal)
+    return out
+
+
 def _wait_by_hour(
     h: History, rows: npt.NDArray[np.bool_]
 ) -> tuple[tuple[float, float, float], ...]:
@@ -247,31 +331,70 @@ def _side(ours: F64, base: F64, actual: F64) -> dict[str, float]:
     }
 
 
+def at_order_minutes(model: EtaModel, t: History) -> tuple[F64, F64, F64]:
+    """The total promised at placement (no driver known: a typical one and a car) and its
+    80 % interval, minutes, for rows of a history with its kitchen columns."""
+    prep_q = model.predict_prep(_prep_x(t, model))
+    wait_q = np.array([model.pickup_wait_by_hour[int(hr)] for hr in t["hour"]]).reshape(-1, 3)
+    anon_q = model.predict_travel(_travel_x(t, model, leg="route", driver_known=False))
+    mid = prep_q[:, 1] + wait_q[:, 1] + anon_q[:, 1]
+    lo = mid - np.sqrt(
+        (prep_q[:, 1] - prep_q[:, 0]) ** 2 + (wait_q[:, 1] - wait_q[:, 0]) ** 2
+        + (anon_q[:, 1] - anon_q[:, 0]) ** 2
+    )  # fmt: skip
+    hi = mid + np.sqrt(
+        (prep_q[:, 2] - prep_q[:, 1]) ** 2 + (wait_q[:, 2] - wait_q[:, 1]) ** 2
+        + (anon_q[:, 2] - anon_q[:, 1]) ** 2
+    )  # fmt: skip
+    k = model.total_interval_scale
+    return mid, np.maximum(0.0, mid - (mid - lo) * k), mid + (hi - mid) * k
+
+
+def _with_total_scale(model: EtaModel, cal: History) -> EtaModel:
+    """``model`` with the total's interval widened or narrowed to hold 80 % of ``cal``."""
+    if len(cal["order_ts"]) < 20:
+        return model
+    mid, lo, hi = at_order_minutes(model, cal)
+    factor = _scale(np.column_stack([lo, mid, hi]), np.asarray(cal["total_s"]) / 60.0)
+    return dataclasses.replace(model, total_interval_scale=model.total_interval_scale * factor)
+
+
+def rolling_prep_min(h: History, *, default_min: float) -> F64:
+    """Baseline (a)'s prep: the restaurant's recent mean, else its listed time, else a default."""
+    recent = np.asarray(h["restaurant_recent_prep_min"], dtype=np.float64)
+    listed = np.asarray(h["restaurant_listed_prep_min"], dtype=np.float64)
+    return np.asarray(np.where(np.isfinite(recent), recent,
+                               np.where(np.isfinite(listed), listed, default_min)))  # fmt: skip
+
+
+def seed_formula_min(h: History) -> F64:
+    """Baseline (b), the seed design's fixed formula at order time: the listed prep time
+    (clamped to 5-60, 20 unknown) + 8 minutes for a driver to come + whole minutes of the
+    route with the traffic multiplier."""
+    listed = np.asarray(h["restaurant_listed_prep_min"], dtype=np.float64)
+    prep = np.clip(np.where(np.isfinite(listed), listed, 20.0), 5.0, 60.0)
+    return np.asarray(prep + 8.0 + np.floor(np.asarray(h["route_graph_s"]) / 60.0))
+
+
 def evaluate(model: EtaModel, h: History, rows: npt.NDArray[np.bool_], *, fixed_min: float,
-             fixed_prep_min: float) -> dict[str, Any]:  # fmt: skip
-    """Held-out errors of ``model`` on ``rows`` of ``h``, beside the routing-only baseline."""
+             fixed_prep_min: float, rolling_offset_min: float = 0.0) -> dict[str, Any]:  # fmt: skip
+    """Held-out errors of ``model`` on ``rows`` of ``h``, beside three baselines.
+
+    Routing only (the graph's time + the best constant), (a) route time + the
+    restaurant's rolling mean prep time + the best constant for the rest
+    (``rolling_offset_min``, fitted on the training orders), (b) the seed's formula.
+    """
     t = {k: v[rows] for k, v in h.items()}
     prep_q = model.predict_prep(_prep_x(t, model))
     prep_true = t["prep_s"] / 60.0
     route_q = model.predict_travel(_travel_x(t, model, leg="route"))
     travel_true = t["travel_s"] / 60.0
-    wait_q = np.array([model.pickup_wait_by_hour[int(hr)] for hr in t["hour"]])
     total_true = t["total_s"] / 60.0
 
     route_vt = vehicle_time_s(t["vehicle"], t["route_free_flow_s"], t["route_graph_s"]) / 60.0
     route_car = t["route_graph_s"] / 60.0
 
-    # At order time: no driver, so a typical one and a car.
-    anon_q = model.predict_travel(_travel_x(t, model, leg="route", driver_known=False))
-    at_order = prep_q[:, 1] + wait_q[:, 1] + anon_q[:, 1]
-    lo = at_order - np.sqrt(
-        (prep_q[:, 1] - prep_q[:, 0]) ** 2 + (wait_q[:, 1] - wait_q[:, 0]) ** 2
-        + (anon_q[:, 1] - anon_q[:, 0]) ** 2
-    )  # fmt: skip
-    hi = at_order + np.sqrt(
-        (prep_q[:, 2] - prep_q[:, 1]) ** 2 + (wait_q[:, 2] - wait_q[:, 1]) ** 2
-        + (anon_q[:, 2] - anon_q[:, 1]) ** 2
-    )  # fmt: skip
+    at_order, lo, hi = at_order_minutes(model, t)
     # Once assigned: the driver drives while the kitchen cooks; they wait for the food or
     # it waits for them, then the counter.
     pick_q = model.predict_travel(_travel_x(t, model, leg="pickup"))
@@ -284,6 +407,9 @@ def evaluate(model: EtaModel, h: History, rows: npt.NDArray[np.bool_], *, fixed_
     )
     base_assigned = fixed_min + route_vt
     has_pickup = np.isfinite(assigned)
+    base_a = rolling_prep_min(t, default_min=fixed_prep_min) + route_car + rolling_offset_min
+    base_b = seed_formula_min(t)
+    a_err, ours, seed_err = (_err(x, total_true) for x in (base_a, at_order, base_b))
     out = {
         "rows": int(rows.sum()),
         "prep": _side(prep_q[:, 1], np.full(len(prep_true), fixed_prep_min), prep_true),
@@ -293,6 +419,12 @@ def evaluate(model: EtaModel, h: History, rows: npt.NDArray[np.bool_], *, fixed_
             "interval80_coverage": round(
                 float(np.mean((total_true >= lo) & (total_true <= hi))), 3
             ),
+            "rolling_baseline_mae_min": a_err["mae_min"],
+            "rolling_baseline_p90_min": a_err["p90_min"],
+            "mae_vs_rolling_baseline": round(ours["mae_min"] / max(a_err["mae_min"], 1e-9), 3),
+            "seed_baseline_mae_min": seed_err["mae_min"],
+            "seed_baseline_p90_min": seed_err["p90_min"],
+            "mae_vs_seed_baseline": round(ours["mae_min"] / max(seed_err["mae_min"], 1e-9), 3),
         },
         "prep_interval80_coverage": round(
             float(np.mean((prep_true >= prep_q[:, 0]) & (prep_true <= prep_q[:, 2]))), 3
@@ -326,7 +458,7 @@ def train(
     if n < 50:
         raise ValueError(f"history has {n} orders; training needs at least 50")
     order = np.argsort(history["order_ts"], kind="stable")
-    h = {k: np.asarray(v)[order] for k, v in history.items()}
+    h = kitchen_columns({k: np.asarray(v)[order] for k, v in history.items()})
     cut = float(np.quantile(h["order_ts"], 1.0 - cfg.holdout))
     train_rows = h["order_ts"] < cut
     test_rows = ~train_rows
@@ -379,9 +511,13 @@ def train(
         ),
     )
 
+    model = _with_total_scale(model, cal)
     fixed_prep = float(tr["prep_s"].mean() / 60.0)
     fixed = float(np.mean((tr["total_s"] - tr["route_graph_s"]) / 60.0))
-    held_out = evaluate(model, h, test_rows, fixed_min=fixed, fixed_prep_min=fixed_prep)
+    rolling = float(np.mean(tr["total_s"] / 60.0 - tr["route_graph_s"] / 60.0
+                            - rolling_prep_min(tr, default_min=fixed_prep)))  # fmt: skip
+    held_out = evaluate(model, h, test_rows, fixed_min=fixed, fixed_prep_min=fixed_prep,
+                        rolling_offset_min=rolling)  # fmt: skip
     metrics: dict[str, Any] = {
         "source": source,
         "orders": n,
@@ -391,6 +527,10 @@ def train(
         "baseline": "road graph time x traffic multiplier (vehicle profile) + fixed prep",
         "baseline_fixed_prep_min": round(fixed_prep, 3),
         "baseline_fixed_total_offset_min": round(fixed, 3),
+        "rolling_baseline": "route time + the restaurant's rolling mean prep time (as of the"
+        " order) + the best constant for the rest",
+        "rolling_baseline_offset_min": round(rolling, 3),
+        "seed_baseline": "listed prep (5-60) + 8 min + whole minutes of route time with traffic",
         "config": {
             "rounds": cfg.rounds,
             "max_depth": cfg.max_depth,
@@ -406,7 +546,9 @@ def train(
         f"train-eta: done in {time.perf_counter() - t0:.1f}s; held-out MAE total "
         f"{ho['total']['mae_min']:.2f} min (baseline {ho['total']['baseline_mae_min']:.2f}), "
         f"prep {ho['prep']['mae_min']:.2f} ({ho['prep']['baseline_mae_min']:.2f}), "
-        f"travel {ho['travel']['mae_min']:.2f} ({ho['travel']['baseline_mae_min']:.2f})"
+        f"travel {ho['travel']['mae_min']:.2f} ({ho['travel']['baseline_mae_min']:.2f}); "
+        f"baselines (a) rolling prep {ho['total']['rolling_baseline_mae_min']:.2f}, "
+        f"(b) seed formula {ho['total']['seed_baseline_mae_min']:.2f}"
         + (f"; wrote {path}" if path else "")
     )
     return TrainResult(model=model, path=path, metrics=metrics)

@@ -85,6 +85,8 @@ async def build(
     from clients.catalog import CachedCatalog
     from servers.order.deadlines import Sweeper
     from servers.order.eta import FallbackEta, RemoteEta
+    from servers.order.eta_features import KitchenFeatures
+    from servers.order.eta_stages import StageEstimates, gather_spawner
     from servers.order.feed import FeedWaker
     from servers.order.payments import HoldLookup
     from servers.order.placement import NO_HOOKS
@@ -110,7 +112,7 @@ async def build(
     if (t := resources.configured_target("eta")) is not None:
         eta_client = EtaClient(t, options=options)
         owned.append(eta_client)
-        eta = RemoteEta(eta_client, FallbackEta())
+        eta = RemoteEta(eta_client, FallbackEta(), kitchens=KitchenFeatures(resources.pg))
     drivers = None
     if (t := resources.configured_target("dispatch")) is not None:
         drivers = DispatchClient(t, options=options)
@@ -118,11 +120,15 @@ async def build(
     feed = ChangeFeed(s.postgres_url, NOTIFY_CHANNEL)
     cache_s = float(s.extra.get("FOODMESH_ORDER_CATALOG_CACHE_S", "2"))
     cached = CachedCatalog(catalog, cache=TtlCache(ttl_s=cache_s))
+    store = OrderStore(resources.pg)
+    stage_tasks: set[asyncio.Task[None]] = set()
+    store.stages = StageEstimates(resources.pg, eta, spawn=gather_spawner(stage_tasks),
+                                  drivers=drivers, catalog=cached)  # fmt: skip
     # The sandbox is also the vault of saved cards and wallets when a test hands in
     # another provider (which then authorizes them through its own ledger).
     sandbox = SandboxProvider(resources.pg)
     servicer = OrderServicer(
-        OrderStore(resources.pg),
+        store,
         Ports(catalog=cached, pricing=pricing, eta=eta, payments=payments or sandbox,
               drivers=drivers, vault=sandbox),
         subjects=resources.subjects,
@@ -211,7 +217,7 @@ async def build(
 
     async def stop() -> None:
         await servicer.wait_placing(timeout_s=min(5.0, s.shutdown_grace_s))
-        await stop_tasks(tasks)
+        await stop_tasks([*tasks, *stage_tasks])
         await relay.stop()
         await feed.stop()
         await servicer.feed_waker.stop()

@@ -17,6 +17,7 @@ import grpc
 
 from foodmesh.core.geo import METERS_PER_MILE, haversine_m
 from foodmesh.v1 import common_pb2, eta_pb2
+from servers.order.eta_features import KitchenNow
 
 __all__ = ["Estimate", "EtaInput", "EtaPort", "FallbackEta", "RemoteEta"]
 
@@ -33,6 +34,12 @@ class EtaInput:
     subtotal_minor: int
     currency: str
     start: dt.datetime
+    #: Where the order stands (a re-estimate after placement): its status and driver.
+    status: str = "placed"
+    driver_id: str = ""
+    now: dt.datetime | None = None
+    #: The driver's VehicleType, when known (0: not known).
+    vehicle: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +50,9 @@ class Estimate:
     ready: dt.datetime
     confidence: float
     source: str
+    #: The 80 % interval of the arrival, when the estimator gives one.
+    lower: dt.datetime | None = None
+    upper: dt.datetime | None = None
 
 
 class EtaPort(Protocol):
@@ -77,12 +87,25 @@ class _EstimateClient(Protocol):
     ) -> eta_pb2.EstimateDeliveryResponse: ...
 
 
-class RemoteEta:
-    """``EtaService.EstimateDelivery``, falling back to ``fallback`` when it does not answer."""
+class _Kitchens(Protocol):
+    async def of(
+        self, restaurant_id: str, *, placed_before: dt.datetime | None = ...
+    ) -> KitchenNow | None: ...
 
-    def __init__(self, client: _EstimateClient, fallback: FallbackEta) -> None:
+
+class RemoteEta:
+    """``EtaService.EstimateDelivery``, falling back to ``fallback`` when it does not answer.
+
+    With ``kitchens`` each request carries the kitchen's live state (its open orders,
+    its recent prep times) beside its listed prep time: the model's live features.
+    """
+
+    def __init__(
+        self, client: _EstimateClient, fallback: FallbackEta, *, kitchens: _Kitchens | None = None
+    ) -> None:
         self.client = client
         self.fallback = fallback
+        self.kitchens = kitchens
 
     async def estimate(self, e: EtaInput, *, timeout_s: float) -> Estimate:
         req = eta_pb2.EstimateDeliveryRequest(
@@ -91,8 +114,21 @@ class RemoteEta:
             delivery_location=common_pb2.LatLng(lat=e.destination[0], lon=e.destination[1]),
             item_count=e.item_count,
             subtotal=common_pb2.Money(amount_minor=e.subtotal_minor, currency_code=e.currency),
+            restaurant_listed_prep_minutes=float(max(0, e.prep_minutes)),
+            driver_id=e.driver_id,
+            vehicle_type=e.vehicle,  # type: ignore[arg-type]
+            order_status=common_pb2.OrderStatus.Value(f"ORDER_STATUS_{e.status.upper()}"),
         )
         req.order_time.FromDatetime(e.start)
+        kitchen = None
+        if self.kitchens is not None:
+            # A re-estimate (status past placed) counts the orders placed before this one.
+            before = e.start if e.status != "placed" else None
+            kitchen = await self.kitchens.of(e.restaurant_id, placed_before=before)
+        if kitchen is not None:
+            req.restaurant_active_orders = kitchen.open_orders
+            req.restaurant_recent_prep_minutes = kitchen.recent_prep_min
+            req.restaurant_recent_orders = kitchen.recent_orders
         try:
             r = await self.client.estimate_delivery(req, deadline_s=timeout_s)
         except grpc.aio.AioRpcError as exc:
@@ -104,8 +140,11 @@ class RemoteEta:
                 raise
             _log.warning("eta unavailable (%s): fallback formula", exc.code().name)
             return self.fallback.compute(e)
-        ready = e.start + dt.timedelta(minutes=r.prep_minutes)
+        now = r.estimated_delivery_time.ToDatetime(dt.UTC) - dt.timedelta(minutes=r.total_minutes)
+        ready = now + dt.timedelta(minutes=r.prep_minutes)
         return Estimate(
+            lower=now + dt.timedelta(minutes=r.lower_minutes),
+            upper=now + dt.timedelta(minutes=r.upper_minutes),
             prep_minutes=r.prep_minutes,
             travel_minutes=r.total_minutes - r.prep_minutes,
             arrival=r.estimated_delivery_time.ToDatetime(dt.UTC),

@@ -32,7 +32,7 @@ from foodmesh.v1 import catalog_pb2, common_pb2, order_pb2
 from servers.order import convert, metrics
 from servers.order.cart import price_lines
 from servers.order.confirm import DEFAULT_TIMEOUT_S, ConfirmPlan, ConfirmSettings, plan_confirm
-from servers.order.eta import EtaInput
+from servers.order.eta import Estimate, EtaInput
 from servers.order.ids import new_order_id
 from servers.order.methods import MethodStore, display_name
 from servers.order.model import Entry, Line, Order
@@ -114,6 +114,8 @@ class Promise:
     ready: dt.datetime
     release_at: dt.datetime | None
     confidence: float
+    #: The estimate behind it (recorded as the placement stage's).
+    estimate: Estimate | None = None
 
 
 def _new_pin() -> str:
@@ -206,6 +208,9 @@ class Placement:
         if fresh:
             metrics.placed()
             self.hooks.reached("placed")
+            stages = self.store.stages
+            if stages is not None and promise.estimate is not None and order.released:
+                stages.spawn(stages.record(order_id, "placement", now, promise.estimate))
         return written
 
     async def load_restaurant_and_menu(self, req: order_pb2.PlaceOrderRequest) -> Venue:
@@ -324,7 +329,7 @@ class Placement:
                 f"restaurant {rid!r} is closed now", reason="RESTAURANT_CLOSED"
             )
         return Promise(arrival=arrival, ready=ready, release_at=release_at,
-                       confidence=estimate.confidence)  # fmt: skip
+                       confidence=estimate.confidence, estimate=estimate)  # fmt: skip
 
     async def authorize(
         self,

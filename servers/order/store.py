@@ -18,7 +18,7 @@ import datetime as dt
 import enum
 import hmac
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
@@ -32,6 +32,9 @@ from servers.order.feed import FEED_PLACED_SQL, feed_append
 from servers.order.model import Change, Entry, Line, Order
 from servers.order.transitions import Status
 from servers.runtime.outbox import OutboxEvent, enqueue_event, insert_sql, row_values
+
+if TYPE_CHECKING:
+    from servers.order.eta_stages import StageEstimates
 
 __all__ = [
     "MAX_PIN_ATTEMPTS",
@@ -120,6 +123,8 @@ def _order(row: dict[str, Any], items: Sequence[Line], timeline: Sequence[Entry]
 class OrderStore:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
+        #: Told of each committed change (the ETA's re-estimates per stage), when set.
+        self.stages: StageEstimates | None = None
 
     # -- idempotency keys ------------------------------------------------------------
 
@@ -345,6 +350,8 @@ class OrderStore:
         await self._announce(conn, order_id, event_for(after, entry, change.event or ""))
         await feed_append(conn, after.restaurant_id, order_id, entry.seq, event)
         metrics.committed(current, after, at=now)
+        if self.stages is not None:
+            self.stages.committed(current, after, at=now)
         return after, True
 
     async def settle_payment(

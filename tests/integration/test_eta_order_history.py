@@ -13,7 +13,7 @@ from foodmesh.roads import RoadGraph
 from foodmesh.sim import history
 from servers import order
 from servers.eta.order_history import load_order_history
-from servers.eta.training import TrainConfig, train
+from servers.eta.training import TrainConfig, kitchen_columns, train
 from servers.runtime.migrate import load_migrations, migrate
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,11 @@ async def test_train_eta_learns_from_the_order_databases_deliveries(pg_url: str)
     assert np.all(np.diff(h["order_ts"]) >= 0)
     assert np.allclose(h["total_s"], h["prep_s"] + h["wait_s"] + h["travel_s"])
     assert np.all(np.isfinite(h["route_graph_s"])) and np.all(h["route_distance_m"] > 0)
-    assert h["restaurant_load"].max() >= 1
+    # The kitchens as of each placement, as Order computes them live.
+    k = kitchen_columns(h)
+    assert k["restaurant_load"].max() >= 1
+    assert np.isfinite(k["restaurant_recent_prep_min"][50:]).all()
+    assert np.isnan(k["restaurant_listed_prep_min"]).all()  # no Catalog schema here
     result = train(h, out_dir=None, config=TrainConfig(rounds=30, nthread=1),
                    progress=lambda _: None)  # fmt: skip
     ho = result.metrics["held_out"]

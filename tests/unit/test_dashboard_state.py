@@ -61,6 +61,23 @@ def test_an_order_life_gives_matching_time_offers_and_eta_error() -> None:
     assert fig["delivered_window"] == 1 and fig["in_flight"] == 0 and fig["unassigned"] == 0
 
 
+def test_eta_error_per_stage_placement_assignment_pickup() -> None:
+    s = CityState()
+    t0 = 1_000_000.0
+    s.on_order(order_event("o1", common_pb2.ORDER_STATUS_PLACED, t0, seq=1,
+                           promised=t0 + 1800), t0)  # fmt: skip
+    # Picked up: the order stands with its assignment-stage estimate (+1 min off the truth).
+    s.on_order(order_event("o1", common_pb2.ORDER_STATUS_PICKED_UP, t0 + 1200, seq=5,
+                           promised=t0 + 2040, driver="d1"), t0 + 1200)  # fmt: skip
+    # Delivered at +33 min; the latest estimate (made at pickup) said +33.5.
+    s.on_order(order_event("o1", common_pb2.ORDER_STATUS_DELIVERED, t0 + 1980, seq=7,
+                           promised=t0 + 2010, driver="d1"), t0 + 1980)  # fmt: skip
+    fig = s.figures(t0 + 1981)
+    assert fig["eta_error_mean_min"] == 3.0
+    assert fig["eta_error_assigned_mean_min"] == 1.0
+    assert fig["eta_error_pickup_mean_min"] == 0.5
+
+
 def test_redelivered_events_count_once() -> None:
     s = CityState()
     ev = order_event("o1", common_pb2.ORDER_STATUS_PLACED, 100.0, seq=1)

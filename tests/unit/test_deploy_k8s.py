@@ -282,9 +282,10 @@ def test_services_get_their_ports_host_and_migrations(overlay: str) -> None:
             assert env[f"FOODMESH_{up}_{callee.upper()}_TARGET"] == (
                 f"{callee}:{GRPC[callee].grpc_port}"
             )
-        (init,) = pod_spec(d)["initContainers"]
+        init, *more = pod_spec(d)["initContainers"]
         assert init["command"] == ["foodmesh", "migrate", name]
         assert any(e["name"] == "FOODMESH_POSTGRES_URL" for e in init["env"])
+        assert [m["name"] for m in more] == (["models"] if name == "eta" else [])
     gw = by_name(docs, "Deployment", "gateway")
     (c,) = containers(gw, init=False)
     env = {}
@@ -818,3 +819,25 @@ def test_only_services_hold_the_service_key(overlay: str) -> None:
     services = {s.name for s in KNOWN}
     assert services <= holders
     assert not holders & {"gateway", "dashboard"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_eta_serves_the_shipped_model_and_retrains_into_its_volume(overlay: str) -> None:
+    docs = rendered(overlay)
+    d = by_name(docs, "Deployment", "eta")
+    (c,) = containers(d, init=False)
+    configs = {x["metadata"]["name"]: x.get("data", {}) for x in of_kind(docs, "ConfigMap")}
+    env: dict[str, str] = {}
+    for ref in c["envFrom"]:
+        env.update(configs[ref["configMapRef"]["name"]])
+    models = env["FOODMESH_ETA_MODEL_DIR"]
+    assert float(env["FOODMESH_ETA_RETRAIN_EVERY_S"]) > 0
+    assert any(e["name"] == "FOODMESH_POSTGRES_URL" for e in c["env"])  # the deliveries
+    seed = next(i for i in pod_spec(d)["initContainers"] if i["name"] == "models")
+    assert seed["command"][-2:] == ["/opt/foodmesh/models", models]
+    volumes = {v["name"]: v for v in pod_spec(d)["volumes"]}
+    for container in (c, seed):
+        mount = next(m for m in container["volumeMounts"] if models.startswith(m["mountPath"]))
+        assert "emptyDir" in volumes[mount["name"]]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "train-eta" in dockerfile and "COPY --from=model /opt/foodmesh/models" in dockerfile

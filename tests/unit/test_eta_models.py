@@ -86,6 +86,9 @@ def test_trained_model_beats_the_routing_only_baseline(trained: TrainResult) -> 
         assert ho[part]["mae_min"] < 0.8 * ho[part]["baseline_mae_min"], (part, ho[part])
         assert ho[part]["p90_min"] < ho[part]["baseline_p90_min"], part
     assert ho["total"]["mae_min"] < 5.0  # the design's target, even on this small history
+    # The honest baselines: (a) route + the restaurant's rolling mean prep, (b) the seed's.
+    assert ho["total"]["mae_min"] < 0.85 * ho["total"]["rolling_baseline_mae_min"], ho["total"]
+    assert ho["total"]["mae_min"] < ho["total"]["seed_baseline_mae_min"], ho["total"]
     assert 0.6 < ho["total"]["interval80_coverage"] <= 1.0
 
 
@@ -93,12 +96,12 @@ def test_model_file_is_versioned_with_metrics_and_features(trained: TrainResult)
     assert trained.path is not None and trained.path.exists()
     meta = json.loads(trained.path.with_name(f"eta-{trained.model.version}.meta.json").read_text())
     assert meta["version"] == trained.model.version
-    assert "restaurant_avg_prep_min" in meta["prep_features"]
+    assert "restaurant_recent_prep_min" in meta["prep_features"]
     assert "driver_speed_ratio" in meta["travel_features"]
     assert meta["metrics"]["held_out"]["total"]["mae_min"] > 0
     loaded = load_model(trained.path)
     assert loaded.version == trained.model.version
-    x = np.array([[20.0, 5.0, 2, 30.0, 12, 1, 1, 3, 1]])
+    x = np.array([[20.0, 18.5, 10, 2, 30.0, 12, 1, 1, 3, 1]])
     assert np.allclose(loaded.predict_prep(x), trained.model.predict_prep(x))
     q = loaded.predict_prep(x)[0]
     assert q[0] <= q[1] <= q[2]

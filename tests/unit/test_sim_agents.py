@@ -19,7 +19,7 @@ from foodmesh.sim.drivers import (
     shift_windows,
     traffic_multiplier,
 )
-from foodmesh.sim.kitchens import plan_kitchen, prep_seconds
+from foodmesh.sim.kitchens import plan_kitchen
 from foodmesh.sim.run import format_progress
 from foodmesh.v1 import common_pb2
 
@@ -83,10 +83,17 @@ def test_shifts_start_on_the_hour_or_trickle_in_when_under_way() -> None:
 
 def test_kitchen_times_follow_the_restaurants_profile() -> None:
     rng = random.Random(2)
-    times = [prep_seconds(rng, 15.0, 4.0) / 60 for _ in range(4000)]
-    assert statistics.fmean(times) == pytest.approx(15.0, rel=0.05)
-    assert statistics.stdev(times) == pytest.approx(4.0, rel=0.15)
     spec = build_city(seed=7, restaurants=1, drivers=0, customers=1).restaurants[0]
+    one = [plan_kitchen(rng, spec, items=1).ready_s / 60 for _ in range(3000)]
+    # One item, an idle kitchen, off-peak: 78 % of the mean, a 10 % log-normal spread.
+    assert statistics.fmean(one) == pytest.approx(0.78 * spec.prep_mean_min, rel=0.03)
+    assert statistics.stdev(one) == pytest.approx(0.1 * 0.78 * spec.prep_mean_min, rel=0.15)
+    # Bigger orders, a busy kitchen and the rush each take longer.
+    big = statistics.fmean(plan_kitchen(rng, spec, items=5).ready_s for _ in range(500))
+    busy = statistics.fmean(plan_kitchen(rng, spec, items=1, load=4).ready_s for _ in range(500))
+    rush = statistics.fmean(plan_kitchen(rng, spec, items=1, peak=True).ready_s
+                            for _ in range(500))  # fmt: skip
+    assert min(big, busy, rush) / 60 > 1.08 * statistics.fmean(one)
     plan = plan_kitchen(rng, spec, scale=0.01)
     assert 0 < plan.confirm_s <= plan.start_s < plan.ready_s < 60
 

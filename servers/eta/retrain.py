@@ -1,0 +1,274 @@
+"""Learning from the platform's own deliveries: retrain, validate against the serving model,
+promote only if better.
+
+One pass (:func:`retrain_once`):
+
+1. read the delivered orders from the Order database (``order_history``);
+2. hold out the most recent ``validate_share`` of them (by placement) for validation;
+3. make candidates from the rest (their kitchen features as of each placement): the
+   serving model refined with them (more boosting rounds, their pickup waits and
+   interval widths; from ``min_refine`` deliveries) and a model trained on them alone
+   (from ``min_orders``); the better of the two on the held-out deliveries is the
+   candidate;
+4. score the candidate and the model in service (the newest file of the model
+   directory) on the held-out deliveries: MAE of the total promised at placement;
+5. promote the candidate (write its file: the ETA service hot-loads it) only if its
+   MAE is lower; either way the decision is logged and appended to
+   ``retrain.jsonl`` in the model directory.
+
+Every promoted model records what it was trained on (source, orders, their time
+span) and its validation (orders, its MAE and p90, the serving model's MAE, which
+one it replaced). :class:`Retrainer` runs passes on a schedule (``every_s``, when at
+least ``min_new_on_schedule`` deliveries are new) and sooner when ``min_new``
+deliveries have arrived since the serving model was trained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from foodmesh.roads import RoadGraph, TrafficModel
+from servers.eta.model import EtaModel, ModelLoadError, load_model, model_files, save_model
+from servers.eta.order_history import load_order_history
+from servers.eta.training import (
+    TrainConfig,
+    at_order_minutes,
+    kitchen_columns,
+    refine,
+    train,
+)
+
+__all__ = ["Outcome", "RetrainConfig", "Retrainer", "retrain_once", "validate"]
+
+_log = logging.getLogger("foodmesh.eta.retrain")
+
+
+@dataclass(frozen=True, slots=True)
+class RetrainConfig:
+    #: Seconds between scheduled passes.
+    every_s: float = 900.0
+    #: Seconds between looks at how many deliveries are new.
+    poll_s: float = 60.0
+    #: New deliveries that start a pass at once.
+    min_new: int = 300
+    #: New deliveries a scheduled pass needs (fewer: nothing to learn yet).
+    min_new_on_schedule: int = 50
+    #: Deliveries a full retraining needs (a candidate trained on them alone).
+    min_orders: int = 300
+    #: Deliveries a refinement needs (the serving model boosted further on them, its
+    #: pickup waits and interval widths taken from them).
+    min_refine: int = 60
+    refine_rounds: int = 40
+    #: The most recent share of deliveries kept for validation.
+    validate_share: float = 0.2
+    rounds: int = 150
+    nthread: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one pass did: ``promoted``, ``kept`` (candidate not better) or ``skipped``."""
+
+    decision: str
+    reason: str
+    deliveries: int = 0
+    candidate_version: str = ""
+    serving_version: str = ""
+    candidate_mae_min: float | None = None
+    serving_mae_min: float | None = None
+    path: Path | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["path"] = str(self.path) if self.path else None
+        d["at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        return d
+
+
+def _rows(h: dict[str, Any], m: np.ndarray) -> dict[str, Any]:
+    return {k: v[m] for k, v in h.items()}
+
+
+def validate(model: EtaModel, held: dict[str, Any]) -> dict[str, float]:
+    """The model's error on held-out deliveries (with kitchen columns): the total at placement."""
+    mid, lo, hi = at_order_minutes(model, held)
+    actual = np.asarray(held["total_s"], dtype=np.float64) / 60.0
+    err = np.abs(mid - actual)
+    return {
+        "orders": int(len(actual)),
+        "mae_min": round(float(err.mean()), 3),
+        "p90_min": round(float(np.quantile(err, 0.9)), 3),
+        "interval80_coverage": round(float(np.mean((actual >= lo) & (actual <= hi))), 3),
+    }
+
+
+def serving_model(model_dir: Path) -> EtaModel | None:
+    """The model the ETA service serves: the newest file that loads."""
+    for _, path in reversed(model_files(model_dir)):
+        try:
+            return load_model(path)
+        except ModelLoadError:
+            continue
+    return None
+
+
+def _trained_until(model: EtaModel | None) -> float:
+    if model is None:
+        return 0.0
+    return float(model.metrics.get("trained_on", {}).get("until_ts", 0.0))
+
+
+def _record(model_dir: Path, outcome: Outcome) -> None:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with (model_dir / "retrain.jsonl").open("a") as f:
+        f.write(json.dumps(outcome.as_json()) + "\n")
+
+
+def retrain_once(
+    history: dict[str, Any] | None,
+    model_dir: Path,
+    *,
+    config: RetrainConfig | None = None,
+    say: Callable[[str], None] | None = None,
+) -> Outcome:
+    """One pass over ``history`` (the Order database's deliveries, or None when too few)."""
+    cfg = config or RetrainConfig()
+    say = say or _log.info
+    serving = serving_model(model_dir)
+    need = min(cfg.min_orders, cfg.min_refine) if serving is not None else cfg.min_orders
+    if history is None or len(history["order_ts"]) < need:
+        n = 0 if history is None else len(history["order_ts"])
+        out = Outcome("skipped", f"{n} deliveries, training needs {need}", n)
+        say(f"retrain-eta: skipped: {out.reason}")
+        return out
+    order = np.argsort(history["order_ts"], kind="stable")
+    h = kitchen_columns({k: np.asarray(v)[order] for k, v in history.items()})
+    n = len(h["order_ts"])
+    cut = float(np.quantile(h["order_ts"], 1.0 - cfg.validate_share))
+    fit, held = _rows(h, h["order_ts"] < cut), _rows(h, h["order_ts"] >= cut)
+    n_fit = len(fit["order_ts"])
+    t0 = time.perf_counter()
+    candidates: list[tuple[str, EtaModel]] = []
+    if serving is not None and n_fit >= cfg.min_refine:
+        candidates.append((f"model {serving.version} refined with {n_fit} deliveries",
+                           refine(serving, fit, rounds=cfg.refine_rounds,
+                                  nthread=cfg.nthread)))  # fmt: skip
+    if n_fit >= cfg.min_orders:
+        full = train(fit, out_dir=None, config=TrainConfig(rounds=cfg.rounds, nthread=cfg.nthread),
+                     progress=lambda _: None, source="order database").model  # fmt: skip
+        candidates.append((f"trained on {n_fit} deliveries alone", full))
+    if not candidates:
+        out = Outcome("skipped", f"{n_fit} deliveries to learn from: too few", n)
+        say(f"retrain-eta: skipped: {out.reason}")
+        return out
+    scored = [(validate(m, held), how, m) for how, m in candidates]
+    ours, how, cand = min(scored, key=lambda t: t[0]["mae_min"])
+    theirs = validate(serving, held) if serving is not None else None
+    better = theirs is None or ours["mae_min"] < theirs["mae_min"]
+    metrics = {
+        **cand.metrics,
+        "trained_on": {
+            "source": "order database (delivered orders)",
+            "how": how,
+            "orders": n_fit,
+            "from_ts": float(fit["order_ts"].min()),
+            "until_ts": float(h["order_ts"].max()),
+            "base_model": serving.version if serving is not None and "refined" in how else "",
+        },
+        "validation": {
+            **ours,
+            "held_out_from_ts": cut,
+            "serving_version": serving.version if serving is not None else "",
+            "serving_mae_min": theirs["mae_min"] if theirs else None,
+            "serving_p90_min": theirs["p90_min"] if theirs else None,
+            "candidates": {h_: s_["mae_min"] for s_, h_, _ in scored},
+        },
+        "retrain_seconds": round(time.perf_counter() - t0, 2),
+    }
+    cand = dataclasses.replace(cand, metrics=metrics)
+    common = {
+        "deliveries": n,
+        "candidate_version": cand.version,
+        "serving_version": serving.version if serving is not None else "",
+        "candidate_mae_min": ours["mae_min"],
+        "serving_mae_min": theirs["mae_min"] if theirs else None,
+    }
+    if better:
+        path = save_model(cand, model_dir)
+        out = Outcome("promoted", "better on the latest deliveries", path=path, **common)  # type: ignore[arg-type]
+    else:
+        out = Outcome("kept", "the serving model is as good or better", **common)  # type: ignore[arg-type]
+    _record(model_dir, out)
+    say(
+        f"retrain-eta: {out.decision} candidate {cand.version}, {how} (validation MAE "
+        f"{ours['mae_min']:.2f} min on {ours['orders']} latest deliveries) against serving "
+        f"{out.serving_version or 'none'} ({theirs['mae_min'] if theirs else float('nan'):.2f} "
+        f"min)"
+    )
+    return out
+
+
+class Retrainer:
+    """Retrains on a schedule and when enough new deliveries arrived; one pass at a time."""
+
+    def __init__(
+        self,
+        postgres_url: str,
+        model_dir: Path,
+        *,
+        config: RetrainConfig | None = None,
+        graph: RoadGraph | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.postgres_url = postgres_url
+        self.model_dir = model_dir
+        self.config = config or RetrainConfig()
+        self.graph = graph
+        self.say = say or _log.info
+        self.last_pass = time.monotonic()
+
+    async def _deliveries(self) -> dict[str, Any] | None:
+        if self.graph is None:
+            self.graph = await asyncio.to_thread(RoadGraph.default)
+        return await load_order_history(self.postgres_url, self.graph, traffic=TrafficModel(),
+                                        min_orders=1, progress=lambda _: None)  # fmt: skip
+
+    async def check(self, *, force: bool = False) -> Outcome | None:
+        """One look: a pass if it is due (schedule or new deliveries) or ``force``d, else None."""
+        h = await self._deliveries()
+        n = 0 if h is None else len(h["order_ts"])
+        serving = await asyncio.to_thread(serving_model, self.model_dir)
+        until = _trained_until(serving)
+        new = 0 if h is None else int(np.sum(np.asarray(h["order_ts"]) > until))
+        cfg = self.config
+        due = time.monotonic() - self.last_pass >= cfg.every_s
+        if not (force or new >= cfg.min_new or (due and new >= cfg.min_new_on_schedule)):
+            _log.debug("retrain-eta: %d deliveries, %d new: not yet", n, new)
+            return None
+        self.last_pass = time.monotonic()
+        self.say(f"retrain-eta: {n} deliveries, {new} new since the serving model: retraining")
+        return await asyncio.to_thread(retrain_once, h, self.model_dir, config=cfg,
+                                       say=self.say)  # fmt: skip
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Looks every ``poll_s`` until ``stop``; a failed pass is logged, the next one tries."""
+        while not stop.is_set():
+            try:
+                await self.check()
+            except Exception as exc:  # the database away, a bad history: next look
+                _log.warning("retrain-eta pass failed: %s: %s", type(exc).__name__, exc)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.config.poll_s)
+            except TimeoutError:
+                pass

@@ -1,0 +1,83 @@
+"""Retraining from deliveries: a candidate is promoted only if it beats the serving model on
+the latest held-out deliveries, and each model records what it learned from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from foodmesh.roads import RoadGraph
+from foodmesh.sim import history
+from servers.eta.model import load_model, model_files, save_model
+from servers.eta.retrain import RetrainConfig, retrain_once
+from servers.eta.training import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def deliveries() -> history.History:
+    h = history.generate(RoadGraph.default(), orders=1500, seed=11, restaurants=15,
+                         progress=lambda _: None)  # fmt: skip
+    # What the Order database knows: no driver positions, vehicles or weather.
+    n = len(h["order_ts"])
+    for k in ("pickup_distance_m", "pickup_free_flow_s", "pickup_graph_s", "assign_delay_s",
+              "pickup_travel_s", "driver_lat", "driver_lon"):  # fmt: skip
+        h[k] = np.full(n, np.nan)
+    h["vehicle"] = np.zeros(n, dtype=np.int8)
+    return h
+
+
+def test_too_few_deliveries_train_nothing(tmp_path: Path, deliveries: history.History) -> None:
+    few = {k: v[:100] for k, v in deliveries.items()}
+    out = retrain_once(few, tmp_path, config=RetrainConfig(min_orders=300), say=lambda _: None)
+    assert out.decision == "skipped" and model_files(tmp_path) == []
+
+
+def test_promoted_only_when_better(tmp_path: Path, deliveries: history.History) -> None:
+    say: list[str] = []
+    first = retrain_once(deliveries, tmp_path, config=RetrainConfig(rounds=60), say=say.append)
+    assert first.decision == "promoted" and first.path is not None
+    model = load_model(first.path)
+    trained = model.metrics["trained_on"]
+    assert trained["source"].startswith("order database")
+    assert trained["orders"] == pytest.approx(0.8 * len(deliveries["order_ts"]), abs=2)
+    assert trained["until_ts"] == float(deliveries["order_ts"].max())
+    v = model.metrics["validation"]
+    assert v["orders"] > 250 and v["mae_min"] == first.candidate_mae_min and v["mae_min"] < 5
+    # A candidate that barely learned (two rounds) loses to it and is not promoted.
+    weak = retrain_once(deliveries, tmp_path, config=RetrainConfig(rounds=2, min_refine=10**6),
+                        say=say.append)  # fmt: skip
+    assert weak.decision == "kept"
+    assert weak.serving_version == model.version
+    assert weak.candidate_mae_min is not None and weak.serving_mae_min is not None
+    assert weak.candidate_mae_min >= weak.serving_mae_min
+    assert [v for v, _ in model_files(tmp_path)] == [model.version]
+    log = [json.loads(line) for line in (tmp_path / "retrain.jsonl").read_text().splitlines()]
+    assert [r["decision"] for r in log] == ["promoted", "kept"]
+    assert any("kept" in s for s in say)
+
+
+def test_a_model_of_another_world_is_refined_with_the_platforms_deliveries(
+    tmp_path: Path, deliveries: history.History
+) -> None:
+    """Served: a model of kitchens 40 % slower than the city's. A few hundred deliveries
+    refine it (no full retraining: too few), and the refined one is promoted."""
+    other = dict(deliveries)
+    slow = deliveries["prep_s"] * 1.4
+    other["total_s"] = deliveries["total_s"] + slow - deliveries["prep_s"]
+    other["prep_s"] = slow
+    served = train(other, out_dir=None, config=TrainConfig(rounds=40, nthread=1),
+                   progress=lambda _: None).model  # fmt: skip
+    save_model(served, tmp_path)
+    recent = {k: v[-400:] for k, v in deliveries.items()}
+    out = retrain_once(recent, tmp_path, config=RetrainConfig(min_orders=10**6, min_refine=60),
+                       say=lambda _: None)  # fmt: skip
+    assert out.decision == "promoted", out
+    assert out.candidate_mae_min is not None and out.serving_mae_min is not None
+    assert out.candidate_mae_min < 0.7 * out.serving_mae_min
+    assert out.path is not None
+    m = load_model(out.path)
+    assert m.metrics["trained_on"]["base_model"] == served.version
+    assert "refined" in m.metrics["trained_on"]["how"]
