@@ -105,6 +105,7 @@ async def _up(args: argparse.Namespace) -> int:
                         for t in services
                         if t is not s
                     },
+                    **(city_dispatch() if s.name == "dispatch" else {}),
                 },
                 grpc_port=s.grpc_port,
             )
@@ -214,6 +215,18 @@ async def _up(args: argparse.Namespace) -> int:
             await infra.down(state)
             print("infrastructure stopped")
     return 0
+
+
+#: The city's dispatch: stacked orders (K per driver) and offers timed to the kitchen.
+CITY_DISPATCH = {
+    "FOODMESH_DISPATCH_MAX_ORDERS": "2",
+    "FOODMESH_DISPATCH_KITCHEN_RELEASE_S": "60",
+}
+
+
+def city_dispatch() -> dict[str, str]:
+    """Dispatch's settings in ``up``'s city: ``CITY_DISPATCH`` unless the environment says."""
+    return {k: os.environ.get(k, v) for k, v in CITY_DISPATCH.items()}
 
 
 def _has_model(models: Path) -> bool:

@@ -145,7 +145,7 @@ def plan_batch(
     *,
     now: float,
     config: MatchConfig,
-    demand: Mapping[str, int] | None = None,
+    demand: Mapping[str, float] | None = None,
     travel_s: Arr | None = None,
 ) -> BatchPlan:
     """The offers to make now: at most one per order and one per driver.
