@@ -410,6 +410,12 @@ class Engine:
                            margin_s=self.config.release_margin_s)
             ]  # fmt: skip
             report.held = len(plan.proposals) - len(proposals)
+            # A held order has its driver planned: it waits for nobody until its release.
+            due = {p.order_id for p in proposals}
+            await self.fleet.assignments.hold({
+                p.order_id: ready[p.order_id] - p.to_pickup_s - self.config.release_margin_s
+                for p in plan.proposals if p.order_id not in due
+            }, now=now)  # fmt: skip
         made = await asyncio.gather(*(self.offer(p) for p in proposals))
         report.offers = sum(1 for m in made if m)
         if self.config.max_orders > 1:
