@@ -134,7 +134,7 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     _grpc(
         "dispatch",
-        ("location", "order", "eta"),
+        ("location", "order", "eta", "pricing"),
         external=True,  # drivers' work sessions
         cpu=("200m", "2"),
         memory=("256Mi", "768Mi"),

@@ -98,7 +98,8 @@ async def _up(args: argparse.Namespace) -> int:
         dashboard_port = os.environ.get("FOODMESH_DASHBOARD_PORT", "8090")
         specs = platform_specs(
             services, urls, state, gateway_port=gateway_port, dashboard_port=dashboard_port,
-            gateway=not args.no_gateway, dashboard=not args.no_dashboard, extra_env=mail,
+            gateway=not args.no_gateway, dashboard=not args.no_dashboard,
+            extra_env={**mail, "dispatch": city_dispatch()},
         )  # fmt: skip
         if any(s.name == "eta" for s in services):
             # Learning from the platform's own deliveries, beside the ETA service: a
@@ -285,6 +286,18 @@ async def _mail(state: Path) -> dict[str, dict[str, str]]:
     if inbox := infra.smtp_inbox_url(state):
         out["dashboard"] = {"FOODMESH_DASHBOARD_SMTP_INBOX_URL": inbox}
     return out
+
+
+#: The city's dispatch: stacked orders (K per driver) and offers timed to the kitchen.
+CITY_DISPATCH = {
+    "FOODMESH_DISPATCH_MAX_ORDERS": "2",
+    "FOODMESH_DISPATCH_KITCHEN_RELEASE_S": "60",
+}
+
+
+def city_dispatch() -> dict[str, str]:
+    """Dispatch's settings in ``up``'s city: ``CITY_DISPATCH`` unless the environment says."""
+    return {k: os.environ.get(k, v) for k, v in CITY_DISPATCH.items()}
 
 
 def _has_model(models: Path) -> bool:

@@ -98,21 +98,14 @@ class Audit:
 
 
 def driver_limit(extra: Mapping[str, str]) -> int:
-    """The most orders Dispatch lets a driver carry, from its own settings (1 without bundles).
+    """The most orders Dispatch lets a driver carry (``FOODMESH_DISPATCH_MAX_ORDERS``).
 
-    Read from Dispatch's EngineConfig, so a bundle size added there is what the audit holds
-    drivers to; the names tried are the ones a bundle setting would take.
+    Read through Dispatch's own EngineConfig, so the audit holds drivers to the limit the
+    service enforces.
     """
     from servers.dispatch.engine import EngineConfig
 
-    config: Any = EngineConfig.from_extra(extra)
-    for holder in (config, getattr(config, "rules", None), getattr(config, "match", None)):
-        for name in ("max_orders_per_driver", "bundle_max", "max_bundle", "bundle_size",
-                     "max_bundle_size", "bundle_k"):  # fmt: skip
-            value = getattr(holder, name, None)
-            if isinstance(value, int) and value >= 1:
-                return value
-    return 1
+    return max(1, EngineConfig.from_extra(extra).max_orders)
 
 
 async def _rows(conn: psycopg.AsyncConnection[Any], query: str, *params: Any) -> list[Any]:

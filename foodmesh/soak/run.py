@@ -335,7 +335,7 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
     from foodmesh import infra
     from foodmesh.commands.migrate import migrate_services
     from foodmesh.commands.seed import seed_into
-    from foodmesh.commands.up import platform_specs
+    from foodmesh.commands.up import city_dispatch, platform_specs
     from foodmesh.core.auth import auth_settings
     from foodmesh.infra._servers import NatsServer, PostgresServer, RedisServer
     from foodmesh.services import available
@@ -389,7 +389,8 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
         await migrate_services(names, urls.postgres_url)
         specs = platform_specs(services, through, state, gateway_port=str(gateway_port),
                                dashboard_port="0", dashboard=False, ports=ports,
-                               gateway_metrics_port=str(_free_port()))  # fmt: skip
+                               gateway_metrics_port=str(_free_port()),
+                               extra_env={"dispatch": city_dispatch()})  # fmt: skip
         supervisor = Supervisor(specs, state_dir=state, log_dir=logs, grace_s=10.0,
                                 max_deaths_per_minute=10)  # fmt: skip
         ready = asyncio.Event()
@@ -518,8 +519,9 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
         proxy.delay("redis", 0)
         print(f"soak: load over at {run.now():.0f}s; letting the platform settle, then the audit",
               flush=True)  # fmt: skip
+        limit = driver_limit({**os.environ, **city_dispatch()})
         settings = AuditSettings(stuck_after_s=c.audit.stuck_after_s, grace_s=c.audit.grace_s,
-                                 driver_limit=driver_limit(dict(os.environ)))  # fmt: skip
+                                 driver_limit=limit)  # fmt: skip
         end = time.monotonic() + c.settle_s
         while True:
             audit = await run_audit(postgres_url=urls.postgres_url, nats_url=urls.nats_url,

@@ -293,6 +293,7 @@ class Offer(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     DRIVER_ID_FIELD_NUMBER: _builtins.int
+    WHY_FIELD_NUMBER: _builtins.int
     offer_id: _builtins.str
     """Opaque id; accept or reject by it."""
     order_id: _builtins.str
@@ -323,6 +324,10 @@ class Offer(_message.Message):
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the offer lapses (20 s after it was made)."""
 
+    @_builtins.property
+    def why(self) -> Global___OfferWhy:
+        """Why this driver: the score's parts, the trip it joins, the expected times."""
+
     def __init__(
         self,
         *,
@@ -336,14 +341,99 @@ class Offer(_message.Message):
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         attempt: _builtins.int = ...,
         driver_id: _builtins.str = ...,
+        why: Global___OfferWhy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dropoff", b"dropoff", "expected_earnings", b"expected_earnings", "expire_time", b"expire_time", "pickup", b"pickup", "ready_time", b"ready_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dropoff", b"dropoff", "expected_earnings", b"expected_earnings", "expire_time", b"expire_time", "pickup", b"pickup", "ready_time", b"ready_time", "why", b"why"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "distance_miles", b"distance_miles", "driver_id", b"driver_id", "dropoff", b"dropoff", "expected_earnings", b"expected_earnings", "expire_time", b"expire_time", "offer_id", b"offer_id", "order_id", b"order_id", "pickup", b"pickup", "ready_time", b"ready_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "distance_miles", b"distance_miles", "driver_id", b"driver_id", "dropoff", b"dropoff", "expected_earnings", b"expected_earnings", "expire_time", b"expire_time", "offer_id", b"offer_id", "order_id", b"order_id", "pickup", b"pickup", "ready_time", b"ready_time", "why", b"why"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Offer: _TypeAlias = Offer  # noqa: Y015
+
+@_typing.final
+class OfferWhy(_message.Message):
+    """Why an order was offered to a driver (carried on the offer and its events)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCORE_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
+    BUNDLE_ORDER_IDS_FIELD_NUMBER: _builtins.int
+    ALTERNATIVES_FIELD_NUMBER: _builtins.int
+    TO_PICKUP_SECONDS_FIELD_NUMBER: _builtins.int
+    ESTIMATED_PICKUP_TIME_FIELD_NUMBER: _builtins.int
+    ESTIMATED_DELIVERY_TIME_FIELD_NUMBER: _builtins.int
+    score: _builtins.float
+    """The match score in [0, 1]: the weighted sum of the parts (0 for a stacked offer)."""
+    alternatives: _builtins.int
+    """Drivers who could have taken it in this batch."""
+    to_pickup_seconds: _builtins.float
+    """Seconds from the driver to the restaurant."""
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScorePart]:
+        """The score's parts, each weighted."""
+
+    @_builtins.property
+    def bundle_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Orders already on the driver's trip that this one joins (a stacked offer); empty: none."""
+
+    @_builtins.property
+    def estimated_pickup_time(self) -> _timestamp_pb2.Timestamp:
+        """When the driver is expected to have the food."""
+
+    @_builtins.property
+    def estimated_delivery_time(self) -> _timestamp_pb2.Timestamp:
+        """When the order is expected at its door."""
+
+    def __init__(
+        self,
+        *,
+        score: _builtins.float = ...,
+        parts: _abc.Iterable[Global___ScorePart] | None = ...,
+        bundle_order_ids: _abc.Iterable[_builtins.str] | None = ...,
+        alternatives: _builtins.int = ...,
+        to_pickup_seconds: _builtins.float = ...,
+        estimated_pickup_time: _timestamp_pb2.Timestamp | None = ...,
+        estimated_delivery_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_delivery_time", b"estimated_delivery_time", "estimated_pickup_time", b"estimated_pickup_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "bundle_order_ids", b"bundle_order_ids", "estimated_delivery_time", b"estimated_delivery_time", "estimated_pickup_time", b"estimated_pickup_time", "parts", b"parts", "score", b"score", "to_pickup_seconds", b"to_pickup_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OfferWhy: _TypeAlias = OfferWhy  # noqa: Y015
+
+@_typing.final
+class ScorePart(_message.Message):
+    """One weighted part of a match score."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """distance, eta, quality, acceptance or opportunity."""
+    weight: _builtins.float
+    """Its weight (the weights sum to 1)."""
+    value: _builtins.float
+    """Its value in [0, 1] before weighting."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        weight: _builtins.float = ...,
+        value: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScorePart: _TypeAlias = ScorePart  # noqa: Y015
 
 @_typing.final
 class Assignment(_message.Message):

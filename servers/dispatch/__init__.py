@@ -26,6 +26,13 @@ Settings (``FOODMESH_DISPATCH_*``):
   its Route and CheckReroute (``navigator``); unset, or when it does not answer, a
   driver gets a straight-line stand-in flagged ``source = STRAIGHT_LINE`` and no
   rerouting;
+- ``PRICING_TARGET``: when set, the opportunity term's demand is Pricing's
+  ForecastDemand (orders expected in the next half hour in the drop-off's geohash-5
+  cell, cached 60 s, ``demand.py``); unset, or when it does not answer, the pending
+  orders around the drop-off;
+- ``MAX_ORDERS`` (1: K, orders a driver carries at once), ``KITCHEN_RELEASE_S`` (unset:
+  offers at once; else an order is offered when its driver must set off to be there
+  this many seconds before the food is ready); ``foodmesh up``'s city sets 2 and 60;
 - ``REROUTE_CHECK_S`` (12: a driver's route is checked at most this often),
   ``ROUTE_DEADLINE_S`` (2), ``ROUTE_CONCURRENCY`` (16 calls in flight).
 """
@@ -40,7 +47,7 @@ from pathlib import Path
 
 import grpc
 
-from clients import ClientOptions, EtaClient, LocationClient, OrderClient
+from clients import ClientOptions, EtaClient, LocationClient, OrderClient, PricingClient
 from foodmesh.core.auth import ServiceCredentials
 from foodmesh.core.events import DISPATCH, DISPATCH_LEASES
 from foodmesh.v1 import dispatch_pb2_grpc
@@ -55,6 +62,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     """Wires the service's parts and starts the engine; returns what stops them."""
     from foodmesh.core.nats import ensure_kv
     from servers.dispatch.convert import event_builder
+    from servers.dispatch.demand import Forecasts
     from servers.dispatch.engine import Engine, EngineConfig
     from servers.dispatch.escalation import Escalation, EscalationRules
     from servers.dispatch.leases import Leases
@@ -72,6 +80,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
     orders = OrderClient(resources.target("order"), options=options)
     bare = OrderClient(resources.target("order"))  # the caller's token per call
     travel = None
+    forecast = None
     if (t := resources.configured_target("eta")) is not None:
         travel = EtaClient(t, options=options)
     fleet = Fleet.on(resources.pg, event_builder(resources.subjects))
@@ -94,6 +103,9 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         subjects=resources.subjects,
         config=config,
     )
+    if (t := resources.configured_target("pricing")) is not None:
+        forecast = PricingClient(t, options=options)
+        engine.forecasts = Forecasts(forecast)
     engine.escalation = Escalation(
         pool=resources.pg, announce=event_builder(resources.subjects), orders=orders,
         rules=EscalationRules.from_extra(s.extra), offer_rules=config.rules,
@@ -120,7 +132,7 @@ async def build(server: grpc.aio.Server, resources: Resources) -> Callable[[], A
         await navigator.stop()
         await engine.stop()
         await relay.stop()
-        for client in (location, orders, bare, travel):
+        for client in (location, orders, bare, travel, forecast):
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.close()
@@ -134,5 +146,5 @@ SPEC = ServiceSpec(
     register=build,
     needs=frozenset({Dependency.POSTGRES, Dependency.NATS}),
     migrations=Path(__file__).parent / "migrations",
-    calls=("location", "order"),
+    calls=("location", "order", "pricing"),
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import uuid
 
@@ -89,7 +90,25 @@ def offer_to_pb(o: OfferRow, a: Assignment) -> dispatch_pb2.Offer:
         expire_time=stamp(o.expire_at),
         attempt=o.attempt,
         driver_id=o.driver_id,
+        why=why_to_pb(o.why),
     )
+
+
+def why_to_pb(text: str) -> dispatch_pb2.OfferWhy:
+    """The stored explanation (``Proposal.why``'s JSON) as sent; empty if none was kept."""
+    if not text:
+        return dispatch_pb2.OfferWhy()
+    w = json.loads(text)
+    out = dispatch_pb2.OfferWhy(
+        score=w["score"],
+        parts=[dispatch_pb2.ScorePart(name=n, weight=wt, value=v) for n, wt, v in w["parts"]],
+        bundle_order_ids=w["bundle"],
+        alternatives=w["alternatives"],
+        to_pickup_seconds=w["to_pickup_s"],
+    )
+    out.estimated_pickup_time.FromNanoseconds(int(w["pickup_at"] * 1e9))
+    out.estimated_delivery_time.FromNanoseconds(int(w["delivery_at"] * 1e9))
+    return out
 
 
 def driver_to_pb(d: Driver) -> dispatch_pb2.Driver:

@@ -27,7 +27,6 @@ import functools
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -54,6 +53,7 @@ from foodmesh.v1 import (
     order_pb2,
 )
 from servers.dispatch import convert
+from servers.dispatch.demand import Forecasts
 from servers.dispatch.escalation import Escalation
 from servers.dispatch.matching import (
     BatchPlan,
@@ -81,7 +81,7 @@ async def plan_off_loop(
     *,
     now: float,
     config: MatchConfig,
-    demand: Mapping[str, int] | None = None,
+    demand: Mapping[str, float] | None = None,
     travel_s: Any = None,
 ) -> BatchPlan:
     """``plan_batch`` in a worker thread, away from the event loop.
@@ -230,6 +230,8 @@ class Engine:
         self.offers_made = 0
         #: No driver found / driver lost after pickup (``escalation.py``), when wired.
         self.escalation: Escalation | None = None
+        #: The opportunity term's demand (Pricing's ForecastDemand when wired).
+        self.forecasts = Forecasts(None)
         self._k_set = False
 
     # -- lifecycle -----------------------------------------------------------------
@@ -373,12 +375,9 @@ class Engine:
         secs = np.array([t.duration_seconds for t in resp.travel_times], dtype=np.float64)
         return secs.reshape(len(orders), len(drivers))
 
-    async def demand(self, pending: Sequence[PendingOrder]) -> dict[str, int]:
-        """Orders seen around each dropoff lately (the pool itself stands in for history)."""
-        cells = Counter(geohash_encode(o.dropoff_lat, o.dropoff_lon, 6) for o in pending)
-        return {
-            o.order_id: cells[geohash_encode(o.dropoff_lat, o.dropoff_lon, 6)] - 1 for o in pending
-        }
+    async def demand(self, pending: Sequence[PendingOrder]) -> dict[str, float]:
+        """Orders expected around each dropoff: Pricing's forecast, else the pool itself."""
+        return await self.forecasts.demand(pending)
 
     async def match_regions(self, regions: Sequence[str]) -> BatchReport:
         pool = await self.fleet.assignments.pool_of(regions)
@@ -411,6 +410,12 @@ class Engine:
                            margin_s=self.config.release_margin_s)
             ]  # fmt: skip
             report.held = len(plan.proposals) - len(proposals)
+            # A held order has its driver planned: it waits for nobody until its release.
+            due = {p.order_id for p in proposals}
+            await self.fleet.assignments.hold({
+                p.order_id: ready[p.order_id] - p.to_pickup_s - self.config.release_margin_s
+                for p in plan.proposals if p.order_id not in due
+            }, now=now)  # fmt: skip
         made = await asyncio.gather(*(self.offer(p) for p in proposals))
         report.offers = sum(1 for m in made if m)
         if self.config.max_orders > 1:

@@ -1,7 +1,8 @@
 """No driver found, and a driver lost after pickup: escalation and alerts.
 
 - **No driver** (the design: "timeout 30 s, escalate if no match"): an order waiting
-  in the pool ``no_driver_after_s`` (30 s) after it reached Dispatch, with no driver
+  in the pool ``no_driver_after_s`` (30 s) after it reached Dispatch (or after its
+  planned release, when it was held for its kitchen with a driver planned), with no driver
   holding it, is escalated: its search radius grows to the escalated radius, drivers
   are offered the escalation bonus (``OfferRules.escalation_bonus`` over the usual
   pay), ops see a ``dispatch.v1.escalated`` event (the dashboard counts them) and
@@ -172,7 +173,8 @@ class Escalation:
                 " radius_miles = greatest(radius_miles, %s), updated_at = %s"
                 " WHERE order_id IN (SELECT order_id FROM fleet.assignments"
                 "   WHERE status IN ('pending', 'escalated') AND no_driver_at IS NULL"
-                "   AND created_at <= %s ORDER BY created_at LIMIT 200"
+                # held for its kitchen (a driver planned): waiting from its release
+                "   AND greatest(created_at, held_until) <= %s ORDER BY created_at LIMIT 200"
                 f"   FOR UPDATE SKIP LOCKED) RETURNING {ASSIGNMENT}",
                 (now, self.escalated_radius, now, cutoff),
             )

@@ -28,7 +28,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -122,6 +122,23 @@ class Proposal:
     #: When the driver should have the food (arrival, or the food being ready if later).
     pickup_at: float
     delivery_at: float
+    #: Why: the score's weighted parts ``(name, weight, value)``, the drivers who could
+    #: have taken it, and the orders of the trip it joins (a stacked offer).
+    parts: tuple[tuple[str, float, float], ...] = ()
+    alternatives: int = 0
+    bundle: tuple[str, ...] = ()
+
+    def why(self) -> dict[str, Any]:
+        """The explanation as plain data (stored with the offer, sent on it)."""
+        return {
+            "score": round(self.score, 4),
+            "parts": [[n, w, round(v, 4)] for n, w, v in self.parts],
+            "alternatives": self.alternatives,
+            "bundle": list(self.bundle),
+            "to_pickup_s": round(self.to_pickup_s, 1),
+            "pickup_at": round(self.pickup_at, 1),
+            "delivery_at": round(self.delivery_at, 1),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +162,7 @@ def plan_batch(
     *,
     now: float,
     config: MatchConfig,
-    demand: Mapping[str, int] | None = None,
+    demand: Mapping[str, float] | None = None,
     travel_s: Arr | None = None,
 ) -> BatchPlan:
     """The offers to make now: at most one per order and one per driver.
@@ -225,6 +242,8 @@ def plan_batch(
 
     proposals: list[Proposal] = []
     matched: set[int] = set()
+    alternatives = feasible.sum(axis=1)
+    w = config.weights
     if pairs:
         pi = np.fromiter((i for i, _ in pairs), dtype=np.int64, count=len(pairs))
         pj = np.fromiter((j for _, j in pairs), dtype=np.int64, count=len(pairs))
@@ -235,6 +254,22 @@ def plan_batch(
         t_pick = float(travel_s[i, j])
         t_drop = float(t_drop_all[k])
         pickup_at = max(now + t_pick, o.ready_at)
+        one = (
+            to_pickup_mi[i, j : j + 1],
+            _column([t_pick / 60.0]),
+            ready_in_min[i],
+            _column([d.rating]),
+            _column([float(d.deliveries)]),
+            acceptance[j : j + 1],
+            _column([float(demand.get(o.order_id, 0))]),
+        )
+        parts = (
+            ("distance", w.distance, float(scoring.distance_score(one[0])[0])),
+            ("eta", w.eta, float(scoring.eta_fit_score(one[1], one[2])[0])),
+            ("quality", w.quality, float(scoring.quality_score(one[3], one[4])[0])),
+            ("acceptance", w.acceptance, float(scoring.acceptance_score(one[5])[0])),
+            ("opportunity", w.opportunity, float(scoring.opportunity_score(one[6])[0])),
+        )  # fmt: skip
         proposals.append(
             Proposal(
                 order_id=o.order_id,
@@ -246,6 +281,8 @@ def plan_batch(
                 to_dropoff_miles=float(leg_mi[i]),
                 pickup_at=pickup_at,
                 delivery_at=pickup_at + t_drop,
+                parts=parts,
+                alternatives=int(alternatives[i]),
             )
         )
     unmatched = [o.order_id for i, o in enumerate(orders) if i not in matched]

@@ -13,11 +13,13 @@ from foodmesh.v1 import dispatch_pb2, eta_pb2
 from servers.dispatch.model import Assignment
 
 __all__ = [
+    "DRIVER_WAIT",
     "MATCHING",
     "OFFERS_PER_ORDER",
     "REGION_LEADER",
     "ROUTE_UPDATES",
     "assigned",
+    "picked_up",
     "route_sent",
 ]
 
@@ -30,6 +32,11 @@ OFFERS_PER_ORDER = Histogram(
     "foodmesh_dispatch_offers_per_order",
     "Offers made for an order before a driver accepted it (counted at the assignment).",
     buckets=(1, 2, 3, 4, 5, 6, 8, 10, 15, 20),
+)
+DRIVER_WAIT = Histogram(
+    "foodmesh_dispatch_driver_wait_seconds",
+    "Seconds a driver waited at the restaurant: from arriving to picking the order up.",
+    buckets=(0, 30, 60, 120, 180, 300, 450, 600, 900, 1200, 1800, 3600),
 )
 REGION_LEADER = Gauge(
     "foodmesh_dispatch_region_leader",
@@ -49,6 +56,12 @@ def assigned(a: Assignment, *, now: float) -> None:
     """Records one committed assignment: how long the order waited, how many offers it took."""
     MATCHING.observe(max(0.0, now - a.created_at.timestamp()))
     OFFERS_PER_ORDER.observe(max(1, a.offers_made))
+
+
+def picked_up(before: Assignment, *, now: float) -> None:
+    """Records the driver's wait at the counter, when ``before`` was the arrival there."""
+    if before.status.value == "at_restaurant":
+        DRIVER_WAIT.observe(max(0.0, now - before.updated_at.timestamp()))
 
 
 def route_sent(u: dispatch_pb2.RouteUpdate) -> None:

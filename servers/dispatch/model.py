@@ -71,6 +71,8 @@ class OfferRow:
     created_at: dt.datetime
     expire_at: dt.datetime
     answered_at: dt.datetime | None = None
+    #: Why this driver (``Proposal.why``, JSON).
+    why: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -314,7 +314,10 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             await self._order_to(
                 order_id, driver, OS.ORDER_STATUS_DELIVERED, "delivered", proof=proof
             )
+        before = a
         a, _ = await self.fleet.assignments.progress(order_id, driver, action, now=self.clock())
+        if action is Action.PICKED_UP:
+            metrics.picked_up(before, now=self.clock())
         if action is Action.DELIVERED:
             nxt = next_stop(await self.fleet.assignments.held(driver_id=driver))
             if nxt is None:

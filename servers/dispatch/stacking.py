@@ -56,6 +56,8 @@ class Trip:
     orders: int
     last_dropoff: tuple[float, float]
     last_delivery_at: float
+    #: The orders already on it.
+    order_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,7 @@ def stack_proposals(
                 to_dropoff_miles=leg_m / 1609.344,
                 pickup_at=pickup_at,
                 delivery_at=max(t.last_delivery_at, pickup_at) + leg_m / config.speed_mps,
+                bundle=t.order_ids,
             )
         )
     return out
@@ -129,6 +132,7 @@ def trips_of(held: Sequence[Assignment], *, now: float) -> list[Trip]:
                 orders=len(xs),
                 last_dropoff=(last.dropoff_lat, last.dropoff_lon),
                 last_delivery_at=_when(last.est_delivery_at, now),
+                order_ids=tuple(sorted(a.order_id for a in xs)),
             )
         )
     return out

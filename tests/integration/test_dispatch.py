@@ -61,6 +61,16 @@ async def test_confirmed_order_is_offered_to_the_best_driver_and_delivered(
             assert offer.expected_earnings.amount_minor > 0
             assert offer.pickup.location.lat == pytest.approx(REST[0])
             assert offer.expire_time.ToNanoseconds() > 0
+            # Why: the score's parts sum to it; three drivers could have taken it.
+            why = offer.why
+            assert [p.name for p in why.parts] == [
+                "distance", "eta", "quality", "acceptance", "opportunity"
+            ]  # fmt: skip
+            assert sum(p.weight * p.value for p in why.parts) == pytest.approx(why.score, abs=1e-3)
+            assert why.alternatives == 3 and not why.bundle_order_ids and why.to_pickup_seconds > 0
+            assert why.estimated_delivery_time.ToNanoseconds() > (
+                why.estimated_pickup_time.ToNanoseconds() > 0
+            )
             # Nobody else is offered the order meanwhile.
             for other in (mid, far):
                 with pytest.raises(TimeoutError):

@@ -63,6 +63,7 @@ async def test_two_orders_of_one_restaurant_ride_one_trip_and_both_customers_tra
             second = await order_for(mesh, "cust_2", "k-bundle-2")
             offer = (await solo.expect("offer", within=10)).offer
             assert offer.order_id == second
+            assert list(offer.why.bundle_order_ids) == [first]  # joins the trip under way
             await solo.act(2, accept_offer=dpb.AcceptOffer(offer_id=offer.offer_id))
             await solo.expect("assignment_confirmed")
             state = (await solo.expect("state")).state

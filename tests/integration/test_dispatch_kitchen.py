@@ -22,8 +22,11 @@ async def test_an_order_is_held_until_the_kitchen_is_nearly_done_then_offered(
         nats_url=nats_url,
         namespace=namespace,
         state_dir=tmp_path,
-        extra={"FOODMESH_DISPATCH_KITCHEN_RELEASE_S": "60"},
-    ) as mesh:
+        # "No driver" after half a second: a held order has its driver, it is not escalated.
+        extra={"FOODMESH_DISPATCH_KITCHEN_RELEASE_S": "60",
+               "FOODMESH_DISPATCH_NO_DRIVER_AFTER_S": "0.5",
+               "FOODMESH_DISPATCH_ESCALATION_EVERY_S": "0.1"},
+    ) as mesh:  # fmt: skip
         await upsert(mesh, "near")
         async with Driver(mesh, "near") as near:
             await near.at(REST[0] + 0.002, REST[1])  # a minute from the counter
@@ -44,10 +47,15 @@ async def test_an_order_is_held_until_the_kitchen_is_nearly_done_then_offered(
                 # Ten batches later the driver has been matched, but not sent to wait.
                 await asyncio.sleep(2.0)
                 cur = await conn.execute(
-                    "SELECT status, offers_made FROM fleet.assignments WHERE order_id = %s",
+                    "SELECT status, offers_made, no_driver_at IS NULL,"
+                    " extract(epoch FROM ready_at - held_until) FROM fleet.assignments"
+                    " WHERE order_id = %s",
                     (oid,),
                 )
-                assert (await cur.fetchone()) == ("pending", 0)
+                row = await cur.fetchone()
+                assert row is not None and row[:3] == ("pending", 0, True)
+                # Released the driver's minute away plus the margin before the food.
+                assert 60 < float(row[3]) < 60 + 300
                 # The kitchen says it is nearly done: now the driver must go.
                 await conn.execute(
                     "UPDATE fleet.assignments SET ready_at = now() + interval '90 seconds'"

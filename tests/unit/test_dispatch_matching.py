@@ -46,6 +46,12 @@ def test_the_nearest_of_equal_drivers_is_proposed_with_times_and_distance() -> N
     assert p.pickup_at == NOW + 600  # arrives before the food is ready: waits for it
     assert p.delivery_at > p.pickup_at
     assert 0 < p.score <= 1
+    # Why: the weighted parts add up to the score; three drivers could have taken it.
+    assert [n for n, _, _ in p.parts] == ["distance", "eta", "quality", "acceptance", "opportunity"]
+    assert sum(w * v for _, w, v in p.parts) == pytest.approx(p.score)
+    assert p.alternatives == 3 and p.bundle == ()
+    why = p.why()
+    assert why["parts"][0][0] == "distance" and why["delivery_at"] == round(p.delivery_at, 1)
 
 
 def test_radius_widens_to_ten_miles_when_too_few_drivers_are_inside_five() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -166,6 +166,19 @@ class AssignmentStore:
                 "UPDATE fleet.assignments SET radius_miles = greatest(radius_miles, %s)"
                 " WHERE order_id = ANY(%s) AND status = ANY(%s)",
                 (radius_miles, list(order_ids), [s.value for s in POOL]),
+            )
+
+    async def hold(self, release_at: Mapping[str, float], *, now: float) -> None:
+        """Pooled orders held for their kitchen, a driver planned: each one's planned release."""
+        if not release_at:
+            return
+        ids = sorted(release_at)
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE fleet.assignments a SET held_until = h.at FROM"
+                " unnest(%s::text[], %s::timestamptz[]) AS h(order_id, at)"
+                " WHERE a.order_id = h.order_id AND a.status = ANY(%s)",
+                (ids, [ts(max(now, release_at[i])) for i in ids], [s.value for s in POOL]),
             )
 
     # -- the road --------------------------------------------------------------------

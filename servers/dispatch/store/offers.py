@@ -6,6 +6,7 @@ together, with the event announcing it; a step that lost a race changes nothing.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
@@ -107,6 +108,7 @@ class OfferStore:
                     score=p.score,
                     created_at=ts(now),
                     expire_at=ts(now + rules.expiry_s),
+                    why=json.dumps(p.why(), separators=(",", ":")),
                 )
                 columns = OFFER.split(", ")
                 await conn.execute(
