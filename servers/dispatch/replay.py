@@ -40,7 +40,7 @@ from servers.dispatch.matching import Candidate, MatchConfig, PendingOrder, Poli
 from servers.dispatch.offers import AssignmentStatus, OfferRules
 from servers.dispatch.scoring import distance_matrix_m
 from servers.dispatch.trips import TripConfig
-from servers.dispatch.tripsim import TripSimConfig, simulate_trips
+from servers.dispatch.tripsim import Metrics, TripSimConfig, simulate_trips
 
 __all__ = [
     "Metrics",
@@ -188,32 +188,6 @@ class _Order:
     arrived_s: float = math.nan
 
 
-@dataclass(frozen=True, slots=True)
-class Metrics:
-    policy: str
-    orders: int
-    delivered: int
-    unassigned: int
-    click_to_door_mean_min: float
-    click_to_door_p90_min: float
-    on_time_share: float
-    food_wait_mean_min: float
-    courier_idle_share: float
-    offers_per_order: float
-    decide_wall_s: float
-    batches: int
-    sim_hours: float
-    wall_s: float
-    trips: int = 0
-    orders_per_trip: float = 0.0
-    #: Courier-hours on trips (travel, waiting, service) per delivered order.
-    courier_hours_per_order: float = 0.0
-    #: Share of on-shift time spent on trips.
-    utilisation: float = 0.0
-    #: A courier's wait at the restaurant for the food, mean per order.
-    driver_wait_mean_min: float = 0.0
-
-
 def simulate(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metrics:
     """Runs the trace to its end (every order delivered or given up) and measures it."""
     if config.policy == "greedy":
@@ -223,7 +197,7 @@ def simulate(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metr
         interval = config.plain_interval_s
     else:
         tc, interval = config.trips, config.batch_interval_s
-    tm = simulate_trips(
+    return simulate_trips(
         trace,
         TripSimConfig(
             trips=tc,
@@ -236,7 +210,6 @@ def simulate(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metr
         ),
         progress=progress,
     )
-    return Metrics(**{k: getattr(tm, k) for k in Metrics.__dataclass_fields__})
 
 
 def _simulate_offers(trace: Trace, config: SimConfig, *, progress: bool = False) -> Metrics:

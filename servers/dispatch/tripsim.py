@@ -40,7 +40,7 @@ from servers.dispatch.trips import (
     reposition,
 )
 
-__all__ = ["TripMetrics", "TripSimConfig", "simulate_trips"]
+__all__ = ["Metrics", "TripSimConfig", "simulate_trips"]
 
 _log = logging.getLogger("foodmesh.replay")
 
@@ -61,7 +61,9 @@ class TripSimConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class TripMetrics:
+class Metrics:
+    """What a replay measured (every policy's, so replay prints one table)."""
+
     policy: str
     orders: int
     delivered: int
@@ -82,6 +84,7 @@ class TripMetrics:
     courier_hours_per_order: float = 0.0
     #: Share of on-shift time on trips.
     utilisation: float = 0.0
+    #: A courier's wait at the restaurant for the food, mean per order.
     driver_wait_mean_min: float = 0.0
 
 
@@ -113,7 +116,7 @@ class _Rider:
             self.move = None
 
 
-def simulate_trips(trace: Trace, config: TripSimConfig, *, progress: bool = False) -> TripMetrics:
+def simulate_trips(trace: Trace, config: TripSimConfig, *, progress: bool = False) -> Metrics:
     """Runs the trace through the planner until every order is delivered (or the drain ends)."""
     started = time.perf_counter()
     rng = random.Random(config.seed)
@@ -290,7 +293,7 @@ def _measure(
     decide: float,
     rounds: int,
     started: float,
-) -> TripMetrics:
+) -> Metrics:
     n = len(placed)
     done = [o for o in placed if o.id in delivered]
     c2d = np.array([delivered[o.id] - o.placed_s for o in done]) if done else np.zeros(1)
@@ -303,7 +306,7 @@ def _measure(
     # On shift, plus the time spent finishing the last trip after it ended.
     shift = sum(max(0.0, max(r.off_s, min(r.free_at, final)) - r.on_s) for r in riders)
     busy = sum(r.busy_s for r in riders)
-    return TripMetrics(
+    return Metrics(
         policy=config.label,
         orders=n,
         delivered=len(done),
