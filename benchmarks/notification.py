@@ -103,11 +103,16 @@ class Mesh:
         self.port = int(env["FOODMESH_NOTIFICATION_PORT"])
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp / "notification.log"
+        #: cProfile each start of the service into ``<path>.<n>``; kills are then SIGTERM
+        #: (a SIGKILLed process writes no profile), so the chaos figures do not count.
+        self.profile = os.environ.get("FOODMESH_BENCH_PROFILE", "")
+        self.starts = 0
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            profile = os.environ.get("FOODMESH_BENCH_PROFILE")  # cProfile the service
-            prefix = ["-m", "cProfile", "-o", profile] if profile else []
+            self.starts += 1
+            out_path = f"{self.profile}.{self.starts}"
+            prefix = ["-m", "cProfile", "-o", out_path] if self.profile else []
             self.proc = subprocess.Popen(
                 [sys.executable, *prefix, "-m", "foodmesh", "serve", "notification"],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT,
@@ -115,7 +120,7 @@ class Mesh:
 
     def kill(self) -> None:
         assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
+        os.kill(self.proc.pid, signal.SIGTERM if self.profile else signal.SIGKILL)
         self.proc.wait()
 
     def stop(self) -> None:
