@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,10 +31,11 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import aiosmtplib
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from py_vapid import Vapid02
-from pywebpush import WebPusher
 
 from servers.notification.store import Claimed
 
@@ -41,6 +44,7 @@ __all__ = [
     "EmailChannel",
     "HttpSmsProvider",
     "Permanent",
+    "encrypt_push",
     "PushChannel",
     "SinkSmsProvider",
     "SmsChannel",
@@ -223,6 +227,49 @@ def vapid_public_key(private_pem: str) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+#: One record (RFC 8188) holds a whole push: push services take at most 4,096 bytes.
+_RECORD_SIZE = 4096
+
+
+def _b64(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+@functools.lru_cache(maxsize=4096)
+def _browser_key(p256dh: str) -> tuple[ec.EllipticCurvePublicKey, bytes]:
+    """A subscription's public key, parsed once (a recipient gets many pushes)."""
+    raw = _b64(p256dh)
+    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw), raw
+
+
+def _hkdf(salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def encrypt_push(data: bytes, p256dh: str, auth: str) -> bytes:
+    """A Web Push message body: ``data`` encrypted for the browser (RFC 8291, aes128gcm).
+
+    What ``pywebpush`` does, with the browser's key parsed once per subscription rather
+    than per push, and one record (a push fits one).
+    """
+    if len(data) + 17 > _RECORD_SIZE:  # the delimiter and the tag
+        raise Permanent(f"push payload too large ({len(data)} bytes)")
+    browser, browser_raw = _browser_key(p256dh)
+    secret = _b64(auth)
+    ours = ec.generate_private_key(ec.SECP256R1())
+    ours_raw = ours.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    shared = ours.exchange(ec.ECDH(), browser)
+    ikm = _hkdf(secret, shared, b"WebPush: info\x00" + browser_raw + ours_raw, 32)
+    salt = os.urandom(16)
+    prk_key = _hkdf(salt, ikm, b"Content-Encoding: aes128gcm\x00", 16)
+    nonce = _hkdf(salt, ikm, b"Content-Encoding: nonce\x00", 12)
+    sealed = AESGCM(prk_key).encrypt(nonce, data + b"\x02", None)  # \x02: the last record
+    header = salt + _RECORD_SIZE.to_bytes(4, "big") + bytes([len(ours_raw)]) + ours_raw
+    return header + sealed
+
+
 class PushChannel:
     """Web Push: the payload encrypted for the browser (aes128gcm), signed with VAPID."""
 
@@ -258,10 +305,9 @@ class PushChannel:
 
     async def send(self, c: Claimed) -> str:
         m: dict[str, Any] = c.message
-        sub = {"endpoint": c.destination, "keys": {"p256dh": m["p256dh"], "auth": m["auth"]}}
         data = json.dumps({k: v for k, v in m.items() if k not in ("p256dh", "auth")})
         try:
-            encoded = WebPusher(sub).encode(data.encode(), content_encoding="aes128gcm")
+            body = encrypt_push(data.encode(), m["p256dh"], m["auth"])
         except Exception as exc:  # keys that do not make a key agreement
             raise Permanent(f"subscription keys unusable: {exc}") from None
         headers = {
@@ -275,7 +321,7 @@ class PushChannel:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s)
             )
-        async with self._session.post(c.destination, data=encoded["body"], headers=headers) as r:
+        async with self._session.post(c.destination, data=body, headers=headers) as r:
             detail = (await r.text())[:200]
             if r.status in (200, 201, 202):
                 return "sent"
