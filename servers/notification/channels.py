@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.header import Header
-from email.utils import parseaddr
+from email.utils import formataddr, parseaddr
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -109,6 +109,13 @@ def _header(value: str) -> str:
     return value if value.isascii() else Header(value, "utf-8").encode()
 
 
+def _address(value: str) -> str:
+    """An address header's value: a non-ASCII display name in RFC 2047 words, the address
+    itself as it is."""
+    value = " ".join(value.splitlines())
+    return value if value.isascii() else formataddr(parseaddr(value), charset="utf-8")
+
+
 def _part(content_type: str, body: str) -> bytes:
     return (
         f'Content-Type: {content_type}; charset="utf-8"\r\n'
@@ -126,7 +133,7 @@ def mime_bytes(
     of the service's CPU per event (~10x this).
     """
     head = (
-        f"From: {_header(sender)}\r\nTo: {_header(to)}\r\nSubject: {_header(subject)}\r\n"
+        f"From: {_address(sender)}\r\nTo: {_address(to)}\r\nSubject: {_header(subject)}\r\n"
         f"Message-ID: {_header(message_id)}\r\n"
         f"X-Foodmesh-Notification: {_header(notification_id)}\r\n"
     ).encode()

@@ -34,6 +34,9 @@ def test_an_email_with_html_reads_back_as_its_alternatives() -> None:
     assert msg["Message-ID"] == "<d_1@foodmesh>"
     assert msg["X-Foodmesh-Notification"] == "n_1"
     assert msg["To"] == "c1@example.com"
+    named = _mail(sender="Café Luigi <no-reply@foodmesh.test>")["From"]
+    assert named.addresses[0].display_name == "Café Luigi"
+    assert named.addresses[0].addr_spec == "no-reply@foodmesh.test"
     assert msg.get_content_type() == "multipart/alternative"
     plain, html = msg.get_body(("plain",)), msg.get_body(("html",))
     assert plain is not None and html is not None
