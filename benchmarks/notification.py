@@ -103,11 +103,16 @@ class Mesh:
         self.port = int(env["FOODMESH_NOTIFICATION_PORT"])
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp / "notification.log"
+        #: cProfile each start of the service into ``<path>.<n>``; kills are then SIGTERM
+        #: (a SIGKILLed process writes no profile), so the chaos figures do not count.
+        self.profile = os.environ.get("FOODMESH_BENCH_PROFILE", "")
+        self.starts = 0
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            profile = os.environ.get("FOODMESH_BENCH_PROFILE")  # cProfile the service
-            prefix = ["-m", "cProfile", "-o", profile] if profile else []
+            self.starts += 1
+            out_path = f"{self.profile}.{self.starts}"
+            prefix = ["-m", "cProfile", "-o", out_path] if self.profile else []
             self.proc = subprocess.Popen(
                 [sys.executable, *prefix, "-m", "foodmesh", "serve", "notification"],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT,
@@ -115,7 +120,7 @@ class Mesh:
 
     def kill(self) -> None:
         assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
+        os.kill(self.proc.pid, signal.SIGTERM if self.profile else signal.SIGKILL)
         self.proc.wait()
 
     def stop(self) -> None:
@@ -427,9 +432,18 @@ async def run(args: Any) -> dict[str, Any]:
             em, em_lost, em_dups = _latencies(sent, recipient_of, mails)
             pu, pu_lost, pu_dups = _latencies(sent, recipient_of, pushes)
             cpu = (cpu_s() - cpu0) if not kills else None
+
+            def drained(arrivals: dict[str, list[float]]) -> float | None:
+                """Events delivered per second, from the first publish to the last arrival
+                (the offered rate when the service keeps up)."""
+                firsts = [min(a) for a in arrivals.values() if a]
+                span = max(firsts, default=0.0) - min(sent.values(), default=0.0)
+                return round(len(firsts) / span, 1) if firsts and span > 0 else None
+
             return {
                 "events": n, "kills": len(kills), "email": em, "push": pu,
                 "service_cpu_ms_per_event": round(cpu * 1000 / n, 2) if cpu else None,
+                "email_drained_per_s": drained(mails), "push_drained_per_s": drained(pushes),
                 "email_lost": em_lost, "email_duplicates": em_dups,
                 "email_resent_same_id": box.duplicates() - resent_before,
                 "push_lost": pu_lost, "push_duplicates_received": pu_dups,
@@ -449,6 +463,8 @@ async def run(args: Any) -> dict[str, Any]:
     ours = {
         "email": fig(lat["email"]), "push": fig(lat["push"]),
         "service_cpu_ms_per_event": lat["service_cpu_ms_per_event"],
+        "email_drained_per_s": lat["email_drained_per_s"],
+        "push_drained_per_s": lat["push_drained_per_s"],
         "chaos": {
             "events": chaos["events"], "kills": chaos["kills"],
             "email_lost": chaos["email_lost"], "email_duplicates": chaos["email_duplicates"],
@@ -499,6 +515,7 @@ def main() -> int:
     o, b, c = result["ours"], result["baseline"], result["ours"]["chaos"]
     print(
         f"service CPU per event (mail + push + inbox): {o['service_cpu_ms_per_event']} ms; "
+        f"drained {o['email_drained_per_s']} mails/s, {o['push_drained_per_s']} pushes/s; "
         f"attempts per delivery: {o['attempts_per_delivery']}"
     )
     print_table(

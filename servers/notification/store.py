@@ -310,11 +310,14 @@ class NotificationStore:
         """:meth:`settle` of many ``(delivery, state, reason)`` in one transaction."""
         if not outcomes:
             return
-        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await cur.executemany(
-                "UPDATE notify.deliveries SET state = %s, reason = %s, lease_until = NULL,"
-                " dead = %s, updated_at = now() WHERE delivery_id = %s",
-                [(st, reason, st == "failed", did) for did, st, reason in outcomes],
+        # One statement (arrays, not a row per outcome): one round trip, one commit.
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE notify.deliveries d SET state = o.state, reason = o.reason,"
+                " lease_until = NULL, dead = o.state = 'failed', updated_at = now()"
+                " FROM unnest(%s::text[], %s::text[], %s::text[]) AS o(delivery_id, state, reason)"
+                " WHERE d.delivery_id = o.delivery_id",
+                ([o[0] for o in outcomes], [o[1] for o in outcomes], [o[2] for o in outcomes]),
             )
 
     async def retry_at(self, delivery_id: str, when: dt.datetime, reason: str) -> None:
