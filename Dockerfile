@@ -59,7 +59,7 @@ COPY --from=model /opt/foodmesh/models /opt/foodmesh/models
 USER 10001:10001
 WORKDIR /tmp
 # gRPC services 50051-50056, metrics 9101-9106, gateway 8080, dashboard 8090.
-EXPOSE 50051 50052 50053 50054 50055 50056 9101 9102 9103 9104 9105 9106 8080 8090
+EXPOSE 50051 50052 50053 50054 50055 50056 50057 9101 9102 9103 9104 9105 9106 9107 8080 8090
 # Exec form: no shell at run time; SIGTERM reaches the Python process (graceful drain).
 ENTRYPOINT ["foodmesh", "serve"]
 CMD ["gateway"]

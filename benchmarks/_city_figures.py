@@ -7,7 +7,7 @@ click-to-door mean and p90 (the Order service's own records: placement to the
 Dispatch process's life). Nothing is started here: it reads the city's PostgreSQL
 (``--postgres-url`` or ``FOODMESH_POSTGRES_URL``) and Dispatch's metrics page.
 
-    python benchmarks/city_figures.py --since 1765087000 --json
+    python benchmarks/_city_figures.py --since 1765087000 --json
 """
 
 from __future__ import annotations
