@@ -335,7 +335,7 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
     from foodmesh import infra
     from foodmesh.commands.migrate import migrate_services
     from foodmesh.commands.seed import seed_into
-    from foodmesh.commands.up import city_dispatch, platform_specs
+    from foodmesh.commands.up import platform_specs
     from foodmesh.core.auth import auth_settings
     from foodmesh.infra._servers import NatsServer, PostgresServer, RedisServer
     from foodmesh.services import available
@@ -390,7 +390,7 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
         specs = platform_specs(services, through, state, gateway_port=str(gateway_port),
                                dashboard_port="0", dashboard=False, ports=ports,
                                gateway_metrics_port=str(_free_port()),
-                               extra_env={"dispatch": city_dispatch()})  # fmt: skip
+                               extra_env={"dispatch": _dispatch_env(c)})  # fmt: skip
         supervisor = Supervisor(specs, state_dir=state, log_dir=logs, grace_s=10.0,
                                 max_deaths_per_minute=10)  # fmt: skip
         ready = asyncio.Event()
@@ -519,7 +519,7 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
         proxy.delay("redis", 0)
         print(f"soak: load over at {run.now():.0f}s; letting the platform settle, then the audit",
               flush=True)  # fmt: skip
-        limit = driver_limit({**os.environ, **city_dispatch()})
+        limit = driver_limit({**os.environ, **_dispatch_env(c)})
         settings = AuditSettings(stuck_after_s=c.audit.stuck_after_s, grace_s=c.audit.grace_s,
                                  driver_limit=limit)  # fmt: skip
         end = time.monotonic() + c.settle_s
@@ -564,3 +564,17 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
         unexpected_exits=unexpected if "unexpected" in locals() else {}, sim=sim_stats.as_json(),
         elapsed_s=time.monotonic() - started_at, notes=run.notes,
     )  # fmt: skip
+
+
+def _dispatch_env(c: SoakConfig) -> dict[str, str]:
+    """Dispatch as ``up``'s city runs it (K orders per driver, offers timed to the kitchen).
+
+    Kitchens faster than life (``prep_scale`` < 1) are not what ETA's prep estimate knows,
+    so offers would wait for food long since ready: then every order is offered at once.
+    """
+    from foodmesh.commands.up import city_dispatch
+
+    env = city_dispatch()
+    if c.prep_scale < 1.0:
+        env["FOODMESH_DISPATCH_KITCHEN_RELEASE_S"] = ""
+    return env
