@@ -18,8 +18,12 @@ at the same rate, the service SIGKILLed at a third and two thirds of the run and
 started again at once): every event must reach its mailbox and its browser once
 (``lost``: never arrived; ``duplicates``: kept or received twice). Resends of sends that
 were under way at a kill carry the same Message-ID / notification id: the SMTP server
-keeps one per Message-ID and counts the others (``resent``), the push endpoint records
-all (a browser drops repeats by the notification's tag).
+keeps one per Message-ID and counts the others (``resent``); the push endpoint records
+every receipt (``push_duplicates_received``, raw: a push whose outcome was not yet
+committed at the kill reaches the endpoint again), and what the browser ends up showing
+with the service worker's ``tag`` = notification id (``push_duplicates_shown``: a
+notification shown twice; ``push_collapsed_by_tag``: resends that replaced the one
+shown). Every push must carry its RFC 8030 ``Topic`` (``push_without_topic``).
 
 Baseline: the same events at the same rate to a bare consumer in this process that sends
 each one's mail (aiosmtplib, one kept connection) and push (the same encryption and
@@ -402,6 +406,7 @@ async def run(args: Any) -> dict[str, Any]:
             start_ns = time.time_ns()
             cpu0 = cpu_s()
             pushes_before = len(push.received)
+            collapsed_before = push.collapsed
             resent_before = box.duplicates()
             events = [_event(i, customers, tag) for i in range(n)]
             recipient_of = {e.event_id: f"customer:{e.order.customer_id}" for e in events}
@@ -431,6 +436,10 @@ async def run(args: Any) -> dict[str, Any]:
                 pushes.setdefault(r.payload["notification_id"], []).append(r.at)
             em, em_lost, em_dups = _latencies(sent, recipient_of, mails)
             pu, pu_lost, pu_dups = _latencies(sent, recipient_of, pushes)
+            shown = push.shown_per_tag()
+            shown_dups = sum(max(0, shown.get(nid, 0) - 1) for nid in pushes)
+            no_topic = sum(1 for r in push.received[pushes_before:]
+                           if r.topic != r.payload.get("notification_id"))  # fmt: skip
             cpu = (cpu_s() - cpu0) if not kills else None
 
             def drained(arrivals: dict[str, list[float]]) -> float | None:
@@ -447,6 +456,9 @@ async def run(args: Any) -> dict[str, Any]:
                 "email_lost": em_lost, "email_duplicates": em_dups,
                 "email_resent_same_id": box.duplicates() - resent_before,
                 "push_lost": pu_lost, "push_duplicates_received": pu_dups,
+                "push_duplicates_shown": shown_dups,
+                "push_collapsed_by_tag": push.collapsed - collapsed_before,
+                "push_without_topic": no_topic,
             }  # fmt: skip
 
         lat = await phase("lat", int(rate * duration), ())
@@ -471,6 +483,9 @@ async def run(args: Any) -> dict[str, Any]:
             "email_resent_same_id": chaos["email_resent_same_id"],
             "push_lost": chaos["push_lost"],
             "push_duplicates_received": chaos["push_duplicates_received"],
+            "push_duplicates_shown": chaos["push_duplicates_shown"],
+            "push_collapsed_by_tag": chaos["push_collapsed_by_tag"],
+            "push_without_topic": chaos["push_without_topic"],
             "email_p95_ms": round(float(np.percentile(chaos["email"].samples_s, 95)) * 1000, 1)
             if chaos["email"].ok else None,
             "push_p95_ms": round(float(np.percentile(chaos["push"].samples_s, 95)) * 1000, 1)
@@ -534,11 +549,17 @@ def main() -> int:
     )  # fmt: skip
     print_table(
         f"{c['events']:,} events, service SIGKILLed {c['kills']} times (target: 0 and 0)",
-        ["channel", "lost", "duplicates kept", "resent (same id)", "p95 ms"],
+        ["channel", "lost", "duplicates kept/shown", "resent (same id)", "p95 ms"],
         [["email", c["email_lost"], c["email_duplicates"], c["email_resent_same_id"],
           c["email_p95_ms"]],
-         ["push", c["push_lost"], c["push_duplicates_received"], None, c["push_p95_ms"]]],
+         ["push", c["push_lost"], c["push_duplicates_shown"], c["push_duplicates_received"],
+          c["push_p95_ms"]]],
     )  # fmt: skip
+    print(
+        f"push: {c['push_duplicates_received']} raw receipts twice (resends in doubt at a "
+        f"kill), {c['push_collapsed_by_tag']} collapsed by tag, {c['push_without_topic']} "
+        "without Topic"
+    )
     return 0
 
 

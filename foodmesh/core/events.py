@@ -33,6 +33,10 @@ timeline entry, whose ``reason`` says why in words for the customer):
 ``alert_cleared``           ops cleared an alert by hand (a driver taking a no-driver order
                             clears it in its ``driver_assigned`` event)
 ``lost_reassigned``         ops gave a lost delivery to another driver
+``confirm_due_soon``        80 % of the confirmation timeout passed, not confirmed yet
+                            (the restaurant is warned; no timeline entry)
+``delayed``                 a stage's estimate is more than 10 min past the promise (no
+                            timeline entry; ``change.reason`` says by how much)
 ==========================  =============================================================
 
 A ``cancelled`` event's ``order.cancellation_reason`` starts with a code when the
@@ -54,6 +58,8 @@ from foodmesh.v1 import dispatch_pb2, location_pb2, notification_pb2, order_pb2
 __all__ = [
     "CANCEL_CONFIRM_TIMEOUT",
     "EVENT_ALERT_CLEARED",
+    "EVENT_CONFIRM_DUE_SOON",
+    "EVENT_DELAYED",
     "EVENT_DRIVER_BACK",
     "EVENT_DRIVER_LOST",
     "EVENT_LOST_REASSIGNED",
@@ -162,6 +168,12 @@ EVENT_DRIVER_BACK = "driver_back"
 EVENT_ALERT_CLEARED = "alert_cleared"
 #: ``orders.v1.lost_reassigned``: ops handed a lost delivery to another driver.
 EVENT_LOST_REASSIGNED = "lost_reassigned"
+#: ``orders.v1.confirm_due_soon``: 80 % of the order's confirmation timeout passed and its
+#: restaurant has not confirmed it (no timeline entry; once per order).
+EVENT_CONFIRM_DUE_SOON = "confirm_due_soon"
+#: ``orders.v1.delayed``: a stage's estimate landed more than 10 min past the promise
+#: (no timeline entry; once per order).
+EVENT_DELAYED = "delayed"
 #: ``cancellation_reason`` code of an order its restaurant did not confirm in time.
 CANCEL_CONFIRM_TIMEOUT = "confirm_timeout"
 #: ``notifications.v1.inbox.<recipient>``: a new inbox notification, for the live streams of

@@ -7,6 +7,15 @@ a push to it must carry ``Authorization: vapid t=<JWT>, k=<key>`` with a JWT sig
 that key for this origin (RFC 8292), and an ``aes128gcm`` body (RFC 8188/8291) that
 decrypts with the subscription's keys. What decrypts is recorded; anything else is
 refused with 400/401, as a push service would.
+
+Like a real push service it honours RFC 8030 ``Topic`` (at most 32 URL-safe base64
+characters, else 400): while a browser is away (:meth:`PushSink.go_offline`) its pushes
+are queued, and a push whose topic matches a queued one replaces it (``replaced``);
+:meth:`PushSink.go_online` delivers the queue. Two views are kept: ``received``, every
+push that reached the browser (raw receipts), and ``shown``, what the browser ends up
+showing when its service worker shows each push with ``tag`` = the payload's
+``notification_id`` (``gateway/static/app/sw.js``): a push whose tag is already shown
+replaces that notification (``collapsed``) rather than adding one.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +35,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 __all__ = ["PushSink", "Received"]
+
+#: RFC 8030 section 5.4: a topic is at most 32 characters of the URL-safe base64 alphabet.
+_TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 def _b64(raw: bytes) -> str:
@@ -43,6 +56,8 @@ class Received:
     payload: dict[str, Any]
     at: float
     headers: dict[str, str] = field(default_factory=dict)
+    #: The push's RFC 8030 ``Topic`` ("" when it had none).
+    topic: str = ""
 
 
 @dataclass(slots=True)
@@ -57,8 +72,17 @@ class PushSink:
     def __init__(self, *, status: int = 201) -> None:
         #: What pushes are answered with (tests turn it to 500 or 410).
         self.status = status
+        #: Every push that reached a browser (raw receipts, resends included).
         self.received: list[Received] = []
+        #: What the browsers show: one notification per (subscription, tag).
+        self.shown: dict[tuple[str, str], Received] = {}
+        #: Pushes that replaced a notification already shown with their tag.
+        self.collapsed = 0
+        #: Queued pushes replaced by a newer one with the same topic (never delivered).
+        self.replaced = 0
         self.refused: list[str] = []
+        self._offline: set[str] = set()
+        self._queued: dict[str, dict[str, Received]] = {}
         self._browsers: dict[str, _Browser] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -94,6 +118,38 @@ class PushSink:
         )
         return {"endpoint": f"{self.origin}/push/{sub}", "p256dh": _b64(public), "auth": _b64(auth)}
 
+    def go_offline(self, endpoint: str) -> None:
+        """The browser of ``endpoint`` is away: its pushes wait here (one per topic)."""
+        self._offline.add(endpoint.rsplit("/", 1)[-1])
+
+    def go_online(self, endpoint: str) -> None:
+        """The browser is back: what waited for it is delivered, oldest first."""
+        sub = endpoint.rsplit("/", 1)[-1]
+        self._offline.discard(sub)
+        for r in self._queued.pop(sub, {}).values():
+            self._deliver(r)
+
+    def queued(self, endpoint: str) -> list[Received]:
+        """The pushes waiting for the browser of ``endpoint``."""
+        return list(self._queued.get(endpoint.rsplit("/", 1)[-1], {}).values())
+
+    def _deliver(self, r: Received) -> None:
+        self.received.append(r)
+        tag = str(r.payload.get("notification_id", "")) if isinstance(r.payload, dict) else ""
+        key = (r.subscription, tag or f"#{len(self.received)}")  # no tag: a new notification
+        if key in self.shown:
+            self.collapsed += 1
+        self.shown[key] = r
+
+    def shown_per_tag(self) -> dict[str, int]:
+        """Per ``notification_id``, how many notifications the browsers show for it (across
+        subscriptions: one per subscription when each is shown once)."""
+        out: dict[str, int] = {}
+        for r in self.shown.values():
+            nid = str(r.payload.get("notification_id", ""))
+            out[nid] = out.get(nid, 0) + 1
+        return out
+
     def _check_vapid(self, header: str) -> str:
         parts = dict(
             p.strip().split("=", 1) for p in header.removeprefix("vapid ").split(",") if "=" in p
@@ -115,6 +171,10 @@ class PushSink:
         except Exception as exc:
             self.refused.append(f"vapid: {exc}")
             return web.Response(status=401, text=f"VAPID: {exc}")
+        topic = request.headers.get("Topic", "")
+        if topic and not _TOPIC.fullmatch(topic):
+            self.refused.append("topic")
+            return web.Response(status=400, text="Topic: at most 32 URL-safe base64 characters")
         if request.headers.get("Content-Encoding") != "aes128gcm":
             self.refused.append("encoding")
             return web.Response(status=400, text="Content-Encoding must be aes128gcm")
@@ -127,6 +187,16 @@ class PushSink:
         except Exception as exc:
             self.refused.append(f"decrypt: {exc}")
             return web.Response(status=400, text=f"cannot decrypt: {exc}")
-        if self.status < 300:
-            self.received.append(Received(sub, payload, time.time(), dict(request.headers)))
+        if self.status >= 300:
+            return web.Response(status=self.status)
+        r = Received(sub, payload, time.time(), dict(request.headers), topic)
+        if sub in self._offline:
+            queue = self._queued.setdefault(sub, {})
+            key = topic or f"#{len(queue)}:{time.monotonic_ns()}"
+            if key in queue:
+                self.replaced += 1
+                del queue[key]  # the newer one takes the end of the queue
+            queue[key] = r
+        else:
+            self._deliver(r)
         return web.Response(status=self.status)

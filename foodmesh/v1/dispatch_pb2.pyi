@@ -175,6 +175,8 @@ class _DispatchEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Dis
     """The driver lost the order (went silent or offline before pickup); it is pending again."""
     DISPATCH_EVENT_KIND_ESCALATED: _DispatchEventKind.ValueType  # 4
     """Three offers failed: ops should look."""
+    DISPATCH_EVENT_KIND_ARRIVING: _DispatchEventKind.ValueType  # 600
+    """The driver carrying the food is under 3 minutes from the customer (once per order)."""
 
 class DispatchEventKind(_DispatchEventKind, metaclass=_DispatchEventKindEnumTypeWrapper):
     """What a dispatch event announces."""
@@ -189,6 +191,8 @@ DISPATCH_EVENT_KIND_UNASSIGNED: DispatchEventKind.ValueType  # 3
 """The driver lost the order (went silent or offline before pickup); it is pending again."""
 DISPATCH_EVENT_KIND_ESCALATED: DispatchEventKind.ValueType  # 4
 """Three offers failed: ops should look."""
+DISPATCH_EVENT_KIND_ARRIVING: DispatchEventKind.ValueType  # 600
+"""The driver carrying the food is under 3 minutes from the customer (once per order)."""
 Global___DispatchEventKind: _TypeAlias = DispatchEventKind  # noqa: Y015
 
 @_typing.final

@@ -44,6 +44,7 @@ _KIND = {
     "assigned": dispatch_pb2.DISPATCH_EVENT_KIND_ASSIGNED,
     "unassigned": dispatch_pb2.DISPATCH_EVENT_KIND_UNASSIGNED,
     "escalated": dispatch_pb2.DISPATCH_EVENT_KIND_ESCALATED,
+    "arriving": dispatch_pb2.DISPATCH_EVENT_KIND_ARRIVING,
 }
 
 

@@ -44,10 +44,12 @@ from servers.dispatch.routes import (
     Leg,
     LegState,
     Next,
+    arriving,
     leg_of,
     leg_state,
     next_step,
     reason_of,
+    seconds_left,
     straight_line,
     update_from_reroute,
     update_from_route,
@@ -260,7 +262,21 @@ class Navigator:
         ]
         if due:
             await asyncio.gather(*(self._step(t, step) for t, step in due))
+        for t in [t for t in list(self._legs.values()) if arriving(t.st)]:
+            await self._arriving(t)
         return len(due)
+
+    async def _arriving(self, t: _Tracked) -> None:
+        """Tells the customer (through ``dispatch.v1.arriving``) the food is minutes away."""
+        st = t.st
+        left = seconds_left(st) or 0.0
+        why = f"your driver is about {max(1, round(left / 60))} min away"
+        try:
+            await self.fleet.assignments.arriving(st.order_id, st.driver_id, why, now=self.clock())
+        except Exception as exc:  # tried again on the next pass
+            _log.debug("arriving of %s not recorded: %s", st.order_id, exc)
+            return
+        st.arriving_said = True  # said now, or before (by this replica or another)
 
     def _current(self, t: _Tracked) -> bool:
         return self._legs.get(t.st.driver_id) is t
@@ -305,7 +321,7 @@ class Navigator:
             except Exception:
                 return
             t.st.fix, t.st.fix_at = (ev.position.lat, ev.position.lon), self.monotonic()
-            if t.st.update is None:  # waiting for a position to route from
+            if t.st.update is None or arriving(t.st):  # a route, or the customer, to tell
                 self._wake.set()
 
         try:

@@ -29,12 +29,15 @@ from servers.dispatch.offers import AssignmentStatus
 from servers.dispatch.scoring import DETOUR, SPEED_MPS
 
 __all__ = [
+    "ARRIVING_S",
     "Leg",
     "LegState",
     "Next",
     "leg_of",
     "leg_state",
     "next_step",
+    "arriving",
+    "seconds_left",
     "reason_of",
     "straight_line",
     "update_from_reroute",
@@ -86,6 +89,29 @@ class LegState:
     #: The driver's latest fix and when it came in.
     fix: tuple[float, float] | None = None
     fix_at: float | None = None
+    #: The customer was told the driver is arriving (``dispatch.v1.arriving``).
+    arriving_said: bool = False
+
+
+#: Under this many seconds from the customer, the driver is "arriving".
+ARRIVING_S = 180.0
+
+
+def seconds_left(st: LegState) -> float | None:
+    """The live ETA to the leg's stop from the driver's latest fix (the straight line with
+    the scoring detour, at the vehicle's speed); None without a fix."""
+    if st.fix is None:
+        return None
+    meters = haversine_m(st.fix[0], st.fix[1], st.dest[0], st.dest[1]) * DETOUR
+    return meters / max(SPEED_MPS.get(st.vehicle_type, SPEED_MPS[common_pb2.VEHICLE_TYPE_CAR]), 0.1)
+
+
+def arriving(st: LegState, *, within_s: float = ARRIVING_S) -> bool:
+    """True when the customer should now hear their driver is arriving (once per leg)."""
+    if st.leg is not Leg.TO_CUSTOMER or st.arriving_said:
+        return False
+    left = seconds_left(st)
+    return left is not None and left < within_s
 
 
 def leg_state(a: Assignment, leg: Leg, *, vehicle_type: int) -> LegState:

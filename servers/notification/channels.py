@@ -7,7 +7,9 @@ where the channel says so) or raises: :class:`Permanent` when trying again canno
 Resent messages carry the same identity: an email's ``Message-ID`` and a push payload's
 ``notification_id`` are derived from the delivery's idempotency key, and the SMS
 provider gets it as ``Idempotency-Key``, so a send that was in doubt when its sender
-died is recognised downstream if it is sent again.
+died is recognised downstream if it is sent again. A push also carries the notification
+id as its RFC 8030 ``Topic`` (the push service keeps one undelivered message per topic,
+the last) and as the service worker's notification ``tag`` (the browser shows one).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ __all__ = [
     "SmtpConfig",
     "mime_bytes",
     "new_vapid_key",
+    "push_topic",
     "vapid_public_key",
 ]
 
@@ -277,6 +280,16 @@ def encrypt_push(data: bytes, p256dh: str, auth: str) -> bytes:
     return header + sealed
 
 
+def push_topic(notification_id: str) -> str:
+    """The RFC 8030 ``Topic`` of a notification's pushes: at most 32 characters of the URL-safe
+    base64 alphabet; the id itself when it fits (ours do: ``n_`` and 24 hex digits)."""
+    if 0 < len(notification_id) <= 32 and all(c.isascii() and (c.isalnum() or c in "-_")
+                                              for c in notification_id):  # fmt: skip
+        return notification_id
+    digest = hashlib.sha256(notification_id.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()[:32]
+
+
 class PushChannel:
     """Web Push: the payload encrypted for the browser (aes128gcm), signed with VAPID."""
 
@@ -324,6 +337,9 @@ class PushChannel:
             "TTL": str(self.ttl_s),
             "Urgency": "high" if m.get("event_type") == "new_offer" else "normal",
         }
+        if nid := str(m.get("notification_id", "")):
+            # A resend after a crash (in doubt) replaces the first if it is still queued.
+            headers["Topic"] = push_topic(nid)
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s)

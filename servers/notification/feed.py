@@ -48,6 +48,8 @@ __all__ = ["DURABLES", "Feed", "People"]
 _log = logging.getLogger("foodmesh.notification.feed")
 #: The durable consumers, one per stream followed.
 DURABLES = {"orders": "notification-orders", "dispatch": "notification-dispatch"}
+#: Dispatch events for the customer: asked of Order when the feed has not met the order.
+_NEED_CUSTOMER = frozenset({"dispatch.assigned", "dispatch.escalated", "dispatch.arriving"})
 
 
 class People(Protocol):
@@ -208,7 +210,7 @@ class Feed:
             return facts  # remembered with its batch
         known = await self.store.order_people(facts.order_id) if facts.order_id else None
         customer = known[0] if known else ""
-        if not customer and source == "dispatch.assigned":
+        if not customer and source in _NEED_CUSTOMER:
             customer = await self.people.customer_of(facts.order_id)
         values = dict(facts.values)
         driver = facts.driver_id

@@ -53,9 +53,15 @@ class Rule:
     urgent: bool = False
 
 
-#: source -> its rules. Confirmation timeouts and escalations (not published yet) join here.
+#: source -> its rules.
 RULES: Mapping[str, tuple[Rule, ...]] = {
     "orders.placed": (Rule("new_order", "restaurant", (IN_APP, EMAIL, PUSH)),),
+    # 80 % of the confirmation timeout passed (Order's sweeper): the restaurant must act now.
+    "orders.confirm_due_soon": (
+        Rule("confirm_due_soon", "restaurant", (IN_APP, PUSH, EMAIL), urgent=True),
+    ),
+    # A stage's estimate slipped more than 10 min past the promise (Order's ETA stages).
+    "orders.delayed": (Rule("delayed", "customer", (IN_APP, PUSH, EMAIL)),),
     "orders.confirmed": (Rule("order_confirmed", "customer", (IN_APP, PUSH, EMAIL)),),
     "orders.picked_up": (Rule("picked_up", "customer", (IN_APP, PUSH)),),
     "orders.delivered": (Rule("delivered", "customer", (IN_APP, PUSH, EMAIL)),),
@@ -70,6 +76,10 @@ RULES: Mapping[str, tuple[Rule, ...]] = {
     "dispatch.offered": (
         Rule("new_offer", "driver", (IN_APP, PUSH, SMS), once_per="offer", urgent=True),
     ),
+    # No driver took it in time: Dispatch escalated it (wider search, a bonus).
+    "dispatch.escalated": (Rule("no_driver_yet", "customer", (IN_APP, PUSH, EMAIL)),),
+    # The driver carrying the food is under 3 min away (Dispatch's navigator, live fixes).
+    "dispatch.arriving": (Rule("arriving", "customer", (IN_APP, PUSH), urgent=True),),
     "dispatch.unassigned": (
         Rule("order_reassigned", "driver", (IN_APP, PUSH, SMS), once_per="driver", urgent=True),
     ),

@@ -92,6 +92,38 @@ _T: Mapping[tuple[str, str], tuple[str, str]] = {
         "Pedido {order} reasignado",
         "El pedido {order} pasó a otro repartidor ({reason}).",
     ),
+    ("confirm_due_soon", "en"): (
+        "Order {order} waits for you",
+        "Order {order} is not confirmed yet: {reason}.",
+    ),
+    ("confirm_due_soon", "es"): (
+        "El pedido {order} te espera",
+        "El pedido {order} aún no está confirmado: confírmalo pronto o se cancelará.",
+    ),
+    ("no_driver_yet", "en"): (
+        "Still looking for a driver",
+        "No driver has taken order {order} yet: we are looking further, with a bonus.",
+    ),
+    ("no_driver_yet", "es"): (
+        "Seguimos buscando repartidor",
+        "Ningún repartidor ha tomado el pedido {order}: buscamos más lejos, con un bono.",
+    ),
+    ("arriving", "en"): (
+        "Your driver is arriving",
+        "Order {order}: {reason}. Meet them at {dropoff}.",
+    ),
+    ("arriving", "es"): (
+        "Tu repartidor está llegando",
+        "El pedido {order} llega en unos minutos. Prepárate en {dropoff}.",
+    ),
+    ("delayed", "en"): (
+        "Order {order} is running late",
+        "Sorry: order {order} is {reason}.",
+    ),
+    ("delayed", "es"): (
+        "El pedido {order} se retrasa",
+        "Lo sentimos: el pedido {order} llegará a las {eta}, más tarde de lo prometido.",
+    ),
 }
 
 _HTML = (

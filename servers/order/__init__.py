@@ -88,6 +88,7 @@ async def build(
     from servers.order.eta_features import KitchenFeatures
     from servers.order.eta_stages import StageEstimates, gather_spawner
     from servers.order.feed import FeedWaker
+    from servers.order.notices import notice_event
     from servers.order.payments import HoldLookup
     from servers.order.placement import NO_HOOKS
     from servers.order.pricing import FallbackPricing, RemotePricing
@@ -122,8 +123,9 @@ async def build(
     cached = CachedCatalog(catalog, cache=TtlCache(ttl_s=cache_s))
     store = OrderStore(resources.pg)
     stage_tasks: set[asyncio.Task[None]] = set()
+    notice = functools.partial(notice_event, resources.subjects)
     store.stages = StageEstimates(resources.pg, eta, spawn=gather_spawner(stage_tasks),
-                                  drivers=drivers, catalog=cached)  # fmt: skip
+                                  drivers=drivers, catalog=cached, notice=notice)  # fmt: skip
     # The sandbox is also the vault of saved cards and wallets when a test hands in
     # another provider (which then authorizes them through its own ledger).
     sandbox = SandboxProvider(resources.pg)
@@ -148,6 +150,7 @@ async def build(
         servicer.store, event=servicer._event,
         holds=provider if isinstance(provider, HoldLookup) else None,
         hold_grace_s=float(s.extra.get("FOODMESH_ORDER_HOLD_GRACE_S", "300")),
+        notice=notice,
     )  # fmt: skip
     sweep_every = float(s.extra.get("FOODMESH_ORDER_SWEEP_EVERY_S", "0.5"))
     feed_keep_s = float(s.extra.get("FOODMESH_ORDER_FEED_KEEP_S", "86400"))
@@ -162,6 +165,7 @@ async def build(
                     await sweep_wake.wait()
             sweep_wake.clear()
             try:
+                await sweeper.warn_confirm_due()
                 swept = await sweeper.confirm_deadlines()
                 if swept.confirmed or swept.cancelled:
                     servicer._poke()

@@ -19,6 +19,7 @@ The SQL of both lives here, beside the store's, as it runs in the same transacti
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from foodmesh.core.events import CANCEL_CONFIRM_TIMEOUT
 from servers.order.confirm import ConfirmSettings, timeout_reason
 from servers.order.feed import prune_feed
 from servers.order.model import Change, Entry, Order
+from servers.order.notices import NoticeOf, warn_due
 from servers.order.payments import HoldLookup
 from servers.order.store import OrderStore
 from servers.order.transitions import Status
@@ -108,8 +110,10 @@ class Sweeper:
         holds: HoldLookup | None,
         hold_grace_s: float = 300.0,
         batch: int = 50,
+        notice: NoticeOf | None = None,
     ) -> None:
         self.store = store
+        self.notice = notice
         self.pool = store.pool
         self.event = event
         self.holds = holds
@@ -136,6 +140,15 @@ class Sweeper:
             elif outcome == "cancelled":
                 cancelled.append(order_id)
         return Swept(tuple(confirmed), tuple(cancelled))
+
+    async def warn_confirm_due(self) -> list[str]:
+        """One pass warning restaurants whose confirmation deadline is near (``notices.py``)."""
+        if self.notice is None:
+            return []
+        async with self.pool.connection() as conn, conn.transaction():
+            now = dt.datetime.now(dt.UTC)
+            return await warn_due(conn, lambda c, oid: self.store._load(c, oid, lock=False),
+                                  self.notice, now=now, batch=self.batch)  # fmt: skip
 
     async def _one_deadline(self, order_id: str) -> str:
         async with self.pool.connection() as conn, conn.transaction():

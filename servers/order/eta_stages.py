@@ -12,6 +12,7 @@ stage also feeds ``foodmesh_eta_stage_error_seconds`` on delivery.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Coroutine
@@ -21,12 +22,15 @@ from typing import Any, Protocol
 from prometheus_client import Histogram
 from psycopg_pool import AsyncConnectionPool
 
+from foodmesh.core.events import EVENT_DELAYED
 from foodmesh.v1 import catalog_pb2, dispatch_pb2
 from servers.order._pg import autocommit
 from servers.order.eta import Estimate, EtaInput, EtaPort
 from servers.order.model import Order
+from servers.order.notices import NoticeOf, delay_minutes, slipped
 from servers.order.store import NOTIFY_CHANNEL
 from servers.order.transitions import Status
+from servers.runtime.outbox import enqueue_event
 
 __all__ = ["STAGES", "STAGE_ERROR", "StageEstimates", "StageReport", "report"]
 
@@ -44,6 +48,10 @@ _INSERT = """
 INSERT INTO orders.eta_estimates (order_id, stage, at, estimated_delivery_time, lower_time,
                                   upper_time, model_version)
 VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (order_id, stage) DO NOTHING
+"""
+_BEFORE = """
+SELECT promised_delivery_time, estimated_delivery_time, status FROM orders.orders
+ WHERE order_id = %s FOR UPDATE
 """
 _MOVE = """
 UPDATE orders.orders SET estimated_delivery_time = %s
@@ -85,8 +93,11 @@ class StageEstimates:
         drivers: _Drivers | None = None,
         catalog: _Catalog | None = None,
         timeout_s: float = 2.0,
+        notice: NoticeOf | None = None,
     ) -> None:
         self.pool = pool
+        #: Builds ``orders.v1.delayed`` (``notices.py``), committed with a late estimate.
+        self.notice = notice
         self.eta = eta
         self.spawn = spawn
         self.drivers = drivers
@@ -128,15 +139,32 @@ class StageEstimates:
             self._vehicles[driver_id] = int(r.driver.vehicle_type)
         return self._vehicles[driver_id]
 
-    async def record(self, order_id: str, stage: str, at: dt.datetime, e: Estimate) -> None:
-        """Keeps the stage's estimate (the first one made) and shows it as the latest."""
+    async def record(
+        self, order_id: str, stage: str, at: dt.datetime, e: Estimate, *, order: Order | None = None
+    ) -> None:
+        """Keeps the stage's estimate (the first one made) and shows it as the latest; with
+        ``order``, an estimate that slipped past the promise commits ``orders.v1.delayed``."""
         try:
-            async with autocommit(self.pool) as conn:
+            if stage == "placement":
+                async with autocommit(self.pool) as conn:
+                    await conn.execute(_INSERT, (order_id, stage, at, e.arrival, e.lower,
+                                                 e.upper, e.source))  # fmt: skip
+                return
+            async with self.pool.connection() as conn, conn.transaction():
                 await conn.execute(_INSERT, (order_id, stage, at, e.arrival, e.lower, e.upper,
                                              e.source))  # fmt: skip
-                if stage != "placement":
-                    await conn.execute(_MOVE, (e.arrival, order_id))
-                    await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, order_id))
+                cur = await conn.execute(_BEFORE, (order_id,))
+                before = await cur.fetchone()
+                await conn.execute(_MOVE, (e.arrival, order_id))
+                await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, order_id))
+                if (before is not None and order is not None and self.notice is not None
+                        and before[2] not in ("delivered", "cancelled")
+                        and slipped(before[0], before[1], e.arrival)):  # fmt: skip
+                    late = delay_minutes(before[0], e.arrival)
+                    why = f"now expected at {e.arrival:%H:%M} UTC, {late} min later than promised"
+                    moved = dataclasses.replace(order, estimated_delivery_time=e.arrival)
+                    await enqueue_event(conn, "orders",
+                                        self.notice(moved, EVENT_DELAYED, why, at))  # fmt: skip
         except Exception as exc:  # a lost measurement, never a lost order
             _log.warning("ETA estimate of %s at %s not recorded: %s", order_id, stage, exc)
 
@@ -168,7 +196,7 @@ class StageEstimates:
         except Exception as exc:  # the earlier estimate stands
             _log.debug("re-estimate of %s at %s failed: %s", o.order_id, stage, exc)
             return
-        await self.record(o.order_id, stage, at, est)
+        await self.record(o.order_id, stage, at, est, order=o)
 
     async def _observe(self, order_id: str, at: dt.datetime) -> None:
         try:

@@ -5,8 +5,11 @@ The service runs as ``foodmesh serve notification`` in a process of the test's o
 event is recorded (keyed) before anything is sent and acknowledged after, so the
 restarted process neither loses an event nor records one twice. A send under way at
 the kill is in doubt: it is sent again with the same identity (Message-ID, the push's
-notification id), which the SMTP server and the browser recognise, so the mailbox holds
-exactly one message per event; the test counts those resends too and bounds them by
+notification id as its ``Topic`` and the service worker's ``tag``), which the SMTP server,
+the push service and the browser recognise: the mailbox holds exactly one message per
+event and the browser shows one notification per event. The browser is away across the
+kill and the restart, so the push service queues its pushes, and a resend whose first copy
+still waits replaces it (``Topic``). The test counts the raw receipts too and bounds them by
 what can be under way at once.
 """
 
@@ -70,11 +73,11 @@ async def test_killed_mid_burst_every_notice_arrives_once(
 
             client = NotificationClient(f"127.0.0.1:{port}", options=token("customer", "c-1"))
             deadline = time.monotonic() + 30
+            browser = m.push.subscription()
             while True:  # up, migrated schema in place, preferences stored
                 try:
                     await client.register_push_subscription(
-                        pb.RegisterPushSubscriptionRequest(**m.push.subscription()),
-                        deadline_s=1.0,
+                        pb.RegisterPushSubscriptionRequest(**browser), deadline_s=1.0
                     )
                     prefs = pb.Preferences(email="c1@example.com")
                     await client.set_preferences(
@@ -93,27 +96,39 @@ async def test_killed_mid_burst_every_notice_arrives_once(
 
             publishing = asyncio.create_task(burst())
             await eventually(lambda: len(m.push.received) >= 40, what="sending under way")
+            m.push.go_offline(browser["endpoint"])  # the push service keeps what comes now
             os.kill(proc.pid, signal.SIGKILL)  # mid-burst, sends in flight
             proc.wait()
             kill_seen = len(m.push.received)
             await asyncio.sleep(0.3)
             proc = _spawn(env, log)
             await publishing
-            await eventually(
-                lambda: len({r.payload["notification_id"] for r in m.push.received}) >= EVENTS
-                and m.mail.count() >= EVENTS,
-                within_s=60, what="every event's push and mail",
-            )  # fmt: skip
-            await asyncio.sleep(1.0)  # anything sent twice would have arrived by now
+
+            def pushed() -> set[str]:
+                return {
+                    r.payload["notification_id"]
+                    for r in [*m.push.received, *m.push.queued(browser["endpoint"])]
+                }
+
+            await eventually(lambda: len(pushed()) >= EVENTS and m.mail.count() >= EVENTS,
+                             within_s=60, what="every event's push and mail")  # fmt: skip
+            await asyncio.sleep(3.0)  # in-doubt sends are resent once their 2 s lease lapses
+            m.push.go_online(browser["endpoint"])
 
             mails = m.mail.messages()
             ids = [x["message_id"] for x in mails]
             assert len(mails) == EVENTS and len(set(ids)) == EVENTS  # one each, none lost
             orders = {r.payload["order_id"] for r in m.push.received}
             assert orders == {f"o-{i}" for i in range(EVENTS)}
-            # Resends are only what was under way at the kill, recognised downstream.
+            assert all(r.topic == r.payload["notification_id"] for r in m.push.received)
+            # What the browser ends up showing: one notification per event.
+            shown = m.push.shown_per_tag()
+            assert len(shown) == EVENTS and set(shown.values()) == {1}
+            # Resends are only what was under way at the kill, recognised downstream: by
+            # the push service (a queued one replaced) or the browser (the tag).
             assert m.mail.box.duplicates() <= IN_FLIGHT
-            assert len(m.push.received) - EVENTS <= IN_FLIGHT
+            assert len(m.push.received) - EVENTS == m.push.collapsed <= IN_FLIGHT
+            assert m.push.replaced <= IN_FLIGHT
             assert kill_seen < EVENTS  # the kill did land mid-burst
             page = await client.list_notifications(pb.ListNotificationsRequest(page_size=1))
             assert page.unread_count == EVENTS  # one inbox notice per event

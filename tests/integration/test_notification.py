@@ -12,11 +12,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 
 from foodmesh.infra import smtp_sink
+from foodmesh.infra.push_sink import PushSink
 from foodmesh.v1 import notification_pb2 as pb
+from servers.notification.channels import PushChannel, new_vapid_key, push_topic
+from servers.notification.rules import notification_id
+from servers.notification.store import Claimed
 from tests.integration._gateway import auth, gateway, sse_events, violations
 from tests.integration._notification import (
     dispatch_event,
@@ -68,6 +73,9 @@ async def test_events_reach_each_recipient_once_on_every_channel(
         pushed = m.push.received[0].payload
         assert pushed["title"] == "Luigi's <Pizza> confirmó tu pedido"
         assert pushed["order_id"] == "o-1"
+        # The notification id is the push's Topic and the browser's tag: one shown.
+        assert m.push.received[0].topic == pushed["notification_id"]
+        assert m.push.shown_per_tag() == {pushed["notification_id"]: 1}
 
         page = await c1.list_notifications(pb.ListNotificationsRequest())
         assert [n.event_type for n in page.notifications] == ["order_confirmed"]
@@ -209,3 +217,50 @@ async def _next_data(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
         if "data" in event:
             return event
     raise AssertionError("the stream ended")
+
+
+async def test_a_push_sent_again_is_one_notification_at_the_push_service_and_browser(
+    tmp_path: Path,
+) -> None:
+    # What a sender killed mid-send does: the same delivery sent twice (in doubt). Real
+    # HTTP, VAPID and aes128gcm to the local push service, which honours Topic.
+    push = await PushSink().start()
+    channel = PushChannel(new_vapid_key())
+    try:
+        away, here = push.subscription(), push.subscription()
+        nid = notification_id("o-5:picked_up", "customer:c-1")
+
+        def delivery(sub: dict[str, str], attempt: int) -> Claimed:
+            return Claimed(f"d-{sub['endpoint'][-8:]}", nid, "customer:c-1", "push",
+                           sub["endpoint"], {"notification_id": nid, "title": "On its way",
+                           "body": "Order O-5", "p256dh": sub["p256dh"], "auth": sub["auth"]},
+                           attempt, attempt > 1)  # fmt: skip
+
+        # The browser is away: the resend replaces the queued push (same Topic), and the
+        # browser gets one when it is back.
+        push.go_offline(away["endpoint"])
+        assert await channel.send(delivery(away, 1)) == "sent"
+        assert await channel.send(delivery(away, 2)) == "sent"
+        assert [r.topic for r in push.queued(away["endpoint"])] == [nid]
+        assert push.replaced == 1 and not push.received
+        push.go_online(away["endpoint"])
+        assert len(push.received) == 1 and push.received[0].payload["notification_id"] == nid
+
+        # The browser is there: both reach it (raw receipts), the tag shows one.
+        assert await channel.send(delivery(here, 1)) == "sent"
+        assert await channel.send(delivery(here, 2)) == "sent"
+        assert len(push.received) == 3  # honest: the resend did arrive
+        assert push.collapsed == 1
+        assert push.shown_per_tag() == {nid: 2}  # one per browser (two subscriptions)
+
+        # A topic the RFC does not allow is refused, as a push service does.
+        async with aiohttp.ClientSession() as http:
+            async with http.post(here["endpoint"], data=b"x", headers={
+                **channel._auth(here["endpoint"]), "Content-Encoding": "aes128gcm",
+                "Topic": "not a topic!"}) as resp:  # fmt: skip
+                assert resp.status == 400
+        assert push_topic("n_" + "a" * 24) == "n_" + "a" * 24
+        assert len(push_topic("x" * 40)) == 32
+    finally:
+        await channel.close()
+        await push.close()

@@ -12,13 +12,16 @@ from foodmesh.v1 import common_pb2, dispatch_pb2, eta_pb2
 from servers.dispatch.model import Assignment
 from servers.dispatch.offers import AssignmentStatus
 from servers.dispatch.routes import (
+    ARRIVING_S,
     Leg,
     LegState,
     Next,
+    arriving,
     leg_of,
     leg_state,
     next_step,
     reason_of,
+    seconds_left,
     straight_line,
     update_from_reroute,
     update_from_route,
@@ -162,3 +165,25 @@ def test_the_stand_in_is_the_straight_line_flagged_as_such() -> None:
     bike = _state(vehicle_type=common_pb2.VEHICLE_TYPE_BICYCLE)
     slow = straight_line(origin, bike, reason=R.ROUTE_UPDATE_REASON_INITIAL, now=1000.0)
     assert slow.duration.ToNanoseconds() > u.duration.ToNanoseconds()
+
+
+def test_the_customer_hears_arriving_once_under_three_minutes_on_the_customer_leg() -> None:
+    a = _assignment(S.PICKED_UP)
+    st = leg_state(a, Leg.TO_CUSTOMER, vehicle_type=common_pb2.VEHICLE_TYPE_CAR)
+    assert seconds_left(st) is None and not arriving(st)  # no fix yet
+    st.fix = REST
+    far = seconds_left(st)
+    assert far is not None
+    # 180 s by car (6.9 m/s) with the 1.35 detour is 920 m as the crow flies.
+    metres = haversine_m(REST[0], REST[1], HOME[0], HOME[1])
+    assert far == pytest.approx(metres * 1.35 / 6.9)
+    assert arriving(st) is (far < ARRIVING_S)
+    st.fix = (HOME[0] + 0.012, HOME[1])  # ~1.3 km away: over 4 min
+    assert not arriving(st)
+    st.fix = (HOME[0] + 0.005, HOME[1])  # ~560 m: under 2 min
+    assert arriving(st)
+    st.arriving_said = True
+    assert not arriving(st)  # once
+    to_r = leg_state(a, Leg.TO_RESTAURANT, vehicle_type=common_pb2.VEHICLE_TYPE_CAR)
+    to_r.fix = REST
+    assert not arriving(to_r)  # only on the way to the customer

@@ -4,6 +4,7 @@ parts (rules, plan, templates) and its input checks."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 
@@ -130,3 +131,30 @@ def test_bad_subscriptions_and_preferences_name_their_fields() -> None:
     assert {v.field for v in e.value.violations} == {
         "preferences.phone", "preferences.locale", "preferences.quiet_end_minute",
         "preferences.events[0].channels"}  # fmt: skip
+
+
+def test_warnings_delays_escalations_and_arrivals_reach_their_people() -> None:
+    warn = facts_of("orders.confirm_due_soon", _order("confirm_due_soon"))
+    late = facts_of("orders.delayed", _order("delayed"))
+    assert warn is not None and late is not None
+    (w,) = notices_for("orders.confirm_due_soon", warn)
+    assert (w.recipient, w.event_type, w.urgent) == ("restaurant:r1", "confirm_due_soon", True)
+    (d,) = notices_for("orders.delayed", late)
+    assert (d.recipient, d.event_type) == ("customer:c1", "delayed")
+    for kind, event_type in (("escalated", "no_driver_yet"), ("arriving", "arriving")):
+        ev = dispatch_pb2.DispatchEvent(
+            event_id=f"x-{kind}", kind=dispatch_pb2.DispatchEventKind.Value(
+                f"DISPATCH_EVENT_KIND_{kind.upper()}"),
+            assignment=dispatch_pb2.Assignment(order_id="o1", driver_id="d1"), reason="why",
+        )  # fmt: skip
+        facts = facts_of(f"dispatch.{kind}", ev.SerializeToString())
+        assert facts is not None
+        assert notices_for(f"dispatch.{kind}", facts) == []  # the customer is looked up
+        (n,) = notices_for(f"dispatch.{kind}", replace(facts, customer_id="c1"))
+        assert (n.recipient, n.event_type, n.dedupe_key) == ("customer:c1", event_type,
+                                                             f"o1:{event_type}")  # fmt: skip
+    for event_type in ("confirm_due_soon", "delayed", "no_driver_yet", "arriving"):
+        assert event_type in EVENT_TYPES
+        for locale in ("en", "es"):
+            words = render(event_type, locale, {"order": "ABC123", "reason": "why"})
+            assert "ABC123" in words.text or "ABC123" in words.title

@@ -13,6 +13,7 @@ from servers.order.confirm import (
     plan_confirm,
     timeout_reason,
 )
+from servers.order.notices import delay_minutes, slipped
 
 LA = "America/Los_Angeles"
 # 12:30 in Los Angeles (PST, UTC-8), a lunchtime.
@@ -66,3 +67,18 @@ def test_an_order_is_escalated_after_the_limit_without_a_driver() -> None:
     assert EscalationRules.from_extra({"FOODMESH_DISPATCH_NO_DRIVER_AFTER_S": "2"}) == (
         EscalationRules(no_driver_after_s=2.0)
     )
+
+
+def test_a_customer_is_told_of_a_delay_once_when_the_estimate_first_slips_past_ten_minutes() -> (
+    None
+):
+    promised = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
+    m = dt.timedelta(minutes=1)
+    assert not slipped(promised, None, promised + 10 * m)  # 10 min is not more than 10
+    assert slipped(promised, None, promised + 11 * m)
+    assert slipped(promised, promised + 5 * m, promised + 11 * m)
+    assert not slipped(promised, promised + 12 * m, promised + 20 * m)  # already said
+    assert not slipped(promised, promised, promised - 3 * m)  # early is not late
+    assert not slipped(None, None, promised + 60 * m)  # no promise known
+    assert delay_minutes(promised, promised + 14 * m + dt.timedelta(seconds=20)) == 14
+    assert delay_minutes(promised, promised + dt.timedelta(seconds=5)) == 1

@@ -225,6 +225,24 @@ class AssignmentStore:
                 await count_delivery(conn, driver_id)
             return after, True
 
+    async def arriving(
+        self, order_id: str, driver_id: str, reason: str, *, now: float
+    ) -> Assignment | None:
+        """The driver carrying ``order_id`` is nearly at its door: ``dispatch.v1.arriving``,
+        once per order (the flag commits with the event); None when already said or moot."""
+        async with self.pool.connection() as conn, conn.transaction():
+            a = await one(
+                conn,
+                ASSIGNMENTS,
+                "UPDATE fleet.assignments SET arriving_at = %s WHERE order_id = %s"
+                " AND driver_id = %s AND status = %s AND arriving_at IS NULL"
+                f" RETURNING {ASSIGNMENT}",
+                (ts(now), order_id, driver_id, S.PICKED_UP.value),
+            )
+            if a is not None:
+                await emit(conn, self.announce, "arriving", a, None, reason)
+            return a
+
     async def lose_driver(self, driver_id: str, reason: str, *, now: float) -> Assignment | None:
         """The driver went offline before pickup: their orders go back, to the pool's front.
 
