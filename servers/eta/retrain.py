@@ -14,7 +14,8 @@ One pass (:func:`retrain_once`):
    directory) on the held-out deliveries: MAE of the total promised at placement;
 5. promote the candidate (write its file: the ETA service hot-loads it) only if its
    MAE is lower; either way the decision is logged and appended to
-   ``retrain.jsonl`` in the model directory.
+   ``retrain.jsonl`` in the model directory. A promoted model's 80 % interval bands
+   per stage (``servers.eta.conformal``) are recalibrated on the held-out deliveries.
 
 Every promoted model records what it was trained on (source, orders, their time
 span) and its validation (orders, its MAE and p90, the serving model's MAE, which
@@ -44,6 +45,7 @@ from servers.eta.order_history import load_order_history
 from servers.eta.training import (
     TrainConfig,
     at_order_minutes,
+    calibrate,
     kitchen_columns,
     refine,
     train,
@@ -195,6 +197,13 @@ def retrain_once(
             "candidates": {h_: s_["mae_min"] for s_, h_, _ in scored},
         },
         "retrain_seconds": round(time.perf_counter() - t0, 2),
+    }
+    # Validated on its own bands; served with bands from the latest deliveries (unseen by
+    # its trees), so the interval follows the city as it is now.
+    cand = calibrate(cand, held)
+    metrics["calibration"] = {
+        "held_out_orders": len(held["order_ts"]),
+        **{k: v.as_list() for k, v in cand.stage_residuals.items()},
     }
     cand = dataclasses.replace(cand, metrics=metrics)
     common = {
