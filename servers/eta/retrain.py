@@ -21,7 +21,8 @@ Every promoted model records what it was trained on (source, orders, their time
 span) and its validation (orders, its MAE and p90, the serving model's MAE, which
 one it replaced). :class:`Retrainer` runs passes on a schedule (``every_s``, when at
 least ``min_new_on_schedule`` deliveries are new) and sooner when ``min_new``
-deliveries have arrived since the serving model was trained.
+deliveries have arrived since the serving model was trained. Replicas sharing one
+model directory take turns: a pass runs only under the retraining lease (``lease``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from foodmesh.roads import RoadGraph, TrafficModel
+from servers.eta.lease import retrain_lease
 from servers.eta.model import EtaModel, ModelLoadError, load_model, model_files, save_model
 from servers.eta.order_history import load_order_history
 from servers.eta.training import (
@@ -266,9 +268,14 @@ class Retrainer:
             _log.debug("retrain-eta: %d deliveries, %d new: not yet", n, new)
             return None
         self.last_pass = time.monotonic()
-        self.say(f"retrain-eta: {n} deliveries, {new} new since the serving model: retraining")
-        return await asyncio.to_thread(retrain_once, h, self.model_dir, config=cfg,
-                                       say=self.say)  # fmt: skip
+        async with retrain_lease(self.postgres_url) as mine:
+            if not mine:  # another replica writes the shared store; it hot-loads here too
+                self.say("retrain-eta: another process holds the retraining lease: skipped")
+                return Outcome("skipped", "another process is retraining", n)
+            self.say(f"retrain-eta: {n} deliveries, {new} new since the serving model: "
+                     "retraining")  # fmt: skip
+            return await asyncio.to_thread(retrain_once, h, self.model_dir, config=cfg,
+                                           say=self.say)  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
         """Looks every ``poll_s`` until ``stop``; a failed pass is logged, the next one tries."""
