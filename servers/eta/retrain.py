@@ -15,7 +15,9 @@ One pass (:func:`retrain_once`):
 5. promote the candidate (write its file: the ETA service hot-loads it) only if its
    MAE is lower; either way the decision is logged and appended to
    ``retrain.jsonl`` in the model directory. A promoted model's 80 % interval bands
-   per stage (``servers.eta.conformal``) are recalibrated on the held-out deliveries.
+   per stage (``servers.eta.conformal``) are recalibrated on the held-out deliveries; when
+   the serving model is kept but its bands no longer fit them, it is written again under a
+   new version with the fresh bands (same trees), so the interval follows the city.
 
 Every promoted model records what it was trained on (source, orders, their time
 span) and its validation (orders, its MAE and p90, the serving model's MAE, which
@@ -42,7 +44,14 @@ import numpy as np
 
 from foodmesh.roads import RoadGraph, TrafficModel
 from servers.eta.lease import retrain_lease
-from servers.eta.model import EtaModel, ModelLoadError, load_model, model_files, save_model
+from servers.eta.model import (
+    EtaModel,
+    ModelLoadError,
+    load_model,
+    model_files,
+    new_version,
+    save_model,
+)
 from servers.eta.order_history import load_order_history
 from servers.eta.training import (
     TrainConfig,
@@ -133,6 +142,19 @@ def _trained_until(model: EtaModel | None) -> float:
     return float(model.metrics.get("trained_on", {}).get("until_ts", 0.0))
 
 
+def _moved(before: EtaModel, after: EtaModel) -> bool:
+    """Whether ``after``'s interval bands differ from ``before``'s by more than noise: a stage
+    calibrated anew, or an edge moved by 0.5 min or a tenth of the band's width."""
+    for stage, new in after.stage_residuals.items():
+        old = before.stage_residuals.get(stage)
+        if old is None:
+            return True
+        tol = max(0.5, 0.1 * (old.high - old.low))
+        if abs(new.low - old.low) >= tol or abs(new.high - old.high) >= tol:
+            return True
+    return False
+
+
 def _record(model_dir: Path, outcome: Outcome) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     with (model_dir / "retrain.jsonl").open("a") as f:
@@ -218,6 +240,25 @@ def retrain_once(
     if better:
         path = save_model(cand, model_dir)
         out = Outcome("promoted", "better on the latest deliveries", path=path, **common)  # type: ignore[arg-type]
+    elif serving is not None and _moved(serving, fresh := calibrate(serving, held)):
+        # The trees stay; the interval follows the city: the serving model again, its bands
+        # from the latest deliveries (which its trees never saw), under a new version.
+        recal = dataclasses.replace(
+            fresh,
+            version=new_version(),
+            metrics={
+                **serving.metrics,
+                "recalibrated": {
+                    "from_version": serving.version,
+                    "held_out_orders": len(held["order_ts"]),
+                    "held_out_from_ts": cut,
+                    **{k: v.as_list() for k, v in fresh.stage_residuals.items()},
+                },
+            },
+        )
+        path = save_model(recal, model_dir)
+        out = Outcome("kept", "the serving model is as good or better; its interval bands "
+                      "recalibrated on the latest deliveries", path=path, **common)  # type: ignore[arg-type]  # fmt: skip
     else:
         out = Outcome("kept", "the serving model is as good or better", **common)  # type: ignore[arg-type]
     _record(model_dir, out)
