@@ -23,7 +23,7 @@ Every promoted model records what it was trained on (source, orders, their time
 span) and its validation (orders, its MAE and p90, the serving model's MAE, which
 one it replaced). :class:`Retrainer` runs passes on a schedule (``every_s``, when at
 least ``min_new_on_schedule`` deliveries are new) and sooner when ``min_new``
-deliveries have arrived since the serving model was trained. Replicas sharing one
+deliveries have arrived since the last pass. Replicas sharing one
 model directory take turns: a pass runs only under the retraining lease (``lease``).
 """
 
@@ -62,7 +62,7 @@ from servers.eta.training import (
     train,
 )
 
-__all__ = ["Outcome", "RetrainConfig", "Retrainer", "retrain_once", "validate"]
+__all__ = ["Outcome", "RetrainConfig", "Retrainer", "pass_due", "retrain_once", "validate"]
 
 _log = logging.getLogger("foodmesh.eta.retrain")
 
@@ -271,6 +271,18 @@ def retrain_once(
     return out
 
 
+def pass_due(
+    cfg: RetrainConfig, *, new_since_model: int, new_since_pass: int, since_pass_s: float
+) -> bool:
+    """Whether a pass is due: ``min_new`` deliveries arrived since the last pass (or, before
+    any, since the serving model), or the schedule came round with ``min_new_on_schedule``
+    deliveries the serving model has not learned from. Counting from the last pass keeps a
+    serving model that keeps winning from being retrained at every look."""
+    if new_since_pass >= cfg.min_new:
+        return True
+    return since_pass_s >= cfg.every_s and new_since_model >= cfg.min_new_on_schedule
+
+
 class Retrainer:
     """Retrains on a schedule and when enough new deliveries arrived; one pass at a time."""
 
@@ -289,6 +301,8 @@ class Retrainer:
         self.graph = graph
         self.say = say or _log.info
         self.last_pass = time.monotonic()
+        #: The newest delivery the last pass saw: a kept model is not retrained every look.
+        self.looked_until = 0.0
 
     async def _deliveries(self) -> dict[str, Any] | None:
         if self.graph is None:
@@ -302,13 +316,20 @@ class Retrainer:
         n = 0 if h is None else len(h["order_ts"])
         serving = await asyncio.to_thread(serving_model, self.model_dir)
         until = _trained_until(serving)
-        new = 0 if h is None else int(np.sum(np.asarray(h["order_ts"]) > until))
+        ts = np.asarray(h["order_ts"]) if h is not None else np.empty(0)
+        new = int(np.sum(ts > until))
         cfg = self.config
-        due = time.monotonic() - self.last_pass >= cfg.every_s
-        if not (force or new >= cfg.min_new or (due and new >= cfg.min_new_on_schedule)):
+        due = pass_due(
+            cfg,
+            new_since_model=new,
+            new_since_pass=int(np.sum(ts > max(until, self.looked_until))),
+            since_pass_s=time.monotonic() - self.last_pass,
+        )
+        if not (force or due):
             _log.debug("retrain-eta: %d deliveries, %d new: not yet", n, new)
             return None
         self.last_pass = time.monotonic()
+        self.looked_until = float(ts.max()) if len(ts) else self.looked_until
         async with retrain_lease(self.postgres_url) as mine:
             if not mine:  # another replica writes the shared store; it hot-loads here too
                 self.say("retrain-eta: another process holds the retraining lease: skipped")

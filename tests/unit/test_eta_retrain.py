@@ -12,7 +12,7 @@ import pytest
 from foodmesh.roads import RoadGraph
 from foodmesh.sim import history
 from servers.eta.model import load_model, model_files, save_model
-from servers.eta.retrain import RetrainConfig, retrain_once
+from servers.eta.retrain import RetrainConfig, pass_due, retrain_once
 from servers.eta.training import TrainConfig, train
 
 
@@ -110,3 +110,14 @@ def test_a_kept_model_gets_interval_bands_from_the_latest_deliveries(
     same = retrain_once(late, tmp_path, config=RetrainConfig(rounds=2, min_refine=10**6),
                         say=lambda _: None)  # fmt: skip
     assert same.decision == "kept" and same.path is None
+
+
+def test_a_pass_is_due_on_new_deliveries_since_the_last_pass_or_on_schedule() -> None:
+    cfg = RetrainConfig(every_s=300, min_new=150, min_new_on_schedule=50)
+    # 400 deliveries the serving model never learned from, but the last pass (which kept it)
+    # saw them all: not again at every look, only when the schedule comes round.
+    assert not pass_due(cfg, new_since_model=400, new_since_pass=0, since_pass_s=60)
+    assert not pass_due(cfg, new_since_model=400, new_since_pass=149, since_pass_s=60)
+    assert pass_due(cfg, new_since_model=400, new_since_pass=150, since_pass_s=60)
+    assert pass_due(cfg, new_since_model=400, new_since_pass=0, since_pass_s=300)
+    assert not pass_due(cfg, new_since_model=49, new_since_pass=49, since_pass_s=900)
