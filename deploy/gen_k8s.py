@@ -37,6 +37,15 @@ PART_OF = "foodmesh"
 INGRESS_LABEL = {"foodmesh.io/ingress": "true"}
 #: Where the image keeps the ETA model it ships (Dockerfile's ``model`` stage).
 SHIPPED_MODELS = "/opt/foodmesh/models"
+#: Copies the shipped models missing from the store, each through a temporary name.
+SEED_MODELS = (
+    "import os, shutil, sys, tempfile; src, dst = sys.argv[1:3]\n"
+    "for name in sorted(os.listdir(src)):\n"
+    "    if os.path.exists(os.path.join(dst, name)): continue\n"
+    "    fd, tmp = tempfile.mkstemp(dir=dst, prefix='.tmp-'); os.close(fd)\n"
+    "    shutil.copyfile(os.path.join(src, name), tmp)\n"
+    "    os.replace(tmp, os.path.join(dst, name))"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +74,12 @@ class Workload:
     internet_ports: tuple[int, ...] = ()
     #: Settings from Secrets made out of band: variable -> (secret, key); optional ones.
     secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
-    #: The ETA models' directory (in a ``state`` volume): seeded from the image's first
-    #: model by an init container, fed by the service's own retraining loop.
+    #: The ETA models' directory: one store for every replica, a PersistentVolumeClaim
+    #: (``<name>-models``, ReadWriteMany) seeded from the image's first model by an init
+    #: container, written by whichever replica holds the retraining lease, read
+    #: (hot-loaded) by all.
     models: str | None = None
+    models_size: str = "1Gi"
 
 
 GRPC = {s.name: s for s in KNOWN}
@@ -114,7 +126,6 @@ WORKLOADS: tuple[Workload, ...] = (
             "FOODMESH_ETA_MODEL_DIR": "/var/lib/foodmesh/models",
             "FOODMESH_ETA_RETRAIN_EVERY_S": "900",
         },  # fmt: skip
-        state={"/var/lib/foodmesh": "512Mi"},
         models="/var/lib/foodmesh/models",
     ),
     # The demand forecast starts from the shipped prior (servers/pricing/prior.py): no seed
@@ -247,6 +258,11 @@ def deployment(w: Workload) -> dict[str, Any]:
     for i, (path, size) in enumerate(sorted(w.state.items())):
         mounts.append({"name": f"state-{i}", "mountPath": path})
         volumes.append({"name": f"state-{i}", "emptyDir": {"sizeLimit": size}})
+    if w.models is not None:
+        mounts.append({"name": "models", "mountPath": w.models})
+        volumes.append(
+            {"name": "models", "persistentVolumeClaim": {"claimName": f"{w.name}-models"}}
+        )
     env_from = [
         {"configMapRef": {"name": "foodmesh-common"}},
         {"configMapRef": {"name": f"{w.name}-config"}},
@@ -315,15 +331,16 @@ def deployment(w: Workload) -> dict[str, Any]:
         )
     if w.models is not None:
         # The image's first model (trained on the generated city at build time) serves from
-        # the first request; the service's own retraining loop (FOODMESH_ETA_RETRAIN_EVERY_S)
-        # promotes better ones into the same directory, which it hot-loads.
+        # the first request: copied into the shared store when missing, through a temporary
+        # name (replicas starting together, watchers reading meanwhile never see half a
+        # file). The replica holding the retraining lease (FOODMESH_ETA_RETRAIN_EVERY_S)
+        # promotes better ones into the store; every replica hot-loads them.
         init.append(
             {
                 "name": "models",
                 "image": IMAGE,
                 "imagePullPolicy": "IfNotPresent",
-                "command": ["python", "-c", "import shutil, sys; shutil.copytree(sys.argv[1], "
-                            "sys.argv[2], dirs_exist_ok=True)", SHIPPED_MODELS, w.models],
+                "command": ["python", "-c", SEED_MODELS, SHIPPED_MODELS, w.models],
                 "resources": {
                     "requests": {"cpu": "10m", "memory": "32Mi"},
                     "limits": {"cpu": "200m", "memory": "64Mi"},
@@ -521,12 +538,27 @@ def network_policy(w: Workload) -> dict[str, Any]:
     return policy
 
 
+def models_claim(w: Workload) -> dict[str, Any]:
+    """The models' store shared by every replica: ReadWriteMany (one writer at a time, under
+    the retraining lease; all read). An overlay on a single node may make it ReadWriteOnce."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": f"{w.name}-models", "labels": _labels(w)},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "resources": {"requests": {"storage": w.models_size}},
+        },
+    }
+
+
 def kustomization(w: Workload) -> dict[str, Any]:
     return {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [
             "serviceaccount.yaml",
+            *(["models-pvc.yaml"] if w.models is not None else []),
             "deployment.yaml",
             "service.yaml",
             "hpa.yaml",
@@ -1108,6 +1140,8 @@ def render() -> dict[Path, str]:
             "pdb.yaml": pdb(w),
             "networkpolicy.yaml": network_policy(w),
         }
+        if w.models is not None:
+            docs["models-pvc.yaml"] = models_claim(w)
         for fname, doc in docs.items():
             text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=100)
             out[folder / fname] = HEADER + text

@@ -14,7 +14,10 @@ Pure: legs (already routed) and the order's facts in, parts with their spreads o
 
 Without a model the routing-only baseline answers: the road graph's time with
 traffic and the vehicle's profile, a fixed prep, fixed waits; its spreads grow with
-each part. Either way the confidence comes from the spreads (``confidence.py``).
+each part. A model's 80 % interval is its stage's conformal band where it has one
+(``servers.eta.conformal``: what estimates at that stage missed by on recent
+deliveries), else the parts' spreads. Either way the confidence comes from the
+interval (``confidence.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 from foodmesh.core.geo import haversine_m
 from foodmesh.v1 import common_pb2
 from servers.eta.confidence import Interval, Part, combine, confidence
+from servers.eta.conformal import stage_of
 from servers.eta.features import CENTER, is_peak, prep_matrix, travel_matrix, vehicle_time_s
 from servers.eta.model import EtaModel
 from servers.eta.routing import Leg
@@ -210,7 +214,12 @@ def estimate_delivery(inp: DeliveryInput, model: EtaModel | None) -> DeliveryEst
         lo, mid, hi = model.pickup_wait_by_hour[inp.hour % 24]
         pickup = Part(mid, lo, hi)
     interval = combine([prep, pickup, delivery])
-    if model is not None and model.total_interval_scale != 1.0:
+    stage = stage_of(picked_up=picked_up, driver_on_the_way=inp.pickup_leg is not None)
+    band = model.stage_residuals.get(stage) if model is not None and not finished else None
+    if band is not None:  # calibrated on recent deliveries: the band, not the spreads
+        t = interval.total
+        interval = Interval(t, max(0.0, t + band.low), max(0.0, t + band.high))
+    elif model is not None and model.total_interval_scale != 1.0:
         k = model.total_interval_scale
         t = interval.total
         interval = Interval(t, max(0.0, t - (t - interval.lower) * k), t + (interval.upper - t) * k)

@@ -4,8 +4,8 @@ A model file ``eta-<version>.json`` holds both XGBoost boosters (prep and travel
 each predicting the 10th, 50th and 90th percentile, in minutes), the feature
 lists they were trained on, the profiles of restaurants and drivers that history
 gives (their mean prep time, their speed against the road graph), the pickup
-wait by hour, and the held-out metrics. ``eta-<version>.meta.json`` beside it
-repeats the metrics and feature lists for people and tools.
+wait by hour, each stage's conformal interval band, and the held-out metrics.
+``eta-<version>.meta.json`` beside it repeats the metrics and feature lists for people and tools.
 
 :class:`ModelWatcher` polls the model directory; a newer file is loaded off the
 event loop and swapped in. A file that does not load (truncated, not JSON, a
@@ -33,6 +33,7 @@ import numpy.typing as npt
 import xgboost as xgb
 
 from foodmesh.core.tasks import stop_tasks
+from servers.eta.conformal import Residuals, bands_from_doc
 from servers.eta.features import PREP_FEATURES, TRAVEL_FEATURES, DriverProfile, RestaurantProfile
 
 __all__ = [
@@ -81,6 +82,9 @@ class EtaModel:
     travel_interval_scale: float = 1.0
     #: Then widens (or narrows) the total's interval so that 80% of deliveries fall inside.
     total_interval_scale: float = 1.0
+    #: Split-conformal bands per stage (``servers.eta.conformal``): where a stage has one,
+    #: its 80 % interval is the estimate plus the band, not the scaled spreads.
+    stage_residuals: Mapping[str, Residuals] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
@@ -155,6 +159,7 @@ def save_model(model: EtaModel, directory: Path) -> Path:
         "prep_interval_scale": model.prep_interval_scale,
         "travel_interval_scale": model.travel_interval_scale,
         "total_interval_scale": model.total_interval_scale,
+        "stage_residuals": {k: v.as_list() for k, v in model.stage_residuals.items()},
         "metrics": dict(model.metrics),
     }
     meta = {k: doc[k] for k in ("format", "version", "created_at", "quantiles",
@@ -207,6 +212,7 @@ def load_model(path: Path) -> EtaModel:
             prep_interval_scale=float(doc.get("prep_interval_scale", 1.0)),
             travel_interval_scale=float(doc.get("travel_interval_scale", 1.0)),
             total_interval_scale=float(doc.get("total_interval_scale", 1.0)),
+            stage_residuals=bands_from_doc(doc.get("stage_residuals", {})),
             metrics=dict(doc.get("metrics", {})),
             path=path,
         )

@@ -14,13 +14,17 @@ One pass (:func:`retrain_once`):
    directory) on the held-out deliveries: MAE of the total promised at placement;
 5. promote the candidate (write its file: the ETA service hot-loads it) only if its
    MAE is lower; either way the decision is logged and appended to
-   ``retrain.jsonl`` in the model directory.
+   ``retrain.jsonl`` in the model directory. A promoted model's 80 % interval bands
+   per stage (``servers.eta.conformal``) are recalibrated on the held-out deliveries; when
+   the serving model is kept but its bands no longer fit them, it is written again under a
+   new version with the fresh bands (same trees), so the interval follows the city.
 
 Every promoted model records what it was trained on (source, orders, their time
 span) and its validation (orders, its MAE and p90, the serving model's MAE, which
 one it replaced). :class:`Retrainer` runs passes on a schedule (``every_s``, when at
 least ``min_new_on_schedule`` deliveries are new) and sooner when ``min_new``
-deliveries have arrived since the serving model was trained.
+deliveries have arrived since the last pass. Replicas sharing one
+model directory take turns: a pass runs only under the retraining lease (``lease``).
 """
 
 from __future__ import annotations
@@ -39,17 +43,26 @@ from typing import Any
 import numpy as np
 
 from foodmesh.roads import RoadGraph, TrafficModel
-from servers.eta.model import EtaModel, ModelLoadError, load_model, model_files, save_model
+from servers.eta.lease import retrain_lease
+from servers.eta.model import (
+    EtaModel,
+    ModelLoadError,
+    load_model,
+    model_files,
+    new_version,
+    save_model,
+)
 from servers.eta.order_history import load_order_history
 from servers.eta.training import (
     TrainConfig,
     at_order_minutes,
+    calibrate,
     kitchen_columns,
     refine,
     train,
 )
 
-__all__ = ["Outcome", "RetrainConfig", "Retrainer", "retrain_once", "validate"]
+__all__ = ["Outcome", "RetrainConfig", "Retrainer", "pass_due", "retrain_once", "validate"]
 
 _log = logging.getLogger("foodmesh.eta.retrain")
 
@@ -129,6 +142,19 @@ def _trained_until(model: EtaModel | None) -> float:
     return float(model.metrics.get("trained_on", {}).get("until_ts", 0.0))
 
 
+def _moved(before: EtaModel, after: EtaModel) -> bool:
+    """Whether ``after``'s interval bands differ from ``before``'s by more than noise: a stage
+    calibrated anew, or an edge moved by 0.5 min or a tenth of the band's width."""
+    for stage, new in after.stage_residuals.items():
+        old = before.stage_residuals.get(stage)
+        if old is None:
+            return True
+        tol = max(0.5, 0.1 * (old.high - old.low))
+        if abs(new.low - old.low) >= tol or abs(new.high - old.high) >= tol:
+            return True
+    return False
+
+
 def _record(model_dir: Path, outcome: Outcome) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     with (model_dir / "retrain.jsonl").open("a") as f:
@@ -196,6 +222,13 @@ def retrain_once(
         },
         "retrain_seconds": round(time.perf_counter() - t0, 2),
     }
+    # Validated on its own bands; served with bands from the latest deliveries (unseen by
+    # its trees), so the interval follows the city as it is now.
+    cand = calibrate(cand, held)
+    metrics["calibration"] = {
+        "held_out_orders": len(held["order_ts"]),
+        **{k: v.as_list() for k, v in cand.stage_residuals.items()},
+    }
     cand = dataclasses.replace(cand, metrics=metrics)
     common = {
         "deliveries": n,
@@ -207,6 +240,25 @@ def retrain_once(
     if better:
         path = save_model(cand, model_dir)
         out = Outcome("promoted", "better on the latest deliveries", path=path, **common)  # type: ignore[arg-type]
+    elif serving is not None and _moved(serving, fresh := calibrate(serving, held)):
+        # The trees stay; the interval follows the city: the serving model again, its bands
+        # from the latest deliveries (which its trees never saw), under a new version.
+        recal = dataclasses.replace(
+            fresh,
+            version=new_version(),
+            metrics={
+                **serving.metrics,
+                "recalibrated": {
+                    "from_version": serving.version,
+                    "held_out_orders": len(held["order_ts"]),
+                    "held_out_from_ts": cut,
+                    **{k: v.as_list() for k, v in fresh.stage_residuals.items()},
+                },
+            },
+        )
+        path = save_model(recal, model_dir)
+        out = Outcome("kept", "the serving model is as good or better; its interval bands "
+                      "recalibrated on the latest deliveries", path=path, **common)  # type: ignore[arg-type]  # fmt: skip
     else:
         out = Outcome("kept", "the serving model is as good or better", **common)  # type: ignore[arg-type]
     _record(model_dir, out)
@@ -217,6 +269,18 @@ def retrain_once(
         f"min)"
     )
     return out
+
+
+def pass_due(
+    cfg: RetrainConfig, *, new_since_model: int, new_since_pass: int, since_pass_s: float
+) -> bool:
+    """Whether a pass is due: ``min_new`` deliveries arrived since the last pass (or, before
+    any, since the serving model), or the schedule came round with ``min_new_on_schedule``
+    deliveries the serving model has not learned from. Counting from the last pass keeps a
+    serving model that keeps winning from being retrained at every look."""
+    if new_since_pass >= cfg.min_new:
+        return True
+    return since_pass_s >= cfg.every_s and new_since_model >= cfg.min_new_on_schedule
 
 
 class Retrainer:
@@ -237,6 +301,8 @@ class Retrainer:
         self.graph = graph
         self.say = say or _log.info
         self.last_pass = time.monotonic()
+        #: The newest delivery the last pass saw: a kept model is not retrained every look.
+        self.looked_until = 0.0
 
     async def _deliveries(self) -> dict[str, Any] | None:
         if self.graph is None:
@@ -250,16 +316,28 @@ class Retrainer:
         n = 0 if h is None else len(h["order_ts"])
         serving = await asyncio.to_thread(serving_model, self.model_dir)
         until = _trained_until(serving)
-        new = 0 if h is None else int(np.sum(np.asarray(h["order_ts"]) > until))
+        ts = np.asarray(h["order_ts"]) if h is not None else np.empty(0)
+        new = int(np.sum(ts > until))
         cfg = self.config
-        due = time.monotonic() - self.last_pass >= cfg.every_s
-        if not (force or new >= cfg.min_new or (due and new >= cfg.min_new_on_schedule)):
+        due = pass_due(
+            cfg,
+            new_since_model=new,
+            new_since_pass=int(np.sum(ts > max(until, self.looked_until))),
+            since_pass_s=time.monotonic() - self.last_pass,
+        )
+        if not (force or due):
             _log.debug("retrain-eta: %d deliveries, %d new: not yet", n, new)
             return None
         self.last_pass = time.monotonic()
-        self.say(f"retrain-eta: {n} deliveries, {new} new since the serving model: retraining")
-        return await asyncio.to_thread(retrain_once, h, self.model_dir, config=cfg,
-                                       say=self.say)  # fmt: skip
+        self.looked_until = float(ts.max()) if len(ts) else self.looked_until
+        async with retrain_lease(self.postgres_url) as mine:
+            if not mine:  # another replica writes the shared store; it hot-loads here too
+                self.say("retrain-eta: another process holds the retraining lease: skipped")
+                return Outcome("skipped", "another process is retraining", n)
+            self.say(f"retrain-eta: {n} deliveries, {new} new since the serving model: "
+                     "retraining")  # fmt: skip
+            return await asyncio.to_thread(retrain_once, h, self.model_dir, config=cfg,
+                                           say=self.say)  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
         """Looks every ``poll_s`` until ``stop``; a failed pass is logged, the next one tries."""

@@ -33,6 +33,7 @@ import numpy.typing as npt
 import xgboost as xgb
 
 from foodmesh.core.geo import EARTH_RADIUS_M
+from servers.eta.conformal import Residuals, residuals, widen
 from servers.eta.features import (
     CENTER,
     DriverProfile,
@@ -47,7 +48,9 @@ from servers.eta.model import QUANTILES, EtaModel, new_version, save_model
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "assigned_minutes",
     "at_order_minutes",
+    "calibrate",
     "evaluate",
     "kitchen_columns",
     "refine",
@@ -288,7 +291,7 @@ def refine(
                 cal["travel_s"] / 60.0,
             ),
         )
-        out = _with_total_scale(out, cal)
+        out = calibrate(_with_total_scale(out, cal), cal)
     return out
 
 
@@ -346,15 +349,57 @@ def at_order_minutes(model: EtaModel, t: History) -> tuple[F64, F64, F64]:
         (prep_q[:, 2] - prep_q[:, 1]) ** 2 + (wait_q[:, 2] - wait_q[:, 1]) ** 2
         + (anon_q[:, 2] - anon_q[:, 1]) ** 2
     )  # fmt: skip
+    band = model.stage_residuals.get("placement")
+    if band is not None:
+        lo_c, hi_c = widen(mid, band)
+        return mid, lo_c, hi_c
     k = model.total_interval_scale
     return mid, np.maximum(0.0, mid - (mid - lo) * k), mid + (hi - mid) * k
+
+
+def assigned_minutes(model: EtaModel, t: History) -> F64:
+    """The total estimated once a driver is assigned, minutes from placement (NaN where the
+    history does not know the driver's drive to the kitchen). The driver drives while the
+    kitchen cooks; they wait for the food or it waits for them, then the counter."""
+    prep_q = model.predict_prep(_prep_x(t, model))
+    pick_q = model.predict_travel(_travel_x(t, model, leg="pickup"))
+    route_q = model.predict_travel(_travel_x(t, model, leg="route"))
+    assign = np.asarray(t["assign_delay_s"], dtype=np.float64) / 60.0
+    return np.asarray(
+        prep_q[:, 1]
+        + np.maximum(0.0, assign + pick_q[:, 1] - prep_q[:, 1])
+        + model.handover_min
+        + route_q[:, 1]
+    )
+
+
+def calibrate(model: EtaModel, cal: History) -> EtaModel:
+    """``model`` with each stage's conformal band (``servers.eta.conformal``) taken from
+    deliveries ``cal`` (kitchen columns computed) that its trees never saw: at placement the
+    total it promises, once assigned the total with the driver's drive, at pickup the drive
+    to the door. A stage ``cal`` cannot score (too few, no drives to the kitchen) keeps its
+    band."""
+    if len(cal["order_ts"]) == 0:
+        return model
+    total = np.asarray(cal["total_s"], dtype=np.float64) / 60.0
+    plain = dataclasses.replace(model, stage_residuals={})
+    placed, _, _ = at_order_minutes(plain, cal)
+    route_q = model.predict_travel(_travel_x(cal, model, leg="route"))
+    found: dict[str, Residuals | None] = {
+        "placement": residuals(total, placed),
+        "assignment": residuals(total, assigned_minutes(model, cal)),
+        "pickup": residuals(np.asarray(cal["travel_s"], dtype=np.float64) / 60.0, route_q[:, 1]),
+    }
+    bands = dict(model.stage_residuals)
+    bands.update({k: v for k, v in found.items() if v is not None})
+    return dataclasses.replace(model, stage_residuals=bands)
 
 
 def _with_total_scale(model: EtaModel, cal: History) -> EtaModel:
     """``model`` with the total's interval widened or narrowed to hold 80 % of ``cal``."""
     if len(cal["order_ts"]) < 20:
         return model
-    mid, lo, hi = at_order_minutes(model, cal)
+    mid, lo, hi = at_order_minutes(dataclasses.replace(model, stage_residuals={}), cal)
     factor = _scale(np.column_stack([lo, mid, hi]), np.asarray(cal["total_s"]) / 60.0)
     return dataclasses.replace(model, total_interval_scale=model.total_interval_scale * factor)
 
@@ -395,16 +440,7 @@ def evaluate(model: EtaModel, h: History, rows: npt.NDArray[np.bool_], *, fixed_
     route_car = t["route_graph_s"] / 60.0
 
     at_order, lo, hi = at_order_minutes(model, t)
-    # Once assigned: the driver drives while the kitchen cooks; they wait for the food or
-    # it waits for them, then the counter.
-    pick_q = model.predict_travel(_travel_x(t, model, leg="pickup"))
-    assign = t["assign_delay_s"] / 60.0
-    assigned = (
-        prep_q[:, 1]
-        + np.maximum(0.0, assign + pick_q[:, 1] - prep_q[:, 1])
-        + model.handover_min
-        + route_q[:, 1]
-    )
+    assigned = assigned_minutes(model, t)
     base_assigned = fixed_min + route_vt
     has_pickup = np.isfinite(assigned)
     base_a = rolling_prep_min(t, default_min=fixed_prep_min) + route_car + rolling_offset_min
@@ -511,7 +547,7 @@ def train(
         ),
     )
 
-    model = _with_total_scale(model, cal)
+    model = calibrate(_with_total_scale(model, cal), cal)
     fixed_prep = float(tr["prep_s"].mean() / 60.0)
     fixed = float(np.mean((tr["total_s"] - tr["route_graph_s"]) / 60.0))
     rolling = float(np.mean(tr["total_s"] / 60.0 - tr["route_graph_s"] / 60.0

@@ -822,7 +822,7 @@ def test_only_services_hold_the_service_key(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_eta_serves_the_shipped_model_and_retrains_into_its_volume(overlay: str) -> None:
+def test_eta_replicas_share_one_model_store_seeded_with_the_shipped_model(overlay: str) -> None:
     docs = rendered(overlay)
     d = by_name(docs, "Deployment", "eta")
     (c,) = containers(d, init=False)
@@ -832,12 +832,22 @@ def test_eta_serves_the_shipped_model_and_retrains_into_its_volume(overlay: str)
         env.update(configs[ref["configMapRef"]["name"]])
     models = env["FOODMESH_ETA_MODEL_DIR"]
     assert float(env["FOODMESH_ETA_RETRAIN_EVERY_S"]) > 0
-    assert any(e["name"] == "FOODMESH_POSTGRES_URL" for e in c["env"])  # the deliveries
+    assert any(e["name"] == "FOODMESH_POSTGRES_URL" for e in c["env"])  # deliveries, lease
     seed = next(i for i in pod_spec(d)["initContainers"] if i["name"] == "models")
     assert seed["command"][-2:] == ["/opt/foodmesh/models", models]
+    # One claim for every replica (not a volume per pod), mounted where the service reads
+    # and the seed writes; shared across nodes in prod.
     volumes = {v["name"]: v for v in pod_spec(d)["volumes"]}
+    claims = set()
     for container in (c, seed):
         mount = next(m for m in container["volumeMounts"] if models.startswith(m["mountPath"]))
-        assert "emptyDir" in volumes[mount["name"]]
+        assert not mount.get("readOnly")
+        claims.add(volumes[mount["name"]]["persistentVolumeClaim"]["claimName"])
+    (claim,) = claims
+    pvc = by_name(docs, "PersistentVolumeClaim", claim)
+    modes = pvc["spec"]["accessModes"]
+    assert modes == (["ReadWriteMany"] if overlay == "prod" else ["ReadWriteOnce"])
+    if overlay == "prod":
+        assert d["spec"]["replicas"] > 1
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "train-eta" in dockerfile and "COPY --from=model /opt/foodmesh/models" in dockerfile

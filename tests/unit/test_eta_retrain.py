@@ -12,7 +12,7 @@ import pytest
 from foodmesh.roads import RoadGraph
 from foodmesh.sim import history
 from servers.eta.model import load_model, model_files, save_model
-from servers.eta.retrain import RetrainConfig, retrain_once
+from servers.eta.retrain import RetrainConfig, pass_due, retrain_once
 from servers.eta.training import TrainConfig, train
 
 
@@ -81,3 +81,43 @@ def test_a_model_of_another_world_is_refined_with_the_platforms_deliveries(
     m = load_model(out.path)
     assert m.metrics["trained_on"]["base_model"] == served.version
     assert "refined" in m.metrics["trained_on"]["how"]
+
+
+def test_a_kept_model_gets_interval_bands_from_the_latest_deliveries(
+    tmp_path: Path, deliveries: history.History
+) -> None:
+    """The serving model wins (the candidate barely learned), but the city drifted: it is
+    written again, same trees, with bands from the latest deliveries."""
+    first = retrain_once(deliveries, tmp_path, config=RetrainConfig(rounds=60), say=lambda _: None)
+    assert first.decision == "promoted" and first.path is not None
+    served = load_model(first.path)
+    late = dict(deliveries)
+    travel = np.asarray(deliveries["travel_s"], dtype=np.float64)
+    late["total_s"] = np.asarray(deliveries["total_s"], dtype=np.float64) + 0.3 * travel
+    late["travel_s"] = 1.3 * travel
+    out = retrain_once(late, tmp_path, config=RetrainConfig(rounds=2, min_refine=10**6),
+                       say=lambda _: None)  # fmt: skip
+    assert out.decision == "kept" and out.path is not None and "recalibrated" in out.reason
+    again = load_model(out.path)
+    assert again.version > served.version
+    assert again.metrics["recalibrated"]["from_version"] == served.version
+    assert again.metrics["trained_on"] == served.metrics["trained_on"]  # nothing new learned
+    assert again.stage_residuals["placement"].high > served.stage_residuals["placement"].high + 1
+    assert again.stage_residuals["pickup"].high > served.stage_residuals["pickup"].high + 1
+    x = np.random.default_rng(0).uniform(0, 30, size=(50, again.prep.num_features()))
+    assert np.array_equal(again.predict_prep(x), served.predict_prep(x))
+    # The same deliveries again: the bands fit, nothing is written.
+    same = retrain_once(late, tmp_path, config=RetrainConfig(rounds=2, min_refine=10**6),
+                        say=lambda _: None)  # fmt: skip
+    assert same.decision == "kept" and same.path is None
+
+
+def test_a_pass_is_due_on_new_deliveries_since_the_last_pass_or_on_schedule() -> None:
+    cfg = RetrainConfig(every_s=300, min_new=150, min_new_on_schedule=50)
+    # 400 deliveries the serving model never learned from, but the last pass (which kept it)
+    # saw them all: not again at every look, only when the schedule comes round.
+    assert not pass_due(cfg, new_since_model=400, new_since_pass=0, since_pass_s=60)
+    assert not pass_due(cfg, new_since_model=400, new_since_pass=149, since_pass_s=60)
+    assert pass_due(cfg, new_since_model=400, new_since_pass=150, since_pass_s=60)
+    assert pass_due(cfg, new_since_model=400, new_since_pass=0, since_pass_s=300)
+    assert not pass_due(cfg, new_since_model=49, new_since_pass=49, since_pass_s=900)
