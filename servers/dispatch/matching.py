@@ -127,11 +127,14 @@ class Proposal:
     parts: tuple[tuple[str, float, float], ...] = ()
     alternatives: int = 0
     bundle: tuple[str, ...] = ()
+    #: The planner's cost, minutes (the parts' weighted sum).
+    cost: float = 0.0
 
     def why(self) -> dict[str, Any]:
         """The explanation as plain data (stored with the offer, sent on it)."""
         return {
             "score": round(self.score, 4),
+            "cost": round(self.cost, 4),
             "parts": [[n, w, round(v, 4)] for n, w, v in self.parts],
             "alternatives": self.alternatives,
             "bundle": list(self.bundle),
