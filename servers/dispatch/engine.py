@@ -3,10 +3,12 @@
 Background loops (each one task, stopped with ``stop_tasks``):
 
 - **lead**: every ``batch_interval_s`` (2 s) claim the lease of every region with
-  orders waiting, and for the regions led run one batch: candidates from
-  Location's ``FindNearbyDrivers`` around each restaurant, profiles from the
-  store, ``matching.plan_batch`` in a worker thread, offers committed one by one
-  (each may lose a race; then it is simply not made) and pushed to the drivers;
+  orders waiting, and for the regions led run one planning round: available drivers
+  from Location's ``FindNearbyDrivers`` around each restaurant, profiles and the
+  trips under way from the store, ``trips.plan_trips`` (the planner replay runs,
+  fed by ``live.live_state``) in a worker thread; the plans due now are offered one
+  by one (each may lose a race; then it is simply not made) and pushed to the
+  drivers, the others held until their release;
 - **expire**: offers past their 20 s lapse and the order returns to the pool;
 - **order calls**: tell the Order service who carries an order (AssignDriver),
   from the ``order_calls`` queue committed with each change, retried until done;
@@ -25,6 +27,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -59,7 +62,7 @@ from servers.dispatch.live import LiveState, live_state, proposal_of
 from servers.dispatch.matching import Candidate, MatchConfig, PendingOrder, Proposal
 from servers.dispatch.model import Assignment, OfferRow
 from servers.dispatch.offers import OfferRules
-from servers.dispatch.scoring import DETOUR, SPEED_MPS, Weights
+from servers.dispatch.scoring import DETOUR, SPEED_MPS
 from servers.dispatch.sessions import SessionHub
 from servers.dispatch.store import Fleet, NewOrder
 from servers.dispatch.trips import TravelRule, TripConfig, TripPlan, TripRound, plan_trips
@@ -136,6 +139,8 @@ class EngineConfig:
             release_at_once=self.release_margin_s is None,
             release_margin_s=self.release_margin_s or 0.0,
             cover_s=0.0,
+            # Live, the order's search radius bounds the drive to the restaurant.
+            max_to_pickup_s=math.inf,
         )
 
     def travel(self) -> TravelRule:
@@ -144,13 +149,10 @@ class EngineConfig:
     @classmethod
     def from_extra(cls, extra: Mapping[str, str]) -> EngineConfig:
         p = "FOODMESH_DISPATCH_"
-        weights = Weights.parse(extra.get(p + "WEIGHTS", ""))
         match = MatchConfig(
-            weights=weights,
             radius_miles=env_float(extra, p + "RADIUS_MILES", 5.0, lo=0.1),
             wide_radius_miles=env_float(extra, p + "WIDE_RADIUS_MILES", 10.0, lo=0.1),
             escalated_radius_miles=env_float(extra, p + "ESCALATED_RADIUS_MILES", 15.0, lo=0.1),
-            min_acceptance=env_float(extra, p + "MIN_ACCEPTANCE", 0.70),
         )
         rules = OfferRules(
             expiry_s=env_float(extra, p + "OFFER_EXPIRY_S", 20.0, lo=0.1),

@@ -127,6 +127,9 @@ class TripConfig:
     cover_s: float = 600.0
     #: ... but none is sent farther than this.
     max_move_s: float = 3600.0
+    #: Bundles in the order their first order was placed (first come, first served:
+    #: the greedy baseline's solver takes rows in turn).
+    first_come: bool = False
     #: Extra reward of an order moved to the front of the pool, minutes.
     front_reward_min: float = 30.0
     #: Reward of a trip ending where demand is (``TripOrder.opportunity`` = 1), minutes.
@@ -483,6 +486,8 @@ def plan_trips(
     if not horizon or not drv:
         return TripRound(joined, [o.order_id for o in horizon], 0, time.perf_counter() - started)
     bundles = form_bundles(horizon, target=target, travel=travel, cfg=cfg)
+    if cfg.first_come:
+        bundles.sort(key=lambda b: min((o.placed_at, o.order_id) for o in b.orders))
     nb, nd = len(bundles), len(drv)
     b_lat = np.array([b.lat for b in bundles])
     b_lon = np.array([b.lon for b in bundles])

@@ -31,6 +31,7 @@ import numpy as np
 
 from foodmesh.core.geo import haversine_m
 from foodmesh.core.trace import Trace
+from servers.dispatch import assignment
 from servers.dispatch.trips import (
     FreeDriver,
     OpenTrip,
@@ -59,6 +60,8 @@ class TripSimConfig:
     reposition_every_s: float = 120.0
     #: Orders placed within this long make a restaurant busy (its weight).
     demand_window_s: float = 3600.0
+    #: "optimal" (``assignment.solve``) or "greedy" (rows in turn, the cheapest each).
+    solver: str = "optimal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +136,7 @@ def simulate_trips(trace: Trace, config: TripSimConfig, *, progress: bool = Fals
         }
     )
     travel = TravelRule(speed_mps=trace.speed_mps, ceil_minutes=config.ceil_minutes)
+    solve = assignment.greedy if config.solver == "greedy" else assignment.solve
     kitchens = {r.id: (r.lat, r.lon) for r in trace.restaurants}
     riders = [_Rider(c.id, c.lat, c.lon, c.on_s, c.off_s, c.on_s) for c in trace.couriers]
     by_id = {r.id: r for r in riders}
@@ -189,7 +193,8 @@ def simulate_trips(trace: Trace, config: TripSimConfig, *, progress: bool = Fals
                 if r.trip is not None and now < r.trip[2]
             ]
             rnd = plan_trips(list(pool.values()), free, now=now, interval_s=config.interval_s,
-                             travel=travel, config=cfg, open_trips=open_trips)  # fmt: skip
+                             travel=travel, config=cfg, open_trips=open_trips,
+                             solver=solve)  # fmt: skip
             decide += rnd.decide_s
             rounds += 1
             planned = {p.driver_id for p in rnd.plans if not p.commit}
