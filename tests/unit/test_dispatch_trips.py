@@ -260,3 +260,20 @@ def test_the_trip_plan_is_one_pickup_then_the_drop_offs_in_promised_order() -> N
     carried = [held("b", "picked_up", deliver_at=2500.0)]
     assert [s.kind for s in plan_stops(carried)] == ["dropoff"]
     assert next_stop([]) is None
+
+
+def test_in_replay_an_order_joins_the_trip_whose_driver_is_still_on_the_way() -> None:
+    # o1 is sent at once (its courier is 600 s away); o2, of the same restaurant, is
+    # placed while the courier drives there: nobody else is free, so it joins the trip.
+    doc = one_order_trace()
+    dlat, dlon = east(4000, north=300)
+    doc["orders"].append({"id": "o2", "placed_s": 300, "restaurant_id": "r1", "ready_s": 600,
+                          "dropoff": {"lat": dlat, "lon": dlon}})  # fmt: skip
+    m = simulate(load_trace(doc), SimConfig(policy="batch", accept_prob=1.0))
+    assert m.delivered == 2 and m.trips == 1 and m.orders_per_trip == 2.0
+    alone = simulate(
+        load_trace(doc),
+        SimConfig(policy="batch", accept_prob=1.0, trips=TripConfig(max_orders=1)),
+    )
+    assert alone.delivered == 2 and alone.trips == 2
+    assert m.courier_hours_per_order < alone.courier_hours_per_order
