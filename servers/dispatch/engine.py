@@ -393,10 +393,15 @@ class Engine:
         due = [p for p in rnd.plans if p.commit]
         # Held for the kitchen (or for a driver about to be free, or to accept): planned
         # again next round; until its release it waits for nobody (escalation).
-        await self.fleet.assignments.hold({
+        held = {
             oid: max(p.why.release_at, now + self.config.batch_interval_s)
             for p in rnd.plans if not p.commit for oid in p.new_order_ids
-        }, now=now)  # fmt: skip
+        }  # fmt: skip
+        # Food ready beyond the planner's horizon: planned once it is within it.
+        seen = {oid for p in rnd.plans for oid in p.order_ids} | set(rnd.waiting)
+        later = {o.order_id: o.ready_at - cfg.horizon_s for o in state.orders
+                 if o.order_id not in seen}  # fmt: skip
+        await self.fleet.assignments.hold(held | later, now=now)
         report.held = sum(len(p.new_order_ids) for p in rnd.plans if not p.commit)
         made = await asyncio.gather(*(self.offer_plan(p, now=now, where=where) for p in due))
         report.offers = sum(1 for m in made if m)
