@@ -291,7 +291,7 @@ async def _mail(state: Path) -> dict[str, dict[str, str]]:
 #: The city's dispatch: stacked orders (K per driver) and offers timed to the kitchen.
 CITY_DISPATCH = {
     "FOODMESH_DISPATCH_MAX_ORDERS": "2",
-    "FOODMESH_DISPATCH_KITCHEN_RELEASE_S": "60",
+    "FOODMESH_DISPATCH_KITCHEN_RELEASE_S": "30",
 }
 
 

@@ -368,15 +368,20 @@ class OfferWhy(_message.Message):
     TO_PICKUP_SECONDS_FIELD_NUMBER: _builtins.int
     ESTIMATED_PICKUP_TIME_FIELD_NUMBER: _builtins.int
     ESTIMATED_DELIVERY_TIME_FIELD_NUMBER: _builtins.int
+    COST_MINUTES_FIELD_NUMBER: _builtins.int
     score: _builtins.float
-    """The match score in [0, 1]: the weighted sum of the parts (0 for a stacked offer)."""
+    """The match score in [0, 1] (1: the round's best pair)."""
     alternatives: _builtins.int
     """Drivers who could have taken it in this batch."""
     to_pickup_seconds: _builtins.float
     """Seconds from the driver to the restaurant."""
+    cost_minutes: _builtins.float
+    """The trip planner's cost of this plan, minutes (lower is better): the weighted sum
+    of the parts. score is that cost mapped among the round's pairs to [0, 1] (1: best).
+    """
     @_builtins.property
     def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScorePart]:
-        """The score's parts, each weighted."""
+        """The cost's parts, each weighted."""
 
     @_builtins.property
     def bundle_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -400,10 +405,11 @@ class OfferWhy(_message.Message):
         to_pickup_seconds: _builtins.float = ...,
         estimated_pickup_time: _timestamp_pb2.Timestamp | None = ...,
         estimated_delivery_time: _timestamp_pb2.Timestamp | None = ...,
+        cost_minutes: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["estimated_delivery_time", b"estimated_delivery_time", "estimated_pickup_time", b"estimated_pickup_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "bundle_order_ids", b"bundle_order_ids", "estimated_delivery_time", b"estimated_delivery_time", "estimated_pickup_time", b"estimated_pickup_time", "parts", b"parts", "score", b"score", "to_pickup_seconds", b"to_pickup_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "bundle_order_ids", b"bundle_order_ids", "cost_minutes", b"cost_minutes", "estimated_delivery_time", b"estimated_delivery_time", "estimated_pickup_time", b"estimated_pickup_time", "parts", b"parts", "score", b"score", "to_pickup_seconds", b"to_pickup_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -411,7 +417,7 @@ Global___OfferWhy: _TypeAlias = OfferWhy  # noqa: Y015
 
 @_typing.final
 class ScorePart(_message.Message):
-    """One weighted part of a match score."""
+    """One weighted part of the trip planner's cost."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -419,11 +425,13 @@ class ScorePart(_message.Message):
     WEIGHT_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """distance, eta, quality, acceptance or opportunity."""
+    """minutes_to_doors, late_minutes, driver_wait_minutes, travel_minutes,
+    serve_reward_minutes or driver_penalty_minutes.
+    """
     weight: _builtins.float
-    """Its weight (the weights sum to 1)."""
+    """Its weight."""
     value: _builtins.float
-    """Its value in [0, 1] before weighting."""
+    """Its value, minutes, before weighting."""
     def __init__(
         self,
         *,

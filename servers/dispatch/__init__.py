@@ -1,9 +1,11 @@
 """The Dispatch service: drivers' sessions, matching orders to drivers, offers, assignments.
 
-``SPEC`` is what ``foodmesh serve dispatch`` runs. Its parts: ``scoring``,
-``assignment``, ``matching`` and ``offers`` are pure (the decisions, shared with
-``foodmesh replay``); ``store`` is PostgreSQL (schema ``fleet``: one store per use
-case, on one pool); ``engine`` runs the batches of the regions this replica leads
+``SPEC`` is what ``foodmesh serve dispatch`` runs. Its parts: ``trips`` (the planner),
+``assignment``, ``scoring``, ``matching``, ``live`` and ``offers`` are pure (the
+decisions, the planner shared with ``foodmesh replay``; ``live`` translates the
+store's state into its inputs); ``store`` is PostgreSQL (schema ``fleet``: one store
+per use case, on one pool); ``engine`` runs the planning rounds of the regions this
+replica leads
 (``leases``: NATS KV), offer expiry, the events in and the calls out; ``sessions``
 delivers to drivers' streams from any replica; ``routes`` (pure) and ``navigator``
 send drivers their routes and reroute them; ``service`` is the thin servicer.
@@ -11,19 +13,18 @@ send drivers their routes and reroute them; ``service`` is the thin servicer.
 Settings (``FOODMESH_DISPATCH_*``):
 
 - ``BATCH_INTERVAL_S`` (2), ``OFFER_EXPIRY_S`` (20), ``MAX_ATTEMPTS`` (3, then escalated);
-- ``WEIGHTS`` (``distance=0.35,eta=0.25,quality=0.2,acceptance=0.1,opportunity=0.1``);
-- ``RADIUS_MILES`` (5), ``WIDE_RADIUS_MILES`` (10), ``ESCALATED_RADIUS_MILES`` (15),
-  ``MIN_ACCEPTANCE`` (0.70, relaxed per order when nobody reaches it);
+- ``RADIUS_MILES`` (5), ``WIDE_RADIUS_MILES`` (10, after a round found nobody),
+  ``ESCALATED_RADIUS_MILES`` (15);
+- ``SPEED_MPS`` (6.9 / 1.35: the planner's straight-line speed), ``PICKUP_SERVICE_S``,
+  ``DROPOFF_SERVICE_S`` (120 each), ``PROMISE_S`` (2400);
 - ``NO_DRIVER_AFTER_S`` (30: then the order is escalated and ops and the customer told),
   ``FREE_CANCEL_AFTER_S`` (600: from then its customer may cancel free),
   ``ESCALATION_EVERY_S`` (1): see ``escalation.py``;
 - ``LEASE_S`` (6: a dead leader's regions are taken over within it), ``REGION_PRECISION``
   (4: regions are geohash-4 cells of the restaurant);
 - ``LOCATION_TARGET``, ``ORDER_TARGET`` (default: their ports on this host);
-- ``ETA_TARGET``: when set, driver→restaurant times come from the ETA service's
-  EstimateTravelTimes (falling back to the heuristic when it does not answer);
-  unset, the heuristic of ``scoring.heuristic_travel_s``. Drivers' routes come from
-  its Route and CheckReroute (``navigator``); unset, or when it does not answer, a
+- ``ETA_TARGET``: drivers' routes come from the ETA service's Route and CheckReroute
+  (``navigator``); unset, or when it does not answer, a
   driver gets a straight-line stand-in flagged ``source = STRAIGHT_LINE`` and no
   rerouting;
 - ``PRICING_TARGET``: when set, the opportunity term's demand is Pricing's
@@ -32,7 +33,7 @@ Settings (``FOODMESH_DISPATCH_*``):
   orders around the drop-off;
 - ``MAX_ORDERS`` (1: K, orders a driver carries at once), ``KITCHEN_RELEASE_S`` (unset:
   offers at once; else an order is offered when its driver must set off to be there
-  this many seconds before the food is ready); ``foodmesh up``'s city sets 2 and 60;
+  this many seconds before the food is ready); ``foodmesh up``'s city sets 2 and 30;
 - ``REROUTE_CHECK_S`` (12: a driver's route is checked at most this often),
   ``ROUTE_DEADLINE_S`` (2), ``ROUTE_CONCURRENCY`` (16 calls in flight).
 """

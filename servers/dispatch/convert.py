@@ -106,6 +106,7 @@ def why_to_pb(text: str) -> dispatch_pb2.OfferWhy:
         bundle_order_ids=w["bundle"],
         alternatives=w["alternatives"],
         to_pickup_seconds=w["to_pickup_s"],
+        cost_minutes=w.get("cost", 0.0),
     )
     out.estimated_pickup_time.FromNanoseconds(int(w["pickup_at"] * 1e9))
     out.estimated_delivery_time.FromNanoseconds(int(w["delivery_at"] * 1e9))

@@ -3,10 +3,12 @@
 Background loops (each one task, stopped with ``stop_tasks``):
 
 - **lead**: every ``batch_interval_s`` (2 s) claim the lease of every region with
-  orders waiting, and for the regions led run one batch: candidates from
-  Location's ``FindNearbyDrivers`` around each restaurant, profiles from the
-  store, ``matching.plan_batch`` in a worker thread, offers committed one by one
-  (each may lose a race; then it is simply not made) and pushed to the drivers;
+  orders waiting, and for the regions led run one planning round: available drivers
+  from Location's ``FindNearbyDrivers`` around each restaurant, profiles and the
+  trips under way from the store, ``trips.plan_trips`` (the planner replay runs,
+  fed by ``live.live_state``) in a worker thread; the plans due now are offered one
+  by one (each may lose a race; then it is simply not made) and pushed to the
+  drivers, the others held until their release;
 - **expire**: offers past their 20 s lapse and the order returns to the pool;
 - **order calls**: tell the Order service who carries an order (AssignDriver),
   from the ``order_calls`` queue committed with each change, retried until done;
@@ -25,10 +27,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from nats.js import JetStreamContext
@@ -55,45 +58,29 @@ from foodmesh.v1 import (
 from servers.dispatch import convert
 from servers.dispatch.demand import Forecasts
 from servers.dispatch.escalation import Escalation
-from servers.dispatch.matching import (
-    BatchPlan,
-    Candidate,
-    MatchConfig,
-    PendingOrder,
-    Proposal,
-    plan_batch,
-)
+from servers.dispatch.live import LiveState, live_state, proposal_of
+from servers.dispatch.matching import Candidate, MatchConfig, PendingOrder, Proposal
 from servers.dispatch.model import Assignment, OfferRow
 from servers.dispatch.offers import OfferRules
-from servers.dispatch.scoring import Weights
+from servers.dispatch.scoring import DETOUR, SPEED_MPS
 from servers.dispatch.sessions import SessionHub
-from servers.dispatch.stacking import StackConfig, stack_proposals, trips_of
 from servers.dispatch.store import Fleet, NewOrder
-from servers.dispatch.trips import due_now
+from servers.dispatch.trips import TravelRule, TripConfig, TripPlan, TripRound, plan_trips
 from servers.runtime.retry import retry
 
 __all__ = ["Engine", "EngineConfig", "LocationPort", "OrderPort", "TravelPort", "plan_off_loop"]
 
 
 async def plan_off_loop(
-    orders: Sequence[PendingOrder],
-    drivers: Sequence[Candidate],
-    *,
-    now: float,
-    config: MatchConfig,
-    demand: Mapping[str, float] | None = None,
-    travel_s: Any = None,
-) -> BatchPlan:
-    """``plan_batch`` in a worker thread, away from the event loop.
+    state: LiveState, *, now: float, interval_s: float, travel: TravelRule, config: TripConfig
+) -> TripRound:
+    """``trips.plan_trips`` in a worker thread, away from the event loop.
 
-    numpy and scipy release the GIL for most of it: at 500 × 2,000 the loop stalls
-    ~10 ms. At 2,000 × 5,000 scipy's sparse solver holds it for longer (the
-    benchmark measures the loop's worst lag); a process pool would cure that, but a
-    spawned child re-runs ``python -m foodmesh``'s unguarded ``__main__``.
+    numpy and scipy release the GIL for most of it (``assignment.solve``).
     """
     call = functools.partial(
-        plan_batch, list(orders), list(drivers), now=now, config=config, demand=demand,
-        travel_s=travel_s,
+        plan_trips, state.orders, state.drivers, now=now, interval_s=interval_s, travel=travel,
+        config=config, open_trips=state.open_trips,
     )  # fmt: skip
     return await asyncio.to_thread(call)
 
@@ -139,17 +126,33 @@ class EngineConfig:
     release_margin_s: float | None = None
     #: K: orders a driver carries at once (stacked orders of one restaurant); 1: none.
     max_orders: int = 1
+    #: Straight-line speed the planner assumes (a car's street speed over the detour).
+    speed_mps: float = SPEED_MPS[0] / DETOUR
+    #: The planner's other knobs (K and the release come from the fields above).
+    trips: TripConfig = field(default_factory=lambda: TripConfig(max_orders=1, cover_s=0.0))
+
+    def trip_config(self) -> TripConfig:
+        """The planner's config: K, and the kitchen's release (None: every order at once)."""
+        return replace(
+            self.trips,
+            max_orders=self.max_orders,
+            release_at_once=self.release_margin_s is None,
+            release_margin_s=self.release_margin_s or 0.0,
+            cover_s=0.0,
+            # Live, the order's search radius bounds the drive to the restaurant.
+            max_to_pickup_s=math.inf,
+        )
+
+    def travel(self) -> TravelRule:
+        return TravelRule(speed_mps=self.speed_mps)
 
     @classmethod
     def from_extra(cls, extra: Mapping[str, str]) -> EngineConfig:
         p = "FOODMESH_DISPATCH_"
-        weights = Weights.parse(extra.get(p + "WEIGHTS", ""))
         match = MatchConfig(
-            weights=weights,
             radius_miles=env_float(extra, p + "RADIUS_MILES", 5.0, lo=0.1),
             wide_radius_miles=env_float(extra, p + "WIDE_RADIUS_MILES", 10.0, lo=0.1),
             escalated_radius_miles=env_float(extra, p + "ESCALATED_RADIUS_MILES", 15.0, lo=0.1),
-            min_acceptance=env_float(extra, p + "MIN_ACCEPTANCE", 0.70),
         )
         rules = OfferRules(
             expiry_s=env_float(extra, p + "OFFER_EXPIRY_S", 20.0, lo=0.1),
@@ -163,6 +166,14 @@ class EngineConfig:
             region_precision=env_int(extra, p + "REGION_PRECISION", 4, lo=1, hi=8),
             expire_every_s=env_float(extra, p + "EXPIRE_EVERY_S", 0.5, lo=0.01),
             max_orders=env_int(extra, p + "MAX_ORDERS", 1, lo=1, hi=10),
+            speed_mps=env_float(extra, p + "SPEED_MPS", SPEED_MPS[0] / DETOUR, lo=0.5),
+            trips=TripConfig(
+                max_orders=1,
+                cover_s=0.0,
+                pickup_service_s=env_float(extra, p + "PICKUP_SERVICE_S", 120.0, lo=0.0),
+                dropoff_service_s=env_float(extra, p + "DROPOFF_SERVICE_S", 120.0, lo=0.0),
+                promise_s=env_float(extra, p + "PROMISE_S", 2400.0, lo=60.0),
+            ),
             release_margin_s=(
                 env_float(extra, p + "KITCHEN_RELEASE_S", 120.0, lo=0.0)
                 if extra.get(p + "KITCHEN_RELEASE_S", "").strip()
@@ -233,6 +244,8 @@ class Engine:
         #: The opportunity term's demand (Pricing's ForecastDemand when wired).
         self.forecasts = Forecasts(None)
         self._k_set = False
+        #: The last round's inputs and plans (``live_state``, ``plan_trips``).
+        self.last_round: tuple[LiveState, TripRound] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -351,107 +364,71 @@ class Engine:
         out.sort(key=lambda c: c.driver_id)
         return out, where
 
-    async def _travel_matrix(
-        self, orders: Sequence[PendingOrder], drivers: Sequence[Candidate]
-    ) -> Any:
-        """Driver→restaurant times from the ETA service, or None (the heuristic is used)."""
-        if self.travel is None or not orders or not drivers or len(orders) * len(drivers) > 5000:
-            return None
-        import numpy as np
-
-        req = eta_pb2.EstimateTravelTimesRequest()
-        for o in orders:
-            for d in drivers:
-                leg = req.legs.add()
-                leg.origin.lat, leg.origin.lon = d.lat, d.lon
-                leg.destination.lat, leg.destination.lon = o.pickup_lat, o.pickup_lon
-        try:
-            resp = await self.travel.estimate_travel_times(req, deadline_s=1.0)
-        except Exception as exc:
-            _log.debug("ETA service did not answer (%s): heuristic travel times", exc)
-            return None
-        if len(resp.travel_times) != len(req.legs):
-            return None
-        secs = np.array([t.duration_seconds for t in resp.travel_times], dtype=np.float64)
-        return secs.reshape(len(orders), len(drivers))
-
     async def demand(self, pending: Sequence[PendingOrder]) -> dict[str, float]:
         """Orders expected around each dropoff: Pricing's forecast, else the pool itself."""
         return await self.forecasts.demand(pending)
 
     async def match_regions(self, regions: Sequence[str]) -> BatchReport:
+        """One planning round (``trips.plan_trips``) over the regions led, and its offers."""
+        if not self._k_set:
+            await self.fleet.assignments.set_max_orders(self.config.max_orders)
+            self._k_set = True
         pool = await self.fleet.assignments.pool_of(regions)
         report = BatchReport(regions=len(regions), pending=len(pool))
         if not pool:
             return report
         pending = [pending_of(a) for a in pool]
-        drivers, _ = await self.candidates(pending)
-        report.drivers = len(drivers)
-        travel = await self._travel_matrix(pending, drivers)
+        drivers, where = await self.candidates(pending)
+        on_trips = await self.fleet.assignments.on_trips(regions)
         now = self.clock()
-        plan = await plan_off_loop(
-            pending,
-            drivers,
-            now=now,
-            config=self.config.match,
-            demand=await self.demand(pending),
-            travel_s=travel,
-        )
-        report.decide_s = plan.decide_s
-        proposals = plan.proposals
-        if self.config.release_margin_s is not None:
-            # Held for the kitchen: matched again next batch, offered when the driver must go.
-            ready = {o.order_id: o.ready_at for o in pending}
-            proposals = [
-                p
-                for p in proposals
-                if due_now(ready_at=ready[p.order_id], to_pickup_s=p.to_pickup_s, now=now,
-                           interval_s=self.config.batch_interval_s,
-                           margin_s=self.config.release_margin_s)
-            ]  # fmt: skip
-            report.held = len(plan.proposals) - len(proposals)
-            # A held order has its driver planned: it waits for nobody until its release.
-            due = {p.order_id for p in proposals}
-            await self.fleet.assignments.hold({
-                p.order_id: ready[p.order_id] - p.to_pickup_s - self.config.release_margin_s
-                for p in plan.proposals if p.order_id not in due
-            }, now=now)  # fmt: skip
-        made = await asyncio.gather(*(self.offer(p) for p in proposals))
+        cfg = self.config.trip_config()
+        state = live_state(pool, drivers, on_trips, now=now, config=cfg,
+                           expiry_s=self.config.rules.expiry_s,
+                           demand=await self.demand(pending))  # fmt: skip
+        report.drivers = len(state.drivers)
+        rnd = await plan_off_loop(state, now=now, interval_s=self.config.batch_interval_s,
+                                  travel=self.config.travel(), config=cfg)  # fmt: skip
+        self.last_round = (state, rnd)
+        report.decide_s = rnd.decide_s
+        due = [p for p in rnd.plans if p.commit]
+        # Held for the kitchen (or for a driver about to be free, or to accept): planned
+        # again next round; until its release it waits for nobody (escalation).
+        held = {
+            oid: max(p.why.release_at, now + self.config.batch_interval_s)
+            for p in rnd.plans if not p.commit for oid in p.new_order_ids
+        }  # fmt: skip
+        # Food ready beyond the planner's horizon: planned once it is within it.
+        seen = {oid for p in rnd.plans for oid in p.order_ids} | set(rnd.waiting)
+        later = {o.order_id: o.ready_at - cfg.horizon_s for o in state.orders
+                 if o.order_id not in seen}  # fmt: skip
+        await self.fleet.assignments.hold(held | later, now=now)
+        report.held = sum(len(p.new_order_ids) for p in rnd.plans if not p.commit)
+        made = await asyncio.gather(*(self.offer_plan(p, now=now, where=where) for p in due))
         report.offers = sum(1 for m in made if m)
-        if self.config.max_orders > 1:
-            offered = {p.order_id for p, m in zip(proposals, made, strict=True) if m}
-            report.offers += await self.stack(
-                [o for o in pending if o.order_id not in offered], regions, now=now
-            )
-        await self.fleet.assignments.widen(plan.unmatched, self.config.match.wide_radius_miles)
+        await self.fleet.assignments.widen(rnd.waiting, self.config.match.wide_radius_miles)
         self.batches += 1
         self.offers_made += report.offers
-        if report.offers or plan.unmatched:
+        if report.offers or rnd.waiting:
             _log.info(
-                "batch: %d regions, %d pending, %d drivers, %d offers, %d unmatched, %.1f ms",
+                "round: %d regions, %d pending, %d drivers, %d offers, %d held, %d waiting,"
+                " %.1f ms",
                 len(regions),
                 len(pool),
-                len(drivers),
+                len(state.drivers),
                 report.offers,
-                len(plan.unmatched),
-                plan.decide_s * 1000,
+                report.held,
+                len(rnd.waiting),
+                rnd.decide_s * 1000,
             )
         return report
 
-    async def stack(self, pending: Sequence[PendingOrder], regions: Sequence[str], *,
-                    now: float) -> int:  # fmt: skip
-        """Offers orders to drivers on their way to the same restaurant (stacked orders)."""
-        if not self._k_set:
-            await self.fleet.assignments.set_max_orders(self.config.max_orders)
-            self._k_set = True
-        if not pending:
-            return 0
-        trips = trips_of(await self.fleet.assignments.held(regions=regions), now=now)
-        cfg = StackConfig(max_orders=self.config.max_orders)
-        made = 0
-        for p in stack_proposals(pending, trips, now=now, config=cfg):
-            made += await self.offer(p, stack=True)
-        return made
+    async def offer_plan(
+        self, plan: TripPlan, *, now: float, where: Mapping[str, tuple[float, float]]
+    ) -> bool:
+        """The plan's first new order offered (the others join the trip next rounds)."""
+        p = proposal_of(plan, plan.new_order_ids[0], now=now, config=self.config.trip_config(),
+                        driver_at=where.get(plan.driver_id))  # fmt: skip
+        return await self.offer(p, stack=bool(plan.joins))
 
     async def offer(self, p: Proposal, *, stack: bool = False) -> bool:
         made = await self.fleet.offers.make(

@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 import grpc
@@ -27,8 +28,8 @@ from foodmesh.core.errors import (
 from foodmesh.core.geo import valid_lat_lon
 from foodmesh.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc, order_pb2
 from servers.dispatch import convert, metrics
-from servers.dispatch.engine import Engine, order_to_new, pending_of
-from servers.dispatch.matching import plan_batch
+from servers.dispatch.engine import Engine, order_to_new, pending_of, plan_off_loop
+from servers.dispatch.live import live_state, proposal_of
 from servers.dispatch.model import Assignment, Driver
 from servers.dispatch.navigator import Navigator
 from servers.dispatch.offers import ACTIVE, Action, AssignmentStatus
@@ -432,11 +433,16 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
                 f"order {a.order_id} is {a.status.value} already", reason="NOT_PENDING"
             )
         pending = [pending_of(a)]
-        drivers, _ = await self.engine.candidates(pending)
-        plan = await asyncio.to_thread(
-            plan_batch, pending, drivers, now=now, config=self.engine.config.match
-        )
-        for p in plan.proposals:
+        drivers, where = await self.engine.candidates(pending)
+        # The planner, asked for this order alone, now: one order, offered at once.
+        cfg = replace(self.engine.config.trip_config(), max_orders=1, release_at_once=True)
+        state = live_state([a], drivers, [], now=now, config=cfg,
+                           expiry_s=self.engine.config.rules.expiry_s)  # fmt: skip
+        rnd = await plan_off_loop(state, now=now, interval_s=self.engine.config.batch_interval_s,
+                                  travel=self.engine.config.travel(), config=cfg)  # fmt: skip
+        for plan in rnd.plans:
+            p = proposal_of(plan, request.order_id, now=now, config=cfg,
+                            driver_at=where.get(plan.driver_id))  # fmt: skip
             if await self.engine.offer(p):
                 d = await self.fleet.drivers.get(p.driver_id)
                 cand = next(c for c in drivers if c.driver_id == p.driver_id)

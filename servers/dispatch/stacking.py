@@ -1,14 +1,9 @@
-"""Stacked orders in the live service: a driver on the way to a restaurant takes another. Pure.
+"""A driver's trip of stacked orders as their session shows it. Pure.
 
-The live form of a bundle (``trips.form_bundles``): a driver carrying orders not yet
-picked up, heading to a restaurant, is offered a new order of the same restaurant
-(within ``same_place_m``) whose food is ready close to theirs (within
-``max_food_wait_s``), while they carry fewer than K. Accepting it makes the two one
-trip: one pickup, then the drop-offs. The data store enforces K
-(``fleet.trip_limits``, migration 0003).
-
-``plan_stops`` is the trip as the driver's session shows it: the pickups still to
-make (one per restaurant), then the drop-offs in the order they were promised.
+Which orders join a trip is the planner's decision (``trips.join_trips``, run live
+through ``live.py``); the data store enforces K (``fleet.trip_limits``).
+``plan_stops`` is the trip: the pickups still to make (one per restaurant), then
+the drop-offs in the order they were promised.
 """
 
 from __future__ import annotations
@@ -17,47 +12,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from foodmesh.core.geo import haversine_m
-from servers.dispatch.matching import PendingOrder, Proposal
 from servers.dispatch.model import Assignment
 from servers.dispatch.offers import AssignmentStatus
 
 __all__ = [
-    "StackConfig",
     "Stop",
-    "Trip",
     "next_stop",
     "plan_stops",
-    "stack_proposals",
-    "trips_of",
 ]
 
 S = AssignmentStatus
 _BEFORE_PICKUP = (S.ASSIGNED, S.AT_RESTAURANT)
-
-
-@dataclass(frozen=True, slots=True)
-class StackConfig:
-    max_orders: int = 3
-    same_place_m: float = 150.0
-    max_food_wait_s: float = 600.0
-    #: Urban speed for the extra drop-off's estimate, m/s.
-    speed_mps: float = 6.9
-
-
-@dataclass(frozen=True, slots=True)
-class Trip:
-    """A driver's orders not yet picked up (every one of them: a trip under way can't grow)."""
-
-    driver_id: str
-    pickup_lat: float
-    pickup_lon: float
-    ready_at: float
-    orders: int
-    last_dropoff: tuple[float, float]
-    last_delivery_at: float
-    #: The orders already on it.
-    order_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,75 +32,6 @@ class Stop:
     lat: float
     lon: float
     label: str
-
-
-def stack_proposals(
-    orders: Sequence[PendingOrder], trips: Sequence[Trip], *, now: float, config: StackConfig
-) -> list[Proposal]:
-    """For each order (in the pool's order), the trip it can join; one new order per trip."""
-    out: list[Proposal] = []
-    used: set[str] = set()
-    for o in orders:
-        best: tuple[float, Trip] | None = None
-        for t in trips:
-            if t.driver_id in used or t.driver_id in o.excluded or t.orders >= config.max_orders:
-                continue
-            if haversine_m(o.pickup_lat, o.pickup_lon, t.pickup_lat, t.pickup_lon) > (
-                config.same_place_m
-            ):
-                continue
-            if abs(o.ready_at - t.ready_at) > config.max_food_wait_s:
-                continue
-            gap = abs(o.ready_at - t.ready_at)
-            if best is None or gap < best[0]:
-                best = (gap, t)
-        if best is None:
-            continue
-        t = best[1]
-        used.add(t.driver_id)
-        # The new drop-off comes after the trip's last one.
-        leg_m = haversine_m(*t.last_dropoff, o.dropoff_lat, o.dropoff_lon)
-        pickup_at = max(now, o.ready_at, t.ready_at)
-        out.append(
-            Proposal(
-                order_id=o.order_id,
-                driver_id=t.driver_id,
-                score=1.0,
-                to_pickup_s=0.0,
-                to_pickup_miles=0.0,
-                to_dropoff_s=leg_m / config.speed_mps,
-                to_dropoff_miles=leg_m / 1609.344,
-                pickup_at=pickup_at,
-                delivery_at=max(t.last_delivery_at, pickup_at) + leg_m / config.speed_mps,
-                bundle=t.order_ids,
-            )
-        )
-    return out
-
-
-def trips_of(held: Sequence[Assignment], *, now: float) -> list[Trip]:
-    """The stackable trips among drivers' held orders (none of them picked up yet)."""
-    by: dict[str, list[Assignment]] = {}
-    for a in held:
-        by.setdefault(a.driver_id, []).append(a)
-    out = []
-    for driver, xs in sorted(by.items()):
-        if not all(a.status in _BEFORE_PICKUP for a in xs):
-            continue
-        last = max(xs, key=lambda a: _when(a.est_delivery_at, now))
-        out.append(
-            Trip(
-                driver_id=driver,
-                pickup_lat=xs[0].pickup_lat,
-                pickup_lon=xs[0].pickup_lon,
-                ready_at=max(a.ready_at.timestamp() for a in xs),
-                orders=len(xs),
-                last_dropoff=(last.dropoff_lat, last.dropoff_lon),
-                last_delivery_at=_when(last.est_delivery_at, now),
-                order_ids=tuple(sorted(a.order_id for a in xs)),
-            )
-        )
-    return out
 
 
 def _when(t: object, now: float) -> float:

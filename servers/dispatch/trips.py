@@ -1,7 +1,7 @@
 """Trips: bundles of up to K orders, timed to the kitchen, over a horizon of drivers. Pure.
 
 One planning round (``plan_trips``), the decision ``foodmesh replay`` runs on its
-virtual clock (and the live service is to run per region it leads):
+virtual clock and the live service runs per region it leads (``live.py``):
 
 1. **Horizon**: the orders whose food is ready within ``horizon_s`` and the drivers
    free now *or about to be* (finishing a trip within ``driver_horizon_s``, at their
@@ -22,6 +22,10 @@ virtual clock (and the live service is to run per region it leads):
    the rest is a tentative plan, solved afresh next round: until a driver is sent,
    their plan is revised whenever a better one appears (bounded: never after the
    offer, so never once the driver is on the way to the restaurant).
+
+5. **Trips under way** (``join_trips``, ``OpenTrip``): when nobody is free now or
+   within the horizon, an order of a restaurant a driver is on the way to (food not
+   yet picked up) joins their trip under the bundle rules, one a round.
 
 Every trip carries its why (``Explain``): the cost parts, the bundle, the expected
 times. The food's readiness is an estimate handed in (the ETA service's prep
@@ -53,8 +57,10 @@ __all__ = [
     "TripPlan",
     "TripRound",
     "Move",
+    "OpenTrip",
     "due_now",
     "form_bundles",
+    "join_trips",
     "plan_trips",
     "reposition",
     "route",
@@ -113,7 +119,9 @@ class TripConfig:
     #: Reward per order served, minutes, plus this much per minute of its age.
     serve_reward_min: float = 240.0
     age_weight: float = 1.0
-    #: Weight of a minute the driver waits at the restaurant.
+    #: Weight of a minute the driver waits at the restaurant; with ``release_at_once``,
+    #: of a minute they drive there instead (sent at once, a driver there before the
+    #: food waits whatever the plan: only the driving differs, so the nearer goes).
     driver_wait_weight: float = 0.1
     #: "doors": minutes until the food is at the doors (ours); "pickup": the driver's
     #: minutes to the restaurant alone (the plain baseline's nearest-driver assignment).
@@ -123,6 +131,13 @@ class TripConfig:
     cover_s: float = 600.0
     #: ... but none is sent farther than this.
     max_move_s: float = 3600.0
+    #: Bundles in the order their first order was placed (first come, first served:
+    #: the greedy baseline's solver takes rows in turn).
+    first_come: bool = False
+    #: Extra reward of an order moved to the front of the pool, minutes.
+    front_reward_min: float = 30.0
+    #: Reward of a trip ending where demand is (``TripOrder.opportunity`` = 1), minutes.
+    opportunity_min: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +154,15 @@ class TripOrder:
     #: When the food is expected ready (the prep estimate).
     ready_at: float
     excluded: frozenset[str] = frozenset()
+    #: Drivers farther than this from the restaurant are not considered (live: the
+    #: order's search radius, widened when a round finds it nobody), metres.
+    radius_m: float = math.inf
+    #: A driver lost it (or it was escalated): served before the others when drivers
+    #: are scarce (its reward counts ``front_reward_min`` more).
+    front: bool = False
+    #: Demand expected around the drop-off (the opportunity term), 0 to 1: a trip
+    #: ending where orders will be is worth ``opportunity_min`` minutes more.
+    opportunity: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +175,27 @@ class FreeDriver:
     free_at: float
     #: Takes no new trip starting at or after this (end of shift).
     off_at: float = math.inf
+    #: Longest trip the vehicle takes (to the restaurant, then to the customer), metres.
+    max_trip_m: float = math.inf
+    #: Minutes added to every trip given this driver: the offer risk (a likely
+    #: decline costs an offer's lapse) and the quality term. 0 for replay's couriers.
+    penalty_min: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class OpenTrip:
+    """A trip whose driver has not yet picked its food up: one more order may join it.
+
+    Every order on it is of one restaurant; ``arrive_at`` is when the driver is (or
+    was) at the restaurant. ``accepted``: the driver took the trip; while its offer
+    is still open, a join is only planned (offered once they accept).
+    """
+
+    driver_id: str
+    restaurant_id: str
+    arrive_at: float
+    orders: tuple[TripOrder, ...]
+    accepted: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +244,11 @@ class Explain:
     bundle_size: int
     alternatives: int
     release_at: float
+    #: The pair's cost scaled to [0, 1] among the round's, as a score (1: best).
+    score: float = 1.0
+    driver_penalty: float = 0.0
+    #: Minutes the driver drives to the restaurant.
+    travel_min: float = 0.0
 
     def text(self) -> str:
         return (
@@ -218,10 +268,17 @@ class TripPlan:
     #: Send now (the driver must leave this round); else a tentative plan.
     commit: bool
     why: Explain
+    #: The orders already on the trip this plan joins (``OpenTrip``); () for a new trip.
+    joins: tuple[str, ...] = ()
 
     @property
     def order_ids(self) -> tuple[str, ...]:
         return tuple(o.order_id for o in self.bundle.orders)
+
+    @property
+    def new_order_ids(self) -> tuple[str, ...]:
+        """The orders this plan gives (a join: the one joining)."""
+        return tuple(o for o in self.order_ids if o not in self.joins)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +370,84 @@ def form_bundles(
     return out
 
 
+def _legs(bundle: Bundle, arrive: float, cfg: TripConfig) -> tuple[Leg, ...]:
+    dep = max(arrive, bundle.ready_at) + cfg.pickup_service_s
+    legs = [Leg("pickup", tuple(o.order_id for o in bundle.orders), bundle.lat, bundle.lon,
+                arrive, dep)]  # fmt: skip
+    for o, off in zip(bundle.orders, bundle.drop_offsets_s, strict=True):
+        end = dep + off
+        legs.append(
+            Leg("dropoff", (o.order_id,), o.dropoff_lat, o.dropoff_lon,
+                end - cfg.dropoff_service_s, end)
+        )  # fmt: skip
+    return tuple(legs)
+
+
+def join_trips(
+    orders: Sequence[TripOrder],
+    trips: Sequence[OpenTrip],
+    *,
+    now: float,
+    travel: TravelRule,
+    config: TripConfig,
+) -> list[TripPlan]:
+    """Orders joining trips whose driver is on the way to (or at) their restaurant.
+
+    ``plan_trips`` asks only when no driver is free now or within the horizon. One
+    new order a trip a round (a driver answers one offer at a time), while it
+    carries fewer than ``max_orders``; the order of its restaurant ready soonest
+    that keeps the bundle's rules (``form_bundles``: the food waits at most
+    ``max_food_wait_s``, no order delivered more than ``max_delay_s`` later than
+    on its own trip from that restaurant).
+    """
+    cfg = config
+    by_rest: dict[str, list[TripOrder]] = defaultdict(list)
+    for o in orders:
+        by_rest[o.restaurant_id].append(o)
+    for group in by_rest.values():
+        group.sort(key=lambda o: (o.ready_at, o.placed_at, o.order_id))
+    taken: set[str] = set()
+    plans: list[TripPlan] = []
+    for t in sorted(trips, key=lambda t: (t.arrive_at, t.driver_id)):
+        if len(t.orders) >= cfg.max_orders or not t.orders:
+            continue
+        for o in by_rest.get(t.restaurant_id, ()):
+            if o.order_id in taken or t.driver_id in o.excluded:
+                continue
+            trial = (*t.orders, o)
+            if max(x.ready_at for x in trial) - min(x.ready_at for x in trial) > (
+                cfg.max_food_wait_s
+            ):
+                continue
+            members, offs = route(trial, travel, cfg)
+            bundle = Bundle(members, offs)
+            dep = max(t.arrive_at, bundle.ready_at) + cfg.pickup_service_s
+            delays = [
+                dep + off
+                - (max(t.arrive_at, x.ready_at) + cfg.pickup_service_s
+                   + route((x,), travel, cfg)[1][0])
+                for x, off in zip(members, offs, strict=True)
+            ]  # fmt: skip
+            if max(delays) > cfg.max_delay_s:
+                continue
+            taken.add(o.order_id)
+            legs = _legs(bundle, t.arrive_at, cfg)
+            wait = max(bundle.ready_at - t.arrive_at, 0.0) / 60.0
+            doors = sum(leg.depart_at - now for leg in legs[1:]) / 60.0
+            late = sum(
+                max(leg.depart_at - x.placed_at - cfg.promise_s, 0.0) / 60.0
+                for leg, x in zip(legs[1:], members, strict=True)
+            )
+            cost = doors + cfg.late_weight * late + cfg.driver_wait_weight * wait
+            why = Explain(cost=cost, minutes_to_doors=doors,
+                          late_minutes=late, driver_wait_min=wait, serve_reward=0.0,
+                          bundle_size=len(members), alternatives=1, release_at=now)  # fmt: skip
+            joins = tuple(x.order_id for x in t.orders)
+            plans.append(TripPlan(t.driver_id, bundle, legs, t.accepted, why, joins))
+            break
+    return plans
+
+
 def plan_trips(
     orders: Sequence[TripOrder],
     drivers: Sequence[FreeDriver],
@@ -321,9 +456,14 @@ def plan_trips(
     interval_s: float,
     travel: TravelRule,
     config: TripConfig,
+    open_trips: Sequence[OpenTrip] = (),
     solver: Callable[..., list[tuple[int, int]]] = assignment.solve,
 ) -> TripRound:
-    """One round: bundles, the best driver for each, and which to send now."""
+    """One round: joins to trips under way, bundles, the best driver for each, which to send.
+
+    ``open_trips``: trips not yet picked up that an order of their restaurant may
+    join (``join_trips``) before the rest is planned.
+    """
     started = time.perf_counter()
     cfg = config
     horizon = [o for o in orders if cfg.release_at_once or o.ready_at <= now + cfg.horizon_s]
@@ -333,14 +473,27 @@ def plan_trips(
         if d.free_at <= now + (0.0 if cfg.release_at_once else cfg.driver_horizon_s)
         and max(d.free_at, now) < d.off_at
     ]
-    if not horizon or not drv:
-        return TripRound([], [o.order_id for o in horizon], 0, time.perf_counter() - started)
     target = 1
     if cfg.max_orders > 1:
-        target = min(cfg.max_orders, max(1, math.ceil(len(horizon) / len(drv))))
+        target = min(cfg.max_orders, max(1, math.ceil(len(horizon) / max(1, len(drv)))))
         if not cfg.scarcity_bundling:
             target = cfg.max_orders
+    joined: list[TripPlan] = []
+    if cfg.max_orders > 1 and open_trips and not drv:
+        # A trip under way grows only when nobody is free now or about to be: joining
+        # delays the orders on it, so it is the last resort (on the six Grubhub days,
+        # joining whenever drivers were scarce cost up to 0.4 min of p90 on some and
+        # gained on others; as the last resort, it never fires there).
+        joined = join_trips(horizon, open_trips, now=now, travel=travel, config=cfg)
+        gone = {oid for p in joined for oid in p.new_order_ids}
+        busy = {p.driver_id for p in joined}
+        horizon = [o for o in horizon if o.order_id not in gone]
+        drv = [d for d in drv if d.driver_id not in busy]
+    if not horizon or not drv:
+        return TripRound(joined, [o.order_id for o in horizon], 0, time.perf_counter() - started)
     bundles = form_bundles(horizon, target=target, travel=travel, cfg=cfg)
+    if cfg.first_come:
+        bundles.sort(key=lambda b: min((o.placed_at, o.order_id) for o in b.orders))
     nb, nd = len(bundles), len(drv)
     b_lat = np.array([b.lat for b in bundles])
     b_lon = np.array([b.lon for b in bundles])
@@ -363,10 +516,28 @@ def plan_trips(
             to_doors[i] += (at_door - now) / 60.0
             late[i] += lateness
             reward[i] += cfg.serve_reward_min + cfg.age_weight * max(0.0, now - o.placed_at) / 60
-    cost = to_doors + cfg.late_weight * late + cfg.driver_wait_weight * wait_min - reward[:, None]
+            reward[i] += cfg.front_reward_min * o.front + cfg.opportunity_min * o.opportunity
+    penalty = np.array([d.penalty_min for d in drv])
+    cost = (
+        to_doors + cfg.late_weight * late
+        + cfg.driver_wait_weight * (to_pick / 60.0 if cfg.release_at_once else wait_min)
+        + penalty[None, :] - reward[:, None]
+    )  # fmt: skip
     if cfg.objective == "pickup":
         cost = (arrive - now) / 60.0
     feasible = to_pick <= cfg.max_to_pickup_s
+    # Live limits (replay's couriers have none): the order's radius, the vehicle's range.
+    radius = np.array([min(o.radius_m for o in b.orders) for b in bundles])
+    if np.isfinite(radius).any():
+        feasible &= scoring.distance_matrix_m(b_lat, b_lon, d_lat, d_lon) <= radius[:, None]
+    reach = np.array([d.max_trip_m for d in drv])
+    if np.isfinite(reach).any():
+        leg = np.array([
+            haversine_m(b.lat, b.lon, b.orders[0].dropoff_lat, b.orders[0].dropoff_lon)
+            for b in bundles
+        ])  # fmt: skip
+        pick_m = scoring.distance_matrix_m(b_lat, b_lon, d_lat, d_lon)
+        feasible &= pick_m + leg[:, None] <= reach[None, :]
     index = {d.driver_id: j for j, d in enumerate(drv)}
     for i, b in enumerate(bundles):
         for o in b.orders:
@@ -378,7 +549,7 @@ def plan_trips(
     lo, hi = float(cost.min()), float(cost.max())
     scaled = (cost - lo) / max(hi - lo, 1e-9)
     pairs = solver(scaled, feasible)
-    plans: list[TripPlan] = []
+    plans: list[TripPlan] = list(joined)
     matched: set[int] = set()
     alternatives = feasible.sum(axis=1)
     for i, j in pairs:
@@ -389,20 +560,13 @@ def plan_trips(
         # The route itself on the great circle (the matrix's flat-earth distance is for
         # choosing; the trip must follow the physics exactly).
         arr = start + travel.seconds(haversine_m(d.lat, d.lon, b.lat, b.lon))
-        dep = max(arr, b.ready_at) + cfg.pickup_service_s
         release = b.ready_at - (arr - start) - cfg.release_margin_s
         commit = idle and (
             cfg.release_at_once
             or due_now(ready_at=b.ready_at, to_pickup_s=arr - start, now=now,
                        interval_s=interval_s, margin_s=cfg.release_margin_s)
         )  # fmt: skip
-        legs = [Leg("pickup", tuple(o.order_id for o in b.orders), b.lat, b.lon, arr, dep)]
-        for o, off in zip(b.orders, b.drop_offsets_s, strict=True):
-            end = dep + off
-            legs.append(
-                Leg("dropoff", (o.order_id,), o.dropoff_lat, o.dropoff_lon,
-                    end - cfg.dropoff_service_s, end)
-            )  # fmt: skip
+        legs = _legs(b, arr, cfg)
         why = Explain(
             cost=float(cost[i, j]),
             minutes_to_doors=float(to_doors[i, j]),
@@ -412,8 +576,11 @@ def plan_trips(
             bundle_size=len(b.orders),
             alternatives=int(alternatives[i]),
             release_at=max(start, release),
+            score=1.0 - float(scaled[i, j]),
+            driver_penalty=float(penalty[j]),
+            travel_min=float(to_pick[i, j]) / 60.0,
         )
-        plans.append(TripPlan(d.driver_id, b, tuple(legs), commit, why))
+        plans.append(TripPlan(d.driver_id, b, legs, commit, why))
     waiting = [o.order_id for i, b in enumerate(bundles) if i not in matched for o in b.orders]
     return TripRound(plans, waiting, nb, time.perf_counter() - started, {"target": float(target)})
 

@@ -31,8 +31,10 @@ import numpy as np
 
 from foodmesh.core.geo import haversine_m
 from foodmesh.core.trace import Trace
+from servers.dispatch import assignment
 from servers.dispatch.trips import (
     FreeDriver,
+    OpenTrip,
     TravelRule,
     TripConfig,
     TripOrder,
@@ -58,6 +60,8 @@ class TripSimConfig:
     reposition_every_s: float = 120.0
     #: Orders placed within this long make a restaurant busy (its weight).
     demand_window_s: float = 3600.0
+    #: "optimal" (``assignment.solve``) or "greedy" (rows in turn, the cheapest each).
+    solver: str = "optimal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,9 @@ class _Rider:
     off_s: float
     free_at: float
     busy_s: float = 0.0
+    #: The trip under way while its food is not picked up yet (others may join it):
+    #: restaurant, arrival there, the pickup's start, the orders.
+    trip: tuple[str, float, float, tuple[TripOrder, ...]] | None = None
     #: Moving while idle: from, to, when it set off, seconds it takes.
     move: tuple[float, float, float, float, float, float] | None = None
 
@@ -129,6 +136,7 @@ def simulate_trips(trace: Trace, config: TripSimConfig, *, progress: bool = Fals
         }
     )
     travel = TravelRule(speed_mps=trace.speed_mps, ceil_minutes=config.ceil_minutes)
+    solve = assignment.greedy if config.solver == "greedy" else assignment.solve
     kitchens = {r.id: (r.lat, r.lon) for r in trace.restaurants}
     riders = [_Rider(c.id, c.lat, c.lon, c.on_s, c.off_s, c.on_s) for c in trace.couriers]
     by_id = {r.id: r for r in riders}
@@ -179,8 +187,14 @@ def simulate_trips(trace: Trace, config: TripSimConfig, *, progress: bool = Fals
                 for r in riders
                 if r.free_at < r.off_s and r.on_s <= now + cfg.driver_horizon_s
             ]
+            open_trips = [
+                OpenTrip(r.id, r.trip[0], r.trip[1], r.trip[3])
+                for r in riders
+                if r.trip is not None and now < r.trip[2]
+            ]
             rnd = plan_trips(list(pool.values()), free, now=now, interval_s=config.interval_s,
-                             travel=travel, config=cfg)  # fmt: skip
+                             travel=travel, config=cfg, open_trips=open_trips,
+                             solver=solve)  # fmt: skip
             decide += rnd.decide_s
             rounds += 1
             planned = {p.driver_id for p in rnd.plans if not p.commit}
@@ -189,10 +203,10 @@ def simulate_trips(trace: Trace, config: TripSimConfig, *, progress: bool = Fals
                     wake_at = min(wake_at, p.why.release_at - config.interval_s)
                     continue
                 wake_at = now + config.interval_s  # a courier and orders left the round
-                for oid in p.order_ids:
+                for oid in p.new_order_ids:
                     offers[oid] += 1
                 if rng.random() >= config.accept_prob:
-                    for oid in p.order_ids:
+                    for oid in p.new_order_ids:
                         excluded.setdefault(oid, set()).add(p.driver_id)
                         old = pool[oid]
                         pool[oid] = TripOrder(
@@ -203,16 +217,22 @@ def simulate_trips(trace: Trace, config: TripSimConfig, *, progress: bool = Fals
                     continue
                 r = by_id[p.driver_id]
                 r.stop(now)
-                trips += 1
-                start = max(now, r.free_at)
                 pick = p.legs[0]
-                for oid in p.order_ids:
+                if p.joins:  # the trip under way grows: its times are the plan's now
+                    start = r.free_at
+                else:
+                    trips += 1
+                    start = max(now, r.free_at)
+                for oid in p.new_order_ids:
                     del pool[oid]
+                for oid in p.order_ids:
                     arrived[oid] = pick.arrive_at
                     picked[oid] = pick.depart_at - cfg.pickup_service_s
                 for leg in p.legs[1:]:
                     delivered[leg.order_ids[0]] = leg.depart_at
                 last_leg = p.legs[-1]
+                r.trip = (p.bundle.orders[0].restaurant_id, pick.arrive_at,
+                          pick.depart_at - cfg.pickup_service_s, p.bundle.orders)  # fmt: skip
                 r.busy_s += last_leg.depart_at - start
                 r.free_at = last_leg.depart_at
                 r.lat, r.lon = last_leg.lat, last_leg.lon

@@ -61,12 +61,16 @@ async def test_confirmed_order_is_offered_to_the_best_driver_and_delivered(
             assert offer.expected_earnings.amount_minor > 0
             assert offer.pickup.location.lat == pytest.approx(REST[0])
             assert offer.expire_time.ToNanoseconds() > 0
-            # Why: the score's parts sum to it; three drivers could have taken it.
+            # Why: the planner's cost parts sum to its cost; three drivers could have taken it.
             why = offer.why
             assert [p.name for p in why.parts] == [
-                "distance", "eta", "quality", "acceptance", "opportunity"
+                "minutes_to_doors", "late_minutes", "driver_wait_minutes", "travel_minutes",
+                "serve_reward_minutes", "driver_penalty_minutes",
             ]  # fmt: skip
-            assert sum(p.weight * p.value for p in why.parts) == pytest.approx(why.score, abs=1e-3)
+            assert sum(p.weight * p.value for p in why.parts) == pytest.approx(
+                why.cost_minutes, abs=1e-2
+            )
+            assert 0.0 <= why.score <= 1.0
             assert why.alternatives == 3 and not why.bundle_order_ids and why.to_pickup_seconds > 0
             assert why.estimated_delivery_time.ToNanoseconds() > (
                 why.estimated_pickup_time.ToNanoseconds() > 0

@@ -56,6 +56,23 @@ async def test_an_order_is_held_until_the_kitchen_is_nearly_done_then_offered(
                 assert row is not None and row[:3] == ("pending", 0, True)
                 # Released the driver's minute away plus the margin before the food.
                 assert 60 < float(row[3]) < 60 + 300
+                # Food ready beyond the planner's horizon (30 min): held until it enters
+                # it, not escalated as driverless meanwhile.
+                await conn.execute(
+                    "UPDATE fleet.assignments SET ready_at = now() + interval '2 hours'"
+                    " WHERE order_id = %s",
+                    (oid,),
+                )
+                await asyncio.sleep(1.5)
+                cur = await conn.execute(
+                    "SELECT status, no_driver_at IS NULL,"
+                    " extract(epoch FROM ready_at - held_until) FROM fleet.assignments"
+                    " WHERE order_id = %s",
+                    (oid,),
+                )
+                row = await cur.fetchone()
+                assert row is not None and row[:2] == ("pending", True)
+                assert float(row[2]) == pytest.approx(1800.0, abs=5.0)
                 # The kitchen says it is nearly done: now the driver must go.
                 await conn.execute(
                     "UPDATE fleet.assignments SET ready_at = now() + interval '90 seconds'"

@@ -8,17 +8,11 @@ from typing import Any
 
 from foodmesh.core.geo import haversine_m
 from foodmesh.core.trace import load_trace
-from servers.dispatch.matching import PendingOrder
+from servers.dispatch.live import live_state
 from servers.dispatch.model import Assignment
 from servers.dispatch.offers import AssignmentStatus
 from servers.dispatch.replay import ReplayPolicy, SimConfig, generate_trace, simulate
-from servers.dispatch.stacking import (
-    StackConfig,
-    next_stop,
-    plan_stops,
-    stack_proposals,
-    trips_of,
-)
+from servers.dispatch.stacking import next_stop, plan_stops
 from servers.dispatch.trips import (
     FreeDriver,
     TravelRule,
@@ -212,25 +206,49 @@ def held(oid: str, status: str, *, deliver_at: float, driver: str = "d1",
     )  # fmt: skip
 
 
+def pooled(oid: str, *, at: tuple[float, float], to: tuple[float, float],
+           ready: float) -> Assignment:  # fmt: skip
+    t0 = dt.datetime.fromtimestamp(800.0, dt.UTC)
+    return Assignment(
+        order_id=oid, region="dr5r", status=AssignmentStatus.PENDING, driver_id="",
+        pickup_lat=at[0], pickup_lon=at[1], pickup_label="Pizza",
+        dropoff_lat=to[0], dropoff_lon=to[1], dropoff_label=f"door of {oid}",
+        ready_at=dt.datetime.fromtimestamp(ready, dt.UTC), offers_made=0, excluded=[],
+        radius_miles=5.0, front=False, tip_minor=0, currency="USD", est_pickup_at=None,
+        est_delivery_at=None, created_at=t0, updated_at=t0,
+    )  # fmt: skip
+
+
 def test_a_pending_order_of_the_same_restaurant_joins_a_trip_not_yet_picked_up() -> None:
-    trips = trips_of(
-        [
-            held("a", "assigned", deliver_at=2000.0, to=east(1000)),
-            held("b", "picked_up", deliver_at=2100.0, driver="d2"),  # under way: can't grow
-        ],
-        now=900.0,
-    )
-    assert [t.driver_id for t in trips] == ["d1"]
-    same = PendingOrder("n", *east(50), *east(1500), ready_at=1100.0)
-    elsewhere = PendingOrder("x", *east(3000), *east(1500), ready_at=1000.0)
-    much_later = PendingOrder("l", *REST, *east(1500), ready_at=1000.0 + 3600)
-    cfg = StackConfig(max_orders=2)
-    got = stack_proposals([elsewhere, much_later, same], trips, now=900.0, config=cfg)
-    assert [(p.order_id, p.driver_id) for p in got] == [("n", "d1")]
-    assert got[0].delivery_at > 2000.0  # after the trip's drop-off
-    full = trips_of([held("a", "assigned", deliver_at=2000.0),
-                     held("c", "assigned", deliver_at=2050.0)], now=900.0)  # fmt: skip
-    assert stack_proposals([same], full, now=900.0, config=cfg) == []  # K = 2 already
+    cfg = TripConfig(max_orders=2, cover_s=0.0)
+    on_trips = [
+        held("a", "assigned", deliver_at=2000.0, to=east(1000)),
+        held("b", "picked_up", deliver_at=2100.0, driver="d2"),  # under way: can't grow
+    ]
+    pool = [
+        pooled("x", at=east(3000), to=east(1500), ready=1000.0),  # another restaurant
+        pooled("l", at=REST, to=east(1500), ready=1000.0 + 3600),  # its food much later
+        pooled("n", at=REST, to=east(1500), ready=1100.0),
+    ]
+    state = live_state(pool, [], on_trips, now=900.0, config=cfg, expiry_s=20.0)
+    assert [t.driver_id for t in state.open_trips] == ["d1"]
+    # Both are horizon drivers, free at their last drop-off.
+    assert {d.driver_id: d.free_at for d in state.drivers} == {"d1": 2000.0, "d2": 2100.0}
+    rnd = plan_trips(state.orders, state.drivers, open_trips=state.open_trips, now=900.0,
+                     interval_s=2.0, travel=TRAVEL, config=cfg)  # fmt: skip
+    joins = [(p.new_order_ids, p.driver_id, p.joins, p.commit) for p in rnd.plans if p.joins]
+    assert joins == [(("n",), "d1", ("a",), True)]
+    joined = next(p for p in rnd.plans if p.joins)
+    assert [leg.kind for leg in joined.legs] == ["pickup", "dropoff", "dropoff"]
+    # An open offer not yet accepted: the join is planned, not offered.
+    offered = [held("a", "offered", deliver_at=2000.0, to=east(1000))]
+    waiting = live_state(pool, [], offered, now=900.0, config=cfg, expiry_s=20.0)
+    assert [t.accepted for t in waiting.open_trips] == [False]
+    rnd = plan_trips(waiting.orders, waiting.drivers, open_trips=waiting.open_trips, now=900.0,
+                     interval_s=2.0, travel=TRAVEL, config=cfg)  # fmt: skip
+    assert [(p.new_order_ids, p.commit) for p in rnd.plans if p.joins] == [(("n",), False)]
+    full = [held("a", "assigned", deliver_at=2000.0), held("c", "assigned", deliver_at=2050.0)]
+    assert live_state(pool, [], full, now=900.0, config=cfg, expiry_s=20.0).open_trips == []
 
 
 def test_the_trip_plan_is_one_pickup_then_the_drop_offs_in_promised_order() -> None:
@@ -242,3 +260,20 @@ def test_the_trip_plan_is_one_pickup_then_the_drop_offs_in_promised_order() -> N
     carried = [held("b", "picked_up", deliver_at=2500.0)]
     assert [s.kind for s in plan_stops(carried)] == ["dropoff"]
     assert next_stop([]) is None
+
+
+def test_in_replay_an_order_joins_the_trip_whose_driver_is_still_on_the_way() -> None:
+    # o1 is sent at once (its courier is 600 s away); o2, of the same restaurant, is
+    # placed while the courier drives there: nobody else is free, so it joins the trip.
+    doc = one_order_trace()
+    dlat, dlon = east(4000, north=300)
+    doc["orders"].append({"id": "o2", "placed_s": 300, "restaurant_id": "r1", "ready_s": 600,
+                          "dropoff": {"lat": dlat, "lon": dlon}})  # fmt: skip
+    m = simulate(load_trace(doc), SimConfig(policy="batch", accept_prob=1.0))
+    assert m.delivered == 2 and m.trips == 1 and m.orders_per_trip == 2.0
+    alone = simulate(
+        load_trace(doc),
+        SimConfig(policy="batch", accept_prob=1.0, trips=TripConfig(max_orders=1)),
+    )
+    assert alone.delivered == 2 and alone.trips == 2
+    assert m.courier_hours_per_order < alone.courier_hours_per_order

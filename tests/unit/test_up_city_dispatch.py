@@ -14,7 +14,7 @@ def test_the_city_stacks_two_and_times_offers_to_the_kitchen(
     monkeypatch.delenv("FOODMESH_DISPATCH_MAX_ORDERS", raising=False)
     monkeypatch.delenv("FOODMESH_DISPATCH_KITCHEN_RELEASE_S", raising=False)
     cfg = EngineConfig.from_extra(city_dispatch())
-    assert (cfg.max_orders, cfg.release_margin_s) == (2, 60.0)
+    assert (cfg.max_orders, cfg.release_margin_s) == (2, 30.0)
     # The environment wins: instant offers, one order a driver.
     monkeypatch.setenv("FOODMESH_DISPATCH_MAX_ORDERS", "1")
     monkeypatch.setenv("FOODMESH_DISPATCH_KITCHEN_RELEASE_S", "")

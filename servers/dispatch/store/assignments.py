@@ -295,6 +295,32 @@ class AssignmentStore:
         async with self.pool.connection() as conn:
             return await all_(conn, ASSIGNMENTS, q + " ORDER BY driver_id, order_id", params)
 
+    async def on_trips(self, regions: Sequence[str]) -> list[Assignment]:
+        """The orders drivers hold, and those offered (with the driver offered), here."""
+        async with self.pool.connection() as conn:
+            held = await all_(
+                conn,
+                ASSIGNMENTS,
+                f"SELECT {ASSIGNMENT} FROM fleet.assignments WHERE status = ANY(%s)"
+                " AND region = ANY(%s) ORDER BY driver_id, order_id",
+                ([s.value for s in HELD | {AssignmentStatus.OFFERED}], list(regions)),
+            )
+            offered = [a.order_id for a in held if a.status == AssignmentStatus.OFFERED]
+            to: dict[str, str] = {}
+            if offered:
+                cur = await conn.execute(
+                    "SELECT order_id, driver_id FROM fleet.offers"
+                    " WHERE status = 'open' AND order_id = ANY(%s)",
+                    (offered,),
+                )
+                to = {str(r[0]): str(r[1]) for r in await cur.fetchall()}
+        return [
+            dataclasses.replace(a, driver_id=to.get(a.order_id, ""))
+            if a.status == AssignmentStatus.OFFERED
+            else a
+            for a in held
+        ]
+
     async def set_max_orders(self, k: int) -> None:
         """K, the orders a driver may carry at once, as the data store enforces it."""
         async with self.pool.connection() as conn, conn.transaction():
