@@ -151,6 +151,9 @@ def mesh_channel_args(
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.use_local_subchannel_pool", 1),
+        # Each call to the next ready address: a target naming several replicas (a headless
+        # Service's dns:/// name in Kubernetes) spreads its calls over all of them.
+        ("grpc.lb_policy_name", "round_robin"),
         ("grpc.initial_reconnect_backoff_ms", int(reconnect_initial_s * 1000)),
         ("grpc.min_reconnect_backoff_ms", _CONNECT_TIMEOUT_MS),
         ("grpc.max_reconnect_backoff_ms", int(reconnect_max_s * 1000)),

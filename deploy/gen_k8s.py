@@ -88,7 +88,10 @@ ALL_GRPC = tuple(s.name for s in KNOWN)
 
 def _targets(prefix: str, calls: tuple[str, ...]) -> dict[str, str]:
     return {
-        f"FOODMESH_{prefix.upper()}_{c.upper()}_TARGET": f"{c}:{GRPC[c].grpc_port}" for c in calls
+        # dns:/// over a headless Service: every ready pod's address, called round robin
+        # (clients' mesh_channel_args), so a caller's calls spread over all replicas.
+        f"FOODMESH_{prefix.upper()}_{c.upper()}_TARGET": f"dns:///{c}:{GRPC[c].grpc_port}"
+        for c in calls
     }
 
 
@@ -425,11 +428,18 @@ def service(w: Workload) -> dict[str, Any]:
                 "appProtocol": "http",
             }
         )
+    spec: dict[str, Any] = {"type": "ClusterIP", "selector": _selector(w.name), "ports": ports}
+    if not w.http:
+        # Headless: the name resolves to the pods themselves. A ClusterIP balances
+        # connections, and a gRPC client keeps one, so all of a caller's calls went to one
+        # replica however many the HPA added; with the pods' addresses the client balances
+        # each call (round robin) and finds new pods when it resolves again.
+        spec["clusterIP"] = "None"
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": w.name, "labels": _labels(w)},
-        "spec": {"type": "ClusterIP", "selector": _selector(w.name), "ports": ports},
+        "spec": spec,
     }
 
 

@@ -185,6 +185,31 @@ async def test_a_peer_restarted_on_its_port_is_reached_at_once() -> None:
         await old.close()
 
 
+async def test_a_target_naming_several_replicas_spreads_calls_over_all_of_them() -> None:
+    """What a caller sees of a headless Service in Kubernetes: several addresses. Each call
+    goes to the next replica (round robin), not all to the first connection's."""
+    servicers = [FlakyEta(failures=0), FlakyEta(failures=0)]
+
+    def spec_of(servicer: FlakyEta) -> ServiceSpec:
+        async def register(server: grpc.aio.Server, _: Resources) -> None:
+            eta_pb2_grpc.add_EtaServiceServicer_to_server(servicer, server)
+
+        return ServiceSpec(name="eta", grpc_services=("foodmesh.v1.EtaService",),
+                           register=register)  # fmt: skip
+
+    settings = Settings(service="eta", metrics_enabled=False, shutdown_grace_s=0.1)
+    opts = ClientOptions(metadata=SERVICE_AUTH, wait_for_ready=True)
+    async with (
+        run_service(spec_of(servicers[0]), settings) as one,
+        run_service(spec_of(servicers[1]), settings) as two,
+    ):
+        async with EtaClient(f"ipv4:{one.target},{two.target}", options=opts) as client:
+            for _ in range(20):
+                await client.route(route_request(), deadline_s=5)
+    served = [s.calls.get("Route", 0) for s in servicers]
+    assert sum(served) == 20 and min(served) >= 5, served
+
+
 async def test_clients_share_a_channel_they_do_not_own() -> None:
     channel = grpc.aio.insecure_channel("127.0.0.1:1")
     order = OrderClient(channel)

@@ -265,6 +265,28 @@ def test_grpc_services_use_native_grpc_probes_on_their_port(overlay: str) -> Non
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_grpc_callers_see_every_replica_to_balance_each_call(overlay: str) -> None:
+    """A ClusterIP balances connections and a gRPC caller keeps one: every gRPC Service is
+    headless (its name resolves to the pods) and every caller dials it by dns:///, so the
+    clients' round robin spreads calls over all replicas the HPA runs."""
+    docs = rendered(overlay)
+    for name in GRPC:
+        svc = by_name(docs, "Service", name)
+        assert svc["spec"].get("clusterIP") == "None", name
+    http = [d for d in of_kind(docs, "Service") if d["metadata"]["name"] in ("gateway",)]
+    assert http and all(d["spec"].get("clusterIP") != "None" for d in http)
+    targets = {k: v for d in of_kind(docs, "ConfigMap") for k, v in d.get("data", {}).items()
+               if k.endswith("_TARGET")}  # fmt: skip
+    assert targets and all(v.startswith("dns:///") for v in targets.values()), targets
+    sim = [d for d in docs if d.get("kind") == "Deployment"
+           and d["metadata"]["name"] == "simulator"]  # fmt: skip
+    for d in sim:
+        (c,) = containers(d, init=False)
+        assert all(a.startswith(("--location-target=dns:///", "--dispatch-target=dns:///"))
+                   for a in c["args"] if "-target=" in a)  # fmt: skip
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_services_get_their_ports_host_and_migrations(overlay: str) -> None:
     docs = rendered(overlay)
     configs = {d["metadata"]["name"]: d.get("data", {}) for d in of_kind(docs, "ConfigMap")}
@@ -280,7 +302,7 @@ def test_services_get_their_ports_host_and_migrations(overlay: str) -> None:
         assert env[f"FOODMESH_{up}_METRICS_PORT"] == str(info.metrics_port)
         for callee in FLOWS.get(name, ()):
             assert env[f"FOODMESH_{up}_{callee.upper()}_TARGET"] == (
-                f"{callee}:{GRPC[callee].grpc_port}"
+                f"dns:///{callee}:{GRPC[callee].grpc_port}"
             )
         init, *more = pod_spec(d)["initContainers"]
         assert init["command"] == ["foodmesh", "migrate", name]
@@ -293,7 +315,7 @@ def test_services_get_their_ports_host_and_migrations(overlay: str) -> None:
         env.update(configs[ref["configMapRef"]["name"]])
     assert set(env["FOODMESH_GATEWAY_SERVICES"].split(",")) == set(GRPC)
     for name, info in GRPC.items():
-        assert env[f"FOODMESH_GATEWAY_{name.upper()}_TARGET"] == f"{name}:{info.grpc_port}"
+        assert env[f"FOODMESH_GATEWAY_{name.upper()}_TARGET"] == f"dns:///{name}:{info.grpc_port}"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -751,7 +773,9 @@ def test_prod_grpc_is_tls_with_a_cert_manager_certificate_per_workload() -> None
     configs = {d["metadata"]["name"]: d.get("data", {}) for d in of_kind(docs, "ConfigMap")}
     dialled: set[str] = set()
     for cm in configs.values():
-        dialled |= {v.split(":")[0] for k, v in cm.items() if k.endswith("_TARGET")}
+        dialled |= {
+            v.removeprefix("dns:///").split(":")[0] for k, v in cm.items() if k.endswith("_TARGET")
+        }
     for name in WORKLOADS:
         spec = certs[f"{name}-tls"]
         assert spec["issuerRef"] == {"name": "foodmesh-ca", "kind": "Issuer"}
