@@ -11,8 +11,10 @@ Load: searches at uniformly random points of the area (no two alike: nothing a c
 popular searches could reuse), radius 5 miles (a third at 2-10), 30% with
 a cuisine filter, a quarter open-now, random sort, page size 20; sent open loop at
 ``--rate`` (default 200/s) for ``--duration`` s (default 20), latency counted from the
-intended send time. The service runs in its own process with production defaults
-(access log on), the load generator in this one.
+intended send time. The service runs as ``--replicas`` processes (default 2, the HPA's
+minimum in production) with production defaults (access log on), called round robin from one
+client channel as callers reach a headless Service's pods; the load generator in this one.
+``--replicas 1`` shows what a single replica carries.
 
 Then a *popular* phase at the same rate: the searches come from 50 busy 0.01° cells (a
 different exact point every time, inside those cells): what the popular-search cache
@@ -63,6 +65,7 @@ from psycopg_pool import AsyncConnectionPool  # noqa: E402
 from benchmarks._harness import (  # noqa: E402
     LatencyResult,
     Progress,
+    ServerProcess,
     bench_infra,
     emit_json,
     fresh_database,
@@ -72,7 +75,7 @@ from benchmarks._harness import (  # noqa: E402
     parser,
     print_table,
     ratio,
-    server_process,
+    server_processes,
 )
 from clients import CatalogClient, ClientOptions  # noqa: E402
 from foodmesh.core.auth import DEV_SECRET, bearer, mint_token  # noqa: E402
@@ -412,7 +415,25 @@ def _cache_cpu(restaurants: list[Restaurant], reqs: list[pb.SearchRestaurantsReq
 # --- the run --------------------------------------------------------------------------------
 
 
-async def run(*, n: int, rate: float, duration: float) -> dict[str, Any]:
+class _Replicas:
+    """The catalog's replicas as one client sees them: a round-robin channel over every
+    replica (as a headless Service gives a gRPC client in Kubernetes), CPU summed."""
+
+    def __init__(self, servers: list[ServerProcess]) -> None:
+        self.servers = servers
+
+    @property
+    def target(self) -> str:
+        if len(self.servers) == 1:
+            return self.servers[0].target
+        return "ipv4:" + ",".join(s.target for s in self.servers)
+
+    def cpu_seconds(self) -> float | None:
+        each = [s.cpu_seconds() for s in self.servers]
+        return None if any(c is None for c in each) else sum(c for c in each if c is not None)
+
+
+async def run(*, n: int, rate: float, duration: float, replicas: int = 2) -> dict[str, Any]:
     restaurants = _restaurants(n, seed=1)
     requests = _requests(max(1, round(rate * duration)), seed=2)
     popular = _popular(max(1, round(rate * duration)), seed=3)
@@ -440,13 +461,16 @@ async def run(*, n: int, rate: float, duration: float) -> dict[str, Any]:
             "FOODMESH_CATALOG_METRICS_PORT": "0",
         }
         os.environ.update(env)
-        opts = ClientOptions(metadata=bearer(mint_token(DEV_SECRET, subject="bench",
-                                                        role="service")))  # fmt: skip
+        opts = ClientOptions(
+            metadata=bearer(mint_token(DEV_SECRET, subject="bench", role="service")),
+            channel_args=(("grpc.lb_policy_name", "round_robin"),),
+        )
         try:
             async with (
-                server_process(sys.executable, __file__, "--serve") as server,
-                CatalogClient(server.target, options=opts) as client,
+                server_processes(*[(sys.executable, __file__, "--serve")] * replicas) as servers,
+                CatalogClient(_Replicas(servers).target, options=opts) as client,
             ):
+                server = _Replicas(servers)
                 t0 = time.perf_counter()
                 for _ in range(2400):  # up to 2 minutes
                     if await redis.exists(SearchIndex(redis, keys).built_key):
@@ -620,7 +644,9 @@ async def run(*, n: int, rate: float, duration: float) -> dict[str, Any]:
             "duration_s": duration,
             "area_km": [round(2 * SPAN_LAT * 111.2, 1), round(2 * SPAN_LON * 88.0, 1)],
             "page_size": 20,
-            "servers": "catalog in a subprocess, load generator in this one",
+            "replicas": replicas,
+            "servers": f"catalog: {replicas} replica process(es), round robin from one client"
+            " channel; load generator in this process",
         },
         "seed_s": round(seed_s, 2),
         "index_rebuild_s": round(rebuild_s, 2),
@@ -694,6 +720,8 @@ def _report(result: dict[str, Any], took: float) -> None:
 def main() -> int:
     p = parser(__doc__ or "")
     p.add_argument("--restaurants", type=int, default=10_000)
+    p.add_argument("--replicas", type=int, default=2,
+                   help="catalog replica processes, called round robin (default 2)")  # fmt: skip
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
@@ -703,7 +731,7 @@ def main() -> int:
     rate = args.rate or 200.0
     n = args.restaurants if not args.quick else min(args.restaurants, 3000)
     t0 = time.perf_counter()
-    result = asyncio.run(run(n=n, rate=rate, duration=duration))
+    result = asyncio.run(run(n=n, rate=rate, duration=duration, replicas=max(1, args.replicas)))
     if args.json:
         emit_json(result)
     else:
