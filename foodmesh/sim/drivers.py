@@ -335,11 +335,43 @@ class DriverAgent:
             self.fleet.stats.inc("offers_withdrawn")
 
     async def _resume(self, s: Session, state: dispatch_pb2.SessionState) -> None:
-        """After a (re)connect: carry on with the delivery held, or weigh the offer held."""
+        """After a (re)connect: carry on with the trip held, or weigh the offer held.
+
+        The state names one assignment (the one worked on next) and the trip's stops:
+        a trip of several orders resumes whole, or its other bags would be left at the
+        counter or in the car (the driver, still holding them, is never offered more).
+        """
         if state.assignment.order_id and state.assignment.status in _ACTIVE:
+            self._stacked = await self._rest_of_trip(state)
             await self._deliver(s, state.assignment)
         elif state.offer.offer_id:
             await self._consider(s, state.offer)
+
+    async def _rest_of_trip(
+        self, state: dispatch_pb2.SessionState
+    ) -> list[dispatch_pb2.Assignment]:
+        """The trip's other orders, in the plan's order, read from Dispatch as the app would."""
+        assert self.dispatch is not None
+        others: list[str] = []
+        for stop in state.plan:
+            if stop.order_id != state.assignment.order_id and stop.order_id not in others:
+                others.append(stop.order_id)
+        out = []
+        for oid in others:
+            try:
+                got = await self.dispatch.get_assignment(
+                    dispatch_pb2.GetAssignmentRequest(order_id=oid), deadline_s=5.0,
+                    metadata=self._metadata(),
+                )  # fmt: skip
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is grpc.StatusCode.NOT_FOUND:
+                    continue  # taken away meanwhile
+                raise SessionLost() from exc  # Dispatch away: the session opens again
+            if got.assignment.driver_id == self.id and got.assignment.status in _ACTIVE:
+                out.append(got.assignment)
+        if out:
+            self.fleet.stats.inc("trips_resumed")
+        return out
 
     async def _available(self, s: Session) -> None:
         """Asks for offers, unless the last state says the driver is available already."""
@@ -498,6 +530,8 @@ class DriverAgent:
                 await self._pick_up(s, a, handover_s=world.handover_seconds(self.rng) * stop)
                 self._pickup = None  # food in the bag: no more stacking onto this trip
                 for extra in list(self._stacked):  # the trip's other bags, same counter
+                    if extra.status > AS.ASSIGNMENT_STATUS_AT_RESTAURANT:
+                        continue  # in the car already (a trip resumed after a reconnect)
                     try:
                         await self._pick_up(
                             s, extra, handover_s=world.handover_seconds(self.rng) * stop

@@ -28,7 +28,7 @@ from foodmesh.soak.audit import Audit, AuditSettings, driver_limit, run_audit
 from foodmesh.soak.faults import Fault, FaultSchedule
 from foodmesh.soak.timeline import FaultWindow, Timeline, call_kind
 
-__all__ = ["SoakConfig", "SoakResult", "memory_growth", "run_soak", "scan_logs"]
+__all__ = ["SoakConfig", "SoakResult", "cpu_use", "memory_growth", "run_soak", "scan_logs"]
 
 _log = logging.getLogger("foodmesh.soak")
 #: The default city's mean rate (foodmesh up): --load multiplies it.
@@ -86,6 +86,8 @@ class SoakResult:
     sim: dict[str, Any]
     elapsed_s: float
     notes: list[str] = field(default_factory=list)
+    #: Per process: CPU seconds over the run and the mean share of one core.
+    cpu: dict[str, Any] = field(default_factory=dict)
 
 
 def _free_port() -> int:
@@ -167,6 +169,37 @@ def _rss_kib(pid: int) -> int | None:
     return None
 
 
+def _cpu_ticks(pid: int) -> int | None:
+    """User plus system CPU time of ``pid`` so far, in clock ticks."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            # The command may hold spaces and parentheses: fields count from the last ')'.
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_use(samples: list[tuple[float, str, int, int]], *,
+            tick_s: float = 0.01) -> dict[str, Any]:  # fmt: skip
+    """Per process: CPU seconds over the run and the mean share of one core they make.
+
+    ``samples`` are (t, name, pid, ticks); each incarnation counts from its first sample
+    to its last, and the share divides by the whole sampled span.
+    """
+    by: dict[tuple[str, int], list[tuple[float, int]]] = {}
+    for t, name, pid, ticks in samples:
+        by.setdefault((name, pid), []).append((t, ticks))
+    if not by:
+        return {}
+    span = max(t for t, *_ in samples) - min(t for t, *_ in samples)
+    seconds: dict[str, float] = {}
+    for (name, _pid), series in by.items():
+        seconds[name] = seconds.get(name, 0.0) + (series[-1][1] - series[0][1]) * tick_s
+    return {name: {"cpu_s": round(sec, 1), "cores": round(sec / span, 3) if span > 0 else 0.0}
+            for name, sec in sorted(seconds.items())}  # fmt: skip
+
+
 def memory_growth(samples: list[tuple[float, str, int, int]], *, warmup_s: float,
                   limit: float = 0.20) -> dict[str, Any]:  # fmt: skip
     """Per process: the RSS growth from the end of its warm-up to the end of its life.
@@ -230,6 +263,8 @@ class _Run:
         self.notes: list[str] = []
         self.open_orders: list[str] = []
         self.kills: dict[str, int] = {}
+        #: CPU samples: (t, name, pid, ticks).
+        self.cpu: list[tuple[float, str, int, int]] = []
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -308,12 +343,19 @@ async def _watchers(run: _Run, gateway: str, tokens: Any, stop: asyncio.Event) -
 
 
 async def _sample_memory(run: _Run, children: Callable[[], list[tuple[str, int]]],
+                         others: Callable[[], list[tuple[str, int]]],
                          stop: asyncio.Event) -> None:  # fmt: skip
+    """Every 5 s: each service's RSS, and the CPU of every process (the city's own too)."""
     while not stop.is_set():
+        now = run.now()
         for name, pid in children():
             kib = _rss_kib(pid)
             if kib is not None:
-                run.memory.append((run.now(), name, pid, kib))
+                run.memory.append((now, name, pid, kib))
+        for name, pid in [*children(), *others()]:
+            ticks = _cpu_ticks(pid)
+            if ticks is not None:
+                run.cpu.append((now, name, pid, ticks))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
                 await stop.wait()
@@ -422,6 +464,20 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
             return [(ch.spec.name, ch.proc.pid) for ch in supervisor.children
                     if ch.proc is not None and ch.proc.returncode is None]  # fmt: skip
 
+        def others() -> list[tuple[str, int]]:
+            """Beside the services: this process (the simulated city), the proxy, Redis, NATS.
+
+            (PostgreSQL works in a process per connection, which come and go: not sampled.)
+            """
+            out = [("soak (the city)", os.getpid())]
+            if proxy.proc is not None and proxy.proc.returncode is None:
+                out.append(("proxy", proxy.proc.pid))
+            for n in ("redis", "nats"):
+                rec = servers[n].running()
+                if rec is not None:
+                    out.append((n, rec.pid))
+            return out
+
         async def serving(name: str, old_pid: int) -> bool:
             ch = by_name[name]
             if ch.proc is None or ch.proc.pid == old_pid or ch.proc.returncode is not None:
@@ -499,7 +555,7 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
         run.t0 = time.monotonic()
         tokens = Tokens(secret)
         background += [
-            asyncio.create_task(_sample_memory(run, children, stop)),
+            asyncio.create_task(_sample_memory(run, children, others, stop)),
             asyncio.create_task(_watchers(run, f"http://127.0.0.1:{proxied['sse']}", tokens, stop)),
         ]
         fault_task = asyncio.create_task(faults())
@@ -563,6 +619,7 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
         restarts=restarts if "restarts" in locals() else {},
         unexpected_exits=unexpected if "unexpected" in locals() else {}, sim=sim_stats.as_json(),
         elapsed_s=time.monotonic() - started_at, notes=run.notes,
+        cpu=cpu_use(run.cpu, tick_s=1.0 / os.sysconf("SC_CLK_TCK")),
     )  # fmt: skip
 
 
