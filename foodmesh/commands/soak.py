@@ -36,7 +36,8 @@ def add_parser(sub: Subparsers) -> None:
                    "every kind, spread over the run")  # fmt: skip
     p.add_argument("--seed", type=int, default=7, help="the city's and the load's seed")
     p.add_argument("--out", type=Path, help="the report's folder (default soak-<time>/)")
-    p.add_argument("--drivers", type=int, default=600, help="drivers on the road (default 600)")
+    p.add_argument("--drivers", type=int, default=2000,
+                   help="drivers on the road (default 2000: the issue's city)")  # fmt: skip
     p.add_argument("--restaurants", type=int, default=200, help="restaurants (default 200)")
     p.add_argument(
         "--time-scale",

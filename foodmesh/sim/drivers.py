@@ -56,12 +56,18 @@ __all__ = [
 ]
 
 AS = dispatch_pb2.AssignmentStatus
+#: How long a (re)opened session waits for its first state before trying again.
+_FIRST_STATE_S = 30.0
 _ACTIVE = (AS.ASSIGNMENT_STATUS_ASSIGNED, AS.ASSIGNMENT_STATUS_AT_RESTAURANT,
            AS.ASSIGNMENT_STATUS_PICKED_UP, AS.ASSIGNMENT_STATUS_AT_CUSTOMER)  # fmt: skip
 
 
 class _OrderGone(Exception):
     """The order carried was cancelled or taken away."""
+
+
+class _Resync(SessionLost):
+    """Dispatch says we hold a delivery we are not working on: open the session again."""
 
 
 async def _no_pin(order_id: str, driver_id: str) -> str:
@@ -253,10 +259,13 @@ class DriverAgent:
                     s = self._open_session()
                     await self._work(s, off_s)
                     failures = 0
-                except SessionLost:
+                except SessionLost as lost:
                     s_code = self._session.ended_code if self._session else None
                     if fleet.stopping:
                         pass
+                    elif isinstance(lost, _Resync):
+                        stats.inc("resynced")
+                        failures += 1  # backs off: a delivery refused again and again
                     elif s_code is grpc.StatusCode.UNAVAILABLE:
                         # a rotated connection or a restarting server: open the session
                         # again, which resends the driver's current state
@@ -299,7 +308,9 @@ class DriverAgent:
     async def _work(self, s: Session, off_s: float) -> None:
         """One session: go available, take offers, deliver, until the shift ends."""
         stats = self.fleet.stats
-        first = await s.next(15.0)
+        # A Dispatch just restarted answers a whole fleet reconnecting at once: an app waits
+        # its turn (giving up at 15 s had thousands cancel and come again, a storm of its own).
+        first = await s.next(_FIRST_STATE_S)
         if first is None:
             stats.error("session_no_state")
             raise SessionLost()
@@ -385,6 +396,11 @@ class DriverAgent:
                 # still holding something (an offer just arrived, a delivery left over from
                 # an earlier run): the app shows it and asks again later, no error
                 self.fleet.stats.inc("go_available_refused")
+                if "a delivery" in ev.action_rejected.message:
+                    # A delivery this app let go of (given up after refusals, or lost with
+                    # an answer) is still ours on Dispatch: a fresh session resumes it,
+                    # rather than a driver idle forever with an order nobody carries.
+                    raise _Resync()
                 return
             s.rejected(ev, "go_available")
             await asyncio.sleep(self.rng.uniform(2, 5))
@@ -490,7 +506,7 @@ class DriverAgent:
         await asyncio.sleep(self.behaviour.silence_s())
         self.feed.start()
         s = self._open_session()
-        first = await s.next(15.0)
+        first = await s.next(_FIRST_STATE_S)
         if first is None or first.WhichOneof("event") != "state":
             raise SessionLost()
         if not _holds(first.state, order_id):
