@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import time
 from pathlib import Path
@@ -52,6 +53,15 @@ def add_parser(sub: Subparsers) -> None:
         help="seconds after the load for outboxes and consumers to catch up",
     )
     p.add_argument(
+        "--target",
+        nargs="?",
+        type=Path,
+        const=Path(os.environ.get("FOODMESH_STATE_DIR") or ".foodmesh"),
+        metavar="STATE_DIR",
+        help="soak the platform a running `foodmesh up` serves from STATE_DIR (default "
+        ".foodmesh): its processes are killed and its stores restarted; no latency faults",
+    )
+    p.add_argument(
         "--keep-infra",
         action="store_true",
         help="leave the run's PostgreSQL/Redis/NATS running with their data (to inspect)",
@@ -90,7 +100,7 @@ async def _soak(args: argparse.Namespace) -> int:
         duration_s=args.duration, load=args.load, schedule=schedule, out_dir=out,
         seed=args.seed, drivers=args.drivers, restaurants=args.restaurants,
         prep_scale=args.time_scale, travel_scale=args.time_scale, settle_s=args.settle,
-        keep_infra=args.keep_infra,
+        keep_infra=args.keep_infra, target=args.target.absolute() if args.target else None,
     )  # fmt: skip
     result = await run_soak(config)
     report = write_report(result, out)

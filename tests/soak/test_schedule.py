@@ -119,6 +119,26 @@ def test_cpu_use_adds_up_each_incarnation_over_the_run() -> None:
     assert cpu_use([]) == {}
 
 
+def test_a_running_platform_is_read_from_its_supervisors_record(tmp_path: Path) -> None:
+    """--target finds `foodmesh up`'s processes (live pids only) and Dispatch's settings."""
+    import json
+    import os
+
+    from foodmesh.soak.run import _environ, _Processes
+
+    (tmp_path / "processes.json").write_text(json.dumps({"processes": [
+        {"name": "dispatch", "pid": os.getpid(), "restarts": 2, "grpc_port": 50054},
+        {"name": "gateway", "pid": None, "restarts": 5, "http_url": "http://127.0.0.1:8080/"},
+    ]}))  # fmt: skip
+    procs = _Processes(tmp_path)
+    assert procs.pid("dispatch") == os.getpid() and procs.pid("gateway") is None
+    assert procs.live() == [("dispatch", os.getpid())]
+    assert procs.read()["gateway"]["restarts"] == 5
+    assert _Processes(tmp_path / "nowhere").read() == {}
+    assert _environ(os.getpid()).get("PATH") == os.environ["PATH"]
+    assert _environ(None) == {}
+
+
 def test_scan_logs_finds_tracebacks_not_warnings(tmp_path: Path) -> None:
     (tmp_path / "order.log").write_text(
         "2026 WARNING foodmesh.order payment pending\n"
