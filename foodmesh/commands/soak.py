@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import time
 from pathlib import Path
@@ -36,7 +37,8 @@ def add_parser(sub: Subparsers) -> None:
                    "every kind, spread over the run")  # fmt: skip
     p.add_argument("--seed", type=int, default=7, help="the city's and the load's seed")
     p.add_argument("--out", type=Path, help="the report's folder (default soak-<time>/)")
-    p.add_argument("--drivers", type=int, default=600, help="drivers on the road (default 600)")
+    p.add_argument("--drivers", type=int, default=2000,
+                   help="drivers on the road (default 2000: the issue's city)")  # fmt: skip
     p.add_argument("--restaurants", type=int, default=200, help="restaurants (default 200)")
     p.add_argument(
         "--time-scale",
@@ -49,6 +51,15 @@ def add_parser(sub: Subparsers) -> None:
         type=float,
         default=60.0,
         help="seconds after the load for outboxes and consumers to catch up",
+    )
+    p.add_argument(
+        "--target",
+        nargs="?",
+        type=Path,
+        const=Path(os.environ.get("FOODMESH_STATE_DIR") or ".foodmesh"),
+        metavar="STATE_DIR",
+        help="soak the platform a running `foodmesh up` serves from STATE_DIR (default "
+        ".foodmesh): its processes are killed and its stores restarted; no latency faults",
     )
     p.add_argument(
         "--keep-infra",
@@ -89,7 +100,7 @@ async def _soak(args: argparse.Namespace) -> int:
         duration_s=args.duration, load=args.load, schedule=schedule, out_dir=out,
         seed=args.seed, drivers=args.drivers, restaurants=args.restaurants,
         prep_scale=args.time_scale, travel_scale=args.time_scale, settle_s=args.settle,
-        keep_infra=args.keep_infra,
+        keep_infra=args.keep_infra, target=args.target.absolute() if args.target else None,
     )  # fmt: skip
     result = await run_soak(config)
     report = write_report(result, out)

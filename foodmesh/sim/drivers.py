@@ -56,12 +56,18 @@ __all__ = [
 ]
 
 AS = dispatch_pb2.AssignmentStatus
+#: How long a (re)opened session waits for its first state before trying again.
+_FIRST_STATE_S = 30.0
 _ACTIVE = (AS.ASSIGNMENT_STATUS_ASSIGNED, AS.ASSIGNMENT_STATUS_AT_RESTAURANT,
            AS.ASSIGNMENT_STATUS_PICKED_UP, AS.ASSIGNMENT_STATUS_AT_CUSTOMER)  # fmt: skip
 
 
 class _OrderGone(Exception):
     """The order carried was cancelled or taken away."""
+
+
+class _Resync(SessionLost):
+    """Dispatch says we hold a delivery we are not working on: open the session again."""
 
 
 async def _no_pin(order_id: str, driver_id: str) -> str:
@@ -253,10 +259,13 @@ class DriverAgent:
                     s = self._open_session()
                     await self._work(s, off_s)
                     failures = 0
-                except SessionLost:
+                except SessionLost as lost:
                     s_code = self._session.ended_code if self._session else None
                     if fleet.stopping:
                         pass
+                    elif isinstance(lost, _Resync):
+                        stats.inc("resynced")
+                        failures += 1  # backs off: a delivery refused again and again
                     elif s_code is grpc.StatusCode.UNAVAILABLE:
                         # a rotated connection or a restarting server: open the session
                         # again, which resends the driver's current state
@@ -299,7 +308,9 @@ class DriverAgent:
     async def _work(self, s: Session, off_s: float) -> None:
         """One session: go available, take offers, deliver, until the shift ends."""
         stats = self.fleet.stats
-        first = await s.next(15.0)
+        # A Dispatch just restarted answers a whole fleet reconnecting at once: an app waits
+        # its turn (giving up at 15 s had thousands cancel and come again, a storm of its own).
+        first = await s.next(_FIRST_STATE_S)
         if first is None:
             stats.error("session_no_state")
             raise SessionLost()
@@ -335,11 +346,43 @@ class DriverAgent:
             self.fleet.stats.inc("offers_withdrawn")
 
     async def _resume(self, s: Session, state: dispatch_pb2.SessionState) -> None:
-        """After a (re)connect: carry on with the delivery held, or weigh the offer held."""
+        """After a (re)connect: carry on with the trip held, or weigh the offer held.
+
+        The state names one assignment (the one worked on next) and the trip's stops:
+        a trip of several orders resumes whole, or its other bags would be left at the
+        counter or in the car (the driver, still holding them, is never offered more).
+        """
         if state.assignment.order_id and state.assignment.status in _ACTIVE:
+            self._stacked = await self._rest_of_trip(state)
             await self._deliver(s, state.assignment)
         elif state.offer.offer_id:
             await self._consider(s, state.offer)
+
+    async def _rest_of_trip(
+        self, state: dispatch_pb2.SessionState
+    ) -> list[dispatch_pb2.Assignment]:
+        """The trip's other orders, in the plan's order, read from Dispatch as the app would."""
+        assert self.dispatch is not None
+        others: list[str] = []
+        for stop in state.plan:
+            if stop.order_id != state.assignment.order_id and stop.order_id not in others:
+                others.append(stop.order_id)
+        out = []
+        for oid in others:
+            try:
+                got = await self.dispatch.get_assignment(
+                    dispatch_pb2.GetAssignmentRequest(order_id=oid), deadline_s=5.0,
+                    metadata=self._metadata(),
+                )  # fmt: skip
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is grpc.StatusCode.NOT_FOUND:
+                    continue  # taken away meanwhile
+                raise SessionLost() from exc  # Dispatch away: the session opens again
+            if got.assignment.driver_id == self.id and got.assignment.status in _ACTIVE:
+                out.append(got.assignment)
+        if out:
+            self.fleet.stats.inc("trips_resumed")
+        return out
 
     async def _available(self, s: Session) -> None:
         """Asks for offers, unless the last state says the driver is available already."""
@@ -353,6 +396,11 @@ class DriverAgent:
                 # still holding something (an offer just arrived, a delivery left over from
                 # an earlier run): the app shows it and asks again later, no error
                 self.fleet.stats.inc("go_available_refused")
+                if "a delivery" in ev.action_rejected.message:
+                    # A delivery this app let go of (given up after refusals, or lost with
+                    # an answer) is still ours on Dispatch: a fresh session resumes it,
+                    # rather than a driver idle forever with an order nobody carries.
+                    raise _Resync()
                 return
             s.rejected(ev, "go_available")
             await asyncio.sleep(self.rng.uniform(2, 5))
@@ -458,7 +506,7 @@ class DriverAgent:
         await asyncio.sleep(self.behaviour.silence_s())
         self.feed.start()
         s = self._open_session()
-        first = await s.next(15.0)
+        first = await s.next(_FIRST_STATE_S)
         if first is None or first.WhichOneof("event") != "state":
             raise SessionLost()
         if not _holds(first.state, order_id):
@@ -498,6 +546,8 @@ class DriverAgent:
                 await self._pick_up(s, a, handover_s=world.handover_seconds(self.rng) * stop)
                 self._pickup = None  # food in the bag: no more stacking onto this trip
                 for extra in list(self._stacked):  # the trip's other bags, same counter
+                    if extra.status > AS.ASSIGNMENT_STATUS_AT_RESTAURANT:
+                        continue  # in the car already (a trip resumed after a reconnect)
                     try:
                         await self._pick_up(
                             s, extra, handover_s=world.handover_seconds(self.rng) * stop

@@ -111,6 +111,8 @@ class Kitchens:
         self.clock = clock
         self.rng = rng
         self._ready: dict[str, asyncio.Event] = {}
+        #: Orders a feed handed to a kitchen (forgotten with their ready signal).
+        self._taken: set[str] = set()
         #: Plans of the orders simulated customers placed (a person's get one when heard).
         self._plans: dict[str, KitchenPlan] = {}
         #: Set when the feed says the order is confirmed (by auto-confirm, or by us).
@@ -176,6 +178,7 @@ class Kitchens:
                 self.stats.error(f"kitchen_{status.lower()}_{r.status}")
                 return False
             if self.clock() >= give_up:
+                self.stats.error(f"kitchen_gave_up_{status.lower()}")
                 return False
             # 5xx or no answer: try again
             await asyncio.sleep(min(10.0, 2.0**attempt) * (0.5 + self.rng.random()))
@@ -201,7 +204,11 @@ class Kitchens:
             self._cooking[rid] -= 1
             ready.set()  # cooked, or cancelled: nobody waits for it any longer
             # forget it once any driver at the counter has seen it
-            asyncio.get_running_loop().call_later(3600, self._ready.pop, order_id, None)
+            asyncio.get_running_loop().call_later(3600, self._forget, order_id)
+
+    def _forget(self, order_id: str) -> None:
+        self._ready.pop(order_id, None)
+        self._taken.discard(order_id)
 
     async def configure(self, restaurants: Iterable[RestaurantSpec]) -> None:
         """Sets each restaurant's order-taking settings (auto-confirm, absent kitchens)."""
@@ -303,9 +310,20 @@ class Kitchens:
         fresh = event in ("placed", "released") or (
             not event and status == "ORDER_STATUS_PLACED" and not scheduled
         )  # an open order when the tablet connected
-        if fresh and status == "ORDER_STATUS_PLACED" and order_id not in self._ready:
+        # Confirmed (auto-confirm) or started while the tablet was away, and not seen placed
+        # (placed before it connected, or in a gap of its feed): still this kitchen's to cook.
+        missed = status in ("ORDER_STATUS_CONFIRMED", "ORDER_STATUS_PREPARING") and (
+            not event or event == "confirmed"
+        )
+        take = fresh and status == "ORDER_STATUS_PLACED" or missed
+        if take and order_id not in self._taken:
+            # Taken now, not when the task starts: the next message may be about it too.
+            self._taken.add(order_id)
+            if missed:
+                self._confirmed.setdefault(order_id, asyncio.Event()).set()
+                self.stats.inc("kitchen_caught_up")
             spawn(self.cook(order_id, spec))
-        elif event == "confirmed":
+        if event == "confirmed":
             self._confirmed.setdefault(order_id, asyncio.Event()).set()
             if data.get("change", {}).get("actor") == "auto-confirm":
                 self.stats.inc("auto_confirmed")

@@ -53,6 +53,7 @@ def build_report(r: SoakResult) -> dict[str, Any]:
         "normal_p99_ms": budget["normal_p99_ms"],
         "audit": a.as_json(),
         "memory": r.memory,
+        "cpu": r.cpu,
         "unhandled": r.unhandled,
         "restarts": r.restarts,
         "unexpected_exits": r.unexpected_exits,
@@ -168,6 +169,11 @@ def _markdown(report: dict[str, Any]) -> str:
               "| --- | ---: | ---: | ---: |"]  # fmt: skip
     for name, m in report["memory"].items():
         lines.append(f"| {name} | {m['start_mib']} | {m['end_mib']} | {m['growth']:.1%} |")
+    if report.get("cpu"):
+        lines += ["", "## CPU over the run (cores: the mean share of one core)", "",
+                  "| process | CPU s | cores |", "| --- | ---: | ---: |"]  # fmt: skip
+        for name, u in report["cpu"].items():
+            lines.append(f"| {name} | {u['cpu_s']:,.0f} | {u['cores']:.2f} |")
     if report["unexpected_exits"]:
         lines += ["", "## Processes that died on their own", ""]
         lines += [f"- {k}: {v}" for k, v in report["unexpected_exits"].items()]

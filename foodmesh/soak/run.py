@@ -28,7 +28,7 @@ from foodmesh.soak.audit import Audit, AuditSettings, driver_limit, run_audit
 from foodmesh.soak.faults import Fault, FaultSchedule
 from foodmesh.soak.timeline import FaultWindow, Timeline, call_kind
 
-__all__ = ["SoakConfig", "SoakResult", "memory_growth", "run_soak", "scan_logs"]
+__all__ = ["SoakConfig", "SoakResult", "cpu_use", "memory_growth", "run_soak", "scan_logs"]
 
 _log = logging.getLogger("foodmesh.soak")
 #: The default city's mean rate (foodmesh up): --load multiplies it.
@@ -63,6 +63,8 @@ class SoakConfig:
     #: Customers' SSE streams kept open at once (cut by the ``cut sse`` fault).
     watchers: int = 20
     keep_infra: bool = False
+    #: The state folder of a running ``foodmesh up`` to soak, instead of a platform of its own.
+    target: Path | None = None
 
     @property
     def orders_per_hour(self) -> float:
@@ -86,6 +88,8 @@ class SoakResult:
     sim: dict[str, Any]
     elapsed_s: float
     notes: list[str] = field(default_factory=list)
+    #: Per process: CPU seconds over the run and the mean share of one core.
+    cpu: dict[str, Any] = field(default_factory=dict)
 
 
 def _free_port() -> int:
@@ -167,6 +171,37 @@ def _rss_kib(pid: int) -> int | None:
     return None
 
 
+def _cpu_ticks(pid: int) -> int | None:
+    """User plus system CPU time of ``pid`` so far, in clock ticks."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            # The command may hold spaces and parentheses: fields count from the last ')'.
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_use(samples: list[tuple[float, str, int, int]], *,
+            tick_s: float = 0.01) -> dict[str, Any]:  # fmt: skip
+    """Per process: CPU seconds over the run and the mean share of one core they make.
+
+    ``samples`` are (t, name, pid, ticks); each incarnation counts from its first sample
+    to its last, and the share divides by the whole sampled span.
+    """
+    by: dict[tuple[str, int], list[tuple[float, int]]] = {}
+    for t, name, pid, ticks in samples:
+        by.setdefault((name, pid), []).append((t, ticks))
+    if not by:
+        return {}
+    span = max(t for t, *_ in samples) - min(t for t, *_ in samples)
+    seconds: dict[str, float] = {}
+    for (name, _pid), series in by.items():
+        seconds[name] = seconds.get(name, 0.0) + (series[-1][1] - series[0][1]) * tick_s
+    return {name: {"cpu_s": round(sec, 1), "cores": round(sec / span, 3) if span > 0 else 0.0}
+            for name, sec in sorted(seconds.items())}  # fmt: skip
+
+
 def memory_growth(samples: list[tuple[float, str, int, int]], *, warmup_s: float,
                   limit: float = 0.20) -> dict[str, Any]:  # fmt: skip
     """Per process: the RSS growth from the end of its warm-up to the end of its life.
@@ -216,6 +251,39 @@ def scan_logs(log_dir: Path) -> dict[str, list[str]]:
     return out
 
 
+class _Processes:
+    """A running ``foodmesh up``'s processes, as its supervisor records them (pids change
+    when it restarts one): ``<state>/processes.json``."""
+
+    def __init__(self, state: Path) -> None:
+        self.path = state / "processes.json"
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(p["name"]): p for p in data.get("processes", []) if "name" in p}
+
+    def pid(self, name: str) -> int | None:
+        pid = self.read().get(name, {}).get("pid")
+        return int(pid) if pid else None
+
+    def live(self) -> list[tuple[str, int]]:
+        return [(n, int(p["pid"])) for n, p in self.read().items()
+                if p.get("pid") and os.path.exists(f"/proc/{p['pid']}")]  # fmt: skip
+
+
+def _environ(pid: int | None) -> dict[str, str]:
+    """A process's environment (Linux), or nothing when it cannot be read."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes() if pid else b""
+    except OSError:
+        return {}
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
 class _Run:
     """One soak's live state (see :func:`run_soak`)."""
 
@@ -230,6 +298,8 @@ class _Run:
         self.notes: list[str] = []
         self.open_orders: list[str] = []
         self.kills: dict[str, int] = {}
+        #: CPU samples: (t, name, pid, ticks).
+        self.cpu: list[tuple[float, str, int, int]] = []
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -308,12 +378,19 @@ async def _watchers(run: _Run, gateway: str, tokens: Any, stop: asyncio.Event) -
 
 
 async def _sample_memory(run: _Run, children: Callable[[], list[tuple[str, int]]],
+                         others: Callable[[], list[tuple[str, int]]],
                          stop: asyncio.Event) -> None:  # fmt: skip
+    """Every 5 s: each service's RSS, and the CPU of every process (the city's own too)."""
     while not stop.is_set():
+        now = run.now()
         for name, pid in children():
             kib = _rss_kib(pid)
             if kib is not None:
-                run.memory.append((run.now(), name, pid, kib))
+                run.memory.append((now, name, pid, kib))
+        for name, pid in [*children(), *others()]:
+            ticks = _cpu_ticks(pid)
+            if ticks is not None:
+                run.cpu.append((now, name, pid, ticks))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
                 await stop.wait()
@@ -335,7 +412,7 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
     from foodmesh import infra
     from foodmesh.commands.migrate import migrate_services
     from foodmesh.commands.seed import seed_into
-    from foodmesh.commands.up import platform_specs
+    from foodmesh.commands.up import city_dispatch, platform_specs
     from foodmesh.core.auth import auth_settings
     from foodmesh.infra._servers import NatsServer, PostgresServer, RedisServer
     from foodmesh.services import available
@@ -348,7 +425,9 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
     os.environ.setdefault("PYTHONFAULTHANDLER", "1")
     c = config
     out = c.out_dir
-    state = out / "state"
+    # Soaking a running `foodmesh up`: its stores and processes, found in its state folder.
+    target = c.target
+    state = target or out / "state"
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     # The soak's own process (the simulated city) is audited like the others: soak.log.
@@ -369,37 +448,66 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
     sim_stats.observe = run.observe
     audit = Audit()
     started_at = time.monotonic()
+    procs = _Processes(state)
+    restarts_before: dict[str, int] = {}
+    dispatch_env = _dispatch_env(c)
     try:
-        print(f"soak: starting the infrastructure under {state}", flush=True)
         env_free = {k: v for k, v in os.environ.items() if k not in infra.ENV_VARS.values()}
-        urls = await infra.up(state, durable=True, env=env_free)
         servers = {"postgres": PostgresServer(state, durable=True),
                    "redis": RedisServer(state, durable=True),
                    "nats": NatsServer(state, durable=True)}  # fmt: skip
-        proxied = await proxy.start(
-            {"postgres": _port_of(urls.postgres_url), "redis": _port_of(urls.redis_url),
-             "location": ports["location"][0], "sse": gateway_port},
-            out / "logs" / "proxy.log",
-        )  # fmt: skip
-        through = {
-            "FOODMESH_POSTGRES_URL": _with_port(urls.postgres_url, proxied["postgres"]),
-            "FOODMESH_REDIS_URL": _with_port(urls.redis_url, proxied["redis"]),
-            "FOODMESH_NATS_URL": urls.nats_url,
-        }
-        await migrate_services(names, urls.postgres_url)
-        specs = platform_specs(services, through, state, gateway_port=str(gateway_port),
-                               dashboard_port="0", dashboard=False, ports=ports,
-                               gateway_metrics_port=str(_free_port()),
-                               extra_env={"dispatch": _dispatch_env(c)})  # fmt: skip
-        supervisor = Supervisor(specs, state_dir=state, log_dir=logs, grace_s=10.0,
-                                max_deaths_per_minute=10)  # fmt: skip
-        ready = asyncio.Event()
-        runner = asyncio.create_task(supervisor.run(on_ready=ready))
-        await asyncio.wait([runner, asyncio.create_task(ready.wait())],
-                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-        if not ready.is_set():
-            raise RuntimeError("the platform did not start (see the logs)")
+        if target is not None:
+            print(f"soak: soaking the platform `foodmesh up` runs from {target}", flush=True)
+            st = await infra.status(target, env=env_free)
+            if not st.all_running or st.urls is None:
+                raise RuntimeError(f"no running infrastructure under {target} (`foodmesh up`?)")
+            urls = st.urls
+            running = procs.read()
+            missing = [n for n in (*names, "gateway") if n not in running]
+            if missing:
+                raise RuntimeError(f"`foodmesh up` under {target} runs no {', '.join(missing)}")
+            ports = {n: (int(running[n]["grpc_port"]), 0) for n in names}
+            gateway_port = _port_of(str(running["gateway"]["http_url"]))
+            restarts_before = {n: int(p.get("restarts", 0)) for n, p in running.items()}
+            # Dispatch's own settings, as the running process has them (K for the audit).
+            dispatch_env = {k: v for k, v in _environ(procs.pid("dispatch")).items()
+                            if k.startswith("FOODMESH_DISPATCH_")} or city_dispatch()  # fmt: skip
+            # The services reach the stores directly: only the drivers' and the customers'
+            # streams can go through the proxy (no latency faults; see the notes).
+            proxied = await proxy.start(
+                {"location": ports["location"][0], "sse": gateway_port},
+                out / "logs" / "proxy.log",
+            )  # fmt: skip
+        else:
+            print(f"soak: starting the infrastructure under {state}", flush=True)
+            urls = await infra.up(state, durable=True, env=env_free)
+            proxied = await proxy.start(
+                {"postgres": _port_of(urls.postgres_url), "redis": _port_of(urls.redis_url),
+                 "location": ports["location"][0], "sse": gateway_port},
+                out / "logs" / "proxy.log",
+            )  # fmt: skip
+            through = {
+                "FOODMESH_POSTGRES_URL": _with_port(urls.postgres_url, proxied["postgres"]),
+                "FOODMESH_REDIS_URL": _with_port(urls.redis_url, proxied["redis"]),
+                "FOODMESH_NATS_URL": urls.nats_url,
+            }
+            await migrate_services(names, urls.postgres_url)
+            specs = platform_specs(services, through, state, gateway_port=str(gateway_port),
+                                   dashboard_port="0", dashboard=False, ports=ports,
+                                   gateway_metrics_port=str(_free_port()),
+                                   extra_env={"dispatch": dispatch_env})  # fmt: skip
+            supervisor = Supervisor(specs, state_dir=state, log_dir=logs, grace_s=10.0,
+                                    max_deaths_per_minute=10)  # fmt: skip
+            ready = asyncio.Event()
+            runner = asyncio.create_task(supervisor.run(on_ready=ready))
+            await asyncio.wait([runner, asyncio.create_task(ready.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            if not ready.is_set():
+                raise RuntimeError("the platform did not start (see the logs)")
         gateway = f"http://127.0.0.1:{gateway_port}"
+        if target is not None:
+            run.notes.append(f"soaked the running platform of {target}: its processes' "
+                             "output is `foodmesh up`'s, not scanned for errors here")  # fmt: skip
         if not await wait_for_gateway(gateway, within_s=120):
             raise RuntimeError(f"the gateway at {gateway} is not ready (see {logs})")
         print(f"soak: platform up (logs in {logs}); seeding the city", flush=True)
@@ -415,24 +523,47 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
             shifts=False, prep_scale=c.prep_scale, travel_scale=c.travel_scale,
             auth_secret=secret, progress_every_s=30.0, ramp_s=min(60.0, c.duration_s / 6),
         )  # fmt: skip
-        by_name = {ch.spec.name: ch for ch in supervisor.children}
+        own = supervisor
+        by_name = {ch.spec.name: ch for ch in own.children} if own is not None else {}
+        health_ports = {n: p for n, (p, _) in ports.items()}
 
         def children() -> list[tuple[str, int]]:
-            assert supervisor is not None
-            return [(ch.spec.name, ch.proc.pid) for ch in supervisor.children
+            if own is None:
+                return procs.live()
+            return [(ch.spec.name, ch.proc.pid) for ch in own.children
                     if ch.proc is not None and ch.proc.returncode is None]  # fmt: skip
 
-        async def serving(name: str, old_pid: int) -> bool:
-            ch = by_name[name]
-            if ch.proc is None or ch.proc.pid == old_pid or ch.proc.returncode is not None:
+        def pid_of(name: str) -> int | None:
+            if own is None:
+                return procs.pid(name)
+            proc = by_name[name].proc
+            return proc.pid if proc is not None and proc.returncode is None else None
+
+        def others() -> list[tuple[str, int]]:
+            """Beside the services: this process (the simulated city), the proxy, Redis, NATS.
+
+            (PostgreSQL works in a process per connection, which come and go: not sampled.)
+            """
+            out = [("soak (the city)", os.getpid())]
+            if proxy.proc is not None and proxy.proc.returncode is None:
+                out.append(("proxy", proxy.proc.pid))
+            for n in ("redis", "nats"):
+                rec = servers[n].running()
+                if rec is not None:
+                    out.append((n, rec.pid))
+            return out
+
+        async def serving(name: str, old_pid: int | None) -> bool:
+            pid = pid_of(name)
+            if pid is None or pid == old_pid:
                 return False
-            if ch.spec.grpc_port:
-                return await probe_health(ch.spec.grpc_port) == "SERVING"
+            if name in health_ports:
+                return await probe_health(health_ports[name]) == "SERVING"
             import aiohttp
 
             async with (
                 aiohttp.ClientSession() as http,
-                http.get(str(ch.spec.http_url), timeout=aiohttp.ClientTimeout(total=2)) as resp,
+                http.get(f"{gateway}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as resp,
             ):
                 return resp.status == 200
 
@@ -440,14 +571,19 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
             start = run.now()
             allowance = 10.0
             print(f"soak: {start:7.1f}s {f.label}", flush=True)
+            if f.kind == "latency" and target is not None:
+                run.notes.append(f"{f.label}: skipped (the target's services reach the stores "
+                                 "directly, not through the soak's proxy)")  # fmt: skip
+                return
             if f.kind == "kill":
-                pids = {n: by_name[n].proc.pid for n in f.targets}  # type: ignore[union-attr]
+                killed = {n: pid_of(n) for n in f.targets}
                 for n in f.targets:
                     run.kills[n] = run.kills.get(n, 0) + 1
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pids[n], signal.SIGKILL)
+                    if (victim := killed[n]) is not None:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(victim, signal.SIGKILL)
                 for n in f.targets:
-                    if not await _until(functools.partial(serving, n, pids[n]), within_s=120):
+                    if not await _until(functools.partial(serving, n, killed[n]), within_s=120):
                         run.notes.append(f"{f.label}: {n} not serving 120 s after the kill")
             elif f.kind == "restart":
                 allowance = 30.0
@@ -461,7 +597,7 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
                         rec = servers[n].running()
                         pid = rec.pid if rec else None
                     else:
-                        pid = by_name[n].proc.pid if by_name[n].proc else None  # type: ignore[union-attr]
+                        pid = pid_of(n)
                     if pid:
                         pids[n] = pid
                         os.kill(pid, signal.SIGSTOP)
@@ -499,12 +635,13 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
         run.t0 = time.monotonic()
         tokens = Tokens(secret)
         background += [
-            asyncio.create_task(_sample_memory(run, children, stop)),
+            asyncio.create_task(_sample_memory(run, children, others, stop)),
             asyncio.create_task(_watchers(run, f"http://127.0.0.1:{proxied['sse']}", tokens, stop)),
         ]
         fault_task = asyncio.create_task(faults())
         sim_task = asyncio.create_task(run_sim(sim, stop=stop, stats=sim_stats))
-        done, _ = await asyncio.wait([sim_task, runner], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([sim_task, *([runner] if runner else [])],
+                                     return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
         if runner in done:
             run.notes.append("the supervisor stopped before the end (a signal?)")
             stop.set()
@@ -519,7 +656,7 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
         proxy.delay("redis", 0)
         print(f"soak: load over at {run.now():.0f}s; letting the platform settle, then the audit",
               flush=True)  # fmt: skip
-        limit = driver_limit({**os.environ, **_dispatch_env(c)})
+        limit = driver_limit({**os.environ, **dispatch_env})
         settings = AuditSettings(stuck_after_s=c.audit.stuck_after_s, grace_s=c.audit.grace_s,
                                  driver_limit=limit)  # fmt: skip
         end = time.monotonic() + c.settle_s
@@ -532,7 +669,11 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
             if caught_up or time.monotonic() >= end:
                 break
             await asyncio.sleep(5.0)
-        restarts = {ch.spec.name: ch.restarts for ch in supervisor.children}
+        if own is not None:
+            restarts = {ch.spec.name: ch.restarts for ch in own.children}
+        else:  # counted from the run's start: `up` may have restarted some before
+            restarts = {n: int(p.get("restarts", 0)) - restarts_before.get(n, 0)
+                        for n, p in procs.read().items()}  # fmt: skip
         unexpected = {n: k - run.kills.get(n, 0) for n, k in restarts.items()
                       if k > run.kills.get(n, 0)}  # fmt: skip
     finally:
@@ -545,7 +686,7 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
             with contextlib.suppress(Exception):
                 await runner
         await proxy.stop()
-        if not c.keep_infra:
+        if not c.keep_infra and target is None:
             await infra.down(state)
             # The servers' data goes with them (the report and the logs stay).
             await asyncio.to_thread(infra.remove_state, state)
@@ -563,6 +704,7 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
         restarts=restarts if "restarts" in locals() else {},
         unexpected_exits=unexpected if "unexpected" in locals() else {}, sim=sim_stats.as_json(),
         elapsed_s=time.monotonic() - started_at, notes=run.notes,
+        cpu=cpu_use(run.cpu, tick_s=1.0 / os.sysconf("SC_CLK_TCK")),
     )  # fmt: skip
 
 

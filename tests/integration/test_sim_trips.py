@@ -1,10 +1,14 @@
-"""The simulated city's drivers carry two orders of one restaurant in one trip."""
+"""The simulated city's drivers carry two orders of one restaurant in one trip, and finish
+the whole trip when their session is cut halfway (a Dispatch restart, as the soak does)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import json
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,8 +17,10 @@ from clients import OrderClient
 from foodmesh.sim.agents import SimConfig
 from foodmesh.sim.demand import distance_m
 from foodmesh.sim.run import run_sim
+from foodmesh.soak.proxy import Route, serve
 from foodmesh.v1 import common_pb2
 from foodmesh.v1 import order_pb2 as opb
+from tests.integration._fleet import rows
 from tests.integration._order import token
 from tests.integration._platform import platform, small_city
 
@@ -69,3 +75,94 @@ async def test_one_simulated_driver_delivers_two_orders_of_one_restaurant_in_one
             result = await sim
     counts = result.stats.counts
     assert counts["stacked"] == 1 and counts["delivered"] == 2, result.stats.as_json()
+
+
+@contextlib.asynccontextmanager
+async def _cuttable(target: str, control: Path,
+                    capsys: pytest.CaptureFixture[str]) -> AsyncIterator[str]:  # fmt: skip
+    """The soak's fault proxy in front of ``target``: yields the address to dial instead."""
+    await asyncio.to_thread(control.write_text, "{}")
+    stop = asyncio.Event()
+    routes = {"dispatch": Route(name="dispatch", upstream_port=int(target.rsplit(":", 1)[1]))}
+    task = asyncio.create_task(serve(routes, control, stop=stop))
+    try:
+        while True:  # serve prints its ports, then listens
+            out = capsys.readouterr().out
+            if out:
+                break
+            await asyncio.sleep(0.01)
+        yield f"127.0.0.1:{json.loads(out.splitlines()[0])['dispatch']}"
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_two_order_trip_is_finished_whole_after_the_drivers_session_is_cut(
+    pg_url: str, redis_url: str, nats_url: str, namespace: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Every Dispatch connection reset while the driver holds two orders of one trip.
+
+    The reconnected session names one assignment (the one worked on next) and the trip's
+    stops: the driver must carry on with both, or the other order is left at the counter
+    or in the car (the soak's orders stuck in transit or ready for pickup).
+    """
+    caplog.set_level(logging.WARNING)
+    base = small_city()
+    city = dataclasses.replace(base, drivers=base.drivers[:1])
+    driver = city.drivers[0].driver_id
+    async with (
+        platform(pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace,
+                 state_dir=tmp_path, with_dispatch=True, city=city,
+                 dispatch_extra={"FOODMESH_DISPATCH_MAX_ORDERS": "2"}) as p,
+        _cuttable(p.dispatch or "", tmp_path / "cut.json", capsys) as through,
+    ):  # fmt: skip
+        stop = asyncio.Event()
+        cfg = SimConfig(
+            gateway=p.gateway, location_target=p.location, dispatch_target=through, seed=11,
+            orders_per_hour=0.0, flat_demand=True, duration_s=0.0, shifts=False, ramp_s=1.0,
+            prep_scale=0.05, travel_scale=0.01, watch_every_s=1.0, roads=False,
+            declined_share=0.0, bad_share=0.0, silent_share=0.0, stop_s=60.0,
+            progress_every_s=2.0,
+        )  # fmt: skip
+        sim = asyncio.create_task(run_sim(cfg, city=city, stop=stop))
+        try:
+            a, b = city.customers[0], city.customers[1]
+            here = (a.address.lat, a.address.lon)
+            rest = min(city.restaurants, key=lambda r: distance_m(here, r.location))
+            item = next(i for c in rest.menu for i in c.items if i.available)
+            placed: list[tuple[OrderClient, str]] = []
+            for who in (a, b):
+                c = OrderClient(p.order, options=token("customer", who.customer_id))
+                got = await c.place_order(opb.PlaceOrderRequest(
+                    idempotency_key=f"cut-{who.customer_id}", restaurant_id=rest.restaurant_id,
+                    items=[opb.OrderItemInput(item_id=item.item_id, quantity=2)],
+                    delivery_address=who.address, payment_method_id="pm_card_visa",
+                ))  # fmt: skip
+                placed.append((c, got.order.order_id))
+            ids = [o for _, o in placed]
+            held = ("SELECT status FROM fleet.assignments"
+                    " WHERE driver_id = %s AND order_id = ANY(%s)")  # fmt: skip
+            async with asyncio.timeout(60):  # both on the driver's trip, not yet delivered
+                while True:
+                    statuses = [str(s) for (s,) in await rows(pg_url, held, driver, ids)]
+                    if len(statuses) == 2 and "delivered" not in statuses:
+                        break
+                    await asyncio.sleep(0.05)
+            (tmp_path / "cut.json").write_text(json.dumps({"cut": {"dispatch": 1}}))
+            async with asyncio.timeout(120):
+                while True:
+                    got_all = [(await c.get_order(opb.GetOrderRequest(order_id=o))).order
+                               for c, o in placed]  # fmt: skip
+                    if all(o.status == common_pb2.ORDER_STATUS_DELIVERED for o in got_all):
+                        break
+                    await asyncio.sleep(0.5)
+            assert {o.driver_id for o in got_all} == {driver}
+            for client, _ in placed:
+                await client.close()
+        finally:
+            stop.set()
+            result = await sim
+    counts = result.stats.counts
+    assert counts["stacked"] == 1 and counts["delivered"] == 2, result.stats.as_json()
+    assert counts["trips_resumed"] == 1, result.stats.as_json()

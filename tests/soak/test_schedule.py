@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from foodmesh.soak.faults import ScheduleError, default_schedule, load_schedule, parse_schedule
-from foodmesh.soak.run import memory_growth, scan_logs
+from foodmesh.soak.run import cpu_use, memory_growth, scan_logs
 from foodmesh.soak.timeline import Call, FaultWindow, call_kind, window_figures
 
 SERVICES = ["eta", "pricing", "catalog", "location", "dispatch", "order", "gateway"]
@@ -106,6 +106,37 @@ def test_memory_growth_per_incarnation() -> None:
     assert not m["order"]["ok"] and m["order"]["growth"] > 0.2
     assert m["catalog"] == {"start_mib": 97.7, "end_mib": 97.7, "growth": 0.0, "ok": True}
     assert "eta" not in m
+
+
+def test_cpu_use_adds_up_each_incarnation_over_the_run() -> None:
+    # 100 s sampled; order ran 40 s (pid 1) at half a core, then 60 s (pid 2) at a quarter.
+    samples = [(t, "order", 1, 50 * t) for t in range(0, 41, 5)]
+    samples += [(40 + t, "order", 2, 9_000 + 25 * t) for t in range(0, 61, 5)]
+    samples += [(t, "soak (the city)", 9, 100 * t) for t in range(0, 101, 5)]  # a whole core
+    got = cpu_use(samples, tick_s=0.01)
+    assert got["order"] == {"cpu_s": 35.0, "cores": 0.35}
+    assert got["soak (the city)"] == {"cpu_s": 100.0, "cores": 1.0}
+    assert cpu_use([]) == {}
+
+
+def test_a_running_platform_is_read_from_its_supervisors_record(tmp_path: Path) -> None:
+    """--target finds `foodmesh up`'s processes (live pids only) and Dispatch's settings."""
+    import json
+    import os
+
+    from foodmesh.soak.run import _environ, _Processes
+
+    (tmp_path / "processes.json").write_text(json.dumps({"processes": [
+        {"name": "dispatch", "pid": os.getpid(), "restarts": 2, "grpc_port": 50054},
+        {"name": "gateway", "pid": None, "restarts": 5, "http_url": "http://127.0.0.1:8080/"},
+    ]}))  # fmt: skip
+    procs = _Processes(tmp_path)
+    assert procs.pid("dispatch") == os.getpid() and procs.pid("gateway") is None
+    assert procs.live() == [("dispatch", os.getpid())]
+    assert procs.read()["gateway"]["restarts"] == 5
+    assert _Processes(tmp_path / "nowhere").read() == {}
+    assert _environ(os.getpid()).get("PATH") == os.environ["PATH"]
+    assert _environ(None) == {}
 
 
 def test_scan_logs_finds_tracebacks_not_warnings(tmp_path: Path) -> None:

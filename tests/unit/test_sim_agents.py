@@ -160,3 +160,35 @@ def test_the_sim_command_names_a_bad_setting_and_exits_1(
         main(["sim", "run", "--help"])
     assert done.value.code == 0
     assert "--orders-per-hour" in capsys.readouterr().out
+
+
+def test_a_kitchen_cooks_an_order_confirmed_while_its_tablet_was_away() -> None:
+    """An auto-confirmed order placed before the feed connected (or in a gap of it) arrives
+    as CONFIRMED, never as placed: it is still the kitchen's to cook, once."""
+    from typing import Any
+
+    from foodmesh.sim.kitchens import Kitchens
+
+    spec = build_city(seed=3, restaurants=1, drivers=1, customers=1).restaurants[0]
+    stats = Stats()
+    k = Kitchens(config=SimConfig(), gateway=None, stats=stats, recorder=None,  # type: ignore[arg-type]
+                 clock=lambda: 0.0, rng=random.Random(1))  # fmt: skip
+    spawned: list[Any] = []
+
+    def spawn(coro: Any) -> None:
+        spawned.append(coro)
+        coro.close()
+
+    def order(oid: str, status: str, event: str = "", **fields: Any) -> dict[str, Any]:
+        o = {"order_id": oid, "status": f"ORDER_STATUS_{status}", **fields}
+        return {"order": o, "event": event} if event else {"order": o}
+
+    k._heard(order("o1", "CONFIRMED"), spec, spawn)  # the snapshot when the tablet connects
+    k._heard(order("o1", "CONFIRMED", event="confirmed"), spec, spawn)  # heard again: once
+    k._heard(order("o2", "CONFIRMED", event="confirmed"), spec, spawn)  # its placement missed
+    k._heard(order("o3", "PLACED", event="placed"), spec, spawn)
+    k._heard(order("o3", "CONFIRMED", event="confirmed"), spec, spawn)  # cooking already
+    k._heard(order("o4", "READY_FOR_PICKUP"), spec, spawn)  # cooked: the driver's now
+    k._heard(order("o5", "PLACED", delivery_option="DELIVERY_OPTION_SCHEDULED"), spec, spawn)
+    assert len(spawned) == 3
+    assert stats.counts["kitchen_caught_up"] == 2
