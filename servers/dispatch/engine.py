@@ -181,7 +181,7 @@ class EngineConfig:
             ),
             road_times=extra.get(p + "ROAD_TIMES", "1").strip().lower() not in ("0", "false", "no"),
             road=RoadTimesConfig(
-                deadline_s=env_float(extra, p + "ETA_DEADLINE_S", 0.5, lo=0.05),
+                deadline_s=env_float(extra, p + "ETA_DEADLINE_S", 1.0, lo=0.05),
                 cache_s=env_float(extra, p + "ROAD_TIMES_CACHE_S", 30.0, lo=0.0),
             ),
             release_margin_s=(

@@ -41,7 +41,7 @@ class TravelPort(Protocol):
 @dataclass(frozen=True, slots=True)
 class RoadTimesConfig:
     #: The round waits at most this long for ETA; then the straight line is used.
-    deadline_s: float = 0.5
+    deadline_s: float = 1.0
     #: A road time is reused this long (the driver in the same ~10 m cell).
     cache_s: float = 30.0
     #: Per order, the nearest this many drivers (straight line) are asked about.

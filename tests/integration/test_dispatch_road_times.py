@@ -23,6 +23,27 @@ MARGIN_S = 60.0
 AWAY = (37.7580, -122.4380)
 
 
+async def held_for(pg_url: str, oid: str) -> tuple[str, int, float, float]:
+    """The held order's status, offers, seconds to its food, and its release before the food."""
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        for _ in range(100):  # matched and held within a few rounds
+            cur = await conn.execute(
+                "SELECT status, offers_made, extract(epoch FROM ready_at - now()),"
+                " extract(epoch FROM ready_at - held_until) FROM fleet.assignments"
+                " WHERE order_id = %s AND held_until IS NOT NULL",
+                (oid,),
+            )
+            if (row := await cur.fetchone()) is not None:
+                return str(row[0]), int(row[1]), float(row[2]), float(row[3])
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{oid} was never held")
+
+
+def line_s() -> float:
+    """The straight line's time from the driver to the restaurant (the planner's default)."""
+    return haversine_m(*AWAY, *REST) / (SPEED_MPS[0] / DETOUR)
+
+
 async def test_an_order_is_released_by_the_drivers_road_time_from_eta_not_the_straight_line(
     pg_url: str, redis_url: str, nats_url: str, namespace: str, tmp_path: Path
 ) -> None:
@@ -48,31 +69,46 @@ async def test_an_order_is_released_by_the_drivers_road_time_from_eta_not_the_st
         (road,) = answer.travel_times
         assert road.source == eta_pb2.ESTIMATE_SOURCE_ROAD_GRAPH
         road_s = road.duration_seconds
-        line_s = haversine_m(*AWAY, *REST) / (SPEED_MPS[0] / DETOUR)
+        line = line_s()
         # The two disagree by minutes: the test tells which one set the release.
-        assert abs(road_s - line_s) > 90, (road_s, line_s)
+        assert abs(road_s - line) > 90, (road_s, line)
 
         await upsert(mesh, "away")
         async with Driver(mesh, "away") as d:
             await d.at(*AWAY)
             await d.open_session()
             oid = await confirmed_order(mesh, "k-road")
-            async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
-                row = None
-                for _ in range(100):  # matched and held within a few rounds
-                    cur = await conn.execute(
-                        "SELECT status, offers_made, extract(epoch FROM ready_at - now()),"
-                        " extract(epoch FROM ready_at - held_until) FROM fleet.assignments"
-                        " WHERE order_id = %s AND held_until IS NOT NULL",
-                        (oid,),
-                    )
-                    if (row := await cur.fetchone()) is not None:
-                        break
-                    await asyncio.sleep(0.1)
-                assert row is not None
-                status, offers, ready_in, before_ready = row
-                assert (status, offers) == ("pending", 0)
-                assert float(ready_in) > road_s + MARGIN_S + 30  # still held, not yet due
-                # Released the road time plus the margin before the food, not the line's.
-                assert float(before_ready) == pytest.approx(road_s + MARGIN_S, abs=5.0), (
-                    float(before_ready), road_s, line_s)  # fmt: skip
+            # Released the road time plus the margin before the food, not the line's (a
+            # round ETA misses its deadline keeps the line: the next ones correct it).
+            for _ in range(50):
+                status, offers, ready_in, before_ready = await held_for(pg_url, oid)
+                if abs(before_ready - (road_s + MARGIN_S)) <= 5.0:
+                    break
+                await asyncio.sleep(0.2)
+            assert (status, offers) == ("pending", 0)
+            assert ready_in > road_s + MARGIN_S + 30  # still held, not yet due
+            assert before_ready == pytest.approx(road_s + MARGIN_S, abs=5.0), (
+                before_ready, road_s, line)  # fmt: skip
+
+
+async def test_with_eta_away_the_straight_line_still_times_the_release(
+    pg_url: str, redis_url: str, nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    async with dispatch_mesh(
+        pg_url=pg_url,
+        redis_url=redis_url,
+        nats_url=nats_url,
+        namespace=namespace,
+        state_dir=tmp_path,
+        # Port 1 refuses at once: an ETA service that is configured but away.
+        extra={"FOODMESH_DISPATCH_ETA_TARGET": "127.0.0.1:1",
+               "FOODMESH_DISPATCH_KITCHEN_RELEASE_S": str(MARGIN_S)},
+    ) as mesh:  # fmt: skip
+        await upsert(mesh, "away")
+        async with Driver(mesh, "away") as d:
+            await d.at(*AWAY)
+            await d.open_session()
+            oid = await confirmed_order(mesh, "k-road-away")
+            status, offers, _, before_ready = await held_for(pg_url, oid)
+            assert (status, offers) == ("pending", 0)
+            assert before_ready == pytest.approx(line_s() + MARGIN_S, abs=5.0)
