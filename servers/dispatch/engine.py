@@ -624,11 +624,16 @@ class Engine:
         if self.escalation is not None and kind == EVENT_LOST_REASSIGNED:
             await self.escalation.on_order(kind, ORDER_EVENTS.decode(msg.data).order)
             return
-        if kind not in ("confirmed", "cancelled"):
+        if kind not in ("confirmed", "cancelled", "ready_for_pickup"):
             return
         ev = ORDER_EVENTS.decode(msg.data)
         o = ev.order
         now = self.clock()
+        if kind == "ready_for_pickup":  # the driver's wait for the food ends here
+            marks = [e.timestamp.ToNanoseconds() / 1e9 for e in o.timeline
+                     if e.status == common_pb2.ORDER_STATUS_READY_FOR_PICKUP]  # fmt: skip
+            await self.fleet.assignments.food_ready(o.order_id, at=marks[-1] if marks else now)
+            return
         if kind == "confirmed":
             new = order_to_new(o, precision=self.config.region_precision, now=now)
             await self.fleet.assignments.add_order(

@@ -318,7 +318,8 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         before = a
         a, _ = await self.fleet.assignments.progress(order_id, driver, action, now=self.clock())
         if action is Action.PICKED_UP:
-            metrics.picked_up(before, now=self.clock())
+            ready = await self.fleet.assignments.food_ready_at(order_id)
+            metrics.picked_up(before, now=self.clock(), food_ready_at=ready)
         if action is Action.DELIVERED:
             nxt = next_stop(await self.fleet.assignments.held(driver_id=driver))
             if nxt is None:
