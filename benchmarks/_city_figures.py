@@ -2,10 +2,13 @@
 
 Prints, for the orders placed since ``--since`` (epoch seconds) and delivered:
 click-to-door mean and p90 (the Order service's own records: placement to the
-``delivered`` step of its timeline), and the drivers' mean wait at the restaurant
-(Dispatch's ``foodmesh_dispatch_driver_wait_seconds``: arrived to picked up, over the
-Dispatch process's life). Nothing is started here: it reads the city's PostgreSQL
-(``--postgres-url`` or ``FOODMESH_POSTGRES_URL``) and Dispatch's metrics page.
+``delivered`` step of its timeline), the drivers' mean time at the restaurant
+(Dispatch's ``foodmesh_dispatch_driver_wait_seconds``: arrived to picked up, the counter's
+handover included) and their mean wait for the food
+(``foodmesh_dispatch_driver_food_wait_seconds``: arrived to the kitchen's ready mark, none
+when the food was there first), both over the Dispatch process's life. Nothing is started
+here: it reads the city's PostgreSQL (``--postgres-url`` or ``FOODMESH_POSTGRES_URL``) and
+Dispatch's metrics page.
 
     python benchmarks/_city_figures.py --since 1765087000 --json
 """
@@ -33,11 +36,11 @@ WHERE o.created_at >= to_timestamp(%s)
 _PLACED = "SELECT count(*) FROM orders.orders WHERE created_at >= to_timestamp(%s)"
 
 
-def driver_wait(metrics_text: str) -> tuple[float, int]:
-    """(sum seconds, count) of the driver-wait histogram in a Prometheus page."""
+def driver_wait(metrics_text: str, metric: str = "driver_wait") -> tuple[float, int]:
+    """(sum seconds, count) of a driver-wait histogram in a Prometheus page."""
     found: dict[str, float] = {}
     for name in ("sum", "count"):
-        m = re.search(rf"^foodmesh_dispatch_driver_wait_seconds_{name} (\S+)$", metrics_text, re.M)
+        m = re.search(rf"^foodmesh_dispatch_{metric}_seconds_{name} (\S+)$", metrics_text, re.M)
         found[name] = float(m.group(1)) if m else 0.0
     return found["sum"], int(found["count"])
 
@@ -53,6 +56,7 @@ async def figures(postgres_url: str, metrics_url: str, since: float) -> dict[str
         lambda: urllib.request.urlopen(metrics_url, timeout=5).read().decode()
     )
     wait_sum, wait_n = driver_wait(text)
+    food_sum, food_n = driver_wait(text, "driver_food_wait")
     return {
         "orders_placed": placed,
         "orders_delivered": len(secs),
@@ -62,6 +66,8 @@ async def figures(postgres_url: str, metrics_url: str, since: float) -> dict[str
         ),
         "driver_waits": wait_n,
         "driver_wait_mean_min": round(wait_sum / wait_n / 60, 2) if wait_n else None,
+        "food_waits": food_n,
+        "driver_food_wait_mean_min": round(food_sum / food_n / 60, 2) if food_n else None,
     }
 
 

@@ -51,7 +51,6 @@ from foodmesh.core.telemetry import consumer_span
 from foodmesh.v1 import (
     common_pb2,
     dispatch_pb2,
-    eta_pb2,
     location_pb2,
     order_pb2,
 )
@@ -62,6 +61,7 @@ from servers.dispatch.live import LiveState, live_state, proposal_of
 from servers.dispatch.matching import Candidate, MatchConfig, PendingOrder, Proposal
 from servers.dispatch.model import Assignment, OfferRow
 from servers.dispatch.offers import OfferRules
+from servers.dispatch.roadtimes import RoadTimes, RoadTimesConfig, TravelPort
 from servers.dispatch.scoring import DETOUR, SPEED_MPS
 from servers.dispatch.sessions import SessionHub
 from servers.dispatch.store import Fleet, NewOrder
@@ -72,15 +72,22 @@ __all__ = ["Engine", "EngineConfig", "LocationPort", "OrderPort", "TravelPort", 
 
 
 async def plan_off_loop(
-    state: LiveState, *, now: float, interval_s: float, travel: TravelRule, config: TripConfig
+    state: LiveState,
+    *,
+    now: float,
+    interval_s: float,
+    travel: TravelRule,
+    config: TripConfig,
+    to_pickup_s: Mapping[tuple[str, str], float] | None = None,
 ) -> TripRound:
     """``trips.plan_trips`` in a worker thread, away from the event loop.
 
     numpy and scipy release the GIL for most of it (``assignment.solve``).
+    ``to_pickup_s``: ETA's road times of driver→restaurant pairs (``roadtimes``).
     """
     call = functools.partial(
         plan_trips, state.orders, state.drivers, now=now, interval_s=interval_s, travel=travel,
-        config=config, open_trips=state.open_trips,
+        config=config, open_trips=state.open_trips, to_pickup_s=to_pickup_s,
     )  # fmt: skip
     return await asyncio.to_thread(call)
 
@@ -105,12 +112,6 @@ class OrderPort(Protocol):
     ) -> order_pb2.AssignDriverResponse: ...
 
 
-class TravelPort(Protocol):
-    async def estimate_travel_times(
-        self, request: eta_pb2.EstimateTravelTimesRequest, *, deadline_s: float | None = ...
-    ) -> eta_pb2.EstimateTravelTimesResponse: ...
-
-
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     match: MatchConfig = field(default_factory=MatchConfig)
@@ -130,6 +131,10 @@ class EngineConfig:
     speed_mps: float = SPEED_MPS[0] / DETOUR
     #: The planner's other knobs (K and the release come from the fields above).
     trips: TripConfig = field(default_factory=lambda: TripConfig(max_orders=1, cover_s=0.0))
+    #: ETA's driver→restaurant road times in the planner (when ETA is wired); off: the
+    #: straight line at ``speed_mps`` alone.
+    road_times: bool = True
+    road: RoadTimesConfig = field(default_factory=RoadTimesConfig)
 
     def trip_config(self) -> TripConfig:
         """The planner's config: K, and the kitchen's release (None: every order at once)."""
@@ -173,6 +178,11 @@ class EngineConfig:
                 pickup_service_s=env_float(extra, p + "PICKUP_SERVICE_S", 120.0, lo=0.0),
                 dropoff_service_s=env_float(extra, p + "DROPOFF_SERVICE_S", 120.0, lo=0.0),
                 promise_s=env_float(extra, p + "PROMISE_S", 2400.0, lo=60.0),
+            ),
+            road_times=extra.get(p + "ROAD_TIMES", "1").strip().lower() not in ("0", "false", "no"),
+            road=RoadTimesConfig(
+                deadline_s=env_float(extra, p + "ETA_DEADLINE_S", 1.0, lo=0.05),
+                cache_s=env_float(extra, p + "ROAD_TIMES_CACHE_S", 30.0, lo=0.0),
             ),
             release_margin_s=(
                 env_float(extra, p + "KITCHEN_RELEASE_S", 120.0, lo=0.0)
@@ -229,6 +239,8 @@ class Engine:
         self.location = location
         self.orders = orders
         self.travel = travel
+        #: ETA's road times to the restaurants, per round (``roadtimes``).
+        self.road_times = RoadTimes(travel if config.road_times else None, config=config.road)
         self.leases = leases
         self._js = js
         self.subjects = subjects
@@ -386,8 +398,10 @@ class Engine:
                            expiry_s=self.config.rules.expiry_s,
                            demand=await self.demand(pending))  # fmt: skip
         report.drivers = len(state.drivers)
+        road = await self.road_times.pickup_times(state.orders, state.drivers)
         rnd = await plan_off_loop(state, now=now, interval_s=self.config.batch_interval_s,
-                                  travel=self.config.travel(), config=cfg)  # fmt: skip
+                                  travel=self.config.travel(), config=cfg,
+                                  to_pickup_s=road)  # fmt: skip
         self.last_round = (state, rnd)
         report.decide_s = rnd.decide_s
         due = [p for p in rnd.plans if p.commit]
@@ -610,11 +624,16 @@ class Engine:
         if self.escalation is not None and kind == EVENT_LOST_REASSIGNED:
             await self.escalation.on_order(kind, ORDER_EVENTS.decode(msg.data).order)
             return
-        if kind not in ("confirmed", "cancelled"):
+        if kind not in ("confirmed", "cancelled", "ready_for_pickup"):
             return
         ev = ORDER_EVENTS.decode(msg.data)
         o = ev.order
         now = self.clock()
+        if kind == "ready_for_pickup":  # the driver's wait for the food ends here
+            marks = [e.timestamp.ToNanoseconds() / 1e9 for e in o.timeline
+                     if e.status == common_pb2.ORDER_STATUS_READY_FOR_PICKUP]  # fmt: skip
+            await self.fleet.assignments.food_ready(o.order_id, at=marks[-1] if marks else now)
+            return
         if kind == "confirmed":
             new = order_to_new(o, precision=self.config.region_precision, now=now)
             await self.fleet.assignments.add_order(

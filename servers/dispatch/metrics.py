@@ -14,11 +14,13 @@ from servers.dispatch.model import Assignment
 
 __all__ = [
     "DRIVER_WAIT",
+    "FOOD_WAIT",
     "MATCHING",
     "OFFERS_PER_ORDER",
     "REGION_LEADER",
     "ROUTE_UPDATES",
     "assigned",
+    "food_wait_s",
     "picked_up",
     "route_sent",
 ]
@@ -35,7 +37,14 @@ OFFERS_PER_ORDER = Histogram(
 )
 DRIVER_WAIT = Histogram(
     "foodmesh_dispatch_driver_wait_seconds",
-    "Seconds a driver waited at the restaurant: from arriving to picking the order up.",
+    "Seconds a driver spent at the restaurant: from arriving to picking the order up"
+    " (the wait for the food and the handover at the counter).",
+    buckets=(0, 30, 60, 120, 180, 300, 450, 600, 900, 1200, 1800, 3600),
+)
+FOOD_WAIT = Histogram(
+    "foodmesh_dispatch_driver_food_wait_seconds",
+    "Seconds a driver waited for the food: from arriving at the restaurant to the kitchen"
+    " marking it ready (0 when it was ready first); only orders the kitchen marked ready.",
     buckets=(0, 30, 60, 120, 180, 300, 450, 600, 900, 1200, 1800, 3600),
 )
 REGION_LEADER = Gauge(
@@ -58,10 +67,19 @@ def assigned(a: Assignment, *, now: float) -> None:
     OFFERS_PER_ORDER.observe(max(1, a.offers_made))
 
 
-def picked_up(before: Assignment, *, now: float) -> None:
-    """Records the driver's wait at the counter, when ``before`` was the arrival there."""
+def picked_up(before: Assignment, *, now: float, food_ready_at: float | None = None) -> None:
+    """Records the driver's time at the counter, when ``before`` was the arrival there, and
+    their wait for the food (arrival → max(arrival, ready), when the kitchen said ready)."""
     if before.status.value == "at_restaurant":
-        DRIVER_WAIT.observe(max(0.0, now - before.updated_at.timestamp()))
+        arrived = before.updated_at.timestamp()
+        DRIVER_WAIT.observe(max(0.0, now - arrived))
+        if food_ready_at is not None:
+            FOOD_WAIT.observe(food_wait_s(arrived=arrived, ready=food_ready_at, picked=now))
+
+
+def food_wait_s(*, arrived: float, ready: float, picked: float) -> float:
+    """A driver's wait for the food: arrival to ready, none if ready first, at most to pickup."""
+    return max(0.0, min(ready, picked) - arrived)
 
 
 def route_sent(u: dispatch_pb2.RouteUpdate) -> None:

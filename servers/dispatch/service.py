@@ -318,7 +318,8 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         before = a
         a, _ = await self.fleet.assignments.progress(order_id, driver, action, now=self.clock())
         if action is Action.PICKED_UP:
-            metrics.picked_up(before, now=self.clock())
+            ready = await self.fleet.assignments.food_ready_at(order_id)
+            metrics.picked_up(before, now=self.clock(), food_ready_at=ready)
         if action is Action.DELIVERED:
             nxt = next_stop(await self.fleet.assignments.held(driver_id=driver))
             if nxt is None:
@@ -438,8 +439,10 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         cfg = replace(self.engine.config.trip_config(), max_orders=1, release_at_once=True)
         state = live_state([a], drivers, [], now=now, config=cfg,
                            expiry_s=self.engine.config.rules.expiry_s)  # fmt: skip
+        road = await self.engine.road_times.pickup_times(state.orders, state.drivers)
         rnd = await plan_off_loop(state, now=now, interval_s=self.engine.config.batch_interval_s,
-                                  travel=self.engine.config.travel(), config=cfg)  # fmt: skip
+                                  travel=self.engine.config.travel(), config=cfg,
+                                  to_pickup_s=road)  # fmt: skip
         for plan in rnd.plans:
             p = proposal_of(plan, request.order_id, now=now, config=cfg,
                             driver_at=where.get(plan.driver_id))  # fmt: skip

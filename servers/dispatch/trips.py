@@ -38,7 +38,7 @@ import itertools
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -457,12 +457,16 @@ def plan_trips(
     travel: TravelRule,
     config: TripConfig,
     open_trips: Sequence[OpenTrip] = (),
+    to_pickup_s: Mapping[tuple[str, str], float] | None = None,
     solver: Callable[..., list[tuple[int, int]]] = assignment.solve,
 ) -> TripRound:
     """One round: joins to trips under way, bundles, the best driver for each, which to send.
 
     ``open_trips``: trips not yet picked up that an order of their restaurant may
-    join (``join_trips``) before the rest is planned.
+    join (``join_trips``) before the rest is planned. ``to_pickup_s``: known
+    driver→restaurant times by ``(driver_id, order_id)`` (live: ETA's road times),
+    used instead of ``travel``'s straight line for those pairs, in the choice and
+    in the release (ready − travel − margin); replay passes none.
     """
     started = time.perf_counter()
     cfg = config
@@ -500,6 +504,9 @@ def plan_trips(
     d_lat = np.array([d.lat for d in drv])
     d_lon = np.array([d.lon for d in drv])
     to_pick = travel.matrix_s(scoring.distance_matrix_m(b_lat, b_lon, d_lat, d_lon))
+    known = _known_pickups(bundles, drv, to_pickup_s) if to_pickup_s else {}
+    for cell, secs in known.items():
+        to_pick[cell] = secs
     free = np.maximum(np.array([d.free_at for d in drv]), now)
     arrive = free[None, :] + to_pick
     ready = np.array([b.ready_at for b in bundles])[:, None]
@@ -559,7 +566,7 @@ def plan_trips(
         start = float(free[j])
         # The route itself on the great circle (the matrix's flat-earth distance is for
         # choosing; the trip must follow the physics exactly).
-        arr = start + travel.seconds(haversine_m(d.lat, d.lon, b.lat, b.lon))
+        arr = start + known.get((i, j), travel.seconds(haversine_m(d.lat, d.lon, b.lat, b.lon)))
         release = b.ready_at - (arr - start) - cfg.release_margin_s
         commit = idle and (
             cfg.release_at_once
@@ -583,6 +590,22 @@ def plan_trips(
         plans.append(TripPlan(d.driver_id, b, legs, commit, why))
     waiting = [o.order_id for i, b in enumerate(bundles) if i not in matched for o in b.orders]
     return TripRound(plans, waiting, nb, time.perf_counter() - started, {"target": float(target)})
+
+
+def _known_pickups(
+    bundles: Sequence[Bundle],
+    drivers: Sequence[FreeDriver],
+    to_pickup_s: Mapping[tuple[str, str], float],
+) -> dict[tuple[int, int], float]:
+    """The (bundle, driver) cells with a known time (a bundle's orders share its restaurant)."""
+    col = {d.driver_id: j for j, d in enumerate(drivers)}
+    row: dict[str, int] = {o.order_id: i for i, b in enumerate(bundles) for o in b.orders}
+    cells: dict[tuple[int, int], float] = {}
+    for (driver_id, order_id), s in to_pickup_s.items():
+        i, j = row.get(order_id), col.get(driver_id)
+        if i is not None and j is not None and math.isfinite(s) and s >= 0.0:
+            cells.setdefault((i, j), float(s))
+    return cells
 
 
 @dataclass(frozen=True, slots=True)

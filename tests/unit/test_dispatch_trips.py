@@ -75,6 +75,27 @@ def test_an_order_waits_until_the_kitchen_is_nearly_done_before_it_is_offered() 
     assert sent.plans[0].commit
 
 
+def test_a_known_road_time_replaces_the_straight_line_in_the_choice_and_the_release() -> None:
+    o = order("a", ready=700, to=east(2000))
+    near = FreeDriver("near", *east(-1500), free_at=0.0)  # 300 s by the line
+    far = FreeDriver("far", *east(-6000), free_at=0.0)  # 1200 s by the line: late
+    cfg = TripConfig(release_margin_s=60.0)
+
+    def plan(road: dict[tuple[str, str], float] | None) -> tuple[str, float, float]:
+        rnd = plan_trips([o], [near, far], now=0.0, interval_s=30.0, travel=TRAVEL, config=cfg,
+                         to_pickup_s=road)  # fmt: skip
+        (p,) = rnd.plans
+        return p.driver_id, round(p.why.release_at, 1), round(p.legs[0].arrive_at, 1)
+
+    assert plan(None) == ("near", 340.0, 300.0)
+    # The road is faster than the line: released later, and the driver arrives by it.
+    assert plan({("near", "a"): 120.0}) == ("near", 520.0, 120.0)
+    # Across a river the near one is far by road: the other is chosen.
+    assert plan({("near", "a"): 900.0, ("far", "a"): 500.0}) == ("far", 140.0, 500.0)
+    # Pairs of other drivers or orders, and nonsense times, change nothing.
+    assert plan({("ghost", "a"): 1.0, ("near", "x"): 1.0, ("far", "a"): math.nan}) == plan(None)
+
+
 def test_a_driver_about_to_be_free_next_door_beats_an_idle_one_far_away() -> None:
     o = order("a", ready=400, to=east(2000))
     far = FreeDriver("far", *east(-6000), free_at=0.0)  # 20 min away

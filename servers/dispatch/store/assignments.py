@@ -181,6 +181,25 @@ class AssignmentStore:
                 (ids, [ts(max(now, release_at[i])) for i in ids], [s.value for s in POOL]),
             )
 
+    async def food_ready(self, order_id: str, *, at: float) -> None:
+        """The kitchen marked the food ready at ``at`` (the first mark stands: redelivered
+        events change nothing)."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE fleet.assignments SET food_ready_at = coalesce(food_ready_at, %s)"
+                " WHERE order_id = %s",
+                (ts(at), order_id),
+            )
+
+    async def food_ready_at(self, order_id: str) -> float | None:
+        """When the kitchen marked the food ready, if it did."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT food_ready_at FROM fleet.assignments WHERE order_id = %s", (order_id,)
+            )
+            row = await cur.fetchone()
+        return row[0].timestamp() if row is not None and row[0] is not None else None
+
     # -- the road --------------------------------------------------------------------
 
     async def progress(

@@ -1,0 +1,114 @@
+"""Kitchen-timed offers on the city's road times: ETA's driver→restaurant time sets the release."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from clients import EtaClient
+from foodmesh.core.geo import haversine_m
+from foodmesh.v1 import common_pb2, eta_pb2
+from servers.dispatch.scoring import DETOUR, SPEED_MPS
+from tests.integration._dispatch import REST, Driver, confirmed_order, dispatch_mesh, upsert
+from tests.integration._order import token
+from tests.integration.test_dispatch_routes import eta_service
+
+pytestmark = pytest.mark.timeout(120)
+
+MARGIN_S = 60.0
+# The driver, ~3 km south-west of the restaurant across the grid, on the road graph.
+AWAY = (37.7580, -122.4380)
+
+
+async def held_for(pg_url: str, oid: str) -> tuple[str, int, float, float]:
+    """The held order's status, offers, seconds to its food, and its release before the food."""
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        for _ in range(100):  # matched and held within a few rounds
+            cur = await conn.execute(
+                "SELECT status, offers_made, extract(epoch FROM ready_at - now()),"
+                " extract(epoch FROM ready_at - held_until) FROM fleet.assignments"
+                " WHERE order_id = %s AND held_until IS NOT NULL",
+                (oid,),
+            )
+            if (row := await cur.fetchone()) is not None:
+                return str(row[0]), int(row[1]), float(row[2]), float(row[3])
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{oid} was never held")
+
+
+def line_s() -> float:
+    """The straight line's time from the driver to the restaurant (the planner's default)."""
+    return haversine_m(*AWAY, *REST) / (SPEED_MPS[0] / DETOUR)
+
+
+async def test_an_order_is_released_by_the_drivers_road_time_from_eta_not_the_straight_line(
+    pg_url: str, redis_url: str, nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    async with (
+        eta_service(redis_url=redis_url, namespace=namespace, model_dir=tmp_path / "m") as eta_at,
+        dispatch_mesh(
+            pg_url=pg_url,
+            redis_url=redis_url,
+            nats_url=nats_url,
+            namespace=namespace,
+            state_dir=tmp_path,
+            extra={"FOODMESH_DISPATCH_ETA_TARGET": eta_at,
+                   "FOODMESH_DISPATCH_KITCHEN_RELEASE_S": str(MARGIN_S)},
+        ) as mesh,
+        EtaClient(eta_at, options=token("ops", "ops")) as eta,
+    ):  # fmt: skip
+        # What ETA says the drive takes, and what the straight line would have said.
+        leg = eta_pb2.TravelLeg(
+            origin=common_pb2.LatLng(lat=AWAY[0], lon=AWAY[1]),
+            destination=common_pb2.LatLng(lat=REST[0], lon=REST[1]),
+        )
+        answer = await eta.estimate_travel_times(eta_pb2.EstimateTravelTimesRequest(legs=[leg]))
+        (road,) = answer.travel_times
+        assert road.source == eta_pb2.ESTIMATE_SOURCE_ROAD_GRAPH
+        road_s = road.duration_seconds
+        line = line_s()
+        # The two disagree by minutes: the test tells which one set the release.
+        assert abs(road_s - line) > 90, (road_s, line)
+
+        await upsert(mesh, "away")
+        async with Driver(mesh, "away") as d:
+            await d.at(*AWAY)
+            await d.open_session()
+            oid = await confirmed_order(mesh, "k-road")
+            # Released the road time plus the margin before the food, not the line's (a
+            # round ETA misses its deadline keeps the line: the next ones correct it).
+            for _ in range(50):
+                status, offers, ready_in, before_ready = await held_for(pg_url, oid)
+                if abs(before_ready - (road_s + MARGIN_S)) <= 5.0:
+                    break
+                await asyncio.sleep(0.2)
+            assert (status, offers) == ("pending", 0)
+            assert ready_in > road_s + MARGIN_S + 30  # still held, not yet due
+            assert before_ready == pytest.approx(road_s + MARGIN_S, abs=5.0), (
+                before_ready, road_s, line)  # fmt: skip
+
+
+async def test_with_eta_away_the_straight_line_still_times_the_release(
+    pg_url: str, redis_url: str, nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    async with dispatch_mesh(
+        pg_url=pg_url,
+        redis_url=redis_url,
+        nats_url=nats_url,
+        namespace=namespace,
+        state_dir=tmp_path,
+        # Port 1 refuses at once: an ETA service that is configured but away.
+        extra={"FOODMESH_DISPATCH_ETA_TARGET": "127.0.0.1:1",
+               "FOODMESH_DISPATCH_KITCHEN_RELEASE_S": str(MARGIN_S)},
+    ) as mesh:  # fmt: skip
+        await upsert(mesh, "away")
+        async with Driver(mesh, "away") as d:
+            await d.at(*AWAY)
+            await d.open_session()
+            oid = await confirmed_order(mesh, "k-road-away")
+            status, offers, _, before_ready = await held_for(pg_url, oid)
+            assert (status, offers) == ("pending", 0)
+            assert before_ready == pytest.approx(line_s() + MARGIN_S, abs=5.0)
