@@ -15,6 +15,7 @@ import pytest
 
 from clients import OrderClient
 from foodmesh.sim.agents import SimConfig
+from foodmesh.sim.city import City
 from foodmesh.sim.demand import distance_m
 from foodmesh.sim.run import run_sim
 from foodmesh.soak.proxy import Route, serve
@@ -25,6 +26,47 @@ from tests.integration._order import token
 from tests.integration._platform import platform, small_city
 
 pytestmark = pytest.mark.timeout(180)
+
+
+def _config(gateway: str, location: str, dispatch: str, *, prep_scale: float) -> SimConfig:
+    """A city that places no orders of its own, with fast kitchens and roads."""
+    return SimConfig(
+        gateway=gateway, location_target=location, dispatch_target=dispatch, seed=11,
+        orders_per_hour=0.0, flat_demand=True, duration_s=0.0, shifts=False, ramp_s=1.0,
+        prep_scale=prep_scale, travel_scale=0.01, watch_every_s=1.0, roads=False,
+        declined_share=0.0, bad_share=0.0, silent_share=0.0, stop_s=60.0,
+        progress_every_s=2.0,
+    )  # fmt: skip
+
+
+async def _two_orders_of_one_restaurant(
+    order_target: str, city: City, *, key: str
+) -> list[tuple[OrderClient, str]]:
+    """The city's first two customers each order from the restaurant nearest the first."""
+    a, b = city.customers[0], city.customers[1]
+    here = (a.address.lat, a.address.lon)
+    rest = min(city.restaurants, key=lambda r: distance_m(here, r.location))
+    item = next(i for c in rest.menu for i in c.items if i.available)
+    placed: list[tuple[OrderClient, str]] = []
+    for who in (a, b):
+        c = OrderClient(order_target, options=token("customer", who.customer_id))
+        got = await c.place_order(opb.PlaceOrderRequest(
+            idempotency_key=f"{key}-{who.customer_id}", restaurant_id=rest.restaurant_id,
+            items=[opb.OrderItemInput(item_id=item.item_id, quantity=2)],
+            delivery_address=who.address, payment_method_id="pm_card_visa",
+        ))  # fmt: skip
+        placed.append((c, got.order.order_id))
+    return placed
+
+
+async def _all_delivered(placed: list[tuple[OrderClient, str]]) -> list[opb.Order]:
+    """The orders once every one is delivered (two minutes at most)."""
+    async with asyncio.timeout(120):
+        while True:
+            got = [(await c.get_order(opb.GetOrderRequest(order_id=o))).order for c, o in placed]
+            if all(o.status == common_pb2.ORDER_STATUS_DELIVERED for o in got):
+                return got
+            await asyncio.sleep(0.5)
 
 
 async def test_one_simulated_driver_delivers_two_orders_of_one_restaurant_in_one_trip(
@@ -38,35 +80,13 @@ async def test_one_simulated_driver_delivers_two_orders_of_one_restaurant_in_one
                         namespace=namespace, state_dir=tmp_path, with_dispatch=True, city=city,
                         dispatch_extra={"FOODMESH_DISPATCH_MAX_ORDERS": "2"}) as p:  # fmt: skip
         stop = asyncio.Event()
-        cfg = SimConfig(
-            gateway=p.gateway, location_target=p.location, dispatch_target=p.dispatch, seed=11,
-            orders_per_hour=0.0, flat_demand=True, duration_s=0.0, shifts=False, ramp_s=1.0,
-            prep_scale=0.02, travel_scale=0.01, watch_every_s=1.0, roads=False,
-            declined_share=0.0, bad_share=0.0, silent_share=0.0, stop_s=60.0,
-            progress_every_s=2.0,
+        sim = asyncio.create_task(
+            run_sim(_config(p.gateway, p.location, p.dispatch or "", prep_scale=0.02),
+                    city=city, stop=stop)
         )  # fmt: skip
-        sim = asyncio.create_task(run_sim(cfg, city=city, stop=stop))
         try:
-            a, b = city.customers[0], city.customers[1]
-            here = (a.address.lat, a.address.lon)
-            rest = min(city.restaurants, key=lambda r: distance_m(here, r.location))
-            item = next(i for c in rest.menu for i in c.items if i.available)
-            placed: list[tuple[OrderClient, str]] = []
-            for who in (a, b):
-                c = OrderClient(p.order, options=token("customer", who.customer_id))
-                got = await c.place_order(opb.PlaceOrderRequest(
-                    idempotency_key=f"trip-{who.customer_id}", restaurant_id=rest.restaurant_id,
-                    items=[opb.OrderItemInput(item_id=item.item_id, quantity=2)],
-                    delivery_address=who.address, payment_method_id="pm_card_visa",
-                ))  # fmt: skip
-                placed.append((c, got.order.order_id))
-            async with asyncio.timeout(120):
-                while True:
-                    got_all = [(await c.get_order(opb.GetOrderRequest(order_id=o))).order
-                               for c, o in placed]  # fmt: skip
-                    if all(o.status == common_pb2.ORDER_STATUS_DELIVERED for o in got_all):
-                        break
-                    await asyncio.sleep(0.5)
+            placed = await _two_orders_of_one_restaurant(p.order, city, key="trip")
+            got_all = await _all_delivered(placed)
             assert {o.driver_id for o in got_all} == {city.drivers[0].driver_id}
             for client, _ in placed:
                 await client.close()
@@ -118,28 +138,11 @@ async def test_a_two_order_trip_is_finished_whole_after_the_drivers_session_is_c
         _cuttable(p.dispatch or "", tmp_path / "cut.json", capsys) as through,
     ):  # fmt: skip
         stop = asyncio.Event()
-        cfg = SimConfig(
-            gateway=p.gateway, location_target=p.location, dispatch_target=through, seed=11,
-            orders_per_hour=0.0, flat_demand=True, duration_s=0.0, shifts=False, ramp_s=1.0,
-            prep_scale=0.05, travel_scale=0.01, watch_every_s=1.0, roads=False,
-            declined_share=0.0, bad_share=0.0, silent_share=0.0, stop_s=60.0,
-            progress_every_s=2.0,
-        )  # fmt: skip
-        sim = asyncio.create_task(run_sim(cfg, city=city, stop=stop))
+        sim = asyncio.create_task(
+            run_sim(_config(p.gateway, p.location, through, prep_scale=0.05), city=city, stop=stop)
+        )
         try:
-            a, b = city.customers[0], city.customers[1]
-            here = (a.address.lat, a.address.lon)
-            rest = min(city.restaurants, key=lambda r: distance_m(here, r.location))
-            item = next(i for c in rest.menu for i in c.items if i.available)
-            placed: list[tuple[OrderClient, str]] = []
-            for who in (a, b):
-                c = OrderClient(p.order, options=token("customer", who.customer_id))
-                got = await c.place_order(opb.PlaceOrderRequest(
-                    idempotency_key=f"cut-{who.customer_id}", restaurant_id=rest.restaurant_id,
-                    items=[opb.OrderItemInput(item_id=item.item_id, quantity=2)],
-                    delivery_address=who.address, payment_method_id="pm_card_visa",
-                ))  # fmt: skip
-                placed.append((c, got.order.order_id))
+            placed = await _two_orders_of_one_restaurant(p.order, city, key="cut")
             ids = [o for _, o in placed]
             held = ("SELECT status FROM fleet.assignments"
                     " WHERE driver_id = %s AND order_id = ANY(%s)")  # fmt: skip
@@ -150,13 +153,7 @@ async def test_a_two_order_trip_is_finished_whole_after_the_drivers_session_is_c
                         break
                     await asyncio.sleep(0.05)
             (tmp_path / "cut.json").write_text(json.dumps({"cut": {"dispatch": 1}}))
-            async with asyncio.timeout(120):
-                while True:
-                    got_all = [(await c.get_order(opb.GetOrderRequest(order_id=o))).order
-                               for c, o in placed]  # fmt: skip
-                    if all(o.status == common_pb2.ORDER_STATUS_DELIVERED for o in got_all):
-                        break
-                    await asyncio.sleep(0.5)
+            got_all = await _all_delivered(placed)
             assert {o.driver_id for o in got_all} == {driver}
             for client, _ in placed:
                 await client.close()
