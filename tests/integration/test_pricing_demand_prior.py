@@ -143,7 +143,10 @@ async def test_a_fresh_platform_trains_on_the_prior_and_real_counts_take_over(
                 ops, busiest, lambda g: g.model.kind == "xgboost"), timeout=120,
             )  # fmt: skip
             assert got.model.prior_share == pytest.approx(share, abs=0.01)
-            assert got.cells[0].recent_orders == 6 * REAL
+            # The last six complete buckets: all six real, or five when a bucket boundary
+            # passed since the rows were written (it did once on a loaded machine).
+            assert got.forecast_time.seconds // BUCKET - b_now in (0, 1)
+            assert got.cells[0].recent_orders in (6 * REAL, 5 * REAL)
             # The city's level now: three a bucket, not the prior's curve.
             assert got.cells[0].forecasts[0].expected_orders == pytest.approx(6 * REAL, rel=0.4)
     finally:
