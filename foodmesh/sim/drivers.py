@@ -625,6 +625,13 @@ class DriverAgent:
             if ev.WhichOneof("event") != "action_rejected":
                 stats.inc("picked")
                 return
+            if ev.action_rejected.code == "UNAVAILABLE":
+                # "Try again shortly" (Dispatch's database restarting): the app tries again,
+                # as for every step. Giving up here left the order at the counter, held by
+                # this driver (the 30-minute soak's one stuck order, at the PostgreSQL restart).
+                stats.inc("steps_retried")
+                await self._wait(s, self.rng.uniform(1.0, 3.0), a.order_id)
+                continue
             if ev.action_rejected.code != "FAILED_PRECONDITION":
                 s.rejected(ev, "picked_up")
                 raise _OrderGone()

@@ -192,3 +192,43 @@ def test_a_kitchen_cooks_an_order_confirmed_while_its_tablet_was_away() -> None:
     k._heard(order("o5", "PLACED", delivery_option="DELIVERY_OPTION_SCHEDULED"), spec, spawn)
     assert len(spawned) == 3
     assert stats.counts["kitchen_caught_up"] == 2
+
+
+async def test_a_driver_tries_the_pickup_again_when_dispatch_says_try_again_shortly() -> None:
+    """Dispatch answers UNAVAILABLE while its database restarts: the app tries again, as for
+    every step. Giving up left the order at the counter, held by this driver (the 30-minute
+    soak's one stuck order, at its PostgreSQL restart)."""
+    import types
+
+    from foodmesh.sim.drivers import DriverAgent
+    from foodmesh.v1 import dispatch_pb2
+
+    def rejected(code: str) -> dispatch_pb2.DriverSessionResponse:
+        return dispatch_pb2.DriverSessionResponse(
+            action_rejected=dispatch_pb2.ActionRejected(code=code, message="try again shortly")
+        )
+
+    answers = [rejected("UNAVAILABLE"), rejected("UNAVAILABLE"),
+               dispatch_pb2.DriverSessionResponse(state=dispatch_pb2.SessionState())]  # fmt: skip
+    sent: list[str] = []
+
+    class Session:
+        async def act(self, **action: dispatch_pb2.OrderProgress) -> object:
+            sent.extend(p.order_id for p in action.values())
+            return answers.pop(0)
+
+        def rejected(self, ev: object, what: str) -> bool:
+            raise AssertionError(f"{what} counted as refused")
+
+    async def wait(s: object, seconds: float, order_id: str) -> None:
+        return None
+
+    stats = Stats()
+    agent = types.SimpleNamespace(
+        fleet=types.SimpleNamespace(stats=stats, food_ready=lambda oid: None),
+        rng=random.Random(1), _wait=wait,
+    )  # fmt: skip
+    a = dispatch_pb2.Assignment(order_id="ord_1")
+    await DriverAgent._pick_up(agent, Session(), a, handover_s=0.0)  # type: ignore[arg-type]
+    assert sent == ["ord_1"] * 3
+    assert stats.counts["picked"] == 1 and stats.counts["steps_retried"] == 2
