@@ -119,7 +119,9 @@ class OfferStore:
                 )
                 await emit(conn, self.announce, "offered", a, offer)
                 return a, offer
-        except (_Lost, psycopg.errors.UniqueViolation):
+        except (_Lost, psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
+            # A deadlock with another replica's offer for the same driver is a race lost like
+            # the others: PostgreSQL rolled this transaction back whole; the next round retries.
             return None
 
     async def take_trip(self, order_ids: list[str], driver_id: str, *, trip_id: str,
@@ -153,7 +155,7 @@ class OfferStore:
                     (ts(now), driver_id),
                 )
                 return [a.order_id for a in taken]
-        except (_Lost, psycopg.errors.CheckViolation):
+        except (_Lost, psycopg.errors.CheckViolation, psycopg.errors.DeadlockDetected):
             return []
 
     async def _open_offer(
