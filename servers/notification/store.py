@@ -392,16 +392,16 @@ class NotificationStore:
             return [DeliveryRow(*r) for r in await cur.fetchall()]
 
     async def dead_letters(self, limit: int) -> tuple[list[DeliveryRow], int]:
+        # The page and the count in one statement (one snapshot): in two, a delivery that
+        # died between them was counted but not listed.
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                f"SELECT {_DELIVERY} FROM notify.deliveries WHERE dead"
+                f"SELECT {_DELIVERY}, count(*) OVER () FROM notify.deliveries WHERE dead"
                 " ORDER BY updated_at DESC LIMIT %s",
                 (limit,),
             )
-            rows = [DeliveryRow(*r) for r in await cur.fetchall()]
-            cur = await conn.execute("SELECT count(*) FROM notify.deliveries WHERE dead")
-            total = await cur.fetchone()
-        return rows, int(total[0]) if total else 0
+            got = await cur.fetchall()
+        return [DeliveryRow(*r[:-1]) for r in got], int(got[0][-1]) if got else 0
 
     async def counts(self) -> dict[tuple[str, str], int]:
         """Deliveries per (channel, state): what the metrics export."""
