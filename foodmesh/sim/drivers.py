@@ -514,6 +514,11 @@ class DriverAgent:
             raise _OrderGone()
         return s
 
+    async def _try_again_shortly(self, s: Session, order_id: str) -> None:
+        """Dispatch said "try again shortly" (UNAVAILABLE): a moment, then the app tries again."""
+        self.fleet.stats.inc("steps_retried")
+        await self._wait(s, self.rng.uniform(1.0, 3.0), order_id)
+
     async def _step(self, s: Session, what: str, order_id: str) -> None:
         action: dict[str, Any] = {what: dispatch_pb2.OrderProgress(order_id=order_id)}
         for _ in range(5):
@@ -522,8 +527,7 @@ class DriverAgent:
                 return
             if ev.action_rejected.code != "UNAVAILABLE":  # "try again shortly": so we do
                 break
-            self.fleet.stats.inc("steps_retried")
-            await self._wait(s, self.rng.uniform(1.0, 3.0), order_id)
+            await self._try_again_shortly(s, order_id)
         s.rejected(ev, what)
         raise _OrderGone()
 
@@ -594,8 +598,7 @@ class DriverAgent:
             rejected = ev.action_rejected if ev.WhichOneof("event") == "action_rejected" else None
             if rejected is None or rejected.code != "UNAVAILABLE":
                 break
-            stats.inc("steps_retried")
-            await self._wait(s, self.rng.uniform(1.0, 3.0), oid)
+            await self._try_again_shortly(s, oid)
         if not s.rejected(ev, "delivered"):
             stats.inc("delivered")
         return s
@@ -629,8 +632,7 @@ class DriverAgent:
                 # "Try again shortly" (Dispatch's database restarting): the app tries again,
                 # as for every step. Giving up here left the order at the counter, held by
                 # this driver (the 30-minute soak's one stuck order, at the PostgreSQL restart).
-                stats.inc("steps_retried")
-                await self._wait(s, self.rng.uniform(1.0, 3.0), a.order_id)
+                await self._try_again_shortly(s, a.order_id)
                 continue
             if ev.action_rejected.code != "FAILED_PRECONDITION":
                 s.rejected(ev, "picked_up")

@@ -228,6 +228,7 @@ async def test_a_driver_tries_the_pickup_again_when_dispatch_says_try_again_shor
         fleet=types.SimpleNamespace(stats=stats, food_ready=lambda oid: None),
         rng=random.Random(1), _wait=wait,
     )  # fmt: skip
+    agent._try_again_shortly = lambda s, oid: DriverAgent._try_again_shortly(agent, s, oid)  # type: ignore[arg-type]
     a = dispatch_pb2.Assignment(order_id="ord_1")
     await DriverAgent._pick_up(agent, Session(), a, handover_s=0.0)  # type: ignore[arg-type]
     assert sent == ["ord_1"] * 3
