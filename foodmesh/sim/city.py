@@ -381,9 +381,17 @@ def _restaurant(
 
 
 def build_city(
-    *, seed: int = 7, restaurants: int = 500, drivers: int = 300, customers: int = 2000
+    *,
+    seed: int = 7,
+    restaurants: int = 500,
+    drivers: int = 300,
+    customers: int = 2000,
+    always_open: int = 5,
 ) -> City:
     """The city for ``seed``: deterministic, and a prefix of a bigger city with the same seed.
+
+    The first ``always_open`` restaurants never close (a city's 24-hour diners, near the
+    centre); the others keep their profile's hours.
 
     Each kind has its own random stream, so asking for more drivers does not move a
     single restaurant.
@@ -399,7 +407,7 @@ def build_city(
         else:
             hlat, hlon, spread = r_rng.choice(hoods)
             lat, lon = _offset(hlat, hlon, r_rng.gauss(0, spread), r_rng.gauss(0, spread))
-        rests.append(_restaurant(r_rng, i, lat, lon, always_open=i < 5))
+        rests.append(_restaurant(r_rng, i, lat, lon, always_open=i < always_open))
 
     d_rng = random.Random(f"{seed}:drivers")
     drv = []

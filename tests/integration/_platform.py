@@ -24,9 +24,10 @@ from tests.integration._order import order_mesh, token
 NOWHERE = "127.0.0.1:1"
 
 
-def small_city() -> City:
-    """20 restaurants and 10 drivers; customers within 2 km of the centre, where 5 never close."""
-    big = build_city(seed=11, restaurants=20, drivers=10, customers=400)
+def small_city(*, always_open: int = 5) -> City:
+    """20 restaurants and 10 drivers; customers within 2 km of the centre, where 5 (or
+    ``always_open``) never close."""
+    big = build_city(seed=11, restaurants=20, drivers=10, customers=400, always_open=always_open)
     near = tuple(c for c in big.customers if distance_m(CENTER, (c.address.lat, c.address.lon))
                  < 2000)[:60]  # fmt: skip
     return dataclasses.replace(big, customers=near)

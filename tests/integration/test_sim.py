@@ -226,9 +226,12 @@ async def test_the_city_exercises_auto_confirm_the_confirmation_timeout_and_esca
     (the platform cancels those); no driver works, so Dispatch escalates what is confirmed.
     The progress line counts each."""
     caplog.set_level(logging.WARNING)
+    # Every kitchen open whatever the hour: at night only the five 24-hour diners take
+    # orders, and with this seed none of them is absent (no timeout to see: a CI failure).
+    city = small_city(always_open=20)
     async with run_platform(
         pg_url=pg_url, redis_url=redis_url, nats_url=nats_url, namespace=namespace,
-        state_dir=tmp_path, with_dispatch=True,
+        state_dir=tmp_path, with_dispatch=True, city=city,
         order_extra={"FOODMESH_ORDER_CONFIRM_TIMEOUT_S": "1",
                      "FOODMESH_ORDER_SWEEP_EVERY_S": "0.2"},
         dispatch_extra={"FOODMESH_DISPATCH_NO_DRIVER_AFTER_S": "1",
@@ -251,7 +254,7 @@ async def test_the_city_exercises_auto_confirm_the_confirmation_timeout_and_esca
                 config(p, dispatch_target=None, duration_s=40.0, orders_per_hour=7200.0,
                        auto_confirm_share=0.45, absent_kitchen_share=0.45, declined_share=0.0,
                        cancel_share=0.0),
-                city=small_city(), stats=stats, stop=stop,
+                city=city, stats=stats, stop=stop,
             )  # fmt: skip
         finally:
             await stop_tasks([watcher])
