@@ -1,6 +1,7 @@
 """The live city's delivery figures, read from a running ``foodmesh up``.
 
-Prints, for the orders placed since ``--since`` (epoch seconds) and delivered:
+Prints, for the orders placed since ``--since`` (and before ``--until``; epoch seconds)
+and delivered:
 click-to-door mean and p90 (the Order service's own records: placement to the
 ``delivered`` step of its timeline), the drivers' mean time at the restaurant
 (Dispatch's ``foodmesh_dispatch_driver_wait_seconds``: arrived to picked up, the counter's
@@ -31,9 +32,12 @@ _CLICK_TO_DOOR = """
 SELECT extract(epoch FROM t.at - o.created_at)
 FROM orders.orders o
 JOIN orders.timeline t ON t.order_id = o.order_id AND t.status = 'delivered'
-WHERE o.created_at >= to_timestamp(%s)
+WHERE o.created_at >= to_timestamp(%s) AND o.created_at < to_timestamp(%s)
 """
-_PLACED = "SELECT count(*) FROM orders.orders WHERE created_at >= to_timestamp(%s)"
+_PLACED = """
+SELECT count(*) FROM orders.orders
+WHERE created_at >= to_timestamp(%s) AND created_at < to_timestamp(%s)
+"""
 
 
 def driver_wait(metrics_text: str, metric: str = "driver_wait") -> tuple[float, int]:
@@ -45,11 +49,15 @@ def driver_wait(metrics_text: str, metric: str = "driver_wait") -> tuple[float, 
     return found["sum"], int(found["count"])
 
 
-async def figures(postgres_url: str, metrics_url: str, since: float) -> dict[str, Any]:
+async def figures(
+    postgres_url: str, metrics_url: str, since: float, until: float = float("inf")
+) -> dict[str, Any]:
+    """The figures of the orders placed in [since, until) (epoch seconds)."""
+    until = min(until, 4e9)
     async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
-        cur = await conn.execute(_CLICK_TO_DOOR, (since,))
+        cur = await conn.execute(_CLICK_TO_DOOR, (since, until))
         secs = np.array([float(r[0]) for r in await cur.fetchall()])
-        cur = await conn.execute(_PLACED, (since,))
+        cur = await conn.execute(_PLACED, (since, until))
         row = await cur.fetchone()
         placed = int(row[0]) if row else 0
     text = await asyncio.to_thread(
@@ -74,6 +82,8 @@ async def figures(postgres_url: str, metrics_url: str, since: float) -> dict[str
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--since", type=float, required=True, help="orders placed from (epoch s)")
+    ap.add_argument("--until", type=float, default=float("inf"),
+                    help="orders placed before (epoch s; default: now)")  # fmt: skip
     ap.add_argument("--postgres-url", default=os.environ.get("FOODMESH_POSTGRES_URL", ""))
     ap.add_argument(
         "--metrics-url",
@@ -85,7 +95,7 @@ def main() -> int:
     if not args.postgres_url:
         print("--postgres-url or FOODMESH_POSTGRES_URL is needed", file=sys.stderr)
         return 2
-    out = asyncio.run(figures(args.postgres_url, args.metrics_url, args.since))
+    out = asyncio.run(figures(args.postgres_url, args.metrics_url, args.since, args.until))
     if args.json:
         print(json.dumps(out))
     else:

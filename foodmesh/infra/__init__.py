@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from foodmesh.infra._procs import alive
+from foodmesh.infra._procs import alive, free_port
 from foodmesh.infra._servers import NatsServer, PostgresServer, RedisServer, Server, SmtpServer
 from foodmesh.infra.errors import InfraError
 
@@ -36,6 +36,7 @@ __all__ = [
     "ServerStatus",
     "down",
     "format_status",
+    "free_port",
     "smtp_inbox_url",
     "stop_smtp",
     "fresh_run_dir",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import time
@@ -19,10 +20,33 @@ __all__ = [
 ]
 
 
+#: Where free ports are looked for: above the well-known services, below the kernel's
+#: ephemeral range (read from /proc when it can be).
+_LOW_PORT = 20000
+
+
+def _ephemeral_low() -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32768
+
+
 def free_port(preferred: int | None = None) -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on; ``preferred`` when it is free."""
+    """A TCP port on 127.0.0.1 that nobody listens on; ``preferred`` when it is free.
+
+    Chosen below the kernel's ephemeral range: a port from that range (what binding
+    port 0 gives) can be taken by any outgoing connection's local end in the moment
+    between choosing it and the server binding it. A Redis Cluster node's bus port was
+    lost that way in a CI run ("Address already in use").
+    """
     if preferred and port_free(preferred):
         return preferred
+    high = _ephemeral_low()
+    if high - _LOW_PORT >= 1000:
+        for _ in range(64):
+            port = random.randrange(_LOW_PORT, high)
+            if port_free(port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from foodmesh.infra import free_port
 from foodmesh.soak.audit import Audit, AuditSettings, driver_limit, run_audit
 from foodmesh.soak.faults import Fault, FaultSchedule
 from foodmesh.soak.timeline import FaultWindow, Timeline, call_kind
@@ -90,12 +90,6 @@ class SoakResult:
     notes: list[str] = field(default_factory=list)
     #: Per process: CPU seconds over the run and the mean share of one core.
     cpu: dict[str, Any] = field(default_factory=dict)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _with_port(url: str, port: int) -> str:
@@ -437,8 +431,8 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
     run = _Run(c)
     services = available()
     names = [s.name for s in services]
-    ports = {s.name: (_free_port(), _free_port()) for s in services}
-    gateway_port = _free_port()
+    ports = {s.name: (free_port(), free_port()) for s in services}
+    gateway_port = free_port()
     proxy = _Proxy(out / "proxy-control.json")
     supervisor: Supervisor | None = None
     runner: asyncio.Task[None] | None = None
@@ -494,7 +488,7 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
             await migrate_services(names, urls.postgres_url)
             specs = platform_specs(services, through, state, gateway_port=str(gateway_port),
                                    dashboard_port="0", dashboard=False, ports=ports,
-                                   gateway_metrics_port=str(_free_port()),
+                                   gateway_metrics_port=str(free_port()),
                                    extra_env={"dispatch": dispatch_env})  # fmt: skip
             supervisor = Supervisor(specs, state_dir=state, log_dir=logs, grace_s=10.0,
                                     max_deaths_per_minute=10)  # fmt: skip

@@ -10,15 +10,10 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from foodmesh.infra import free_port
 from foodmesh.infra._servers import _nats_binary, _redis_binary
 
 __all__ = ["OwnNats", "OwnRedis", "OwnServer", "free_port"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _listening(port: int) -> bool:
