@@ -190,6 +190,9 @@ class StageEstimates:
             subtotal_minor=o.subtotal_minor, currency=o.currency, start=o.created_at,
             now=at, status=status.value, driver_id=o.driver_id,
             vehicle=await self._vehicle(o.driver_id),
+            # The conditions as of placement, as the model is trained on them.
+            drivers_nearby=o.eta_drivers_nearby, weather=o.eta_weather or 0,
+            event_multiplier=o.eta_event_multiplier,
         )  # fmt: skip
         try:
             est = await self.eta.estimate(e, timeout_s=self.timeout_s)
