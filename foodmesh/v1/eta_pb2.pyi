@@ -155,6 +155,8 @@ class EstimateDeliveryRequest(_message.Message):
     RESTAURANT_LISTED_PREP_MINUTES_FIELD_NUMBER: _builtins.int
     RESTAURANT_RECENT_PREP_MINUTES_FIELD_NUMBER: _builtins.int
     RESTAURANT_RECENT_ORDERS_FIELD_NUMBER: _builtins.int
+    DRIVERS_NEARBY_FIELD_NUMBER: _builtins.int
+    EVENT_MULTIPLIER_FIELD_NUMBER: _builtins.int
     restaurant_id: _builtins.str
     """The restaurant (its prep-time history)."""
     item_count: _builtins.int
@@ -177,6 +179,14 @@ class EstimateDeliveryRequest(_message.Message):
     """Mean preparation time of the restaurant's latest ready orders (as of now), minutes."""
     restaurant_recent_orders: _builtins.int
     """How many ready orders restaurant_recent_prep_minutes averages (0: none known)."""
+    drivers_nearby: _builtins.int
+    """Free drivers in the restaurant's geohash-5 cell when the order was placed (Pricing's
+    surge supply); absent when unknown.
+    """
+    event_multiplier: _builtins.float
+    """The event factor over the restaurant's cell when the order was placed (Pricing's,
+    1.0 to 1.8); 0 = not sent, read as 1.0.
+    """
     @_builtins.property
     def restaurant_location(self) -> _common_pb2.LatLng:
         """Where to pick up."""
@@ -216,12 +226,16 @@ class EstimateDeliveryRequest(_message.Message):
         restaurant_listed_prep_minutes: _builtins.float = ...,
         restaurant_recent_prep_minutes: _builtins.float = ...,
         restaurant_recent_orders: _builtins.int = ...,
+        drivers_nearby: _builtins.int | None = ...,
+        event_multiplier: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delivery_location", b"delivery_location", "driver_location", b"driver_location", "order_time", b"order_time", "restaurant_location", b"restaurant_location", "subtotal", b"subtotal"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_drivers_nearby", b"_drivers_nearby", "delivery_location", b"delivery_location", "driver_location", b"driver_location", "drivers_nearby", b"drivers_nearby", "order_time", b"order_time", "restaurant_location", b"restaurant_location", "subtotal", b"subtotal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_location", b"delivery_location", "driver_id", b"driver_id", "driver_location", b"driver_location", "item_count", b"item_count", "order_id", b"order_id", "order_status", b"order_status", "order_time", b"order_time", "restaurant_active_orders", b"restaurant_active_orders", "restaurant_id", b"restaurant_id", "restaurant_listed_prep_minutes", b"restaurant_listed_prep_minutes", "restaurant_location", b"restaurant_location", "restaurant_recent_orders", b"restaurant_recent_orders", "restaurant_recent_prep_minutes", b"restaurant_recent_prep_minutes", "subtotal", b"subtotal", "vehicle_type", b"vehicle_type", "weather", b"weather"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_drivers_nearby", b"_drivers_nearby", "delivery_location", b"delivery_location", "driver_id", b"driver_id", "driver_location", b"driver_location", "drivers_nearby", b"drivers_nearby", "event_multiplier", b"event_multiplier", "item_count", b"item_count", "order_id", b"order_id", "order_status", b"order_status", "order_time", b"order_time", "restaurant_active_orders", b"restaurant_active_orders", "restaurant_id", b"restaurant_id", "restaurant_listed_prep_minutes", b"restaurant_listed_prep_minutes", "restaurant_location", b"restaurant_location", "restaurant_recent_orders", b"restaurant_recent_orders", "restaurant_recent_prep_minutes", b"restaurant_recent_prep_minutes", "subtotal", b"subtotal", "vehicle_type", b"vehicle_type", "weather", b"weather"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__drivers_nearby: _TypeAlias = _typing.Literal["drivers_nearby"]  # noqa: Y015
+    _WhichOneofArgType__drivers_nearby: _TypeAlias = _typing.Literal["_drivers_nearby", b"_drivers_nearby"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__drivers_nearby) -> _WhichOneofReturnType__drivers_nearby | None: ...
 
 Global___EstimateDeliveryRequest: _TypeAlias = EstimateDeliveryRequest  # noqa: Y015
 

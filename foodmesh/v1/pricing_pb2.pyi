@@ -415,6 +415,7 @@ class Surge(_message.Message):
     COMPUTE_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     FORECAST_DEMAND_FIELD_NUMBER: _builtins.int
+    WEATHER_FIELD_NUMBER: _builtins.int
     multiplier: _builtins.float
     """Multiplier, 1.0 to 3.0 in steps of 0.1."""
     cell: _builtins.str
@@ -437,6 +438,8 @@ class Surge(_message.Message):
     """Orders the next half hour's demand forecast expects in the same 10-minute window;
     surge prices the larger of this and demand, so it moves before a rush.
     """
+    weather: _common_pb2.WeatherKind.ValueType
+    """The weather in force over the cell (unspecified when none is set)."""
     @_builtins.property
     def compute_time(self) -> _timestamp_pb2.Timestamp:
         """When it was computed."""
@@ -460,10 +463,11 @@ class Surge(_message.Message):
         compute_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         forecast_demand: _builtins.int = ...,
+        weather: _common_pb2.WeatherKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["compute_time", b"compute_time", "expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "compute_time", b"compute_time", "demand", b"demand", "event_multiplier", b"event_multiplier", "expire_time", b"expire_time", "fallback", b"fallback", "forecast_demand", b"forecast_demand", "multiplier", b"multiplier", "ratio", b"ratio", "reason", b"reason", "supply", b"supply", "weather_multiplier", b"weather_multiplier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "compute_time", b"compute_time", "demand", b"demand", "event_multiplier", b"event_multiplier", "expire_time", b"expire_time", "fallback", b"fallback", "forecast_demand", b"forecast_demand", "multiplier", b"multiplier", "ratio", b"ratio", "reason", b"reason", "supply", b"supply", "weather", b"weather", "weather_multiplier", b"weather_multiplier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -82,6 +82,10 @@ class DeliveryInput:
     listed_prep_min: float = math.nan
     recent_prep_min: float = math.nan
     recent_orders: int = 0
+    #: Free drivers in the restaurant's cell at placement (NaN: unknown) and the event
+    #: factor over it (1.0: none), from Pricing's surge by way of Order.
+    drivers_nearby: float = math.nan
+    event_multiplier: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

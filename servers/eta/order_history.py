@@ -6,7 +6,9 @@ records (placed, ready for pickup, picked up, delivered). The road graph supplie
 each drive's distance, free-flow and traffic time at the hour it happened; the
 kitchen's load is the restaurant's orders placed in the 20 minutes before. What
 the database does not know is left unknown: the driver's position when assigned
-(no pickup leg: NaN), the vehicle (0), the weather (0).
+(no pickup leg: NaN), the vehicle (0). The weather kind, the free drivers near the
+restaurant and the event factor are those Order kept at placement (Pricing's surge of
+the restaurant's cell; 0, NaN and 1.0 where it did not know them).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ SELECT o.order_id, o.restaurant_id, o.driver_id, o.restaurant_lat, o.restaurant_
        extract(epoch FROM min(t.at) FILTER (WHERE t.status = 'placed')),
        extract(epoch FROM min(t.at) FILTER (WHERE t.status = 'ready_for_pickup')),
        extract(epoch FROM min(t.at) FILTER (WHERE t.status = 'picked_up')),
-       extract(epoch FROM min(t.at) FILTER (WHERE t.status = 'delivered')){listed}
+       extract(epoch FROM min(t.at) FILTER (WHERE t.status = 'delivered')),
+       o.eta_drivers_nearby, o.eta_weather, o.eta_event_multiplier{listed}
   FROM orders.orders o JOIN orders.timeline t USING (order_id){join}
  WHERE o.status = 'delivered'
  GROUP BY o.order_id{group}
@@ -119,9 +122,17 @@ async def load_order_history(
         "subtotal_minor": np.array(col[7], dtype=np.int64),
         "restaurant_load": load,
         "restaurant_listed_prep_min": np.array(
-            [float(r[13]) if r[13] is not None else np.nan for r in rows]
+            [float(r[16]) if r[16] is not None else np.nan for r in rows]
         ),
-        "weather": np.zeros(n, dtype=np.int8),
+        # The restaurant cell's conditions Order kept at placement (and sent with each
+        # estimate): NULL on orders placed before they were kept, or while Pricing was away.
+        "weather": np.array([r[14] or 0 for r in rows], dtype=np.int8),
+        "drivers_nearby": np.array(
+            [float(r[13]) if r[13] is not None else np.nan for r in rows], dtype=np.float64
+        ),
+        "event_multiplier": np.array(
+            [float(r[15]) if r[15] is not None else 1.0 for r in rows], dtype=np.float64
+        ),
         "restaurant_lat": rest[:, 0],
         "restaurant_lon": rest[:, 1],
         "customer_lat": cust[:, 0],

@@ -214,6 +214,9 @@ class EtaServicer(eta_pb2_grpc.EtaServiceServicer):
             x = getattr(request, name)
             v.check(math.isfinite(x) and 0 <= x <= 600, name, "must be between 0 and 600")
         v.check(request.subtotal.amount_minor >= 0, "subtotal.amount_minor", "must not be negative")
+        v.check(request.drivers_nearby >= 0, "drivers_nearby", "must not be negative")
+        em = request.event_multiplier
+        v.check(math.isfinite(em) and 0 <= em <= 10, "event_multiplier", "must be between 0 and 10")
         now_s = self.clock()
         if request.HasField("order_time"):
             ot = request.order_time.seconds + request.order_time.nanos / 1e9
@@ -247,6 +250,8 @@ class EtaServicer(eta_pb2_grpc.EtaServiceServicer):
                 pickup_leg = None
         local_now = self.router.traffic.local(depart)
         local_order = self.router.traffic.local(order_time)
+        has = request.HasField("drivers_nearby")
+        nearby = float(request.drivers_nearby) if has else math.nan
         inp = DeliveryInput(
             restaurant_id=request.restaurant_id,
             item_count=max(1, request.item_count),
@@ -263,6 +268,8 @@ class EtaServicer(eta_pb2_grpc.EtaServiceServicer):
             listed_prep_min=request.restaurant_listed_prep_minutes,
             recent_prep_min=request.restaurant_recent_prep_minutes,
             recent_orders=request.restaurant_recent_orders,
+            drivers_nearby=nearby,
+            event_multiplier=request.event_multiplier or 1.0,
             vehicle=request.vehicle_type,
             driver_id=request.driver_id,
             driver_known=drv is not None,

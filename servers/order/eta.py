@@ -40,6 +40,11 @@ class EtaInput:
     now: dt.datetime | None = None
     #: The driver's VehicleType, when known (0: not known).
     vehicle: int = 0
+    #: The restaurant's cell at placement (kept with the order): free drivers (None:
+    #: unknown), WeatherKind (0: unknown), event factor (None: unknown, read as 1.0).
+    drivers_nearby: int | None = None
+    weather: int = 0
+    event_multiplier: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +123,11 @@ class RemoteEta:
             driver_id=e.driver_id,
             vehicle_type=e.vehicle,  # type: ignore[arg-type]
             order_status=common_pb2.OrderStatus.Value(f"ORDER_STATUS_{e.status.upper()}"),
+            weather=e.weather,  # type: ignore[arg-type]
+            event_multiplier=e.event_multiplier or 0.0,
         )
+        if e.drivers_nearby is not None:
+            req.drivers_nearby = e.drivers_nearby
         req.order_time.FromDatetime(e.start)
         kitchen = None
         if self.kitchens is not None:

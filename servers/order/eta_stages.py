@@ -178,10 +178,11 @@ class StageEstimates:
         if stage is not None:
             self.spawn(self._estimate(after, stage, at))
 
-    async def _estimate(self, o: Order, stage: str, at: dt.datetime) -> None:
+    async def stage_input(self, o: Order, stage: str, at: dt.datetime) -> EtaInput:
+        """What the stage's estimate is asked with: the order as it stands now."""
         at_stage = {"confirmation": Status.CONFIRMED, "pickup": Status.PICKED_UP}
         status = at_stage.get(stage, o.status)
-        e = EtaInput(
+        return EtaInput(
             restaurant_id=o.restaurant_id, restaurant=(o.restaurant_lat, o.restaurant_lon),
             destination=(float(o.delivery_address.get("lat", 0.0)),
                          float(o.delivery_address.get("lon", 0.0))),
@@ -190,7 +191,13 @@ class StageEstimates:
             subtotal_minor=o.subtotal_minor, currency=o.currency, start=o.created_at,
             now=at, status=status.value, driver_id=o.driver_id,
             vehicle=await self._vehicle(o.driver_id),
+            # The conditions as of placement, as the model is trained on them.
+            drivers_nearby=o.eta_drivers_nearby, weather=o.eta_weather or 0,
+            event_multiplier=o.eta_event_multiplier,
         )  # fmt: skip
+
+    async def _estimate(self, o: Order, stage: str, at: dt.datetime) -> None:
+        e = await self.stage_input(o, stage, at)
         try:
             est = await self.eta.estimate(e, timeout_s=self.timeout_s)
         except Exception as exc:  # the earlier estimate stands

@@ -92,6 +92,11 @@ class Order:
     alert: dict[str, Any] | None = None
     #: From when its customer may cancel free of charge (no driver found), or None.
     free_cancel_after: dt.datetime | None = None
+    #: The restaurant's cell at placement (Pricing's surge): free drivers, the WeatherKind
+    #: in force, the event factor; each None when unknown. Sent with every ETA estimate.
+    eta_drivers_nearby: int | None = None
+    eta_weather: int | None = None
+    eta_event_multiplier: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

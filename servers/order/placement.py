@@ -27,7 +27,7 @@ from foodmesh.core.errors import (
     NotFound,
     Unavailable,
 )
-from foodmesh.core.geo import METERS_PER_MILE
+from foodmesh.core.geo import METERS_PER_MILE, geohash_encode
 from foodmesh.v1 import catalog_pb2, common_pb2, order_pb2
 from servers.order import convert, metrics
 from servers.order.cart import price_lines
@@ -47,7 +47,14 @@ from servers.runtime.outbox import OutboxEvent
 if TYPE_CHECKING:
     from servers.order.service import Ports
 
-__all__ = ["NO_HOOKS", "MaybeLeftBehind", "Placement", "PlacementHooks"]
+__all__ = [
+    "NO_HOOKS",
+    "CellConditions",
+    "MaybeLeftBehind",
+    "Placement",
+    "PlacementHooks",
+    "cell_conditions",
+]
 
 _log = logging.getLogger("foodmesh.order")
 
@@ -116,6 +123,28 @@ class Promise:
     confidence: float
     #: The estimate behind it (recorded as the placement stage's).
     estimate: Estimate | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CellConditions:
+    """The restaurant's cell at placement, from the quote's surge (None: unknown)."""
+
+    drivers_nearby: int | None = None
+    weather: int | None = None
+    event_multiplier: float | None = None
+
+
+def cell_conditions(quote: Quote, restaurant: tuple[float, float]) -> CellConditions:
+    """The quote's surge conditions if they are the restaurant's cell, else unknown.
+
+    Pricing prices the surge of the pickup (the restaurant's cell), so the quote's is
+    reused as it is: no second call on the placement's path. A surge of another cell
+    (a quote made before the restaurant moved) says nothing about this one.
+    """
+    cell = quote.surge_cell
+    if not cell or geohash_encode(*restaurant, len(cell)) != cell:
+        return CellConditions()
+    return CellConditions(quote.drivers_nearby, quote.weather, quote.event_multiplier)
 
 
 def _new_pin() -> str:
@@ -197,7 +226,7 @@ class Placement:
         venue = await self.load_restaurant_and_menu(req)
         cart = self.check_cart(req, venue)
         quote = await self.price(req, p, order_id, venue, cart)
-        promise = await self.promise(req, venue, cart, now)
+        promise = await self.promise(req, venue, cart, now, quote=quote)
         total = quote.total(cart.tip_minor)
         auth = await self.authorize(req, p, digest, order_id, total, cart.currency,
                                     method=method)  # fmt: skip
@@ -295,18 +324,28 @@ class Placement:
             ) from None
 
     async def promise(
-        self, req: order_pb2.PlaceOrderRequest, venue: Venue, cart: Cart, now: dt.datetime
+        self,
+        req: order_pb2.PlaceOrderRequest,
+        venue: Venue,
+        cart: Cart,
+        now: dt.datetime,
+        *,
+        quote: Quote | None = None,
     ) -> Promise:
         """The ETA; a scheduled order's release time; refuses a closed restaurant."""
         r = venue.restaurant
         rid = req.restaurant_id
         a = req.delivery_address
+        c = (cell_conditions(quote, (r.address.lat, r.address.lon)) if quote is not None
+             else CellConditions())  # fmt: skip
         estimate = await self.ports.eta.estimate(
             EtaInput(
                 restaurant_id=rid, restaurant=(r.address.lat, r.address.lon),
                 destination=(a.lat, a.lon), prep_minutes=r.avg_prep_time_min or 20,
                 item_count=sum(ln.quantity for ln in cart.lines),
                 subtotal_minor=cart.subtotal_minor, currency=cart.currency, start=now,
+                drivers_nearby=c.drivers_nearby, weather=c.weather or 0,
+                event_multiplier=c.event_multiplier,
             ),
             timeout_s=max(0.2, time_left() * 0.3),
         )  # fmt: skip
@@ -386,6 +425,7 @@ class Placement:
         """The order as it is written: placed, paid (authorized), its first timeline entry."""
         r = venue.restaurant
         scheduled = req.delivery_option == order_pb2.DELIVERY_OPTION_SCHEDULED
+        c = cell_conditions(quote, (r.address.lat, r.address.lon))
         return Order(
             order_id=order_id,
             customer_id=p.subject,
@@ -433,6 +473,9 @@ class Placement:
             payment_method_name=(
                 display_name(auth.kind, auth.brand, auth.last4, auth.wallet) if auth.brand else ""
             ),
+            eta_drivers_nearby=c.drivers_nearby,
+            eta_weather=c.weather,
+            eta_event_multiplier=c.event_multiplier,
         )
 
     async def confirm_plan(self, venue: Venue, promise: Promise, now: dt.datetime) -> ConfirmPlan:

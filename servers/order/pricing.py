@@ -89,6 +89,12 @@ class Quote:
     surge_multiplier: float
     quote_id: str
     source: str
+    #: The restaurant's cell as Pricing's surge saw it (the ETA's live conditions): its
+    #: geohash, free drivers, WeatherKind and event factor; None where not known.
+    surge_cell: str = ""
+    drivers_nearby: int | None = None
+    weather: int | None = None
+    event_multiplier: float | None = None
 
     def total(self, tip_minor: int = 0) -> int:
         return max(
@@ -220,7 +226,15 @@ def _same_order(q: pricing_pb2.Quote, p: PriceInput) -> bool:
 
 
 def _to_quote(q: pricing_pb2.Quote) -> Quote:
+    s = q.surge
+    # A fallback surge (Pricing blind to Redis or Location) knows the weather, not the
+    # drivers nor the events.
+    live = q.HasField("surge") and not s.fallback
     return Quote(
+        surge_cell=s.cell,
+        drivers_nearby=int(s.supply) if live else None,
+        weather=int(s.weather) if q.HasField("surge") else None,
+        event_multiplier=(s.event_multiplier or 1.0) if live else None,
         subtotal_minor=q.subtotal.amount_minor,
         delivery_fee_minor=q.delivery_fee.amount_minor,
         service_fee_minor=q.service_fee.amount_minor,

@@ -322,9 +322,12 @@ class SurgeEngine:
 
     def _fallback(self, cell: str, why: str) -> pricing_pb2.Surge:
         now = self.clock()
+        # The weather kind is known without Redis or Location (the conditions are in memory).
+        kind = surge_math.weather_kind(self.conditions.weather, cell)
         s = pricing_pb2.Surge(
             multiplier=1.0, cell=cell, event_multiplier=1.0, weather_multiplier=1.0,
             reason=f"Standard fees ({why})", fallback=True,
+            weather=kind,  # type: ignore[arg-type]
         )  # fmt: skip
         s.compute_time.FromNanoseconds(int(now * 1e9))
         s.expire_time.FromNanoseconds(int((now + self.fallback_hold_s) * 1e9))
@@ -379,6 +382,7 @@ class SurgeEngine:
             ratio=float(f.ratio), event_multiplier=float(f.event_multiplier),
             weather_multiplier=float(f.weather_multiplier), reason=f.reason, fallback=False,
             forecast_demand=anticipated,
+            weather=surge_math.weather_kind(c.weather, cell),  # type: ignore[arg-type]
         )  # fmt: skip
         s.compute_time.FromNanoseconds(int(now * 1e9))
         s.expire_time.FromNanoseconds(int((now + self.ttl_s) * 1e9))

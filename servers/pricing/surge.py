@@ -50,6 +50,7 @@ __all__ = [
     "round_tenth",
     "smooth",
     "tier_reason",
+    "weather_kind",
     "weather_multiplier",
 ]
 
@@ -168,13 +169,18 @@ def event_multiplier(events: Iterable[Event], cell: str, now: float) -> Fraction
     return best
 
 
-def weather_multiplier(weather: Iterable[Weather], cell: str) -> Fraction:
-    """The factor of the most specific weather area covering the cell (1 in clear weather)."""
+def weather_kind(weather: Iterable[Weather], cell: str) -> int:
+    """The ``WeatherKind`` of the most specific weather area covering the cell (0: none)."""
     found: Weather | None = None
     for w in weather:
         if cell.startswith(w.area) and (found is None or len(w.area) > len(found.area)):
             found = w
-    return Fraction(1) if found is None else _WEATHER.get(found.kind, Fraction(1))
+    return 0 if found is None else found.kind
+
+
+def weather_multiplier(weather: Iterable[Weather], cell: str) -> Fraction:
+    """The factor of the most specific weather area covering the cell (1 in clear weather)."""
+    return _WEATHER.get(weather_kind(weather, cell), Fraction(1))
 
 
 def round_tenth(x: Fraction) -> Fraction:

@@ -39,6 +39,8 @@ async def _insert_deliveries(pg_url: str, n: int) -> None:
             "delivered", json.dumps({"lat": cust[0], "lon": cust[1]}), 1, "USD", 2000 + i,
             0, 0, 0, 0, 0, 0, 2000 + i, 1.0, "sandbox", f"pay_{i}", "captured",
             delivered, 0.8, ready, 4, placed, delivered,
+            # The restaurant cell's conditions at placement; unknown (NULL) on every 4th.
+            *((None, None, None) if i % 4 == 0 else (i % 7, i % 3, 1.5 if i % 5 == 1 else 1.0)),
         ))  # fmt: skip
         for seq, (status, at) in enumerate(
             (("placed", placed), ("ready_for_pickup", ready), ("picked_up", picked),
@@ -53,7 +55,8 @@ async def _insert_deliveries(pg_url: str, n: int) -> None:
                 " small_order_fee_minor, tax_minor, discount_minor, tip_minor, total_minor,"
                 " surge_multiplier, payment_provider, payment_id, payment_status,"
                 " estimated_delivery_time, eta_confidence, ready_time, last_seq, created_at,"
-                " updated_at) VALUES (" + ", ".join(["%s"] * 29) + ")",
+                " updated_at, eta_drivers_nearby, eta_weather, eta_event_multiplier)"
+                " VALUES (" + ", ".join(["%s"] * 32) + ")",
                 orders,
             )
             await cur.executemany(
@@ -87,6 +90,13 @@ async def test_train_eta_learns_from_the_order_databases_deliveries(pg_url: str)
     assert k["restaurant_load"].max() >= 1
     assert np.isfinite(k["restaurant_recent_prep_min"][50:]).all()
     assert np.isnan(k["restaurant_listed_prep_min"]).all()  # no Catalog schema here
+    # The conditions Order kept at placement; NULL read as unknown / none / 1.0.
+    i = np.array([int(o[4:]) for o in h["order_id"]])
+    unknown = i % 4 == 0
+    assert np.isnan(h["drivers_nearby"][unknown]).all()
+    assert np.array_equal(h["drivers_nearby"][~unknown], i[~unknown] % 7)
+    assert np.array_equal(h["weather"], np.where(unknown, 0, i % 3))
+    assert np.array_equal(h["event_multiplier"], np.where(~unknown & (i % 5 == 1), 1.5, 1.0))
     result = train(h, out_dir=None, config=TrainConfig(rounds=30, nthread=1),
                    progress=lambda _: None)  # fmt: skip
     ho = result.metrics["held_out"]

@@ -102,9 +102,16 @@ async def test_without_redis_surge_is_1_flagged_and_quotes_still_work(
                      state_dir=tmp_path, with_order=False, with_location=False,
                      pricing_redis_url="redis://127.0.0.1:1") as mesh,
         mesh.client("customer", "c1") as cust,
+        mesh.client("ops", "ops") as ops,
     ):  # fmt: skip
         s = (await cust.get_surge(ppb.GetSurgeRequest(lat=REST[0], lon=REST[1]))).surge
         assert (s.multiplier, s.fallback) == (1.0, True) and "unavailable" in s.reason
+        assert s.weather == common_pb2.WEATHER_KIND_UNSPECIFIED
+        # Blind to demand, Pricing still names the weather in force (its conditions are its own).
+        snow = ppb.WeatherCondition(area="9q8", kind=common_pb2.WEATHER_KIND_SNOW)
+        await ops.set_conditions(ppb.SetConditionsRequest(weather=[snow]))
+        s = (await cust.get_surge(ppb.GetSurgeRequest(lat=REST[0], lon=REST[1]))).surge
+        assert s.fallback and s.weather == common_pb2.WEATHER_KIND_SNOW
         q = (await cust.quote_order(quote_request("c1"), deadline_s=5)).quote
         assert q.surge.fallback and q.delivery_fee.amount_minor == 299
         assert sum(ln.amount.amount_minor for ln in q.lines) == q.total.amount_minor
