@@ -96,7 +96,7 @@ SUPPLY_FLOOR = 0.5
 #: Radius of the disc with a geohash-5 cell's area: where the counted free drivers are.
 SUPPLY_RADIUS_M = 2400.0
 #: Seconds until a driver frees up when none is near (the queue part of the assignment delay).
-ASSIGN_WAIT_S = 300.0
+ASSIGN_WAIT_S = 480.0
 #: Share of orders placed under a local event, its factors (Pricing's) and how often each.
 EVENT_SHARE = 0.06
 EVENT_MULTIPLIERS = np.array([1.2, 1.5, 1.8])
