@@ -23,9 +23,9 @@ customers the seeded services know) over the road graph:
 The record of a delivery holds what a real history would: when and where, the
 order's size and value, the kitchen's load, the weather, the free drivers near the
 kitchen and the local event's factor, the driver and vehicle, the road graph's
-answers for both legs (distance, free-flow and traffic time) and the actual prep time, drive to the restaurant, wait, drive to the customer
-and total. Columns are numpy arrays (:data:`COLUMNS`); ``save``/``load`` write
-``.npz`` (or ``.csv``).
+answers for both legs (distance, free-flow and traffic time) and the actual prep
+time, drive to the restaurant, wait, drive to the customer and total. Columns are
+numpy arrays (:data:`COLUMNS`); ``save``/``load`` write ``.npz`` (or ``.csv``).
 """
 
 from __future__ import annotations
