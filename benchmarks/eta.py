@@ -316,6 +316,8 @@ async def run(*, orders: int, rounds: int, rate: float, duration: float) -> dict
     ratios["total_mae_vs_baseline"] = ho["total"]["mae_vs_baseline"]
     ratios["total_mae_vs_rolling_prep_baseline"] = ho["total"]["mae_vs_rolling_baseline"]
     ratios["total_mae_vs_seed_formula"] = ho["total"]["mae_vs_seed_baseline"]
+    if "wait" in ho:  # the pickup part before a driver is known, against the wait by hour
+        ratios["pickup_wait_mae_vs_by_hour"] = ho["wait"]["mae_vs_baseline"]
     return {
         "benchmark": "eta",
         "machine": machine(),
@@ -338,7 +340,7 @@ def _report(res: dict[str, Any]) -> None:
         ["part", "MAE min", "p90 min", "baseline MAE", "baseline p90", "ours/baseline"],
         [[k, ho[k]["mae_min"], ho[k]["p90_min"], ho[k]["baseline_mae_min"],
           ho[k]["baseline_p90_min"], ho[k]["mae_vs_baseline"]]
-         for k in ("prep", "travel", "total", "total_driver_assigned")],
+         for k in ("prep", "travel", "wait", "total", "total_driver_assigned") if k in ho],
     )  # fmt: skip
     tot = ho["total"]
     print_table(
@@ -354,6 +356,11 @@ def _report(res: dict[str, Any]) -> None:
           tot["baseline_p90_min"], tot["mae_vs_baseline"]]],
     )  # fmt: skip
     print(f"80% interval coverage of the total: {tot['interval80_coverage']}")
+    if "wait_by_hour_mae_min" in tot:
+        print(
+            f"the total with the pickup wait by hour instead of the wait model: MAE "
+            f"{tot['wait_by_hour_mae_min']} min, p90 {tot['wait_by_hour_p90_min']} min"
+        )
     s = res["settings"]
     rows = []
     for name, key in (("Route uncached", "route_uncached"), ("Route cached", "route_cached"),

@@ -30,6 +30,8 @@ __all__ = [
     "City",
     "CustomerSpec",
     "DriverSpec",
+    "SHIFT_HOURS",
+    "SHIFT_STARTS_H",
     "RestaurantSpec",
     "build_city",
 ]
@@ -38,6 +40,9 @@ CENTER = (37.7749, -122.4194)
 TIME_ZONE = "America/Los_Angeles"
 METERS_PER_DEG_LAT = 111_195.0
 METERS_PER_MILE = 1609.344
+#: Drivers' shifts: a start (local hour) and a length, each drawn evenly from these.
+SHIFT_STARTS_H = (7.0, 10.0, 11.0, 16.0, 17.0)
+SHIFT_HOURS = (4.0, 6.0, 8.0)
 
 # cuisine -> (item name, price in cents) by category; prices are 2026 San Francisco's.
 _MENUS: dict[str, dict[str, list[tuple[str, int]]]] = {
@@ -424,8 +429,8 @@ def build_city(
             ),
             home=home,
             base_acceptance=min(0.98, max(0.5, d_rng.gauss(0.85, 0.08))),
-            shift_start_h=d_rng.choice((7.0, 10.0, 11.0, 16.0, 17.0)),
-            shift_hours=d_rng.choice((4.0, 6.0, 8.0)),
+            shift_start_h=d_rng.choice(SHIFT_STARTS_H),
+            shift_hours=d_rng.choice(SHIFT_HOURS),
         ))  # fmt: skip
 
     c_rng = random.Random(f"{seed}:customers")

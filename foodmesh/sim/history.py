@@ -13,15 +13,19 @@ customers the seeded services know) over the road graph:
   mean, the order's size, the kitchen's load (the orders it is still cooking,
   played in time order), peak hours and weather; each driver's pace (fixed by
   their id), vehicle and the weather on the road graph's time at the hour; the
-  hand-over at the counter and parking at the door. One driver is assigned a
-  minute or two after the order, somewhere within a few km of the kitchen.
+  hand-over at the counter and parking at the door;
+- **supply and events**: the free drivers near the kitchen at placement (drawn
+  around the hour's mean of :func:`foodmesh.sim.world.free_drivers_mean`, fewer in
+  bad weather and under a local event) set how long until one is assigned and how
+  far the nearest of them drives to the kitchen; a few orders come under an
+  event (Pricing's factor), which also slows their kitchen.
 
 The record of a delivery holds what a real history would: when and where, the
-order's size and value, the kitchen's load, the weather, the driver and vehicle,
-the road graph's answers for both legs (distance, free-flow and traffic time)
-and the actual prep time, drive to the restaurant, wait, drive to the customer
-and total. Columns are numpy arrays (:data:`COLUMNS`); ``save``/``load`` write
-``.npz`` (or ``.csv``).
+order's size and value, the kitchen's load, the weather, the free drivers near the
+kitchen and the local event's factor, the driver and vehicle, the road graph's
+answers for both legs (distance, free-flow and traffic time) and the actual prep
+time, drive to the restaurant, wait, drive to the customer and total. Columns are
+numpy arrays (:data:`COLUMNS`); ``save``/``load`` write ``.npz`` (or ``.csv``).
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ COLUMNS: Mapping[str, str] = {
     "restaurant_load": "i4",  # orders the kitchen was still cooking when this one came
     "restaurant_listed_prep_min": "f8",  # the Catalog's avg_prep_time_min
     "weather": "i1",  # WeatherKind
+    "drivers_nearby": "f8",  # free drivers near the restaurant at placement (NaN: unknown)
+    "event_multiplier": "f8",  # the local event's factor at placement, 1.0 without one
     "restaurant_lat": "f8",
     "restaurant_lon": "f8",
     "customer_lat": "f8",
@@ -91,6 +97,13 @@ COLUMNS: Mapping[str, str] = {
     "wait_s": "f8",  # food ready -> picked up
     "travel_s": "f8",  # picked up -> delivered
     "total_s": "f8",  # order placed -> delivered
+}
+
+#: Columns added after histories were first saved, and what an older file reads as.
+_ADDED: Mapping[str, float] = {
+    "restaurant_listed_prep_min": math.nan,
+    "drivers_nearby": math.nan,
+    "event_multiplier": 1.0,
 }
 
 _TZ = ZoneInfo("America/Los_Angeles")
@@ -197,12 +210,13 @@ def generate(
         cw = c_weight[cand] * np.exp(-cd[cand] / 2000.0)
         cw /= cw.sum()
         cust = cand[rng.choice(len(cand), size=k, p=cw)]
-        # Drivers are somewhere within a few km of the kitchen when assigned.
+        # Where drivers can be when assigned, by straight-line distance from the kitchen.
         nd = np.hypot(nx - rx, ny - ry)
-        near = np.flatnonzero((nd > 200) & (nd < 4000) & np.isfinite(inn[:, 0]))
+        near = np.flatnonzero((nd > 200) & (nd < 2.2 * world.SUPPLY_RADIUS_M)
+                              & np.isfinite(inn[:, 0]))  # fmt: skip
         if len(near) == 0:
             near = np.flatnonzero(np.isfinite(inn[:, 0]))
-        dnode = near[rng.integers(0, len(near), size=k)]
+        near = near[np.argsort(nd[near], kind="stable")]
         drv = rng.integers(0, len(drivers), size=k)
 
         slot = rng.choice(7 * 24, size=k, p=hour_p)  # (weekday, hour) of the order
@@ -213,6 +227,13 @@ def generate(
         minute_s = rng.uniform(0, 3600, size=k)
         peak = world.is_peak(hour, dow)
         weather = rng.choice(len(world.WEATHER_P), size=k, p=world.WEATHER_P)
+        event = world.event_multipliers_many(rng, k)
+        # The free drivers near the kitchen, then who is assigned: the nearest of them,
+        # at a road node about that far (a few nodes either way for the direction).
+        free = rng.poisson(world.free_drivers_mean(hour, dow, weather=weather, event=event))
+        want_m = world.nearest_driver_m_many(rng, free)
+        at = np.searchsorted(nd[near], want_m) + rng.integers(-10, 11, size=k)
+        dnode = near[np.clip(at, 0, len(near) - 1)]
         items = 1 + rng.poisson(1.6, size=k)
         subtotal = np.round(items * rng.uniform(800, 1800, size=k)).astype(np.int64)
         local = [
@@ -230,7 +251,7 @@ def generate(
             ready_at = [r for r in ready_at if r > t]
             load[j] = len(ready_at)
             m = rs.prep_mean_min * float(
-                world.prep_multiplier(items[j], load[j], peak[j], weather[j])
+                world.prep_multiplier(items[j], load[j], peak[j], weather[j], event[j])
             )
             prep_min[j] = min(max(m * noise[j], world.PREP_RANGE_MIN[0]), world.PREP_RANGE_MIN[1])
             ready_at.append(t + prep_min[j] * 60.0)
@@ -251,7 +272,7 @@ def generate(
         travel_s = world.drive_seconds_many(
             rng, vehicle=veh, free_flow_s=r_ff, graph_s=r_graph, pace=pace, weather=weather
         ) + world.parking_seconds_many(rng, zone_km)
-        assign_s = rng.uniform(30, 150, size=k) * np.where(peak, 1.4, 1.0)
+        assign_s = world.assign_delay_seconds_many(rng, free)
         handover_s = world.handover_seconds_many(rng, k)
         wait_s = np.maximum(0.0, assign_s + pickup_s - prep_s) + handover_s
 
@@ -267,6 +288,8 @@ def generate(
         cols["restaurant_load"].append(load)
         cols["restaurant_listed_prep_min"].append(np.full(k, rs.restaurant.avg_prep_time_min))
         cols["weather"].append(weather)
+        cols["drivers_nearby"].append(free.astype(np.float64))
+        cols["event_multiplier"].append(event)
         cols["restaurant_lat"].append(np.full(k, rs.location[0]))
         cols["restaurant_lon"].append(np.full(k, rs.location[1]))
         cols["customer_lat"].append(c_ll[cust, 0])
@@ -332,8 +355,10 @@ def load(path: Path) -> History:
             raise ValueError(f"{path}: not an .npz archive (write one with `foodmesh sim history`)")
         with np.load(path, allow_pickle=False) as z:
             hist = {k: z[k] for k in z.files}
-    if "restaurant_listed_prep_min" not in hist:  # a file from before the column
-        hist["restaurant_listed_prep_min"] = np.full(len(hist["order_ts"]), np.nan)
+    n_rows = len(hist["order_ts"]) if "order_ts" in hist else 0
+    for k, fill in _ADDED.items():  # a file from before the column
+        if k not in hist:
+            hist[k] = np.full(n_rows, fill, dtype=COLUMNS[k])
     missing = [k for k in COLUMNS if k not in hist]
     if missing:
         raise ValueError(f"{path}: not an order history (missing {', '.join(missing)})")

@@ -13,7 +13,15 @@ so an ETA model trained offline is trained on the world it serves.
   (:func:`foodmesh.roads.vehicles.vehicle_seconds`), slowed by the weather, with
   a little noise per drive;
 - **stops**: at the restaurant's counter a hand-over of one to three minutes; at
-  the customer's door parking and walking, longer downtown.
+  the customer's door parking and walking, longer downtown;
+- **supply**: how many drivers are free near a kitchen when an order comes (in
+  its geohash-5 cell, as Pricing counts them), and what that does to the order:
+  the fewer, the longer until one is assigned and the farther they drive to the
+  kitchen (:func:`free_drivers_mean`, :func:`assign_delay_seconds_many`,
+  :func:`nearest_driver_m_many`);
+- **events**: a share of orders come under a local event (a concert, a game) with
+  Pricing's factor (1.2, 1.5 or 1.8): its kitchens are busier and its drivers
+  fewer (:func:`event_multipliers_many`).
 
 Pure: a random generator in, numbers out. Scalar functions take ``random.Random``
 (the live agents); the ``*_many`` ones take a numpy ``Generator`` (the history).
@@ -28,18 +36,31 @@ import numpy as np
 import numpy.typing as npt
 
 from foodmesh.roads.vehicles import vehicle_seconds, vehicle_time_s
+from foodmesh.sim.city import SHIFT_HOURS, SHIFT_STARTS_H
+from foodmesh.sim.demand import curve
 
 __all__ = [
+    "ALWAYS_ON_SHARE",
+    "ASSIGN_WAIT_S",
+    "CELL_DRIVERS",
     "DRIVER_PACE_SD",
+    "EVENT_MULTIPLIERS",
+    "EVENT_SHARE",
+    "SUPPLY_RADIUS_M",
     "PREP_NOISE",
     "TRAVEL_NOISE",
     "WEATHER_P",
+    "assign_delay_seconds_many",
     "driver_pace",
     "drive_seconds",
     "drive_seconds_many",
+    "event_multipliers_many",
+    "free_drivers_mean",
     "handover_seconds",
     "handover_seconds_many",
     "is_peak",
+    "nearest_driver_m_many",
+    "on_shift_share",
     "parking_seconds",
     "parking_seconds_many",
     "prep_minutes",
@@ -62,6 +83,27 @@ WEATHER_P = np.array([0.0, 0.74, 0.12, 0.07, 0.03, 0.01, 0.03])
 #: Prep times are clipped to this range, minutes.
 PREP_RANGE_MIN = (4.0, 80.0)
 
+#: Drivers whose shifts put them in one geohash-5 cell (about 4.9 x 3.9 km here), all on shift.
+CELL_DRIVERS = 30.0
+#: Of them, how many are busy delivering at the week's mean demand (more as demand rises).
+BUSY_PER_DEMAND = 4.0
+#: Share of drivers who work around the clock (the live sim's night owls).
+ALWAYS_ON_SHARE = 0.1
+#: How weather (WeatherKind numbers) thins the drivers on the road.
+WEATHER_SUPPLY = np.array([1.0, 1.0, 0.92, 0.85, 0.75, 0.65, 0.95])
+#: The mean of free drivers never falls below this (someone is always about to finish).
+SUPPLY_FLOOR = 0.5
+#: Radius of the disc with a geohash-5 cell's area: where the counted free drivers are.
+SUPPLY_RADIUS_M = 2400.0
+#: Seconds until a driver frees up when none is near (the queue part of the assignment delay).
+ASSIGN_WAIT_S = 480.0
+#: Share of orders placed under a local event, its factors (Pricing's) and how often each.
+EVENT_SHARE = 0.06
+EVENT_MULTIPLIERS = np.array([1.2, 1.5, 1.8])
+EVENT_P = np.array([0.6, 0.3, 0.1])
+#: How much of an event's factor shows in its kitchens' prep times.
+EVENT_PREP = 0.25
+
 
 def is_peak(hour: npt.ArrayLike, dow: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     """Kitchens' rush: 11-13 and 18-20 on weekdays, 12-14 and 18-20 at weekends (local)."""
@@ -73,9 +115,14 @@ def is_peak(hour: npt.ArrayLike, dow: npt.ArrayLike) -> npt.NDArray[np.bool_]:
 
 
 def prep_multiplier(
-    items: npt.ArrayLike, load: npt.ArrayLike, peak: npt.ArrayLike, weather: npt.ArrayLike
+    items: npt.ArrayLike,
+    load: npt.ArrayLike,
+    peak: npt.ArrayLike,
+    weather: npt.ArrayLike,
+    event: npt.ArrayLike = 1.0,
 ) -> F64:
-    """What size, load (orders already cooking), peak hours and weather do to a mean prep time."""
+    """What size, load (orders already cooking), peak hours, weather and a local event
+    (its factor, 1 without one) do to a mean prep time."""
     i = np.asarray(items, dtype=np.float64)
     ld = np.asarray(load, dtype=np.float64)
     w = np.clip(np.asarray(weather, dtype=np.int64), 0, len(WEATHER_PREP) - 1)
@@ -83,7 +130,8 @@ def prep_multiplier(
         (0.78 + 0.11 * (np.maximum(i, 1.0) - 1.0))
         * (1.0 + 0.06 * ld)
         * np.where(np.asarray(peak, dtype=bool), 1.12, 1.0)
-        * WEATHER_PREP[w],
+        * WEATHER_PREP[w]
+        * (1.0 + EVENT_PREP * (np.asarray(event, dtype=np.float64) - 1.0)),
         dtype=np.float64,
     )
 
@@ -164,3 +212,70 @@ def handover_seconds(rng: random.Random) -> float:
 
 def handover_seconds_many(rng: np.random.Generator, n: int) -> F64:
     return np.asarray(rng.uniform(60.0, 180.0, size=n))
+
+
+def on_shift_share(hour: npt.ArrayLike) -> F64:
+    """Share of the shift drivers on shift at local ``hour`` (fractional; the shifts of
+    :mod:`foodmesh.sim.city`: a start and a length drawn evenly, every day)."""
+    h = np.asarray(hour, dtype=np.float64)
+    on = np.zeros(np.shape(h))
+    for s in SHIFT_STARTS_H:
+        for length in SHIFT_HOURS:
+            on += ((h - s) % 24.0) < length
+    return np.asarray(on / (len(SHIFT_STARTS_H) * len(SHIFT_HOURS)), dtype=np.float64)
+
+
+def free_drivers_mean(
+    hour: npt.ArrayLike,
+    dow: npt.ArrayLike,
+    *,
+    weather: npt.ArrayLike = 1,
+    event: npt.ArrayLike = 1.0,
+) -> F64:
+    """The mean number of free drivers near a kitchen at an order's (whole) local hour.
+
+    Drivers on shift (the shifts' share, plus the night owls, thinned by bad weather)
+    less those busy delivering, who follow the demand curve (times an event's
+    factor): plenty in the afternoon lull, few at the dinner rush, a handful at night.
+    """
+    h = np.asarray(hour, dtype=np.float64) + 0.5
+    d = np.asarray(dow, dtype=np.int64)
+    w = np.clip(np.asarray(weather, dtype=np.int64), 0, len(WEATHER_SUPPLY) - 1)
+    demand = np.vectorize(curve, otypes=[np.float64])(d, h)
+    on = CELL_DRIVERS * (ALWAYS_ON_SHARE + (1.0 - ALWAYS_ON_SHARE) * on_shift_share(h))
+    busy = BUSY_PER_DEMAND * demand * np.asarray(event, dtype=np.float64)
+    return np.asarray(np.maximum(on * WEATHER_SUPPLY[w] - busy, SUPPLY_FLOOR), dtype=np.float64)
+
+
+def event_multipliers_many(rng: np.random.Generator, n: int) -> F64:
+    """Each order's local event factor: 1 for most, Pricing's 1.2 / 1.5 / 1.8 for a few."""
+    under = rng.random(n) < EVENT_SHARE
+    factor = rng.choice(EVENT_MULTIPLIERS, size=n, p=EVENT_P)
+    return np.asarray(np.where(under, factor, 1.0), dtype=np.float64)
+
+
+def assign_delay_seconds_many(rng: np.random.Generator, free: npt.ArrayLike) -> F64:
+    """Order placed -> driver assigned, given the free drivers near the kitchen.
+
+    A dispatch round and an offer accepted (20-90 s), plus a wait for a driver to
+    free up that is long when none is near (mean :data:`ASSIGN_WAIT_S`) and short
+    when many are (mean ``ASSIGN_WAIT_S / (n + 0.5)``).
+    """
+    n = np.asarray(free, dtype=np.float64)
+    queue = rng.exponential(1.0, size=np.shape(n)) * ASSIGN_WAIT_S / (n + 0.5)
+    return np.asarray(rng.uniform(20.0, 90.0, size=np.shape(n)) + queue, dtype=np.float64)
+
+
+def nearest_driver_m_many(rng: np.random.Generator, free: npt.ArrayLike) -> F64:
+    """Straight-line metres from the kitchen to the driver assigned, given the free drivers.
+
+    The nearest of ``n`` points uniform in a disc of radius R is at
+    ``R * sqrt(1 - U ** (1 / n))`` (about ``0.89 R / sqrt(n)`` on average); with none
+    free the driver comes from a neighbouring cell, R to 2R away.
+    """
+    n = np.asarray(free, dtype=np.float64)
+    u = rng.random(np.shape(n))
+    with np.errstate(divide="ignore"):
+        near = SUPPLY_RADIUS_M * np.sqrt(1.0 - u ** (1.0 / np.maximum(n, 1.0)))
+    far = SUPPLY_RADIUS_M * (1.0 + u)
+    return np.asarray(np.where(n >= 1, near, far), dtype=np.float64)

@@ -7,7 +7,9 @@ Pure: legs (already routed) and the order's facts in, parts with their spreads o
 - **pickup**: from food ready to food in the driver's hands. With a driver known,
   their drive to the restaurant (the travel model, their pace and vehicle) overlaps
   the kitchen's work, so only the part beyond the prep left counts, plus the
-  counter; without one, the history's wait at that hour. The parts therefore add
+  counter; without one, the wait model on what is known now (the free drivers
+  near the restaurant, weather, a local event, the kitchen), or for a model file
+  from before it, the history's wait at that hour. The parts therefore add
   up to the total, and ``pickup_minutes`` is the driver's share, not the whole drive;
 - **delivery**: the travel model on the drive to the customer (from the driver,
   once they have the food).
@@ -32,7 +34,14 @@ from foodmesh.core.geo import haversine_m
 from foodmesh.v1 import common_pb2
 from servers.eta.confidence import Interval, Part, combine, confidence
 from servers.eta.conformal import stage_of
-from servers.eta.features import CENTER, is_peak, prep_matrix, travel_matrix, vehicle_time_s
+from servers.eta.features import (
+    CENTER,
+    is_peak,
+    prep_matrix,
+    travel_matrix,
+    vehicle_time_s,
+    wait_matrix,
+)
 from servers.eta.model import EtaModel
 from servers.eta.routing import Leg
 
@@ -82,8 +91,8 @@ class DeliveryInput:
     listed_prep_min: float = math.nan
     recent_prep_min: float = math.nan
     recent_orders: int = 0
-    #: Free drivers in the restaurant's cell at placement (NaN: unknown) and the event
-    #: factor over it (1.0: none), from Pricing's surge by way of Order.
+    #: Free drivers near the restaurant now (Pricing's count in its cell; NaN: unknown) and
+    #: a local event's factor there (1.0 without one).
     drivers_nearby: float = math.nan
     event_multiplier: float = 1.0
 
@@ -214,6 +223,25 @@ def estimate_delivery(inp: DeliveryInput, model: EtaModel | None) -> DeliveryEst
         pickup = Part(mid, lo, hi)
     elif model is None:
         pickup = Part.spread(BASELINE_WAIT_MIN, 1.5)
+    elif model.wait is not None:
+        listed = inp.listed_prep_min
+        if not listed > 0:
+            prof, known = model.restaurant(inp.restaurant_id)
+            listed = prof.avg_prep_min if known else math.nan
+        w = model.predict_wait(
+            wait_matrix(
+                hour=inp.hour,
+                day_of_week=inp.dow,
+                weather=inp.weather,
+                event_multiplier=inp.event_multiplier,
+                drivers_nearby=inp.drivers_nearby,
+                restaurant_load=inp.restaurant_load,
+                listed_prep_min=listed,
+                recent_prep_min=inp.recent_prep_min if inp.recent_orders > 0 else math.nan,
+                item_count=inp.item_count,
+            )
+        )[0]
+        pickup = Part(float(w[1]), float(w[0]), float(w[2]))
     else:
         lo, mid, hi = model.pickup_wait_by_hour[inp.hour % 24]
         pickup = Part(mid, lo, hi)

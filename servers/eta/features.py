@@ -6,7 +6,11 @@ size and value, hour and day, peak, the kitchen's load (its open orders) and the
 weather; for travel, the route's distance, free-flow and traffic time (its
 multiplier), hour and day, peak, weather, the zone (distance from the centre:
 parking), the driver's speed history and vehicle, and whether the leg ends at a
-customer's door. Pure: numpy in, numpy out.
+customer's door; for the pickup wait (food ready -> in the driver's hands, when no
+driver is assigned yet), hour and day, peak, weather, a local event's factor, the
+free drivers near the restaurant (NaN when unknown), the kitchen's load and what
+says how long it will cook (listed and recent prep times, the order's size): each
+known at placement, the same way in training and live. Pure: numpy in, numpy out.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ __all__ = [
     "CENTER",
     "PREP_FEATURES",
     "TRAVEL_FEATURES",
+    "WAIT_FEATURES",
     "DriverProfile",
     "RestaurantProfile",
     "is_peak",
     "prep_matrix",
     "travel_matrix",
     "vehicle_seconds",
+    "wait_matrix",
     "vehicle_time_s",
 ]
 
@@ -63,6 +69,20 @@ TRAVEL_FEATURES: tuple[str, ...] = (
     "driver_deliveries_log",
     "vehicle",
     "to_customer",
+)
+
+
+WAIT_FEATURES: tuple[str, ...] = (
+    "hour",
+    "day_of_week",
+    "is_peak",
+    "weather",
+    "event_multiplier",
+    "drivers_nearby",
+    "restaurant_load",
+    "restaurant_listed_prep_min",
+    "restaurant_recent_prep_min",
+    "item_count",
 )
 
 
@@ -157,5 +177,40 @@ def travel_matrix(
         np.log1p(np.asarray(driver_deliveries, dtype=np.float64)),
         np.asarray(vehicle, dtype=np.float64),
         np.asarray(to_customer, dtype=np.float64),
+    )
+    return np.atleast_2d(np.stack(cols, axis=-1))
+
+
+def wait_matrix(
+    *,
+    hour: npt.ArrayLike,
+    day_of_week: npt.ArrayLike,
+    weather: npt.ArrayLike,
+    event_multiplier: npt.ArrayLike,
+    drivers_nearby: npt.ArrayLike,
+    restaurant_load: npt.ArrayLike,
+    listed_prep_min: npt.ArrayLike,
+    recent_prep_min: npt.ArrayLike,
+    item_count: npt.ArrayLike,
+) -> F64:
+    """Rows of :data:`WAIT_FEATURES` (arrays broadcast; scalars make one row).
+
+    ``drivers_nearby`` is the free drivers near the restaurant at placement (NaN when
+    unknown: the trees learn what missing means); ``event_multiplier`` a local
+    event's factor (1 without one; 0 or NaN, not sent, reads as 1).
+    """
+    ev = np.asarray(event_multiplier, dtype=np.float64)
+    ev = np.where(np.isfinite(ev) & (ev > 0), ev, 1.0)
+    cols = np.broadcast_arrays(
+        np.asarray(hour, dtype=np.float64),
+        np.asarray(day_of_week, dtype=np.float64),
+        is_peak(hour, day_of_week).astype(np.float64),
+        np.asarray(weather, dtype=np.float64),
+        ev,
+        np.asarray(drivers_nearby, dtype=np.float64),
+        np.asarray(restaurant_load, dtype=np.float64),
+        np.asarray(listed_prep_min, dtype=np.float64),
+        np.asarray(recent_prep_min, dtype=np.float64),
+        np.asarray(item_count, dtype=np.float64),
     )
     return np.atleast_2d(np.stack(cols, axis=-1))

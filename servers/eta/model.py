@@ -1,10 +1,12 @@
 """The trained ETA models: one versioned file, loaded whole or refused, and hot-reloaded.
 
-A model file ``eta-<version>.json`` holds both XGBoost boosters (prep and travel,
+A model file ``eta-<version>.json`` holds the XGBoost boosters (prep, travel and,
+from files written since it exists, the pickup wait before a driver is assigned;
 each predicting the 10th, 50th and 90th percentile, in minutes), the feature
 lists they were trained on, the profiles of restaurants and drivers that history
 gives (their mean prep time, their speed against the road graph), the pickup
-wait by hour, each stage's conformal interval band, and the held-out metrics.
+wait by hour (what a file without the wait booster serves), each stage's conformal
+interval band, and the held-out metrics.
 ``eta-<version>.meta.json`` beside it repeats the metrics and feature lists for people and tools.
 
 :class:`ModelWatcher` polls the model directory; a newer file is loaded off the
@@ -34,7 +36,13 @@ import xgboost as xgb
 
 from foodmesh.core.tasks import stop_tasks
 from servers.eta.conformal import Residuals, bands_from_doc
-from servers.eta.features import PREP_FEATURES, TRAVEL_FEATURES, DriverProfile, RestaurantProfile
+from servers.eta.features import (
+    PREP_FEATURES,
+    TRAVEL_FEATURES,
+    WAIT_FEATURES,
+    DriverProfile,
+    RestaurantProfile,
+)
 
 __all__ = [
     "FORMAT",
@@ -63,7 +71,7 @@ class ModelLoadError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class EtaModel:
-    """Both boosters and what they need at prediction time."""
+    """The boosters and what they need at prediction time."""
 
     version: str
     prep: xgb.Booster
@@ -76,6 +84,10 @@ class EtaModel:
     pickup_wait_by_hour: tuple[tuple[float, float, float], ...]
     #: Minutes a driver spends at the counter once there.
     handover_min: float
+    #: The pickup wait before a driver is assigned (``WAIT_FEATURES``: live supply, weather,
+    #: events); None in files from before it, which serve ``pickup_wait_by_hour``.
+    wait: xgb.Booster | None = None
+    wait_interval_scale: float = 1.0
     #: Widens (or narrows) each model's 10-90 spread around its median so that 80% of a
     #: calibration slice (the latest training orders, unseen by the trees) falls inside.
     prep_interval_scale: float = 1.0
@@ -113,6 +125,16 @@ class EtaModel:
     def predict_travel(self, x: F64) -> F64:
         """(n, 3) minutes: q10, q50, q90 of a leg's travel time."""
         return self._quantiles(self.travel, x, self.travel_interval_scale)
+
+    def predict_wait(self, x: F64) -> F64:
+        """(n, 3) minutes: q10, q50, q90 of the pickup wait (rows of ``WAIT_FEATURES``).
+
+        Raises:
+            ValueError: the model has no wait booster (check ``model.wait`` first).
+        """
+        if self.wait is None:
+            raise ValueError(f"model {self.version} has no pickup-wait booster")
+        return self._quantiles(self.wait, x, self.wait_interval_scale)
 
 
 def new_version(now: dt.datetime | None = None) -> str:
@@ -162,8 +184,13 @@ def save_model(model: EtaModel, directory: Path) -> Path:
         "stage_residuals": {k: v.as_list() for k, v in model.stage_residuals.items()},
         "metrics": dict(model.metrics),
     }
-    meta = {k: doc[k] for k in ("format", "version", "created_at", "quantiles",
-                                "prep_features", "travel_features", "metrics")}  # fmt: skip
+    if model.wait is not None:
+        doc["wait_features"] = list(WAIT_FEATURES)
+        doc["wait_booster"] = _booster_blob(model.wait)
+        doc["wait_interval_scale"] = model.wait_interval_scale
+    keys = ("format", "version", "created_at", "quantiles", "prep_features", "travel_features",
+            "wait_features", "metrics")  # fmt: skip
+    meta = {k: doc[k] for k in keys if k in doc}
     path = directory / f"eta-{model.version}.json"
     _write_atomic(directory / f"eta-{model.version}.meta.json", json.dumps(meta, indent=2))
     _write_atomic(path, json.dumps(doc))
@@ -192,6 +219,11 @@ def load_model(path: Path) -> EtaModel:
         wait = tuple((float(a), float(b), float(c)) for a, b, c in doc["pickup_wait_by_hour"])
         if len(wait) != 24:
             raise ValueError("pickup_wait_by_hour must have 24 rows")
+        wait_booster = None
+        if "wait_booster" in doc:  # files from before it serve the wait by hour
+            if tuple(doc.get("wait_features", ())) != WAIT_FEATURES:
+                raise ValueError("wait features differ from this code's; retrain with train-eta")
+            wait_booster = _booster(doc, "wait_booster", len(WAIT_FEATURES))
         dr = doc["default_restaurant"]
         dd = doc["default_driver"]
         return EtaModel(
@@ -209,6 +241,8 @@ def load_model(path: Path) -> EtaModel:
             default_driver=DriverProfile(float(dd[0]), int(dd[1])),
             pickup_wait_by_hour=wait,
             handover_min=float(doc["handover_min"]),
+            wait=wait_booster,
+            wait_interval_scale=float(doc.get("wait_interval_scale", 1.0)),
             prep_interval_scale=float(doc.get("prep_interval_scale", 1.0)),
             travel_interval_scale=float(doc.get("travel_interval_scale", 1.0)),
             total_interval_scale=float(doc.get("total_interval_scale", 1.0)),

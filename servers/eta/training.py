@@ -1,10 +1,13 @@
-"""``foodmesh train-eta``: XGBoost prep and travel models from order history, evaluated honestly.
+"""``foodmesh train-eta``: XGBoost prep, travel and pickup-wait models from order history,
+evaluated honestly.
 
 The history (simulated, or real from the Order database) is split by time: the
 last ``holdout`` fraction of orders is never seen in training. Profiles
 (restaurants' mean prep, drivers' speed against the graph) come from the
 training part only; a kitchen's features (recent prep times, open orders) are
-each order's as of its placement (``servers.eta.kitchen``). Both models are
+each order's as of its placement (``servers.eta.kitchen``), and so are the free
+drivers near the kitchen, the weather and a local event's factor (recorded at
+placement; a history without them trains with them unknown). The models are
 quantile regressions (10th/50th/90th percentile, ``reg:quantileerror``) trained
 with ``xgboost.train`` on a DMatrix.
 
@@ -41,6 +44,7 @@ from servers.eta.features import (
     prep_matrix,
     travel_matrix,
     vehicle_time_s,
+    wait_matrix,
 )
 from servers.eta.kitchen import kitchen_as_of
 from servers.eta.model import QUANTILES, EtaModel, new_version, save_model
@@ -137,12 +141,22 @@ def kitchen_columns(h: History) -> dict[str, npt.NDArray[Any]]:
 
     Recomputed from the orders themselves, the way Order computes them live: the
     restaurant's recent prep time and count, and its open orders (``restaurant_load``).
+    Conditions a history may not have recorded read as unknown: free drivers nearby
+    NaN, no event (1.0), weather 0.
     """
     recent, count, open_ = kitchen_as_of(h["restaurant_id"], h["order_ts"], h["prep_s"])
     listed = h.get("restaurant_listed_prep_min")
     n = len(h["order_ts"])
+    nearby = h.get("drivers_nearby")
+    event = h.get("event_multiplier")
+    weather = h.get("weather")
     return {
         **h,
+        "drivers_nearby": (np.asarray(nearby, dtype=np.float64)
+                           if nearby is not None else np.full(n, np.nan)),
+        "event_multiplier": (np.asarray(event, dtype=np.float64)
+                             if event is not None else np.ones(n)),
+        "weather": np.asarray(weather) if weather is not None else np.zeros(n, dtype=np.int8),
         "restaurant_listed_prep_min": (np.asarray(listed, dtype=np.float64)
                                        if listed is not None else np.full(n, np.nan)),
         "restaurant_recent_prep_min": recent,
@@ -163,6 +177,38 @@ def _prep_x(h: History, model: EtaModel | None = None) -> F64:
         restaurant_load=h["restaurant_load"],
         weather=h["weather"],
     )
+
+
+def _wait_x(h: History) -> F64:
+    """Features of the pickup wait, as of each order's placement."""
+    return wait_matrix(
+        hour=h["hour"],
+        day_of_week=h["day_of_week"],
+        weather=h["weather"],
+        event_multiplier=h["event_multiplier"],
+        drivers_nearby=h["drivers_nearby"],
+        restaurant_load=h["restaurant_load"],
+        listed_prep_min=h["restaurant_listed_prep_min"],
+        recent_prep_min=h["restaurant_recent_prep_min"],
+        item_count=h["item_count"],
+    )
+
+
+def _wait_xy(h: History) -> tuple[F64, F64]:
+    """The wait booster's training rows: each order as recorded, and again with the free
+    drivers nearby unknown (a caller that does not send them), so the trees learn what
+    missing means from the same orders."""
+    unknown = {**h, "drivers_nearby": np.full(len(h["order_ts"]), np.nan)}
+    y = np.asarray(h["wait_s"], dtype=np.float64) / 60.0
+    return np.vstack([_wait_x(h), _wait_x(unknown)]), np.concatenate([y, y])
+
+
+def _wait_q(model: EtaModel, h: History) -> F64:
+    """(n, 3) minutes of the pickup wait before a driver is known: the wait booster, or the
+    history's wait at the hour for a model without one."""
+    if model.wait is not None:
+        return model.predict_wait(_wait_x(h))
+    return np.array([model.pickup_wait_by_hour[int(hr)] for hr in h["hour"]]).reshape(-1, 3)
 
 
 def _travel_x(h: History, model: EtaModel, *, leg: str, driver_known: bool = True) -> F64:
@@ -246,9 +292,9 @@ def refine(
     nthread: int = 1,
 ) -> EtaModel:  # fmt: skip
     """``model`` updated with deliveries ``h`` (kitchen columns computed): more boosting
-    rounds on them for both models, the pickup wait by hour and the intervals' widths
-    from them. What a few hundred of the platform's own deliveries can teach a model
-    trained on a bigger simulated history."""
+    rounds on them for its models (the wait booster too, where the model has one), the
+    pickup wait by hour and the intervals' widths from them. What a few hundred of the
+    platform's own deliveries can teach a model trained on a bigger simulated history."""
     order = np.argsort(h["order_ts"], kind="stable")
     h = {k: np.asarray(v)[order] for k, v in h.items()}
     n = len(h["order_ts"])
@@ -276,10 +322,19 @@ def refine(
     x_travel = np.vstack([_travel_x(fit, model, leg="route"),
                           _travel_x(fit, model, leg="route", driver_known=False)])  # fmt: skip
     travel = more(model.travel, x_travel, np.concatenate([fit["travel_s"], fit["travel_s"]]) / 60.0)
+    wait = model.wait
+    if wait is not None:
+        wait = more(wait, *_wait_xy(fit))
     every = np.ones(n, dtype=bool)
-    out = dataclasses.replace(model, version=new_version(), prep=prep, travel=travel,
+    out = dataclasses.replace(model, version=new_version(), prep=prep, travel=travel, wait=wait,
                               pickup_wait_by_hour=_wait_by_hour(h, every))  # fmt: skip
     if len(cal["order_ts"]) >= 20:
+        if out.wait is not None:
+            out = dataclasses.replace(
+                out,
+                wait_interval_scale=out.wait_interval_scale
+                * _scale(out.predict_wait(_wait_x(cal)), cal["wait_s"] / 60.0),
+            )
         out = dataclasses.replace(
             out,
             total_interval_scale=1.0,
@@ -338,7 +393,7 @@ def at_order_minutes(model: EtaModel, t: History) -> tuple[F64, F64, F64]:
     """The total promised at placement (no driver known: a typical one and a car) and its
     80 % interval, minutes, for rows of a history with its kitchen columns."""
     prep_q = model.predict_prep(_prep_x(t, model))
-    wait_q = np.array([model.pickup_wait_by_hour[int(hr)] for hr in t["hour"]]).reshape(-1, 3)
+    wait_q = _wait_q(model, t)
     anon_q = model.predict_travel(_travel_x(t, model, leg="route", driver_known=False))
     mid = prep_q[:, 1] + wait_q[:, 1] + anon_q[:, 1]
     lo = mid - np.sqrt(
@@ -446,9 +501,34 @@ def evaluate(model: EtaModel, h: History, rows: npt.NDArray[np.bool_], *, fixed_
     base_a = rolling_prep_min(t, default_min=fixed_prep_min) + route_car + rolling_offset_min
     base_b = seed_formula_min(t)
     a_err, ours, seed_err = (_err(x, total_true) for x in (base_a, at_order, base_b))
+    by_hour_err: dict[str, float] = {}
+    if model.wait is not None:  # the same total with the wait by hour: what the wait model adds
+        by_hour_total, _, _ = at_order_minutes(dataclasses.replace(model, wait=None), t)
+        e = _err(by_hour_total, total_true)
+        by_hour_err = {"wait_by_hour_mae_min": e["mae_min"], "wait_by_hour_p90_min": e["p90_min"]}
+    wait_true = np.asarray(t["wait_s"], dtype=np.float64) / 60.0
+    wait_q = _wait_q(model, t)
+    by_hour = np.array([model.pickup_wait_by_hour[int(hr)][1] for hr in t["hour"]])
+    known_wait = np.isfinite(wait_true)
     out = {
         "rows": int(rows.sum()),
         "prep": _side(prep_q[:, 1], np.full(len(prep_true), fixed_prep_min), prep_true),
+        # The pickup part before a driver is known, beside the history's median at the hour.
+        "wait": {
+            **_side(wait_q[known_wait, 1], by_hour[known_wait], wait_true[known_wait]),
+            "model": "booster" if model.wait is not None else "by hour",
+            "interval80_coverage": round(
+                float(
+                    np.mean(
+                        (wait_true[known_wait] >= wait_q[known_wait, 0])
+                        & (wait_true[known_wait] <= wait_q[known_wait, 2])
+                    )
+                )
+                if known_wait.any()
+                else float("nan"),
+                3,
+            ),
+        },
         "travel": _side(route_q[:, 1], route_vt, travel_true),
         "total": {
             **_side(at_order, fixed_min + route_car, total_true),
@@ -461,6 +541,7 @@ def evaluate(model: EtaModel, h: History, rows: npt.NDArray[np.bool_], *, fixed_
             "seed_baseline_mae_min": seed_err["mae_min"],
             "seed_baseline_p90_min": seed_err["p90_min"],
             "mae_vs_seed_baseline": round(ours["mae_min"] / max(seed_err["mae_min"], 1e-9), 3),
+            **by_hour_err,
         },
         "prep_interval80_coverage": round(
             float(np.mean((prep_true >= prep_q[:, 0]) & (prep_true <= prep_q[:, 2]))), 3
@@ -535,13 +616,16 @@ def train(
         [fit["travel_s"] / 60.0, fit["pickup_travel_s"] / 60.0, fit["travel_s"] / 60.0]
     )
     travel = _fit(x_travel, y_travel, label="travel", cfg=cfg, say=say)
-    for b in (prep, travel):
+    # Food ready -> in the driver's hands, from what is known at placement (no driver yet).
+    wait = _fit(*_wait_xy(fit), label="wait", cfg=cfg, say=say)
+    for b in (prep, travel, wait):
         b.set_param({"nthread": 1})
     trained = time.perf_counter() - t0
-    model = dataclasses.replace(draft, prep=prep, travel=travel)
+    model = dataclasses.replace(draft, prep=prep, travel=travel, wait=wait)
     model = dataclasses.replace(
         model,
         prep_interval_scale=_scale(model.predict_prep(_prep_x(cal, model)), cal["prep_s"] / 60.0),
+        wait_interval_scale=_scale(model.predict_wait(_wait_x(cal)), cal["wait_s"] / 60.0),
         travel_interval_scale=_scale(
             model.predict_travel(_travel_x(cal, model, leg="route")), cal["travel_s"] / 60.0
         ),
@@ -582,7 +666,8 @@ def train(
         f"train-eta: done in {time.perf_counter() - t0:.1f}s; held-out MAE total "
         f"{ho['total']['mae_min']:.2f} min (baseline {ho['total']['baseline_mae_min']:.2f}), "
         f"prep {ho['prep']['mae_min']:.2f} ({ho['prep']['baseline_mae_min']:.2f}), "
-        f"travel {ho['travel']['mae_min']:.2f} ({ho['travel']['baseline_mae_min']:.2f}); "
+        f"travel {ho['travel']['mae_min']:.2f} ({ho['travel']['baseline_mae_min']:.2f}), "
+        f"pickup wait {ho['wait']['mae_min']:.2f} (by hour {ho['wait']['baseline_mae_min']:.2f}); "
         f"baselines (a) rolling prep {ho['total']['rolling_baseline_mae_min']:.2f}, "
         f"(b) seed formula {ho['total']['seed_baseline_mae_min']:.2f}"
         + (f"; wrote {path}" if path else "")
