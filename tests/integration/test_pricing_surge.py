@@ -85,7 +85,18 @@ async def test_surge_rises_when_orders_outnumber_drivers_and_falls_back_after(
 
                 after = await asyncio.wait_for(calm_again(), timeout=10)  # the window is 4 s
                 assert after.multiplier == 1.0 and after.reason == "Normal demand"
-            hist = (await ops.get_surge_history(ppb.GetSurgeHistoryRequest(cell=REST_CELL))).points
+
+                async def calm_recorded() -> list[ppb.SurgePoint]:
+                    # The history is written beside the answer (in the background): the calm
+                    # point lands a moment after GetSurge returned it.
+                    while True:
+                        req = ppb.GetSurgeHistoryRequest(cell=REST_CELL)
+                        points = list((await ops.get_surge_history(req)).points)
+                        if points and round(points[-1].multiplier, 1) == 1.0:
+                            return points
+                        await asyncio.sleep(0.1)
+
+                hist = await asyncio.wait_for(calm_recorded(), timeout=10)
             seen = [round(p.multiplier, 1) for p in hist]
             assert 2.3 in seen and seen[-1] == 1.0
             assert [p.timestamp.ToNanoseconds() for p in hist] == sorted(
