@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 from foodmesh.roads.vehicles import vehicle_time_s
 from foodmesh.v1 import common_pb2
 from servers.eta.confidence import Part, combine, confidence
-from servers.eta.estimate import BASELINE_PREP_MIN, DeliveryInput, estimate_delivery
+from servers.eta.estimate import BASELINE_PREP_MIN, estimate_delivery
 from servers.eta.features import is_peak
 from servers.eta.reroute import Reason, decide, deviation_m
 from servers.eta.routing import Leg
+from tests.unit._eta import delivery_input
 
 # A straight street running east from the design's point, about 880 m long.
 STREET = [(37.7749, -122.4194), (37.7749, -122.4144), (37.7749, -122.4094)]
@@ -106,31 +107,7 @@ def test_vehicle_profiles() -> None:
     assert 100 < vehicle_time_s(VT.VEHICLE_TYPE_SCOOTER, 100, 150) < 150
 
 
-def _input(**kw: object) -> DeliveryInput:
-    now = dt.datetime(2026, 1, 6, 20, 0, tzinfo=dt.UTC)
-    base = {
-        "restaurant_id": "rest_00001",
-        "item_count": 2,
-        "subtotal": 30.0,
-        "order_time": now,
-        "now": now,
-        "order_hour": 12,
-        "order_dow": 1,
-        "hour": 12,
-        "dow": 1,
-        "status": 0,
-        "weather": 1,
-        "restaurant_load": 3,
-        "vehicle": 0,
-        "driver_id": "",
-        "driver_known": False,
-        "delivery_leg": Leg(3000, 600, 400, False),
-        "delivery_to": (37.78, -122.41),
-        "pickup_leg": None,
-        "restaurant": (37.77, -122.42),
-    }
-    base.update(kw)
-    return DeliveryInput(**base)  # type: ignore[arg-type]
+_input = delivery_input
 
 
 def test_baseline_estimate_is_routing_time_plus_fixed_prep_and_parts_add_up() -> None:

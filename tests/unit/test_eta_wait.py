@@ -15,7 +15,6 @@ from foodmesh.sim import history, world
 from servers.eta.estimate import DeliveryInput, estimate_delivery
 from servers.eta.features import WAIT_FEATURES, wait_matrix
 from servers.eta.model import EtaModel, ModelLoadError, load_model
-from servers.eta.routing import Leg
 from servers.eta.training import (
     TrainConfig,
     TrainResult,
@@ -24,6 +23,7 @@ from servers.eta.training import (
     refine,
     train,
 )
+from tests.unit._eta import delivery_input
 
 SMALL = {"orders": 3000, "seed": 5, "restaurants": 30, "progress": lambda _: None}
 CFG = TrainConfig(rounds=60, nthread=1)
@@ -43,30 +43,9 @@ def trained(hist: history.History, tmp_path_factory: pytest.TempPathFactory) -> 
 def _input(**kw: object) -> DeliveryInput:
     """An order just placed at the weekday dinner rush, no driver yet."""
     now = dt.datetime(2026, 1, 7, 2, 30, tzinfo=dt.UTC)  # Tuesday 18:30 in San Francisco
-    base: dict[str, object] = {
-        "restaurant_id": "rest_00001",
-        "item_count": 2,
-        "subtotal": 30.0,
-        "order_time": now,
-        "now": now,
-        "order_hour": 18,
-        "order_dow": 1,
-        "hour": 18,
-        "dow": 1,
-        "status": 0,
-        "weather": 1,
-        "restaurant_load": 2,
-        "vehicle": 0,
-        "driver_id": "",
-        "driver_known": False,
-        "delivery_leg": Leg(3000, 600, 400, False),
-        "delivery_to": (37.78, -122.41),
-        "pickup_leg": None,
-        "restaurant": (37.77, -122.42),
-        "listed_prep_min": 10.0,
-    }
-    base.update(kw)
-    return DeliveryInput(**base)  # type: ignore[arg-type]
+    rush: dict[str, object] = {"order_time": now, "now": now, "order_hour": 18, "hour": 18,
+                               "restaurant_load": 2, "listed_prep_min": 10.0}  # fmt: skip
+    return delivery_input(**{**rush, **kw})
 
 
 # -- the world ---------------------------------------------------------------------------
