@@ -180,7 +180,11 @@ def proposal_of(
                 0.0 if at_once else config.driver_wait_weight,
                 w.driver_wait_min,
             ),
-            ("travel_minutes", config.driver_wait_weight if at_once else 0.0, w.travel_min),
+            (
+                "travel_minutes",
+                config.driver_wait_weight if at_once else config.drive_weight,
+                w.travel_min,
+            ),
             ("serve_reward_minutes", -1.0, w.serve_reward),
             ("driver_penalty_minutes", 1.0, w.driver_penalty),
         ),

@@ -75,6 +75,23 @@ def test_an_order_waits_until_the_kitchen_is_nearly_done_before_it_is_offered() 
     assert sent.plans[0].commit
 
 
+def test_of_the_drivers_in_time_the_nearest_is_chosen_and_sent_at_the_kitchens_time() -> None:
+    # Food ready in 25 min; both drivers can be there in time. Sent now, the far one
+    # would wait least, but nobody is sent now: the near one goes later, by the kitchen.
+    o = order("a", ready=1500, to=east(2000))
+    near = FreeDriver("near", *east(-600), free_at=0.0)  # 120 s away
+    far = FreeDriver("far", *east(-6000), free_at=0.0)  # 1200 s away
+    cfg = TripConfig(release_margin_s=60.0)
+    rnd = plan_trips([o], [far, near], now=0.0, interval_s=30.0, travel=TRAVEL, config=cfg)
+    (p,) = rnd.plans
+    assert (p.driver_id, p.commit) == ("near", False)
+    assert abs(p.why.release_at - (1500 - 120 - 60)) < 0.01
+    # Sent at once (the plain baseline), the nearer is chosen too: only the drive differs.
+    at_once = plan_trips([o], [far, near], now=0.0, interval_s=30.0, travel=TRAVEL,
+                         config=TripConfig(release_at_once=True))  # fmt: skip
+    assert [(q.driver_id, q.commit) for q in at_once.plans] == [("near", True)]
+
+
 def test_a_known_road_time_replaces_the_straight_line_in_the_choice_and_the_release() -> None:
     o = order("a", ready=700, to=east(2000))
     near = FreeDriver("near", *east(-1500), free_at=0.0)  # 300 s by the line
