@@ -33,7 +33,7 @@ import numpy as np
 from foodmesh.core.geo import haversine_m
 from foodmesh.v1 import common_pb2
 from servers.eta.confidence import Interval, Part, combine, confidence
-from servers.eta.conformal import stage_of
+from servers.eta.conformal import stage_of, widen
 from servers.eta.features import (
     CENTER,
     is_peak,
@@ -250,7 +250,8 @@ def estimate_delivery(inp: DeliveryInput, model: EtaModel | None) -> DeliveryEst
     band = model.stage_residuals.get(stage) if model is not None and not finished else None
     if band is not None:  # calibrated on recent deliveries: the band, not the spreads
         t = interval.total
-        interval = Interval(t, max(0.0, t + band.low), max(0.0, t + band.high))
+        lo_b, hi_b = widen(t, band, spread=interval.upper - interval.lower)
+        interval = Interval(t, float(lo_b), float(hi_b))
     elif model is not None and model.total_interval_scale != 1.0:
         k = model.total_interval_scale
         t = interval.total

@@ -144,12 +144,13 @@ def _trained_until(model: EtaModel | None) -> float:
 
 def _moved(before: EtaModel, after: EtaModel) -> bool:
     """Whether ``after``'s interval bands differ from ``before``'s by more than noise: a stage
-    calibrated anew, or an edge moved by 0.5 min or a tenth of the band's width."""
+    calibrated anew or scaled now, or an edge moved by 0.5 min (a scaled band: 0.05 of the
+    estimate's spread) or a tenth of the band's width."""
     for stage, new in after.stage_residuals.items():
         old = before.stage_residuals.get(stage)
-        if old is None:
+        if old is None or old.scaled != new.scaled:
             return True
-        tol = max(0.5, 0.1 * (old.high - old.low))
+        tol = max(0.05 if old.scaled else 0.5, 0.1 * (old.high - old.low))
         if abs(new.low - old.low) >= tol or abs(new.high - old.high) >= tol:
             return True
     return False

@@ -406,7 +406,7 @@ def at_order_minutes(model: EtaModel, t: History) -> tuple[F64, F64, F64]:
     )  # fmt: skip
     band = model.stage_residuals.get("placement")
     if band is not None:
-        lo_c, hi_c = widen(mid, band)
+        lo_c, hi_c = widen(mid, band, spread=hi - lo)
         return mid, lo_c, hi_c
     k = model.total_interval_scale
     return mid, np.maximum(0.0, mid - (mid - lo) * k), mid + (hi - mid) * k
@@ -438,10 +438,10 @@ def calibrate(model: EtaModel, cal: History) -> EtaModel:
         return model
     total = np.asarray(cal["total_s"], dtype=np.float64) / 60.0
     plain = dataclasses.replace(model, stage_residuals={})
-    placed, _, _ = at_order_minutes(plain, cal)
+    placed, lo, hi = at_order_minutes(plain, cal)
     route_q = model.predict_travel(_travel_x(cal, model, leg="route"))
     found: dict[str, Residuals | None] = {
-        "placement": residuals(total, placed),
+        "placement": residuals(total, placed, spread=hi - lo),
         "assignment": residuals(total, assigned_minutes(model, cal)),
         "pickup": residuals(np.asarray(cal["travel_s"], dtype=np.float64) / 60.0, route_q[:, 1]),
     }

@@ -41,6 +41,32 @@ def test_residual_bands_cover_80_percent_of_new_draws_where_the_models_spread_di
     assert residuals(np.full(100, np.nan), est[:100]) is None
 
 
+def test_a_scaled_band_covers_calm_and_busy_orders_alike_where_one_width_does_not() -> None:
+    # Orders whose own spread says how uncertain they are: a calm, well-staffed kitchen
+    # (spread 3 min) and one at its rush with few drivers free (spread 15 min). Calibrated
+    # on a mix, one absolute band over-covers the calm orders and under-covers the busy.
+    rng = np.random.default_rng(11)
+    n = 8000
+    spread = np.where(rng.random(n) < 0.5, 3.0, 15.0)
+    est = rng.uniform(20, 50, n)
+    actual = est + spread / 2.5631 * rng.standard_normal(n)  # the spread is 80 % wide
+    cal, test = slice(0, 2000), slice(2000, None)
+    calm = spread[test] == 3.0
+    flat = residuals(actual[cal], est[cal])
+    assert flat is not None and not flat.scaled
+    lo, hi = widen(est[test], flat)
+    assert _coverage(actual[test][calm], lo[calm], hi[calm]) > 0.95
+    assert _coverage(actual[test][~calm], lo[~calm], hi[~calm]) < 0.7
+    scaled = residuals(actual[cal], est[cal], spread=spread[cal])
+    assert scaled is not None and scaled.scaled
+    lo, hi = widen(est[test], scaled, spread=spread[test])
+    for group in (calm, ~calm):
+        assert 0.76 <= _coverage(actual[test][group], lo[group], hi[group]) <= 0.84
+    # It survives the model file's list form; old three-number bands stay absolute.
+    assert Residuals.from_list(scaled.as_list()) == scaled
+    assert not Residuals.from_list([-1.0, 2.0, 50]).scaled
+
+
 def test_stage_of_an_estimate() -> None:
     assert stage_of(picked_up=False, driver_on_the_way=False) == "placement"
     assert stage_of(picked_up=False, driver_on_the_way=True) == "assignment"
@@ -102,8 +128,13 @@ def test_a_model_calibrated_on_the_live_citys_deliveries_covers_80_percent_of_th
             base, status=common_pb2.ORDER_STATUS_PICKED_UP, driver_known=True
         ),  # fmt: skip
     }
+    bare = dataclasses.replace(served, stage_residuals={}, total_interval_scale=1.0)
     for stage, inp in stages.items():
         e = estimate_delivery(inp, served)
         band: Residuals = served.stage_residuals[stage]
-        assert e.interval.lower == pytest.approx(max(0.0, e.interval.total + band.low)), stage
-        assert e.interval.upper == pytest.approx(e.interval.total + band.high), stage
+        # At placement the band is in units of the estimate's own spread; later, minutes.
+        assert band.scaled == (stage == "placement"), stage
+        own = estimate_delivery(inp, bare).interval
+        k = max(own.upper - own.lower, 1.0) if band.scaled else 1.0
+        assert e.interval.lower == pytest.approx(max(0.0, e.interval.total + band.low * k)), stage
+        assert e.interval.upper == pytest.approx(e.interval.total + band.high * k), stage
