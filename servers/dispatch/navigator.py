@@ -416,12 +416,16 @@ class Navigator:
         st = t.st
         st.update, st.stand_in = u, stand_in
         st.checked_at = self.monotonic()
-        t.session.put(dispatch_pb2.DriverSessionResponse(route_update=u))
-        self.sent += 1
-        metrics.route_sent(u)
+        # Kept before it goes out: a reconnect right after (to any replica) resends this
+        # route, not the one before it (saved after, a CI run's reconnect got the old one).
         try:
             await self.fleet.routes.save(
                 st.driver_id, st.order_id, int(st.leg), u.SerializeToString()
             )
-        except Exception as exc:  # the route went out; only a resend elsewhere misses it
+        except Exception as exc:  # the route still goes out; only a resend elsewhere misses it
             _log.debug("driver %s's route not saved: %s", st.driver_id, exc)
+        if not self._current(t):
+            return
+        t.session.put(dispatch_pb2.DriverSessionResponse(route_update=u))
+        self.sent += 1
+        metrics.route_sent(u)
