@@ -32,6 +32,12 @@ def sleeper(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
         [sys.executable, "-c", "import time; time.sleep(60)", str(tmp_path)],
         env=env, start_new_session=True,
     )  # fmt: skip
+    # Until the child has exec'd, /proc shows the parent's command line and environment
+    # (a loaded CI run looked in that moment and found no token).
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    deadline = time.monotonic() + 30
+    while b"time.sleep(60)" not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
     yield proc
     proc.kill()
     proc.wait()
