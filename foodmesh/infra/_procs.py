@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,22 +32,35 @@ def _ephemeral_low() -> int:
     return 32768
 
 
+#: The next port :func:`free_port` tries: from a random start, one after another, so one
+#: process never hands out a port twice (a batch chosen before any binds stays distinct)
+#: and two processes walk apart.
+_cursor: int | None = None
+_cursor_lock = threading.Lock()
+
+
 def free_port(preferred: int | None = None) -> int:
     """A TCP port on 127.0.0.1 that nobody listens on; ``preferred`` when it is free.
 
     Chosen below the kernel's ephemeral range: a port from that range (what binding
     port 0 gives) can be taken by any outgoing connection's local end in the moment
     between choosing it and the server binding it. A Redis Cluster node's bus port was
-    lost that way in a CI run ("Address already in use").
+    lost that way in a CI run ("Address already in use"). Taken in turn, not at random:
+    random picks collided within the soak's batch of ports, chosen before any was bound.
     """
+    global _cursor
     if preferred and port_free(preferred):
         return preferred
-    high = _ephemeral_low()
-    if high - _LOW_PORT >= 1000:
-        for _ in range(64):
-            port = random.randrange(_LOW_PORT, high)
-            if port_free(port):
-                return port
+    low, high = _LOW_PORT, _ephemeral_low()
+    if high - low >= 1000:
+        with _cursor_lock:
+            if _cursor is None:
+                _cursor = random.randrange(low, high)
+            for _ in range(high - low):
+                port = _cursor
+                _cursor = low + (_cursor + 1 - low) % (high - low)
+                if port_free(port):
+                    return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
