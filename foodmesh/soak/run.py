@@ -401,6 +401,15 @@ async def _until(check: Callable[[], Awaitable[bool]], *, within_s: float,
     return False
 
 
+def _order_env(c: SoakConfig) -> dict[str, str]:
+    """Order voids the card hold of a placement killed before its order was written once the
+    claim (60 s) and ``HOLD_GRACE_S`` have passed (300 s by default). Here that comes
+    within the audit's grace, so the audit judges the platform's voiding, not its
+    schedule (a CI mini-soak's kill left one hold, counted lingering at 120 s)."""
+    sweep_s = 20.0  # Order's orphan-hold pass comes every 20 sweeps of 0.5 s, and slack
+    return {"FOODMESH_ORDER_HOLD_GRACE_S": f"{max(5.0, c.audit.grace_s - 60.0 - sweep_s):g}"}
+
+
 async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one story, told in order
     """Runs the whole soak and returns what it saw; never leaves a process behind."""
     from foodmesh import infra
@@ -489,7 +498,8 @@ async def run_soak(config: SoakConfig) -> SoakResult:  # noqa: C901 — one stor
             specs = platform_specs(services, through, state, gateway_port=str(gateway_port),
                                    dashboard_port="0", dashboard=False, ports=ports,
                                    gateway_metrics_port=str(free_port()),
-                                   extra_env={"dispatch": dispatch_env})  # fmt: skip
+                                   extra_env={"dispatch": dispatch_env,
+                                              "order": _order_env(c)})  # fmt: skip
             supervisor = Supervisor(specs, state_dir=state, log_dir=logs, grace_s=10.0,
                                     max_deaths_per_minute=10)  # fmt: skip
             ready = asyncio.Event()
