@@ -20,6 +20,8 @@ import redis.asyncio as aioredis
 from foodmesh.core.redis import redis_client as runtime_redis_client
 from foodmesh.infra import RunningInfra, fresh_run_dir, start_infra
 
+pytest_plugins = ["tests._hang_dump"]
+
 REPO = Path(__file__).resolve().parent.parent
 # Tests run in explicit development mode: the public dev secret signs their tokens.
 os.environ.setdefault("FOODMESH_DEV", "1")

@@ -131,7 +131,8 @@ class DriverApp:
     async def send(self, *fixes: location_pb2.LocationFix) -> location_pb2.StreamLocationsResponse:
         assert self._acks is not None
         await self._out.put(location_pb2.StreamLocationsRequest(fixes=list(fixes)))
-        return await asyncio.wait_for(anext(self._acks), timeout=5)
+        async with asyncio.timeout(5):  # not wait_for: it can swallow a cancellation (3.11)
+            return await anext(self._acks)
 
 
 async def wait_for(predicate: object, *, within: float = 3.0, every: float = 0.02) -> float:

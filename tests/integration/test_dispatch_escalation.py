@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from foodmesh.core.tasks import stop_tasks
 from foodmesh.v1 import common_pb2
 from foodmesh.v1 import dispatch_pb2 as dpb
 from foodmesh.v1 import order_pb2 as opb
@@ -105,27 +106,34 @@ async def test_an_order_nobody_takes_is_escalated_and_may_then_be_cancelled_free
 
 
 class KeepAlive:
-    """A driver's app sending a fix every 0.2 s, until stopped (the driver goes silent)."""
+    """A driver's app sending a fix every 0.2 s, until stopped (the driver goes silent).
+
+    Stopping sets a flag the loop checks as well as cancelling it: on Python 3.11 a
+    cancellation can be swallowed by a ``wait_for`` finishing at that moment
+    (gh-86296), and a bare ``cancel(); await task`` then waits on a loop that beats on
+    forever (a CI run hung here for its whole 120 s).
+    """
 
     def __init__(self, driver: Driver, at: tuple[float, float]) -> None:
         self.driver = driver
         self.at = at
         self.task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     def start(self) -> None:
+        self._stopped = False
+
         async def beat() -> None:
-            while True:
+            while not self._stopped:
                 await self.driver.at(*self.at)
                 await asyncio.sleep(0.2)
 
         self.task = asyncio.create_task(beat())
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
+        self._stopped = True
+        await stop_tasks([self.task], timeout_s=10)
+        self.task = None
 
 
 @contextlib.asynccontextmanager
