@@ -8,6 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from foodmesh.v1 import common_pb2
+from foodmesh.v1 import order_pb2 as opb
 from tests.integration._dispatch import REST, Driver, confirmed_order, dispatch_mesh, upsert
 
 pytestmark = pytest.mark.timeout(120)
@@ -81,3 +83,49 @@ async def test_an_order_is_held_until_the_kitchen_is_nearly_done_then_offered(
                 )
             offer = (await near.expect("offer", within=10)).offer
             assert offer.order_id == oid
+
+
+async def test_food_ready_sooner_than_estimated_is_offered_at_once(
+    pg_url: str, redis_url: str, nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """The kitchen's ready mark overrides the estimate: the order is not held while it waits."""
+    async with dispatch_mesh(
+        pg_url=pg_url,
+        redis_url=redis_url,
+        nats_url=nats_url,
+        namespace=namespace,
+        state_dir=tmp_path,
+        extra={"FOODMESH_DISPATCH_KITCHEN_RELEASE_S": "60"},
+    ) as mesh:
+        await upsert(mesh, "near")
+        async with Driver(mesh, "near") as near:
+            await near.at(REST[0] + 0.002, REST[1])
+            await near.open_session()
+            oid = await confirmed_order(mesh, "k-early")
+            async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+                held = None
+                for _ in range(100):
+                    cur = await conn.execute(
+                        "SELECT status, held_until IS NOT NULL FROM fleet.assignments"
+                        " WHERE order_id = %s",
+                        (oid,),
+                    )
+                    held = await cur.fetchone()
+                    if held is not None and held[1]:
+                        break
+                    await asyncio.sleep(0.1)
+                assert held == ("pending", True)  # held for a kitchen minutes from done
+                async with mesh.order_client("restaurant", "rest_1") as r:
+                    for status in (common_pb2.ORDER_STATUS_PREPARING,
+                                   common_pb2.ORDER_STATUS_READY_FOR_PICKUP):  # fmt: skip
+                        await r.update_order_status(
+                            opb.UpdateOrderStatusRequest(order_id=oid, status=status)
+                        )
+                offer = (await near.expect("offer", within=10)).offer
+                assert offer.order_id == oid
+                cur = await conn.execute(
+                    "SELECT ready_at = food_ready_at, ready_at < now() FROM fleet.assignments"
+                    " WHERE order_id = %s",
+                    (oid,),
+                )
+                assert await cur.fetchone() == (True, True)

@@ -183,12 +183,18 @@ class AssignmentStore:
 
     async def food_ready(self, order_id: str, *, at: float) -> None:
         """The kitchen marked the food ready at ``at`` (the first mark stands: redelivered
-        events change nothing)."""
+        events change nothing).
+
+        Ready sooner than estimated, the readiness the planner times offers to becomes
+        the mark: an order still waiting for its release is released at once, rather
+        than at the estimate while its food waits.
+        """
         async with self.pool.connection() as conn:
             await conn.execute(
-                "UPDATE fleet.assignments SET food_ready_at = coalesce(food_ready_at, %s)"
+                "UPDATE fleet.assignments SET food_ready_at = coalesce(food_ready_at, %s),"
+                " ready_at = least(ready_at, coalesce(food_ready_at, %s))"
                 " WHERE order_id = %s",
-                (ts(at), order_id),
+                (ts(at), ts(at), order_id),
             )
 
     async def food_ready_at(self, order_id: str) -> float | None:
