@@ -125,6 +125,8 @@ class EngineConfig:
     #: be at the restaurant this many seconds before the food is ready (the prep
     #: estimate); None offers every order as soon as it is matched.
     release_margin_s: float | None = None
+    #: ... plus this share of the order's prep estimate (its uncertainty grows with it).
+    release_spread: float = 0.0
     #: K: orders a driver carries at once (stacked orders of one restaurant); 1: none.
     max_orders: int = 1
     #: Straight-line speed the planner assumes (a car's street speed over the detour).
@@ -143,6 +145,7 @@ class EngineConfig:
             max_orders=self.max_orders,
             release_at_once=self.release_margin_s is None,
             release_margin_s=self.release_margin_s or 0.0,
+            release_spread=self.release_spread,
             cover_s=0.0,
             # Live, the order's search radius bounds the drive to the restaurant.
             max_to_pickup_s=math.inf,
@@ -189,6 +192,7 @@ class EngineConfig:
                 if extra.get(p + "KITCHEN_RELEASE_S", "").strip()
                 else None
             ),
+            release_spread=env_float(extra, p + "KITCHEN_RELEASE_SPREAD", 0.0, lo=0.0, finite=True),
         )
 
 

@@ -18,7 +18,8 @@ virtual clock and the live service runs per region it leads (``live.py``):
    older orders, so nobody starves).
 4. **Release at the kitchen's time**: a pair is *committed* (offered) only when the
    driver is free now and must set off within this round to be at the restaurant
-   ``release_margin_s`` before the food is ready (or the food is already waiting);
+   ``release_margin_s`` (plus ``release_spread`` of the prep estimate) before the
+   food is ready (or the food is already waiting);
    the rest is a tentative plan, solved afresh next round: until a driver is sent,
    their plan is revised whenever a better one appears (bounded: never after the
    offer, so never once the driver is on the way to the restaurant).
@@ -105,8 +106,12 @@ class TripConfig:
     horizon_s: float = 1800.0
     #: Drivers free within this long (at their last drop-off) are planned.
     driver_horizon_s: float = 900.0
-    #: Be at the restaurant this long before the food is ready.
+    #: Be at the restaurant this long before the food is ready ...
     release_margin_s: float = 60.0
+    #: ... plus this share of the order's prep estimate (placement to ready): the
+    #: estimate's own uncertainty, which grows with it (a 30-minute kitchen misses by
+    #: more than a 5-minute one). 0 where readiness is known (replay's traces).
+    release_spread: float = 0.0
     #: Release every order at once (the plain baseline) instead of at the kitchen's time.
     release_at_once: bool = False
     #: A driver farther than this from the restaurant is not considered, seconds.
@@ -229,6 +234,11 @@ class Bundle:
     @property
     def lat(self) -> float:
         return self.orders[0].pickup_lat
+
+    def margin_s(self, cfg: TripConfig) -> float:
+        """How long before the food's estimated readiness its driver should be there."""
+        prep = max(0.0, self.ready_at - min(o.placed_at for o in self.orders))
+        return cfg.release_margin_s + cfg.release_spread * prep
 
     @property
     def lon(self) -> float:
@@ -520,7 +530,8 @@ def plan_trips(
         # and waits only the margin: every driver in time waits alike. Counted as if sent
         # now, the farthest driver still in time looked best and went at once, to wait at
         # the counter for whatever the road beat its estimate by (live: 7 min on average).
-        wait_min = np.minimum(wait_min, cfg.release_margin_s / 60.0)
+        margin = np.array([b.margin_s(cfg) for b in bundles])[:, None]
+        wait_min = np.minimum(wait_min, margin / 60.0)
     cost = np.zeros((nb, nd))
     late = np.zeros((nb, nd))
     to_doors = np.zeros((nb, nd))
@@ -580,11 +591,11 @@ def plan_trips(
         # The route itself on the great circle (the matrix's flat-earth distance is for
         # choosing; the trip must follow the physics exactly).
         arr = start + known.get((i, j), travel.seconds(haversine_m(d.lat, d.lon, b.lat, b.lon)))
-        release = b.ready_at - (arr - start) - cfg.release_margin_s
+        release = b.ready_at - (arr - start) - b.margin_s(cfg)
         commit = idle and (
             cfg.release_at_once
             or due_now(ready_at=b.ready_at, to_pickup_s=arr - start, now=now,
-                       interval_s=interval_s, margin_s=cfg.release_margin_s)
+                       interval_s=interval_s, margin_s=b.margin_s(cfg))
         )  # fmt: skip
         legs = _legs(b, arr, cfg)
         why = Explain(

@@ -75,6 +75,26 @@ def test_an_order_waits_until_the_kitchen_is_nearly_done_before_it_is_offered() 
     assert sent.plans[0].commit
 
 
+def test_a_longer_prep_estimate_is_released_with_a_wider_margin() -> None:
+    # The estimate misses by a share of itself: a 30-minute kitchen's driver is sent
+    # earlier (before its estimate) than a 10-minute kitchen's.
+    driver = FreeDriver("d1", *east(-1500), free_at=0.0)  # 300 s away
+    cfg = TripConfig(release_margin_s=30.0, release_spread=0.1)
+
+    def release(placed: float, ready: float) -> float:
+        o = order("a", ready=ready, to=east(2000), placed=placed)
+        rnd = plan_trips([o], [driver], now=0.0, interval_s=30.0, travel=TRAVEL, config=cfg)
+        return rnd.plans[0].why.release_at
+
+    assert abs(release(placed=1200.0, ready=1800.0) - (1800 - 300 - 30 - 60)) < 0.01
+    assert abs(release(placed=0.0, ready=1800.0) - (1800 - 300 - 30 - 180)) < 0.01
+    # Without a spread (replay: readiness is known), the margin alone.
+    plain = plan_trips([order("a", ready=1800, to=east(2000))], [driver], now=0.0,
+                       interval_s=30.0, travel=TRAVEL,
+                       config=TripConfig(release_margin_s=30.0))  # fmt: skip
+    assert abs(plain.plans[0].why.release_at - (1800 - 300 - 30)) < 0.01
+
+
 def test_of_the_drivers_in_time_the_nearest_is_chosen_and_sent_at_the_kitchens_time() -> None:
     # Food ready in 25 min; both drivers can be there in time. Sent now, the far one
     # would wait least, but nobody is sent now: the near one goes later, by the kitchen.

@@ -13,8 +13,10 @@ def test_the_city_stacks_two_and_times_offers_to_the_kitchen(
 ) -> None:
     monkeypatch.delenv("FOODMESH_DISPATCH_MAX_ORDERS", raising=False)
     monkeypatch.delenv("FOODMESH_DISPATCH_KITCHEN_RELEASE_S", raising=False)
+    monkeypatch.delenv("FOODMESH_DISPATCH_KITCHEN_RELEASE_SPREAD", raising=False)
     cfg = EngineConfig.from_extra(city_dispatch())
-    assert (cfg.max_orders, cfg.release_margin_s) == (2, 30.0)
+    assert (cfg.max_orders, cfg.release_margin_s, cfg.release_spread) == (2, 30.0, 0.1)
+    assert cfg.trip_config().release_spread == 0.1
     # The environment wins: instant offers, one order a driver.
     monkeypatch.setenv("FOODMESH_DISPATCH_MAX_ORDERS", "1")
     monkeypatch.setenv("FOODMESH_DISPATCH_KITCHEN_RELEASE_S", "")
@@ -22,4 +24,4 @@ def test_the_city_stacks_two_and_times_offers_to_the_kitchen(
     assert (cfg.max_orders, cfg.release_margin_s) == (1, None)
     # The service itself offers at once, one order a driver.
     plain = EngineConfig.from_extra({})
-    assert (plain.max_orders, plain.release_margin_s) == (1, None)
+    assert (plain.max_orders, plain.release_margin_s, plain.release_spread) == (1, None, 0.0)
