@@ -35,6 +35,10 @@ def add_parser(sub: Subparsers) -> None:
                    help="seconds between looks at the deliveries (default 60)")  # fmt: skip
     p.add_argument("--min-new", type=int, default=300,
                    help="new deliveries that start a pass at once (default 300)")  # fmt: skip
+    p.add_argument("--min-new-on-schedule", type=int, default=50,
+                   help="new deliveries a scheduled pass needs (default 50; from 20 the "
+                   "serving model's interval is recalibrated even when too few to learn "
+                   "from)")  # fmt: skip
     p.add_argument("--min-orders", type=int, default=300,
                    help="deliveries a model trained on them alone needs (default 300)")  # fmt: skip
     p.add_argument("--min-refine", type=int, default=60,
@@ -59,10 +63,12 @@ async def _retrain(args: argparse.Namespace) -> int:
     pg = os.environ.get("FOODMESH_POSTGRES_URL") or (await urls(state_dir(args)))[
         "FOODMESH_POSTGRES_URL"]  # fmt: skip
     if (args.every <= 0 or args.poll <= 0 or args.min_new < 1 or args.min_orders < 50
-            or args.min_refine < 20):  # fmt: skip
-        raise CliError("retrain-eta: --every and --poll must be positive, --min-new at least 1, "
-                       "--min-orders at least 50, --min-refine at least 20")  # fmt: skip
+            or args.min_refine < 20 or args.min_new_on_schedule < 1):  # fmt: skip
+        raise CliError("retrain-eta: --every and --poll must be positive, --min-new and "
+                       "--min-new-on-schedule at least 1, --min-orders at least 50, "
+                       "--min-refine at least 20")  # fmt: skip
     cfg = RetrainConfig(every_s=args.every, poll_s=args.poll, min_new=args.min_new,
+                        min_new_on_schedule=args.min_new_on_schedule,
                         min_orders=args.min_orders, min_refine=args.min_refine,
                         rounds=args.rounds)  # fmt: skip
     retrainer = Retrainer(pg, out, config=cfg, say=lambda s: print(s, flush=True))

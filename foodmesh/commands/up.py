@@ -108,8 +108,8 @@ async def _up(args: argparse.Namespace) -> int:
                 ProcessSpec(
                     name="retrain-eta",
                     argv=python_argv("--state-dir", str(state), "retrain-eta", "--every", "300",
-                                     "--min-new", "150", "--min-orders", "150",
-                                     "--min-refine", "40"),
+                                     "--min-new", "150", "--min-new-on-schedule", "25",
+                                     "--min-orders", "150", "--min-refine", "40"),
                     env={**urls, "FOODMESH_STATE_DIR": str(state)},
                 )
             )  # fmt: skip

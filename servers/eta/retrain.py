@@ -16,8 +16,10 @@ One pass (:func:`retrain_once`):
    MAE is lower; either way the decision is logged and appended to
    ``retrain.jsonl`` in the model directory. A promoted model's 80 % interval bands
    per stage (``servers.eta.conformal``) are recalibrated on the held-out deliveries; when
-   the serving model is kept but its bands no longer fit them, it is written again under a
-   new version with the fresh bands (same trees), so the interval follows the city.
+   the serving model is kept but its bands no longer fit the deliveries its trees never
+   saw (``unseen_by``: every one of the platform's for a model of the simulator's
+   history), it is written again under a new version with the fresh bands (same trees),
+   so the interval follows the city.
 
 Every promoted model records what it was trained on (source, orders, their time
 span) and its validation (orders, its MAE and p90, the serving model's MAE, which
@@ -34,6 +36,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from foodmesh.roads import RoadGraph, TrafficModel
+from servers.eta.conformal import MIN_RESIDUALS
 from servers.eta.lease import retrain_lease
 from servers.eta.model import (
     EtaModel,
@@ -113,6 +117,23 @@ def _rows(h: dict[str, Any], m: np.ndarray) -> dict[str, Any]:
     return {k: v[m] for k, v in h.items()}
 
 
+def unseen_by(model: EtaModel, h: dict[str, Any], held: dict[str, Any]) -> dict[str, Any]:
+    """The deliveries of ``h`` that ``model``'s trees never saw, to calibrate its bands on.
+
+    A model trained on the simulator's history alone never saw any of the platform's
+    deliveries: all of them. One that learned from the platform (``trained_on``) saw
+    those placed until its ``until_ts``: the later ones. Never fewer than ``held`` (the
+    slice no candidate learned from).
+    """
+    trained_on = model.metrics.get("trained_on")
+    if isinstance(trained_on, dict):
+        until = float(trained_on.get("until_ts", math.inf))
+        rows = _rows(h, np.asarray(h["order_ts"], dtype=np.float64) > until)
+    else:
+        rows = h
+    return rows if len(rows["order_ts"]) > len(held["order_ts"]) else held
+
+
 def validate(model: EtaModel, held: dict[str, Any]) -> dict[str, float]:
     """The model's error on held-out deliveries (with kitchen columns): the total at placement."""
     mid, lo, hi = at_order_minutes(model, held)
@@ -162,6 +183,52 @@ def _record(model_dir: Path, outcome: Outcome) -> None:
         f.write(json.dumps(outcome.as_json()) + "\n")
 
 
+def _recalibrate(
+    serving: EtaModel,
+    h: dict[str, Any],
+    held: dict[str, Any] | None,
+    model_dir: Path,
+    *,
+    cut: float | None = None,
+    common: dict[str, Any] | None = None,
+    deliveries: int = 0,
+) -> Outcome | None:
+    """The serving model written again (same trees, a new version) with its bands from the
+    deliveries it never saw, when those bands moved; None when they did not."""
+    unseen = unseen_by(serving, h, held if held is not None else _rows(h, np.zeros(0, int)))
+    if len(unseen["order_ts"]) < MIN_RESIDUALS:
+        return None
+    fresh = calibrate(serving, unseen)
+    if not _moved(serving, fresh):
+        return None
+    # The trees stay; the interval follows the city: its bands from every delivery its
+    # trees never saw (all of the platform's, for a model of the simulator's history:
+    # bands from 50 deliveries, not a 20 % slice of them).
+    recal = dataclasses.replace(
+        fresh,
+        version=new_version(),
+        metrics={
+            **serving.metrics,
+            "recalibrated": {
+                "from_version": serving.version,
+                "held_out_orders": len(held["order_ts"]) if held is not None else 0,
+                "held_out_from_ts": cut,
+                "calibration_orders": len(unseen["order_ts"]),
+                **{k: v.as_list() for k, v in fresh.stage_residuals.items()},
+            },
+        },
+    )
+    path = save_model(recal, model_dir)
+    common = common or {"deliveries": deliveries, "serving_version": serving.version}
+    return Outcome(
+        "kept",
+        "the serving model is as good or better; its interval bands recalibrated on the "
+        f"{len(unseen['order_ts'])} deliveries it never saw",
+        path=path,
+        **common,
+    )
+
+
 def retrain_once(
     history: dict[str, Any] | None,
     model_dir: Path,
@@ -176,6 +243,14 @@ def retrain_once(
     need = min(cfg.min_orders, cfg.min_refine) if serving is not None else cfg.min_orders
     if history is None or len(history["order_ts"]) < need:
         n = 0 if history is None else len(history["order_ts"])
+        if history is not None and serving is not None and n >= MIN_RESIDUALS:
+            # Too few to learn from, enough to tell how the serving model misses.
+            h = kitchen_columns({k: np.asarray(v) for k, v in history.items()})
+            recal = _recalibrate(serving, h, None, model_dir, deliveries=n)
+            if recal is not None:
+                _record(model_dir, recal)
+                say(f"retrain-eta: {recal.decision}: {recal.reason}")
+                return recal
         out = Outcome("skipped", f"{n} deliveries, training needs {need}", n)
         say(f"retrain-eta: skipped: {out.reason}")
         return out
@@ -241,25 +316,10 @@ def retrain_once(
     if better:
         path = save_model(cand, model_dir)
         out = Outcome("promoted", "better on the latest deliveries", path=path, **common)  # type: ignore[arg-type]
-    elif serving is not None and _moved(serving, fresh := calibrate(serving, held)):
-        # The trees stay; the interval follows the city: the serving model again, its bands
-        # from the latest deliveries (which its trees never saw), under a new version.
-        recal = dataclasses.replace(
-            fresh,
-            version=new_version(),
-            metrics={
-                **serving.metrics,
-                "recalibrated": {
-                    "from_version": serving.version,
-                    "held_out_orders": len(held["order_ts"]),
-                    "held_out_from_ts": cut,
-                    **{k: v.as_list() for k, v in fresh.stage_residuals.items()},
-                },
-            },
-        )
-        path = save_model(recal, model_dir)
-        out = Outcome("kept", "the serving model is as good or better; its interval bands "
-                      "recalibrated on the latest deliveries", path=path, **common)  # type: ignore[arg-type]  # fmt: skip
+    elif serving is not None and (
+        recal := _recalibrate(serving, h, held, model_dir, cut=cut, common=common)
+    ):
+        out = recal
     else:
         out = Outcome("kept", "the serving model is as good or better", **common)  # type: ignore[arg-type]
     _record(model_dir, out)

@@ -126,3 +126,33 @@ def test_a_pass_is_due_on_new_deliveries_since_the_last_pass_or_on_schedule() ->
     assert pass_due(cfg, new_since_model=400, new_since_pass=150, since_pass_s=60)
     assert pass_due(cfg, new_since_model=400, new_since_pass=0, since_pass_s=300)
     assert not pass_due(cfg, new_since_model=49, new_since_pass=49, since_pass_s=900)
+
+
+def test_a_model_of_the_simulator_is_recalibrated_on_every_platform_delivery(
+    tmp_path: Path, deliveries: history.History
+) -> None:
+    """A model trained on the simulator's history never saw one of the platform's
+    deliveries: its bands come from all of them, even when they are too few to learn from
+    (30 here: a 20 % slice would be 6, too few for a band)."""
+    served = train(
+        {k: v[:1000] for k, v in deliveries.items()}, out_dir=None,
+        config=TrainConfig(rounds=40, nthread=1), progress=lambda _: None,
+    ).model  # fmt: skip
+    assert "trained_on" not in served.metrics  # the simulator's, not the platform's
+    save_model(served, tmp_path)
+    # The live city: every delivery 4 minutes later than the history's.
+    late = {k: v[-30:] for k, v in deliveries.items()}
+    late["total_s"] = np.asarray(late["total_s"], dtype=np.float64) + 240.0
+    cfg = RetrainConfig(min_orders=10**6, min_refine=10**6)
+    out = retrain_once(late, tmp_path, config=cfg, say=lambda _: None)
+    assert out.decision == "kept" and out.path is not None, out
+    assert "30 deliveries it never saw" in out.reason
+    again = load_model(out.path)
+    assert again.metrics["recalibrated"]["calibration_orders"] == 30
+    before, now = served.stage_residuals["placement"], again.stage_residuals["placement"]
+    assert now.n == 30 and now.low > before.low  # the band moved up, after the misses
+    log = [json.loads(line) for line in (tmp_path / "retrain.jsonl").read_text().splitlines()]
+    assert log[-1]["decision"] == "kept"
+    # Fewer than a band needs: nothing is written.
+    few = {k: v[-10:] for k, v in late.items()}
+    assert retrain_once(few, tmp_path, config=cfg, say=lambda _: None).decision == "skipped"
