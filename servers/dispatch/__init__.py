@@ -35,7 +35,7 @@ Settings (``FOODMESH_DISPATCH_*``):
   offers at once; else an order is offered when its driver must set off to be there
   this many seconds before the food is ready), ``KITCHEN_RELEASE_SPREAD`` (0: plus this
   share of the order's prep estimate, its uncertainty); ``foodmesh up``'s city sets 2,
-  30 and 0.1;
+  30 and 0.15;
 - ``REROUTE_CHECK_S`` (12: a driver's route is checked at most this often),
   ``ROUTE_DEADLINE_S`` (2), ``ROUTE_CONCURRENCY`` (16 calls in flight).
 """
