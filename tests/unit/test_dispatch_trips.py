@@ -8,7 +8,8 @@ from typing import Any
 
 from foodmesh.core.geo import haversine_m
 from foodmesh.core.trace import load_trace
-from servers.dispatch.live import live_state
+from servers.dispatch.live import free_driver, live_state
+from servers.dispatch.matching import Candidate
 from servers.dispatch.model import Assignment
 from servers.dispatch.offers import AssignmentStatus
 from servers.dispatch.replay import ReplayPolicy, SimConfig, generate_trace, simulate
@@ -335,3 +336,19 @@ def test_in_replay_an_order_joins_the_trip_whose_driver_is_still_on_the_way() ->
     )
     assert alone.delivered == 2 and alone.trips == 2
     assert m.courier_hours_per_order < alone.courier_hours_per_order
+
+
+def test_live_a_better_rated_driver_far_away_does_not_beat_a_good_one_next_door() -> None:
+    o = order("a", ready=1500, to=east(2000))
+    near = free_driver(Candidate("near", *east(-600), rating=4.5, deliveries=100),
+                       now=0.0, expiry_s=20.0)  # fmt: skip  # 2 min away
+    far = free_driver(Candidate("far", *east(-4500), rating=5.0, deliveries=2000),
+                      now=0.0, expiry_s=20.0)  # fmt: skip  # 15 min away, still in time
+    cfg = TripConfig(release_margin_s=60.0)
+    (p,) = plan_trips([o], [far, near], now=0.0, interval_s=30.0, travel=TRAVEL, config=cfg).plans
+    assert p.driver_id == "near"
+    # Equally near, the better one goes.
+    twin = free_driver(Candidate("twin", *east(-600, 30), rating=5.0, deliveries=2000),
+                       now=0.0, expiry_s=20.0)  # fmt: skip
+    (q,) = plan_trips([o], [near, twin], now=0.0, interval_s=30.0, travel=TRAVEL, config=cfg).plans
+    assert q.driver_id == "twin"
