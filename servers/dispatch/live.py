@@ -48,12 +48,11 @@ __all__ = [
 S = AssignmentStatus
 MILE_M = 1609.344
 _BEFORE_PICKUP = (S.ASSIGNED, S.AT_RESTAURANT)
-#: A driver's quality (rating, experience) is worth at most this many minutes: a third
-#: of what nearness is worth over a 5-mile search (the seed's weights, 0.2 against 0.6),
-#: at the planner's 0.02 per minute of the drive there. At 1 minute a 5.0-rated veteran
-#: 20 minutes away beat a 4.5-rated newcomer next door, and the live city's drivers drove
-#: 10-20 minutes to kitchens with drivers at hand.
-QUALITY_MIN = 0.1
+#: A driver's quality (rating, experience) is worth at most this many minutes: less than
+#: what nearness is worth over a 5-mile search (the seed's weights, 0.2 against 0.6; the
+#: planner's ``drive_weight`` a minute of the drive there). At 1 minute a 5.0-rated
+#: veteran 20 minutes away beat a 4.5-rated newcomer next door.
+QUALITY_MIN = 0.5
 
 
 def restaurant_key(lat: float, lon: float) -> str:

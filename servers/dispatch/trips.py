@@ -129,8 +129,11 @@ class TripConfig:
     #: food waits whatever the plan: only the driving differs, so the nearer goes).
     driver_wait_weight: float = 0.1
     #: Released at the kitchen's time: weight of a minute of the driver's drive to the
-    #: restaurant (drivers in time otherwise tie; the nearer one is sent, later).
-    drive_weight: float = 0.02
+    #: restaurant (drivers in time otherwise tie; the nearer one is sent, later). A
+    #: driver's minute, driving or waiting, weighs alike; at 0.02 a likely decline
+    #: (``FreeDriver.penalty_min``, up to a third of a minute) outweighed 15 minutes of
+    #: driving, and the live city's drivers drove 10-20 minutes with others at hand.
+    drive_weight: float = 0.1
     #: "doors": minutes until the food is at the doors (ours); "pickup": the driver's
     #: minutes to the restaurant alone (the plain baseline's nearest-driver assignment).
     objective: str = "doors"
