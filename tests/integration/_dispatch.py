@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from clients import ClientOptions, DispatchClient, OrderClient
 from foodmesh.v1 import common_pb2
 from foodmesh.v1 import dispatch_pb2 as dpb
@@ -226,6 +228,22 @@ async def upsert(mesh: DispatchMesh, driver_id: str, **fields: object) -> None:
         )
 
 
+async def held_for(pg_url: str, oid: str) -> tuple[str, int, float, float]:
+    """The held order's status, offers, seconds to its food, and its release before the food."""
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        for _ in range(100):  # matched and held within a few rounds
+            cur = await conn.execute(
+                "SELECT status, offers_made, extract(epoch FROM ready_at - now()),"
+                " extract(epoch FROM ready_at - held_until) FROM fleet.assignments"
+                " WHERE order_id = %s AND held_until IS NOT NULL",
+                (oid,),
+            )
+            if (row := await cur.fetchone()) is not None:
+                return str(row[0]), int(row[1]), float(row[2]), float(row[3])
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{oid} was never held")
+
+
 __all__ = [
     "REST",
     "ClientOptions",
@@ -234,6 +252,7 @@ __all__ = [
     "confirmed_order",
     "dispatch_mesh",
     "dispatch_settings",
+    "held_for",
     "pin_of",
     "upsert",
 ]

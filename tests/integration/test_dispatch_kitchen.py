@@ -10,7 +10,14 @@ import pytest
 
 from foodmesh.v1 import common_pb2
 from foodmesh.v1 import order_pb2 as opb
-from tests.integration._dispatch import REST, Driver, confirmed_order, dispatch_mesh, upsert
+from tests.integration._dispatch import (
+    REST,
+    Driver,
+    confirmed_order,
+    dispatch_mesh,
+    held_for,
+    upsert,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -102,27 +109,17 @@ async def test_food_ready_sooner_than_estimated_is_offered_at_once(
             await near.at(REST[0] + 0.002, REST[1])
             await near.open_session()
             oid = await confirmed_order(mesh, "k-early")
-            async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
-                held = None
-                for _ in range(100):
-                    cur = await conn.execute(
-                        "SELECT status, held_until IS NOT NULL FROM fleet.assignments"
-                        " WHERE order_id = %s",
-                        (oid,),
+            held, _, _, _ = await held_for(pg_url, oid)
+            assert held == "pending"  # held for a kitchen minutes from done
+            async with mesh.order_client("restaurant", "rest_1") as r:
+                for status in (common_pb2.ORDER_STATUS_PREPARING,
+                               common_pb2.ORDER_STATUS_READY_FOR_PICKUP):  # fmt: skip
+                    await r.update_order_status(
+                        opb.UpdateOrderStatusRequest(order_id=oid, status=status)
                     )
-                    held = await cur.fetchone()
-                    if held is not None and held[1]:
-                        break
-                    await asyncio.sleep(0.1)
-                assert held == ("pending", True)  # held for a kitchen minutes from done
-                async with mesh.order_client("restaurant", "rest_1") as r:
-                    for status in (common_pb2.ORDER_STATUS_PREPARING,
-                                   common_pb2.ORDER_STATUS_READY_FOR_PICKUP):  # fmt: skip
-                        await r.update_order_status(
-                            opb.UpdateOrderStatusRequest(order_id=oid, status=status)
-                        )
-                offer = (await near.expect("offer", within=10)).offer
-                assert offer.order_id == oid
+            offer = (await near.expect("offer", within=10)).offer
+            assert offer.order_id == oid
+            async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
                 cur = await conn.execute(
                     "SELECT ready_at = food_ready_at, ready_at < now() FROM fleet.assignments"
                     " WHERE order_id = %s",

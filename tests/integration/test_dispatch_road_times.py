@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from clients import EtaClient
@@ -18,6 +17,7 @@ from tests.integration._dispatch import (
     Driver,
     confirmed_order,
     dispatch_mesh,
+    held_for,
     upsert,
 )
 from tests.integration._order import token
@@ -28,22 +28,6 @@ pytestmark = pytest.mark.timeout(120)
 MARGIN_S = 60.0
 # The driver, ~3 km south-west of the restaurant across the grid, on the road graph.
 AWAY = (37.7580, -122.4380)
-
-
-async def held_for(pg_url: str, oid: str) -> tuple[str, int, float, float]:
-    """The held order's status, offers, seconds to its food, and its release before the food."""
-    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
-        for _ in range(100):  # matched and held within a few rounds
-            cur = await conn.execute(
-                "SELECT status, offers_made, extract(epoch FROM ready_at - now()),"
-                " extract(epoch FROM ready_at - held_until) FROM fleet.assignments"
-                " WHERE order_id = %s AND held_until IS NOT NULL",
-                (oid,),
-            )
-            if (row := await cur.fetchone()) is not None:
-                return str(row[0]), int(row[1]), float(row[2]), float(row[3])
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{oid} was never held")
 
 
 def line_s(speed_mps: float = SPEED_MPS[0] / DETOUR) -> float:
