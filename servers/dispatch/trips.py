@@ -238,14 +238,14 @@ class Bundle:
     def lat(self) -> float:
         return self.orders[0].pickup_lat
 
+    @property
+    def lon(self) -> float:
+        return self.orders[0].pickup_lon
+
     def margin_s(self, cfg: TripConfig) -> float:
         """How long before the food's estimated readiness its driver should be there."""
         prep = max(0.0, self.ready_at - min(o.placed_at for o in self.orders))
         return cfg.release_margin_s + cfg.release_spread * prep
-
-    @property
-    def lon(self) -> float:
-        return self.orders[0].pickup_lon
 
 
 @dataclass(frozen=True, slots=True)
@@ -594,11 +594,12 @@ def plan_trips(
         # The route itself on the great circle (the matrix's flat-earth distance is for
         # choosing; the trip must follow the physics exactly).
         arr = start + known.get((i, j), travel.seconds(haversine_m(d.lat, d.lon, b.lat, b.lon)))
-        release = b.ready_at - (arr - start) - b.margin_s(cfg)
+        margin_s = b.margin_s(cfg)
+        release = b.ready_at - (arr - start) - margin_s
         commit = idle and (
             cfg.release_at_once
             or due_now(ready_at=b.ready_at, to_pickup_s=arr - start, now=now,
-                       interval_s=interval_s, margin_s=b.margin_s(cfg))
+                       interval_s=interval_s, margin_s=margin_s)
         )  # fmt: skip
         legs = _legs(b, arr, cfg)
         why = Explain(
