@@ -57,7 +57,7 @@ from foodmesh.v1 import (
 from servers.dispatch import convert
 from servers.dispatch.demand import Forecasts
 from servers.dispatch.escalation import Escalation
-from servers.dispatch.live import LiveState, live_state, proposal_of
+from servers.dispatch.live import LiveState, live_state, paced, proposal_of
 from servers.dispatch.matching import Candidate, MatchConfig, PendingOrder, Proposal
 from servers.dispatch.model import Assignment, OfferRow
 from servers.dispatch.offers import OfferRules
@@ -380,6 +380,27 @@ class Engine:
         out.sort(key=lambda c: c.driver_id)
         return out, where
 
+    async def plan(
+        self,
+        pool: Sequence[Assignment],
+        drivers: Sequence[Candidate],
+        on_trips: Sequence[Assignment],
+        *,
+        now: float,
+        config: TripConfig,
+        demand: Mapping[str, float] | None = None,
+    ) -> tuple[LiveState, TripRound]:
+        """The planner's round on the live state, timed by ETA: each driver's road time to
+        the restaurant and their vehicle's pace to the doors (``roadtimes``)."""
+        travel = self.config.travel()
+        state = live_state(pool, drivers, on_trips, now=now, config=config,
+                           expiry_s=self.config.rules.expiry_s, demand=demand)  # fmt: skip
+        state = paced(state, await self.road_times.paces(state.orders, state.drivers, travel))
+        road = await self.road_times.pickup_times(state.orders, state.drivers)
+        rnd = await plan_off_loop(state, now=now, interval_s=self.config.batch_interval_s,
+                                  travel=travel, config=config, to_pickup_s=road)  # fmt: skip
+        return state, rnd
+
     async def demand(self, pending: Sequence[PendingOrder]) -> dict[str, float]:
         """Orders expected around each dropoff: Pricing's forecast, else the pool itself."""
         return await self.forecasts.demand(pending)
@@ -398,14 +419,9 @@ class Engine:
         on_trips = await self.fleet.assignments.on_trips(regions)
         now = self.clock()
         cfg = self.config.trip_config()
-        state = live_state(pool, drivers, on_trips, now=now, config=cfg,
-                           expiry_s=self.config.rules.expiry_s,
-                           demand=await self.demand(pending))  # fmt: skip
+        state, rnd = await self.plan(pool, drivers, on_trips, now=now, config=cfg,
+                                     demand=await self.demand(pending))  # fmt: skip
         report.drivers = len(state.drivers)
-        road = await self.road_times.pickup_times(state.orders, state.drivers)
-        rnd = await plan_off_loop(state, now=now, interval_s=self.config.batch_interval_s,
-                                  travel=self.config.travel(), config=cfg,
-                                  to_pickup_s=road)  # fmt: skip
         self.last_round = (state, rnd)
         report.decide_s = rnd.decide_s
         due = [p for p in rnd.plans if p.commit]

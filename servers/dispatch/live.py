@@ -24,7 +24,7 @@ next rounds, as an ``OpenTrip``), a join offers the joining order.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -40,6 +40,7 @@ __all__ = [
     "MILE_M",
     "free_driver",
     "live_state",
+    "paced",
     "proposal_of",
     "restaurant_key",
     "trip_order",
@@ -88,6 +89,7 @@ def free_driver(c: Candidate, *, now: float, expiry_s: float) -> FreeDriver:
         free_at=now,
         max_trip_m=trip_limit_miles(c.vehicle_type) * MILE_M,
         penalty_min=(1.0 - p) / p * expiry_s / 60.0 + QUALITY_MIN * (1.0 - quality),
+        vehicle=int(c.vehicle_type),
     )
 
 
@@ -145,6 +147,14 @@ def live_state(
                          accepted=before)
             )  # fmt: skip
     return LiveState(orders, drivers, trips)
+
+
+def paced(state: LiveState, paces: Mapping[int, float]) -> LiveState:
+    """``state`` with each driver's pace (``trips.FreeDriver.pace``) by their vehicle."""
+    if not paces:
+        return state
+    drivers = [replace(d, pace=paces.get(d.vehicle, d.pace)) for d in state.drivers]
+    return LiveState(state.orders, drivers, state.open_trips)
 
 
 def proposal_of(

@@ -28,8 +28,8 @@ from foodmesh.core.errors import (
 from foodmesh.core.geo import valid_lat_lon
 from foodmesh.v1 import common_pb2, dispatch_pb2, dispatch_pb2_grpc, order_pb2
 from servers.dispatch import convert, metrics
-from servers.dispatch.engine import Engine, order_to_new, pending_of, plan_off_loop
-from servers.dispatch.live import live_state, proposal_of
+from servers.dispatch.engine import Engine, order_to_new, pending_of
+from servers.dispatch.live import proposal_of
 from servers.dispatch.model import Assignment, Driver
 from servers.dispatch.navigator import Navigator
 from servers.dispatch.offers import ACTIVE, Action, AssignmentStatus
@@ -437,12 +437,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         drivers, where = await self.engine.candidates(pending)
         # The planner, asked for this order alone, now: one order, offered at once.
         cfg = replace(self.engine.config.trip_config(), max_orders=1, release_at_once=True)
-        state = live_state([a], drivers, [], now=now, config=cfg,
-                           expiry_s=self.engine.config.rules.expiry_s)  # fmt: skip
-        road = await self.engine.road_times.pickup_times(state.orders, state.drivers)
-        rnd = await plan_off_loop(state, now=now, interval_s=self.engine.config.batch_interval_s,
-                                  travel=self.engine.config.travel(), config=cfg,
-                                  to_pickup_s=road)  # fmt: skip
+        _, rnd = await self.engine.plan([a], drivers, [], now=now, config=cfg)
         for plan in rnd.plans:
             p = proposal_of(plan, request.order_id, now=now, config=cfg,
                             driver_at=where.get(plan.driver_id))  # fmt: skip

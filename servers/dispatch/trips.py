@@ -191,6 +191,13 @@ class FreeDriver:
     #: Minutes added to every trip given this driver: the offer risk (a likely
     #: decline costs an offer's lapse) and the quality term. 0 for replay's couriers.
     penalty_min: float = 0.0
+    #: The vehicle (``common.VehicleType``; 0: unknown, as the travel rule).
+    vehicle: int = 0
+    #: The driver's travel time per second of the travel rule's: their vehicle on the
+    #: roads now (live: ETA's times of the pool's drop-offs by vehicle; a bicycle takes
+    #: ~1.7 times a car's free flow). Scales their straight-line drive to the restaurant
+    #: and their drives to the doors. 1 for replay's couriers (the trace's one speed).
+    pace: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,12 +393,19 @@ def form_bundles(
     return out
 
 
-def _legs(bundle: Bundle, arrive: float, cfg: TripConfig) -> tuple[Leg, ...]:
+def _drive_s(offset_s: float, stop: int, pace: scoring.Arr | float, cfg: TripConfig) -> scoring.Arr:
+    """A drop-off offset (``Bundle.drop_offsets_s``) at a driver's ``pace``: its driving
+    scaled, the ``stop + 1`` service times not."""
+    service = (stop + 1) * cfg.dropoff_service_s
+    return np.asarray((offset_s - service) * pace + service)
+
+
+def _legs(bundle: Bundle, arrive: float, cfg: TripConfig, pace: float = 1.0) -> tuple[Leg, ...]:
     dep = max(arrive, bundle.ready_at) + cfg.pickup_service_s
     legs = [Leg("pickup", tuple(o.order_id for o in bundle.orders), bundle.lat, bundle.lon,
                 arrive, dep)]  # fmt: skip
-    for o, off in zip(bundle.orders, bundle.drop_offsets_s, strict=True):
-        end = dep + off
+    for k, (o, off) in enumerate(zip(bundle.orders, bundle.drop_offsets_s, strict=True)):
+        end = dep + float(_drive_s(off, k, pace, cfg))
         legs.append(
             Leg("dropoff", (o.order_id,), o.dropoff_lat, o.dropoff_lon,
                 end - cfg.dropoff_service_s, end)
@@ -519,7 +533,8 @@ def plan_trips(
     b_lon = np.array([b.lon for b in bundles])
     d_lat = np.array([d.lat for d in drv])
     d_lon = np.array([d.lon for d in drv])
-    to_pick = travel.matrix_s(scoring.distance_matrix_m(b_lat, b_lon, d_lat, d_lon))
+    pace = np.array([d.pace for d in drv])
+    to_pick = travel.matrix_s(scoring.distance_matrix_m(b_lat, b_lon, d_lat, d_lon)) * pace
     known = _known_pickups(bundles, drv, to_pickup_s) if to_pickup_s else {}
     for cell, secs in known.items():
         to_pick[cell] = secs
@@ -540,8 +555,9 @@ def plan_trips(
     to_doors = np.zeros((nb, nd))
     reward = np.zeros(nb)
     for i, b in enumerate(bundles):
-        for o, off in zip(b.orders, b.drop_offsets_s, strict=True):
-            at_door = leave[i] + off
+        for k, (o, off) in enumerate(zip(b.orders, b.drop_offsets_s, strict=True)):
+            # Each driver's own pace to the doors: a bicycle's drop-off is later.
+            at_door = leave[i] + _drive_s(off, k, pace, cfg)
             lateness = np.maximum(at_door - o.placed_at - cfg.promise_s, 0.0) / 60.0
             to_doors[i] += (at_door - now) / 60.0
             late[i] += lateness
@@ -593,7 +609,9 @@ def plan_trips(
         start = float(free[j])
         # The route itself on the great circle (the matrix's flat-earth distance is for
         # choosing; the trip must follow the physics exactly).
-        arr = start + known.get((i, j), travel.seconds(haversine_m(d.lat, d.lon, b.lat, b.lon)))
+        arr = start + known.get(
+            (i, j), travel.seconds(haversine_m(d.lat, d.lon, b.lat, b.lon)) * d.pace
+        )
         margin_s = b.margin_s(cfg)
         release = b.ready_at - (arr - start) - margin_s
         commit = idle and (
@@ -601,7 +619,7 @@ def plan_trips(
             or due_now(ready_at=b.ready_at, to_pickup_s=arr - start, now=now,
                        interval_s=interval_s, margin_s=margin_s)
         )  # fmt: skip
-        legs = _legs(b, arr, cfg)
+        legs = _legs(b, arr, cfg, d.pace)
         why = Explain(
             cost=float(cost[i, j]),
             minutes_to_doors=float(to_doors[i, j]),

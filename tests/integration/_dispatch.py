@@ -218,11 +218,13 @@ async def upsert(mesh: DispatchMesh, driver_id: str, **fields: object) -> None:
         await ops.upsert_driver(
             dpb.UpsertDriverRequest(
                 driver=dpb.Driver(
-                    driver_id=driver_id,
-                    name=f"Driver {driver_id}",
-                    vehicle="Toyota Prius",
-                    vehicle_type=common_pb2.VEHICLE_TYPE_CAR,
-                    **fields,  # type: ignore[arg-type]
+                    **{  # type: ignore[arg-type]
+                        "driver_id": driver_id,
+                        "name": f"Driver {driver_id}",
+                        "vehicle": "Toyota Prius",
+                        "vehicle_type": common_pb2.VEHICLE_TYPE_CAR,
+                        **fields,
+                    }
                 )
             )
         )

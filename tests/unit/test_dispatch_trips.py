@@ -6,9 +6,12 @@ import datetime as dt
 import math
 from typing import Any
 
+import pytest
+
 from foodmesh.core.geo import haversine_m
 from foodmesh.core.trace import load_trace
-from servers.dispatch.live import free_driver, live_state
+from foodmesh.v1 import common_pb2
+from servers.dispatch.live import free_driver, live_state, paced
 from servers.dispatch.matching import Candidate
 from servers.dispatch.model import Assignment
 from servers.dispatch.offers import AssignmentStatus
@@ -27,6 +30,7 @@ REST = (40.75, -73.98)
 M_LAT = 1 / 111_195.0
 M_LON = M_LAT / math.cos(math.radians(REST[0]))
 TRAVEL = TravelRule(speed_mps=5.0)
+VT = common_pb2.VehicleType
 
 
 def east(m: float, north: float = 0.0) -> tuple[float, float]:
@@ -352,3 +356,45 @@ def test_live_a_better_rated_driver_far_away_does_not_beat_a_good_one_next_door(
                        now=0.0, expiry_s=20.0)  # fmt: skip
     (q,) = plan_trips([o], [near, twin], now=0.0, interval_s=30.0, travel=TRAVEL, config=cfg).plans
     assert q.driver_id == "twin"
+
+
+def test_a_car_a_little_farther_beats_a_bicycle_next_door_to_a_far_door() -> None:
+    # Food ready in 25 min, the door 6 km away (1,200 s by the rule). The bicycle next
+    # door takes 1.7 times the rule's time, the car 1.5 km away the rule's: both are at
+    # the restaurant in time, but the car's customer eats 14 minutes sooner.
+    o = order("a", ready=1500, to=east(6000))
+    bike = FreeDriver("bike", *east(-300), free_at=0.0, vehicle=VT.VEHICLE_TYPE_BICYCLE, pace=1.7)
+    car = FreeDriver("car", *east(-1500), free_at=0.0, vehicle=VT.VEHICLE_TYPE_CAR, pace=1.0)
+    for cfg in (TripConfig(release_margin_s=60.0), TripConfig(release_at_once=True)):
+        (p,) = plan_trips([o], [bike, car], now=0.0, interval_s=30.0, travel=TRAVEL,
+                          config=cfg).plans  # fmt: skip
+        assert p.driver_id == "car"
+    # Alone, the bicycle's plan reaches the door by its own pace (the service time as is),
+    # and its drive to the restaurant (no road time known) is its pace times the line.
+    (b,) = plan_trips([o], [bike], now=0.0, interval_s=30.0, travel=TRAVEL,
+                      config=TripConfig(release_margin_s=60.0)).plans  # fmt: skip
+    pick, drop = b.legs
+    assert pick.arrive_at == pytest.approx(60.0 * 1.7)
+    assert drop.depart_at - pick.depart_at == pytest.approx(1200.0 * 1.7 + 240.0)
+    assert drop.arrive_at == pytest.approx(drop.depart_at - 240.0)
+    assert b.why.release_at == pytest.approx(1500 - 60.0 * 1.7 - 60.0)
+    # Two doors on one trip: both drives scaled, both services not.
+    two = [order("a", ready=600, to=east(2000)), order("b", ready=600, to=east(4000))]
+    (t,) = plan_trips(two, [FreeDriver("bike", *REST, free_at=0.0, pace=2.0)], now=0.0,
+                      interval_s=30.0, travel=TRAVEL, config=TripConfig()).plans  # fmt: skip
+    pick, first, second = t.legs
+    assert first.depart_at - pick.depart_at == pytest.approx(400.0 * 2.0 + 240.0)
+    assert second.depart_at - first.depart_at == pytest.approx(400.0 * 2.0 + 240.0)
+
+
+def test_live_drivers_carry_their_vehicle_and_its_pace() -> None:
+    bike, car, scooter = VT.VEHICLE_TYPE_BICYCLE, VT.VEHICLE_TYPE_CAR, VT.VEHICLE_TYPE_SCOOTER
+    cands = [Candidate("b", *east(-300), vehicle_type=bike),
+             Candidate("c", *east(-900), vehicle_type=car),
+             Candidate("s", *east(-900), vehicle_type=scooter)]  # fmt: skip
+    state = live_state([], cands, [], now=0.0, config=TripConfig(), expiry_s=20.0)
+    assert [d.vehicle for d in state.drivers] == [bike, car, scooter]
+    # ETA answered for bicycles and cars, not scooters: those keep the rule's pace.
+    paced_state = paced(state, {bike: 1.7, car: 1.2})
+    assert [d.pace for d in paced_state.drivers] == [1.7, 1.2, 1.0]
+    assert paced(state, {}) is state
