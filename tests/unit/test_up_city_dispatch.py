@@ -15,8 +15,8 @@ def test_the_city_stacks_two_and_times_offers_to_the_kitchen(
     monkeypatch.delenv("FOODMESH_DISPATCH_KITCHEN_RELEASE_S", raising=False)
     monkeypatch.delenv("FOODMESH_DISPATCH_KITCHEN_RELEASE_SPREAD", raising=False)
     cfg = EngineConfig.from_extra(city_dispatch())
-    assert (cfg.max_orders, cfg.release_margin_s, cfg.release_spread) == (2, 30.0, 0.15)
-    assert cfg.trip_config().release_spread == 0.15
+    assert (cfg.max_orders, cfg.release_margin_s, cfg.release_spread) == (2, 30.0, 0.2)
+    assert cfg.trip_config().release_spread == 0.2
     # The environment wins: instant offers, one order a driver.
     monkeypatch.setenv("FOODMESH_DISPATCH_MAX_ORDERS", "1")
     monkeypatch.setenv("FOODMESH_DISPATCH_KITCHEN_RELEASE_S", "")
