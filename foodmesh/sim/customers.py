@@ -102,22 +102,29 @@ class Customers:
     # ------------------------------------------------------------ one order
 
     async def order(self, n: int) -> None:
-        """Arrival ``n``: a customer orders (or, for a bad actor, probes the API)."""
-        customer = self.city.customers[self._chooser.draw(self.rng)]
+        """Arrival ``n``: a customer orders (or, for a bad actor, probes the API).
+
+        Each arrival draws from its own stream (the seed and ``n``): two cities fed the
+        same seed see the same customers, carts, kitchens, tips, cancellations and
+        ratings, whatever their platforms do (common random numbers, so two dispatch
+        policies compare on the same orders).
+        """
+        rng = random.Random(f"{self.config.seed}:arrival:{n}")
+        customer = self.city.customers[self._chooser.draw(rng)]
         probe = ""
-        if self.rng.random() < self.config.bad_share:
-            probe = self.rng.choice(BAD_PROBES)
+        if rng.random() < self.config.bad_share:
+            probe = rng.choice(BAD_PROBES)
             self.stats.inc("bad_probes")
         if probe in ("bad_order", "bad_search", "wrong_role"):
             await self._probe(probe, customer, n)
             return
         self.stats.inc("arrivals")
-        chosen = await self._choose(customer)
+        chosen = await self._choose(customer, rng)
         if chosen is None:
             return
         spec, cart_body = chosen
         key = f"sim-{self.run_id}-{n}"
-        card = "pm_card_declined" if self.rng.random() < self.config.declined_share else (
+        card = "pm_card_declined" if rng.random() < self.config.declined_share else (
             "pm_card_visa")  # fmt: skip
         body: dict[str, Any] = {
             "restaurant_id": spec.restaurant_id,
@@ -128,10 +135,12 @@ class Customers:
         leave_at_door = n % 5 == 4  # nobody home: the driver proves it with a photo
         if leave_at_door:
             body["leave_at_door"] = True
-        if self.rng.random() < 0.6:
-            body["tip"] = {"amount_minor": str(self.rng.choice((100, 200, 300, 500))),
+        if rng.random() < 0.6:
+            body["tip"] = {"amount_minor": str(rng.choice((100, 200, 300, 500))),
                            "currency_code": "USD"}  # fmt: skip
-        plan = self.kitchens.plan(spec, items=sum(int(c.get("quantity", 1)) for c in cart_body))
+        plan = self.kitchens.plan(
+            spec, items=sum(int(c.get("quantity", 1)) for c in cart_body), rng=rng
+        )
         placed_at = self.clock()
         if probe == "double_tap":
             result = await self._double_tap(customer, key, body)
@@ -163,11 +172,13 @@ class Customers:
         self._pins[order_id] = "" if leave_at_door else str(order.get("delivery_pin", ""))
         self.kitchens.expect(order_id, plan)  # the kitchen hears of it on its feed
         try:
-            await self._watch(customer, order_id)
+            await self._watch(customer, order_id, rng)
         finally:
             self._pins.pop(order_id, None)
 
-    async def _choose(self, customer: CustomerSpec) -> tuple[RestaurantSpec, list[Any]] | None:
+    async def _choose(
+        self, customer: CustomerSpec, rng: random.Random
+    ) -> tuple[RestaurantSpec, list[Any]] | None:
         addr = customer.address
         found = await self.gateway.call(
             "GET", "/api/v1/restaurants/search", role="customer", subject=customer.customer_id,
@@ -194,7 +205,7 @@ class Customers:
         if sum(weights) <= 0:
             self.stats.inc("no_restaurant_open")
             return None
-        hit = hits[Chooser(weights).draw(self.rng)]
+        hit = hits[Chooser(weights).draw(rng)]
         spec = self._restaurants[hit["restaurant_id"]]
         menu = await self.gateway.call(
             "GET", f"/api/v1/restaurants/{spec.restaurant_id}/menu", role="customer",
@@ -210,7 +221,7 @@ class Customers:
             if i.get("available") and i.get("item_id")
         ]
         minimum = max(_minor(hit.get("minimum_order")), 0)
-        cart = choose_cart(self.rng, items, minimum_minor=minimum)
+        cart = choose_cart(rng, items, minimum_minor=minimum)
         if cart is None:
             self.stats.inc("no_cart")
             return None
@@ -246,10 +257,10 @@ class Customers:
 
     # ------------------------------------------------------------ after the order
 
-    async def _watch(self, customer: CustomerSpec, order_id: str) -> None:
+    async def _watch(self, customer: CustomerSpec, order_id: str, rng: random.Random) -> None:
         cid = customer.customer_id
-        if self.rng.random() < self.config.cancel_share:
-            await asyncio.sleep(self.rng.uniform(1.0, 4.0) * self.config.prep_scale)
+        if rng.random() < self.config.cancel_share:
+            await asyncio.sleep(rng.uniform(1.0, 4.0) * self.config.prep_scale)
             r = await self.gateway.call(
                 "POST", f"/api/v1/orders/{order_id}:cancel", role="customer", subject=cid,
                 body={"reason": "changed my mind"}, headers=self._headers(customer),
@@ -261,7 +272,7 @@ class Customers:
                 return
         deadline = self.clock() + 3 * 3600
         while self.clock() < deadline:
-            await asyncio.sleep(self.config.watch_every_s * self.rng.uniform(0.7, 1.3))
+            await asyncio.sleep(self.config.watch_every_s * rng.uniform(0.7, 1.3))
             r = await self.gateway.call("GET", f"/api/v1/orders/{order_id}", role="customer",
                                         subject=cid, headers=self._headers(customer))  # fmt: skip
             if not r.ok:
@@ -274,15 +285,15 @@ class Customers:
                 return
             if status == "ORDER_STATUS_DELIVERED":
                 self.stats.inc("seen_delivered")
-                if self.rng.random() < self.config.rate_share:
-                    await self._rate(customer, order_id)
+                if rng.random() < self.config.rate_share:
+                    await self._rate(customer, order_id, rng)
                 return
 
-    async def _rate(self, customer: CustomerSpec, order_id: str) -> None:
-        stars = self.rng.choices((1, 2, 3, 4, 5), weights=(3, 4, 10, 33, 50))[0]
+    async def _rate(self, customer: CustomerSpec, order_id: str, rng: random.Random) -> None:
+        stars = rng.choices((1, 2, 3, 4, 5), weights=(3, 4, 10, 33, 50))[0]
         body: dict[str, Any] = {"restaurant_rating": stars}
-        if self.rng.random() < 0.7:
-            body["driver_rating"] = self.rng.choices((3, 4, 5), weights=(10, 30, 60))[0]
+        if rng.random() < 0.7:
+            body["driver_rating"] = rng.choices((3, 4, 5), weights=(10, 30, 60))[0]
         r = await self.gateway.call("POST", f"/api/v1/orders/{order_id}/rating", role="customer",
                                     subject=customer.customer_id, body=body,
                                     headers=self._headers(customer))  # fmt: skip

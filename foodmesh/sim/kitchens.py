@@ -126,11 +126,14 @@ class Kitchens:
         """Set when the order's food is ready; None for an order these kitchens do not cook."""
         return self._ready.get(order_id)
 
-    def plan(self, spec: RestaurantSpec, *, items: int = 2) -> KitchenPlan:
-        """The schedule of a new order of ``items`` items, given what the kitchen has on now."""
+    def plan(
+        self, spec: RestaurantSpec, *, items: int = 2, rng: random.Random | None = None
+    ) -> KitchenPlan:
+        """The schedule of a new order of ``items`` items, given what the kitchen has on now
+        (drawn from ``rng``, the order's own stream, when given)."""
         local = dt.datetime.now(TZ)
         return plan_kitchen(
-            self.rng, spec, items=items, load=self._cooking.get(spec.restaurant_id, 0),
+            rng or self.rng, spec, items=items, load=self._cooking.get(spec.restaurant_id, 0),
             peak=bool(world.is_peak(local.hour, local.weekday())), scale=self.config.prep_scale,
         )  # fmt: skip
 

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import importlib.util
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -89,6 +90,31 @@ async def test_a_short_simulation_places_cooks_and_tracks_through_the_platform(
     assert len(trace.orders) == result.orders_recorded >= 3
     assert all(o.ready_s >= o.placed_s for o in trace.orders)
     assert {o.restaurant_id for o in trace.orders} <= {r.id for r in trace.restaurants}
+
+
+async def test_two_runs_of_one_seed_place_the_same_orders(
+    platform: Platform, tmp_path: Path
+) -> None:
+    # Each arrival draws from its own stream: a second run (another run id, its own
+    # order keys) places the same customers' orders at the same restaurants, so two
+    # platforms fed one seed compare on the same orders.
+    def placed(path: Path) -> list[tuple[str, float, float]]:
+        return sorted((o.restaurant_id, round(o.dropoff_lat, 6), round(o.dropoff_lon, 6))
+                      for o in load_trace(path).orders)  # fmt: skip
+
+    runs = []
+    for name in ("one", "two"):
+        await run_sim(config(platform, duration_s=6.0), record=tmp_path / f"{name}.json",
+                      city=small_city())  # fmt: skip
+        runs.append(placed(tmp_path / f"{name}.json"))
+    # The same orders, but for one still being placed when a run ended.
+    one, two = Counter(runs[0]), Counter(runs[1])
+    assert len(runs[0]) >= 3
+    assert (one & two).total() >= max(len(runs[0]), len(runs[1])) - 1, (runs[0], runs[1])
+    other = await run_sim(config(platform, duration_s=6.0, seed=12),
+                          record=tmp_path / "other.json", city=small_city())  # fmt: skip
+    assert other.orders_recorded >= 3
+    assert (one & Counter(placed(tmp_path / "other.json"))).total() <= len(runs[0]) // 2
 
 
 def _service() -> ClientOptions:
