@@ -28,6 +28,7 @@ from tests.integration.test_dispatch_routes import eta_service
 pytestmark = pytest.mark.timeout(120)
 
 MARGIN_S = 60.0
+LatLon = tuple[float, float]
 # The driver, ~3 km south-west of the restaurant across the grid, on the road graph.
 AWAY = (37.7580, -122.4380)
 
@@ -36,6 +37,19 @@ def line_s(speed_mps: float = SPEED_MPS[0] / DETOUR) -> float:
     """The straight line's time from the driver to the restaurant (at the planner's default
     speed, or ``speed_mps``)."""
     return haversine_m(*AWAY, *REST) / speed_mps
+
+
+async def road_time(
+    eta: EtaClient, vehicle: common_pb2.VehicleType.ValueType, a: LatLon, b: LatLon
+) -> eta_pb2.TravelTime:
+    """ETA's answer for the drive from ``a`` to ``b`` in ``vehicle``."""
+    leg = eta_pb2.TravelLeg(origin=common_pb2.LatLng(lat=a[0], lon=a[1]),
+                            destination=common_pb2.LatLng(lat=b[0], lon=b[1]))  # fmt: skip
+    got = await eta.estimate_travel_times(
+        eta_pb2.EstimateTravelTimesRequest(legs=[leg], vehicle_type=vehicle)
+    )
+    (answer,) = got.travel_times
+    return answer
 
 
 async def test_an_order_is_released_by_the_drivers_road_time_from_eta_not_the_straight_line(
@@ -48,12 +62,7 @@ async def test_an_order_is_released_by_the_drivers_road_time_from_eta_not_the_st
         # What ETA says the drive takes (its traffic follows the city's clock: 243 s at
         # night, 480 s in the morning rush), and a straight line set 5 minutes slower, so
         # the test tells which one set the release at any hour.
-        leg = eta_pb2.TravelLeg(
-            origin=common_pb2.LatLng(lat=AWAY[0], lon=AWAY[1]),
-            destination=common_pb2.LatLng(lat=REST[0], lon=REST[1]),
-        )
-        answer = await eta.estimate_travel_times(eta_pb2.EstimateTravelTimesRequest(legs=[leg]))
-        (road,) = answer.travel_times
+        road = await road_time(eta, common_pb2.VEHICLE_TYPE_UNSPECIFIED, AWAY, REST)
         assert road.source == eta_pb2.ESTIMATE_SOURCE_ROAD_GRAPH
         road_s = road.duration_seconds
         line = road_s + 300.0
@@ -124,17 +133,8 @@ async def test_a_bicycle_is_released_by_its_own_road_time_and_paced_to_the_doors
         EtaClient(eta_at, options=token("ops", "ops")) as eta,
     ):  # fmt: skip
 
-        async def road(
-            vehicle: common_pb2.VehicleType.ValueType,
-            a: tuple[float, float],
-            b: tuple[float, float],
-        ) -> float:
-            leg = eta_pb2.TravelLeg(origin=common_pb2.LatLng(lat=a[0], lon=a[1]),
-                                    destination=common_pb2.LatLng(lat=b[0], lon=b[1]))  # fmt: skip
-            got = await eta.estimate_travel_times(
-                eta_pb2.EstimateTravelTimesRequest(legs=[leg], vehicle_type=vehicle)
-            )
-            return float(got.travel_times[0].duration_seconds)
+        async def road(vehicle: common_pb2.VehicleType.ValueType, a: LatLon, b: LatLon) -> float:
+            return float((await road_time(eta, vehicle, a, b)).duration_seconds)
 
         bike, car = common_pb2.VEHICLE_TYPE_BICYCLE, common_pb2.VEHICLE_TYPE_CAR
         bike_s, car_s = await road(bike, AWAY, REST), await road(car, AWAY, REST)
