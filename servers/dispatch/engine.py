@@ -393,8 +393,10 @@ class Engine:
         """The planner's round on the live state, timed by ETA: each driver's road time to
         the restaurant and their vehicle's pace to the doors (``roadtimes``)."""
         travel = self.config.travel()
+        busy = {a.driver_id for a in on_trips if a.driver_id} - {c.driver_id for c in drivers}
         state = live_state(pool, drivers, on_trips, now=now, config=config,
-                           expiry_s=self.config.rules.expiry_s, demand=demand)  # fmt: skip
+                           expiry_s=self.config.rules.expiry_s, demand=demand,
+                           vehicles=await self.fleet.drivers.vehicles(busy))  # fmt: skip
         state = paced(state, await self.road_times.paces(state.orders, state.drivers, travel))
         road = await self.road_times.pickup_times(state.orders, state.drivers)
         rnd = await plan_off_loop(state, now=now, interval_s=self.config.batch_interval_s,

@@ -114,11 +114,14 @@ def live_state(
     config: TripConfig,
     expiry_s: float,
     demand: Mapping[str, float] | None = None,
+    vehicles: Mapping[str, int] | None = None,
 ) -> LiveState:
     """The planner's inputs: pooled orders, free and soon-free drivers, open trips.
 
-    ``on_trips``: the orders drivers hold or are offered (``offered`` … ``at_customer``).
+    ``on_trips``: the orders drivers hold or are offered (``offered`` … ``at_customer``);
+    ``vehicles``: their drivers' vehicle types (unknown: 0, timed as the travel rule).
     """
+    vehicles = vehicles or {}
     demand = demand or {}
     orders = [trip_order(a, demand=demand.get(a.order_id, 0.0)) for a in pool]
     drivers = [free_driver(c, now=now, expiry_s=expiry_s) for c in candidates]
@@ -134,7 +137,8 @@ def live_state(
         last = max(xs, key=lambda a: _at(a.est_delivery_at, now))
         drivers.append(
             FreeDriver(driver, last.dropoff_lat, last.dropoff_lon,
-                       free_at=max(now, _at(last.est_delivery_at, now)))
+                       free_at=max(now, _at(last.est_delivery_at, now)),
+                       vehicle=vehicles.get(driver, 0))
         )  # fmt: skip
         offered = all(a.status == S.OFFERED for a in xs)
         before = all(a.status in _BEFORE_PICKUP for a in xs)

@@ -398,3 +398,9 @@ def test_live_drivers_carry_their_vehicle_and_its_pace() -> None:
     paced_state = paced(state, {bike: 1.7, car: 1.2})
     assert [d.pace for d in paced_state.drivers] == [1.7, 1.2, 1.0]
     assert paced(state, {}) is state
+    # A driver on a trip (free at their last drop-off) is timed in their vehicle too.
+    on_trip = [held("a", "picked_up", deliver_at=2000.0, driver="d9")]
+    busy = live_state([], [], on_trip, now=900.0, config=TripConfig(), expiry_s=20.0,
+                      vehicles={"d9": bike})  # fmt: skip
+    assert [(d.driver_id, d.vehicle, d.free_at) for d in busy.drivers] == [("d9", bike, 2000.0)]
+    assert [d.pace for d in paced(busy, {bike: 1.7}).drivers] == [1.7]

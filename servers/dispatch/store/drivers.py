@@ -41,6 +41,18 @@ class DriverStore:
         async with self.pool.connection() as conn:
             return await one(conn, DRIVERS, DRIVER_SELECT + " WHERE d.driver_id = %s", (driver_id,))
 
+    async def vehicles(self, driver_ids: Iterable[str]) -> dict[str, int]:
+        """The vehicle type (``common.VehicleType``) of each of these drivers."""
+        ids = list(driver_ids)
+        if not ids:
+            return {}
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT driver_id, vehicle_type FROM fleet.drivers WHERE driver_id = ANY(%s)",
+                (ids,),
+            )
+            return {str(r[0]): int(r[1]) for r in await cur.fetchall()}
+
     async def available(self, driver_ids: Iterable[str]) -> dict[str, Driver]:
         """Of these drivers, the ones online, available and holding nothing."""
         ids = list(driver_ids)
