@@ -8,8 +8,11 @@ follows the city's clock, so two cities compare only side by side):
 
 - **ours**: Dispatch as `up` sets it: stacked orders (K = 2), offers timed to the kitchen,
   each driver timed in their own vehicle;
-- **baseline**: offers at once and one order a driver (`FOODMESH_DISPATCH_KITCHEN_RELEASE_S`
-  empty, `FOODMESH_DISPATCH_MAX_ORDERS=1`): the dispatch the platform had before trips.
+- **baseline** (``--baseline before``): the dispatch the platform had before trips: every
+  order offered at once, one order a driver, drivers timed by the straight line at one
+  speed (`FOODMESH_DISPATCH_KITCHEN_RELEASE_S` empty, `FOODMESH_DISPATCH_MAX_ORDERS=1`,
+  `FOODMESH_DISPATCH_ROAD_TIMES=0`); ``--baseline at-once``: the same with ETA's road times
+  and each driver's vehicle (only the kitchen timing and the stacking off).
 
 Read at the end of the run, for the orders placed in its first ``--placed-for`` minutes
 (Order's timeline): click-to-door mean and p90, and its parts (placed → ready: the kitchens,
@@ -50,8 +53,11 @@ from benchmarks._harness import emit_json, machine, now_iso, parser, print_table
 ROOT = Path(__file__).resolve().parent.parent
 #: Dispatch's metrics port before the offset (``foodmesh.core.services``).
 _DISPATCH_METRICS = 9104
-#: The dispatch the platform had before trips: every order offered at once, one a driver.
-BASELINE_ENV = {"FOODMESH_DISPATCH_KITCHEN_RELEASE_S": "", "FOODMESH_DISPATCH_MAX_ORDERS": "1"}
+#: Offers at once, one order a driver (the kitchen timing and the stacking off) ...
+AT_ONCE_ENV = {"FOODMESH_DISPATCH_KITCHEN_RELEASE_S": "", "FOODMESH_DISPATCH_MAX_ORDERS": "1"}
+#: ... and drivers timed by the straight line at one speed: the dispatch before trips.
+BASELINES = {"before": {**AT_ONCE_ENV, "FOODMESH_DISPATCH_ROAD_TIMES": "0"},
+             "at-once": AT_ONCE_ENV}  # fmt: skip
 
 _STEPS = """
 SELECT extract(epoch FROM o.created_at)::float8,
@@ -138,13 +144,19 @@ async def _stop(proc: asyncio.subprocess.Process, grace_s: float = 60.0) -> None
 
 
 @contextlib.asynccontextmanager
-async def cities(specs: list[tuple[str, int, Mapping[str, str]]]) -> AsyncIterator[list[City]]:
-    """The cities of ``specs`` (name, port offset, Dispatch's environment), up; stopped after."""
+async def cities(
+    specs: list[tuple[str, int, Mapping[str, str]]], keep: Path | None = None
+) -> AsyncIterator[list[City]]:
+    """The cities of ``specs`` (name, port offset, Dispatch's environment), up; stopped after.
+
+    Their state (PostgreSQL's data, logs) under ``keep``, kept; else a temporary folder.
+    """
     with tempfile.TemporaryDirectory(prefix="foodmesh-bench-city-") as tmp:
+        root = keep or Path(tmp)
         started: list[City] = []
         try:
             for name, offset, extra in specs:
-                started.append(await _start(name, offset, Path(tmp), extra))
+                started.append(await _start(name, offset, root, extra))
             await asyncio.gather(*(_ready(c) for c in started))
             yield started
         finally:
@@ -227,10 +239,11 @@ async def run(args: Any) -> dict[str, Any]:
     placed_for = min(args.placed_for, minutes * 2 / 3) if args.quick else args.placed_for
     specs: list[tuple[str, int, Mapping[str, str]]] = [
         ("ours", args.offset, {}),
-        ("baseline", args.offset + 1000, BASELINE_ENV),
+        ("baseline", args.offset + 1000, BASELINES[args.baseline]),
     ]
     print(f"starting two cities (ports +{args.offset}, +{args.offset + 1000})", file=sys.stderr)
-    async with cities(specs) as (ours, base):
+    keep = Path(os.path.abspath(args.state_dir)) if args.state_dir else None
+    async with cities(specs, keep) as (ours, base):
         await asyncio.sleep(20.0)  # the demand prior and the first ETA model
         start = time.time()
         print(f"both up; the simulated city runs {minutes:g} min", file=sys.stderr)
@@ -259,6 +272,7 @@ async def run(args: Any) -> dict[str, Any]:
         "placed_for_min": placed_for,
         "flat": args.flat,
         "seed": args.seed,
+        "baseline_dispatch": {"name": args.baseline, "env": BASELINES[args.baseline]},
         "sim_exit_codes": codes,
         "baseline": base_f,
         "ours": ours_f,
@@ -273,6 +287,10 @@ def main() -> int:
                    help="figures of the orders placed in the first N minutes (30)")  # fmt: skip
     p.add_argument("--flat", action="store_true", help="200 orders an hour, every driver on")
     p.add_argument("--seed", type=int, default=7, help="the simulated city's seed (7)")
+    p.add_argument("--baseline", choices=sorted(BASELINES), default="before",
+                   help="before: the dispatch before trips (default); at-once: the same with"
+                   " road times and vehicles")  # fmt: skip
+    p.add_argument("--state-dir", help="keep the cities' state here (default: removed)")
     p.add_argument("--offset", type=int, default=1000,
                    help="port offset of the first city; the second +1000 (1000)")  # fmt: skip
     args = p.parse_args()
@@ -297,7 +315,8 @@ def main() -> int:
     ]
     title = (f"The live city, {res['minutes']:g} min ({'flat' if res['flat'] else 'its clock'}), "
              f"orders placed in the first {res['placed_for_min']:g} min")  # fmt: skip
-    print_table(title, ("figure", "offers at once, K=1", "ours (as up sets)", "ours/baseline"),
+    print_table(title, ("figure", f"baseline ({args.baseline})", "ours (as up sets)",
+                        "ours/baseline"),
                 rows)  # fmt: skip
     if args.json:
         emit_json(res)
