@@ -242,8 +242,7 @@ async def run(args: Any) -> dict[str, Any]:
         ("baseline", args.offset + 1000, BASELINES[args.baseline]),
     ]
     print(f"starting two cities (ports +{args.offset}, +{args.offset + 1000})", file=sys.stderr)
-    keep = Path(os.path.abspath(args.state_dir)) if args.state_dir else None
-    async with cities(specs, keep) as (ours, base):
+    async with cities(specs, args.state_dir) as (ours, base):
         await asyncio.sleep(20.0)  # the demand prior and the first ETA model
         start = time.time()
         print(f"both up; the simulated city runs {minutes:g} min", file=sys.stderr)
@@ -294,6 +293,7 @@ def main() -> int:
     p.add_argument("--offset", type=int, default=1000,
                    help="port offset of the first city; the second +1000 (1000)")  # fmt: skip
     args = p.parse_args()
+    args.state_dir = Path(args.state_dir).resolve() if args.state_dir else None
     res = asyncio.run(run(args))
     rows = [
         (label, res["baseline"][k], res["ours"][k], res["ratio"].get(k))
