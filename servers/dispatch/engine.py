@@ -397,8 +397,12 @@ class Engine:
         state = live_state(pool, drivers, on_trips, now=now, config=config,
                            expiry_s=self.config.rules.expiry_s, demand=demand,
                            vehicles=await self.fleet.drivers.vehicles(busy))  # fmt: skip
-        state = paced(state, await self.road_times.paces(state.orders, state.drivers, travel))
-        road = await self.road_times.pickup_times(state.orders, state.drivers)
+        # Side by side: a slow ETA holds the round for one deadline, not two.
+        paces, road = await asyncio.gather(
+            self.road_times.paces(state.orders, state.drivers, travel),
+            self.road_times.pickup_times(state.orders, state.drivers),
+        )
+        state = paced(state, paces)
         rnd = await plan_off_loop(state, now=now, interval_s=self.config.batch_interval_s,
                                   travel=travel, config=config, to_pickup_s=road)  # fmt: skip
         return state, rnd
