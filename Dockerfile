@@ -58,8 +58,8 @@ COPY --from=model /opt/foodmesh/models /opt/foodmesh/models
 # A fixed numeric uid/gid (no passwd entry needed): Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 WORKDIR /tmp
-# gRPC services 50051-50056, metrics 9101-9106, gateway 8080, dashboard 8090.
-EXPOSE 50051 50052 50053 50054 50055 50056 50057 9101 9102 9103 9104 9105 9106 9107 8080 8090
+# gRPC services 7051-7057, metrics 9101-9107, gateway 8080, dashboard 8090.
+EXPOSE 7051 7052 7053 7054 7055 7056 7057 9101 9102 9103 9104 9105 9106 9107 8080 8090
 # Exec form: no shell at run time; SIGTERM reaches the Python process (graceful drain).
 ENTRYPOINT ["foodmesh", "serve"]
 CMD ["gateway"]

@@ -3,7 +3,7 @@
 Each client holds a channel whose service config gives every unary call a
 deadline and retries the methods the contract marks idempotent::
 
-    async with OrderClient("localhost:50052") as orders:
+    async with OrderClient("localhost:7052") as orders:
         reply = await orders.get_order(order_pb2.GetOrderRequest(order_id="..."))
 """
 

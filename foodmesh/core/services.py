@@ -22,16 +22,18 @@ class ServiceInfo:
 #: Added to every default port (``FOODMESH_PORT_OFFSET``): two platforms on one machine.
 _OFFSET = int(os.environ.get("FOODMESH_PORT_OFFSET", "0") or 0)
 
-# Start order: services others call come first, so `up` finds them serving.
+# Start order: services others call come first, so `up` finds them serving. The ports sit
+# below every kernel's ephemeral range (Linux from 32768): there, any outgoing connection on
+# the machine may hold one, and the service could not bind it (docs/architecture.md).
 KNOWN: tuple[ServiceInfo, ...] = tuple(
     ServiceInfo(name, grpc + _OFFSET, metrics + _OFFSET)
     for name, grpc, metrics in (
-        ("eta", 50055, 9105),
-        ("pricing", 50056, 9106),
-        ("catalog", 50051, 9101),
-        ("location", 50053, 9103),
-        ("dispatch", 50054, 9104),
-        ("order", 50052, 9102),
-        ("notification", 50057, 9107),
+        ("eta", 7055, 9105),
+        ("pricing", 7056, 9106),
+        ("catalog", 7051, 9101),
+        ("location", 7053, 9103),
+        ("dispatch", 7054, 9104),
+        ("order", 7052, 9102),
+        ("notification", 7057, 9107),
     )
 )

@@ -33,9 +33,9 @@ class SimConfig:
     """How big, how busy, how long, and how the simulated people behave."""
 
     gateway: str = "http://127.0.0.1:8080"
-    location_target: str = "127.0.0.1:50053"
+    location_target: str = "127.0.0.1:7053"
     #: Dispatch's address; None runs drivers without work sessions (fixes only).
-    dispatch_target: str | None = "127.0.0.1:50054"
+    dispatch_target: str | None = "127.0.0.1:7054"
     seed: int = 7
     restaurants: int = 500
     drivers: int = 600

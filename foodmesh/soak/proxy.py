@@ -3,7 +3,7 @@
 Run as its own process (``python -m foodmesh.soak.proxy``) so its copying does not
 share an event loop with the load it is measured by::
 
-    python -m foodmesh.soak.proxy --control ctl.json postgres=5432 location=50053 ...
+    python -m foodmesh.soak.proxy --control ctl.json postgres=5432 location=7053 ...
 
 Each ``name=port`` listens on a free port and forwards to ``127.0.0.1:port``; the
 first line of output is a JSON object ``{name: listening port}``. The control file

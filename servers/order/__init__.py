@@ -8,7 +8,7 @@ WatchOrder streams are woken by PostgreSQL NOTIFY (``watch.py``).
 
 Settings (``FOODMESH_ORDER_*``):
 
-- ``CATALOG_TARGET``: the Catalog (default ``127.0.0.1:50051``);
+- ``CATALOG_TARGET``: the Catalog (default ``127.0.0.1:7051``);
 - ``CATALOG_CACHE_S``: how long PlaceOrder reuses a Catalog answer (restaurant, menu,
   delivery check) before asking again (2; ``0`` asks every time): see ``clients/catalog.py``;
 - ``PRICING_TARGET``, ``ETA_TARGET``: the Pricing and ETA services; unset, the

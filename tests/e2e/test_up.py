@@ -79,12 +79,17 @@ async def test_up_serves_the_mesh_through_the_gateway(
             async with http.get(f"{dashboard}/api/snapshot", headers=ops) as r:
                 assert r.status == 200
             # "up" once every process runs; ready once every upstream answers SERVING
-            async with asyncio.timeout(60):
-                while True:
-                    async with http.get(f"{base}/readyz") as r:
-                        if r.status == 200:
-                            break
-                    await asyncio.sleep(0.5)
+            upstreams: object = None  # the last answer, to name who is not serving
+            try:
+                async with asyncio.timeout(60):
+                    while True:
+                        async with http.get(f"{base}/readyz") as r:
+                            if r.status == 200:
+                                break
+                            upstreams = (await r.json())["upstreams"]
+                        await asyncio.sleep(0.5)
+            except TimeoutError:
+                pytest.fail(f"not ready in 60 s: {upstreams}")
             fix = {"lat": 37.7749, "lon": -122.4194, "accuracy": 4.0, "timestamp": now}
             async with http.post(
                 f"{base}/api/v1/drivers/location", json=fix, headers=_auth("driver", "drv_e2e")

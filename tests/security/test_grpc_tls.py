@@ -155,7 +155,7 @@ def test_a_caller_service_needs_the_ca_outside_dev_mode(
         service="catalog",
         metrics_enabled=False,
         tls=pki.server,
-        extra={"FOODMESH_CATALOG_PRICING_TARGET": "pricing:50053"},
+        extra={"FOODMESH_CATALOG_PRICING_TARGET": "pricing:7053"},
     )
     assert serve(SPEC, settings) == 1
     assert "FOODMESH_TLS_CA" in capsys.readouterr().err

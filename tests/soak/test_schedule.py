@@ -127,7 +127,7 @@ def test_a_running_platform_is_read_from_its_supervisors_record(tmp_path: Path) 
     from foodmesh.soak.run import _environ, _Processes
 
     (tmp_path / "processes.json").write_text(json.dumps({"processes": [
-        {"name": "dispatch", "pid": os.getpid(), "restarts": 2, "grpc_port": 50054},
+        {"name": "dispatch", "pid": os.getpid(), "restarts": 2, "grpc_port": 7054},
         {"name": "gateway", "pid": None, "restarts": 5, "http_url": "http://127.0.0.1:8080/"},
     ]}))  # fmt: skip
     procs = _Processes(tmp_path)

@@ -14,6 +14,7 @@ from foodmesh.core.geo import (
     haversine_m,
 )
 from foodmesh.core.redis import Keys
+from foodmesh.core.services import KNOWN
 from servers.runtime.config import Settings
 
 
@@ -21,7 +22,7 @@ def test_settings_read_service_specific_port_and_urls() -> None:
     s = Settings.from_env(
         "order",
         {
-            "FOODMESH_ORDER_PORT": "50052",
+            "FOODMESH_ORDER_PORT": "7052",
             "FOODMESH_POSTGRES_URL": "postgresql://u@h:5432/db",
             "FOODMESH_DEFAULT_DEADLINE_S": "2.5",
             "FOODMESH_NAMESPACE": "t1",
@@ -29,11 +30,25 @@ def test_settings_read_service_specific_port_and_urls() -> None:
         },
     )
     assert (s.port, s.postgres_url, s.default_deadline_s, s.namespace) == (
-        50052,
+        7052,
         "postgresql://u@h:5432/db",
         2.5,
         "t1",
     )
+
+
+def test_default_ports_sit_below_the_ephemeral_range() -> None:
+    # In the range, any outgoing connection on the machine may hold a service's port, and
+    # the service then cannot bind it ("Address already in use") until that one closes.
+    low = 32768  # Linux's default start; the IANA range starts at 49152
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = min(low, int(f.read().split()[0]))
+    except OSError:
+        pass
+    ports = {p for s in KNOWN for p in (s.grpc_port, s.metrics_port)}
+    assert len(ports) == 2 * len(KNOWN)
+    assert max(ports) < low, sorted(ports)
 
 
 @pytest.mark.parametrize(

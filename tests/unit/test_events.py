@@ -44,7 +44,7 @@ def test_a_dependency_listens_where_the_env_says_else_at_its_port_on_this_host()
            "FOODMESH_ORDER_ETA_TARGET": ""}  # fmt: skip
     r = Resources(Settings.from_env("order", {"FOODMESH_HOST": "10.0.0.7", **env}), frozenset())
     assert r.target("pricing") == "pricing.svc:443"
-    assert r.target("catalog") == "10.0.0.7:50051"
+    assert r.target("catalog") == "10.0.0.7:7051"
     assert r.configured_target("pricing") == "pricing.svc:443"
     assert r.configured_target("eta") is None  # empty counts as unset
     assert r.configured_target("dispatch") is None

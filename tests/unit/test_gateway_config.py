@@ -19,7 +19,7 @@ def test_targets_come_from_env_or_the_known_default_ports() -> None:
          "FOODMESH_GATEWAY_DEADLINE_S": "2.5", "FOODMESH_AUTH_SECRET": "s3cret" * 8}
     )  # fmt: skip
     assert config.target(ORDER) == "orders.svc:7000"
-    assert config.target(LOCATION) == "127.0.0.1:50053"
+    assert config.target(LOCATION) == "127.0.0.1:7053"
     assert (config.port, config.deadline_s, config.auth_secret) == (9000, 2.5, "s3cret" * 8)
     assert config.stream_deadline_s == 3600.0 and config.heartbeat_s == 15.0
 
