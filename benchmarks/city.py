@@ -25,6 +25,7 @@ orders an hour with every driver working, whatever the hour.
     python benchmarks/city.py                         # 45 minutes (~50 with start-up)
     python benchmarks/city.py --minutes 45 --json
     python benchmarks/city.py --quick                 # 4 minutes, a smoke run
+    python benchmarks/city.py --drivers 150           # a scarce city
 """
 
 from __future__ import annotations
@@ -216,10 +217,13 @@ async def figures(city: City, since: float, until: float, cut: float) -> dict[st
     }
 
 
-async def _sim(city: City, minutes: float, flat: bool, seed: int, extra: Mapping[str, str]) -> int:
+async def _sim(city: City, args: Any, minutes: float, extra: Mapping[str, str]) -> int:
     argv = [sys.executable, "-m", "foodmesh", "sim", "run", "--gateway", city.gateway,
-            "--seed", str(seed), "--duration", f"{minutes:g}m"]  # fmt: skip
-    if flat:
+            "--seed", str(args.seed), "--duration", f"{minutes:g}m",
+            "--drivers", str(args.drivers)]  # fmt: skip
+    if args.orders_per_hour:
+        argv += ["--orders-per-hour", f"{args.orders_per_hour:g}"]
+    if args.flat:
         argv += ["--flat", "--no-shifts"]
     log = city.log.with_name("sim.log")
     with log.open("wb") as out:
@@ -246,7 +250,7 @@ async def run(args: Any) -> dict[str, Any]:
         await asyncio.sleep(20.0)  # the demand prior and the first ETA model
         start = time.time()
         print(f"both up; the simulated city runs {minutes:g} min", file=sys.stderr)
-        sims = [asyncio.create_task(_sim(c, minutes, args.flat, args.seed, extra))
+        sims = [asyncio.create_task(_sim(c, args, minutes, extra))
                 for c, (_, _, extra) in zip((ours, base), specs, strict=True)]  # fmt: skip
         while not all(s.done() for s in sims):
             await asyncio.wait(sims, timeout=60.0)
@@ -271,6 +275,8 @@ async def run(args: Any) -> dict[str, Any]:
         "placed_for_min": placed_for,
         "flat": args.flat,
         "seed": args.seed,
+        "drivers": args.drivers,
+        "orders_per_hour": args.orders_per_hour or None,
         "baseline_dispatch": {"name": args.baseline, "env": BASELINES[args.baseline]},
         "sim_exit_codes": codes,
         "baseline": base_f,
@@ -286,6 +292,10 @@ def main() -> int:
                    help="figures of the orders placed in the first N minutes (30)")  # fmt: skip
     p.add_argument("--flat", action="store_true", help="200 orders an hour, every driver on")
     p.add_argument("--seed", type=int, default=7, help="the simulated city's seed (7)")
+    p.add_argument("--drivers", type=int, default=600,
+                   help="drivers of the city (600, as up; fewer: a scarce city)")  # fmt: skip
+    p.add_argument("--orders-per-hour", type=float, default=0.0,
+                   help="the demand's base rate (0: the simulator's default)")  # fmt: skip
     p.add_argument("--baseline", choices=sorted(BASELINES), default="before",
                    help="before: the dispatch before trips (default); at-once: the same with"
                    " road times and vehicles")  # fmt: skip
@@ -313,8 +323,9 @@ def main() -> int:
             ("pickups", "pickups"),
         )
     ]
-    title = (f"The live city, {res['minutes']:g} min ({'flat' if res['flat'] else 'its clock'}), "
-             f"orders placed in the first {res['placed_for_min']:g} min")  # fmt: skip
+    title = (f"The live city, {res['minutes']:g} min ({'flat' if res['flat'] else 'its clock'}),"
+             f" {res['drivers']} drivers, orders placed in the first"
+             f" {res['placed_for_min']:g} min")  # fmt: skip
     print_table(title, ("figure", f"baseline ({args.baseline})", "ours (as up sets)",
                         "ours/baseline"),
                 rows)  # fmt: skip
