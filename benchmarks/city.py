@@ -18,7 +18,8 @@ Read at the end of the run, for the orders placed in its first ``--placed-for`` 
 (Order's timeline): click-to-door mean and p90, and its parts (placed → ready: the kitchens,
 alike in both; ready → picked up and picked up → delivered: dispatch's); and Dispatch's
 figures over the run: the drivers' wait for the food (arrival to the kitchen's ready mark)
-and their time at the counter (arrival to pickup, the handover included). The city
+and their time at the counter (arrival to pickup, the handover included); and the
+simulator's drivers on a trip (the mean of its 5 s progress lines). The city
 follows San Francisco's clock (demand, drivers' shifts, traffic): ``--flat`` runs 200
 orders an hour with every driver working, whatever the hour.
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -214,7 +216,22 @@ async def figures(city: City, since: float, until: float, cut: float) -> dict[st
         "driver_food_wait_mean_min": round(food_s / food_n / 60, 2) if food_n else None,
         "driver_at_counter_mean_min": round(wait_s / wait_n / 60, 2) if wait_n else None,
         "pickups": wait_n,
+        "drivers_busy_mean": drivers_busy_mean(city.log.with_name("sim.log")),
     }
+
+
+_BUSY = re.compile(rb"\| drivers ([\d,]+) on, ([\d,]+) busy")
+
+
+def drivers_busy_mean(sim_log: Path) -> float | None:
+    """The simulator's drivers on a trip: the mean of its progress lines (every 5 s) while
+    its drivers are on the road (not the lines of its start or its stop)."""
+    busy = [
+        int(m.group(2).replace(b",", b""))
+        for m in _BUSY.finditer(sim_log.read_bytes())
+        if m.group(1) != b"0"
+    ]
+    return round(sum(busy) / len(busy), 1) if busy else None
 
 
 async def _sim(city: City, args: Any, minutes: float, extra: Mapping[str, str]) -> int:
@@ -266,7 +283,8 @@ async def run(args: Any) -> dict[str, Any]:
         )
     ours_f, base_f = got
     keys = ("click_to_door_p90_min", "click_to_door_mean_min", "ready_to_door_p90_min",
-            "ready_to_picked_mean_min", "driver_food_wait_mean_min")  # fmt: skip
+            "ready_to_picked_mean_min", "driver_food_wait_mean_min",
+            "drivers_busy_mean")  # fmt: skip
     return {
         "benchmark": "city",
         "when": now_iso(),
@@ -321,6 +339,7 @@ def main() -> int:
             ("driver's wait for the food, min", "driver_food_wait_mean_min"),
             ("driver at the counter, min", "driver_at_counter_mean_min"),
             ("pickups", "pickups"),
+            ("drivers on a trip, mean", "drivers_busy_mean"),
         )
     ]
     title = (f"The live city, {res['minutes']:g} min ({'flat' if res['flat'] else 'its clock'}),"
