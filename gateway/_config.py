@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from google.protobuf import descriptor
 
 from foodmesh.core.auth import DEV_SECRET
-from foodmesh.core.services import KNOWN
+from foodmesh.core.services import local_target
 from foodmesh.core.settings import (
     ConfigError,
     auth_from_env,
@@ -174,12 +174,12 @@ class GatewayConfig:
         key = service_key(service)
         if key in self.targets:
             return self.targets[key]
-        info = next((i for i in KNOWN if i.name == key), None)
-        if info is None:
+        try:
+            return local_target(key)
+        except KeyError:
             raise ConfigError(
                 f"no target for {service.full_name}: set FOODMESH_GATEWAY_{key.upper()}_TARGET"
-            )
-        return f"127.0.0.1:{info.grpc_port}"
+            ) from None
 
     def exposed(
         self, services: Iterable[descriptor.ServiceDescriptor]

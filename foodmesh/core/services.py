@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["KNOWN", "ServiceInfo"]
+__all__ = ["KNOWN", "ServiceInfo", "local_target"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +37,11 @@ KNOWN: tuple[ServiceInfo, ...] = tuple(
         ("notification", 7057, 9107),
     )
 )
+
+
+def local_target(name: str) -> str:
+    """``127.0.0.1:<port>``: where the service ``name`` listens by default on this machine."""
+    info = next((i for i in KNOWN if i.name == name), None)
+    if info is None:
+        raise KeyError(f"no service {name!r} (foodmesh.core.services.KNOWN)")
+    return f"127.0.0.1:{info.grpc_port}"

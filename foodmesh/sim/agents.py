@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from foodmesh.core.auth import DEV_SECRET, mint_token
+from foodmesh.core.services import local_target
 
 __all__ = ["Gateway", "HttpResult", "SimConfig", "Stats", "Tokens"]
 
@@ -33,9 +34,9 @@ class SimConfig:
     """How big, how busy, how long, and how the simulated people behave."""
 
     gateway: str = "http://127.0.0.1:8080"
-    location_target: str = "127.0.0.1:7053"
+    location_target: str = local_target("location")
     #: Dispatch's address; None runs drivers without work sessions (fixes only).
-    dispatch_target: str | None = "127.0.0.1:7054"
+    dispatch_target: str | None = local_target("dispatch")
     seed: int = 7
     restaurants: int = 500
     drivers: int = 600
